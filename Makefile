@@ -1,0 +1,44 @@
+# clinical-mlops — the two commands are `make demo` and `make test`.
+# Everything the project needs is installed from here: nothing is assumed on the machine.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+UV     := $(VENV)/bin/uv
+EXTRAS ?= dev,postgres,console
+STAMP  := $(VENV)/.installed-$(shell echo "$(EXTRAS)" | tr ',' '-')
+
+.PHONY: demo test bench lint install clean help
+
+help:
+	@echo "make demo   - create the environment, install, run the end-to-end pipeline"
+	@echo "make test   - install everything the tests need and run the full suite"
+	@echo "make bench  - run the long measurements and write docs/BENCHMARKS.md"
+	@echo "make lint   - ruff and mypy"
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip uv
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(UV) pip install --quiet --python $(PY) -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/clinical-mlops demo
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -q
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy src/clinical_mlops
+
+clean:
+	rm -rf $(VENV) .clinical-mlops .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,43 @@
+"""The ``clinical-mlops`` command: a thin typer layer over the library.
+
+Each sub-command parses its input, calls one library function and renders the
+result (a rich table, or one JSON object with ``--json``). Progress bars and
+human messages go to standard error so that ``--json`` output stays parseable.
+Every :class:`~clinical_mlops.errors.ClinicalMlopsError` becomes a readable
+message and exit code 2; nothing else is caught.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from clinical_mlops.cli._common import run_guarded
+from clinical_mlops.cli.data import data_app, demo_command
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="clinical-mlops",
+    help="Governed clinical risk models from raw EHR data to bedside use.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_app, name="data")
+app.command("demo", help="Run the end-to-end pipeline on the embedded synthetic source.")(
+    demo_command
+)
+
+
+@app.command("version", help="Print the installed version.")
+def version() -> None:
+    from clinical_mlops import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run_guarded(app))

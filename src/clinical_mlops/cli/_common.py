@@ -1,0 +1,72 @@
+"""Shared pieces of the command line: consoles, workspace option, JSON output, errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from clinical_mlops.errors import ClinicalMlopsError
+from clinical_mlops.workspace import Workspace
+
+__all__ = [
+    "JsonOption",
+    "WorkspaceOption",
+    "err_console",
+    "out_console",
+    "print_json",
+    "run_guarded",
+    "workspace_from",
+]
+
+out_console = Console()
+err_console = Console(stderr=True)
+
+WorkspaceOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--workspace",
+        "-w",
+        help="Workspace folder (default: $CLINICAL_MLOPS_HOME or ./.clinical-mlops).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object on standard output.")
+]
+
+
+def workspace_from(path: Path | None) -> Workspace:
+    return Workspace.open(path)
+
+
+def print_json(obj: Any) -> None:
+    """Write ``obj`` as one JSON document on standard output."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=str, allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+def run_guarded(app: typer.Typer) -> int:
+    """Run the typer app; library errors become a message on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except ClinicalMlopsError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        return 2
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except typer.Abort:
+        err_console.print("aborted")
+        return 1
+    except Exception as exc:  # click usage errors carry their own exit codes
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0

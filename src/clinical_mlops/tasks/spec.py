@@ -1,0 +1,338 @@
+"""The task specification: what a model predicts, for whom, from which features.
+
+A :class:`TaskSpec` is loaded from YAML and is the single source of truth for a
+task: the population (cohort criteria), the prediction time and observation
+window, the label, the temporal split, every feature with its unit, valid
+range, aggregation and written clinical justification, protected attributes,
+thresholds, intended and non-intended uses, and the consent purposes under which
+inference may run. Only features declared here *and approved* may reach a model
+(R-P1). Invalid specs raise :class:`~clinical_mlops.errors.TaskSpecInvalid`
+naming each bad field by its path (``features.3.valid_range``).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from clinical_mlops.errors import TaskSpecInvalid
+from clinical_mlops.hashing import sha256_json
+
+__all__ = [
+    "AgeBand",
+    "CohortCriteria",
+    "Feature",
+    "LabelSpec",
+    "ProtectedAttribute",
+    "SplitSpec",
+    "TaskSpec",
+    "Thresholds",
+    "builtin_tasks",
+    "load_task",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Feature(_Strict):
+    """One model input, declared with its clinical meaning."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    label: str = Field(min_length=1, description="Name shown to clinicians")
+    kind: Literal["numeric", "categorical", "flag"]
+    source: Literal["static", "event"]
+    variable: str | None = Field(
+        default=None, description="Raw-event variable the feature aggregates (event features)"
+    )
+    unit: str | None = Field(default=None, description="UCUM unit of the raw events and feature")
+    display_unit: str | None = None
+    valid_range: tuple[float, float] | None = Field(
+        default=None, description="Physiologically valid [low, high]; raw values outside are artifacts"
+    )
+    aggregation: Literal["static", "min", "max", "mean", "last", "any"]
+    categories: tuple[str, ...] | None = None
+    justification: str = Field(min_length=20, description="One-sentence clinical justification")
+    status: Literal["approved", "proposed", "withdrawn"] = "proposed"
+    caveat: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Feature:
+        if self.valid_range is not None and not self.valid_range[0] < self.valid_range[1]:
+            raise ValueError("valid_range: expected [low, high] with low < high")
+        if self.source == "event":
+            if not self.variable:
+                raise ValueError("variable: required for an event feature")
+            if self.aggregation == "static":
+                raise ValueError("aggregation: an event feature needs min, max, mean, last or any")
+            if self.unit is None:
+                raise ValueError("unit: required for an event feature (UCUM code)")
+        elif self.aggregation != "static":
+            raise ValueError("aggregation: a static feature must use 'static'")
+        if self.kind == "categorical" and not self.categories:
+            raise ValueError("categories: required for a categorical feature")
+        if self.kind == "flag" and self.aggregation not in ("any", "static", "max"):
+            raise ValueError("aggregation: a flag is aggregated with 'any' (or 'max')")
+        if self.kind == "numeric" and self.valid_range is None:
+            raise ValueError("valid_range: required for a numeric feature")
+        return self
+
+    @property
+    def shown_unit(self) -> str:
+        """The unit as a clinician reads it."""
+        return self.display_unit or self.unit or ""
+
+
+class Window(_Strict):
+    """A time window in hours relative to the anchor (ICU admission for the ICU task)."""
+
+    start_hours: float
+    end_hours: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        if not self.end_hours > self.start_hours:
+            raise ValueError("end_hours: expected a value greater than start_hours")
+        return self
+
+
+class CohortCriteria(_Strict):
+    """Inclusion and exclusion criteria, applied in the order listed in the flow."""
+
+    setting: Literal["icu", "ward"]
+    min_age: float = Field(ge=0)
+    years: tuple[int, int]
+    first_stay_only: bool = True
+    exclude_repeat_stays_in_admission: bool = True
+    min_los_hours: float = Field(ge=0)
+    max_missing_feature_fraction: float = Field(gt=0, le=1)
+    require_outcome: bool = True
+
+    @model_validator(mode="after")
+    def _years(self) -> CohortCriteria:
+        if self.years[0] > self.years[1]:
+            raise ValueError("years: expected [first, last] with first <= last")
+        return self
+
+
+class LabelSpec(_Strict):
+    """The outcome: an event inside a window that starts at or after the prediction time."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    event: Literal["in_hospital_death", "readmission"]
+    window: Window
+    description: str = Field(min_length=10)
+
+
+class SplitSpec(_Strict):
+    """Temporal split by real calendar year; CV folds live inside the train years only."""
+
+    kind: Literal["temporal"] = "temporal"
+    train_years: tuple[int, int]
+    test_years: tuple[int, int]
+    cv_folds: int = Field(default=5, ge=2, le=20)
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> SplitSpec:
+        if self.train_years[0] > self.train_years[1] or self.test_years[0] > self.test_years[1]:
+            raise ValueError("train_years/test_years: expected [first, last] with first <= last")
+        if self.train_years[1] >= self.test_years[0]:
+            raise ValueError("test_years: the test period must start after the train period ends")
+        return self
+
+
+class AgeBand(_Strict):
+    label: str
+    low: float
+    high: float | None = None  # inclusive upper bound; None = open-ended
+
+
+class ProtectedAttribute(_Strict):
+    """An attribute subgroup metrics and fairness are computed over."""
+
+    name: str
+    column: str
+    groups: dict[str, str] | None = None  # group label -> value in the column
+    bands: tuple[AgeBand, ...] | None = None
+    optional: bool = False  # e.g. ethnicity "where available"
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ProtectedAttribute:
+        if (self.groups is None) == (self.bands is None):
+            raise ValueError("groups/bands: give exactly one of groups (categorical) or bands (numeric)")
+        return self
+
+
+class Thresholds(_Strict):
+    """Numbers with clinical meaning; each change is a governed, audited event."""
+
+    operating: float = Field(gt=0, lt=1)
+    conformal_alpha: float = Field(gt=0, lt=0.5)
+    subgroup_auroc_gap: float = Field(gt=0, lt=1)
+    auroc_degradation: float = Field(gt=0, lt=1)
+    psi: float = Field(gt=0)
+
+
+class IntendedUse(_Strict):
+    statement: str = Field(min_length=20)
+    users: tuple[str, ...]
+    setting: str
+    population: str
+
+
+class Consent(_Strict):
+    purposes_allowed: tuple[str, ...] = Field(min_length=1)
+
+
+class TaskSpec(_Strict):
+    """A complete, validated task specification."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    version: int = Field(ge=1)
+    title: str
+    description: str
+    anchor: Literal["icu_admission", "discharge"]
+    prediction_time_hours: float = Field(ge=0)
+    observation_window: Window
+    cohort: CohortCriteria
+    label: LabelSpec
+    split: SplitSpec
+    features: tuple[Feature, ...] = Field(min_length=1)
+    feature_sql: str = Field(pattern=r"^[a-z0-9_]+\.sql$")
+    protected_attributes: tuple[ProtectedAttribute, ...]
+    thresholds: Thresholds
+    intended_use: IntendedUse
+    non_intended_uses: tuple[str, ...] = Field(min_length=1)
+    consent: Consent
+    published: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> TaskSpec:
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"features: duplicate feature names {dupes}")
+        if self.observation_window.end_hours > self.prediction_time_hours:
+            raise ValueError(
+                "observation_window.end_hours: must not be after prediction_time_hours "
+                "(features may only use data available at prediction time)"
+            )
+        if self.label.window.start_hours < self.prediction_time_hours:
+            raise ValueError(
+                "label.window.start_hours: the label window must start at or after "
+                "prediction_time_hours (otherwise the outcome leaks into the features)"
+            )
+        lo, hi = self.cohort.years
+        for part, (a, b) in (("train_years", self.split.train_years), ("test_years", self.split.test_years)):
+            if a < lo or b > hi:
+                raise ValueError(f"split.{part}: {a}-{b} lies outside cohort.years {lo}-{hi}")
+        return self
+
+    # -- derived views -----------------------------------------------------------------
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    @property
+    def approved_features(self) -> tuple[Feature, ...]:
+        return tuple(f for f in self.features if f.status == "approved")
+
+    @property
+    def event_features(self) -> tuple[Feature, ...]:
+        return tuple(f for f in self.features if f.source == "event")
+
+    def feature(self, name: str) -> Feature:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(f"feature {name!r} is not declared in task {self.name!r}")
+
+    def criteria_hash(self) -> str:
+        """SHA-256 of everything that decides cohort membership and labels."""
+        return sha256_json(
+            {
+                "anchor": self.anchor,
+                "prediction_time_hours": self.prediction_time_hours,
+                "observation_window": self.observation_window.model_dump(mode="json"),
+                "cohort": self.cohort.model_dump(mode="json"),
+                "label": self.label.model_dump(mode="json", exclude={"description"}),
+                "split": self.split.model_dump(mode="json"),
+            }
+        )
+
+    def spec_hash(self) -> str:
+        """SHA-256 of the whole spec (canonical JSON)."""
+        return sha256_json(self.model_dump(mode="json"))
+
+    def sql_path(self) -> Path:
+        """Path of this task's feature SQL inside the package."""
+        return Path(str(resources.files("clinical_mlops.features").joinpath(self.feature_sql)))
+
+
+# -- loading ---------------------------------------------------------------------------
+
+_BUILTIN_DIR = "clinical_mlops.tasks"
+
+
+def builtin_tasks() -> list[str]:
+    """Return the names of the task specs shipped with the package."""
+    folder = resources.files(_BUILTIN_DIR)
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(root)"
+
+
+def task_from_mapping(data: Any, *, source: str) -> TaskSpec:
+    """Validate a parsed mapping as a :class:`TaskSpec`, raising ``TaskSpecInvalid``."""
+    if not isinstance(data, dict):
+        raise TaskSpecInvalid(source, [("(root)", f"expected a mapping, got {type(data).__name__}")])
+    try:
+        return TaskSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = _format_loc(tuple(err["loc"]))
+            msg = err["msg"].removeprefix("Value error, ")
+            # Validators that name their own field put it first ("unit: ..."): join paths.
+            if ": " in msg and msg.split(": ", 1)[0].replace(".", "").replace("_", "").replace("/", "").isalnum():
+                head, rest = msg.split(": ", 1)
+                if "." not in head and "/" not in head:
+                    loc = f"{loc}.{head}" if loc != "(root)" else head
+                else:
+                    loc = head
+                msg = rest
+            problems.append((loc, msg))
+        raise TaskSpecInvalid(source, problems) from None
+
+
+def load_task(name_or_path: str | Path) -> TaskSpec:
+    """Load a built-in task by name (``icu_mortality_48h``) or a spec from a YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if not candidate.exists():
+            raise TaskSpecInvalid(str(candidate), [("(file)", "no such file")])
+        text = candidate.read_text(encoding="utf-8")
+        source = str(candidate)
+    else:
+        name = str(name_or_path)
+        if name not in builtin_tasks():
+            raise TaskSpecInvalid(
+                name, [("(name)", f"unknown task; built-in tasks are {', '.join(builtin_tasks())}")]
+            )
+        text = resources.files(_BUILTIN_DIR).joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+        source = f"{name}.yaml"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(unknown position)"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise TaskSpecInvalid(source, [(where, f"malformed YAML: {problem}")]) from None
+    return task_from_mapping(data, source=source)

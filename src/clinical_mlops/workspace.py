@@ -1,0 +1,103 @@
+"""Where everything lives: the workspace folder and the settings that switch stores.
+
+A workspace is a folder (default ``./.clinical-mlops``, or ``$CLINICAL_MLOPS_HOME``)::
+
+    sources/      raw EHR sources made by generators (synthetic), one folder each
+    artifacts/    content-addressed outputs: snapshots/<id>/, models/<version>/ ...
+    meta.db       registry, governance and consent metadata (SQLite by default)
+    ledger.db     the audit ledger (SQLite by default)
+    identity.db   the pseudonym vault, kept apart so it can be erased
+    keys/         the local keyring
+
+Each store can be switched to a production part with one setting, read from the
+environment (``CLINICAL_MLOPS_META_URL``, ``CLINICAL_MLOPS_LEDGER_URL``,
+``CLINICAL_MLOPS_IDENTITY_URL`` take SQLAlchemy/PostgreSQL URLs).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["DEFAULT_HOME", "Workspace"]
+
+DEFAULT_HOME = ".clinical-mlops"
+_ENV_HOME = "CLINICAL_MLOPS_HOME"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A workspace rooted at ``root``; creating the object creates nothing on disk."""
+
+    root: Path
+
+    @classmethod
+    def open(cls, root: str | Path | None = None) -> Workspace:
+        """Return the workspace at ``root``, ``$CLINICAL_MLOPS_HOME`` or ``./.clinical-mlops``."""
+        chosen = root if root is not None else os.environ.get(_ENV_HOME, DEFAULT_HOME)
+        path = Path(chosen).expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    # -- folders ---------------------------------------------------------------
+    @property
+    def sources_dir(self) -> Path:
+        return self._dir("sources")
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self._dir("artifacts")
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self._dir("artifacts", "snapshots")
+
+    @property
+    def models_dir(self) -> Path:
+        return self._dir("artifacts", "models")
+
+    @property
+    def keys_dir(self) -> Path:
+        return self._dir("keys")
+
+    def _dir(self, *parts: str) -> Path:
+        path = self.root.joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- database URLs -----------------------------------------------------------
+    def database_url(self, store: str) -> str:
+        """Return the SQLAlchemy URL of ``store`` (``meta``, ``ledger`` or ``identity``)."""
+        if store not in ("meta", "ledger", "identity"):
+            raise ValueError(f"unknown store {store!r}; expected meta, ledger or identity")
+        override = os.environ.get(f"CLINICAL_MLOPS_{store.upper()}_URL")
+        if override:
+            return override
+        return f"sqlite:///{self.root / f'{store}.db'}"
+
+    # -- atomic writes -----------------------------------------------------------
+    @contextmanager
+    def staging_dir(self, final: Path) -> Iterator[Path]:
+        """Yield a scratch folder that becomes ``final`` only if the block succeeds.
+
+        The scratch folder lives beside ``final`` (same file system) so the last
+        step is an atomic rename; on any error it is removed, so no half-written
+        artifact is ever visible under its final name.
+        """
+        final.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".staging-{final.name}-", dir=final.parent))
+        try:
+            yield scratch
+            if final.exists():
+                # Content-addressed: the same id means the same content is already there.
+                shutil.rmtree(scratch)
+            else:
+                os.replace(scratch, final)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
