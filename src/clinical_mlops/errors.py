@@ -10,8 +10,25 @@
     │   ├── ContractViolation          hard data-contract failures before training
     │   ├── LeakageDetected            a post-prediction-time event reached a feature
     │   └── UndeclaredFeature          a feature not declared and approved in the spec (R-P1)
-    └── WorkspaceError
-        └── SnapshotNotFound           no snapshot with that id in the workspace
+    ├── WorkspaceError
+    │   └── SnapshotNotFound           no snapshot with that id in the workspace
+    │
+    │   -- evidence plane (ledger, keys, identity) --
+    ├── LedgerError
+    │   ├── LedgerNotFound             no ledger database where one was expected
+    │   ├── LedgerCorrupted            the database file is unreadable or not a ledger
+    │   ├── EntryNotFound              no entry with that seq
+    │   ├── UnknownEntryType           an entry type (or schema version) that is not declared
+    │   ├── EntryPayloadInvalid        a payload that does not match its entry schema
+    │   ├── SubjectNotPseudonymised    something that is not a pseudonym passed as subject
+    │   └── BundleInvalid              a malformed auditor export bundle (names the field)
+    └── PrivacyError
+        ├── KeyNotFound                a key id the provider (or identity store) does not hold
+        ├── WrongKey                   a key that exists but does not open the data
+        ├── KeyFileInsecure            a key file readable by group or others
+        ├── KeyProviderUnavailable     the key provider (e.g. Vault) cannot be reached or used
+        ├── SubjectNotFound            no pseudonym for that subject in the identity vault
+        └── ConsentNotGranted          recorded consent does not cover the stated purpose
 
 Every message says what is wrong, where (table, column, rows or spec field) and,
 where it helps, what to do next.
@@ -30,6 +47,22 @@ __all__ = [
     "TaskSpecInvalid",
     "UndeclaredFeature",
     "WorkspaceError",
+    # evidence plane
+    "BundleInvalid",
+    "ConsentNotGranted",
+    "EntryNotFound",
+    "EntryPayloadInvalid",
+    "KeyFileInsecure",
+    "KeyNotFound",
+    "KeyProviderUnavailable",
+    "LedgerCorrupted",
+    "LedgerError",
+    "LedgerNotFound",
+    "PrivacyError",
+    "SubjectNotFound",
+    "SubjectNotPseudonymised",
+    "UnknownEntryType",
+    "WrongKey",
 ]
 
 
@@ -82,3 +115,66 @@ class WorkspaceError(ClinicalMlopsError):
 
 class SnapshotNotFound(WorkspaceError):
     """No snapshot with the given id exists in the workspace."""
+
+
+# -- evidence plane: ledger, keys, identity vault ------------------------------------------
+
+
+class LedgerError(ClinicalMlopsError):
+    """A problem with the audit ledger or an export of it."""
+
+
+class LedgerNotFound(LedgerError):
+    """No ledger database exists where one was expected (nothing was created)."""
+
+
+class LedgerCorrupted(LedgerError):
+    """The ledger database cannot be read, or is not a clinical-mlops ledger."""
+
+
+class EntryNotFound(LedgerError):
+    """No ledger entry with the given sequence number."""
+
+
+class UnknownEntryType(LedgerError):
+    """An entry type or schema version that is not declared in ``ledger.entries``."""
+
+
+class EntryPayloadInvalid(LedgerError):
+    """A payload that does not match the schema of its entry type."""
+
+
+class SubjectNotPseudonymised(LedgerError):
+    """A value that is not a pseudonym was given as an entry's subject."""
+
+
+class BundleInvalid(LedgerError):
+    """An auditor export bundle that is malformed; the message names the field."""
+
+
+class PrivacyError(ClinicalMlopsError):
+    """A problem with keys, encryption, pseudonyms or consent."""
+
+
+class KeyNotFound(PrivacyError):
+    """A key id that the key provider or the identity store does not hold."""
+
+
+class WrongKey(PrivacyError):
+    """A key that exists but does not authenticate the data it should open."""
+
+
+class KeyFileInsecure(PrivacyError):
+    """A key file whose permissions let group or others read it (must be 0600)."""
+
+
+class KeyProviderUnavailable(PrivacyError):
+    """The key provider cannot be reached, is not installed, or refused the request."""
+
+
+class SubjectNotFound(PrivacyError):
+    """No pseudonym is recorded for the subject (unknown, or already erased)."""
+
+
+class ConsentNotGranted(PrivacyError):
+    """The subject's recorded consent does not cover the purpose at that time (R-P4)."""

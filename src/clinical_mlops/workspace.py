@@ -82,22 +82,23 @@ class Workspace:
 
     # -- atomic writes -----------------------------------------------------------
     @contextmanager
-    def staging_dir(self, final: Path) -> Iterator[Path]:
-        """Yield a scratch folder that becomes ``final`` only if the block succeeds.
+    def staging_dir(self, parent: Path) -> Iterator[Path]:
+        """Yield a scratch folder inside ``parent``; it is removed when the block ends.
 
-        The scratch folder lives beside ``final`` (same file system) so the last
-        step is an atomic rename; on any error it is removed, so no half-written
-        artifact is ever visible under its final name.
+        Write an artifact there, then :meth:`publish` it under its final name: the
+        rename is atomic (same file system), so a half-written artifact is never
+        visible under a final name, and an error leaves nothing behind.
         """
-        final.parent.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=f".staging-{final.name}-", dir=final.parent))
+        parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
         try:
             yield scratch
-            if final.exists():
-                # Content-addressed: the same id means the same content is already there.
-                shutil.rmtree(scratch)
-            else:
-                os.replace(scratch, final)
-        except BaseException:
+        finally:
             shutil.rmtree(scratch, ignore_errors=True)
-            raise
+
+    @staticmethod
+    def publish(scratch: Path, final: Path) -> Path:
+        """Move ``scratch`` to ``final`` atomically; an existing ``final`` (same content id) wins."""
+        if not final.exists():
+            os.replace(scratch, final)
+        return final

@@ -1,0 +1,168 @@
+"""The study cohort: inclusion and exclusion criteria applied in order, with the flow reported.
+
+For the ICU task (SPEC R-T1) the steps are, in this order::
+
+    all ICU stays in the source
+    age >= min_age at admission
+    admission year within the cohort years
+    index stay of the admission        (repeat ICU stays in the same admission removed)
+    first ICU admission of the patient (stays of the patient's later admissions removed)
+    ICU length of stay >= min_los_hours
+    outcome recorded                   (discharge or in-hospital death known)
+    enough data in the observation window (applied after feature extraction)
+
+"Index" and "first" are judged against *every* stay in the source, not only the
+ones still in the flow: a patient whose first ICU stay was in 2007 has no first
+stay in 2008–2019. Each step's counts go into the snapshot manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from clinical_mlops.data.raw import RawSource
+from clinical_mlops.errors import ContractViolation
+from clinical_mlops.tasks.spec import TaskSpec
+
+__all__ = ["Cohort", "FlowStep", "apply_missingness_criterion", "build_cohort", "label_stays"]
+
+
+@dataclass(frozen=True)
+class FlowStep:
+    """One row of the cohort flow: how many remain after the step, how many it removed."""
+
+    step: str
+    remaining: int
+    excluded: int
+
+    def as_dict(self) -> dict[str, int | str]:
+        return {"step": self.step, "remaining": self.remaining, "excluded": self.excluded}
+
+
+@dataclass
+class Cohort:
+    """Stays that passed the criteria so far, with their label, split and the flow."""
+
+    stays: pd.DataFrame
+    flow: list[FlowStep] = field(default_factory=list)
+
+    def _record(self, step: str, keep: np.ndarray | pd.Series) -> None:
+        keep = np.asarray(keep, dtype=bool)
+        before = len(self.stays)
+        self.stays = self.stays.loc[keep].reset_index(drop=True)
+        self.flow.append(FlowStep(step, len(self.stays), before - len(self.stays)))
+
+
+def _load_stays(source: RawSource) -> pd.DataFrame:
+    icu = source.read("icustays").to_pandas()
+    adm = source.read("admissions").to_pandas()
+    pat = source.read("patients").to_pandas()
+    stays = icu.merge(
+        adm.drop(columns=["subject_id"]), on="hadm_id", how="left", validate="many_to_one"
+    )
+    stays = stays.merge(pat, on="subject_id", how="left", validate="many_to_one")
+    return stays
+
+
+def build_cohort(source: RawSource, spec: TaskSpec) -> Cohort:
+    """Return the cohort after every criterion except the data-sufficiency one.
+
+    The data-sufficiency criterion needs the feature table; apply it with
+    :func:`apply_missingness_criterion` once features are extracted.
+    """
+    if spec.anchor != "icu_admission":
+        raise NotImplementedError(f"cohort anchor {spec.anchor!r} is not supported by this builder")
+    crit = spec.cohort
+    stays = _load_stays(source)
+    cohort = Cohort(stays=stays)
+    cohort.flow.append(FlowStep("ICU stays in source", len(stays), 0))
+
+    # Index and first-stay judgements use every stay in the source.
+    first_in_adm = stays.groupby("hadm_id")["intime"].transform("min")
+    first_of_subject = stays.groupby("subject_id")["intime"].transform("min")
+    stays["_index_in_admission"] = stays["intime"].eq(first_in_adm).to_numpy()
+    stays["_first_of_patient"] = stays["intime"].eq(first_of_subject).to_numpy()
+    cohort.stays = stays
+
+    s = cohort.stays
+    cohort._record(f"age >= {crit.min_age:g} years", s["age"].to_numpy() >= crit.min_age)
+    s = cohort.stays
+    y0, y1 = crit.years
+    cohort._record(f"admitted {y0}-{y1}", s["real_year"].between(y0, y1).to_numpy())
+    if crit.exclude_repeat_stays_in_admission:
+        cohort._record(
+            "index ICU stay of the admission (repeat stays excluded)",
+            cohort.stays["_index_in_admission"].to_numpy(),
+        )
+    if crit.first_stay_only:
+        cohort._record(
+            "first ICU admission of the patient", cohort.stays["_first_of_patient"].to_numpy()
+        )
+    s = cohort.stays
+    los_h = (s["outtime"] - s["intime"]).dt.total_seconds().to_numpy() / 3600.0
+    cohort._record(f"ICU length of stay >= {crit.min_los_hours:g} h", los_h >= crit.min_los_hours)
+    if crit.require_outcome:
+        s = cohort.stays
+        known = s["dischtime"].notna().to_numpy() | s["deathtime"].notna().to_numpy()
+        cohort._record("outcome recorded", known)
+
+    s = cohort.stays.drop(columns=["_index_in_admission", "_first_of_patient"])
+    anchor = s["intime"]
+    s["window_start"] = anchor + pd.to_timedelta(spec.observation_window.start_hours, unit="h")
+    s["window_end"] = anchor + pd.to_timedelta(spec.observation_window.end_hours, unit="h")
+    s["prediction_time"] = anchor + pd.to_timedelta(spec.prediction_time_hours, unit="h")
+    s[spec.label.name] = label_stays(s, spec)
+    s["split"] = _split(s["real_year"], spec)
+    if (s["split"] == "none").any():
+        cohort.stays = s
+        cohort._record("admitted in the train or test period", (s["split"] != "none").to_numpy())
+        s = cohort.stays
+    cohort.stays = s.sort_values("stay_id").reset_index(drop=True)
+    return cohort
+
+
+def label_stays(stays: pd.DataFrame, spec: TaskSpec) -> np.ndarray:
+    """Return the 0/1 label per stay: the label event inside its window, after prediction time.
+
+    Raises :class:`ContractViolation` (a label leak) if a stay in the cohort died
+    before its prediction time: its outcome would be known at prediction.
+    """
+    if spec.label.event != "in_hospital_death":
+        raise NotImplementedError(f"label event {spec.label.event!r} is not supported yet")
+    start = stays["intime"] + pd.to_timedelta(spec.label.window.start_hours, unit="h")
+    end = stays["intime"] + pd.to_timedelta(spec.label.window.end_hours, unit="h")
+    pred = stays["intime"] + pd.to_timedelta(spec.prediction_time_hours, unit="h")
+    death = stays["deathtime"]
+    early = death.notna() & (death <= pred)
+    if early.any():
+        ids = stays.loc[early, "stay_id"].head(5).tolist()
+        raise ContractViolation(
+            f"label leakage: {int(early.sum())} stay(s) died at or before the prediction time, "
+            f"so their outcome is known when predicting (icustays.stay_id {ids}); check "
+            "admissions.deathtime against icustays.outtime"
+        )
+    return (death.notna() & (death > start) & (death <= end)).to_numpy().astype(np.int8)
+
+
+def _split(years: pd.Series, spec: TaskSpec) -> np.ndarray:
+    tr0, tr1 = spec.split.train_years
+    te0, te1 = spec.split.test_years
+    return np.where(
+        years.between(tr0, tr1), "train", np.where(years.between(te0, te1), "test", "none")
+    )
+
+
+def apply_missingness_criterion(
+    cohort: Cohort, features: pd.DataFrame, spec: TaskSpec
+) -> pd.DataFrame:
+    """Drop stays with more than the allowed fraction of features missing; return features kept."""
+    limit = spec.cohort.max_missing_feature_fraction
+    names = list(spec.feature_names)
+    frac = features[names].isna().sum(axis=1).to_numpy() / len(names)
+    keep_ids = set(features.loc[frac <= limit, "stay_id"].tolist())
+    keep = cohort.stays["stay_id"].isin(keep_ids).to_numpy()
+    cohort._record(f"at most {limit:.0%} of the {len(names)} features missing in the window", keep)
+    return features.loc[features["stay_id"].isin(keep_ids)].sort_values("stay_id").reset_index(drop=True)

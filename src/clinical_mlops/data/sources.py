@@ -1,0 +1,56 @@
+"""Where raw sources come from: the synthetic generator (cached in the workspace) or a folder.
+
+``source="synthetic"`` generates a raw source once per (seed, scale) and keeps it
+under ``sources/`` in the workspace; ``source="raw"`` opens a folder already in
+the raw-event contract (see :mod:`clinical_mlops.data.raw`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from clinical_mlops.data.raw import RawSource, read_source
+from clinical_mlops.data.synthetic import SyntheticConfig, generate_source
+from clinical_mlops.errors import SourceInvalid
+from clinical_mlops.hashing import sha256_json
+from clinical_mlops.workspace import Workspace
+
+__all__ = ["SourceKind", "open_source", "synthetic_source"]
+
+SourceKind = Literal["synthetic", "raw"]
+
+
+def synthetic_source(
+    workspace: Workspace,
+    config: SyntheticConfig,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> RawSource:
+    """Return the synthetic raw source for ``config``, generating it if the workspace lacks it."""
+    key = sha256_json(config.as_dict() | {"chunk_stays": config.chunk_stays})[:12]
+    final = workspace.sources_dir / f"synthetic-seed{config.seed}-scale{config.scale:g}-{key}"
+    if not (final / "source.json").exists():
+        with workspace.staging_dir(workspace.sources_dir) as stage:
+            generate_source(stage, config=config, progress=progress)
+            workspace.publish(stage, final)
+    return read_source(final)
+
+
+def open_source(
+    workspace: Workspace,
+    *,
+    kind: SourceKind,
+    path: Path | None = None,
+    config: SyntheticConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> RawSource:
+    """Return the raw source the user asked for."""
+    if kind == "synthetic":
+        return synthetic_source(workspace, config or SyntheticConfig(), progress=progress)
+    if kind == "raw":
+        if path is None:
+            raise SourceInvalid("--path is required with --source raw (a folder of raw-contract tables)")
+        return read_source(path)
+    raise SourceInvalid(f"unknown source {kind!r}; expected synthetic or raw")

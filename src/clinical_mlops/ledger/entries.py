@@ -1,0 +1,318 @@
+"""Ledger entries: the declared event types, their versioned payload schemas, and the
+exact bytes that are hashed into the Merkle tree and signed.
+
+An entry has public columns (seq, UTC time, type, schema, actor, subject
+pseudonym, data-key id, payload hash, ``public`` metadata, previous leaf hash)
+and one encrypted payload. The *leaf* is the canonical JSON of the public
+columns; the payload enters it only through ``payload_hash``, the SHA-256 of the
+sealed (encrypted) payload. Hashing the ciphertext rather than the plaintext
+means that after erasure or purge no hash remains from which a guessed clinical
+payload could be confirmed, and the tree still verifies.
+
+Each entry type has a schema ``<type>/v<version>``; new writes use the latest
+version, old entries keep the schema id they were written with.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from clinical_mlops.errors import EntryPayloadInvalid, SubjectNotPseudonymised, UnknownEntryType
+from clinical_mlops.hashing import canonical_json
+
+__all__ = [
+    "PSEUDONYM_PATTERN",
+    "SCHEMAS",
+    "Checkpoint",
+    "EntrySchema",
+    "StoredEntry",
+    "checkpoint_message",
+    "entry_signing_message",
+    "latest_schema",
+    "leaf_bytes",
+    "schema_by_id",
+    "validate_new_entry",
+]
+
+PSEUDONYM_PATTERN = re.compile(r"^psn_[0-9a-f]{32}$")
+LEAF_VERSION = 1
+
+_NUM = (int, float)
+_STR = (str,)
+_OPT_STR = (str, type(None))
+
+
+@dataclass(frozen=True)
+class EntrySchema:
+    """One version of one entry type: required payload fields and allowed public keys."""
+
+    type: str
+    version: int
+    description: str
+    required: Mapping[str, tuple[type, ...]] = field(default_factory=dict)
+    public: frozenset[str] = frozenset()
+    subject: Literal["required", "optional", "forbidden"] = "optional"
+
+    @property
+    def id(self) -> str:
+        return f"{self.type}/v{self.version}"
+
+
+def _schema(
+    type_: str,
+    description: str,
+    required: Mapping[str, tuple[type, ...]] | None = None,
+    *,
+    public: tuple[str, ...] = (),
+    subject: Literal["required", "optional", "forbidden"] = "optional",
+    version: int = 1,
+) -> EntrySchema:
+    return EntrySchema(
+        type=type_,
+        version=version,
+        description=description,
+        required=dict(required or {}),
+        public=frozenset(public),
+        subject=subject,
+    )
+
+
+_ALL = [
+    _schema(
+        "inference",
+        "one prediction served (R-A1)",
+        {
+            "model_version": _STR,
+            "dataset_sha256": _STR,
+            "inputs": (dict,),
+            "raw_score": _NUM,
+            "probability": _NUM,
+            "conformal_set": (list,),
+            "explanation": (dict, list),
+            "requester": _STR,
+            "purpose": _STR,
+        },
+        subject="required",
+    ),
+    _schema(
+        "override",
+        "a clinician overrode a recommendation (R-H1)",
+        {"prediction_seq": (int,), "model_version": _STR, "explanation_shown": (dict, list)},
+    ),
+    _schema("outcome", "an observed outcome linked to a prediction (R-O1)",
+            {"prediction_seq": (int,), "outcome": (int, float, bool, str)}),
+    _schema("approval", "a named approval of a release (R-L3 gate 4)",
+            {"release": _STR, "role": _STR, "decision": _STR, "why": _STR}, subject="forbidden"),
+    _schema("status_change", "a registry status change (R-A3)",
+            {"release": _STR, "from_status": _OPT_STR, "to_status": _STR, "why": _STR},
+            subject="forbidden"),
+    _schema("deployment", "a release deployed or rolled back (R-A3)",
+            {"release": _STR, "action": _STR, "why": _STR}, subject="forbidden"),
+    _schema("threshold_change", "an operating threshold changed (R-A3)",
+            {"release": _STR, "old": _NUM, "new": _NUM, "why": _STR}, subject="forbidden"),
+    _schema("alert", "a monitoring alert (drift, fairness, volume) (R-O2, R-O3)",
+            {"kind": _STR, "message": _STR}, subject="forbidden"),
+    _schema("escalation", "automated use suspended and cases routed to review (R-H2)",
+            {"reason": _STR, "model_version": _STR}),
+    _schema("review", "a periodic or case review recorded against a model (R-H3)",
+            {"model_version": _STR, "outcome": _STR}),
+    _schema("incident", "an incident record or step (R-H4)",
+            {"incident_id": _STR, "action": _STR}),
+    _schema("consent_recorded", "consent scope recorded for a subject (R-P4)",
+            {"purposes": (list,)}, subject="required"),
+    _schema("consent_refused", "a request refused because consent does not cover it (R-P4)",
+            {"purpose": _STR, "requester": _STR}, subject="required"),
+    _schema("erasure", "a subject's identity mapping and data keys destroyed (R-A4)",
+            public=("pseudonym",), subject="forbidden"),
+    _schema("key_rotation", "a provider key rotated (R-P2)",
+            public=("purpose", "old_key_id", "new_key_id"), subject="forbidden"),
+    _schema("purge", "payloads past retention removed (R-A5)",
+            public=("ranges", "cutoffs"), subject="forbidden"),
+    _schema("snapshot_built", "a data snapshot was built (payload: snapshot_id, manifest hash)",
+            subject="forbidden"),
+    _schema("training_run", "a model training run (payload: run id, model version, hashes)",
+            subject="forbidden"),
+    _schema("report_written", "a validation report written (payload: path, sha256)",
+            subject="forbidden"),
+]
+
+SCHEMAS: dict[str, dict[int, EntrySchema]] = {}
+for _s in _ALL:
+    SCHEMAS.setdefault(_s.type, {})[_s.version] = _s
+
+
+def latest_schema(entry_type: str) -> EntrySchema:
+    """Return the newest schema of ``entry_type``; raise UnknownEntryType if undeclared."""
+    versions = SCHEMAS.get(entry_type)
+    if not versions:
+        raise UnknownEntryType(
+            f"entry type {entry_type!r} is not declared; declared types: {', '.join(sorted(SCHEMAS))}"
+        )
+    return versions[max(versions)]
+
+
+def schema_by_id(schema_id: str) -> EntrySchema:
+    """Return the schema named ``<type>/v<n>``; raise UnknownEntryType if undeclared."""
+    type_, _, version = schema_id.rpartition("/v")
+    try:
+        return SCHEMAS[type_][int(version)]
+    except (KeyError, ValueError):
+        raise UnknownEntryType(f"entry schema {schema_id!r} is not declared") from None
+
+
+def validate_new_entry(
+    *,
+    entry_type: str,
+    actor: str,
+    payload: Mapping[str, Any],
+    subject: str | None,
+    public: Mapping[str, Any] | None,
+) -> EntrySchema:
+    """Return the schema a new entry is written with, after checking it against it."""
+    schema = latest_schema(entry_type)
+    where = f"{schema.id} entry"
+    if not isinstance(actor, str) or not actor.strip():
+        raise EntryPayloadInvalid(f"{where}: actor must be a non-empty string (who did it)")
+    if not isinstance(payload, Mapping):
+        raise EntryPayloadInvalid(f"{where}: payload must be a JSON object, got {type(payload)}")
+    missing = [k for k in schema.required if k not in payload]
+    if missing:
+        raise EntryPayloadInvalid(f"{where}: payload lacks required field(s) {missing}")
+    for key, types in schema.required.items():
+        value = payload[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            names = "/".join(t.__name__ for t in types)
+            raise EntryPayloadInvalid(
+                f"{where}: payload field {key!r} must be {names}, got {type(value).__name__}"
+            )
+    try:
+        canonical_json(dict(payload))
+    except (TypeError, ValueError) as exc:
+        raise EntryPayloadInvalid(f"{where}: payload is not JSON-serialisable ({exc})") from None
+    extra = set(public or {}) - schema.public
+    if extra:
+        raise EntryPayloadInvalid(f"{where}: public metadata may not carry {sorted(extra)}")
+    if subject is None and schema.subject == "required":
+        raise EntryPayloadInvalid(f"{where}: a subject pseudonym is required")
+    if subject is not None:
+        if schema.subject == "forbidden":
+            raise EntryPayloadInvalid(f"{where}: this entry type carries no subject")
+        if not isinstance(subject, str) or not PSEUDONYM_PATTERN.match(subject):
+            raise SubjectNotPseudonymised(
+                f"{where}: subject must be a pseudonym from the identity vault "
+                "(psn_ + 32 hex digits); identifiers never enter the ledger"
+            )
+    return schema
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """One ledger row as stored: everything but the derived hashes is in the leaf."""
+
+    seq: int
+    time: str
+    type: str
+    schema: str
+    actor: str
+    subject: str | None
+    key_id: str | None
+    payload_hash: str
+    payload: bytes | None
+    public: str
+    prev_hash: str
+    leaf_hash: str
+    sig_key_id: str
+    signature: str
+
+    def leaf_fields(self) -> dict[str, Any]:
+        return {
+            "v": LEAF_VERSION,
+            "seq": self.seq,
+            "time": self.time,
+            "type": self.type,
+            "schema": self.schema,
+            "actor": self.actor,
+            "subject": self.subject,
+            "key_id": self.key_id,
+            "payload_hash": self.payload_hash,
+            "public": self.public,
+            "prev": self.prev_hash,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the row as a JSON object (payload as hex, or null when purged)."""
+        out = {**self.leaf_fields(), "leaf_hash": self.leaf_hash}
+        out.pop("v")
+        out["sig_key_id"] = self.sig_key_id
+        out["signature"] = self.signature
+        out["payload"] = None if self.payload is None else self.payload.hex()
+        return out
+
+
+def leaf_bytes(fields: Mapping[str, Any]) -> bytes:
+    """Return the exact bytes whose RFC 6962 leaf hash enters the tree."""
+    return canonical_json(dict(fields))
+
+
+def entry_signing_message(*, origin: str, leaf_hash_hex: str) -> bytes:
+    """Return the bytes the ledger key signs for one entry (bound to the ledger's origin)."""
+    return canonical_json({"kind": "clinical-mlops/entry/v1", "origin": origin, "leaf": leaf_hash_hex})
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed tree head: the ledger's signature over (origin, size, root, time)."""
+
+    origin: str
+    size: int
+    root: str
+    time: str
+    key_id: str
+    signature: str
+
+    def message(self) -> bytes:
+        return checkpoint_message(
+            origin=self.origin, size=self.size, root=self.root, time=self.time, key_id=self.key_id
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "origin": self.origin,
+            "size": self.size,
+            "root": self.root,
+            "time": self.time,
+            "key_id": self.key_id,
+            "signature": self.signature,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Checkpoint:
+        """Return the checkpoint in ``obj``; raise KeyError/TypeError/ValueError when malformed."""
+        cp = cls(
+            origin=str(obj["origin"]),
+            size=int(obj["size"]),
+            root=str(obj["root"]),
+            time=str(obj["time"]),
+            key_id=str(obj["key_id"]),
+            signature=str(obj["signature"]),
+        )
+        if cp.size < 0 or len(bytes.fromhex(cp.root)) != 32:
+            raise ValueError("checkpoint size must be >= 0 and root 32 bytes of hex")
+        return cp
+
+
+def checkpoint_message(*, origin: str, size: int, root: str, time: str, key_id: str) -> bytes:
+    """Return the bytes the ledger key signs for a checkpoint."""
+    return canonical_json(
+        {
+            "kind": "clinical-mlops/checkpoint/v1",
+            "origin": origin,
+            "size": size,
+            "root": root,
+            "time": time,
+            "key_id": key_id,
+        }
+    )
