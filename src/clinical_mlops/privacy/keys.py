@@ -209,7 +209,7 @@ class _MaterialProvider:
 
     def public_keys(self) -> dict[str, Ed25519PublicKey]:
         """Return every signing key's public half by key id (old ones included)."""
-        index = self._ensure()
+        index = self._read_index()
         out = {}
         for k in index["keys"]:
             if k["purpose"] == "sign":
@@ -229,14 +229,14 @@ class _MaterialProvider:
 
     def list_keys(self) -> list[KeyInfo]:
         """Return every key's id, purpose, creation time and whether it is active."""
-        index = self._ensure()
+        index = self._read_index()
         publics = self.public_keys()
         return [
             KeyInfo(
                 key_id=k["key_id"],
                 purpose=k["purpose"],
                 created=k["created"],
-                active=index["active"][k["purpose"]] == k["key_id"],
+                active=index["active"].get(k["purpose"]) == k["key_id"],
                 public_key=public_key_hex(publics[k["key_id"]]) if k["key_id"] in publics else None,
             )
             for k in index["keys"]

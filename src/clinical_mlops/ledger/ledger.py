@@ -1,0 +1,419 @@
+"""The ledger: append encrypted, signed entries; make checkpoints; read and prove.
+
+:class:`Ledger` ties together the row store, the key provider (signing key,
+wrap keys), the identity vault (per-subject data keys) and the checkpoint log.
+Appends are serialised by the store's write lock, so threads and processes
+share one valid order; an append returns only after its transaction commits
+(WAL + ``synchronous=FULL`` on SQLite, a synchronous commit on PostgreSQL), so
+an acknowledged entry is durable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from clinical_mlops.clock import Clock, SystemClock, utc_iso
+from clinical_mlops.errors import EntryNotFound, KeyNotFound
+from clinical_mlops.hashing import canonical_json
+from clinical_mlops.ledger.checkpoint_log import CheckpointLog
+from clinical_mlops.ledger.entries import (
+    Checkpoint,
+    StoredEntry,
+    checkpoint_message,
+    entry_signing_message,
+    leaf_bytes,
+    validate_new_entry,
+)
+from clinical_mlops.ledger.merkle import (
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    root_from_leaf_hashes,
+)
+from clinical_mlops.ledger.store import CHUNK, LedgerStore, StoredTree, entries
+from clinical_mlops.ledger.verify import VerifyReport, verify_ledger
+from clinical_mlops.privacy.crypto import open_sealed, payload_aad, seal
+from clinical_mlops.privacy.identity import SYSTEM_OWNER, IdentityVault
+from clinical_mlops.privacy.keys import KeyProvider, provider_for_workspace
+
+__all__ = ["EntryView", "Ledger", "NewEntry", "Receipt", "record"]
+
+PayloadStatus = Literal["ok", "erased", "purged"]
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """One entry to append (see :mod:`clinical_mlops.ledger.entries` for the types)."""
+
+    type: str
+    actor: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    subject: str | None = None
+    public: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the caller gets back once an entry is durable."""
+
+    seq: int
+    time: str
+    leaf_hash: str
+
+
+@dataclass(frozen=True)
+class EntryView:
+    """An entry with its payload opened (or the reason it cannot be: erased, purged)."""
+
+    entry: StoredEntry
+    status: PayloadStatus
+    payload: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.entry.to_json()
+        out.pop("payload")
+        out["public"] = json.loads(self.entry.public)
+        out["payload_status"] = self.status
+        out["payload"] = self.payload if self.status == "ok" else self.status
+        return out
+
+
+class Ledger:
+    """An open audit ledger; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        store: LedgerStore,
+        provider: KeyProvider,
+        vault: IdentityVault | str,
+        checkpoint_log: CheckpointLog | None,
+        clock: Clock | None = None,
+        checkpoint_every: int = 1000,
+        checkpoint_interval: timedelta = timedelta(hours=1),
+    ):
+        self.store = store
+        self.provider = provider
+        self._vault = vault
+        self.checkpoint_log = checkpoint_log
+        self.clock: Clock = clock or SystemClock()
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_interval = checkpoint_interval
+        self._signer: tuple[str, Ed25519PrivateKey] | None = None
+        self._lock = threading.Lock()
+        with store.engine.connect() as conn:
+            self.origin = store.origin(conn)
+            latest = store.latest_checkpoint(conn)
+        # No checkpoint yet: the first append makes one.
+        self._last_cp = (latest.size, latest.time) if latest else (0, "1970-01-01T00:00:00Z")
+
+    @property
+    def vault(self) -> IdentityVault:
+        """The identity vault, opened (and created) on first use: verification never needs it."""
+        if isinstance(self._vault, str):
+            self._vault = IdentityVault.open(self._vault, create=True)
+        return self._vault
+
+    @classmethod
+    def open(
+        cls,
+        workspace: Any,
+        *,
+        clock: Clock | None = None,
+        provider: KeyProvider | None = None,
+        create: bool = True,
+        **options: Any,
+    ) -> Ledger:
+        """Return the workspace's ledger (its ledger and identity databases, keys, checkpoint log).
+
+        ``create=False`` opens an existing ledger only and raises LedgerNotFound
+        or LedgerCorrupted without writing anything.
+        """
+        store = LedgerStore.open(workspace.database_url("ledger"), create=create)
+        return cls(
+            store=store,
+            provider=provider or provider_for_workspace(workspace),
+            vault=workspace.database_url("identity"),
+            checkpoint_log=CheckpointLog(Path(workspace.root) / "ledger-checkpoints.jsonl"),
+            clock=clock,
+            **options,
+        )
+
+    def close(self) -> None:
+        self.store.close()
+        if not isinstance(self._vault, str):
+            self._vault.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- appending -------------------------------------------------------------------------
+    def _current_signer(self) -> tuple[str, Ed25519PrivateKey]:
+        active = self.provider.active_key_id("sign")
+        with self._lock:
+            if self._signer is None or self._signer[0] != active:
+                self._signer = self.provider.signer()
+            return self._signer
+
+    def append(
+        self,
+        *,
+        type: str,  # noqa: A002 - the entry's type is the natural keyword here
+        actor: str,
+        payload: Mapping[str, Any] | None = None,
+        subject: str | None = None,
+        public: Mapping[str, Any] | None = None,
+    ) -> Receipt:
+        """Return the receipt of one durable entry (see :meth:`append_batch`)."""
+        item = NewEntry(type=type, actor=actor, payload=payload or {}, subject=subject,
+                        public=public)
+        return self.append_batch([item])[0]
+
+    def append_batch(self, items: Sequence[NewEntry]) -> list[Receipt]:
+        """Return receipts for ``items``, appended in order in one durable transaction.
+
+        Everything is validated and every data key resolved before the write lock
+        is taken; a bad item rejects the whole batch and nothing is written.
+        """
+        prepared = []
+        for it in items:
+            schema = validate_new_entry(
+                entry_type=it.type, actor=it.actor, payload=it.payload, subject=it.subject,
+                public=it.public,
+            )
+            key_id, key = self.vault.data_key_for(it.subject or SYSTEM_OWNER,
+                                                  provider=self.provider)
+            prepared.append((
+                it, schema.id, key_id, key, canonical_json(dict(it.payload)),
+                canonical_json(dict(it.public or {})).decode("utf-8"),
+            ))
+        if not prepared:
+            return []
+        sig_key_id, signer = self._current_signer()
+        receipts: list[Receipt] = []
+        with self.store.writer() as conn:
+            size, prev = self.store.head(conn)
+            rows: list[dict[str, Any]] = []
+            for offset, (it, schema_id, key_id, key, plaintext, public) in enumerate(prepared):
+                seq = size + offset
+                blob = seal(plaintext, key=key, aad=payload_aad(
+                    origin=self.origin, seq=seq, entry_type=it.type, key_id=key_id))
+                when = utc_iso(self.clock.now())
+                fields = {
+                    "v": 1, "seq": seq, "time": when, "type": it.type, "schema": schema_id,
+                    "actor": it.actor, "subject": it.subject, "key_id": key_id,
+                    "payload_hash": hashlib.sha256(blob).hexdigest(), "public": public,
+                    "prev": prev,
+                }
+                lh = leaf_hash(leaf_bytes(fields)).hex()
+                signature = signer.sign(entry_signing_message(origin=self.origin, leaf_hash_hex=lh))
+                rows.append({
+                    "seq": seq, "time": when, "type": it.type, "schema": schema_id,
+                    "actor": it.actor, "subject": it.subject, "key_id": key_id,
+                    "payload_hash": fields["payload_hash"], "payload": blob, "public": public,
+                    "prev_hash": prev, "leaf_hash": lh, "sig_key_id": sig_key_id,
+                    "signature": signature.hex(),
+                })
+                receipts.append(Receipt(seq=seq, time=when, leaf_hash=lh))
+                prev = lh
+            self.store.insert_entries(conn, rows)
+            self.store.insert_chunks(conn, self._completed_chunks(conn, size, rows))
+        self._maybe_checkpoint(size + len(rows))
+        return receipts
+
+    def _completed_chunks(self, conn: sa.Connection, size: int,
+                          rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        new_size = size + len(rows)
+        out = []
+        for idx in range(size // CHUNK, new_size // CHUNK):
+            start, end = idx * CHUNK, (idx + 1) * CHUNK
+            if end <= size:
+                continue
+            old = self.store.leaf_hashes(conn, start, size) if start < size else []
+            fresh = [bytes.fromhex(r["leaf_hash"]) for r in rows[max(start - size, 0):end - size]]
+            out.append({"idx": idx, "hash": root_from_leaf_hashes(old + fresh).hex()})
+        return out
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def _maybe_checkpoint(self, size: int) -> None:
+        last_size, last_time = self._last_cp
+        due_by_count = size - last_size >= self.checkpoint_every
+        try:
+            elapsed = self.clock.now() - datetime.fromisoformat(last_time.replace("Z", "+00:00"))
+        except ValueError:
+            elapsed = self.checkpoint_interval
+        if due_by_count or elapsed >= self.checkpoint_interval:
+            self.checkpoint()
+
+    def checkpoint(self) -> Checkpoint:
+        """Return a signed checkpoint of the ledger as it stands now (made if needed).
+
+        The checkpoint is stored in the database and appended to the checkpoint
+        log outside it. When the newest checkpoint already covers every entry it
+        is returned unchanged.
+        """
+        sig_key_id, signer = self._current_signer()
+        with self.store.writer() as conn:
+            size, _ = self.store.head(conn)
+            latest = self.store.latest_checkpoint(conn)
+            if latest is not None and latest.size == size:
+                self._last_cp = (latest.size, latest.time)
+                return latest
+            root = StoredTree(self.store, conn, size).root().hex()
+            when = utc_iso(self.clock.now())
+            message = checkpoint_message(origin=self.origin, size=size, root=root, time=when,
+                                         key_id=sig_key_id)
+            cp = Checkpoint(origin=self.origin, size=size, root=root, time=when,
+                            key_id=sig_key_id, signature=signer.sign(message).hex())
+            self.store.insert_checkpoint(conn, cp)
+        if self.checkpoint_log is not None:
+            self.checkpoint_log.append(cp)
+        self._last_cp = (cp.size, cp.time)
+        return cp
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Return every checkpoint stored in the database, oldest first."""
+        with self.store.engine.connect() as conn:
+            return [
+                Checkpoint(origin=r.origin, size=int(r.size), root=r.root, time=r.time,
+                           key_id=r.key_id, signature=r.signature)
+                for r in self.store.checkpoint_rows(conn)
+            ]
+
+    def verify(self, *, trusted: Sequence[Checkpoint] = (), fail_fast: bool = False
+               ) -> VerifyReport:
+        """Return the verification report of the whole ledger (see ``ledger.verify``).
+
+        Checkpoints from the checkpoint log outside the database and ``trusted``
+        ones (e.g. exported to an auditor) are checked along with the database's.
+        """
+        logged, problems = self.checkpoint_log.read() if self.checkpoint_log else ([], [])
+        with self.store.engine.connect() as conn, conn.begin():
+            return verify_ledger(
+                self.store, conn, public_keys=self.provider.public_keys(),
+                trusted_checkpoints=[*logged, *trusted], extra_problems=problems,
+                fail_fast=fail_fast,
+            )
+
+    # -- reading ---------------------------------------------------------------------------
+    def size(self) -> int:
+        """Return the number of entries."""
+        with self.store.engine.connect() as conn:
+            return self.store.size(conn)
+
+    def entry(self, seq: int) -> StoredEntry:
+        """Return the stored row ``seq``; EntryNotFound if there is none."""
+        with self.store.engine.connect() as conn:
+            row = conn.execute(sa.select(entries).where(entries.c.seq == seq)).first()
+        if row is None:
+            raise EntryNotFound(f"no ledger entry with seq {seq} (ledger has {self.size()})")
+        return StoredEntry(**{k: (bytes(v) if k == "payload" and v is not None else v)
+                              for k, v in row._mapping.items()})
+
+    def read(self, seq: int) -> EntryView:
+        """Return entry ``seq`` with its payload decrypted, or marked erased/purged."""
+        entry = self.entry(seq)
+        if entry.payload is None:
+            return EntryView(entry=entry, status="purged", payload=None)
+        if entry.key_id is None:
+            raise KeyNotFound(f"entry {seq} has a payload but no data-key id")
+        try:
+            key = self.vault.data_key(entry.key_id, provider=self.provider)
+        except KeyNotFound:
+            if entry.subject is not None and entry.subject in self.erased_pseudonyms():
+                return EntryView(entry=entry, status="erased", payload=None)
+            raise
+        plaintext = open_sealed(
+            entry.payload, key=key, where=f"ledger entry {seq}",
+            aad=payload_aad(origin=self.origin, seq=seq, entry_type=entry.type,
+                            key_id=entry.key_id),
+        )
+        return EntryView(entry=entry, status="ok", payload=json.loads(plaintext))
+
+    def erased_pseudonyms(self) -> set[str]:
+        """Return the pseudonyms named by erasure entries."""
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(entries.c.public).where(entries.c.type == "erasure")
+            ).scalars()
+            out = set()
+            for text in rows:
+                try:
+                    out.add(str(json.loads(text)["pseudonym"]))
+                except (ValueError, KeyError, TypeError):
+                    continue
+            return out
+
+    # -- proofs ----------------------------------------------------------------------------
+    def inclusion_proof(self, seq: int, *, size: int | None = None) -> dict[str, Any]:
+        """Return the inclusion proof of entry ``seq`` in the tree of ``size`` entries.
+
+        ``size`` defaults to the latest checkpoint covering ``seq`` (so the proof
+        can be checked against a signed root), else the current size.
+        """
+        with self.store.engine.connect() as conn:
+            current = self.store.size(conn)
+            if size is None:
+                latest = self.store.latest_checkpoint(conn)
+                size = latest.size if latest and latest.size > seq else current
+            if not 0 <= seq < size <= current:
+                raise EntryNotFound(
+                    f"cannot prove seq {seq} in a tree of {size} (ledger has {current} entries)"
+                )
+            tree = StoredTree(self.store, conn, size)
+            proof = inclusion_proof(seq, size, tree)
+            leaf = self.store.leaf_hashes(conn, seq, seq + 1)[0]
+            root = tree.root()
+        return {"seq": seq, "size": size, "leaf_hash": leaf.hex(), "root": root.hex(),
+                "proof": [p.hex() for p in proof]}
+
+    def consistency_proof(self, old_size: int, new_size: int) -> dict[str, Any]:
+        """Return the proof that the first ``old_size`` entries are a prefix of ``new_size``."""
+        with self.store.engine.connect() as conn:
+            current = self.store.size(conn)
+            if not 0 < old_size <= new_size <= current:
+                raise EntryNotFound(
+                    f"no consistency proof from {old_size} to {new_size} "
+                    f"(ledger has {current} entries)"
+                )
+            new_tree = StoredTree(self.store, conn, new_size)
+            proof = consistency_proof(old_size, new_size, new_tree)
+            old_root = StoredTree(self.store, conn, old_size).root()
+            new_root = new_tree.root()
+        return {"old_size": old_size, "new_size": new_size, "old_root": old_root.hex(),
+                "new_root": new_root.hex(), "proof": [p.hex() for p in proof]}
+
+
+def record(
+    workspace: Any,
+    *,
+    type: str,  # noqa: A002
+    actor: str,
+    payload: Mapping[str, Any],
+    subject: str | None = None,
+    clock: Clock | None = None,
+) -> Receipt:
+    """Return the receipt of one entry appended to the workspace's ledger.
+
+    The entry point for pipeline code: opens the workspace's ledger and key
+    provider, appends one durable entry and closes them. ``subject`` must be a
+    pseudonym from the identity vault (never an identifier). Pipeline types:
+    ``snapshot_built`` (payload e.g. snapshot_id, manifest_sha256),
+    ``training_run`` (run_id, model_version, snapshot_id, hashes) and
+    ``report_written`` (path, sha256); see ``ledger.entries`` for all types.
+    """
+    with Ledger.open(workspace, clock=clock) as ledger:
+        return ledger.append(type=type, actor=actor, payload=payload, subject=subject)

@@ -1,0 +1,256 @@
+"""Ledger storage: the tables and the two backends (SQLite, PostgreSQL) behind one class.
+
+The store knows nothing of keys or signatures; it keeps rows and serialises
+writers. Tables::
+
+    ledger_meta         key/value: origin (random ledger id), format version
+    ledger_entries      one row per entry (see ledger.entries.StoredEntry)
+    ledger_checkpoints  signed tree heads
+    ledger_chunks       cached hash of every complete aligned block of 256 leaves
+
+Chunk hashes are a cache that makes proofs and checkpoints at a million entries
+cost milliseconds; ``verify`` recomputes and checks every one of them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from clinical_mlops.errors import LedgerCorrupted
+from clinical_mlops.ledger._sql import normalise_url, open_engine, write_transaction
+from clinical_mlops.ledger.entries import Checkpoint
+from clinical_mlops.ledger.merkle import EMPTY_ROOT, _split, node_hash, root_from_leaf_hashes
+
+__all__ = ["CHUNK", "LedgerStore", "StoredTree"]
+
+CHUNK = 256
+FORMAT_VERSION = "1"
+_LOCK = "clinical_mlops_ledger"
+
+metadata = sa.MetaData()
+meta_table = sa.Table(
+    "ledger_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+entries = sa.Table(
+    "ledger_entries",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=False),
+    sa.Column("time", sa.Text, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("schema", sa.Text, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=True),
+    sa.Column("key_id", sa.Text, nullable=True),
+    sa.Column("payload_hash", sa.Text, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=True),
+    sa.Column("public", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.Text, nullable=False),
+    sa.Column("leaf_hash", sa.Text, nullable=False),
+    sa.Column("sig_key_id", sa.Text, nullable=False),
+    sa.Column("signature", sa.Text, nullable=False),
+)
+checkpoints = sa.Table(
+    "ledger_checkpoints",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("origin", sa.Text, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("root", sa.Text, nullable=False),
+    sa.Column("time", sa.Text, nullable=False),
+    sa.Column("key_id", sa.Text, nullable=False),
+    sa.Column("signature", sa.Text, nullable=False),
+)
+chunks = sa.Table(
+    "ledger_chunks",
+    metadata,
+    sa.Column("idx", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=False),
+    sa.Column("hash", sa.Text, nullable=False),
+)
+ENTRY_COLUMNS = [c.name for c in entries.columns]
+_TEXT_COLUMNS = [c.name for c in entries.columns if isinstance(c.type, sa.Text)]
+
+
+class LedgerStore:
+    """Rows of one ledger in one database (SQLite file or PostgreSQL schema)."""
+
+    def __init__(self, engine: Engine, *, url: str):
+        self.engine = engine
+        self.url = url
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def open(cls, url: str, *, create: bool = True) -> LedgerStore:
+        """Return the store at ``url``; with ``create`` make tables and an origin if missing.
+
+        Without ``create`` a missing database raises LedgerNotFound and a database
+        that is not a ledger raises LedgerCorrupted; nothing is written.
+        """
+        url = normalise_url(url)
+        engine = open_engine(url, what="ledger", create=create)
+        store = cls(engine, url=url)
+        if create:
+            with write_transaction(engine, lock_name=_LOCK) as conn:
+                metadata.create_all(conn)
+                if conn.execute(sa.select(meta_table.c.value).where(
+                        meta_table.c.key == "origin")).scalar() is None:
+                    conn.execute(meta_table.insert(), [
+                        {"key": "origin", "value": "ledger-" + secrets.token_hex(16)},
+                        {"key": "format", "value": FORMAT_VERSION},
+                    ])
+        else:
+            missing = [t for t in metadata.tables if not sa.inspect(engine).has_table(t)]
+            if missing:
+                engine.dispose()
+                raise LedgerCorrupted(
+                    f"{_display(url)} is a database but not a clinical-mlops ledger "
+                    f"(missing tables: {', '.join(missing)})"
+                )
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- reading ---------------------------------------------------------------------------
+    def origin(self, conn: Connection) -> str:
+        value = conn.execute(
+            sa.select(meta_table.c.value).where(meta_table.c.key == "origin")
+        ).scalar()
+        if value is None:
+            raise LedgerCorrupted(f"{_display(self.url)}: ledger_meta has no origin row")
+        return _text(value)
+
+    def size(self, conn: Connection) -> int:
+        last = conn.execute(sa.select(sa.func.max(entries.c.seq))).scalar()
+        return 0 if last is None else int(last) + 1
+
+    def head(self, conn: Connection) -> tuple[int, str]:
+        """Return (size, leaf hash of the last entry or the empty root) as stored."""
+        row = conn.execute(
+            sa.select(entries.c.seq, entries.c.leaf_hash).order_by(entries.c.seq.desc()).limit(1)
+        ).first()
+        if row is None:
+            return 0, EMPTY_ROOT.hex()
+        return int(row[0]) + 1, _text(row[1])
+
+    def raw_rows(self, conn: Connection, *, start: int = 0, end: int | None = None,
+                 batch: int = 5000) -> Iterator[Any]:
+        """Yield entry rows in seq order with text columns as raw bytes where possible.
+
+        On SQLite every text column is read as ``CAST(.. AS BLOB)`` so that a row
+        whose bytes were altered into invalid UTF-8 is reported, not a crash.
+        """
+        if self.dialect == "sqlite":
+            cols = [
+                sa.cast(entries.c[name], sa.LargeBinary).label(name) if name in _TEXT_COLUMNS
+                else entries.c[name]
+                for name in ENTRY_COLUMNS
+            ]
+        else:
+            cols = [entries.c[name] for name in ENTRY_COLUMNS]
+        query = sa.select(*cols).where(entries.c.seq >= start)
+        if end is not None:
+            query = query.where(entries.c.seq < end)
+        query = query.order_by(entries.c.seq)
+        result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
+        yield from result
+
+    def checkpoint_rows(self, conn: Connection) -> list[Any]:
+        return list(conn.execute(sa.select(checkpoints).order_by(checkpoints.c.id)))
+
+    def latest_checkpoint(self, conn: Connection) -> Checkpoint | None:
+        row = conn.execute(
+            sa.select(checkpoints).order_by(checkpoints.c.size.desc(), checkpoints.c.id.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        return Checkpoint(origin=row.origin, size=int(row.size), root=row.root, time=row.time,
+                          key_id=row.key_id, signature=row.signature)
+
+    def chunk_rows(self, conn: Connection) -> list[Any]:
+        return list(conn.execute(sa.select(chunks.c.idx, chunks.c.hash).order_by(chunks.c.idx)))
+
+    def leaf_hashes(self, conn: Connection, start: int, end: int) -> list[bytes]:
+        rows = conn.execute(
+            sa.select(entries.c.leaf_hash).where(entries.c.seq >= start, entries.c.seq < end)
+            .order_by(entries.c.seq)
+        ).scalars()
+        return [bytes.fromhex(_text(h)) for h in rows]
+
+    def chunk_hashes(self, conn: Connection, start: int, end: int) -> list[bytes]:
+        rows = conn.execute(
+            sa.select(chunks.c.hash).where(chunks.c.idx >= start, chunks.c.idx < end)
+            .order_by(chunks.c.idx)
+        ).scalars()
+        return [bytes.fromhex(_text(h)) for h in rows]
+
+    # -- writing ---------------------------------------------------------------------------
+    @contextmanager
+    def writer(self) -> Iterator[Connection]:
+        """Yield a connection holding the ledger's exclusive write lock, in a transaction."""
+        with write_transaction(self.engine, lock_name=_LOCK) as conn:
+            yield conn
+
+    def insert_entries(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        conn.execute(entries.insert(), list(rows))
+
+    def insert_chunks(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            conn.execute(chunks.insert(), list(rows))
+
+    def insert_checkpoint(self, conn: Connection, cp: Checkpoint) -> None:
+        conn.execute(checkpoints.insert().values(**cp.to_json()))
+
+    def clear_payloads(self, conn: Connection, seqs: Sequence[int]) -> int:
+        done = 0
+        for i in range(0, len(seqs), 500):
+            part = list(seqs[i : i + 500])
+            done += conn.execute(
+                entries.update().where(entries.c.seq.in_(part)).values(payload=None)
+            ).rowcount
+        return done
+
+
+class StoredTree:
+    """RFC 6962 subtree hashes of the first ``size`` stored leaves, using cached chunks."""
+
+    def __init__(self, store: LedgerStore, conn: Connection, size: int):
+        self._store = store
+        self._conn = conn
+        self.size = size
+        self._chunks = store.chunk_hashes(conn, 0, size // CHUNK)
+
+    def subtree(self, start: int, end: int) -> bytes:
+        n = end - start
+        if n >= CHUNK and start % CHUNK == 0 and n & (n - 1) == 0:
+            first, last = start // CHUNK, end // CHUNK
+            if last <= len(self._chunks):
+                return root_from_leaf_hashes(self._chunks[first:last])
+        if n <= CHUNK:
+            return root_from_leaf_hashes(self._store.leaf_hashes(self._conn, start, end))
+        k = _split(n)
+        return node_hash(self.subtree(start, start + k), self.subtree(start + k, end))
+
+    def root(self) -> bytes:
+        return EMPTY_ROOT if self.size == 0 else self.subtree(0, self.size)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8")
+    return str(value)
+
+
+def _display(url: str) -> str:
+    return sa.engine.make_url(url).render_as_string(hide_password=True)

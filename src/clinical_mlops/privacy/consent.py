@@ -1,0 +1,131 @@
+"""Consent and purpose (R-P4): what each subject agreed to, and for how long.
+
+A consent record names the purposes it covers (e.g. ``"mortality_risk"``,
+``"quality_audit"``) and a validity interval. A request is allowed only when a
+record for the subject covers its stated purpose at the request time; the
+serving layer logs refusals as ``consent_refused`` ledger entries.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from clinical_mlops.errors import ConsentNotGranted
+from clinical_mlops.ledger._sql import write_transaction
+from clinical_mlops.privacy.identity import IdentityVault, consents
+
+__all__ = ["ConsentRecord", "consent_covers", "consents_of", "record_consent", "require_consent"]
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    """One consent: purposes covered and the interval [valid_from, valid_until)."""
+
+    pseudonym: str
+    purposes: tuple[str, ...]
+    valid_from: datetime
+    valid_until: datetime | None
+    recorded_at: str
+    recorded_by: str
+
+    def covers(self, purpose: str, at: datetime) -> bool:
+        """Return True when this record covers ``purpose`` at time ``at``."""
+        if purpose not in self.purposes or at < self.valid_from:
+            return False
+        return self.valid_until is None or at < self.valid_until
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "pseudonym": self.pseudonym,
+            "purposes": list(self.purposes),
+            "valid_from": self.valid_from.isoformat(),
+            "valid_until": None if self.valid_until is None else self.valid_until.isoformat(),
+            "recorded_at": self.recorded_at,
+            "recorded_by": self.recorded_by,
+        }
+
+
+def _aware(when: datetime, name: str) -> datetime:
+    if when.tzinfo is None:
+        raise ValueError(f"{name} must be timezone-aware (UTC)")
+    return when.astimezone(UTC)
+
+
+def record_consent(
+    vault: IdentityVault,
+    *,
+    pseudonym: str,
+    purposes: list[str] | tuple[str, ...],
+    valid_from: datetime,
+    valid_until: datetime | None,
+    recorded_by: str,
+) -> ConsentRecord:
+    """Return the consent record stored for ``pseudonym`` (which must be in the vault)."""
+    if not purposes or not all(isinstance(p, str) and p for p in purposes):
+        raise ValueError("consent needs at least one non-empty purpose")
+    start = _aware(valid_from, "valid_from")
+    end = None if valid_until is None else _aware(valid_until, "valid_until")
+    if end is not None and end <= start:
+        raise ValueError("consent valid_until must be after valid_from")
+    if not vault.has_pseudonym(pseudonym):
+        from clinical_mlops.errors import SubjectNotFound
+
+        raise SubjectNotFound(f"pseudonym {pseudonym} is not in the identity vault")
+    record = ConsentRecord(
+        pseudonym=pseudonym,
+        purposes=tuple(sorted(set(purposes))),
+        valid_from=start,
+        valid_until=end,
+        recorded_at=datetime.now(UTC).isoformat(),
+        recorded_by=recorded_by,
+    )
+    with write_transaction(vault.engine, lock_name="clinical_mlops_identity") as conn:
+        conn.execute(
+            consents.insert().values(
+                pseudonym=pseudonym,
+                purposes=json.dumps(list(record.purposes)),
+                valid_from=start.isoformat(),
+                valid_until=None if end is None else end.isoformat(),
+                recorded_at=record.recorded_at,
+                recorded_by=recorded_by,
+            )
+        )
+    return record
+
+
+def consents_of(vault: IdentityVault, *, pseudonym: str) -> list[ConsentRecord]:
+    """Return every consent record of ``pseudonym``, oldest first."""
+    with vault.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(consents).where(consents.c.pseudonym == pseudonym).order_by(consents.c.id)
+        ).all()
+    return [
+        ConsentRecord(
+            pseudonym=r.pseudonym,
+            purposes=tuple(json.loads(r.purposes)),
+            valid_from=datetime.fromisoformat(r.valid_from),
+            valid_until=None if r.valid_until is None else datetime.fromisoformat(r.valid_until),
+            recorded_at=r.recorded_at,
+            recorded_by=r.recorded_by,
+        )
+        for r in rows
+    ]
+
+
+def consent_covers(vault: IdentityVault, *, pseudonym: str, purpose: str, at: datetime) -> bool:
+    """Return True when any consent record of ``pseudonym`` covers ``purpose`` at ``at``."""
+    moment = _aware(at, "at")
+    return any(r.covers(purpose, moment) for r in consents_of(vault, pseudonym=pseudonym))
+
+
+def require_consent(vault: IdentityVault, *, pseudonym: str, purpose: str, at: datetime) -> None:
+    """Return None when consent covers the purpose; raise ConsentNotGranted otherwise."""
+    if not consent_covers(vault, pseudonym=pseudonym, purpose=purpose, at=at):
+        raise ConsentNotGranted(
+            f"no consent of {pseudonym} covers purpose {purpose!r} at {at.isoformat()}; "
+            "the request must be refused and the refusal logged"
+        )

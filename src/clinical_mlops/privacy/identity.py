@@ -1,0 +1,241 @@
+"""The identity vault: the only place where a patient identifier meets its pseudonym.
+
+It lives in its own database (``identity.db`` or ``CLINICAL_MLOPS_IDENTITY_URL``),
+apart from the ledger and the metadata, and holds three tables:
+
+- ``subjects``: identifier -> random pseudonym (``psn_`` + 128 random bits; never
+  a hash of the identifier, so it cannot be recomputed from a guessed identifier);
+- ``data_keys``: each subject's AES-256 data keys, stored wrapped by the key
+  provider's wrap key;
+- ``consents``: consent scope (purposes) and validity per pseudonym.
+
+Erasing a subject deletes all three (SQLite with ``secure_delete`` and a
+truncating WAL checkpoint, so the identifier's bytes are overwritten), after
+which the pseudonym links to nothing and the ledger payloads sealed under the
+subject's data keys cannot be opened by anyone.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from clinical_mlops.errors import KeyNotFound, SubjectNotFound
+from clinical_mlops.hashing import canonical_json
+from clinical_mlops.ledger._sql import open_engine, write_transaction
+from clinical_mlops.privacy.crypto import new_data_key
+from clinical_mlops.privacy.keys import KeyProvider
+
+__all__ = ["SYSTEM_OWNER", "IdentityVault", "new_pseudonym"]
+
+SYSTEM_OWNER = "_system"
+_LOCK = "clinical_mlops_identity"
+
+metadata = sa.MetaData()
+subjects = sa.Table(
+    "subjects",
+    metadata,
+    sa.Column("pseudonym", sa.String(40), primary_key=True),
+    sa.Column("identifier", sa.Text, nullable=False, unique=True),
+    sa.Column("created", sa.String(40), nullable=False),
+)
+data_keys = sa.Table(
+    "data_keys",
+    metadata,
+    sa.Column("key_id", sa.String(64), primary_key=True),
+    sa.Column("owner", sa.String(40), nullable=False, index=True),
+    sa.Column("kek_id", sa.String(64), nullable=False),
+    sa.Column("wrapped", sa.LargeBinary, nullable=False),
+    sa.Column("created", sa.String(40), nullable=False),
+)
+consents = sa.Table(
+    "consents",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pseudonym", sa.String(40), nullable=False, index=True),
+    sa.Column("purposes", sa.Text, nullable=False),
+    sa.Column("valid_from", sa.String(40), nullable=False),
+    sa.Column("valid_until", sa.String(40), nullable=True),
+    sa.Column("recorded_at", sa.String(40), nullable=False),
+    sa.Column("recorded_by", sa.Text, nullable=False),
+)
+
+
+def new_pseudonym() -> str:
+    """Return a fresh random pseudonym (``psn_`` + 32 hex digits, 128 random bits)."""
+    return "psn_" + secrets.token_hex(16)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _dek_aad(key_id: str, owner: str) -> bytes:
+    return canonical_json({"kind": "clinical-mlops/data-key/v1", "key_id": key_id, "owner": owner})
+
+
+@dataclass(frozen=True)
+class ErasureResult:
+    """What an erasure destroyed (counts only; the identifier is not echoed)."""
+
+    pseudonym: str
+    data_keys: int
+    consents: int
+
+
+class IdentityVault:
+    """Pseudonyms, data keys and consent records for one workspace."""
+
+    def __init__(self, engine: Engine, *, url: str):
+        self.engine = engine
+        self.url = url
+        self._dek_cache: dict[str, bytes] = {}
+        self._active: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, url: str, *, create: bool = True) -> IdentityVault:
+        """Return the vault at ``url``, creating its tables when ``create``."""
+        engine = open_engine(url, what="identity vault", create=create, secure_delete=True)
+        if create:
+            with write_transaction(engine, lock_name=_LOCK) as conn:
+                metadata.create_all(conn)
+        return cls(engine, url=url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- pseudonyms ------------------------------------------------------------------------
+    def pseudonym_for(self, identifier: str, *, create: bool = True) -> str:
+        """Return the subject's pseudonym, creating one when ``create`` (else SubjectNotFound)."""
+        if not isinstance(identifier, str) or not identifier:
+            raise SubjectNotFound("a subject identifier must be a non-empty string")
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(subjects.c.pseudonym).where(subjects.c.identifier == identifier)
+            ).scalar()
+        if found is not None:
+            return str(found)
+        if not create:
+            raise SubjectNotFound(
+                "no pseudonym is recorded for that subject in the identity vault "
+                "(unknown, or already erased); nothing was changed"
+            )
+        with write_transaction(self.engine, lock_name=_LOCK) as conn:
+            found = conn.execute(
+                sa.select(subjects.c.pseudonym).where(subjects.c.identifier == identifier)
+            ).scalar()
+            if found is not None:
+                return str(found)
+            pseudonym = new_pseudonym()
+            conn.execute(
+                subjects.insert().values(pseudonym=pseudonym, identifier=identifier, created=_now())
+            )
+        return pseudonym
+
+    def has_pseudonym(self, pseudonym: str) -> bool:
+        """Return True while the pseudonym is still mapped (not erased)."""
+        with self.engine.connect() as conn:
+            return (
+                conn.execute(
+                    sa.select(subjects.c.pseudonym).where(subjects.c.pseudonym == pseudonym)
+                ).scalar()
+                is not None
+            )
+
+    # -- data keys -------------------------------------------------------------------------
+    def data_key_for(self, owner: str, *, provider: KeyProvider) -> tuple[str, bytes]:
+        """Return (data-key id, key) that new payloads of ``owner`` are sealed with.
+
+        The key is wrapped by the provider's *active* wrap key; after a rotation
+        the owner gets a fresh data key under the new wrap key, and older data
+        keys (under older wrap keys) keep opening older payloads.
+        """
+        kek_id = provider.active_key_id("wrap")
+        with self._lock:
+            cached = self._active.get((owner, kek_id))
+            if cached is not None and cached in self._dek_cache:
+                return cached, self._dek_cache[cached]
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(data_keys.c.key_id)
+                .where(data_keys.c.owner == owner, data_keys.c.kek_id == kek_id)
+                .order_by(data_keys.c.created.desc())
+                .limit(1)
+            ).first()
+        if row is not None:
+            key_id = str(row[0])
+            key = self.data_key(key_id, provider=provider)
+        else:
+            if owner != SYSTEM_OWNER and not self.has_pseudonym(owner):
+                raise SubjectNotFound(
+                    f"pseudonym {owner} is not in the identity vault (unknown or erased); "
+                    "no data can be written for it"
+                )
+            key = new_data_key()
+            key_id = "dek_" + secrets.token_hex(12)
+            used_kek, wrapped = provider.wrap(key, aad=_dek_aad(key_id, owner))
+            with write_transaction(self.engine, lock_name=_LOCK) as conn:
+                conn.execute(
+                    data_keys.insert().values(
+                        key_id=key_id, owner=owner, kek_id=used_kek, wrapped=wrapped, created=_now()
+                    )
+                )
+            kek_id = used_kek
+        with self._lock:
+            self._dek_cache[key_id] = key
+            self._active[(owner, kek_id)] = key_id
+        return key_id, key
+
+    def data_key(self, key_id: str, *, provider: KeyProvider) -> bytes:
+        """Return the unwrapped data key ``key_id``; KeyNotFound if it was erased or never existed."""
+        with self._lock:
+            if key_id in self._dek_cache:
+                return self._dek_cache[key_id]
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(data_keys.c.owner, data_keys.c.kek_id, data_keys.c.wrapped).where(
+                    data_keys.c.key_id == key_id
+                )
+            ).first()
+        if row is None:
+            raise KeyNotFound(f"data key {key_id!r} is not in the identity vault ({self.url})")
+        key = provider.unwrap(str(row.kek_id), bytes(row.wrapped), aad=_dek_aad(key_id, row.owner))
+        with self._lock:
+            self._dek_cache[key_id] = key
+        return key
+
+    # -- erasure ---------------------------------------------------------------------------
+    def erase(self, identifier: str) -> ErasureResult:
+        """Return what was destroyed after deleting the subject's mapping, data keys and consents."""
+        pseudonym = self.pseudonym_for(identifier, create=False)
+        with write_transaction(self.engine, lock_name=_LOCK) as conn:
+            n_keys = conn.execute(data_keys.delete().where(data_keys.c.owner == pseudonym)).rowcount
+            n_cons = conn.execute(consents.delete().where(consents.c.pseudonym == pseudonym)).rowcount
+            conn.execute(subjects.delete().where(subjects.c.pseudonym == pseudonym))
+        with self._lock:
+            self._dek_cache.clear()
+            self._active.clear()
+        self.scrub()
+        return ErasureResult(pseudonym=pseudonym, data_keys=n_keys, consents=n_cons)
+
+    def scrub(self) -> None:
+        """Fold the SQLite write-ahead log into the database and truncate it.
+
+        With ``secure_delete`` on, deleted rows are zeroed in the database pages;
+        the WAL still holds older page images until it is checkpointed and
+        truncated. (PostgreSQL keeps dead tuples until VACUUM and WAL until
+        recycled: see docs/LEDGER.md.)
+        """
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").all()
+        elif self.engine.dialect.name == "postgresql":
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                for table in ("subjects", "data_keys", "consents"):
+                    conn.exec_driver_sql(f"VACUUM FULL {table}")
