@@ -1,1 +1,27 @@
 """Shared fixtures for the test suite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clinical_mlops.data.sources import synthetic_source
+from clinical_mlops.data.synthetic import SyntheticConfig
+from clinical_mlops.workspace import Workspace
+
+# Evidence plane: a throw-away PostgreSQL cluster (session) and one database per test.
+from postgres_cluster import postgres_database, postgres_server  # noqa: F401, E402
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    """An empty workspace in a temporary folder."""
+    return Workspace.open(tmp_path / "ws")
+
+
+@pytest.fixture(scope="session")
+def small_source_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic raw source (about 600 cohort stays), generated once per session."""
+    ws = Workspace.open(tmp_path_factory.mktemp("small-source"))
+    return synthetic_source(ws, SyntheticConfig(seed=11, scale=0.025)).path

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from clinical_mlops.errors import ClinicalMlopsError
 from clinical_mlops.workspace import Workspace
@@ -51,22 +52,14 @@ def print_json(obj: Any) -> None:
 
 
 def run_guarded(app: typer.Typer) -> int:
-    """Run the typer app; library errors become a message on stderr and exit code 2."""
-    try:
-        app(standalone_mode=False)
-    except ClinicalMlopsError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
-        return 2
-    except typer.Exit as exc:
-        return int(exc.exit_code or 0)
-    except typer.Abort:
-        err_console.print("aborted")
-        return 1
-    except Exception as exc:  # click usage errors carry their own exit codes
-        import click
+    """Run the typer app; library errors become a message on stderr and exit code 2.
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
+    Usage errors keep click's own handling (message plus exit code 2); any other
+    exception is a bug and keeps its traceback.
+    """
+    try:
+        app()
+    except ClinicalMlopsError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        return 2
     return 0

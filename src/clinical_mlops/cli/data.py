@@ -2,11 +2,190 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-data_app = typer.Typer(help="Raw sources, cohorts, contracts, features and snapshots.", no_args_is_help=True)
+from clinical_mlops.cli._common import (
+    JsonOption,
+    WorkspaceOption,
+    err_console,
+    out_console,
+    print_json,
+    workspace_from,
+)
+from clinical_mlops.data.snapshot import Snapshot, build_snapshot, list_snapshots, open_snapshot
+from clinical_mlops.data.sources import SourceKind, open_source, synthetic_source
+from clinical_mlops.data.synthetic import SyntheticConfig
+from clinical_mlops.tasks import load_task
+
+data_app = typer.Typer(
+    help="Raw sources, cohorts, contracts, features and snapshots.", no_args_is_help=True
+)
+
+TaskOption = Annotated[
+    str, typer.Option("--task", "-t", help="Built-in task name or path to a task spec YAML.")
+]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the synthetic source.")]
+ScaleOption = Annotated[
+    float,
+    typer.Option("--scale", help="Size of the synthetic source; 1.0 gives about 23,841 cohort stays."),
+]
 
 
-def demo_command() -> None:
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
+@data_app.command("generate")
+def generate(
+    seed: SeedOption = 7,
+    scale: ScaleOption = 1.0,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Generate the synthetic raw EHR source (cached in the workspace by seed and scale)."""
+    ws = workspace_from(workspace)
+    with _progress() as bar:
+        task = bar.add_task("generating synthetic ICU events", total=None)
+
+        def tick(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        source = synthetic_source(ws, SyntheticConfig(seed=seed, scale=scale), progress=tick)
+    result = {"path": str(source.path), "files": source.file_hashes, **source.info}
+    if as_json:
+        print_json(result)
+    else:
+        out_console.print(f"synthetic source ready: [bold]{source.path}[/]")
+
+
+def run_build(
+    *,
+    task: str,
+    seed: int,
+    scale: float,
+    source: SourceKind,
+    path: Path | None,
+    workspace: Path | None,
+) -> Snapshot:
+    """Generate if needed, then cohort -> contracts -> features -> snapshot, with progress."""
+    ws = workspace_from(workspace)
+    spec = load_task(task)
+    with _progress() as bar:
+        gen = bar.add_task("preparing raw source", total=None)
+
+        def tick(done: int, total: int) -> None:
+            bar.update(gen, description="generating synthetic ICU events", completed=done, total=total)
+
+        raw = open_source(
+            ws, kind=source, path=path, config=SyntheticConfig(seed=seed, scale=scale), progress=tick
+        )
+        bar.update(gen, visible=False)
+        steps = bar.add_task("building snapshot", total=6)
+
+        def on_step(name: str) -> None:
+            bar.update(steps, description=name, advance=1)
+
+        return build_snapshot(ws, spec, raw, on_step=on_step)
+
+
+@data_app.command("build")
+def build(
+    task: TaskOption = "icu_mortality_48h",
+    seed: SeedOption = 7,
+    scale: ScaleOption = 1.0,
+    source: Annotated[
+        str, typer.Option("--source", help="synthetic (embedded default) or raw (a folder in the raw contract).")
+    ] = "synthetic",
+    path: Annotated[Path | None, typer.Option("--path", help="Folder of the raw source (--source raw).")] = None,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Build a content-addressed snapshot: cohort, contracts, features, labels, split."""
+    if source not in ("synthetic", "raw"):
+        raise typer.BadParameter(f"expected synthetic or raw, got {source!r}", param_hint="--source")
+    snap = run_build(task=task, seed=seed, scale=scale, source=source, path=path, workspace=workspace)  # type: ignore[arg-type]
+    if as_json:
+        print_json(snap.summary())
+    else:
+        render_snapshot(snap)
+
+
+@data_app.command("show")
+def show(
+    snapshot: Annotated[str, typer.Argument(help="Snapshot id (or a unique prefix of 8+ characters).")],
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a snapshot's manifest: source, cohort flow, counts, missingness, contracts."""
+    snap = open_snapshot(workspace_from(workspace), snapshot)
+    if as_json:
+        print_json(snap.summary() | {"manifest": snap.manifest})
+    else:
+        render_snapshot(snap)
+
+
+@data_app.command("list")
+def list_command(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
+    """List the snapshots in the workspace."""
+    ws = workspace_from(workspace)
+    rows = [open_snapshot(ws, i).summary() for i in list_snapshots(ws)]
+    if as_json:
+        print_json([{k: r[k] for k in ("snapshot_id", "task", "source", "n_stays", "prevalence")} for r in rows])
+        return
+    table = Table("snapshot", "task", "source", "stays", "prevalence")
+    for r in rows:
+        table.add_row(r["snapshot_id"][:12], r["task"], r["source"], f"{r['n_stays']:,}", f"{r['prevalence']:.3f}")
+    out_console.print(table)
+
+
+def render_snapshot(snap: Snapshot) -> None:
+    """Print the cohort flow and our figures beside the published ones."""
+    s = snap.summary()
+    out_console.print(f"[bold]snapshot[/] {s['snapshot_id']}  (task {s['task']}, source {s['source']})")
+    flow = Table("step", "remaining", "excluded", title="Cohort flow", title_justify="left")
+    for row in s["cohort_flow"]:
+        flow.add_row(row["step"], f"{row['remaining']:,}", f"{row['excluded']:,}" if row["excluded"] else "")
+    out_console.print(flow)
+    cmp = Table("figure", "ours", "published", title="Our figures beside the published run", title_justify="left")
+    for row in snap.published_comparison():
+        cmp.add_row(row["figure"], _fmt(row["ours"]), _fmt(row["published"]))
+    if cmp.row_count:
+        out_console.print(cmp)
+    c = s["contracts"]
+    out_console.print(
+        f"data contracts: {c['checks']} checks, {c['hard_failed']} hard failures, "
+        f"{c['soft_failed']} soft findings (see {snap.path / 'contracts.json'})"
+    )
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "—" if value is None else str(value)
+
+
+def demo_command(
+    seed: SeedOption = 7,
+    workspace: WorkspaceOption = None,
+) -> None:
     """Run the end-to-end pipeline on the embedded synthetic source."""
-    raise typer.Exit(0)
+    err_console.print("[bold]clinical-mlops demo[/] — synthetic ICU source, task icu_mortality_48h")
+    snap = run_build(
+        task="icu_mortality_48h", seed=seed, scale=1.0, source="synthetic", path=None, workspace=workspace
+    )
+    render_snapshot(snap)

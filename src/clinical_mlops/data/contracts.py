@@ -264,7 +264,7 @@ def _check_events(path: Path, spec: TaskSpec, icu: pd.DataFrame) -> list[Check]:
         # Stays referenced by events exist.
         con.register("icu_ids", icu[["stay_id"]])
         n, ex = _count_examples(
-            con, "SELECT DISTINCT ev.stay_id FROM ev ANTI JOIN icu_ids USING (stay_id)"
+            con, "SELECT DISTINCT ev.stay_id FROM ev ANTI JOIN icu_ids USING (stay_id) ORDER BY 1"
         )
         out.append(
             _ok("reference resolves", "events", "stay_id") if n == 0 else
@@ -293,7 +293,7 @@ def _check_events(path: Path, spec: TaskSpec, icu: pd.DataFrame) -> list[Check]:
         stats = con.execute(
             "SELECT variable, COUNT(*), "
             "SUM(CASE WHEN value IS NULL THEN 1 ELSE 0 END), "
-            "SUM(CASE WHEN isnan(value) OR isinf(value) THEN 1 ELSE 0 END) FROM ev GROUP BY variable"
+            "SUM(CASE WHEN isnan(value) OR isinf(value) THEN 1 ELSE 0 END) FROM ev GROUP BY variable ORDER BY variable"
         ).fetchall()
         for var, total, nulls, nonfinite in stats:
             f = declared.get(var)
@@ -303,7 +303,7 @@ def _check_events(path: Path, spec: TaskSpec, icu: pd.DataFrame) -> list[Check]:
             n_out, ex = _count_examples(
                 con,
                 f"SELECT stay_id, charttime, value FROM ev WHERE variable = '{_sql_str(var)}' "
-                f"AND (value < {lo} OR value > {hi})",
+                f"AND (value < {lo} OR value > {hi}) ORDER BY stay_id, charttime, value",
             )
             frac = n_out / total if total else 0.0
             if n_out == 0:

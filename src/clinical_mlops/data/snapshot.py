@@ -81,6 +81,22 @@ class Snapshot:
     def contracts(self) -> dict[str, Any]:
         return dict(json.loads((self.path / "contracts.json").read_text(encoding="utf-8")))
 
+    def published_comparison(self) -> list[dict[str, Any]]:
+        """Rows of (figure, ours, published) for the figures the task spec publishes."""
+        published = self.spec().published
+        ours = self.summary()
+        rows: list[dict[str, Any]] = []
+        for key, label in (("n_stays", "cohort stays"), ("n_train", "train stays"), ("n_test", "test stays")):
+            if key in published:
+                rows.append({"figure": label, "ours": ours[key], "published": published[key]})
+        if "prevalence" in published:
+            rows.append({"figure": "prevalence", "ours": ours["prevalence"], "published": published["prevalence"]})
+        for feature, rate in published.get("missingness", {}).items():
+            rows.append(
+                {"figure": f"missing {feature} (train)", "ours": ours["missingness"].get(feature), "published": rate}
+            )
+        return rows
+
     def summary(self) -> dict[str, Any]:
         """The figures a user asks for first (the ``--json`` output of ``data build``)."""
         m = self.manifest
