@@ -30,6 +30,9 @@
         ├── SubjectNotFound            no pseudonym for that subject in the identity vault
         └── ConsentNotGranted          recorded consent does not cover the stated purpose
 
+    -- evaluation --
+    └── EvaluationError                test-set evidence that cannot be evaluated (misaligned, not binary)
+
 Every message says what is wrong, where (table, column, rows or spec field) and,
 where it helps, what to do next.
 """
@@ -63,6 +66,8 @@ __all__ = [
     "SubjectNotPseudonymised",
     "UnknownEntryType",
     "WrongKey",
+    # evaluation
+    "EvaluationError",
 ]
 
 
@@ -178,3 +183,10 @@ class SubjectNotFound(PrivacyError):
 
 class ConsentNotGranted(PrivacyError):
     """The subject's recorded consent does not cover the purpose at that time (R-P4)."""
+
+
+# -- evaluation: validation report and model card -------------------------------------------
+
+
+class EvaluationError(ClinicalMlopsError):
+    """Test-set evidence that cannot be evaluated: misaligned arrays, a non-binary outcome, a bad option."""
