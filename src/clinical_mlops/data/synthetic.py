@@ -280,7 +280,7 @@ def _severity(pop: pd.DataFrame, rng: np.random.Generator) -> None:
     # Young patients compensate: their charted physiology shows less of their illness.
     pop["compensation"] = np.where(age < 45, 0.6, np.where(age < 65, 0.9, 1.0))
     pop["infection"] = (chapter == "infectious") | (rng.random(n) < 0.12)
-    pop["hidden"] = rng.normal(0, 1, n) * np.where(age < 45, 1.3, 0.75)
+    pop["hidden"] = rng.normal(0, 1, n) * np.where(age < 45, 1.3, 0.9)
 
 
 def _outcome(pop: pd.DataFrame, rng: np.random.Generator, *, eligible: np.ndarray) -> None:
@@ -291,15 +291,18 @@ def _outcome(pop: pd.DataFrame, rng: np.random.Generator, *, eligible: np.ndarra
     metabolic = pop["metabolic"].to_numpy()
     neuro = pop["neuro"].to_numpy()
     resp = pop["resp"].to_numpy()
-    shock = (cardio > 0.6) & (metabolic > 0.6)
+    # Risk is non-additive in what is charted: shock needs both failing perfusion and
+    # rising lactate, coma is a threshold, and the same derangement is deadlier when old.
+    shock = (cardio > 0.5) & (metabolic > 0.5)
+    coma = neuro > 1.4
     lin = (
-        0.35 * sev
-        + 1.4 * shock
-        + 0.6 * np.maximum(neuro - 0.8, 0) ** 1.5
+        0.25 * sev
+        + 1.8 * shock
+        + 1.1 * coma
         + 0.35 * np.maximum(resp - 0.5, 0) ** 2
         + 0.15 * pop["hepatic"].to_numpy()
-        + 0.02 * (age - 65)
-        + 0.05 * np.maximum(age - 65, 0) * np.maximum(sev, 0)
+        + 0.015 * (age - 65)
+        + 0.07 * np.maximum(age - 65, 0) * np.maximum(sev, 0)
         + 1.0 * pop["cardiac_arrest"].to_numpy()
         - 0.02 * (year - 2012)
         + pop["hidden"].to_numpy()

@@ -1,0 +1,127 @@
+"""Scoring models stored as data: an XGBoost booster in its JSON format, or a linear model.
+
+Both kinds answer the same three questions for a model matrix: the margin
+(log-odds score), the uncalibrated probability, and exact per-column
+contributions whose sum plus a bias equals the margin — TreeSHAP for boosted
+trees and random forests (``pred_contribs``), and coefficient × centred value
+for the linear model. Serialised bytes are what the release hashes; loading
+them executes no code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import xgboost as xgb
+
+from clinical_mlops.hashing import canonical_json, sha256_bytes
+
+__all__ = ["LinearModel", "ScoringModel", "TreeModel", "load_scoring_model"]
+
+ModelKind = Literal["xgboost", "random_forest", "logistic_regression"]
+
+
+class ScoringModel(Protocol):
+    kind: ModelKind
+
+    def margin(self, X: np.ndarray) -> np.ndarray: ...
+
+    def contributions(self, X: np.ndarray) -> np.ndarray: ...
+
+    def to_bytes(self) -> bytes: ...
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass
+class TreeModel:
+    """A gradient-boosted or random-forest ensemble held as an XGBoost booster."""
+
+    kind: ModelKind
+    booster: xgb.Booster
+    columns: list[str]
+
+    def _dmatrix(self, X: np.ndarray) -> xgb.DMatrix:
+        return xgb.DMatrix(np.asarray(X, dtype=np.float64), feature_names=self.columns)
+
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(self._dmatrix(X), output_margin=True), dtype=np.float64)
+
+    def probability(self, X: np.ndarray) -> np.ndarray:
+        return _sigmoid(self.margin(X))
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Exact TreeSHAP contributions, shape (n, columns + 1); the last column is the bias."""
+        return np.asarray(self.booster.predict(self._dmatrix(X), pred_contribs=True), dtype=np.float64)
+
+    def to_bytes(self) -> bytes:
+        raw = bytes(self.booster.save_raw(raw_format="json"))
+        envelope = {"kind": self.kind, "columns": self.columns}
+        return canonical_json(envelope) + b"\n" + raw
+
+    @property
+    def sha256(self) -> str:
+        return sha256_bytes(self.to_bytes())
+
+
+@dataclass
+class LinearModel:
+    """Standardised logistic regression: margin = ((x - mean) / scale) · coef + intercept."""
+
+    kind: ModelKind
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+    columns: list[str]
+
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        return ((np.asarray(X, dtype=np.float64) - self.mean) / self.scale) @ self.coef + self.intercept
+
+    def probability(self, X: np.ndarray) -> np.ndarray:
+        return _sigmoid(self.margin(X))
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Exact linear SHAP (centred at the training mean); last column is the bias (intercept)."""
+        z = (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
+        contrib = z * self.coef
+        return np.hstack([contrib, np.full((len(z), 1), self.intercept)])
+
+    def to_bytes(self) -> bytes:
+        body = {
+            "kind": self.kind,
+            "columns": self.columns,
+            "mean": [float(v) for v in self.mean],
+            "scale": [float(v) for v in self.scale],
+            "coef": [float(v) for v in self.coef],
+            "intercept": float(self.intercept),
+        }
+        return canonical_json(body)
+
+    @property
+    def sha256(self) -> str:
+        return sha256_bytes(self.to_bytes())
+
+
+def load_scoring_model(data: bytes) -> TreeModel | LinearModel:
+    """Return the scoring model serialised by ``to_bytes`` (no code is executed)."""
+    head, sep, rest = data.partition(b"\n")
+    if sep:
+        envelope: dict[str, Any] = json.loads(head)
+        booster = xgb.Booster()
+        booster.load_model(bytearray(rest))
+        return TreeModel(kind=envelope["kind"], booster=booster, columns=list(envelope["columns"]))
+    body = json.loads(data)
+    return LinearModel(
+        kind=body["kind"],
+        mean=np.asarray(body["mean"]),
+        scale=np.asarray(body["scale"]),
+        coef=np.asarray(body["coef"]),
+        intercept=float(body["intercept"]),
+        columns=list(body["columns"]),
+    )

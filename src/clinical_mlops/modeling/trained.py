@@ -1,0 +1,130 @@
+"""A trained model as a folder of JSON artifacts, and how to apply it.
+
+``TrainedModel`` joins the frozen preprocessor, the scoring model, the
+isotonic calibrator and the conformal thresholds. ``apply`` turns a frame of raw
+feature values into margins, calibrated probabilities, prediction sets and
+per-feature contributions — the one code path used for validation, for replay
+and (later) for serving.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clinical_mlops.hashing import canonical_json, sha256_bytes, sha256_json
+from clinical_mlops.modeling.calibration import IsotonicCalibrator
+from clinical_mlops.modeling.conformal import MondrianConformal
+from clinical_mlops.modeling.explain import EXPLANATION_FORMAT, feature_contributions
+from clinical_mlops.modeling.model import LinearModel, TreeModel, load_scoring_model
+from clinical_mlops.modeling.preprocess import Preprocessor
+
+__all__ = ["ARTIFACT_FILES", "Prediction", "TrainedModel"]
+
+ARTIFACT_FILES = ("model.json", "preprocess.json", "calibrator.json", "conformal.json", "explanation.json")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Arrays for a batch of rows, aligned with the input frame."""
+
+    margin: np.ndarray
+    p_raw: np.ndarray
+    p_cal: np.ndarray
+    sets: np.ndarray
+    contributions: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """Everything needed to score a stay, as data."""
+
+    task: str
+    preprocessor: Preprocessor
+    scorer: TreeModel | LinearModel
+    calibrator: IsotonicCalibrator
+    conformal: MondrianConformal
+    explanation: dict[str, Any]
+
+    def apply(self, frame: pd.DataFrame, *, explain: bool = True) -> Prediction:
+        """Return margins, probabilities, conformal sets and contributions for ``frame``."""
+        X = self.preprocessor.transform(frame)
+        margin = self.scorer.margin(X)
+        p_cal = self.calibrator.transform(margin)
+        contrib = (
+            feature_contributions(self.scorer, self.preprocessor, X) if explain else pd.DataFrame()
+        )
+        return Prediction(
+            margin=margin,
+            p_raw=1.0 / (1.0 + np.exp(-margin)),
+            p_cal=p_cal,
+            sets=self.conformal.predict_sets(p_cal),
+            contributions=contrib,
+        )
+
+    def probability(self, frame: pd.DataFrame) -> np.ndarray:
+        """Return calibrated probabilities only."""
+        return self.apply(frame, explain=False).p_cal
+
+    # -- artifacts -------------------------------------------------------------------------
+    def artifact_bytes(self) -> dict[str, bytes]:
+        return {
+            "model.json": self.scorer.to_bytes(),
+            "preprocess.json": canonical_json(self.preprocessor.to_dict()),
+            "calibrator.json": canonical_json(self.calibrator.to_dict()),
+            "conformal.json": canonical_json(self.conformal.to_dict()),
+            "explanation.json": canonical_json(self.explanation),
+        }
+
+    def artifact_hashes(self) -> dict[str, str]:
+        return {name: sha256_bytes(data) for name, data in self.artifact_bytes().items()}
+
+    @property
+    def model_sha256(self) -> str:
+        """SHA-256 of the serialised scoring model (model.json)."""
+        return sha256_bytes(self.scorer.to_bytes())
+
+    @property
+    def version(self) -> str:
+        """``<task>-<12 hex>``: a content address over every artifact."""
+        return f"{self.task}-{sha256_json(self.artifact_hashes())[:12]}"
+
+    def save(self, folder: Path) -> dict[str, str]:
+        """Write the artifacts into ``folder``; return their hashes."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in self.artifact_bytes().items():
+            (folder / name).write_bytes(data)
+        return self.artifact_hashes()
+
+    @classmethod
+    def load(cls, folder: Path) -> TrainedModel:
+        """Read a model folder written by :meth:`save` (JSON only; nothing is executed)."""
+        explanation = json.loads((folder / "explanation.json").read_text(encoding="utf-8"))
+        return cls(
+            task=str(explanation["task"]),
+            preprocessor=Preprocessor.from_dict(json.loads((folder / "preprocess.json").read_bytes())),
+            scorer=load_scoring_model((folder / "model.json").read_bytes()),
+            calibrator=IsotonicCalibrator.from_dict(json.loads((folder / "calibrator.json").read_bytes())),
+            conformal=MondrianConformal.from_dict(json.loads((folder / "conformal.json").read_bytes())),
+            explanation=explanation,
+        )
+
+
+def explanation_config(task: str, features: list[dict[str, Any]], method: str) -> dict[str, Any]:
+    """Return the explanation config stored with a model (format version, method, feature words)."""
+    return {
+        "format": EXPLANATION_FORMAT,
+        "task": task,
+        "method": method,
+        "units": "log-odds contribution to the model score",
+        "features": features,
+        "caveat": (
+            "Contributions describe how this model used each value, relative to an average "
+            "training patient; they are not causal effects and do not say what treatment would change."
+        ),
+    }

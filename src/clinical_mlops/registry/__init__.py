@@ -1,0 +1,1 @@
+"""Registry and lineage: what a model is made of, and where it stands."""
