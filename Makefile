@@ -5,10 +5,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 UV     := $(VENV)/bin/uv
-EXTRAS ?= dev,postgres,console
+EXTRAS ?= dev,postgres,console,vault
 STAMP  := $(VENV)/.installed-$(shell echo "$(EXTRAS)" | tr ',' '-')
 
-.PHONY: demo test bench lint install clean help
+.PHONY: demo test bench lint install clean help sysdeps
 
 help:
 	@echo "make demo   - create the environment, install, run the end-to-end pipeline"
@@ -29,7 +29,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/clinical-mlops demo
 
-test: $(STAMP)
+# System packages the tests start for real (PostgreSQL: see tests/postgres_cluster.py).
+sysdeps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		apt-get update && apt-get install -y postgresql; \
+	fi
+
+test: sysdeps $(STAMP)
 	$(PY) -m pytest -n 2 -q
 
 bench: $(STAMP)

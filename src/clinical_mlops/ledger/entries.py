@@ -3,8 +3,10 @@ exact bytes that are hashed into the Merkle tree and signed.
 
 An entry has public columns (seq, UTC time, type, schema, actor, subject
 pseudonym, data-key id, payload hash, ``public`` metadata, previous leaf hash)
-and one encrypted payload. The *leaf* is the canonical JSON of the public
-columns; the payload enters it only through ``payload_hash``, the SHA-256 of the
+and one encrypted payload. The *body* is the canonical JSON of those columns
+and is signed with the ledger key (Ed25519); the *leaf* is the body plus the
+signing key id and the signature, so the Merkle tree covers every stored byte.
+The payload enters the body only through ``payload_hash``, the SHA-256 of the
 sealed (encrypted) payload. Hashing the ciphertext rather than the plaintext
 means that after erasure or purge no hash remains from which a guessed clinical
 payload could be confirmed, and the tree still verifies.
@@ -29,6 +31,7 @@ __all__ = [
     "Checkpoint",
     "EntrySchema",
     "StoredEntry",
+    "body_bytes",
     "checkpoint_message",
     "entry_signing_message",
     "latest_schema",
@@ -227,7 +230,8 @@ class StoredEntry:
     sig_key_id: str
     signature: str
 
-    def leaf_fields(self) -> dict[str, Any]:
+    def body_fields(self) -> dict[str, Any]:
+        """Return the signed body: every column but the signature and the derived leaf hash."""
         return {
             "v": LEAF_VERSION,
             "seq": self.seq,
@@ -244,7 +248,7 @@ class StoredEntry:
 
     def to_json(self) -> dict[str, Any]:
         """Return the row as a JSON object (payload as hex, or null when purged)."""
-        out = {**self.leaf_fields(), "leaf_hash": self.leaf_hash}
+        out = {**self.body_fields(), "leaf_hash": self.leaf_hash}
         out.pop("v")
         out["sig_key_id"] = self.sig_key_id
         out["signature"] = self.signature
@@ -252,14 +256,27 @@ class StoredEntry:
         return out
 
 
-def leaf_bytes(fields: Mapping[str, Any]) -> bytes:
-    """Return the exact bytes whose RFC 6962 leaf hash enters the tree."""
+def body_bytes(fields: Mapping[str, Any]) -> bytes:
+    """Return the canonical bytes of an entry body (what the entry signature covers)."""
     return canonical_json(dict(fields))
 
 
-def entry_signing_message(*, origin: str, leaf_hash_hex: str) -> bytes:
+def leaf_bytes(body: bytes, *, sig_key_id: str, signature: str) -> bytes:
+    """Return the exact bytes whose RFC 6962 leaf hash enters the tree.
+
+    ``body || 0x0a || canonical JSON [sig_key_id, signature]``: canonical JSON
+    never contains a raw newline, so the split is unambiguous, and the leaf
+    covers every stored column (a checkpoint over the tree therefore
+    authenticates signatures and all). Only the leaf hash itself is derived.
+    """
+    return body + b"\n" + canonical_json([sig_key_id, signature])
+
+
+def entry_signing_message(*, origin: str, body_hash_hex: str) -> bytes:
     """Return the bytes the ledger key signs for one entry (bound to the ledger's origin)."""
-    return canonical_json({"kind": "clinical-mlops/entry/v1", "origin": origin, "leaf": leaf_hash_hex})
+    return canonical_json(
+        {"kind": "clinical-mlops/entry/v1", "origin": origin, "body": body_hash_hex}
+    )
 
 
 @dataclass(frozen=True)

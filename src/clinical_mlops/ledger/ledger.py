@@ -29,6 +29,7 @@ from clinical_mlops.ledger.checkpoint_log import CheckpointLog
 from clinical_mlops.ledger.entries import (
     Checkpoint,
     StoredEntry,
+    body_bytes,
     checkpoint_message,
     entry_signing_message,
     leaf_bytes,
@@ -218,14 +219,17 @@ class Ledger:
                     "payload_hash": hashlib.sha256(blob).hexdigest(), "public": public,
                     "prev": prev,
                 }
-                lh = leaf_hash(leaf_bytes(fields)).hex()
-                signature = signer.sign(entry_signing_message(origin=self.origin, leaf_hash_hex=lh))
+                body = body_bytes(fields)
+                signature = signer.sign(entry_signing_message(
+                    origin=self.origin, body_hash_hex=hashlib.sha256(body).hexdigest())).hex()
+                lh = leaf_hash(leaf_bytes(body, sig_key_id=sig_key_id,
+                                          signature=signature)).hex()
                 rows.append({
                     "seq": seq, "time": when, "type": it.type, "schema": schema_id,
                     "actor": it.actor, "subject": it.subject, "key_id": key_id,
                     "payload_hash": fields["payload_hash"], "payload": blob, "public": public,
                     "prev_hash": prev, "leaf_hash": lh, "sig_key_id": sig_key_id,
-                    "signature": signature.hex(),
+                    "signature": signature,
                 })
                 receipts.append(Receipt(seq=seq, time=when, leaf_hash=lh))
                 prev = lh

@@ -62,12 +62,12 @@ entries = sa.Table(
 checkpoints = sa.Table(
     "ledger_checkpoints",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # No surrogate id: every stored byte of a checkpoint is covered by its signature.
+    sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("time", sa.String(40), primary_key=True),
+    sa.Column("key_id", sa.String(80), primary_key=True),
     sa.Column("origin", sa.Text, nullable=False),
-    sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("root", sa.Text, nullable=False),
-    sa.Column("time", sa.Text, nullable=False),
-    sa.Column("key_id", sa.Text, nullable=False),
     sa.Column("signature", sa.Text, nullable=False),
 )
 chunks = sa.Table(
@@ -162,21 +162,30 @@ class LedgerStore:
         if end is not None:
             query = query.where(entries.c.seq < end)
         query = query.order_by(entries.c.seq)
-        result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
-        yield from result
+        # Options on the statement, not the connection: they must not leak to later queries.
+        result = conn.execute(query.execution_options(stream_results=True, yield_per=batch))
+        try:
+            for row in result:
+                yield tuple(row)
+        finally:
+            result.close()
 
     def checkpoint_rows(self, conn: Connection) -> list[Any]:
-        return list(conn.execute(sa.select(checkpoints).order_by(checkpoints.c.id)))
+        return list(conn.execute(
+            sa.select(checkpoints).order_by(checkpoints.c.size, checkpoints.c.time)))
 
     def latest_checkpoint(self, conn: Connection) -> Checkpoint | None:
         row = conn.execute(
-            sa.select(checkpoints).order_by(checkpoints.c.size.desc(), checkpoints.c.id.desc())
+            sa.select(checkpoints).order_by(checkpoints.c.size.desc(), checkpoints.c.time.desc())
             .limit(1)
         ).first()
         if row is None:
             return None
         return Checkpoint(origin=row.origin, size=int(row.size), root=row.root, time=row.time,
                           key_id=row.key_id, signature=row.signature)
+
+    def meta_rows(self, conn: Connection) -> list[Any]:
+        return list(conn.execute(sa.select(meta_table.c.key, meta_table.c.value)))
 
     def chunk_rows(self, conn: Connection) -> list[Any]:
         return list(conn.execute(sa.select(chunks.c.idx, chunks.c.hash).order_by(chunks.c.idx)))

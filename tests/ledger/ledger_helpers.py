@@ -1,0 +1,57 @@
+"""Helpers shared by the ledger tests: where a test ledger lives, on either backend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from postgres_cluster import create_database, drop_database
+
+from clinical_mlops.clock import FixedClock
+from clinical_mlops.ledger import Ledger
+from clinical_mlops.ledger.checkpoint_log import CheckpointLog
+from clinical_mlops.ledger.store import LedgerStore
+from clinical_mlops.privacy.keys import LocalKeyring
+
+T0 = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+class Stores:
+    """Where one test's ledger lives: URLs, keys folder, checkpoint log."""
+
+    def __init__(self, root: Path, ledger_url: str, identity_url: str):
+        self.root = root
+        self.ledger_url = ledger_url
+        self.identity_url = identity_url
+        self.keys_dir = root / "keys"
+        self.log_path = root / "ledger-checkpoints.jsonl"
+
+    def open(self, *, clock: Any = None, **options: Any) -> Ledger:
+        return Ledger(
+            store=LedgerStore.open(self.ledger_url),
+            provider=LocalKeyring(self.keys_dir),
+            vault=self.identity_url,
+            checkpoint_log=CheckpointLog(self.log_path),
+            clock=clock or FixedClock(T0),
+            **options,
+        )
+
+    def env(self) -> dict[str, str]:
+        """Environment that points a workspace (and the CLI) at these stores."""
+        return {"CLINICAL_MLOPS_LEDGER_URL": self.ledger_url,
+                "CLINICAL_MLOPS_IDENTITY_URL": self.identity_url}
+
+
+def make_stores(backend: str, root: Path, request: pytest.FixtureRequest) -> Stores:
+    root.mkdir(parents=True, exist_ok=True)
+    if backend == "sqlite":
+        return Stores(root, f"sqlite:///{root / 'ledger.db'}", f"sqlite:///{root / 'identity.db'}")
+    server = request.getfixturevalue("postgres_server")
+    ledger_url, identity_url = create_database(server), create_database(server)
+    request.addfinalizer(lambda: (drop_database(ledger_url), drop_database(identity_url)))
+    return Stores(root, ledger_url, identity_url)
