@@ -32,8 +32,8 @@ __all__ = [
     "brier_score",
     "calibration_slope_intercept",
     "check_binary",
-    "confusion_at",
     "conformal_coverage",
+    "confusion_at",
     "decision_curve",
     "expected_calibration_error",
     "percentile_ci",
@@ -93,7 +93,9 @@ def _auroc_weighted(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np
         n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
         wins = (pos * (neg_below + 0.5 * neg)).sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[lo : lo + _CHUNK] = np.where((n_pos > 0) & (n_neg > 0), wins / (n_pos * n_neg), np.nan)
+            out[lo : lo + _CHUNK] = np.where(
+                (n_pos > 0) & (n_neg > 0), wins / (n_pos * n_neg), np.nan
+            )
     return out
 
 
@@ -128,13 +130,13 @@ def resample_counts(n: int, *, n_boot: int, seed: int) -> np.ndarray:
 
 
 def auroc_replicates(y_true: np.ndarray, score: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Return the AUROC of ``score`` in every resample of ``counts`` (``nan`` where one class is absent)."""
+    """Return the AUROC of ``score`` in every resample of ``counts`` (``nan``: one class absent)."""
     y = check_binary(y_true, score)
     return _auroc_weighted(y, np.asarray(score, dtype=float), counts)
 
 
 def percentile_ci(replicates: np.ndarray, *, level: float = 0.95) -> tuple[float, float]:
-    """Return the percentile bootstrap interval ``(lo, hi)`` at ``level``, ignoring ``nan`` resamples.
+    """Return the percentile bootstrap interval ``(lo, hi)`` at ``level``, ignoring ``nan``.
 
     Returns ``(nan, nan)`` when fewer than half the resamples gave a number: an
     interval built from a minority of resamples would be misleading.
@@ -213,7 +215,7 @@ def workload(y_true: np.ndarray, p: np.ndarray, *, threshold: float) -> dict[str
 
 
 def brier_score(y_true: np.ndarray, p: np.ndarray) -> float:
-    """Return the Brier score: mean squared difference between probability and outcome (0 = perfect)."""
+    """Return the Brier score: mean squared error of the probability against the outcome."""
     y = check_binary(y_true, p)
     return float(np.mean((np.asarray(p, dtype=float) - y) ** 2)) if len(y) else float("nan")
 
@@ -272,7 +274,9 @@ def expected_calibration_error(
     n = sum(pt["n"] for pt in points)
     if not n:
         return float("nan")
-    return float(sum(pt["n"] * abs(pt["observed_rate"] - pt["mean_predicted"]) for pt in points) / n)
+    return float(
+        sum(pt["n"] * abs(pt["observed_rate"] - pt["mean_predicted"]) for pt in points) / n
+    )
 
 
 def _logistic_fit(
@@ -362,7 +366,7 @@ def _check_sets(y: np.ndarray, sets: np.ndarray) -> np.ndarray:
 
 
 def conformal_coverage(y_true: np.ndarray, sets: np.ndarray) -> dict[str, float]:
-    """Return the fraction of stays whose prediction set contains the true outcome, overall and per class.
+    """Return the fraction of stays whose set contains the true outcome, overall and per class.
 
     ``sets`` is bool ``(n, 2)``: column 0 = the set contains "no", column 1 = "yes".
     Mondrian (class-conditional) conformal sets at level 1−α promise coverage of
@@ -379,7 +383,7 @@ def conformal_coverage(y_true: np.ndarray, sets: np.ndarray) -> dict[str, float]
 
 
 def set_type_distribution(sets: np.ndarray) -> dict[str, dict[str, float]]:
-    """Return count and fraction of each set type: ``{no}``, ``{yes}``, ``{no,yes}`` (ambiguous), empty."""
+    """Return count and fraction per set type: ``{no}``, ``{yes}``, ``{no,yes}``, ``empty``."""
     s = np.asarray(sets, dtype=bool)
     if s.ndim != 2 or s.shape[1] != 2:
         raise EvaluationError(f"prediction_sets: expected shape (n, 2), got {s.shape}")

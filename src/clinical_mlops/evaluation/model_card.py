@@ -1,0 +1,408 @@
+"""The model card (R-L5): CHAI Applied Model Card sections plus the TRIPOD+AI items that apply.
+
+:func:`model_card` builds the card as data from the validation report and the
+task spec; :func:`write_model_card` writes it as ``model_card.json`` (canonical),
+``model_card.md`` and ``model_card.html``. Every number on the card is copied
+from the report, so the card cannot disagree with the evidence it summarises.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from clinical_mlops.evaluation.inputs import EvaluationInput
+from clinical_mlops.evaluation.render import fmt_ci, fmt_num, fmt_pct, render
+from clinical_mlops.evaluation.report import canonical_json, json_ready
+
+__all__ = ["CARD_SCHEMA", "CARD_SECTIONS", "model_card", "write_model_card"]
+
+CARD_SCHEMA = "clinical-mlops/model-card/v1"
+# Top-level sections in display order, with their headings (CHAI Applied Model Card, then ours).
+CARD_SECTIONS: tuple[tuple[str, str], ...] = (
+    ("basic_info", "Basic information"),
+    ("release_info", "Release information"),
+    ("summary", "Summary"),
+    ("uses_and_directions", "Uses and directions"),
+    ("warnings", "Warnings: risks, biases and limitations"),
+    ("trust_ingredients", "Trust ingredients"),
+    ("key_metrics", "Key metrics"),
+    ("features", "Features and their clinical justification"),
+    ("known_failure_modes", "Known failure modes"),
+    ("escalation_paths", "Escalation paths"),
+    ("tripod_ai", "TRIPOD+AI items"),
+    ("resources", "Resources"),
+)
+_METRIC_GROUPS = (
+    ("usefulness_usability_efficacy", "Usefulness, usability and efficacy"),
+    ("fairness_equity", "Fairness and equity"),
+    ("safety_reliability", "Safety and reliability"),
+)
+
+
+def _metric(name: str, goal: str, result: str, interpretation: str, test_type: str, data: str):
+    return {
+        "name": name,
+        "goal": goal,
+        "result": result,
+        "interpretation": interpretation,
+        "test_type": test_type,
+        "test_data": data,
+    }
+
+
+def _key_metrics(report: dict[str, Any], inp: EvaluationInput) -> dict[str, list[dict[str, str]]]:
+    t, b, cal, conf = report["test"], report["baseline"], report["calibration"], report["conformal"]
+    th = t["threshold"]
+    years = "–".join(str(y) for y in inp.spec.split.test_years)
+    test_data = f"locked temporal test set, {t['n']:,} stays ({years}), touched once"
+    boot = f"{report['methods']['n_boot']} bootstrap resamples"
+    usefulness = [
+        _metric(
+            "AUROC",
+            "rank stays that die within 48 h above those that do not",
+            f"{fmt_num(t['auroc'])} (95 % CI {fmt_ci(t['auroc_ci'])})",
+            "probability that a random death is ranked above a random survivor",
+            f"discrimination, {boot}",
+            test_data,
+        ),
+        _metric(
+            f"Sensitivity / specificity / PPV at {th}",
+            "flag most deaths without flooding clinicians with alerts",
+            f"{fmt_num(t['sensitivity'])} / {fmt_num(t['specificity'])} / {fmt_num(t['ppv'])}",
+            f"{report['workload']['alerts_per_100']:.1f} alerts per 100 patients; "
+            f"{fmt_num(report['workload']['number_needed_to_evaluate'], 1)} patients reviewed "
+            "per death found",
+            "classification at the operating threshold",
+            test_data,
+        ),
+        _metric(
+            f"AUROC gain over {b['name']}",
+            "beat an established bedside severity score",
+            f"{fmt_num(b['auroc_difference']['value'])} "
+            f"(95 % CI {fmt_ci(b['auroc_difference']['ci'])}); baseline AUROC {fmt_num(b['auroc'])}",
+            "a CI above 0 means the model ranks risk better than the score on the same stays",
+            "paired bootstrap comparison",
+            test_data,
+        ),
+        _metric(
+            "Net benefit",
+            "more benefit than alerting everyone or no one at plausible thresholds",
+            "see the decision curve in the validation report",
+            "net benefit = true alerts per patient minus weighted false alerts",
+            "decision-curve analysis",
+            test_data,
+        ),
+    ]
+    fair = report["fairness"]
+    fairness = [
+        _metric(
+            name.replace("_", " "),
+            "similar error and alert rates across sex, age group and ethnicity",
+            f"{fmt_num(m['value'])} (95 % CI {fmt_ci(m['ci'])}), largest for {m['attribute']}",
+            "0 = no difference between the best and worst subgroup",
+            f"group fairness at threshold {th}, {boot}",
+            test_data,
+        )
+        for name, m in fair.items()
+    ]
+    gap_alerts = report["fairness_alerts"]
+    fairness.append(
+        _metric(
+            "Subgroup AUROC gap",
+            f"no gap above {inp.spec.thresholds.subgroup_auroc_gap} between subgroups",
+            "; ".join(a["message"] for a in gap_alerts) if gap_alerts else "no gap above tolerance",
+            "an alert requires review by the governance board before release",
+            "subgroup discrimination",
+            test_data,
+        )
+    )
+    safety = [
+        _metric(
+            "Calibration (ECE, slope, intercept)",
+            "predicted risks match observed death rates",
+            f"ECE {fmt_num(cal['ece'])} ({cal['ece_binning']}); slope {fmt_num(cal['slope'])}; "
+            f"intercept {fmt_num(cal['intercept'])}; Brier {fmt_num(cal['brier'])}",
+            "slope 1 and intercept 0 are ideal",
+            f"{cal['method']} calibration, reliability diagram",
+            test_data,
+        ),
+        _metric(
+            "Conformal coverage",
+            f"prediction sets contain the true outcome in at least {fmt_pct(conf['target_coverage'], 0)} "
+            "of stays in each class",
+            f"{fmt_pct(conf['coverage'])} overall; survivors "
+            f"{fmt_pct(conf['coverage_by_class']['0'])}, deaths {fmt_pct(conf['coverage_by_class']['1'])}",
+            "ambiguous {no,yes} and empty sets are flagged to the clinician as low confidence",
+            str(conf.get("method")),
+            test_data,
+        ),
+        _metric(
+            "Robustness to a missing lab",
+            "performance degrades gracefully when a lab is not measured",
+            "; ".join(
+                f"{lab} {fmt_num(r['auroc_change'])}"
+                for lab, r in report["robustness"]["masked"].items()
+            ),
+            "AUROC change when the lab is missing for every stay (imputed with the training median)",
+            "masking experiment",
+            test_data,
+        ),
+    ]
+    return {
+        "usefulness_usability_efficacy": usefulness,
+        "fairness_equity": fairness,
+        "safety_reliability": safety,
+    }
+
+
+def _failure_modes(report: dict[str, Any]) -> list[str]:
+    out = []
+    masked = report["robustness"]["masked"]
+    if masked:
+        worst = min(masked, key=lambda k: masked[k]["auroc_change"] or 0.0)
+        out.append(
+            f"Missing {worst}: AUROC changes by {fmt_num(masked[worst]['auroc_change'])} when it is "
+            "not measured; predictions with missing inputs are flagged."
+        )
+    numeric = [
+        (row["auroc"], key)
+        for key, row in report["subgroups"].items()
+        if isinstance(row["auroc"], float)
+    ]
+    if numeric:
+        lo, key = min(numeric)
+        out.append(f"Lowest subgroup discrimination: {key} (AUROC {fmt_num(lo)}).")
+    out.append(
+        "Missed deaths (false negatives) at the operating threshold tend to have near-normal "
+        "recorded values in the first 24 h; sudden events after hour 24 cannot be foreseen."
+    )
+    out.append(
+        "Out-of-range or implausible inputs, patients outside the intended population, and "
+        "ambiguous or empty conformal sets are flagged, never silently scored."
+    )
+    out.append(
+        "Shifts in practice (e.g. ventilation or vasopressor policy) change the meaning of the "
+        "support flags and degrade performance; drift monitoring must catch this."
+    )
+    return out
+
+
+def _tripod(report: dict[str, Any], inp: EvaluationInput) -> list[dict[str, str]]:
+    spec, cohort, t = inp.spec, report["cohort"], report["test"]
+    items = [
+        (
+            "5a",
+            "Data sources",
+            f"{cohort.get('source')} raw EHR events; snapshot {cohort.get('snapshot_id')}",
+        ),
+        (
+            "6a",
+            "Participants and setting",
+            f"{spec.intended_use.population}; admissions {spec.cohort.years[0]}–{spec.cohort.years[1]}",
+        ),
+        ("7a", "Outcome definition", " ".join(spec.label.description.split())),
+        (
+            "8a",
+            "Predictors",
+            f"{len(spec.features)} features from the first {spec.observation_window.end_hours:g} h, "
+            "each with unit, valid range, aggregation and clinical justification (see Features)",
+        ),
+        (
+            "9",
+            "Sample size",
+            f"{cohort.get('n_stays')} stays (train {cohort.get('n_train')}, test {cohort.get('n_test')}); "
+            f"test set {t['n']} stays with {t['n_positive']} deaths",
+        ),
+        (
+            "10",
+            "Missing data",
+            "median imputation fitted on the training years only and frozen in the release; "
+            "robustness to missing labs is reported",
+        ),
+        (
+            "12",
+            "Analysis: model and selection",
+            f"{inp.selected_model} chosen by mean {spec.split.cv_folds}-fold stratified CV AUROC inside the "
+            "training years; temporal test set touched once",
+        ),
+        (
+            "12e",
+            "Class imbalance",
+            "scale_pos_weight = negatives/positives in training; probabilities re-calibrated afterwards",
+        ),
+        (
+            "12f",
+            "Calibration",
+            f"{report['calibration']['method']} calibration; ECE {fmt_num(report['calibration']['ece'])} "
+            f"({report['calibration']['ece_binning']}), slope {fmt_num(report['calibration']['slope'])}",
+        ),
+        (
+            "14",
+            "Fairness",
+            "subgroup metrics by sex, age band and ethnicity where recorded; equalised-odds, "
+            "demographic-parity and predictive-parity differences with bootstrap CIs",
+        ),
+        (
+            "23",
+            "Performance with CIs, including subgroups",
+            f"AUROC {fmt_num(t['auroc'])} ({fmt_ci(t['auroc_ci'])}); "
+            f"{len(report['subgroups'])} subgroups reported with CIs in the validation report",
+        ),
+        (
+            "13/27",
+            "Poor or missing inputs in deployment",
+            "inputs outside valid ranges or the intended population are refused or flagged; "
+            "missing inputs use the frozen training median and are flagged to the clinician",
+        ),
+    ]
+    return [{"item": i, "topic": topic, "content": content} for i, topic, content in items]
+
+
+def model_card(report: dict[str, Any], inp: EvaluationInput) -> dict[str, Any]:
+    """Return the model card as a JSON-ready dict (schema :data:`CARD_SCHEMA`), sections in :data:`CARD_SECTIONS`."""
+    spec, t = inp.spec, report["test"]
+    th = spec.thresholds
+    card: dict[str, Any] = {
+        "schema": CARD_SCHEMA,
+        "basic_info": {
+            "model_name": f"{spec.name} ({inp.selected_model})",
+            "model_version": inp.model_version,
+            "task": spec.title,
+            "task_version": spec.version,
+            "task_spec_sha256": report["task"]["spec_sha256"],
+            "developer": "the hospital ML team operating clinical-mlops",
+            "validation_report_schema": report["schema"],
+        },
+        "release_info": {
+            "stage": "validated (evidence generated); awaiting clinical review and approvals",
+            "version": inp.model_version,
+            "ehr_compatibility": "HL7 FHIR R4 RiskAssessment and CDS Hooks 2.0 patient-view",
+            "regulatory_approval": (
+                "None. Decision-support software of this kind is likely a high-risk AI system "
+                "(EU AI Act) and medical-device software; local governance approval is required."
+            ),
+        },
+        "summary": (
+            f"{' '.join(spec.description.split())} On the locked test set the model reaches AUROC "
+            f"{fmt_num(t['auroc'])} (95 % CI {fmt_ci(t['auroc_ci'])}); at threshold {th.operating} "
+            f"sensitivity {fmt_num(t['sensitivity'])}, specificity {fmt_num(t['specificity'])}, "
+            f"PPV {fmt_num(t['ppv'])}."
+        ),
+        "uses_and_directions": {
+            "intended_use": " ".join(spec.intended_use.statement.split()),
+            "workflow": (
+                f"At ICU hour {spec.prediction_time_hours:g} the risk, its conformal set and the main "
+                "contributions are shown to the care team; a flag (risk >= "
+                f"{th.operating}) prompts senior review; the clinician decides and may override."
+            ),
+            "intended_users": list(spec.intended_use.users),
+            "setting": spec.intended_use.setting,
+            "target_population": spec.intended_use.population,
+            "out_of_scope": list(spec.non_intended_uses),
+        },
+        "warnings": {
+            "risks": [
+                "Over-reliance: the score must not replace clinical judgement (human review required).",
+                "Alert fatigue: "
+                f"{report['workload']['alerts_per_100']:.1f} alerts per 100 patients at {th.operating}.",
+                "Self-fulfilling prophecy: a high score must not by itself lead to limiting treatment.",
+            ],
+            "biases": [
+                f"{k}: {v['value'] if v['value'] is None else fmt_num(v['value'])} "
+                f"(largest for {v['attribute']})"
+                for k, v in report["fairness"].items()
+            ]
+            + [a["message"] for a in report["fairness_alerts"]],
+            "limitations": report["limitations"],
+            "clinical_risk_level": (
+                "High: informs escalation decisions for critically ill patients; any error is "
+                "mitigated by mandatory clinician review."
+            ),
+        },
+        "trust_ingredients": {
+            "outputs": (
+                "calibrated probability of death within 48 h, a conformal prediction set at "
+                f"{1 - th.conformal_alpha:.0%} coverage, flags (low confidence, missing or "
+                "out-of-range inputs, out of scope), top feature contributions in clinical words"
+            ),
+            "model_type": f"{inp.selected_model} with {report['calibration']['method']} calibration",
+            "hyperparameters": inp.hyperparameters,
+            "input_data": f"{len(spec.features)} features from the first "
+            f"{spec.observation_window.end_hours:g} h of the ICU stay (see Features)",
+            "development_data": {
+                "source": report["cohort"].get("source"),
+                "snapshot_id": report["cohort"].get("snapshot_id"),
+                "cohort_flow": report["cohort"].get("cohort_flow"),
+                "train_years": list(spec.split.train_years),
+                "test_years": list(spec.split.test_years),
+                "prevalence": report["cohort"].get("prevalence"),
+            },
+            "bias_mitigation": (
+                "Protected attributes declared in the task spec; subgroup performance and "
+                "fairness metrics with CIs gate release; an AUROC gap above "
+                f"{th.subgroup_auroc_gap} raises an alert; fairness is monitored after deployment."
+            ),
+            "ongoing_maintenance": (
+                "Drift (ADWIN, Page-Hinkley, PSI), calibration and fairness monitored against linked "
+                f"outcomes; AUROC degradation over {th.auroc_degradation:.0%} suspends autonomous use "
+                "and triggers human review; scheduled periodic reviews; no automatic retraining."
+            ),
+            "security": (
+                "Signed release bundle without pickles; inputs limited to approved features; "
+                "patient data encrypted at rest; every inference recorded in a tamper-evident ledger."
+            ),
+            "lineage": inp.lineage,
+        },
+        "key_metrics": _key_metrics(report, inp),
+        "features": [
+            {
+                "name": f.name,
+                "label": f.label,
+                "unit": f.shown_unit,
+                "valid_range": list(f.valid_range) if f.valid_range else None,
+                "aggregation": f.aggregation,
+                "justification": f.justification,
+                "caveat": " ".join(f.caveat.split()) if f.caveat else None,
+            }
+            for f in spec.approved_features
+        ],
+        "known_failure_modes": _failure_modes(report),
+        "escalation_paths": [
+            "Ambiguous or empty conformal set, missing or out-of-range inputs: the prediction is "
+            "flagged as low confidence and shown with that warning.",
+            f"AUROC degradation over {th.auroc_degradation:.0%}, a drift alert, a subgroup AUROC gap "
+            f"over {th.subgroup_auroc_gap} or anomalous request volume: automated recommendations "
+            "are suspended (safe fallback to usual care) and cases are routed to human review.",
+            "A clinician can override any recommendation in one step; override rates are monitored.",
+            "Incidents are recorded with containment (suspend or roll back to an earlier approved "
+            "release), communication and patient-notification steps.",
+        ],
+        "tripod_ai": _tripod(report, inp),
+        "resources": [
+            "validation report: report.json / report.html (same release bundle)",
+            "CHAI Applied Model Card (v0.2 draft); Mitchell et al. 2019, Model Cards for Model "
+            "Reporting; Collins et al. 2024, TRIPOD+AI (BMJ)",
+            f"published reference: {spec.published.get('citation', 'none')}",
+        ],
+    }
+    return json_ready(card)
+
+
+def write_model_card(
+    report: dict[str, Any], inp: EvaluationInput, out_dir: Path
+) -> dict[str, Path]:
+    """Write ``model_card.json``, ``model_card.md`` and ``model_card.html`` to ``out_dir``; return their paths."""
+    card = model_card(report, inp)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    context = {"card": card, "sections": CARD_SECTIONS, "metric_groups": _METRIC_GROUPS}
+    paths = {
+        "json": out / "model_card.json",
+        "md": out / "model_card.md",
+        "html": out / "model_card.html",
+    }
+    paths["json"].write_text(canonical_json(card), encoding="utf-8")
+    paths["md"].write_text(render("model_card.md.j2", **context), encoding="utf-8")
+    paths["html"].write_text(render("model_card.html.j2", **context), encoding="utf-8")
+    return paths
