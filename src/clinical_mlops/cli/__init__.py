@@ -14,7 +14,10 @@ import sys
 import typer
 
 from clinical_mlops.cli._common import run_guarded
+from clinical_mlops.cli.audit import audit_app
 from clinical_mlops.cli.data import data_app, demo_command
+from clinical_mlops.cli.keys import keys_app
+from clinical_mlops.cli.privacy import privacy_app
 
 __all__ = ["app", "main"]
 
@@ -26,6 +29,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
+app.add_typer(privacy_app, name="privacy")
 app.command("demo", help="Run the end-to-end pipeline on the embedded synthetic source.")(
     demo_command
 )

@@ -288,6 +288,17 @@ class Ledger:
         self._last_cp = (cp.size, cp.time)
         return cp
 
+    def rotate_key(self, *, purpose: Literal["wrap", "sign"], actor: str) -> Receipt:
+        """Return the receipt of the ``key_rotation`` entry after rotating a provider key.
+
+        New writes use the new key; old keys stay available to unwrap and verify.
+        The rotation entry is signed with the *new* signing key when ``purpose``
+        is ``sign``, so the first entry under a key records its introduction.
+        """
+        old, new = self.provider.rotate(purpose=purpose)
+        return self.append(type="key_rotation", actor=actor, payload={"purpose": purpose},
+                           public={"purpose": purpose, "old_key_id": old, "new_key_id": new})
+
     def checkpoints(self) -> list[Checkpoint]:
         """Return every checkpoint stored in the database, oldest first."""
         with self.store.engine.connect() as conn:
@@ -297,8 +308,8 @@ class Ledger:
                 for r in self.store.checkpoint_rows(conn)
             ]
 
-    def verify(self, *, trusted: Sequence[Checkpoint] = (), fail_fast: bool = False
-               ) -> VerifyReport:
+    def verify(self, *, trusted: Sequence[Checkpoint] = (), fail_fast: bool = False,
+               thorough: bool = False) -> VerifyReport:
         """Return the verification report of the whole ledger (see ``ledger.verify``).
 
         Checkpoints from the checkpoint log outside the database and ``trusted``
@@ -309,7 +320,7 @@ class Ledger:
             return verify_ledger(
                 self.store, conn, public_keys=self.provider.public_keys(),
                 trusted_checkpoints=[*logged, *trusted], extra_problems=problems,
-                fail_fast=fail_fast,
+                fail_fast=fail_fast, thorough=thorough,
             )
 
     # -- reading ---------------------------------------------------------------------------

@@ -97,7 +97,8 @@ class LedgerStore:
         that is not a ledger raises LedgerCorrupted; nothing is written.
         """
         url = normalise_url(url)
-        engine = open_engine(url, what="ledger", create=create)
+        # secure_delete: a purged payload's bytes are overwritten, not left in free pages.
+        engine = open_engine(url, what="ledger", create=create, secure_delete=True)
         store = cls(engine, url=url)
         if create:
             with write_transaction(engine, lock_name=_LOCK) as conn:

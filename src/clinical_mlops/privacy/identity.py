@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -86,6 +87,7 @@ class ErasureResult:
     pseudonym: str
     data_keys: int
     consents: int
+    audit_seq: int | None = None
 
 
 class IdentityVault:
@@ -211,18 +213,32 @@ class IdentityVault:
         return key
 
     # -- erasure ---------------------------------------------------------------------------
-    def erase(self, identifier: str) -> ErasureResult:
-        """Return what was destroyed after deleting the subject's mapping, data keys and consents."""
+    def erase(
+        self,
+        identifier: str,
+        *,
+        before_commit: Callable[[str, int, int], int] | None = None,
+    ) -> ErasureResult:
+        """Return what was destroyed after deleting the subject's mapping, data keys and consents.
+
+        ``before_commit(pseudonym, n_data_keys, n_consents)`` runs inside the
+        vault transaction, after the deletes and before the commit (the ledger
+        records the erasure there); if it raises, nothing is erased.
+        """
         pseudonym = self.pseudonym_for(identifier, create=False)
+        audit_seq = None
         with write_transaction(self.engine, lock_name=_LOCK) as conn:
             n_keys = conn.execute(data_keys.delete().where(data_keys.c.owner == pseudonym)).rowcount
             n_cons = conn.execute(consents.delete().where(consents.c.pseudonym == pseudonym)).rowcount
             conn.execute(subjects.delete().where(subjects.c.pseudonym == pseudonym))
+            if before_commit is not None:
+                audit_seq = before_commit(pseudonym, n_keys, n_cons)
         with self._lock:
             self._dek_cache.clear()
             self._active.clear()
         self.scrub()
-        return ErasureResult(pseudonym=pseudonym, data_keys=n_keys, consents=n_cons)
+        return ErasureResult(pseudonym=pseudonym, data_keys=n_keys, consents=n_cons,
+                             audit_seq=audit_seq)
 
     def scrub(self) -> None:
         """Fold the SQLite write-ahead log into the database and truncate it.

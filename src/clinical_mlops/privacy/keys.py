@@ -431,4 +431,5 @@ def provider_for_workspace(workspace: Any) -> KeyProvider:
         raise KeyProviderUnavailable(
             f"unknown key provider {choice!r} in CLINICAL_MLOPS_KEY_PROVIDER; use local or vault"
         )
-    return LocalKeyring(workspace.keys_dir)
+    # Not ``workspace.keys_dir``: that creates the folder, and reading must write nothing.
+    return LocalKeyring(Path(workspace.root) / "keys")

@@ -1,0 +1,221 @@
+"""``clinical-mlops audit ...``: verify, show, prove, export, checkpoint and purge the ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from clinical_mlops.cli._common import (
+    JsonOption,
+    WorkspaceOption,
+    err_console,
+    out_console,
+    print_json,
+    workspace_from,
+)
+from clinical_mlops.errors import BundleInvalid
+
+audit_app = typer.Typer(
+    help="The tamper-evident audit ledger: verify, show, prove, export, checkpoint, purge.",
+    no_args_is_help=True,
+)
+
+ActorOption = Annotated[
+    str,
+    typer.Option("--actor", help="Who does this (default: $CLINICAL_MLOPS_ACTOR or $USER)."),
+]
+
+
+def default_actor() -> str:
+    return os.environ.get("CLINICAL_MLOPS_ACTOR") or os.environ.get("USER") or "cli"
+
+
+def _open(workspace: Path | None, *, create: bool = False):  # type: ignore[no-untyped-def]
+    from clinical_mlops.ledger import Ledger
+
+    return Ledger.open(workspace_from(workspace), create=create)
+
+
+def _print_report(report_json: dict, *, title: str) -> None:
+    status = "[green]OK[/]" if report_json["ok"] else "[bold red]FAILED[/]"
+    err_console.print(
+        f"{title}: {status} — {report_json['entries']} entries, "
+        f"{report_json['checkpoints']} checkpoints verified, "
+        f"first bad seq: {report_json['first_bad_seq']}"
+    )
+    for problem in report_json["problems"][:20]:
+        err_console.print(f"  [{problem['check']}] {problem['message']}", highlight=False,
+                          markup=False)
+
+
+@audit_app.command("verify")
+def verify(
+    bundle: Annotated[Path | None, typer.Option(
+        "--bundle", help="Verify an exported audit bundle instead; needs no database.")] = None,
+    checkpoint: Annotated[list[Path] | None, typer.Option(
+        "--checkpoint", help="A checkpoint JSON file held outside the ledger (repeatable).")
+    ] = None,
+    public_key: Annotated[list[str] | None, typer.Option(
+        "--public-key", help="Pin a ledger public key as KEY_ID=HEX (with --bundle).")] = None,
+    thorough: Annotated[bool, typer.Option(
+        "--thorough", help="Check every entry signature, not only where no checkpoint vouches."
+    )] = False,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Verify leaves, tree, signatures and checkpoints; exit 1 when anything is wrong."""
+    from clinical_mlops.ledger.entries import Checkpoint
+
+    if bundle is not None:
+        from clinical_mlops.ledger.export import load_bundle, verify_bundle
+
+        pins = None
+        if public_key:
+            pins = {}
+            for item in public_key:
+                kid, sep, value = item.partition("=")
+                if not sep:
+                    raise BundleInvalid(f"--public-key {item!r}: expected KEY_ID=HEX")
+                pins[kid] = value.strip().lower()
+        report = verify_bundle(load_bundle(bundle), pinned_keys=pins)
+        title = f"bundle {bundle}"
+    else:
+        trusted = []
+        for path in checkpoint or []:
+            try:
+                trusted.append(Checkpoint.from_json(json.loads(path.read_text(encoding="utf-8"))))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise BundleInvalid(f"{path}: not a checkpoint JSON file ({exc})") from None
+        with _open(workspace) as ledger:
+            report = ledger.verify(trusted=trusted, thorough=thorough)
+        title = "ledger"
+    out = report.to_json()
+    if as_json:
+        print_json(out)
+    else:
+        _print_report(out, title=title)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("show")
+def show(
+    seq: Annotated[int, typer.Argument(help="Sequence number of the entry.")],
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show one entry with its payload decrypted (or marked erased / purged)."""
+    with _open(workspace) as ledger:
+        view = ledger.read(seq).to_json()
+    if as_json:
+        print_json(view)
+        return
+    table = Table(show_header=False)
+    for key in ("seq", "time", "type", "schema", "actor", "subject", "payload_status"):
+        table.add_row(key, str(view[key]))
+    table.add_row("payload", json.dumps(view["payload"], indent=1, sort_keys=True))
+    out_console.print(table)
+
+
+@audit_app.command("prove")
+def prove(
+    seq: Annotated[int | None, typer.Argument(help="Entry to prove (inclusion proof).")] = None,
+    size: Annotated[int | None, typer.Option(
+        "--size", help="Tree size to prove against (default: latest checkpoint).")] = None,
+    old: Annotated[int | None, typer.Option(
+        "--from", help="Consistency proof: the older tree size.")] = None,
+    new: Annotated[int | None, typer.Option(
+        "--to", help="Consistency proof: the newer tree size.")] = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Print an inclusion proof (SEQ) or a consistency proof (--from M --to N) as JSON."""
+    with _open(workspace) as ledger:
+        if seq is not None:
+            print_json(ledger.inclusion_proof(seq, size=size))
+        elif old is not None and new is not None:
+            print_json(ledger.consistency_proof(old, new))
+        else:
+            raise typer.BadParameter("give SEQ, or --from M --to N")
+
+
+@audit_app.command("export")
+def export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle file to write.")],
+    start: Annotated[int, typer.Option("--from", help="First seq to export.")] = 0,
+    end: Annotated[int | None, typer.Option(
+        "--to", help="One past the last seq (default: all).")] = None,
+    since: Annotated[int | None, typer.Option(
+        "--since-checkpoint", help="Add a consistency proof from this earlier checkpoint size."
+    )] = None,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Export entries, proofs, a fresh checkpoint and the public keys as one file."""
+    from clinical_mlops.ledger.export import export_bundle, write_bundle
+
+    with _open(workspace) as ledger:
+        bundle = export_bundle(ledger, start=start, end=end, previous_size=since)
+    write_bundle(bundle, out)
+    summary = {"bundle": str(out), "entries": len(bundle["entries"]),
+               "checkpoint": bundle["checkpoint"], "public_keys": bundle["public_keys"]}
+    if as_json:
+        print_json(summary)
+    else:
+        err_console.print(f"wrote {out}: {summary['entries']} entries against checkpoint of size "
+                          f"{bundle['checkpoint']['size']}")
+
+
+@audit_app.command("checkpoint")
+def checkpoint(
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Also write the checkpoint JSON here (to hand to an auditor).")
+    ] = None,
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make (or return) a signed checkpoint of the ledger as it stands now."""
+    with _open(workspace) as ledger:
+        cp = ledger.checkpoint().to_json()
+    if out is not None:
+        out.write_text(json.dumps(cp, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    if as_json:
+        print_json(cp)
+    else:
+        err_console.print(f"checkpoint: size {cp['size']}, root {cp['root']}, time {cp['time']}")
+
+
+@audit_app.command("purge")
+def purge(
+    retention: Annotated[list[str], typer.Option(
+        "--retention", help="TYPE=DAYS retention period (repeatable).")],
+    actor: ActorOption = "",
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Remove payloads past their retention period, as an audited purge entry."""
+    from clinical_mlops.ledger.retention import RetentionPolicy, purge_expired
+
+    days: dict[str, float] = {}
+    for item in retention:
+        entry_type, sep, value = item.partition("=")
+        try:
+            days[entry_type] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise typer.BadParameter(f"--retention {item!r}: expected TYPE=DAYS")
+    try:
+        policy = RetentionPolicy.from_days(days)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    with _open(workspace) as ledger:
+        result = purge_expired(ledger, policy=policy, actor=actor or default_actor())
+    if as_json:
+        print_json(result.to_json())
+    else:
+        err_console.print(f"purged {result.purged} payloads; audit entry {result.seq}")
