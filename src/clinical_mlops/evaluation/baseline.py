@@ -220,7 +220,7 @@ def baseline_comparison(
     counts: np.ndarray,
     score: ClinicalScore = SOFA_LIKE,
 ) -> dict[str, Any]:
-    """Return the baseline score's performance on the test stays and its paired comparison with the model.
+    """Return the baseline score's test performance and its paired comparison with the model.
 
     * ``auroc``/``auroc_ci`` of the score; ``auroc_difference`` = model AUROC minus
       baseline AUROC with a paired bootstrap CI (same resamples ``counts`` for both).
@@ -258,7 +258,8 @@ def baseline_comparison(
         "cutoff": cut,
         "cutoff_rule": (
             "workload-matched: smallest integer score whose alert rate does not exceed the "
-            f"model's alert rate ({model_alert_fraction:.3f}) at its operating threshold {threshold}"
+            f"model's alert rate ({model_alert_fraction:.3f}) at its operating threshold "
+            f"{threshold}"
         ),
         "alert_fraction": float(np.mean(points >= cut)),
         "sensitivity": at_cut["sensitivity"],

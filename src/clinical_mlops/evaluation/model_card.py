@@ -80,7 +80,8 @@ def _key_metrics(report: dict[str, Any], inp: EvaluationInput) -> dict[str, list
             f"AUROC gain over {b['name']}",
             "beat an established bedside severity score",
             f"{fmt_num(b['auroc_difference']['value'])} "
-            f"(95 % CI {fmt_ci(b['auroc_difference']['ci'])}); baseline AUROC {fmt_num(b['auroc'])}",
+            f"(95 % CI {fmt_ci(b['auroc_difference']['ci'])}); baseline AUROC "
+            f"{fmt_num(b['auroc'])}",
             "a CI above 0 means the model ranks risk better than the score on the same stays",
             "paired bootstrap comparison",
             test_data,
@@ -129,10 +130,12 @@ def _key_metrics(report: dict[str, Any], inp: EvaluationInput) -> dict[str, list
         ),
         _metric(
             "Conformal coverage",
-            f"prediction sets contain the true outcome in at least {fmt_pct(conf['target_coverage'], 0)} "
+            "prediction sets contain the true outcome in at least "
+            f"{fmt_pct(conf['target_coverage'], 0)} "
             "of stays in each class",
             f"{fmt_pct(conf['coverage'])} overall; survivors "
-            f"{fmt_pct(conf['coverage_by_class']['0'])}, deaths {fmt_pct(conf['coverage_by_class']['1'])}",
+            f"{fmt_pct(conf['coverage_by_class']['0'])}, deaths "
+            f"{fmt_pct(conf['coverage_by_class']['1'])}",
             "ambiguous {no,yes} and empty sets are flagged to the clinician as low confidence",
             str(conf.get("method")),
             test_data,
@@ -144,7 +147,8 @@ def _key_metrics(report: dict[str, Any], inp: EvaluationInput) -> dict[str, list
                 f"{lab} {fmt_num(r['auroc_change'])}"
                 for lab, r in report["robustness"]["masked"].items()
             ),
-            "AUROC change when the lab is missing for every stay (imputed with the training median)",
+            "AUROC change when the lab is missing for every stay (imputed with the training "
+            "median)",
             "masking experiment",
             test_data,
         ),
@@ -162,7 +166,8 @@ def _failure_modes(report: dict[str, Any]) -> list[str]:
     if masked:
         worst = min(masked, key=lambda k: masked[k]["auroc_change"] or 0.0)
         out.append(
-            f"Missing {worst}: AUROC changes by {fmt_num(masked[worst]['auroc_change'])} when it is "
+            f"Missing {worst}: AUROC changes by {fmt_num(masked[worst]['auroc_change'])} when it "
+            "is "
             "not measured; predictions with missing inputs are flagged."
         )
     numeric = [
@@ -199,19 +204,22 @@ def _tripod(report: dict[str, Any], inp: EvaluationInput) -> list[dict[str, str]
         (
             "6a",
             "Participants and setting",
-            f"{spec.intended_use.population}; admissions {spec.cohort.years[0]}–{spec.cohort.years[1]}",
+            f"{spec.intended_use.population}; admissions "
+            f"{spec.cohort.years[0]}–{spec.cohort.years[1]}",
         ),
         ("7a", "Outcome definition", " ".join(spec.label.description.split())),
         (
             "8a",
             "Predictors",
-            f"{len(spec.features)} features from the first {spec.observation_window.end_hours:g} h, "
+            f"{len(spec.features)} features from the first {spec.observation_window.end_hours:g} "
+            "h, "
             "each with unit, valid range, aggregation and clinical justification (see Features)",
         ),
         (
             "9",
             "Sample size",
-            f"{cohort.get('n_stays')} stays (train {cohort.get('n_train')}, test {cohort.get('n_test')}); "
+            f"{cohort.get('n_stays')} stays (train {cohort.get('n_train')}, test "
+            f"{cohort.get('n_test')}); "
             f"test set {t['n']} stays with {t['n_positive']} deaths",
         ),
         (
@@ -223,19 +231,23 @@ def _tripod(report: dict[str, Any], inp: EvaluationInput) -> list[dict[str, str]
         (
             "12",
             "Analysis: model and selection",
-            f"{inp.selected_model} chosen by mean {spec.split.cv_folds}-fold stratified CV AUROC inside the "
+            f"{inp.selected_model} chosen by mean {spec.split.cv_folds}-fold stratified CV AUROC "
+            "inside the "
             "training years; temporal test set touched once",
         ),
         (
             "12e",
             "Class imbalance",
-            "scale_pos_weight = negatives/positives in training; probabilities re-calibrated afterwards",
+            "scale_pos_weight = negatives/positives in training; probabilities re-calibrated "
+            "afterwards",
         ),
         (
             "12f",
             "Calibration",
-            f"{report['calibration']['method']} calibration; ECE {fmt_num(report['calibration']['ece'])} "
-            f"({report['calibration']['ece_binning']}), slope {fmt_num(report['calibration']['slope'])}",
+            f"{report['calibration']['method']} calibration; ECE "
+            f"{fmt_num(report['calibration']['ece'])} "
+            f"({report['calibration']['ece_binning']}), slope "
+            f"{fmt_num(report['calibration']['slope'])}",
         ),
         (
             "14",
@@ -260,7 +272,7 @@ def _tripod(report: dict[str, Any], inp: EvaluationInput) -> list[dict[str, str]
 
 
 def model_card(report: dict[str, Any], inp: EvaluationInput) -> dict[str, Any]:
-    """Return the model card as a JSON-ready dict (schema :data:`CARD_SCHEMA`), sections in :data:`CARD_SECTIONS`."""
+    """Return the model card as a JSON-ready dict (:data:`CARD_SCHEMA`; :data:`CARD_SECTIONS`)."""
     spec, t = inp.spec, report["test"]
     th = spec.thresholds
     card: dict[str, Any] = {
@@ -292,7 +304,8 @@ def model_card(report: dict[str, Any], inp: EvaluationInput) -> dict[str, Any]:
         "uses_and_directions": {
             "intended_use": " ".join(spec.intended_use.statement.split()),
             "workflow": (
-                f"At ICU hour {spec.prediction_time_hours:g} the risk, its conformal set and the main "
+                f"At ICU hour {spec.prediction_time_hours:g} the risk, its conformal set and the "
+                "main "
                 "contributions are shown to the care team; a flag (risk >= "
                 f"{th.operating}) prompts senior review; the clinician decides and may override."
             ),
@@ -303,10 +316,13 @@ def model_card(report: dict[str, Any], inp: EvaluationInput) -> dict[str, Any]:
         },
         "warnings": {
             "risks": [
-                "Over-reliance: the score must not replace clinical judgement (human review required).",
+                "Over-reliance: the score must not replace clinical judgement (human review "
+                "required).",
                 "Alert fatigue: "
-                f"{report['workload']['alerts_per_100']:.1f} alerts per 100 patients at {th.operating}.",
-                "Self-fulfilling prophecy: a high score must not by itself lead to limiting treatment.",
+                f"{report['workload']['alerts_per_100']:.1f} alerts per 100 patients at "
+                f"{th.operating}.",
+                "Self-fulfilling prophecy: a high score must not by itself lead to limiting "
+                "treatment.",
             ],
             "biases": [
                 f"{k}: {v['value'] if v['value'] is None else fmt_num(v['value'])} "
@@ -326,7 +342,9 @@ def model_card(report: dict[str, Any], inp: EvaluationInput) -> dict[str, Any]:
                 f"{1 - th.conformal_alpha:.0%} coverage, flags (low confidence, missing or "
                 "out-of-range inputs, out of scope), top feature contributions in clinical words"
             ),
-            "model_type": f"{inp.selected_model} with {report['calibration']['method']} calibration",
+            "model_type": (
+                f"{inp.selected_model} with {report['calibration']['method']} calibration"
+            ),
             "hyperparameters": inp.hyperparameters,
             "input_data": f"{len(spec.features)} features from the first "
             f"{spec.observation_window.end_hours:g} h of the ICU stay (see Features)",
@@ -344,13 +362,16 @@ def model_card(report: dict[str, Any], inp: EvaluationInput) -> dict[str, Any]:
                 f"{th.subgroup_auroc_gap} raises an alert; fairness is monitored after deployment."
             ),
             "ongoing_maintenance": (
-                "Drift (ADWIN, Page-Hinkley, PSI), calibration and fairness monitored against linked "
-                f"outcomes; AUROC degradation over {th.auroc_degradation:.0%} suspends autonomous use "
+                "Drift (ADWIN, Page-Hinkley, PSI), calibration and fairness monitored against "
+                "linked "
+                f"outcomes; AUROC degradation over {th.auroc_degradation:.0%} suspends autonomous "
+                "use "
                 "and triggers human review; scheduled periodic reviews; no automatic retraining."
             ),
             "security": (
                 "Signed release bundle without pickles; inputs limited to approved features; "
-                "patient data encrypted at rest; every inference recorded in a tamper-evident ledger."
+                "patient data encrypted at rest; every inference recorded in a tamper-evident "
+                "ledger."
             ),
             "lineage": inp.lineage,
         },
@@ -371,10 +392,12 @@ def model_card(report: dict[str, Any], inp: EvaluationInput) -> dict[str, Any]:
         "escalation_paths": [
             "Ambiguous or empty conformal set, missing or out-of-range inputs: the prediction is "
             "flagged as low confidence and shown with that warning.",
-            f"AUROC degradation over {th.auroc_degradation:.0%}, a drift alert, a subgroup AUROC gap "
+            f"AUROC degradation over {th.auroc_degradation:.0%}, a drift alert, a subgroup AUROC "
+            "gap "
             f"over {th.subgroup_auroc_gap} or anomalous request volume: automated recommendations "
             "are suspended (safe fallback to usual care) and cases are routed to human review.",
-            "A clinician can override any recommendation in one step; override rates are monitored.",
+            "A clinician can override any recommendation in one step; override rates are "
+            "monitored.",
             "Incidents are recorded with containment (suspend or roll back to an earlier approved "
             "release), communication and patient-notification steps.",
         ],
@@ -392,7 +415,7 @@ def model_card(report: dict[str, Any], inp: EvaluationInput) -> dict[str, Any]:
 def write_model_card(
     report: dict[str, Any], inp: EvaluationInput, out_dir: Path
 ) -> dict[str, Path]:
-    """Write ``model_card.json``, ``model_card.md`` and ``model_card.html`` to ``out_dir``; return their paths."""
+    """Write ``model_card.json``/``.md``/``.html`` to ``out_dir``; return their paths by format."""
     card = model_card(report, inp)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

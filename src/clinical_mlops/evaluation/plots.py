@@ -78,7 +78,7 @@ def reliability_plot(points: list[dict[str, Any]], *, title: str) -> str:
 
 
 def decision_curve_plot(points: list[dict[str, Any]], *, operating_threshold: float) -> str:
-    """Return net benefit of the model, treat-all and treat-none against the threshold probability."""
+    """Return net benefit of model, treat-all and treat-none against the threshold probability."""
     fig, ax = _new()
     t = [pt["threshold"] for pt in points]
     model = [pt["net_benefit_model"] for pt in points]
@@ -95,7 +95,7 @@ def decision_curve_plot(points: list[dict[str, Any]], *, operating_threshold: fl
 
 
 def forest_plot(subgroups: dict[str, dict[str, Any]], overall: dict[str, Any]) -> str:
-    """Return subgroup AUROCs with 95 % CIs beside the overall AUROC (groups without data omitted)."""
+    """Return subgroup AUROCs with 95 % CIs beside the overall AUROC (small groups omitted)."""
     rows = [
         (key, row["auroc"], row["auroc_ci"])
         for key, row in subgroups.items()

@@ -39,8 +39,8 @@ from clinical_mlops.evaluation.metrics import (
     brier_score,
     calibration_slope_intercept,
     check_binary,
-    confusion_at,
     conformal_coverage,
+    confusion_at,
     decision_curve,
     expected_calibration_error,
     percentile_ci,
@@ -73,7 +73,7 @@ _N_ERROR_EXAMPLES = 3
 
 
 def json_ready(value: Any) -> Any:
-    """Return ``value`` with numpy types made native, tuples made lists and NaN/inf made ``None``."""
+    """Return ``value`` with numpy types made native, tuples as lists and NaN/inf as ``None``."""
     if isinstance(value, dict):
         return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -193,7 +193,8 @@ def _robustness_section(
     return {
         "method": (
             "each lab is set to missing for every test stay and the frozen pipeline "
-            "(imputation, model, calibration) is re-applied; change is against all values as recorded"
+            "(imputation, model, calibration) is re-applied; change is against all values as "
+            "recorded"
         ),
         "reference": summary(p_ref),
         "reference_matches_evaluated_probabilities": bool(
@@ -507,7 +508,7 @@ def canonical_json(report: dict[str, Any]) -> str:
 
 
 def write_report(report: dict[str, Any], inp: EvaluationInput, out_dir: Path) -> dict[str, Path]:
-    """Write ``report.json`` and a self-contained ``report.html`` to ``out_dir``; return their paths.
+    """Write ``report.json`` and a self-contained ``report.html``; return their paths by format.
 
     The HTML embeds its plots (ROC with the baseline, reliability diagram,
     decision curve, subgroup forest plot, contribution summary) as PNG data URIs
