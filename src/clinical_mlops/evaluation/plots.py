@@ -139,9 +139,8 @@ def contribution_summary_plot(inp: EvaluationInput, *, top: int = 10) -> str:
     ax.axvline(0, color=_GREY, linewidth=1)
     labels = [inp.spec.feature(n).label for n in order]
     ax.set_yticks(range(len(order)), labels, fontsize=8)
-    ax.set_xlabel(
-        "Contribution to log-odds of death (blue = low value, red = high, grey = missing)"
-    )
+    ax.set_xlabel("Contribution to log-odds of death")
+    ax.set_title("colour: blue = low value, red = high value, grey = not measured", fontsize=8)
     return _data_uri(fig)
 
 
