@@ -19,7 +19,7 @@ inputs. Numbers that cannot be computed (a single class, an empty bin set) are
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -365,7 +365,7 @@ def _check_sets(y: np.ndarray, sets: np.ndarray) -> np.ndarray:
     return s
 
 
-def conformal_coverage(y_true: np.ndarray, sets: np.ndarray) -> dict[str, float]:
+def conformal_coverage(y_true: np.ndarray, sets: np.ndarray) -> dict[str, Any]:
     """Return the fraction of stays whose set contains the true outcome, overall and per class.
 
     ``sets`` is bool ``(n, 2)``: column 0 = the set contains "no", column 1 = "yes".
