@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from postgres_cluster import drop_database
 
 from clinical_mlops.ledger import NewEntry
 from clinical_mlops.ledger.checkpoint_log import CheckpointLog
@@ -127,9 +126,6 @@ def pristine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     p = _build(stores, backend, server)
     yield p
     p.store.close()
-    if backend == "postgres":
-        for url in p.old_copies.values():
-            drop_database(url)
 
 
 def _verify(p: Pristine, store: LedgerStore, conn: sa.Connection) -> VerifyReport:
