@@ -11,7 +11,8 @@
     │   ├── LeakageDetected            a post-prediction-time event reached a feature
     │   └── UndeclaredFeature          a feature not declared and approved in the spec (R-P1)
     ├── WorkspaceError
-    │   └── SnapshotNotFound           no snapshot with that id in the workspace
+    │   ├── SnapshotNotFound           no snapshot with that id in the workspace
+    │   └── ModelNotFound              no trained model with that version in the workspace
     │
     │   -- evidence plane (ledger, keys, identity) --
     ├── LedgerError
@@ -44,6 +45,7 @@ __all__ = [
     "ContractViolation",
     "DataError",
     "LeakageDetected",
+    "ModelNotFound",
     "SnapshotNotFound",
     "SourceInvalid",
     "SpecError",
@@ -120,6 +122,10 @@ class WorkspaceError(ClinicalMlopsError):
 
 class SnapshotNotFound(WorkspaceError):
     """No snapshot with the given id exists in the workspace."""
+
+
+class ModelNotFound(WorkspaceError):
+    """No trained model with the given version exists in the workspace."""
 
 
 # -- evidence plane: ledger, keys, identity vault ------------------------------------------

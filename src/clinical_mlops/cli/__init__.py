@@ -15,8 +15,10 @@ import typer
 
 from clinical_mlops.cli._common import run_guarded
 from clinical_mlops.cli.audit import audit_app
-from clinical_mlops.cli.data import data_app, demo_command
+from clinical_mlops.cli.data import data_app
+from clinical_mlops.cli.demo import demo_command
 from clinical_mlops.cli.keys import keys_app
+from clinical_mlops.cli.model import evaluate, report, train
 from clinical_mlops.cli.privacy import privacy_app
 
 __all__ = ["app", "main"]
@@ -32,9 +34,10 @@ app.add_typer(data_app, name="data")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(privacy_app, name="privacy")
-app.command("demo", help="Run the end-to-end pipeline on the embedded synthetic source.")(
-    demo_command
-)
+app.command("demo")(demo_command)
+app.command("train")(train)
+app.command("evaluate")(evaluate)
+app.command("report")(report)
 
 
 @app.command("version", help="Print the installed version.")

@@ -36,7 +36,8 @@ ScaleOption = Annotated[
 ]
 
 
-def _progress() -> Progress:
+def progress_bar() -> Progress:
+    """A transient progress bar on standard error."""
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -57,7 +58,7 @@ def generate(
 ) -> None:
     """Generate the synthetic raw EHR source (cached in the workspace by seed and scale)."""
     ws = workspace_from(workspace)
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("generating synthetic ICU events", total=None)
 
         def tick(done: int, total: int) -> None:
@@ -83,7 +84,7 @@ def run_build(
     """Generate if needed, then cohort -> contracts -> features -> snapshot, with progress."""
     ws = workspace_from(workspace)
     spec = load_task(task)
-    with _progress() as bar:
+    with progress_bar() as bar:
         gen = bar.add_task("preparing raw source", total=None)
 
         def tick(done: int, total: int) -> None:
@@ -177,15 +178,3 @@ def _fmt(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return "—" if value is None else str(value)
-
-
-def demo_command(
-    seed: SeedOption = 7,
-    workspace: WorkspaceOption = None,
-) -> None:
-    """Run the end-to-end pipeline on the embedded synthetic source."""
-    err_console.print("[bold]clinical-mlops demo[/] — synthetic ICU source, task icu_mortality_48h")
-    snap = run_build(
-        task="icu_mortality_48h", seed=seed, scale=1.0, source="synthetic", path=None, workspace=workspace
-    )
-    render_snapshot(snap)

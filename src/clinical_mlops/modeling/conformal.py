@@ -68,6 +68,39 @@ class MondrianConformal:
         """Upper slack of the guarantee per class: coverage lies in [1-alpha, 1-alpha+1/(n_k+1))."""
         return {k: 1.0 / (n + 1) for k, n in self.n_calibration.items()}
 
+    def coverage_slack(self, n_test: dict[int, int], *, z: float = 3.0) -> dict[int, float]:
+        """Return, per class, how far below ``1 - alpha`` an empirical coverage may fall by chance.
+
+        The guarantee holds on average over calibration draws. For one calibration
+        set of ``n_k`` stays the conditional coverage has standard deviation of about
+        ``sqrt(alpha(1-alpha)/(n_k+2))``, and a test set of ``m_k`` stays measures it
+        with binomial error ``sqrt(alpha(1-alpha)/m_k)``; the slack is ``z`` times
+        the combined standard deviation.
+        """
+        a = self.alpha
+        return {
+            k: z * math.sqrt(a * (1 - a) * (1 / (self.n_calibration[k] + 2) + 1 / max(n_test.get(k, 0), 1)))
+            for k in (0, 1)
+        }
+
+    def coverage_bounds(self, labels: np.ndarray, *, z: float = 3.0) -> dict[str, Any]:
+        """Return the target ``1 - alpha`` and the lowest coverage chance explains, for a test set."""
+        y = np.asarray(labels, dtype=int)
+        counts = {k: int((y == k).sum()) for k in (0, 1)}
+        slack = self.coverage_slack(counts, z=z)
+        n = max(len(y), 1)
+        sd = {k: slack[k] / z for k in (0, 1)}
+        overall = z * math.sqrt(sum((counts[k] / n) ** 2 * sd[k] ** 2 for k in (0, 1)))
+        target = 1 - self.alpha
+        return {
+            "target": target,
+            "slack": round(overall, 6),
+            "lower_bound": round(target - overall, 6),
+            "slack_by_class": {str(k): round(v, 6) for k, v in slack.items()},
+            "lower_bound_by_class": {str(k): round(target - v, 6) for k, v in slack.items()},
+            "rule": f"{z:g} standard deviations of calibration-draw and test-sampling error",
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,

@@ -17,7 +17,6 @@ identical ``model_sha256`` (SPEC R-L8).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +79,7 @@ class TrainingResult:
     selected_model: str
     hyperparameters: dict[str, Any]
     paths: dict[str, Path] = field(default_factory=dict)
+    conformal_bounds: dict[str, Any] = field(default_factory=dict)
 
     @property
     def model_version(self) -> str:
@@ -97,6 +97,7 @@ class TrainingResult:
             "cv_auroc": {k: v["mean_auroc"] for k, v in self.cv.items()},
             "cv": self.cv,
             "test": r["test"],
+            "conformal_guarantee": self.conformal_bounds,
             "subgroups": r["subgroups"],
             "fairness": r["fairness"],
             "fairness_alerts": r.get("fairness_alerts", []),
@@ -176,7 +177,6 @@ def train_model(
                          conformal=conformal, explanation=explanation)
 
     step("scoring the locked test set (once)")
-    pred = model.apply(test)
     hashes = model.artifact_hashes()
     training = {
         "config": config.as_dict(),
@@ -198,24 +198,9 @@ def train_model(
         snapshot_manifest=snapshot.manifest, snapshot_id=snapshot.id, seed=config.seed,
         selection=selection, training=training, artifacts=hashes, command_line=command_line,
     )
-    inp = EvaluationInput(
-        spec=spec,
-        model_version=model.version,
-        selected_model=winner.kind,
-        hyperparameters=winner.params,
-        cv=cv,
-        test_frame=test[["stay_id", *spec.feature_names, label, "real_year", "ethnicity"]].copy(),
-        y_true=test[label].to_numpy(dtype=int),
-        p_raw=pred.p_raw,
-        p_cal=pred.p_cal,
-        prediction_sets=pred.sets,
-        conformal=conformal.to_dict(),
-        calibration=calibrator.to_dict() | {"fitted_on": "held-out training-period stays (isotonic half)"},
-        contributions=pred.contributions,
-        predict_frame=model.probability,
-        snapshot=snapshot.summary(),
-        lineage=lineage,
-        seed=config.seed,
+    inp = evaluation_input(
+        model=model, snapshot=snapshot, test=test, selected_model=winner.kind,
+        hyperparameters=winner.params, cv=cv, lineage=lineage, seed=config.seed,
     )
 
     step(f"evaluating ({config.n_boot} bootstrap resamples) and writing the report")
@@ -230,9 +215,48 @@ def train_model(
     return TrainingResult(
         model=model, folder=final, report=report, lineage=lineage, cv=cv,
         selected_model=winner.kind, hyperparameters=winner.params, paths=paths,
+        conformal_bounds=conformal.coverage_bounds(inp.y_true),
     )
 
 
-def command_line() -> list[str]:
-    """The current process's command line (recorded in lineage)."""
-    return list(sys.argv)
+def locked_test_stays(snapshot: Snapshot) -> pd.DataFrame:
+    """Return the locked test stays of ``snapshot`` (features, label, year, ethnicity)."""
+    frame = _frame(snapshot)
+    return frame.loc[frame["split"] == "test"].reset_index(drop=True)
+
+
+def evaluation_input(
+    *,
+    model: TrainedModel,
+    snapshot: Snapshot,
+    test: pd.DataFrame,
+    selected_model: str,
+    hyperparameters: dict[str, Any],
+    cv: dict[str, dict[str, Any]],
+    lineage: dict[str, Any],
+    seed: int,
+) -> EvaluationInput:
+    """Score the test stays with ``model`` and return the evidence evaluation reads."""
+    spec = snapshot.spec()
+    label = spec.label.name
+    pred = model.apply(test)
+    return EvaluationInput(
+        spec=spec,
+        model_version=model.version,
+        selected_model=selected_model,
+        hyperparameters=hyperparameters,
+        cv=cv,
+        test_frame=test[["stay_id", *spec.feature_names, label, "real_year", "ethnicity"]].copy(),
+        y_true=test[label].to_numpy(dtype=int),
+        p_raw=pred.p_raw,
+        p_cal=pred.p_cal,
+        prediction_sets=pred.sets,
+        conformal=model.conformal.to_dict(),
+        calibration=model.calibrator.to_dict() | {"fitted_on": "held-out training-period stays (isotonic half)"},
+        contributions=pred.contributions,
+        predict_frame=model.probability,
+        snapshot={k: v for k, v in snapshot.summary().items() if k != "path"},
+        lineage=lineage,
+        seed=seed,
+        extra={"imputation_medians": dict(model.preprocessor.medians)},
+    )

@@ -17,14 +17,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clinical_mlops.errors import ModelNotFound
 from clinical_mlops.hashing import canonical_json, sha256_bytes, sha256_json
 from clinical_mlops.modeling.calibration import IsotonicCalibrator
 from clinical_mlops.modeling.conformal import MondrianConformal
 from clinical_mlops.modeling.explain import EXPLANATION_FORMAT, feature_contributions
 from clinical_mlops.modeling.model import LinearModel, TreeModel, load_scoring_model
 from clinical_mlops.modeling.preprocess import Preprocessor
+from clinical_mlops.workspace import Workspace
 
-__all__ = ["ARTIFACT_FILES", "Prediction", "TrainedModel"]
+__all__ = ["ARTIFACT_FILES", "Prediction", "TrainedModel", "list_models", "model_folder"]
 
 ARTIFACT_FILES = ("model.json", "preprocess.json", "calibrator.json", "conformal.json", "explanation.json")
 
@@ -128,3 +130,22 @@ def explanation_config(task: str, features: list[dict[str, Any]], method: str) -
             "training patient; they are not causal effects and do not say what treatment would change."
         ),
     }
+
+
+def list_models(workspace: Workspace) -> list[str]:
+    """Return the model versions in the workspace, sorted."""
+    return sorted(p.name for p in workspace.models_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def model_folder(workspace: Workspace, version: str) -> Path:
+    """Return the folder of model ``version`` (or a unique prefix); raise ``ModelNotFound``."""
+    versions = list_models(workspace)
+    matches = [v for v in versions if v == version or v.startswith(version)]
+    if len(matches) != 1:
+        why = "is ambiguous" if matches else "does not exist"
+        known = ", ".join(versions) or "none"
+        raise ModelNotFound(
+            f"model {version!r} {why} in workspace {workspace.root} (models: {known}); "
+            "train one with `clinical-mlops train`"
+        )
+    return workspace.models_dir / matches[0]
