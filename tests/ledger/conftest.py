@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from ledger_helpers import BACKENDS, Stores, make_stores
+from evidence_helpers import BACKENDS, Stores, make_stores
 
 from clinical_mlops.ledger import Ledger
 

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ledger_helpers import Stores
+from evidence_helpers import Stores
 
 from clinical_mlops.errors import (
     EntryNotFound,

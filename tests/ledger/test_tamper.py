@@ -34,7 +34,7 @@ from clinical_mlops.ledger.store import ENTRY_COLUMNS, LedgerStore
 from clinical_mlops.ledger.verify import VerifyReport, verify_ledger
 from clinical_mlops.privacy.keys import LocalKeyring
 
-from ledger_helpers import BACKENDS, Stores, make_stores
+from evidence_helpers import BACKENDS, Stores, make_stores
 
 N_ENTRIES = 1000
 TRIALS = 1000
