@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from postgres_cluster import create_database
 
 from clinical_mlops.clock import FixedClock
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.ledger.checkpoint_log import CheckpointLog
 from clinical_mlops.ledger.store import LedgerStore
 from clinical_mlops.privacy.keys import LocalKeyring
+from postgres_cluster import create_database
 
 T0 = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
 
@@ -43,8 +42,10 @@ class Stores:
 
     def env(self) -> dict[str, str]:
         """Environment that points a workspace (and the CLI) at these stores."""
-        return {"CLINICAL_MLOPS_LEDGER_URL": self.ledger_url,
-                "CLINICAL_MLOPS_IDENTITY_URL": self.identity_url}
+        return {
+            "CLINICAL_MLOPS_LEDGER_URL": self.ledger_url,
+            "CLINICAL_MLOPS_IDENTITY_URL": self.identity_url,
+        }
 
 
 def make_stores(backend: str, root: Path, request: pytest.FixtureRequest) -> Stores:

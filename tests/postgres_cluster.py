@@ -58,24 +58,47 @@ def postgres_server() -> Iterator[str]:
     port = _free_port()
     log = base / "server.log"
     subprocess.run(
-        _as_postgres([str(bindir / "initdb"), "-D", str(datadir), "-A", "trust", "-U", "postgres",
-                      "--no-sync"]),
-        check=True, capture_output=True,
+        _as_postgres(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(datadir),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ]
+        ),
+        check=True,
+        capture_output=True,
     )
     if os.geteuid() == 0:
         shutil.chown(base, "postgres", "postgres")
     subprocess.run(
-        _as_postgres([str(bindir / "pg_ctl"), "-D", str(datadir), "-l", str(log), "-o",
-                      f"-p {port} -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=200",
-                      "-w", "start"]),
-        check=True, capture_output=True,
+        _as_postgres(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(datadir),
+                "-l",
+                str(log),
+                "-o",
+                f"-p {port} -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=200",
+                "-w",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
     )
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(
             _as_postgres([str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"]),
-            check=False, capture_output=True,
+            check=False,
+            capture_output=True,
         )
         shutil.rmtree(base, ignore_errors=True)
 

@@ -6,9 +6,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from evidence_helpers import BACKENDS, Stores, make_stores
 
 from clinical_mlops.ledger import Ledger
+from evidence_helpers import BACKENDS, Stores, make_stores
+
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:

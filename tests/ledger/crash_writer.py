@@ -18,8 +18,10 @@ from clinical_mlops.privacy.keys import LocalKeyring
 def main() -> None:
     ledger_url, identity_url, root, trial = sys.argv[1:5]
     ledger = Ledger(
-        store=LedgerStore.open(ledger_url), provider=LocalKeyring(Path(root) / "keys"),
-        vault=identity_url, checkpoint_log=CheckpointLog(Path(root) / "ledger-checkpoints.jsonl"),
+        store=LedgerStore.open(ledger_url),
+        provider=LocalKeyring(Path(root) / "keys"),
+        vault=identity_url,
+        checkpoint_log=CheckpointLog(Path(root) / "ledger-checkpoints.jsonl"),
         checkpoint_every=37,
     )
     out = sys.stdout
@@ -28,15 +30,23 @@ def main() -> None:
     i = 0
     while True:
         if i % 3 == 0:
-            items = [NewEntry(type="alert", actor="crash-writer",
-                              payload={"kind": "crash", "message": f"{trial}:{i + j}"})
-                     for j in range(5)]
+            items = [
+                NewEntry(
+                    type="alert",
+                    actor="crash-writer",
+                    payload={"kind": "crash", "message": f"{trial}:{i + j}"},
+                )
+                for j in range(5)
+            ]
             receipts = ledger.append_batch(items)
             out.write("".join(f"ack {r.seq} {trial}:{i + j}\n" for j, r in enumerate(receipts)))
             i += 5
         else:
-            r = ledger.append(type="alert", actor="crash-writer",
-                              payload={"kind": "crash", "message": f"{trial}:{i}"})
+            r = ledger.append(
+                type="alert",
+                actor="crash-writer",
+                payload={"kind": "crash", "message": f"{trial}:{i}"},
+            )
             out.write(f"ack {r.seq} {trial}:{i}\n")
             i += 1
         out.flush()

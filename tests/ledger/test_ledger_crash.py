@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from evidence_helpers import Stores
 
 TRIALS = 20
@@ -22,14 +23,26 @@ WRITER = Path(__file__).with_name("crash_writer.py")
 @pytest.mark.slow
 def test_sigkilled_writer_loses_no_acknowledged_entry(stores: Stores):
     rng = random.Random(20)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(WRITER.parent), str(WRITER.parent.parent), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(WRITER.parent), str(WRITER.parent.parent), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
     acknowledged: dict[int, str] = {}
     for trial in range(TRIALS):
         proc = subprocess.Popen(
-            [sys.executable, str(WRITER), stores.ledger_url, stores.identity_url,
-             str(stores.root), str(trial)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            [
+                sys.executable,
+                str(WRITER),
+                stores.ledger_url,
+                stores.identity_url,
+                str(stores.root),
+                str(trial),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
         )
         assert proc.stdout is not None
         first = proc.stdout.readline()

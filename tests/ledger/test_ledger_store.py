@@ -14,7 +14,6 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from evidence_helpers import Stores
 
 from clinical_mlops.errors import (
     EntryNotFound,
@@ -32,11 +31,18 @@ from clinical_mlops.ledger.merkle import verify_consistency, verify_inclusion
 from clinical_mlops.ledger.retention import RetentionPolicy, purge_expired
 from clinical_mlops.ledger.store import LedgerStore
 from clinical_mlops.workspace import Workspace
+from evidence_helpers import Stores
 
 INFERENCE = {
-    "model_version": "icu-1.0", "dataset_sha256": "ab" * 32, "inputs": {"hr": 92, "gcs": 14},
-    "raw_score": 0.31, "probability": 0.27, "conformal_set": [0, 1],
-    "explanation": {"lactate": 0.12}, "requester": "ehr:ward-3", "purpose": "mortality_risk",
+    "model_version": "icu-1.0",
+    "dataset_sha256": "ab" * 32,
+    "inputs": {"hr": 92, "gcs": 14},
+    "raw_score": 0.31,
+    "probability": 0.27,
+    "conformal_set": [0, 1],
+    "explanation": {"lactate": 0.12},
+    "requester": "ehr:ward-3",
+    "purpose": "mortality_risk",
 }
 
 
@@ -55,17 +61,31 @@ def test_append_and_read_round_trip(ledger: Ledger, pseudonym):
     assert ledger.verify().ok
 
 
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(payloads=st.lists(st.dictionaries(
-    st.text(min_size=1, max_size=8),
-    st.one_of(st.integers(-2**53, 2**53), st.text(max_size=20), st.booleans(), st.none(),
-              st.floats(allow_nan=False, allow_infinity=False)),
-    max_size=4), min_size=1, max_size=5))
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    payloads=st.lists(
+        st.dictionaries(
+            st.text(min_size=1, max_size=8),
+            st.one_of(
+                st.integers(-(2**53), 2**53),
+                st.text(max_size=20),
+                st.booleans(),
+                st.none(),
+                st.floats(allow_nan=False, allow_infinity=False),
+            ),
+            max_size=4,
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
 def test_any_json_payload_round_trips_and_verifies(ledger: Ledger, payloads):
     start = ledger.size()
     receipts = ledger.append_batch(
-        [NewEntry(type="snapshot_built", actor="pipeline", payload=p) for p in payloads])
+        [NewEntry(type="snapshot_built", actor="pipeline", payload=p) for p in payloads]
+    )
     assert [r.seq for r in receipts] == list(range(start, start + len(payloads)))
     for r, p in zip(receipts, payloads, strict=True):
         assert ledger.read(r.seq).payload == p
@@ -73,31 +93,68 @@ def test_any_json_payload_round_trips_and_verifies(ledger: Ledger, payloads):
 
 
 def test_every_declared_type_has_a_versioned_schema():
-    for name in ("inference", "override", "outcome", "approval", "status_change", "alert",
-                 "escalation", "review", "incident", "erasure", "key_rotation", "purge",
-                 "snapshot_built", "training_run", "report_written"):
+    for name in (
+        "inference",
+        "override",
+        "outcome",
+        "approval",
+        "status_change",
+        "alert",
+        "escalation",
+        "review",
+        "incident",
+        "erasure",
+        "key_rotation",
+        "purge",
+        "snapshot_built",
+        "training_run",
+        "report_written",
+    ):
         assert name in SCHEMAS and all(s.id == f"{name}/v{v}" for v, s in SCHEMAS[name].items())
 
 
-@pytest.mark.parametrize(("kwargs", "error", "fragment"), [
-    ({"type": "coffee_break"}, UnknownEntryType, "not declared"),
-    ({"type": "inference", "payload": {"model_version": "x"}}, EntryPayloadInvalid,
-     "lacks required"),
-    ({"type": "approval", "payload": {"release": "r", "role": "clin", "decision": 1,
-                                      "why": "w"}}, EntryPayloadInvalid, "'decision' must be str"),
-    ({"type": "inference", "payload": INFERENCE, "subject": "MRN-0001"},
-     SubjectNotPseudonymised, "identifiers never enter the ledger"),
-    ({"type": "training_run", "actor": " "}, EntryPayloadInvalid, "actor"),
-    ({"type": "approval", "subject": "psn_" + "0" * 32,
-      "payload": {"release": "r", "role": "c", "decision": "ok", "why": "w"}},
-     EntryPayloadInvalid, "carries no subject"),
-    ({"type": "training_run", "public": {"pseudonym": "x"}}, EntryPayloadInvalid, "public"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error", "fragment"),
+    [
+        ({"type": "coffee_break"}, UnknownEntryType, "not declared"),
+        (
+            {"type": "inference", "payload": {"model_version": "x"}},
+            EntryPayloadInvalid,
+            "lacks required",
+        ),
+        (
+            {
+                "type": "approval",
+                "payload": {"release": "r", "role": "clin", "decision": 1, "why": "w"},
+            },
+            EntryPayloadInvalid,
+            "'decision' must be str",
+        ),
+        (
+            {"type": "inference", "payload": INFERENCE, "subject": "MRN-0001"},
+            SubjectNotPseudonymised,
+            "identifiers never enter the ledger",
+        ),
+        ({"type": "training_run", "actor": " "}, EntryPayloadInvalid, "actor"),
+        (
+            {
+                "type": "approval",
+                "subject": "psn_" + "0" * 32,
+                "payload": {"release": "r", "role": "c", "decision": "ok", "why": "w"},
+            },
+            EntryPayloadInvalid,
+            "carries no subject",
+        ),
+        ({"type": "training_run", "public": {"pseudonym": "x"}}, EntryPayloadInvalid, "public"),
+    ],
+)
 def test_bad_entries_are_refused_and_nothing_is_written(ledger: Ledger, kwargs, error, fragment):
     ledger.append(type="training_run", actor="pipeline", payload={"run_id": "ok"})
     item = {"actor": "svc", "payload": {}, **kwargs}
-    batch = [NewEntry(type="training_run", actor="svc", payload={"run_id": "fine"}),
-             NewEntry(**item)]
+    batch = [
+        NewEntry(type="training_run", actor="svc", payload={"run_id": "fine"}),
+        NewEntry(**item),
+    ]
     with pytest.raises(error, match=fragment):
         ledger.append_batch(batch)
     assert ledger.size() == 1  # the good item of the batch was not written either
@@ -105,14 +162,19 @@ def test_bad_entries_are_refused_and_nothing_is_written(ledger: Ledger, kwargs, 
 
 def test_unknown_pseudonym_cannot_get_a_data_key(ledger: Ledger):
     with pytest.raises(SubjectNotFound, match="not in the identity vault"):
-        ledger.append(type="outcome", actor="ehr", subject="psn_" + "1" * 32,
-                      payload={"prediction_seq": 0, "outcome": 1})
+        ledger.append(
+            type="outcome",
+            actor="ehr",
+            subject="psn_" + "1" * 32,
+            payload={"prediction_seq": 0, "outcome": 1},
+        )
     assert ledger.size() == 0
 
 
 def test_checkpoints_are_made_periodically_and_on_demand(ledger: Ledger, stores: Stores):
-    ledger.append_batch([NewEntry(type="training_run", actor="p", payload={"run_id": str(i)})
-                         for i in range(250)])
+    ledger.append_batch(
+        [NewEntry(type="training_run", actor="p", payload={"run_id": str(i)}) for i in range(250)]
+    )
     sizes = [cp.size for cp in ledger.checkpoints()]
     assert sizes == [250]  # count trigger (every 100) fires after the batch
     ledger.append(type="training_run", actor="p", payload={"run_id": "x"})
@@ -128,25 +190,35 @@ def test_checkpoints_are_made_periodically_and_on_demand(ledger: Ledger, stores:
 
 
 def test_inclusion_and_consistency_proofs_verify_against_signed_checkpoints(ledger: Ledger):
-    ledger.append_batch([NewEntry(type="training_run", actor="p", payload={"run_id": str(i)})
-                         for i in range(700)])
+    ledger.append_batch(
+        [NewEntry(type="training_run", actor="p", payload={"run_id": str(i)}) for i in range(700)]
+    )
     old = ledger.checkpoint()
-    ledger.append_batch([NewEntry(type="training_run", actor="p", payload={"run_id": str(i)})
-                         for i in range(333)])
+    ledger.append_batch(
+        [NewEntry(type="training_run", actor="p", payload={"run_id": str(i)}) for i in range(333)]
+    )
     new = ledger.checkpoint()
     for seq in (0, 255, 256, 511, 699, 700, 1032):
         proof = ledger.inclusion_proof(seq, size=new.size)
         assert proof["root"] == new.root
-        assert verify_inclusion(leaf=bytes.fromhex(proof["leaf_hash"]), index=seq, size=new.size,
-                                proof=[bytes.fromhex(h) for h in proof["proof"]],
-                                root=bytes.fromhex(new.root))
+        assert verify_inclusion(
+            leaf=bytes.fromhex(proof["leaf_hash"]),
+            index=seq,
+            size=new.size,
+            proof=[bytes.fromhex(h) for h in proof["proof"]],
+            root=bytes.fromhex(new.root),
+        )
     default = ledger.inclusion_proof(5)
     assert default["size"] == new.size  # proves against the latest checkpoint by default
     cons = ledger.consistency_proof(old.size, new.size)
     assert (cons["old_root"], cons["new_root"]) == (old.root, new.root)
-    assert verify_consistency(old_size=old.size, new_size=new.size,
-                              proof=[bytes.fromhex(h) for h in cons["proof"]],
-                              old_root=bytes.fromhex(old.root), new_root=bytes.fromhex(new.root))
+    assert verify_consistency(
+        old_size=old.size,
+        new_size=new.size,
+        proof=[bytes.fromhex(h) for h in cons["proof"]],
+        old_root=bytes.fromhex(old.root),
+        new_root=bytes.fromhex(new.root),
+    )
     with pytest.raises(EntryNotFound):
         ledger.inclusion_proof(5000)
 
@@ -155,8 +227,11 @@ def _append_many(url: str, identity_url: str, keys: str, log: str, worker: int, 
     stores = Stores(Path(keys).parent, url, identity_url)
     with stores.open(checkpoint_every=10_000) as ledger:
         for i in range(n):
-            ledger.append(type="alert", actor=f"proc-{worker}",
-                          payload={"kind": "test", "message": f"proc{worker}:{i}"})
+            ledger.append(
+                type="alert",
+                actor=f"proc-{worker}",
+                payload={"kind": "test", "message": f"proc{worker}:{i}"},
+            )
 
 
 def test_appends_from_threads_and_processes_serialise_into_one_valid_order(stores: Stores):
@@ -166,17 +241,38 @@ def test_appends_from_threads_and_processes_serialise_into_one_valid_order(store
         def work(t: int) -> None:
             for i in range(25):
                 if i % 5 == 0:
-                    ledger.append_batch([NewEntry(type="alert", actor=f"thread-{t}",
-                                                  payload={"kind": "b", "message": f"{t}:{i}:{j}"})
-                                         for j in range(3)])
+                    ledger.append_batch(
+                        [
+                            NewEntry(
+                                type="alert",
+                                actor=f"thread-{t}",
+                                payload={"kind": "b", "message": f"{t}:{i}:{j}"},
+                            )
+                            for j in range(3)
+                        ]
+                    )
                 else:
-                    ledger.append(type="alert", actor=f"thread-{t}",
-                                  payload={"kind": "t", "message": f"{t}:{i}"})
+                    ledger.append(
+                        type="alert",
+                        actor=f"thread-{t}",
+                        payload={"kind": "t", "message": f"{t}:{i}"},
+                    )
 
         ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_append_many, args=(
-            stores.ledger_url, stores.identity_url, str(stores.keys_dir), str(stores.log_path),
-            w, 30)) for w in range(3)]
+        procs = [
+            ctx.Process(
+                target=_append_many,
+                args=(
+                    stores.ledger_url,
+                    stores.identity_url,
+                    str(stores.keys_dir),
+                    str(stores.log_path),
+                    w,
+                    30,
+                ),
+            )
+            for w in range(3)
+        ]
         for p in procs:
             p.start()
         threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
@@ -199,10 +295,14 @@ def test_appends_from_threads_and_processes_serialise_into_one_valid_order(store
 
 def test_purge_removes_expired_payloads_as_an_audited_event(ledger: Ledger, pseudonym):
     p = pseudonym("MRN-0002")
-    ledger.append_batch([NewEntry(type="inference", actor="svc", subject=p, payload=INFERENCE)
-                         for _ in range(5)])
-    ledger.append(type="approval", actor="dr.a",
-                  payload={"release": "r1", "role": "clinical", "decision": "approve", "why": "ok"})
+    ledger.append_batch(
+        [NewEntry(type="inference", actor="svc", subject=p, payload=INFERENCE) for _ in range(5)]
+    )
+    ledger.append(
+        type="approval",
+        actor="dr.a",
+        payload={"release": "r1", "role": "clinical", "decision": "approve", "why": "ok"},
+    )
     ledger.clock.advance(timedelta(days=400))  # type: ignore[attr-defined]
     ledger.append(type="inference", actor="svc", subject=p, payload=INFERENCE)  # still fresh
     policy = RetentionPolicy.from_days({"inference": 365})
@@ -226,29 +326,35 @@ def test_purge_removes_expired_payloads_as_an_audited_event(ledger: Ledger, pseu
 
 def test_rotated_wrap_key_encrypts_new_data_and_old_data_still_opens(ledger: Ledger, pseudonym):
     p = pseudonym("MRN-0003")
-    first = ledger.append(type="outcome", actor="ehr", subject=p,
-                          payload={"prediction_seq": 0, "outcome": 1})
+    first = ledger.append(
+        type="outcome", actor="ehr", subject=p, payload={"prediction_seq": 0, "outcome": 1}
+    )
     old_dek = ledger.read(first.seq).entry.key_id
     rotation = ledger.rotate_key(purpose="wrap", actor="security")
     public = json.loads(ledger.read(rotation.seq).entry.public)
     assert public["old_key_id"] != public["new_key_id"]
-    second = ledger.append(type="outcome", actor="ehr", subject=p,
-                           payload={"prediction_seq": 0, "outcome": 0})
+    second = ledger.append(
+        type="outcome", actor="ehr", subject=p, payload={"prediction_seq": 0, "outcome": 0}
+    )
     assert ledger.read(second.seq).entry.key_id != old_dek  # new data key under the new KEK
     assert ledger.read(first.seq).payload == {"prediction_seq": 0, "outcome": 1}
     sign_rot = ledger.rotate_key(purpose="sign", actor="security")
     after = ledger.append(type="training_run", actor="p", payload={})
-    assert ledger.read(after.seq).entry.sig_key_id == json.loads(
-        ledger.read(sign_rot.seq).entry.public)["new_key_id"]
+    assert (
+        ledger.read(after.seq).entry.sig_key_id
+        == json.loads(ledger.read(sign_rot.seq).entry.public)["new_key_id"]
+    )
     assert ledger.verify(thorough=True).ok
 
 
 def test_export_bundle_verifies_offline_and_detects_changes(ledger: Ledger):
-    ledger.append_batch([NewEntry(type="training_run", actor="p", payload={"run_id": str(i)})
-                         for i in range(300)])
+    ledger.append_batch(
+        [NewEntry(type="training_run", actor="p", payload={"run_id": str(i)}) for i in range(300)]
+    )
     earlier = ledger.checkpoint()
-    ledger.append_batch([NewEntry(type="training_run", actor="p", payload={"run_id": str(i)})
-                         for i in range(50)])
+    ledger.append_batch(
+        [NewEntry(type="training_run", actor="p", payload={"run_id": str(i)}) for i in range(50)]
+    )
     bundle = export_bundle(ledger, start=290, end=320, previous_size=earlier.size)
     text = json.dumps(bundle)
     report = verify_bundle(json.loads(text))
@@ -265,8 +371,9 @@ def test_export_bundle_verifies_offline_and_detects_changes(ledger: Ledger):
     assert any(p.check == "consistency" for p in verify_bundle(forked).problems)
 
 
-def test_record_entry_point_appends_to_the_workspace_ledger(tmp_path: Path, monkeypatch,
-                                                             stores: Stores):
+def test_record_entry_point_appends_to_the_workspace_ledger(
+    tmp_path: Path, monkeypatch, stores: Stores
+):
     for key, value in stores.env().items():
         monkeypatch.setenv(key, value)
     ws = Workspace.open(tmp_path / "ws2")
@@ -275,7 +382,10 @@ def test_record_entry_point_appends_to_the_workspace_ledger(tmp_path: Path, monk
         assert receipt.time.endswith("Z")
     with Ledger.open(ws, create=False) as ledger:
         assert [ledger.read(s).entry.type for s in range(3)] == [
-            "snapshot_built", "training_run", "report_written"]
+            "snapshot_built",
+            "training_run",
+            "report_written",
+        ]
         assert ledger.verify().ok
     assert (ws.root / "keys" / "keyring.json").stat().st_mode & 0o777 == 0o600
 

@@ -28,10 +28,19 @@ from clinical_mlops.ledger.merkle import (
     verify_inclusion,
 )
 
-INPUTS = [bytes.fromhex(h) for h in [
-    "", "00", "10", "2021", "3031", "40414243", "5051525354555657",
-    "606162636465666768696a6b6c6d6e6f",
-]]
+INPUTS = [
+    bytes.fromhex(h)
+    for h in [
+        "",
+        "00",
+        "10",
+        "2021",
+        "3031",
+        "40414243",
+        "5051525354555657",
+        "606162636465666768696a6b6c6d6e6f",
+    ]
+]
 ROOTS = [
     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
@@ -44,27 +53,63 @@ ROOTS = [
     "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
 ]
 INCLUSION = [  # (leaf index, tree size, audit path)
-    (0, 8, ["96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+    (
+        0,
+        8,
+        [
+            "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
             "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4"]),
-    (5, 8, ["bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+        ],
+    ),
+    (
+        5,
+        8,
+        [
+            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
             "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"]),
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        ],
+    ),
     (2, 3, ["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"]),
-    (1, 5, ["6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+    (
+        1,
+        5,
+        [
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
             "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b"]),
+            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+        ],
+    ),
 ]
 CONSISTENCY = [  # (old size, new size, proof)
     (1, 1, []),
-    (1, 8, ["96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+    (
+        1,
+        8,
+        [
+            "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
             "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4"]),
-    (6, 8, ["0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+        ],
+    ),
+    (
+        6,
+        8,
+        [
+            "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
             "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"]),
-    (2, 5, ["5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b"]),
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        ],
+    ),
+    (
+        2,
+        5,
+        [
+            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+        ],
+    ),
 ]
 LEAVES = [leaf_hash(d) for d in INPUTS]
 
@@ -133,17 +178,22 @@ def test_roots_match_published_vectors(size):
 def test_inclusion_proofs_match_published_vectors(index, size, path):
     proof = inclusion_proof(index, size, ListHashes(LEAVES[:size]))
     assert hexes(proof) == path
-    assert verify_inclusion(leaf=LEAVES[index], index=index, size=size,
-                            proof=proof, root=bytes.fromhex(ROOTS[size]))
+    assert verify_inclusion(
+        leaf=LEAVES[index], index=index, size=size, proof=proof, root=bytes.fromhex(ROOTS[size])
+    )
 
 
 @pytest.mark.parametrize(("old", "new", "path"), CONSISTENCY)
 def test_consistency_proofs_match_published_vectors(old, new, path):
     proof = consistency_proof(old, new, ListHashes(LEAVES[:new]))
     assert hexes(proof) == path
-    assert verify_consistency(old_size=old, new_size=new, proof=proof,
-                              old_root=bytes.fromhex(ROOTS[old]),
-                              new_root=bytes.fromhex(ROOTS[new]))
+    assert verify_consistency(
+        old_size=old,
+        new_size=new,
+        proof=proof,
+        old_root=bytes.fromhex(ROOTS[old]),
+        new_root=bytes.fromhex(ROOTS[new]),
+    )
 
 
 # -- against the naive RFC reference, every shape up to 40 leaves --------------------------
@@ -163,8 +213,9 @@ def test_proofs_equal_rfc_reference_for_every_index(size):
     for old in range(1, size + 1):
         proof = consistency_proof(old, size, source)
         assert proof == ref_subproof(old, DATA[:size], True)
-        assert verify_consistency(old_size=old, new_size=size, proof=proof,
-                                  old_root=ref_mth(DATA[:old]), new_root=root)
+        assert verify_consistency(
+            old_size=old, new_size=size, proof=proof, old_root=ref_mth(DATA[:old]), new_root=root
+        )
 
 
 # -- what must not verify ------------------------------------------------------------------
@@ -183,7 +234,7 @@ def test_altered_inclusion_proofs_fail(size, data):
     which = data.draw(st.sampled_from(["proof", "index", "size", "root", "leaf", "drop", "add"]))
     if which == "proof":
         i = data.draw(st.integers(0, len(proof) - 1))
-        proof = [*proof[:i], bytes([proof[i][0] ^ 1]) + proof[i][1:], *proof[i + 1:]]
+        proof = [*proof[:i], bytes([proof[i][0] ^ 1]) + proof[i][1:], *proof[i + 1 :]]
     elif which == "index":
         index = data.draw(st.integers(0, size - 1).filter(lambda j: j != index))
     elif which == "size":
@@ -209,12 +260,13 @@ def test_altered_consistency_proofs_fail(new, data):
     source = ListHashes(leaves)
     proof = consistency_proof(old, new, source)
     old_root, new_root = source.subtree(0, old), source.subtree(0, new)
-    assert verify_consistency(old_size=old, new_size=new, proof=proof,
-                              old_root=old_root, new_root=new_root)
+    assert verify_consistency(
+        old_size=old, new_size=new, proof=proof, old_root=old_root, new_root=new_root
+    )
     which = data.draw(st.sampled_from(["proof", "old_root", "new_root", "old_size", "empty"]))
     if which == "proof":
         i = data.draw(st.integers(0, len(proof) - 1))
-        proof = [*proof[:i], bytes([proof[i][0] ^ 1]) + proof[i][1:], *proof[i + 1:]]
+        proof = [*proof[:i], bytes([proof[i][0] ^ 1]) + proof[i][1:], *proof[i + 1 :]]
     elif which == "old_root":
         old_root = leaf_hash(b"other history")
     elif which == "new_root":
@@ -223,8 +275,9 @@ def test_altered_consistency_proofs_fail(new, data):
         old = data.draw(st.integers(1, new - 1).filter(lambda m: m != old))
     else:
         proof = []
-    assert not verify_consistency(old_size=old, new_size=new, proof=proof,
-                                  old_root=old_root, new_root=new_root)
+    assert not verify_consistency(
+        old_size=old, new_size=new, proof=proof, old_root=old_root, new_root=new_root
+    )
 
 
 def test_compact_range_reports_completed_chunks():

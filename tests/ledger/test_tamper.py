@@ -33,7 +33,6 @@ from clinical_mlops.ledger.merkle import leaf_hash
 from clinical_mlops.ledger.store import ENTRY_COLUMNS, LedgerStore
 from clinical_mlops.ledger.verify import VerifyReport, verify_ledger
 from clinical_mlops.privacy.keys import LocalKeyring
-
 from evidence_helpers import BACKENDS, Stores, make_stores
 
 N_ENTRIES = 1000
@@ -78,33 +77,64 @@ def _build(stores: Stores, backend: str, server: str | None) -> Pristine:
                 import psycopg
 
                 with psycopg.connect(admin, autocommit=True) as conn:
-                    conn.execute(f'CREATE DATABASE "{name}" TEMPLATE '
-                                 f'"{stores.ledger_url.rsplit("/", 1)[1]}"')
+                    conn.execute(
+                        f'CREATE DATABASE "{name}" TEMPLATE "{stores.ledger_url.rsplit("/", 1)[1]}"'
+                    )
                 old[size] = server.rsplit("/", 1)[0] + "/" + name
             ledger = stores.open(checkpoint_every=100)
-        n = min(rng.choice([1, 1, 7, 50]), N_ENTRIES - size,
-                min((s for s in OLD_COPIES if s > size), default=N_ENTRIES) - size)
+        n = min(
+            rng.choice([1, 1, 7, 50]),
+            N_ENTRIES - size,
+            min((s for s in OLD_COPIES if s > size), default=N_ENTRIES) - size,
+        )
         batch = []
         for _ in range(n):
             kind = rng.random()
             if kind < 0.6:
-                batch.append(NewEntry(
-                    type="inference", actor="svc:predictor", subject=rng.choice(subjects),
-                    payload={"model_version": "icu-1.0", "dataset_sha256": "ab" * 32,
-                             "inputs": {"hr": rng.randint(40, 160), "lactate": rng.random() * 8},
-                             "raw_score": rng.random(), "probability": rng.random(),
-                             "conformal_set": [1], "explanation": {"hr": 0.1},
-                             "requester": "ehr", "purpose": "mortality_risk"}))
+                batch.append(
+                    NewEntry(
+                        type="inference",
+                        actor="svc:predictor",
+                        subject=rng.choice(subjects),
+                        payload={
+                            "model_version": "icu-1.0",
+                            "dataset_sha256": "ab" * 32,
+                            "inputs": {"hr": rng.randint(40, 160), "lactate": rng.random() * 8},
+                            "raw_score": rng.random(),
+                            "probability": rng.random(),
+                            "conformal_set": [1],
+                            "explanation": {"hr": 0.1},
+                            "requester": "ehr",
+                            "purpose": "mortality_risk",
+                        },
+                    )
+                )
             elif kind < 0.8:
-                batch.append(NewEntry(type="outcome", actor="ehr", subject=rng.choice(subjects),
-                                      payload={"prediction_seq": size, "outcome": 0}))
+                batch.append(
+                    NewEntry(
+                        type="outcome",
+                        actor="ehr",
+                        subject=rng.choice(subjects),
+                        payload={"prediction_seq": size, "outcome": 0},
+                    )
+                )
             elif kind < 0.9:
-                batch.append(NewEntry(type="status_change", actor="dr.who",
-                                      payload={"release": "icu-1.0", "from_status": "validated",
-                                               "to_status": "approved", "why": "gate 4"}))
+                batch.append(
+                    NewEntry(
+                        type="status_change",
+                        actor="dr.who",
+                        payload={
+                            "release": "icu-1.0",
+                            "from_status": "validated",
+                            "to_status": "approved",
+                            "why": "gate 4",
+                        },
+                    )
+                )
             else:
-                batch.append(NewEntry(type="training_run", actor="pipeline",
-                                      payload={"run_id": f"r{size}"}))
+                batch.append(
+                    NewEntry(type="training_run", actor="pipeline", payload={"run_id": f"r{size}"})
+                )
         ledger.append_batch(batch)
     ledger.checkpoint()
     sig_key_id = ledger.provider.active_key_id("sign")
@@ -112,8 +142,12 @@ def _build(stores: Stores, backend: str, server: str | None) -> Pristine:
     logged, problems = CheckpointLog(stores.log_path).read()
     assert not problems
     return Pristine(
-        backend=backend, stores=stores, store=LedgerStore.open(stores.ledger_url, create=False),
-        keys=LocalKeyring(stores.keys_dir).public_keys(), logged=logged, old_copies=old,
+        backend=backend,
+        stores=stores,
+        store=LedgerStore.open(stores.ledger_url, create=False),
+        keys=LocalKeyring(stores.keys_dir).public_keys(),
+        logged=logged,
+        old_copies=old,
         sig_key_id=sig_key_id,
     )
 
@@ -129,8 +163,9 @@ def pristine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 
 def _verify(p: Pristine, store: LedgerStore, conn: sa.Connection) -> VerifyReport:
-    return verify_ledger(store, conn, public_keys=p.keys, trusted_checkpoints=p.logged,
-                         fail_fast=True)
+    return verify_ledger(
+        store, conn, public_keys=p.keys, trusted_checkpoints=p.logged, fail_fast=True
+    )
 
 
 # -- tampering primitives ------------------------------------------------------------------
@@ -161,8 +196,14 @@ def _flip(value: Any, rng: random.Random, dialect: str) -> Any:
     raise AssertionError("no applicable flip found")
 
 
-def _flip_cell(conn: sa.Connection, table: str, column: str, where: str, params: dict[str, Any],
-               rng: random.Random) -> bool:
+def _flip_cell(
+    conn: sa.Connection,
+    table: str,
+    column: str,
+    where: str,
+    params: dict[str, Any],
+    rng: random.Random,
+) -> bool:
     value = conn.execute(sa.text(f"SELECT {column} FROM {table} WHERE {where}"), params).scalar()
     if value is None:
         return False
@@ -170,8 +211,9 @@ def _flip_cell(conn: sa.Connection, table: str, column: str, where: str, params:
         new = _flip(value, rng, conn.dialect.name)
         nested = conn.begin_nested()
         try:
-            conn.execute(sa.text(f"UPDATE {table} SET {column} = :new WHERE {where}"),
-                         {**params, "new": new})
+            conn.execute(
+                sa.text(f"UPDATE {table} SET {column} = :new WHERE {where}"), {**params, "new": new}
+            )
             nested.commit()
             return True
         except sa.exc.IntegrityError:  # e.g. a flipped seq that collides with another row
@@ -187,9 +229,12 @@ def _row(conn: sa.Connection, seq: int) -> dict[str, Any]:
 
 def _set_row(conn: sa.Connection, seq: int, values: dict[str, Any]) -> None:
     cols = [c for c in ENTRY_COLUMNS if c != "seq"]
-    conn.execute(sa.text(
-        f"UPDATE ledger_entries SET {', '.join(f'{c} = :{c}' for c in cols)} WHERE seq = :seq"),
-        {**{c: values[c] for c in cols}, "seq": seq})
+    conn.execute(
+        sa.text(
+            f"UPDATE ledger_entries SET {', '.join(f'{c} = :{c}' for c in cols)} WHERE seq = :seq"
+        ),
+        {**{c: values[c] for c in cols}, "seq": seq},
+    )
 
 
 def _cut(conn: sa.Connection, k: int) -> None:
@@ -208,36 +253,75 @@ def _forge(p: Pristine, conn: sa.Connection, rng: random.Random, *, replace: int
     prev = _row(conn, prev_seq)["leaf_hash"]
     base = _row(conn, rng.randrange(N_ENTRIES))
     payload = hashlib.sha256(str(rng.random()).encode()).digest() * 4
-    fields = {"v": 1, "seq": seq, "time": base["time"], "type": base["type"],
-              "schema": base["schema"], "actor": "attacker", "subject": base["subject"],
-              "key_id": base["key_id"], "payload_hash": hashlib.sha256(payload).hexdigest(),
-              "public": base["public"], "prev": prev}
+    fields = {
+        "v": 1,
+        "seq": seq,
+        "time": base["time"],
+        "type": base["type"],
+        "schema": base["schema"],
+        "actor": "attacker",
+        "subject": base["subject"],
+        "key_id": base["key_id"],
+        "payload_hash": hashlib.sha256(payload).hexdigest(),
+        "public": base["public"],
+        "prev": prev,
+    }
     body = body_bytes(fields)
     if rng.random() < 0.5:  # a random signature under the real key id
         sig_key, signature = p.sig_key_id, rng.randbytes(64).hex()
     else:  # a valid signature under the attacker's own key
         sig_key = "sign-attacker"
-        origin = conn.execute(sa.text("SELECT value FROM ledger_meta WHERE key = 'origin'")).scalar()
-        signature = Ed25519PrivateKey.generate().sign(entry_signing_message(
-            origin=origin, body_hash_hex=hashlib.sha256(body).hexdigest())).hex()
+        origin = conn.execute(
+            sa.text("SELECT value FROM ledger_meta WHERE key = 'origin'")
+        ).scalar()
+        signature = (
+            Ed25519PrivateKey.generate()
+            .sign(
+                entry_signing_message(origin=origin, body_hash_hex=hashlib.sha256(body).hexdigest())
+            )
+            .hex()
+        )
     lh = leaf_hash(leaf_bytes(body, sig_key_id=sig_key, signature=signature)).hex()
-    values = {"seq": seq, "time": fields["time"], "type": fields["type"],
-              "schema": fields["schema"], "actor": "attacker", "subject": fields["subject"],
-              "key_id": fields["key_id"], "payload_hash": fields["payload_hash"],
-              "payload": payload, "public": fields["public"], "prev_hash": prev, "leaf_hash": lh,
-              "sig_key_id": sig_key, "signature": signature}
+    values = {
+        "seq": seq,
+        "time": fields["time"],
+        "type": fields["type"],
+        "schema": fields["schema"],
+        "actor": "attacker",
+        "subject": fields["subject"],
+        "key_id": fields["key_id"],
+        "payload_hash": fields["payload_hash"],
+        "payload": payload,
+        "public": fields["public"],
+        "prev_hash": prev,
+        "leaf_hash": lh,
+        "sig_key_id": sig_key,
+        "signature": signature,
+    }
     if replace is None:
-        conn.execute(sa.text(
-            f"INSERT INTO ledger_entries ({', '.join(ENTRY_COLUMNS)}) "
-            f"VALUES ({', '.join(':' + c for c in ENTRY_COLUMNS)})"), values)
+        conn.execute(
+            sa.text(
+                f"INSERT INTO ledger_entries ({', '.join(ENTRY_COLUMNS)}) "
+                f"VALUES ({', '.join(':' + c for c in ENTRY_COLUMNS)})"
+            ),
+            values,
+        )
     else:
         _set_row(conn, seq, values)
     return seq
 
 
-KINDS = ["flip_entry"] * 40 + ["flip_other"] * 10 + ["delete"] * 10 + ["swap"] * 10 + \
-    ["cut_tail"] * 8 + ["forge_append"] * 5 + ["forge_replace"] * 4 + ["checkpoint_sig"] * 7 + \
-    ["rollback"] * 6
+KINDS = (
+    ["flip_entry"] * 40
+    + ["flip_other"] * 10
+    + ["delete"] * 10
+    + ["swap"] * 10
+    + ["cut_tail"] * 8
+    + ["forge_append"] * 5
+    + ["forge_replace"] * 4
+    + ["checkpoint_sig"] * 7
+    + ["rollback"] * 6
+)
 
 
 def _trial(p: Pristine, conn: sa.Connection, rng: random.Random) -> tuple[str, int | None]:
@@ -252,11 +336,14 @@ def _trial(p: Pristine, conn: sa.Connection, rng: random.Random) -> tuple[str, i
         while True:
             table = rng.choice(["ledger_checkpoints", "ledger_chunks", "ledger_meta"])
             if table == "ledger_checkpoints":
-                row = rng.choice(conn.execute(sa.text(
-                    "SELECT size, time, key_id FROM ledger_checkpoints")).all())
+                row = rng.choice(
+                    conn.execute(sa.text("SELECT size, time, key_id FROM ledger_checkpoints")).all()
+                )
                 column = rng.choice(["size", "time", "key_id", "origin", "root", "signature"])
-                where, params = "size = :a AND time = :b AND key_id = :c", \
-                    {"a": row[0], "b": row[1], "c": row[2]}
+                where, params = (
+                    "size = :a AND time = :b AND key_id = :c",
+                    {"a": row[0], "b": row[1], "c": row[2]},
+                )
             elif table == "ledger_chunks":
                 idx = rng.randrange(N_ENTRIES // 256)
                 column = rng.choice(["idx", "hash"])
@@ -286,11 +373,17 @@ def _trial(p: Pristine, conn: sa.Connection, rng: random.Random) -> tuple[str, i
         seq = rng.randrange(1, N_ENTRIES)
         return f"forge row {seq}", _forge(p, conn, rng, replace=seq)
     if kind == "checkpoint_sig":
-        row = rng.choice(conn.execute(sa.text(
-            "SELECT size, time, key_id FROM ledger_checkpoints")).all())
-        assert _flip_cell(conn, "ledger_checkpoints", "signature",
-                          "size = :a AND time = :b AND key_id = :c",
-                          {"a": row[0], "b": row[1], "c": row[2]}, rng)
+        row = rng.choice(
+            conn.execute(sa.text("SELECT size, time, key_id FROM ledger_checkpoints")).all()
+        )
+        assert _flip_cell(
+            conn,
+            "ledger_checkpoints",
+            "signature",
+            "size = :a AND time = :b AND key_id = :c",
+            {"a": row[0], "b": row[1], "c": row[2]},
+            rng,
+        )
         return f"checkpoint signature at size {row[0]}", None
     assert kind == "rollback"
     return "rollback", -1  # handled by the caller
@@ -329,7 +422,8 @@ def test_tamper_battery_detects_every_trial(pristine: Pristine, shard: int):
             if expected is not None:
                 assert report.first_bad_seq == expected, (
                     f"trial {trial}: {what}: first_bad_seq {report.first_bad_seq}, "
-                    f"expected {expected}; {report.problems[:3]}")
+                    f"expected {expected}; {report.problems[:3]}"
+                )
         with conn.begin():
             after = _verify(pristine, pristine.store, conn)
     assert after.ok, "rolling back a trial must restore the pristine ledger"
@@ -344,8 +438,9 @@ def test_untouched_copy_of_old_database_verifies_without_the_newer_checkpoints(p
     try:
         with old.engine.connect() as conn, conn.begin():
             alone = verify_ledger(old, conn, public_keys=pristine.keys)
-            witnessed = verify_ledger(old, conn, public_keys=pristine.keys,
-                                      trusted_checkpoints=pristine.logged)
+            witnessed = verify_ledger(
+                old, conn, public_keys=pristine.keys, trusted_checkpoints=pristine.logged
+            )
     finally:
         old.close()
     assert alone.ok and alone.entries == size
@@ -368,8 +463,9 @@ def test_sqlite_file_damage_is_detected_or_refused(tmp_path: Path, pristine: Pri
         try:
             store = LedgerStore.open(f"sqlite:///{copy}", create=False)
             with store.engine.connect() as conn, conn.begin():
-                report = verify_ledger(store, conn, public_keys=pristine.keys,
-                                       trusted_checkpoints=pristine.logged)
+                report = verify_ledger(
+                    store, conn, public_keys=pristine.keys, trusted_checkpoints=pristine.logged
+                )
             store.close()
             if report.ok:
                 # Only a byte in unused page space can leave every row unchanged.
@@ -378,7 +474,7 @@ def test_sqlite_file_damage_is_detected_or_refused(tmp_path: Path, pristine: Pri
                     assert dump(raw) == dump(orig), f"trial {trial}: changed rows not detected"
             else:
                 detected += 1
-        except Exception as exc:  # noqa: BLE001 - a clear refusal is also a detection
+        except Exception as exc:
             assert "ledger" in str(exc).lower() or "database" in str(exc).lower()
             detected += 1
     assert detected >= 10

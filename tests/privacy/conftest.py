@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from evidence_helpers import BACKENDS, Stores, make_stores
 
 

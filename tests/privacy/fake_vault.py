@@ -52,7 +52,7 @@ class FakeVault:
                     return None
                 return path
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server naming
+            def do_GET(self) -> None:
                 path = self._route()
                 if path is None:
                     return
@@ -62,11 +62,22 @@ class FakeVault:
                         self._reply(404, {"errors": []})
                         return
                     latest = versions[-1]
-                self._reply(200, {"data": {"data": latest["data"], "metadata": {
-                    "version": len(versions), "created_time": latest["created"],
-                    "deletion_time": "", "destroyed": False}}})
+                self._reply(
+                    200,
+                    {
+                        "data": {
+                            "data": latest["data"],
+                            "metadata": {
+                                "version": len(versions),
+                                "created_time": latest["created"],
+                                "deletion_time": "",
+                                "destroyed": False,
+                            },
+                        }
+                    },
+                )
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 path = self._route()
                 if path is None:
                     return
@@ -76,11 +87,18 @@ class FakeVault:
                     versions = fake.secrets.setdefault(path, [])
                     cas = body.get("options", {}).get("cas")
                     if cas is not None and cas != len(versions):
-                        self._reply(400, {"errors": [
-                            "check-and-set parameter did not match the current version"]})
+                        self._reply(
+                            400,
+                            {
+                                "errors": [
+                                    "check-and-set parameter did not match the current version"
+                                ]
+                            },
+                        )
                         return
-                    versions.append({"data": body["data"],
-                                     "created": datetime.now(UTC).isoformat()})
+                    versions.append(
+                        {"data": body["data"], "created": datetime.now(UTC).isoformat()}
+                    )
                     self._reply(200, {"data": {"version": len(versions)}})
 
             do_PUT = do_POST

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from evidence_helpers import Stores
 
 from clinical_mlops.errors import ConsentNotGranted, KeyNotFound, SubjectNotFound, WrongKey
 from clinical_mlops.ledger import NewEntry
@@ -19,6 +18,7 @@ from clinical_mlops.privacy.consent import consent_covers, record_consent, requi
 from clinical_mlops.privacy.crypto import open_sealed, payload_aad
 from clinical_mlops.privacy.erasure import erase_subject
 from clinical_mlops.privacy.identity import IdentityVault
+from evidence_helpers import Stores
 
 IDENTIFIER = "MRN-7731-ALICE-EXAMPLE"
 OTHER = "MRN-1002-BOB-EXAMPLE"
@@ -47,20 +47,38 @@ def test_erasure_leaves_no_identifier_and_an_unreadable_but_verifiable_ledger(st
         assert alice.startswith("psn_") and alice != bob
         assert ledger.vault.pseudonym_for(IDENTIFIER) == alice  # stable while it exists
         assert IDENTIFIER.encode() not in alice.encode()
-        record_consent(ledger.vault, pseudonym=alice, purposes=["mortality_risk"],
-                       valid_from=datetime(2024, 1, 1, tzinfo=UTC), valid_until=None,
-                       recorded_by="dr.a")
+        record_consent(
+            ledger.vault,
+            pseudonym=alice,
+            purposes=["mortality_risk"],
+            valid_from=datetime(2024, 1, 1, tzinfo=UTC),
+            valid_until=None,
+            recorded_by="dr.a",
+        )
         alice_seqs = []
         for i in range(30):
             subject = alice if i % 2 == 0 else bob
-            receipt = ledger.append(type="outcome", actor="ehr", subject=subject,
-                                    payload={"prediction_seq": i, "outcome": i % 3,
-                                             "note": f"{subject} secret clinical note {i}"})
+            receipt = ledger.append(
+                type="outcome",
+                actor="ehr",
+                subject=subject,
+                payload={
+                    "prediction_seq": i,
+                    "outcome": i % 3,
+                    "note": f"{subject} secret clinical note {i}",
+                },
+            )
             if subject == alice:
                 alice_seqs.append(receipt.seq)
         ledger.rotate_key(purpose="wrap", actor="security")  # alice now has two data keys
-        alice_seqs.append(ledger.append(type="outcome", actor="ehr", subject=alice,
-                                        payload={"prediction_seq": 99, "outcome": 1}).seq)
+        alice_seqs.append(
+            ledger.append(
+                type="outcome",
+                actor="ehr",
+                subject=alice,
+                payload={"prediction_seq": 99, "outcome": 1},
+            ).seq
+        )
         assert IDENTIFIER.encode() in _all_bytes(stores)  # the vault holds it before erasure
         sealed_before = {s: ledger.entry(s).payload for s in alice_seqs}
         dek_ids = {ledger.entry(s).key_id for s in alice_seqs}
@@ -91,8 +109,12 @@ def test_erasure_leaves_no_identifier_and_an_unreadable_but_verifiable_ledger(st
         assert ledger.vault.pseudonym_for(IDENTIFIER) != alice  # a new stay gets a new one
         erase_subject(ledger, identifier=IDENTIFIER, actor="dpo", reason="cleanup")
         with pytest.raises(SubjectNotFound):
-            ledger.append(type="outcome", actor="ehr", subject=alice,
-                          payload={"prediction_seq": 0, "outcome": 1})
+            ledger.append(
+                type="outcome",
+                actor="ehr",
+                subject=alice,
+                payload={"prediction_seq": 0, "outcome": 1},
+            )
         report = ledger.verify(thorough=True)
         assert report.ok, report.problems[:3]
 
@@ -105,14 +127,20 @@ def test_erasure_leaves_no_identifier_and_an_unreadable_but_verifiable_ledger(st
 def test_a_guessed_key_cannot_open_an_erased_payload(stores: Stores):
     with stores.open() as ledger:
         p = ledger.vault.pseudonym_for(IDENTIFIER)
-        seq = ledger.append(type="outcome", actor="ehr", subject=p,
-                            payload={"prediction_seq": 1, "outcome": 1}).seq
+        seq = ledger.append(
+            type="outcome", actor="ehr", subject=p, payload={"prediction_seq": 1, "outcome": 1}
+        ).seq
         erase_subject(ledger, identifier=IDENTIFIER, actor="dpo", reason="r")
         entry = ledger.entry(seq)
         assert entry.payload is not None and entry.key_id is not None
         with pytest.raises(WrongKey):
-            open_sealed(entry.payload, key=b"\x00" * 32, aad=payload_aad(
-                origin=ledger.origin, seq=seq, entry_type="outcome", key_id=entry.key_id))
+            open_sealed(
+                entry.payload,
+                key=b"\x00" * 32,
+                aad=payload_aad(
+                    origin=ledger.origin, seq=seq, entry_type="outcome", key_id=entry.key_id
+                ),
+            )
 
 
 def test_unknown_subject_erasure_writes_nothing(stores: Stores):
@@ -127,11 +155,14 @@ def test_unknown_subject_erasure_writes_nothing(stores: Stores):
 def test_failed_audit_append_rolls_the_erasure_back(stores: Stores):
     with stores.open() as ledger:
         p = ledger.vault.pseudonym_for(IDENTIFIER)
-        ledger.append(type="outcome", actor="ehr", subject=p,
-                      payload={"prediction_seq": 1, "outcome": 1})
+        ledger.append(
+            type="outcome", actor="ehr", subject=p, payload={"prediction_seq": 1, "outcome": 1}
+        )
         with pytest.raises(RuntimeError):
-            ledger.vault.erase(IDENTIFIER, before_commit=lambda *_: (_ for _ in ()).throw(
-                RuntimeError("ledger unavailable")))
+            ledger.vault.erase(
+                IDENTIFIER,
+                before_commit=lambda *_: (_ for _ in ()).throw(RuntimeError("ledger unavailable")),
+            )
         assert ledger.vault.pseudonym_for(IDENTIFIER, create=False) == p
         assert ledger.read(0).status == "ok"
 
@@ -140,24 +171,39 @@ def test_consent_scope_and_validity(tmp_path: Path):
     vault = IdentityVault.open(f"sqlite:///{tmp_path / 'identity.db'}")
     p = vault.pseudonym_for("MRN-1")
     start = datetime(2024, 1, 1, tzinfo=UTC)
-    record_consent(vault, pseudonym=p, purposes=["mortality_risk", "quality_audit"],
-                   valid_from=start, valid_until=start + timedelta(days=365), recorded_by="dr.a")
-    assert consent_covers(vault, pseudonym=p, purpose="mortality_risk",
-                          at=start + timedelta(days=10))
-    assert not consent_covers(vault, pseudonym=p, purpose="research",
-                              at=start + timedelta(days=10))
-    assert not consent_covers(vault, pseudonym=p, purpose="mortality_risk",
-                              at=start + timedelta(days=400))
-    assert not consent_covers(vault, pseudonym=p, purpose="mortality_risk",
-                              at=start - timedelta(days=1))
+    record_consent(
+        vault,
+        pseudonym=p,
+        purposes=["mortality_risk", "quality_audit"],
+        valid_from=start,
+        valid_until=start + timedelta(days=365),
+        recorded_by="dr.a",
+    )
+    assert consent_covers(
+        vault, pseudonym=p, purpose="mortality_risk", at=start + timedelta(days=10)
+    )
+    assert not consent_covers(vault, pseudonym=p, purpose="research", at=start + timedelta(days=10))
+    assert not consent_covers(
+        vault, pseudonym=p, purpose="mortality_risk", at=start + timedelta(days=400)
+    )
+    assert not consent_covers(
+        vault, pseudonym=p, purpose="mortality_risk", at=start - timedelta(days=1)
+    )
     with pytest.raises(ConsentNotGranted, match="'research'"):
         require_consent(vault, pseudonym=p, purpose="research", at=start)
     with pytest.raises(SubjectNotFound):
-        record_consent(vault, pseudonym="psn_" + "0" * 32, purposes=["x"], valid_from=start,
-                       valid_until=None, recorded_by="a")
+        record_consent(
+            vault,
+            pseudonym="psn_" + "0" * 32,
+            purposes=["x"],
+            valid_from=start,
+            valid_until=None,
+            recorded_by="a",
+        )
     with pytest.raises(ValueError, match="after valid_from"):
-        record_consent(vault, pseudonym=p, purposes=["x"], valid_from=start, valid_until=start,
-                       recorded_by="a")
+        record_consent(
+            vault, pseudonym=p, purposes=["x"], valid_from=start, valid_until=start, recorded_by="a"
+        )
     vault.close()
 
 
@@ -175,6 +221,14 @@ def test_batch_with_erased_subject_is_refused(stores: Stores):
         erase_subject(ledger, identifier=IDENTIFIER, actor="dpo", reason="r")
         size = ledger.size()
         with pytest.raises(SubjectNotFound):
-            ledger.append_batch([NewEntry(type="outcome", actor="ehr", subject=p,
-                                          payload={"prediction_seq": 1, "outcome": 1})])
+            ledger.append_batch(
+                [
+                    NewEntry(
+                        type="outcome",
+                        actor="ehr",
+                        subject=p,
+                        payload={"prediction_seq": 1, "outcome": 1},
+                    )
+                ]
+            )
         assert ledger.size() == size

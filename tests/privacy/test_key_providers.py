@@ -40,7 +40,7 @@ def test_wrap_unwrap_sign_and_rotate(provider: KeyProvider):
     signature = signer.sign(b"message")
     old, new = provider.rotate(purpose="wrap")
     assert old == kid and new != kid and provider.active_key_id("wrap") == new
-    kid2, wrapped2 = provider.wrap(b"j" * 32, aad=b"x")
+    kid2, _wrapped2 = provider.wrap(b"j" * 32, aad=b"x")
     assert kid2 == new
     assert provider.unwrap(kid, wrapped, aad=b"owner-1") == b"k" * 32  # old key still works
     _, new_sign = provider.rotate(purpose="sign")
@@ -86,7 +86,7 @@ def test_missing_and_replaced_key_files_give_clear_errors(tmp_path: Path):
 
 def test_vault_errors_are_clear(tmp_path: Path):
     with FakeVault(TOKEN) as vault:
-        with pytest.raises(KeyProviderUnavailable, match="Forbidden|permission denied"):
+        with pytest.raises(KeyProviderUnavailable, match=r"Forbidden|permission denied"):
             VaultKeyProvider(url=vault.url, token="wrong").active_key_id("wrap")
         provider = VaultKeyProvider(url=vault.url, token=TOKEN, index_ttl=0)
         provider.active_key_id("wrap")
@@ -94,5 +94,5 @@ def test_vault_errors_are_clear(tmp_path: Path):
         stored = next(iter(vault.secrets.values()))[-1]["data"]
         assert set(stored) == {"keys", "active", "material"}
         vault.down = True
-        with pytest.raises(KeyProviderUnavailable, match="sealed|Unavailable|503"):
+        with pytest.raises(KeyProviderUnavailable, match=r"sealed|Unavailable|503"):
             VaultKeyProvider(url=vault.url, token=TOKEN).active_key_id("wrap")

@@ -49,22 +49,35 @@ def _print_report(report_json: dict, *, title: str) -> None:
         f"first bad seq: {report_json['first_bad_seq']}"
     )
     for problem in report_json["problems"][:20]:
-        err_console.print(f"  [{problem['check']}] {problem['message']}", highlight=False,
-                          markup=False)
+        err_console.print(
+            f"  [{problem['check']}] {problem['message']}", highlight=False, markup=False
+        )
 
 
 @audit_app.command("verify")
 def verify(
-    bundle: Annotated[Path | None, typer.Option(
-        "--bundle", help="Verify an exported audit bundle instead; needs no database.")] = None,
-    checkpoint: Annotated[list[Path] | None, typer.Option(
-        "--checkpoint", help="A checkpoint JSON file held outside the ledger (repeatable).")
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--bundle", help="Verify an exported audit bundle instead; needs no database."
+        ),
     ] = None,
-    public_key: Annotated[list[str] | None, typer.Option(
-        "--public-key", help="Pin a ledger public key as KEY_ID=HEX (with --bundle).")] = None,
-    thorough: Annotated[bool, typer.Option(
-        "--thorough", help="Check every entry signature, not only where no checkpoint vouches."
-    )] = False,
+    checkpoint: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--checkpoint", help="A checkpoint JSON file held outside the ledger (repeatable)."
+        ),
+    ] = None,
+    public_key: Annotated[
+        list[str] | None,
+        typer.Option("--public-key", help="Pin a ledger public key as KEY_ID=HEX (with --bundle)."),
+    ] = None,
+    thorough: Annotated[
+        bool,
+        typer.Option(
+            "--thorough", help="Check every entry signature, not only where no checkpoint vouches."
+        ),
+    ] = False,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -125,12 +138,16 @@ def show(
 @audit_app.command("prove")
 def prove(
     seq: Annotated[int | None, typer.Argument(help="Entry to prove (inclusion proof).")] = None,
-    size: Annotated[int | None, typer.Option(
-        "--size", help="Tree size to prove against (default: latest checkpoint).")] = None,
-    old: Annotated[int | None, typer.Option(
-        "--from", help="Consistency proof: the older tree size.")] = None,
-    new: Annotated[int | None, typer.Option(
-        "--to", help="Consistency proof: the newer tree size.")] = None,
+    size: Annotated[
+        int | None,
+        typer.Option("--size", help="Tree size to prove against (default: latest checkpoint)."),
+    ] = None,
+    old: Annotated[
+        int | None, typer.Option("--from", help="Consistency proof: the older tree size.")
+    ] = None,
+    new: Annotated[
+        int | None, typer.Option("--to", help="Consistency proof: the newer tree size.")
+    ] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Print an inclusion proof (SEQ) or a consistency proof (--from M --to N) as JSON."""
@@ -147,11 +164,15 @@ def prove(
 def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Bundle file to write.")],
     start: Annotated[int, typer.Option("--from", help="First seq to export.")] = 0,
-    end: Annotated[int | None, typer.Option(
-        "--to", help="One past the last seq (default: all).")] = None,
-    since: Annotated[int | None, typer.Option(
-        "--since-checkpoint", help="Add a consistency proof from this earlier checkpoint size."
-    )] = None,
+    end: Annotated[
+        int | None, typer.Option("--to", help="One past the last seq (default: all).")
+    ] = None,
+    since: Annotated[
+        int | None,
+        typer.Option(
+            "--since-checkpoint", help="Add a consistency proof from this earlier checkpoint size."
+        ),
+    ] = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -161,19 +182,28 @@ def export(
     with _open(workspace) as ledger:
         bundle = export_bundle(ledger, start=start, end=end, previous_size=since)
     write_bundle(bundle, out)
-    summary = {"bundle": str(out), "entries": len(bundle["entries"]),
-               "checkpoint": bundle["checkpoint"], "public_keys": bundle["public_keys"]}
+    summary = {
+        "bundle": str(out),
+        "entries": len(bundle["entries"]),
+        "checkpoint": bundle["checkpoint"],
+        "public_keys": bundle["public_keys"],
+    }
     if as_json:
         print_json(summary)
     else:
-        err_console.print(f"wrote {out}: {summary['entries']} entries against checkpoint of size "
-                          f"{bundle['checkpoint']['size']}")
+        err_console.print(
+            f"wrote {out}: {summary['entries']} entries against checkpoint of size "
+            f"{bundle['checkpoint']['size']}"
+        )
 
 
 @audit_app.command("checkpoint")
 def checkpoint(
-    out: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Also write the checkpoint JSON here (to hand to an auditor).")
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Also write the checkpoint JSON here (to hand to an auditor)."
+        ),
     ] = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
@@ -191,8 +221,9 @@ def checkpoint(
 
 @audit_app.command("purge")
 def purge(
-    retention: Annotated[list[str], typer.Option(
-        "--retention", help="TYPE=DAYS retention period (repeatable).")],
+    retention: Annotated[
+        list[str], typer.Option("--retention", help="TYPE=DAYS retention period (repeatable).")
+    ],
     actor: ActorOption = "",
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,

@@ -17,8 +17,9 @@ from clinical_mlops.cli._common import (
 )
 from clinical_mlops.cli.audit import ActorOption, default_actor
 
-keys_app = typer.Typer(help="Keys of the key provider (local keyring or Vault).",
-                       no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Keys of the key provider (local keyring or Vault).", no_args_is_help=True
+)
 
 
 @keys_app.command("list")
@@ -32,15 +33,24 @@ def list_keys(workspace: WorkspaceOption = None, as_json: JsonOption = False) ->
         return
     table = Table("key id", "purpose", "created", "active", "public key")
     for k in infos:
-        table.add_row(k["key_id"], k["purpose"], k["created"], "yes" if k["active"] else "",
-                      (k["public_key"] or "")[:16])
+        table.add_row(
+            k["key_id"],
+            k["purpose"],
+            k["created"],
+            "yes" if k["active"] else "",
+            (k["public_key"] or "")[:16],
+        )
     out_console.print(table)
 
 
 @keys_app.command("rotate")
 def rotate(
-    purpose: Annotated[str, typer.Option(
-        "--purpose", help="wrap (data-key wrapping key) or sign (ledger signing key).")] = "wrap",
+    purpose: Annotated[
+        str,
+        typer.Option(
+            "--purpose", help="wrap (data-key wrapping key) or sign (ledger signing key)."
+        ),
+    ] = "wrap",
     actor: ActorOption = "",
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
@@ -58,5 +68,7 @@ def rotate(
     if as_json:
         print_json(result)
     else:
-        err_console.print(f"rotated {purpose} key {result['old_key_id']} -> "
-                          f"{result['new_key_id']} (ledger entry {receipt.seq})")
+        err_console.print(
+            f"rotated {purpose} key {result['old_key_id']} -> "
+            f"{result['new_key_id']} (ledger entry {receipt.seq})"
+        )

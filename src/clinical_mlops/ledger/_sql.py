@@ -44,9 +44,7 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def open_engine(
-    url: str, *, what: str, create: bool, secure_delete: bool = False
-) -> Engine:
+def open_engine(url: str, *, what: str, create: bool, secure_delete: bool = False) -> Engine:
     """Return an engine for ``url``; raise if the database is missing (and not ``create``).
 
     ``what`` names the store in error messages ("ledger", "identity vault").

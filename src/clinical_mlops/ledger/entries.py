@@ -43,6 +43,7 @@ __all__ = [
 PSEUDONYM_PATTERN = re.compile(r"^psn_[0-9a-f]{32}$")
 LEAF_VERSION = 1
 
+_Type = type  # the schema has a field named ``type``
 _NUM = (int, float)
 _STR = (str,)
 _OPT_STR = (str, type(None))
@@ -55,7 +56,7 @@ class EntrySchema:
     type: str
     version: int
     description: str
-    required: Mapping[str, tuple[type, ...]] = field(default_factory=dict)
+    required: Mapping[str, tuple[_Type, ...]] = field(default_factory=dict)
     public: frozenset[str] = frozenset()
     subject: Literal["required", "optional", "forbidden"] = "optional"
 
@@ -105,41 +106,95 @@ _ALL = [
         "a clinician overrode a recommendation (R-H1)",
         {"prediction_seq": (int,), "model_version": _STR, "explanation_shown": (dict, list)},
     ),
-    _schema("outcome", "an observed outcome linked to a prediction (R-O1)",
-            {"prediction_seq": (int,), "outcome": (int, float, bool, str)}),
-    _schema("approval", "a named approval of a release (R-L3 gate 4)",
-            {"release": _STR, "role": _STR, "decision": _STR, "why": _STR}, subject="forbidden"),
-    _schema("status_change", "a registry status change (R-A3)",
-            {"release": _STR, "from_status": _OPT_STR, "to_status": _STR, "why": _STR},
-            subject="forbidden"),
-    _schema("deployment", "a release deployed or rolled back (R-A3)",
-            {"release": _STR, "action": _STR, "why": _STR}, subject="forbidden"),
-    _schema("threshold_change", "an operating threshold changed (R-A3)",
-            {"release": _STR, "old": _NUM, "new": _NUM, "why": _STR}, subject="forbidden"),
-    _schema("alert", "a monitoring alert (drift, fairness, volume) (R-O2, R-O3)",
-            {"kind": _STR, "message": _STR}, subject="forbidden"),
-    _schema("escalation", "automated use suspended and cases routed to review (R-H2)",
-            {"reason": _STR, "model_version": _STR}),
-    _schema("review", "a periodic or case review recorded against a model (R-H3)",
-            {"model_version": _STR, "outcome": _STR}),
-    _schema("incident", "an incident record or step (R-H4)",
-            {"incident_id": _STR, "action": _STR}),
-    _schema("consent_recorded", "consent scope recorded for a subject (R-P4)",
-            {"purposes": (list,)}, subject="required"),
-    _schema("consent_refused", "a request refused because consent does not cover it (R-P4)",
-            {"purpose": _STR, "requester": _STR}, subject="required"),
-    _schema("erasure", "a subject's identity mapping and data keys destroyed (R-A4)",
-            public=("pseudonym",), subject="forbidden"),
-    _schema("key_rotation", "a provider key rotated (R-P2)",
-            public=("purpose", "old_key_id", "new_key_id"), subject="forbidden"),
-    _schema("purge", "payloads past retention removed (R-A5)",
-            public=("ranges", "cutoffs"), subject="forbidden"),
-    _schema("snapshot_built", "a data snapshot was built (payload: snapshot_id, manifest hash)",
-            subject="forbidden"),
-    _schema("training_run", "a model training run (payload: run id, model version, hashes)",
-            subject="forbidden"),
-    _schema("report_written", "a validation report written (payload: path, sha256)",
-            subject="forbidden"),
+    _schema(
+        "outcome",
+        "an observed outcome linked to a prediction (R-O1)",
+        {"prediction_seq": (int,), "outcome": (int, float, bool, str)},
+    ),
+    _schema(
+        "approval",
+        "a named approval of a release (R-L3 gate 4)",
+        {"release": _STR, "role": _STR, "decision": _STR, "why": _STR},
+        subject="forbidden",
+    ),
+    _schema(
+        "status_change",
+        "a registry status change (R-A3)",
+        {"release": _STR, "from_status": _OPT_STR, "to_status": _STR, "why": _STR},
+        subject="forbidden",
+    ),
+    _schema(
+        "deployment",
+        "a release deployed or rolled back (R-A3)",
+        {"release": _STR, "action": _STR, "why": _STR},
+        subject="forbidden",
+    ),
+    _schema(
+        "threshold_change",
+        "an operating threshold changed (R-A3)",
+        {"release": _STR, "old": _NUM, "new": _NUM, "why": _STR},
+        subject="forbidden",
+    ),
+    _schema(
+        "alert",
+        "a monitoring alert (drift, fairness, volume) (R-O2, R-O3)",
+        {"kind": _STR, "message": _STR},
+        subject="forbidden",
+    ),
+    _schema(
+        "escalation",
+        "automated use suspended and cases routed to review (R-H2)",
+        {"reason": _STR, "model_version": _STR},
+    ),
+    _schema(
+        "review",
+        "a periodic or case review recorded against a model (R-H3)",
+        {"model_version": _STR, "outcome": _STR},
+    ),
+    _schema("incident", "an incident record or step (R-H4)", {"incident_id": _STR, "action": _STR}),
+    _schema(
+        "consent_recorded",
+        "consent scope recorded for a subject (R-P4)",
+        {"purposes": (list,)},
+        subject="required",
+    ),
+    _schema(
+        "consent_refused",
+        "a request refused because consent does not cover it (R-P4)",
+        {"purpose": _STR, "requester": _STR},
+        subject="required",
+    ),
+    _schema(
+        "erasure",
+        "a subject's identity mapping and data keys destroyed (R-A4)",
+        public=("pseudonym",),
+        subject="forbidden",
+    ),
+    _schema(
+        "key_rotation",
+        "a provider key rotated (R-P2)",
+        public=("purpose", "old_key_id", "new_key_id"),
+        subject="forbidden",
+    ),
+    _schema(
+        "purge",
+        "payloads past retention removed (R-A5)",
+        public=("ranges", "cutoffs"),
+        subject="forbidden",
+    ),
+    _schema(
+        "snapshot_built",
+        "a data snapshot was built (payload: snapshot_id, manifest hash)",
+        subject="forbidden",
+    ),
+    _schema(
+        "training_run",
+        "a model training run (payload: run id, model version, hashes)",
+        subject="forbidden",
+    ),
+    _schema(
+        "report_written", "a validation report written (payload: path, sha256)", subject="forbidden"
+    ),
 ]
 
 SCHEMAS: dict[str, dict[int, EntrySchema]] = {}
@@ -151,8 +206,9 @@ def latest_schema(entry_type: str) -> EntrySchema:
     """Return the newest schema of ``entry_type``; raise UnknownEntryType if undeclared."""
     versions = SCHEMAS.get(entry_type)
     if not versions:
+        declared = ", ".join(sorted(SCHEMAS))
         raise UnknownEntryType(
-            f"entry type {entry_type!r} is not declared; declared types: {', '.join(sorted(SCHEMAS))}"
+            f"entry type {entry_type!r} is not declared; declared types: {declared}"
         )
     return versions[max(versions)]
 

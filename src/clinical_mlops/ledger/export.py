@@ -51,12 +51,27 @@ from clinical_mlops.privacy.keys import public_key_hex
 __all__ = ["BUNDLE_FORMAT", "export_bundle", "load_bundle", "verify_bundle"]
 
 BUNDLE_FORMAT = "clinical-mlops/audit-bundle/v1"
-_ENTRY_KEYS = ["seq", "time", "type", "schema", "actor", "subject", "key_id", "payload_hash",
-               "payload", "public", "prev", "leaf_hash", "sig_key_id", "signature"]
+_ENTRY_KEYS = [
+    "seq",
+    "time",
+    "type",
+    "schema",
+    "actor",
+    "subject",
+    "key_id",
+    "payload_hash",
+    "payload",
+    "public",
+    "prev",
+    "leaf_hash",
+    "sig_key_id",
+    "signature",
+]
 
 
-def export_bundle(ledger: Any, *, start: int, end: int | None = None,
-                  previous_size: int | None = None) -> dict[str, Any]:
+def export_bundle(
+    ledger: Any, *, start: int, end: int | None = None, previous_size: int | None = None
+) -> dict[str, Any]:
     """Return the bundle of entries ``start..end-1`` proven against a fresh checkpoint.
 
     ``previous_size`` adds a consistency proof from the stored checkpoint of
@@ -73,8 +88,11 @@ def export_bundle(ledger: Any, *, start: int, end: int | None = None,
         if not matches:
             raise EntryNotFound(f"no stored checkpoint of size {previous_size}")
         previous = matches[-1]
-        proof = ledger.consistency_proof(previous_size, cp.size)["proof"] if \
-            previous_size < cp.size else []
+        proof = (
+            ledger.consistency_proof(previous_size, cp.size)["proof"]
+            if previous_size < cp.size
+            else []
+        )
     store = ledger.store
     with store.engine.connect() as conn:
         tree = StoredTree(store, conn, cp.size)
@@ -96,8 +114,12 @@ def export_bundle(ledger: Any, *, start: int, end: int | None = None,
 def _entry_json(entry: StoredEntry) -> dict[str, Any]:
     out = entry.body_fields()
     out.pop("v")
-    out.update(leaf_hash=entry.leaf_hash, sig_key_id=entry.sig_key_id, signature=entry.signature,
-               payload=None if entry.payload is None else entry.payload.hex())
+    out.update(
+        leaf_hash=entry.leaf_hash,
+        sig_key_id=entry.sig_key_id,
+        signature=entry.signature,
+        payload=None if entry.payload is None else entry.payload.hex(),
+    )
     return out
 
 
@@ -128,8 +150,9 @@ def _need(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where
         raise BundleInvalid(f"bundle field {where}.{key} is missing")
     value = obj[key]
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-        raise BundleInvalid(f"bundle field {where}.{key} has the wrong type "
-                            f"({type(value).__name__})")
+        raise BundleInvalid(
+            f"bundle field {where}.{key} has the wrong type ({type(value).__name__})"
+        )
     return value
 
 
@@ -148,8 +171,14 @@ def _hex(value: Any, where: str, size: int | None = 32) -> bytes:
 def _checkpoint(obj: Any, where: str) -> Checkpoint:
     if not isinstance(obj, Mapping):
         raise BundleInvalid(f"bundle field {where} must be an object")
-    for key, kind in (("origin", str), ("size", int), ("root", str), ("time", str),
-                      ("key_id", str), ("signature", str)):
+    for key, kind in (
+        ("origin", str),
+        ("size", int),
+        ("root", str),
+        ("time", str),
+        ("key_id", str),
+        ("signature", str),
+    ):
         _need(obj, key, kind, where)
     _hex(obj["root"], f"{where}.root")
     _hex(obj["signature"], f"{where}.signature", 64)
@@ -165,24 +194,44 @@ def _entry(obj: Any, where: str) -> StoredEntry:
     if missing:
         raise BundleInvalid(f"bundle field {where} lacks {missing}")
     _need(obj, "seq", int, where)
-    for key in ("time", "type", "schema", "actor", "payload_hash", "public", "prev",
-                "leaf_hash", "sig_key_id", "signature"):
+    for key in (
+        "time",
+        "type",
+        "schema",
+        "actor",
+        "payload_hash",
+        "public",
+        "prev",
+        "leaf_hash",
+        "sig_key_id",
+        "signature",
+    ):
         _need(obj, key, str, where)
     for key in ("subject", "key_id", "payload"):
         if obj[key] is not None and not isinstance(obj[key], str):
             raise BundleInvalid(f"bundle field {where}.{key} must be a string or null")
     payload = None if obj["payload"] is None else _hex(obj["payload"], f"{where}.payload", None)
     return StoredEntry(
-        seq=obj["seq"], time=obj["time"], type=obj["type"], schema=obj["schema"],
-        actor=obj["actor"], subject=obj["subject"], key_id=obj["key_id"],
-        payload_hash=obj["payload_hash"], payload=payload, public=obj["public"],
-        prev_hash=obj["prev"], leaf_hash=obj["leaf_hash"], sig_key_id=obj["sig_key_id"],
+        seq=obj["seq"],
+        time=obj["time"],
+        type=obj["type"],
+        schema=obj["schema"],
+        actor=obj["actor"],
+        subject=obj["subject"],
+        key_id=obj["key_id"],
+        payload_hash=obj["payload_hash"],
+        payload=payload,
+        public=obj["public"],
+        prev_hash=obj["prev"],
+        leaf_hash=obj["leaf_hash"],
+        sig_key_id=obj["sig_key_id"],
         signature=obj["signature"],
     )
 
 
-def verify_bundle(bundle: Mapping[str, Any], *, pinned_keys: Mapping[str, str] | None = None
-                  ) -> VerifyReport:
+def verify_bundle(
+    bundle: Mapping[str, Any], *, pinned_keys: Mapping[str, str] | None = None
+) -> VerifyReport:
     """Return the verification report of an audit bundle, using nothing but the bundle.
 
     Raises BundleInvalid (naming the field) when the bundle is malformed;
@@ -213,17 +262,23 @@ def verify_bundle(bundle: Mapping[str, Any], *, pinned_keys: Mapping[str, str] |
     prev_cp = None if previous is None else _checkpoint(previous, "previous_checkpoint")
     consistency = bundle.get("consistency_proof")
     if prev_cp is not None and not isinstance(consistency, list):
-        raise BundleInvalid("bundle field consistency_proof must be a list with previous_checkpoint")
-    cons_path = [] if consistency is None else \
-        [_hex(h, f"consistency_proof[{j}]") for j, h in enumerate(consistency)]
+        raise BundleInvalid(
+            "bundle field consistency_proof must be a list with previous_checkpoint"
+        )
+    cons_path = (
+        []
+        if consistency is None
+        else [_hex(h, f"consistency_proof[{j}]") for j, h in enumerate(consistency)]
+    )
 
     report = VerifyReport()
     problems = report.problems
     if pinned_keys is not None:
         for kid, value in raw_keys.items():
             if pinned_keys.get(kid) != value:
-                problems.append(Problem("key", None,
-                                        f"bundle key {kid} is not one of the pinned public keys"))
+                problems.append(
+                    Problem("key", None, f"bundle key {kid} is not one of the pinned public keys")
+                )
     for name, one in (("checkpoint", cp), ("previous_checkpoint", prev_cp)):
         if one is None:
             continue
@@ -236,36 +291,59 @@ def verify_bundle(bundle: Mapping[str, Any], *, pinned_keys: Mapping[str, str] |
     previous_leaf: bytes | None = None
     for i, (entry, path) in enumerate(zip(parsed, paths, strict=True)):
         body = body_bytes(entry.body_fields())
-        recomputed = leaf_hash(leaf_bytes(body, sig_key_id=entry.sig_key_id,
-                                          signature=entry.signature))
+        recomputed = leaf_hash(
+            leaf_bytes(body, sig_key_id=entry.sig_key_id, signature=entry.signature)
+        )
         seq = entry.seq
         if i and seq != parsed[i - 1].seq + 1:
-            problems.append(Problem("sequence", seq, f"entries[{i}]: seq {seq} does not follow "
-                                    f"{parsed[i - 1].seq}"))
+            problems.append(
+                Problem(
+                    "sequence", seq, f"entries[{i}]: seq {seq} does not follow {parsed[i - 1].seq}"
+                )
+            )
         if entry.leaf_hash != recomputed.hex():
             problems.append(Problem("leaf", seq, f"entry {seq}: leaf hash does not match"))
         if previous_leaf is not None and entry.prev_hash != previous_leaf.hex():
-            problems.append(Problem("chain", seq, f"entry {seq}: prev does not match entry "
-                                    f"{seq - 1}"))
-        if entry.payload is not None and \
-                hashlib.sha256(entry.payload).hexdigest() != entry.payload_hash:
+            problems.append(
+                Problem("chain", seq, f"entry {seq}: prev does not match entry {seq - 1}")
+            )
+        if (
+            entry.payload is not None
+            and hashlib.sha256(entry.payload).hexdigest() != entry.payload_hash
+        ):
             problems.append(Problem("payload", seq, f"entry {seq}: payload hash does not match"))
-        bad = check_entry_signature(body_hash_hex=hashlib.sha256(body).hexdigest(),
-                                    sig_key_id=entry.sig_key_id, signature=entry.signature,
-                                    origin=origin, keys=keys)
+        bad = check_entry_signature(
+            body_hash_hex=hashlib.sha256(body).hexdigest(),
+            sig_key_id=entry.sig_key_id,
+            signature=entry.signature,
+            origin=origin,
+            keys=keys,
+        )
         report.signatures_checked += 1
         if bad:
             problems.append(Problem("signature", seq, f"entry {seq}: {bad}"))
         if not verify_inclusion(leaf=recomputed, index=seq, size=cp.size, proof=path, root=root):
-            problems.append(Problem("inclusion", seq,
-                                    f"entry {seq}: inclusion proof fails against the checkpoint"))
+            problems.append(
+                Problem(
+                    "inclusion", seq, f"entry {seq}: inclusion proof fails against the checkpoint"
+                )
+            )
         previous_leaf = recomputed
         report.entries += 1
     if prev_cp is not None and not verify_consistency(
-        old_size=prev_cp.size, new_size=cp.size, proof=cons_path,
-        old_root=bytes.fromhex(prev_cp.root), new_root=root,
+        old_size=prev_cp.size,
+        new_size=cp.size,
+        proof=cons_path,
+        old_root=bytes.fromhex(prev_cp.root),
+        new_root=root,
     ):
-        problems.append(Problem("consistency", None, f"checkpoint {prev_cp.size} is not a prefix "
-                                f"of checkpoint {cp.size} (consistency proof fails)"))
+        problems.append(
+            Problem(
+                "consistency",
+                None,
+                f"checkpoint {prev_cp.size} is not a prefix "
+                f"of checkpoint {cp.size} (consistency proof fails)",
+            )
+        )
     report.root = cp.root
     return report

@@ -172,15 +172,16 @@ class Ledger:
     def append(
         self,
         *,
-        type: str,  # noqa: A002 - the entry's type is the natural keyword here
+        type: str,
         actor: str,
         payload: Mapping[str, Any] | None = None,
         subject: str | None = None,
         public: Mapping[str, Any] | None = None,
     ) -> Receipt:
         """Return the receipt of one durable entry (see :meth:`append_batch`)."""
-        item = NewEntry(type=type, actor=actor, payload=payload or {}, subject=subject,
-                        public=public)
+        item = NewEntry(
+            type=type, actor=actor, payload=payload or {}, subject=subject, public=public
+        )
         return self.append_batch([item])[0]
 
     def append_batch(self, items: Sequence[NewEntry]) -> list[Receipt]:
@@ -192,15 +193,25 @@ class Ledger:
         prepared = []
         for it in items:
             schema = validate_new_entry(
-                entry_type=it.type, actor=it.actor, payload=it.payload, subject=it.subject,
+                entry_type=it.type,
+                actor=it.actor,
+                payload=it.payload,
+                subject=it.subject,
                 public=it.public,
             )
-            key_id, key = self.vault.data_key_for(it.subject or SYSTEM_OWNER,
-                                                  provider=self.provider)
-            prepared.append((
-                it, schema.id, key_id, key, canonical_json(dict(it.payload)),
-                canonical_json(dict(it.public or {})).decode("utf-8"),
-            ))
+            key_id, key = self.vault.data_key_for(
+                it.subject or SYSTEM_OWNER, provider=self.provider
+            )
+            prepared.append(
+                (
+                    it,
+                    schema.id,
+                    key_id,
+                    key,
+                    canonical_json(dict(it.payload)),
+                    canonical_json(dict(it.public or {})).decode("utf-8"),
+                )
+            )
         if not prepared:
             return []
         sig_key_id, signer = self._current_signer()
@@ -210,27 +221,50 @@ class Ledger:
             rows: list[dict[str, Any]] = []
             for offset, (it, schema_id, key_id, key, plaintext, public) in enumerate(prepared):
                 seq = size + offset
-                blob = seal(plaintext, key=key, aad=payload_aad(
-                    origin=self.origin, seq=seq, entry_type=it.type, key_id=key_id))
+                blob = seal(
+                    plaintext,
+                    key=key,
+                    aad=payload_aad(origin=self.origin, seq=seq, entry_type=it.type, key_id=key_id),
+                )
                 when = utc_iso(self.clock.now())
                 fields = {
-                    "v": 1, "seq": seq, "time": when, "type": it.type, "schema": schema_id,
-                    "actor": it.actor, "subject": it.subject, "key_id": key_id,
-                    "payload_hash": hashlib.sha256(blob).hexdigest(), "public": public,
+                    "v": 1,
+                    "seq": seq,
+                    "time": when,
+                    "type": it.type,
+                    "schema": schema_id,
+                    "actor": it.actor,
+                    "subject": it.subject,
+                    "key_id": key_id,
+                    "payload_hash": hashlib.sha256(blob).hexdigest(),
+                    "public": public,
                     "prev": prev,
                 }
                 body = body_bytes(fields)
-                signature = signer.sign(entry_signing_message(
-                    origin=self.origin, body_hash_hex=hashlib.sha256(body).hexdigest())).hex()
-                lh = leaf_hash(leaf_bytes(body, sig_key_id=sig_key_id,
-                                          signature=signature)).hex()
-                rows.append({
-                    "seq": seq, "time": when, "type": it.type, "schema": schema_id,
-                    "actor": it.actor, "subject": it.subject, "key_id": key_id,
-                    "payload_hash": fields["payload_hash"], "payload": blob, "public": public,
-                    "prev_hash": prev, "leaf_hash": lh, "sig_key_id": sig_key_id,
-                    "signature": signature,
-                })
+                signature = signer.sign(
+                    entry_signing_message(
+                        origin=self.origin, body_hash_hex=hashlib.sha256(body).hexdigest()
+                    )
+                ).hex()
+                lh = leaf_hash(leaf_bytes(body, sig_key_id=sig_key_id, signature=signature)).hex()
+                rows.append(
+                    {
+                        "seq": seq,
+                        "time": when,
+                        "type": it.type,
+                        "schema": schema_id,
+                        "actor": it.actor,
+                        "subject": it.subject,
+                        "key_id": key_id,
+                        "payload_hash": fields["payload_hash"],
+                        "payload": blob,
+                        "public": public,
+                        "prev_hash": prev,
+                        "leaf_hash": lh,
+                        "sig_key_id": sig_key_id,
+                        "signature": signature,
+                    }
+                )
                 receipts.append(Receipt(seq=seq, time=when, leaf_hash=lh))
                 prev = lh
             self.store.insert_entries(conn, rows)
@@ -238,8 +272,9 @@ class Ledger:
         self._maybe_checkpoint(size + len(rows))
         return receipts
 
-    def _completed_chunks(self, conn: sa.Connection, size: int,
-                          rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _completed_chunks(
+        self, conn: sa.Connection, size: int, rows: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         new_size = size + len(rows)
         out = []
         for idx in range(size // CHUNK, new_size // CHUNK):
@@ -247,7 +282,7 @@ class Ledger:
             if end <= size:
                 continue
             old = self.store.leaf_hashes(conn, start, size) if start < size else []
-            fresh = [bytes.fromhex(r["leaf_hash"]) for r in rows[max(start - size, 0):end - size]]
+            fresh = [bytes.fromhex(r["leaf_hash"]) for r in rows[max(start - size, 0) : end - size]]
             out.append({"idx": idx, "hash": root_from_leaf_hashes(old + fresh).hex()})
         return out
 
@@ -278,10 +313,17 @@ class Ledger:
                 return latest
             root = StoredTree(self.store, conn, size).root().hex()
             when = utc_iso(self.clock.now())
-            message = checkpoint_message(origin=self.origin, size=size, root=root, time=when,
-                                         key_id=sig_key_id)
-            cp = Checkpoint(origin=self.origin, size=size, root=root, time=when,
-                            key_id=sig_key_id, signature=signer.sign(message).hex())
+            message = checkpoint_message(
+                origin=self.origin, size=size, root=root, time=when, key_id=sig_key_id
+            )
+            cp = Checkpoint(
+                origin=self.origin,
+                size=size,
+                root=root,
+                time=when,
+                key_id=sig_key_id,
+                signature=signer.sign(message).hex(),
+            )
             self.store.insert_checkpoint(conn, cp)
         if self.checkpoint_log is not None:
             self.checkpoint_log.append(cp)
@@ -296,20 +338,31 @@ class Ledger:
         is ``sign``, so the first entry under a key records its introduction.
         """
         old, new = self.provider.rotate(purpose=purpose)
-        return self.append(type="key_rotation", actor=actor, payload={"purpose": purpose},
-                           public={"purpose": purpose, "old_key_id": old, "new_key_id": new})
+        return self.append(
+            type="key_rotation",
+            actor=actor,
+            payload={"purpose": purpose},
+            public={"purpose": purpose, "old_key_id": old, "new_key_id": new},
+        )
 
     def checkpoints(self) -> list[Checkpoint]:
         """Return every checkpoint stored in the database, oldest first."""
         with self.store.engine.connect() as conn:
             return [
-                Checkpoint(origin=r.origin, size=int(r.size), root=r.root, time=r.time,
-                           key_id=r.key_id, signature=r.signature)
+                Checkpoint(
+                    origin=r.origin,
+                    size=int(r.size),
+                    root=r.root,
+                    time=r.time,
+                    key_id=r.key_id,
+                    signature=r.signature,
+                )
                 for r in self.store.checkpoint_rows(conn)
             ]
 
-    def verify(self, *, trusted: Sequence[Checkpoint] = (), fail_fast: bool = False,
-               thorough: bool = False) -> VerifyReport:
+    def verify(
+        self, *, trusted: Sequence[Checkpoint] = (), fail_fast: bool = False, thorough: bool = False
+    ) -> VerifyReport:
         """Return the verification report of the whole ledger (see ``ledger.verify``).
 
         Checkpoints from the checkpoint log outside the database and ``trusted``
@@ -318,9 +371,13 @@ class Ledger:
         logged, problems = self.checkpoint_log.read() if self.checkpoint_log else ([], [])
         with self.store.engine.connect() as conn, conn.begin():
             return verify_ledger(
-                self.store, conn, public_keys=self.provider.public_keys(),
-                trusted_checkpoints=[*logged, *trusted], extra_problems=problems,
-                fail_fast=fail_fast, thorough=thorough,
+                self.store,
+                conn,
+                public_keys=self.provider.public_keys(),
+                trusted_checkpoints=[*logged, *trusted],
+                extra_problems=problems,
+                fail_fast=fail_fast,
+                thorough=thorough,
             )
 
     # -- reading ---------------------------------------------------------------------------
@@ -335,8 +392,10 @@ class Ledger:
             row = conn.execute(sa.select(entries).where(entries.c.seq == seq)).first()
         if row is None:
             raise EntryNotFound(f"no ledger entry with seq {seq} (ledger has {self.size()})")
-        return StoredEntry(**{k: (bytes(v) if k == "payload" and v is not None else v)
-                              for k, v in row._mapping.items()})
+        values: dict[str, Any] = dict(row._mapping)
+        if values["payload"] is not None:
+            values["payload"] = bytes(values["payload"])
+        return StoredEntry(**values)
 
     def read(self, seq: int) -> EntryView:
         """Return entry ``seq`` with its payload decrypted, or marked erased/purged."""
@@ -352,9 +411,12 @@ class Ledger:
                 return EntryView(entry=entry, status="erased", payload=None)
             raise
         plaintext = open_sealed(
-            entry.payload, key=key, where=f"ledger entry {seq}",
-            aad=payload_aad(origin=self.origin, seq=seq, entry_type=entry.type,
-                            key_id=entry.key_id),
+            entry.payload,
+            key=key,
+            where=f"ledger entry {seq}",
+            aad=payload_aad(
+                origin=self.origin, seq=seq, entry_type=entry.type, key_id=entry.key_id
+            ),
         )
         return EntryView(entry=entry, status="ok", payload=json.loads(plaintext))
 
@@ -392,8 +454,13 @@ class Ledger:
             proof = inclusion_proof(seq, size, tree)
             leaf = self.store.leaf_hashes(conn, seq, seq + 1)[0]
             root = tree.root()
-        return {"seq": seq, "size": size, "leaf_hash": leaf.hex(), "root": root.hex(),
-                "proof": [p.hex() for p in proof]}
+        return {
+            "seq": seq,
+            "size": size,
+            "leaf_hash": leaf.hex(),
+            "root": root.hex(),
+            "proof": [p.hex() for p in proof],
+        }
 
     def consistency_proof(self, old_size: int, new_size: int) -> dict[str, Any]:
         """Return the proof that the first ``old_size`` entries are a prefix of ``new_size``."""
@@ -408,14 +475,19 @@ class Ledger:
             proof = consistency_proof(old_size, new_size, new_tree)
             old_root = StoredTree(self.store, conn, old_size).root()
             new_root = new_tree.root()
-        return {"old_size": old_size, "new_size": new_size, "old_root": old_root.hex(),
-                "new_root": new_root.hex(), "proof": [p.hex() for p in proof]}
+        return {
+            "old_size": old_size,
+            "new_size": new_size,
+            "old_root": old_root.hex(),
+            "new_root": new_root.hex(),
+            "proof": [p.hex() for p in proof],
+        }
 
 
 def record(
     workspace: Any,
     *,
-    type: str,  # noqa: A002
+    type: str,
     actor: str,
     payload: Mapping[str, Any],
     subject: str | None = None,

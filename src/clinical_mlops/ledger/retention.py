@@ -95,10 +95,12 @@ def purge_expired(ledger: Ledger, *, policy: RetentionPolicy, actor: str) -> Pur
             for seq in conn.execute(
                 sa.select(entries.c.seq).where(
                     entries.c.payload.is_not(None),
-                    sa.or_(*[
-                        sa.and_(entries.c.type == t, entries.c.time < cut)
-                        for t, cut in cutoffs.items()
-                    ]),
+                    sa.or_(
+                        *[
+                            sa.and_(entries.c.type == t, entries.c.time < cut)
+                            for t, cut in cutoffs.items()
+                        ]
+                    ),
                 )
             ).scalars()
         ]
@@ -106,8 +108,9 @@ def purge_expired(ledger: Ledger, *, policy: RetentionPolicy, actor: str) -> Pur
         return PurgeResult(purged=0, ranges=[], seq=None)
     ranges = _ranges(expired)
     receipt = ledger.append(
-        type="purge", actor=actor, payload={"policy_days": {
-            t: p.total_seconds() / 86400 for t, p in policy.periods.items()}},
+        type="purge",
+        actor=actor,
+        payload={"policy_days": {t: p.total_seconds() / 86400 for t, p in policy.periods.items()}},
         public={"ranges": [list(r) for r in ranges], "cutoffs": cutoffs},
     )
     with ledger.store.writer() as conn:

@@ -15,7 +15,7 @@ cost milliseconds; ``verify`` recomputes and checks every one of them.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,8 +43,12 @@ meta_table = sa.Table(
 entries = sa.Table(
     "ledger_entries",
     metadata,
-    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=False),
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=False,
+    ),
     sa.Column("time", sa.Text, nullable=False),
     sa.Column("type", sa.Text, nullable=False),
     sa.Column("schema", sa.Text, nullable=False),
@@ -73,8 +77,12 @@ checkpoints = sa.Table(
 chunks = sa.Table(
     "ledger_chunks",
     metadata,
-    sa.Column("idx", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=False),
+    sa.Column(
+        "idx",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=False,
+    ),
     sa.Column("hash", sa.Text, nullable=False),
 )
 ENTRY_COLUMNS = [c.name for c in entries.columns]
@@ -103,12 +111,19 @@ class LedgerStore:
         if create:
             with write_transaction(engine, lock_name=_LOCK) as conn:
                 metadata.create_all(conn)
-                if conn.execute(sa.select(meta_table.c.value).where(
-                        meta_table.c.key == "origin")).scalar() is None:
-                    conn.execute(meta_table.insert(), [
-                        {"key": "origin", "value": "ledger-" + secrets.token_hex(16)},
-                        {"key": "format", "value": FORMAT_VERSION},
-                    ])
+                if (
+                    conn.execute(
+                        sa.select(meta_table.c.value).where(meta_table.c.key == "origin")
+                    ).scalar()
+                    is None
+                ):
+                    conn.execute(
+                        meta_table.insert(),
+                        [
+                            {"key": "origin", "value": "ledger-" + secrets.token_hex(16)},
+                            {"key": "format", "value": FORMAT_VERSION},
+                        ],
+                    )
         else:
             missing = [t for t in metadata.tables if not sa.inspect(engine).has_table(t)]
             if missing:
@@ -144,8 +159,9 @@ class LedgerStore:
             return 0, EMPTY_ROOT.hex()
         return int(row[0]) + 1, _text(row[1])
 
-    def raw_rows(self, conn: Connection, *, start: int = 0, end: int | None = None,
-                 batch: int = 5000) -> Iterator[Any]:
+    def raw_rows(
+        self, conn: Connection, *, start: int = 0, end: int | None = None, batch: int = 5000
+    ) -> Generator[tuple[Any, ...], None, None]:
         """Yield entry rows in seq order with text columns as raw bytes where possible.
 
         On SQLite every text column is read as ``CAST(.. AS BLOB)`` so that a row
@@ -153,7 +169,8 @@ class LedgerStore:
         """
         if self.dialect == "sqlite":
             cols = [
-                sa.cast(entries.c[name], sa.LargeBinary).label(name) if name in _TEXT_COLUMNS
+                sa.cast(entries.c[name], sa.LargeBinary).label(name)
+                if name in _TEXT_COLUMNS
                 else entries.c[name]
                 for name in ENTRY_COLUMNS
             ]
@@ -172,18 +189,26 @@ class LedgerStore:
             result.close()
 
     def checkpoint_rows(self, conn: Connection) -> list[Any]:
-        return list(conn.execute(
-            sa.select(checkpoints).order_by(checkpoints.c.size, checkpoints.c.time)))
+        return list(
+            conn.execute(sa.select(checkpoints).order_by(checkpoints.c.size, checkpoints.c.time))
+        )
 
     def latest_checkpoint(self, conn: Connection) -> Checkpoint | None:
         row = conn.execute(
-            sa.select(checkpoints).order_by(checkpoints.c.size.desc(), checkpoints.c.time.desc())
+            sa.select(checkpoints)
+            .order_by(checkpoints.c.size.desc(), checkpoints.c.time.desc())
             .limit(1)
         ).first()
         if row is None:
             return None
-        return Checkpoint(origin=row.origin, size=int(row.size), root=row.root, time=row.time,
-                          key_id=row.key_id, signature=row.signature)
+        return Checkpoint(
+            origin=row.origin,
+            size=int(row.size),
+            root=row.root,
+            time=row.time,
+            key_id=row.key_id,
+            signature=row.signature,
+        )
 
     def meta_rows(self, conn: Connection) -> list[Any]:
         return list(conn.execute(sa.select(meta_table.c.key, meta_table.c.value)))
@@ -193,14 +218,16 @@ class LedgerStore:
 
     def leaf_hashes(self, conn: Connection, start: int, end: int) -> list[bytes]:
         rows = conn.execute(
-            sa.select(entries.c.leaf_hash).where(entries.c.seq >= start, entries.c.seq < end)
+            sa.select(entries.c.leaf_hash)
+            .where(entries.c.seq >= start, entries.c.seq < end)
             .order_by(entries.c.seq)
         ).scalars()
         return [bytes.fromhex(_text(h)) for h in rows]
 
     def chunk_hashes(self, conn: Connection, start: int, end: int) -> list[bytes]:
         rows = conn.execute(
-            sa.select(chunks.c.hash).where(chunks.c.idx >= start, chunks.c.idx < end)
+            sa.select(chunks.c.hash)
+            .where(chunks.c.idx >= start, chunks.c.idx < end)
             .order_by(chunks.c.idx)
         ).scalars()
         return [bytes.fromhex(_text(h)) for h in rows]

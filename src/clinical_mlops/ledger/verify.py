@@ -134,8 +134,22 @@ def parse_row(row: Sequence[Any]) -> StoredEntry:
 
     Raises ValueError naming the malformed column.
     """
-    (seq, time, type_, schema, actor, subject, key_id, payload_hash, payload, public, prev,
-     leaf, sig_key_id, signature) = row
+    (
+        seq,
+        time,
+        type_,
+        schema,
+        actor,
+        subject,
+        key_id,
+        payload_hash,
+        payload,
+        public,
+        prev,
+        leaf,
+        sig_key_id,
+        signature,
+    ) = row
     if type(seq) is not int:
         raise ValueError(f"column seq holds {seq!r}, not an integer")
     if payload is not None and not isinstance(payload, bytes | bytearray | memoryview):
@@ -230,7 +244,11 @@ def check_payload(entry: StoredEntry) -> str | None:
 
 
 def check_entry_signature(
-    *, body_hash_hex: str, sig_key_id: str, signature: str, origin: str,
+    *,
+    body_hash_hex: str,
+    sig_key_id: str,
+    signature: str,
+    origin: str,
     keys: Mapping[str, Ed25519PublicKey],
 ) -> str | None:
     """Return None when the entry signature verifies, else what is wrong."""
@@ -240,8 +258,10 @@ def check_entry_signature(
     if not _HEX64.fullmatch(signature):
         return "signature is not 64 bytes of lower-case hex"
     try:
-        key.verify(bytes.fromhex(signature),
-                   entry_signing_message(origin=origin, body_hash_hex=body_hash_hex))
+        key.verify(
+            bytes.fromhex(signature),
+            entry_signing_message(origin=origin, body_hash_hex=body_hash_hex),
+        )
     except InvalidSignature:
         return "entry signature does not verify"
     return None
@@ -297,24 +317,28 @@ def verify_ledger(
     """
     report = VerifyReport()
     problems = report.problems
-    for message in extra_problems:
-        problems.append(Problem("checkpoint", None, message))
+    for extra in extra_problems:
+        problems.append(Problem("checkpoint", None, extra))
 
-    origin, message = check_meta(store.meta_rows(conn))
-    if message:
+    origin, meta_problem = check_meta(store.meta_rows(conn))
+    if meta_problem:
         # A damaged meta table makes every signature check meaningless.
-        problems.append(Problem("meta", 0, message))
+        problems.append(Problem("meta", 0, meta_problem))
         return report
 
     # Checkpoints: signatures checked once each, grouped by size.
     db_checkpoints: list[Checkpoint] = []
     for row in store.checkpoint_rows(conn):
         try:
-            db_checkpoints.append(Checkpoint.from_json(
-                {k: (_text(v, k) if k != "size" else v) for k, v in row._mapping.items()}))
+            db_checkpoints.append(
+                Checkpoint.from_json(
+                    {k: (_text(v, k) if k != "size" else v) for k, v in row._mapping.items()}
+                )
+            )
         except (ValueError, KeyError, TypeError) as exc:
-            problems.append(Problem("checkpoint", None,
-                                    f"checkpoint row at size {row.size}: {exc}"))
+            problems.append(
+                Problem("checkpoint", None, f"checkpoint row at size {row.size}: {exc}")
+            )
     by_size: dict[int, list[Checkpoint]] = {}
     seen: set[tuple[str, int, str, str, str, str]] = set()
     for cp in [*db_checkpoints, *trusted_checkpoints]:
@@ -350,8 +374,13 @@ def verify_ledger(
                 keep.append((seq, body_hash, key_id, signature))
                 continue
             report.signatures_checked += 1
-            bad = check_entry_signature(body_hash_hex=body_hash, sig_key_id=key_id,
-                                        signature=signature, origin=origin, keys=public_keys)
+            bad = check_entry_signature(
+                body_hash_hex=body_hash,
+                sig_key_id=key_id,
+                signature=signature,
+                origin=origin,
+                keys=public_keys,
+            )
             if bad:
                 problems.append(Problem("signature", seq, f"entry {seq}: {bad}"))
                 if first_bad is None:
@@ -362,10 +391,9 @@ def verify_ledger(
         return first_bad
 
     def fail(check: str, seq: int | None, message: str) -> None:
-        if fail_fast:
-            # Anything unauthenticated before this point may be the real first bad entry.
-            if settle_pending(seq) is not None:
-                raise _Stop
+        # Anything unauthenticated before this point may be the real first bad entry.
+        if fail_fast and settle_pending(seq) is not None:
+            raise _Stop
         problems.append(Problem(check, seq, message))
         if fail_fast:
             raise _Stop
@@ -377,19 +405,27 @@ def verify_ledger(
                 if fail_fast:
                     raise _Stop
                 return
-            fail("chunk", index * CHUNK,
-                 f"cached hash of leaves {index * CHUNK}..{(index + 1) * CHUNK - 1} is wrong "
-                 "or missing")
+            fail(
+                "chunk",
+                index * CHUNK,
+                f"cached hash of leaves {index * CHUNK}..{(index + 1) * CHUNK - 1} is wrong "
+                "or missing",
+            )
 
     def at_checkpoint_size(size: int, root: bytes) -> None:
         matching = [cp for cp in by_size.get(size, []) if cp.root == root.hex()]
         wrong = [cp for cp in by_size.get(size, []) if cp.root != root.hex()]
         for cp in wrong:
             first = settle_pending(None)
-            fail("checkpoint", first,
-                 f"checkpoint at size {size} ({cp.time}): signed root differs from the "
-                 "recomputed tree" + ("" if first is not None else
-                                      " although every entry signature verifies (a fork)"))
+            fail(
+                "checkpoint",
+                first,
+                f"checkpoint at size {size} ({cp.time}): signed root differs from the "
+                "recomputed tree"
+                + (
+                    "" if first is not None else " although every entry signature verifies (a fork)"
+                ),
+            )
         report.checkpoints += len(matching)
         if matching and not wrong:
             pending.clear()  # authenticated by a valid checkpoint
@@ -410,13 +446,14 @@ def verify_ledger(
                 fail("row", expected, f"entry {expected}: {exc}")
                 expected += 1
                 continue
-            message = check_sequence(entry.seq, expected)
-            if message:
-                fail("sequence", expected, message)
+            order_problem = check_sequence(entry.seq, expected)
+            if order_problem:
+                fail("sequence", expected, order_problem)
                 expected = max(expected, entry.seq)
             body = body_bytes(entry.body_fields())
             recomputed = leaf_hash(
-                leaf_bytes(body, sig_key_id=entry.sig_key_id, signature=entry.signature))
+                leaf_bytes(body, sig_key_id=entry.sig_key_id, signature=entry.signature)
+            )
             for check, outcome in (
                 ("schema", check_schema(entry)),
                 ("leaf", check_leaf(entry, recomputed)),
@@ -425,11 +462,15 @@ def verify_ledger(
             ):
                 if outcome:
                     fail(check, entry.seq, f"entry {entry.seq}: {outcome}")
-            pending.append((entry.seq, hashlib.sha256(body).hexdigest(), entry.sig_key_id,
-                            entry.signature))
-            if thorough or len(pending) >= _PENDING_LIMIT:
-                if settle_pending(None) is not None and fail_fast:
-                    raise _Stop
+            pending.append(
+                (entry.seq, hashlib.sha256(body).hexdigest(), entry.sig_key_id, entry.signature)
+            )
+            if (
+                (thorough or len(pending) >= _PENDING_LIMIT)
+                and settle_pending(None) is not None
+                and fail_fast
+            ):
+                raise _Stop
             if entry.payload is None:
                 missing_payloads.append(entry.seq)
             if entry.type == "purge":
@@ -454,10 +495,13 @@ def verify_ledger(
                 fail("payload", seq, f"entry {seq}: payload removed without a purge entry")
         for cp_size in sorted(s for s in by_size if s > size):
             cp = by_size[cp_size][0]
-            fail("checkpoint", size,
-                 f"a checkpoint signed at {cp.time} covers {cp.size} entries but the ledger has "
-                 f"{size}: entries {size}..{cp.size - 1} were removed or the database was "
-                 "rolled back")
+            fail(
+                "checkpoint",
+                size,
+                f"a checkpoint signed at {cp.time} covers {cp.size} entries but the ledger has "
+                f"{size}: entries {size}..{cp.size - 1} were removed or the database was "
+                "rolled back",
+            )
     except _Stop:
         report.complete = False
     finally:

@@ -35,8 +35,12 @@ class ErasureReceipt:
     consents: int
 
     def to_json(self) -> dict[str, object]:
-        return {"pseudonym": self.pseudonym, "seq": self.seq, "data_keys_destroyed": self.data_keys,
-                "consents_deleted": self.consents}
+        return {
+            "pseudonym": self.pseudonym,
+            "seq": self.seq,
+            "data_keys_destroyed": self.data_keys,
+            "consents_deleted": self.consents,
+        }
 
 
 def erase_subject(ledger: Ledger, *, identifier: str, actor: str, reason: str) -> ErasureReceipt:
@@ -50,13 +54,22 @@ def erase_subject(ledger: Ledger, *, identifier: str, actor: str, reason: str) -
     vault.data_key_for(SYSTEM_OWNER, provider=ledger.provider)
     result = vault.erase(
         identifier,
-        before_commit=lambda pseudonym, n_keys, n_consents: ledger.append(
-            type="erasure",
-            actor=actor,
-            payload={"reason": reason, "data_keys_destroyed": n_keys,
-                     "consents_deleted": n_consents},
-            public={"pseudonym": pseudonym},
-        ).seq,
+        before_commit=lambda pseudonym, n_keys, n_consents: (
+            ledger.append(
+                type="erasure",
+                actor=actor,
+                payload={
+                    "reason": reason,
+                    "data_keys_destroyed": n_keys,
+                    "consents_deleted": n_consents,
+                },
+                public={"pseudonym": pseudonym},
+            ).seq
+        ),
     )
-    return ErasureReceipt(pseudonym=result.pseudonym, seq=int(result.audit_seq or -1),
-                          data_keys=result.data_keys, consents=result.consents)
+    return ErasureReceipt(
+        pseudonym=result.pseudonym,
+        seq=int(result.audit_seq or -1),
+        data_keys=result.data_keys,
+        consents=result.consents,
+    )

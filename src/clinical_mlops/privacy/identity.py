@@ -195,7 +195,7 @@ class IdentityVault:
         return key_id, key
 
     def data_key(self, key_id: str, *, provider: KeyProvider) -> bytes:
-        """Return the unwrapped data key ``key_id``; KeyNotFound if it was erased or never existed."""
+        """Return the unwrapped data key ``key_id``; KeyNotFound if erased or never created."""
         with self._lock:
             if key_id in self._dek_cache:
                 return self._dek_cache[key_id]
@@ -229,7 +229,9 @@ class IdentityVault:
         audit_seq = None
         with write_transaction(self.engine, lock_name=_LOCK) as conn:
             n_keys = conn.execute(data_keys.delete().where(data_keys.c.owner == pseudonym)).rowcount
-            n_cons = conn.execute(consents.delete().where(consents.c.pseudonym == pseudonym)).rowcount
+            n_cons = conn.execute(
+                consents.delete().where(consents.c.pseudonym == pseudonym)
+            ).rowcount
             conn.execute(subjects.delete().where(subjects.c.pseudonym == pseudonym))
             if before_commit is not None:
                 audit_seq = before_commit(pseudonym, n_keys, n_cons)
@@ -237,8 +239,9 @@ class IdentityVault:
             self._dek_cache.clear()
             self._active.clear()
         self.scrub()
-        return ErasureResult(pseudonym=pseudonym, data_keys=n_keys, consents=n_cons,
-                             audit_seq=audit_seq)
+        return ErasureResult(
+            pseudonym=pseudonym, data_keys=n_keys, consents=n_cons, audit_seq=audit_seq
+        )
 
     def scrub(self) -> None:
         """Fold the SQLite write-ahead log into the database and truncate it.

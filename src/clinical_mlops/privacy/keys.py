@@ -186,7 +186,7 @@ class _MaterialProvider:
         return str(self._ensure()["active"][purpose])
 
     def wrap(self, plaintext: bytes, *, aad: bytes) -> tuple[str, bytes]:
-        """Return (key id, nonce + AES-256-GCM ciphertext) of ``plaintext`` under the active wrap key."""
+        """Return (key id, nonce + AES-256-GCM ciphertext) of ``plaintext``, active wrap key."""
         key_id = self.active_key_id("wrap")
         nonce = os.urandom(_NONCE)
         return key_id, nonce + AESGCM(self._material(key_id, "wrap")).encrypt(nonce, plaintext, aad)
@@ -338,9 +338,16 @@ class VaultKeyProvider(_MaterialProvider):
 
     name = "vault"
 
-    def __init__(self, *, url: str, token: str, mount: str = "secret",
-                 path: str = "clinical-mlops/keyring", timeout: float = 10.0,
-                 index_ttl: float = 5.0):
+    def __init__(
+        self,
+        *,
+        url: str,
+        token: str,
+        mount: str = "secret",
+        path: str = "clinical-mlops/keyring",
+        timeout: float = 10.0,
+        index_ttl: float = 5.0,
+    ):
         super().__init__()
         try:
             import hvac
@@ -394,8 +401,11 @@ class VaultKeyProvider(_MaterialProvider):
         import requests
 
         secret, version = self._read_secret()
-        state = {"keys": secret.get("keys", []), "active": secret.get("active", {}),
-                 "material": dict(secret.get("material", {}))}
+        state = {
+            "keys": secret.get("keys", []),
+            "active": secret.get("active", {}),
+            "material": dict(secret.get("material", {})),
+        }
         yield state
         self._index_cache = None
         try:
@@ -423,7 +433,8 @@ def provider_for_workspace(workspace: Any) -> KeyProvider:
                 "CLINICAL_MLOPS_KEY_PROVIDER=vault needs VAULT_ADDR and VAULT_TOKEN"
             )
         return VaultKeyProvider(
-            url=addr, token=token,
+            url=addr,
+            token=token,
             mount=os.environ.get("CLINICAL_MLOPS_VAULT_MOUNT", "secret"),
             path=os.environ.get("CLINICAL_MLOPS_VAULT_PATH", "clinical-mlops/keyring"),
         )
