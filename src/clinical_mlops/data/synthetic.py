@@ -75,7 +75,7 @@ _MISSINGNESS = {
 # How strongly sickness lowers the chance a variable is missing, and the yearly
 # practice trend (negative = measured more often in later years).
 _MISSING_SEVERITY_SLOPE = {"lactate": -0.9, "albumin": -0.45, "bilirubin": -0.45, "gcs": -0.3}
-_MISSING_YEAR_SLOPE = {"lactate": -0.06, "albumin": -0.02}
+_MISSING_YEAR_SLOPE = {"lactate": -0.03, "albumin": -0.01}
 
 # Extra stays, as a fraction of the eligible index stays, that each exclusion removes.
 _EXCLUDED_FRACTIONS = {
@@ -304,7 +304,6 @@ def _outcome(pop: pd.DataFrame, rng: np.random.Generator, *, eligible: np.ndarra
         + 0.015 * (age - 65)
         + 0.07 * np.maximum(age - 65, 0) * np.maximum(sev, 0)
         + 1.0 * pop["cardiac_arrest"].to_numpy()
-        - 0.02 * (year - 2012)
         + pop["hidden"].to_numpy()
     )
     a = _solve_intercept(lin[eligible], _PREVALENCE)
@@ -583,7 +582,7 @@ def _support_values(
     if var == "vasopressor":
         lin = -1.55 + 1.5 * _c(df, "cardio") + 0.4 * _c(df, "metabolic")
     else:
-        lin = -1.05 + 1.3 * _c(df, "resp") + 0.6 * np.maximum(_c(df, "neuro"), 0) - 0.03 * year
+        lin = -1.05 + 1.3 * _c(df, "resp") + 0.6 * np.maximum(_c(df, "neuro"), 0) - 0.015 * year
     on = rng.random(n) < _sigmoid(lin)
     start = np.where(on, rng.uniform(-2, 18, size=n), np.inf)
     late_start = np.where(df["death48"].to_numpy() & ~on & (rng.random(n) < 0.5), rng.uniform(24, 30, size=n), np.inf)
