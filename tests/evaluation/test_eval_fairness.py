@@ -169,3 +169,20 @@ def test_auroc_gap_alert_raised_only_above_tolerance():
     assert [a["attribute"] for a in alerts] == ["age_group"]
     assert alerts[0]["gap"] == pytest.approx(0.10)
     assert (alerts[0]["best_group"], alerts[0]["worst_group"]) == ("18-44", "80+")
+
+
+def test_no_subgroup_with_enough_flagged_stays_gives_no_ppv_gap():
+    import numpy as np
+
+    from clinical_mlops.evaluation.fairness import fairness_metrics
+    from clinical_mlops.evaluation.metrics import resample_counts
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.2).astype(int)
+    p = np.full(400, 0.05)
+    p[:3] = 0.9  # three flagged stays in all: too few for any group's PPV
+    masks = {"sex": {"F": np.arange(400) < 200, "M": np.arange(400) >= 200}}
+    out = fairness_metrics(y, p, masks, threshold=0.4, counts=resample_counts(400, n_boot=50, seed=1))
+    ppv = out["predictive_parity_difference"]["by_attribute"]["sex"]
+    assert ppv["note"] == "fewer than two subgroups with sufficient data"
+    assert np.isnan(ppv["value"])

@@ -205,7 +205,9 @@ def _rates(sums: np.ndarray, n_groups: int) -> dict[str, np.ndarray]:
 
 
 def _gap(values: np.ndarray) -> np.ndarray:
-    """Largest minus smallest group value per row; ``nan`` if any group has no value."""
+    """Largest minus smallest group value per row; ``nan`` if any group has no value (or none kept)."""
+    if values.shape[1] == 0:
+        return np.full(values.shape[0], np.nan)
     return values.max(axis=1) - values.min(axis=1)
 
 
