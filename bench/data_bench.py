@@ -31,14 +31,26 @@ def generate_and_build(scale: float, seed: int = 7) -> dict:
         snap = build_snapshot(ws, load_task("icu_mortality_48h"), source)
         t2 = time.perf_counter()
         events = pq.ParquetFile(source.table_path("events")).metadata.num_rows
-        return {"generate_s": round(t1 - t0, 2), "build_s": round(t2 - t1, 2), "events": events,
-                "cohort_stays": snap.summary()["n_stays"], "snapshot_id": snap.id[:12]}
+        return {
+            "generate_s": round(t1 - t0, 2),
+            "build_s": round(t2 - t1, 2),
+            "events": events,
+            "cohort_stays": snap.summary()["n_stays"],
+            "snapshot_id": snap.id[:12],
+        }
 
 
 def run(scale: float) -> dict:
     out = subprocess.run(
-        [sys.executable, str(HERE / "measure.py"), "data_bench:generate_and_build", json.dumps({"scale": scale})],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            str(HERE / "measure.py"),
+            "data_bench:generate_and_build",
+            json.dumps({"scale": scale}),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -60,7 +72,9 @@ def main() -> None:
         "| size | raw events | cohort stays | generate (s) | build (s) | total (s) | peak RSS (MiB) |\n"
         "|---|---|---|---|---|---|---|\n" + "\n".join(rows)
     )
-    update_section("data", "Data plane: generate + build", body, command="make bench (bench/data_bench.py)")
+    update_section(
+        "data", "Data plane: generate + build", body, command="make bench (bench/data_bench.py)"
+    )
 
 
 if __name__ == "__main__":

@@ -22,4 +22,6 @@ if __name__ == "__main__":
     result = fn(**kwargs)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": round(seconds, 2), "peak_rss_mib": round(peak, 1), "result": result}))
+    print(
+        json.dumps({"seconds": round(seconds, 2), "peak_rss_mib": round(peak, 1), "result": result})
+    )

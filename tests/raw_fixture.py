@@ -58,13 +58,17 @@ def stay(stay_id: int, **kw: Any) -> dict[str, Any]:
     return d
 
 
-def write_source(root: Path, stays: list[dict[str, Any]], *, info: dict[str, Any] | None = None) -> Path:
+def write_source(
+    root: Path, stays: list[dict[str, Any]], *, info: dict[str, Any] | None = None
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     patients: dict[int, tuple[str, str | None]] = {}
     admissions: dict[int, dict[str, Any]] = {}
     icu_rows, ev_rows = [], []
     for s in stays:
-        intime = BASE.replace(year=s["real_year"]) + timedelta(days=s["stay_id"], hours=s["in_offset_h"])
+        intime = BASE.replace(year=s["real_year"]) + timedelta(
+            days=s["stay_id"], hours=s["in_offset_h"]
+        )
         outtime = intime + timedelta(hours=s["los_h"])
         death = intime + timedelta(hours=s["death_h"]) if s["death_h"] is not None else None
         if death is not None:
@@ -90,18 +94,32 @@ def write_source(root: Path, stays: list[dict[str, Any]], *, info: dict[str, Any
         if disch is not None and adm["dischtime"] is not None and disch > adm["dischtime"]:
             adm["dischtime"] = disch
         icu_rows.append(
-            {"stay_id": s["stay_id"], "subject_id": s["subject_id"], "hadm_id": s["hadm_id"],
-             "intime": intime, "outtime": outtime, "careunit": "MICU"}
+            {
+                "stay_id": s["stay_id"],
+                "subject_id": s["subject_id"],
+                "hadm_id": s["hadm_id"],
+                "intime": intime,
+                "outtime": outtime,
+                "careunit": "MICU",
+            }
         )
         events = [(2.0, v, UNITS[v][1], None) for v in s["variables"]] + list(s["extra_events"])
         for hour, var, value, unit in events:
             ev_rows.append(
-                {"stay_id": s["stay_id"], "subject_id": s["subject_id"], "hadm_id": s["hadm_id"],
-                 "charttime": intime + timedelta(hours=hour), "variable": var, "value": value,
-                 "unit": unit if unit is not None else UNITS[var][0]}
+                {
+                    "stay_id": s["stay_id"],
+                    "subject_id": s["subject_id"],
+                    "hadm_id": s["hadm_id"],
+                    "charttime": intime + timedelta(hours=hour),
+                    "variable": var,
+                    "value": value,
+                    "unit": unit if unit is not None else UNITS[var][0],
+                }
             )
     tables = {
-        "patients": [{"subject_id": k, "sex": v[0], "ethnicity": v[1]} for k, v in patients.items()],
+        "patients": [
+            {"subject_id": k, "sex": v[0], "ethnicity": v[1]} for k, v in patients.items()
+        ],
         "admissions": list(admissions.values()),
         "icustays": icu_rows,
         "events": ev_rows,
@@ -109,8 +127,15 @@ def write_source(root: Path, stays: list[dict[str, Any]], *, info: dict[str, Any
     for name, rows in tables.items():
         write_table(pa.Table.from_pylist(rows, schema=RAW_SCHEMAS[name]), root / f"{name}.parquet")
     (root / "source.json").write_text(
-        json.dumps(info or {"source": "fixture", "source_version": "1", "extracted_at": "2020-01-01T00:00:00Z",
-                            "deidentification": "hand-made test data"}),
+        json.dumps(
+            info
+            or {
+                "source": "fixture",
+                "source_version": "1",
+                "extracted_at": "2020-01-01T00:00:00Z",
+                "deidentification": "hand-made test data",
+            }
+        ),
         encoding="utf-8",
     )
     return root

@@ -12,18 +12,46 @@ from raw_fixture import stay, write_source
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "clinical_mlops", *args], capture_output=True, text=True, cwd=cwd, check=False
+        [sys.executable, "-m", "clinical_mlops", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
     )
 
 
 def test_data_build_json(tmp_path):
     ws = str(tmp_path / "ws")
-    first = run("data", "build", "--task", "icu_mortality_48h", "--seed", "5", "--scale", "0.02", "--json", "-w", ws)
+    first = run(
+        "data",
+        "build",
+        "--task",
+        "icu_mortality_48h",
+        "--seed",
+        "5",
+        "--scale",
+        "0.02",
+        "--json",
+        "-w",
+        ws,
+    )
     assert first.returncode == 0, first.stderr
     out = json.loads(first.stdout)
-    for key in ("snapshot_id", "cohort_flow", "n_stays", "n_train", "n_test", "prevalence", "missingness"):
+    for key in (
+        "snapshot_id",
+        "cohort_flow",
+        "n_stays",
+        "n_train",
+        "n_test",
+        "prevalence",
+        "missingness",
+    ):
         assert key in out
-    assert out["cohort_flow"][0] == {"step": "ICU stays in source", "remaining": out["cohort_flow"][0]["remaining"], "excluded": 0}
+    assert out["cohort_flow"][0] == {
+        "step": "ICU stays in source",
+        "remaining": out["cohort_flow"][0]["remaining"],
+        "excluded": 0,
+    }
     assert all(set(step) == {"step", "remaining", "excluded"} for step in out["cohort_flow"])
     assert out["n_stays"] == out["n_train"] + out["n_test"]
     again = run("data", "build", "--seed", "5", "--scale", "0.02", "--json", "-w", ws)
@@ -42,7 +70,9 @@ def test_unknown_snapshot_exits_2_with_a_message(tmp_path):
 
 def test_bad_raw_source_exits_2_naming_table_and_column(tmp_path):
     raw = write_source(tmp_path / "raw", [stay(1), stay(1)])
-    r = run("data", "build", "--source", "raw", "--path", str(raw), "-w", str(tmp_path / "ws"), "--json")
+    r = run(
+        "data", "build", "--source", "raw", "--path", str(raw), "-w", str(tmp_path / "ws"), "--json"
+    )
     assert r.returncode == 2
     assert "icustays.stay_id" in r.stderr
     assert r.stdout == ""
@@ -64,7 +94,13 @@ def test_every_command_has_help():
     from clinical_mlops.cli import app
 
     runner = CliRunner()
-    for args in (["data", "build"], ["data", "generate"], ["data", "show"], ["data", "list"], ["demo"]):
+    for args in (
+        ["data", "build"],
+        ["data", "generate"],
+        ["data", "show"],
+        ["data", "list"],
+        ["demo"],
+    ):
         r = runner.invoke(app, [*args, "--help"])
         assert r.exit_code == 0, args
         assert "Usage" in r.output

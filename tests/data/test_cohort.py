@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from raw_fixture import UNITS, stay, write_source
 
 from clinical_mlops.data.cohort import apply_missingness_criterion, build_cohort
 from clinical_mlops.data.raw import read_source
 from clinical_mlops.errors import ContractViolation
 from clinical_mlops.features.engine import extract_features
 from clinical_mlops.tasks import load_task
+from raw_fixture import UNITS, stay, write_source
 
 SPEC = load_task("icu_mortality_48h")
 
@@ -22,16 +22,25 @@ CASES = {
     4: (stay(4, real_year=2020), "admitted 2008-2019"),
     # 5 is the index stay; 6 is a later ICU stay in the same admission.
     5: (stay(5), None),
-    6: (stay(6, subject_id=1005, hadm_id=2005, in_offset_h=-24 * 1 + 100), "index ICU stay of the admission (repeat stays excluded)"),
+    6: (
+        stay(6, subject_id=1005, hadm_id=2005, in_offset_h=-24 * 1 + 100),
+        "index ICU stay of the admission (repeat stays excluded)",
+    ),
     # 7 is the patient's first admission; 8 is their later admission (another hadm).
     7: (stay(7, death_h=None), None),
     8: (stay(8, subject_id=1007, real_year=2013), "first ICU admission of the patient"),
     9: (stay(9, los_h=23.9), "ICU length of stay >= 24 h"),
     10: (stay(10, disch_after_out_h=None), "outcome recorded"),
-    11: (stay(11, variables=["heart_rate", "map", "spo2", "gcs", "resp_rate"]), "at most 50% of the 17 features missing in the window"),
+    11: (
+        stay(11, variables=["heart_rate", "map", "spo2", "gcs", "resp_rate"]),
+        "at most 50% of the 17 features missing in the window",
+    ),
     # 8 of 17 missing (47 %) stays in; 9 of 17 (53 %) is out.
     12: (stay(12, variables=list(UNITS)[:6]), None),
-    13: (stay(13, variables=list(UNITS)[:5]), "at most 50% of the 17 features missing in the window"),
+    13: (
+        stay(13, variables=list(UNITS)[:5]),
+        "at most 50% of the 17 features missing in the window",
+    ),
     # Labels: death at hour 30 (in window), hour 80 (after), discharge alive.
     14: (stay(14, death_h=30.0, los_h=30.0), None),
     15: (stay(15, death_h=80.0, los_h=80.0), None),
@@ -65,7 +74,7 @@ def test_each_criterion_removes_exactly_its_stays(built):
 
 
 def test_flow_counts_are_consistent(built):
-    for before, after in zip(built.flow, built.flow[1:]):
+    for before, after in zip(built.flow, built.flow[1:], strict=False):
         assert after.remaining == before.remaining - after.excluded
 
 
@@ -94,4 +103,6 @@ def test_death_before_prediction_time_is_a_label_leak(tmp_path):
 
 def test_cohort_keeps_only_what_is_needed(built):
     assert isinstance(built.stays, pd.DataFrame)
-    assert {"window_start", "window_end", "prediction_time", "split", "death_48h"} <= set(built.stays.columns)
+    assert {"window_start", "window_end", "prediction_time", "split", "death_48h"} <= set(
+        built.stays.columns
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from raw_fixture import stay, write_source
 
 from clinical_mlops.data.contracts import MAX_OUT_OF_RANGE_FRACTION
 from clinical_mlops.data.raw import read_source
@@ -13,12 +12,16 @@ from clinical_mlops.data.snapshot import build_snapshot, list_snapshots
 from clinical_mlops.errors import ContractViolation, LeakageDetected, SourceInvalid
 from clinical_mlops.features.engine import FeatureSQL, load_feature_sql
 from clinical_mlops.tasks import load_task
+from raw_fixture import stay, write_source
 
 SPEC = load_task("icu_mortality_48h")
 
 
 def _stays(n: int = 8, **overrides):
-    out = [stay(i, death_h=40.0 if i % 4 == 0 else None, los_h=40.0 if i % 4 == 0 else 48.0) for i in range(1, n + 1)]
+    out = [
+        stay(i, death_h=40.0 if i % 4 == 0 else None, los_h=40.0 if i % 4 == 0 else 48.0)
+        for i in range(1, n + 1)
+    ]
     out[1] = stay(2, real_year=2018)
     out[2] = stay(3, real_year=2018, death_h=30.0, los_h=30.0)
     for sid, kw in overrides.items():
@@ -29,7 +32,9 @@ def _stays(n: int = 8, **overrides):
 def _leaky_sql() -> FeatureSQL:
     """The shipped SQL with its window stretched 24 h past the prediction time."""
     good = load_feature_sql(SPEC)
-    text = good.text.replace("e.charttime < c.window_end", "e.charttime < c.window_end + INTERVAL 24 HOUR")
+    text = good.text.replace(
+        "e.charttime < c.window_end", "e.charttime < c.window_end + INTERVAL 24 HOUR"
+    )
     assert text != good.text
     return FeatureSQL(name="leaky.sql", text=text)
 
@@ -59,10 +64,14 @@ def test_the_shipped_sql_ignores_the_planted_event(tmp_path, workspace):
 @pytest.mark.parametrize(
     ("mutate", "fragment"),
     [
-        (lambda s: s.__setitem__(0, stay(1, extra_events=[(3.0, "lactate", 15.0, "mg/dL")])),
-         "unit matches spec — events.unit"),
-        (lambda s: s.__setitem__(0, stay(1, los_h=-5.0)),
-         "timestamps in order — icustays.outtime: ICU out-time before in-time"),
+        (
+            lambda s: s.__setitem__(0, stay(1, extra_events=[(3.0, "lactate", 15.0, "mg/dL")])),
+            "unit matches spec — events.unit",
+        ),
+        (
+            lambda s: s.__setitem__(0, stay(1, los_h=-5.0)),
+            "timestamps in order — icustays.outtime: ICU out-time before in-time",
+        ),
         (lambda s: s.append(stay(1)), "unique identifier — icustays.stay_id"),
         (lambda s: s.__setitem__(0, stay(1, sex="X")), "patients.sex"),
     ],
@@ -80,21 +89,36 @@ def test_hard_violations_name_table_column_and_rows(tmp_path, workspace, mutate,
 
 
 def test_out_of_range_values_are_soft_when_rare_and_hard_when_systematic(tmp_path, workspace):
-    many = [stay(i, extra_events=[(h, "heart_rate", 95.0, None) for h in range(3, 20)]) for i in range(1, 9)]
-    many[1] = stay(2, real_year=2018, extra_events=[(h, "heart_rate", 95.0, None) for h in range(3, 20)])
+    many = [
+        stay(i, extra_events=[(h, "heart_rate", 95.0, None) for h in range(3, 20)])
+        for i in range(1, 9)
+    ]
+    many[1] = stay(
+        2, real_year=2018, extra_events=[(h, "heart_rate", 95.0, None) for h in range(3, 20)]
+    )
     many[2] = stay(3, real_year=2018, death_h=30.0, los_h=30.0)
     many[3] = stay(4, death_h=40.0, los_h=40.0)
-    many[0] = stay(1, extra_events=[(3.0, "heart_rate", 0.0, None)] + [(h, "heart_rate", 95.0, None) for h in range(4, 20)])
+    many[0] = stay(
+        1,
+        extra_events=[(3.0, "heart_rate", 0.0, None)]
+        + [(h, "heart_rate", 95.0, None) for h in range(4, 20)],
+    )
     snap = build_snapshot(workspace, SPEC, read_source(write_source(tmp_path / "a", many)))
-    soft = [c for c in snap.contracts()["checks"] if c["column"] == "value[heart_rate]" and not c["passed"]]
+    soft = [
+        c
+        for c in snap.contracts()["checks"]
+        if c["column"] == "value[heart_rate]" and not c["passed"]
+    ]
     assert soft and soft[0]["severity"] == "soft" and soft[0]["count"] == 1
     assert snap.features().set_index("stay_id").loc[1, "heart_rate"] == 95.0  # artefact ignored
 
     # A quarter of all heart rates out of range: a unit or mapping fault, not artefacts.
     bad = _stays()
     bad[0] = stay(1, extra_events=[(h, "heart_rate", 400.0, None) for h in range(3, 8)])
-    assert 5 / (8 + 5) > MAX_OUT_OF_RANGE_FRACTION
-    with pytest.raises(ContractViolation, match=r"value in physiological range — events.value\[heart_rate\]"):
+    assert MAX_OUT_OF_RANGE_FRACTION < 5 / (8 + 5)
+    with pytest.raises(
+        ContractViolation, match=r"value in physiological range — events.value\[heart_rate\]"
+    ):
         build_snapshot(workspace, SPEC, read_source(write_source(tmp_path / "b", bad)))
 
 
@@ -121,9 +145,15 @@ def test_missing_table_and_missing_column_are_named(tmp_path):
 def test_wrong_column_type_is_named(tmp_path):
     root = write_source(tmp_path / "raw", _stays())
     t = pq.read_table(root / "events.parquet")
-    t = t.set_column(t.schema.get_field_index("value"), "value", pa.array([str(v) for v in t["value"].to_pylist()]))
+    t = t.set_column(
+        t.schema.get_field_index("value"),
+        "value",
+        pa.array([str(v) for v in t["value"].to_pylist()]),
+    )
     pq.write_table(t, root / "events.parquet")
-    with pytest.raises(SourceInvalid, match="table events, column value: expected double, found string"):
+    with pytest.raises(
+        SourceInvalid, match="table events, column value: expected double, found string"
+    ):
         read_source(root)
 
 

@@ -54,16 +54,22 @@ def test_snapshot_holds_only_declared_features(reference):
     assert "subject_id" not in cohort.columns  # minimisation: source identifiers stay behind
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(row=st.integers(min_value=0, max_value=10_000), delta=st.sampled_from([-1.0, 1.0, 7.5]))
-def test_changing_any_charted_value_changes_the_id(reference, small_source_dir, tmp_path_factory, row, delta):
+def test_changing_any_charted_value_changes_the_id(
+    reference, small_source_dir, tmp_path_factory, row, delta
+):
     raw = tmp_path_factory.mktemp("mut") / "raw"
     shutil.copytree(small_source_dir, raw)
     events = pq.read_table(raw / "events.parquet")
     i = row % events.num_rows
     values = events["value"].to_pylist()
     values[i] = values[i] + delta
-    events = events.set_column(events.schema.get_field_index("value"), "value", pa.array(values, pa.float64()))
+    events = events.set_column(
+        events.schema.get_field_index("value"), "value", pa.array(values, pa.float64())
+    )
     write_table(events, raw / "events.parquet")
     ws = Workspace.open(tmp_path_factory.mktemp("ws"))
     try:
@@ -72,7 +78,10 @@ def test_changing_any_charted_value_changes_the_id(reference, small_source_dir, 
         assert "data-contract violation" in str(exc)
         return
     assert snap.id != reference.id
-    assert snap.manifest["source"]["raw_files"]["events"] != reference.manifest["source"]["raw_files"]["events"]
+    assert (
+        snap.manifest["source"]["raw_files"]["events"]
+        != reference.manifest["source"]["raw_files"]["events"]
+    )
 
 
 def test_another_seed_gives_another_id(reference, workspace):

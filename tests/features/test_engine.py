@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import pytest
-from raw_fixture import stay, write_source
 
 from clinical_mlops.data.cohort import build_cohort
 from clinical_mlops.data.raw import read_source
 from clinical_mlops.errors import UndeclaredFeature
-from clinical_mlops.features.engine import FeatureSQL, extract_features, feature_ranges, load_feature_sql
+from clinical_mlops.features.engine import (
+    FeatureSQL,
+    extract_features,
+    feature_ranges,
+    load_feature_sql,
+)
 from clinical_mlops.tasks import load_task, task_from_mapping
+from raw_fixture import stay, write_source
 
 SPEC = load_task("icu_mortality_48h")
 
@@ -17,8 +22,15 @@ SPEC = load_task("icu_mortality_48h")
 @pytest.fixture
 def cohort_and_events(tmp_path):
     stays = [
-        stay(1, extra_events=[(0.0, "heart_rate", 130.0, None), (23.99, "heart_rate", 140.0, None),
-                              (24.0, "heart_rate", 180.0, None), (-0.5, "heart_rate", 170.0, None)]),
+        stay(
+            1,
+            extra_events=[
+                (0.0, "heart_rate", 130.0, None),
+                (23.99, "heart_rate", 140.0, None),
+                (24.0, "heart_rate", 180.0, None),
+                (-0.5, "heart_rate", 170.0, None),
+            ],
+        ),
         stay(2, variables=["map", "gcs"], diagnosis_icd10="D61.81"),
         stay(3, diagnosis_icd10="D32.9", extra_events=[(5.0, "ventilation", 1.0, None)]),
     ]
@@ -51,8 +63,13 @@ def test_icd10_chapters(cohort_and_events):
 def test_an_undeclared_column_is_refused_not_dropped(cohort_and_events):
     cohort, events = cohort_and_events
     good = load_feature_sql(SPEC)
-    sneaky = FeatureSQL("sneaky.sql", good.text.replace("a.gcs,", "a.gcs, c.diagnosis_icd10 AS icd_code,"))
-    with pytest.raises(UndeclaredFeature, match="returns column\\(s\\) icd_code that task 'icu_mortality_48h' does not declare"):
+    sneaky = FeatureSQL(
+        "sneaky.sql", good.text.replace("a.gcs,", "a.gcs, c.diagnosis_icd10 AS icd_code,")
+    )
+    with pytest.raises(
+        UndeclaredFeature,
+        match="returns column\\(s\\) icd_code that task 'icu_mortality_48h' does not declare",
+    ):
         extract_features(SPEC, cohort=cohort, events=events, sql=sneaky)
 
 

@@ -34,7 +34,7 @@ def test_calibrated_probabilities_are_monotone_in_the_score():
     cal = IsotonicCalibrator.fit(s, y)
     p = cal.transform(np.sort(s))
     assert np.all(np.diff(p) >= 0)
-    assert 0 <= p.min() and p.max() <= 1
+    assert p.min() >= 0 and p.max() <= 1
 
 
 class _Identity:

@@ -42,7 +42,9 @@ def test_preprocessor_imputes_train_medians_and_encodes_declared_categories(trai
     assert X.shape == (len(train_frame), len(pre.columns))
     assert not np.isnan(X).any()
     assert "diagnosis_category=infectious" in pre.columns and "sex=F" in pre.columns
-    row = pd.DataFrame([train_frame.iloc[0].to_dict() | {"lactate": np.nan, "diagnosis_category": "unseen"}])
+    row = pd.DataFrame(
+        [train_frame.iloc[0].to_dict() | {"lactate": np.nan, "diagnosis_category": "unseen"}]
+    )
     x = pre.transform(row)[0]
     assert x[pre.columns.index("lactate")] == pre.medians["lactate"]
     dx_cols = [i for i, c in enumerate(pre.columns) if c.startswith("diagnosis_category=")]
@@ -53,7 +55,10 @@ def test_preprocessor_imputes_train_medians_and_encodes_declared_categories(trai
 @pytest.mark.parametrize("kind", ["logistic_regression", "random_forest", "xgboost"])
 def test_models_round_trip_as_data_and_explain_exactly(matrix, kind):
     pre, X, y = matrix
-    params = {"xgboost": PUBLISHED_XGBOOST, "random_forest": {"n_estimators": 50, "max_depth": 6}}.get(kind, {})
+    params = {
+        "xgboost": PUBLISHED_XGBOOST,
+        "random_forest": {"n_estimators": 50, "max_depth": 6},
+    }.get(kind, {})
     model = fit_candidate(kind, params, X, y, columns=pre.columns, seed=3)
     data = model.to_bytes()
     assert b"pickle" not in data
@@ -69,7 +74,9 @@ def test_models_round_trip_as_data_and_explain_exactly(matrix, kind):
 @pytest.mark.parametrize("kind", ["random_forest", "xgboost"])
 def test_same_seed_same_bytes(matrix, kind):
     pre, X, y = matrix
-    params = {"xgboost": PUBLISHED_XGBOOST, "random_forest": {"n_estimators": 30, "max_depth": 6}}[kind]
+    params = {"xgboost": PUBLISHED_XGBOOST, "random_forest": {"n_estimators": 30, "max_depth": 6}}[
+        kind
+    ]
     a = fit_candidate(kind, params, X, y, columns=pre.columns, seed=5).to_bytes()
     b = fit_candidate(kind, params, X, y, columns=pre.columns, seed=5).to_bytes()
     c = fit_candidate(kind, params, X, y, columns=pre.columns, seed=6).to_bytes()

@@ -20,7 +20,9 @@ from clinical_mlops.tasks import load_task
 from clinical_mlops.workspace import Workspace
 
 SPEC = load_task("icu_mortality_48h")
-FAST = TrainingConfig(seed=5, search_iterations=2, n_boot=200, candidates=("logistic_regression", "xgboost"))
+FAST = TrainingConfig(
+    seed=5, search_iterations=2, n_boot=200, candidates=("logistic_regression", "xgboost")
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,19 +38,48 @@ def test_same_seed_gives_identical_metrics_and_model_hash(small):
     assert again.model.model_sha256 == first.model.model_sha256
     assert again.model_version == first.model_version
     assert again.summary()["test"] == first.summary()["test"]
-    different = train_model(ws, snap, config=TrainingConfig(seed=6, search_iterations=2, n_boot=200,
-                                                           candidates=("logistic_regression", "xgboost")))
+    different = train_model(
+        ws,
+        snap,
+        config=TrainingConfig(
+            seed=6, search_iterations=2, n_boot=200, candidates=("logistic_regression", "xgboost")
+        ),
+    )
     assert different.model.model_sha256 != first.model.model_sha256
 
 
 def test_json_summary_has_every_promised_field(small):
     s = small[2].summary()
-    for key in ("model_version", "model_sha256", "selected_model", "cv_auroc", "test", "subgroups",
-                "fairness", "baseline", "report_html", "report_json", "model_card"):
+    for key in (
+        "model_version",
+        "model_sha256",
+        "selected_model",
+        "cv_auroc",
+        "test",
+        "subgroups",
+        "fairness",
+        "baseline",
+        "report_html",
+        "report_json",
+        "model_card",
+    ):
         assert key in s, key
-    for key in ("auroc", "auroc_ci", "sensitivity", "specificity", "ppv", "brier", "ece", "conformal_coverage"):
+    for key in (
+        "auroc",
+        "auroc_ci",
+        "sensitivity",
+        "specificity",
+        "ppv",
+        "brier",
+        "ece",
+        "conformal_coverage",
+    ):
         assert key in s["test"], key
-    for metric in ("equalized_odds_difference", "demographic_parity_difference", "predictive_parity_difference"):
+    for metric in (
+        "equalized_odds_difference",
+        "demographic_parity_difference",
+        "predictive_parity_difference",
+    ):
         assert {"value", "ci"} <= set(s["fairness"][metric])
     assert {"name", "auroc"} <= set(s["baseline"])
     json.dumps(s, allow_nan=False)
@@ -58,14 +89,27 @@ def test_reported_auroc_matches_sklearn_on_the_test_set(small):
     ws, snap, result = small
     test = locked_test_stays(snap)
     p = result.model.probability(test)
-    assert result.summary()["test"]["auroc"] == pytest.approx(roc_auc_score(test["death_48h"], p), abs=1e-12)
+    assert result.summary()["test"]["auroc"] == pytest.approx(
+        roc_auc_score(test["death_48h"], p), abs=1e-12
+    )
 
 
 def test_artifacts_are_json_and_reload_to_identical_predictions(small):
     ws, snap, result = small
     folder = result.folder
-    for name in ("model.json", "preprocess.json", "calibrator.json", "conformal.json", "explanation.json",
-                 "lineage.json", "report.json", "report.html", "model_card.md", "model_card.html", "model_card.json"):
+    for name in (
+        "model.json",
+        "preprocess.json",
+        "calibrator.json",
+        "conformal.json",
+        "explanation.json",
+        "lineage.json",
+        "report.json",
+        "report.html",
+        "model_card.md",
+        "model_card.html",
+        "model_card.json",
+    ):
         assert (folder / name).exists(), name
     assert not list(folder.glob("*.pkl")) and not list(folder.glob("*.joblib"))
     loaded = TrainedModel.load(folder)
@@ -76,7 +120,10 @@ def test_artifacts_are_json_and_reload_to_identical_predictions(small):
     assert lineage["artifacts"] == loaded.artifact_hashes()
     assert lineage["seed"] == 5
     assert lineage["snapshot"]["feature_sql"]["sha256"] == snap.manifest["feature_sql"]["sha256"]
-    assert "xgboost" in lineage["environment"]["packages"] or "xgboost-cpu" in lineage["environment"]["packages"]
+    assert (
+        "xgboost" in lineage["environment"]["packages"]
+        or "xgboost-cpu" in lineage["environment"]["packages"]
+    )
 
 
 def test_replay_reproduces_the_report_bit_for_bit(small):
@@ -131,8 +178,11 @@ def test_too_few_positives_for_the_folds_is_refused_and_writes_nothing(tmp_path)
 def test_conformal_coverage_on_the_default_test_set_meets_the_guarantee(tmp_path_factory):
     ws = Workspace.open(tmp_path_factory.mktemp("default"))
     snap = build_snapshot(ws, SPEC, synthetic_source(ws, SyntheticConfig(seed=7)))
-    result = train_model(ws, snap, config=TrainingConfig(seed=7, search_iterations=1, n_boot=200,
-                                                         candidates=("xgboost",)))
+    result = train_model(
+        ws,
+        snap,
+        config=TrainingConfig(seed=7, search_iterations=1, n_boot=200, candidates=("xgboost",)),
+    )
     s = result.summary()
     bounds = s["conformal_guarantee"]
     assert bounds["target"] == pytest.approx(0.9)

@@ -11,8 +11,22 @@ from clinical_mlops.errors import TaskSpecInvalid
 from clinical_mlops.tasks import builtin_tasks, load_task
 
 R_T3 = [
-    "age", "sex", "diagnosis_category", "gcs", "map", "heart_rate", "resp_rate", "temperature",
-    "spo2", "creatinine", "lactate", "albumin", "bilirubin", "platelets", "inr", "vasopressor",
+    "age",
+    "sex",
+    "diagnosis_category",
+    "gcs",
+    "map",
+    "heart_rate",
+    "resp_rate",
+    "temperature",
+    "spo2",
+    "creatinine",
+    "lactate",
+    "albumin",
+    "bilirubin",
+    "platelets",
+    "inr",
+    "vasopressor",
     "ventilation",
 ]
 
@@ -29,7 +43,12 @@ def test_builtin_icu_spec_thresholds_and_periods():
     spec = load_task("icu_mortality_48h")
     t = spec.thresholds
     assert (t.operating, t.conformal_alpha, t.subgroup_auroc_gap, t.auroc_degradation, t.psi) == (
-        0.40, 0.10, 0.03, 0.05, 0.2)
+        0.40,
+        0.10,
+        0.03,
+        0.05,
+        0.2,
+    )
     assert spec.split.train_years == (2008, 2016)
     assert spec.split.test_years == (2017, 2019)
     assert spec.label.window.start_hours == spec.prediction_time_hours == 24
@@ -61,13 +80,29 @@ def _spec_file(tmp_path: Path, mutate) -> Path:
 @pytest.mark.parametrize(
     ("mutate", "field", "fragment"),
     [
-        (lambda d: d["features"][3].update(valid_range=[15, 3]), "features.3.valid_range", "low < high"),
+        (
+            lambda d: d["features"][3].update(valid_range=[15, 3]),
+            "features.3.valid_range",
+            "low < high",
+        ),
         (lambda d: d["features"][10].pop("unit"), "features.10.unit", "required"),
         (lambda d: d["features"][4].update(kind="vector"), "features.4.kind", "numeric"),
-        (lambda d: d["features"][5].update(justification="short"), "features.5.justification", "at least 20"),
+        (
+            lambda d: d["features"][5].update(justification="short"),
+            "features.5.justification",
+            "at least 20",
+        ),
         (lambda d: d["thresholds"].update(operating=1.4), "thresholds.operating", "less than 1"),
-        (lambda d: d["label"]["window"].update(start_hours=12), "label.window.start_hours", "leaks"),
-        (lambda d: d["split"].update(test_years=[2015, 2019]), "split.test_years", "after the train"),
+        (
+            lambda d: d["label"]["window"].update(start_hours=12),
+            "label.window.start_hours",
+            "leaks",
+        ),
+        (
+            lambda d: d["split"].update(test_years=[2015, 2019]),
+            "split.test_years",
+            "after the train",
+        ),
         (lambda d: d.update(surprise=1), "surprise", "not permitted"),
         (lambda d: d["features"].append(dict(d["features"][0])), "features", "duplicate"),
     ],

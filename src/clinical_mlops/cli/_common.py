@@ -17,6 +17,7 @@ from clinical_mlops.workspace import Workspace
 __all__ = [
     "JsonOption",
     "WorkspaceOption",
+    "current_actor",
     "err_console",
     "out_console",
     "print_json",
@@ -39,6 +40,14 @@ WorkspaceOption = Annotated[
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON object on standard output.")
 ]
+
+
+def current_actor() -> str:
+    """Who is acting, for the audit ledger: ``$CLINICAL_MLOPS_ACTOR`` or the login name."""
+    import getpass
+    import os
+
+    return os.environ.get("CLINICAL_MLOPS_ACTOR") or f"{getpass.getuser()}@cli"
 
 
 def workspace_from(path: Path | None) -> Workspace:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -12,6 +12,7 @@ from rich.table import Table
 from clinical_mlops.cli._common import (
     JsonOption,
     WorkspaceOption,
+    current_actor,
     err_console,
     out_console,
     print_json,
@@ -32,7 +33,9 @@ TaskOption = Annotated[
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the synthetic source.")]
 ScaleOption = Annotated[
     float,
-    typer.Option("--scale", help="Size of the synthetic source; 1.0 gives about 23,841 cohort stays."),
+    typer.Option(
+        "--scale", help="Size of the synthetic source; 1.0 gives about 23,841 cohort stays."
+    ),
 ]
 
 
@@ -88,10 +91,16 @@ def run_build(
         gen = bar.add_task("preparing raw source", total=None)
 
         def tick(done: int, total: int) -> None:
-            bar.update(gen, description="generating synthetic ICU events", completed=done, total=total)
+            bar.update(
+                gen, description="generating synthetic ICU events", completed=done, total=total
+            )
 
         raw = open_source(
-            ws, kind=source, path=path, config=SyntheticConfig(seed=seed, scale=scale), progress=tick
+            ws,
+            kind=source,
+            path=path,
+            config=SyntheticConfig(seed=seed, scale=scale),
+            progress=tick,
         )
         bar.update(gen, visible=False)
         steps = bar.add_task("building snapshot", total=6)
@@ -99,7 +108,7 @@ def run_build(
         def on_step(name: str) -> None:
             bar.update(steps, description=name, advance=1)
 
-        return build_snapshot(ws, spec, raw, on_step=on_step)
+        return build_snapshot(ws, spec, raw, on_step=on_step, actor=current_actor())
 
 
 @data_app.command("build")
@@ -108,16 +117,24 @@ def build(
     seed: SeedOption = 7,
     scale: ScaleOption = 1.0,
     source: Annotated[
-        str, typer.Option("--source", help="synthetic (embedded default) or raw (a folder in the raw contract).")
+        str,
+        typer.Option(
+            "--source", help="synthetic (embedded default) or raw (a folder in the raw contract)."
+        ),
     ] = "synthetic",
-    path: Annotated[Path | None, typer.Option("--path", help="Folder of the raw source (--source raw).")] = None,
+    path: Annotated[
+        Path | None, typer.Option("--path", help="Folder of the raw source (--source raw).")
+    ] = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Build a content-addressed snapshot: cohort, contracts, features, labels, split."""
     if source not in ("synthetic", "raw"):
-        raise typer.BadParameter(f"expected synthetic or raw, got {source!r}", param_hint="--source")
-    snap = run_build(task=task, seed=seed, scale=scale, source=source, path=path, workspace=workspace)  # type: ignore[arg-type]
+        raise typer.BadParameter(
+            f"expected synthetic or raw, got {source!r}", param_hint="--source"
+        )
+    kind = cast(SourceKind, source)
+    snap = run_build(task=task, seed=seed, scale=scale, source=kind, path=path, workspace=workspace)
     if as_json:
         print_json(snap.summary())
     else:
@@ -126,7 +143,9 @@ def build(
 
 @data_app.command("show")
 def show(
-    snapshot: Annotated[str, typer.Argument(help="Snapshot id (or a unique prefix of 8+ characters).")],
+    snapshot: Annotated[
+        str, typer.Argument(help="Snapshot id (or a unique prefix of 8+ characters).")
+    ],
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -144,23 +163,44 @@ def list_command(workspace: WorkspaceOption = None, as_json: JsonOption = False)
     ws = workspace_from(workspace)
     rows = [open_snapshot(ws, i).summary() for i in list_snapshots(ws)]
     if as_json:
-        print_json([{k: r[k] for k in ("snapshot_id", "task", "source", "n_stays", "prevalence")} for r in rows])
+        print_json(
+            [
+                {k: r[k] for k in ("snapshot_id", "task", "source", "n_stays", "prevalence")}
+                for r in rows
+            ]
+        )
         return
     table = Table("snapshot", "task", "source", "stays", "prevalence")
     for r in rows:
-        table.add_row(r["snapshot_id"][:12], r["task"], r["source"], f"{r['n_stays']:,}", f"{r['prevalence']:.3f}")
+        table.add_row(
+            r["snapshot_id"][:12],
+            r["task"],
+            r["source"],
+            f"{r['n_stays']:,}",
+            f"{r['prevalence']:.3f}",
+        )
     out_console.print(table)
 
 
 def render_snapshot(snap: Snapshot) -> None:
     """Print the cohort flow and our figures beside the published ones."""
     s = snap.summary()
-    out_console.print(f"[bold]snapshot[/] {s['snapshot_id']}  (task {s['task']}, source {s['source']})")
+    out_console.print(
+        f"[bold]snapshot[/] {s['snapshot_id']}  (task {s['task']}, source {s['source']})"
+    )
     flow = Table("step", "remaining", "excluded", title="Cohort flow", title_justify="left")
     for row in s["cohort_flow"]:
-        flow.add_row(row["step"], f"{row['remaining']:,}", f"{row['excluded']:,}" if row["excluded"] else "")
+        flow.add_row(
+            row["step"], f"{row['remaining']:,}", f"{row['excluded']:,}" if row["excluded"] else ""
+        )
     out_console.print(flow)
-    cmp = Table("figure", "ours", "published", title="Our figures beside the published run", title_justify="left")
+    cmp = Table(
+        "figure",
+        "ours",
+        "published",
+        title="Our figures beside the published run",
+        title_justify="left",
+    )
     for row in snap.published_comparison():
         cmp.add_row(row["figure"], _fmt(row["ours"]), _fmt(row["published"]))
     if cmp.row_count:

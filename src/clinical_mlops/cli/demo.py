@@ -25,8 +25,15 @@ def demo_command(
     """
     started = time.monotonic()
     err_console.print("[bold]clinical-mlops demo[/] — synthetic ICU source, task icu_mortality_48h")
-    result = run_train(task="icu_mortality_48h", seed=seed, scale=1.0, snapshot=None,
-                       search_iterations=search_iterations, n_boot=1000, workspace=workspace)
+    result = run_train(
+        task="icu_mortality_48h",
+        seed=seed,
+        scale=1.0,
+        snapshot=None,
+        search_iterations=search_iterations,
+        n_boot=1000,
+        workspace=workspace,
+    )
     ws = Workspace.open(workspace)
     render_snapshot(open_snapshot(ws, result.lineage["snapshot"]["id"]))
     render_training(result.summary(), published=load_task("icu_mortality_48h").published)

@@ -11,6 +11,7 @@ from rich.table import Table
 from clinical_mlops.cli._common import (
     JsonOption,
     WorkspaceOption,
+    current_actor,
     err_console,
     out_console,
     print_json,
@@ -19,7 +20,12 @@ from clinical_mlops.cli._common import (
 from clinical_mlops.cli.data import ScaleOption, SeedOption, TaskOption, progress_bar, run_build
 from clinical_mlops.data.snapshot import open_snapshot
 from clinical_mlops.modeling.replay import replay_evaluation
-from clinical_mlops.modeling.train import DEFAULT_SEARCH_ITERATIONS, TrainingConfig, TrainingResult, train_model
+from clinical_mlops.modeling.train import (
+    DEFAULT_SEARCH_ITERATIONS,
+    TrainingConfig,
+    TrainingResult,
+    train_model,
+)
 from clinical_mlops.modeling.trained import model_folder
 
 SearchOption = Annotated[
@@ -48,7 +54,9 @@ def run_train(
     if snapshot:
         snap = open_snapshot(ws, snapshot)
     else:
-        snap = run_build(task=task, seed=seed, scale=scale, source="synthetic", path=None, workspace=workspace)
+        snap = run_build(
+            task=task, seed=seed, scale=scale, source="synthetic", path=None, workspace=workspace
+        )
     config = TrainingConfig(seed=seed, search_iterations=search_iterations, n_boot=n_boot)
     with progress_bar() as bar:
         n_steps = 6 + search_iterations + 2
@@ -57,22 +65,31 @@ def run_train(
         def on_step(msg: str) -> None:
             bar.update(task_id, description=msg, advance=1)
 
-        return train_model(ws, snap, config=config, on_step=on_step)
+        return train_model(ws, snap, config=config, on_step=on_step, actor=current_actor())
 
 
 def train(
     task: TaskOption = "icu_mortality_48h",
     seed: SeedOption = 7,
     scale: ScaleOption = 1.0,
-    snapshot: Annotated[str | None, typer.Option("--snapshot", help="Use this snapshot instead of building one.")] = None,
+    snapshot: Annotated[
+        str | None, typer.Option("--snapshot", help="Use this snapshot instead of building one.")
+    ] = None,
     search_iterations: SearchOption = DEFAULT_SEARCH_ITERATIONS,
     n_boot: BootOption = 1000,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Select, fit, calibrate and validate a model; write artifacts, report and model card."""
-    result = run_train(task=task, seed=seed, scale=scale, snapshot=snapshot,
-                       search_iterations=search_iterations, n_boot=n_boot, workspace=workspace)
+    result = run_train(
+        task=task,
+        seed=seed,
+        scale=scale,
+        snapshot=snapshot,
+        search_iterations=search_iterations,
+        n_boot=n_boot,
+        workspace=workspace,
+    )
     if as_json:
         print_json(result.summary())
     else:
@@ -96,7 +113,9 @@ def evaluate(
         print_json(outcome)
     else:
         verdict = "[green]identical[/]" if outcome["identical"] else "[red]DIFFERENT[/]"
-        out_console.print(f"model {outcome['model_version']}: replayed test predictions and report are {verdict}")
+        out_console.print(
+            f"model {outcome['model_version']}: replayed test predictions and report are {verdict}"
+        )
         for key, value in outcome["test"].items():
             if isinstance(value, float):
                 out_console.print(f"  {key:<22} {value:.4f}")
@@ -112,18 +131,32 @@ def report(
     """Show where a model's validation report and model card are, with the headline table."""
     folder = model_folder(workspace_from(workspace), model)
     data = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-    files = {name: str(folder / name) for name in
-             ("report.html", "report.json", "model_card.md", "model_card.html", "model_card.json")}
+    files = {
+        name: str(folder / name)
+        for name in (
+            "report.html",
+            "report.json",
+            "model_card.md",
+            "model_card.html",
+            "model_card.json",
+        )
+    }
     if as_json:
         print_json({"model_version": folder.name, "files": files, "test": data["test"]})
         return
     from clinical_mlops.tasks import load_task
 
     render_training(
-        {"model_version": folder.name, "test": data["test"], "subgroups": data["subgroups"],
-         "baseline": data["baseline"], "fairness": data["fairness"],
-         "report_html": files["report.html"], "model_card": files["model_card.md"],
-         "cv_auroc": {k: v["mean_auroc"] for k, v in data.get("cv", {}).items()}},
+        {
+            "model_version": folder.name,
+            "test": data["test"],
+            "subgroups": data["subgroups"],
+            "baseline": data["baseline"],
+            "fairness": data["fairness"],
+            "report_html": files["report.html"],
+            "model_card": files["model_card.md"],
+            "cv_auroc": {k: v["mean_auroc"] for k, v in data.get("cv", {}).items()},
+        },
         published=load_task(folder.name.rsplit("-", 1)[0]).published,
     )
 
@@ -138,31 +171,69 @@ def render_training(s: dict[str, Any], *, published: dict[str, Any]) -> None:
     """Print the Table-2-style summary beside the published figures."""
     out_console.print(f"[bold]model[/] {s['model_version']}")
     if s.get("cv_auroc"):
-        cv = Table("candidate", "CV AUROC (ours)", "CV AUROC (published)", title="Model selection", title_justify="left")
+        cv = Table(
+            "candidate",
+            "CV AUROC (ours)",
+            "CV AUROC (published)",
+            title="Model selection",
+            title_justify="left",
+        )
         for name, value in s["cv_auroc"].items():
             cv.add_row(name, _num(value), _num(published.get("cv_auroc", {}).get(name)))
         out_console.print(cv)
-    t = Table("group", "n", "AUROC (95% CI)", "sensitivity", "specificity", "PPV",
-              title="Test set at the operating threshold (Table 2 layout)", title_justify="left")
+    t = Table(
+        "group",
+        "n",
+        "AUROC (95% CI)",
+        "sensitivity",
+        "specificity",
+        "PPV",
+        title="Test set at the operating threshold (Table 2 layout)",
+        title_justify="left",
+    )
     test = s["test"]
     ci = test.get("auroc_ci") or [None, None]
-    t.add_row("overall", _num(test.get("n"), 0), f"{_num(test['auroc'])} ({_num(ci[0])}–{_num(ci[1])})",
-              _num(test["sensitivity"]), _num(test["specificity"]), _num(test["ppv"]))
+    t.add_row(
+        "overall",
+        _num(test.get("n"), 0),
+        f"{_num(test['auroc'])} ({_num(ci[0])}–{_num(ci[1])})",
+        _num(test["sensitivity"]),
+        _num(test["specificity"]),
+        _num(test["ppv"]),
+    )
     pub = published.get("test", {})
     if pub:
-        t.add_row("[dim]overall, published[/]", "", _num(pub.get("auroc")), _num(pub.get("sensitivity")),
-                  _num(pub.get("specificity")), _num(pub.get("ppv")))
+        t.add_row(
+            "[dim]overall, published[/]",
+            "",
+            _num(pub.get("auroc")),
+            _num(pub.get("sensitivity")),
+            _num(pub.get("specificity")),
+            _num(pub.get("ppv")),
+        )
     for name, m in s.get("subgroups", {}).items():
         if isinstance(m, dict):
             sci = m.get("auroc_ci") or [None, None]
             auroc = m.get("auroc")
-            cell = f"{_num(auroc)} ({_num(sci[0])}–{_num(sci[1])})" if isinstance(auroc, float) else str(auroc)
-            t.add_row(name, _num(m.get("n"), 0), cell, _num(m.get("sensitivity")),
-                      _num(m.get("specificity")), _num(m.get("ppv")))
+            cell = (
+                f"{_num(auroc)} ({_num(sci[0])}–{_num(sci[1])})"
+                if isinstance(auroc, float)
+                else str(auroc)
+            )
+            t.add_row(
+                name,
+                _num(m.get("n"), 0),
+                cell,
+                _num(m.get("sensitivity")),
+                _num(m.get("specificity")),
+                _num(m.get("ppv")),
+            )
         else:
             t.add_row(name, "", str(m), "", "", "")
     out_console.print(t)
-    extra = Table("figure", "value", title="Calibration, uncertainty and baseline", title_justify="left")
+    extra = Table(
+        "figure", "value", title="Calibration, uncertainty and baseline", title_justify="left"
+    )
     for key in ("brier", "ece", "calibration_slope", "conformal_coverage"):
         if key in test:
             extra.add_row(key, _num(test[key]))
@@ -172,6 +243,9 @@ def render_training(s: dict[str, Any], *, published: dict[str, Any]) -> None:
     for metric, v in s.get("fairness", {}).items():
         if isinstance(v, dict):
             ci = v.get("ci") or [None, None]
-            extra.add_row(f"{metric} (worst: {v.get('attribute')})", f"{_num(v.get('value'))} ({_num(ci[0])}–{_num(ci[1])})")
+            extra.add_row(
+                f"{metric} (worst: {v.get('attribute')})",
+                f"{_num(v.get('value'))} ({_num(ci[0])}–{_num(ci[1])})",
+            )
     out_console.print(extra)
     err_console.print(f"report: {s.get('report_html')}\nmodel card: {s.get('model_card')}")

@@ -165,4 +165,8 @@ def apply_missingness_criterion(
     keep_ids = set(features.loc[frac <= limit, "stay_id"].tolist())
     keep = cohort.stays["stay_id"].isin(keep_ids).to_numpy()
     cohort._record(f"at most {limit:.0%} of the {len(names)} features missing in the window", keep)
-    return features.loc[features["stay_id"].isin(keep_ids)].sort_values("stay_id").reset_index(drop=True)
+    return (
+        features.loc[features["stay_id"].isin(keep_ids)]
+        .sort_values("stay_id")
+        .reset_index(drop=True)
+    )

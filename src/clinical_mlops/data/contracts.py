@@ -123,7 +123,9 @@ class ContractReport:
         }
 
 
-def _ok(name: str, table: str, column: str | None = None, severity: Literal["hard", "soft"] = "hard") -> Check:
+def _ok(
+    name: str, table: str, column: str | None = None, severity: Literal["hard", "soft"] = "hard"
+) -> Check:
     return Check(name, severity, True, table, column, 0, (), "ok")
 
 
@@ -155,8 +157,16 @@ def _check_required_nulls(tables: dict[str, pd.DataFrame]) -> list[Check]:
             if nulls.any():
                 rows = np.flatnonzero(nulls)[:_EXAMPLES].tolist()
                 out.append(
-                    Check("required value present", "hard", False, name, col, int(nulls.sum()),
-                          tuple(f"row {r}" for r in rows), "null in a required column")
+                    Check(
+                        "required value present",
+                        "hard",
+                        False,
+                        name,
+                        col,
+                        int(nulls.sum()),
+                        tuple(f"row {r}" for r in rows),
+                        "null in a required column",
+                    )
                 )
             else:
                 out.append(_ok("required value present", name, col))
@@ -165,14 +175,25 @@ def _check_required_nulls(tables: dict[str, pd.DataFrame]) -> list[Check]:
 
 def _check_duplicates(tables: dict[str, pd.DataFrame]) -> list[Check]:
     out = []
-    for name, key in (("patients", "subject_id"), ("admissions", "hadm_id"), ("icustays", "stay_id")):
+    for name, key in (
+        ("patients", "subject_id"),
+        ("admissions", "hadm_id"),
+        ("icustays", "stay_id"),
+    ):
         ids = tables[name][key]
         dup = ids[ids.duplicated(keep=False)]
         if len(dup):
             out.append(
-                Check("unique identifier", "hard", False, name, key, int(dup.nunique()),
-                      tuple(sorted(dup.unique().tolist())[:_EXAMPLES]),
-                      f"duplicate {key} values ({len(dup)} rows share {dup.nunique()} ids)")
+                Check(
+                    "unique identifier",
+                    "hard",
+                    False,
+                    name,
+                    key,
+                    int(dup.nunique()),
+                    tuple(sorted(dup.unique().tolist())[:_EXAMPLES]),
+                    f"duplicate {key} values ({len(dup)} rows share {dup.nunique()} ids)",
+                )
             )
         else:
             out.append(_ok("unique identifier", name, key))
@@ -181,7 +202,7 @@ def _check_duplicates(tables: dict[str, pd.DataFrame]) -> list[Check]:
 
 def _check_references(tables: dict[str, pd.DataFrame]) -> list[Check]:
     out = []
-    icu, adm, pat = tables["icustays"], tables["admissions"], tables["patients"]
+    icu, adm = tables["icustays"], tables["admissions"]
     for child, ccol, parent, pcol, df in (
         ("icustays", "hadm_id", "admissions", "hadm_id", icu),
         ("icustays", "subject_id", "patients", "subject_id", icu),
@@ -191,9 +212,16 @@ def _check_references(tables: dict[str, pd.DataFrame]) -> list[Check]:
         missing = ~df[ccol].isin(known)
         if missing.any():
             out.append(
-                Check("reference resolves", "hard", False, child, ccol, int(missing.sum()),
-                      tuple(df.loc[missing, ccol].head(_EXAMPLES).tolist()),
-                      f"values with no matching {parent}.{pcol}")
+                Check(
+                    "reference resolves",
+                    "hard",
+                    False,
+                    child,
+                    ccol,
+                    int(missing.sum()),
+                    tuple(df.loc[missing, ccol].head(_EXAMPLES).tolist()),
+                    f"values with no matching {parent}.{pcol}",
+                )
             )
         else:
             out.append(_ok("reference resolves", child, ccol))
@@ -201,9 +229,16 @@ def _check_references(tables: dict[str, pd.DataFrame]) -> list[Check]:
     wrong = merged["subject_id"] != merged["subject_id_adm"]
     if wrong.any():
         out.append(
-            Check("reference resolves", "hard", False, "icustays", "subject_id", int(wrong.sum()),
-                  tuple(merged.loc[wrong, "stay_id"].head(_EXAMPLES).tolist()),
-                  "stay's subject_id differs from its admission's subject_id")
+            Check(
+                "reference resolves",
+                "hard",
+                False,
+                "icustays",
+                "subject_id",
+                int(wrong.sum()),
+                tuple(merged.loc[wrong, "stay_id"].head(_EXAMPLES).tolist()),
+                "stay's subject_id differs from its admission's subject_id",
+            )
         )
     return out
 
@@ -214,23 +249,57 @@ def _check_timestamp_order(tables: dict[str, pd.DataFrame]) -> list[Check]:
     slack = pd.Timedelta(hours=24)
     rules: list[tuple[str, str, str, pd.Series, Literal["hard", "soft"]]] = [
         ("icustays", "outtime", "ICU out-time before in-time", s["outtime"] < s["intime"], "hard"),
-        ("admissions", "dischtime", "discharge before admission", s["dischtime"] < s["admittime"], "hard"),
-        ("admissions", "deathtime", "death before admission", s["deathtime"] < s["admittime"], "hard"),
-        ("icustays", "intime", "ICU admission more than 24 h before hospital admission",
-         s["intime"] < s["admittime"] - slack, "hard"),
-        ("icustays", "outtime", "ICU discharge more than 24 h after hospital discharge",
-         s["outtime"] > s["dischtime"] + slack, "soft"),
-        ("admissions", "deathtime", "death more than 24 h before ICU discharge",
-         s["deathtime"] < s["outtime"] - slack, "hard"),
+        (
+            "admissions",
+            "dischtime",
+            "discharge before admission",
+            s["dischtime"] < s["admittime"],
+            "hard",
+        ),
+        (
+            "admissions",
+            "deathtime",
+            "death before admission",
+            s["deathtime"] < s["admittime"],
+            "hard",
+        ),
+        (
+            "icustays",
+            "intime",
+            "ICU admission more than 24 h before hospital admission",
+            s["intime"] < s["admittime"] - slack,
+            "hard",
+        ),
+        (
+            "icustays",
+            "outtime",
+            "ICU discharge more than 24 h after hospital discharge",
+            s["outtime"] > s["dischtime"] + slack,
+            "soft",
+        ),
+        (
+            "admissions",
+            "deathtime",
+            "death more than 24 h before ICU discharge",
+            s["deathtime"] < s["outtime"] - slack,
+            "hard",
+        ),
     ]
     out = []
     for table, col, what, bad, sev in rules:
         bad = bad.fillna(False).to_numpy(dtype=bool)
         if bad.any():
             out.append(
-                Check("timestamps in order", sev, False, table, col, int(bad.sum()),
-                      tuple(s.loc[bad, "stay_id"].head(_EXAMPLES).tolist()),
-                      f"{what} (icustays.stay_id listed)")
+                Check(
+                    "timestamps in order",
+                    sev,
+                    False,
+                    table,
+                    col,
+                    int(bad.sum()),
+                    tuple(s.loc[bad, "stay_id"].head(_EXAMPLES).tolist()),
+                    f"{what} (icustays.stay_id listed)",
+                )
             )
         else:
             out.append(_ok("timestamps in order", table, col, sev))
@@ -239,11 +308,23 @@ def _check_timestamp_order(tables: dict[str, pd.DataFrame]) -> list[Check]:
 
 def _check_categories(tables: dict[str, pd.DataFrame], spec: TaskSpec) -> list[Check]:
     sex = tables["patients"]["sex"]
-    allowed = set(spec.feature("sex").categories or ()) if "sex" in spec.feature_names else {"F", "M"}
+    allowed = (
+        set(spec.feature("sex").categories or ()) if "sex" in spec.feature_names else {"F", "M"}
+    )
     bad = ~sex.isin(allowed)
     if bad.any():
-        return [Check("value in declared categories", "hard", False, "patients", "sex", int(bad.sum()),
-                      tuple(sex[bad].unique()[:_EXAMPLES].tolist()), f"expected one of {sorted(allowed)}")]
+        return [
+            Check(
+                "value in declared categories",
+                "hard",
+                False,
+                "patients",
+                "sex",
+                int(bad.sum()),
+                tuple(sex[bad].unique()[:_EXAMPLES].tolist()),
+                f"expected one of {sorted(allowed)}",
+            )
+        ]
     return [_ok("value in declared categories", "patients", "sex")]
 
 
@@ -258,8 +339,16 @@ def _check_events(path: Path, spec: TaskSpec, icu: pd.DataFrame) -> list[Check]:
             out.append(
                 _ok("required value present", "events", col)
                 if n == 0
-                else Check("required value present", "hard", False, "events", col, int(n), (),
-                           "null in a required column")
+                else Check(
+                    "required value present",
+                    "hard",
+                    False,
+                    "events",
+                    col,
+                    int(n),
+                    (),
+                    "null in a required column",
+                )
             )
         # Stays referenced by events exist.
         con.register("icu_ids", icu[["stay_id"]])
@@ -267,9 +356,18 @@ def _check_events(path: Path, spec: TaskSpec, icu: pd.DataFrame) -> list[Check]:
             con, "SELECT DISTINCT ev.stay_id FROM ev ANTI JOIN icu_ids USING (stay_id) ORDER BY 1"
         )
         out.append(
-            _ok("reference resolves", "events", "stay_id") if n == 0 else
-            Check("reference resolves", "soft", False, "events", "stay_id", n, ex,
-                  "events for stays not in icustays (ignored)")
+            _ok("reference resolves", "events", "stay_id")
+            if n == 0
+            else Check(
+                "reference resolves",
+                "soft",
+                False,
+                "events",
+                "stay_id",
+                n,
+                ex,
+                "events for stays not in icustays (ignored)",
+            )
         )
         # Units per variable used by the spec.
         declared = {f.variable: f for f in spec.event_features if f.variable}
@@ -282,10 +380,17 @@ def _check_events(path: Path, spec: TaskSpec, icu: pd.DataFrame) -> list[Check]:
                 continue
             if unit != f.unit:
                 out.append(
-                    Check("unit matches spec", "hard", False, "events", "unit", int(count),
-                          (f"variable={var} unit={unit}",),
-                          f"{var} charted in {unit!r}; task spec feature {f.name!r} expects "
-                          f"{f.unit!r}: convert at extraction")
+                    Check(
+                        "unit matches spec",
+                        "hard",
+                        False,
+                        "events",
+                        "unit",
+                        int(count),
+                        (f"variable={var} unit={unit}",),
+                        f"{var} charted in {unit!r}; task spec feature {f.name!r} expects "
+                        f"{f.unit!r}: convert at extraction",
+                    )
                 )
         if not any(c.name == "unit matches spec" for c in out):
             out.append(_ok("unit matches spec", "events", "unit"))
@@ -309,19 +414,38 @@ def _check_events(path: Path, spec: TaskSpec, icu: pd.DataFrame) -> list[Check]:
             if n_out == 0:
                 out.append(_ok("value in physiological range", "events", f"value[{var}]", "soft"))
             else:
-                sev: Literal["hard", "soft"] = "hard" if frac > MAX_OUT_OF_RANGE_FRACTION else "soft"
+                sev: Literal["hard", "soft"] = (
+                    "hard" if frac > MAX_OUT_OF_RANGE_FRACTION else "soft"
+                )
                 action = (
                     "too many to be artefacts — check units and item mapping"
-                    if sev == "hard" else "treated as artefacts and ignored by features"
+                    if sev == "hard"
+                    else "treated as artefacts and ignored by features"
                 )
                 out.append(
-                    Check("value in physiological range", sev, False, "events", f"value[{var}]", n_out, ex,
-                          f"{n_out} of {total} values ({frac:.2%}) outside [{lo:g}, {hi:g}] {f.unit}; {action}")
+                    Check(
+                        "value in physiological range",
+                        sev,
+                        False,
+                        "events",
+                        f"value[{var}]",
+                        n_out,
+                        ex,
+                        f"{n_out} of {total} values ({frac:.2%}) outside [{lo:g}, {hi:g}] {f.unit}; {action}",
+                    )
                 )
             if nulls or nonfinite:
                 out.append(
-                    Check("value is a finite number", "soft", False, "events", f"value[{var}]",
-                          int(nulls + nonfinite), (), "null or non-finite values (ignored by features)")
+                    Check(
+                        "value is a finite number",
+                        "soft",
+                        False,
+                        "events",
+                        f"value[{var}]",
+                        int(nulls + nonfinite),
+                        (),
+                        "null or non-finite values (ignored by features)",
+                    )
                 )
         return out
     finally:
@@ -362,8 +486,16 @@ def check_features(features: pd.DataFrame, spec: TaskSpec) -> ContractReport:
         if bad.any():
             ids = features.loc[present.index[bad.to_numpy()], "stay_id"].head(_EXAMPLES).tolist()
             report.checks.append(
-                Check("feature in declared domain", "hard", False, "features", f.name, int(bad.sum()),
-                      tuple(ids), msg + " (stay_id listed)")
+                Check(
+                    "feature in declared domain",
+                    "hard",
+                    False,
+                    "features",
+                    f.name,
+                    int(bad.sum()),
+                    tuple(ids),
+                    msg + " (stay_id listed)",
+                )
             )
         else:
             report.checks.append(_ok("feature in declared domain", "features", f.name))
@@ -396,11 +528,20 @@ def check_leakage(
         if differ.any():
             ids = full.index[differ][:_EXAMPLES].tolist()
             report.checks.append(
-                Check("no event after prediction time reaches a feature", "hard", False, "features",
-                      f.name, int(differ.sum()), tuple(ids),
-                      "feature changes when events after the prediction time are removed "
-                      "(stay_id listed): the feature SQL reads past its window")
+                Check(
+                    "no event after prediction time reaches a feature",
+                    "hard",
+                    False,
+                    "features",
+                    f.name,
+                    int(differ.sum()),
+                    tuple(ids),
+                    "feature changes when events after the prediction time are removed "
+                    "(stay_id listed): the feature SQL reads past its window",
+                )
             )
         else:
-            report.checks.append(_ok("no event after prediction time reaches a feature", "features", f.name))
+            report.checks.append(
+                _ok("no event after prediction time reaches a feature", "features", f.name)
+            )
     return report

@@ -150,7 +150,9 @@ def read_source(path: str | Path) -> RawSource:
             meta = pq.read_schema(tpath)
             n_rows = pq.ParquetFile(tpath).metadata.num_rows
         except (OSError, pa.ArrowInvalid) as exc:
-            raise SourceInvalid(f"table {name} ({tpath}): cannot be read as Parquet: {exc}") from None
+            raise SourceInvalid(
+                f"table {name} ({tpath}): cannot be read as Parquet: {exc}"
+            ) from None
         missing = [c for c in schema.names if c not in meta.names]
         if missing:
             raise SourceInvalid(

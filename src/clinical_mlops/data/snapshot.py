@@ -30,13 +30,18 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from clinical_mlops import __version__
+from clinical_mlops import __version__, ledger
 from clinical_mlops.clock import Clock, SystemClock, utc_iso
 from clinical_mlops.data.cohort import apply_missingness_criterion, build_cohort
 from clinical_mlops.data.contracts import ContractReport, check_features, check_leakage, check_raw
 from clinical_mlops.data.raw import RawSource, write_table
 from clinical_mlops.errors import ContractViolation, SnapshotNotFound, WorkspaceError
-from clinical_mlops.features.engine import FeatureEngine, FeatureSQL, extract_features, load_feature_sql
+from clinical_mlops.features.engine import (
+    FeatureEngine,
+    FeatureSQL,
+    extract_features,
+    load_feature_sql,
+)
 from clinical_mlops.hashing import canonical_json, sha256_bytes, sha256_file, sha256_json
 from clinical_mlops.tasks.spec import TaskSpec, load_task
 from clinical_mlops.workspace import Workspace
@@ -86,14 +91,28 @@ class Snapshot:
         published = self.spec().published
         ours = self.summary()
         rows: list[dict[str, Any]] = []
-        for key, label in (("n_stays", "cohort stays"), ("n_train", "train stays"), ("n_test", "test stays")):
+        for key, label in (
+            ("n_stays", "cohort stays"),
+            ("n_train", "train stays"),
+            ("n_test", "test stays"),
+        ):
             if key in published:
                 rows.append({"figure": label, "ours": ours[key], "published": published[key]})
         if "prevalence" in published:
-            rows.append({"figure": "prevalence", "ours": ours["prevalence"], "published": published["prevalence"]})
+            rows.append(
+                {
+                    "figure": "prevalence",
+                    "ours": ours["prevalence"],
+                    "published": published["prevalence"],
+                }
+            )
         for feature, rate in published.get("missingness", {}).items():
             rows.append(
-                {"figure": f"missing {feature} (train)", "ours": ours["missingness"].get(feature), "published": rate}
+                {
+                    "figure": f"missing {feature} (train)",
+                    "ours": ours["missingness"].get(feature),
+                    "published": rate,
+                }
             )
         return rows
 
@@ -129,12 +148,14 @@ def build_snapshot(
     sql: FeatureSQL | None = None,
     clock: Clock | None = None,
     on_step: StepCallback | None = None,
+    actor: str = "pipeline",
 ) -> Snapshot:
     """Build (or find) the snapshot of ``spec`` over ``source``; return it.
 
     Raises :class:`ContractViolation` / :class:`LeakageDetected` on hard
     contract failures, :class:`UndeclaredFeature` if the SQL returns anything
     beyond the approved features. Nothing is written unless all checks pass.
+    A ``snapshot_built`` event naming ``actor`` is appended to the audit ledger.
     """
     step = on_step or (lambda _name: None)
     clock = clock or SystemClock()
@@ -161,7 +182,12 @@ def build_snapshot(
     leak = check_leakage(
         features,
         lambda: extract_features(
-            spec, cohort=cohort.stays, events=events, engine=engine, sql=sql, before_prediction_only=True
+            spec,
+            cohort=cohort.stays,
+            events=events,
+            engine=engine,
+            sql=sql,
+            before_prediction_only=True,
         ),
         spec,
     )
@@ -192,7 +218,7 @@ def build_snapshot(
     train = cohort_table["split"].eq("train")
     feats_train = features.loc[features["stay_id"].isin(cohort_table.loc[train, "stay_id"])]
     counts = {
-        "n_stays": int(len(cohort_table)),
+        "n_stays": len(cohort_table),
         "n_train": int(train.sum()),
         "n_test": int((~train).sum()),
         "n_positive": int(cohort_table[label].sum()),
@@ -206,12 +232,19 @@ def build_snapshot(
     }
     missingness = {f: round(float(feats_train[f].isna().mean()), 6) for f in spec.feature_names}
     membership = sha256_json(
-        [[int(s), str(p)] for s, p in zip(cohort_table["stay_id"], cohort_table["split"], strict=True)]
+        [
+            [int(s), str(p)]
+            for s, p in zip(cohort_table["stay_id"], cohort_table["split"], strict=True)
+        ]
     )
 
     with workspace.staging_dir(workspace.snapshots_dir) as stage:
-        write_table(pa.Table.from_pandas(cohort_table, preserve_index=False), stage / "cohort.parquet")
-        write_table(pa.Table.from_pandas(features, preserve_index=False), stage / "features.parquet")
+        write_table(
+            pa.Table.from_pandas(cohort_table, preserve_index=False), stage / "cohort.parquet"
+        )
+        write_table(
+            pa.Table.from_pandas(features, preserve_index=False), stage / "features.parquet"
+        )
         (stage / "contracts.json").write_bytes(
             canonical_json({"checks": [c.as_dict() for c in report.checks]})
         )
@@ -252,7 +285,22 @@ def build_snapshot(
             encoding="utf-8",
         )
         workspace.publish(stage, workspace.snapshots_dir / snapshot_id)
-    return open_snapshot(workspace, snapshot_id)
+    snapshot = open_snapshot(workspace, snapshot_id)
+    ledger.record(
+        workspace,
+        type="snapshot_built",
+        actor=actor,
+        clock=clock,
+        payload={
+            "snapshot_id": snapshot_id,
+            "task": spec.name,
+            "source": source.info.get("source", "unknown"),
+            "n_stays": counts["n_stays"],
+            "feature_sql_sha256": sql.sha256,
+            "cohort_criteria_sha256": spec.criteria_hash(),
+        },
+    )
+    return snapshot
 
 
 def _ratio(a: int, b: int) -> float:
@@ -277,7 +325,11 @@ def _require_both_classes(stays: pd.DataFrame, spec: TaskSpec) -> None:
 
 def list_snapshots(workspace: Workspace) -> list[str]:
     """Return the ids of the snapshots in the workspace, sorted."""
-    return sorted(p.name for p in workspace.snapshots_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(
+        p.name
+        for p in workspace.snapshots_dir.iterdir()
+        if p.is_dir() and not p.name.startswith(".")
+    )
 
 
 def open_snapshot(workspace: Workspace, snapshot_id: str) -> Snapshot:
@@ -287,7 +339,9 @@ def open_snapshot(workspace: Workspace, snapshot_id: str) -> Snapshot:
     :class:`WorkspaceError` when its files do not match its manifest.
     """
     ids = list_snapshots(workspace)
-    matches = [i for i in ids if i == snapshot_id or (len(snapshot_id) >= 8 and i.startswith(snapshot_id))]
+    matches = [
+        i for i in ids if i == snapshot_id or (len(snapshot_id) >= 8 and i.startswith(snapshot_id))
+    ]
     if len(matches) != 1:
         known = ", ".join(i[:12] for i in ids) or "none"
         why = "is ambiguous" if matches else "does not exist"
@@ -298,9 +352,13 @@ def open_snapshot(workspace: Workspace, snapshot_id: str) -> Snapshot:
     path = workspace.snapshots_dir / matches[0]
     body = (path / "manifest.json").read_bytes()
     if sha256_bytes(body) != matches[0]:
-        raise WorkspaceError(f"snapshot {matches[0][:12]}: manifest.json does not hash to the snapshot id")
+        raise WorkspaceError(
+            f"snapshot {matches[0][:12]}: manifest.json does not hash to the snapshot id"
+        )
     manifest = json.loads(body)
     for name, digest in manifest["files"].items():
         if sha256_file(path / name) != digest:
-            raise WorkspaceError(f"snapshot {matches[0][:12]}: {name} does not match its manifest hash")
+            raise WorkspaceError(
+                f"snapshot {matches[0][:12]}: {name} does not match its manifest hash"
+            )
     return Snapshot(id=matches[0], path=path, manifest=manifest)

@@ -51,6 +51,8 @@ def open_source(
         return synthetic_source(workspace, config or SyntheticConfig(), progress=progress)
     if kind == "raw":
         if path is None:
-            raise SourceInvalid("--path is required with --source raw (a folder of raw-contract tables)")
+            raise SourceInvalid(
+                "--path is required with --source raw (a folder of raw-contract tables)"
+            )
         return read_source(path)
     raise SourceInvalid(f"unknown source {kind!r}; expected synthetic or raw")

@@ -285,7 +285,6 @@ def _severity(pop: pd.DataFrame, rng: np.random.Generator) -> None:
 
 def _outcome(pop: pd.DataFrame, rng: np.random.Generator, *, eligible: np.ndarray) -> None:
     age = pop["age"].to_numpy()
-    year = pop["real_year"].to_numpy()
     sev = pop["severity"].to_numpy()
     cardio = pop["cardio"].to_numpy()
     metabolic = pop["metabolic"].to_numpy()
@@ -346,7 +345,9 @@ def _timeline(pop: pd.DataFrame, rng: np.random.Generator) -> None:
     death_time_h = np.where(np.isnan(death_h), late_h, death_h)
     dead = ~np.isnan(death_time_h)
     deathtime = np.where(
-        dead, intime + (np.nan_to_num(death_time_h) * 3600).astype("timedelta64[s]"), np.datetime64("NaT")
+        dead,
+        intime + (np.nan_to_num(death_time_h) * 3600).astype("timedelta64[s]"),
+        np.datetime64("NaT"),
     )
     ward_h = rng.lognormal(np.log(96), 0.6, size=n)
     dischtime = np.where(dead, deathtime, outtime + (ward_h * 3600).astype("timedelta64[s]"))
@@ -383,9 +384,7 @@ def _repeat_stays(pop: pd.DataFrame, src: np.ndarray, rng: np.random.Generator) 
     return rep
 
 
-def _later_admissions(
-    pop: pd.DataFrame, src: np.ndarray, rng: np.random.Generator
-) -> pd.DataFrame:
+def _later_admissions(pop: pd.DataFrame, src: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
     later = pop.iloc[src].copy()
     later["kind"] = "later_admission"
     later["parent"] = src
@@ -404,7 +403,9 @@ def _later_admissions(
     later["los_hours"] = los
     later["death48"] = False
     later["late_death"] = False
-    later["age"] = later["age"] + np.maximum(later["real_year"].to_numpy() - pop.loc[src, "real_year"].to_numpy(), 0)
+    later["age"] = later["age"] + np.maximum(
+        later["real_year"].to_numpy() - pop.loc[src, "real_year"].to_numpy(), 0
+    )
     return later
 
 
@@ -462,23 +463,102 @@ def _c(df: pd.DataFrame, col: str) -> np.ndarray:
 _VARS: dict[str, _Var] = {
     "heart_rate": _Var(
         lambda d: 84 + 8 * _c(d, "cardio") + 4 * _c(d, "metabolic") + 4 * d["infection"].to_numpy(),
-        8, decimals=0, lo=25, hi=220, worse=8,
+        8,
+        decimals=0,
+        lo=25,
+        hi=220,
+        worse=8,
     ),
-    "resp_rate": _Var(lambda d: 18 + 3.2 * _c(d, "resp") + 1.0 * _c(d, "metabolic"), 3, decimals=0, lo=4, hi=60, worse=3),
-    "spo2": _Var(lambda d: 97.2 - 1.6 * np.maximum(_c(d, "resp"), -0.5), 1.3, decimals=0, lo=60, hi=100, worse=-1.5),
+    "resp_rate": _Var(
+        lambda d: 18 + 3.2 * _c(d, "resp") + 1.0 * _c(d, "metabolic"),
+        3,
+        decimals=0,
+        lo=4,
+        hi=60,
+        worse=3,
+    ),
+    "spo2": _Var(
+        lambda d: 97.2 - 1.6 * np.maximum(_c(d, "resp"), -0.5),
+        1.3,
+        decimals=0,
+        lo=60,
+        hi=100,
+        worse=-1.5,
+    ),
     "map": _Var(lambda d: 82 - 7 * _c(d, "cardio"), 7, decimals=0, lo=25, hi=160, worse=-7),
     "temperature": _Var(
-        lambda d: 37.0 + 0.7 * d["infection"].to_numpy() * (1 - 0.4 * np.maximum(_c(d, "severity"), 0))
-        - 0.25 * np.maximum(_c(d, "severity") - 1.2, 0),
-        0.3, decimals=1, lo=31, hi=42.5, worse=-0.3,
+        lambda d: (
+            37.0
+            + 0.7 * d["infection"].to_numpy() * (1 - 0.4 * np.maximum(_c(d, "severity"), 0))
+            - 0.25 * np.maximum(_c(d, "severity") - 1.2, 0)
+        ),
+        0.3,
+        decimals=1,
+        lo=31,
+        hi=42.5,
+        worse=-0.3,
     ),
-    "gcs": _Var(lambda d: 14.6 - 3.2 * np.maximum(_c(d, "neuro"), 0) ** 1.3, 1.0, decimals=0, lo=3, hi=15, worse=-2),
-    "creatinine": _Var(lambda d: np.log(0.95) + 0.33 * _c(d, "renal") + 0.004 * (d["age"].to_numpy() - 60), 0.08, log=True, decimals=2, lo=0.2, hi=20, worse=0.25),
-    "lactate": _Var(lambda d: np.log(1.5) + 0.38 * _c(d, "metabolic"), 0.18, log=True, decimals=1, lo=0.3, hi=25, worse=0.35),
-    "albumin": _Var(lambda d: 3.3 - 0.25 * _c(d, "severity") - 0.2 * _c(d, "hepatic"), 0.12, decimals=1, lo=1.0, hi=5.5, worse=-0.2),
-    "bilirubin": _Var(lambda d: np.log(0.8) + 0.5 * _c(d, "hepatic"), 0.1, log=True, decimals=1, lo=0.1, hi=40, worse=0.3),
-    "platelets": _Var(lambda d: np.log(220) - 0.2 * _c(d, "hepatic") - 0.18 * _c(d, "severity"), 0.08, log=True, decimals=0, lo=3, hi=1200, worse=-0.2),
-    "inr": _Var(lambda d: np.log(1.2) + 0.12 * _c(d, "hepatic") + 0.05 * _c(d, "severity"), 0.05, log=True, decimals=1, lo=0.8, hi=12, worse=0.15),
+    "gcs": _Var(
+        lambda d: 14.6 - 3.2 * np.maximum(_c(d, "neuro"), 0) ** 1.3,
+        1.0,
+        decimals=0,
+        lo=3,
+        hi=15,
+        worse=-2,
+    ),
+    "creatinine": _Var(
+        lambda d: np.log(0.95) + 0.33 * _c(d, "renal") + 0.004 * (d["age"].to_numpy() - 60),
+        0.08,
+        log=True,
+        decimals=2,
+        lo=0.2,
+        hi=20,
+        worse=0.25,
+    ),
+    "lactate": _Var(
+        lambda d: np.log(1.5) + 0.38 * _c(d, "metabolic"),
+        0.18,
+        log=True,
+        decimals=1,
+        lo=0.3,
+        hi=25,
+        worse=0.35,
+    ),
+    "albumin": _Var(
+        lambda d: 3.3 - 0.25 * _c(d, "severity") - 0.2 * _c(d, "hepatic"),
+        0.12,
+        decimals=1,
+        lo=1.0,
+        hi=5.5,
+        worse=-0.2,
+    ),
+    "bilirubin": _Var(
+        lambda d: np.log(0.8) + 0.5 * _c(d, "hepatic"),
+        0.1,
+        log=True,
+        decimals=1,
+        lo=0.1,
+        hi=40,
+        worse=0.3,
+    ),
+    "platelets": _Var(
+        lambda d: np.log(220) - 0.2 * _c(d, "hepatic") - 0.18 * _c(d, "severity"),
+        0.08,
+        log=True,
+        decimals=0,
+        lo=3,
+        hi=1200,
+        worse=-0.2,
+    ),
+    "inr": _Var(
+        lambda d: np.log(1.2) + 0.12 * _c(d, "hepatic") + 0.05 * _c(d, "severity"),
+        0.05,
+        log=True,
+        decimals=1,
+        lo=0.8,
+        hi=12,
+        worse=0.15,
+    ),
 }
 _VITALS_HOURLY = ("heart_rate", "resp_rate", "spo2", "map")
 _FOUR_HOURLY = ("temperature", "gcs")
@@ -501,7 +581,12 @@ def _schedule(
         hours = offset[:, None] + slots[None, :]
     elif var in _LABS_TWICE:
         hours = np.stack(
-            [rng.uniform(-4, -0.5, n), rng.uniform(0.5, 4, n), rng.uniform(10, 16, n), rng.uniform(24.5, 30, n)],
+            [
+                rng.uniform(-4, -0.5, n),
+                rng.uniform(0.5, 4, n),
+                rng.uniform(10, 16, n),
+                rng.uniform(24.5, 30, n),
+            ],
             axis=1,
         )
         pre = rng.random(n) < 0.3
@@ -512,7 +597,12 @@ def _schedule(
         sev = df["severity"].to_numpy()
         k = 1 + (sev > 0.5) + (sev > 1.5)
         hours = np.stack(
-            [rng.uniform(0.3, 6, n), rng.uniform(6, 14, n), rng.uniform(14, 23.5, n), rng.uniform(24.2, 30, n)],
+            [
+                rng.uniform(0.3, 6, n),
+                rng.uniform(6, 14, n),
+                rng.uniform(14, 23.5, n),
+                rng.uniform(24.2, 30, n),
+            ],
             axis=1,
         )
         hours[:, 1] = np.where(k >= 2, hours[:, 1], np.nan)
@@ -524,7 +614,9 @@ def _schedule(
     return rows, hours[rows, cols]
 
 
-def _events_chunk(df: pd.DataFrame, measured: dict[str, np.ndarray], rng: np.random.Generator) -> pa.Table:
+def _events_chunk(
+    df: pd.DataFrame, measured: dict[str, np.ndarray], rng: np.random.Generator
+) -> pa.Table:
     parts_row, parts_h, parts_var, parts_val = [], [], [], []
     death48 = df["death48"].to_numpy()
     for vi, var in enumerate(EVENT_VARIABLES):
@@ -564,7 +656,9 @@ def _events_chunk(df: pd.DataFrame, measured: dict[str, np.ndarray], rng: np.ran
             "stay_id": stay[order],
             "subject_id": df["subject_id"].to_numpy()[rows][order],
             "hadm_id": df["hadm_id"].to_numpy()[rows][order],
-            "charttime": pa.array(charttime[order].astype("datetime64[us]"), type=pa.timestamp("us")),
+            "charttime": pa.array(
+                charttime[order].astype("datetime64[us]"), type=pa.timestamp("us")
+            ),
             "variable": pa.array(names[var_idx[order]], type=pa.string()),
             "value": values[order],
             "unit": pa.array(units[var_idx[order]], type=pa.string()),
@@ -585,7 +679,9 @@ def _support_values(
         lin = -1.05 + 1.3 * _c(df, "resp") + 0.6 * np.maximum(_c(df, "neuro"), 0) - 0.015 * year
     on = rng.random(n) < _sigmoid(lin)
     start = np.where(on, rng.uniform(-2, 18, size=n), np.inf)
-    late_start = np.where(df["death48"].to_numpy() & ~on & (rng.random(n) < 0.5), rng.uniform(24, 30, size=n), np.inf)
+    late_start = np.where(
+        df["death48"].to_numpy() & ~on & (rng.random(n) < 0.5), rng.uniform(24, 30, size=n), np.inf
+    )
     start = np.minimum(start, late_start)
     return (hours >= start[rows]).astype(float)
 
@@ -646,7 +742,9 @@ def generate_source(
             "hadm_id": icu["hadm_id"],
             "intime": icu["intime"].astype("datetime64[us]"),
             "outtime": icu["outtime"].astype("datetime64[us]"),
-            "careunit": np.where(icu["chapter"].eq("circulatory"), "Cardiac ICU", "Medical/Surgical ICU"),
+            "careunit": np.where(
+                icu["chapter"].eq("circulatory"), "Cardiac ICU", "Medical/Surgical ICU"
+            ),
         }
     ).reset_index(drop=True)
     write_table(
@@ -660,7 +758,9 @@ def generate_source(
     chunk_seeds = seeds[2]
     n_chunks = max(1, int(np.ceil(len(pop) / config.chunk_stays)))
     children = chunk_seeds.spawn(n_chunks)
-    with pq.ParquetWriter(out / "events.parquet", RAW_SCHEMAS["events"], compression="zstd") as writer:
+    with pq.ParquetWriter(
+        out / "events.parquet", RAW_SCHEMAS["events"], compression="zstd"
+    ) as writer:
         for c in range(n_chunks):
             idx = order[c * config.chunk_stays : (c + 1) * config.chunk_stays]
             chunk = pop.iloc[idx].reset_index(drop=True)
@@ -677,5 +777,7 @@ def generate_source(
         "deidentification": "synthetic: generated from a statistical model; no real patients",
         "params": asdict(config) | {"generator": GENERATOR_VERSION},
     }
-    (out / "source.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (out / "source.json").write_text(
+        json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
     return out

@@ -35,18 +35,31 @@ class IsotonicCalibrator:
             raise ValueError("calibration set has a single class; isotonic calibration needs both")
         iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
         iso.fit(np.asarray(scores, dtype=float), labels)
-        return cls(x=iso.X_thresholds_.astype(np.float64), y=iso.y_thresholds_.astype(np.float64), n=len(labels))
+        return cls(
+            x=iso.X_thresholds_.astype(np.float64),
+            y=iso.y_thresholds_.astype(np.float64),
+            n=len(labels),
+        )
 
     def transform(self, scores: np.ndarray) -> np.ndarray:
         """Return calibrated probabilities for model scores."""
         return np.interp(np.asarray(scores, dtype=np.float64), self.x, self.y)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "method": "isotonic", "n": self.n,
-                "x": [float(v) for v in self.x], "y": [float(v) for v in self.y]}
+        return {
+            "schema": SCHEMA,
+            "method": "isotonic",
+            "n": self.n,
+            "x": [float(v) for v in self.x],
+            "y": [float(v) for v in self.y],
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IsotonicCalibrator:
         if data.get("schema") != SCHEMA:
             raise ValueError(f"calibrator: expected schema {SCHEMA}, got {data.get('schema')!r}")
-        return cls(x=np.asarray(data["x"], dtype=np.float64), y=np.asarray(data["y"], dtype=np.float64), n=int(data["n"]))
+        return cls(
+            x=np.asarray(data["x"], dtype=np.float64),
+            y=np.asarray(data["y"], dtype=np.float64),
+            n=int(data["n"]),
+        )

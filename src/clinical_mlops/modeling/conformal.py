@@ -41,7 +41,9 @@ class MondrianConformal:
     n_calibration: dict[int, int]
 
     @classmethod
-    def fit(cls, probabilities: np.ndarray, labels: np.ndarray, *, alpha: float) -> MondrianConformal:
+    def fit(
+        cls, probabilities: np.ndarray, labels: np.ndarray, *, alpha: float
+    ) -> MondrianConformal:
         """Return thresholds from calibrated probabilities of stays the model did not train on."""
         if not 0 < alpha < 1:
             raise ValueError(f"alpha: expected 0 < alpha < 1, got {alpha}")
@@ -79,7 +81,10 @@ class MondrianConformal:
         """
         a = self.alpha
         return {
-            k: z * math.sqrt(a * (1 - a) * (1 / (self.n_calibration[k] + 2) + 1 / max(n_test.get(k, 0), 1)))
+            k: z
+            * math.sqrt(
+                a * (1 - a) * (1 / (self.n_calibration[k] + 2) + 1 / max(n_test.get(k, 0), 1))
+            )
             for k in (0, 1)
         }
 
@@ -106,7 +111,9 @@ class MondrianConformal:
             "schema": SCHEMA,
             "method": "mondrian_split_conformal",
             "alpha": self.alpha,
-            "quantiles": {str(k): (None if math.isinf(v) else v) for k, v in self.quantiles.items()},
+            "quantiles": {
+                str(k): (None if math.isinf(v) else v) for k, v in self.quantiles.items()
+            },
             "n_calibration": {str(k): v for k, v in self.n_calibration.items()},
             "nonconformity": "1 - calibrated probability of the label",
             "guarantee": (
@@ -120,8 +127,11 @@ class MondrianConformal:
         if data.get("schema") != SCHEMA:
             raise ValueError(f"conformal: expected schema {SCHEMA}, got {data.get('schema')!r}")
         q = {int(k): (math.inf if v is None else float(v)) for k, v in data["quantiles"].items()}
-        return cls(alpha=float(data["alpha"]), quantiles=q,
-                   n_calibration={int(k): int(v) for k, v in data["n_calibration"].items()})
+        return cls(
+            alpha=float(data["alpha"]),
+            quantiles=q,
+            n_calibration={int(k): int(v) for k, v in data["n_calibration"].items()},
+        )
 
 
 def set_labels(sets: np.ndarray) -> np.ndarray:

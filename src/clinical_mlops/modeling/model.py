@@ -50,14 +50,18 @@ class TreeModel:
         return xgb.DMatrix(np.asarray(X, dtype=np.float64), feature_names=self.columns)
 
     def margin(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(self._dmatrix(X), output_margin=True), dtype=np.float64)
+        return np.asarray(
+            self.booster.predict(self._dmatrix(X), output_margin=True), dtype=np.float64
+        )
 
     def probability(self, X: np.ndarray) -> np.ndarray:
         return _sigmoid(self.margin(X))
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """Exact TreeSHAP contributions, shape (n, columns + 1); the last column is the bias."""
-        return np.asarray(self.booster.predict(self._dmatrix(X), pred_contribs=True), dtype=np.float64)
+        return np.asarray(
+            self.booster.predict(self._dmatrix(X), pred_contribs=True), dtype=np.float64
+        )
 
     def to_bytes(self) -> bytes:
         raw = bytes(self.booster.save_raw(raw_format="json"))
@@ -81,7 +85,9 @@ class LinearModel:
     columns: list[str]
 
     def margin(self, X: np.ndarray) -> np.ndarray:
-        return ((np.asarray(X, dtype=np.float64) - self.mean) / self.scale) @ self.coef + self.intercept
+        return (
+            (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
+        ) @ self.coef + self.intercept
 
     def probability(self, X: np.ndarray) -> np.ndarray:
         return _sigmoid(self.margin(X))

@@ -42,7 +42,9 @@ class Preprocessor:
             col = pd.to_numeric(frame[f.name], errors="raise").astype(float)
             med = float(np.nanmedian(col.to_numpy())) if col.notna().any() else float("nan")
             if not np.isfinite(med):
-                raise ValueError(f"feature {f.name!r} is missing for every training stay; cannot impute")
+                raise ValueError(
+                    f"feature {f.name!r} is missing for every training stay; cannot impute"
+                )
             medians[f.name] = med
         return cls(features=spec.feature_names, medians=medians, categories=categories)
 

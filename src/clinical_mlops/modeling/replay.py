@@ -32,13 +32,20 @@ def replay_evaluation(workspace: Workspace, version: str) -> dict[str, Any]:
     hashes = model.artifact_hashes()
     bad = sorted(k for k, v in lineage["artifacts"].items() if hashes.get(k) != v)
     if bad:
-        raise WorkspaceError(f"model {folder.name}: artifact(s) {', '.join(bad)} do not match their lineage hashes")
+        raise WorkspaceError(
+            f"model {folder.name}: artifact(s) {', '.join(bad)} do not match their lineage hashes"
+        )
     snapshot = open_snapshot(workspace, lineage["snapshot"]["id"])
     selection = lineage["selection"]
     inp = evaluation_input(
-        model=model, snapshot=snapshot, test=locked_test_stays(snapshot),
-        selected_model=selection["selected_model"], hyperparameters=selection["hyperparameters"],
-        cv=selection["cv"], lineage=lineage, seed=int(lineage["seed"]),
+        model=model,
+        snapshot=snapshot,
+        test=locked_test_stays(snapshot),
+        selected_model=selection["selected_model"],
+        hyperparameters=selection["hyperparameters"],
+        cv=selection["cv"],
+        lineage=lineage,
+        seed=int(lineage["seed"]),
     )
     report = evaluate(inp, n_boot=int(lineage["training"]["config"]["n_boot"]))
     stored = json.loads((folder / "report.json").read_text(encoding="utf-8"))

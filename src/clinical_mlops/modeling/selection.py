@@ -95,7 +95,9 @@ def fit_candidate(
     y = np.asarray(y, dtype=int)
     pos = int(y.sum())
     if pos == 0 or pos == len(y):
-        raise ValueError("cannot fit a model on a single class; every fold needs positives and negatives")
+        raise ValueError(
+            "cannot fit a model on a single class; every fold needs positives and negatives"
+        )
     spw = (len(y) - pos) / pos
     if kind == "logistic_regression":
         scaler = StandardScaler().fit(X)
@@ -110,7 +112,12 @@ def fit_candidate(
             intercept=float(lr.intercept_[0]),
             columns=columns,
         )
-    common = {"tree_method": "hist", "random_state": seed, "n_jobs": n_jobs, "scale_pos_weight": spw}
+    common = {
+        "tree_method": "hist",
+        "random_state": seed,
+        "n_jobs": n_jobs,
+        "scale_pos_weight": spw,
+    }
     if kind == "random_forest":
         clf: xgb.XGBModel = xgb.XGBRFClassifier(
             n_estimators=params.get("n_estimators", 300),
@@ -218,12 +225,16 @@ def select_model(
     for kind in candidates:
         if kind == "xgboost":
             for i, params in enumerate(sample_search_space(search_iterations, seed=seed)):
-                res = cross_validate(kind, params, X, y, folds, columns=columns, seed=seed, n_jobs=n_jobs)
+                res = cross_validate(
+                    kind, params, X, y, folds, columns=columns, seed=seed, n_jobs=n_jobs
+                )
                 search.append(res)
                 tick(f"xgboost search {i + 1}/{search_iterations}: CV AUROC {res.mean:.3f}")
             best[kind] = max(search, key=lambda r: r.mean)
         else:
-            res = cross_validate(kind, FIXED_PARAMS[kind], X, y, folds, columns=columns, seed=seed, n_jobs=n_jobs)
+            res = cross_validate(
+                kind, FIXED_PARAMS[kind], X, y, folds, columns=columns, seed=seed, n_jobs=n_jobs
+            )
             best[kind] = res
             tick(f"{kind}: CV AUROC {res.mean:.3f}")
     order = {k: i for i, k in enumerate(CANDIDATES)}

@@ -26,14 +26,21 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from clinical_mlops import ledger
 from clinical_mlops.data.snapshot import Snapshot
 from clinical_mlops.errors import ContractViolation
 from clinical_mlops.evaluation.inputs import EvaluationInput
-from clinical_mlops.hashing import canonical_json
+from clinical_mlops.hashing import canonical_json, sha256_file
 from clinical_mlops.modeling.calibration import IsotonicCalibrator
 from clinical_mlops.modeling.conformal import MondrianConformal
+from clinical_mlops.modeling.model import ModelKind
 from clinical_mlops.modeling.preprocess import Preprocessor
-from clinical_mlops.modeling.selection import CANDIDATES, fit_candidate, select_model, stratified_folds
+from clinical_mlops.modeling.selection import (
+    CANDIDATES,
+    fit_candidate,
+    select_model,
+    stratified_folds,
+)
 from clinical_mlops.modeling.trained import TrainedModel, explanation_config
 from clinical_mlops.registry.lineage import lineage_record
 from clinical_mlops.workspace import Workspace
@@ -54,7 +61,7 @@ class TrainingConfig:
     search_iterations: int = DEFAULT_SEARCH_ITERATIONS
     n_jobs: int = 2
     n_boot: int = 1000
-    candidates: tuple[str, ...] = CANDIDATES
+    candidates: tuple[ModelKind, ...] = CANDIDATES
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -111,7 +118,9 @@ class TrainingResult:
 
 
 def _frame(snapshot: Snapshot) -> pd.DataFrame:
-    return snapshot.features().merge(snapshot.cohort(), on="stay_id", how="inner", validate="one_to_one")
+    return snapshot.features().merge(
+        snapshot.cohort(), on="stay_id", how="inner", validate="one_to_one"
+    )
 
 
 def train_model(
@@ -121,11 +130,14 @@ def train_model(
     config: TrainingConfig = TrainingConfig(),
     on_step: Step | None = None,
     command_line: list[str] | None = None,
+    actor: str = "pipeline",
 ) -> TrainingResult:
     """Run the training protocol on ``snapshot`` and write the model folder; return the result.
 
     Raises :class:`ContractViolation` when the data cannot support the protocol
     (a split or fold without both classes). Nothing is written on failure.
+    ``training_run`` and ``report_written`` events naming ``actor`` are appended
+    to the audit ledger.
     """
     from clinical_mlops.evaluation.model_card import write_model_card
     from clinical_mlops.evaluation.report import evaluate, write_report
@@ -147,24 +159,50 @@ def train_model(
     except ValueError as exc:
         raise ContractViolation(f"training split of snapshot {snapshot.id[:12]}: {exc}") from None
 
-    step(f"model selection: {spec.split.cv_folds}-fold CV inside train, {config.search_iterations} search iterations")
+    step(
+        f"model selection: {spec.split.cv_folds}-fold CV inside train, {config.search_iterations} search iterations"
+    )
     winner, best, search = select_model(
-        X, y, columns=columns, folds=folds, search_iterations=config.search_iterations,
-        seed=config.seed, candidates=config.candidates, n_jobs=config.n_jobs, progress=step,  # type: ignore[arg-type]
+        X,
+        y,
+        columns=columns,
+        folds=folds,
+        search_iterations=config.search_iterations,
+        seed=config.seed,
+        candidates=config.candidates,
+        n_jobs=config.n_jobs,
+        progress=step,
     )
     cv = {k: v.as_dict() for k, v in best.items()}
 
     step(f"refitting {winner.kind} and calibrating on held-out training-period stays")
     idx = np.arange(len(y))
-    fit_idx, cal_idx = train_test_split(idx, test_size=CALIBRATION_FRACTION, stratify=y, random_state=config.seed)
-    iso_idx, conf_idx = train_test_split(cal_idx, test_size=0.5, stratify=y[cal_idx], random_state=config.seed)
-    scorer = fit_candidate(winner.kind, winner.params, X[fit_idx], y[fit_idx], columns=columns,
-                           seed=config.seed, n_jobs=config.n_jobs)
+    fit_idx, cal_idx = train_test_split(
+        idx, test_size=CALIBRATION_FRACTION, stratify=y, random_state=config.seed
+    )
+    iso_idx, conf_idx = train_test_split(
+        cal_idx, test_size=0.5, stratify=y[cal_idx], random_state=config.seed
+    )
+    scorer = fit_candidate(
+        winner.kind,
+        winner.params,
+        X[fit_idx],
+        y[fit_idx],
+        columns=columns,
+        seed=config.seed,
+        n_jobs=config.n_jobs,
+    )
     calibrator = IsotonicCalibrator.fit(scorer.margin(X[iso_idx]), y[iso_idx])
     conformal = MondrianConformal.fit(
-        calibrator.transform(scorer.margin(X[conf_idx])), y[conf_idx], alpha=spec.thresholds.conformal_alpha
+        calibrator.transform(scorer.margin(X[conf_idx])),
+        y[conf_idx],
+        alpha=spec.thresholds.conformal_alpha,
     )
-    method = "TreeSHAP (xgboost pred_contribs)" if winner.kind != "logistic_regression" else "linear SHAP"
+    method = (
+        "TreeSHAP (xgboost pred_contribs)"
+        if winner.kind != "logistic_regression"
+        else "linear SHAP"
+    )
     explanation = explanation_config(
         spec.name,
         [
@@ -173,18 +211,24 @@ def train_model(
         ],
         method,
     )
-    model = TrainedModel(task=spec.name, preprocessor=pre, scorer=scorer, calibrator=calibrator,
-                         conformal=conformal, explanation=explanation)
+    model = TrainedModel(
+        task=spec.name,
+        preprocessor=pre,
+        scorer=scorer,
+        calibrator=calibrator,
+        conformal=conformal,
+        explanation=explanation,
+    )
 
     step("scoring the locked test set (once)")
     hashes = model.artifact_hashes()
     training = {
         "config": config.as_dict(),
-        "n_train": int(len(y)),
-        "n_fit": int(len(fit_idx)),
-        "n_calibration_isotonic": int(len(iso_idx)),
-        "n_calibration_conformal": int(len(conf_idx)),
-        "n_test": int(len(test)),
+        "n_train": len(y),
+        "n_fit": len(fit_idx),
+        "n_calibration_isotonic": len(iso_idx),
+        "n_calibration_conformal": len(conf_idx),
+        "n_test": len(test),
         "scale_pos_weight": round(float((len(fit_idx) - y[fit_idx].sum()) / y[fit_idx].sum()), 6),
     }
     selection = {
@@ -195,12 +239,23 @@ def train_model(
         "rule": "highest mean CV AUROC; ties to the simpler model",
     }
     lineage = lineage_record(
-        snapshot_manifest=snapshot.manifest, snapshot_id=snapshot.id, seed=config.seed,
-        selection=selection, training=training, artifacts=hashes, command_line=command_line,
+        snapshot_manifest=snapshot.manifest,
+        snapshot_id=snapshot.id,
+        seed=config.seed,
+        selection=selection,
+        training=training,
+        artifacts=hashes,
+        command_line=command_line,
     )
     inp = evaluation_input(
-        model=model, snapshot=snapshot, test=test, selected_model=winner.kind,
-        hyperparameters=winner.params, cv=cv, lineage=lineage, seed=config.seed,
+        model=model,
+        snapshot=snapshot,
+        test=test,
+        selected_model=winner.kind,
+        hyperparameters=winner.params,
+        cv=cv,
+        lineage=lineage,
+        seed=config.seed,
     )
 
     step(f"evaluating ({config.n_boot} bootstrap resamples) and writing the report")
@@ -209,12 +264,44 @@ def train_model(
     with workspace.staging_dir(workspace.models_dir) as stage:
         model.save(stage)
         (stage / "lineage.json").write_bytes(canonical_json(lineage))
-        written = [*write_report(report, inp, stage).values(), *write_model_card(report, inp, stage).values()]
+        written = [
+            *write_report(report, inp, stage).values(),
+            *write_model_card(report, inp, stage).values(),
+        ]
         workspace.publish(stage, final)
     paths = {Path(p).name: final / Path(p).name for p in written}
+    ledger.record(
+        workspace,
+        type="training_run",
+        actor=actor,
+        payload={
+            "model_version": model.version,
+            "model_sha256": model.model_sha256,
+            "snapshot_id": snapshot.id,
+            "selected_model": winner.kind,
+            "seed": config.seed,
+            "artifacts": hashes,
+            "test_auroc": report["test"]["auroc"],
+        },
+    )
+    ledger.record(
+        workspace,
+        type="report_written",
+        actor=actor,
+        payload={
+            "model_version": model.version,
+            "files": {name: sha256_file(path) for name, path in sorted(paths.items())},
+        },
+    )
     return TrainingResult(
-        model=model, folder=final, report=report, lineage=lineage, cv=cv,
-        selected_model=winner.kind, hyperparameters=winner.params, paths=paths,
+        model=model,
+        folder=final,
+        report=report,
+        lineage=lineage,
+        cv=cv,
+        selected_model=winner.kind,
+        hyperparameters=winner.params,
+        paths=paths,
         conformal_bounds=conformal.coverage_bounds(inp.y_true),
     )
 
@@ -252,7 +339,8 @@ def evaluation_input(
         p_cal=pred.p_cal,
         prediction_sets=pred.sets,
         conformal=model.conformal.to_dict(),
-        calibration=model.calibrator.to_dict() | {"fitted_on": "held-out training-period stays (isotonic half)"},
+        calibration=model.calibrator.to_dict()
+        | {"fitted_on": "held-out training-period stays (isotonic half)"},
         contributions=pred.contributions,
         predict_frame=model.probability,
         snapshot={k: v for k, v in snapshot.summary().items() if k != "path"},

@@ -28,7 +28,13 @@ from clinical_mlops.workspace import Workspace
 
 __all__ = ["ARTIFACT_FILES", "Prediction", "TrainedModel", "list_models", "model_folder"]
 
-ARTIFACT_FILES = ("model.json", "preprocess.json", "calibrator.json", "conformal.json", "explanation.json")
+ARTIFACT_FILES = (
+    "model.json",
+    "preprocess.json",
+    "calibrator.json",
+    "conformal.json",
+    "explanation.json",
+)
 
 
 @dataclass(frozen=True)
@@ -109,10 +115,16 @@ class TrainedModel:
         explanation = json.loads((folder / "explanation.json").read_text(encoding="utf-8"))
         return cls(
             task=str(explanation["task"]),
-            preprocessor=Preprocessor.from_dict(json.loads((folder / "preprocess.json").read_bytes())),
+            preprocessor=Preprocessor.from_dict(
+                json.loads((folder / "preprocess.json").read_bytes())
+            ),
             scorer=load_scoring_model((folder / "model.json").read_bytes()),
-            calibrator=IsotonicCalibrator.from_dict(json.loads((folder / "calibrator.json").read_bytes())),
-            conformal=MondrianConformal.from_dict(json.loads((folder / "conformal.json").read_bytes())),
+            calibrator=IsotonicCalibrator.from_dict(
+                json.loads((folder / "calibrator.json").read_bytes())
+            ),
+            conformal=MondrianConformal.from_dict(
+                json.loads((folder / "conformal.json").read_bytes())
+            ),
             explanation=explanation,
         )
 
@@ -134,7 +146,9 @@ def explanation_config(task: str, features: list[dict[str, Any]], method: str) -
 
 def list_models(workspace: Workspace) -> list[str]:
     """Return the model versions in the workspace, sorted."""
-    return sorted(p.name for p in workspace.models_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(
+        p.name for p in workspace.models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
 
 
 def model_folder(workspace: Workspace, version: str) -> Path:

@@ -53,7 +53,8 @@ class Feature(_Strict):
     unit: str | None = Field(default=None, description="UCUM unit of the raw events and feature")
     display_unit: str | None = None
     valid_range: tuple[float, float] | None = Field(
-        default=None, description="Physiologically valid [low, high]; raw values outside are artifacts"
+        default=None,
+        description="Physiologically valid [low, high]; raw values outside are artifacts",
     )
     aggregation: Literal["static", "min", "max", "mean", "last", "any"]
     categories: tuple[str, ...] | None = None
@@ -164,7 +165,9 @@ class ProtectedAttribute(_Strict):
     @model_validator(mode="after")
     def _one_kind(self) -> ProtectedAttribute:
         if (self.groups is None) == (self.bands is None):
-            raise ValueError("groups/bands: give exactly one of groups (categorical) or bands (numeric)")
+            raise ValueError(
+                "groups/bands: give exactly one of groups (categorical) or bands (numeric)"
+            )
         return self
 
 
@@ -228,7 +231,10 @@ class TaskSpec(_Strict):
                 "prediction_time_hours (otherwise the outcome leaks into the features)"
             )
         lo, hi = self.cohort.years
-        for part, (a, b) in (("train_years", self.split.train_years), ("test_years", self.split.test_years)):
+        for part, (a, b) in (
+            ("train_years", self.split.train_years),
+            ("test_years", self.split.test_years),
+        ):
             if a < lo or b > hi:
                 raise ValueError(f"split.{part}: {a}-{b} lies outside cohort.years {lo}-{hi}")
         return self
@@ -292,7 +298,9 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
 def task_from_mapping(data: Any, *, source: str) -> TaskSpec:
     """Validate a parsed mapping as a :class:`TaskSpec`, raising ``TaskSpecInvalid``."""
     if not isinstance(data, dict):
-        raise TaskSpecInvalid(source, [("(root)", f"expected a mapping, got {type(data).__name__}")])
+        raise TaskSpecInvalid(
+            source, [("(root)", f"expected a mapping, got {type(data).__name__}")]
+        )
     try:
         return TaskSpec.model_validate(data)
     except ValidationError as exc:
@@ -301,7 +309,14 @@ def task_from_mapping(data: Any, *, source: str) -> TaskSpec:
             loc = _format_loc(tuple(err["loc"]))
             msg = err["msg"].removeprefix("Value error, ")
             # Validators that name their own field put it first ("unit: ..."): join paths.
-            if ": " in msg and msg.split(": ", 1)[0].replace(".", "").replace("_", "").replace("/", "").isalnum():
+            if (
+                ": " in msg
+                and msg.split(": ", 1)[0]
+                .replace(".", "")
+                .replace("_", "")
+                .replace("/", "")
+                .isalnum()
+            ):
                 head, rest = msg.split(": ", 1)
                 if "." not in head and "/" not in head:
                     loc = f"{loc}.{head}" if loc != "(root)" else head
