@@ -23,6 +23,7 @@ from clinical_mlops.errors import TaskSpecInvalid
 from clinical_mlops.hashing import sha256_json
 
 __all__ = [
+    "AcceptanceCriteria",
     "AgeBand",
     "CohortCriteria",
     "Feature",
@@ -192,6 +193,23 @@ class Consent(_Strict):
     purposes_allowed: tuple[str, ...] = Field(min_length=1)
 
 
+class AcceptanceCriteria(_Strict):
+    """Pre-declared release criteria (R-L3 gate 2 and 3), checked on the locked test set."""
+
+    min_auroc: float = Field(default=0.75, gt=0, le=1)
+    max_ece: float = Field(default=0.05, gt=0, le=1)
+    min_subgroup_auroc: float = Field(
+        default=0.65, gt=0, le=1, description="For subgroups with enough stays to measure AUROC"
+    )
+    must_beat_baseline: bool = True
+    required_evidence: tuple[Literal["explanation", "fairness", "robustness", "profile"], ...] = (
+        "explanation",
+        "fairness",
+        "robustness",
+        "profile",
+    )
+
+
 class TaskSpec(_Strict):
     """A complete, validated task specification."""
 
@@ -212,6 +230,7 @@ class TaskSpec(_Strict):
     intended_use: IntendedUse
     non_intended_uses: tuple[str, ...] = Field(min_length=1)
     consent: Consent
+    acceptance: AcceptanceCriteria = Field(default_factory=AcceptanceCriteria)
     published: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
