@@ -418,3 +418,34 @@ def test_checkpoint_from_another_ledger_is_reported(ledger: Ledger, stores: Stor
     foreign = Checkpoint(**{**cp.to_json(), "origin": "ledger-elsewhere"})
     report = ledger.verify(trusted=[foreign])
     assert not report.ok and "signature does not verify" in report.problems[0].message
+
+
+def test_full_report_names_the_first_bad_seq_and_every_problem(ledger: Ledger):
+    ledger.append_batch(
+        [NewEntry(type="training_run", actor="p", payload={"run_id": str(i)}) for i in range(60)]
+    )
+    ledger.checkpoint()
+    with ledger.store.writer() as conn:
+        conn.execute(sa.text("UPDATE ledger_entries SET actor = 'x' WHERE seq IN (12, 40)"))
+        conn.execute(sa.text("DELETE FROM ledger_entries WHERE seq = 50"))
+    report = ledger.verify()
+    assert not report.ok and report.complete and report.first_bad_seq == 12
+    bad = {p.seq for p in report.problems}
+    assert {12, 40, 50} <= bad
+    assert report.to_json()["first_bad_seq"] == 12
+
+
+def test_checkpoint_log_torn_line_is_ignored_and_forged_line_reported(
+    ledger: Ledger, stores: Stores
+):
+    ledger.append(type="training_run", actor="p", payload={})
+    cp = ledger.checkpoint()
+    with stores.log_path.open("a") as fh:
+        fh.write('{"origin": "torn')  # a crash mid-write: no newline
+    assert ledger.verify().ok
+    with stores.log_path.open("a") as fh:
+        fh.write("\n" + json.dumps({**cp.to_json(), "size": cp.size + 5}) + "\n")
+    report = ledger.verify()
+    assert not report.ok
+    messages = " ".join(p.message for p in report.problems)
+    assert "unreadable checkpoint" in messages and "signature does not verify" in messages
