@@ -9,7 +9,8 @@
     │   ├── SourceInvalid              raw tables missing, empty or malformed
     │   ├── ContractViolation          hard data-contract failures before training
     │   ├── LeakageDetected            a post-prediction-time event reached a feature
-    │   └── UndeclaredFeature          a feature not declared and approved in the spec (R-P1)
+    │   ├── UndeclaredFeature          a feature not declared and approved in the spec (R-P1)
+    │   └── EngineUnavailable          the feature engine asked for (Spark) is not installed or cannot start
     ├── WorkspaceError
     │   ├── SnapshotNotFound           no snapshot with that id in the workspace
     │   └── ModelNotFound              no trained model with that version in the workspace
@@ -32,7 +33,21 @@
         └── ConsentNotGranted          recorded consent does not cover the stated purpose
 
     -- evaluation --
-    └── EvaluationError                test-set evidence that cannot be evaluated (misaligned, not binary)
+    ├── EvaluationError                test-set evidence that cannot be evaluated (misaligned, not binary)
+
+    -- registry and governance --
+    ├── RegistryError
+    │   ├── BundleSignatureInvalid     a release bundle whose files, manifest or signature do not verify
+    │   ├── BundleExpired              a release bundle whose signature validity has ended
+    │   ├── BundleForeign              a release bundle signed for another workspace
+    │   ├── ReleaseNotFound            no registered release with that version
+    │   └── TrackingUnavailable        MLflow tracking asked for but not installed or unreachable
+    └── GovernanceError                a refused governance action (always also a ledger event)
+        ├── TransitionNotAllowed       a status change the lifecycle does not allow
+        ├── RoleRequired               the acting person does not hold a role the action needs
+        ├── ApprovalRefused            self-approval, one person in two roles, a duplicate approval
+        ├── GateFailed                 a release gate failed; names the criterion and the values
+        └── IncidentStepRefused        an incident step out of order or missing its prerequisites
 
 Every message says what is wrong, where (table, column, rows or spec field) and,
 where it helps, what to do next.
@@ -44,6 +59,7 @@ __all__ = [
     "ClinicalMlopsError",
     "ContractViolation",
     "DataError",
+    "EngineUnavailable",
     "LeakageDetected",
     "ModelNotFound",
     "SnapshotNotFound",
@@ -70,6 +86,19 @@ __all__ = [
     "WrongKey",
     # evaluation
     "EvaluationError",
+    # registry and governance
+    "ApprovalRefused",
+    "BundleExpired",
+    "BundleForeign",
+    "BundleSignatureInvalid",
+    "GateFailed",
+    "GovernanceError",
+    "IncidentStepRefused",
+    "RegistryError",
+    "ReleaseNotFound",
+    "RoleRequired",
+    "TrackingUnavailable",
+    "TransitionNotAllowed",
 ]
 
 
@@ -114,6 +143,10 @@ class LeakageDetected(ContractViolation):
 
 class UndeclaredFeature(DataError):
     """A feature that is not declared and approved in the task spec (R-P1)."""
+
+
+class EngineUnavailable(DataError):
+    """The feature engine asked for cannot run (e.g. pyspark or Java missing); says what to install."""
 
 
 class WorkspaceError(ClinicalMlopsError):
@@ -196,3 +229,58 @@ class ConsentNotGranted(PrivacyError):
 
 class EvaluationError(ClinicalMlopsError):
     """Test-set evidence that cannot be evaluated: misaligned arrays, a non-binary outcome, a bad option."""
+
+
+# -- registry and governance: release bundles, statuses, gates, approvals ------------------
+
+
+class RegistryError(ClinicalMlopsError):
+    """A problem with a release bundle or the model registry."""
+
+
+class BundleSignatureInvalid(RegistryError):
+    """A release bundle whose file hashes, manifest or Ed25519 signature do not verify."""
+
+
+class BundleExpired(BundleSignatureInvalid):
+    """A release bundle whose signature validity period has ended; re-sign or rebuild it."""
+
+
+class BundleForeign(BundleSignatureInvalid):
+    """A release bundle built and signed for another workspace (another audit ledger)."""
+
+
+class ReleaseNotFound(RegistryError):
+    """No registered release with the given version."""
+
+
+class TrackingUnavailable(RegistryError):
+    """Experiment tracking was asked for but MLflow is not installed or cannot be reached."""
+
+
+class GovernanceError(ClinicalMlopsError):
+    """A governance action refused by a rule; the refusal is itself recorded in the ledger."""
+
+
+class TransitionNotAllowed(GovernanceError):
+    """A status change that the release lifecycle (R-L2) does not allow."""
+
+
+class RoleRequired(GovernanceError):
+    """The acting person does not hold a role that the action requires."""
+
+
+class ApprovalRefused(GovernanceError):
+    """An approval that breaks the four-eyes rules (self-approval, two roles, duplicate)."""
+
+
+class GateFailed(GovernanceError):
+    """A release gate failed; ``results`` holds every gate result evaluated."""
+
+    def __init__(self, message: str, results: object | None = None):
+        self.results = results
+        super().__init__(message)
+
+
+class IncidentStepRefused(GovernanceError):
+    """An incident step out of order, or without the steps it requires first."""

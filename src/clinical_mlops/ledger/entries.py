@@ -195,6 +195,37 @@ _ALL = [
     _schema(
         "report_written", "a validation report written (payload: path, sha256)", subject="forbidden"
     ),
+    # -- registry and governance (R-L1..R-L3, R-A3) --
+    _schema(
+        "release_registered",
+        "a signed release bundle registered as a draft (R-L1)",
+        {"release": _STR, "bundle_sha256": _STR, "model_version": _STR},
+        subject="forbidden",
+    ),
+    _schema(
+        "gate_evaluated",
+        "a release gate evaluated, with its evidence (R-L3)",
+        {"release": _STR, "gate": _STR, "passed": (bool,)},
+        subject="forbidden",
+    ),
+    _schema(
+        "role_granted",
+        "a person given governance roles",
+        {"person": _STR, "roles": (list,), "why": _STR},
+        subject="forbidden",
+    ),
+    _schema(
+        "rollout_change",
+        "a release's rollout mode at a site changed",
+        {"release": _STR, "site": _STR, "mode": _STR, "why": _STR},
+        subject="forbidden",
+    ),
+    _schema(
+        "governance_refused",
+        "a governance action refused by a rule, with no state change",
+        {"action": _STR, "rule": _STR, "message": _STR},
+        subject="forbidden",
+    ),
 ]
 
 SCHEMAS: dict[str, dict[int, EntrySchema]] = {}

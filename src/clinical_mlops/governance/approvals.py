@@ -1,0 +1,146 @@
+"""Roles and the four-eyes rules for approving a release (R-L3 gate 4).
+
+Three roles approve a release: ``clinical``, ``compliance`` and ``engineering``.
+Gate 4 passes when each role has approved by a *different* person, none of them
+the bundle's author, and no standing rejection exists. A person approves in a
+role only if the registry records that they hold it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from clinical_mlops.errors import ApprovalRefused, RoleRequired
+
+__all__ = [
+    "APPROVER_ROLES",
+    "ROLES",
+    "Approval",
+    "Decision",
+    "approval_problems",
+    "check_approval",
+    "require_role",
+]
+
+Role = Literal["clinical", "compliance", "engineering"]
+Decision = Literal["approve", "reject"]
+APPROVER_ROLES: tuple[Role, ...] = ("clinical", "compliance", "engineering")
+ROLES: tuple[Role, ...] = APPROVER_ROLES
+
+
+@dataclass(frozen=True)
+class Approval:
+    """One recorded decision on a release by a named person in a role."""
+
+    person: str
+    role: str
+    decision: str
+    why: str
+    time: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "person": self.person,
+            "role": self.role,
+            "decision": self.decision,
+            "why": self.why,
+            "time": self.time,
+        }
+
+
+def require_role(
+    *,
+    person: str,
+    held: Iterable[str],
+    allowed: Iterable[str],
+    action: str,
+    role: str | None = None,
+) -> str:
+    """Return the role ``person`` acts in for ``action``; raise ``RoleRequired`` if none fits."""
+    held_set, allowed_t = set(held), tuple(allowed)
+    if role is not None:
+        if role not in allowed_t:
+            raise RoleRequired(
+                f"{action}: role {role!r} may not do this (rule: allowed roles are "
+                f"{', '.join(allowed_t)})"
+            )
+        if role not in held_set:
+            raise RoleRequired(
+                f"{action}: {person!r} does not hold the {role} role (rule: roles are "
+                f"checked on every governance action; {person!r} holds "
+                f"{', '.join(sorted(held_set)) or 'no role'})"
+            )
+        return role
+    fitting = [r for r in allowed_t if r in held_set]
+    if not fitting:
+        raise RoleRequired(
+            f"{action}: needs a person in role {' or '.join(allowed_t)}; {person!r} holds "
+            f"{', '.join(sorted(held_set)) or 'no role'} (rule: roles are checked on every "
+            "governance action)"
+        )
+    return fitting[0]
+
+
+def check_approval(
+    *,
+    person: str,
+    role: str,
+    held: Iterable[str],
+    author: str,
+    existing: Iterable[Approval],
+    version: str,
+) -> None:
+    """Return None when ``person`` may decide on ``version`` in ``role``; raise otherwise.
+
+    Refuses an unknown role, a role the person does not hold (``RoleRequired``), the
+    bundle's author (self-approval), a person who already decided in another role
+    (one person cannot fill two roles) and a role already filled by someone else
+    (``ApprovalRefused``).
+    """
+    action = f"approval of {version}"
+    require_role(person=person, held=held, allowed=APPROVER_ROLES, action=action, role=role)
+    if person == author:
+        raise ApprovalRefused(
+            f"{action}: {person!r} is the author of the bundle and cannot approve it "
+            "(rule: no self-approval)"
+        )
+    for a in existing:
+        if a.person == person and a.role != role:
+            raise ApprovalRefused(
+                f"{action}: {person!r} already decided as {a.role}; one person cannot fill "
+                f"two roles (rule: distinct people for clinical, compliance and engineering)"
+            )
+        if a.role == role and a.person != person and a.decision == "approve":
+            raise ApprovalRefused(
+                f"{action}: the {role} role was already approved by {a.person!r} "
+                "(rule: one approval per role)"
+            )
+        if a.role == role and a.person == person:
+            raise ApprovalRefused(
+                f"{action}: {person!r} already recorded a decision as {role} (rule: one decision per person)"
+            )
+
+
+def approval_problems(
+    *, approvals: Iterable[Approval], author: str, roles: Iterable[str] = APPROVER_ROLES
+) -> tuple[list[str], Mapping[str, str]]:
+    """Return (problems, role -> approving person) for gate 4 over ``approvals``."""
+    listed = list(approvals)
+    problems: list[str] = []
+    by_role: dict[str, str] = {}
+    for a in listed:
+        if a.decision == "reject":
+            problems.append(f"{a.role} ({a.person}) rejected the release: {a.why}")
+        elif a.decision == "approve":
+            by_role.setdefault(a.role, a.person)
+    for role in roles:
+        if role not in by_role:
+            problems.append(f"missing approval in role {role}")
+    people = list(by_role.values())
+    if len(set(people)) != len(people):
+        problems.append("one person fills two roles")
+    if author in people:
+        problems.append(f"the author {author!r} approved their own bundle")
+    return problems, by_role

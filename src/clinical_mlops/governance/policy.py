@@ -1,0 +1,231 @@
+"""Release gates as policy-as-code (R-L3), read from the task spec's acceptance criteria.
+
+- gate 1 ``schema_contract``: the bundle was built against the installed task spec,
+  every feature is declared and approved, the model artifacts match their lineage,
+  the snapshot passed its hard data contracts, the report is for this model, and the
+  model scores a row with every input missing to a probability in [0, 1];
+- gate 2 ``metrics``: on the locked test set, AUROC ≥ ``min_auroc``, ECE ≤ ``max_ece``,
+  AUROC ≥ ``min_subgroup_auroc`` for every subgroup with enough stays to measure it,
+  and AUROC above the clinical baseline's (point estimates; the CIs are in evidence);
+- gate 3 ``evidence``: explanation config, fairness metrics, drift-sensitivity
+  (robustness to masked inputs) and the monitoring reference profile present;
+- gate 4 ``approvals``: clinical, compliance and engineering approvals by three
+  different people, none of them the author, no standing rejection.
+
+Each gate returns its evidence and, when it fails, every failed criterion with the
+observed and the required value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from clinical_mlops.governance.approvals import Approval, approval_problems
+from clinical_mlops.hashing import sha256_file
+from clinical_mlops.registry.bundle import Bundle
+from clinical_mlops.tasks import load_task
+
+__all__ = [
+    "GATES",
+    "GateResult",
+    "gate_approvals",
+    "gate_evidence",
+    "gate_metrics",
+    "gate_schema_contract",
+]
+
+GATES = ("schema_contract", "metrics", "evidence", "approvals")
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The outcome of one gate: passed, the evidence it looked at, the failed criteria."""
+
+    name: str
+    passed: bool
+    evidence: dict[str, Any]
+    failures: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "passed": self.passed,
+            "evidence": self.evidence,
+            "failures": self.failures,
+        }
+
+
+def _result(name: str, evidence: dict[str, Any], failures: list[str]) -> GateResult:
+    return GateResult(name=name, passed=not failures, evidence=evidence, failures=failures)
+
+
+def gate_schema_contract(bundle: Bundle) -> GateResult:
+    """Return gate 1 (schema and contract checks) for ``bundle``."""
+    failures: list[str] = []
+    release = bundle.release
+    spec = load_task(release["task"])
+    schema = bundle.read_json("feature_schema.json")
+    if release["spec_sha256"] != spec.spec_hash():
+        failures.append(
+            f"task spec: bundle built against spec {release['spec_sha256'][:12]}, installed "
+            f"spec is {spec.spec_hash()[:12]}"
+        )
+    names = [f["name"] for f in schema["features"]]
+    unapproved = [f["name"] for f in schema["features"] if f["status"] != "approved"]
+    if unapproved:
+        failures.append(f"features: not approved in the task spec: {unapproved}")
+    undeclared = sorted(set(names) - set(spec.feature_names))
+    if undeclared:
+        failures.append(f"features: not declared in the task spec: {undeclared}")
+    explained = [f["name"] for f in bundle.read_json("explanation.json")["features"]]
+    if explained != names:
+        failures.append("explanation: feature list differs from the feature schema")
+    lineage = bundle.read_json("lineage.json")
+    mismatched = sorted(
+        name
+        for name, digest in lineage["artifacts"].items()
+        if sha256_file(bundle.path / name) != digest
+    )
+    if mismatched:
+        failures.append(f"lineage: artifacts differ from their lineage hashes: {mismatched}")
+    contracts = bundle.read_json("snapshot_manifest.json")["contracts"]
+    if int(contracts.get("hard_failed", 1)) != 0:
+        failures.append(f"data contracts: {contracts.get('hard_failed')} hard checks failed")
+    report = bundle.read_json("report.json")
+    if report.get("schema") != "clinical-mlops/validation-report/v1":
+        failures.append(f"report: unknown schema {report.get('schema')!r}")
+    model = bundle.model()
+    if model.version != release["model_version"]:
+        failures.append(
+            f"model: artifacts are version {model.version}, release says {release['model_version']}"
+        )
+    empty = pd.DataFrame({n: [None] for n in names})
+    p = float(model.probability(empty)[0])
+    if not (math.isfinite(p) and 0.0 <= p <= 1.0):
+        failures.append(f"unit check: an all-missing row scored {p}, not a probability")
+    return _result(
+        "schema_contract",
+        {
+            "spec_sha256": spec.spec_hash(),
+            "features": names,
+            "lineage_artifacts_match": not mismatched,
+            "contract_checks": contracts.get("checks"),
+            "contract_hard_failed": contracts.get("hard_failed"),
+            "all_missing_row_probability": round(p, 6),
+        },
+        failures,
+    )
+
+
+def gate_metrics(bundle: Bundle) -> GateResult:
+    """Return gate 2 (locked-test metrics against the spec's acceptance criteria)."""
+    criteria = load_task(bundle.task).acceptance
+    report = bundle.read_json("report.json")
+    test, baseline = report["test"], report["baseline"]
+    failures: list[str] = []
+    auroc, ece = float(test["auroc"]), float(test["ece"])
+    if auroc < criteria.min_auroc:
+        failures.append(f"test AUROC {auroc:.3f} < minimum {criteria.min_auroc:.2f}")
+    if ece > criteria.max_ece:
+        failures.append(f"test ECE {ece:.3f} > maximum {criteria.max_ece:.2f}")
+    subgroups: dict[str, Any] = {}
+    for key, row in sorted(report["subgroups"].items()):
+        value = row.get("auroc")
+        if isinstance(value, int | float):
+            subgroups[key] = round(float(value), 4)
+            if value < criteria.min_subgroup_auroc:
+                failures.append(
+                    f"subgroup {key} AUROC {value:.3f} < minimum {criteria.min_subgroup_auroc:.2f}"
+                )
+        else:
+            subgroups[key] = f"not measured: {value}"
+    base = float(baseline["auroc"])
+    if criteria.must_beat_baseline and not auroc > base:
+        failures.append(f"test AUROC {auroc:.3f} does not beat the clinical baseline {base:.3f}")
+    return _result(
+        "metrics",
+        {
+            "criteria": criteria.model_dump(mode="json"),
+            "test_auroc": auroc,
+            "test_auroc_ci": test.get("auroc_ci"),
+            "test_ece": ece,
+            "n_test": test.get("n"),
+            "subgroup_auroc": subgroups,
+            "baseline_auroc": base,
+            "auroc_minus_baseline": baseline.get("auroc_difference"),
+        },
+        failures,
+    )
+
+
+def gate_evidence(bundle: Bundle) -> GateResult:
+    """Return gate 3 (explanation, fairness, drift-sensitivity and profile evidence present)."""
+    required = load_task(bundle.task).acceptance.required_evidence
+    report = bundle.read_json("report.json")
+    explanation = bundle.read_json("explanation.json")
+    profile = bundle.read_json("reference_profile.json")
+    present = {
+        "explanation": bool(explanation.get("method")) and bool(explanation.get("features")),
+        "fairness": isinstance(report.get("fairness"), dict) and bool(report["fairness"]),
+        "robustness": bool((report.get("robustness") or {}).get("masked")),
+        "profile": bool(profile.get("features")) and bool(profile.get("alerts_per_100")),
+    }
+    failures = [f"{name} evidence missing" for name in required if not present.get(name)]
+    return _result(
+        "evidence",
+        {
+            "required": list(required),
+            "present": present,
+            "explanation_method": explanation.get("method"),
+            "fairness_metrics": sorted((report.get("fairness") or {}).keys()),
+            "fairness_alerts": report.get("fairness_alerts", []),
+            "robustness_masked": sorted((report.get("robustness") or {}).get("masked") or {}),
+        },
+        failures,
+    )
+
+
+def gate_approvals(*, author: str, approvals: Iterable[Approval]) -> GateResult:
+    """Return gate 4: clinical, compliance and engineering approvals by distinct non-authors."""
+    listed = list(approvals)
+    problems, by_role = approval_problems(approvals=listed, author=author)
+    return _result(
+        "approvals",
+        {
+            "author": author,
+            "approved_by": dict(by_role),
+            "decisions": [a.to_json() for a in listed],
+        },
+        problems,
+    )
+
+
+def run_gates(registry: Any, version: str, *, actor: str) -> dict[str, GateResult]:
+    """Return gates 1-3 of ``version``, each stored with its evidence and recorded in the ledger.
+
+    Needs the engineering role. Does not change the release's status; a failing
+    gate is stored as failed (with the exact criterion and values) and blocks
+    ``draft -> validated``.
+    """
+    from clinical_mlops.governance.approvals import require_role
+
+    with registry.governed(action="run gates", actor=actor, version=version):
+        require_role(
+            person=actor,
+            held=registry.roles_of(actor),
+            allowed=("engineering",),
+            action=f"run gates on {version}",
+        )
+        bundle = registry.bundle(version)
+        results = {
+            r.name: r
+            for r in (gate_schema_contract(bundle), gate_metrics(bundle), gate_evidence(bundle))
+        }
+        for r in results.values():
+            registry.record_gate(version, r, actor=actor)
+    return results

@@ -1,0 +1,393 @@
+"""Release bundles (R-L1): the signed, auditable unit that is registered, gated and served.
+
+A bundle is a flat folder of data files — no pickles, nothing executable::
+
+    model.json preprocess.json calibrator.json conformal.json explanation.json
+    lineage.json report.json report.html model_card.md model_card.html model_card.json
+    feature_schema.json snapshot_manifest.json reference_profile.json
+    deployment.json release.json
+    MANIFEST.json     SHA-256 of every file above
+    SIGNATURE.json    Ed25519 signature over the manifest hash, the workspace id and
+                      the validity period, by a signing key from the key provider
+
+The bundle's identity is the SHA-256 of ``MANIFEST.json``. :func:`load_bundle`
+verifies, in order: manifest and signature present and well formed; exactly the
+listed files present; every file's hash; the workspace the bundle was signed for;
+the signing key (held by this workspace's key provider); the signature; the
+validity period. Any failure raises :class:`BundleSignatureInvalid` (or its
+:class:`BundleExpired` / :class:`BundleForeign` children) naming the file or rule,
+and nothing of the bundle is used.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+
+from clinical_mlops.clock import Clock, SystemClock, utc_iso
+from clinical_mlops.data.snapshot import open_snapshot
+from clinical_mlops.errors import BundleExpired, BundleForeign, BundleSignatureInvalid
+from clinical_mlops.hashing import canonical_json, sha256_bytes, sha256_file
+from clinical_mlops.modeling.trained import TrainedModel, model_folder
+from clinical_mlops.privacy.keys import provider_for_workspace, public_key_hex
+from clinical_mlops.registry.profile import reference_profile
+from clinical_mlops.workspace import Workspace
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "DEFAULT_VALIDITY",
+    "Bundle",
+    "build_bundle",
+    "bundles_dir",
+    "export_bundle",
+    "import_bundle",
+    "load_bundle",
+    "workspace_id",
+]
+
+BUNDLE_FORMAT = "clinical-mlops/release-bundle/v1"
+SIGNATURE_KIND = "clinical-mlops/bundle-signature/v1"
+DEFAULT_VALIDITY = timedelta(days=730)
+MANIFEST = "MANIFEST.json"
+SIGNATURE = "SIGNATURE.json"
+_COPIED = (
+    "model.json",
+    "preprocess.json",
+    "calibrator.json",
+    "conformal.json",
+    "explanation.json",
+    "lineage.json",
+    "report.json",
+    "report.html",
+    "model_card.md",
+    "model_card.html",
+    "model_card.json",
+)
+
+
+def workspace_id(workspace: Workspace) -> str:
+    """Return the id of ``workspace``: the origin id of its audit ledger (created if absent)."""
+    from clinical_mlops.ledger import Ledger
+
+    with Ledger.open(workspace) as led:
+        return led.origin
+
+
+def bundles_dir(workspace: Workspace) -> Path:
+    """Return ``artifacts/bundles`` of ``workspace`` (created if absent)."""
+    path = workspace.artifacts_dir / "bundles"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified release bundle on disk."""
+
+    path: Path
+    sha256: str
+    manifest: dict[str, Any]
+    signature: dict[str, Any]
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        """Return the parsed JSON file ``name`` of the bundle."""
+        return dict(json.loads((self.path / name).read_text(encoding="utf-8")))
+
+    @property
+    def release(self) -> dict[str, Any]:
+        return self.read_json("release.json")
+
+    @property
+    def deployment(self) -> dict[str, Any]:
+        return self.read_json("deployment.json")
+
+    @property
+    def task(self) -> str:
+        return str(self.release["task"])
+
+    @property
+    def model_version(self) -> str:
+        return str(self.release["model_version"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.deployment["operating_threshold"])
+
+    def model(self) -> TrainedModel:
+        """Return the model in the bundle (JSON only; nothing is executed)."""
+        return TrainedModel.load(self.path)
+
+
+def _feature_schema(spec: Any) -> dict[str, Any]:
+    return {
+        "format": "clinical-mlops/feature-schema/v1",
+        "task": spec.name,
+        "spec_sha256": spec.spec_hash(),
+        "cohort_criteria_sha256": spec.criteria_hash(),
+        "cohort": spec.cohort.model_dump(mode="json"),
+        "label": spec.label.model_dump(mode="json"),
+        "features": [
+            {
+                "name": f.name,
+                "label": f.label,
+                "kind": f.kind,
+                "unit": f.shown_unit,
+                "valid_range": list(f.valid_range) if f.valid_range else None,
+                "categories": list(f.categories) if f.categories else None,
+                "aggregation": f.aggregation,
+                "status": f.status,
+                "justification": f.justification,
+            }
+            for f in spec.features
+        ],
+    }
+
+
+def _signing_message(signature: dict[str, Any]) -> bytes:
+    return canonical_json(
+        {
+            "kind": SIGNATURE_KIND,
+            "manifest_sha256": signature["manifest_sha256"],
+            "workspace_id": signature["workspace_id"],
+            "key_id": signature["key_id"],
+            "signed_at": signature["signed_at"],
+            "expires_at": signature["expires_at"],
+        }
+    )
+
+
+def build_bundle(
+    workspace: Workspace,
+    *,
+    model_version: str,
+    author: str,
+    threshold: float | None = None,
+    clock: Clock | None = None,
+    validity: timedelta = DEFAULT_VALIDITY,
+) -> Bundle:
+    """Return the signed release bundle of ``model_version``, written under ``artifacts/bundles``.
+
+    ``threshold`` overrides the task spec's operating threshold (a clinical-impacting
+    change when it differs from the approved release). The signing key is the
+    workspace key provider's active signing key; the bundle is bound to this
+    workspace's id and valid for ``validity`` from now.
+    """
+    clock = clock or SystemClock()
+    source = model_folder(workspace, model_version)
+    lineage = json.loads((source / "lineage.json").read_text(encoding="utf-8"))
+    snapshot = open_snapshot(workspace, lineage["snapshot"]["id"])
+    spec = snapshot.spec()
+    model = TrainedModel.load(source)
+    operating = float(spec.thresholds.operating if threshold is None else threshold)
+    if not 0.0 < operating < 1.0:
+        raise ValueError(f"threshold must lie strictly between 0 and 1, got {operating}")
+    ws_id = workspace_id(workspace)
+    now = clock.now()
+    documents: dict[str, Any] = {
+        "feature_schema.json": _feature_schema(spec),
+        "snapshot_manifest.json": snapshot.manifest | {"id": snapshot.id},
+        "reference_profile.json": reference_profile(model, snapshot),
+        "deployment.json": {
+            "format": "clinical-mlops/deployment/v1",
+            "task": spec.name,
+            "model_version": model.version,
+            "operating_threshold": operating,
+            "conformal_alpha": spec.thresholds.conformal_alpha,
+            "rollout_modes": ["shadow", "silent", "pilot", "full"],
+            "initial_mode": "shadow",
+            "intended_use": spec.intended_use.model_dump(mode="json"),
+            "non_intended_uses": list(spec.non_intended_uses),
+        },
+        "release.json": {
+            "format": BUNDLE_FORMAT,
+            "task": spec.name,
+            "task_version": spec.version,
+            "spec_sha256": spec.spec_hash(),
+            "model_version": model.version,
+            "model_sha256": model.model_sha256,
+            "snapshot_id": snapshot.id,
+            "author": author,
+            "created": utc_iso(now),
+            "workspace_id": ws_id,
+            "acceptance": spec.acceptance.model_dump(mode="json"),
+            "mlflow_run_id": (lineage.get("tracking") or {}).get("mlflow_run_id"),
+        },
+    }
+    key_id, private = provider_for_workspace(workspace).signer()
+    with workspace.staging_dir(bundles_dir(workspace)) as stage:
+        for name in _COPIED:
+            shutil.copyfile(source / name, stage / name)
+        for name, doc in documents.items():
+            (stage / name).write_bytes(canonical_json(doc))
+        files = {p.name: sha256_file(p) for p in sorted(stage.iterdir())}
+        manifest = {"format": BUNDLE_FORMAT, "files": files}
+        manifest_bytes = canonical_json(manifest)
+        (stage / MANIFEST).write_bytes(manifest_bytes)
+        bundle_sha = sha256_bytes(manifest_bytes)
+        signature: dict[str, Any] = {
+            "algorithm": "Ed25519",
+            "manifest_sha256": bundle_sha,
+            "workspace_id": ws_id,
+            "key_id": key_id,
+            "public_key": public_key_hex(private.public_key()),
+            "signed_at": utc_iso(now),
+            "expires_at": utc_iso(now + validity),
+        }
+        signature["signature"] = private.sign(_signing_message(signature)).hex()
+        (stage / SIGNATURE).write_bytes(canonical_json(signature))
+        final = bundles_dir(workspace) / f"{spec.name}-{bundle_sha[:12]}"
+        workspace.publish(stage, final)
+    return load_bundle(workspace, final, clock=clock)
+
+
+def _parse(path: Path, name: str) -> dict[str, Any]:
+    try:
+        value = json.loads((path / name).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleSignatureInvalid(f"bundle {path.name}: {name} is missing") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleSignatureInvalid(
+            f"bundle {path.name}: {name} is not valid JSON ({exc})"
+        ) from None
+    if not isinstance(value, dict):
+        raise BundleSignatureInvalid(f"bundle {path.name}: {name} must be a JSON object")
+    return value
+
+
+def _parse_time(value: Any, *, where: str) -> datetime:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise BundleSignatureInvalid(f"{where}: not an ISO-8601 time: {value!r}") from None
+
+
+def load_bundle(workspace: Workspace, path: str | Path, *, clock: Clock | None = None) -> Bundle:
+    """Return the verified bundle at ``path``; raise ``BundleSignatureInvalid`` naming the failure.
+
+    Checks every file hash against the manifest, that no file is missing or added,
+    that the bundle was signed for this workspace by a key its key provider holds,
+    the Ed25519 signature, and that the signature has not expired (``clock``).
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise BundleSignatureInvalid(f"bundle {folder}: no such bundle folder")
+    where = f"bundle {folder.name}"
+    manifest = _parse(folder, MANIFEST)
+    signature = _parse(folder, SIGNATURE)
+    files = manifest.get("files")
+    if manifest.get("format") != BUNDLE_FORMAT or not isinstance(files, dict) or not files:
+        raise BundleSignatureInvalid(f"{where}: {MANIFEST} is not a {BUNDLE_FORMAT} manifest")
+    present = {p.name for p in folder.iterdir()} - {MANIFEST, SIGNATURE}
+    extra, missing = sorted(present - set(files)), sorted(set(files) - present)
+    if extra or missing:
+        raise BundleSignatureInvalid(
+            f"{where}: file set differs from the signed manifest "
+            f"(added: {extra or 'none'}; missing: {missing or 'none'})"
+        )
+    for name, expected in sorted(files.items()):
+        if (folder / name).is_symlink() or not (folder / name).is_file():
+            raise BundleSignatureInvalid(f"{where}: {name} is not a regular file")
+        if sha256_file(folder / name) != expected:
+            raise BundleSignatureInvalid(
+                f"{where}: {name} does not match its SHA-256 in the signed manifest "
+                "(the file was changed after signing); refusing to load"
+            )
+    manifest_sha = sha256_file(folder / MANIFEST)
+    required = ("manifest_sha256", "workspace_id", "key_id", "signed_at", "expires_at", "signature")
+    lacking = [k for k in required if not isinstance(signature.get(k), str)]
+    if lacking:
+        raise BundleSignatureInvalid(f"{where}: {SIGNATURE} lacks {lacking}")
+    if signature["manifest_sha256"] != manifest_sha:
+        raise BundleSignatureInvalid(
+            f"{where}: {MANIFEST} was changed after signing (its SHA-256 is not the signed one)"
+        )
+    ours = workspace_id(workspace)
+    if signature["workspace_id"] != ours:
+        raise BundleForeign(
+            f"{where}: signed for workspace {signature['workspace_id']}, not this workspace "
+            f"({ours}); a release must be built and signed in the workspace whose ledger "
+            "audits it — rebuild it here from its model"
+        )
+    publics = provider_for_workspace(workspace).public_keys()
+    key = publics.get(signature["key_id"])
+    if key is None:
+        raise BundleSignatureInvalid(
+            f"{where}: signed with key {signature['key_id']!r}, which this workspace's key "
+            "provider does not hold (wrong key); refusing to load"
+        )
+    try:
+        key.verify(bytes.fromhex(signature["signature"]), _signing_message(signature))
+    except (InvalidSignature, ValueError):
+        raise BundleSignatureInvalid(
+            f"{where}: the Ed25519 signature does not verify with key {signature['key_id']!r} "
+            "(wrong key or altered signature); refusing to load"
+        ) from None
+    now = (clock or SystemClock()).now()
+    expires = _parse_time(signature["expires_at"], where=f"{where}: expires_at")
+    if now > expires:
+        raise BundleExpired(
+            f"{where}: signature expired at {signature['expires_at']}; rebuild and re-sign the "
+            "bundle (and pass the gates again) before using it"
+        )
+    return Bundle(path=folder, sha256=manifest_sha, manifest=manifest, signature=signature)
+
+
+def export_bundle(bundle: Bundle, destination: str | Path) -> Path:
+    """Return the path of a reproducible ``.tar.gz`` of ``bundle`` (sorted, zeroed owners and times)."""
+    dest = Path(destination)
+    if dest.is_dir():
+        dest = dest / f"{bundle.path.name}.tar.gz"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted([*bundle.manifest["files"], MANIFEST, SIGNATURE]):
+            data = (bundle.path / name).read_bytes()
+            info = tarfile.TarInfo(f"{bundle.path.name}/{name}")
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    import gzip
+
+    dest.write_bytes(gzip.compress(buffer.getvalue(), mtime=0))
+    return dest
+
+
+def import_bundle(
+    workspace: Workspace, archive: str | Path, *, clock: Clock | None = None
+) -> Bundle:
+    """Return the verified bundle unpacked from ``archive`` into this workspace's bundles folder.
+
+    Only flat regular files inside one top folder are accepted (no links, no paths);
+    the bundle is verified before it is published under its final name.
+    """
+    src = Path(archive)
+    try:
+        tar = tarfile.open(src, mode="r:gz")  # noqa: SIM115 - closed by the with below
+    except (OSError, tarfile.TarError) as exc:
+        raise BundleSignatureInvalid(f"bundle archive {src.name}: unreadable ({exc})") from None
+    with tar, workspace.staging_dir(bundles_dir(workspace)) as stage:
+        tops = set()
+        for member in tar.getmembers():
+            top, _, name = member.name.partition("/")
+            if not member.isfile() or not name or "/" in name or name.startswith("."):
+                raise BundleSignatureInvalid(
+                    f"bundle archive {src.name}: member {member.name!r} is not a flat file"
+                )
+            tops.add(top)
+            fh = tar.extractfile(member)
+            assert fh is not None
+            (stage / name).write_bytes(fh.read())
+        if len(tops) != 1:
+            raise BundleSignatureInvalid(f"bundle archive {src.name}: expected one bundle folder")
+        load_bundle(workspace, stage, clock=clock)
+        sha = sha256_file(stage / MANIFEST)
+        task = json.loads((stage / "release.json").read_text(encoding="utf-8"))["task"]
+        final = bundles_dir(workspace) / f"{task}-{sha[:12]}"
+        workspace.publish(stage, final)
+    return load_bundle(workspace, final, clock=clock)

@@ -1,0 +1,88 @@
+"""The monitoring reference profile stored in a release bundle.
+
+What production data and scores are compared against later (drift, volume,
+workload): per-feature quantile bin edges and bin fractions, missingness and
+category frequencies, and the distribution of calibrated risk on the locked test
+stays — the most recent period the model was validated on — with the alert rate
+at every threshold from 0.01 to 0.99 so a threshold change can be stated as
+alerts per 100 patients. Aggregates only: no stay-level rows enter the bundle.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clinical_mlops.data.snapshot import Snapshot
+from clinical_mlops.modeling.trained import TrainedModel
+
+__all__ = ["PROFILE_FORMAT", "alerts_per_100", "reference_profile"]
+
+PROFILE_FORMAT = "clinical-mlops/reference-profile/v1"
+_QUANTILES = tuple(round(q / 10, 1) for q in range(11))
+_SCORE_BINS = 20
+
+
+def _numeric(values: pd.Series) -> dict[str, Any]:
+    present = values.dropna().to_numpy(dtype=float)
+    if present.size == 0:
+        return {"edges": [], "fractions": [], "n_present": 0}
+    edges = np.unique(np.quantile(present, _QUANTILES))
+    inner = edges[1:-1]
+    counts = np.bincount(np.searchsorted(inner, present, side="right"), minlength=len(edges) - 1)
+    return {
+        "edges": [round(float(e), 6) for e in edges],
+        "fractions": [round(float(c) / present.size, 6) for c in counts],
+        "n_present": int(present.size),
+        "mean": round(float(present.mean()), 6),
+    }
+
+
+def reference_profile(model: TrainedModel, snapshot: Snapshot) -> dict[str, Any]:
+    """Return the reference profile of ``model`` on the locked test stays of ``snapshot``."""
+    from clinical_mlops.modeling.train import locked_test_stays
+
+    spec = snapshot.spec()
+    test = locked_test_stays(snapshot)
+    features: dict[str, Any] = {}
+    for f in spec.features:
+        col = test[f.name]
+        entry: dict[str, Any] = {
+            "kind": f.kind,
+            "missing_fraction": round(float(col.isna().mean()), 6),
+        }
+        if f.kind == "categorical":
+            freq = col.dropna().astype(str).value_counts(normalize=True).sort_index()
+            entry["categories"] = {str(k): round(float(v), 6) for k, v in freq.items()}
+        else:
+            entry |= _numeric(col.astype(float))
+        features[f.name] = entry
+    p = model.probability(test)
+    hist, edges = np.histogram(p, bins=_SCORE_BINS, range=(0.0, 1.0))
+    thresholds = [round(t / 100, 2) for t in range(1, 100)]
+    return {
+        "format": PROFILE_FORMAT,
+        "task": spec.name,
+        "model_version": model.version,
+        "snapshot_id": snapshot.id,
+        "population": f"locked test stays {spec.split.test_years[0]}-{spec.split.test_years[1]}",
+        "n": len(test),
+        "features": features,
+        "score": {
+            "bin_edges": [round(float(e), 6) for e in edges],
+            "fractions": [round(float(c) / len(p), 6) for c in hist],
+            "mean": round(float(p.mean()), 6),
+            "quantiles": {
+                str(q): round(float(v), 6)
+                for q, v in zip(_QUANTILES, np.quantile(p, _QUANTILES), strict=True)
+            },
+        },
+        "alerts_per_100": {f"{t:.2f}": round(float((p >= t).mean() * 100), 4) for t in thresholds},
+    }
+
+
+def alerts_per_100(profile: dict[str, Any], *, threshold: float) -> float | None:
+    """Return alerts per 100 reference patients at ``threshold`` (to 0.01), or None if unknown."""
+    return profile.get("alerts_per_100", {}).get(f"{round(threshold, 2):.2f}")
