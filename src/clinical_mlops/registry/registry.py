@@ -17,6 +17,7 @@ is never rebuilt. Every change is a ledger event (``status_change``, ``approval`
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -417,7 +418,7 @@ class Registry:
             }
         return out
 
-    def approvals(self, version: str) -> list[Approval]:
+    def approvals(self, version: str) -> builtins.list[Approval]:
         """Return every approval decision recorded on ``version``, oldest first."""
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -770,7 +771,7 @@ class Registry:
         }
 
     # -- views -------------------------------------------------------------------------------
-    def history(self, version: str) -> list[dict[str, Any]]:
+    def history(self, version: str) -> builtins.list[dict[str, Any]]:
         """Return the status changes of ``version``, oldest first."""
         with self.engine.connect() as conn:
             rows = conn.execute(
