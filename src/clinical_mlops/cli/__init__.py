@@ -20,6 +20,7 @@ from clinical_mlops.cli.demo import demo_command
 from clinical_mlops.cli.keys import keys_app
 from clinical_mlops.cli.model import evaluate, report, train
 from clinical_mlops.cli.privacy import privacy_app
+from clinical_mlops.cli.registry import incident_app, registry_app, review_app
 
 __all__ = ["app", "main"]
 
@@ -34,6 +35,9 @@ app.add_typer(data_app, name="data")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(privacy_app, name="privacy")
+app.add_typer(registry_app, name="registry")
+app.add_typer(review_app, name="review")
+app.add_typer(incident_app, name="incident")
 app.command("demo")(demo_command)
 app.command("train")(train)
 app.command("evaluate")(evaluate)

@@ -21,7 +21,8 @@ def demo_command(
     """Run the end-to-end pipeline on the embedded synthetic source.
 
     Synthetic raw ICU events -> cohort -> data contracts -> features -> snapshot ->
-    model selection -> calibration -> conformal sets -> validation report and model card.
+    model selection -> calibration -> conformal sets -> validation report and model card ->
+    signed release bundle -> gates 1-4 with approvals by named demo users -> approved.
     """
     started = time.monotonic()
     err_console.print("[bold]clinical-mlops demo[/] — synthetic ICU source, task icu_mortality_48h")
@@ -37,6 +38,20 @@ def demo_command(
     ws = Workspace.open(workspace)
     render_snapshot(open_snapshot(ws, result.lineage["snapshot"]["id"]))
     render_training(result.summary(), published=load_task("icu_mortality_48h").published)
+    from clinical_mlops.governance.walkthrough import DEMO_PEOPLE, govern_demo_release
+
+    err_console.print("[bold]governance[/] — bundle, gates 1-4, approvals by demo users, pilot")
+    shown = govern_demo_release(ws, model_version=result.model_version)
+    for person, (role, what) in DEMO_PEOPLE.items():
+        out_console.print(f"  {person} ({role}): {what}", highlight=False)
+    gates = ", ".join(
+        f"{n} {'passed' if g['passed'] else 'FAILED'}" for n, g in shown["gates"].items()
+    )
+    out_console.print(
+        f"release [bold]{shown['version']}[/] status [bold]{shown['status']}[/] "
+        f"(bundle sha256 {shown['sha256'][:16]}…; gates: {gates})",
+        highlight=False,
+    )
     out_console.print(
         f"\n[bold]done[/] in {time.monotonic() - started:.0f} s — open {result.paths['report.html']}"
     )

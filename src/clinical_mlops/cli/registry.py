@@ -1,0 +1,511 @@
+"""``clinical-mlops registry``, ``review`` and ``incident``: one library call per command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from clinical_mlops.cli._common import (
+    JsonOption,
+    WorkspaceOption,
+    current_actor,
+    out_console,
+    print_json,
+    workspace_from,
+)
+from clinical_mlops.registry.registry import Registry
+
+__all__ = ["incident_app", "registry_app", "review_app"]
+
+registry_app = typer.Typer(
+    help="Release bundles, statuses, gates, approvals, rollout and rollback.",
+    no_args_is_help=True,
+)
+review_app = typer.Typer(
+    help="Periodic reviews of releases in service (R-H3).", no_args_is_help=True
+)
+incident_app = typer.Typer(
+    help="Incidents: open, contain, communicate, resolve (R-H4).", no_args_is_help=True
+)
+
+VersionArg = Annotated[str, typer.Argument(help="Release version (task@n) or bundle hash prefix.")]
+ActorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--as",
+        help="Who acts (default: $CLINICAL_MLOPS_ACTOR or the login name).",
+        show_default=False,
+    ),
+]
+RoleOption = Annotated[
+    str | None, typer.Option("--role", help="Role to act in (clinical, compliance, engineering).")
+]
+WhyOption = Annotated[str, typer.Option("--why", help="Reason, recorded in the audit ledger.")]
+
+
+def _open(workspace: Path | None) -> Registry:
+    return Registry.open(workspace_from(workspace))
+
+
+def _actor(actor: str | None) -> str:
+    return actor or current_actor()
+
+
+def _emit(obj: Any, as_json: bool, line: str) -> None:
+    if as_json:
+        print_json(obj)
+    else:
+        out_console.print(line, highlight=False)
+
+
+@registry_app.command("bundle", help="Build and sign a release bundle from a trained model.")
+def bundle_cmd(
+    model_version: Annotated[str, typer.Argument(help="Trained model version (or prefix).")],
+    threshold: Annotated[
+        float | None,
+        typer.Option("--threshold", help="Operating threshold (default: the task spec's)."),
+    ] = None,
+    actor: ActorOption = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.registry.bundle import build_bundle
+
+    b = build_bundle(
+        workspace_from(workspace),
+        model_version=model_version,
+        author=_actor(actor),
+        threshold=threshold,
+    )
+    _emit(
+        {
+            "path": str(b.path),
+            "sha256": b.sha256,
+            "model_version": b.model_version,
+            "threshold": b.threshold,
+        },
+        json_,
+        f"bundle {b.sha256[:12]} at {b.path}",
+    )
+
+
+@registry_app.command("register", help="Register a signed bundle folder as a draft release.")
+def register_cmd(
+    path: Annotated[Path, typer.Argument(help="Bundle folder or .tar.gz export.")],
+    why: WhyOption = "new release",
+    actor: ActorOption = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.registry.bundle import import_bundle, load_bundle
+
+    ws = workspace_from(workspace)
+    b = import_bundle(ws, path) if path.is_file() else load_bundle(ws, path)
+    with Registry.open(ws) as reg:
+        rel = reg.register(b, actor=_actor(actor), why=why)
+    _emit(rel.to_json() | {"change": rel.change}, json_, f"registered {rel.version} ({rel.status})")
+
+
+@registry_app.command("list", help="List releases with status.")
+def list_cmd(json_: JsonOption = False, workspace: WorkspaceOption = None) -> None:
+    with _open(workspace) as reg:
+        rels = [r.to_json() for r in reg.list()]
+    if json_:
+        print_json({"releases": rels})
+        return
+    table = Table("version", "status", "threshold", "change", "sha256")
+    for r in rels:
+        table.add_row(
+            r["version"],
+            r["status"],
+            f"{r['threshold']:.2f}",
+            str(r["change_class"]),
+            r["sha256"][:12],
+        )
+    out_console.print(table)
+
+
+@registry_app.command("show", help="Show a release: status, sha256, lineage, gates, approvals.")
+def show_cmd(
+    version: VersionArg, json_: JsonOption = False, workspace: WorkspaceOption = None
+) -> None:
+    with _open(workspace) as reg:
+        shown = reg.show(version)
+    if json_:
+        print_json(shown)
+        return
+    out_console.print(f"[bold]{shown['version']}[/] {shown['status']}  sha256 {shown['sha256']}")
+    for name, g in shown["gates"].items():
+        out_console.print(
+            f"  gate {name}: {'passed' if g['passed'] else 'FAILED ' + '; '.join(g['failures'])}"
+        )
+    for a in shown["approvals"]:
+        out_console.print(f"  {a['decision']} by {a['person']} ({a['role']}): {a['why']}")
+
+
+@registry_app.command("diff", help="Classify the changes between two releases, with release notes.")
+def diff_cmd(
+    old: Annotated[str, typer.Argument(help="The approved (earlier) release.")],
+    new: Annotated[str, typer.Argument(help="The candidate release.")],
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.registry.changes import classify_change
+
+    with _open(workspace) as reg:
+        report = classify_change(reg.bundle(old), reg.bundle(new)).to_json()
+    _emit(
+        report, json_, f"{report['change_class']}\n" + "\n".join(f"- {n}" for n in report["notes"])
+    )
+
+
+@registry_app.command("validate", help="Run gates 1-3 and record their evidence.")
+def validate_cmd(
+    version: VersionArg,
+    actor: ActorOption = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.governance.policy import run_gates
+
+    with _open(workspace) as reg:
+        results = run_gates(reg, version, actor=_actor(actor))
+    _emit(
+        {n: r.to_json() for n, r in results.items()},
+        json_,
+        "\n".join(
+            f"gate {n}: {'passed' if r.passed else 'FAILED ' + '; '.join(r.failures)}"
+            for n, r in results.items()
+        ),
+    )
+
+
+@registry_app.command("promote", help="Move a release one step along the lifecycle.")
+def promote_cmd(
+    version: VersionArg,
+    why: WhyOption = "promotion",
+    actor: ActorOption = None,
+    role: RoleOption = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    with _open(workspace) as reg:
+        rel = reg.promote(version, actor=_actor(actor), why=why, role=role)
+    _emit(rel.to_json(), json_, f"{rel.version} is now {rel.status}")
+
+
+def _decide(
+    version: str,
+    decision: str,
+    role: str,
+    why: str,
+    actor: str | None,
+    as_json: bool,
+    workspace: Path | None,
+) -> None:
+    with _open(workspace) as reg:
+        a = reg.decide(
+            version,
+            person=_actor(actor),
+            role=role,
+            decision=decision,  # type: ignore[arg-type]
+            why=why,
+        )
+    _emit(a.to_json() | {"release": version}, as_json, f"{a.decision} by {a.person} as {a.role}")
+
+
+@registry_app.command("approve", help="Approve a release in your role (gate 4).")
+def approve_cmd(
+    version: VersionArg,
+    role: Annotated[str, typer.Option("--role", help="clinical, compliance or engineering.")],
+    why: WhyOption = "approved",
+    actor: ActorOption = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    _decide(version, "approve", role, why, actor, json_, workspace)
+
+
+@registry_app.command("reject", help="Reject a release in your role (blocks gate 4).")
+def reject_cmd(
+    version: VersionArg,
+    role: Annotated[str, typer.Option("--role", help="clinical, compliance or engineering.")],
+    why: WhyOption = "rejected",
+    actor: ActorOption = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    _decide(version, "reject", role, why, actor, json_, workspace)
+
+
+@registry_app.command("rollback", help="Make an earlier approved release active again.")
+def rollback_cmd(
+    version: VersionArg,
+    why: WhyOption = "rollback",
+    actor: ActorOption = None,
+    role: RoleOption = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    with _open(workspace) as reg:
+        rel = reg.rollback(version, actor=_actor(actor), why=why, role=role)
+    _emit(rel.to_json(), json_, f"{rel.version} is active again")
+
+
+@registry_app.command("suspend", help="Suspend a live release.")
+def suspend_cmd(
+    version: VersionArg,
+    why: WhyOption = "suspended",
+    actor: ActorOption = None,
+    role: RoleOption = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    with _open(workspace) as reg:
+        rel = reg.suspend(version, actor=_actor(actor), why=why, role=role)
+    _emit(rel.to_json(), json_, f"{rel.version} is suspended")
+
+
+@registry_app.command("resume", help="Return a suspended release to its previous status.")
+def resume_cmd(
+    version: VersionArg,
+    why: WhyOption = "resumed",
+    actor: ActorOption = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    with _open(workspace) as reg:
+        rel = reg.resume(version, actor=_actor(actor), why=why)
+    _emit(rel.to_json(), json_, f"{rel.version} is {rel.status}")
+
+
+@registry_app.command("retire", help="Retire a release (kept for audit, never served).")
+def retire_cmd(
+    version: VersionArg,
+    why: WhyOption = "retired",
+    actor: ActorOption = None,
+    role: RoleOption = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    with _open(workspace) as reg:
+        rel = reg.retire(version, actor=_actor(actor), why=why, role=role)
+    _emit(rel.to_json(), json_, f"{rel.version} is retired")
+
+
+@registry_app.command(
+    "rollout", help="Serve a release at a site in shadow, silent, pilot or full mode."
+)
+def rollout_cmd(
+    version: VersionArg,
+    site: Annotated[
+        str, typer.Option("--site", help="Site name ('*' = all sites, full mode only).")
+    ],
+    mode: Annotated[str, typer.Option("--mode", help="shadow, silent, pilot or full.")],
+    why: WhyOption = "rollout",
+    actor: ActorOption = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    with _open(workspace) as reg:
+        manifest = reg.set_rollout(version, site=site, mode=mode, actor=_actor(actor), why=why)
+    _emit(manifest, json_, f"{version} runs in {mode} mode at {site}")
+
+
+@registry_app.command("grant", help="Grant governance roles to a person (compliance only).")
+def grant_cmd(
+    person: Annotated[str, typer.Argument(help="The person's name.")],
+    role: Annotated[list[str], typer.Option("--role", help="Role to grant (repeatable).")],
+    why: WhyOption = "role granted",
+    actor: ActorOption = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    with _open(workspace) as reg:
+        roles = reg.grant_roles(person, roles=role, actor=_actor(actor), why=why)
+    _emit({"person": person, "roles": roles}, json_, f"{person}: {', '.join(roles)}")
+
+
+@registry_app.command("export", help="Export a release's bundle as a .tar.gz.")
+def export_cmd(
+    version: VersionArg,
+    out: Annotated[Path, typer.Option("--out", help="Destination file or folder.")] = Path("."),
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.registry.bundle import export_bundle
+
+    with _open(workspace) as reg:
+        path = export_bundle(reg.bundle(version), out)
+    _emit({"path": str(path)}, json_, f"wrote {path}")
+
+
+@registry_app.command("ops", help="Operations metrics from the ledger (R-L9).")
+def ops_cmd(json_: JsonOption = False, workspace: WorkspaceOption = None) -> None:
+    from clinical_mlops.governance.operations import operations_metrics
+
+    m = operations_metrics(workspace_from(workspace))
+    _emit(m, json_, "\n".join(f"{k}: {v}" for k, v in m.items()))
+
+
+# -- reviews -----------------------------------------------------------------------------------
+
+
+@review_app.command("record", help="Record a periodic review against a release.")
+def review_record(
+    version: VersionArg,
+    calibration: Annotated[str, typer.Option(help="Calibration finding ('ok' or what was found).")],
+    fairness: Annotated[str, typer.Option(help="Fairness finding.")],
+    incidents: Annotated[str, typer.Option(help="Incidents since the last review.")],
+    documentation: Annotated[str, typer.Option(help="Documentation completeness.")],
+    outcome: Annotated[
+        str, typer.Option(help="continue, continue_with_actions or suspend.")
+    ] = "continue",
+    actor: ActorOption = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.governance.reviews import record_review
+
+    checklist = {
+        "calibration": calibration,
+        "fairness": fairness,
+        "incidents": incidents,
+        "documentation": documentation,
+    }
+    with _open(workspace) as reg:
+        r = record_review(
+            reg, version, reviewer=_actor(actor), checklist=checklist, outcome=outcome
+        )
+    _emit(r, json_, f"review of {version} recorded: {outcome}")
+
+
+@review_app.command("status", help="Show the review schedule and due date of a release.")
+def review_status_cmd(
+    version: VersionArg, json_: JsonOption = False, workspace: WorkspaceOption = None
+) -> None:
+    from clinical_mlops.governance.reviews import review_status
+
+    with _open(workspace) as reg:
+        s = review_status(reg, version)
+    _emit(s, json_, f"{version}: due {s['due']}{' (OVERDUE)' if s['overdue'] else ''}")
+
+
+@review_app.command("overdue", help="List overdue reviews and raise an alert for each.")
+def review_overdue_cmd(json_: JsonOption = False, workspace: WorkspaceOption = None) -> None:
+    from clinical_mlops.governance.reviews import overdue_reviews
+
+    with _open(workspace) as reg:
+        due = overdue_reviews(reg, actor=current_actor())
+    _emit(
+        {"overdue": due}, json_, "\n".join(f"{d['version']} due {d['due']}" for d in due) or "none"
+    )
+
+
+@review_app.command("schedule", help="Set the review interval of a task (days; default 90).")
+def review_schedule_cmd(
+    task: Annotated[str, typer.Argument(help="Task name.")],
+    days: Annotated[int, typer.Option("--days", help="Interval in days.")] = 90,
+    actor: ActorOption = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.governance.reviews import set_schedule
+
+    with _open(workspace) as reg:
+        n = set_schedule(reg, task=task, interval_days=days, actor=_actor(actor))
+    _emit({"task": task, "interval_days": n}, json_, f"{task}: every {n} days")
+
+
+# -- incidents ---------------------------------------------------------------------------------
+
+
+@incident_app.command("open", help="Open an incident on a release with named roles.")
+def incident_open(
+    version: VersionArg,
+    summary: Annotated[str, typer.Option(help="What happened.")],
+    lead: Annotated[str, typer.Option(help="Incident lead.")],
+    clinical_lead: Annotated[str, typer.Option(help="Clinical lead.")],
+    communications_lead: Annotated[str, typer.Option(help="Communications lead.")],
+    severity: Annotated[str, typer.Option(help="low, moderate, high or critical.")] = "high",
+    actor: ActorOption = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.governance.incidents import open_incident
+
+    roles = {
+        "incident_lead": lead,
+        "clinical_lead": clinical_lead,
+        "communications_lead": communications_lead,
+    }
+    with _open(workspace) as reg:
+        inc = open_incident(
+            reg, version, actor=_actor(actor), summary=summary, severity=severity, roles=roles
+        )
+    _emit(inc, json_, f"opened {inc['id']} on {version}")
+
+
+@incident_app.command("contain", help="Contain an incident: suspend its release or roll back.")
+def incident_contain(
+    incident_id: Annotated[str, typer.Argument(help="Incident id.")],
+    action: Annotated[str, typer.Option(help="suspend or rollback.")],
+    to: Annotated[str | None, typer.Option("--to", help="Release to roll back to.")] = None,
+    why: WhyOption = "containment",
+    actor: ActorOption = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.governance.incidents import contain
+
+    with _open(workspace) as reg:
+        inc = contain(reg, incident_id, actor=_actor(actor), action=action, why=why, rollback_to=to)
+    _emit(inc, json_, f"{incident_id} contained")
+
+
+@incident_app.command("step", help="Record a communication or patient-notification step.")
+def incident_step(
+    incident_id: Annotated[str, typer.Argument(help="Incident id.")],
+    kind: Annotated[str, typer.Option(help="communication, patient_notification or note.")],
+    detail: Annotated[str, typer.Option(help="What was done (or 'not required: why').")],
+    actor: ActorOption = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.governance.incidents import add_step
+
+    with _open(workspace) as reg:
+        inc = add_step(reg, incident_id, actor=_actor(actor), kind=kind, detail=detail)
+    _emit(inc, json_, f"{incident_id}: {kind} recorded")
+
+
+@incident_app.command("resolve", help="Resolve a contained incident.")
+def incident_resolve(
+    incident_id: Annotated[str, typer.Argument(help="Incident id.")],
+    root_cause: Annotated[str, typer.Option(help="Root cause and corrective action.")],
+    actor: ActorOption = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.governance.incidents import resolve
+
+    with _open(workspace) as reg:
+        inc = resolve(reg, incident_id, actor=_actor(actor), root_cause=root_cause)
+    _emit(inc, json_, f"{incident_id} resolved")
+
+
+@incident_app.command("list", help="List incidents.")
+def incident_list(json_: JsonOption = False, workspace: WorkspaceOption = None) -> None:
+    from clinical_mlops.governance.incidents import list_incidents
+
+    with _open(workspace) as reg:
+        incs = list_incidents(reg)
+    _emit(
+        {"incidents": incs},
+        json_,
+        "\n".join(f"{i['id']} {i['status']} {i['version']}: {i['summary']}" for i in incs)
+        or "none",
+    )
