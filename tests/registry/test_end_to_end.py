@@ -100,7 +100,9 @@ def test_release_lifecycle_end_to_end(meta_backend, fresh_workspace, trained, cl
     assert reg.active("icu_mortality_48h").version == v1
 
     # a candidate with a lower threshold is clinical-impacting, with workload in the notes
-    candidate = build_bundle(ws, model_version=model_version, author="eli", threshold=0.15, clock=clock)
+    candidate = build_bundle(
+        ws, model_version=model_version, author="eli", threshold=0.15, clock=clock
+    )
     v2 = reg.register(candidate, actor="eli", why="lower threshold").version
     change = reg.get(v2).change
     assert change["change_class"] == "clinical-impacting"
@@ -142,7 +144,11 @@ def test_release_lifecycle_end_to_end(meta_backend, fresh_workspace, trained, cl
 
     # the ledger holds every step with actor and role, and every refusal
     events = _events(ws)
-    changes = [(e.actor, p["role"], p["from_status"], p["to_status"]) for e, p in events if e.type == "status_change"]
+    changes = [
+        (e.actor, p["role"], p["from_status"], p["to_status"])
+        for e, p in events
+        if e.type == "status_change"
+    ]
     assert changes[:5] == [
         ("eli", "engineering", "draft", "validated"),
         ("dr.kim", "clinical", "validated", "clinically_reviewed"),
@@ -181,7 +187,8 @@ def test_release_lifecycle_end_to_end(meta_backend, fresh_workspace, trained, cl
     assert shown["status"] == "approved" and shown["active"] is True
     assert set(shown["gates"]) == {"schema_contract", "metrics", "evidence", "approvals"}
     assert all(g["passed"] for g in shown["gates"].values())
-    assert shown["lineage"]["snapshot"]["id"] == json.loads(
-        (reg.bundle(v1).path / "lineage.json").read_text()
-    )["snapshot"]["id"]
+    assert (
+        shown["lineage"]["snapshot"]["id"]
+        == json.loads((reg.bundle(v1).path / "lineage.json").read_text())["snapshot"]["id"]
+    )
     reg.close()

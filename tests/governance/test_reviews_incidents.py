@@ -1,0 +1,89 @@
+"""Periodic reviews (overdue alerts) and incidents (contain through the registry, resolve)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from clinical_mlops.errors import GovernanceError, IncidentStepRefused, RoleRequired
+from clinical_mlops.governance.incidents import add_step, contain, open_incident, resolve
+from clinical_mlops.governance.operations import operations_metrics
+from clinical_mlops.governance.reviews import overdue_reviews, record_review, review_status
+from clinical_mlops.governance.walkthrough import govern_demo_release
+from clinical_mlops.ledger import Ledger
+from clinical_mlops.registry.registry import Registry
+
+CLIN, COMP, ENG = "demo.dr.lena.ortiz", "demo.sam.okafor", "demo.priya.nair"
+OK = {"calibration": "ok", "fairness": "ok", "incidents": "none", "documentation": "complete"}
+
+
+@pytest.fixture
+def live(fresh_workspace, trained, clock):
+    ws = fresh_workspace("gov")
+    version = govern_demo_release(ws, model_version=trained[1], clock=clock)["version"]
+    return ws, Registry.open(ws, clock=clock), version
+
+
+def _alerts(ws):
+    with Ledger.open(ws) as led:
+        return [led.read(s).payload for s in range(led.size()) if led.entry(s).type == "alert"]
+
+
+def test_review_is_due_quarterly_and_overdue_raises_an_alert(live, clock):
+    ws, reg, v = live
+    assert review_status(reg, v)["interval_days"] == 90
+    clock.advance(timedelta(days=89))
+    assert overdue_reviews(reg) == []
+    clock.advance(timedelta(days=2))
+    due = overdue_reviews(reg)
+    assert [d["version"] for d in due] == [v]
+    assert _alerts(ws)[-1]["kind"] == "review_overdue"
+    with pytest.raises(GovernanceError, match=r"unanswered: \['documentation'\]"):
+        record_review(
+            reg, v, reviewer=CLIN, checklist={**OK, "documentation": ""}, outcome="continue"
+        )
+    with pytest.raises(RoleRequired):
+        record_review(reg, v, reviewer=ENG, checklist=OK, outcome="continue")
+    record_review(reg, v, reviewer=CLIN, checklist=OK, outcome="continue")
+    assert review_status(reg, v)["overdue"] is False
+    assert overdue_reviews(reg) == []
+
+
+def test_incident_contained_by_suspension_and_resolved_only_after_steps(live):
+    ws, reg, v = live
+    roles = {"incident_lead": COMP, "clinical_lead": CLIN, "communications_lead": ENG}
+    with pytest.raises(IncidentStepRefused, match="communications_lead"):
+        open_incident(
+            reg, v, actor=CLIN, summary="x", severity="high", roles={"incident_lead": COMP}
+        )
+    inc = open_incident(
+        reg, v, actor=CLIN, summary="alerts doubled overnight", severity="high", roles=roles
+    )
+    assert operations_metrics(ws)["open_incidents"] == 1
+    with pytest.raises(IncidentStepRefused, match="status open"):
+        resolve(reg, inc["id"], actor=COMP, root_cause="?")
+    inc = contain(reg, inc["id"], actor=CLIN, action="suspend", why="stop alerts")
+    assert inc["status"] == "contained"
+    assert reg.get(v).status == "suspended"
+    add_step(reg, inc["id"], actor=ENG, kind="communication", detail="ICU leads emailed")
+    with pytest.raises(IncidentStepRefused, match="patient_notification"):
+        resolve(reg, inc["id"], actor=COMP, root_cause="lab unit change")
+    add_step(
+        reg,
+        inc["id"],
+        actor=CLIN,
+        kind="patient_notification",
+        detail="not required: no alert acted on",
+    )
+    done = resolve(reg, inc["id"], actor=COMP, root_cause="lab unit change upstream")
+    assert done["status"] == "resolved"
+    assert [s["kind"] for s in done["steps"]] == [
+        "opened",
+        "contained:suspend",
+        "communication",
+        "patient_notification",
+        "resolved",
+    ]
+    assert operations_metrics(ws)["open_incidents"] == 0
+    assert reg.resume(v, actor=COMP, why="fixed").status == "approved"
