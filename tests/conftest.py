@@ -11,7 +11,7 @@ from clinical_mlops.data.synthetic import SyntheticConfig
 from clinical_mlops.workspace import Workspace
 
 # Evidence plane: a throw-away PostgreSQL cluster (session) and one database per test.
-from postgres_cluster import postgres_database, postgres_server  # noqa: F401, E402
+from postgres_cluster import postgres_database, postgres_server  # noqa: F401
 
 
 @pytest.fixture

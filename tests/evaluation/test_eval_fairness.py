@@ -163,7 +163,7 @@ def test_auroc_gap_alert_raised_only_above_tolerance():
         "sex=Male": {"attribute": "sex", "group": "Male", "auroc": 0.83},
         "age_group=18-44": {"attribute": "age_group", "group": "18-44", "auroc": 0.90},
         "age_group=80+": {"attribute": "age_group", "group": "80+", "auroc": 0.80},
-        "age_group=45-64": {"attribute": "age_group", "group": "45-64", "auroc": "insufficient data (n=3)"},  # noqa: E501
+        "age_group=45-64": {"attribute": "age_group", "group": "45-64", "auroc": "insufficient data (n=3)"},
     }  # fmt: skip
     alerts = auroc_gap_alerts(matrix, tolerance=0.03)
     assert [a["attribute"] for a in alerts] == ["age_group"]
@@ -182,7 +182,9 @@ def test_no_subgroup_with_enough_flagged_stays_gives_no_ppv_gap():
     p = np.full(400, 0.05)
     p[:3] = 0.9  # three flagged stays in all: too few for any group's PPV
     masks = {"sex": {"F": np.arange(400) < 200, "M": np.arange(400) >= 200}}
-    out = fairness_metrics(y, p, masks, threshold=0.4, counts=resample_counts(400, n_boot=50, seed=1))
+    out = fairness_metrics(
+        y, p, masks, threshold=0.4, counts=resample_counts(400, n_boot=50, seed=1)
+    )
     ppv = out["predictive_parity_difference"]["by_attribute"]["sex"]
     assert ppv["note"] == "fewer than two subgroups with sufficient data"
     assert np.isnan(ppv["value"])

@@ -19,14 +19,14 @@ SPEC = load_task("icu_mortality_48h")
     ("name", "value", "contribution", "imputed", "expected"),
     [
         ("lactate", 4.13, 0.62, None, "Lactate 4.1 mmol/L raised the risk"),
-        ("albumin", np.nan, -0.12, 3.2, "Albumin not measured (median 3.2 g/dL used) lowered the risk slightly"),  # noqa: E501
+        ("albumin", np.nan, -0.12, 3.2, "Albumin not measured (median 3.2 g/dL used) lowered the risk slightly"),
         ("albumin", None, -0.12, None, "Albumin not measured lowered the risk slightly"),
         ("heart_rate", 112.4, 0.9, None, "Heart rate 112 beats/min raised the risk strongly"),
         ("temperature", 38.64, 0.01, None, "Temperature 38.6 °C had almost no effect on the risk"),
         ("spo2", 91.6, 0.3, None, "Oxygen saturation 92% raised the risk"),
         ("inr", 1.84, 0.3, None, "INR 1.8 raised the risk"),
         ("vasopressor", 1.0, 0.7, None, "Vasopressor support present raised the risk"),
-        ("diagnosis_category", "infectious", 0.5, None, "Primary diagnosis category: infectious raised the risk"),  # noqa: E501
+        ("diagnosis_category", "infectious", 0.5, None, "Primary diagnosis category: infectious raised the risk"),
         ("creatinine", 0.58, -0.2, None, "Creatinine 0.58 mg/dL lowered the risk slightly"),
     ],
 )  # fmt: skip

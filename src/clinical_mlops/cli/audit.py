@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -19,6 +19,9 @@ from clinical_mlops.cli._common import (
     workspace_from,
 )
 from clinical_mlops.errors import BundleInvalid
+
+if TYPE_CHECKING:
+    from clinical_mlops.ledger import Ledger
 
 audit_app = typer.Typer(
     help="The tamper-evident audit ledger: verify, show, prove, export, checkpoint, purge.",
@@ -35,7 +38,7 @@ def default_actor() -> str:
     return os.environ.get("CLINICAL_MLOPS_ACTOR") or os.environ.get("USER") or "cli"
 
 
-def _open(workspace: Path | None, *, create: bool = False):  # type: ignore[no-untyped-def]
+def _open(workspace: Path | None, *, create: bool = False) -> Ledger:
     from clinical_mlops.ledger import Ledger
 
     return Ledger.open(workspace_from(workspace), create=create)
