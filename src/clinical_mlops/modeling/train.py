@@ -131,13 +131,15 @@ def train_model(
     on_step: Step | None = None,
     command_line: list[str] | None = None,
     actor: str = "pipeline",
+    tracking_uri: str | None = None,
 ) -> TrainingResult:
     """Run the training protocol on ``snapshot`` and write the model folder; return the result.
 
     Raises :class:`ContractViolation` when the data cannot support the protocol
     (a split or fold without both classes). Nothing is written on failure.
     ``training_run`` and ``report_written`` events naming ``actor`` are appended
-    to the audit ledger.
+    to the audit ledger. With ``tracking_uri`` the run is also logged to MLflow
+    and its run id recorded in lineage (``registry.tracking``).
     """
     from clinical_mlops.evaluation.model_card import write_model_card
     from clinical_mlops.evaluation.report import evaluate, write_report
@@ -247,6 +249,11 @@ def train_model(
         artifacts=hashes,
         command_line=command_line,
     )
+    if tracking_uri:
+        from clinical_mlops.registry import tracking
+
+        run_id = tracking.start_run(tracking_uri=tracking_uri, run_name=model.version)
+        lineage["tracking"] = {"mlflow_run_id": run_id, "tracking_uri": tracking_uri}
     inp = evaluation_input(
         model=model,
         snapshot=snapshot,
@@ -270,6 +277,16 @@ def train_model(
         ]
         workspace.publish(stage, final)
     paths = {Path(p).name: final / Path(p).name for p in written}
+    if tracking_uri:
+        tracking.finish_run(
+            params={**config.as_dict(), "selected_model": winner.kind, **winner.params},
+            metrics={
+                k: v
+                for k, v in report["test"].items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            },
+            files=[paths["report.json"], paths["model_card.md"]],
+        )
     ledger.record(
         workspace,
         type="training_run",
