@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 UV     := $(VENV)/bin/uv
-EXTRAS ?= dev,postgres,console,vault,mlflow
+EXTRAS ?= dev,postgres,console,vault,mlflow,spark
 STAMP  := $(VENV)/.installed-$(shell echo "$(EXTRAS)" | tr ',' '-')
 
 .PHONY: demo test bench lint install clean help sysdeps

@@ -21,6 +21,7 @@ from clinical_mlops.cli._common import (
 from clinical_mlops.data.snapshot import Snapshot, build_snapshot, list_snapshots, open_snapshot
 from clinical_mlops.data.sources import SourceKind, open_source, synthetic_source
 from clinical_mlops.data.synthetic import SyntheticConfig
+from clinical_mlops.features.engine import DuckDBEngine, FeatureEngine
 from clinical_mlops.tasks import load_task
 
 data_app = typer.Typer(
@@ -37,6 +38,33 @@ ScaleOption = Annotated[
         "--scale", help="Size of the synthetic source; 1.0 gives about 23,841 cohort stays."
     ),
 ]
+
+
+EngineOption = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="Feature engine: duckdb (embedded) or spark (needs the spark extra and Java 17).",
+    ),
+]
+SparkMasterOption = Annotated[
+    str,
+    typer.Option(
+        "--spark-master",
+        help="Spark master URL with --engine spark: local[N], spark://host:7077, yarn, k8s://...",
+    ),
+]
+
+
+def feature_engine(name: str, *, spark_master: str = "local[2]") -> FeatureEngine:
+    """Return the feature engine called ``name`` (``duckdb`` or ``spark``)."""
+    if name == "duckdb":
+        return DuckDBEngine()
+    if name == "spark":
+        from clinical_mlops.features.spark import SparkEngine
+
+        return SparkEngine(master=spark_master)
+    raise typer.BadParameter(f"expected duckdb or spark, got {name!r}", param_hint="--engine")
 
 
 def progress_bar() -> Progress:
@@ -83,10 +111,13 @@ def run_build(
     source: SourceKind,
     path: Path | None,
     workspace: Path | None,
+    engine: str = "duckdb",
+    spark_master: str = "local[2]",
 ) -> Snapshot:
     """Generate if needed, then cohort -> contracts -> features -> snapshot, with progress."""
     ws = workspace_from(workspace)
     spec = load_task(task)
+    runner = feature_engine(engine, spark_master=spark_master)
     with progress_bar() as bar:
         gen = bar.add_task("preparing raw source", total=None)
 
@@ -100,6 +131,7 @@ def run_build(
             kind=source,
             path=path,
             config=SyntheticConfig(seed=seed, scale=scale),
+            setting=spec.cohort.setting,
             progress=tick,
         )
         bar.update(gen, visible=False)
@@ -108,7 +140,7 @@ def run_build(
         def on_step(name: str) -> None:
             bar.update(steps, description=name, advance=1)
 
-        return build_snapshot(ws, spec, raw, on_step=on_step, actor=current_actor())
+        return build_snapshot(ws, spec, raw, engine=runner, on_step=on_step, actor=current_actor())
 
 
 @data_app.command("build")
@@ -125,6 +157,8 @@ def build(
     path: Annotated[
         Path | None, typer.Option("--path", help="Folder of the raw source (--source raw).")
     ] = None,
+    engine: EngineOption = "duckdb",
+    spark_master: SparkMasterOption = "local[2]",
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -134,7 +168,16 @@ def build(
             f"expected synthetic or raw, got {source!r}", param_hint="--source"
         )
     kind = cast(SourceKind, source)
-    snap = run_build(task=task, seed=seed, scale=scale, source=kind, path=path, workspace=workspace)
+    snap = run_build(
+        task=task,
+        seed=seed,
+        scale=scale,
+        source=kind,
+        path=path,
+        workspace=workspace,
+        engine=engine,
+        spark_master=spark_master,
+    )
     if as_json:
         print_json(snap.summary())
     else:

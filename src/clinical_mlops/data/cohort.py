@@ -14,6 +14,22 @@ For the ICU task (SPEC R-T1) the steps are, in this order::
 "Index" and "first" are judged against *every* stay in the source, not only the
 ones still in the flow: a patient whose first ICU stay was in 2007 has no first
 stay in 2008–2019. Each step's counts go into the snapshot manifest.
+
+For an admission-level task (anchor ``discharge``, e.g. 30-day readmission) the
+unit is the hospital admission (its id, ``hadm_id``, fills the ``stay_id``
+column) and the steps are::
+
+    all admissions in the source
+    age >= min_age at admission
+    admission year within the cohort years
+    service in the listed services     (e.g. general medicine)
+    discharged alive
+    first admission of the patient     (only when first_stay_only)
+    hospital length of stay >= min_los_hours
+    outcome recorded                   (discharged, and follow-up covers the label window)
+    enough data in the observation window
+
+Which steps run, and with which numbers, comes from the task spec alone.
 """
 
 from __future__ import annotations
@@ -64,7 +80,24 @@ def _load_stays(source: RawSource) -> pd.DataFrame:
         adm.drop(columns=["subject_id"]), on="hadm_id", how="left", validate="many_to_one"
     )
     stays = stays.merge(pat, on="subject_id", how="left", validate="many_to_one")
+    # Index and first-stay judgements use every stay in the source.
+    first_in_adm = stays.groupby("hadm_id")["intime"].transform("min")
+    first_of_subject = stays.groupby("subject_id")["intime"].transform("min")
+    stays["_index_in_admission"] = stays["intime"].eq(first_in_adm).to_numpy()
+    stays["_first_of_patient"] = stays["intime"].eq(first_of_subject).to_numpy()
+    stays["los_hours"] = (stays["outtime"] - stays["intime"]).dt.total_seconds() / 3600.0
     return stays
+
+
+def _load_admissions(source: RawSource) -> pd.DataFrame:
+    adm = source.read("admissions").to_pandas()
+    pat = source.read("patients").to_pandas()
+    units = adm.merge(pat, on="subject_id", how="left", validate="many_to_one")
+    units.insert(0, "stay_id", units["hadm_id"])
+    first_of_subject = units.groupby("subject_id")["admittime"].transform("min")
+    units["_first_of_patient"] = units["admittime"].eq(first_of_subject).to_numpy()
+    units["los_hours"] = (units["dischtime"] - units["admittime"]).dt.total_seconds() / 3600.0
+    return units
 
 
 def build_cohort(source: RawSource, spec: TaskSpec) -> Cohort:
@@ -73,48 +106,61 @@ def build_cohort(source: RawSource, spec: TaskSpec) -> Cohort:
     The data-sufficiency criterion needs the feature table; apply it with
     :func:`apply_missingness_criterion` once features are extracted.
     """
-    if spec.anchor != "icu_admission":
-        raise NotImplementedError(f"cohort anchor {spec.anchor!r} is not supported by this builder")
     crit = spec.cohort
-    stays = _load_stays(source)
-    cohort = Cohort(stays=stays)
-    cohort.flow.append(FlowStep("ICU stays in source", len(stays), 0))
-
-    # Index and first-stay judgements use every stay in the source.
-    first_in_adm = stays.groupby("hadm_id")["intime"].transform("min")
-    first_of_subject = stays.groupby("subject_id")["intime"].transform("min")
-    stays["_index_in_admission"] = stays["intime"].eq(first_in_adm).to_numpy()
-    stays["_first_of_patient"] = stays["intime"].eq(first_of_subject).to_numpy()
-    cohort.stays = stays
+    icu = spec.unit == "icu_stay"
+    admissions: pd.DataFrame | None = None
+    if icu:
+        cohort = Cohort(stays=_load_stays(source))
+        cohort.flow.append(FlowStep("ICU stays in source", len(cohort.stays), 0))
+    else:
+        cohort = Cohort(stays=_load_admissions(source))
+        admissions = cohort.stays.loc[:, ["subject_id", "hadm_id", "admittime", "dischtime"]]
+        admissions = admissions.assign(admission_type=cohort.stays["admission_type"])
+        cohort.flow.append(FlowStep("admissions in source", len(cohort.stays), 0))
 
     s = cohort.stays
     cohort._record(f"age >= {crit.min_age:g} years", s["age"].to_numpy() >= crit.min_age)
     s = cohort.stays
     y0, y1 = crit.years
     cohort._record(f"admitted {y0}-{y1}", s["real_year"].between(y0, y1).to_numpy())
-    if crit.exclude_repeat_stays_in_admission:
+    if crit.services is not None:
+        listed = ", ".join(crit.services)
+        cohort._record(f"service {listed}", cohort.stays["service"].isin(crit.services).to_numpy())
+    if crit.discharged_alive:
+        cohort._record("discharged alive", cohort.stays["deathtime"].isna().to_numpy())
+    if icu and crit.exclude_repeat_stays_in_admission:
         cohort._record(
             "index ICU stay of the admission (repeat stays excluded)",
             cohort.stays["_index_in_admission"].to_numpy(),
         )
     if crit.first_stay_only:
-        cohort._record(
-            "first ICU admission of the patient", cohort.stays["_first_of_patient"].to_numpy()
-        )
+        what = "ICU admission" if icu else "admission"
+        cohort._record(f"first {what} of the patient", cohort.stays["_first_of_patient"].to_numpy())
     s = cohort.stays
-    los_h = (s["outtime"] - s["intime"]).dt.total_seconds().to_numpy() / 3600.0
-    cohort._record(f"ICU length of stay >= {crit.min_los_hours:g} h", los_h >= crit.min_los_hours)
+    los_h = s["los_hours"].to_numpy(dtype=float)
+    what = "ICU" if icu else "hospital"
+    cohort._record(
+        f"{what} length of stay >= {crit.min_los_hours:g} h",
+        np.nan_to_num(los_h, nan=-1.0) >= crit.min_los_hours,
+    )
     if crit.require_outcome:
         s = cohort.stays
-        known = s["dischtime"].notna().to_numpy() | s["deathtime"].notna().to_numpy()
+        if icu:
+            known = s["dischtime"].notna().to_numpy() | s["deathtime"].notna().to_numpy()
+        else:
+            # Follow-up must cover the label window: the source's last recorded admission
+            # marks the end of the data.
+            data_end = (admissions["admittime"] if admissions is not None else s["admittime"]).max()
+            window_end = s["dischtime"] + pd.to_timedelta(spec.label.window.end_hours, unit="h")
+            known = (s["dischtime"].notna() & (window_end <= data_end)).to_numpy()
         cohort._record("outcome recorded", known)
 
-    s = cohort.stays.drop(columns=["_index_in_admission", "_first_of_patient"])
-    anchor = s["intime"]
+    s = cohort.stays.drop(columns=["_index_in_admission", "_first_of_patient"], errors="ignore")
+    anchor = s["intime"] if icu else s["dischtime"]
     s["window_start"] = anchor + pd.to_timedelta(spec.observation_window.start_hours, unit="h")
     s["window_end"] = anchor + pd.to_timedelta(spec.observation_window.end_hours, unit="h")
     s["prediction_time"] = anchor + pd.to_timedelta(spec.prediction_time_hours, unit="h")
-    s[spec.label.name] = label_stays(s, spec)
+    s[spec.label.name] = label_stays(s, spec, admissions=admissions)
     s["split"] = _split(s["real_year"], spec)
     if (s["split"] == "none").any():
         cohort.stays = s
@@ -124,17 +170,26 @@ def build_cohort(source: RawSource, spec: TaskSpec) -> Cohort:
     return cohort
 
 
-def label_stays(stays: pd.DataFrame, spec: TaskSpec) -> np.ndarray:
-    """Return the 0/1 label per stay: the label event inside its window, after prediction time.
+def label_stays(
+    stays: pd.DataFrame, spec: TaskSpec, *, admissions: pd.DataFrame | None = None
+) -> np.ndarray:
+    """Return the 0/1 label per unit: the label event inside its window, after prediction time.
 
-    Raises :class:`ContractViolation` (a label leak) if a stay in the cohort died
+    The window is relative to the spec's anchor (ICU admission or discharge).
+    ``in_hospital_death`` reads ``deathtime``; ``readmission`` looks for another
+    admission of the same patient in ``admissions`` (subject_id, hadm_id,
+    admittime, admission_type) starting inside the window. Raises
+    :class:`ContractViolation` (a label leak) if a unit in the cohort died at or
     before its prediction time: its outcome would be known at prediction.
     """
-    if spec.label.event != "in_hospital_death":
-        raise NotImplementedError(f"label event {spec.label.event!r} is not supported yet")
-    start = stays["intime"] + pd.to_timedelta(spec.label.window.start_hours, unit="h")
-    end = stays["intime"] + pd.to_timedelta(spec.label.window.end_hours, unit="h")
-    pred = stays["intime"] + pd.to_timedelta(spec.prediction_time_hours, unit="h")
+    anchor = stays["intime"] if spec.anchor == "icu_admission" else stays["dischtime"]
+    start = anchor + pd.to_timedelta(spec.label.window.start_hours, unit="h")
+    end = anchor + pd.to_timedelta(spec.label.window.end_hours, unit="h")
+    pred = anchor + pd.to_timedelta(spec.prediction_time_hours, unit="h")
+    if spec.label.event == "readmission":
+        if admissions is None:
+            raise ValueError("admissions: a readmission label needs the admissions table")
+        return _readmitted(stays, admissions, start=start, end=end, spec=spec)
     death = stays["deathtime"]
     early = death.notna() & (death <= pred)
     if early.any():
@@ -145,6 +200,39 @@ def label_stays(stays: pd.DataFrame, spec: TaskSpec) -> np.ndarray:
             "admissions.deathtime against icustays.outtime"
         )
     return (death.notna() & (death > start) & (death <= end)).to_numpy().astype(np.int8)
+
+
+def _readmitted(
+    stays: pd.DataFrame,
+    admissions: pd.DataFrame,
+    *,
+    start: pd.Series,
+    end: pd.Series,
+    spec: TaskSpec,
+) -> np.ndarray:
+    later = admissions
+    if spec.label.admission_types is not None:
+        later = later.loc[later["admission_type"].isin(spec.label.admission_types)]
+    index = pd.DataFrame(
+        {
+            "_row": np.arange(len(stays)),
+            "subject_id": stays["subject_id"].to_numpy(),
+            "hadm_id": stays["hadm_id"].to_numpy(),
+            "_start": start.to_numpy(),
+            "_end": end.to_numpy(),
+        }
+    )
+    pairs = index.merge(
+        later[["subject_id", "hadm_id", "admittime"]], on="subject_id", suffixes=("", "_next")
+    )
+    hit = (
+        (pairs["hadm_id_next"] != pairs["hadm_id"])
+        & (pairs["admittime"] > pairs["_start"])
+        & (pairs["admittime"] <= pairs["_end"])
+    )
+    label = np.zeros(len(stays), dtype=np.int8)
+    label[pairs.loc[hit, "_row"].to_numpy()] = 1
+    return label
 
 
 def _split(years: pd.Series, spec: TaskSpec) -> np.ndarray:

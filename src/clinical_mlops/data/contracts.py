@@ -143,7 +143,7 @@ def check_raw(source: RawSource, spec: TaskSpec) -> ContractReport:
     report.extend(_check_references(tables))
     report.extend(_check_timestamp_order(tables))
     report.extend(_check_categories(tables, spec))
-    report.extend(_check_events(source.table_path("events"), spec, tables["icustays"]))
+    report.extend(_check_events(source.table_path("events"), spec, tables))
     return report
 
 
@@ -328,13 +328,15 @@ def _check_categories(tables: dict[str, pd.DataFrame], spec: TaskSpec) -> list[C
     return [_ok("value in declared categories", "patients", "sex")]
 
 
-def _check_events(path: Path, spec: TaskSpec, icu: pd.DataFrame) -> list[Check]:
+def _check_events(path: Path, spec: TaskSpec, tables: dict[str, pd.DataFrame]) -> list[Check]:
     con = duckdb.connect(":memory:")
+    key = spec.event_key
+    parent = "icustays" if key == "stay_id" else "admissions"
     try:
         con.execute(f"CREATE VIEW ev AS SELECT * FROM read_parquet('{_sql_str(path)}')")
         out: list[Check] = []
-        # Required columns.
-        for col in ("stay_id", "charttime", "variable", "unit"):
+        # Required columns: the key that ties an event to the task's unit of analysis.
+        for col in (key, "charttime", "variable", "unit"):
             n = con.execute(f"SELECT COUNT(*) FROM ev WHERE {col} IS NULL").fetchall()[0][0]
             out.append(
                 _ok("required value present", "events", col)
@@ -350,23 +352,25 @@ def _check_events(path: Path, spec: TaskSpec, icu: pd.DataFrame) -> list[Check]:
                     "null in a required column",
                 )
             )
-        # Stays referenced by events exist.
-        con.register("icu_ids", icu[["stay_id"]])
+        # Units referenced by events exist.
+        con.register("unit_ids", tables[parent][[key]])
         n, ex = _count_examples(
-            con, "SELECT DISTINCT ev.stay_id FROM ev ANTI JOIN icu_ids USING (stay_id) ORDER BY 1"
+            con,
+            f"SELECT DISTINCT ev.{key} FROM ev ANTI JOIN unit_ids USING ({key}) "
+            f"WHERE ev.{key} IS NOT NULL ORDER BY 1",
         )
         out.append(
-            _ok("reference resolves", "events", "stay_id")
+            _ok("reference resolves", "events", key)
             if n == 0
             else Check(
                 "reference resolves",
                 "soft",
                 False,
                 "events",
-                "stay_id",
+                key,
                 n,
                 ex,
-                "events for stays not in icustays (ignored)",
+                f"events for {key} values not in {parent} (ignored)",
             )
         )
         # Units per variable used by the spec.

@@ -11,8 +11,15 @@ table             columns
                   year of admission), age (whole years at admission), diagnosis_icd10
                   (primary ICD-10 code)
 ``icustays``      stay_id, subject_id, hadm_id, intime, outtime, careunit
-``events``        stay_id, subject_id, hadm_id, charttime, variable, value, unit (UCUM)
+``events``        stay_id (null for events outside an ICU stay), subject_id, hadm_id,
+                  charttime, variable, value, unit (UCUM)
 ================  ==========================================================================
+
+Optional, for admission-level tasks (e.g. readmission): the columns
+``admission_type`` (``EMERGENCY``, ``URGENT``, ``ELECTIVE``...), ``discharge_location``
+and ``service`` (``MED``, ``SURG``...) in ``admissions`` — read as null when a source
+lacks them — and a fifth table ``diagnoses`` (subject_id, hadm_id, seq_num,
+icd10: every coded diagnosis of an admission).
 
 Times are timezone-naive timestamps in the source's own (possibly shifted) time
 line; only differences between them and ``real_year`` carry meaning.
@@ -34,7 +41,15 @@ import pyarrow.parquet as pq
 from clinical_mlops.errors import SourceInvalid
 from clinical_mlops.hashing import sha256_file
 
-__all__ = ["RAW_SCHEMAS", "RAW_TABLES", "RawSource", "read_source", "write_table"]
+__all__ = [
+    "OPTIONAL_COLUMNS",
+    "OPTIONAL_SCHEMAS",
+    "RAW_SCHEMAS",
+    "RAW_TABLES",
+    "RawSource",
+    "read_source",
+    "write_table",
+]
 
 _TS = pa.timestamp("us")
 
@@ -78,12 +93,41 @@ RAW_SCHEMAS: dict[str, pa.Schema] = {
 }
 RAW_TABLES = tuple(RAW_SCHEMAS)
 
+# Optional tables: read when present, absent from the source otherwise.
+OPTIONAL_SCHEMAS: dict[str, pa.Schema] = {
+    "diagnoses": pa.schema(
+        [
+            ("subject_id", pa.int64()),
+            ("hadm_id", pa.int64()),
+            ("seq_num", pa.int32()),
+            ("icd10", pa.string()),
+        ]
+    ),
+}
+# Optional columns of required tables: null when the source does not write them.
+OPTIONAL_COLUMNS: dict[str, pa.Schema] = {
+    "admissions": pa.schema(
+        [
+            ("admission_type", pa.string()),
+            ("discharge_location", pa.string()),
+            ("service", pa.string()),
+        ]
+    ),
+}
+
 # Columns that may hold nulls; a null anywhere else is a hard contract violation.
 NULLABLE = {
     "patients": {"ethnicity"},
-    "admissions": {"dischtime", "deathtime", "diagnosis_icd10"},
+    "admissions": {
+        "dischtime",
+        "deathtime",
+        "diagnosis_icd10",
+        "admission_type",
+        "discharge_location",
+        "service",
+    },
     "icustays": {"careunit"},
-    "events": {"value"},
+    "events": {"value", "stay_id"},
 }
 
 
@@ -98,9 +142,30 @@ class RawSource:
     def table_path(self, name: str) -> Path:
         return self.path / f"{name}.parquet"
 
+    def has(self, name: str) -> bool:
+        """Return whether the source holds table ``name`` (always true for required tables)."""
+        return name in RAW_SCHEMAS or name in self.file_hashes
+
+    def relations(self) -> dict[str, list[Path]]:
+        """Return the source tables feature SQL may read besides events, by relation name."""
+        out = {"admissions": [self.table_path("admissions")]}
+        out |= {n: [self.table_path(n)] for n in OPTIONAL_SCHEMAS if self.has(n)}
+        return out
+
     def read(self, name: str, columns: list[str] | None = None) -> pa.Table:
-        """Return table ``name`` cast to the contract schema."""
-        return _read_cast(self.table_path(name), name, columns)
+        """Return table ``name`` cast to the contract schema (optional columns null if absent)."""
+        table = _read_cast(self.table_path(name), name, columns)
+        extra = OPTIONAL_COLUMNS.get(name)
+        if extra is None or columns is not None:
+            return table
+        present = set(pq.read_schema(self.table_path(name)).names)
+        for fld in extra:
+            if fld.name in present:
+                col = pq.read_table(self.table_path(name), columns=[fld.name]).column(0)
+                table = table.append_column(fld, col.cast(fld.type))
+            else:
+                table = table.append_column(fld, pa.nulls(table.num_rows, fld.type))
+        return table
 
 
 def write_table(table: pa.Table, path: Path) -> None:
@@ -110,7 +175,7 @@ def write_table(table: pa.Table, path: Path) -> None:
 
 
 def _read_cast(path: Path, name: str, columns: list[str] | None = None) -> pa.Table:
-    schema = RAW_SCHEMAS[name]
+    schema = RAW_SCHEMAS.get(name) or OPTIONAL_SCHEMAS[name]
     try:
         table = pq.read_table(path, columns=columns)
     except (OSError, pa.ArrowInvalid) as exc:
@@ -139,7 +204,9 @@ def read_source(path: str | Path) -> RawSource:
         except json.JSONDecodeError as exc:
             raise SourceInvalid(f"raw source {info_path}: malformed JSON: {exc}") from None
     hashes = {}
-    for name, schema in RAW_SCHEMAS.items():
+    tables = dict(RAW_SCHEMAS)
+    tables |= {n: s for n, s in OPTIONAL_SCHEMAS.items() if (root / f"{n}.parquet").exists()}
+    for name, schema in tables.items():
         tpath = root / f"{name}.parquet"
         if not tpath.exists():
             raise SourceInvalid(

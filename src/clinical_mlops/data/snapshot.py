@@ -176,7 +176,10 @@ def build_snapshot(
         )
 
     step(f"extracting features ({sql.name})")
-    features = extract_features(spec, cohort=cohort.stays, events=events, engine=engine, sql=sql)
+    tables = source.relations()
+    features = extract_features(
+        spec, cohort=cohort.stays, events=events, tables=tables, engine=engine, sql=sql
+    )
 
     step("checking leakage (features at prediction time)")
     leak = check_leakage(
@@ -185,6 +188,7 @@ def build_snapshot(
             spec,
             cohort=cohort.stays,
             events=events,
+            tables=tables,
             engine=engine,
             sql=sql,
             before_prediction_only=True,

@@ -104,7 +104,14 @@ class Window(_Strict):
 
 
 class CohortCriteria(_Strict):
-    """Inclusion and exclusion criteria, applied in the order listed in the flow."""
+    """Inclusion and exclusion criteria, applied in the order listed in the flow.
+
+    The unit of analysis follows the task's anchor: an ICU stay (``icu_admission``)
+    or a hospital admission (``discharge``). ``first_stay_only`` keeps the
+    patient's first unit, ``min_los_hours`` measures the unit's own length
+    (ICU or hospital). ``services`` keeps admissions whose ``service`` is listed
+    (e.g. general medicine); ``discharged_alive`` drops in-hospital deaths.
+    """
 
     setting: Literal["icu", "ward"]
     min_age: float = Field(ge=0)
@@ -114,6 +121,8 @@ class CohortCriteria(_Strict):
     min_los_hours: float = Field(ge=0)
     max_missing_feature_fraction: float = Field(gt=0, le=1)
     require_outcome: bool = True
+    services: tuple[str, ...] | None = None
+    discharged_alive: bool = False
 
     @model_validator(mode="after")
     def _years(self) -> CohortCriteria:
@@ -123,12 +132,24 @@ class CohortCriteria(_Strict):
 
 
 class LabelSpec(_Strict):
-    """The outcome: an event inside a window that starts at or after the prediction time."""
+    """The outcome: an event inside a window that starts at or after the prediction time.
+
+    ``in_hospital_death``: the admission's death time falls in the window.
+    ``readmission``: another admission of the same patient starts in the window;
+    ``admission_types`` restricts it (e.g. unplanned: ``[EMERGENCY, URGENT]``).
+    """
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     event: Literal["in_hospital_death", "readmission"]
     window: Window
     description: str = Field(min_length=10)
+    admission_types: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _types(self) -> LabelSpec:
+        if self.admission_types is not None and self.event != "readmission":
+            raise ValueError("admission_types: only a readmission label has admission types")
+        return self
 
 
 class SplitSpec(_Strict):
@@ -260,6 +281,16 @@ class TaskSpec(_Strict):
 
     # -- derived views -----------------------------------------------------------------
     @property
+    def unit(self) -> Literal["icu_stay", "admission"]:
+        """The unit of analysis: one row per ICU stay, or per hospital admission."""
+        return "icu_stay" if self.anchor == "icu_admission" else "admission"
+
+    @property
+    def event_key(self) -> Literal["stay_id", "hadm_id"]:
+        """The raw-event column that ties an event to a unit of analysis."""
+        return "stay_id" if self.unit == "icu_stay" else "hadm_id"
+
+    @property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features)
 
@@ -284,19 +315,38 @@ class TaskSpec(_Strict):
                 "anchor": self.anchor,
                 "prediction_time_hours": self.prediction_time_hours,
                 "observation_window": self.observation_window.model_dump(mode="json"),
-                "cohort": self.cohort.model_dump(mode="json"),
-                "label": self.label.model_dump(mode="json", exclude={"description"}),
+                "cohort": _stable(self.cohort.model_dump(mode="json"), "cohort"),
+                "label": _stable(
+                    self.label.model_dump(mode="json", exclude={"description"}), "label"
+                ),
                 "split": self.split.model_dump(mode="json"),
             }
         )
 
     def spec_hash(self) -> str:
         """SHA-256 of the whole spec (canonical JSON)."""
-        return sha256_json(self.model_dump(mode="json"))
+        data = self.model_dump(mode="json")
+        data["cohort"] = _stable(data["cohort"], "cohort")
+        data["label"] = _stable(data["label"], "label")
+        return sha256_json(data)
 
     def sql_path(self) -> Path:
         """Path of this task's feature SQL inside the package."""
         return Path(str(resources.files("clinical_mlops.features").joinpath(self.feature_sql)))
+
+
+# Fields added after specs were first hashed. Left at their default they are omitted from the
+# hashes, so a spec that does not use them keeps its criteria and spec hashes (and every
+# snapshot id built from it).
+_LATER_FIELDS: dict[str, dict[str, Any]] = {
+    "cohort": {"services": None, "discharged_alive": False},
+    "label": {"admission_types": None},
+}
+
+
+def _stable(dumped: dict[str, Any], part: str) -> dict[str, Any]:
+    later = _LATER_FIELDS[part]
+    return {k: v for k, v in dumped.items() if not (k in later and v == later[k])}
 
 
 # -- loading ---------------------------------------------------------------------------
