@@ -174,7 +174,11 @@ def test_no_pipeline_module_branches_on_a_task_name():
 def test_readmission_trains_and_validates(snapshot, ward):
     ws, _source = ward
     result = train_model(
-        ws, snapshot, config=TrainingConfig(seed=7, search_iterations=1, n_boot=50)
+        ws,
+        snapshot,
+        config=TrainingConfig(
+            seed=7, search_iterations=1, n_boot=50, candidates=("logistic_regression",)
+        ),
     )
     summary = result.summary()
     assert summary["task"] == "readmission_30d"
