@@ -49,6 +49,17 @@
         ├── GateFailed                 a release gate failed; names the criterion and the values
         └── IncidentStepRefused        an incident step out of order or missing its prerequisites
 
+    -- serving --
+    └── ServingError
+        ├── InputInvalid               a request whose inputs fail the spec (names each field)
+        ├── OutsideIntendedUse         a patient or setting outside the validated population (R-P5)
+        ├── DuplicateRequest           a request id already served
+        ├── ReleaseNotServable         no verified release in a servable status for the task or site
+        ├── PredictionNotFound         no inference record with that id (override, outcome, replay)
+        ├── OverrideInvalid            an override with an undeclared action or reason code
+        ├── NotAuthenticated           no credentials, or credentials that do not verify (HTTP 401)
+        └── NotAuthorised              valid credentials without a role the route needs (HTTP 403)
+
 Every message says what is wrong, where (table, column, rows or spec field) and,
 where it helps, what to do next.
 """
@@ -99,6 +110,16 @@ __all__ = [
     "RoleRequired",
     "TrackingUnavailable",
     "TransitionNotAllowed",
+    # serving
+    "DuplicateRequest",
+    "InputInvalid",
+    "NotAuthenticated",
+    "NotAuthorised",
+    "OutsideIntendedUse",
+    "OverrideInvalid",
+    "PredictionNotFound",
+    "ReleaseNotServable",
+    "ServingError",
 ]
 
 
@@ -284,3 +305,52 @@ class GateFailed(GovernanceError):
 
 class IncidentStepRefused(GovernanceError):
     """An incident step out of order, or without the steps it requires first."""
+
+
+# -- serving: predictor, HTTP service, CDS Hooks ----------------------------------------------
+
+
+class ServingError(ClinicalMlopsError):
+    """A request the serving layer refuses, or a service that cannot serve."""
+
+
+class InputInvalid(ServingError):
+    """Inputs that fail the task spec; ``problems`` lists (field path, message) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        lines = ["request refused, inputs do not match the task spec:"]
+        lines += [f"  {path}: {message}" for path, message in problems]
+        super().__init__("\n".join(lines))
+
+
+class OutsideIntendedUse(ServingError):
+    """A patient or setting outside the population the model was validated for (R-P5)."""
+
+    def __init__(self, message: str, *, code: str):
+        self.code = code
+        super().__init__(message)
+
+
+class DuplicateRequest(ServingError):
+    """A request id that was already served; send a fresh id for a new prediction."""
+
+
+class ReleaseNotServable(ServingError):
+    """No verified release in a servable status for the task (or the site)."""
+
+
+class PredictionNotFound(ServingError):
+    """No readable inference record with the given id."""
+
+
+class OverrideInvalid(ServingError):
+    """An override naming an undeclared action or reason code."""
+
+
+class NotAuthenticated(ServingError):
+    """Missing credentials, or credentials that do not verify (expired, wrong audience, bad key)."""
+
+
+class NotAuthorised(ServingError):
+    """Credentials that verify but carry no role the route allows."""

@@ -102,6 +102,23 @@ _ALL = [
         subject="required",
     ),
     _schema(
+        "inference_refused",
+        "a prediction request refused: outside intended use, unknown subject, no release (R-P5)",
+        {"code": _STR, "message": _STR, "requester": _STR, "purpose": _STR},
+    ),
+    _schema(
+        "fallback_served",
+        "a suspended model answered with the clinical baseline score instead (R-H2)",
+        {
+            "model_version": _STR,
+            "baseline": _STR,
+            "baseline_score": _NUM,
+            "requester": _STR,
+            "purpose": _STR,
+        },
+        subject="required",
+    ),
+    _schema(
         "override",
         "a clinician overrode a recommendation (R-H1)",
         {"prediction_seq": (int,), "model_version": _STR, "explanation_shown": (dict, list)},

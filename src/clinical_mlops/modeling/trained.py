@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,14 @@ from clinical_mlops.modeling.model import LinearModel, TreeModel, load_scoring_m
 from clinical_mlops.modeling.preprocess import Preprocessor
 from clinical_mlops.workspace import Workspace
 
-__all__ = ["ARTIFACT_FILES", "Prediction", "TrainedModel", "list_models", "model_folder"]
+__all__ = [
+    "ARTIFACT_FILES",
+    "MatrixPrediction",
+    "Prediction",
+    "TrainedModel",
+    "list_models",
+    "model_folder",
+]
 
 ARTIFACT_FILES = (
     "model.json",
@@ -46,6 +54,21 @@ class Prediction:
     p_cal: np.ndarray
     sets: np.ndarray
     contributions: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class MatrixPrediction:
+    """Arrays for a batch of model-matrix rows; ``contributions`` is (n, features + 1) or None.
+
+    Contribution columns follow ``TrainedModel.preprocessor.features`` with the bias last,
+    the same numbers as :meth:`TrainedModel.apply` puts in its frame.
+    """
+
+    margin: np.ndarray
+    p_raw: np.ndarray
+    p_cal: np.ndarray
+    sets: np.ndarray
+    contributions: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -74,6 +97,38 @@ class TrainedModel:
             sets=self.conformal.predict_sets(p_cal),
             contributions=contrib,
         )
+
+    def apply_matrix(self, X: np.ndarray, *, explain: bool = True) -> MatrixPrediction:
+        """Return what :meth:`apply` returns, for an already encoded model matrix, as arrays only.
+
+        The serving path: no frame is built, the booster is called without a DMatrix
+        for margins, and one-hot contributions are summed per spec feature exactly as
+        :func:`~clinical_mlops.modeling.explain.feature_contributions` does, so the
+        numbers are bit-identical to :meth:`apply` on the same rows.
+        """
+        margin = self.scorer.margin_fast(X)
+        p_cal = self.calibrator.transform(margin)
+        contrib: np.ndarray | None = None
+        if explain:
+            raw = self.scorer.contributions(X)
+            contrib = np.empty((len(X), len(self._groups) + 1), dtype=np.float64)
+            for j, idx in enumerate(self._groups):
+                contrib[:, j] = raw[:, idx[0]] if len(idx) == 1 else raw[:, idx].sum(axis=1)
+            contrib[:, -1] = raw[:, -1]
+        return MatrixPrediction(
+            margin=margin,
+            p_raw=1.0 / (1.0 + np.exp(-margin)),
+            p_cal=p_cal,
+            sets=self.conformal.predict_sets(p_cal),
+            contributions=contrib,
+        )
+
+    @cached_property
+    def _groups(self) -> list[list[int]]:
+        sources = self.preprocessor.source_feature()
+        return [
+            [i for i, s in enumerate(sources) if s == name] for name in self.preprocessor.features
+        ]
 
     def probability(self, frame: pd.DataFrame) -> np.ndarray:
         """Return calibrated probabilities only."""

@@ -1,0 +1,189 @@
+"""Request inputs checked against the task spec, then encoded as one model-matrix row.
+
+What a request may carry is exactly the spec's declared and approved features
+(R-P1): an undeclared field is refused, not ignored. Each value is checked for
+its type (a number, a 0/1 flag, one of the declared categories), for finiteness
+(NaN and infinity are refused — a missing value is ``null`` or absent), for its
+unit (the declared UCUM unit, its display form, or one of the few conversions in
+:data:`UNIT_CONVERSIONS`) and against the spec's physiologically valid range
+(values outside it are artifacts and refused). Every problem is collected and
+reported by field path, so a caller fixes them all at once.
+
+The checked values are kept in the declared unit: they are what the audit record
+stores and what a replay re-encodes. Encoding follows
+:class:`~clinical_mlops.modeling.preprocess.Preprocessor` exactly (median
+imputation, one-hot over declared categories) with numpy only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from clinical_mlops.errors import InputInvalid
+from clinical_mlops.modeling.preprocess import Preprocessor
+from clinical_mlops.tasks.spec import Feature, TaskSpec
+
+__all__ = ["UNIT_CONVERSIONS", "CheckedInputs", "InputSchema"]
+
+#: (feature, unit sent) -> conversion to the declared unit. Everything else must be sent in
+#: the declared unit; a refused unit names the one to send.
+UNIT_CONVERSIONS: dict[tuple[str, str], Callable[[float], float]] = {
+    ("temperature", "[degF]"): lambda v: (v - 32.0) * 5.0 / 9.0,
+    ("creatinine", "umol/L"): lambda v: v / 88.42,
+    ("bilirubin", "umol/L"): lambda v: v / 17.1,
+    ("albumin", "g/L"): lambda v: v / 10.0,
+    ("lactate", "mg/dL"): lambda v: v / 9.008,
+}
+
+
+@dataclass(frozen=True)
+class CheckedInputs:
+    """Values in declared units (None = missing), with what the checks found."""
+
+    values: dict[str, Any]
+    missing: tuple[str, ...]
+    out_of_profile: tuple[str, ...]
+
+    @property
+    def completeness(self) -> float:
+        """Fraction of the spec's features that were present."""
+        return 1.0 - len(self.missing) / max(len(self.values), 1)
+
+
+class InputSchema:
+    """The spec's features as checks and an encoder, prepared once per release."""
+
+    def __init__(
+        self, spec: TaskSpec, preprocessor: Preprocessor, profile: Mapping[str, Any] | None = None
+    ):
+        if tuple(preprocessor.features) != spec.feature_names:
+            raise ValueError("the release's preprocessor features differ from its task spec")
+        self.spec = spec
+        self.pre = preprocessor
+        self.features: dict[str, Feature] = {f.name: f for f in spec.features}
+        self.declared = frozenset(f.name for f in spec.approved_features)
+        # Values beyond the range seen on the validation stays are legal but unusual: flagged.
+        self.profile_range: dict[str, tuple[float, float]] = {}
+        for name, entry in ((profile or {}).get("features") or {}).items():
+            edges = entry.get("edges") or []
+            if edges:
+                self.profile_range[name] = (float(edges[0]), float(edges[-1]))
+        self.columns = preprocessor.columns
+        self._slots: list[tuple[str, int, dict[str, int] | None, float]] = []
+        col = 0
+        for name in preprocessor.features:
+            cats = preprocessor.categories.get(name)
+            if cats is not None:
+                self._slots.append((name, col, {c: col + j for j, c in enumerate(cats)}, 0.0))
+                col += len(cats)
+            else:
+                self._slots.append((name, col, None, preprocessor.medians[name]))
+                col += 1
+        self.width = col
+
+    # -- checking --------------------------------------------------------------------------
+    def check(self, raw: Mapping[str, Any], *, where: str = "features") -> CheckedInputs:
+        """Return the checked values of one request; raise ``InputInvalid`` naming every field."""
+        problems: list[tuple[str, str]] = []
+        if not isinstance(raw, Mapping):
+            raise InputInvalid([(where, "expected an object of feature values")])
+        for name in sorted(set(raw) - self.declared):
+            why = (
+                "is declared but not approved for use"
+                if name in self.features
+                else "is not a feature of this task"
+            )
+            problems.append(
+                (f"{where}.{name}", f"{why}; undeclared inputs are refused (R-P1), remove it")
+            )
+        values: dict[str, Any] = {}
+        missing: list[str] = []
+        unusual: list[str] = []
+        for name in self.spec.feature_names:
+            feature = self.features[name]
+            path = f"{where}.{name}"
+            value, problem = self._one(feature, raw.get(name), path)
+            if problem:
+                problems.append((path, problem))
+                continue
+            values[name] = value
+            if value is None:
+                missing.append(name)
+            elif feature.kind == "numeric" and name in self.profile_range:
+                low, high = self.profile_range[name]
+                if not low <= value <= high:
+                    unusual.append(name)
+        if problems:
+            raise InputInvalid(problems)
+        return CheckedInputs(values=values, missing=tuple(missing), out_of_profile=tuple(unusual))
+
+    def _one(self, f: Feature, item: Any, path: str) -> tuple[Any, str | None]:
+        if item is None:
+            return None, None
+        unit: str | None = None
+        if isinstance(item, Mapping):
+            extra = set(item) - {"value", "unit"}
+            if extra or "value" not in item:
+                return None, 'expected a value or {"value": ..., "unit": ...}'
+            unit, item = item.get("unit"), item["value"]
+            if item is None:
+                return None, None
+        if f.kind == "categorical":
+            if not isinstance(item, str):
+                return None, f"expected one of {', '.join(f.categories or ())} (text)"
+            if item not in (f.categories or ()):
+                return None, f"{item!r} is not one of {', '.join(f.categories or ())}"
+            return item, None
+        if isinstance(item, bool):
+            item = int(item) if f.kind == "flag" else item
+            if f.kind != "flag":
+                return None, "expected a number, got true/false"
+        if not isinstance(item, int | float):
+            return None, f"expected a number, got {type(item).__name__}"
+        number = float(item)
+        if not math.isfinite(number):
+            return None, "NaN and infinity are not values; send null when not measured"
+        if f.kind == "flag":
+            if number not in (0.0, 1.0):
+                return None, "a flag is 0 or 1 (or true/false)"
+            return int(number), None
+        if unit is not None and unit not in (f.unit, f.display_unit, f.shown_unit):
+            convert = UNIT_CONVERSIONS.get((f.name, unit))
+            if convert is None:
+                return None, (
+                    f"unit {unit!r} is not accepted; send {f.unit!r}"
+                    + (f" ({f.display_unit})" if f.display_unit else "")
+                )
+            number = convert(number)
+        low, high = f.valid_range or (-math.inf, math.inf)
+        if not low <= number <= high:
+            return None, (
+                f"{number:g} lies outside the valid range [{low:g}, {high:g}] "
+                f"{f.shown_unit}; values outside it are measurement artifacts"
+            )
+        return number, None
+
+    # -- encoding --------------------------------------------------------------------------
+    def encode(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        """Return the float64 model matrix of checked rows (same numbers as ``Preprocessor``)."""
+        X = np.zeros((len(rows), self.width), dtype=np.float64)
+        for i, values in enumerate(rows):
+            out = X[i]
+            for name, col, cats, median in self._slots:
+                v = values.get(name)
+                if cats is not None:
+                    j = cats.get(v) if v is not None else None
+                    if j is not None:
+                        out[j] = 1.0
+                else:
+                    out[col] = median if v is None else v
+        return X
+
+    def imputed(self) -> dict[str, float]:
+        """Return the training median used for each numeric feature when it is missing."""
+        return dict(self.pre.medians)

@@ -1,0 +1,764 @@
+"""The Predictor: one governed prediction per request, each with its audit record.
+
+For every request, in this order:
+
+1. inputs checked against the task spec — types, units, finiteness, valid ranges,
+   undeclared fields refused (R-P1); the purpose must be one the spec allows;
+2. the subject pseudonymised through the identity vault (an unknown subject is
+   refused: no consent can exist for it);
+3. the intended-use guard (R-P5): a patient younger than the cohort's minimum age
+   or a setting other than the spec's is refused with its reason;
+4. consent (R-P4): the subject's recorded consent must cover the stated purpose
+   now; a refusal is a ``consent_refused`` ledger event;
+5. the live rollout decision for the site (``governance.rollout``): ``shadow`` and
+   ``silent`` releases are scored and logged but return nothing clinical; a
+   suspended release returns the clinical baseline score, marked as a fallback,
+   never an error; a site without a release is refused;
+6. scoring on the arrays path (``TrainedModel.apply_matrix``): calibrated
+   probability, conformal set, flags, exact contributions in clinical words;
+7. escalation on the declared conditions (:data:`ESCALATE_ON`): the case is routed
+   to human review with an ``escalation`` ledger event;
+8. exactly one ``inference`` ledger entry per scored request carrying every R-A1
+   field, written durably before the answer is returned; refusals and fallbacks
+   have their own entry types. A batch is written in one transaction, so a
+   failure leaves no partial record.
+
+Only a release whose bundle verifies (hashes, Ed25519 signature, workspace) is
+loaded; the release status and rollout are re-read at most every
+``status_ttl`` seconds, so a suspension takes effect within that time.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from clinical_mlops.clock import Clock, SystemClock
+from clinical_mlops.errors import (
+    BundleSignatureInvalid,
+    DuplicateRequest,
+    InputInvalid,
+    ReleaseNotServable,
+    SubjectNotFound,
+)
+from clinical_mlops.evaluation.baseline import SOFA_LIKE
+from clinical_mlops.evaluation.phrases import top_phrases
+from clinical_mlops.governance.rollout import ServingDecision, serving_decision
+from clinical_mlops.ledger import Ledger, NewEntry
+from clinical_mlops.modeling.explain import EXPLANATION_FORMAT
+from clinical_mlops.modeling.trained import TrainedModel
+from clinical_mlops.privacy.consent import consent_covers
+from clinical_mlops.registry.bundle import Bundle, load_bundle
+from clinical_mlops.registry.registry import Registry, Release
+from clinical_mlops.serving.inputs import CheckedInputs, InputSchema
+from clinical_mlops.tasks.spec import TaskSpec
+from clinical_mlops.workspace import Workspace
+
+__all__ = [
+    "ESCALATE_ON",
+    "FLAGS",
+    "MAX_BATCH",
+    "PREDICTION_FORMAT",
+    "PredictionRequest",
+    "PredictionResult",
+    "Predictor",
+    "ReleaseScorer",
+]
+
+PREDICTION_FORMAT = "clinical-mlops/prediction/v1"
+MAX_BATCH = 1000
+#: flag -> what it tells the clinician
+FLAGS: dict[str, str] = {
+    "low_confidence": "the conformal set is not a single answer; treat the estimate with caution",
+    "ambiguous_set": "both outcomes are plausible at the 90 % level",
+    "empty_set": "the case looks unlike the validation patients of either outcome",
+    "out_of_range": "a value lies beyond the range seen in the validation patients",
+    "missing_inputs": "some inputs were not measured; training medians were used",
+    "out_of_scope": "outside the validated use (too few inputs, or before hour 24 of the stay)",
+    "suspended": "the model is suspended; the clinical baseline score is shown instead",
+}
+#: flag -> escalation reason: a case with any of these flags is routed to human review (R-H2)
+ESCALATE_ON: dict[str, str] = {
+    "empty_set": "uncertainty: empty conformal set",
+    "ambiguous_set": "uncertainty: ambiguous conformal set",
+    "out_of_scope": "outside the validated scope",
+}
+_SET_WORDS = {(True, False): ["no"], (False, True): ["yes"], (True, True): ["no", "yes"]}
+_REFUSAL_STATUS = {
+    "consent_not_granted": 403,
+    "unknown_subject": 404,
+    "outside_intended_use": 422,
+    "not_deployed": 503,
+}
+
+
+@dataclass(frozen=True)
+class PredictionRequest:
+    """One request: who (an identifier, pseudonymised here), why, where, and the inputs."""
+
+    subject_id: str
+    purpose: str
+    setting: str
+    features: Mapping[str, Any]
+    request_id: str | None = None
+    site: str | None = None
+    hours_since_admission: float | None = None
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    """What one request got; ``to_json`` is the shape the API, the ledger and FHIR share."""
+
+    status: Literal["scored", "shadow", "fallback", "refused"]
+    request_id: str
+    audit_seq: int | None = None
+    release: str | None = None
+    model_version: str | None = None
+    mode: str | None = None
+    probability: float | None = None
+    raw_score: float | None = None
+    threshold: float | None = None
+    above_threshold: bool | None = None
+    risk: str | None = None
+    conformal_set: list[str] | None = None
+    flags: list[str] = field(default_factory=list)
+    contributions: list[dict[str, Any]] = field(default_factory=list)
+    completeness: float | None = None
+    escalated: bool = False
+    escalation: list[str] = field(default_factory=list)
+    fallback: dict[str, Any] | None = None
+    refusal: dict[str, Any] | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    coverage: float | None = None
+
+    @property
+    def http_status(self) -> int:
+        """Return the HTTP status a single request with this result answers with."""
+        return _REFUSAL_STATUS[self.refusal["code"]] if self.refusal else 200
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "format": PREDICTION_FORMAT,
+            "status": self.status,
+            "request_id": self.request_id,
+            "audit_seq": self.audit_seq,
+            "release": self.release,
+            "model_version": self.model_version,
+            "mode": self.mode,
+            "flags": self.flags,
+        }
+        if self.status == "scored":
+            out |= {
+                "probability": self.probability,
+                "risk": self.risk,
+                "threshold": self.threshold,
+                "above_threshold": self.above_threshold,
+                "conformal_set": self.conformal_set,
+                "coverage": self.coverage,
+                "contributions": self.contributions,
+                "completeness": self.completeness,
+                "escalated": self.escalated,
+                "escalation": self.escalation,
+            }
+        elif self.status == "fallback":
+            out |= {"fallback": self.fallback, "completeness": self.completeness}
+        elif self.status == "refused":
+            out["refusal"] = self.refusal
+        return out
+
+
+def risk_category(p: float, threshold: float) -> str:
+    """Return the FHIR risk-probability code for ``p``: high at or above the operating threshold.
+
+    ``moderate`` from half the threshold, ``low`` from 5 %, else ``negligible``;
+    ``certain`` is never used — a model estimate is not a certainty.
+    """
+    if p >= threshold:
+        return "high"
+    if p >= threshold / 2:
+        return "moderate"
+    return "low" if p >= 0.05 else "negligible"
+
+
+class ReleaseScorer:
+    """One verified release, prepared for scoring: model, input schema, threshold, words."""
+
+    def __init__(self, bundle: Bundle, release: str):
+        self.bundle = bundle
+        self.release = release
+        self.model: TrainedModel = bundle.model()
+        self.spec: TaskSpec = _spec_of(bundle)
+        self.schema = InputSchema(
+            self.spec, self.model.preprocessor, bundle.read_json("reference_profile.json")
+        )
+        self.threshold = bundle.threshold
+        rel = bundle.release
+        self.model_version = str(rel["model_version"])
+        self.dataset_sha256 = str(rel["snapshot_id"])
+        self.coverage = round(1.0 - self.model.conformal.alpha, 6)
+        self.max_missing = self.spec.cohort.max_missing_feature_fraction
+        self.medians = self.schema.imputed()
+        if hasattr(self.model.scorer, "booster"):
+            # One thread per call: a single row gains nothing from a pool, and the service
+            # runs requests in parallel itself.
+            self.model.scorer.booster.set_param({"nthread": 1})
+
+    def score(
+        self, checked: Sequence[CheckedInputs], hours: Sequence[float | None], *, explain: bool
+    ) -> list[dict[str, Any]]:
+        """Return the core of each prediction: scores, set, flags, contributions, words.
+
+        The same function serves and replays, so a replay recomputes exactly what was served.
+        """
+        X = self.schema.encode([c.values for c in checked])
+        pred = self.model.apply_matrix(X, explain=explain)
+        names = list(self.model.preprocessor.features)
+        out = []
+        for i, c in enumerate(checked):
+            s = (bool(pred.sets[i, 0]), bool(pred.sets[i, 1]))
+            conformal_set = _SET_WORDS.get(s, [])
+            flags: list[str] = []
+            if len(conformal_set) != 1:
+                flags += ["low_confidence", "ambiguous_set" if conformal_set else "empty_set"]
+            if c.out_of_profile:
+                flags.append("out_of_range")
+            if c.missing:
+                flags.append("missing_inputs")
+            h = hours[i]
+            too_early = h is not None and h < self.spec.prediction_time_hours
+            if len(c.missing) / len(names) > self.max_missing or too_early:
+                flags.append("out_of_scope")
+            p = float(pred.p_cal[i])
+            core: dict[str, Any] = {
+                "raw_score": float(pred.margin[i]),
+                "p_raw": float(pred.p_raw[i]),
+                "probability": p,
+                "conformal_set": conformal_set,
+                "flags": flags,
+                "above_threshold": p >= self.threshold,
+                "risk": risk_category(p, self.threshold),
+                "completeness": round(c.completeness, 6),
+                "escalation": [ESCALATE_ON[f] for f in flags if f in ESCALATE_ON],
+            }
+            if pred.contributions is not None:
+                row = pred.contributions[i]
+                contrib = {n: float(row[j]) for j, n in enumerate(names)}
+                contrib["bias"] = float(row[-1])
+                core["explanation"] = {"format": EXPLANATION_FORMAT, "contributions": contrib}
+                core["top"] = top_phrases(
+                    self.spec,
+                    c.values,
+                    contrib,
+                    imputed_values={n: self.medians[n] for n in c.missing if n in self.medians},
+                )
+            else:
+                core["explanation"] = {"format": EXPLANATION_FORMAT, "contributions": None}
+                core["top"] = []
+            out.append(core)
+        return out
+
+    def fallback(self, checked: CheckedInputs) -> dict[str, Any]:
+        """Return the clinical baseline score of one checked request, marked as a fallback."""
+        frame = pd.DataFrame([{k: (np.nan if v is None else v) for k, v in checked.values.items()}])
+        points = int(SOFA_LIKE.score(frame)[0])
+        return {
+            "name": SOFA_LIKE.name,
+            "score": points,
+            "max_points": SOFA_LIKE.max_points,
+            "note": (
+                "The model is suspended: this is the SOFA-like clinical baseline score, not a "
+                "model prediction. It ranks organ dysfunction; it is not a probability."
+            ),
+            "source": SOFA_LIKE.source,
+        }
+
+
+def _spec_of(bundle: Bundle) -> TaskSpec:
+    """Return the installed task spec, if it is the one the release was built and approved with."""
+    from clinical_mlops.tasks import load_task
+
+    spec = load_task(bundle.task)
+    signed = str(bundle.release["spec_sha256"])
+    if spec.spec_hash() != signed:
+        raise ReleaseNotServable(
+            f"release bundle {bundle.path.name} was approved under task spec {signed[:12]}, but "
+            f"the installed spec of {bundle.task} is {spec.spec_hash()[:12]}; serve it with the "
+            "package version it was built with, or build, gate and approve a new release"
+        )
+    return spec
+
+
+class Predictor:
+    """Serves one task's live release with every guard; see the module docstring."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        *,
+        task: str,
+        site: str = "*",
+        release: str | None = None,
+        clock: Clock | None = None,
+        status_ttl: float = 2.0,
+    ):
+        self.workspace = workspace
+        self.task = task
+        self.site = site
+        self.clock: Clock = clock or SystemClock()
+        self.status_ttl = status_ttl
+        self.registry = Registry.open(workspace, clock=self.clock)
+        self.ledger = Ledger.open(workspace, clock=self.clock)
+        self.vault = self.ledger.vault
+        self._pinned = release
+        self._scorers: dict[str, ReleaseScorer] = {}
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[str, int] = OrderedDict()
+        self._manifest: dict[str, Any] = {}
+        self._manifest_at = -math.inf
+        self._statuses: dict[str, str] = {}
+        try:
+            self.default = self._initial_release()
+            self.scorer(self.default)
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open(
+        cls,
+        workspace: Workspace,
+        *,
+        task: str = "icu_mortality_48h",
+        site: str = "*",
+        release: str | None = None,
+        clock: Clock | None = None,
+        status_ttl: float = 2.0,
+    ) -> Predictor:
+        """Return a predictor for ``task``'s active release (or ``release``), verified on load.
+
+        Raises ``ReleaseNotServable`` when there is no release in a servable status, and
+        ``BundleSignatureInvalid`` when its bundle fails verification — a service must
+        refuse to start on either.
+        """
+        return cls(
+            workspace, task=task, site=site, release=release, clock=clock, status_ttl=status_ttl
+        )
+
+    def close(self) -> None:
+        self.ledger.close()
+        self.registry.close()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- releases and rollout ------------------------------------------------------------------
+    def _initial_release(self) -> str:
+        if self._pinned:
+            rel = self.registry.get(self._pinned)
+        else:
+            found = self.registry.active(self.task)
+            if found is None:
+                raise ReleaseNotServable(
+                    f"task {self.task} has no active approved release in workspace "
+                    f"{self.workspace.root}; approve one with `clinical-mlops registry promote`"
+                )
+            rel = found
+        if rel.status not in ("approved_limited", "approved", "suspended"):
+            raise ReleaseNotServable(
+                f"release {rel.version} is {rel.status}; only approved_limited, approved or "
+                "suspended (served as a fallback) releases can be loaded"
+            )
+        return rel.version
+
+    def scorer(self, release: str) -> ReleaseScorer:
+        """Return the prepared scorer of ``release``, verifying its bundle on first use."""
+        with self._lock:
+            found = self._scorers.get(release)
+        if found is not None:
+            return found
+        rel: Release = self.registry.get(release)
+        bundle = load_bundle(self.workspace, rel.path, clock=self.clock)
+        if bundle.sha256 != rel.bundle_sha256:
+            raise BundleSignatureInvalid(
+                f"release {release}: the bundle on disk is not the one registered "
+                f"({bundle.sha256[:12]} != {rel.bundle_sha256[:12]}); refusing to serve it"
+            )
+        made = ReleaseScorer(bundle, release)
+        with self._lock:
+            self._scorers[release] = made
+        return made
+
+    def refresh(self) -> None:
+        """Re-read the live deployment manifest and release statuses now."""
+        manifest = self.registry.deployment_manifest(self.task)
+        statuses = {r.version: r.status for r in self.registry.list(task=self.task)}
+        with self._lock:
+            self._manifest, self._statuses = manifest, statuses
+            self._manifest_at = time.monotonic()
+
+    def decision(self, site: str) -> tuple[ServingDecision, str | None]:
+        """Return the rollout decision at ``site`` and the release it names (or the pinned one)."""
+        if time.monotonic() - self._manifest_at > self.status_ttl:
+            self.refresh()
+        if self._pinned:
+            status = self._statuses.get(self._pinned, "unknown")
+            manifest = {"sites": {"*": {"release": self._pinned, "mode": "full", "status": status}}}
+            if status == "approved_limited":
+                manifest["sites"]["*"]["mode"] = "silent"
+            return serving_decision(manifest, site="*"), self._pinned
+        decision = serving_decision(self._manifest, site=site)
+        return decision, decision.release
+
+    def status_of(self, release: str) -> str:
+        """Return the registry status of ``release`` as last read."""
+        return self._statuses.get(release, "unknown")
+
+    def models(self) -> list[dict[str, Any]]:
+        """Return the task's releases with status and where they run (for ``GET /v1/models``)."""
+        self.refresh()
+        sites = self._manifest.get("sites", {})
+        out = []
+        for rel in self.registry.list(task=self.task):
+            out.append(
+                rel.to_json()
+                | {
+                    "sites": {
+                        s: e["mode"] for s, e in sites.items() if e["release"] == rel.version
+                    },
+                    "loaded": rel.version in self._scorers,
+                }
+            )
+        for entry in out:
+            entry.pop("path", None)
+        return out
+
+    # -- predicting --------------------------------------------------------------------------------
+    def predict(
+        self, request: PredictionRequest, *, requester: str, explain: bool = True
+    ) -> PredictionResult:
+        """Return the result of one request (see :meth:`predict_many`)."""
+        return self.predict_many([request], requester=requester, explain=explain, where="")[0]
+
+    def predict_many(
+        self,
+        requests: Sequence[PredictionRequest],
+        *,
+        requester: str,
+        explain: bool = True,
+        where: str = "items",
+    ) -> list[PredictionResult]:
+        """Return one result per request, after writing their ledger entries in one transaction.
+
+        Raises ``InputInvalid`` (nothing written) when any request's inputs fail the
+        spec, ``DuplicateRequest`` when a request id was already served. Refusals
+        (unknown subject, outside intended use, no consent, no release at the site)
+        are results with ``status == "refused"`` and their own ledger entries.
+        """
+        if len(requests) > MAX_BATCH:
+            raise InputInvalid([(where or "items", f"{len(requests)} requests exceed {MAX_BATCH}")])
+        if not requests:
+            raise InputInvalid([(where or "items", "at least one request is needed")])
+        ids = [r.request_id or f"req_{uuid.uuid4().hex}" for r in requests]
+        checked = self._check(requests, ids, where=where)
+        now = self.clock.now()
+        entries: list[NewEntry] = []
+        # (index, kind, entry index) so receipts map back to results
+        pending: list[tuple[int, PredictionResult, int | None]] = []
+        to_score: dict[str, list[int]] = {}
+        decisions: dict[int, tuple[ServingDecision, str | None]] = {}
+        subjects: dict[int, str] = {}
+        results: list[PredictionResult | None] = [None] * len(requests)
+
+        def refuse(i: int, code: str, message: str, subject: str | None) -> None:
+            r = requests[i]
+            if code == "consent_not_granted" and subject is not None:
+                entry = NewEntry(
+                    type="consent_refused",
+                    actor=requester,
+                    subject=subject,
+                    payload={
+                        "purpose": r.purpose,
+                        "requester": requester,
+                        "request_id": ids[i],
+                        "message": message,
+                    },
+                )
+            else:
+                entry = NewEntry(
+                    type="inference_refused",
+                    actor=requester,
+                    subject=subject,
+                    payload={
+                        "code": code,
+                        "message": message,
+                        "requester": requester,
+                        "purpose": r.purpose,
+                        "request_id": ids[i],
+                        "setting": r.setting,
+                    },
+                )
+            entries.append(entry)
+            results[i] = PredictionResult(
+                status="refused",
+                request_id=ids[i],
+                refusal={"code": code, "message": message, "http_status": _REFUSAL_STATUS[code]},
+            )
+            pending.append((i, results[i], len(entries) - 1))  # type: ignore[arg-type]
+
+        for i, r in enumerate(requests):
+            try:
+                subject = self.vault.pseudonym_for(r.subject_id, create=False)
+            except SubjectNotFound:
+                refuse(
+                    i,
+                    "unknown_subject",
+                    "the subject is not known to the identity vault, so no consent can cover "
+                    "this request; register the patient and record consent first",
+                    None,
+                )
+                continue
+            subjects[i] = subject
+            age = checked[i].values.get("age")
+            min_age = self.scorer(self.default).spec.cohort.min_age
+            setting = self.scorer(self.default).spec.cohort.setting
+            if r.setting != setting:
+                refuse(
+                    i,
+                    "outside_intended_use",
+                    f"setting {r.setting!r} is outside the intended use (validated for "
+                    f"{setting!r} only); the model must not be used here",
+                    subject,
+                )
+                continue
+            if age is None or age < min_age:
+                refuse(
+                    i,
+                    "outside_intended_use",
+                    f"age {age} is under {min_age:g}: the model was validated for adults only "
+                    "and must not be used for this patient",
+                    subject,
+                )
+                continue
+            if not consent_covers(self.vault, pseudonym=subject, purpose=r.purpose, at=now):
+                refuse(
+                    i,
+                    "consent_not_granted",
+                    f"the patient's recorded consent does not cover purpose {r.purpose!r}; "
+                    "the request is refused and the refusal logged",
+                    subject,
+                )
+                continue
+            decision, release = self.decision(r.site or self.site)
+            if release is not None and self.status_of(release) == "suspended":
+                decisions[i] = (decision, release)
+                continue
+            if not decision.score or release is None:
+                refuse(i, "not_deployed", f"no release is served here: {decision.reason}", subject)
+                continue
+            decisions[i] = (decision, release)
+            to_score.setdefault(release, []).append(i)
+
+        cores: dict[int, dict[str, Any]] = {}
+        for release, idx in to_score.items():
+            sc = self.scorer(release)
+            scored = sc.score(
+                [checked[i] for i in idx],
+                [requests[i].hours_since_admission for i in idx],
+                explain=explain,
+            )
+            cores.update(zip(idx, scored, strict=True))
+
+        for i, (decision, release) in decisions.items():
+            assert release is not None
+            sc = self.scorer(release)
+            r = requests[i]
+            context = {
+                "setting": r.setting,
+                "site": r.site or self.site,
+                "hours_since_admission": r.hours_since_admission,
+            }
+            if i not in cores:  # suspended: the safe fallback
+                fb = sc.fallback(checked[i])
+                entries.append(
+                    NewEntry(
+                        type="fallback_served",
+                        actor=requester,
+                        subject=subjects[i],
+                        payload={
+                            "model_version": sc.model_version,
+                            "release": release,
+                            "baseline": fb["name"],
+                            "baseline_score": fb["score"],
+                            "inputs": checked[i].values,
+                            "context": context,
+                            "requester": requester,
+                            "purpose": r.purpose,
+                            "request_id": ids[i],
+                        },
+                    )
+                )
+                res = PredictionResult(
+                    status="fallback",
+                    request_id=ids[i],
+                    release=release,
+                    model_version=sc.model_version,
+                    mode="suspended",
+                    flags=["suspended"],
+                    fallback=fb,
+                    completeness=round(checked[i].completeness, 6),
+                )
+                results[i] = res
+                pending.append((i, res, len(entries) - 1))
+                continue
+            core = cores[i]
+            shown = decision.show_to_clinician
+            payload = {
+                "format": PREDICTION_FORMAT,
+                "model_version": sc.model_version,
+                "release": release,
+                "bundle_sha256": sc.bundle.sha256,
+                "dataset_sha256": sc.dataset_sha256,
+                "mode": decision.mode,
+                "shown_to_clinician": shown,
+                "inputs": checked[i].values,
+                "context": context,
+                "raw_score": core["raw_score"],
+                "p_raw": core["p_raw"],
+                "probability": core["probability"],
+                "threshold": sc.threshold,
+                "conformal_set": core["conformal_set"],
+                "coverage": sc.coverage,
+                "flags": core["flags"],
+                "completeness": core["completeness"],
+                "explanation": core["explanation"],
+                "explanation_shown": core["top"] if shown else [],
+                "escalation": core["escalation"],
+                "requester": requester,
+                "purpose": r.purpose,
+                "request_id": ids[i],
+            }
+            entries.append(
+                NewEntry(type="inference", actor=requester, subject=subjects[i], payload=payload)
+            )
+            at = len(entries) - 1
+            if core["escalation"]:
+                entries.append(
+                    NewEntry(
+                        type="escalation",
+                        actor=requester,
+                        subject=subjects[i],
+                        payload={
+                            "reason": "; ".join(core["escalation"]),
+                            "model_version": sc.model_version,
+                            "release": release,
+                            "request_id": ids[i],
+                            "scope": "case",
+                            "route": "human_review",
+                        },
+                    )
+                )
+            if shown:
+                res = PredictionResult(
+                    status="scored",
+                    request_id=ids[i],
+                    release=release,
+                    model_version=sc.model_version,
+                    mode=decision.mode,
+                    probability=core["probability"],
+                    raw_score=core["raw_score"],
+                    threshold=sc.threshold,
+                    above_threshold=core["above_threshold"],
+                    risk=core["risk"],
+                    conformal_set=core["conformal_set"],
+                    flags=core["flags"],
+                    contributions=core["top"],
+                    completeness=core["completeness"],
+                    escalated=bool(core["escalation"]),
+                    escalation=core["escalation"],
+                    inputs=checked[i].values,
+                    coverage=sc.coverage,
+                )
+            else:
+                res = PredictionResult(
+                    status="shadow",
+                    request_id=ids[i],
+                    release=release,
+                    model_version=sc.model_version,
+                    mode=decision.mode,
+                )
+            results[i] = res
+            pending.append((i, res, at))
+
+        receipts = self.ledger.append_batch(entries)
+        final: list[PredictionResult] = [None] * len(requests)  # type: ignore[list-item]
+        for i, res, at in pending:
+            seq = receipts[at].seq if at is not None else None
+            final[i] = _with_seq(res, seq)
+        with self._lock:
+            for i, res in enumerate(final):
+                if res.status != "refused":
+                    self._seen[ids[i]] = res.audit_seq or -1
+            while len(self._seen) > 100_000:
+                self._seen.popitem(last=False)
+        return final
+
+    def _check(
+        self, requests: Sequence[PredictionRequest], ids: list[str], *, where: str
+    ) -> list[CheckedInputs]:
+        schema = self.scorer(self.default).schema
+        allowed = self.scorer(self.default).spec.consent.purposes_allowed
+        problems: list[tuple[str, str]] = []
+        checked: list[CheckedInputs] = []
+        seen: set[str] = set()
+        for i, r in enumerate(requests):
+            at = f"{where}[{i}]." if where else ""
+            if ids[i] in seen:
+                problems.append((f"{at}request_id", f"{ids[i]!r} appears twice in this batch"))
+            seen.add(ids[i])
+            if not isinstance(r.subject_id, str) or not r.subject_id.strip():
+                problems.append((f"{at}subject_id", "a non-empty patient identifier is required"))
+            if r.purpose not in allowed:
+                problems.append(
+                    (
+                        f"{at}purpose",
+                        f"unknown purpose {r.purpose!r}; this task allows {', '.join(allowed)}",
+                    )
+                )
+            h = r.hours_since_admission
+            if h is not None and (not isinstance(h, int | float) or not math.isfinite(h) or h < 0):
+                problems.append((f"{at}hours_since_admission", "expected a finite number >= 0"))
+            try:
+                checked.append(schema.check(r.features, where=f"{at}features"))
+            except InputInvalid as exc:
+                problems += exc.problems
+        if problems:
+            raise InputInvalid(problems)
+        with self._lock:
+            dup = [rid for rid in ids if rid in self._seen]
+        if dup:
+            raise DuplicateRequest(
+                f"request id {dup[0]!r} was already served (audit seq {self._seen[dup[0]]}); "
+                "send a new request id for a new prediction"
+            )
+        return checked
+
+
+def _with_seq(res: PredictionResult, seq: int | None) -> PredictionResult:
+    from dataclasses import replace
+
+    refusal = res.refusal
+    if refusal is not None:
+        refusal = refusal | {"audit_seq": seq}
+    return replace(res, audit_seq=seq, refusal=refusal)
