@@ -101,3 +101,36 @@ def test_baseline_comparison_is_paired_and_workload_matched(evaluation_input):
     assert diff["ci"][0] <= diff["value"] <= diff["ci"][1]
     assert res["alert_fraction"] <= np.mean(inp.p_cal >= th)
     assert np.mean(score >= res["cutoff"] - 1) > np.mean(inp.p_cal >= th)
+
+
+def test_lace_like_points_follow_the_published_bands():
+    import pandas as pd
+
+    from clinical_mlops.evaluation.baseline import LACE_LIKE
+
+    frame = pd.DataFrame(
+        {
+            "length_of_stay": [0.5, 1.0, 3.5, 5.0, 10.0, 20.0],
+            "charlson_index": [0, 1, 2, 3, 4, 9],
+            "prior_admissions_12m": [0, 1, 2, 3, 4, 12],
+        }
+    )
+    # L: 0, 1, 3, 4, 5, 7; C: 0, 1, 2, 3, 5, 5; E: 0, 1, 2, 3, 4, 4
+    assert LACE_LIKE.score(frame).tolist() == [0, 3, 7, 10, 14, 16]
+    assert LACE_LIKE.max_points == 7 + 5 + 4
+
+
+def test_a_task_without_a_declared_baseline_is_refused():
+    import pytest
+
+    from clinical_mlops.errors import EvaluationError
+    from clinical_mlops.evaluation.baseline import score_for
+    from clinical_mlops.tasks import load_task, task_from_mapping
+
+    data = load_task("icu_mortality_48h").model_dump(mode="json")
+    data["clinical_baseline"] = None
+    with pytest.raises(EvaluationError, match="declares no clinical_baseline"):
+        score_for(task_from_mapping(data, source="test"))
+    data["clinical_baseline"] = "lace_like"
+    with pytest.raises(EvaluationError, match="needs feature"):
+        score_for(task_from_mapping(data, source="test"))

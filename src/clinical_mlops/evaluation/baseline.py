@@ -39,12 +39,15 @@ from clinical_mlops.evaluation.metrics import (
 )
 
 __all__ = [
+    "LACE_LIKE",
+    "SCORES",
     "SOFA_LIKE",
     "Band",
     "ClinicalScore",
     "Component",
     "FlagModifier",
     "baseline_comparison",
+    "score_for",
 ]
 
 _INF = float("inf")
@@ -124,7 +127,17 @@ class ClinicalScore:
     @property
     def max_points(self) -> int:
         """The largest possible total."""
-        return 4 * len(self.components)
+        total = 0
+        for c in self.components:
+            top = max(b.points for b in c.bands)
+            if c.modifier is not None:
+                top = (
+                    max(top, c.modifier.points)
+                    if c.modifier.effect == "at_least"
+                    else min(top + c.modifier.points, 4)
+                )
+            total += top
+        return total
 
 
 SOFA_LIKE = ClinicalScore(
@@ -201,6 +214,84 @@ SOFA_LIKE = ClinicalScore(
         ),
     ),
 )
+
+
+LACE_LIKE = ClinicalScore(
+    name="LACE-like index",
+    source=(
+        "van Walraven C et al. Derivation and validation of an index to predict early death "
+        "or unplanned readmission after discharge from hospital to the community. "
+        "CMAJ 2010;182:551-557"
+    ),
+    components=(
+        Component(
+            organ="length of stay (L)",
+            feature="length_of_stay",
+            bands=(
+                Band(-_INF, 1, 0),
+                Band(1, 2, 1),
+                Band(2, 3, 2),
+                Band(3, 4, 3),
+                Band(4, 7, 4),
+                Band(7, 14, 5),
+                Band(14, _INF, 7),
+            ),
+        ),
+        Component(
+            organ="comorbidity (C)",
+            feature="charlson_index",
+            bands=(
+                Band(-_INF, 1, 0),
+                Band(1, 2, 1),
+                Band(2, 3, 2),
+                Band(3, 4, 3),
+                Band(4, _INF, 5),
+            ),
+        ),
+        Component(
+            organ="emergency visits (E)",
+            feature="prior_admissions_12m",
+            bands=(
+                Band(-_INF, 1, 0),
+                Band(1, 2, 1),
+                Band(2, 3, 2),
+                Band(3, 4, 3),
+                Band(4, _INF, 4),
+            ),
+            approximation=(
+                "emergency-department visits in the previous 6 months are not available; "
+                "admissions in the previous 12 months stand in for them"
+            ),
+        ),
+    ),
+)
+"""LACE without its A (acuity) term: the readmission features carry no admission type."""
+
+SCORES: dict[str, ClinicalScore] = {"sofa_like": SOFA_LIKE, "lace_like": LACE_LIKE}
+
+
+def score_for(spec: Any) -> ClinicalScore:
+    """Return the clinical baseline score a task spec declares, checked against its features.
+
+    Raises :class:`EvaluationError` when the spec declares none (R-L4 asks for a
+    comparison with the score clinicians already use) or when the score reads a
+    feature the spec does not have.
+    """
+    name = getattr(spec, "clinical_baseline", None)
+    if name is None:
+        raise EvaluationError(
+            f"task {spec.name!r} declares no clinical_baseline; declare one of "
+            f"{', '.join(sorted(SCORES))} in its task spec so the report can compare the model "
+            "with the score clinicians already use"
+        )
+    score = SCORES[name]
+    missing = [f for f in score.features if f not in spec.feature_names]
+    if missing:
+        raise EvaluationError(
+            f"task {spec.name!r}: clinical_baseline {name} needs feature(s) {missing} the spec "
+            "does not declare"
+        )
+    return score
 
 
 def _workload_matched_cutoff(score: np.ndarray, alert_fraction: float, max_points: int) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from clinical_mlops.evaluation.baseline import SOFA_LIKE
+from clinical_mlops.evaluation.baseline import score_for
 from clinical_mlops.evaluation.inputs import EvaluationInput
 from clinical_mlops.evaluation.metrics import roc_curve_points
 
@@ -148,7 +148,7 @@ def report_plots(report: dict[str, Any], inp: EvaluationInput) -> dict[str, str]
     """Return every report figure as ``{name: PNG data URI}``."""
     y = np.asarray(inp.y_true, dtype=int)
     p = np.asarray(inp.p_cal, dtype=float)
-    base = SOFA_LIKE.score(inp.test_frame).astype(float)
+    base = score_for(inp.spec).score(inp.test_frame).astype(float)
     test, baseline = report["test"], report["baseline"]
 
     def auc_label(name: str, value: Any) -> str:

@@ -252,6 +252,9 @@ class TaskSpec(_Strict):
     non_intended_uses: tuple[str, ...] = Field(min_length=1)
     consent: Consent
     acceptance: AcceptanceCriteria = Field(default_factory=AcceptanceCriteria)
+    # The established points score the validation report compares the model with (R-L4);
+    # its point table lives in clinical_mlops.evaluation.baseline.
+    clinical_baseline: Literal["sofa_like", "lace_like"] | None = None
     published: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
