@@ -253,3 +253,43 @@ def purge(
         print_json(result.to_json())
     else:
         err_console.print(f"purged {result.purged} payloads; audit entry {result.seq}")
+
+
+@audit_app.command("replay")
+def replay(
+    seq: Annotated[int, typer.Argument(help="Sequence number of an inference record.")],
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recompute one past prediction from the bundle it names and show whether it is identical.
+
+    Decrypts the record's inputs, loads the exact release bundle it was served by
+    (verified as of the inference time) and recomputes probability, conformal set,
+    flags and contributions bit for bit; exit code 1 when anything differs.
+    """
+    from clinical_mlops.serving.replay import replay_inference
+
+    result = replay_inference(workspace_from(workspace), seq)
+    if as_json:
+        print_json(result.to_json())
+    else:
+        words = {
+            "identical": "[green]identical[/]",
+            "different": "[bold red]DIFFERENT[/]",
+            "erased": "[yellow]not replayable: erased[/]",
+            "purged": "[yellow]not replayable: purged[/]",
+        }
+        out_console.print(
+            f"inference {seq}: {words[result.status]} — release {result.release}, model "
+            f"{result.model_version}; compared {', '.join(result.compared) or 'nothing'}",
+            highlight=False,
+        )
+        for diff in result.differences:
+            out_console.print(
+                f"  {diff['field']}: stored {diff['stored']!r} != recomputed {diff['recomputed']!r}",
+                highlight=False,
+                markup=False,
+            )
+        err_console.print(result.reason, highlight=False)
+    if result.status == "different":
+        raise typer.Exit(1)

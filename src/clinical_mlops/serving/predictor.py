@@ -283,16 +283,36 @@ class ReleaseScorer:
 
 
 def _spec_of(bundle: Bundle) -> TaskSpec:
-    """Return the installed task spec, if it is the one the release was built and approved with."""
+    """Return the installed task spec, if its input contract is the one signed in the bundle.
+
+    The bundle's ``feature_schema.json`` holds the features (kinds, units, ranges,
+    categories, approval status) and cohort the release was validated and approved
+    with. Serving checks requests against the installed spec only when those agree,
+    so a spec edit that changes what a release accepts cannot slip in silently.
+    """
     from clinical_mlops.tasks import load_task
 
     spec = load_task(bundle.task)
-    signed = str(bundle.release["spec_sha256"])
-    if spec.spec_hash() != signed:
+    signed = bundle.read_json("feature_schema.json")
+    keys = ("name", "kind", "unit", "valid_range", "categories", "status")
+    installed = [
+        {
+            "name": f.name,
+            "kind": f.kind,
+            "unit": f.shown_unit,
+            "valid_range": list(f.valid_range) if f.valid_range else None,
+            "categories": list(f.categories) if f.categories else None,
+            "status": f.status,
+        }
+        for f in spec.features
+    ]
+    approved = [{k: f.get(k) for k in keys} for f in signed["features"]]
+    if installed != approved or spec.cohort.model_dump(mode="json") != signed["cohort"]:
         raise ReleaseNotServable(
-            f"release bundle {bundle.path.name} was approved under task spec {signed[:12]}, but "
-            f"the installed spec of {bundle.task} is {spec.spec_hash()[:12]}; serve it with the "
-            "package version it was built with, or build, gate and approve a new release"
+            f"release bundle {bundle.path.name}: the installed task spec of {bundle.task} "
+            "declares other features or another cohort than the release was approved with; "
+            "serve it with the package version it was built with, or build, gate and approve "
+            "a new release"
         )
     return spec
 

@@ -1,0 +1,190 @@
+"""Who is calling, and may they: JWT bearer tokens with roles, API keys for systems.
+
+A JWT must verify with the service's key (HS256 shared secret, or an EdDSA/RS256
+public key), name this service in ``aud``, carry ``sub`` and ``exp`` and a
+``roles`` claim listing roles from :data:`ROLES`. A system (an EHR interface,
+Prometheus) may instead send ``X-API-Key``; keys are stored as SHA-256 hashes
+with a name and roles, never in clear. Missing or unverifiable credentials are
+401; verified credentials without a role the route declares are 403. The actor
+written into the ledger is ``user:<sub>`` or ``system:<key name>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from clinical_mlops.errors import NotAuthenticated, NotAuthorised
+
+__all__ = ["ROLES", "AuthConfig", "Principal", "hash_api_key", "new_api_key"]
+
+ROLES: tuple[str, ...] = ("clinician", "reviewer", "ml_engineer", "compliance", "auditor", "system")
+DEFAULT_AUDIENCE = "clinical-mlops"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller."""
+
+    actor: str
+    roles: frozenset[str]
+    site: str | None = None
+
+
+def hash_api_key(key: str) -> str:
+    """Return the SHA-256 hex digest an API key is stored as."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def new_api_key() -> str:
+    """Return a fresh random API key (256 bits, URL-safe)."""
+    return "cmk_" + secrets.token_urlsafe(32)
+
+
+@dataclass
+class AuthConfig:
+    """How tokens and keys are verified; build with :meth:`from_secret` or :meth:`from_files`."""
+
+    key: Any
+    algorithms: list[str]
+    audience: str = DEFAULT_AUDIENCE
+    issuer: str | None = None
+    api_keys: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
+
+    @classmethod
+    def from_secret(
+        cls, secret: str | bytes, *, audience: str = DEFAULT_AUDIENCE, issuer: str | None = None
+    ) -> AuthConfig:
+        """Return a config verifying HS256 tokens signed with ``secret`` (at least 32 bytes)."""
+        if len(secret) < 32:
+            raise ValueError("a JWT secret needs at least 32 bytes")
+        return cls(key=secret, algorithms=["HS256"], audience=audience, issuer=issuer)
+
+    @classmethod
+    def from_files(
+        cls,
+        *,
+        secret_file: Path | None = None,
+        public_key_file: Path | None = None,
+        api_keys_file: Path | None = None,
+        audience: str = DEFAULT_AUDIENCE,
+        issuer: str | None = None,
+    ) -> AuthConfig:
+        """Return a config from a secret or public-key file and an API-key file (hashes only)."""
+        if public_key_file is not None:
+            cfg = cls(
+                key=public_key_file.read_text(encoding="utf-8"),
+                algorithms=["EdDSA", "RS256", "ES256"],
+                audience=audience,
+                issuer=issuer,
+            )
+        elif secret_file is not None:
+            cfg = cls.from_secret(
+                secret_file.read_text(encoding="utf-8").strip(), audience=audience, issuer=issuer
+            )
+        else:
+            raise ValueError("give a JWT secret file or a public key file")
+        if api_keys_file is not None:
+            data = json.loads(api_keys_file.read_text(encoding="utf-8"))
+            for entry in data.get("keys", []):
+                cfg.add_api_key_hash(
+                    entry["sha256"], name=entry["name"], roles=list(entry["roles"])
+                )
+        return cfg
+
+    def add_api_key_hash(self, digest: str, *, name: str, roles: list[str]) -> None:
+        """Accept the API key whose SHA-256 is ``digest`` as system ``name`` with ``roles``."""
+        unknown = set(roles) - set(ROLES)
+        if unknown:
+            raise ValueError(f"unknown roles {sorted(unknown)}; roles are {', '.join(ROLES)}")
+        self.api_keys[digest] = (name, frozenset(roles))
+
+    def add_api_key(self, key: str, *, name: str, roles: list[str]) -> None:
+        """Accept ``key`` (kept only as its hash) as system ``name`` with ``roles``."""
+        self.add_api_key_hash(hash_api_key(key), name=name, roles=roles)
+
+    # -- verification --------------------------------------------------------------------------
+    def authenticate(self, *, authorization: str | None, api_key: str | None) -> Principal:
+        """Return the caller; raise ``NotAuthenticated`` for missing or unverifiable credentials."""
+        if api_key:
+            digest = hash_api_key(api_key)
+            for known, (name, roles) in self.api_keys.items():
+                if hmac.compare_digest(known, digest):
+                    return Principal(actor=f"system:{name}", roles=roles)
+            raise NotAuthenticated("the API key is not recognised")
+        if not authorization:
+            raise NotAuthenticated("no credentials: send Authorization: Bearer <JWT> or X-API-Key")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise NotAuthenticated("the Authorization header must be 'Bearer <JWT>'")
+        try:
+            claims = jwt.decode(
+                token.strip(),
+                self.key,
+                algorithms=self.algorithms,
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "sub", "aud"]},
+            )
+        except jwt.InvalidAudienceError:
+            raise NotAuthenticated(
+                f"the token is for another audience; this service is {self.audience!r}"
+            ) from None
+        except jwt.ExpiredSignatureError:
+            raise NotAuthenticated("the token has expired; obtain a new one") from None
+        except jwt.PyJWTError as exc:
+            raise NotAuthenticated(f"the token does not verify ({exc})") from None
+        roles = claims.get("roles")
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise NotAuthenticated("the token carries no 'roles' list")
+        site = claims.get("site")
+        return Principal(
+            actor=f"user:{claims['sub']}",
+            roles=frozenset(r for r in roles if r in ROLES),
+            site=site if isinstance(site, str) else None,
+        )
+
+    def issue(
+        self,
+        *,
+        subject: str,
+        roles: list[str],
+        ttl_seconds: int = 3600,
+        audience: str | None = None,
+        site: str | None = None,
+    ) -> str:
+        """Return a signed HS256 token (tests and the demo; production tokens come from the IdP)."""
+        import time
+
+        if self.algorithms != ["HS256"]:
+            raise ValueError("only a shared-secret config can issue tokens")
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "sub": subject,
+            "roles": roles,
+            "aud": audience or self.audience,
+            "iat": now,
+            "exp": now + ttl_seconds,
+        }
+        if self.issuer:
+            claims["iss"] = self.issuer
+        if site:
+            claims["site"] = site
+        return jwt.encode(claims, self.key, algorithm="HS256")
+
+
+def authorise(principal: Principal, *, allowed: tuple[str, ...], route: str) -> Principal:
+    """Return ``principal`` when it holds one of ``allowed``; raise ``NotAuthorised`` otherwise."""
+    if not principal.roles & set(allowed):
+        raise NotAuthorised(
+            f"{route} needs one of the roles {', '.join(allowed)}; "
+            f"{principal.actor} holds {', '.join(sorted(principal.roles)) or 'none'}"
+        )
+    return principal

@@ -1,0 +1,1 @@
+"""One router per resource: predictions, oversight (overrides, outcomes), models, CDS Hooks."""

@@ -1,0 +1,57 @@
+"""``GET /v1/models``, the model card, ``GET /healthz`` and ``GET /metrics``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import HTMLResponse, Response
+
+from clinical_mlops.serving.auth import Principal
+from clinical_mlops.serving.deps import Service, require, service
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/v1/models", summary="Releases of the task, their status and where they run")
+def models(
+    _: Annotated[Principal, Depends(require("GET", "/v1/models"))],
+    svc: Annotated[Service, Depends(service)],
+) -> dict[str, Any]:
+    return {"task": svc.predictor.task, "releases": svc.predictor.models()}
+
+
+@router.get("/v1/models/{release}/card", summary="The model card of a release (HTML)")
+def model_card(
+    release: str,
+    _: Annotated[Principal, Depends(require("GET", "/v1/models/{release}/card"))],
+    svc: Annotated[Service, Depends(service)],
+) -> HTMLResponse:
+    scorer = svc.predictor.scorer(release)
+    return HTMLResponse((scorer.bundle.path / "model_card.html").read_text(encoding="utf-8"))
+
+
+@router.get("/healthz", summary="Liveness and the release being served")
+def healthz(
+    _: Annotated[Principal, Depends(require("GET", "/healthz"))],
+    svc: Annotated[Service, Depends(service)],
+) -> dict[str, Any]:
+    p = svc.predictor
+    decision, release = p.decision(p.site)
+    return {
+        "status": "ok",
+        "task": p.task,
+        "release": release,
+        "release_status": p.status_of(release) if release else None,
+        "mode": decision.mode,
+        "site": p.site,
+    }
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+def metrics(
+    _: Annotated[Principal, Depends(require("GET", "/metrics"))],
+    svc: Annotated[Service, Depends(service)],
+) -> Response:
+    svc.metrics.set_status(svc.predictor.models())
+    return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -1,0 +1,68 @@
+"""``POST /v1/overrides`` and ``POST /v1/outcomes``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from clinical_mlops.serving.auth import Principal
+from clinical_mlops.serving.deps import Service, require, service
+from clinical_mlops.serving.oversight import record_outcome, record_override
+
+router = APIRouter(tags=["oversight"])
+
+
+class OverrideBody(BaseModel):
+    """A clinician's one-step response to a shown prediction."""
+
+    model_config = ConfigDict(extra="forbid")
+    prediction_id: int = Field(ge=0, description="The audit_seq returned with the prediction")
+    action: Literal["accept", "override", "escalate"]
+    reason_code: str | None = Field(default=None, description="A declared override reason code")
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class OutcomeBody(BaseModel):
+    """An observed outcome, linked to one or more predictions."""
+
+    model_config = ConfigDict(extra="forbid")
+    prediction_ids: list[int] = Field(min_length=1, max_length=1000)
+    outcome: Literal[0, 1]
+    observed_at: str | None = None
+
+
+@router.post("/v1/overrides", status_code=201, summary="Record an override (R-H1)")
+def override(
+    body: OverrideBody,
+    who: Annotated[Principal, Depends(require("POST", "/v1/overrides"))],
+    svc: Annotated[Service, Depends(service)],
+) -> dict[str, Any]:
+    stored = record_override(
+        svc.predictor.ledger,
+        prediction_seq=body.prediction_id,
+        action=body.action,
+        reason_code=body.reason_code,
+        comment=body.comment,
+        actor=who.actor,
+    )
+    svc.metrics.overrides.labels(body.action, body.reason_code or "none").inc()
+    return stored
+
+
+@router.post("/v1/outcomes", status_code=201, summary="Link an outcome to predictions (R-O1)")
+def outcome(
+    body: OutcomeBody,
+    who: Annotated[Principal, Depends(require("POST", "/v1/outcomes"))],
+    svc: Annotated[Service, Depends(service)],
+) -> dict[str, Any]:
+    seqs = record_outcome(
+        svc.predictor.ledger,
+        prediction_seqs=body.prediction_ids,
+        outcome=body.outcome,
+        observed_at=body.observed_at,
+        actor=who.actor,
+    )
+    svc.metrics.outcomes.inc(len(seqs))
+    return {"outcome_seqs": seqs}
