@@ -101,10 +101,12 @@ class TrainedModel:
     def apply_matrix(self, X: np.ndarray, *, explain: bool = True) -> MatrixPrediction:
         """Return what :meth:`apply` returns, for an already encoded model matrix, as arrays only.
 
-        The serving path: no frame is built, the booster is called without a DMatrix
-        for margins, and one-hot contributions are summed per spec feature exactly as
-        :func:`~clinical_mlops.modeling.explain.feature_contributions` does, so the
-        numbers are bit-identical to :meth:`apply` on the same rows.
+        The serving path: no frame is built and the booster is called without a
+        DMatrix for margins. Every row's numbers are independent of the batch it is
+        scored in (one-hot contributions are summed column by column, left to right),
+        so a prediction served in a batch replays bit for bit on its own. For tree
+        models the numbers equal :meth:`apply`'s exactly; for the linear model they
+        agree to rounding (``margin_fast``).
         """
         margin = self.scorer.margin_fast(X)
         p_cal = self.calibrator.transform(margin)
@@ -113,7 +115,10 @@ class TrainedModel:
             raw = self.scorer.contributions(X)
             contrib = np.empty((len(X), len(self._groups) + 1), dtype=np.float64)
             for j, idx in enumerate(self._groups):
-                contrib[:, j] = raw[:, idx[0]] if len(idx) == 1 else raw[:, idx].sum(axis=1)
+                acc = raw[:, idx[0]].copy()
+                for k in idx[1:]:
+                    acc += raw[:, k]
+                contrib[:, j] = acc
             contrib[:, -1] = raw[:, -1]
         return MatrixPrediction(
             margin=margin,

@@ -1,0 +1,240 @@
+"""The Predictor: guards, flags, fallback, shadow mode, one ledger entry per inference, replay."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import pytest
+
+from clinical_mlops.errors import BundleSignatureInvalid, DuplicateRequest, InputInvalid
+from clinical_mlops.ledger import Ledger
+from clinical_mlops.privacy.erasure import erase_subject
+from clinical_mlops.registry.registry import Registry
+from clinical_mlops.serving import PredictionRequest, Predictor
+from clinical_mlops.serving.replay import replay_inference, replay_many
+
+R_A1 = (
+    "model_version",
+    "dataset_sha256",
+    "inputs",
+    "raw_score",
+    "probability",
+    "conformal_set",
+    "explanation",
+    "requester",
+    "purpose",
+)
+
+
+def req(row: dict[str, Any], i: int = 0, **kw: Any) -> PredictionRequest:
+    base = {"subject_id": f"MRN-{i}", "purpose": "direct_care", "setting": "icu", "features": row}
+    return PredictionRequest(**(base | kw))
+
+
+@pytest.fixture
+def predictor(served: dict[str, Any]) -> Predictor:
+    p = Predictor.open(served["ws"], site="demo-icu-north")
+    yield p
+    p.close()
+
+
+def test_array_path_is_bit_identical_to_apply(predictor: Predictor, served: dict[str, Any]) -> None:
+    import pandas as pd
+
+    sc = predictor.scorer(predictor.default)
+    frame = pd.DataFrame(served["rows"]).astype({"age": float})
+    X = sc.schema.encode(served["rows"])
+    assert np.array_equal(X, sc.model.preprocessor.transform(frame))
+    fast = sc.model.apply_matrix(X)
+    slow = sc.model.apply(frame)
+    if sc.model.scorer.kind == "logistic_regression":
+        # The linear margin is summed column by column (batch-invariant), not by BLAS.
+        assert np.allclose(fast.margin, slow.margin, rtol=0, atol=1e-12)
+    else:
+        assert np.array_equal(fast.margin, slow.margin)
+        assert np.array_equal(fast.p_cal, slow.p_cal)
+    assert np.allclose(fast.contributions, slow.contributions.to_numpy(), rtol=0, atol=1e-12)
+    # One row alone gives exactly what it got inside the batch: replay depends on it.
+    for i in (0, 7, len(X) - 1):
+        alone = sc.model.apply_matrix(X[i : i + 1])
+        assert alone.margin[0] == fast.margin[i] and alone.p_cal[0] == fast.p_cal[i]
+        assert np.array_equal(alone.contributions[0], fast.contributions[i])
+
+
+def test_one_inference_entry_with_every_r_a1_field(
+    predictor: Predictor, served: dict[str, Any]
+) -> None:
+    before = predictor.ledger.size()
+    res = predictor.predict(req(served["rows"][0]), requester="user:dr.a")
+    assert res.status == "scored" and 0.0 <= res.probability <= 1.0
+    assert res.conformal_set in (["no"], ["yes"], ["no", "yes"], [])
+    assert len(res.contributions) == 3 and all(c["phrase"] for c in res.contributions)
+    view = predictor.ledger.read(res.audit_seq)
+    assert view.entry.type == "inference" and view.entry.actor == "user:dr.a"
+    assert view.entry.subject.startswith("psn_")
+    assert all(k in view.payload for k in R_A1)
+    assert "MRN-0" not in str(view.payload)
+    added = predictor.ledger.size() - before
+    assert added == 1 + (1 if res.escalated else 0)
+    if res.escalated:
+        assert predictor.ledger.read(res.audit_seq + 1).entry.type == "escalation"
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"lactate": "4.1"}, "features.lactate", "expected a number"),
+        ({"lactate": float("nan")}, "features.lactate", "NaN"),
+        ({"heart_rate": float("inf")}, "features.heart_rate", "NaN and infinity"),
+        ({"map": 900.0}, "features.map", "valid range"),
+        ({"sex": "X"}, "features.sex", "not one of"),
+        ({"potassium": 4.0}, "features.potassium", "undeclared"),
+        ({"creatinine": {"value": 1.0, "unit": "mmol/L"}}, "features.creatinine", "not accepted"),
+        ({"ventilation": 2}, "features.ventilation", "flag"),
+    ],
+)
+def test_invalid_inputs_refused_by_field_and_nothing_written(
+    predictor: Predictor, served: dict[str, Any], change: dict, field: str, words: str
+) -> None:
+    before = predictor.ledger.size()
+    with pytest.raises(InputInvalid) as info:
+        predictor.predict(req(served["rows"][1] | change), requester="t")
+    assert [p for p, m in info.value.problems if p == field and words in m]
+    assert predictor.ledger.size() == before
+
+
+def test_unit_conversion_and_unknown_purpose(predictor: Predictor, served: dict[str, Any]) -> None:
+    row = served["rows"][2] | {"temperature": {"value": 98.6, "unit": "[degF]"}}
+    res = predictor.predict(req(row, 2), requester="t")
+    assert predictor.ledger.read(res.audit_seq).payload["inputs"]["temperature"] == pytest.approx(
+        37.0
+    )
+    with pytest.raises(InputInvalid, match="unknown purpose"):
+        predictor.predict(req(row, 2, purpose="marketing"), requester="t")
+
+
+def test_guards_refuse_with_reason_and_a_ledger_event(
+    predictor: Predictor, served: dict[str, Any]
+) -> None:
+    row = served["rows"][3]
+    child = predictor.predict(req(row | {"age": 12.0}, 3), requester="t")
+    assert child.status == "refused" and child.refusal["code"] == "outside_intended_use"
+    assert "under 18" in child.refusal["message"] and child.http_status == 422
+    assert predictor.ledger.read(child.audit_seq).entry.type == "inference_refused"
+    ward = predictor.predict(req(row, 3, setting="ward"), requester="t")
+    assert ward.refusal["code"] == "outside_intended_use" and "'ward'" in ward.refusal["message"]
+    no_consent = predictor.predict(req(row, subject_id="MRN-NOCONSENT"), requester="t")
+    assert no_consent.refusal["code"] == "consent_not_granted" and no_consent.http_status == 403
+    assert predictor.ledger.read(no_consent.audit_seq).entry.type == "consent_refused"
+    unknown = predictor.predict(req(row, subject_id="MRN-NEVER-SEEN"), requester="t")
+    assert unknown.refusal["code"] == "unknown_subject"
+    assert predictor.ledger.read(unknown.audit_seq).entry.subject is None
+
+
+def test_duplicate_request_ids(predictor: Predictor, served: dict[str, Any]) -> None:
+    row = served["rows"][4]
+    with pytest.raises(InputInvalid, match="appears twice"):
+        predictor.predict_many(
+            [req(row, 4, request_id="r1"), req(row, 5, request_id="r1")], requester="t"
+        )
+    predictor.predict(req(row, 4, request_id="dup-1"), requester="t")
+    with pytest.raises(DuplicateRequest, match="already served"):
+        predictor.predict(req(row, 4, request_id="dup-1"), requester="t")
+
+
+def test_shadow_mode_scores_and_logs_but_returns_nothing_clinical(
+    predictor: Predictor, served: dict[str, Any]
+) -> None:
+    with Registry.open(served["ws"]) as reg:
+        reg.set_rollout(
+            served["release"],
+            site="shadow-icu",
+            mode="shadow",
+            actor="demo.dr.lena.ortiz",
+            why="test",
+        )
+    predictor.refresh()
+    res = predictor.predict(req(served["rows"][5], 5, site="shadow-icu"), requester="t")
+    body = res.to_json()
+    assert res.status == "shadow" and "probability" not in body and "contributions" not in body
+    payload = predictor.ledger.read(res.audit_seq).payload
+    assert payload["mode"] == "shadow" and payload["shown_to_clinician"] is False
+    assert 0 <= payload["probability"] <= 1
+
+
+def test_suspended_model_gives_the_baseline_fallback(
+    predictor: Predictor, served: dict[str, Any]
+) -> None:
+    v = served["release"]
+    with Registry.open(served["ws"]) as reg:
+        reg.suspend(v, actor="demo.dr.lena.ortiz", why="test suspension")
+    try:
+        predictor.refresh()
+        res = predictor.predict(req(served["rows"][6], 6), requester="t")
+        assert res.status == "fallback" and res.flags == ["suspended"]
+        assert res.fallback["name"] == "SOFA-like score" and 0 <= res.fallback["score"] <= 24
+        assert "not a probability" in res.fallback["note"] and res.probability is None
+        assert predictor.ledger.read(res.audit_seq).entry.type == "fallback_served"
+    finally:
+        with Registry.open(served["ws"]) as reg:
+            reg.resume(v, actor="demo.sam.okafor", why="test over")
+        predictor.refresh()
+    assert predictor.predict(req(served["rows"][6], 6), requester="t").status == "scored"
+
+
+def test_replay_of_100_random_inference_records_is_identical(
+    predictor: Predictor, served: dict[str, Any]
+) -> None:
+    rng = random.Random(17)
+    rows = served["rows"]
+    reqs = [req(rows[rng.randrange(len(rows))], i) for i in range(100)]
+    results = predictor.predict_many(reqs[:60], requester="t") + [
+        predictor.predict(r, requester="t", explain=bool(i % 2)) for i, r in enumerate(reqs[60:])
+    ]
+    seqs = [r.audit_seq for r in results]
+    assert len(set(seqs)) == 100
+    replays = replay_many(served["ws"], rng.sample(seqs, 100))
+    assert [r.status for r in replays] == ["identical"] * 100, [
+        r.differences for r in replays if r.differences
+    ][:1]
+    assert all("probability" in r.compared and "explanation" in r.compared for r in replays)
+
+
+def test_replay_after_erasure_says_why(predictor: Predictor, served: dict[str, Any]) -> None:
+    with Ledger.open(served["ws"]) as led:
+        psn = led.vault.pseudonym_for("MRN-ERASE")
+        from datetime import UTC, datetime
+
+        from clinical_mlops.privacy.consent import record_consent
+
+        record_consent(
+            led.vault,
+            pseudonym=psn,
+            purposes=["direct_care"],
+            valid_from=datetime(2020, 1, 1, tzinfo=UTC),
+            valid_until=None,
+            recorded_by="t",
+        )
+    res = predictor.predict(req(served["rows"][7], subject_id="MRN-ERASE"), requester="t")
+    assert replay_inference(served["ws"], res.audit_seq).identical
+    with Ledger.open(served["ws"]) as led:
+        erase_subject(led, identifier="MRN-ERASE", actor="dpo", reason="art. 17 request")
+    after = replay_inference(served["ws"], res.audit_seq)
+    assert after.status == "erased" and "erased" in after.reason and not after.identical
+
+
+def test_tampered_bundle_refuses_to_start(served: dict[str, Any], tmp_path) -> None:
+    with Registry.open(served["ws"]) as reg:
+        path = reg.get(served["release"]).path
+    from pathlib import Path
+
+    target = Path(path) / "calibrator.json"
+    original = target.read_bytes()
+    try:
+        target.write_bytes(original.replace(b'"n":', b'"n": ', 1))
+        with pytest.raises(BundleSignatureInvalid, match="calibrator.json"):
+            Predictor.open(served["ws"])
+    finally:
+        target.write_bytes(original)
