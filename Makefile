@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 UV     := $(VENV)/bin/uv
-EXTRAS ?= dev,postgres,console,vault,mlflow,spark
+EXTRAS ?= dev,postgres,console,vault,mlflow,spark,serve,fhir
 STAMP  := $(VENV)/.installed-$(shell echo "$(EXTRAS)" | tr ',' '-')
 
 .PHONY: demo test bench lint install clean help sysdeps

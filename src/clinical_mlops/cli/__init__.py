@@ -21,6 +21,7 @@ from clinical_mlops.cli.keys import keys_app
 from clinical_mlops.cli.model import evaluate, report, train
 from clinical_mlops.cli.privacy import privacy_app
 from clinical_mlops.cli.registry import incident_app, registry_app, review_app
+from clinical_mlops.cli.serve import serve_command
 
 __all__ = ["app", "main"]
 
@@ -42,6 +43,7 @@ app.command("demo")(demo_command)
 app.command("train")(train)
 app.command("evaluate")(evaluate)
 app.command("report")(report)
+app.command("serve")(serve_command)
 
 
 @app.command("version", help="Print the installed version.")

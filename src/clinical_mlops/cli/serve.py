@@ -1,0 +1,88 @@
+"""``clinical-mlops serve``: the inference service for the workspace's approved release."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clinical_mlops.cli._common import WorkspaceOption, err_console, workspace_from
+
+__all__ = ["serve_command"]
+
+
+def serve_command(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8080,
+    task: Annotated[
+        str, typer.Option("--task", help="Task whose active release is served.")
+    ] = "icu_mortality_48h",
+    site: Annotated[str, typer.Option("--site", help="Site this service runs at (rollout).")] = "*",
+    jwt_secret_file: Annotated[
+        Path | None, typer.Option("--jwt-secret-file", help="File holding the HS256 JWT secret.")
+    ] = None,
+    jwt_public_key: Annotated[
+        Path | None,
+        typer.Option("--jwt-public-key", help="PEM public key verifying JWTs (EdDSA/RS256)."),
+    ] = None,
+    api_keys: Annotated[
+        Path | None,
+        typer.Option(
+            "--api-keys", help='JSON {"keys": [{"name", "sha256", "roles"}]} for systems.'
+        ),
+    ] = None,
+    audience: Annotated[
+        str, typer.Option("--audience", help="Expected JWT audience.")
+    ] = "clinical-mlops",
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="TLS certificate (PEM).")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="TLS private key (PEM).")
+    ] = None,
+    base_url: Annotated[
+        str, typer.Option("--base-url", help="Public URL, for model-card links.")
+    ] = "",
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Serve the task's approved release over HTTP (TLS 1.3 minimum when a cert and key are given).
+
+    Refuses to start, saying why, when no release is servable or its bundle fails
+    signature verification. CDS Hooks discovery is open; every other route needs a
+    JWT bearer token or an API key with a role the route declares.
+    """
+    import uvicorn
+
+    from clinical_mlops.serving.api import create_app
+    from clinical_mlops.serving.auth import AuthConfig
+    from clinical_mlops.serving.predictor import Predictor
+
+    if (tls_cert is None) != (tls_key is None):
+        raise typer.BadParameter("give both --tls-cert and --tls-key, or neither")
+    auth = AuthConfig.from_files(
+        secret_file=jwt_secret_file,
+        public_key_file=jwt_public_key,
+        api_keys_file=api_keys,
+        audience=audience,
+    )
+    predictor = Predictor.open(workspace_from(workspace), task=task, site=site)
+    scheme = "https" if tls_cert else "http"
+    app = create_app(predictor, auth, base_url=base_url or f"{scheme}://{host}:{port}")
+    err_console.print(
+        f"serving {predictor.default} ({predictor.status_of(predictor.default) or 'status pending'}) "
+        f"at {scheme}://{host}:{port} for site {site}"
+    )
+    config = uvicorn.Config(app, host=host, port=port, access_log=False, log_level="warning")
+    if tls_cert and tls_key:
+        config.ssl_certfile, config.ssl_keyfile = str(tls_cert), str(tls_key)
+    server = uvicorn.Server(config)
+    if tls_cert and tls_key:
+        config.load()
+        assert config.ssl is not None
+        config.ssl.minimum_version = ssl.TLSVersion.TLSv1_3
+    try:
+        server.run()
+    finally:
+        predictor.close()
