@@ -52,6 +52,36 @@ def demo_command(
         f"(bundle sha256 {shown['sha256'][:16]}…; gates: {gates})",
         highlight=False,
     )
+    from clinical_mlops.governance.walkthrough import PILOT_SITE
+    from clinical_mlops.serving.walkthrough import score_test_set
+
+    err_console.print("[bold]serving[/] — locked test stays scored through the Predictor, audited")
+    render_serving(score_test_set(ws, site=PILOT_SITE, requester="system:demo-ehr"))
     out_console.print(
         f"\n[bold]done[/] in {time.monotonic() - started:.0f} s — open {result.paths['report.html']}"
     )
+
+
+def render_serving(summary: dict) -> None:
+    """Print the serving step of the demo: counts and one sample CDS Hooks card."""
+    counts = ", ".join(f"{k} {v}" for k, v in summary["by_status"].items() if v)
+    out_console.print(
+        f"scored the {summary['n']} locked test stays through the Predictor with release "
+        f"{summary['release']}: {counts}; {summary['escalated']} routed to human review; "
+        f"{summary['rows_per_second']} rows/s with one signed audit record per row",
+        highlight=False,
+    )
+    card = summary.get("card")
+    if card:
+        out_console.print("[bold]sample card[/] (highest risk):", highlight=False)
+        out_console.print(
+            f"  [{card['indicator']}] {card['summary']}", highlight=False, markup=False
+        )
+        out_console.print(f"  source: {card['source']['label']}", highlight=False, markup=False)
+        for line in card["detail"].splitlines():
+            if line.startswith("- "):
+                out_console.print(f"  {line}", highlight=False, markup=False)
+        seq = (summary.get("sample") or {}).get("audit_seq")
+        out_console.print(
+            f"  audit record {seq}: replay it with `clinical-mlops audit replay {seq}`"
+        )
