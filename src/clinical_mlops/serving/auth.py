@@ -141,13 +141,13 @@ class AuthConfig:
             raise NotAuthenticated("the token has expired; obtain a new one") from None
         except jwt.PyJWTError as exc:
             raise NotAuthenticated(f"the token does not verify ({exc})") from None
-        roles = claims.get("roles")
-        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        claimed = claims.get("roles")
+        if not isinstance(claimed, list) or not all(isinstance(r, str) for r in claimed):
             raise NotAuthenticated("the token carries no 'roles' list")
         site = claims.get("site")
         return Principal(
             actor=f"user:{claims['sub']}",
-            roles=frozenset(r for r in roles if r in ROLES),
+            roles=frozenset(r for r in claimed if r in ROLES),
             site=site if isinstance(site, str) else None,
         )
 

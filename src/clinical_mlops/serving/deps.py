@@ -43,7 +43,8 @@ class Service:
 
 def service(request: Request) -> Service:
     """Return the service state of the app handling ``request``."""
-    return request.app.state.service  # type: ignore[no-any-return]
+    svc: Service = request.app.state.service
+    return svc
 
 
 def require(method: str, route: str) -> Callable[..., Principal]:

@@ -723,9 +723,8 @@ class Predictor:
 
         receipts = self.ledger.append_batch(entries)
         final: list[PredictionResult] = [None] * len(requests)  # type: ignore[list-item]
-        for i, res, at in pending:
-            seq = receipts[at].seq if at is not None else None
-            final[i] = _with_seq(res, seq)
+        for i, res, slot in pending:
+            final[i] = _with_seq(res, receipts[slot].seq if slot is not None else None)
         with self._lock:
             for i, res in enumerate(final):
                 if res.status != "refused":
