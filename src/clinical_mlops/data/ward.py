@@ -30,6 +30,8 @@ import pandas as pd
 import pyarrow as pa
 
 from clinical_mlops.data.raw import OPTIONAL_COLUMNS, OPTIONAL_SCHEMAS, RAW_SCHEMAS, write_table
+from clinical_mlops.data.synthetic import _sigmoid
+from clinical_mlops.data.synthetic import _solve_intercept as _intercept
 
 __all__ = ["GENERATOR_VERSION", "WardConfig", "generate_ward_source"]
 
@@ -93,21 +95,6 @@ class WardConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return {"generator": GENERATOR_VERSION, "seed": self.seed, "scale": self.scale}
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def _intercept(linear: np.ndarray, target: float) -> float:
-    lo, hi = -15.0, 15.0
-    for _ in range(80):
-        mid = (lo + hi) / 2
-        if _sigmoid(linear + mid).mean() < target:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
 
 
 def _admission_wave(n: int, age: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
