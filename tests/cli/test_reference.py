@@ -19,7 +19,10 @@ def test_every_option_has_help():
         f"{name} {p.opts}"
         for name, cmd in commands()
         for p in cmd.params
-        if p.name != "help" and getattr(p, "opts", None) and p.param_type_name == "option" and not p.help
+        if p.name != "help"
+        and getattr(p, "opts", None)
+        and p.param_type_name == "option"
+        and not p.help
     ]
     assert missing == []
 
