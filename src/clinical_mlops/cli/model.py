@@ -157,7 +157,9 @@ def report(
             "model_card": files["model_card.md"],
             "cv_auroc": {k: v["mean_auroc"] for k, v in data.get("cv", {}).items()},
         },
-        published=load_task(folder.name.rsplit("-", 1)[0]).published,
+        published=load_task(
+            json.loads((folder / "explanation.json").read_text(encoding="utf-8"))["task"]
+        ).published,
     )
 
 
