@@ -190,3 +190,18 @@ def test_conformal_coverage_on_the_default_test_set_meets_the_guarantee(tmp_path
     for k in ("0", "1"):
         assert s["test"]["conformal_coverage_by_class"][k] >= bounds["lower_bound_by_class"][k]
     assert 0.80 <= s["test"]["auroc"] <= 0.90
+
+
+def test_report_command_shows_the_headline_table(small):
+    from typer.testing import CliRunner
+
+    from clinical_mlops.cli import app
+
+    ws, _, result = small
+    out = CliRunner().invoke(app, ["report", result.model_version, "-w", str(ws.root)])
+    assert out.exit_code == 0, out.output
+    assert "Model selection" in out.output and "Table 2 layout" in out.output
+    as_json = CliRunner().invoke(
+        app, ["report", result.model_version, "-w", str(ws.root), "--json"]
+    )
+    assert json.loads(as_json.stdout)["test"]["auroc"] == result.summary()["test"]["auroc"]

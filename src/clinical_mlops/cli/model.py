@@ -155,7 +155,9 @@ def report(
             "fairness": data["fairness"],
             "report_html": files["report.html"],
             "model_card": files["model_card.md"],
-            "cv_auroc": {k: v["mean_auroc"] for k, v in data.get("cv", {}).items()},
+            "cv_auroc": {
+                k: v["mean_auroc"] for k, v in data.get("cv", {}).get("candidates", {}).items()
+            },
         },
         published=load_task(
             json.loads((folder / "explanation.json").read_text(encoding="utf-8"))["task"]
