@@ -29,10 +29,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/clinical-mlops demo
 
-# System packages the tests start for real (PostgreSQL: see tests/postgres_cluster.py).
+# System packages the tests start for real: PostgreSQL (tests/postgres_cluster.py),
+# Prometheus (the scrape test) and Chromium (console tests, driven by Playwright with
+# /usr/bin/chromium; no browser is ever downloaded).
+SYSPKGS := postgresql prometheus chromium
 sysdeps:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-		apt-get update && apt-get install -y postgresql; \
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
 
 test: sysdeps $(STAMP)
