@@ -47,7 +47,8 @@
         ├── RoleRequired               the acting person does not hold a role the action needs
         ├── ApprovalRefused            self-approval, one person in two roles, a duplicate approval
         ├── GateFailed                 a release gate failed; names the criterion and the values
-        └── IncidentStepRefused        an incident step out of order or missing its prerequisites
+        ├── IncidentStepRefused        an incident step out of order or missing its prerequisites
+        └── ReleaseChanged             a decision on a release whose state changed since it was shown
 
     -- serving --
     └── ServingError
@@ -57,8 +58,21 @@
         ├── ReleaseNotServable         no verified release in a servable status for the task or site
         ├── PredictionNotFound         no inference record with that id (override, outcome, replay)
         ├── OverrideInvalid            an override with an undeclared action or reason code
+        ├── CaseAlreadyDecided         an escalated case already accepted or overridden (nothing recorded twice)
         ├── NotAuthenticated           no credentials, or credentials that do not verify (HTTP 401)
         └── NotAuthorised              valid credentials without a role the route needs (HTTP 403)
+
+    -- monitoring --
+    └── MonitoringError
+        ├── ReferenceProfileMissing    a release bundle without a monitoring reference profile
+        ├── AlertNotFound              no monitoring alert with that id
+        └── AlertTransitionInvalid     acknowledging or resolving an alert in a status that forbids it
+
+    -- console --
+    └── ConsoleError
+        ├── ConsoleUserInvalid         a console user name, role or password that is not acceptable
+        ├── SessionExpired             a console session past its expiry (sign in again)
+        └── FormTokenInvalid           a form post without a valid one-time token (forged or replayed)
 
 Every message says what is wrong, where (table, column, rows or spec field) and,
 where it helps, what to do next.
@@ -68,14 +82,19 @@ from __future__ import annotations
 
 __all__ = [
     # registry and governance
+    "AlertNotFound",
+    "AlertTransitionInvalid",
     "ApprovalRefused",
     "BundleExpired",
     "BundleForeign",
     # evidence plane
     "BundleInvalid",
     "BundleSignatureInvalid",
+    "CaseAlreadyDecided",
     "ClinicalMlopsError",
     "ConsentNotGranted",
+    "ConsoleError",
+    "ConsoleUserInvalid",
     "ContractViolation",
     "DataError",
     # serving
@@ -85,6 +104,7 @@ __all__ = [
     "EntryPayloadInvalid",
     # evaluation
     "EvaluationError",
+    "FormTokenInvalid",
     "GateFailed",
     "GovernanceError",
     "IncidentStepRefused",
@@ -97,17 +117,21 @@ __all__ = [
     "LedgerError",
     "LedgerNotFound",
     "ModelNotFound",
+    "MonitoringError",
     "NotAuthenticated",
     "NotAuthorised",
     "OutsideIntendedUse",
     "OverrideInvalid",
     "PredictionNotFound",
     "PrivacyError",
+    "ReferenceProfileMissing",
     "RegistryError",
+    "ReleaseChanged",
     "ReleaseNotFound",
     "ReleaseNotServable",
     "RoleRequired",
     "ServingError",
+    "SessionExpired",
     "SnapshotNotFound",
     "SourceInvalid",
     "SpecError",
@@ -307,6 +331,11 @@ class IncidentStepRefused(GovernanceError):
     """An incident step out of order, or without the steps it requires first."""
 
 
+class ReleaseChanged(GovernanceError):
+    """A decision on a release whose state (status, approvals, gates, rollout) changed since
+    the page showing it was loaded; reload, review the change and decide again."""
+
+
 # -- serving: predictor, HTTP service, CDS Hooks ----------------------------------------------
 
 
@@ -348,9 +377,55 @@ class OverrideInvalid(ServingError):
     """An override naming an undeclared action or reason code."""
 
 
+class CaseAlreadyDecided(ServingError):
+    """An escalated case that was already accepted or overridden; ``decision`` is that record."""
+
+    def __init__(self, message: str, *, decision: dict[str, object] | None = None):
+        self.decision = decision
+        super().__init__(message)
+
+
 class NotAuthenticated(ServingError):
     """Missing credentials, or credentials that do not verify (expired, wrong audience, bad key)."""
 
 
 class NotAuthorised(ServingError):
     """Credentials that verify but carry no role the route allows."""
+
+
+# -- monitoring: drift, outcomes, fairness, workflow, alerts -----------------------------------
+
+
+class MonitoringError(ClinicalMlopsError):
+    """Monitoring that cannot run, or an alert action the alert's status does not allow."""
+
+
+class ReferenceProfileMissing(MonitoringError):
+    """A release bundle without the monitoring reference profile drift is measured against."""
+
+
+class AlertNotFound(MonitoringError):
+    """No monitoring alert with the given id in the workspace."""
+
+
+class AlertTransitionInvalid(MonitoringError):
+    """Acknowledging or resolving an alert whose status does not allow it (e.g. resolved)."""
+
+
+# -- console: the clinician and governance web app ---------------------------------------------
+
+
+class ConsoleError(ClinicalMlopsError):
+    """A console login, session or form that cannot be accepted."""
+
+
+class ConsoleUserInvalid(ConsoleError):
+    """A console user name, role or password that is not acceptable (names which and why)."""
+
+
+class SessionExpired(ConsoleError):
+    """A console session past its expiry or signed out; sign in again."""
+
+
+class FormTokenInvalid(ConsoleError):
+    """A form post without a valid one-time token: forged, replayed or from another session."""
