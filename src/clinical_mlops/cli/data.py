@@ -63,7 +63,9 @@ def feature_engine(name: str, *, spark_master: str = "local[2]") -> FeatureEngin
     if name == "spark":
         from clinical_mlops.features.spark import SparkEngine
 
-        return SparkEngine(master=spark_master)
+        runner = SparkEngine(master=spark_master)
+        runner.session  # noqa: B018 - start (or fail, saying what to install) before any work
+        return runner
     raise typer.BadParameter(f"expected duckdb or spark, got {name!r}", param_hint="--engine")
 
 
@@ -126,8 +128,12 @@ def run_build(
                 gen, description="generating synthetic ICU events", completed=done, total=total
             )
 
+        def say(text: str) -> None:
+            bar.update(gen, description=text)
+
         raw = open_source(
             ws,
+            status=say,
             kind=source,
             path=path,
             config=SyntheticConfig(seed=seed, scale=scale),
@@ -151,11 +157,13 @@ def build(
     source: Annotated[
         str,
         typer.Option(
-            "--source", help="synthetic (embedded default) or raw (a folder in the raw contract)."
+            "--source",
+            help="synthetic (embedded default), raw (a folder in the raw contract) or mimic-iv "
+            "(a MIMIC-IV v2.2 folder with hosp/ and icu/).",
         ),
     ] = "synthetic",
     path: Annotated[
-        Path | None, typer.Option("--path", help="Folder of the raw source (--source raw).")
+        Path | None, typer.Option("--path", help="Folder of the source (--source raw or mimic-iv).")
     ] = None,
     engine: EngineOption = "duckdb",
     spark_master: SparkMasterOption = "local[2]",
@@ -163,9 +171,9 @@ def build(
     as_json: JsonOption = False,
 ) -> None:
     """Build a content-addressed snapshot: cohort, contracts, features, labels, split."""
-    if source not in ("synthetic", "raw"):
+    if source not in ("synthetic", "raw", "mimic-iv"):
         raise typer.BadParameter(
-            f"expected synthetic or raw, got {source!r}", param_hint="--source"
+            f"expected synthetic, raw or mimic-iv, got {source!r}", param_hint="--source"
         )
     kind = cast(SourceKind, source)
     snap = run_build(

@@ -4,7 +4,8 @@
 under ``sources/`` in the workspace — ICU stays (:mod:`~clinical_mlops.data.synthetic`)
 or general-ward admissions (:mod:`~clinical_mlops.data.ward`), whichever the task
 spec's ``cohort.setting`` names; ``source="raw"`` opens a folder already in the
-raw-event contract (see :mod:`clinical_mlops.data.raw`).
+raw-event contract (see :mod:`clinical_mlops.data.raw`); ``source="mimic-iv"`` extracts
+a MIMIC-IV v2.2 folder (:mod:`~clinical_mlops.data.mimic_iv`, cached in the workspace).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+from clinical_mlops.data.mimic_iv import mimic_iv_source
 from clinical_mlops.data.raw import RawSource, read_source
 from clinical_mlops.data.synthetic import SyntheticConfig, generate_source
 from clinical_mlops.data.ward import WardConfig, generate_ward_source
@@ -22,7 +24,7 @@ from clinical_mlops.workspace import Workspace
 
 __all__ = ["SourceKind", "open_source", "synthetic_source", "ward_source"]
 
-SourceKind = Literal["synthetic", "raw"]
+SourceKind = Literal["synthetic", "raw", "mimic-iv"]
 
 
 def synthetic_source(
@@ -60,8 +62,12 @@ def open_source(
     config: SyntheticConfig | None = None,
     setting: Literal["icu", "ward"] = "icu",
     progress: Callable[[int, int], None] | None = None,
+    status: Callable[[str], None] | None = None,
 ) -> RawSource:
-    """Return the raw source the user asked for (synthetic: for the task's ``setting``)."""
+    """Return the raw source the user asked for (synthetic: for the task's ``setting``).
+
+    ``status(text)`` receives the MIMIC-IV reader's progress lines.
+    """
     if kind == "synthetic":
         config = config or SyntheticConfig()
         if setting == "ward":
@@ -73,4 +79,16 @@ def open_source(
                 "--path is required with --source raw (a folder of raw-contract tables)"
             )
         return read_source(path)
-    raise SourceInvalid(f"unknown source {kind!r}; expected synthetic or raw")
+    if kind == "mimic-iv":
+        if path is None:
+            raise SourceInvalid(
+                "--path is required with --source mimic-iv (the folder holding MIMIC-IV v2.2's "
+                "hosp/ and icu/ folders)"
+            )
+        if setting != "icu":
+            raise SourceInvalid(
+                "--source mimic-iv extracts ICU stays and the ICU task's variables; a task whose "
+                "cohort.setting is 'ward' cannot use it"
+            )
+        return mimic_iv_source(workspace, path, progress=status)
+    raise SourceInvalid(f"unknown source {kind!r}; expected synthetic, raw or mimic-iv")
