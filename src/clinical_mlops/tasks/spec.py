@@ -23,11 +23,14 @@ from clinical_mlops.errors import TaskSpecInvalid
 from clinical_mlops.hashing import sha256_json
 
 __all__ = [
+    "MONITORING_RULES",
     "AcceptanceCriteria",
     "AgeBand",
     "CohortCriteria",
     "Feature",
     "LabelSpec",
+    "MonitoringRule",
+    "MonitoringSpec",
     "ProtectedAttribute",
     "SplitSpec",
     "TaskSpec",
@@ -231,6 +234,114 @@ class AcceptanceCriteria(_Strict):
     )
 
 
+#: The monitoring rules (see ``clinical_mlops.monitoring.rules`` for what each looks at).
+MONITORING_RULES = (
+    "input_psi",
+    "input_missingness",
+    "input_adwin",
+    "input_page_hinkley",
+    "score_psi",
+    "score_adwin",
+    "score_page_hinkley",
+    "auroc_degradation",
+    "calibration",
+    "residual_adwin",
+    "fairness_gap",
+    "override_rate_high",
+    "override_rate_zero",
+    "alert_volume",
+)
+
+
+class MonitoringRule(_Strict):
+    """What an alert of one rule means: how severe, who owns it, what happens (never retraining)."""
+
+    severity: Literal["info", "warning", "critical"]
+    owner_role: Literal["clinician", "reviewer", "ml_engineer", "compliance"]
+    action: Literal["open_review", "escalate", "suspend"]
+
+
+class MonitoringSpec(_Strict):
+    """How the served model is watched (R-O1..R-O3, R-H1, R-H2); defaults are the ICU task's.
+
+    Thresholds shared with validation (PSI, AUROC degradation, subgroup AUROC gap)
+    stay in :class:`Thresholds`; this section holds windows, look-backs, detector
+    parameters and the rule table. Left at its defaults it is omitted from the
+    spec hash, so a spec that spells the defaults out hashes like one that does not.
+    """
+
+    window_minutes: int = Field(default=15, ge=1, le=1440)
+    input_lookback_hours: float = Field(
+        default=6, gt=0, description="PSI, KS, chi-square and missingness look back this far"
+    )
+    min_window_stays: int = Field(
+        default=200, ge=10, description="Fewer predictions in the look-back: no drift statistics"
+    )
+    test_alpha: float = Field(
+        default=0.001, gt=0, lt=0.5, description="KS / chi-square level, Bonferroni over inputs"
+    )
+    missingness_increase: float = Field(default=0.10, gt=0, lt=1)
+    # ADWIN and Page-Hinkley read standardised values (reference mean 0, SD 1), so their
+    # parameters are in reference standard deviations whatever the input's unit.
+    adwin_delta: float = Field(default=0.002, gt=0, lt=1)
+    page_hinkley_delta: float = Field(default=0.5, ge=0)
+    page_hinkley_threshold: float = Field(default=25.0, gt=0)
+    page_hinkley_min_instances: int = Field(default=30, ge=1)
+    outcome_window: int = Field(
+        default=2000, ge=50, description="Outcome-linked metrics use the latest this many outcomes"
+    )
+    outcome_max_age_days: float = Field(default=14, gt=0)
+    min_outcomes: int = Field(default=500, ge=20)
+    min_outcome_positives: int = Field(default=30, ge=5)
+    max_ece: float = Field(default=0.08, gt=0, lt=1)
+    fairness_min_group_positives: int = Field(default=10, ge=5)
+    fairness_confidence: float = Field(default=0.99, gt=0.5, lt=1)
+    override_lookback_hours: float = Field(default=24, gt=0)
+    max_override_rate: float = Field(default=0.4, gt=0, le=1)
+    min_shown_for_override_rate: int = Field(default=100, ge=1)
+    zero_override_days: float = Field(default=7, gt=0)
+    zero_override_min_shown: int = Field(default=500, ge=1)
+    alert_volume_lookback_hours: float = Field(default=24, gt=0)
+    alert_volume_band: tuple[float, float] = (0.5, 2.0)
+    rules: dict[str, MonitoringRule] = Field(
+        default_factory=dict, description="Per-rule overrides of severity, owner role and action"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MonitoringSpec:
+        unknown = sorted(set(self.rules) - set(MONITORING_RULES))
+        if unknown:
+            raise ValueError(
+                f"rules: unknown rule(s) {unknown}; rules are {list(MONITORING_RULES)}"
+            )
+        lo, hi = self.alert_volume_band
+        if not 0 < lo < hi:
+            raise ValueError("alert_volume_band: expected [low, high] with 0 < low < high")
+        if self.min_outcomes > self.outcome_window:
+            raise ValueError("min_outcomes: must not exceed outcome_window")
+        return self
+
+
+class TableColumns(_Strict):
+    """The columns of one prepared table, for a task that reads no raw events (``data.table``).
+
+    Each spec feature is the file column of the same name, or the one ``columns``
+    maps it to (``columns`` may also map the label and ``ethnicity``).
+    ``label_column`` holds the 0/1 outcome (default: ``label.name``);
+    ``time_column`` the event time (date or timestamp) or the calendar year the
+    temporal split reads; ``id_column`` an optional patient identifier, checked for
+    duplicates and never copied into a snapshot. Columns of the file that are
+    knowingly not used are listed in ``drop_columns``; any other column the spec
+    does not declare is refused (R-P1), never ignored silently.
+    """
+
+    time_column: str = Field(min_length=1)
+    label_column: str | None = None
+    id_column: str | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+    drop_columns: tuple[str, ...] = ()
+
+
 class TaskSpec(_Strict):
     """A complete, validated task specification."""
 
@@ -255,6 +366,7 @@ class TaskSpec(_Strict):
     # The established points score the validation report compares the model with (R-L4);
     # its point table lives in clinical_mlops.evaluation.baseline.
     clinical_baseline: Literal["sofa_like", "lace_like"] | None = None
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     published: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -331,6 +443,8 @@ class TaskSpec(_Strict):
         data = self.model_dump(mode="json")
         data["cohort"] = _stable(data["cohort"], "cohort")
         data["label"] = _stable(data["label"], "label")
+        if self.monitoring == MonitoringSpec():
+            data.pop("monitoring")
         return sha256_json(data)
 
     def sql_path(self) -> Path:

@@ -1,0 +1,309 @@
+"""What monitoring reads: inference, outcome and override records as aligned arrays.
+
+The same shapes come from the audit ledger (:func:`read_ledger_records`, one
+release at a time) and from simulations (:mod:`clinical_mlops.monitoring.scenarios`),
+so the detectors never know which. Times are seconds since the Unix epoch (UTC).
+
+Bad input is handled by documented rules in :func:`link_outcomes`, never by a crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+__all__ = [
+    "InferenceRecords",
+    "LinkedOutcomes",
+    "OutcomeRecords",
+    "OverrideRecords",
+    "epoch",
+    "iso",
+    "link_outcomes",
+    "read_ledger_records",
+]
+
+
+def epoch(value: datetime | str) -> float:
+    """Return seconds since the epoch of an aware datetime or an ISO-8601 UTC string."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError("times must be timezone-aware (UTC)")
+    return value.timestamp()
+
+
+def iso(seconds: float) -> str:
+    """Return an epoch time as the ISO-8601 UTC string the ledger and alerts use."""
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class InferenceRecords:
+    """One release's scored predictions in time order.
+
+    ``seq`` identifies each prediction (its ledger seq), ``shown`` says whether a
+    clinician saw it (shadow and silent modes: no), ``inputs`` holds one column per
+    model input with missing values as NaN/None, and ``subjects`` the pseudonyms
+    (for case escalation; empty in simulations).
+    """
+
+    release: str
+    model_version: str
+    seq: np.ndarray
+    time: np.ndarray
+    probability: np.ndarray
+    shown: np.ndarray
+    inputs: pd.DataFrame
+    subjects: tuple[str | None, ...] = ()
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        release: str,
+        model_version: str,
+        seq: Sequence[int] | np.ndarray,
+        time: Sequence[float] | np.ndarray,
+        probability: Sequence[float] | np.ndarray,
+        inputs: pd.DataFrame,
+        shown: Sequence[bool] | np.ndarray | None = None,
+        subjects: Sequence[str | None] = (),
+    ) -> InferenceRecords:
+        """Return records sorted by time (stable: equal times keep their order)."""
+        t = np.asarray(time, dtype=float)
+        order = np.argsort(t, kind="stable")
+        n = len(t)
+        shown_arr = np.ones(n, dtype=bool) if shown is None else np.asarray(shown, dtype=bool)
+        subj = tuple(subjects)
+        return cls(
+            release=release,
+            model_version=model_version,
+            seq=np.asarray(seq, dtype=np.int64)[order],
+            time=t[order],
+            probability=np.asarray(probability, dtype=float)[order],
+            shown=shown_arr[order],
+            inputs=inputs.iloc[order].reset_index(drop=True),
+            subjects=tuple(subj[i] for i in order) if subj else (),
+        )
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+
+@dataclass(frozen=True)
+class OutcomeRecords:
+    """Observed outcomes as they arrived: the prediction each names, the value, the arrival time."""
+
+    seq: np.ndarray
+    outcome: np.ndarray
+    time: np.ndarray
+
+    @classmethod
+    def build(
+        cls, *, seq: Iterable[int], outcome: Iterable[Any], time: Iterable[float]
+    ) -> OutcomeRecords:
+        return cls(
+            seq=np.asarray(list(seq), dtype=np.int64),
+            outcome=np.asarray(list(outcome), dtype=float),
+            time=np.asarray(list(time), dtype=float),
+        )
+
+    @classmethod
+    def empty(cls) -> OutcomeRecords:
+        return cls.build(seq=[], outcome=[], time=[])
+
+
+@dataclass(frozen=True)
+class OverrideRecords:
+    """Clinician feedback on shown predictions: the prediction, the time, the action taken."""
+
+    seq: np.ndarray
+    time: np.ndarray
+    action: tuple[str, ...]
+
+    @classmethod
+    def build(
+        cls, *, seq: Iterable[int], time: Iterable[float], action: Iterable[str]
+    ) -> OverrideRecords:
+        return cls(
+            seq=np.asarray(list(seq), dtype=np.int64),
+            time=np.asarray(list(time), dtype=float),
+            action=tuple(action),
+        )
+
+    @classmethod
+    def empty(cls) -> OverrideRecords:
+        return cls.build(seq=[], time=[], action=[])
+
+
+@dataclass(frozen=True)
+class LinkedOutcomes:
+    """Outcomes joined to predictions, sorted by arrival, with the counts of what was set aside.
+
+    ``index`` points into the :class:`InferenceRecords` rows. ``rejected`` holds the
+    arrival times of every outcome left out, by reason: ``unknown`` (names no
+    prediction of this release), ``duplicate`` (a later copy of an outcome
+    already counted), ``conflicting`` (a later outcome that disagrees with the
+    one counted), ``invalid`` (not 0/1, or arriving before its prediction).
+    """
+
+    index: np.ndarray
+    y: np.ndarray
+    time: np.ndarray
+    rejected: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def link_outcomes(inferences: InferenceRecords, outcomes: OutcomeRecords) -> LinkedOutcomes:
+    """Return the outcomes joined to ``inferences`` under the documented rules.
+
+    * Outcomes are taken in order of arrival, whatever order they were given in
+      (a stable sort on arrival time).
+    * An outcome naming no prediction of this release is ``unknown``: set aside
+      and counted, never guessed at.
+    * The first outcome to arrive for a prediction is the one used. A later copy
+      with the same value is a ``duplicate``; with another value it is
+      ``conflicting``. Both are counted, neither changes the metrics.
+    * An outcome that is not 0/1, or that arrives before its prediction was
+      made, is ``invalid``.
+    """
+    order = np.argsort(outcomes.time, kind="stable")
+    seq, y, t = outcomes.seq[order], outcomes.outcome[order], outcomes.time[order]
+    by_seq = np.argsort(inferences.seq, kind="stable")
+    sorted_seq = inferences.seq[by_seq]
+    pos = np.searchsorted(sorted_seq, seq)
+    pos_clipped = np.minimum(pos, max(len(sorted_seq) - 1, 0))
+    known = (
+        (pos < len(sorted_seq)) & (sorted_seq[pos_clipped] == seq)
+        if len(sorted_seq)
+        else np.zeros(len(seq), dtype=bool)
+    )
+    idx = np.where(known, by_seq[pos_clipped] if len(sorted_seq) else 0, -1)
+    reasons: dict[str, list[float]] = {
+        "unknown": [],
+        "duplicate": [],
+        "conflicting": [],
+        "invalid": [],
+    }
+    first: dict[int, float] = {}
+    keep_idx, keep_y, keep_t = [], [], []
+    for i in range(len(seq)):
+        if idx[i] < 0:
+            reasons["unknown"].append(t[i])
+            continue
+        value = y[i]
+        if value not in (0.0, 1.0) or t[i] < inferences.time[idx[i]]:
+            reasons["invalid"].append(t[i])
+            continue
+        row = int(idx[i])
+        if row in first:
+            reasons["duplicate" if first[row] == value else "conflicting"].append(t[i])
+            continue
+        first[row] = value
+        keep_idx.append(row)
+        keep_y.append(int(value))
+        keep_t.append(t[i])
+    return LinkedOutcomes(
+        index=np.asarray(keep_idx, dtype=np.int64),
+        y=np.asarray(keep_y, dtype=np.int64),
+        time=np.asarray(keep_t, dtype=float),
+        rejected={k: np.asarray(v, dtype=float) for k, v in reasons.items()},
+    )
+
+
+def read_ledger_records(
+    ledger: Any, *, since: datetime | None = None, until: datetime | None = None
+) -> dict[str, Any]:
+    """Return the inference, outcome and override records of every release in a ledger period.
+
+    Returns ``{"inferences": {release: InferenceRecords}, "outcomes": OutcomeRecords,
+    "overrides": OverrideRecords, "unreadable": int}``. Entries whose payload is
+    erased or purged cannot be read: they are counted in ``unreadable`` and left out.
+    Outcomes and overrides are read for the whole ledger up to ``until`` (an
+    outcome may arrive long after its prediction); inference records from ``since``.
+    """
+    from clinical_mlops.ledger.store import entries
+
+    lo = "" if since is None else since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    hi = None if until is None else iso(until.timestamp())
+    query = sa.select(entries.c.seq, entries.c.type, entries.c.time).where(
+        entries.c.type.in_(("inference", "outcome", "override"))
+    )
+    if hi is not None:
+        query = query.where(entries.c.time < hi)
+    with ledger.store.engine.connect() as conn:
+        rows = conn.execute(query.order_by(entries.c.seq)).all()
+    per_release: dict[str, dict[str, list[Any]]] = {}
+    out_seq, out_y, out_t = [], [], []
+    ov_seq, ov_t, ov_a = [], [], []
+    unreadable = 0
+    for seq, kind, when in rows:
+        if kind == "inference" and str(when) < lo:
+            continue
+        view = ledger.read(int(seq))
+        if view.status != "ok" or view.payload is None:
+            unreadable += 1
+            continue
+        p = view.payload
+        t = epoch(str(when))
+        if kind == "inference":
+            rel = str(p.get("release") or p.get("model_version"))
+            acc = per_release.setdefault(
+                rel,
+                {
+                    "seq": [],
+                    "time": [],
+                    "p": [],
+                    "shown": [],
+                    "inputs": [],
+                    "subject": [],
+                    "mv": [],
+                },
+            )
+            acc["seq"].append(int(seq))
+            acc["time"].append(t)
+            acc["p"].append(float(p["probability"]))
+            acc["shown"].append(bool(p.get("shown_to_clinician", True)))
+            acc["inputs"].append(p.get("inputs", {}))
+            acc["subject"].append(view.entry.subject)
+            acc["mv"].append(str(p["model_version"]))
+        elif kind == "outcome":
+            out_seq.append(int(p["prediction_seq"]))
+            raw = p.get("outcome")
+            try:
+                out_y.append(float(raw))
+            except (TypeError, ValueError):
+                out_y.append(float("nan"))
+            out_t.append(t)
+        else:
+            ov_seq.append(int(p["prediction_seq"]))
+            ov_t.append(t)
+            ov_a.append(str(p.get("action", "override")))
+    inferences = {
+        rel: InferenceRecords.build(
+            release=rel,
+            model_version=acc["mv"][-1],
+            seq=acc["seq"],
+            time=acc["time"],
+            probability=acc["p"],
+            shown=acc["shown"],
+            inputs=pd.DataFrame.from_records(acc["inputs"]),
+            subjects=acc["subject"],
+        )
+        for rel, acc in per_release.items()
+    }
+    return {
+        "inferences": inferences,
+        "outcomes": OutcomeRecords.build(seq=out_seq, outcome=out_y, time=out_t),
+        "overrides": OverrideRecords.build(seq=ov_seq, time=ov_t, action=ov_a),
+        "unreadable": unreadable,
+    }
