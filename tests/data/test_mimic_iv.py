@@ -19,6 +19,7 @@ import math
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from clinical_mlops.data.cohort import apply_missingness_criterion, build_cohort
 from clinical_mlops.data.mimic_iv import ITEMS, TABLES, extract_mimic_iv, mimic_iv_source
 from clinical_mlops.data.raw import read_source
 from clinical_mlops.errors import EngineUnavailable, SourceInvalid
+from clinical_mlops.features import spark as spark_module
 from clinical_mlops.features.engine import extract_features
 from clinical_mlops.tasks import load_task
 from clinical_mlops.workspace import Workspace
@@ -104,6 +106,15 @@ def write_rows(root: Path, rel: str, rows: list[list[str]]) -> None:
     csv.writer(buf, lineterminator="\n").writerows(rows)
     data = buf.getvalue().encode("utf-8")
     path.write_bytes(gzip.compress(data, mtime=0) if path.name.endswith(".gz") else data)
+
+
+def edited(tmp_path: Path, rel: str, change: Callable[[list[list[str]]], None]) -> Path:
+    """Return a copy of the fixture whose table ``rel`` went through ``change(rows)``."""
+    root = copy_fixture(tmp_path)
+    rows = read_rows(root, rel)
+    change(rows)
+    write_rows(root, rel, rows)
+    return root
 
 
 def refused(root: Path, tmp_path: Path, match: str) -> None:
@@ -275,21 +286,22 @@ def test_a_missing_table_is_named_and_nothing_is_written(tmp_path):
 
 
 def test_a_renamed_column_is_named(tmp_path):
-    root = copy_fixture(tmp_path)
-    rows = read_rows(root, "hosp/admissions")
-    rows[0][rows[0].index("deathtime")] = "death_time"
-    write_rows(root, "hosp/admissions", rows)
+    def rename(rows: list[list[str]]) -> None:
+        rows[0][rows[0].index("deathtime")] = "death_time"
+
+    root = edited(tmp_path, "hosp/admissions", rename)
     refused(
         root, tmp_path, r"hosp/admissions \(admissions\.csv\.gz\): column\(s\) deathtime missing"
     )
 
 
 def test_an_unmapped_itemid_is_ignored_and_counted(tmp_path, extracted):
-    root = copy_fixture(tmp_path)
-    rows = read_rows(root, "icu/chartevents")
-    extra = list(rows[1])
-    extra[rows[0].index("itemid")] = "999999"  # not in the mapping, not even in d_items
-    write_rows(root, "icu/chartevents", [*rows, extra])
+    def add_row(rows: list[list[str]]) -> None:
+        extra = list(rows[1])
+        extra[rows[0].index("itemid")] = "999999"  # not in the mapping, not even in d_items
+        rows.append(extra)
+
+    root = edited(tmp_path, "icu/chartevents", add_row)
     out = extract_mimic_iv(root, tmp_path / "raw", clock=CLOCK)
     counts = json.loads((out / "source.json").read_text())["extraction"]
     assert counts["ignored_items"]["icu/chartevents"] == {"220179": 1, "999999": 1}
@@ -298,9 +310,10 @@ def test_an_unmapped_itemid_is_ignored_and_counted(tmp_path, extracted):
 
 
 def test_a_mapped_itemid_missing_from_the_dictionary_is_refused(tmp_path):
-    root = copy_fixture(tmp_path)
-    rows = [r for r in read_rows(root, "icu/d_items") if r[0] != "223761"]
-    write_rows(root, "icu/d_items", rows)
+    def drop_item(rows: list[list[str]]) -> None:
+        rows[:] = [r for r in rows if r[0] != "223761"]
+
+    root = edited(tmp_path, "icu/d_items", drop_item)
     refused(root, tmp_path, r"icu/d_items \(d_items\.csv\): mapped itemid\(s\) 223761 ")
 
 
@@ -319,10 +332,10 @@ def test_gzip_corruption_names_the_file(tmp_path, damage):
 
 
 def test_a_malformed_anchor_year_group_is_named(tmp_path):
-    root = copy_fixture(tmp_path)
-    rows = read_rows(root, "hosp/patients")
-    rows[3][rows[0].index("anchor_year_group")] = "2014-16"
-    write_rows(root, "hosp/patients", rows)
+    def malform(rows: list[list[str]]) -> None:
+        rows[3][rows[0].index("anchor_year_group")] = "2014-16"
+
+    root = edited(tmp_path, "hosp/patients", malform)
     refused(
         root,
         tmp_path,
@@ -331,16 +344,9 @@ def test_a_malformed_anchor_year_group_is_named(tmp_path):
 
 
 def test_spark_asked_but_unavailable_says_how_to_install_and_writes_nothing(tmp_path, monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_pyspark(name, *args, **kwargs):
-        if name.startswith("pyspark"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_pyspark)
+    # No Java runtime on this machine, as far as the engine can tell.
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setattr(spark_module.shutil, "which", lambda _name: None)
     ws = tmp_path / "ws"
     with pytest.raises(EngineUnavailable, match=r"pip install 'clinical-mlops\[spark\]'"):
         run_build(
