@@ -3,7 +3,9 @@
 Run: ``.venv/bin/python bench/features_bench.py`` (10 M events, both engines) or
 ``.venv/bin/python bench/features_bench.py --events 10,100`` for both sizes. Sizes are in
 millions of raw events; ``--engines duckdb,spark`` picks the engines, ``--work DIR``
-keeps the generated sources between runs (default: a temporary folder, removed at the end).
+keeps the generated sources between runs (default: a temporary folder, removed at the end),
+``--timeout-minutes`` stops a measurement that runs longer (recorded as not finished). The
+section is rewritten after every measurement, so an interrupted run keeps what it measured.
 
 The event sets come from the synthetic generator's chunked Parquet writer (memory stays
 flat whatever the size), at the scale that yields the asked number of events (scale 1 gives
@@ -27,6 +29,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -130,59 +133,47 @@ def generate(root: Path, millions: float) -> tuple[Path, int, float]:
     return out, pq.ParquetFile(out / "events.parquet").metadata.num_rows, seconds
 
 
-def measure(source: Path, engine: str, spark_memory: str) -> dict:
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(HERE / "measure.py"),
-            "features_bench:extract",
-            json.dumps({"source": str(source), "engine": engine, "spark_memory": spark_memory}),
-        ],
-        capture_output=True,
+def measure(source: Path, engine: str, spark_memory: str, timeout_s: float) -> dict | None:
+    """Run one extraction in a fresh process; None if it did not finish within ``timeout_s``."""
+    args = {"source": str(source), "engine": engine, "spark_memory": spark_memory}
+    child = subprocess.Popen(
+        [sys.executable, str(HERE / "measure.py"), "features_bench:extract", json.dumps(args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        check=False,
+        start_new_session=True,  # its own process group: the JVM goes with it on a timeout
     )
-    if out.returncode != 0:
-        raise SystemExit(f"{engine} run failed:\n{out.stderr[-4000:]}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", default="10", help="sizes in millions, comma-separated")
-    parser.add_argument("--engines", default="duckdb,spark")
-    parser.add_argument("--spark-memory", default="4g", help="Spark driver heap (local mode)")
-    parser.add_argument("--work", type=Path, default=None, help="keep generated sources here")
-    parser.add_argument("--note", default="", help="a sentence about the run (e.g. machine load)")
-    args = parser.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="cm-features-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    rows, sizes = [], []
-    load_start = os.getloadavg()
     try:
-        for millions in [float(x) for x in args.events.split(",")]:
-            source, n_events, gen_s = generate(work, millions)
-            size_mib = (source / "events.parquet").stat().st_size / 2**20
-            sizes.append(
-                f"{n_events:,} events: generated in {gen_s:.0f} s, events.parquet {size_mib:,.0f} MiB"
-            )
-            print(sizes[-1], flush=True)
-            for engine in args.engines.split(","):
-                m = measure(source, engine, args.spark_memory)
-                r = m["result"]
-                jvm = r["jvm_peak_rss_mib"]
-                total = m["peak_rss_mib"] + jvm
-                rows.append(
-                    f"| {n_events:,} | {r['cohort_stays']:,} | {engine} | {r['start_s']:.1f} | "
-                    f"{r['extract_s']:.1f} | {r['time_travel_s']:.1f} | {m['seconds']:.1f} | "
-                    f"{m['peak_rss_mib']:,.0f} | {f'{jvm:,.0f}' if jvm else '—'} | {total:,.0f} |"
-                )
-                print(rows[-1], flush=True)
-    finally:
-        if args.work is None:
-            shutil.rmtree(work, ignore_errors=True)
-    engines = args.engines
-    command = f"python bench/features_bench.py --events {args.events} --engines {engines}"
+        stdout, stderr = child.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        return None
+    if child.returncode != 0:
+        raise SystemExit(f"{engine} run failed:\n{stderr[-4000:]}")
+    return dict(json.loads(stdout.strip().splitlines()[-1]))
+
+
+def row(n_events: int, engine: str, m: dict | None, timeout_s: float) -> str:
+    if m is None:
+        return f"| {n_events:,} | | {engine} | did not finish within {timeout_s / 60:g} min (stopped) |||||||"
+    r = m["result"]
+    jvm = r["jvm_peak_rss_mib"]
+    return (
+        f"| {n_events:,} | {r['cohort_stays']:,} | {engine} | {r['start_s']:.1f} | "
+        f"{r['extract_s']:.1f} | {r['time_travel_s']:.1f} | {m['seconds']:.1f} | "
+        f"{m['peak_rss_mib']:,.0f} | {f'{jvm:,.0f}' if jvm else '—'} | "
+        f"{m['peak_rss_mib'] + jvm:,.0f} |"
+    )
+
+
+def write_section(
+    args: argparse.Namespace, sizes: list[str], rows: list[str], load_start: tuple, pending: list
+) -> None:
+    command = (
+        f"python bench/features_bench.py --events {args.events} --engines {args.engines} "
+        f"--timeout-minutes {args.timeout_minutes:g}"
+    )
     body = (
         "The ICU task's feature SQL (17 features, one row per cohort stay) over synthetic raw "
         "events, seed 7, on DuckDB (embedded, 2 threads) and Spark SQL (local[2], driver heap "
@@ -198,17 +189,67 @@ def main() -> None:
         "process (s) | Python peak RSS (MiB) | JVM peak RSS (MiB) | sum (MiB) |\n"
         "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
     )
-    load_end = os.getloadavg()
+    if pending:
+        body += "\n\nNot measured yet in this run: " + ", ".join(
+            f"{millions:g} M events on {engine}" for millions, engine in pending
+        )
+        body += "."
+    load_now = os.getloadavg()
     body += (
         f"\n\nLoad average (1/5/15 min) on this {os.cpu_count()}-core machine: "
         f"{'/'.join(f'{x:.1f}' for x in load_start)} at the start, "
-        f"{'/'.join(f'{x:.1f}' for x in load_end)} at the end."
+        f"{'/'.join(f'{x:.1f}' for x in load_now)} at the last row."
     )
     if args.note:
         body += " " + args.note
-    update_section(
-        "features", "Feature engines: DuckDB vs Spark", body, command=command.replace("  ", " ")
+    update_section("features", "Feature engines: DuckDB vs Spark", body, command=command)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", default="10", help="sizes in millions, comma-separated")
+    parser.add_argument("--engines", default="duckdb,spark")
+    parser.add_argument("--spark-memory", default="4g", help="Spark driver heap (local mode)")
+    parser.add_argument(
+        "--timeout-minutes", type=float, default=40, help="stop one measurement after this long"
     )
+    parser.add_argument("--work", type=Path, default=None, help="keep generated sources here")
+    parser.add_argument("--note", default="", help="a sentence about the run (e.g. machine load)")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="cm-features-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    timeout_s = args.timeout_minutes * 60
+    plan = [(float(m), e) for m in args.events.split(",") for e in args.engines.split(",")]
+    rows: list[str] = []
+    sizes: list[str] = []
+    load_start = os.getloadavg()
+    sources: dict[float, tuple[Path, int]] = {}
+    try:
+        for i, (millions, engine) in enumerate(plan):
+            if millions not in sources:
+                source, n_events, gen_s = generate(work, millions)
+                sources[millions] = (source, n_events)
+                size_mib = (source / "events.parquet").stat().st_size / 2**20
+                sizes.append(
+                    f"{n_events:,} events: generated in {gen_s:.0f} s, "
+                    f"events.parquet {size_mib:,.0f} MiB"
+                )
+                print(sizes[-1], flush=True)
+            source, n_events = sources[millions]
+            rows.append(
+                row(
+                    n_events,
+                    engine,
+                    measure(source, engine, args.spark_memory, timeout_s),
+                    timeout_s,
+                )
+            )
+            print(rows[-1], flush=True)
+            # Written after every row, so an interrupted run still records what it measured.
+            write_section(args, sizes, rows, load_start, plan[i + 1 :])
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
