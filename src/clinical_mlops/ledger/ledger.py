@@ -388,6 +388,8 @@ class Ledger:
 
     def entry(self, seq: int) -> StoredEntry:
         """Return the stored row ``seq``; EntryNotFound if there is none."""
+        if not 0 <= seq < 2**63:  # beyond a database integer: the driver would overflow
+            raise EntryNotFound(f"no ledger entry with seq {seq} (ledger has {self.size()})")
         with self.store.engine.connect() as conn:
             row = conn.execute(sa.select(entries).where(entries.c.seq == seq)).first()
         if row is None:

@@ -276,9 +276,11 @@ class LocalKeyring(_MaterialProvider):
         self._check_mode(path)
         try:
             index = json.loads(path.read_text(encoding="utf-8"))
-            assert isinstance(index["keys"], list) and isinstance(index["active"], dict)
-        except (ValueError, KeyError, AssertionError, TypeError):
-            raise KeyProviderUnavailable(f"{path} is not a valid keyring index") from None
+            valid = isinstance(index["keys"], list) and isinstance(index["active"], dict)
+        except (ValueError, KeyError, TypeError):
+            valid = False
+        if not valid:  # not an assert: python -O would skip the check
+            raise KeyProviderUnavailable(f"{path} is not a valid keyring index")
         return dict(index)
 
     def _read_material(self, key_id: str) -> bytes:

@@ -381,7 +381,7 @@ def import_bundle(
                 )
             tops.add(top)
             fh = tar.extractfile(member)
-            assert fh is not None
+            assert fh is not None  # noqa: S101 - type narrowing: member.isfile() was checked
             (stage / name).write_bytes(fh.read())
         if len(tops) != 1:
             raise BundleSignatureInvalid(f"bundle archive {src.name}: expected one bundle folder")

@@ -8,6 +8,7 @@ logs are off on the hot path; every inference is in the audit ledger instead.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -24,6 +25,7 @@ from clinical_mlops.errors import (
     NotAuthorised,
     OverrideInvalid,
     PredictionNotFound,
+    ReleaseNotFound,
     ReleaseNotServable,
     SubjectNotFound,
 )
@@ -43,10 +45,18 @@ _STATUS: dict[type[Exception], int] = {
     ConsentNotGranted: 403,
     SubjectNotFound: 404,
     PredictionNotFound: 404,
+    ReleaseNotFound: 404,
     DuplicateRequest: 409,
     OverrideInvalid: 422,
     ReleaseNotServable: 503,
 }
+
+
+class _Problem(JSONResponse):
+    """An error body in ASCII JSON: it may quote request text that has no UTF-8 form."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def _loc(path: str) -> list[str | int]:
@@ -115,7 +125,7 @@ def create_app(predictor: Predictor, auth: AuthConfig, *, base_url: str = "") ->
 
     @app.exception_handler(InputInvalid)
     async def _invalid(_: Request, exc: InputInvalid) -> JSONResponse:
-        return JSONResponse(
+        return _Problem(
             status_code=422,
             content={
                 "detail": [
@@ -129,7 +139,7 @@ def create_app(predictor: Predictor, auth: AuthConfig, *, base_url: str = "") ->
 
         def handler(_: Request, exc: Exception, code: int = code) -> JSONResponse:
             headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
-            return JSONResponse(
+            return _Problem(
                 status_code=code,
                 content={"detail": {"code": type(exc).__name__, "message": str(exc)}},
                 headers=headers,
@@ -143,7 +153,7 @@ def create_app(predictor: Predictor, auth: AuthConfig, *, base_url: str = "") ->
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
             for e in exc.errors()
         ]
-        return JSONResponse(status_code=422, content={"detail": errors})
+        return _Problem(status_code=422, content={"detail": errors})
 
     app.add_middleware(_Instrument, metrics=metrics)
     return app

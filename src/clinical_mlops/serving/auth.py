@@ -22,6 +22,7 @@ from typing import Any
 import jwt
 
 from clinical_mlops.errors import NotAuthenticated, NotAuthorised
+from clinical_mlops.serving.inputs import is_text
 
 __all__ = ["ROLES", "AuthConfig", "Principal", "hash_api_key", "new_api_key"]
 
@@ -145,6 +146,9 @@ class AuthConfig:
         if not isinstance(claimed, list) or not all(isinstance(r, str) for r in claimed):
             raise NotAuthenticated("the token carries no 'roles' list")
         site = claims.get("site")
+        if not is_text(claims["sub"]) or (isinstance(site, str) and not is_text(site)):
+            # the actor and site are written to the audit ledger, which stores UTF-8 text
+            raise NotAuthenticated("the token's 'sub' and 'site' claims must be text")
         return Principal(
             actor=f"user:{claims['sub']}",
             roles=frozenset(r for r in claimed if r in ROLES),

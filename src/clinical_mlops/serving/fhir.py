@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from clinical_mlops.errors import InputInvalid
+from clinical_mlops.serving.inputs import is_text
 from clinical_mlops.serving.predictor import PredictionResult
 from clinical_mlops.tasks.spec import TaskSpec
 
@@ -51,26 +52,42 @@ _BY_CODE = {(s, c): name for name, (s, c, _) in LOINC.items()}
 
 
 def _observations(bundle: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    if bundle.get("resourceType") != "Bundle":
+    if not isinstance(bundle, Mapping) or bundle.get("resourceType") != "Bundle":
         raise InputInvalid([("bundle.resourceType", "expected a FHIR Bundle")])
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise InputInvalid([("bundle.entry", "expected a list of entries")])
     out = []
-    for i, entry in enumerate(bundle.get("entry") or []):
-        res = (entry or {}).get("resource") or {}
-        if res.get("resourceType") != "Observation":
+    for i, entry in enumerate(entries):
+        res = entry.get("resource") if isinstance(entry, Mapping) else None
+        if not isinstance(res, Mapping) or res.get("resourceType") != "Observation":
             raise InputInvalid([(f"bundle.entry[{i}]", "only Observation resources are accepted")])
+        if not is_text(res.get("id", "")):
+            raise InputInvalid([(f"bundle.entry[{i}].resource.id", "expected text")])
         out.append(res)
     return out
+
+
+def _codings(concept: Any) -> list[tuple[Any, Any]]:
+    """Return (system, code) of each coding of a CodeableConcept; malformed parts are skipped."""
+    codings = concept.get("coding") if isinstance(concept, Mapping) else None
+    if not isinstance(codings, list):
+        return []
+    return [(c.get("system"), c.get("code")) for c in codings if isinstance(c, Mapping)]
 
 
 def _value(res: Mapping[str, Any], where: str) -> tuple[Any, str | None]:
     if "valueQuantity" in res:
         q = res["valueQuantity"] or {}
-        return q.get("value"), q.get("code") or q.get("unit")
+        unit = q.get("code") or q.get("unit") if isinstance(q, Mapping) else None
+        if not isinstance(q, Mapping) or not isinstance(unit, str | None):
+            raise InputInvalid([(where, "valueQuantity must be an object with a text unit")])
+        return q.get("value"), unit
     if "valueBoolean" in res:
         return bool(res["valueBoolean"]), None
     if "valueCodeableConcept" in res:
-        codings = (res["valueCodeableConcept"] or {}).get("coding") or []
-        return (codings[0].get("code") if codings else None), None
+        codings = _codings(res["valueCodeableConcept"])
+        return (codings[0][1] if codings else None), None
     if "valueInteger" in res:
         return res["valueInteger"], None
     raise InputInvalid([(where, "the Observation has no value[x] this service reads")])
@@ -89,17 +106,10 @@ def observations_to_features(
     problems: list[tuple[str, str]] = []
     for i, res in enumerate(_observations(bundle)):
         where = f"bundle.entry[{i}]"
-        codings = (res.get("code") or {}).get("coding") or []
-        name = next(
-            (
-                _BY_CODE[(c.get("system"), c.get("code"))]
-                for c in codings
-                if (c.get("system"), c.get("code")) in _BY_CODE
-            ),
-            None,
-        )
+        codings = [c for c in _codings(res.get("code")) if all(isinstance(p, str) for p in c)]
+        name = next((_BY_CODE[c] for c in codings if c in _BY_CODE), None)
         if name is None:
-            codes = ", ".join(f"{c.get('system')}|{c.get('code')}" for c in codings) or "none"
+            codes = ", ".join(f"{system}|{code}" for system, code in codings) or "none"
             problems.append((where, f"code {codes} is not an input of this task (R-P1)"))
             continue
         if res.get("status") not in ("final", "amended", "corrected"):

@@ -28,7 +28,20 @@ from clinical_mlops.errors import InputInvalid
 from clinical_mlops.modeling.preprocess import Preprocessor
 from clinical_mlops.tasks.spec import Feature, TaskSpec
 
-__all__ = ["UNIT_CONVERSIONS", "CheckedInputs", "InputSchema"]
+__all__ = ["UNIT_CONVERSIONS", "CheckedInputs", "InputSchema", "is_text"]
+
+
+def is_text(value: object) -> bool:
+    """Return True for a string UTF-8 can encode: JSON may carry lone surrogates, which
+    cannot be stored in the audit record nor sent back, so they are refused as input."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
 
 #: (feature, unit sent) -> conversion to the declared unit. Everything else must be sent in
 #: the declared unit; a refused unit names the one to send.
@@ -145,7 +158,10 @@ class InputSchema:
                 return None, "expected a number, got true/false"
         if not isinstance(item, int | float):
             return None, f"expected a number, got {type(item).__name__}"
-        number = float(item)
+        try:
+            number = float(item)
+        except OverflowError:  # a JSON integer beyond any float
+            return None, "the number is too large to be a measurement"
         if not math.isfinite(number):
             return None, "NaN and infinity are not values; send null when not measured"
         if f.kind == "flag":

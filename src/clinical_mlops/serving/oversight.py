@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from clinical_mlops.errors import EntryNotFound, OverrideInvalid, PredictionNotFound
+from clinical_mlops.errors import EntryNotFound, InputInvalid, OverrideInvalid, PredictionNotFound
 from clinical_mlops.ledger import Ledger, NewEntry
+from clinical_mlops.serving.inputs import is_text
 
 __all__ = [
     "OVERRIDE_ACTIONS",
@@ -121,6 +122,8 @@ def record_outcome(
     """Return the seqs of one ``outcome`` entry per prediction, appended in one transaction."""
     if not prediction_seqs:
         raise PredictionNotFound("name at least one prediction to link the outcome to")
+    if observed_at is not None and not is_text(observed_at):
+        raise InputInvalid([("observed_at", "expected text (no lone surrogates)")])
     items = []
     for seq in prediction_seqs:
         payload, subject = _inference(ledger, seq)

@@ -59,7 +59,7 @@ from clinical_mlops.modeling.trained import TrainedModel
 from clinical_mlops.privacy.consent import consent_covers
 from clinical_mlops.registry.bundle import Bundle, load_bundle
 from clinical_mlops.registry.registry import Registry, Release
-from clinical_mlops.serving.inputs import CheckedInputs, InputSchema
+from clinical_mlops.serving.inputs import CheckedInputs, InputSchema, is_text
 from clinical_mlops.tasks.spec import TaskSpec
 from clinical_mlops.workspace import Workspace
 
@@ -601,7 +601,7 @@ class Predictor:
             cores.update(zip(idx, scored, strict=True))
 
         for i, (decision, release) in decisions.items():
-            assert release is not None
+            assert release is not None  # noqa: S101 - type narrowing: decisions hold a release
             sc = self.scorer(release)
             r = requests[i]
             context = {
@@ -748,6 +748,9 @@ class Predictor:
             seen.add(ids[i])
             if not isinstance(r.subject_id, str) or not r.subject_id.strip():
                 problems.append((f"{at}subject_id", "a non-empty patient identifier is required"))
+            for name in ("subject_id", "purpose", "setting", "request_id", "site"):
+                if getattr(r, name) is not None and not is_text(getattr(r, name)):
+                    problems.append((f"{at}{name}", "expected text (no lone surrogates)"))
             if r.purpose not in allowed:
                 problems.append(
                     (
