@@ -239,7 +239,7 @@ class InputBlock:
     :func:`chi_square_p` one input at a time.
     """
 
-    def __init__(self, refs: list[BinnedReference], codes: list[np.ndarray]):
+    def __init__(self, refs: list[BinnedReference], codes: list[np.ndarray], *, n_records: int):
         self.refs = refs
         self.names = [r.name for r in refs]
         sizes = np.array([r.n_bins for r in refs], dtype=np.int64)
@@ -249,7 +249,7 @@ class InputBlock:
         self.expected = np.concatenate([r.fractions for r in refs]) if refs else np.zeros(0)
         self._e_floor = np.maximum(self.expected, PSI_FLOOR)
         self._e_cum = _segment_cumsum(self.expected, self.starts, sizes)
-        n = len(codes[0]) if codes else 0
+        n = n_records
         self.cum = np.zeros((n + 1, int(sizes.sum())), dtype=np.int32)
         self.missing = np.zeros((n + 1, len(refs)), dtype=np.int32)
         for j, (ref, c) in enumerate(zip(refs, codes, strict=True)):
@@ -302,6 +302,8 @@ def standardised(ref: BinnedReference, values: np.ndarray, *, score: bool = Fals
     histogram (bin mid-points); otherwise flags and numeric inputs as described in
     the module docstring. Categorical inputs have no order and are not standardised.
     """
+    if ref.kind not in ("numeric", "flag") and not score:
+        return np.full(len(values), np.nan)
     x = np.asarray(values, dtype=float)
     if score:
         assert ref.inner_edges is not None
@@ -314,8 +316,6 @@ def standardised(ref: BinnedReference, values: np.ndarray, *, score: bool = Fals
         p = float(ref.fractions[1])
         sd = math.sqrt(p * (1 - p))
         return (x - p) / sd if sd > 0 else np.full(len(x), np.nan)
-    if ref.kind != "numeric":
-        return np.full(len(x), np.nan)
     cum = np.cumsum(ref.fractions)
     mid = cum - ref.fractions / 2
     mean = float(np.sum(ref.fractions * mid))

@@ -9,7 +9,8 @@ attribute the AUROC gap (best group minus worst group).
 The alert asks whether one group has fallen behind *since validation*. A gap the
 release was validated and approved with is the baseline (it is in the validation
 report and was gated); what must not happen silently is that a group degrades
-more than the population does. For group ``g``::
+more than the population does. For group ``g`` (a group too small to have a
+validated AUROC of its own takes the population's)::
 
     widening_g = (validated_g - live_g) - (validated_all - live_all)
 
@@ -88,20 +89,21 @@ def subgroup_findings(
     """Return a finding per comparable group, the Bonferroni-corrected lower bound included.
 
     ``groups`` is ``{attribute: {group: group_metrics(...)}}``; ``validated_groups``
-    maps ``"attribute=group"`` to the validated AUROC (groups without one are skipped).
+    maps ``"attribute=group"`` to the validated AUROC. A group too small to be
+    validated on its own is held to the population's validated AUROC.
     """
     comparable = [
         (attr, group, m)
         for attr, by_group in groups.items()
         for group, m in by_group.items()
-        if m["auroc"] is not None and f"{attr}={group}" in validated_groups
+        if m["auroc"] is not None
     ]
     if not comparable:
         return []
     z = float(stats.norm.ppf(1 - (1 - confidence) / len(comparable)))
     out = []
     for attr, group, m in comparable:
-        validated = validated_groups[f"{attr}={group}"]
+        validated = validated_groups.get(f"{attr}={group}", validated_overall)
         widening = (validated - m["auroc"]) - (validated_overall - live_overall)
         out.append(
             GroupFinding(

@@ -10,7 +10,9 @@ from logistic recalibration. AUROC degradation is relative to the validated
 value: ``(validated - live) / validated``, so 0.05 means 5 % worse.
 
 The AUROC standard error is Hanley & McNeil's (1982) approximation, used to
-state how sure a subgroup comparison is (:mod:`clinical_mlops.monitoring.fairness`).
+state how sure a subgroup comparison is (:mod:`clinical_mlops.monitoring.fairness`);
+for most score distributions it is wider than the bootstrap's, so it errs
+towards not alerting.
 
 Monitoring recomputes these every window, so AUROC and ECE have lean versions
 here (:func:`rank_auroc`, :func:`ece`) that equal the report's to floating-point

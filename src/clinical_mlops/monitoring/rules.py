@@ -20,7 +20,8 @@ score_psi              data      the score's PSI >= ``thresholds.psi`` and its K
 score_adwin            data      river ADWIN detects a change in the score stream
 score_page_hinkley     data      river Page-Hinkley detects a change in the score stream
 auroc_degradation      concept   live AUROC is ``thresholds.auroc_degradation`` (relative) below
-                                 the validated AUROC
+                                 the validated AUROC, judged on a full outcome window only
+                                 (a suspension must not rest on a few hundred outcomes)
 calibration            concept   live ECE > ``max_ece`` (slope and intercept are reported,
                                  not alerted on: over 2,000 outcomes the slope's noise alone
                                  would cross any useful band)
@@ -232,7 +233,8 @@ def firings(q: dict[str, Any], ctx: RuleContext) -> list[Firing]:
                 )
             )
     deg = _num(q, "auroc_degradation")
-    if deg is not None and deg >= th.auroc_degradation:
+    full = (_num(q, "n_outcomes") or 0) >= m.outcome_window
+    if deg is not None and full and deg >= th.auroc_degradation:
         out.append(
             Firing(
                 "auroc_degradation",

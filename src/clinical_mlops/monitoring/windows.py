@@ -114,8 +114,6 @@ class MonitorReference:
     @classmethod
     def from_bundle(cls, bundle: Any, *, release: str) -> MonitorReference:
         """Return the reference of a verified release bundle (profile and report from inside it)."""
-        from clinical_mlops.tasks import load_task
-
         profile = (
             bundle.read_json("reference_profile.json")
             if _has(bundle, "reference_profile.json")
@@ -123,7 +121,7 @@ class MonitorReference:
         )
         report = bundle.read_json("report.json") if _has(bundle, "report.json") else None
         return cls.from_report(
-            spec=load_task(bundle.task),
+            spec=bundle.spec(),
             release=release,
             model_version=bundle.model_version,
             threshold=bundle.threshold,
@@ -366,7 +364,7 @@ class _State:
         if monitor.score_ref is not None:
             refs.append(monitor.score_ref)
             codes.append(monitor.score_ref.codes(self.p))
-        self.block = drift.InputBlock(refs, codes)
+        self.block = drift.InputBlock(refs, codes, n_records=len(inf))
         self.p_cum = np.r_[0.0, np.cumsum(self.p)]
         self.above_cum = _run_cum(self.p >= monitor.ref.threshold)
         self.shown_cum = _run_cum(inf.shown)
@@ -457,7 +455,9 @@ class _State:
         q["score_mean"] = (self.p_cum[hi] - self.p_cum[lo]) / n if n else None
         for key, det in self.det.items():
             q[key] = self._idx(det, e) - self._idx(det, e - w)
-        if n >= cfg.min_window_stays:
+        if not self.block.refs:
+            pass  # no reference profile: data drift is not monitored (see the run's notes)
+        elif n >= cfg.min_window_stays:
             q["insufficient_inputs"] = 0
             self._data_drift(q, lo, hi)
         else:

@@ -117,6 +117,7 @@ def create_app(predictor: Predictor, auth: AuthConfig, *, base_url: str = "") ->
         ),
     )
     metrics = ServiceMetrics()
+    metrics.watch_monitoring(predictor.workspace)
     app.state.service = Service(
         predictor=predictor, auth=auth, metrics=metrics, base_url=base_url.rstrip("/")
     )

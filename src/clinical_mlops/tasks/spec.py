@@ -283,7 +283,7 @@ class MonitoringSpec(_Strict):
     missingness_increase: float = Field(default=0.10, gt=0, lt=1)
     # ADWIN and Page-Hinkley read standardised values (reference mean 0, SD 1), so their
     # parameters are in reference standard deviations whatever the input's unit.
-    adwin_delta: float = Field(default=0.002, gt=0, lt=1)
+    adwin_delta: float = Field(default=0.0002, gt=0, lt=1)
     page_hinkley_delta: float = Field(default=0.5, ge=0)
     page_hinkley_threshold: float = Field(default=25.0, gt=0)
     page_hinkley_min_instances: int = Field(default=30, ge=1)
