@@ -15,6 +15,7 @@ import typer
 
 from clinical_mlops.cli._common import run_guarded
 from clinical_mlops.cli.audit import audit_app
+from clinical_mlops.cli.console import console_app
 from clinical_mlops.cli.data import data_app
 from clinical_mlops.cli.demo import demo_command
 from clinical_mlops.cli.keys import keys_app
@@ -39,6 +40,7 @@ app.add_typer(privacy_app, name="privacy")
 app.add_typer(registry_app, name="registry")
 app.add_typer(review_app, name="review")
 app.add_typer(incident_app, name="incident")
+app.add_typer(console_app, name="console")
 app.command("demo")(demo_command)
 app.command("train")(train)
 app.command("evaluate")(evaluate)

@@ -45,13 +45,18 @@ def serve_command(
     base_url: Annotated[
         str, typer.Option("--base-url", help="Public URL, for model-card links.")
     ] = "",
+    console: Annotated[
+        bool,
+        typer.Option("--console/--no-console", help="Also serve the web console at /console."),
+    ] = True,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Serve the task's approved release over HTTP (TLS 1.3 minimum when a cert and key are given).
 
     Refuses to start, saying why, when no release is servable or its bundle fails
     signature verification. CDS Hooks discovery is open; every other route needs a
-    JWT bearer token or an API key with a role the route declares.
+    JWT bearer token or an API key with a role the route declares. The web console
+    (sign-in with console users) is served at /console unless --no-console.
     """
     import uvicorn
 
@@ -70,6 +75,18 @@ def serve_command(
     predictor = Predictor.open(workspace_from(workspace), task=task, site=site)
     scheme = "https" if tls_cert else "http"
     app = create_app(predictor, auth, base_url=base_url or f"{scheme}://{host}:{port}")
+    if console:
+        from clinical_mlops.console import create_console_app
+
+        app.mount(
+            "/console",
+            create_console_app(
+                predictor.workspace,
+                ledger=predictor.ledger,
+                registry=predictor.registry,
+                clock=predictor.clock,
+            ),
+        )
     err_console.print(
         f"serving {predictor.default} ({predictor.status_of(predictor.default) or 'status pending'}) "
         f"at {scheme}://{host}:{port} for site {site}"

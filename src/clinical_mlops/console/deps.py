@@ -1,0 +1,302 @@
+"""What every console route needs: the console state, the signed-in user, role checks,
+one-time form tokens, and rendering a page.
+
+:data:`PAGE_ROLES` lists every route with the roles that may use it; a route that
+is not listed cannot be declared (``page`` and ``posted`` look it up), and a test
+checks the table against the app's routes for every role. A clinician has no
+route to approvals, suspension, rollback, reviews, incidents or the audit search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import Depends, Form, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from clinical_mlops.clock import Clock
+from clinical_mlops.console.session import COOKIE, Session, SessionManager
+from clinical_mlops.console.users import ConsoleUser, UserDirectory
+from clinical_mlops.errors import NotAuthenticated, NotAuthorised, SessionExpired
+from clinical_mlops.ledger import Ledger
+from clinical_mlops.registry.registry import Registry
+from clinical_mlops.workspace import Workspace
+
+__all__ = [
+    "NAV",
+    "PAGE_ROLES",
+    "PUBLIC_ROUTES",
+    "Console",
+    "LoginThrottle",
+    "Viewer",
+    "console",
+    "home_of",
+    "page",
+    "posted",
+    "render",
+    "signed_in",
+]
+
+PEOPLE = ("clinician", "reviewer", "ml_engineer", "compliance", "auditor")
+CLINICAL = ("clinician", "reviewer")
+GOVERN = ("reviewer", "compliance", "ml_engineer")
+#: (method, route) -> console roles allowed. Every route of the console is listed here.
+PAGE_ROLES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("GET", "/"): PEOPLE,
+    ("GET", "/queue"): CLINICAL,
+    ("GET", "/cases/{seq}"): CLINICAL,
+    ("POST", "/cases/{seq}/decision"): CLINICAL,
+    ("GET", "/alerts"): (*GOVERN, "clinician"),
+    ("GET", "/alerts/{alert_id}"): (*GOVERN, "clinician"),
+    ("POST", "/alerts/{alert_id}/acknowledge"): GOVERN,
+    ("POST", "/alerts/{alert_id}/review"): ("reviewer", "compliance"),
+    ("GET", "/releases"): GOVERN,
+    ("GET", "/releases/{version}"): GOVERN,
+    ("POST", "/releases/{version}/decision"): GOVERN,
+    ("GET", "/models"): PEOPLE,
+    ("GET", "/models/{version}/card"): PEOPLE,
+    ("GET", "/models/{version}/suspend"): GOVERN,
+    ("POST", "/models/{version}/suspend"): GOVERN,
+    ("GET", "/models/{version}/resume"): ("compliance",),
+    ("POST", "/models/{version}/resume"): ("compliance",),
+    ("GET", "/models/{version}/rollback"): ("reviewer", "ml_engineer"),
+    ("POST", "/models/{version}/rollback"): ("reviewer", "ml_engineer"),
+    ("GET", "/reviews"): ("reviewer", "compliance"),
+    ("GET", "/reviews/{version}"): ("reviewer", "compliance"),
+    ("POST", "/reviews/{version}"): ("reviewer", "compliance"),
+    ("GET", "/incidents"): (*GOVERN, "auditor"),
+    ("POST", "/incidents"): GOVERN,
+    ("GET", "/incidents/{incident_id}"): (*GOVERN, "auditor"),
+    ("POST", "/incidents/{incident_id}/contain"): GOVERN,
+    ("POST", "/incidents/{incident_id}/step"): GOVERN,
+    ("POST", "/incidents/{incident_id}/resolve"): ("reviewer", "compliance"),
+    ("GET", "/audit"): ("auditor", "compliance"),
+    ("GET", "/audit/entries/{seq}"): ("auditor", "compliance"),
+    ("POST", "/audit/verify"): ("auditor", "compliance"),
+    ("POST", "/audit/export"): ("auditor", "compliance"),
+    ("POST", "/audit/verify-bundle"): ("auditor", "compliance"),
+}
+#: routes anyone may use (signing in and out)
+PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
+    {("GET", "/login"), ("POST", "/login"), ("POST", "/logout")}
+)
+#: (label, route) of the navigation, shown to the roles that may open the route
+NAV: tuple[tuple[str, str], ...] = (
+    ("Escalation queue", "/queue"),
+    ("Alerts", "/alerts"),
+    ("Releases", "/releases"),
+    ("Model status", "/models"),
+    ("Reviews", "/reviews"),
+    ("Incidents", "/incidents"),
+    ("Audit", "/audit"),
+)
+#: the page each role lands on after signing in (first match in this order)
+HOME: tuple[tuple[str, str], ...] = (
+    ("clinician", "/queue"),
+    ("reviewer", "/releases"),
+    ("compliance", "/releases"),
+    ("ml_engineer", "/models"),
+    ("auditor", "/audit"),
+)
+
+
+class LoginThrottle:
+    """Refuses a user name for 15 minutes after 5 failed sign-ins within 15 minutes."""
+
+    def __init__(self, clock: Clock, *, attempts: int = 5, window: float = 900.0):
+        self.clock, self.attempts, self.window = clock, attempts, window
+        self._failures: dict[str, list[float]] = {}
+
+    def _recent(self, name: str) -> list[float]:
+        now = self.clock.now().timestamp()
+        kept = [t for t in self._failures.get(name, []) if now - t < self.window]
+        self._failures[name] = kept
+        return kept
+
+    def check(self, name: str) -> None:
+        if len(self._recent(name)) >= self.attempts:
+            raise NotAuthenticated(
+                f"too many failed sign-ins for {name!r}; wait {int(self.window // 60)} minutes "
+                "or ask an administrator"
+            )
+
+    def failed(self, name: str) -> None:
+        self._recent(name).append(self.clock.now().timestamp())
+
+    def succeeded(self, name: str) -> None:
+        self._failures.pop(name, None)
+
+
+@dataclass
+class Console:
+    """The state of one console app."""
+
+    workspace: Workspace
+    ledger: Ledger
+    registry: Registry
+    users: UserDirectory
+    sessions: SessionManager
+    clock: Clock
+    templates: Jinja2Templates
+    secure_cookies: bool | None = None
+    throttle: LoginThrottle | None = None
+    owned: list[Any] = field(default_factory=list)
+
+    def cookie_secure(self, request: Request) -> bool:
+        """Return whether cookies get the Secure flag (always over TLS, or when forced)."""
+        if self.secure_cookies is not None:
+            return self.secure_cookies
+        return request.url.scheme == "https"
+
+
+def console(request: Request) -> Console:
+    """Return the console state of the app handling ``request``."""
+    state: Console = request.app.state.console
+    return state
+
+
+@dataclass
+class Viewer:
+    """The signed-in user making this request, with what a page needs to render."""
+
+    user: ConsoleUser
+    session: Session
+    console: Console
+    request: Request
+
+    @property
+    def base(self) -> str:
+        """Return the path the console is mounted at (``/console``, or '' standalone)."""
+        return str(self.request.scope.get("root_path", "")).rstrip("/")
+
+    def may(self, method: str, route: str) -> bool:
+        """Return whether the user may use ``route``."""
+        return self.user.has(*PAGE_ROLES[(method, route)])
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+
+def signed_in(request: Request, state: Console) -> tuple[ConsoleUser, Session]:
+    """Return the user and session of ``request``; ``SessionExpired`` when there is none."""
+    session = state.sessions.load(request.cookies.get(COOKIE))
+    try:
+        user = state.users.get(session.user)
+    except NotAuthenticated:
+        raise SessionExpired(f"the user {session.user!r} no longer exists; sign in again") from None
+    return user, session
+
+
+def _authorised(user: ConsoleUser, method: str, route: str) -> None:
+    allowed = PAGE_ROLES[(method, route)]
+    if not user.has(*allowed):
+        raise NotAuthorised(
+            f"this page needs one of the roles {', '.join(allowed)}; {user.name} holds "
+            f"{', '.join(user.roles) or 'none'}"
+        )
+
+
+def page(route: str) -> Callable[..., Viewer]:
+    """Return a dependency: the signed-in user, allowed to GET ``route``."""
+    PAGE_ROLES[("GET", route)]  # a KeyError here is a route missing from the table
+
+    def check(request: Request, state: Annotated[Console, Depends(console)]) -> Viewer:
+        user, session = signed_in(request, state)
+        _authorised(user, "GET", route)
+        return Viewer(user=user, session=session, console=state, request=request)
+
+    return check
+
+
+def posted(route: str) -> Callable[..., Viewer]:
+    """Return a dependency: the signed-in user, allowed to POST ``route``, with a valid form.
+
+    The one-time form token is checked after the role, before the route runs.
+    """
+    PAGE_ROLES[("POST", route)]
+
+    def check(
+        request: Request,
+        state: Annotated[Console, Depends(console)],
+        csrf_token: Annotated[str | None, Form()] = None,
+    ) -> Viewer:
+        user, session = signed_in(request, state)
+        _authorised(user, "POST", route)
+        state.sessions.check_form(session, csrf_token)
+        return Viewer(user=user, session=session, console=state, request=request)
+
+    return check
+
+
+def home_of(user: ConsoleUser) -> str:
+    """Return the route a user lands on after signing in."""
+    return next((route for role, route in HOME if role in user.roles), "/models")
+
+
+def render(
+    viewer: Viewer | None,
+    template: str,
+    *,
+    request: Request | None = None,
+    status: int = 200,
+    title: str = "",
+    **context: Any,
+) -> HTMLResponse:
+    """Return ``template`` rendered for ``viewer`` (or an anonymous ``request``).
+
+    Templates get the user, the navigation they may use, ``url(path)`` for links
+    under the mount point and ``csrf()``, a hidden input with a fresh one-time
+    form token.
+    """
+    req = viewer.request if viewer is not None else request
+    assert req is not None
+    state = console(req)
+    base = str(req.scope.get("root_path", "")).rstrip("/")
+
+    def csrf() -> Any:
+        from markupsafe import Markup
+
+        if viewer is None:
+            return Markup("")
+        token = state.sessions.form_token(viewer.session)
+        return Markup('<input type="hidden" name="csrf_token" value="{}">').format(token)
+
+    nav = []
+    if viewer is not None:
+        nav = [
+            (label, base + route, req.url.path.startswith(base + route))
+            for label, route in NAV
+            if viewer.may("GET", route)
+        ]
+    headers = {
+        "Cache-Control": "no-store",
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Content-Security-Policy": (
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        ),
+    }
+    return state.templates.TemplateResponse(
+        req,
+        template,
+        {
+            "viewer": viewer,
+            "user": viewer.user if viewer else None,
+            "nav": nav,
+            "base": base,
+            "url": lambda path: base + path,
+            "quote": lambda s: quote(str(s), safe=""),
+            "csrf": csrf,
+            "title": title,
+            "now": state.clock.now(),
+        }
+        | context,
+        status_code=status,
+        headers=headers,
+    )

@@ -1,0 +1,83 @@
+"""Release approval (R-L3 gate 4): the dossier of a release and a decision with a comment.
+
+The form carries the dossier's fingerprint; a decision on a release that changed
+since the page was loaded is refused (``ReleaseChanged``) and nothing is recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Form
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from clinical_mlops.console.deps import Viewer, page, posted, render
+from clinical_mlops.errors import InputInvalid, NotAuthorised
+from clinical_mlops.governance.dossier import PENDING_DECISION, decide_release, release_dossier
+
+router = APIRouter()
+
+
+@router.get("/releases", response_class=HTMLResponse)
+def releases(viewer: Annotated[Viewer, Depends(page("/releases"))]) -> HTMLResponse:
+    registry = viewer.console.registry
+    listed = list(reversed(registry.list()))
+    pending = [r for r in listed if r.status in PENDING_DECISION]
+    others = [r for r in listed if r.status not in PENDING_DECISION]
+    return render(
+        viewer,
+        "releases.html",
+        title="Releases",
+        pending=pending,
+        others=others,
+        active={r.task: (a.version if (a := registry.active(r.task)) else None) for r in listed},
+    )
+
+
+@router.get("/releases/{version}", response_class=HTMLResponse)
+def release(
+    version: str,
+    viewer: Annotated[Viewer, Depends(page("/releases/{version}"))],
+    recorded: str | None = None,
+) -> HTMLResponse:
+    dossier = release_dossier(viewer.console.registry, version)
+    decided = {a["person"] for a in dossier["approvals"]}
+    return render(
+        viewer,
+        "release.html",
+        title=f"Release {version}",
+        d=dossier,
+        version=version,
+        recorded=recorded,
+        roles=viewer.user.governance_roles,
+        already_decided=viewer.user.name in decided,
+    )
+
+
+@router.post("/releases/{version}/decision")
+def decide(
+    version: str,
+    viewer: Annotated[Viewer, Depends(posted("/releases/{version}/decision"))],
+    decision: Annotated[str, Form()] = "",
+    role: Annotated[str, Form()] = "",
+    comment: Annotated[str, Form()] = "",
+    fingerprint: Annotated[str, Form()] = "",
+) -> RedirectResponse:
+    if decision not in ("approve", "reject"):
+        raise InputInvalid([("decision", "expected approve or reject")])
+    if role not in viewer.user.governance_roles:
+        raise NotAuthorised(
+            f"{viewer.user.name} may decide as {', '.join(viewer.user.governance_roles) or 'no role'}"
+            f", not as {role or 'no role'}"
+        )
+    chosen: Literal["approve", "reject"] = "approve" if decision == "approve" else "reject"
+    decide_release(
+        viewer.console.registry,
+        version,
+        fingerprint=fingerprint,
+        person=viewer.user.name,
+        role=role,
+        decision=chosen,
+        why=comment,
+    )
+    return RedirectResponse(viewer.url(f"/releases/{version}?recorded={chosen}"), status_code=303)
