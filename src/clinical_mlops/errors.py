@@ -5,8 +5,10 @@
     ClinicalMlopsError
     ├── SpecError
     │   └── TaskSpecInvalid            a task spec that does not validate (names the field)
+    │       └── TaskSpecIncomplete     a drafted spec with fields still marked TODO for a person
     ├── DataError
     │   ├── SourceInvalid              raw tables missing, empty or malformed
+    │   │   └── TableInvalid           a feature table that does not match its spec's declared columns
     │   ├── ContractViolation          hard data-contract failures before training
     │   ├── LeakageDetected            a post-prediction-time event reached a feature
     │   ├── UndeclaredFeature          a feature not declared and approved in the spec (R-P1)
@@ -137,6 +139,8 @@ __all__ = [
     "SpecError",
     "SubjectNotFound",
     "SubjectNotPseudonymised",
+    "TableInvalid",
+    "TaskSpecIncomplete",
     "TaskSpecInvalid",
     "TrackingUnavailable",
     "TransitionNotAllowed",
@@ -166,12 +170,20 @@ class TaskSpecInvalid(SpecError):
         super().__init__("\n".join(lines))
 
 
+class TaskSpecIncomplete(TaskSpecInvalid):
+    """A drafted spec (``tasks init``) with fields still marked TODO; a person must complete them."""
+
+
 class DataError(ClinicalMlopsError):
     """A problem with the input data."""
 
 
 class SourceInvalid(DataError):
     """A raw source is missing tables or columns, empty, or unreadable."""
+
+
+class TableInvalid(SourceInvalid):
+    """A bring-your-own table whose columns, types or values do not match its task spec."""
 
 
 class ContractViolation(DataError):

@@ -50,7 +50,14 @@ def test_report_has_the_contracted_keys(report):
         assert set(m["by_attribute"]) == {"sex", "age_group", "ethnicity"}
     for key in ("name", "auroc", "auroc_ci", "source", "auroc_difference"):
         assert key in report["baseline"]
-    assert set(report["robustness"]["masked"]) == set(LABS)
+    assert set(report["robustness"]["masked"]) == set(LABS) | {
+        "gcs",
+        "map",
+        "heart_rate",
+        "resp_rate",
+        "temperature",
+        "spo2",
+    }
 
 
 def test_report_numbers_agree_with_the_inputs(report, evaluation_input):

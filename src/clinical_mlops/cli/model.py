@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -93,13 +94,13 @@ def train(
     if as_json:
         print_json(result.summary())
     else:
-        render_training(result.summary(), published=_published(result))
+        render_training(result.summary(), published=_published(workspace, result.folder))
 
 
-def _published(result: TrainingResult) -> dict[str, Any]:
-    from clinical_mlops.tasks import load_task
-
-    return load_task(result.model.task).published
+def _published(workspace: Any, folder: Path) -> dict[str, Any]:
+    """Return the published figures of the task a model folder was trained for."""
+    lineage = json.loads((folder / "lineage.json").read_text(encoding="utf-8"))
+    return open_snapshot(workspace_from(workspace), lineage["snapshot"]["id"]).spec().published
 
 
 def evaluate(
@@ -144,8 +145,6 @@ def report(
     if as_json:
         print_json({"model_version": folder.name, "files": files, "test": data["test"]})
         return
-    from clinical_mlops.tasks import load_task
-
     render_training(
         {
             "model_version": folder.name,
@@ -159,9 +158,7 @@ def report(
                 k: v["mean_auroc"] for k, v in data.get("cv", {}).get("candidates", {}).items()
             },
         },
-        published=load_task(
-            json.loads((folder / "explanation.json").read_text(encoding="utf-8"))["task"]
-        ).published,
+        published=_published(workspace, folder),
     )
 
 

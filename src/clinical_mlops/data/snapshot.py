@@ -43,13 +43,23 @@ from clinical_mlops.features.engine import (
     load_feature_sql,
 )
 from clinical_mlops.hashing import canonical_json, sha256_bytes, sha256_file, sha256_json
-from clinical_mlops.tasks.spec import TaskSpec, load_task
+from clinical_mlops.tasks.spec import TaskSpec, load_sealed_task
 from clinical_mlops.workspace import Workspace
 
-__all__ = ["MANIFEST_SCHEMA", "Snapshot", "build_snapshot", "list_snapshots", "open_snapshot"]
+__all__ = [
+    "MANIFEST_SCHEMA",
+    "SPEC_FILE",
+    "Snapshot",
+    "build_snapshot",
+    "list_snapshots",
+    "open_snapshot",
+    "write_snapshot",
+]
 
 MANIFEST_SCHEMA = "clinical-mlops/snapshot-manifest/v1"
 _FILES = ("cohort.parquet", "features.parquet", "contracts.json")
+#: The task spec the snapshot was built with, beside the manifest (checked by its hash there).
+SPEC_FILE = "task_spec.json"
 
 StepCallback = Callable[[str], None]
 
@@ -68,7 +78,7 @@ class Snapshot:
 
     def spec(self) -> TaskSpec:
         """Return the task spec this snapshot was built with (checked by hash)."""
-        spec = load_task(self.task_name)
+        spec = load_sealed_task(self.task_name, self.path / SPEC_FILE)
         if spec.spec_hash() != self.manifest["task"]["spec_sha256"]:
             raise WorkspaceError(
                 f"snapshot {self.id[:12]} was built with a different version of task "
@@ -209,6 +219,50 @@ def build_snapshot(
     _require_both_classes(stays, spec)
 
     step("writing snapshot")
+    return write_snapshot(
+        workspace,
+        spec,
+        stays=stays,
+        features=features,
+        report=report,
+        flow=[s.as_dict() for s in cohort.flow],
+        source={
+            "source": source.info.get("source", "unknown"),
+            "source_version": source.info.get("source_version"),
+            "extracted_at": source.info.get("extracted_at"),
+            "deidentification": source.info.get("deidentification"),
+            "params": source.info.get("params", {}),
+            "raw_files": source.file_hashes,
+        },
+        sql={"name": sql.name, "sha256": sql.sha256},
+        engine=getattr(engine, "name", "duckdb"),
+        clock=clock,
+        actor=actor,
+    )
+
+
+def write_snapshot(
+    workspace: Workspace,
+    spec: TaskSpec,
+    *,
+    stays: pd.DataFrame,
+    features: pd.DataFrame,
+    report: ContractReport,
+    flow: list[dict[str, Any]],
+    source: dict[str, Any],
+    sql: dict[str, str],
+    engine: str,
+    clock: Clock,
+    actor: str,
+    extra: dict[str, Any] | None = None,
+) -> Snapshot:
+    """Write the snapshot of a finished cohort and feature table; return it (any source).
+
+    ``stays`` holds stay_id, real_year, split, the label and ethnicity; ``source``
+    and ``sql`` are the manifest's source and feature-code sections; ``extra`` adds
+    manifest sections (absent from snapshots that do not need them, so their ids
+    do not change). The spec goes beside the manifest as ``task_spec.json``.
+    """
     label = spec.label.name
     cohort_table = pd.DataFrame(
         {
@@ -255,32 +309,26 @@ def build_snapshot(
         manifest = {
             "schema": MANIFEST_SCHEMA,
             "task": {"name": spec.name, "version": spec.version, "spec_sha256": spec.spec_hash()},
-            "source": {
-                "source": source.info.get("source", "unknown"),
-                "source_version": source.info.get("source_version"),
-                "extracted_at": source.info.get("extracted_at"),
-                "deidentification": source.info.get("deidentification"),
-                "params": source.info.get("params", {}),
-                "raw_files": source.file_hashes,
-            },
+            "source": source,
             "cohort_criteria_sha256": spec.criteria_hash(),
-            "feature_sql": {"name": sql.name, "sha256": sql.sha256},
-            "cohort_flow": [s.as_dict() for s in cohort.flow],
+            "feature_sql": sql,
+            "cohort_flow": flow,
             "counts": counts,
             "prevalence": prevalence,
             "missingness_train": missingness,
             "split_membership_sha256": membership,
             "contracts": report.summary(),
             "files": {name: sha256_file(stage / name) for name in _FILES},
-        }
+        } | (extra or {})
         body = canonical_json(manifest)
+        (stage / SPEC_FILE).write_bytes(canonical_json(spec.model_dump(mode="json")))
         snapshot_id = sha256_bytes(body)
         (stage / "manifest.json").write_bytes(body)
         (stage / "build.json").write_text(
             json.dumps(
                 {
                     "built_at": utc_iso(clock.now()),
-                    "engine": getattr(engine, "name", "duckdb"),
+                    "engine": engine,
                     "clinical_mlops_version": __version__,
                 },
                 indent=2,
@@ -298,9 +346,9 @@ def build_snapshot(
         payload={
             "snapshot_id": snapshot_id,
             "task": spec.name,
-            "source": source.info.get("source", "unknown"),
+            "source": source["source"],
             "n_stays": counts["n_stays"],
-            "feature_sql_sha256": sql.sha256,
+            "feature_sql_sha256": sql["sha256"],
             "cohort_criteria_sha256": spec.criteria_hash(),
         },
     )

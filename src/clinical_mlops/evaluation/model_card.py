@@ -141,13 +141,13 @@ def _key_metrics(report: dict[str, Any], inp: EvaluationInput) -> dict[str, list
             test_data,
         ),
         _metric(
-            "Robustness to a missing lab",
-            "performance degrades gracefully when a lab is not measured",
+            "Robustness to a missing input",
+            "performance degrades gracefully when an input is not measured",
             "; ".join(
                 f"{lab} {fmt_num(r['auroc_change'])}"
                 for lab, r in report["robustness"]["masked"].items()
             ),
-            "AUROC change when the lab is missing for every stay (imputed with the training "
+            "AUROC change when the input is missing for every stay (imputed with the training "
             "median)",
             "masking experiment",
             test_data,
@@ -226,7 +226,7 @@ def _tripod(report: dict[str, Any], inp: EvaluationInput) -> list[dict[str, str]
             "10",
             "Missing data",
             "median imputation fitted on the training years only and frozen in the release; "
-            "robustness to missing labs is reported",
+            "robustness to missing inputs is reported",
         ),
         (
             "12",
@@ -271,6 +271,25 @@ def _tripod(report: dict[str, Any], inp: EvaluationInput) -> list[dict[str, str]
     return [{"item": i, "topic": topic, "content": content} for i, topic, content in items]
 
 
+def _moment(spec: Any) -> str:
+    """When the model runs, in words, from the spec's anchor and prediction time."""
+    h = spec.prediction_time_hours
+    if spec.anchor == "icu_admission":
+        return f"At ICU hour {h:g}"
+    return "At discharge" if h == 0 else f"{h:g} h after discharge"
+
+
+def _inputs(spec: Any) -> str:
+    """Where the features come from, in words."""
+    if spec.table is not None:
+        return "the declared columns of a prepared table (aggregated by its producer)"
+    w = spec.observation_window
+    what = "the ICU stay" if spec.anchor == "icu_admission" else "discharge"
+    if spec.anchor == "icu_admission" and w.start_hours == 0:
+        return f"the first {w.end_hours:g} h of {what}"
+    return f"the window {w.start_hours:g} h to {w.end_hours:g} h relative to {what}"
+
+
 def model_card(report: dict[str, Any], inp: EvaluationInput) -> dict[str, Any]:
     """Return the model card as a JSON-ready dict (:data:`CARD_SCHEMA`; :data:`CARD_SECTIONS`)."""
     spec, t = inp.spec, report["test"]
@@ -304,8 +323,7 @@ def model_card(report: dict[str, Any], inp: EvaluationInput) -> dict[str, Any]:
         "uses_and_directions": {
             "intended_use": " ".join(spec.intended_use.statement.split()),
             "workflow": (
-                f"At ICU hour {spec.prediction_time_hours:g} the risk, its conformal set and the "
-                "main "
+                f"{_moment(spec)} the risk, its conformal set and the main "
                 "contributions are shown to the care team; a flag (risk >= "
                 f"{th.operating}) prompts senior review; the clinician decides and may override."
             ),
@@ -332,13 +350,15 @@ def model_card(report: dict[str, Any], inp: EvaluationInput) -> dict[str, Any]:
             + [a["message"] for a in report["fairness_alerts"]],
             "limitations": report["limitations"],
             "clinical_risk_level": (
-                "High: informs escalation decisions for critically ill patients; any error is "
-                "mitigated by mandatory clinician review."
+                "High: informs clinical decisions for "
+                f"{spec.intended_use.population[:1].lower()}{spec.intended_use.population[1:]}; "
+                "any error is mitigated by mandatory clinician review."
             ),
         },
         "trust_ingredients": {
             "outputs": (
-                "calibrated probability of death within 48 h, a conformal prediction set at "
+                f"calibrated probability of the outcome ({spec.label.name}), a conformal "
+                "prediction set at "
                 f"{1 - th.conformal_alpha:.0%} coverage, flags (low confidence, missing or "
                 "out-of-range inputs, out of scope), top feature contributions in clinical words"
             ),
@@ -346,8 +366,7 @@ def model_card(report: dict[str, Any], inp: EvaluationInput) -> dict[str, Any]:
                 f"{inp.selected_model} with {report['calibration']['method']} calibration"
             ),
             "hyperparameters": inp.hyperparameters,
-            "input_data": f"{len(spec.features)} features from the first "
-            f"{spec.observation_window.end_hours:g} h of the ICU stay (see Features)",
+            "input_data": f"{len(spec.features)} features from {_inputs(spec)} (see Features)",
             "development_data": {
                 "source": report["cohort"].get("source"),
                 "snapshot_id": report["cohort"].get("snapshot_id"),

@@ -54,18 +54,16 @@ from clinical_mlops.evaluation.phrases import format_value, top_phrases
 __all__ = [
     "DECISION_THRESHOLDS",
     "ECE_BINNING",
-    "LAB_FEATURES",
     "SCHEMA",
     "canonical_json",
     "evaluate",
     "json_ready",
+    "masked_inputs",
     "write_report",
 ]
 
 SCHEMA = "clinical-mlops/validation-report/v1"
 ECE_BINNING = "10 equal-width bins [0, 0.1), ..., [0.9, 1.0]"
-# Labs whose absence is simulated in the robustness check (kept only if the task has them).
-LAB_FEATURES = ("creatinine", "lactate", "albumin", "bilirubin", "platelets", "inr")
 # Threshold probabilities for decision-curve analysis: 1 % to 80 % in 1 % steps.
 DECISION_THRESHOLDS = tuple(round(0.01 * k, 2) for k in range(1, 81))
 _WORKLOAD_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
@@ -158,6 +156,16 @@ def _conformal_section(inp: EvaluationInput, y: np.ndarray) -> dict[str, Any]:
     }
 
 
+def masked_inputs(spec: Any) -> list[str]:
+    """Return the inputs whose absence the robustness check simulates, in spec order.
+
+    Every numeric feature but age: measurements and scores may be missing at the
+    prediction time, while age is required (the intended-use guard refuses a
+    request without it).
+    """
+    return [f.name for f in spec.features if f.kind == "numeric" and f.name != "age"]
+
+
 def _robustness_section(
     inp: EvaluationInput, y: np.ndarray, *, threshold: float, counts: np.ndarray
 ) -> dict[str, Any]:
@@ -180,7 +188,7 @@ def _robustness_section(
         }
 
     masked = {}
-    for lab in (f for f in LAB_FEATURES if f in features):
+    for lab in masked_inputs(inp.spec):
         copy = frame.copy()
         copy[lab] = np.nan
         p = np.asarray(inp.predict_frame(copy), dtype=float)
@@ -192,7 +200,7 @@ def _robustness_section(
         masked[lab] = row
     return {
         "method": (
-            "each lab is set to missing for every test stay and the frozen pipeline "
+            "each numeric input but age is set to missing for every test stay and the frozen pipeline "
             "(imputation, model, calibration) is re-applied; change is against all values as "
             "recorded"
         ),

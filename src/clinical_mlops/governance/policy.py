@@ -1,6 +1,7 @@
 """Release gates as policy-as-code (R-L3), read from the task spec's acceptance criteria.
 
-- gate 1 ``schema_contract``: the bundle was built against the installed task spec,
+- gate 1 ``schema_contract``: the bundle was built against the installed task spec (for a
+  task defined in a YAML file: the spec sealed in the bundle),
   every feature is declared and approved, the model artifacts match their lineage,
   the snapshot passed its hard data contracts, the report is for this model, and the
   model scores a row with every input missing to a probability in [0, 1];
@@ -28,7 +29,6 @@ import pandas as pd
 from clinical_mlops.governance.approvals import Approval, approval_problems
 from clinical_mlops.hashing import sha256_file
 from clinical_mlops.registry.bundle import Bundle
-from clinical_mlops.tasks import load_task
 
 __all__ = [
     "GATES",
@@ -68,7 +68,7 @@ def gate_schema_contract(bundle: Bundle) -> GateResult:
     """Return gate 1 (schema and contract checks) for ``bundle``."""
     failures: list[str] = []
     release = bundle.release
-    spec = load_task(release["task"])
+    spec = bundle.spec()
     schema = bundle.read_json("feature_schema.json")
     if release["spec_sha256"] != spec.spec_hash():
         failures.append(
@@ -124,7 +124,7 @@ def gate_schema_contract(bundle: Bundle) -> GateResult:
 
 def gate_metrics(bundle: Bundle) -> GateResult:
     """Return gate 2 (locked-test metrics against the spec's acceptance criteria)."""
-    criteria = load_task(bundle.task).acceptance
+    criteria = bundle.spec().acceptance
     report = bundle.read_json("report.json")
     test, baseline = report["test"], report["baseline"]
     failures: list[str] = []
@@ -165,7 +165,7 @@ def gate_metrics(bundle: Bundle) -> GateResult:
 
 def gate_evidence(bundle: Bundle) -> GateResult:
     """Return gate 3 (explanation, fairness, drift-sensitivity and profile evidence present)."""
-    required = load_task(bundle.task).acceptance.required_evidence
+    required = bundle.spec().acceptance.required_evidence
     report = bundle.read_json("report.json")
     explanation = bundle.read_json("explanation.json")
     profile = bundle.read_json("reference_profile.json")

@@ -4,7 +4,7 @@ A bundle is a flat folder of data files — no pickles, nothing executable::
 
     model.json preprocess.json calibrator.json conformal.json explanation.json
     lineage.json report.json report.html model_card.md model_card.html model_card.json
-    feature_schema.json snapshot_manifest.json reference_profile.json
+    feature_schema.json snapshot_manifest.json reference_profile.json task_spec.json
     deployment.json release.json
     MANIFEST.json     SHA-256 of every file above
     SIGNATURE.json    Ed25519 signature over the manifest hash, the workspace id and
@@ -39,6 +39,7 @@ from clinical_mlops.hashing import canonical_json, sha256_bytes, sha256_file
 from clinical_mlops.modeling.trained import TrainedModel, model_folder
 from clinical_mlops.privacy.keys import provider_for_workspace, public_key_hex
 from clinical_mlops.registry.profile import reference_profile
+from clinical_mlops.tasks.spec import TaskSpec, load_sealed_task
 from clinical_mlops.workspace import Workspace
 
 __all__ = [
@@ -125,6 +126,14 @@ class Bundle:
         """Return the model in the bundle (JSON only; nothing is executed)."""
         return TrainedModel.load(self.path)
 
+    def spec(self) -> TaskSpec:
+        """Return the task spec: the installed built-in, or the copy sealed in the bundle.
+
+        Callers compare its hash with ``release.json``'s ``spec_sha256``; a task defined
+        in a YAML file is read from the signed ``task_spec.json``.
+        """
+        return load_sealed_task(self.task, self.path / "task_spec.json")
+
 
 def _feature_schema(spec: Any) -> dict[str, Any]:
     return {
@@ -195,6 +204,7 @@ def build_bundle(
         "feature_schema.json": _feature_schema(spec),
         "snapshot_manifest.json": snapshot.manifest | {"id": snapshot.id},
         "reference_profile.json": reference_profile(model, snapshot),
+        "task_spec.json": spec.model_dump(mode="json"),
         "deployment.json": {
             "format": "clinical-mlops/deployment/v1",
             "task": spec.name,

@@ -32,7 +32,7 @@ _PREFETCH = {
 }
 
 
-def discovery(*, title: str, description: str) -> dict[str, Any]:
+def discovery(*, title: str, description: str, population: str) -> dict[str, Any]:
     """Return the discovery document (``GET /cds-services``)."""
     return {
         "services": [
@@ -43,8 +43,8 @@ def discovery(*, title: str, description: str) -> dict[str, Any]:
                 "description": description,
                 "prefetch": _PREFETCH,
                 "usageRequirements": (
-                    "Adult ICU patients at hour 24 or later of the ICU stay. Send the "
-                    "Observations of the first 24 h (LOINC-coded) as prefetch 'observations'. "
+                    f"{population.rstrip('.')}. Send the Observations of the observation "
+                    "window (LOINC-coded) as prefetch 'observations'. "
                     "The EHR authenticates with a signed JWT (role clinician or system)."
                 ),
             }

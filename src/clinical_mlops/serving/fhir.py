@@ -165,7 +165,7 @@ def risk_assessment(
         + (" — more than one outcome is plausible" if len(result.conformal_set or []) != 1 else ""),
         "Flags: " + (", ".join(result.flags) if result.flags else "none"),
         "Decision support only: review with the clinical picture; not for use as the sole basis "
-        "of a decision, nor outside adult ICU care.",
+        f"of a decision, nor outside its validated population ({spec.intended_use.population}).",
     ]
     if result.escalated:
         notes.append("Routed to human review: " + "; ".join(result.escalation))

@@ -50,7 +50,7 @@ from clinical_mlops.errors import (
     ReleaseNotServable,
     SubjectNotFound,
 )
-from clinical_mlops.evaluation.baseline import SOFA_LIKE
+from clinical_mlops.evaluation.baseline import score_for
 from clinical_mlops.evaluation.phrases import top_phrases
 from clinical_mlops.governance.rollout import ServingDecision, serving_decision
 from clinical_mlops.ledger import Ledger, NewEntry
@@ -83,7 +83,7 @@ FLAGS: dict[str, str] = {
     "empty_set": "the case looks unlike the validation patients of either outcome",
     "out_of_range": "a value lies beyond the range seen in the validation patients",
     "missing_inputs": "some inputs were not measured; training medians were used",
-    "out_of_scope": "outside the validated use (too few inputs, or before hour 24 of the stay)",
+    "out_of_scope": "outside the validated use (too few inputs, or before the prediction time)",
     "suspended": "the model is suspended; the clinical baseline score is shown instead",
 }
 #: flag -> escalation reason: a case with any of these flags is routed to human review (R-H2)
@@ -269,16 +269,17 @@ class ReleaseScorer:
     def fallback(self, checked: CheckedInputs) -> dict[str, Any]:
         """Return the clinical baseline score of one checked request, marked as a fallback."""
         frame = pd.DataFrame([{k: (np.nan if v is None else v) for k, v in checked.values.items()}])
-        points = int(SOFA_LIKE.score(frame)[0])
+        score = score_for(self.spec)
+        points = int(score.score(frame)[0])
         return {
-            "name": SOFA_LIKE.name,
+            "name": score.name,
             "score": points,
-            "max_points": SOFA_LIKE.max_points,
+            "max_points": score.max_points,
             "note": (
-                "The model is suspended: this is the SOFA-like clinical baseline score, not a "
-                "model prediction. It ranks organ dysfunction; it is not a probability."
+                f"The model is suspended: this is the {score.name}, the task's clinical "
+                "baseline score, not a model prediction. It ranks risk; it is not a probability."
             ),
-            "source": SOFA_LIKE.source,
+            "source": score.source,
         }
 
 
@@ -290,9 +291,7 @@ def _spec_of(bundle: Bundle) -> TaskSpec:
     with. Serving checks requests against the installed spec only when those agree,
     so a spec edit that changes what a release accepts cannot slip in silently.
     """
-    from clinical_mlops.tasks import load_task
-
-    spec = load_task(bundle.task)
+    spec = bundle.spec()
     signed = bundle.read_json("feature_schema.json")
     keys = ("name", "kind", "unit", "valid_range", "categories", "status")
     installed = [
@@ -566,8 +565,8 @@ class Predictor:
                 refuse(
                     i,
                     "outside_intended_use",
-                    f"age {age} is under {min_age:g}: the model was validated for adults only "
-                    "and must not be used for this patient",
+                    f"age {age} is under {min_age:g}: the model was validated for patients aged "
+                    f"{min_age:g} or older only and must not be used for this patient",
                     subject,
                 )
                 continue

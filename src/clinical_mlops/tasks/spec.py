@@ -12,6 +12,7 @@ naming each bad field by its path (``features.3.valid_range``).
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from clinical_mlops.errors import TaskSpecInvalid
+from clinical_mlops.errors import TaskSpecIncomplete, TaskSpecInvalid
 from clinical_mlops.hashing import sha256_json
 
 __all__ = [
@@ -33,9 +34,11 @@ __all__ = [
     "MonitoringSpec",
     "ProtectedAttribute",
     "SplitSpec",
+    "TableColumns",
     "TaskSpec",
     "Thresholds",
     "builtin_tasks",
+    "load_sealed_task",
     "load_task",
 ]
 
@@ -140,10 +143,12 @@ class LabelSpec(_Strict):
     ``in_hospital_death``: the admission's death time falls in the window.
     ``readmission``: another admission of the same patient starts in the window;
     ``admission_types`` restricts it (e.g. unplanned: ``[EMERGENCY, URGENT]``).
+    ``column``: a table task reads the 0/1 outcome from a column (see :class:`TableColumns`);
+    the window then documents what its producer counted.
     """
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    event: Literal["in_hospital_death", "readmission"]
+    event: Literal["in_hospital_death", "readmission", "column"]
     window: Window
     description: str = Field(min_length=10)
     admission_types: tuple[str, ...] | None = None
@@ -356,7 +361,8 @@ class TaskSpec(_Strict):
     label: LabelSpec
     split: SplitSpec
     features: tuple[Feature, ...] = Field(min_length=1)
-    feature_sql: str = Field(pattern=r"^[a-z0-9_]+\.sql$")
+    # The feature SQL file under clinical_mlops/features; absent for a table task.
+    feature_sql: str | None = Field(default=None, pattern=r"^[a-z0-9_]+\.sql$")
     protected_attributes: tuple[ProtectedAttribute, ...]
     thresholds: Thresholds
     intended_use: IntendedUse
@@ -367,7 +373,53 @@ class TaskSpec(_Strict):
     # its point table lives in clinical_mlops.evaluation.baseline.
     clinical_baseline: Literal["sofa_like", "lace_like"] | None = None
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    # A task over one prepared table instead of raw events (bring-your-own table).
+    table: TableColumns | None = None
     published: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _source_declared(self) -> TaskSpec:
+        if self.table is None:
+            if self.feature_sql is None:
+                raise ValueError(
+                    "feature_sql: required for a task over raw events (or declare a table section)"
+                )
+            if self.label.event == "column":
+                raise ValueError("label.event: 'column' needs a table section to read it from")
+            return self
+        if self.label.event != "column":
+            raise ValueError(
+                "label.event: a table task reads its label from a column: use 'column'"
+            )
+        if self.feature_sql is not None:
+            raise ValueError(
+                "feature_sql: a table task has no feature SQL; its features are declared columns"
+            )
+        events = [f.name for f in self.features if f.source != "static"]
+        if events:
+            raise ValueError(
+                f"features: {events} are event features; a table task's features are table "
+                "columns (source: static, aggregation: static)"
+            )
+        age = next((f for f in self.features if f.name == "age"), None)
+        if age is None or age.kind != "numeric":
+            raise ValueError(
+                "features: a table task needs a numeric 'age' feature (years): the cohort's "
+                "min_age and the serving intended-use guard read it"
+            )
+        known = {*self.feature_names, self.label.name, "ethnicity"}
+        unknown = sorted(set(self.table.columns) - known)
+        if unknown:
+            raise ValueError(
+                f"table.columns: {unknown} are neither features, the label nor ethnicity"
+            )
+        for attr in self.protected_attributes:
+            if attr.column not in self.feature_names and attr.column != "ethnicity":
+                raise ValueError(
+                    f"protected_attributes: column {attr.column!r} of {attr.name!r} must be a "
+                    "feature or 'ethnicity' (the one audit-only column a snapshot carries)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _coherent(self) -> TaskSpec:
@@ -425,18 +477,17 @@ class TaskSpec(_Strict):
 
     def criteria_hash(self) -> str:
         """SHA-256 of everything that decides cohort membership and labels."""
-        return sha256_json(
-            {
-                "anchor": self.anchor,
-                "prediction_time_hours": self.prediction_time_hours,
-                "observation_window": self.observation_window.model_dump(mode="json"),
-                "cohort": _stable(self.cohort.model_dump(mode="json"), "cohort"),
-                "label": _stable(
-                    self.label.model_dump(mode="json", exclude={"description"}), "label"
-                ),
-                "split": self.split.model_dump(mode="json"),
-            }
-        )
+        parts: dict[str, Any] = {
+            "anchor": self.anchor,
+            "prediction_time_hours": self.prediction_time_hours,
+            "observation_window": self.observation_window.model_dump(mode="json"),
+            "cohort": _stable(self.cohort.model_dump(mode="json"), "cohort"),
+            "label": _stable(self.label.model_dump(mode="json", exclude={"description"}), "label"),
+            "split": self.split.model_dump(mode="json"),
+        }
+        if self.table is not None:
+            parts["table"] = self.table.model_dump(mode="json")
+        return sha256_json(parts)
 
     def spec_hash(self) -> str:
         """SHA-256 of the whole spec (canonical JSON)."""
@@ -445,10 +496,16 @@ class TaskSpec(_Strict):
         data["label"] = _stable(data["label"], "label")
         if self.monitoring == MonitoringSpec():
             data.pop("monitoring")
+        if self.table is None:
+            data.pop("table")
         return sha256_json(data)
 
     def sql_path(self) -> Path:
         """Path of this task's feature SQL inside the package."""
+        if self.feature_sql is None:
+            raise TaskSpecInvalid(
+                self.name, [("feature_sql", "a table task has no feature SQL (see table)")]
+            )
         return Path(str(resources.files("clinical_mlops.features").joinpath(self.feature_sql)))
 
 
@@ -481,11 +538,37 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(root)"
 
 
+#: A value that starts with this marker is left for a person to complete (``tasks init``).
+TODO_MARKER = "TODO"
+
+
+def _todos(value: Any, path: str = "") -> list[tuple[str, str]]:
+    """Return (field path, text) of every string value still marked as a TODO."""
+    if isinstance(value, str):
+        return [(path or "(root)", value)] if value.lstrip().startswith(TODO_MARKER) else []
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return []
+    return [t for k, v in items for t in _todos(v, f"{path}.{k}" if path else str(k))]
+
+
 def task_from_mapping(data: Any, *, source: str) -> TaskSpec:
-    """Validate a parsed mapping as a :class:`TaskSpec`, raising ``TaskSpecInvalid``."""
+    """Validate a parsed mapping as a :class:`TaskSpec`, raising ``TaskSpecInvalid``.
+
+    A value still marked ``TODO`` (a drafted spec a person has not completed yet)
+    raises :class:`TaskSpecIncomplete` listing every such field.
+    """
     if not isinstance(data, dict):
         raise TaskSpecInvalid(
             source, [("(root)", f"expected a mapping, got {type(data).__name__}")]
+        )
+    todos = _todos(data)
+    if todos:
+        raise TaskSpecIncomplete(
+            source, [(path, f"left for a person to complete: {text}") for path, text in todos]
         )
     try:
         return TaskSpec.model_validate(data)
@@ -537,3 +620,29 @@ def load_task(name_or_path: str | Path) -> TaskSpec:
         problem = getattr(exc, "problem", None) or str(exc)
         raise TaskSpecInvalid(source, [(where, f"malformed YAML: {problem}")]) from None
     return task_from_mapping(data, source=source)
+
+
+def load_sealed_task(name: str, sealed: Path) -> TaskSpec:
+    """Return the spec an artifact was built with: built-in ``name``, or the copy sealed in it.
+
+    A snapshot and a release bundle keep the spec they were built from as
+    ``task_spec.json``. A built-in task is read from the installed package (callers
+    compare its hash with the one they recorded, so an edited built-in is caught); a
+    task defined in a YAML file is read from the sealed copy, so it travels with the
+    artifact and needs no file outside the workspace.
+    """
+    if name in builtin_tasks():
+        return load_task(name)
+    try:
+        data = json.loads(sealed.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TaskSpecInvalid(
+            name,
+            [
+                (
+                    "(name)",
+                    f"not a built-in task and no sealed spec at {sealed}; rebuild the artifact",
+                )
+            ],
+        ) from None
+    return task_from_mapping(data, source=str(sealed))

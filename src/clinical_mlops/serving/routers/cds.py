@@ -60,7 +60,11 @@ def _not_found(service_id: str) -> None:
 @router.get("/cds-services", summary="CDS Hooks discovery (open)")
 def cds_discovery(svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
     spec = svc.predictor.scorer(svc.predictor.default).spec
-    return discovery(title=spec.title, description=spec.intended_use.statement.strip())
+    return discovery(
+        title=spec.title,
+        description=spec.intended_use.statement.strip(),
+        population=spec.intended_use.population,
+    )
 
 
 @router.post("/cds-services/{service_id}", summary="patient-view: one risk card")
