@@ -15,13 +15,15 @@
     │   └── EngineUnavailable          the feature engine asked for (Spark) is not installed or cannot start
     ├── WorkspaceError
     │   ├── SnapshotNotFound           no snapshot with that id in the workspace
-    │   └── ModelNotFound              no trained model with that version in the workspace
+    │   ├── ModelNotFound              no trained model with that version in the workspace
+    │   └── StoreUnavailable           a store's database cannot be reached or written now (down, read-only, full)
     │
     │   -- evidence plane (ledger, keys, identity) --
     ├── LedgerError
     │   ├── LedgerNotFound             no ledger database where one was expected
     │   ├── LedgerCorrupted            the database file is unreadable or not a ledger
     │   ├── EntryNotFound              no entry with that seq
+    │   ├── ClockBehindLedger          the clock reads earlier than the newest entry; appends are refused
     │   ├── UnknownEntryType           an entry type (or schema version) that is not declared
     │   ├── EntryPayloadInvalid        a payload that does not match its entry schema
     │   ├── SubjectNotPseudonymised    something that is not a pseudonym passed as subject
@@ -94,6 +96,7 @@ __all__ = [
     "BundleSignatureInvalid",
     "CaseAlreadyDecided",
     "ClinicalMlopsError",
+    "ClockBehindLedger",
     "ConsentNotGranted",
     "ConsoleError",
     "ConsoleUserInvalid",
@@ -137,6 +140,7 @@ __all__ = [
     "SnapshotNotFound",
     "SourceInvalid",
     "SpecError",
+    "StoreUnavailable",
     "SubjectNotFound",
     "SubjectNotPseudonymised",
     "TableInvalid",
@@ -218,6 +222,13 @@ class ModelNotFound(WorkspaceError):
     """No trained model with the given version exists in the workspace."""
 
 
+class StoreUnavailable(WorkspaceError):
+    """A store's database cannot be reached or written now (down, read-only, disk full).
+
+    The transaction was rolled back: nothing of it was written. The service answers 503.
+    """
+
+
 # -- evidence plane: ledger, keys, identity vault ------------------------------------------
 
 
@@ -235,6 +246,10 @@ class LedgerCorrupted(LedgerError):
 
 class EntryNotFound(LedgerError):
     """No ledger entry with the given sequence number."""
+
+
+class ClockBehindLedger(LedgerError):
+    """The clock reads earlier than the newest entry; entry times never go backwards."""
 
 
 class UnknownEntryType(LedgerError):

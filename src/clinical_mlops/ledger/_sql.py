@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from clinical_mlops.errors import LedgerCorrupted, LedgerNotFound
+from clinical_mlops.errors import LedgerCorrupted, LedgerNotFound, StoreUnavailable
 
 __all__ = ["normalise_url", "open_engine", "sqlite_path", "write_transaction"]
 
@@ -107,13 +107,23 @@ def write_transaction(engine: Engine, *, lock_name: str) -> Iterator[Connection]
 
     Exactly one writer per database holds the lock at a time, across threads
     and processes; the transaction commits when the block ends without error.
+    A database that cannot be reached or written (server down, read-only file,
+    disk full) raises ``StoreUnavailable`` after the rollback: nothing was written.
     """
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            conn = conn.execution_options(immediate=True)
-        with conn.begin():
-            if engine.dialect.name == "postgresql":
-                conn.execute(
-                    sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": lock_name}
-                )
-            yield conn
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                conn = conn.execution_options(immediate=True)
+            with conn.begin():
+                if engine.dialect.name == "postgresql":
+                    conn.execute(
+                        sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"),
+                        {"name": lock_name},
+                    )
+                yield conn
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        raise StoreUnavailable(
+            f"database {where} cannot be written now ({exc.orig}); the transaction was "
+            "rolled back and nothing of it was written"
+        ) from exc

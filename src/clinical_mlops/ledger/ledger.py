@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clinical_mlops.clock import Clock, SystemClock, utc_iso
-from clinical_mlops.errors import EntryNotFound, KeyNotFound
+from clinical_mlops.errors import ClockBehindLedger, EntryNotFound, KeyNotFound, StoreUnavailable
 from clinical_mlops.hashing import canonical_json
 from clinical_mlops.ledger.checkpoint_log import CheckpointLog
 from clinical_mlops.ledger.entries import (
@@ -48,6 +49,8 @@ from clinical_mlops.privacy.identity import SYSTEM_OWNER, IdentityVault
 from clinical_mlops.privacy.keys import KeyProvider, provider_for_workspace
 
 __all__ = ["EntryView", "Ledger", "NewEntry", "Receipt", "record"]
+
+_log = logging.getLogger(__name__)
 
 PayloadStatus = Literal["ok", "erased", "purged"]
 
@@ -218,6 +221,7 @@ class Ledger:
         receipts: list[Receipt] = []
         with self.store.writer() as conn:
             size, prev = self.store.head(conn)
+            self._check_clock(conn)
             rows: list[dict[str, Any]] = []
             for offset, (it, schema_id, key_id, key, plaintext, public) in enumerate(prepared):
                 seq = size + offset
@@ -272,6 +276,17 @@ class Ledger:
         self._maybe_checkpoint(size + len(rows))
         return receipts
 
+    def _check_clock(self, conn: sa.Connection) -> None:
+        """Raise ClockBehindLedger when the clock reads earlier than the newest entry."""
+        last = self.store.last_time(conn)
+        now = utc_iso(self.clock.now())
+        if last is not None and now < last:
+            raise ClockBehindLedger(
+                f"the clock reads {now}, earlier than the newest ledger entry ({last}); entry "
+                "times never go backwards, so nothing was written. Correct the system clock "
+                f"(NTP); appends resume once it passes {last}"
+            )
+
     def _completed_chunks(
         self, conn: sa.Connection, size: int, rows: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
@@ -295,7 +310,12 @@ class Ledger:
         except ValueError:
             elapsed = self.checkpoint_interval
         if due_by_count or elapsed >= self.checkpoint_interval:
-            self.checkpoint()
+            try:
+                self.checkpoint()
+            except (StoreUnavailable, OSError) as exc:
+                # The entries are committed and their callers get receipts; a checkpoint that
+                # cannot be stored now (disk full) is retried on the next append.
+                _log.warning("ledger checkpoint deferred, retried on the next append: %s", exc)
 
     def checkpoint(self) -> Checkpoint:
         """Return a signed checkpoint of the ledger as it stands now (made if needed).

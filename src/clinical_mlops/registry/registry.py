@@ -130,9 +130,14 @@ class Release:
         }
 
 
-def _release(row: Any) -> Release:
+def _release(row: Any, workspace: Workspace) -> Release:
     m = dict(row._mapping)
     m["change"] = json.loads(m["change"])
+    # A bundle in this workspace's bundles folder (content-addressed name) is read from there,
+    # so a workspace restored or moved to another folder does not depend on the old folder.
+    local = workspace.root / "artifacts" / "bundles" / m["path"].rstrip("/").rsplit("/", 1)[-1]
+    if local.is_dir():
+        m["path"] = str(local)
     return Release(**m)
 
 
@@ -346,7 +351,7 @@ class Registry:
                 f"release {version!r} is not registered (known: {', '.join(known) or 'none'}); "
                 "register a bundle with `clinical-mlops registry register`"
             )
-        return _release(row)
+        return _release(row, self.workspace)
 
     def get(self, version: str) -> Release:
         """Return the release ``version`` (or a unique bundle-hash prefix); ``ReleaseNotFound``."""
@@ -359,7 +364,7 @@ class Registry:
         if task:
             q = q.where(t.releases.c.task == task)
         with self.engine.connect() as conn:
-            return [_release(r) for r in conn.execute(q)]
+            return [_release(r, self.workspace) for r in conn.execute(q)]
 
     def bundle(self, version: str) -> Bundle:
         """Return the verified bundle of release ``version`` (refuses a tampered bundle)."""

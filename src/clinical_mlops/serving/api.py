@@ -12,12 +12,14 @@ import json
 import time
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from clinical_mlops import __version__
 from clinical_mlops.errors import (
+    ClockBehindLedger,
     ConsentNotGranted,
     DuplicateRequest,
     InputInvalid,
@@ -27,6 +29,7 @@ from clinical_mlops.errors import (
     PredictionNotFound,
     ReleaseNotFound,
     ReleaseNotServable,
+    StoreUnavailable,
     SubjectNotFound,
 )
 from clinical_mlops.serving.auth import AuthConfig
@@ -49,6 +52,9 @@ _STATUS: dict[type[Exception], int] = {
     DuplicateRequest: 409,
     OverrideInvalid: 422,
     ReleaseNotServable: 503,
+    # fail closed: no recommendation without its audit record
+    StoreUnavailable: 503,
+    ClockBehindLedger: 503,
 }
 
 
@@ -147,6 +153,22 @@ def create_app(predictor: Predictor, auth: AuthConfig, *, base_url: str = "") ->
             )
 
         app.add_exception_handler(error, handler)
+
+    def _database(_: Request, exc: Exception) -> JSONResponse:
+        # A read that cannot reach its database (writes raise StoreUnavailable): fail closed.
+        return _Problem(
+            status_code=503,
+            content={
+                "detail": {
+                    "code": "StoreUnavailable",
+                    "message": f"a database of the service cannot be read now "
+                    f"({getattr(exc, 'orig', exc)}); nothing was returned or written, retry later",
+                }
+            },
+        )
+
+    for failure in (sa.exc.OperationalError, sa.exc.InterfaceError):
+        app.add_exception_handler(failure, _database)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
