@@ -23,6 +23,7 @@ from clinical_mlops.cli.model import evaluate, report, train
 from clinical_mlops.cli.privacy import privacy_app
 from clinical_mlops.cli.registry import incident_app, registry_app, review_app
 from clinical_mlops.cli.serve import serve_command
+from clinical_mlops.cli.tasks import tasks_app
 
 __all__ = ["app", "main"]
 
@@ -34,6 +35,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(tasks_app, name="tasks")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(privacy_app, name="privacy")

@@ -125,7 +125,7 @@ def run_build(
 
         def tick(done: int, total: int) -> None:
             bar.update(
-                gen, description="generating synthetic ICU events", completed=done, total=total
+                gen, description="generating synthetic raw events", completed=done, total=total
             )
 
         def say(text: str) -> None:
@@ -149,6 +149,23 @@ def run_build(
         return build_snapshot(ws, spec, raw, engine=runner, on_step=on_step, actor=current_actor())
 
 
+def run_table_build(*, task: str, path: Path | None, workspace: Path | None) -> Snapshot:
+    """Project a bring-your-own table onto its declared columns and snapshot it, with progress."""
+    from clinical_mlops.data.table import build_table_snapshot
+
+    if path is None:
+        raise typer.BadParameter("give the table file (.csv or .parquet)", param_hint="--path")
+    ws = workspace_from(workspace)
+    spec = load_task(task)
+    with progress_bar() as bar:
+        steps = bar.add_task("building snapshot", total=5)
+
+        def on_step(name: str) -> None:
+            bar.update(steps, description=name, advance=1)
+
+        return build_table_snapshot(ws, spec, path, on_step=on_step, actor=current_actor())
+
+
 @data_app.command("build")
 def build(
     task: TaskOption = "icu_mortality_48h",
@@ -158,12 +175,16 @@ def build(
         str,
         typer.Option(
             "--source",
-            help="synthetic (embedded default), raw (a folder in the raw contract) or mimic-iv "
-            "(a MIMIC-IV v2.2 folder with hosp/ and icu/).",
+            help="synthetic (embedded default), raw (a folder in the raw contract), mimic-iv "
+            "(a MIMIC-IV v2.2 folder with hosp/ and icu/) or table (one prepared row per "
+            "patient, a .csv or .parquet file whose columns the task spec declares).",
         ),
     ] = "synthetic",
     path: Annotated[
-        Path | None, typer.Option("--path", help="Folder of the source (--source raw or mimic-iv).")
+        Path | None,
+        typer.Option(
+            "--path", help="Folder of the source (raw, mimic-iv) or the table file (table)."
+        ),
     ] = None,
     engine: EngineOption = "duckdb",
     spark_master: SparkMasterOption = "local[2]",
@@ -171,21 +192,23 @@ def build(
     as_json: JsonOption = False,
 ) -> None:
     """Build a content-addressed snapshot: cohort, contracts, features, labels, split."""
-    if source not in ("synthetic", "raw", "mimic-iv"):
+    if source not in ("synthetic", "raw", "mimic-iv", "table"):
         raise typer.BadParameter(
-            f"expected synthetic, raw or mimic-iv, got {source!r}", param_hint="--source"
+            f"expected synthetic, raw, mimic-iv or table, got {source!r}", param_hint="--source"
         )
-    kind = cast(SourceKind, source)
-    snap = run_build(
-        task=task,
-        seed=seed,
-        scale=scale,
-        source=kind,
-        path=path,
-        workspace=workspace,
-        engine=engine,
-        spark_master=spark_master,
-    )
+    if source == "table":
+        snap = run_table_build(task=task, path=path, workspace=workspace)
+    else:
+        snap = run_build(
+            task=task,
+            seed=seed,
+            scale=scale,
+            source=cast(SourceKind, source),
+            path=path,
+            workspace=workspace,
+            engine=engine,
+            spark_master=spark_master,
+        )
     if as_json:
         print_json(snap.summary())
     else:
@@ -256,6 +279,9 @@ def render_snapshot(snap: Snapshot) -> None:
         cmp.add_row(row["figure"], _fmt(row["ours"]), _fmt(row["published"]))
     if cmp.row_count:
         out_console.print(cmp)
+    leakage = snap.manifest.get("leakage_check")
+    if leakage and not leakage.get("checked", True):
+        out_console.print(f"leakage check: {leakage['reason']}")
     c = s["contracts"]
     out_console.print(
         f"data contracts: {c['checks']} checks, {c['hard_failed']} hard failures, "

@@ -1,0 +1,123 @@
+"""``clinical-mlops tasks ...``: list the built-in tasks, draft a spec from a table, check a spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from clinical_mlops.cli._common import JsonOption, err_console, out_console, print_json
+from clinical_mlops.tasks import builtin_tasks, load_task
+
+__all__ = ["tasks_app"]
+
+tasks_app = typer.Typer(
+    help="Task specs: the built-in tasks, a draft from your own table, checking a spec.",
+    no_args_is_help=True,
+)
+
+
+@tasks_app.command("list")
+def list_command(as_json: JsonOption = False) -> None:
+    """List the built-in task specs."""
+    specs = [load_task(n) for n in builtin_tasks()]
+    if as_json:
+        print_json([{"name": s.name, "title": s.title, "features": len(s.features)} for s in specs])
+        return
+    table = Table("task", "features", "title")
+    for s in specs:
+        table.add_row(s.name, str(len(s.features)), s.title)
+    out_console.print(table)
+
+
+@tasks_app.command("init")
+def init_command(
+    from_table: Annotated[
+        Path, typer.Option("--from-table", help="The .csv or .parquet table to draft a spec for.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Where to write the draft (default: ./<name>.yaml)."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Task name (default: from the file name).")
+    ] = None,
+    label: Annotated[
+        str | None, typer.Option("--label", help="The 0/1 outcome column (default: guessed).")
+    ] = None,
+    time: Annotated[
+        str | None,
+        typer.Option("--time", help="The year or date column of the split (default: guessed)."),
+    ] = None,
+    id_column: Annotated[
+        str | None, typer.Option("--id", help="The patient id column (default: guessed).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Draft a task spec from a table's columns, every clinical decision left as a TODO.
+
+    The spec loader refuses the draft until a person has replaced every TODO
+    (justifications, approvals, units, population, thresholds, acceptance, intended
+    use, consent); `clinical-mlops tasks check FILE` lists what is left.
+    """
+    from clinical_mlops.tasks.init import draft_from_table
+
+    try:
+        draft = draft_from_table(from_table, name=name, label=label, time=time, id_column=id_column)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    target = out or Path(f"{draft.name}.yaml")
+    if target.exists() and not force:
+        raise typer.BadParameter(
+            f"{target} exists; pass --force to overwrite it", param_hint="--out"
+        )
+    target.write_text(draft.yaml, encoding="utf-8")
+    if as_json:
+        print_json(
+            {
+                "path": str(target),
+                "name": draft.name,
+                "columns": draft.columns,
+                "todos": draft.todos,
+                "notes": draft.notes,
+            }
+        )
+        return
+    table = Table("column", "role", title=f"Draft {target}", title_justify="left")
+    for column, role in draft.columns.items():
+        table.add_row(column, role)
+    out_console.print(table)
+    for note in draft.notes:
+        err_console.print(f"note: {note}")
+    err_console.print(
+        f"{draft.todos} decision(s) marked TODO for a person; check progress with "
+        f"`clinical-mlops tasks check {target}`"
+    )
+
+
+@tasks_app.command("check")
+def check_command(
+    spec: Annotated[str, typer.Argument(help="Built-in task name or path to a task spec YAML.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Validate a task spec; list every field still to complete or invalid."""
+    task = load_task(spec)
+    result: dict[str, Any] = {
+        "name": task.name,
+        "version": task.version,
+        "spec_sha256": task.spec_hash(),
+        "features": len(task.features),
+        "approved_features": len(task.approved_features),
+        "source": "table" if task.table is not None else "raw events",
+    }
+    if as_json:
+        print_json(result)
+        return
+    out_console.print(
+        f"task spec {task.name} v{task.version} is valid: {result['approved_features']} of "
+        f"{result['features']} features approved, reads {result['source']} "
+        f"(spec sha256 {result['spec_sha256'][:12]})"
+    )

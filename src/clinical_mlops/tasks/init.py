@@ -1,0 +1,411 @@
+"""Draft a task spec from a prepared table, for a person to complete (``tasks init``).
+
+:func:`draft_from_table` reads a ``.csv`` or ``.parquet`` file and writes the YAML
+of a table task (:class:`~clinical_mlops.tasks.spec.TableColumns`): each column
+becomes a feature of the kind its values suggest (numbers -> ``numeric``, 0/1 ->
+``flag``, a few distinct texts -> ``categorical``), observed ranges become *draft*
+valid ranges, categories the observed values; identifier-like and free-text
+columns are listed under ``drop_columns``; ``sex``, ``age`` and ``race`` or
+``ethnicity`` columns become protected attributes (race/ethnicity audit-only,
+never a model input). What only a person can decide — every feature's
+justification and approval, units, the population and setting, the prediction
+time, the operating threshold, the acceptance criteria, the intended use and the
+consent purposes — is written as a value starting with ``TODO``, which
+:func:`~clinical_mlops.tasks.spec.load_task` refuses (``TaskSpecIncomplete``,
+naming every such field) until someone replaces it.
+
+A draft never decides a clinical question: it only saves typing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clinical_mlops.data.table import read_table
+from clinical_mlops.evaluation.baseline import SCORES
+from clinical_mlops.tasks.spec import TODO_MARKER
+
+__all__ = ["TableDraft", "draft_from_table"]
+
+_ID_NAMES = {"id", "mrn", "patient_id", "subject_id", "person_id", "stay_id", "hadm_id"}
+_LABEL_HINTS = ("label", "outcome", "target", "death", "died", "mortality", "readmi", "event")
+_TIME_HINTS = ("year", "date", "time")
+_ETHNICITY_NAMES = {"ethnicity", "race", "ethnic_group"}
+_MAX_CATEGORIES = 30
+_AGE_BANDS = '[{label: "18-44", low: 18, high: 44}, {label: "45-64", low: 45, high: 64}, {label: "65-79", low: 65, high: 79}, {label: "80+", low: 80}]'
+
+
+@dataclass
+class TableDraft:
+    """A drafted spec: its YAML text and what was inferred from the table."""
+
+    yaml: str
+    name: str
+    columns: dict[str, str]  # file column -> role (id, label, time, feature:<kind>, dropped, ...)
+    todos: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _snake(column: str) -> str:
+    name = re.sub(r"[^a-z0-9]+", "_", str(column).strip().lower()).strip("_")
+    return name if re.match(r"^[a-z]", name or "") else f"x_{name or 'column'}"
+
+
+def _q(value: Any) -> str:
+    """A YAML scalar: JSON strings are valid double-quoted YAML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _todo(what: str) -> str:
+    return _q(f"{TODO_MARKER}: {what}")
+
+
+def _is_binary(values: pd.Series) -> bool:
+    present = values.dropna()
+    if present.empty:
+        return False
+    if pd.api.types.is_bool_dtype(present):
+        return True
+    if not pd.api.types.is_numeric_dtype(present):
+        return False
+    return set(np.unique(present.astype(float))) <= {0.0, 1.0}
+
+
+def _years(values: pd.Series) -> pd.Series | None:
+    """Return calendar years if ``values`` are years or dates, else None."""
+    present = values.dropna()
+    if present.empty:
+        return None
+    if pd.api.types.is_datetime64_any_dtype(present):
+        return present.dt.year
+    if pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present):
+        ok = (present == np.floor(present)) & present.between(1800, 2200)
+        return present.astype(int) if bool(ok.all()) else None
+    parsed = pd.to_datetime(present.astype(str), errors="coerce", format="mixed")
+    return parsed.dt.year if parsed.notna().all() else None
+
+
+def _pick(frame: pd.DataFrame, given: str | None, test: Any, role: str) -> str | None:
+    if given is not None:
+        if given not in frame.columns:
+            raise ValueError(f"--{role}: the table has no column {given!r}")
+        return given
+    return next((str(c) for c in frame.columns if test(str(c), frame[c])), None)
+
+
+def draft_from_table(
+    path: str | Path,
+    *,
+    name: str | None = None,
+    label: str | None = None,
+    time: str | None = None,
+    id_column: str | None = None,
+) -> TableDraft:
+    """Return the draft spec of the table at ``path`` (label, time and id guessed unless given).
+
+    Raises ``TableInvalid`` when the file cannot be read and ``ValueError`` when a
+    named column is not in it.
+    """
+    file = Path(path)
+    frame = read_table(file)
+    task = _snake(name or file.stem)
+    id_col = _pick(frame, id_column, lambda c, v: _snake(c) in _ID_NAMES and v.is_unique, "id")
+    label_col = _pick(
+        frame,
+        label,
+        lambda c, v: c != id_col and _is_binary(v) and any(h in _snake(c) for h in _LABEL_HINTS),
+        "label",
+    )
+    time_col = _pick(
+        frame,
+        time,
+        lambda c, v: (
+            c not in (id_col, label_col)
+            and any(h in _snake(c) for h in _TIME_HINTS)
+            and _years(v) is not None
+        ),
+        "time",
+    )
+    roles: dict[str, str] = {}
+    for col, role in ((id_col, "id"), (label_col, "label"), (time_col, "time")):
+        if col is not None:
+            roles[col] = role
+    eth_col = next((str(c) for c in frame.columns if _snake(c) in _ETHNICITY_NAMES), None)
+    if eth_col is not None and eth_col not in roles:
+        roles[eth_col] = "ethnicity (audit only)"
+
+    features: list[str] = []
+    feature_names: list[str] = []
+    dropped: list[str] = []
+    renames: dict[str, str] = {}
+    taken: set[str] = set()
+    for col in map(str, frame.columns):
+        if col in roles:
+            continue
+        values = frame[col]
+        fname = _snake(col)
+        while fname in taken:
+            fname += "_2"
+        if _snake(col) in _ID_NAMES or _snake(col).endswith("_id"):
+            dropped.append(col)
+            roles[col] = "dropped (identifier)"
+            continue
+        if _is_binary(values):
+            kind = "flag"
+        elif pd.api.types.is_numeric_dtype(values):
+            kind = "numeric"
+        elif values.dropna().astype(str).nunique() <= _MAX_CATEGORIES:
+            kind = "categorical"
+        else:
+            dropped.append(col)
+            roles[col] = "dropped (free text)"
+            continue
+        taken.add(fname)
+        feature_names.append(fname)
+        if fname != col:
+            renames[fname] = col
+        roles[col] = f"feature:{kind}"
+        features.append(_feature_yaml(fname, col, kind, values, file.name))
+
+    label_name = _snake(label_col) if label_col else "outcome"
+    if label_col and label_name != label_col:
+        renames[label_name] = label_col
+    years = _years(frame[time_col]) if time_col else None
+    lines = _header(file, task, frame, label_col, years)
+    lines += _label_yaml(label_name, label_col)
+    lines += _split_yaml(years)
+    lines += _table_yaml(time_col, label_col, label_name, id_col, eth_col, renames, dropped)
+    lines += ["features:", *features, ""]
+    lines += _protected_yaml(frame, roles, eth_col)
+    baseline = next((k for k, s in SCORES.items() if set(s.features) <= set(feature_names)), None)
+    lines += _governance_yaml(baseline, frame[label_col] if label_col else None)
+    text = "\n".join(lines) + "\n"
+    return TableDraft(
+        yaml=text,
+        name=task,
+        columns=roles,
+        todos=text.count(f'"{TODO_MARKER}'),
+        notes=[
+            f"{len(features)} feature(s), {len(dropped)} column(s) dropped",
+            *([] if label_col else ["no 0/1 outcome column recognised: name it with --label"]),
+            *([] if time_col else ["no year or date column recognised: name it with --time"]),
+            *(
+                ["no 'age' column: a table task needs a numeric age feature"]
+                if "age" not in feature_names
+                else []
+            ),
+        ],
+    )
+
+
+def _feature_yaml(name: str, column: str, kind: str, values: pd.Series, source: str) -> str:
+    label = column.replace("_", " ").strip()
+    label = label[:1].upper() + label[1:]
+    out = [
+        f"  - name: {name}",
+        f"    label: {_q(label)}  # shown to clinicians",
+        f"    kind: {kind}",
+        "    source: static",
+        "    aggregation: static",
+    ]
+    present = values.dropna()
+    if kind == "numeric":
+        lo, hi = float(present.min()), float(present.max())
+        lo, hi = (np.floor(lo), np.ceil(hi)) if lo != hi else (np.floor(lo) - 1, np.ceil(hi) + 1)
+        unit = _q("a") if name == "age" else _todo(f"UCUM unit of column {column!r}")
+        out += [
+            f"    unit: {unit}",
+            *(["    display_unit: years"] if name == "age" else []),
+            f"    valid_range: [{lo:g}, {hi:g}]  # observed in {source}: set the physiologically valid range",
+        ]
+    elif kind == "flag":
+        out += ['    unit: "1"', "    valid_range: [0, 1]"]
+    else:
+        cats = sorted(present.astype(str).str.strip().unique())
+        out.append(f"    categories: [{', '.join(_q(c) for c in cats)}]  # observed in {source}")
+    out += [
+        f"    justification: {_todo(f'one sentence on why {column!r} is a clinically sound input')}",
+        f"    status: {_todo('approved, once a clinician has reviewed this feature (or proposed / withdrawn)')}",
+    ]
+    return "\n".join(out)
+
+
+def _header(
+    file: Path, task: str, frame: pd.DataFrame, label_col: str | None, years: pd.Series | None
+) -> list[str]:
+    prevalence = (
+        f"{float(pd.to_numeric(frame[label_col], errors='coerce').mean()):.3f}"
+        if label_col
+        else "unknown"
+    )
+    span = f"{int(years.min())}-{int(years.max())}" if years is not None else "unknown"
+    lo, hi = (int(years.min()), int(years.max())) if years is not None else (None, None)
+    return [
+        f"# Draft task spec from {file.name} ({len(frame)} rows, years {span}, outcome rate "
+        f"{prevalence}).",
+        "# Written by `clinical-mlops tasks init`: every value starting with TODO is a decision for",
+        "# a person; the spec loader refuses the file until none is left. Observed ranges and",
+        "# categories are drafts: replace them with what is clinically valid.",
+        f"name: {task}",
+        "version: 1",
+        f"title: {_todo('one line: what is predicted, for whom, when')}",
+        f"description: {_todo('a short paragraph for clinicians')}",
+        f"anchor: {_todo('icu_admission or discharge: what the prediction time counts from')}",
+        f"prediction_time_hours: {_todo('hours after the anchor when the model runs')}",
+        "observation_window:",
+        f"  start_hours: {_todo('start of the data window the columns summarise (hours)')}",
+        f"  end_hours: {_todo('end of that window, at or before the prediction time')}",
+        "",
+        "cohort:",
+        f"  setting: {_todo('icu or ward')}",
+        "  min_age: 18",
+        f"  years: [{lo}, {hi}]" if lo is not None else f"  years: {_todo('[first, last] year')}",
+        "  first_stay_only: false  # criteria that need raw events are the table producer's",
+        "  exclude_repeat_stays_in_admission: false",
+        "  min_los_hours: 0",
+        "  max_missing_feature_fraction: 0.5",
+        "  require_outcome: true",
+        "",
+    ]
+
+
+def _label_yaml(name: str, column: str | None) -> list[str]:
+    return [
+        "label:",
+        f"  name: {name}",
+        "  event: column",
+        "  window:",
+        f"    start_hours: {_todo('start of the outcome window (hours after the anchor)')}",
+        f"    end_hours: {_todo('end of the outcome window')}",
+        f"  description: {_todo(f'what a 1 in column {column!r} means, and over which window' if column else 'the outcome')}",
+        "",
+    ]
+
+
+def _split_yaml(years: pd.Series | None) -> list[str]:
+    if years is None or years.nunique() < 2:
+        return [
+            "split:",
+            "  kind: temporal",
+            f"  train_years: {_todo('[first, last] training years')}",
+            f"  test_years: {_todo('[first, last] test years, after the training years')}",
+            "  cv_folds: 5",
+            "",
+        ]
+    lo, hi = int(years.min()), int(years.max())
+    cut = min(int(np.quantile(years, 0.7)), hi - 1)
+    return [
+        "split:  # about 70 % of rows train, the later years test: check the periods",
+        "  kind: temporal",
+        f"  train_years: [{lo}, {cut}]",
+        f"  test_years: [{cut + 1}, {hi}]",
+        "  cv_folds: 5",
+        "",
+    ]
+
+
+def _table_yaml(
+    time_col: str | None,
+    label_col: str | None,
+    label_name: str,
+    id_col: str | None,
+    eth_col: str | None,
+    renames: dict[str, str],
+    dropped: list[str],
+) -> list[str]:
+    columns = {k: v for k, v in renames.items() if k != label_name}
+    if eth_col is not None and eth_col != "ethnicity":
+        columns["ethnicity"] = eth_col
+    out = [
+        "table:",
+        f"  time_column: {_q(time_col) if time_col else _todo('the year or date column')}",
+        f"  label_column: {_q(label_col) if label_col else _todo('the 0/1 outcome column')}",
+    ]
+    if id_col is not None:
+        out.append(f"  id_column: {_q(id_col)}  # checked unique, never copied into a snapshot")
+    if columns:
+        out.append("  columns:  # spec name -> column in the file")
+        out += [f"    {k}: {_q(v)}" for k, v in columns.items()]
+    if dropped:
+        out.append(f"  drop_columns: [{', '.join(_q(c) for c in dropped)}]  # never read: review")
+    return [*out, ""]
+
+
+def _protected_yaml(frame: pd.DataFrame, roles: dict[str, str], eth_col: str | None) -> list[str]:
+    out = ["protected_attributes:"]
+    for col, role in roles.items():
+        if _snake(col) in ("sex", "gender") and role == "feature:categorical":
+            groups = ", ".join(
+                f"{_q(v)}: {_q(v)}" for v in sorted(frame[col].dropna().astype(str).unique())
+            )
+            out += [
+                f"  - name: {_snake(col)}",
+                f"    column: {_snake(col)}",
+                f"    groups: {{{groups}}}",
+            ]
+        if _snake(col) == "age" and role == "feature:numeric":
+            out += ["  - name: age_group", "    column: age", f"    bands: {_AGE_BANDS}"]
+    if eth_col is not None:
+        groups = ", ".join(
+            f"{_q(v)}: {_q(v)}" for v in sorted(frame[eth_col].dropna().astype(str).unique())
+        )
+        out += [
+            "  - name: ethnicity",
+            "    column: ethnicity",
+            f"    groups: {{{groups}}}",
+            "    optional: true",
+        ]
+    if len(out) == 1:
+        out[0] = "protected_attributes: []  # none recognised: declare sex, age and ethnicity"
+    return [*out, ""]
+
+
+def _governance_yaml(baseline: str | None, outcome: pd.Series | None) -> list[str]:
+    rate = (
+        f" (the outcome rate is {float(pd.to_numeric(outcome, errors='coerce').mean()):.3f})"
+        if outcome is not None
+        else ""
+    )
+    base = (
+        f"clinical_baseline: {baseline}  # its features are all in the table"
+        if baseline
+        else f"clinical_baseline: {_todo('one of ' + ', '.join(sorted(SCORES)) + ' (the report compares the model with it)')}"
+    )
+    return [
+        base,
+        "",
+        "thresholds:",
+        f"  operating: {_todo('probability at which the care team is alerted' + rate)}",
+        "  conformal_alpha: 0.10",
+        "  subgroup_auroc_gap: 0.05",
+        "  auroc_degradation: 0.05",
+        "  psi: 0.2",
+        "",
+        "acceptance:  # release criteria, declared before validation (gate 2)",
+        f"  min_auroc: {_todo('minimum AUROC on the locked test set')}",
+        f"  max_ece: {_todo('maximum expected calibration error')}",
+        f"  min_subgroup_auroc: {_todo('minimum AUROC in every measurable subgroup')}",
+        "  must_beat_baseline: true",
+        "",
+        "intended_use:",
+        f"  statement: {_todo('who uses the prediction, when, and for which decision')}",
+        f"  users: [{_todo('e.g. ward physicians')}]",
+        f"  setting: {_todo('where it may be used')}",
+        f"  population: {_todo('the patients it was validated for')}",
+        "",
+        f"non_intended_uses: [{_todo('populations and decisions it must not be used for')}]",
+        "",
+        "consent:",
+        f"  purposes_allowed: [{_todo('e.g. direct_care')}]",
+    ]
