@@ -51,3 +51,37 @@ def governed(trained: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
         for r in test[names].to_dict(orient="records")
     ]
     return {"ws": ws, "release": shown["version"], "rows": rows}
+
+
+def score_now(
+    ws: Workspace, rows: list[dict[str, Any]], *, n: int = 300, shifted: int = 150
+) -> list[Any]:
+    """Score ``n`` stays now through the Predictor; the last ``shifted`` all ventilated."""
+    from clinical_mlops.serving import PredictionRequest, Predictor
+
+    requests = []
+    for i in range(n):
+        features = dict(rows[i % len(rows)])
+        if i >= n - shifted:
+            features["ventilation"] = 1
+        requests.append(
+            PredictionRequest(
+                subject_id=f"MRN-{i % 120}",
+                purpose="direct_care",
+                setting="icu",
+                features=features,
+                request_id=f"now-{i}",
+            )
+        )
+    with Predictor.open(ws) as p:
+        return p.predict_many(requests, requester="system:ehr")
+
+
+@pytest.fixture
+def live(governed: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """A private copy of the governed workspace with 300 stays scored now (half ventilated)."""
+    root = tmp_path / "live"
+    shutil.copytree(governed["ws"].root, root)
+    ws = Workspace.open(root)
+    results = score_now(ws, governed["rows"])
+    return {"ws": ws, "release": governed["release"], "results": results}

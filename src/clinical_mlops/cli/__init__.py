@@ -20,6 +20,7 @@ from clinical_mlops.cli.data import data_app
 from clinical_mlops.cli.demo import demo_command
 from clinical_mlops.cli.keys import keys_app
 from clinical_mlops.cli.model import evaluate, report, train
+from clinical_mlops.cli.monitor import monitor_app, simulate_app
 from clinical_mlops.cli.privacy import privacy_app
 from clinical_mlops.cli.registry import incident_app, registry_app, review_app
 from clinical_mlops.cli.serve import serve_command
@@ -42,6 +43,8 @@ app.add_typer(privacy_app, name="privacy")
 app.add_typer(registry_app, name="registry")
 app.add_typer(review_app, name="review")
 app.add_typer(incident_app, name="incident")
+app.add_typer(monitor_app, name="monitor")
+app.add_typer(simulate_app, name="simulate")
 app.add_typer(console_app, name="console")
 app.command("demo")(demo_command)
 app.command("train")(train)

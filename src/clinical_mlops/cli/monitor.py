@@ -1,0 +1,366 @@
+"""``clinical-mlops monitor run|report|alerts`` and ``clinical-mlops simulate drift``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from clinical_mlops.cli._common import (
+    JsonOption,
+    WorkspaceOption,
+    current_actor,
+    err_console,
+    out_console,
+    print_json,
+    workspace_from,
+)
+from clinical_mlops.errors import MonitoringError
+from clinical_mlops.workspace import Workspace
+
+__all__ = ["monitor_app", "simulate_app"]
+
+monitor_app = typer.Typer(
+    help="Drift, outcome-linked, fairness and workflow monitoring of served releases (R-O1..R-O3).",
+    no_args_is_help=True,
+)
+simulate_app = typer.Typer(
+    help="Simulated operation on simulated time (no sleeping).", no_args_is_help=True
+)
+
+TaskOption = Annotated[
+    str | None, typer.Option("--task", "-t", help="Only releases of this task (default: all).")
+]
+
+
+def _when(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise MonitoringError(
+            f"{option}: expected an ISO-8601 time such as 2026-03-02T09:00:00Z, got {value!r}"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@monitor_app.command(
+    "run", help="Evaluate the windows since the last run, raise alerts, act on them."
+)
+def run_cmd(
+    task: TaskOption = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Start of the period (default: 14 days ago).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="End of the period (default: now).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Raise and store alerts but take no action.")
+    ] = False,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.monitoring.runs import run_monitor
+
+    with err_console.status("reading the audit ledger and evaluating windows"):
+        summary = run_monitor(
+            workspace_from(workspace),
+            task=task,
+            since=_when(since, "--since"),
+            until=_when(until, "--until"),
+            act=not dry_run,
+        )
+    if json_:
+        print_json(summary)
+        return
+    table = Table(title=f"monitor run {summary['since']} to {summary['until']}")
+    for col in ("release", "records", "windows", "alerts opened", "repeats", "actions"):
+        table.add_column(col)
+    for r in summary["releases"]:
+        acts = ", ".join(f"{a['action']}{'' if a['done'] else ' (refused)'}" for a in r["actions"])
+        table.add_row(
+            r["release"],
+            str(r["records"]),
+            str(r["windows"]),
+            str(len(r["alerts_opened"])),
+            str(r["occurrences_counted"]),
+            acts or "-",
+        )
+    out_console.print(table)
+    for note in summary["notes"] + [n for r in summary["releases"] for n in r["notes"]]:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+
+
+def _release_of(ws: Workspace, release: str | None, task: str | None) -> tuple[str, Any]:
+    from clinical_mlops.registry.registry import Registry
+
+    with Registry.open(ws) as reg:
+        if release is None:
+            active = reg.active(task or "icu_mortality_48h")
+            if active is None:
+                raise MonitoringError(
+                    "no active release to report on; name one with --release (task@n)"
+                )
+            release = active.version
+        return release, reg.bundle(release)
+
+
+@monitor_app.command("report", help="Write the monitoring report (HTML with plots) of a release.")
+def report_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
+        "monitoring-report.html"
+    ),
+    release: Annotated[
+        str | None, typer.Option("--release", help="Release (default: the task's active one).")
+    ] = None,
+    task: TaskOption = None,
+    since: Annotated[str | None, typer.Option("--since", help="Start of the period.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="End of the period.")] = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.monitoring.alerts import AlertStore
+    from clinical_mlops.monitoring.report import monitoring_report, write_report
+    from clinical_mlops.monitoring.runs import stored_windows
+    from clinical_mlops.monitoring.windows import MonitorReference
+
+    ws = workspace_from(workspace)
+    version, bundle = _release_of(ws, release, task)
+    ref = MonitorReference.from_bundle(bundle, release=version)
+    windows = stored_windows(
+        ws, version, since=_when(since, "--since"), until=_when(until, "--until")
+    )
+    with AlertStore.open(ws) as store:
+        alerts = sorted(store.list(release=version), key=lambda a: a.opened_at)
+    notes = list(ref.notes)
+    if not windows:
+        notes.append(f"no stored windows for {version}: run `clinical-mlops monitor run` first")
+    report = monitoring_report(
+        windows,
+        alerts,
+        spec=ref.spec,
+        release=version,
+        validated_auroc=ref.validated_auroc,
+        title=f"Monitoring report: {ref.spec.title}",
+        notes=notes,
+    )
+    path = write_report(report, out)
+    if json_:
+        print_json({k: v for k, v in report.items() if k != "plots"} | {"path": str(path)})
+    else:
+        out_console.print(f"wrote {path} ({len(windows)} windows, {len(alerts)} alerts)")
+
+
+@monitor_app.command("alerts", help="List alerts; show, acknowledge or resolve one.")
+def alerts_cmd(
+    status: Annotated[
+        str | None, typer.Option("--status", help="open, acknowledged or resolved.")
+    ] = None,
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="data, concept, workflow or fairness.")
+    ] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Last seen at or after.")] = None,
+    show: Annotated[
+        str | None, typer.Option("--show", help="Show one alert and its series.")
+    ] = None,
+    acknowledge: Annotated[
+        str | None, typer.Option("--acknowledge", help="Acknowledge this alert.")
+    ] = None,
+    resolve: Annotated[str | None, typer.Option("--resolve", help="Resolve this alert.")] = None,
+    comment: Annotated[
+        str | None, typer.Option("--comment", help="Why (required to resolve); recorded.")
+    ] = None,
+    actor: Annotated[
+        str | None,
+        typer.Option("--as", help="Who acts (default: $CLINICAL_MLOPS_ACTOR or the login name)."),
+    ] = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.monitoring import alerts as al
+
+    ws = workspace_from(workspace)
+    who = actor or current_actor()
+    if acknowledge:
+        a = al.acknowledge_alert(ws, acknowledge, actor=who, comment=comment)
+        _one(a.to_json(), json_, f"acknowledged {a.id}: {a.summary}")
+        return
+    if resolve:
+        a = al.resolve_alert(ws, resolve, actor=who, comment=comment or "")
+        _one(a.to_json(), json_, f"resolved {a.id}: {a.summary}")
+        return
+    if show:
+        a = al.get_alert(ws, show)
+        data = a.to_json() | {"series": al.alert_series(ws, show)["points"]}
+        _one(data, json_, f"{a.id} [{a.status}] {a.kind}/{a.rule} {a.severity}: {a.summary}")
+        return
+    found = al.list_alerts(ws, status=status, kind=kind, since=_when(since, "--since"))
+    if json_:
+        print_json({"alerts": [a.to_json() for a in found]})
+        return
+    table = Table(title=f"{len(found)} alerts")
+    for col in ("id", "status", "kind", "rule", "subgroup", "severity", "action", "n", "last seen"):
+        table.add_column(col)
+    for a in found:
+        table.add_row(
+            a.id,
+            a.status,
+            a.kind,
+            a.rule,
+            a.subgroup or "",
+            a.severity,
+            a.action,
+            str(a.occurrences),
+            a.last_seen_at[:16],
+        )
+    out_console.print(table)
+
+
+def _one(data: dict[str, Any], as_json: bool, line: str) -> None:
+    if as_json:
+        print_json(data)
+    else:
+        out_console.print(line, highlight=False)
+
+
+@simulate_app.command("drift", help="Run the R-T8 ventilation drift scenario on simulated time.")
+def drift_cmd(
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Trained model version (default: the active release's)."),
+    ] = None,
+    feature: Annotated[str, typer.Option("--feature", help="Flag input to shift.")] = "ventilation",
+    target: Annotated[
+        float, typer.Option("--target", help="Prevalence of the flag after the shift.")
+    ] = 0.72,
+    shifted_stays: Annotated[
+        int, typer.Option("--shifted-stays", min=1, help="Stays in the shifted period.")
+    ] = 2000,
+    unshifted_hours: Annotated[
+        float, typer.Option("--unshifted-hours", help="Hours of unshifted operation before.")
+    ] = 72.0,
+    rate: Annotated[
+        float, typer.Option("--rate", help="Arrivals per simulated hour (Poisson).")
+    ] = 40.0,
+    outcome_delay_hours: Annotated[
+        float, typer.Option("--outcome-delay-hours", help="Hours from prediction to outcome.")
+    ] = 48.0,
+    clean_days: Annotated[
+        float, typer.Option("--clean-days", help="Days of unshifted stream for false alarms.")
+    ] = 30.0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the simulated stream.")] = 7,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Also write the scenario's HTML report here.")
+    ] = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.monitoring.scenarios import (
+        DriftScenario,
+        count_alerts,
+        drift_scenario,
+        scored_test_stays,
+    )
+
+    ws = workspace_from(workspace)
+    version = model or _model_of_active_release(ws)
+    sc = DriftScenario(
+        feature=feature,
+        target_prevalence=target,
+        shifted_stays=shifted_stays,
+        unshifted_hours=unshifted_hours,
+        rate_per_hour=rate,
+        outcome_delay_hours=outcome_delay_hours,
+        clean_days=clean_days,
+        seed=seed,
+    )
+    with err_console.status(f"scoring the locked test stays of {version}"):
+        stays = scored_test_stays(ws, model_version=version)
+    with err_console.status(
+        f"simulating the shifted stream and a clean stream of {clean_days:g} days"
+    ):
+        result = drift_scenario(stays, sc)
+    f = result.figures
+    if report is not None:
+        from clinical_mlops.monitoring.report import monitoring_report, write_report
+
+        path = write_report(
+            monitoring_report(
+                result.run.windows,
+                sorted(count_alerts(result.run.signals), key=lambda a: a.opened_at),
+                spec=stays.reference.spec,
+                release=stays.reference.release,
+                validated_auroc=stays.reference.validated_auroc,
+                title="Simulated drift scenario (R-T8)",
+                extra={
+                    "shift starts after (h)": f["shift_starts_after_hours"],
+                    "detection delay (h)": f["detection_delay_hours"],
+                    "detection delay (shifted stays)": f["detection_delay_stays"],
+                    "AUROC before / after": f"{f['auroc_before']} / {f['auroc_after']}",
+                    "false alarms per 30 unshifted days": f["false_alarms_30d"],
+                },
+            ),
+            report,
+        )
+        f = f | {"report": str(path)}
+    if json_:
+        print_json(f)
+        return
+    _render_drift(f)
+
+
+def _model_of_active_release(ws: Workspace) -> str:
+    from clinical_mlops.registry.registry import Registry
+
+    with Registry.open(ws) as reg:
+        active = reg.active("icu_mortality_48h")
+        if active is not None:
+            return active.model_version
+    models = sorted(
+        (p for p in ws.models_dir.iterdir() if (p / "report.json").exists()),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not models:
+        raise MonitoringError(
+            f"no trained model in workspace {ws.root}; train one (`clinical-mlops train`) "
+            "or name it with --model"
+        )
+    return models[-1].name
+
+
+def _render_drift(f: dict[str, Any]) -> None:
+    sc = f["scenario"]
+    out_console.print(
+        f"[bold]drift scenario[/] {sc['feature']} {f['feature_prevalence_before']:.1%} -> "
+        f"{f['feature_prevalence_after']:.1%} in {sc['shifted_stays']} stays at "
+        f"{sc['rate_per_hour']:g}/h after {f['shift_starts_after_hours']:g} h; outcomes after "
+        f"{sc['outcome_delay_hours']:g} h",
+        highlight=False,
+    )
+    table = Table(title="detection delay per detector")
+    for col in ("detector", "hours", "shifted stays seen"):
+        table.add_column(col)
+    for name, hours in f["detection_delay_hours"].items():
+        stays = f["detection_delay_stays"][name]
+        table.add_row(
+            name, "-" if hours is None else f"{hours:.2f}", "-" if stays is None else str(stays)
+        )
+    out_console.print(table)
+    for action, hit in f["escalation"].items():
+        if hit:
+            out_console.print(
+                f"{action}: {hit['rule']} after {hit['after_hours']:.2f} h "
+                f"({hit['shifted_stays_seen']} shifted stays): {hit['summary']}",
+                highlight=False,
+                markup=False,
+            )
+    out_console.print(
+        f"AUROC before {f['auroc_before']} after {f['auroc_after']} (validated "
+        f"{f['auroc_validated']}); false alarms per 30 unshifted days: {f['false_alarms_30d']}",
+        highlight=False,
+    )
