@@ -238,3 +238,34 @@ def test_a_completed_draft_runs_the_whole_pipeline_through_serving(
             reference = MonitorReference.from_bundle(reg.bundle(v), release=v)
         run = Monitor(reference).run(records["inferences"][v])
         assert reference.spec.name == "icu_extract" and run.n_records == 2
+
+
+def test_parquet_types_date_time_and_booleans_are_read_as_such(tmp_path: Path) -> None:
+    n = 120
+    t = pd.DataFrame(
+        {
+            "patient_id": range(n),
+            "Age": [20 + i % 70 for i in range(n)],
+            "admission": pd.date_range("2010-01-01", periods=n, freq="30D"),
+            "discharged": pd.date_range("2010-01-05", periods=n, freq="30D"),
+            "sepsis": [i % 3 == 0 for i in range(n)],
+            "crp": [float(i) for i in range(n)],
+            "outcome_readmit": [i % 7 == 0 for i in range(n)],
+        }
+    )
+    t.to_parquet(tmp_path / "ward.parquet", index=False)
+    draft = draft_from_table(tmp_path / "ward.parquet", time="admission")
+    assert draft.columns == {
+        "patient_id": "id",
+        "outcome_readmit": "label",
+        "admission": "time",
+        "Age": "feature:numeric",
+        "discharged": "dropped (date or time)",
+        "sepsis": "feature:flag",
+        "crp": "feature:numeric",
+    }
+    data = yaml.safe_load(draft.yaml)
+    years = t["admission"].dt.year
+    assert data["cohort"]["years"] == [int(years.min()), int(years.max())]
+    assert data["table"]["columns"] == {"age": "Age"}
+    assert str(data["clinical_baseline"]).startswith("TODO")  # no built-in score fits

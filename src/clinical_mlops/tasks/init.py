@@ -132,7 +132,9 @@ def draft_from_table(
         time,
         lambda c, v: (
             c not in (id_col, label_col)
-            and any(h in _snake(c) for h in _TIME_HINTS)
+            and (
+                pd.api.types.is_datetime64_any_dtype(v) or any(h in _snake(c) for h in _TIME_HINTS)
+            )
             and _years(v) is not None
         ),
         "time",
@@ -160,6 +162,10 @@ def draft_from_table(
         if _snake(col) in _ID_NAMES or _snake(col).endswith("_id"):
             dropped.append(col)
             roles[col] = "dropped (identifier)"
+            continue
+        if pd.api.types.is_datetime64_any_dtype(values):
+            dropped.append(col)
+            roles[col] = "dropped (date or time)"
             continue
         if _is_binary(values):
             kind = "flag"
