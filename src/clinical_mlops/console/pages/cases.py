@@ -80,12 +80,16 @@ def queue(
 
 def _spec(viewer: Viewer, release: str | None) -> TaskSpec | None:
     """Return the task spec of ``release`` (None when the release is unknown)."""
-    from clinical_mlops.tasks import load_task
+    from pathlib import Path
+
+    from clinical_mlops.tasks.spec import load_sealed_task
 
     if not release:
         return None
     try:
-        return load_task(viewer.console.registry.get(release).task)
+        rel = viewer.console.registry.get(release)
+        # A task defined in a YAML file is not installed: its spec is sealed in the bundle.
+        return load_sealed_task(rel.task, Path(rel.path) / "task_spec.json")
     except ReleaseNotFound:
         return None
 
