@@ -1,6 +1,7 @@
 """Tamper battery (issue 4, "must show"): 1,000 randomised trials per backend on a ledger
 of 1,000 entries; every tampering is detected and, where the tampered entry is
-determined, ``first_bad_seq`` names it exactly.
+determined, ``first_bad_seq`` names it exactly — or, when only the signature of a seal
+can tell (a forged row, a cut mid-transaction), the first entry of the sealed run.
 
 Each trial tampers inside a transaction, verifies through the same connection
 and rolls back, so the pristine ledger is built once. Roll-back-to-an-older-copy
@@ -205,7 +206,7 @@ def _flip_cell(
     rng: random.Random,
 ) -> bool:
     value = conn.execute(sa.text(f"SELECT {column} FROM {table} WHERE {where}"), params).scalar()
-    if value is None:
+    if value is None or value == "":  # nothing to flip (an entry sealed by a later one)
         return False
     for _ in range(20):
         new = _flip(value, rng, conn.dialect.name)
@@ -242,6 +243,19 @@ def _cut(conn: sa.Connection, k: int) -> None:
     conn.execute(sa.text("DELETE FROM ledger_entries WHERE seq >= :k"), {"k": k})
     conn.execute(sa.text("DELETE FROM ledger_checkpoints WHERE size > :k"), {"k": k})
     conn.execute(sa.text("DELETE FROM ledger_chunks WHERE (idx + 1) * 256 > :k"), {"k": k})
+
+
+def _run_start(conn: sa.Connection, seq: int) -> int:
+    """Return the first seq of the sealed run ``seq`` belongs to (the entry after the previous seal).
+
+    Entries of one write transaction share the signature of its last entry; when a forged
+    or missing seal breaks that signature, the first seq verify can name is the run's first.
+    """
+    prev_seal = conn.execute(
+        sa.text("SELECT MAX(seq) FROM ledger_entries WHERE signature != '' AND seq < :s"),
+        {"s": seq},
+    ).scalar()
+    return 0 if prev_seal is None else int(prev_seal) + 1
 
 
 def _forge(p: Pristine, conn: sa.Connection, rng: random.Random, *, replace: int | None) -> int:
@@ -365,13 +379,16 @@ def _trial(p: Pristine, conn: sa.Connection, rng: random.Random) -> tuple[str, i
         return f"swap {i}<->{j}", i
     if kind == "cut_tail":
         k = rng.randrange(1, N_ENTRIES)
+        start = _run_start(conn, k)  # k itself if the cut falls between transactions
         _cut(conn, k)
-        return f"cut tail at {k}", k
+        return f"cut tail at {k}", start
     if kind == "forge_append":
         return "forge appended row", _forge(p, conn, rng, replace=None)
     if kind == "forge_replace":
         seq = rng.randrange(1, N_ENTRIES)
-        return f"forge row {seq}", _forge(p, conn, rng, replace=seq)
+        start = _run_start(conn, seq)
+        _forge(p, conn, rng, replace=seq)
+        return f"forge row {seq}", start
     if kind == "checkpoint_sig":
         row = rng.choice(
             conn.execute(sa.text("SELECT size, time, key_id FROM ledger_checkpoints")).all()

@@ -238,3 +238,36 @@ def test_tampered_bundle_refuses_to_start(served: dict[str, Any], tmp_path) -> N
             Predictor.open(served["ws"])
     finally:
         target.write_bytes(original)
+
+
+def test_audit_replay_command(
+    predictor: Predictor,
+    served: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`clinical-mlops audit replay SEQ --json` recomputes a served prediction identically."""
+    import json
+    import sys
+
+    from clinical_mlops.cli import app
+    from clinical_mlops.cli._common import run_guarded
+
+    res = predictor.predict(req(served["rows"][11], 11), requester="t")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["clinical-mlops", *args, "-w", str(served["ws"].root)])
+        try:
+            code = run_guarded(app)
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, out, _ = run("audit", "replay", str(res.audit_seq), "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["status"] == "identical" and "probability" in doc["compared"]
+    # a record that is not an inference is refused by name, exit code 2
+    code, _, err = run("audit", "replay", "0")
+    assert code == 2 and "inference" in err

@@ -17,7 +17,12 @@ sigstore/rekor's ``pkg/verify``):
                   ledger, and its root equals the root recomputed at its size.
                   All roots come from one set of leaves, so the checkpoints are
                   consistent with each other by construction.
-10. ``signature`` each entry's Ed25519 signature over its body.
+10. ``signature`` each seal's Ed25519 signature over its body. The last entry of
+                  every write transaction is signed; the entries before it in
+                  the same transaction have an empty signature and are sealed by
+                  it through the hash chain (its body holds the previous leaf
+                  hash). A run of unsigned entries with no seal after it — the
+                  end of the ledger cut off mid-transaction — is a problem.
 
 Why signatures are checked last and not always for every entry: a leaf covers
 every stored byte of its row (body, key id and signature), so when the root
@@ -365,13 +370,27 @@ def verify_ledger(
     # Entries since the last checkpoint that authenticated them: (seq, body hash, key, sig).
     pending: list[tuple[int, str, str, str]] = []
 
-    def settle_pending(before: int | None) -> int | None:
-        """Check pending signatures (those below ``before``); return the first bad seq."""
+    def settle_pending(before: int | None, *, final: bool = False) -> int | None:
+        """Check the pending seals below ``before``; return the first bad seq.
+
+        An entry with an empty signature is sealed by the next signed entry and is
+        settled together with it; a run still waiting for its seal stays pending,
+        except at the end of the ledger (``final``), where it is a problem: the
+        entry that sealed it is gone.
+        """
+        limit = len(pending)
+        if before is not None:
+            limit = next((i for i, it in enumerate(pending) if it[0] >= before), len(pending))
+        cut = limit
+        if not final:
+            while cut > 0 and pending[cut - 1][3] == "":
+                cut -= 1
+        settle, keep = pending[:cut], pending[cut:]
         first_bad = None
-        keep = []
-        for seq, body_hash, key_id, signature in pending:
-            if before is not None and seq >= before:
-                keep.append((seq, body_hash, key_id, signature))
+        run_start: int | None = None
+        for seq, body_hash, key_id, signature in settle:
+            if signature == "":
+                run_start = seq if run_start is None else run_start
                 continue
             report.signatures_checked += 1
             bad = check_entry_signature(
@@ -382,11 +401,30 @@ def verify_ledger(
                 keys=public_keys,
             )
             if bad:
-                problems.append(Problem("signature", seq, f"entry {seq}: {bad}"))
+                span = seq if run_start is None else run_start
+                where = (
+                    f"entry {seq}"
+                    if run_start is None
+                    else f"entries {run_start}..{seq} (sealed by entry {seq})"
+                )
+                problems.append(Problem("signature", span, f"{where}: {bad}"))
                 if first_bad is None:
-                    first_bad = seq
+                    first_bad = span
                     if fail_fast:
                         break
+            run_start = None
+        else:
+            if run_start is not None:
+                problems.append(
+                    Problem(
+                        "signature",
+                        run_start,
+                        f"entries {run_start}..{settle[-1][0]} carry no signature and nothing "
+                        "seals them: the entry whose signature sealed their transaction is "
+                        "missing (truncated or rolled back)",
+                    )
+                )
+                first_bad = run_start if first_bad is None else first_bad
         pending[:] = keep
         return first_bad
 
@@ -484,7 +522,7 @@ def verify_ledger(
 
         size = tree.size
         report.root = tree.root().hex()
-        settle_pending(None)  # the tail no checkpoint covers
+        settle_pending(None, final=True)  # the tail no checkpoint covers
         if fail_fast and problems:
             raise _Stop
         for index in sorted(stored_chunks):
