@@ -177,6 +177,12 @@ class TaskSpecInvalid(SpecError):
 class TaskSpecIncomplete(TaskSpecInvalid):
     """A drafted spec (``tasks init``) with fields still marked TODO; a person must complete them."""
 
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        super().__init__(source, problems)
+        lines = [f"task spec {source} is a draft: {len(problems)} field(s) left for a person:"]
+        lines += [f"  {path}: {message}" for path, message in problems]
+        self.args = ("\n".join(lines),)
+
 
 class DataError(ClinicalMlopsError):
     """A problem with the input data."""

@@ -567,9 +567,7 @@ def task_from_mapping(data: Any, *, source: str) -> TaskSpec:
         )
     todos = _todos(data)
     if todos:
-        raise TaskSpecIncomplete(
-            source, [(path, f"left for a person to complete: {text}") for path, text in todos]
-        )
+        raise TaskSpecIncomplete(source, [(path, text) for path, text in todos])
     try:
         return TaskSpec.model_validate(data)
     except ValidationError as exc:
