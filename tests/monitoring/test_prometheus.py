@@ -114,8 +114,8 @@ def test_real_prometheus_scrape_matches_the_service(live: dict[str, Any], tmp_pa
                 try:
                     up = _query(prom_port, 'up{job="clinical-mlops"}')
                     got = _query(prom_port, '{__name__=~"clinical_mlops_monitor_.*"}')
-                except httpx.TransportError:
-                    time.sleep(0.5)
+                except (httpx.TransportError, httpx.HTTPStatusError):
+                    time.sleep(0.5)  # not listening yet, or 503 while its storage starts
                     continue
                 if up and up[0]["value"][1] == "1" and got:
                     break
