@@ -152,6 +152,48 @@ def build_world(root: Path, trained_root: Path, model_version: str) -> dict[str,
             ),
             actor="system:monitor",
         )
+        for rule, kind, severity, owner, action, summary, quantity, value, limit in (
+            (
+                "auroc_degradation",
+                "concept",
+                "critical",
+                "reviewer",
+                "suspend",
+                "AUROC on linked outcomes fell 6.4 % below the validated value",
+                "auroc_drop",
+                0.064,
+                0.05,
+            ),
+            (
+                "override_rate_high",
+                "workflow",
+                "info",
+                "reviewer",
+                "open_review",
+                "Clinicians overrode 31 % of shown predictions this week",
+                "override_rate",
+                0.31,
+                0.25,
+            ),
+        ):
+            store.raise_alert(
+                AlertSignal(
+                    rule=rule,
+                    kind=kind,
+                    severity=severity,
+                    owner_role=owner,
+                    action=action,
+                    at=utc_iso(T0 + timedelta(hours=5)),
+                    summary=summary,
+                    quantity=quantity,
+                    value=value,
+                    threshold=limit,
+                    release=v1,
+                    model_version=model_version,
+                    series=((utc_iso(T0 + timedelta(hours=4)), limit * 0.8),),
+                ),
+                actor="system:monitor",
+            )
     users = UserDirectory.open(ws)
     for name, roles in USERS.items():
         users.add(name, roles=roles, password=PASSWORD)

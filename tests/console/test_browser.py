@@ -220,6 +220,23 @@ def test_main_pages_are_labelled_keyboard_reachable_and_saved(
         )
         assert unlabelled == [], (name, unlabelled)
         save_screen(page, shots, name)
+    # The incident workflow, by keyboard-free form filling: open, then a communication step.
+    page.goto(live + "/console/incidents")
+    assert page.get_by_label("Release").input_value() == world["v1"]
+    page.get_by_label("Severity").select_option("high")
+    page.get_by_label("What happened").fill("Lactate sent in mg/dL by one analyser since 06:00")
+    page.get_by_label("Incident lead").fill(COMPLIANCE)
+    page.get_by_label("Clinical lead").fill(REVIEWER)
+    page.get_by_label("Communications lead").fill(ENGINEER)
+    page.get_by_role("button", name="Open the incident").click()
+    page.wait_for_url("**/console/incidents/inc-*")
+    page.get_by_label("Step", exact=True).select_option("communication")
+    page.get_by_label("Detail").fill("ICU consultants and the lab told by the incident lead")
+    page.get_by_role("button", name="Record the step").click()
+    page.wait_for_load_state()
+    steps = page.locator("ol.timeline li")
+    assert steps.count() == 2 and "communication" in steps.nth(1).inner_text()
+    save_screen(page, shots, "incident")
     # Keyboard: the first Tab reaches the skip link, which is visibly focused.
     page.goto(live + "/console/models")
     page.keyboard.press("Tab")

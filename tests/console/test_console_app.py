@@ -43,7 +43,7 @@ PEOPLE = ("clinician", "reviewer", "ml_engineer", "compliance", "auditor")
 @pytest.fixture(scope="module")
 def ids(world: dict[str, Any]) -> dict[str, str]:
     """Real values for every path parameter of the console's routes."""
-    with Registry.open(world["ws"]) as reg:
+    with Registry.open(world["ws"], clock=FixedClock(NOW)) as reg:
         inc = open_incident(
             reg,
             world["v1"],
@@ -303,7 +303,7 @@ def test_approval_of_a_release_changed_since_the_page_loaded_is_refused(
     page = client.get(f"/console/releases/{v2}")
     token = form_token(page.text, f"/console/releases/{v2}/decision")
     fingerprint = re.search(r'name="fingerprint" value="([0-9a-f]{64})"', page.text).group(1)
-    with Registry.open(ws) as reg:  # meanwhile, compliance decides
+    with Registry.open(ws, clock=FixedClock(NOW)) as reg:  # meanwhile, compliance decides
         reg.decide(v2, person=COMPLIANCE, role="compliance", decision="approve", why="ok")
     r = client.post(
         f"/console/releases/{v2}/decision",
@@ -317,7 +317,7 @@ def test_approval_of_a_release_changed_since_the_page_loaded_is_refused(
     )
     assert r.status_code == 409
     assert "changed since the page was loaded" in r.text and "nothing was recorded" in r.text
-    with Registry.open(ws) as reg:
+    with Registry.open(ws, clock=FixedClock(NOW)) as reg:
         assert [a.person for a in reg.approvals(v2)] == [COMPLIANCE]
     with Ledger.open(ws) as led:
         last = led.read(led.size() - 1)
@@ -339,7 +339,7 @@ def test_approval_of_a_release_changed_since_the_page_loaded_is_refused(
         follow_redirects=False,
     )
     assert r.status_code == 303
-    with Registry.open(ws) as reg:
+    with Registry.open(ws, clock=FixedClock(NOW)) as reg:
         assert [a.person for a in reg.approvals(v2)] == [COMPLIANCE, REVIEWER]
 
 
@@ -360,7 +360,7 @@ def test_approval_needs_a_comment_and_a_role_the_user_holds(fresh_world: dict[st
     assert r.status_code == 409 and "a comment saying why is required" in r.text
     r = post(decision="approve", role="compliance", comment="x")
     assert r.status_code == 403 and "may decide as clinical" in r.text
-    with Registry.open(ws) as reg:
+    with Registry.open(ws, clock=FixedClock(NOW)) as reg:
         assert reg.approvals(v2) == []
 
 
@@ -383,7 +383,7 @@ def test_suspend_needs_confirmation_then_suspends_and_resume_is_compliance_only(
 
     r = eng.post(f"/console/models/{v1}/suspend", data=confirm_form(eng, "suspend") | {"why": "x"})
     assert r.status_code == 422 and "tick the box to confirm" in r.text
-    with Registry.open(ws) as reg:
+    with Registry.open(ws, clock=FixedClock(NOW)) as reg:
         assert reg.get(v1).status == "approved"
     r = eng.post(
         f"/console/models/{v1}/suspend",
@@ -391,7 +391,7 @@ def test_suspend_needs_confirmation_then_suspends_and_resume_is_compliance_only(
         follow_redirects=False,
     )
     assert r.status_code == 303
-    with Registry.open(ws) as reg:
+    with Registry.open(ws, clock=FixedClock(NOW)) as reg:
         assert reg.get(v1).status == "suspended"
         assert reg.history(v1)[-1]["why"] == "drift alert"
     assert eng.get(f"/console/models/{v1}/resume").status_code == 403
@@ -403,7 +403,7 @@ def test_suspend_needs_confirmation_then_suspends_and_resume_is_compliance_only(
         follow_redirects=False,
     )
     assert r.status_code == 303
-    with Registry.open(ws) as reg:
+    with Registry.open(ws, clock=FixedClock(NOW)) as reg:
         assert reg.get(v1).status == "approved"
 
 
@@ -496,7 +496,7 @@ def test_review_and_incident_forms_call_the_library(fresh_world: dict[str, Any])
     assert r.status_code == 303
     from clinical_mlops.governance.reviews import review_status
 
-    with Registry.open(ws) as reg:
+    with Registry.open(ws, clock=FixedClock(NOW)) as reg:
         assert review_status(reg, v1)["last_review"]["checklist"]["fairness"] == "sex gap noted"
 
     page = comp.get("/console/incidents")
@@ -532,7 +532,7 @@ def test_review_and_incident_forms_call_the_library(fresh_world: dict[str, Any])
         follow_redirects=False,
     )
     assert r.status_code == 303
-    with Registry.open(ws) as reg:
+    with Registry.open(ws, clock=FixedClock(NOW)) as reg:
         assert reg.get(v1).status == "suspended"
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from console_world import COMPLIANCE, NOW, REVIEWER
 
+from clinical_mlops.clock import FixedClock
 from clinical_mlops.console.plots import series_svg
 from clinical_mlops.console.users import UserDirectory, hash_password, verify_password
 from clinical_mlops.errors import (
@@ -45,7 +46,7 @@ from clinical_mlops.serving.predictor import ESCALATE_ON
 
 @pytest.fixture(scope="module")
 def led(world: dict[str, Any]) -> Any:
-    with Ledger.open(world["ws"]) as ledger:
+    with Ledger.open(world["ws"], clock=FixedClock(NOW)) as ledger:
         yield ledger
 
 
@@ -222,7 +223,7 @@ def test_dossier_shows_the_report_and_the_release_notes(world: dict[str, Any]) -
 
 def test_fingerprint_guards_decisions_and_refusals_are_audited(fresh_world: dict[str, Any]) -> None:
     ws, v2 = fresh_world["ws"], fresh_world["v2"]
-    with Registry.open(ws) as reg:
+    with Registry.open(ws, clock=FixedClock(NOW)) as reg:
         before = release_fingerprint(reg, v2)
         assert release_fingerprint(reg, v2) == before  # stable while nothing changes
         decide_release(

@@ -143,7 +143,7 @@ def search_ledger(
     model_version: str | None = None,
     before: int | None = None,
     limit: int = 50,
-    scan_limit: int = 20_000,
+    scan_limit: int = 5_000,
 ) -> SearchResult:
     """Return the entries matching every given filter, newest first (at most ``limit``).
 

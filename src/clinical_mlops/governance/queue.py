@@ -198,6 +198,22 @@ def _decisions(
     return out
 
 
+def _entries_before(ledger: Ledger, escalation_seqs: list[int]) -> dict[int, Any]:
+    """Return seq -> (seq, type, subject) of the entry just before each escalation."""
+    wanted = sorted({s - 1 for s in escalation_seqs if s > 0})
+    out: dict[int, Any] = {}
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i : i + 500]
+        for row in _rows(
+            ledger,
+            sa.select(entries.c.seq, entries.c.type, entries.c.subject).where(
+                entries.c.seq.in_(chunk)
+            ),
+        ):
+            out[int(row.seq)] = row
+    return out
+
+
 def _inference_before(
     ledger: Ledger, escalation: Any, request_id: str
 ) -> tuple[int, dict[str, Any]] | None:
@@ -304,12 +320,21 @@ def escalated_cases(
     if not escalations:
         return []
     decided = _decisions(ledger, since_seq=min(int(e.seq) for e in escalations) - 1, subjects=None)
+    closed = {seq for seq, ds in decided.items() if any(d.action in DECISIVE_ACTIONS for d in ds)}
+    before = _entries_before(ledger, [int(e.seq) for e in escalations])
     out: list[Case] = []
     for esc in escalations:
         if len(out) >= limit:
             break
         age_h = (now - _parse_time(str(esc.time))).total_seconds() / 3600.0
         if min_age_hours is not None and age_h < min_age_hours:
+            continue
+        # The state is known without opening any payload when the entry before the
+        # escalation is its inference (as the Predictor writes them): skip early.
+        guess = int(esc.seq) - 1
+        prev = before.get(guess)
+        known = prev is not None and prev.type == "inference" and prev.subject == esc.subject
+        if state != "all" and known and (guess in closed) != (state == "decided"):
             continue
         view = ledger.read(int(esc.seq))
         if view.payload is None or view.payload.get("scope", "case") != "case":

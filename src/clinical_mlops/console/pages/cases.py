@@ -25,6 +25,8 @@ from clinical_mlops.serving.oversight import OVERRIDE_ACTIONS, OVERRIDE_REASONS
 from clinical_mlops.tasks.spec import TaskSpec
 
 router = APIRouter()
+#: cases listed at most (newest first); filters narrow the list
+QUEUE_PAGE = 100
 
 
 def _optional_float(value: str | None, where: str) -> float | None:
@@ -61,6 +63,7 @@ def queue(
         site=site.strip() or None,
         release=release.strip() or None,
         min_age_hours=_optional_float(min_age_hours, "min_age_hours"),
+        limit=QUEUE_PAGE,
     )
     return render(
         viewer,
@@ -68,6 +71,7 @@ def queue(
         title="Escalation queue",
         items=items,
         reasons=ESCALATION_REASONS,
+        page_size=QUEUE_PAGE,
         filters={
             "state": state,
             "reason": reason,

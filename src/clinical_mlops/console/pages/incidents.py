@@ -39,6 +39,9 @@ def incidents(
     viewer: Annotated[Viewer, Depends(page("/incidents"))], release: str = ""
 ) -> HTMLResponse:
     registry = viewer.console.registry
+    if not release:
+        active = [a.version for r in registry.list() if (a := registry.active(r.task))]
+        release = active[0] if active else ""
     return render(
         viewer,
         "incidents.html",
