@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from monitoring_world import score_now
 
 from clinical_mlops.monitoring.scenarios import ScoredStays, scored_test_stays
 from clinical_mlops.workspace import Workspace
@@ -51,30 +52,6 @@ def governed(trained: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
         for r in test[names].to_dict(orient="records")
     ]
     return {"ws": ws, "release": shown["version"], "rows": rows}
-
-
-def score_now(
-    ws: Workspace, rows: list[dict[str, Any]], *, n: int = 300, shifted: int = 150
-) -> list[Any]:
-    """Score ``n`` stays now through the Predictor; the last ``shifted`` all ventilated."""
-    from clinical_mlops.serving import PredictionRequest, Predictor
-
-    requests = []
-    for i in range(n):
-        features = dict(rows[i % len(rows)])
-        if i >= n - shifted:
-            features["ventilation"] = 1
-        requests.append(
-            PredictionRequest(
-                subject_id=f"MRN-{i % 120}",
-                purpose="direct_care",
-                setting="icu",
-                features=features,
-                request_id=f"now-{i}",
-            )
-        )
-    with Predictor.open(ws) as p:
-        return p.predict_many(requests, requester="system:ehr")
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from monitoring_world import requests_for
 
 from clinical_mlops.clock import FixedClock, utc_iso
 from clinical_mlops.governance.reviews import record_review
@@ -57,21 +58,9 @@ def _serve(ws: Workspace, rows: list[dict[str, Any]], *, shift_after: int) -> li
     results = []
     with Predictor.open(ws, clock=clock, status_ttl=0) as p:
         for b in range(20):
-            batch = []
-            for k in range(25):
-                i = b * 25 + k
-                features = dict(rows[i % len(rows)])
-                if b >= shift_after:
-                    features["ventilation"] = 1
-                batch.append(
-                    PredictionRequest(
-                        subject_id=f"MRN-{i % 120}",
-                        purpose="direct_care",
-                        setting="icu",
-                        features=features,
-                        request_id=f"mon-{i}",
-                    )
-                )
+            batch = requests_for(
+                rows, range(b * 25, b * 25 + 25), ventilated=b >= shift_after, prefix="mon"
+            )
             results += p.predict_many(batch, requester="system:ehr")
             clock.advance(timedelta(minutes=15))
     return results

@@ -17,8 +17,6 @@ data URIs:
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from clinical_mlops import __version__
+from clinical_mlops.evaluation.plots import _data_uri as png_data_uri
+from clinical_mlops.evaluation.plots import _new as new_figure
 from clinical_mlops.evaluation.render import fmt_num, fmt_pct
 from clinical_mlops.monitoring.alerts import Alert
 from clinical_mlops.monitoring.windows import WindowResult
@@ -58,16 +58,11 @@ def _times(windows: list[WindowResult]) -> np.ndarray:
 
 
 def _new(width: float = 9.0, height: float = 3.2) -> tuple[Figure, Any]:
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig, fig.add_subplot(1, 1, 1)
+    return new_figure(width, height)
 
 
 def _uri(fig: Figure) -> str:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return png_data_uri(fig)
 
 
 def _legend(ax: Any, **kwargs: Any) -> None:

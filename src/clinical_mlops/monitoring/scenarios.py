@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -153,6 +153,15 @@ def _arrivals(
 ) -> np.ndarray:
     gaps = rng.exponential(3600.0 / rate_per_hour, size=n)
     return start + np.cumsum(gaps)
+
+
+def _resampled(
+    stays: ScoredStays, rng: np.random.Generator, *, days: float, rate_per_hour: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (test-stay rows drawn with replacement, Poisson arrival times) for ``days``."""
+    n = max(1, round(rate_per_hour * 24 * days))
+    times = _arrivals(rng, n, rate_per_hour=rate_per_hour, start=SIM_START.timestamp())
+    return rng.integers(0, len(stays.p), size=n), times
 
 
 def _stream(
@@ -418,9 +427,7 @@ def clean_run_start(stream: Stream) -> float:
 def clean_stream(stays: ScoredStays, sc: DriftScenario) -> Stream:
     """Return the unshifted stream of ``clean_days`` used to count false alarms."""
     rng = np.random.default_rng(sc.seed + 1)
-    n = max(1, round(sc.rate_per_hour * 24 * sc.clean_days))
-    times = _arrivals(rng, n, rate_per_hour=sc.rate_per_hour, start=SIM_START.timestamp())
-    rows = rng.integers(0, len(stays.p), size=n)
+    rows, times = _resampled(stays, rng, days=sc.clean_days, rate_per_hour=sc.rate_per_hour)
     return _stream(
         stays,
         rows,
@@ -456,7 +463,6 @@ class PlantedScenario:
     outcome_delay_hours: float = 48.0
     override_rate: float = 0.05
     seed: int = 11
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def fairness_scenario(
@@ -472,10 +478,8 @@ def fairness_scenario(
 
     sc = scenario or PlantedScenario()
     rng = np.random.default_rng(sc.seed)
-    n = round(sc.rate_per_hour * 24 * sc.days)
+    rows, times = _resampled(stays, rng, days=sc.days, rate_per_hour=sc.rate_per_hour)
     start = SIM_START.timestamp()
-    times = _arrivals(rng, n, rate_per_hour=sc.rate_per_hour, start=start)
-    rows = rng.integers(0, len(stays.p), size=n)
     masks = group_masks(stays.reference.spec, stays.inputs)
     if attribute not in masks or group not in masks[attribute]:
         raise MonitoringError(f"fairness scenario: no subgroup {attribute}={group} in this task")
@@ -504,9 +508,7 @@ def workflow_scenario(
     """Return the alerts opened and the run of a stream whose clinicians override at ``override_rate``."""
     sc = replace(scenario or PlantedScenario(days=9.0), override_rate=override_rate)
     rng = np.random.default_rng(sc.seed)
-    n = round(sc.rate_per_hour * 24 * sc.days)
-    times = _arrivals(rng, n, rate_per_hour=sc.rate_per_hour, start=SIM_START.timestamp())
-    rows = rng.integers(0, len(stays.p), size=n)
+    rows, times = _resampled(stays, rng, days=sc.days, rate_per_hour=sc.rate_per_hour)
     stream = _stream(
         stays,
         rows,
