@@ -11,7 +11,7 @@ from monitoring_world import score_now
 
 from clinical_mlops.monitoring.scenarios import ScoredStays, scored_test_stays
 from clinical_mlops.workspace import Workspace
-from registry_helpers import trained  # noqa: F401
+from registry_helpers import meta_backend, trained  # noqa: F401
 
 
 @pytest.fixture(scope="session")

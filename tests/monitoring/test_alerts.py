@@ -143,3 +143,19 @@ def test_filters_and_unknown_ids(workspace: Workspace) -> None:
         get_alert(workspace, "alt-nope")
     with pytest.raises(ValueError, match="status: expected one of"):
         list_alerts(workspace, status="closed")
+
+
+def test_alert_store_on_sqlite_and_postgresql(meta_backend: str, tmp_path) -> None:
+    """The same records and de-duplication on both metadata databases (SQLAlchemy Core)."""
+    ws = Workspace.open(tmp_path / meta_backend)
+    with AlertStore.open(ws, clock=FixedClock(T0)) as store:
+        for k in range(3):
+            store.raise_alert(signal(15 * k, value=0.3 + k / 10), actor="system:monitor")
+    (alert,) = list_alerts(ws, status="open")
+    assert alert.occurrences == 3 and alert.detail["value"] == pytest.approx(0.5)
+    assert [p["value"] for p in alert_series(ws, alert.id)["points"]] == pytest.approx(
+        [0.1, 0.3, 0.4, 0.5]
+    )
+    acknowledge_alert(ws, alert.id, actor="user:lena", comment="seen")
+    assert resolve_alert(ws, alert.id, actor="user:lena", comment="fixed").status == "resolved"
+    assert [e["event"] for e in alert_entries(ws)] == ["opened", "acknowledged", "resolved"]
