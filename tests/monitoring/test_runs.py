@@ -111,7 +111,23 @@ def test_a_run_over_the_ledger_alerts_escalates_and_is_idempotent(
     assert again["releases"][0]["alerts_opened"] == []
     assert {a.id: a.occurrences for a in list_alerts(ws)} == before
     assert len(_entries(ws, "escalation")) == len(esc)
+    # While the escalate-alerts stay open, the next run routes the newer cases, and only those.
+    later = end + timedelta(minutes=1)
+    with Predictor.open(ws, clock=FixedClock(later), status_ttl=0) as p:
+        fresh = p.predict_many(
+            requests_for(monitored["rows"], range(500, 510), ventilated=True, prefix="mon"),
+            requester="system:ehr",
+        )
+    third = run_monitor(ws, until=end + timedelta(minutes=15), clock=FixedClock(later))
+    routed = [
+        p["prediction_seq"]
+        for e, p in _entries(ws, "escalation")[len(esc) :]
+        if e.actor == MONITOR_ACTOR and p["scope"] == "case"
+    ]
+    assert sorted(routed) == sorted(r.audit_seq for r in fresh)
+    assert third["releases"][0]["actions"][-1]["detail"]["cases"] == 10
     # The gauges show the newest stored window.
+    windows = stored_windows(ws, release)
     samples = MonitoringCollector(ws).samples()
     psi = [
         v
