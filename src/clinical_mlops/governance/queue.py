@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from clinical_mlops.errors import CaseAlreadyDecided, PredictionNotFound
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.ledger.store import entries
-from clinical_mlops.serving.oversight import OVERRIDE_ACTIONS, record_override
+from clinical_mlops.serving.oversight import record_override
 from clinical_mlops.serving.predictor import ESCALATE_ON, FLAGS
 
 __all__ = [
@@ -431,12 +431,6 @@ def decide_case(
     ``PredictionNotFound`` for a seq that is not a readable prediction. Decisions on
     one process are serialised, so two identical posts arriving together record one.
     """
-    if action not in OVERRIDE_ACTIONS:
-        from clinical_mlops.errors import OverrideInvalid
-
-        raise OverrideInvalid(
-            f"action {action!r} is not declared; use one of {', '.join(OVERRIDE_ACTIONS)}"
-        )
     with _DECIDE_LOCK:
         view = _inference_view(ledger, prediction_seq)
         subject = view.entry.subject

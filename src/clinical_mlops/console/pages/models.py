@@ -1,8 +1,8 @@
 """Model status: the active release and rollout per site; suspend, resume and roll back,
 each behind a confirmation page (role-gated, with a reason and the release's fingerprint)."""
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: the routes below are made in a loop and
+# FastAPI must see their dependency annotations as objects, not as strings to resolve.
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -90,78 +90,40 @@ def _confirm(viewer: Viewer, version: str, action: str) -> HTMLResponse:
     )
 
 
-def _act(
-    viewer: Viewer, version: str, action: str, why: str, confirm: str, fingerprint: str
-) -> RedirectResponse:
-    if confirm != "yes":
-        raise InputInvalid([("confirm", "tick the box to confirm; nothing was changed")])
-    if not why.strip():
-        raise InputInvalid([("why", "say why; the reason is recorded in the audit ledger")])
-    call, _, _, past = ACTIONS[action]
-    call(
-        viewer.console.registry,
-        version,
-        fingerprint=fingerprint,
-        actor=viewer.user.name,
-        why=why.strip(),
+def _add_routes(action: str) -> None:
+    """Add the confirmation page (GET) and the act (POST) of ``action`` to the router."""
+    route = f"/models/{{version}}/{action}"
+
+    def confirm_page(version: str, viewer: Annotated[Viewer, Depends(page(route))]) -> HTMLResponse:
+        return _confirm(viewer, version, action)
+
+    def act(
+        version: str,
+        viewer: Annotated[Viewer, Depends(posted(route))],
+        why: Annotated[str, Form()] = "",
+        confirm: Annotated[str, Form()] = "",
+        fingerprint: Annotated[str, Form()] = "",
+    ) -> RedirectResponse:
+        if confirm != "yes":
+            raise InputInvalid([("confirm", "tick the box to confirm; nothing was changed")])
+        if not why.strip():
+            raise InputInvalid([("why", "say why; the reason is recorded in the audit ledger")])
+        call, _, _, past = ACTIONS[action]
+        call(
+            viewer.console.registry,
+            version,
+            fingerprint=fingerprint,
+            actor=viewer.user.name,
+            why=why.strip(),
+        )
+        done = f"{past.replace(' ', '+')}+{version}"
+        return RedirectResponse(viewer.url(f"/models?done={done}"), status_code=303)
+
+    router.add_api_route(
+        route, confirm_page, methods=["GET"], response_class=HTMLResponse, name=f"{action}_page"
     )
-    return RedirectResponse(
-        viewer.url(f"/models?done={past.replace(' ', '+')}+{version}"), status_code=303
-    )
+    router.add_api_route(route, act, methods=["POST"], name=action)
 
 
-Why = Annotated[str, Form()]
-
-
-@router.get("/models/{version}/suspend", response_class=HTMLResponse)
-def suspend_page(
-    version: str, viewer: Annotated[Viewer, Depends(page("/models/{version}/suspend"))]
-) -> HTMLResponse:
-    return _confirm(viewer, version, "suspend")
-
-
-@router.post("/models/{version}/suspend")
-def suspend(
-    version: str,
-    viewer: Annotated[Viewer, Depends(posted("/models/{version}/suspend"))],
-    why: Why = "",
-    confirm: Why = "",
-    fingerprint: Why = "",
-) -> RedirectResponse:
-    return _act(viewer, version, "suspend", why, confirm, fingerprint)
-
-
-@router.get("/models/{version}/resume", response_class=HTMLResponse)
-def resume_page(
-    version: str, viewer: Annotated[Viewer, Depends(page("/models/{version}/resume"))]
-) -> HTMLResponse:
-    return _confirm(viewer, version, "resume")
-
-
-@router.post("/models/{version}/resume")
-def resume(
-    version: str,
-    viewer: Annotated[Viewer, Depends(posted("/models/{version}/resume"))],
-    why: Why = "",
-    confirm: Why = "",
-    fingerprint: Why = "",
-) -> RedirectResponse:
-    return _act(viewer, version, "resume", why, confirm, fingerprint)
-
-
-@router.get("/models/{version}/rollback", response_class=HTMLResponse)
-def rollback_page(
-    version: str, viewer: Annotated[Viewer, Depends(page("/models/{version}/rollback"))]
-) -> HTMLResponse:
-    return _confirm(viewer, version, "rollback")
-
-
-@router.post("/models/{version}/rollback")
-def rollback(
-    version: str,
-    viewer: Annotated[Viewer, Depends(posted("/models/{version}/rollback"))],
-    why: Why = "",
-    confirm: Why = "",
-    fingerprint: Why = "",
-) -> RedirectResponse:
-    return _act(viewer, version, "rollback", why, confirm, fingerprint)
+for _action in ACTIONS:
+    _add_routes(_action)
