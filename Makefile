@@ -15,6 +15,9 @@ help:
 	@echo "make test   - install everything the tests need and run the full suite"
 	@echo "make bench  - run the long measurements and write docs/BENCHMARKS.md"
 	@echo "make lint   - ruff and mypy"
+	@echo "make audit  - pip-audit of the installed environment (PyPI vulnerability data)"
+	@echo "make sbom   - CycloneDX SBOM of the environment into dist/sbom.cdx.json"
+	@echo "make lock   - pinned, hashed requirements/lock.txt (release) and lock-dev.txt"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,3 +59,34 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .clinical-mlops .pytest_cache .mypy_cache .ruff_cache
+
+# -- supply chain (docs/RELIABILITY.md, "Supply chain") ----------------------------------------
+.PHONY: audit sbom lock
+
+# PyPI's vulnerability data for every installed distribution. --strict fails when a package
+# cannot be audited, so an unreachable service never reads as "no known vulnerabilities".
+# Exceptions: one reviewed line each in requirements/audit-ignore.txt (id, dates, reason).
+AUDIT_IGNORE := requirements/audit-ignore.txt
+audit: $(STAMP)
+	$(VENV)/bin/pip-audit -s pypi --strict --skip-editable --progress-spinner off \
+		$$(awk '!/^#/ && NF {print "--ignore-vuln", $$1}' $(AUDIT_IGNORE))
+
+# The SBOM of the environment the tests ran in (dist/ is the build output, never committed).
+sbom: $(STAMP)
+	mkdir -p dist
+	$(VENV)/bin/cyclonedx-py environment --pyproject pyproject.toml --mc-type application \
+		--output-reproducible --of JSON -o dist/sbom.cdx.json $(VENV)
+	@echo "wrote dist/sbom.cdx.json"
+
+# Pinned versions with hashes: lock.txt for releases (the service's extras), lock-dev.txt for
+# the full environment the Makefile installs. Re-running keeps pins; UPGRADE=1 moves them.
+comma := ,
+RELEASE_EXTRAS ?= serve,fhir,postgres,vault
+LOCK_FLAGS = --python-version 3.11 --generate-hashes --custom-compile-command "make lock" \
+	--quiet $(if $(UPGRADE),--upgrade)
+lock: | $(VENV)/bin/python
+	mkdir -p requirements
+	$(UV) pip compile pyproject.toml $(foreach e,$(subst $(comma), ,$(RELEASE_EXTRAS)),--extra $(e)) \
+		$(LOCK_FLAGS) -o requirements/lock.txt
+	$(UV) pip compile pyproject.toml $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) \
+		$(LOCK_FLAGS) -o requirements/lock-dev.txt

@@ -49,10 +49,12 @@ def commit() -> str:
         return "unknown"
 
 
-def update_section(name: str, title: str, body: str, *, command: str) -> None:
-    """Replace (or add) the section ``name`` of docs/BENCHMARKS.md."""
-    BENCHMARKS.parent.mkdir(parents=True, exist_ok=True)
-    text = BENCHMARKS.read_text(encoding="utf-8") if BENCHMARKS.exists() else HEADER
+def update_section(
+    name: str, title: str, body: str, *, command: str, path: Path = BENCHMARKS
+) -> None:
+    """Replace (or add) the section ``name`` of docs/BENCHMARKS.md (or of ``path``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text(encoding="utf-8") if path.exists() else HEADER
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     block = (
         f"<!-- bench:{name} -->\n## {title}\n\n"
@@ -67,4 +69,4 @@ def update_section(name: str, title: str, body: str, *, command: str) -> None:
         if pattern.search(text)
         else text.rstrip() + "\n\n" + block + "\n"
     )
-    BENCHMARKS.write_text(text, encoding="utf-8")
+    path.write_text(text, encoding="utf-8")

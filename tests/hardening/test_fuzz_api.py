@@ -32,7 +32,7 @@ from clinical_mlops.serving.deps import ROUTE_ROLES
 from clinical_mlops.serving.fhir import LOINC
 
 #: cases per operation and generation mode: (10 positive runs + 6 negative runs, one per
-#: operation with a body) x 64, plus GET /cds-services once per credential set (20) = 1,044
+#: operation with a body) x 64, plus GET /cds-services once per credential set (21) = 1,045
 PER_MODE = 64
 MIN_CASES = 1000
 
