@@ -4,7 +4,7 @@ Evaluation reads one :class:`EvaluationInput` — the locked test set's labels,
 calibrated probabilities, conformal sets and feature contributions — and turns it
 into a versioned, deterministic validation report (discrimination, calibration,
 clinical utility, subgroups and fairness, a clinical baseline, robustness to
-missing labs, error examples, limitations) and a model card.
+missing inputs, error examples, limitations) and a model card.
 """
 
 from clinical_mlops.evaluation.inputs import EvaluationInput
