@@ -259,33 +259,25 @@ def _in_range(features: pd.DataFrame, spec: TaskSpec) -> tuple[pd.DataFrame, lis
             continue
         frac = n_bad / n if n else 0.0
         ex = tuple(int(r) for r in out.loc[bad, "stay_id"].head(_EXAMPLES))
-        if frac > MAX_OUT_OF_RANGE_FRACTION:
-            checks.append(
-                Check(
-                    name,
-                    "hard",
-                    False,
-                    "table",
-                    f.name,
-                    n_bad,
-                    ex,
-                    f"{n_bad} of {n} values ({frac:.2%}) outside [{lo:g}, {hi:g}] {f.shown_unit}; "
-                    "too many to be artefacts — check the column's unit (file rows listed)",
-                )
-            )
-            continue
-        out.loc[bad, f.name] = np.nan
+        hard = frac > MAX_OUT_OF_RANGE_FRACTION
+        if not hard:
+            out.loc[bad, f.name] = np.nan
+        action = (
+            "too many to be artefacts — check the column's unit"
+            if hard
+            else "treated as artefacts and set to missing"
+        )
         checks.append(
             Check(
                 name,
-                "soft",
+                "hard" if hard else "soft",
                 False,
                 "table",
                 f.name,
                 n_bad,
                 ex,
                 f"{n_bad} of {n} values ({frac:.2%}) outside [{lo:g}, {hi:g}] {f.shown_unit}; "
-                "treated as artefacts and set to missing (file rows listed)",
+                f"{action} (file rows listed)",
             )
         )
     return out, checks
