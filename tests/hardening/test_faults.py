@@ -41,6 +41,7 @@ from clinical_mlops.serving import Predictor
 from clinical_mlops.serving.api import create_app
 from clinical_mlops.serving.auth import ROLES, AuthConfig
 from clinical_mlops.workspace import Workspace
+from serving.test_api import one
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette warns that httpx is deprecated for TestClient
@@ -67,15 +68,6 @@ def live(served: dict[str, Any], tmp_path: Path) -> Iterator[dict[str, Any]]:
         "rows": served["rows"]
     }
     predictor.close()
-
-
-def body(live: dict[str, Any], i: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "subject_id": f"MRN-{i}",
-        "purpose": "direct_care",
-        "setting": "icu",
-        "features": live["rows"][i],
-    } | extra
 
 
 def inference_ids(ledger: Ledger) -> list[str]:
@@ -118,21 +110,21 @@ def test_ledger_unreachable_fails_closed_and_recovers(
     live: dict[str, Any], monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     client, headers, ledger = live["client"], live["headers"], live["predictor"].ledger
-    first = client.post("/v1/predict", headers=headers, json=body(live, 30))
+    first = client.post("/v1/predict", headers=headers, json=one(live, 30))
     assert first.status_code == 200
     before = ledger.size()
     working = ledger.store.engine
     monkeypatch.setattr(ledger.store, "engine", sa.create_engine(BROKEN_URLS[where]()))
-    single = client.post("/v1/predict", headers=headers, json=body(live, 31, request_id="f-1"))
+    single = client.post("/v1/predict", headers=headers, json=one(live, 31, request_id="f-1"))
     detail = assert_fails_closed(single, "StoreUnavailable")
     assert "nothing of it was written" in detail["message"]
-    batch = {"items": [body(live, 32), body(live, 33)]}
+    batch = {"items": [one(live, 32), one(live, 33)]}
     assert_fails_closed(client.post("/v1/predict", headers=headers, json=batch), "StoreUnavailable")
     override = {"prediction_id": first.json()["audit_seq"], "action": "accept"}
     assert client.post("/v1/overrides", headers=headers, json=override).status_code == 503
     monkeypatch.setattr(ledger.store, "engine", working)
     assert ledger.size() == before  # nothing was written while it was down
-    again = client.post("/v1/predict", headers=headers, json=body(live, 31, request_id="f-1"))
+    again = client.post("/v1/predict", headers=headers, json=one(live, 31, request_id="f-1"))
     assert again.status_code == 200 and again.json()["audit_seq"] == before
     assert inference_ids(ledger).count("f-1") == 1
     assert ledger.verify().ok
@@ -158,13 +150,13 @@ def test_ledger_turning_read_only_mid_request_fails_closed(
 
     monkeypatch.setattr(scorer, "score", score_then_lose_write_access)
     before = ledger.size()
-    response = client.post("/v1/predict", headers=headers, json=body(live, 34, request_id="ro"))
+    response = client.post("/v1/predict", headers=headers, json=one(live, 34, request_id="ro"))
     detail = assert_fails_closed(response, "StoreUnavailable")
     assert "readonly" in detail["message"]
     monkeypatch.setattr(ledger.store, "engine", working)
     monkeypatch.setattr(scorer, "score", score)
     assert ledger.size() == before
-    retry = client.post("/v1/predict", headers=headers, json=body(live, 34, request_id="ro"))
+    retry = client.post("/v1/predict", headers=headers, json=one(live, 34, request_id="ro"))
     assert retry.status_code == 200 and ledger.verify().ok
 
 
@@ -182,7 +174,7 @@ def test_disk_full_fails_closed_with_nothing_written(
     )
     monkeypatch.setattr(ledger.store, "engine", full)
     before = ledger.size()
-    batch = {"items": [body(live, 40 + i, request_id=f"full-{i}") for i in range(40)]}
+    batch = {"items": [one(live, 40 + i, request_id=f"full-{i}") for i in range(40)]}
     detail = assert_fails_closed(
         client.post("/v1/predict", headers=headers, json=batch), "StoreUnavailable"
     )
@@ -205,12 +197,12 @@ def test_checkpoint_log_on_a_full_disk_defers_the_checkpoint_not_the_answer(
     # The kernel's /dev/full answers every write with ENOSPC.
     monkeypatch.setattr(ledger, "checkpoint_log", CheckpointLog(Path("/dev/full")))
     monkeypatch.setattr(ledger, "checkpoint_every", 1)
-    response = client.post("/v1/predict", headers=headers, json=body(live, 50, request_id="cp"))
+    response = client.post("/v1/predict", headers=headers, json=one(live, 50, request_id="cp"))
     assert response.status_code == 200  # committed, so answered: the record exists
     assert "checkpoint deferred" in caplog.text and "No space left" in caplog.text
     assert ledger.read(response.json()["audit_seq"]).payload["request_id"] == "cp"  # type: ignore[index]
     monkeypatch.setattr(ledger, "checkpoint_log", log)
-    client.post("/v1/predict", headers=headers, json=body(live, 51))
+    client.post("/v1/predict", headers=headers, json=one(live, 51))
     assert len(log.read()[0]) > logged_before  # retried on the next append, once space is back
     assert ledger.verify().ok
 

@@ -29,12 +29,23 @@ from schemathesis.python import asgi
 from clinical_mlops.serving.auth import ROLES
 from clinical_mlops.serving.cds_hooks import SERVICE_ID, card_uuid
 from clinical_mlops.serving.deps import ROUTE_ROLES
-from clinical_mlops.serving.fhir import LOINC
+from serving.test_api import observation_bundle
 
 #: cases per operation and generation mode: (10 positive runs + 6 negative runs, one per
 #: operation with a body) x 64, plus GET /cds-services once per credential set (21) = 1,045
 PER_MODE = 64
 MIN_CASES = 1000
+
+
+def fuzz_settings(examples: int) -> settings:
+    """Return Hypothesis settings for a fuzz run: derandomised, so CI runs the same cases."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
 
 
 def credentials(service: dict[str, Any]) -> dict[str, dict[str, str] | None]:
@@ -167,13 +178,7 @@ def test_fuzzed_requests_never_fail_the_server_and_every_4xx_says_why(
             modes.append(GenerationMode.NEGATIVE)
         for mode in modes:
 
-            @settings(
-                max_examples=PER_MODE,
-                deadline=None,
-                database=None,
-                derandomize=True,
-                suppress_health_check=list(HealthCheck),
-            )
+            @fuzz_settings(PER_MODE)
             @given(case=op.as_strategy(generation_mode=mode), who=st.sampled_from(names))
             def run(case: Any, who: str) -> None:
                 send(case, who)
@@ -211,27 +216,6 @@ LEAVES = st.one_of(
     st.lists(st.integers(), max_size=3),
     st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
 )
-
-
-def observation_bundle(row: dict[str, Any]) -> dict[str, Any]:
-    entries = []
-    for name, value in row.items():
-        if value is None:
-            continue
-        system, code, display = LOINC[name]
-        res: dict[str, Any] = {
-            "resourceType": "Observation",
-            "id": f"obs-{name}",
-            "status": "final",
-            "code": {"coding": [{"system": system, "code": code, "display": display}]},
-            "effectiveDateTime": "2026-03-02T08:00:00Z",
-        }
-        if isinstance(value, str):
-            res["valueCodeableConcept"] = {"coding": [{"code": value}]}
-        else:
-            res["valueQuantity"] = {"value": value}
-        entries.append({"resource": res})
-    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
 
 
 def valid_bodies(service: dict[str, Any], seq: int) -> list[tuple[str, dict[str, Any]]]:
@@ -321,13 +305,7 @@ def test_mutated_valid_bodies_never_fail_the_server(
         lambda i: st.tuples(st.just(i), mutated(bodies[i][1]))
     )
 
-    @settings(
-        max_examples=MUTATIONS,
-        deadline=None,
-        database=None,
-        derandomize=True,
-        suppress_health_check=list(HealthCheck),
-    )
+    @fuzz_settings(MUTATIONS)
     # Most mutations carry valid credentials so they reach the layers behind authentication.
     @given(case=case, who=st.sampled_from(["all-roles"] * 12 + sorted(creds)))
     def run(case: tuple[int, tuple[str, dict[str, Any]]], who: str) -> None:
