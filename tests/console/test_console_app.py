@@ -461,7 +461,6 @@ def test_alert_acknowledge_and_open_review(fresh_world: dict[str, Any]) -> None:
         f"/console/alerts/{alert.id}/review",
         data={
             "csrf_token": form_token(page.text, f"/console/alerts/{alert.id}/review"),
-            "reason": "PSI above threshold for two hours",
         },
         follow_redirects=False,
     )

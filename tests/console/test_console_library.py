@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from console_world import COMPLIANCE, NOW, REVIEWER
 
-from clinical_mlops.clock import FixedClock
+from clinical_mlops.clock import FixedClock, utc_iso
 from clinical_mlops.console.plots import series_svg
 from clinical_mlops.console.users import UserDirectory, hash_password, verify_password
 from clinical_mlops.errors import (
@@ -40,6 +40,9 @@ from clinical_mlops.governance.queue import (
     identifier_of,
 )
 from clinical_mlops.ledger import Ledger
+from clinical_mlops.monitoring.alerts import AlertSignal, AlertStore
+from clinical_mlops.monitoring.escalation import MONITOR_ACTOR, escalate_cases
+from clinical_mlops.monitoring.records import read_ledger_records
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving.predictor import ESCALATE_ON
 
@@ -82,6 +85,56 @@ def _t(value: str) -> Any:
     from datetime import datetime
 
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def test_monitoring_escalations_join_the_queue(fresh_world: dict[str, Any]) -> None:
+    """Cases routed by a monitoring alert (``monitoring.escalation``) are queued too; a case
+    routed by both the Predictor and monitoring is one case with both reasons."""
+    ws, v1 = fresh_world["ws"], fresh_world["v1"]
+    clock = FixedClock(NOW)
+    with Ledger.open(ws, clock=clock) as ledger:
+        records = read_ledger_records(ledger)["inferences"][v1]
+        before = {c.prediction_seq: c for c in escalated_cases(ledger, now=NOW, state="all")}
+    with AlertStore.open(ws, clock=clock) as store:
+        alert, created = store.raise_alert(
+            AlertSignal(
+                rule="ece_rise",
+                kind="concept",
+                severity="critical",
+                owner_role="reviewer",
+                action="escalate",
+                at=utc_iso(NOW),
+                summary="AUROC fell 7 % below the validated value",
+                quantity="auroc_drop",
+                value=0.07,
+                threshold=0.05,
+                release=v1,
+                model_version=fresh_world["model_version"],
+            ),
+            actor=MONITOR_ACTOR,
+        )
+        assert created and alert is not None
+        done = escalate_cases(
+            store, alert, records, actor=MONITOR_ACTOR, after_seq=int(records.seq[-6])
+        )
+    routed = [int(s) for s in records.seq[-5:]]
+    assert done.detail["cases"] == 5
+    with Ledger.open(ws, clock=clock) as ledger:
+        after = {c.prediction_seq: c for c in escalated_cases(ledger, now=NOW, state="all")}
+        by_monitor = escalated_cases(ledger, now=NOW, state="all", reason="monitoring_alert")
+        one = case(ledger, routed[-1], now=NOW)
+    assert set(after) == set(before) | set(routed)
+    assert sorted(c.prediction_seq for c in by_monitor) == sorted(routed)
+    for seq in routed:
+        item = after[seq]
+        assert f"monitoring alert {alert.id} (ece_rise)" in item.reasons[-1]
+        assert "monitoring_alert" in item.reason_flags
+        if seq in before:  # escalated at serving too: both reasons, waiting since the first
+            assert item.reasons[:-1] == before[seq].reasons
+            assert item.escalated_at == before[seq].escalated_at
+        else:
+            assert item.escalated_at == utc_iso(NOW)
+    assert one.reasons == after[routed[-1]].reasons
 
 
 def test_queue_filters(led: Ledger, world: dict[str, Any]) -> None:

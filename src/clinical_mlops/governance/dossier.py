@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from clinical_mlops.errors import GovernanceError, InputInvalid, ReleaseChanged
+from clinical_mlops.errors import GovernanceError, ReleaseChanged
 from clinical_mlops.governance.approvals import Decision
 from clinical_mlops.governance.reviews import review_status
 from clinical_mlops.hashing import canonical_json
@@ -234,7 +234,8 @@ def review_evidence(registry: Registry, version: str) -> dict[str, Any]:
 
     Calibration and fairness from the signed validation report, incidents on the
     release from the incident register, documentation completeness from the bundle
-    and the gates; with the review schedule (due date, overdue) and the last review.
+    and the gates; with the review schedule (due date, overdue), the last review and
+    the reviews monitoring alerts requested that are still pending.
     """
     from clinical_mlops.governance.incidents import list_incidents
 
@@ -242,6 +243,8 @@ def review_evidence(registry: Registry, version: str) -> dict[str, Any]:
     bundle = registry.bundle(rel.version)
     report = bundle.read_json("report.json")
     calibration = report.get("calibration", {})
+    from clinical_mlops.monitoring.escalation import review_items
+
     incidents = [i for i in list_incidents(registry) if i["version"] == rel.version]
     gates = registry.gates(rel.version)
     documents = {
@@ -251,6 +254,7 @@ def review_evidence(registry: Registry, version: str) -> dict[str, Any]:
     return {
         "release": rel.to_json() | {"path": None},
         "schedule": review_status(registry, rel.version),
+        "requested": review_items(registry.workspace, release=rel.version, pending_only=True),
         "calibration": {
             "ece": calibration.get("ece"),
             "slope": report.get("test", {}).get("calibration_slope"),
@@ -275,25 +279,18 @@ def review_evidence(registry: Registry, version: str) -> dict[str, Any]:
 
 
 def open_alert_review(
-    workspace: Any, alert_id: str, *, actor: str, reason: str, clock: Any = None
+    workspace: Any, alert_id: str, *, actor: str, clock: Any = None
 ) -> dict[str, Any]:
-    """Return the alert after recording that ``actor`` opened a review for it.
+    """Return the review item ``actor`` opened for alert ``alert_id``'s release.
 
-    The alert's history gains a ``review_opened`` event (an ``alert`` ledger entry)
-    naming the release to review; the review itself is then recorded against the
-    release with :func:`governance.reviews.record_review`.
+    Through ``monitoring.escalation.open_review_item``: a ``review_requested`` alert
+    event in the ledger, a pending item for the release until a review of it is
+    recorded, and a ``review_opened`` note on the alert.
     """
     from clinical_mlops.monitoring.alerts import AlertStore
+    from clinical_mlops.monitoring.escalation import open_review_item
 
-    if not reason.strip():
-        raise InputInvalid([("reason", f"alert {alert_id}: say why the review is opened")])
     with AlertStore(workspace, clock=clock) as store:
         alert = store.get(alert_id)
-        noted = store.note(
-            alert_id,
-            event="review_opened",
-            actor=actor,
-            comment=reason.strip(),
-            release=alert.release,
-        )
-    return noted.to_json()
+        result = open_review_item(store, alert, actor=actor)
+    return result.to_json() | {"release": alert.release}

@@ -1,8 +1,14 @@
 """The escalation queue (R-H2) and one decision per escalated case (R-H1).
 
-A *case* is one prediction the Predictor escalated: an ``inference`` ledger entry
-followed by an ``escalation`` entry (scope ``case``) carrying the same request id.
-The queue lists cases newest first with their age and why they were escalated, and
+A *case* is one prediction routed to human review by an ``escalation`` ledger
+entry of scope ``case``. Two writers route cases: the Predictor, right after the
+``inference`` entry in the same batch (same time, same subject, same request id),
+when the prediction itself is doubtful (``serving.predictor.ESCALATE_ON``); and
+monitoring, later, naming the prediction's audit seq, when an alert on the release
+routes its recent cases (``monitoring.escalation``). A prediction routed both ways
+is one case with both reasons; it has waited since its first escalation.
+
+The queue lists cases by their newest escalation, with their age and why, and
 keeps a case *open* until a clinician accepts or overrides it. The decision is an
 ``override`` ledger entry written by :func:`serving.oversight.record_override`, so it
 carries the explanation, probability, set and flags as they were shown.
@@ -51,8 +57,11 @@ __all__ = [
 CaseState = Literal["open", "decided", "all"]
 #: actions that close a case; ``escalate`` keeps it open (sent to senior review)
 DECISIVE_ACTIONS = ("accept", "override")
-#: escalation flag -> the words the escalation entry uses (see ``serving.predictor.ESCALATE_ON``)
-ESCALATION_REASONS: dict[str, str] = dict(ESCALATE_ON)
+#: why a case was escalated -> words: the Predictor's flags (``serving.predictor.ESCALATE_ON``)
+#: and a monitoring alert on the release (``monitoring.escalation.escalate_cases``)
+ESCALATION_REASONS: dict[str, str] = dict(ESCALATE_ON) | {
+    "monitoring_alert": "monitoring alert on the release"
+}
 _WORDS_TO_FLAG = {words: flag for flag, words in ESCALATE_ON.items()}
 _DECIDE_LOCK = threading.Lock()
 
@@ -90,7 +99,7 @@ class Case:
     """
 
     prediction_seq: int
-    escalation_seq: int
+    escalation_seq: int  # the first escalation of the case; -1 when it was never escalated
     escalated_at: str
     age_seconds: float
     reasons: list[str]
@@ -198,78 +207,131 @@ def _decisions(
     return out
 
 
-def _entries_before(ledger: Ledger, escalation_seqs: list[int]) -> dict[int, Any]:
-    """Return seq -> (seq, type, subject) of the entry just before each escalation."""
-    wanted = sorted({s - 1 for s in escalation_seqs if s > 0})
+def _neighbours(ledger: Ledger, seqs: Iterable[int]) -> dict[int, Any]:
+    """Return seq -> (seq, type, subject, time, actor) of the entries ``seqs``, in chunks."""
+    wanted = sorted(set(seqs))
     out: dict[int, Any] = {}
     for i in range(0, len(wanted), 500):
-        chunk = wanted[i : i + 500]
-        for row in _rows(
-            ledger,
-            sa.select(entries.c.seq, entries.c.type, entries.c.subject).where(
-                entries.c.seq.in_(chunk)
-            ),
-        ):
+        query = sa.select(
+            entries.c.seq, entries.c.type, entries.c.subject, entries.c.time, entries.c.actor
+        )
+        for row in _rows(ledger, query.where(entries.c.seq.in_(wanted[i : i + 500]))):
             out[int(row.seq)] = row
     return out
 
 
-def _inference_before(
-    ledger: Ledger, escalation: Any, request_id: str
-) -> tuple[int, dict[str, Any]] | None:
-    """Return (seq, payload) of the inference an escalation entry follows, if readable.
+def _same_batch(inference: Any, escalation: Any) -> bool:
+    """True when ``escalation`` is the Predictor's, written with ``inference`` in one batch.
 
-    The Predictor writes the escalation right after its inference in one batch, so
-    the entry before it is checked first; an older ledger layout falls back to a
-    search by subject and request id.
+    The Predictor appends a case's escalation right after its inference, in the same
+    transaction (same time) and under the same actor (the requester); an escalation
+    from monitoring has its own actor.
     """
-    seq = int(escalation.seq) - 1
-    rows = _rows(
-        ledger,
-        sa.select(entries.c.seq, entries.c.type, entries.c.subject).where(entries.c.seq == seq),
+    return (
+        inference is not None
+        and inference.type == "inference"
+        and inference.subject == escalation.subject
+        and inference.time == escalation.time
+        and inference.actor == escalation.actor
     )
-    candidates = [seq] if rows and rows[0].type == "inference" else []
-    if not candidates or rows[0].subject != escalation.subject:
-        candidates = [
-            int(r.seq)
-            for r in _rows(
-                ledger,
-                sa.select(entries.c.seq)
-                .where(
-                    entries.c.type == "inference",
-                    entries.c.subject == escalation.subject,
-                    entries.c.seq < escalation.seq,
-                )
-                .order_by(entries.c.seq.desc())
-                .limit(50),
-            )
-        ]
-    for candidate in candidates:
-        view = ledger.read(candidate)
+
+
+def _reasons(payload: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Return (reasons in words, reason flags) of one escalation payload."""
+    if payload.get("alert_id"):
+        return [str(payload.get("reason", "monitoring alert"))], ["monitoring_alert"]
+    words = [r.strip() for r in str(payload.get("reason", "")).split(";") if r.strip()]
+    return words, [_WORDS_TO_FLAG[w] for w in words if w in _WORDS_TO_FLAG]
+
+
+def _prediction_of(ledger: Ledger, escalation: Any, payload: dict[str, Any]) -> int | None:
+    """Return the audit seq of the prediction an escalation routes (None when unreadable)."""
+    if payload.get("prediction_seq") is not None:
+        return int(payload["prediction_seq"])
+    request_id = payload.get("request_id")
+    for row in _rows(
+        ledger,
+        sa.select(entries.c.seq)
+        .where(
+            entries.c.type == "inference",
+            entries.c.subject == escalation.subject,
+            entries.c.seq < escalation.seq,
+        )
+        .order_by(entries.c.seq.desc())
+        .limit(50),
+    ):
+        view = ledger.read(int(row.seq))
         if view.payload is not None and view.payload.get("request_id") == request_id:
-            return candidate, view.payload
+            return int(row.seq)
     return None
 
 
+@dataclass
+class _Routing:
+    """The escalations of one prediction, newest first."""
+
+    rows: list[Any] = field(default_factory=list)
+    payloads: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def _route_all(ledger: Ledger, escalations: list[Any]) -> dict[int, _Routing]:
+    """Return prediction seq -> its escalations (in the order of ``escalations``).
+
+    A Predictor escalation is recognised without opening its payload (same batch as
+    the inference just before it); a monitoring escalation is opened to read the
+    prediction it names.
+    """
+    before = _neighbours(ledger, [int(e.seq) - 1 for e in escalations if int(e.seq) > 0])
+    routed: dict[int, _Routing] = {}
+    for esc in escalations:
+        seq = int(esc.seq)
+        if _same_batch(before.get(seq - 1), esc):
+            routed.setdefault(seq - 1, _Routing()).rows.append(esc)
+            continue
+        view = ledger.read(seq)
+        if view.payload is None or view.payload.get("scope", "case") != "case":
+            continue
+        target = _prediction_of(ledger, esc, view.payload)
+        if target is not None:
+            item = routed.setdefault(target, _Routing())
+            item.rows.append(esc)
+            item.payloads[seq] = view.payload
+    return routed
+
+
 def _case(
-    escalation: Any,
-    esc_payload: dict[str, Any],
-    seq: int,
-    inf: dict[str, Any],
+    ledger: Ledger,
+    prediction_seq: int,
+    inference: Any,
+    routing: _Routing,
     *,
     now: datetime,
     decisions: Iterable[Decision],
-) -> Case:
-    reasons = [r.strip() for r in str(esc_payload.get("reason", "")).split(";") if r.strip()]
+) -> Case | None:
+    """Return the case, or None when an escalation payload can no longer be read."""
+    reasons: list[str] = []
+    flags: list[str] = []
+    for row in reversed(routing.rows):  # oldest first
+        payload = routing.payloads.get(int(row.seq))
+        if payload is None:
+            payload = ledger.read(int(row.seq)).payload
+            if payload is None:
+                return None
+        words, keys = _reasons(payload)
+        reasons += [w for w in words if w not in reasons]
+        flags += [k for k in keys if k not in flags]
+    inf = inference.payload or {}
     context = inf.get("context") or {}
+    first = routing.rows[-1] if routing.rows else None
+    since = str(first.time) if first is not None else inference.entry.time
     return Case(
-        prediction_seq=seq,
-        escalation_seq=int(escalation.seq),
-        escalated_at=str(escalation.time),
-        age_seconds=max(0.0, (now - _parse_time(str(escalation.time))).total_seconds()),
+        prediction_seq=prediction_seq,
+        escalation_seq=int(first.seq) if first is not None else -1,
+        escalated_at=since,
+        age_seconds=max(0.0, (now - _parse_time(since)).total_seconds()),
         reasons=reasons,
-        reason_flags=[_WORDS_TO_FLAG[r] for r in reasons if r in _WORDS_TO_FLAG],
-        pseudonym=str(escalation.subject),
+        reason_flags=flags,
+        pseudonym=str(inference.entry.subject),
         release=inf.get("release"),
         model_version=str(inf.get("model_version")),
         site=context.get("site"),
@@ -299,13 +361,13 @@ def escalated_cases(
     min_age_hours: float | None = None,
     limit: int = 200,
 ) -> list[Case]:
-    """Return the escalated cases matching the filters, newest first (at most ``limit``).
+    """Return the escalated cases matching the filters, newest escalation first (at most ``limit``).
 
-    ``reason`` is an escalation flag from :data:`ESCALATION_REASONS` (``empty_set``,
-    ``ambiguous_set``, ``out_of_scope``); ``min_age_hours`` keeps cases waiting at
-    least that long. Only per-case escalations are listed (model-wide escalations
-    from monitoring are alerts, not cases); cases whose payload was erased or purged
-    are left out.
+    ``reason`` is a key of :data:`ESCALATION_REASONS` (``empty_set``,
+    ``ambiguous_set``, ``out_of_scope``, ``monitoring_alert``); ``min_age_hours``
+    keeps cases waiting at least that long (since their first escalation). Only
+    per-case escalations are listed (a release-wide escalation is an alert, not a
+    case); cases whose payloads were erased or purged are left out.
     """
     if reason is not None and reason not in ESCALATION_REASONS:
         raise ValueError(
@@ -313,38 +375,29 @@ def escalated_cases(
         )
     escalations = _rows(
         ledger,
-        sa.select(entries.c.seq, entries.c.time, entries.c.subject)
+        sa.select(entries.c.seq, entries.c.time, entries.c.subject, entries.c.actor)
         .where(entries.c.type == "escalation", entries.c.subject.is_not(None))
         .order_by(entries.c.seq.desc()),
     )
     if not escalations:
         return []
-    decided = _decisions(ledger, since_seq=min(int(e.seq) for e in escalations) - 1, subjects=None)
+    routed = _route_all(ledger, escalations)
+    decided = _decisions(ledger, since_seq=min(routed, default=0) - 1, subjects=None)
     closed = {seq for seq, ds in decided.items() if any(d.action in DECISIVE_ACTIONS for d in ds)}
-    before = _entries_before(ledger, [int(e.seq) for e in escalations])
     out: list[Case] = []
-    for esc in escalations:
+    for seq, routing in routed.items():  # newest escalation first
         if len(out) >= limit:
             break
-        age_h = (now - _parse_time(str(esc.time))).total_seconds() / 3600.0
-        if min_age_hours is not None and age_h < min_age_hours:
+        if state != "all" and (seq in closed) != (state == "decided"):
             continue
-        # The state is known without opening any payload when the entry before the
-        # escalation is its inference (as the Predictor writes them): skip early.
-        guess = int(esc.seq) - 1
-        prev = before.get(guess)
-        known = prev is not None and prev.type == "inference" and prev.subject == esc.subject
-        if state != "all" and known and (guess in closed) != (state == "decided"):
+        waited = (now - _parse_time(str(routing.rows[-1].time))).total_seconds() / 3600.0
+        if min_age_hours is not None and waited < min_age_hours:
             continue
-        view = ledger.read(int(esc.seq))
-        if view.payload is None or view.payload.get("scope", "case") != "case":
+        inference = ledger.read(seq)
+        if inference.entry.type != "inference" or inference.payload is None:
             continue
-        found = _inference_before(ledger, esc, str(view.payload.get("request_id")))
-        if found is None:
-            continue
-        seq, inf = found
-        item = _case(esc, view.payload, seq, inf, now=now, decisions=decided.get(seq, []))
-        if state != "all" and item.state != state:
+        item = _case(ledger, seq, inference, routing, now=now, decisions=decided.get(seq, []))
+        if item is None:
             continue
         if reason is not None and reason not in item.reason_flags:
             continue
@@ -357,7 +410,7 @@ def escalated_cases(
 
 
 def case(ledger: Ledger, prediction_seq: int, *, now: datetime) -> Case:
-    """Return the case of prediction ``prediction_seq`` with every decision recorded on it.
+    """Return the case of prediction ``prediction_seq`` with every escalation and decision.
 
     A prediction that was not escalated is returned as a case too (no reasons), so a
     clinician can respond to any shown recommendation; ``PredictionNotFound`` when
@@ -365,37 +418,26 @@ def case(ledger: Ledger, prediction_seq: int, *, now: datetime) -> Case:
     """
     view = _inference_view(ledger, prediction_seq)
     subject = view.entry.subject
-    payload = view.payload or {}
-    following = _rows(
+    later = _rows(
         ledger,
-        sa.select(entries.c.seq, entries.c.time, entries.c.subject)
+        sa.select(entries.c.seq, entries.c.time, entries.c.subject, entries.c.actor)
         .where(
             entries.c.type == "escalation",
             entries.c.subject == subject,
             entries.c.seq > prediction_seq,
         )
-        .order_by(entries.c.seq)
-        .limit(50),
+        .order_by(entries.c.seq.desc()),
     )
-    esc_row, esc_payload = None, {}
-    for row in following:
-        esc = ledger.read(int(row.seq))
-        if esc.payload is not None and esc.payload.get("request_id") == payload.get("request_id"):
-            esc_row, esc_payload = row, esc.payload
-            break
+    routing = _route_all(ledger, later).get(prediction_seq, _Routing())
     decisions = _decisions(
         ledger, since_seq=prediction_seq, subjects={subject} if subject else set()
     ).get(prediction_seq, [])
-    if esc_row is None:
-        esc_row = _Row(seq=-1, time=view.entry.time, subject=subject)
-    return _case(esc_row, esc_payload, prediction_seq, payload, now=now, decisions=decisions)
-
-
-@dataclass(frozen=True)
-class _Row:
-    seq: int
-    time: str
-    subject: str | None
+    found = _case(ledger, prediction_seq, view, routing, now=now, decisions=decisions)
+    if found is None:
+        raise PredictionNotFound(
+            f"prediction {prediction_seq}: an escalation is no longer readable"
+        )
+    return found
 
 
 def _inference_view(ledger: Ledger, seq: int) -> Any:

@@ -108,14 +108,9 @@ def acknowledge(
 def review(
     alert_id: str,
     viewer: Annotated[Viewer, Depends(posted("/alerts/{alert_id}/review"))],
-    reason: Annotated[str, Form()] = "",
 ) -> RedirectResponse:
     noted = open_alert_review(
-        viewer.console.workspace,
-        alert_id,
-        actor=viewer.user.actor,
-        reason=reason,
-        clock=viewer.console.clock,
+        viewer.console.workspace, alert_id, actor=viewer.user.actor, clock=viewer.console.clock
     )
     release = noted.get("release")
     target = f"/reviews/{release}" if release else f"/alerts/{alert_id}?done=review+opened"
