@@ -225,18 +225,22 @@ class Ledger:
         items stay contiguous and in order even when their transaction also holds
         other threads' appends (group commit, see the module docstring).
         """
-        prepared = []
-        for it in items:
-            schema = validate_new_entry(
+        schemas = [
+            validate_new_entry(
                 entry_type=it.type,
                 actor=it.actor,
                 payload=it.payload,
                 subject=it.subject,
                 public=it.public,
             )
-            key_id, key = self.vault.data_key_for(
-                it.subject or SYSTEM_OWNER, provider=self.provider
-            )
+            for it in items
+        ]
+        keys = self.vault.data_keys_for(
+            [it.subject or SYSTEM_OWNER for it in items], provider=self.provider
+        )
+        prepared = []
+        for it, schema in zip(items, schemas, strict=True):
+            key_id, key = keys[it.subject or SYSTEM_OWNER]
             prepared.append(
                 (
                     it,
@@ -279,10 +283,10 @@ class Ledger:
         sig_key_id, signer = self._current_signer()
         total = sum(len(p.prepared) for p in group)
         with self.store.writer() as conn:
-            size, prev = self.store.head(conn)
-            self._check_clock(conn)
-            rows: list[dict[str, Any]] = []
+            size, prev, last = self.store.tip(conn)
             when = utc_iso(self.clock.now())
+            self._check_clock(when, last)
+            rows: list[dict[str, Any]] = []
             seq = size
             for pending in group:
                 receipts: list[Receipt] = []
@@ -344,10 +348,9 @@ class Ledger:
             self.store.insert_chunks(conn, self._completed_chunks(conn, size, rows))
         self._maybe_checkpoint(size + len(rows))
 
-    def _check_clock(self, conn: sa.Connection) -> None:
+    @staticmethod
+    def _check_clock(now: str, last: str | None) -> None:
         """Raise ClockBehindLedger when the clock reads earlier than the newest entry."""
-        last = self.store.last_time(conn)
-        now = utc_iso(self.clock.now())
         if last is not None and now < last:
             raise ClockBehindLedger(
                 f"the clock reads {now}, earlier than the newest ledger entry ({last}); entry "

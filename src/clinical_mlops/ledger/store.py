@@ -150,12 +150,16 @@ class LedgerStore:
         last = conn.execute(sa.select(sa.func.max(entries.c.seq))).scalar()
         return 0 if last is None else int(last) + 1
 
-    def last_time(self, conn: Connection) -> str | None:
-        """Return the time of the newest entry, or None for an empty ledger."""
-        value = conn.execute(
-            sa.select(entries.c.time).order_by(entries.c.seq.desc()).limit(1)
-        ).scalar()
-        return None if value is None else _text(value)
+    def tip(self, conn: Connection) -> tuple[int, str, str | None]:
+        """Return (size, leaf hash of the last entry or the empty root, its time or None)."""
+        row = conn.execute(
+            sa.select(entries.c.seq, entries.c.leaf_hash, entries.c.time)
+            .order_by(entries.c.seq.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return 0, EMPTY_ROOT.hex(), None
+        return int(row[0]) + 1, _text(row[1]), _text(row[2])
 
     def head(self, conn: Connection) -> tuple[int, str]:
         """Return (size, leaf hash of the last entry or the empty root) as stored."""

@@ -49,7 +49,9 @@ class TreeModel:
     columns: list[str]
 
     def _dmatrix(self, X: np.ndarray) -> xgb.DMatrix:
-        return xgb.DMatrix(np.asarray(X, dtype=np.float64), feature_names=self.columns)
+        # nthread=1: copying a few rows gains nothing from a thread pool, and on a busy
+        # machine waking one costs tens of milliseconds (measured on the serving path).
+        return xgb.DMatrix(np.asarray(X, dtype=np.float64), feature_names=self.columns, nthread=1)
 
     def margin(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(

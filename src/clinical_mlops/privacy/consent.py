@@ -9,6 +9,7 @@ serving layer logs refusals as ``consent_refused`` ledger entries.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -18,7 +19,14 @@ from clinical_mlops.errors import ConsentNotGranted
 from clinical_mlops.ledger._sql import write_transaction
 from clinical_mlops.privacy.identity import IdentityVault, consents
 
-__all__ = ["ConsentRecord", "consent_covers", "consents_of", "record_consent", "require_consent"]
+__all__ = [
+    "ConsentRecord",
+    "consent_covers",
+    "consents_by_subject",
+    "consents_of",
+    "record_consent",
+    "require_consent",
+]
 
 
 @dataclass(frozen=True)
@@ -99,21 +107,36 @@ def record_consent(
 
 def consents_of(vault: IdentityVault, *, pseudonym: str) -> list[ConsentRecord]:
     """Return every consent record of ``pseudonym``, oldest first."""
+    return consents_by_subject(vault, pseudonyms=[pseudonym]).get(pseudonym, [])
+
+
+def consents_by_subject(
+    vault: IdentityVault, *, pseudonyms: Iterable[str]
+) -> dict[str, list[ConsentRecord]]:
+    """Return pseudonym -> its consent records, oldest first, for many subjects in one query."""
+    wanted = list(dict.fromkeys(pseudonyms))
+    out: dict[str, list[ConsentRecord]] = {}
     with vault.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(consents).where(consents.c.pseudonym == pseudonym).order_by(consents.c.id)
-        ).all()
-    return [
-        ConsentRecord(
-            pseudonym=r.pseudonym,
-            purposes=tuple(json.loads(r.purposes)),
-            valid_from=datetime.fromisoformat(r.valid_from),
-            valid_until=None if r.valid_until is None else datetime.fromisoformat(r.valid_until),
-            recorded_at=r.recorded_at,
-            recorded_by=r.recorded_by,
-        )
-        for r in rows
-    ]
+        for start in range(0, len(wanted), 500):
+            rows = conn.execute(
+                sa.select(consents)
+                .where(consents.c.pseudonym.in_(wanted[start : start + 500]))
+                .order_by(consents.c.id)
+            ).all()
+            for r in rows:
+                out.setdefault(r.pseudonym, []).append(
+                    ConsentRecord(
+                        pseudonym=r.pseudonym,
+                        purposes=tuple(json.loads(r.purposes)),
+                        valid_from=datetime.fromisoformat(r.valid_from),
+                        valid_until=None
+                        if r.valid_until is None
+                        else datetime.fromisoformat(r.valid_until),
+                        recorded_at=r.recorded_at,
+                        recorded_by=r.recorded_by,
+                    )
+                )
+    return out
 
 
 def consent_covers(vault: IdentityVault, *, pseudonym: str, purpose: str, at: datetime) -> bool:

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -65,6 +66,12 @@ consents = sa.Table(
     sa.Column("recorded_at", sa.String(40), nullable=False),
     sa.Column("recorded_by", sa.Text, nullable=False),
 )
+
+
+def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
+    """Yield ``items`` in slices small enough for any database's bound-parameter limit."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def new_pseudonym() -> str:
@@ -140,6 +147,20 @@ class IdentityVault:
             )
         return pseudonym
 
+    def pseudonyms_of(self, identifiers: Iterable[str]) -> dict[str, str]:
+        """Return identifier -> pseudonym for the identifiers the vault knows (others absent)."""
+        wanted = [i for i in dict.fromkeys(identifiers) if isinstance(i, str) and i]
+        out: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for part in _chunks(wanted):
+                for identifier, pseudonym in conn.execute(
+                    sa.select(subjects.c.identifier, subjects.c.pseudonym).where(
+                        subjects.c.identifier.in_(part)
+                    )
+                ):
+                    out[str(identifier)] = str(pseudonym)
+        return out
+
     def has_pseudonym(self, pseudonym: str) -> bool:
         """Return True while the pseudonym is still mapped (not erased)."""
         with self.engine.connect() as conn:
@@ -158,41 +179,87 @@ class IdentityVault:
         the owner gets a fresh data key under the new wrap key, and older data
         keys (under older wrap keys) keep opening older payloads.
         """
+        return self.data_keys_for([owner], provider=provider)[owner]
+
+    def data_keys_for(
+        self, owners: Iterable[str], *, provider: KeyProvider
+    ) -> dict[str, tuple[str, bytes]]:
+        """Return owner -> (data-key id, key) for many owners at once (see :meth:`data_key_for`).
+
+        Keys used before cost nothing; the others are read in one query and unwrapped,
+        and owners without a key under the active wrap key get one, all written in one
+        transaction. An owner that is not (or no longer) in the vault raises
+        SubjectNotFound and nothing is created.
+        """
         kek_id = provider.active_key_id("wrap")
+        out: dict[str, tuple[str, bytes]] = {}
+        todo: list[str] = []
         with self._lock:
-            cached = self._active.get((owner, kek_id))
-            if cached is not None and cached in self._dek_cache:
-                return cached, self._dek_cache[cached]
+            for owner in dict.fromkeys(owners):
+                cached = self._active.get((owner, kek_id))
+                if cached is not None and cached in self._dek_cache:
+                    out[owner] = (cached, self._dek_cache[cached])
+                else:
+                    todo.append(owner)
+        if not todo:
+            return out
+        latest: dict[str, Any] = {}
+        known: set[str] = set()
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(data_keys.c.key_id)
-                .where(data_keys.c.owner == owner, data_keys.c.kek_id == kek_id)
-                .order_by(data_keys.c.created.desc())
-                .limit(1)
-            ).first()
-        if row is not None:
-            key_id = str(row[0])
-            key = self.data_key(key_id, provider=provider)
-        else:
-            if owner != SYSTEM_OWNER and not self.has_pseudonym(owner):
-                raise SubjectNotFound(
-                    f"pseudonym {owner} is not in the identity vault (unknown or erased); "
-                    "no data can be written for it"
+            for part in _chunks(todo):
+                for row in conn.execute(
+                    sa.select(
+                        data_keys.c.owner,
+                        data_keys.c.key_id,
+                        data_keys.c.wrapped,
+                        data_keys.c.created,
+                    ).where(data_keys.c.owner.in_(part), data_keys.c.kek_id == kek_id)
+                ):
+                    best = latest.get(row.owner)
+                    if best is None or row.created > best.created:
+                        latest[row.owner] = row
+            people = [o for o in todo if o not in latest and o != SYSTEM_OWNER]
+            for part in _chunks(people):
+                known.update(
+                    conn.execute(
+                        sa.select(subjects.c.pseudonym).where(subjects.c.pseudonym.in_(part))
+                    ).scalars()
                 )
+        unknown = [o for o in people if o not in known]
+        if unknown:
+            raise SubjectNotFound(
+                f"pseudonym {unknown[0]} is not in the identity vault (unknown or erased); "
+                "no data can be written for it"
+            )
+        fresh: dict[str, tuple[str, bytes, str]] = {}
+        for owner, row in latest.items():
+            key_id = str(row.key_id)
+            key = provider.unwrap(kek_id, bytes(row.wrapped), aad=_dek_aad(key_id, owner))
+            fresh[owner] = (key_id, key, kek_id)
+        created = []
+        for owner in (o for o in todo if o not in latest):
             key = new_data_key()
             key_id = "dek_" + secrets.token_hex(12)
             used_kek, wrapped = provider.wrap(key, aad=_dek_aad(key_id, owner))
+            created.append(
+                {
+                    "key_id": key_id,
+                    "owner": owner,
+                    "kek_id": used_kek,
+                    "wrapped": wrapped,
+                    "created": _now(),
+                }
+            )
+            fresh[owner] = (key_id, key, used_kek)
+        if created:
             with write_transaction(self.engine, lock_name=_LOCK) as conn:
-                conn.execute(
-                    data_keys.insert().values(
-                        key_id=key_id, owner=owner, kek_id=used_kek, wrapped=wrapped, created=_now()
-                    )
-                )
-            kek_id = used_kek
+                conn.execute(data_keys.insert(), created)
         with self._lock:
-            self._dek_cache[key_id] = key
-            self._active[(owner, kek_id)] = key_id
-        return key_id, key
+            for owner, (key_id, key, kek) in fresh.items():
+                self._dek_cache[key_id] = key
+                self._active[(owner, kek)] = key_id
+                out[owner] = (key_id, key)
+        return out
 
     def data_key(self, key_id: str, *, provider: KeyProvider) -> bytes:
         """Return the unwrapped data key ``key_id``; KeyNotFound if erased or never created."""

@@ -123,6 +123,7 @@ class _MaterialProvider:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._cache: dict[str, bytes] = {}
+        self._seen_index: tuple[tuple[int, int, int, int], dict[str, Any]] | None = None
 
     # -- to implement -------------------------------------------------------------------
     def _read_index(self) -> dict[str, Any]:
@@ -271,8 +272,17 @@ class LocalKeyring(_MaterialProvider):
 
     def _read_index(self) -> dict[str, Any]:
         path = self.index_path
-        if not path.exists():
+        try:
+            st = path.stat()
+        except FileNotFoundError:
             return {"keys": [], "active": {}}
+        # Re-read only when the file changed (a rotation by any process replaces it), so the
+        # hot path pays one stat() per call instead of a read and a parse.
+        seen = (st.st_ino, st.st_mtime_ns, st.st_size, st.st_mode)
+        with self._lock:
+            cached = self._seen_index
+        if cached is not None and cached[0] == seen:
+            return _copy_index(cached[1])
         self._check_mode(path)
         try:
             index = json.loads(path.read_text(encoding="utf-8"))
@@ -281,7 +291,9 @@ class LocalKeyring(_MaterialProvider):
             valid = False
         if not valid:  # not an assert: python -O would skip the check
             raise KeyProviderUnavailable(f"{path} is not a valid keyring index")
-        return dict(index)
+        with self._lock:
+            self._seen_index = (seen, index)
+        return _copy_index(index)
 
     def _read_material(self, key_id: str) -> bytes:
         path = self.directory / f"{key_id}.key"
@@ -310,6 +322,11 @@ class LocalKeyring(_MaterialProvider):
 
     def _store_material(self, state: dict[str, Any], key_id: str, material: bytes) -> None:
         _write_private(self.directory / f"{key_id}.key", material)
+
+
+def _copy_index(index: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of a keyring index a caller may change without touching the cached one."""
+    return {**index, "keys": list(index["keys"]), "active": dict(index["active"])}
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -48,7 +48,6 @@ from clinical_mlops.errors import (
     DuplicateRequest,
     InputInvalid,
     ReleaseNotServable,
-    SubjectNotFound,
 )
 from clinical_mlops.evaluation.baseline import score_for
 from clinical_mlops.evaluation.phrases import top_phrases
@@ -56,7 +55,7 @@ from clinical_mlops.governance.rollout import ServingDecision, serving_decision
 from clinical_mlops.ledger import Ledger, NewEntry
 from clinical_mlops.modeling.explain import EXPLANATION_FORMAT
 from clinical_mlops.modeling.trained import TrainedModel
-from clinical_mlops.privacy.consent import consent_covers
+from clinical_mlops.privacy.consent import consents_by_subject
 from clinical_mlops.registry.bundle import Bundle, load_bundle
 from clinical_mlops.registry.registry import Registry, Release
 from clinical_mlops.serving.inputs import CheckedInputs, InputSchema, is_text
@@ -536,10 +535,14 @@ class Predictor:
             )
             pending.append((i, results[i], len(entries) - 1))  # type: ignore[arg-type]
 
+        # one round trip each for the whole batch: pseudonyms, then their consent records
+        known = self.vault.pseudonyms_of([r.subject_id for r in requests])
+        consent = consents_by_subject(self.vault, pseudonyms=known.values())
+        spec = self.scorer(self.default).spec
+        min_age, setting = spec.cohort.min_age, spec.cohort.setting
         for i, r in enumerate(requests):
-            try:
-                subject = self.vault.pseudonym_for(r.subject_id, create=False)
-            except SubjectNotFound:
+            subject = known.get(r.subject_id)
+            if subject is None:
                 refuse(
                     i,
                     "unknown_subject",
@@ -550,8 +553,6 @@ class Predictor:
                 continue
             subjects[i] = subject
             age = checked[i].values.get("age")
-            min_age = self.scorer(self.default).spec.cohort.min_age
-            setting = self.scorer(self.default).spec.cohort.setting
             if r.setting != setting:
                 refuse(
                     i,
@@ -570,7 +571,7 @@ class Predictor:
                     subject,
                 )
                 continue
-            if not consent_covers(self.vault, pseudonym=subject, purpose=r.purpose, at=now):
+            if not any(c.covers(r.purpose, now) for c in consent.get(subject, ())):
                 refuse(
                     i,
                     "consent_not_granted",
