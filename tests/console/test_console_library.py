@@ -372,3 +372,48 @@ def test_plot_draws_every_point_and_escapes_text() -> None:
     assert "&lt;psi&gt; &amp; co" in svg and "<psi>" not in svg
     assert 'class="threshold"' in svg and "alert opened" in svg
     assert "No values" in str(series_svg([], title="t"))
+
+
+def _luminance(hex_colour: str) -> float:
+    rgb = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def _contrast(a: str, b: str) -> float:
+    la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def test_stylesheet_colours_meet_wcag_aa_contrast() -> None:
+    """Every text colour of the stylesheet on its background: at least 4.5:1 (WCAG 2.1 AA)."""
+    import re
+    from pathlib import Path
+
+    import clinical_mlops.console as console
+
+    css = (Path(console.__file__).parent / "static" / "console.css").read_text()
+    var = dict(re.findall(r"--([a-z-]+):\s*(#[0-9a-f]{6})", css))
+    pairs = [
+        ("ink", "page"),
+        ("ink", "card"),
+        ("muted", "page"),
+        ("muted", "card"),
+        ("muted", "soft"),
+        ("accent", "card"),
+        ("accent-dark", "info-bg"),
+        ("ok-ink", "ok-bg"),
+        ("warn-ink", "warn-bg"),
+        ("danger-ink", "danger-bg"),
+        ("info-ink", "info-bg"),
+        ("neutral-ink", "neutral-bg"),
+        ("danger-ink", "card"),
+    ]
+    for fg, bg in pairs:
+        assert _contrast(var[fg], var[bg]) >= 4.5, (fg, bg, round(_contrast(var[fg], var[bg]), 2))
+    for bg in ("brand", "accent", "accent-dark", "danger"):  # white text on buttons and header
+        assert _contrast("#ffffff", var[bg]) >= 4.5, bg
+    # Focus indicators (non-text contrast, 3:1): a dark ring on the pages, amber on the header.
+    assert _contrast(var["focus-ring"], var["page"]) >= 3
+    assert _contrast(var["focus-ring"], var["card"]) >= 3
+    assert _contrast(var["focus"], var["brand"]) >= 3
