@@ -64,7 +64,8 @@
         ├── OverrideInvalid            an override with an undeclared action or reason code
         ├── CaseAlreadyDecided         an escalated case already accepted or overridden (nothing recorded twice)
         ├── NotAuthenticated           no credentials, or credentials that do not verify (HTTP 401)
-        └── NotAuthorised              valid credentials without a role the route needs (HTTP 403)
+        ├── NotAuthorised              valid credentials without a role the route needs (HTTP 403)
+        └── ServiceConfigInvalid       no token key, or a malformed API-key file, at service start
 
     -- monitoring --
     └── MonitoringError
@@ -135,6 +136,7 @@ __all__ = [
     "ReleaseNotFound",
     "ReleaseNotServable",
     "RoleRequired",
+    "ServiceConfigInvalid",
     "ServingError",
     "SessionExpired",
     "SnapshotNotFound",
@@ -424,6 +426,10 @@ class NotAuthenticated(ServingError):
 
 class NotAuthorised(ServingError):
     """Credentials that verify but carry no role the route allows."""
+
+
+class ServiceConfigInvalid(ServingError):
+    """A service started without a usable token key, or with a malformed API-key file."""
 
 
 # -- monitoring: drift, outcomes, fairness, workflow, alerts -----------------------------------

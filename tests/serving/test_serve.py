@@ -139,3 +139,23 @@ def test_dockerfile_runs_non_root_and_read_only() -> None:
     assert text.splitlines()[-1] and "--read-only" in text and "--cap-drop ALL" in text
     assert "--tls-cert" in text and "apt-get" not in text and "curl" not in text
     assert "ADD " not in text and ":latest" not in text
+
+
+def test_auth_config_errors_name_the_file_and_what_is_expected(tmp_path: Path) -> None:
+    from clinical_mlops.errors import ServiceConfigInvalid
+    from clinical_mlops.serving.auth import AuthConfig
+
+    with pytest.raises(ServiceConfigInvalid, match="--jwt-secret-file"):
+        AuthConfig.from_files()
+    secret = tmp_path / "secret"
+    secret.write_text(secrets.token_hex(32))
+    keys = tmp_path / "keys.json"
+    for body, expected in (
+        ("not json", "expected JSON"),
+        ('{"keys": [{"name": "ehr"}]}', r"keys\[0\] must be an object with sha256, name and roles"),
+        ('{"keys": [{"name": "ehr", "sha256": "ab", "roles": ["root"]}]}', r"keys\[0\]\.roles"),
+    ):
+        keys.write_text(body)
+        with pytest.raises(ServiceConfigInvalid, match=expected) as exc:
+            AuthConfig.from_files(secret_file=secret, api_keys_file=keys)
+        assert str(keys) in str(exc.value)

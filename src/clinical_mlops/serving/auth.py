@@ -21,7 +21,7 @@ from typing import Any
 
 import jwt
 
-from clinical_mlops.errors import NotAuthenticated, NotAuthorised
+from clinical_mlops.errors import NotAuthenticated, NotAuthorised, ServiceConfigInvalid
 from clinical_mlops.serving.inputs import is_text
 
 __all__ = ["ROLES", "AuthConfig", "Principal", "hash_api_key", "new_api_key"]
@@ -91,13 +91,32 @@ class AuthConfig:
                 secret_file.read_text(encoding="utf-8").strip(), audience=audience, issuer=issuer
             )
         else:
-            raise ValueError("give a JWT secret file or a public key file")
+            raise ServiceConfigInvalid(
+                "the service needs a key to verify bearer tokens: give --jwt-secret-file "
+                "(HS256 shared secret) or --jwt-public-key (EdDSA/RS256/ES256 PEM)"
+            )
         if api_keys_file is not None:
-            data = json.loads(api_keys_file.read_text(encoding="utf-8"))
-            for entry in data.get("keys", []):
-                cfg.add_api_key_hash(
-                    entry["sha256"], name=entry["name"], roles=list(entry["roles"])
-                )
+            where = str(api_keys_file)
+            try:
+                data = json.loads(api_keys_file.read_text(encoding="utf-8"))
+                entries = data["keys"]
+                for i, entry in enumerate(entries):
+                    if not isinstance(entry, dict) or not {"sha256", "name", "roles"} <= set(entry):
+                        raise ServiceConfigInvalid(
+                            f"{where}: keys[{i}] must be an object with sha256, name and roles"
+                        )
+                    try:
+                        cfg.add_api_key_hash(
+                            str(entry["sha256"]),
+                            name=str(entry["name"]),
+                            roles=list(entry["roles"]),
+                        )
+                    except ValueError as exc:
+                        raise ServiceConfigInvalid(f"{where}: keys[{i}].roles: {exc}") from None
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ServiceConfigInvalid(
+                    f'{where}: expected JSON {{"keys": [{{"name", "sha256", "roles"}}]}} ({exc})'
+                ) from None
         return cfg
 
     def add_api_key_hash(self, digest: str, *, name: str, roles: list[str]) -> None:
