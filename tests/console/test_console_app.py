@@ -119,6 +119,14 @@ def test_role_matrix(
     assert ledger_size(world["ws"]) == before
 
 
+def test_unknown_pages_answer_with_an_html_404(clients: dict[str, Any]) -> None:
+    r = clients["clinician"].get("/console/no-such-page")
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+    assert "There is no such page in the console" in r.text
+    r = clients["clinician"].get("/console/cases/999999")
+    assert r.status_code == 404 and "no prediction with audit seq 999999" in r.text.lower()
+
+
 def test_signed_out_get_redirects_to_sign_in_and_post_records_nothing(
     world: dict[str, Any],
 ) -> None:

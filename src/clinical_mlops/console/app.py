@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clinical_mlops import __version__
 from clinical_mlops.clock import Clock, SystemClock
@@ -152,6 +153,12 @@ def create_console_app(
             return _problem(request, exc, code=code, heading=heading)
 
         app.add_exception_handler(error, handler)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> HTMLResponse:
+        words = {404: "Not found", 405: "Not possible"}.get(exc.status_code, "Not possible")
+        detail = "there is no such page in the console" if exc.status_code == 404 else exc.detail
+        return _problem(request, ValueError(detail), code=exc.status_code, heading=words)
 
     @app.exception_handler(ClinicalMlopsError)
     async def _other(request: Request, exc: ClinicalMlopsError) -> HTMLResponse:
