@@ -253,6 +253,13 @@ def form_token(html: str, action: str | None = None) -> str:
     return found.group(1)
 
 
+def fingerprint_of(html: str) -> str:
+    """Return the release fingerprint a decision form carries."""
+    found = re.search(r'name="fingerprint" value="([0-9a-f]{64})"', html)
+    assert found, "no fingerprint in page"
+    return found.group(1)
+
+
 def ledger_size(ws: Workspace) -> int:
     with Ledger.open(ws) as led:
         return led.size()
@@ -338,6 +345,7 @@ __all__ = [
     "build_world",
     "console_client",
     "copy_world",
+    "fingerprint_of",
     "form_token",
     "ledger_size",
     "save_screen",

@@ -20,6 +20,7 @@ from console_world import (
     REVIEWER,
     USER_OF_ROLE,
     console_client,
+    fingerprint_of,
     form_token,
     ledger_size,
     sign_in,
@@ -310,7 +311,7 @@ def test_approval_of_a_release_changed_since_the_page_loaded_is_refused(
     sign_in(client, REVIEWER)
     page = client.get(f"/console/releases/{v2}")
     token = form_token(page.text, f"/console/releases/{v2}/decision")
-    fingerprint = re.search(r'name="fingerprint" value="([0-9a-f]{64})"', page.text).group(1)
+    fingerprint = fingerprint_of(page.text)
     with Registry.open(ws, clock=FixedClock(NOW)) as reg:  # meanwhile, compliance decides
         reg.decide(v2, person=COMPLIANCE, role="compliance", decision="approve", why="ok")
     r = client.post(
@@ -337,9 +338,7 @@ def test_approval_of_a_release_changed_since_the_page_loaded_is_refused(
         f"/console/releases/{v2}/decision",
         data={
             "csrf_token": form_token(page.text, f"/console/releases/{v2}/decision"),
-            "fingerprint": re.search(r'name="fingerprint" value="([0-9a-f]{64})"', page.text).group(
-                1
-            ),
+            "fingerprint": fingerprint_of(page.text),
             "decision": "approve",
             "role": "clinical",
             "comment": "looks fine",
@@ -358,7 +357,7 @@ def test_approval_needs_a_comment_and_a_role_the_user_holds(fresh_world: dict[st
 
     def post(**data: str) -> Any:
         page = client.get(f"/console/releases/{v2}")
-        fp = re.search(r'name="fingerprint" value="([0-9a-f]{64})"', page.text).group(1)
+        fp = fingerprint_of(page.text)
         body = {"csrf_token": form_token(page.text, f"/console/releases/{v2}/decision")}
         return client.post(
             f"/console/releases/{v2}/decision", data=body | {"fingerprint": fp} | data
@@ -384,9 +383,7 @@ def test_suspend_needs_confirmation_then_suspends_and_resume_is_compliance_only(
         assert page.status_code == 200
         return {
             "csrf_token": form_token(page.text, f"/console/models/{v1}/{action}"),
-            "fingerprint": re.search(r'name="fingerprint" value="([0-9a-f]{64})"', page.text).group(
-                1
-            ),
+            "fingerprint": fingerprint_of(page.text),
         }
 
     r = eng.post(f"/console/models/{v1}/suspend", data=confirm_form(eng, "suspend") | {"why": "x"})
