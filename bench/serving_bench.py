@@ -1,0 +1,527 @@
+"""Serving benchmark: the governed service against a bare endpoint and ``mlflow models serve``.
+
+In one run, on one model (the demo release, seed 7) and with one client:
+
+- HTTP over loopback, sequential and concurrent single-row requests, p50/p99 latency and
+  requests/s for (a) our governed ``POST /v1/predict`` (input contract, identity vault,
+  intended use, consent, rollout, calibrated probability, conformal set, exact TreeSHAP
+  contributions in clinical words, one signed and encrypted ledger entry committed before
+  the answer), (b) a bare FastAPI endpoint that only calls the booster, (c) ``mlflow models
+  serve`` of the same booster (sklearn flavor through skops, ``predict_proba``);
+- the in-process :class:`~clinical_mlops.serving.predictor.Predictor` latency;
+- batch scoring rows/s with one audit record per row, with and without explanations,
+  against XGBoost's own ``pred_contribs`` and ``inplace_predict`` on the same rows.
+
+Every server is one uvicorn process with one worker and access logs off; the client is
+``http.client`` with keep-alive connections, one per client thread, request bodies
+serialised before timing. Writes the ``serving`` section of docs/BENCHMARKS.md.
+
+Run: ``.venv/bin/python bench/serving_bench.py`` (or ``make bench``). ``--workspace DIR``
+reuses a workspace made by ``clinical-mlops demo --workspace DIR`` (made when missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _sections import update_section
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BIN = Path(sys.executable).parent
+
+
+# -- the workspace and the rows ----------------------------------------------------------------
+def ensure_workspace(path: Path) -> None:
+    """Make the demo workspace at ``path`` unless it already holds an approved release."""
+    from clinical_mlops.registry.registry import Registry
+    from clinical_mlops.workspace import Workspace
+
+    if (path / "meta.db").exists():
+        with Registry.open(Workspace.open(path)) as reg:
+            if reg.active("icu_mortality_48h") is not None:
+                return
+    print(f"building the demo workspace in {path} (clinical-mlops demo)", flush=True)
+    subprocess.run(
+        [str(BIN / "clinical-mlops"), "demo", "--workspace", str(path)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def test_rows(path: Path) -> dict[str, Any]:
+    """Return the locked test stays as request dicts and as the model's encoded matrix."""
+    from clinical_mlops.data.snapshot import open_snapshot
+    from clinical_mlops.modeling.train import locked_test_stays
+    from clinical_mlops.serving.predictor import Predictor
+    from clinical_mlops.workspace import Workspace
+
+    ws = Workspace.open(path)
+    with Predictor.open(ws) as p:
+        sc = p.scorer(p.default)
+        test = locked_test_stays(open_snapshot(ws, sc.dataset_sha256))
+        names = list(sc.spec.feature_names)
+        rows = [
+            {k: (None if v != v else (v.item() if hasattr(v, "item") else v)) for k, v in r.items()}
+            for r in test[names].to_dict(orient="records")
+        ]
+        X = sc.schema.encode([sc.schema.check(r).values for r in rows])
+        booster_json = sc.model.scorer.booster.save_raw(raw_format="json")
+        return {
+            "release": p.default,
+            "setting": sc.spec.cohort.setting,
+            "subjects": [f"demo-stay-{s}" for s in test["stay_id"]],
+            "rows": rows,
+            "X": X,
+            "columns": list(sc.model.preprocessor.columns),
+            "booster_json": bytes(booster_json),
+        }
+
+
+# -- servers ---------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(port: int, path: str, proc: subprocess.Popen, headers: dict[str, str]) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server on port {port} exited with {proc.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path, headers=headers)
+            if conn.getresponse().status == 200:
+                conn.close()
+                return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"server on port {port} did not become ready")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def mlflow_model(tmp: Path, booster_json: bytes, columns: list[str], X: np.ndarray) -> str:
+    """Log the booster with MLflow's sklearn flavor (skops) and return its model URI."""
+    import pandas as pd
+    import xgboost as xgb
+
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    import mlflow
+    import mlflow.sklearn
+
+    path = tmp / "booster.json"
+    path.write_bytes(booster_json)
+    clf = xgb.XGBClassifier()
+    clf.load_model(str(path))
+    clf.get_booster().set_param({"nthread": 1})
+    mlflow.set_tracking_uri(f"file://{tmp / 'mlruns'}")
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            clf,
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=[
+                "xgboost.sklearn.XGBClassifier",
+                "xgboost.core.Booster",
+            ],
+            pyfunc_predict_fn="predict_proba",
+            input_example=pd.DataFrame(X[:2], columns=columns),
+        )
+    return str(info.model_uri)
+
+
+# -- the client ------------------------------------------------------------------------------
+def drive(
+    port: int,
+    path: str,
+    bodies: list[bytes],
+    headers: dict[str, str],
+    *,
+    threads: int,
+    check: Callable[[int, bytes], None],
+) -> dict[str, float]:
+    """Send every body once over ``threads`` keep-alive connections; return latency figures."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    shares = [bodies[i::threads] for i in range(threads)]
+
+    def worker(share: list[bytes]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine = []
+        for body in share:
+            t0 = time.perf_counter()
+            conn.request("POST", path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            mine.append(time.perf_counter() - t0)
+            try:
+                check(resp.status, data)
+            except AssertionError as exc:
+                with lock:
+                    errors.append(str(exc))
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    workers = [threading.Thread(target=worker, args=(s,)) for s in shares]
+    started = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise SystemExit(f"{len(errors)} bad responses, first: {errors[0]}")
+    return summarise(latencies, elapsed)
+
+
+def summarise(latencies: list[float], elapsed: float) -> dict[str, float]:
+    ms = np.array(latencies) * 1000
+    return {
+        "n": len(latencies),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "rps": round(len(latencies) / elapsed, 1),
+    }
+
+
+def status_ok(status: int, data: bytes) -> None:
+    assert status == 200, f"HTTP {status}: {data[:300]!r}"
+
+
+# -- the three servers over HTTP ---------------------------------------------------------------
+def http_runs(ws: Path, data: dict[str, Any], *, n: int, threads: int) -> dict[str, Any]:
+    from clinical_mlops.serving.auth import hash_api_key, new_api_key
+
+    rows, subjects, X = data["rows"], data["subjects"], data["X"]
+    pick = [i % len(rows) for i in range(n + 200)]
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="cm-serve-bench-") as tmp_s:
+        tmp = Path(tmp_s)
+
+        # (a) the governed service
+        key = new_api_key()
+        keys = tmp / "api-keys.json"
+        keys.write_text(
+            json.dumps(
+                {"keys": [{"name": "bench", "sha256": hash_api_key(key), "roles": ["system"]}]}
+            )
+        )
+        secret = tmp / "jwt-secret"
+        secret.write_text(new_api_key())
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                str(BIN / "clinical-mlops"),
+                "serve",
+                "--jwt-secret-file",
+                str(secret),
+                "--port",
+                str(port),
+                "--api-keys",
+                str(keys),
+                "--workspace",
+                str(ws),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        headers = {"X-API-Key": key, "Content-Type": "application/json"}
+        try:
+            wait_ready(port, "/healthz", proc, headers)
+
+            def governed(count: int) -> list[bytes]:
+                return [
+                    json.dumps(
+                        {
+                            "request_id": f"bench-{uuid.uuid4().hex}",
+                            "subject_id": subjects[i],
+                            "purpose": "direct_care",
+                            "setting": data["setting"],
+                            "hours_since_admission": 24.0,
+                            "features": rows[i],
+                        }
+                    ).encode()
+                    for i in pick[:count]
+                ]
+
+            def scored(status: int, body: bytes) -> None:
+                assert status == 200, f"HTTP {status}: {body[:300]!r}"
+                doc = json.loads(body)
+                assert doc["status"] == "scored" and doc["audit_seq"] is not None, doc["status"]
+
+            drive(port, "/v1/predict", governed(200), headers, threads=1, check=scored)
+            out["governed"] = {
+                "sequential": drive(
+                    port, "/v1/predict", governed(n), headers, threads=1, check=scored
+                ),
+                "concurrent": drive(
+                    port, "/v1/predict", governed(n), headers, threads=threads, check=scored
+                ),
+            }
+        finally:
+            stop(proc)
+
+        # (b) a bare FastAPI endpoint calling the booster
+        booster = tmp / "booster.json"
+        booster.write_bytes(data["booster_json"])
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "_bare_app.py"), str(booster), str(port)],
+            stdout=subprocess.DEVNULL,
+        )
+        headers = {"Content-Type": "application/json"}
+        try:
+            wait_ready(port, "/ping", proc, headers)
+            bare = [
+                json.dumps({"x": [None if v != v else float(v) for v in X[i]]}).encode()
+                for i in pick
+            ]
+            drive(port, "/predict", bare[:200], headers, threads=1, check=status_ok)
+            out["bare"] = {
+                "sequential": drive(
+                    port, "/predict", bare[:n], headers, threads=1, check=status_ok
+                ),
+                "concurrent": drive(
+                    port, "/predict", bare[:n], headers, threads=threads, check=status_ok
+                ),
+            }
+        finally:
+            stop(proc)
+
+        # (c) mlflow models serve of the same booster
+        uri = mlflow_model(tmp, data["booster_json"], data["columns"], X)
+        port = free_port()
+        env = os.environ | {
+            "MLFLOW_ALLOW_FILE_STORE": "true",
+            "MLFLOW_TRACKING_URI": f"file://{tmp / 'mlruns'}",
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # mlflow execs uvicorn
+        }
+        proc = subprocess.Popen(
+            [
+                str(BIN / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                uri,
+                "-p",
+                str(port),
+                "-h",
+                "127.0.0.1",
+                "-w",
+                "1",
+                "--env-manager",
+                "local",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_ready(port, "/ping", proc, headers)
+            cols = data["columns"]
+            flow = [
+                json.dumps(
+                    {
+                        "dataframe_split": {
+                            "columns": cols,
+                            "data": [[None if v != v else float(v) for v in X[i]]],
+                        }
+                    }
+                ).encode()
+                for i in pick
+            ]
+
+            def proba(status: int, body: bytes) -> None:
+                assert status == 200, f"HTTP {status}: {body[:300]!r}"
+                pred = json.loads(body)["predictions"][0]
+                assert isinstance(pred, list) and len(pred) == 2, pred
+
+            drive(port, "/invocations", flow[:200], headers, threads=1, check=proba)
+            out["mlflow"] = {
+                "sequential": drive(
+                    port, "/invocations", flow[:n], headers, threads=1, check=proba
+                ),
+                "concurrent": drive(
+                    port, "/invocations", flow[:n], headers, threads=threads, check=proba
+                ),
+            }
+        finally:
+            stop(proc)
+    return out
+
+
+# -- in process ------------------------------------------------------------------------------
+def in_process(ws_path: Path, data: dict[str, Any], *, n: int) -> dict[str, Any]:
+    """Predictor latency (one request, explained and audited) and batch rates with audit."""
+    import xgboost as xgb
+
+    from clinical_mlops.serving.predictor import MAX_BATCH, PredictionRequest, Predictor
+    from clinical_mlops.workspace import Workspace
+
+    ws = Workspace.open(ws_path)
+    rows, subjects = data["rows"], data["subjects"]
+
+    def request(i: int) -> PredictionRequest:
+        return PredictionRequest(
+            subject_id=subjects[i],
+            purpose="direct_care",
+            setting=data["setting"],
+            features=rows[i],
+            request_id=f"bench-{uuid.uuid4().hex}",
+            hours_since_admission=24.0,
+        )
+
+    out: dict[str, Any] = {}
+    with Predictor.open(ws) as p:
+        for i in range(100):
+            p.predict(request(i), requester="system:bench")
+        lat = []
+        for k in range(n):
+            r = request(k % len(rows))
+            t0 = time.perf_counter()
+            res = p.predict(r, requester="system:bench")
+            lat.append(time.perf_counter() - t0)
+            assert res.status == "scored"
+        out["single"] = summarise(lat, sum(lat))
+
+        def batch_rate(explain: bool) -> dict[str, Any]:
+            reqs = [request(i) for i in range(len(rows))]
+            t0 = time.perf_counter()
+            got = 0
+            for s in range(0, len(reqs), MAX_BATCH):
+                res = p.predict_many(
+                    reqs[s : s + MAX_BATCH], requester="system:bench", explain=explain
+                )
+                got += sum(r.audit_seq is not None for r in res)
+            elapsed = time.perf_counter() - t0
+            assert got == len(reqs)
+            return {
+                "rows": len(reqs),
+                "seconds": round(elapsed, 3),
+                "rows_per_s": round(len(reqs) / elapsed),
+            }
+
+        out["batch_explained"] = batch_rate(True)
+        out["batch_unexplained"] = batch_rate(False)
+
+    booster = xgb.Booster()
+    booster.load_model(bytearray(data["booster_json"]))
+    booster.set_param({"nthread": 1})
+    X = data["X"]
+
+    def rate(fn: Callable[[], object], repeat: int = 3) -> float:
+        best = float("inf")
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t0)
+        return len(X) / best
+
+    dm = lambda: xgb.DMatrix(X, missing=np.nan, feature_names=data["columns"])  # noqa: E731
+    out["xgb_pred_contribs_rows_per_s"] = round(
+        rate(lambda: booster.predict(dm(), pred_contribs=True))
+    )
+    out["xgb_inplace_predict_rows_per_s"] = round(rate(lambda: booster.inplace_predict(X)))
+    return out
+
+
+def render(res: dict[str, Any], *, n: int, threads: int) -> str:
+    h = res["http"]
+    lines = [
+        f"One model (the demo release, seed 7), {n} single-row requests per run after 200 "
+        f"warm-up requests; concurrent = {threads} client threads with keep-alive connections. "
+        "Each server: one uvicorn process, one worker, access log off, 127.0.0.1.",
+        "",
+        "| endpoint | what it does per request | seq p50 ms | seq p99 ms | seq req/s | conc p50 ms | conc p99 ms | conc req/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    what = {
+        "governed": "(a) `POST /v1/predict`: validate, pseudonymise, intended use, consent, rollout, "
+        "calibrated p, conformal set, exact TreeSHAP in words, signed + encrypted ledger entry committed",
+        "bare": "(b) bare FastAPI: booster only",
+        "mlflow": "(c) `mlflow models serve` (sklearn flavor, skops, predict_proba)",
+    }
+    for key in ("governed", "bare", "mlflow"):
+        s, c = h[key]["sequential"], h[key]["concurrent"]
+        lines.append(
+            f"| {key} | {what[key]} | {s['p50_ms']} | {s['p99_ms']} | {s['rps']} | "
+            f"{c['p50_ms']} | {c['p99_ms']} | {c['rps']} |"
+        )
+    ratio = h["governed"]["sequential"]["p50_ms"] / h["mlflow"]["sequential"]["p50_ms"]
+    ip = res["in_process"]
+    lines += [
+        "",
+        f"- governed / mlflow at sequential p50: **{ratio:.2f}x** (goal: at most 0.5x)",
+        f"- in-process `Predictor.predict` (one request, explained, audited, committed): "
+        f"p50 **{ip['single']['p50_ms']} ms**, p99 {ip['single']['p99_ms']} ms (goal: p50 under 2 ms)",
+        f"- batch scoring with one audit record per row, explained: "
+        f"**{ip['batch_explained']['rows_per_s']:,} rows/s**; XGBoost `pred_contribs` alone on the same "
+        f"rows: {ip['xgb_pred_contribs_rows_per_s']:,} rows/s "
+        f"(ratio {ip['batch_explained']['rows_per_s'] / ip['xgb_pred_contribs_rows_per_s']:.2f}; goal at least 0.9)",
+        f"- batch scoring with one audit record per row, no explanations: "
+        f"**{ip['batch_unexplained']['rows_per_s']:,} rows/s** (goal: at least 50,000); "
+        f"XGBoost `inplace_predict` alone: {ip['xgb_inplace_predict_rows_per_s']:,} rows/s",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workspace", type=Path, default=None)
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--no-write", action="store_true", help="print, do not update BENCHMARKS.md")
+    args = ap.parse_args()
+    tmp = None
+    ws = args.workspace
+    if ws is None:
+        tmp = Path(tempfile.mkdtemp(prefix="cm-serving-ws-"))
+        ws = tmp / "ws"
+    try:
+        ensure_workspace(ws)
+        data = test_rows(ws)
+        res = {
+            "in_process": in_process(ws, data, n=args.requests),
+            "http": http_runs(ws, data, n=args.requests, threads=args.threads),
+        }
+        print(json.dumps(res, indent=1))
+        if not args.no_write:
+            update_section(
+                "serving",
+                "Serving: governed service vs bare endpoint vs mlflow models serve",
+                render(res, n=args.requests, threads=args.threads),
+                command=".venv/bin/python bench/serving_bench.py",
+            )
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
