@@ -34,22 +34,11 @@ from typing import Any
 
 import numpy as np
 from _sections import update_section
+from _workspace import ensure_workspace
 
 HERE = Path(__file__).resolve().parent
 RELIABILITY = HERE.parent / "docs" / "RELIABILITY.md"
 BIN = Path(sys.executable).parent
-
-
-def ensure_workspace(path: Path) -> None:
-    """Make a demo workspace at ``path`` (approved release, consented demo patients)."""
-    if (path / "meta.db").exists() and (path / "ledger.db").exists():
-        return
-    print(f"building the demo workspace in {path} (clinical-mlops demo)", flush=True)
-    subprocess.run(
-        [str(BIN / "clinical-mlops"), "demo", "--workspace", str(path)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
 
 
 def request_bodies(path: Path) -> list[dict[str, Any]]:

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 from _sections import update_section
+from _workspace import ensure_workspace
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -47,23 +48,6 @@ BIN = Path(sys.executable).parent
 
 
 # -- the workspace and the rows ----------------------------------------------------------------
-def ensure_workspace(path: Path) -> None:
-    """Make the demo workspace at ``path`` unless it already holds an approved release."""
-    from clinical_mlops.registry.registry import Registry
-    from clinical_mlops.workspace import Workspace
-
-    if (path / "meta.db").exists():
-        with Registry.open(Workspace.open(path)) as reg:
-            if reg.active("icu_mortality_48h") is not None:
-                return
-    print(f"building the demo workspace in {path} (clinical-mlops demo)", flush=True)
-    subprocess.run(
-        [str(BIN / "clinical-mlops"), "demo", "--workspace", str(path)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-
-
 def test_rows(path: Path) -> dict[str, Any]:
     """Return the locked test stays as request dicts and as the model's encoded matrix."""
     from clinical_mlops.data.snapshot import open_snapshot
@@ -201,6 +185,24 @@ def drive(
     return summarise(latencies, elapsed)
 
 
+def sequential_and_concurrent(
+    port: int,
+    path: str,
+    bodies: Callable[[int], list[bytes]],
+    headers: dict[str, str],
+    *,
+    n: int,
+    threads: int,
+    check: Callable[[int, bytes], None],
+) -> dict[str, dict[str, float]]:
+    """Warm up with 200 requests, then ``n`` sequential and ``n`` concurrent ones."""
+    drive(port, path, bodies(200), headers, threads=1, check=check)
+    return {
+        "sequential": drive(port, path, bodies(n), headers, threads=1, check=check),
+        "concurrent": drive(port, path, bodies(n), headers, threads=threads, check=check),
+    }
+
+
 def summarise(latencies: list[float], elapsed: float) -> dict[str, float]:
     ms = np.array(latencies) * 1000
     return {
@@ -275,15 +277,9 @@ def http_runs(ws: Path, data: dict[str, Any], *, n: int, threads: int) -> dict[s
                 doc = json.loads(body)
                 assert doc["status"] == "scored" and doc["audit_seq"] is not None, doc["status"]
 
-            drive(port, "/v1/predict", governed(200), headers, threads=1, check=scored)
-            out["governed"] = {
-                "sequential": drive(
-                    port, "/v1/predict", governed(n), headers, threads=1, check=scored
-                ),
-                "concurrent": drive(
-                    port, "/v1/predict", governed(n), headers, threads=threads, check=scored
-                ),
-            }
+            out["governed"] = sequential_and_concurrent(
+                port, "/v1/predict", governed, headers, n=n, threads=threads, check=scored
+            )
         finally:
             stop(proc)
 
@@ -302,15 +298,9 @@ def http_runs(ws: Path, data: dict[str, Any], *, n: int, threads: int) -> dict[s
                 json.dumps({"x": [None if v != v else float(v) for v in X[i]]}).encode()
                 for i in pick
             ]
-            drive(port, "/predict", bare[:200], headers, threads=1, check=status_ok)
-            out["bare"] = {
-                "sequential": drive(
-                    port, "/predict", bare[:n], headers, threads=1, check=status_ok
-                ),
-                "concurrent": drive(
-                    port, "/predict", bare[:n], headers, threads=threads, check=status_ok
-                ),
-            }
+            out["bare"] = sequential_and_concurrent(
+                port, "/predict", lambda k: bare[:k], headers, n=n, threads=threads, check=status_ok
+            )
         finally:
             stop(proc)
 
@@ -362,15 +352,9 @@ def http_runs(ws: Path, data: dict[str, Any], *, n: int, threads: int) -> dict[s
                 pred = json.loads(body)["predictions"][0]
                 assert isinstance(pred, list) and len(pred) == 2, pred
 
-            drive(port, "/invocations", flow[:200], headers, threads=1, check=proba)
-            out["mlflow"] = {
-                "sequential": drive(
-                    port, "/invocations", flow[:n], headers, threads=1, check=proba
-                ),
-                "concurrent": drive(
-                    port, "/invocations", flow[:n], headers, threads=threads, check=proba
-                ),
-            }
+            out["mlflow"] = sequential_and_concurrent(
+                port, "/invocations", lambda k: flow[:k], headers, n=n, threads=threads, check=proba
+            )
         finally:
             stop(proc)
     return out

@@ -322,18 +322,11 @@ class Ledger:
                     lh = leaf_hash(
                         leaf_bytes(body, sig_key_id=sig_key_id, signature=signature)
                     ).hex()
+                    row = {k: v for k, v in fields.items() if k not in ("v", "prev")}
                     rows.append(
-                        {
-                            "seq": seq,
-                            "time": when,
-                            "type": it.type,
-                            "schema": schema_id,
-                            "actor": it.actor,
-                            "subject": it.subject,
-                            "key_id": key_id,
-                            "payload_hash": fields["payload_hash"],
+                        row
+                        | {
                             "payload": blob,
-                            "public": public,
                             "prev_hash": prev,
                             "leaf_hash": lh,
                             "sig_key_id": sig_key_id,
