@@ -12,12 +12,13 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 
 from clinical_mlops.errors import ConsentNotGranted
 from clinical_mlops.ledger._sql import write_transaction
-from clinical_mlops.privacy.identity import IdentityVault, consents
+from clinical_mlops.privacy.identity import IdentityVault, consents, subjects
 
 __all__ = [
     "ConsentRecord",
@@ -26,6 +27,7 @@ __all__ = [
     "consents_of",
     "record_consent",
     "require_consent",
+    "subjects_with_consents",
 ]
 
 
@@ -124,19 +126,46 @@ def consents_by_subject(
                 .order_by(consents.c.id)
             ).all()
             for r in rows:
-                out.setdefault(r.pseudonym, []).append(
-                    ConsentRecord(
-                        pseudonym=r.pseudonym,
-                        purposes=tuple(json.loads(r.purposes)),
-                        valid_from=datetime.fromisoformat(r.valid_from),
-                        valid_until=None
-                        if r.valid_until is None
-                        else datetime.fromisoformat(r.valid_until),
-                        recorded_at=r.recorded_at,
-                        recorded_by=r.recorded_by,
-                    )
-                )
+                out.setdefault(r.pseudonym, []).append(_record(r, r.pseudonym))
     return out
+
+
+def subjects_with_consents(
+    vault: IdentityVault, *, identifiers: Iterable[str]
+) -> dict[str, tuple[str, list[ConsentRecord]]]:
+    """Return identifier -> (pseudonym, its consent records oldest first) for known subjects.
+
+    One outer-join query per 500 identifiers: the serving path resolves who a patient is and
+    what they agreed to in a single round trip. Unknown (or erased) identifiers are absent.
+    """
+    wanted = [i for i in dict.fromkeys(identifiers) if isinstance(i, str) and i]
+    out: dict[str, tuple[str, list[ConsentRecord]]] = {}
+    query = sa.select(subjects.c.identifier, subjects.c.pseudonym, consents).select_from(
+        subjects.outerjoin(consents, consents.c.pseudonym == subjects.c.pseudonym)
+    )
+    with vault.engine.connect() as conn:
+        for start in range(0, len(wanted), 500):
+            rows = conn.execute(
+                query.where(subjects.c.identifier.in_(wanted[start : start + 500])).order_by(
+                    consents.c.id
+                )
+            ).all()
+            for r in rows:
+                _, records = out.setdefault(str(r.identifier), (str(r[1]), []))
+                if r.id is not None:
+                    records.append(_record(r, str(r[1])))
+    return out
+
+
+def _record(r: sa.Row[Any], pseudonym: str) -> ConsentRecord:
+    return ConsentRecord(
+        pseudonym=pseudonym,
+        purposes=tuple(json.loads(r.purposes)),
+        valid_from=datetime.fromisoformat(r.valid_from),
+        valid_until=None if r.valid_until is None else datetime.fromisoformat(r.valid_until),
+        recorded_at=r.recorded_at,
+        recorded_by=r.recorded_by,
+    )
 
 
 def consent_covers(vault: IdentityVault, *, pseudonym: str, purpose: str, at: datetime) -> bool:

@@ -55,7 +55,7 @@ from clinical_mlops.governance.rollout import ServingDecision, serving_decision
 from clinical_mlops.ledger import Ledger, NewEntry
 from clinical_mlops.modeling.explain import EXPLANATION_FORMAT
 from clinical_mlops.modeling.trained import TrainedModel
-from clinical_mlops.privacy.consent import consents_by_subject
+from clinical_mlops.privacy.consent import subjects_with_consents
 from clinical_mlops.registry.bundle import Bundle, load_bundle
 from clinical_mlops.registry.registry import Registry, Release
 from clinical_mlops.serving.inputs import CheckedInputs, InputSchema, is_text
@@ -535,13 +535,12 @@ class Predictor:
             )
             pending.append((i, results[i], len(entries) - 1))  # type: ignore[arg-type]
 
-        # one round trip each for the whole batch: pseudonyms, then their consent records
-        known = self.vault.pseudonyms_of([r.subject_id for r in requests])
-        consent = consents_by_subject(self.vault, pseudonyms=known.values())
+        # one round trip for the whole batch: each subject's pseudonym and consent records
+        known = subjects_with_consents(self.vault, identifiers=[r.subject_id for r in requests])
         spec = self.scorer(self.default).spec
         min_age, setting = spec.cohort.min_age, spec.cohort.setting
         for i, r in enumerate(requests):
-            subject = known.get(r.subject_id)
+            subject, consent = known.get(r.subject_id, (None, []))
             if subject is None:
                 refuse(
                     i,
@@ -571,7 +570,7 @@ class Predictor:
                     subject,
                 )
                 continue
-            if not any(c.covers(r.purpose, now) for c in consent.get(subject, ())):
+            if not any(c.covers(r.purpose, now) for c in consent):
                 refuse(
                     i,
                     "consent_not_granted",
