@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -41,17 +41,21 @@ class Service:
     base_url: str
 
 
-def service(request: Request) -> Service:
-    """Return the service state of the app handling ``request``."""
+async def service(request: Request) -> Service:
+    """Return the service state of the app handling ``request``.
+
+    Dependencies are ``async``: they do not block, and a plain ``def`` dependency would cost
+    every request a hop to the thread pool and back.
+    """
     svc: Service = request.app.state.service
     return svc
 
 
-def require(method: str, route: str) -> Callable[..., Principal]:
+def require(method: str, route: str) -> Callable[..., Awaitable[Principal]]:
     """Return a dependency authenticating the caller and checking the route's declared roles."""
     allowed = ROUTE_ROLES[(method, route)]
 
-    def check(
+    async def check(
         svc: Annotated[Service, Depends(service)],
         authorization: Annotated[str | None, Header()] = None,
         x_api_key: Annotated[str | None, Header()] = None,
