@@ -81,7 +81,7 @@ sbom: $(STAMP)
 # Pinned versions with hashes: lock.txt for releases (the service's extras), lock-dev.txt for
 # the full environment the Makefile installs. Re-running keeps pins; UPGRADE=1 moves them.
 comma := ,
-RELEASE_EXTRAS ?= serve,fhir,postgres,vault
+RELEASE_EXTRAS ?= serve,console,fhir,postgres,vault
 LOCK_FLAGS = --python-version 3.11 --generate-hashes --custom-compile-command "make lock" \
 	--quiet $(if $(UPGRADE),--upgrade)
 lock: | $(VENV)/bin/python

@@ -139,6 +139,10 @@ def test_dockerfile_runs_non_root_and_read_only() -> None:
     assert text.splitlines()[-1] and "--read-only" in text and "--cap-drop ALL" in text
     assert "--tls-cert" in text and "apt-get" not in text and "curl" not in text
     assert "ADD " not in text and ":latest" not in text
+    # dependencies come from the hashed release lock, which covers the console serve mounts
+    assert "--require-hashes -r requirements/lock.txt" in text and "--no-deps" in text
+    lock = (ROOT / "requirements" / "lock.txt").read_text()
+    assert all(f"\n{pkg}==" in lock for pkg in ("itsdangerous", "python-multipart", "uvicorn"))
 
 
 def test_auth_config_errors_name_the_file_and_what_is_expected(tmp_path: Path) -> None:
