@@ -16,12 +16,19 @@ __all__ = ["cli_reference", "commands"]
 
 
 def commands() -> Iterator[tuple[str, Any]]:
-    """Yield (full name, click command) for every leaf command, sorted by name."""
+    """Yield (full name, click command) for every command that runs, sorted by name.
+
+    Leaf commands, and groups that run on their own with options of their own (such as
+    ``clinical-mlops console``, which serves the console when no sub-command is given).
+    """
     from clinical_mlops.cli import app
 
     def walk(cmd: Any, prefix: str) -> Iterator[tuple[str, Any]]:
         subs = getattr(cmd, "commands", None)
         if subs:
+            own = [p for p in cmd.params if p.name != "help"]
+            if prefix and own and getattr(cmd, "invoke_without_command", False):
+                yield prefix, cmd
             for name in sorted(subs):
                 yield from walk(subs[name], f"{prefix} {name}".strip())
         else:
