@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 from _sections import update_section
-from _workspace import ensure_workspace
+from _workspace import ensure_workspace, test_rows
 
 HERE = Path(__file__).resolve().parent
 RELIABILITY = HERE.parent / "docs" / "RELIABILITY.md"
@@ -43,31 +43,16 @@ BIN = Path(sys.executable).parent
 
 def request_bodies(path: Path) -> list[dict[str, Any]]:
     """Return one request body per locked test stay of the served release (demo patients)."""
-    from clinical_mlops.data.snapshot import open_snapshot
-    from clinical_mlops.modeling.train import locked_test_stays
-    from clinical_mlops.serving.predictor import Predictor
-    from clinical_mlops.workspace import Workspace
-
-    ws = Workspace.open(path)
-    with Predictor.open(ws) as p:
-        sc = p.scorer(p.default)
-        test = locked_test_stays(open_snapshot(ws, sc.dataset_sha256))
-        names = list(sc.spec.feature_names)
-        bodies = []
-        for stay, rec in zip(test["stay_id"], test[names].to_dict(orient="records"), strict=True):
-            features = {
-                k: (None if v != v else (v.item() if hasattr(v, "item") else v))
-                for k, v in rec.items()
-            }
-            bodies.append(
-                {
-                    "subject_id": f"demo-stay-{stay}",
-                    "purpose": "direct_care",
-                    "setting": sc.spec.cohort.setting,
-                    "features": features,
-                }
-            )
-        return bodies
+    data = test_rows(path)
+    return [
+        {
+            "subject_id": subject,
+            "purpose": "direct_care",
+            "setting": data["setting"],
+            "features": features,
+        }
+        for subject, features in zip(data["subjects"], data["rows"], strict=True)
+    ]
 
 
 class Service:

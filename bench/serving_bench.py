@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 from _sections import update_section
-from _workspace import ensure_workspace
+from _workspace import ensure_workspace, test_rows
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -48,35 +48,6 @@ BIN = Path(sys.executable).parent
 
 
 # -- the workspace and the rows ----------------------------------------------------------------
-def test_rows(path: Path) -> dict[str, Any]:
-    """Return the locked test stays as request dicts and as the model's encoded matrix."""
-    from clinical_mlops.data.snapshot import open_snapshot
-    from clinical_mlops.modeling.train import locked_test_stays
-    from clinical_mlops.serving.predictor import Predictor
-    from clinical_mlops.workspace import Workspace
-
-    ws = Workspace.open(path)
-    with Predictor.open(ws) as p:
-        sc = p.scorer(p.default)
-        test = locked_test_stays(open_snapshot(ws, sc.dataset_sha256))
-        names = list(sc.spec.feature_names)
-        rows = [
-            {k: (None if v != v else (v.item() if hasattr(v, "item") else v)) for k, v in r.items()}
-            for r in test[names].to_dict(orient="records")
-        ]
-        X = sc.schema.encode([sc.schema.check(r).values for r in rows])
-        booster_json = sc.model.scorer.booster.save_raw(raw_format="json")
-        return {
-            "release": p.default,
-            "setting": sc.spec.cohort.setting,
-            "subjects": [f"demo-stay-{s}" for s in test["stay_id"]],
-            "rows": rows,
-            "X": X,
-            "columns": list(sc.model.preprocessor.columns),
-            "booster_json": bytes(booster_json),
-        }
-
-
 # -- servers ---------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:

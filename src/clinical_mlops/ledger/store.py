@@ -163,12 +163,8 @@ class LedgerStore:
 
     def head(self, conn: Connection) -> tuple[int, str]:
         """Return (size, leaf hash of the last entry or the empty root) as stored."""
-        row = conn.execute(
-            sa.select(entries.c.seq, entries.c.leaf_hash).order_by(entries.c.seq.desc()).limit(1)
-        ).first()
-        if row is None:
-            return 0, EMPTY_ROOT.hex()
-        return int(row[0]) + 1, _text(row[1])
+        size, leaf, _ = self.tip(conn)
+        return size, leaf
 
     def raw_rows(
         self, conn: Connection, *, start: int = 0, end: int | None = None, batch: int = 5000

@@ -18,12 +18,11 @@ import sqlalchemy as sa
 
 from clinical_mlops.errors import ConsentNotGranted
 from clinical_mlops.ledger._sql import write_transaction
-from clinical_mlops.privacy.identity import IdentityVault, consents, subjects
+from clinical_mlops.privacy.identity import IdentityVault, chunks, consents, subjects
 
 __all__ = [
     "ConsentRecord",
     "consent_covers",
-    "consents_by_subject",
     "consents_of",
     "record_consent",
     "require_consent",
@@ -109,25 +108,11 @@ def record_consent(
 
 def consents_of(vault: IdentityVault, *, pseudonym: str) -> list[ConsentRecord]:
     """Return every consent record of ``pseudonym``, oldest first."""
-    return consents_by_subject(vault, pseudonyms=[pseudonym]).get(pseudonym, [])
-
-
-def consents_by_subject(
-    vault: IdentityVault, *, pseudonyms: Iterable[str]
-) -> dict[str, list[ConsentRecord]]:
-    """Return pseudonym -> its consent records, oldest first, for many subjects in one query."""
-    wanted = list(dict.fromkeys(pseudonyms))
-    out: dict[str, list[ConsentRecord]] = {}
     with vault.engine.connect() as conn:
-        for start in range(0, len(wanted), 500):
-            rows = conn.execute(
-                sa.select(consents)
-                .where(consents.c.pseudonym.in_(wanted[start : start + 500]))
-                .order_by(consents.c.id)
-            ).all()
-            for r in rows:
-                out.setdefault(r.pseudonym, []).append(_record(r, r.pseudonym))
-    return out
+        rows = conn.execute(
+            sa.select(consents).where(consents.c.pseudonym == pseudonym).order_by(consents.c.id)
+        ).all()
+    return [_record(r, pseudonym) for r in rows]
 
 
 def subjects_with_consents(
@@ -144,11 +129,9 @@ def subjects_with_consents(
         subjects.outerjoin(consents, consents.c.pseudonym == subjects.c.pseudonym)
     )
     with vault.engine.connect() as conn:
-        for start in range(0, len(wanted), 500):
+        for part in chunks(wanted):
             rows = conn.execute(
-                query.where(subjects.c.identifier.in_(wanted[start : start + 500])).order_by(
-                    consents.c.id
-                )
+                query.where(subjects.c.identifier.in_(part)).order_by(consents.c.id)
             ).all()
             for r in rows:
                 _, records = out.setdefault(str(r.identifier), (str(r[1]), []))

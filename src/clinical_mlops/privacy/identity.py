@@ -33,7 +33,7 @@ from clinical_mlops.ledger._sql import open_engine, write_transaction
 from clinical_mlops.privacy.crypto import new_data_key
 from clinical_mlops.privacy.keys import KeyProvider
 
-__all__ = ["SYSTEM_OWNER", "IdentityVault", "new_pseudonym"]
+__all__ = ["SYSTEM_OWNER", "IdentityVault", "chunks", "new_pseudonym"]
 
 SYSTEM_OWNER = "_system"
 _LOCK = "clinical_mlops_identity"
@@ -68,7 +68,7 @@ consents = sa.Table(
 )
 
 
-def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
+def chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
     """Yield ``items`` in slices small enough for any database's bound-parameter limit."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -147,20 +147,6 @@ class IdentityVault:
             )
         return pseudonym
 
-    def pseudonyms_of(self, identifiers: Iterable[str]) -> dict[str, str]:
-        """Return identifier -> pseudonym for the identifiers the vault knows (others absent)."""
-        wanted = [i for i in dict.fromkeys(identifiers) if isinstance(i, str) and i]
-        out: dict[str, str] = {}
-        with self.engine.connect() as conn:
-            for part in _chunks(wanted):
-                for identifier, pseudonym in conn.execute(
-                    sa.select(subjects.c.identifier, subjects.c.pseudonym).where(
-                        subjects.c.identifier.in_(part)
-                    )
-                ):
-                    out[str(identifier)] = str(pseudonym)
-        return out
-
     def has_pseudonym(self, pseudonym: str) -> bool:
         """Return True while the pseudonym is still mapped (not erased)."""
         with self.engine.connect() as conn:
@@ -206,7 +192,7 @@ class IdentityVault:
         latest: dict[str, Any] = {}
         known: set[str] = set()
         with self.engine.connect() as conn:
-            for part in _chunks(todo):
+            for part in chunks(todo):
                 for row in conn.execute(
                     sa.select(
                         data_keys.c.owner,
@@ -219,7 +205,7 @@ class IdentityVault:
                     if best is None or row.created > best.created:
                         latest[row.owner] = row
             people = [o for o in todo if o not in latest and o != SYSTEM_OWNER]
-            for part in _chunks(people):
+            for part in chunks(people):
                 known.update(
                     conn.execute(
                         sa.select(subjects.c.pseudonym).where(subjects.c.pseudonym.in_(part))
