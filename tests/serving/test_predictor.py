@@ -56,6 +56,9 @@ def test_array_path_is_bit_identical_to_apply(predictor: Predictor, served: dict
         assert np.array_equal(fast.margin, slow.margin)
         assert np.array_equal(fast.p_cal, slow.p_cal)
     assert np.allclose(fast.contributions, slow.contributions.to_numpy(), rtol=0, atol=1e-12)
+    # Explained (one DMatrix for margin and TreeSHAP) and unexplained (inplace) margins agree.
+    bare = sc.model.apply_matrix(X, explain=False)
+    assert np.array_equal(bare.margin, fast.margin) and np.array_equal(bare.p_cal, fast.p_cal)
     # One row alone gives exactly what it got inside the batch: replay depends on it.
     for i in (0, 7, len(X) - 1):
         alone = sc.model.apply_matrix(X[i : i + 1])

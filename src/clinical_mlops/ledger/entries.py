@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from clinical_mlops.errors import EntryPayloadInvalid, SubjectNotPseudonymised, UnknownEntryType
-from clinical_mlops.hashing import canonical_json
+from clinical_mlops.hashing import canonical_json, canonical_json_scalars, payload_json
 
 __all__ = [
     "PSEUDONYM_PATTERN",
@@ -277,8 +277,12 @@ def validate_new_entry(
     payload: Mapping[str, Any],
     subject: str | None,
     public: Mapping[str, Any] | None,
-) -> EntrySchema:
-    """Return the schema a new entry is written with, after checking it against it."""
+) -> tuple[EntrySchema, bytes]:
+    """Return the schema a new entry is written with and its payload's JSON, after checking.
+
+    The payload is encoded once, here (``hashing.payload_json``): encoding it is what proves
+    it serialisable, and the bytes are what the ledger seals.
+    """
     schema = latest_schema(entry_type)
     where = f"{schema.id} entry"
     if not isinstance(actor, str) or not actor.strip():
@@ -296,7 +300,7 @@ def validate_new_entry(
                 f"{where}: payload field {key!r} must be {names}, got {type(value).__name__}"
             )
     try:
-        canonical_json(dict(payload))
+        encoded = payload_json(payload)
     except (TypeError, ValueError) as exc:
         raise EntryPayloadInvalid(f"{where}: payload is not JSON-serialisable ({exc})") from None
     extra = set(public or {}) - schema.public
@@ -312,7 +316,7 @@ def validate_new_entry(
                 f"{where}: subject must be a pseudonym from the identity vault "
                 "(psn_ + 32 hex digits); identifiers never enter the ledger"
             )
-    return schema
+    return schema, encoded
 
 
 @dataclass(frozen=True)
@@ -362,7 +366,7 @@ class StoredEntry:
 
 def body_bytes(fields: Mapping[str, Any]) -> bytes:
     """Return the canonical bytes of an entry body (what the entry signature covers)."""
-    return canonical_json(dict(fields))
+    return canonical_json_scalars(dict(fields))
 
 
 def leaf_bytes(body: bytes, *, sig_key_id: str, signature: str) -> bytes:
@@ -373,12 +377,12 @@ def leaf_bytes(body: bytes, *, sig_key_id: str, signature: str) -> bytes:
     covers every stored column (a checkpoint over the tree therefore
     authenticates signatures and all). Only the leaf hash itself is derived.
     """
-    return body + b"\n" + canonical_json([sig_key_id, signature])
+    return body + b"\n" + canonical_json_scalars([sig_key_id, signature])
 
 
 def entry_signing_message(*, origin: str, body_hash_hex: str) -> bytes:
     """Return the bytes the ledger key signs for one entry (bound to the ledger's origin)."""
-    return canonical_json(
+    return canonical_json_scalars(
         {"kind": "clinical-mlops/entry/v1", "origin": origin, "body": body_hash_hex}
     )
 

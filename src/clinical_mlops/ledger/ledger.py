@@ -225,7 +225,7 @@ class Ledger:
         items stay contiguous and in order even when their transaction also holds
         other threads' appends (group commit, see the module docstring).
         """
-        schemas = [
+        checked = [
             validate_new_entry(
                 entry_type=it.type,
                 actor=it.actor,
@@ -239,18 +239,10 @@ class Ledger:
             [it.subject or SYSTEM_OWNER for it in items], provider=self.provider
         )
         prepared = []
-        for it, schema in zip(items, schemas, strict=True):
+        for it, (schema, plaintext) in zip(items, checked, strict=True):
             key_id, key = keys[it.subject or SYSTEM_OWNER]
-            prepared.append(
-                (
-                    it,
-                    schema.id,
-                    key_id,
-                    key,
-                    canonical_json(dict(it.payload)),
-                    canonical_json(dict(it.public or {})).decode("utf-8"),
-                )
-            )
+            public = canonical_json(dict(it.public)).decode("utf-8") if it.public else "{}"
+            prepared.append((it, schema.id, key_id, key, plaintext, public))
         if not prepared:
             return []
         mine = _Pending(prepared)
@@ -322,17 +314,15 @@ class Ledger:
                     lh = leaf_hash(
                         leaf_bytes(body, sig_key_id=sig_key_id, signature=signature)
                     ).hex()
-                    row = {k: v for k, v in fields.items() if k not in ("v", "prev")}
-                    rows.append(
-                        row
-                        | {
-                            "payload": blob,
-                            "prev_hash": prev,
-                            "leaf_hash": lh,
-                            "sig_key_id": sig_key_id,
-                            "signature": signature,
-                        }
-                    )
+                    del fields["v"], fields["prev"]
+                    fields |= {
+                        "payload": blob,
+                        "prev_hash": prev,
+                        "leaf_hash": lh,
+                        "sig_key_id": sig_key_id,
+                        "signature": signature,
+                    }
+                    rows.append(fields)
                     receipts.append(Receipt(seq=seq, time=when, leaf_hash=lh))
                     prev = lh
                     seq += 1

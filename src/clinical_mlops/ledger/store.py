@@ -23,7 +23,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from clinical_mlops.errors import LedgerCorrupted
-from clinical_mlops.ledger._sql import normalise_url, open_engine, write_transaction
+from clinical_mlops.ledger._sql import (
+    driver_execute,
+    driver_executemany,
+    normalise_url,
+    open_engine,
+    write_transaction,
+)
 from clinical_mlops.ledger.entries import Checkpoint
 from clinical_mlops.ledger.merkle import EMPTY_ROOT, _split, node_hash, root_from_leaf_hashes
 
@@ -87,6 +93,12 @@ chunks = sa.Table(
 )
 ENTRY_COLUMNS = [c.name for c in entries.columns]
 _TEXT_COLUMNS = [c.name for c in entries.columns if isinstance(c.type, sa.Text)]
+# The write path's two statements, run on the driver (see ledger._sql.driver_execute).
+_TIP = "SELECT seq, leaf_hash, time FROM ledger_entries ORDER BY seq DESC LIMIT 1"
+_COLUMN_LIST = ", ".join(ENTRY_COLUMNS)  # the table's own names: no outside input
+_INSERT = (
+    f"INSERT INTO ledger_entries ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(ENTRY_COLUMNS))})"  # noqa: S608
+)
 
 
 class LedgerStore:
@@ -152,11 +164,7 @@ class LedgerStore:
 
     def tip(self, conn: Connection) -> tuple[int, str, str | None]:
         """Return (size, leaf hash of the last entry or the empty root, its time or None)."""
-        row = conn.execute(
-            sa.select(entries.c.seq, entries.c.leaf_hash, entries.c.time)
-            .order_by(entries.c.seq.desc())
-            .limit(1)
-        ).first()
+        row = driver_execute(conn, _TIP).fetchone()
         if row is None:
             return 0, EMPTY_ROOT.hex(), None
         return int(row[0]) + 1, _text(row[1]), _text(row[2])
@@ -247,7 +255,7 @@ class LedgerStore:
             yield conn
 
     def insert_entries(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-        conn.execute(entries.insert(), list(rows))
+        driver_executemany(conn, _INSERT, [tuple(r[c] for c in ENTRY_COLUMNS) for r in rows])
 
     def insert_chunks(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         if rows:

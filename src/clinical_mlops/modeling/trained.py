@@ -108,11 +108,9 @@ class TrainedModel:
         models the numbers equal :meth:`apply`'s exactly; for the linear model they
         agree to rounding (``margin_fast``).
         """
-        margin = self.scorer.margin_fast(X)
-        p_cal = self.calibrator.transform(margin)
         contrib: np.ndarray | None = None
         if explain:
-            raw = self.scorer.contributions(X)
+            margin, raw = self.scorer.margin_and_contributions(X)
             contrib = np.empty((len(X), len(self._groups) + 1), dtype=np.float64)
             for j, idx in enumerate(self._groups):
                 acc = raw[:, idx[0]].copy()
@@ -120,6 +118,9 @@ class TrainedModel:
                     acc += raw[:, k]
                 contrib[:, j] = acc
             contrib[:, -1] = raw[:, -1]
+        else:
+            margin = self.scorer.margin_fast(X)
+        p_cal = self.calibrator.transform(margin)
         return MatrixPrediction(
             margin=margin,
             p_raw=1.0 / (1.0 + np.exp(-margin)),

@@ -17,8 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from clinical_mlops.errors import ConsentNotGranted
-from clinical_mlops.ledger._sql import write_transaction
-from clinical_mlops.privacy.identity import IdentityVault, chunks, consents, subjects
+from clinical_mlops.ledger._sql import driver_execute, write_transaction
+from clinical_mlops.privacy.identity import IdentityVault, chunks, consents
 
 __all__ = [
     "ConsentRecord",
@@ -125,29 +125,46 @@ def subjects_with_consents(
     """
     wanted = [i for i in dict.fromkeys(identifiers) if isinstance(i, str) and i]
     out: dict[str, tuple[str, list[ConsentRecord]]] = {}
-    query = sa.select(subjects.c.identifier, subjects.c.pseudonym, consents).select_from(
-        subjects.outerjoin(consents, consents.c.pseudonym == subjects.c.pseudonym)
-    )
     with vault.engine.connect() as conn:
         for part in chunks(wanted):
-            rows = conn.execute(
-                query.where(subjects.c.identifier.in_(part)).order_by(consents.c.id)
-            ).all()
-            for r in rows:
-                _, records = out.setdefault(str(r.identifier), (str(r[1]), []))
-                if r.id is not None:
-                    records.append(_record(r, str(r[1])))
+            # On the driver: this runs once per prediction (see ledger._sql.driver_execute).
+            sql = _SUBJECTS_WITH_CONSENTS.format(marks=", ".join("?" * len(part)))
+            for identifier, pseudonym, *consent in driver_execute(conn, sql, part).fetchall():
+                _, records = out.setdefault(str(identifier), (str(pseudonym), []))
+                if consent[0] is not None:
+                    records.append(_from_columns(str(pseudonym), *consent[1:]))
     return out
 
 
+_SUBJECTS_WITH_CONSENTS = (
+    "SELECT s.identifier, s.pseudonym, c.id, c.purposes, c.valid_from, c.valid_until, "
+    "c.recorded_at, c.recorded_by FROM subjects s "
+    "LEFT OUTER JOIN consents c ON c.pseudonym = s.pseudonym "
+    "WHERE s.identifier IN ({marks}) ORDER BY c.id"
+)
+
+
 def _record(r: sa.Row[Any], pseudonym: str) -> ConsentRecord:
+    return _from_columns(
+        pseudonym, r.purposes, r.valid_from, r.valid_until, r.recorded_at, r.recorded_by
+    )
+
+
+def _from_columns(
+    pseudonym: str,
+    purposes: str,
+    valid_from: str,
+    valid_until: str | None,
+    recorded_at: str,
+    recorded_by: str,
+) -> ConsentRecord:
     return ConsentRecord(
         pseudonym=pseudonym,
-        purposes=tuple(json.loads(r.purposes)),
-        valid_from=datetime.fromisoformat(r.valid_from),
-        valid_until=None if r.valid_until is None else datetime.fromisoformat(r.valid_until),
-        recorded_at=r.recorded_at,
-        recorded_by=r.recorded_by,
+        purposes=tuple(json.loads(purposes)),
+        valid_from=datetime.fromisoformat(valid_from),
+        valid_until=None if valid_until is None else datetime.fromisoformat(valid_until),
+        recorded_at=recorded_at,
+        recorded_by=recorded_by,
     )
 
 

@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from clinical_mlops.errors import WrongKey
-from clinical_mlops.hashing import canonical_json
+from clinical_mlops.hashing import canonical_json, canonical_json_scalars
 
 __all__ = ["DATA_KEY_BYTES", "new_data_key", "open_sealed", "payload_aad", "seal"]
 
@@ -35,7 +35,9 @@ def new_data_key() -> bytes:
 
 def payload_aad(*, origin: str, seq: int, entry_type: str, key_id: str) -> bytes:
     """Return the associated data that binds a payload to its ledger entry."""
-    return canonical_json({"origin": origin, "seq": seq, "type": entry_type, "key_id": key_id})
+    return canonical_json_scalars(
+        {"origin": origin, "seq": seq, "type": entry_type, "key_id": key_id}
+    )
 
 
 def seal(plaintext: bytes, *, key: bytes, aad: bytes) -> bytes:

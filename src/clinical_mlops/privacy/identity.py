@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 
 from clinical_mlops.errors import KeyNotFound, SubjectNotFound
 from clinical_mlops.hashing import canonical_json
-from clinical_mlops.ledger._sql import open_engine, write_transaction
+from clinical_mlops.ledger._sql import driver_execute, open_engine, write_transaction
 from clinical_mlops.privacy.crypto import new_data_key
 from clinical_mlops.privacy.keys import KeyProvider
 
@@ -65,6 +65,11 @@ consents = sa.Table(
     sa.Column("valid_until", sa.String(40), nullable=True),
     sa.Column("recorded_at", sa.String(40), nullable=False),
     sa.Column("recorded_by", sa.Text, nullable=False),
+)
+
+
+_LATEST_KEYS = (
+    "SELECT owner, key_id, wrapped, created FROM data_keys WHERE owner IN ({marks}) AND kek_id = ?"
 )
 
 
@@ -193,17 +198,14 @@ class IdentityVault:
         known: set[str] = set()
         with self.engine.connect() as conn:
             for part in chunks(todo):
-                for row in conn.execute(
-                    sa.select(
-                        data_keys.c.owner,
-                        data_keys.c.key_id,
-                        data_keys.c.wrapped,
-                        data_keys.c.created,
-                    ).where(data_keys.c.owner.in_(part), data_keys.c.kek_id == kek_id)
-                ):
-                    best = latest.get(row.owner)
-                    if best is None or row.created > best.created:
-                        latest[row.owner] = row
+                # On the driver: a first prediction for a patient runs this (see _sql).
+                marks = ", ".join("?" * len(part))
+                for owner, key_id, wrapped, created in driver_execute(
+                    conn, _LATEST_KEYS.format(marks=marks), [*part, kek_id]
+                ).fetchall():
+                    best = latest.get(owner)
+                    if best is None or created > best[2]:
+                        latest[owner] = (key_id, wrapped, created)
             people = [o for o in todo if o not in latest and o != SYSTEM_OWNER]
             for part in chunks(people):
                 known.update(
@@ -218,9 +220,8 @@ class IdentityVault:
                 "no data can be written for it"
             )
         fresh: dict[str, tuple[str, bytes, str]] = {}
-        for owner, row in latest.items():
-            key_id = str(row.key_id)
-            key = provider.unwrap(kek_id, bytes(row.wrapped), aad=_dek_aad(key_id, owner))
+        for owner, (key_id, wrapped, _) in latest.items():
+            key = provider.unwrap(kek_id, bytes(wrapped), aad=_dek_aad(key_id, owner))
             fresh[owner] = (key_id, key, kek_id)
         created = []
         for owner in (o for o in todo if o not in latest):

@@ -18,6 +18,7 @@ imputation, one-hot over declared categories) with numpy only.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,15 @@ class InputSchema:
             if edges:
                 self.profile_range[name] = (float(edges[0]), float(edges[-1]))
         self.columns = preprocessor.columns
+        # (name, feature, numeric?, valid low, valid high, profile low, profile high) in order
+        self._plan = []
+        for name in spec.feature_names:
+            f = self.features[name]
+            # finite bounds, so NaN, infinity and integers beyond a float take the full check
+            low, high = f.valid_range or (-math.inf, math.inf)
+            low, high = max(low, -sys.float_info.max), min(high, sys.float_info.max)
+            seen = self.profile_range.get(name, (-math.inf, math.inf))
+            self._plan.append((name, f, f.kind == "numeric", low, high, *seen))
         self._slots: list[tuple[str, int, dict[str, int] | None, float]] = []
         col = 0
         for name in preprocessor.features:
@@ -117,20 +127,22 @@ class InputSchema:
         values: dict[str, Any] = {}
         missing: list[str] = []
         unusual: list[str] = []
-        for name in self.spec.feature_names:
-            feature = self.features[name]
-            path = f"{where}.{name}"
-            value, problem = self._one(feature, raw.get(name), path)
-            if problem:
-                problems.append((path, problem))
-                continue
+        for name, feature, numeric, low, high, seen_low, seen_high in self._plan:
+            item = raw.get(name)
+            # The common case first: a plain number, in the declared unit, within range.
+            if numeric and (type(item) is float or type(item) is int) and low <= item <= high:
+                value: Any = float(item)
+            else:
+                path = f"{where}.{name}"
+                value, problem = self._one(feature, item, path)
+                if problem:
+                    problems.append((path, problem))
+                    continue
             values[name] = value
             if value is None:
                 missing.append(name)
-            elif feature.kind == "numeric" and name in self.profile_range:
-                low, high = self.profile_range[name]
-                if not low <= value <= high:
-                    unusual.append(name)
+            elif numeric and not seen_low <= value <= seen_high:
+                unusual.append(name)
         if problems:
             raise InputInvalid(problems)
         return CheckedInputs(values=values, missing=tuple(missing), out_of_profile=tuple(unusual))

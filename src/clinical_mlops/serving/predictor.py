@@ -52,6 +52,7 @@ from clinical_mlops.errors import (
 from clinical_mlops.evaluation.baseline import score_for
 from clinical_mlops.evaluation.phrases import top_phrases
 from clinical_mlops.governance.rollout import ServingDecision, serving_decision
+from clinical_mlops.hashing import FinitePayload
 from clinical_mlops.ledger import Ledger, NewEntry
 from clinical_mlops.modeling.explain import EXPLANATION_FORMAT
 from clinical_mlops.modeling.trained import TrainedModel
@@ -200,6 +201,8 @@ class ReleaseScorer:
             self.spec, self.model.preprocessor, bundle.read_json("reference_profile.json")
         )
         self.threshold = bundle.threshold
+        if not math.isfinite(self.threshold):
+            raise ReleaseNotServable(f"release {release}: its threshold is not a finite number")
         rel = bundle.release
         self.model_version = str(rel["model_version"])
         self.dataset_sha256 = str(rel["snapshot_id"])
@@ -220,11 +223,22 @@ class ReleaseScorer:
         """
         X = self.schema.encode([c.values for c in checked])
         pred = self.model.apply_matrix(X, explain=explain)
+        arrays = [pred.margin, pred.p_raw, pred.p_cal]
+        if pred.contributions is not None:
+            arrays.append(pred.contributions)
+        if not all(np.isfinite(a).all() for a in arrays):
+            raise ReleaseNotServable(
+                f"release {self.release} produced a non-finite score or contribution for these "
+                "inputs; nothing was recorded or returned. Suspend the release and report it"
+            )
         names = list(self.model.preprocessor.features)
+        keys = [*names, "bias"]
+        margins, p_raws, p_cals = pred.margin.tolist(), pred.p_raw.tolist(), pred.p_cal.tolist()
+        sets = pred.sets.tolist()
+        rows = pred.contributions.tolist() if pred.contributions is not None else None
         out = []
         for i, c in enumerate(checked):
-            s = (bool(pred.sets[i, 0]), bool(pred.sets[i, 1]))
-            conformal_set = _SET_WORDS.get(s, [])
+            conformal_set = _SET_WORDS.get((bool(sets[i][0]), bool(sets[i][1])), [])
             flags: list[str] = []
             if len(conformal_set) != 1:
                 flags += ["low_confidence", "ambiguous_set" if conformal_set else "empty_set"]
@@ -236,10 +250,10 @@ class ReleaseScorer:
             too_early = h is not None and h < self.spec.prediction_time_hours
             if len(c.missing) / len(names) > self.max_missing or too_early:
                 flags.append("out_of_scope")
-            p = float(pred.p_cal[i])
+            p = p_cals[i]
             core: dict[str, Any] = {
-                "raw_score": float(pred.margin[i]),
-                "p_raw": float(pred.p_raw[i]),
+                "raw_score": margins[i],
+                "p_raw": p_raws[i],
                 "probability": p,
                 "conformal_set": conformal_set,
                 "flags": flags,
@@ -248,10 +262,8 @@ class ReleaseScorer:
                 "completeness": round(c.completeness, 6),
                 "escalation": [ESCALATE_ON[f] for f in flags if f in ESCALATE_ON],
             }
-            if pred.contributions is not None:
-                row = pred.contributions[i]
-                contrib = {n: float(row[j]) for j, n in enumerate(names)}
-                contrib["bias"] = float(row[-1])
+            if rows is not None:
+                contrib = dict(zip(keys, rows[i], strict=True))
                 core["explanation"] = {"format": EXPLANATION_FORMAT, "contributions": contrib}
                 core["top"] = top_phrases(
                     self.spec,
@@ -492,12 +504,13 @@ class Predictor:
         checked = self._check(requests, ids, where=where)
         now = self.clock.now()
         entries: list[NewEntry] = []
-        # (index, kind, entry index) so receipts map back to results
-        pending: list[tuple[int, PredictionResult, int | None]] = []
+        # (request index, the result's fields, its entry's index): results are made once the
+        # entries are durable and have their seqs
+        pending: list[tuple[int, dict[str, Any], int]] = []
         to_score: dict[str, list[int]] = {}
-        decisions: dict[int, tuple[ServingDecision, str | None]] = {}
+        decisions: dict[int, tuple[ServingDecision, str]] = {}
         subjects: dict[int, str] = {}
-        results: list[PredictionResult | None] = [None] * len(requests)
+        at_site: dict[str, tuple[ServingDecision, str | None, bool]] = {}
 
         def refuse(i: int, code: str, message: str, subject: str | None) -> None:
             r = requests[i]
@@ -506,34 +519,27 @@ class Predictor:
                     type="consent_refused",
                     actor=requester,
                     subject=subject,
-                    payload={
-                        "purpose": r.purpose,
-                        "requester": requester,
-                        "request_id": ids[i],
-                        "message": message,
-                    },
+                    payload=FinitePayload(
+                        purpose=r.purpose, requester=requester, request_id=ids[i], message=message
+                    ),
                 )
             else:
                 entry = NewEntry(
                     type="inference_refused",
                     actor=requester,
                     subject=subject,
-                    payload={
-                        "code": code,
-                        "message": message,
-                        "requester": requester,
-                        "purpose": r.purpose,
-                        "request_id": ids[i],
-                        "setting": r.setting,
-                    },
+                    payload=FinitePayload(
+                        code=code,
+                        message=message,
+                        requester=requester,
+                        purpose=r.purpose,
+                        request_id=ids[i],
+                        setting=r.setting,
+                    ),
                 )
             entries.append(entry)
-            results[i] = PredictionResult(
-                status="refused",
-                request_id=ids[i],
-                refusal={"code": code, "message": message, "http_status": _REFUSAL_STATUS[code]},
-            )
-            pending.append((i, results[i], len(entries) - 1))  # type: ignore[arg-type]
+            refusal = {"code": code, "message": message, "http_status": _REFUSAL_STATUS[code]}
+            pending.append((i, {"status": "refused", "refusal": refusal}, len(entries) - 1))
 
         # one round trip for the whole batch: each subject's pseudonym and consent records
         known = subjects_with_consents(self.vault, identifiers=[r.subject_id for r in requests])
@@ -579,8 +585,13 @@ class Predictor:
                     subject,
                 )
                 continue
-            decision, release = self.decision(r.site or self.site)
-            if release is not None and self.status_of(release) == "suspended":
+            site = r.site or self.site
+            if site not in at_site:
+                decision, release = self.decision(site)
+                suspended = release is not None and self.status_of(release) == "suspended"
+                at_site[site] = (decision, release, suspended)
+            decision, release, suspended = at_site[site]
+            if release is not None and suspended:
                 decisions[i] = (decision, release)
                 continue
             if not decision.score or release is None:
@@ -600,7 +611,6 @@ class Predictor:
             cores.update(zip(idx, scored, strict=True))
 
         for i, (decision, release) in decisions.items():
-            assert release is not None  # noqa: S101 - type narrowing: decisions hold a release
             sc = self.scorer(release)
             r = requests[i]
             context = {
@@ -615,59 +625,58 @@ class Predictor:
                         type="fallback_served",
                         actor=requester,
                         subject=subjects[i],
-                        payload={
-                            "model_version": sc.model_version,
-                            "release": release,
-                            "baseline": fb["name"],
-                            "baseline_score": fb["score"],
-                            "inputs": checked[i].values,
-                            "context": context,
-                            "requester": requester,
-                            "purpose": r.purpose,
-                            "request_id": ids[i],
-                        },
+                        payload=FinitePayload(
+                            model_version=sc.model_version,
+                            release=release,
+                            baseline=fb["name"],
+                            baseline_score=fb["score"],
+                            inputs=checked[i].values,
+                            context=context,
+                            requester=requester,
+                            purpose=r.purpose,
+                            request_id=ids[i],
+                        ),
                     )
                 )
-                res = PredictionResult(
-                    status="fallback",
-                    request_id=ids[i],
-                    release=release,
-                    model_version=sc.model_version,
-                    mode="suspended",
-                    flags=["suspended"],
-                    fallback=fb,
-                    completeness=round(checked[i].completeness, 6),
-                )
-                results[i] = res
-                pending.append((i, res, len(entries) - 1))
+                fields: dict[str, Any] = {
+                    "status": "fallback",
+                    "release": release,
+                    "model_version": sc.model_version,
+                    "mode": "suspended",
+                    "flags": ["suspended"],
+                    "fallback": fb,
+                    "completeness": round(checked[i].completeness, 6),
+                }
+                pending.append((i, fields, len(entries) - 1))
                 continue
             core = cores[i]
             shown = decision.show_to_clinician
-            payload = {
-                "format": PREDICTION_FORMAT,
-                "model_version": sc.model_version,
-                "release": release,
-                "bundle_sha256": sc.bundle.sha256,
-                "dataset_sha256": sc.dataset_sha256,
-                "mode": decision.mode,
-                "shown_to_clinician": shown,
-                "inputs": checked[i].values,
-                "context": context,
-                "raw_score": core["raw_score"],
-                "p_raw": core["p_raw"],
-                "probability": core["probability"],
-                "threshold": sc.threshold,
-                "conformal_set": core["conformal_set"],
-                "coverage": sc.coverage,
-                "flags": core["flags"],
-                "completeness": core["completeness"],
-                "explanation": core["explanation"],
-                "explanation_shown": core["top"] if shown else [],
-                "escalation": core["escalation"],
-                "requester": requester,
-                "purpose": r.purpose,
-                "request_id": ids[i],
-            }
+            # Every number here is finite: inputs are checked, model outputs by ``score``.
+            payload = FinitePayload(
+                format=PREDICTION_FORMAT,
+                model_version=sc.model_version,
+                release=release,
+                bundle_sha256=sc.bundle.sha256,
+                dataset_sha256=sc.dataset_sha256,
+                mode=decision.mode,
+                shown_to_clinician=shown,
+                inputs=checked[i].values,
+                context=context,
+                raw_score=core["raw_score"],
+                p_raw=core["p_raw"],
+                probability=core["probability"],
+                threshold=sc.threshold,
+                conformal_set=core["conformal_set"],
+                coverage=sc.coverage,
+                flags=core["flags"],
+                completeness=core["completeness"],
+                explanation=core["explanation"],
+                explanation_shown=core["top"] if shown else [],
+                escalation=core["escalation"],
+                requester=requester,
+                purpose=r.purpose,
+                request_id=ids[i],
+            )
             entries.append(
                 NewEntry(type="inference", actor=requester, subject=subjects[i], payload=payload)
             )
@@ -678,56 +687,52 @@ class Predictor:
                         type="escalation",
                         actor=requester,
                         subject=subjects[i],
-                        payload={
-                            "reason": "; ".join(core["escalation"]),
-                            "model_version": sc.model_version,
-                            "release": release,
-                            "request_id": ids[i],
-                            "scope": "case",
-                            "route": "human_review",
-                        },
+                        payload=FinitePayload(
+                            reason="; ".join(core["escalation"]),
+                            model_version=sc.model_version,
+                            release=release,
+                            request_id=ids[i],
+                            scope="case",
+                            route="human_review",
+                        ),
                     )
                 )
+            fields = {
+                "status": "shadow",
+                "release": release,
+                "model_version": sc.model_version,
+                "mode": decision.mode,
+            }
             if shown:
-                res = PredictionResult(
-                    status="scored",
-                    request_id=ids[i],
-                    release=release,
-                    model_version=sc.model_version,
-                    mode=decision.mode,
-                    probability=core["probability"],
-                    raw_score=core["raw_score"],
-                    threshold=sc.threshold,
-                    above_threshold=core["above_threshold"],
-                    risk=core["risk"],
-                    conformal_set=core["conformal_set"],
-                    flags=core["flags"],
-                    contributions=core["top"],
-                    completeness=core["completeness"],
-                    escalated=bool(core["escalation"]),
-                    escalation=core["escalation"],
-                    inputs=checked[i].values,
-                    coverage=sc.coverage,
-                )
-            else:
-                res = PredictionResult(
-                    status="shadow",
-                    request_id=ids[i],
-                    release=release,
-                    model_version=sc.model_version,
-                    mode=decision.mode,
-                )
-            results[i] = res
-            pending.append((i, res, at))
+                fields |= {
+                    "status": "scored",
+                    "probability": core["probability"],
+                    "raw_score": core["raw_score"],
+                    "threshold": sc.threshold,
+                    "above_threshold": core["above_threshold"],
+                    "risk": core["risk"],
+                    "conformal_set": core["conformal_set"],
+                    "flags": core["flags"],
+                    "contributions": core["top"],
+                    "completeness": core["completeness"],
+                    "escalated": bool(core["escalation"]),
+                    "escalation": core["escalation"],
+                    "inputs": checked[i].values,
+                    "coverage": sc.coverage,
+                }
+            pending.append((i, fields, at))
 
         receipts = self.ledger.append_batch(entries)
         final: list[PredictionResult] = [None] * len(requests)  # type: ignore[list-item]
-        for i, res, slot in pending:
-            final[i] = _with_seq(res, receipts[slot].seq if slot is not None else None)
+        for i, fields, slot in pending:
+            seq = receipts[slot].seq
+            if "refusal" in fields:
+                fields["refusal"] |= {"audit_seq": seq}
+            final[i] = PredictionResult(request_id=ids[i], audit_seq=seq, **fields)
         with self._lock:
             for i, res in enumerate(final):
                 if res.status != "refused":
-                    self._seen[ids[i]] = res.audit_seq or -1
+                    self._seen[ids[i]] = res.audit_seq if res.audit_seq is not None else -1
             while len(self._seen) > 100_000:
                 self._seen.popitem(last=False)
         return final
@@ -774,12 +779,3 @@ class Predictor:
                 "send a new request id for a new prediction"
             )
         return checked
-
-
-def _with_seq(res: PredictionResult, seq: int | None) -> PredictionResult:
-    from dataclasses import replace
-
-    refusal = res.refusal
-    if refusal is not None:
-        refusal = refusal | {"audit_seq": seq}
-    return replace(res, audit_seq=seq, refusal=refusal)
