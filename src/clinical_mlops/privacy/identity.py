@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from clinical_mlops.errors import KeyNotFound, SubjectNotFound
-from clinical_mlops.hashing import canonical_json
+from clinical_mlops.hashing import canonical_json_scalars
 from clinical_mlops.ledger._sql import driver_execute, open_engine, write_transaction
 from clinical_mlops.privacy.crypto import new_data_key
 from clinical_mlops.privacy.keys import KeyProvider
@@ -89,7 +89,9 @@ def _now() -> str:
 
 
 def _dek_aad(key_id: str, owner: str) -> bytes:
-    return canonical_json({"kind": "clinical-mlops/data-key/v1", "key_id": key_id, "owner": owner})
+    return canonical_json_scalars(
+        {"kind": "clinical-mlops/data-key/v1", "key_id": key_id, "owner": owner}
+    )
 
 
 @dataclass(frozen=True)
