@@ -248,10 +248,14 @@ _ALL = [
 SCHEMAS: dict[str, dict[int, EntrySchema]] = {}
 for _s in _ALL:
     SCHEMAS.setdefault(_s.type, {})[_s.version] = _s
+_LATEST = {t: versions[max(versions)] for t, versions in SCHEMAS.items()}
 
 
 def latest_schema(entry_type: str) -> EntrySchema:
     """Return the newest schema of ``entry_type``; raise UnknownEntryType if undeclared."""
+    found = _LATEST.get(entry_type)
+    if found is not None:
+        return found
     versions = SCHEMAS.get(entry_type)
     if not versions:
         declared = ", ".join(sorted(SCHEMAS))
