@@ -107,8 +107,9 @@ class _Instrument:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
-            self.metrics.requests.labels(path, scope["method"], str(status["code"])).inc()
+            self.metrics.observe_request(
+                path, scope["method"], status["code"], time.perf_counter() - started
+            )
 
 
 def create_app(predictor: Predictor, auth: AuthConfig, *, base_url: str = "") -> FastAPI:
@@ -144,7 +145,7 @@ def create_app(predictor: Predictor, auth: AuthConfig, *, base_url: str = "") ->
 
     for error, code in _STATUS.items():
 
-        def handler(_: Request, exc: Exception, code: int = code) -> JSONResponse:
+        async def handler(_: Request, exc: Exception, code: int = code) -> JSONResponse:
             headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
             return _Problem(
                 status_code=code,
@@ -154,7 +155,7 @@ def create_app(predictor: Predictor, auth: AuthConfig, *, base_url: str = "") ->
 
         app.add_exception_handler(error, handler)
 
-    def _database(_: Request, exc: Exception) -> JSONResponse:
+    async def _database(_: Request, exc: Exception) -> JSONResponse:
         # A read that cannot reach its database (writes raise StoreUnavailable): fail closed.
         return _Problem(
             status_code=503,

@@ -57,10 +57,24 @@ class ServiceMetrics:
             ["release", "status"],
             registry=r,
         )
+        # labelled children by label values: ``labels()`` validates and locks on every call
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (metric, *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one HTTP request on ``route`` (a route template) and its latency."""
+        self._child(self.latency, route).observe(seconds)
+        self._child(self.requests, route, method, str(status)).inc()
 
     def observe_results(self, results: list) -> None:  # list[PredictionResult]
         for res in results:
-            self.predictions.labels(res.status, res.mode or "none").inc()
+            self._child(self.predictions, res.status, res.mode or "none").inc()
             for flag in res.flags:
                 self.flags.labels(flag).inc()
             if res.escalated:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from clinical_mlops.clock import utc_iso
 from clinical_mlops.serving.auth import Principal
-from clinical_mlops.serving.deps import Service, require, service
+from clinical_mlops.serving.deps import Json, Service, require, service
 from clinical_mlops.serving.fhir import observations_to_features, risk_assessment
 from clinical_mlops.serving.predictor import MAX_BATCH, PredictionRequest, PredictionResult
 
@@ -54,25 +54,32 @@ def _request(item: PredictItem, who: Principal) -> PredictionRequest:
 
 def _single(res: PredictionResult) -> JSONResponse:
     if res.refusal:
-        return JSONResponse(status_code=res.http_status, content={"detail": res.refusal})
-    return JSONResponse(content=res.to_json())
+        return Json(status_code=res.http_status, content={"detail": res.refusal})
+    return Json(content=res.to_json())
 
 
 @router.post("/v1/predict", summary="Score one request, or a batch of up to 1000")
-def predict(
+async def predict(
     body: Annotated[PredictItem | PredictBatch, Body()],
     who: Annotated[Principal, Depends(require("POST", "/v1/predict"))],
-    svc: Annotated[Service, Depends(service)],
+    request: Request,
 ) -> JSONResponse:
+    svc: Service = request.app.state.service
+    predictor = svc.predictor
     if isinstance(body, PredictItem):
-        results = svc.predictor.predict_many([_request(body, who)], requester=who.actor, where="")
+        one = [_request(body, who)]
+        results = await svc.score(
+            lambda: predictor.predict_many(one, requester=who.actor, where=""), single=True
+        )
         svc.metrics.observe_results(results)
         return _single(results[0])
-    results = svc.predictor.predict_many(
-        [_request(i, who) for i in body.items], requester=who.actor, explain=body.explain
+    many = [_request(i, who) for i in body.items]
+    results = await svc.score(
+        lambda: predictor.predict_many(many, requester=who.actor, explain=body.explain),
+        single=False,
     )
     svc.metrics.observe_results(results)
-    return JSONResponse(content={"results": [r.to_json() for r in results]})
+    return Json(content={"results": [r.to_json() for r in results]})
 
 
 class FhirPredict(BaseModel):

@@ -1,0 +1,148 @@
+"""The service's hot path: where scoring runs, the JSON encoder, batches and concurrent requests."""
+
+from __future__ import annotations
+
+import functools
+import json
+import secrets
+import threading
+import time
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from fastapi.responses import JSONResponse
+
+from clinical_mlops.serving import Predictor
+from clinical_mlops.serving.api import create_app
+from clinical_mlops.serving.auth import AuthConfig
+from clinical_mlops.serving.deps import Json, Service
+from clinical_mlops.serving.predictor import PredictionRequest
+
+
+@pytest.fixture(scope="module")
+def service(served: dict[str, Any]) -> Any:
+    predictor = Predictor.open(served["ws"])
+    auth = AuthConfig.from_secret(secrets.token_hex(32))
+    key = "cmk_" + secrets.token_hex(16)
+    auth.add_api_key(key, name="ehr-interface", roles=["system"])
+    yield {
+        "app": create_app(predictor, auth),
+        "predictor": predictor,
+        "headers": {"X-API-Key": key},
+    } | served
+    predictor.close()
+
+
+def item(served: dict[str, Any], i: int) -> dict[str, Any]:
+    return {
+        "subject_id": f"MRN-{i}",
+        "purpose": "direct_care",
+        "setting": "icu",
+        "features": served["rows"][i],
+    }
+
+
+def strict_json(body: bytes) -> Any:
+    """Parse ``body`` as RFC 8259 JSON: NaN, Infinity and -Infinity are refused."""
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in a JSON body")
+
+    return json.loads(body.decode("utf-8"), parse_constant=refuse)
+
+
+def test_single_rows_alone_score_on_the_event_loop_and_together_in_threads() -> None:
+    svc = Service(predictor=None, auth=None, metrics=None, base_url="")  # type: ignore[arg-type]
+    ran_on: dict[str, int] = {}
+
+    def work(tag: str) -> str:
+        ran_on[tag] = threading.get_ident()
+        time.sleep(0.02)  # a blocking call (a commit) that lets the others catch up
+        return tag
+
+    async def main() -> int:
+        loop_thread = threading.get_ident()
+        assert await svc.score(functools.partial(work, "alone"), single=True) == "alone"
+        async with anyio.create_task_group() as tg:
+            for k in range(4):
+                tg.start_soon(
+                    functools.partial(svc.score, single=True), functools.partial(work, str(k))
+                )
+        assert await svc.score(functools.partial(work, "batch"), single=False) == "batch"
+        with pytest.raises(ZeroDivisionError):
+            await svc.score(lambda: 1 // 0, single=True)
+        return loop_thread
+
+    loop_thread = anyio.run(main)
+    assert ran_on["alone"] == loop_thread
+    # requests that arrive together are all scored in the thread pool, where the ledger
+    # commits them as one group; a batch never holds up the event loop
+    assert {k: ran_on[k] != loop_thread for k in ("0", "1", "2", "3", "batch")} == dict.fromkeys(
+        ("0", "1", "2", "3", "batch"), True
+    )
+    assert svc.busy == 0
+
+
+def test_json_bodies_match_the_standard_encoder_and_are_never_nan(
+    service: dict[str, Any],
+) -> None:
+    res = service["predictor"].predict(
+        PredictionRequest(
+            subject_id="MRN-20",
+            purpose="direct_care",
+            setting="icu",
+            features=service["rows"][20],
+        ),
+        requester="system:test",
+    )
+    assert res.status == "scored"
+    ours = strict_json(Json(content=res.to_json()).body)
+    assert ours == strict_json(JSONResponse(content=res.to_json()).body)
+    assert isinstance(ours["probability"], float) and ours["contributions"]
+    odd = {"p": float("nan"), "hi": float("inf"), "lo": float("-inf"), 3: "é"}
+    assert strict_json(Json(content=odd).body) == {"p": None, "hi": None, "lo": None, "3": "é"}
+
+
+def test_batches_and_concurrent_single_rows_each_get_their_own_audit_record(
+    service: dict[str, Any],
+) -> None:
+    predictor = service["predictor"]
+    before = predictor.ledger.size()
+
+    async def main() -> tuple[httpx.Response, list[httpx.Response]]:
+        transport = httpx.ASGITransport(app=service["app"])
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as c:
+            batch = await c.post(
+                "/v1/predict",
+                headers=service["headers"],
+                json={"items": [item(service, i) for i in range(30, 33)], "explain": False},
+            )
+            singles: list[httpx.Response] = []
+
+            async def one(i: int) -> None:
+                singles.append(
+                    await c.post("/v1/predict", headers=service["headers"], json=item(service, i))
+                )
+
+            async with anyio.create_task_group() as tg:
+                for i in range(40, 48):
+                    tg.start_soon(one, i)
+            return batch, singles
+
+    batch, singles = anyio.run(main)
+    assert batch.status_code == 200 and batch.headers["content-type"] == "application/json"
+    results = strict_json(batch.content)["results"]
+    assert [r["status"] for r in results] == ["scored"] * 3
+    assert all(r["contributions"] == [] for r in results)
+    assert all(r.status_code == 200 for r in singles)
+    docs = [strict_json(r.content) for r in singles]
+    assert all(d["status"] == "scored" and d["contributions"] for d in docs)
+    answered = results + docs
+    assert len({d["audit_seq"] for d in answered}) == 11
+    assert predictor.ledger.size() >= before + 11  # escalations add their own entries
+    for d in answered:
+        view = predictor.ledger.read(d["audit_seq"])
+        assert view.entry.type == "inference" and view.payload is not None
+        assert view.payload["request_id"] == d["request_id"] and d["audit_seq"] >= before
