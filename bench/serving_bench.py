@@ -14,10 +14,13 @@ In one run, on one model (the demo release, seed 7) and with one client:
 
 Every server is one uvicorn process with one worker and access logs off; the client is
 ``http.client`` with keep-alive connections, one per client thread, request bodies
-serialised before timing. Writes the ``serving`` section of docs/BENCHMARKS.md.
+serialised before timing. The three servers run side by side and are measured in turn,
+``--chunk`` requests at a time, so that drift in the machine's speed (other work on a shared
+machine) falls on all three alike. Writes the ``serving`` section of docs/BENCHMARKS.md.
 
 Run: ``.venv/bin/python bench/serving_bench.py`` (or ``make bench``). ``--workspace DIR``
-reuses a workspace made by ``clinical-mlops demo --workspace DIR`` (made when missing).
+reuses a workspace made by ``clinical-mlops demo --workspace DIR`` (made when missing); a
+quick look while working: ``--requests 600 --no-write --http-only``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +51,6 @@ ROOT = HERE.parent
 BIN = Path(sys.executable).parent
 
 
-# -- the workspace and the rows ----------------------------------------------------------------
 # -- servers ---------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
@@ -111,32 +114,36 @@ def mlflow_model(tmp: Path, booster_json: bytes, columns: list[str], X: np.ndarr
 
 
 # -- the client ------------------------------------------------------------------------------
-def drive(
-    port: int,
-    path: str,
-    bodies: list[bytes],
-    headers: dict[str, str],
-    *,
-    threads: int,
-    check: Callable[[int, bytes], None],
-) -> dict[str, float]:
-    """Send every body once over ``threads`` keep-alive connections; return latency figures."""
+@dataclass
+class Target:
+    """One server under test: where to send, what, and how to check an answer."""
+
+    name: str
+    port: int
+    path: str
+    headers: dict[str, str]
+    bodies: Callable[[int, int], list[bytes]]  # (first, count) -> request bodies
+    check: Callable[[int, bytes], None]
+
+
+def drive(target: Target, bodies: list[bytes], *, threads: int) -> tuple[list[float], float]:
+    """Send every body once over ``threads`` keep-alive connections; return latencies, wall s."""
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
     shares = [bodies[i::threads] for i in range(threads)]
 
     def worker(share: list[bytes]) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn = http.client.HTTPConnection("127.0.0.1", target.port, timeout=30)
         mine = []
         for body in share:
             t0 = time.perf_counter()
-            conn.request("POST", path, body=body, headers=headers)
+            conn.request("POST", target.path, body=body, headers=target.headers)
             resp = conn.getresponse()
             data = resp.read()
             mine.append(time.perf_counter() - t0)
             try:
-                check(resp.status, data)
+                target.check(resp.status, data)
             except AssertionError as exc:
                 with lock:
                     errors.append(str(exc))
@@ -152,26 +159,30 @@ def drive(
         w.join()
     elapsed = time.perf_counter() - started
     if errors:
-        raise SystemExit(f"{len(errors)} bad responses, first: {errors[0]}")
-    return summarise(latencies, elapsed)
+        raise SystemExit(f"{target.name}: {len(errors)} bad responses, first: {errors[0]}")
+    return latencies, elapsed
 
 
-def sequential_and_concurrent(
-    port: int,
-    path: str,
-    bodies: Callable[[int], list[bytes]],
-    headers: dict[str, str],
-    *,
-    n: int,
-    threads: int,
-    check: Callable[[int, bytes], None],
-) -> dict[str, dict[str, float]]:
-    """Warm up with 200 requests, then ``n`` sequential and ``n`` concurrent ones."""
-    drive(port, path, bodies(200), headers, threads=1, check=check)
-    return {
-        "sequential": drive(port, path, bodies(n), headers, threads=1, check=check),
-        "concurrent": drive(port, path, bodies(n), headers, threads=threads, check=check),
-    }
+def interleaved(
+    targets: list[Target], *, n: int, threads: int, chunk: int
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Warm every target up with 200 requests, then send ``n`` sequential and ``n`` concurrent
+    requests to each, in rounds of ``chunk`` requests rotating between the targets, so that
+    drift in the machine's speed (other load, frequency) falls on every target alike."""
+    for t in targets:
+        drive(t, t.bodies(0, 200), threads=1)
+    out: dict[str, dict[str, dict[str, float]]] = {t.name: {} for t in targets}
+    for mode, width in (("sequential", 1), ("concurrent", threads)):
+        latencies: dict[str, list[float]] = {t.name: [] for t in targets}
+        spent = dict.fromkeys(latencies, 0.0)
+        for first in range(0, n, chunk):
+            for t in targets:
+                lat, elapsed = drive(t, t.bodies(200 + first, min(chunk, n - first)), threads=width)
+                latencies[t.name] += lat
+                spent[t.name] += elapsed
+        for t in targets:
+            out[t.name][mode] = summarise(latencies[t.name], spent[t.name])
+    return out
 
 
 def summarise(latencies: list[float], elapsed: float) -> dict[str, float]:
@@ -189,46 +200,101 @@ def status_ok(status: int, data: bytes) -> None:
 
 
 # -- the three servers over HTTP ---------------------------------------------------------------
-def http_runs(ws: Path, data: dict[str, Any], *, n: int, threads: int) -> dict[str, Any]:
+def http_runs(
+    ws: Path, data: dict[str, Any], *, n: int, threads: int, chunk: int
+) -> dict[str, Any]:
+    """Start the three servers side by side and measure them interleaved (see ``interleaved``)."""
     from clinical_mlops.serving.auth import hash_api_key, new_api_key
 
-    rows, subjects, X = data["rows"], data["subjects"], data["X"]
-    pick = [i % len(rows) for i in range(n + 200)]
-    out: dict[str, Any] = {}
+    rows, subjects, X, cols = data["rows"], data["subjects"], data["X"], data["columns"]
+
+    def picked(first: int, count: int) -> list[int]:
+        return [i % len(rows) for i in range(first, first + count)]
+
+    def plain(v: Any) -> float | None:
+        return None if v != v else float(v)
+
+    procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="cm-serve-bench-") as tmp_s:
         tmp = Path(tmp_s)
-
-        # (a) the governed service
-        key = new_api_key()
-        keys = tmp / "api-keys.json"
-        keys.write_text(
-            json.dumps(
-                {"keys": [{"name": "bench", "sha256": hash_api_key(key), "roles": ["system"]}]}
-            )
-        )
-        secret = tmp / "jwt-secret"
-        secret.write_text(new_api_key())
-        port = free_port()
-        proc = subprocess.Popen(
-            [
-                str(BIN / "clinical-mlops"),
-                "serve",
-                "--jwt-secret-file",
-                str(secret),
-                "--port",
-                str(port),
-                "--api-keys",
-                str(keys),
-                "--workspace",
-                str(ws),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        headers = {"X-API-Key": key, "Content-Type": "application/json"}
         try:
-            wait_ready(port, "/healthz", proc, headers)
+            # (a) the governed service, as operators start it
+            key = new_api_key()
+            keys = tmp / "api-keys.json"
+            keys.write_text(
+                json.dumps(
+                    {"keys": [{"name": "bench", "sha256": hash_api_key(key), "roles": ["system"]}]}
+                )
+            )
+            secret = tmp / "jwt-secret"
+            secret.write_text(new_api_key())
+            governed_port = free_port()
+            procs.append(
+                subprocess.Popen(
+                    [
+                        str(BIN / "clinical-mlops"),
+                        "serve",
+                        "--jwt-secret-file",
+                        str(secret),
+                        "--port",
+                        str(governed_port),
+                        "--api-keys",
+                        str(keys),
+                        "--workspace",
+                        str(ws),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+            governed_headers = {"X-API-Key": key, "Content-Type": "application/json"}
 
-            def governed(count: int) -> list[bytes]:
+            # (b) a bare FastAPI endpoint calling the booster
+            booster = tmp / "booster.json"
+            booster.write_bytes(data["booster_json"])
+            bare_port = free_port()
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(HERE / "_bare_app.py"), str(booster), str(bare_port)],
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+
+            # (c) mlflow models serve of the same booster
+            uri = mlflow_model(tmp, data["booster_json"], cols, X)
+            mlflow_port = free_port()
+            env = os.environ | {
+                "MLFLOW_ALLOW_FILE_STORE": "true",
+                "MLFLOW_TRACKING_URI": f"file://{tmp / 'mlruns'}",
+                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # mlflow execs uvicorn
+            }
+            procs.append(
+                subprocess.Popen(
+                    [
+                        str(BIN / "mlflow"),
+                        "models",
+                        "serve",
+                        "-m",
+                        uri,
+                        "-p",
+                        str(mlflow_port),
+                        "-h",
+                        "127.0.0.1",
+                        "-w",
+                        "1",
+                        "--env-manager",
+                        "local",
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            plain_headers = {"Content-Type": "application/json"}
+            wait_ready(governed_port, "/healthz", procs[0], governed_headers)
+            wait_ready(bare_port, "/ping", procs[1], plain_headers)
+            wait_ready(mlflow_port, "/ping", procs[2], plain_headers)
+
+            def governed(first: int, count: int) -> list[bytes]:
                 return [
                     json.dumps(
                         {
@@ -240,7 +306,7 @@ def http_runs(ws: Path, data: dict[str, Any], *, n: int, threads: int) -> dict[s
                             "features": rows[i],
                         }
                     ).encode()
-                    for i in pick[:count]
+                    for i in picked(first, count)
                 ]
 
             def scored(status: int, body: bytes) -> None:
@@ -248,87 +314,36 @@ def http_runs(ws: Path, data: dict[str, Any], *, n: int, threads: int) -> dict[s
                 doc = json.loads(body)
                 assert doc["status"] == "scored" and doc["audit_seq"] is not None, doc["status"]
 
-            out["governed"] = sequential_and_concurrent(
-                port, "/v1/predict", governed, headers, n=n, threads=threads, check=scored
-            )
-        finally:
-            stop(proc)
+            def bare(first: int, count: int) -> list[bytes]:
+                return [
+                    json.dumps({"x": [plain(v) for v in X[i]]}).encode()
+                    for i in picked(first, count)
+                ]
 
-        # (b) a bare FastAPI endpoint calling the booster
-        booster = tmp / "booster.json"
-        booster.write_bytes(data["booster_json"])
-        port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, str(HERE / "_bare_app.py"), str(booster), str(port)],
-            stdout=subprocess.DEVNULL,
-        )
-        headers = {"Content-Type": "application/json"}
-        try:
-            wait_ready(port, "/ping", proc, headers)
-            bare = [
-                json.dumps({"x": [None if v != v else float(v) for v in X[i]]}).encode()
-                for i in pick
-            ]
-            out["bare"] = sequential_and_concurrent(
-                port, "/predict", lambda k: bare[:k], headers, n=n, threads=threads, check=status_ok
-            )
-        finally:
-            stop(proc)
-
-        # (c) mlflow models serve of the same booster
-        uri = mlflow_model(tmp, data["booster_json"], data["columns"], X)
-        port = free_port()
-        env = os.environ | {
-            "MLFLOW_ALLOW_FILE_STORE": "true",
-            "MLFLOW_TRACKING_URI": f"file://{tmp / 'mlruns'}",
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # mlflow execs uvicorn
-        }
-        proc = subprocess.Popen(
-            [
-                str(BIN / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                uri,
-                "-p",
-                str(port),
-                "-h",
-                "127.0.0.1",
-                "-w",
-                "1",
-                "--env-manager",
-                "local",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_ready(port, "/ping", proc, headers)
-            cols = data["columns"]
-            flow = [
-                json.dumps(
-                    {
-                        "dataframe_split": {
-                            "columns": cols,
-                            "data": [[None if v != v else float(v) for v in X[i]]],
-                        }
-                    }
-                ).encode()
-                for i in pick
-            ]
+            def flow(first: int, count: int) -> list[bytes]:
+                return [
+                    json.dumps(
+                        {"dataframe_split": {"columns": cols, "data": [[plain(v) for v in X[i]]]}}
+                    ).encode()
+                    for i in picked(first, count)
+                ]
 
             def proba(status: int, body: bytes) -> None:
                 assert status == 200, f"HTTP {status}: {body[:300]!r}"
                 pred = json.loads(body)["predictions"][0]
                 assert isinstance(pred, list) and len(pred) == 2, pred
 
-            out["mlflow"] = sequential_and_concurrent(
-                port, "/invocations", lambda k: flow[:k], headers, n=n, threads=threads, check=proba
-            )
+            targets = [
+                Target(
+                    "governed", governed_port, "/v1/predict", governed_headers, governed, scored
+                ),
+                Target("bare", bare_port, "/predict", plain_headers, bare, status_ok),
+                Target("mlflow", mlflow_port, "/invocations", plain_headers, flow, proba),
+            ]
+            return interleaved(targets, n=n, threads=threads, chunk=chunk)
         finally:
-            stop(proc)
-    return out
+            for proc in procs:
+                stop(proc)
 
 
 # -- in process ------------------------------------------------------------------------------
@@ -406,12 +421,30 @@ def in_process(ws_path: Path, data: dict[str, Any], *, n: int) -> dict[str, Any]
     return out
 
 
-def render(res: dict[str, Any], *, n: int, threads: int) -> str:
+def ratio(h: dict[str, Any]) -> float:
+    """Governed over mlflow at sequential p50 (the goal is at most 0.5)."""
+    return float(h["governed"]["sequential"]["p50_ms"] / h["mlflow"]["sequential"]["p50_ms"])
+
+
+def summary(h: dict[str, Any]) -> str:
+    lines = [f"{'target':10s} {'mode':11s} {'p50 ms':>8s} {'p99 ms':>8s} {'req/s':>8s}"]
+    for name, modes in h.items():
+        for mode, s in modes.items():
+            lines.append(
+                f"{name:10s} {mode:11s} {s['p50_ms']:8.3f} {s['p99_ms']:8.3f} {s['rps']:8.1f}"
+            )
+    lines.append(f"governed / mlflow at sequential p50: {ratio(h):.2f}x (goal: at most 0.5x)")
+    return "\n".join(lines)
+
+
+def render(res: dict[str, Any], *, n: int, threads: int, chunk: int) -> str:
     h = res["http"]
     lines = [
-        f"One model (the demo release, seed 7), {n} single-row requests per run after 200 "
-        f"warm-up requests; concurrent = {threads} client threads with keep-alive connections. "
-        "Each server: one uvicorn process, one worker, access log off, 127.0.0.1.",
+        f"One model (the demo release, seed 7), {n} single-row requests per server and mode after "
+        f"200 warm-up requests; concurrent = {threads} client threads with keep-alive connections. "
+        "Each server: one uvicorn process, one worker, access log off, 127.0.0.1. The three "
+        f"servers run side by side and are measured in turn, {chunk} requests at a time, so "
+        "that drift in the machine's speed falls on all three alike.",
         "",
         "| endpoint | what it does per request | seq p50 ms | seq p99 ms | seq req/s | conc p50 ms | conc p99 ms | conc req/s |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -428,11 +461,10 @@ def render(res: dict[str, Any], *, n: int, threads: int) -> str:
             f"| {key} | {what[key]} | {s['p50_ms']} | {s['p99_ms']} | {s['rps']} | "
             f"{c['p50_ms']} | {c['p99_ms']} | {c['rps']} |"
         )
-    ratio = h["governed"]["sequential"]["p50_ms"] / h["mlflow"]["sequential"]["p50_ms"]
     ip = res["in_process"]
     lines += [
         "",
-        f"- governed / mlflow at sequential p50: **{ratio:.2f}x** (goal: at most 0.5x)",
+        f"- governed / mlflow at sequential p50: **{ratio(h):.2f}x** (goal: at most 0.5x)",
         f"- in-process `Predictor.predict` (one request, explained, audited, committed): "
         f"p50 **{ip['single']['p50_ms']} ms**, p99 {ip['single']['p99_ms']} ms (goal: p50 under 2 ms)",
         f"- batch scoring with one audit record per row, explained: "
@@ -451,8 +483,16 @@ def main() -> None:
     ap.add_argument("--workspace", type=Path, default=None)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument(
+        "--chunk", type=int, default=200, help="requests per server before moving to the next"
+    )
     ap.add_argument("--no-write", action="store_true", help="print, do not update BENCHMARKS.md")
+    ap.add_argument(
+        "--http-only", action="store_true", help="skip the in-process part (needs --no-write)"
+    )
     args = ap.parse_args()
+    if args.http_only and not args.no_write:
+        ap.error("--http-only needs --no-write: the written section has both parts")
     tmp = None
     ws = args.workspace
     if ws is None:
@@ -461,16 +501,15 @@ def main() -> None:
     try:
         ensure_workspace(ws)
         data = test_rows(ws)
-        res = {
-            "in_process": in_process(ws, data, n=args.requests),
-            "http": http_runs(ws, data, n=args.requests, threads=args.threads),
-        }
+        res = {} if args.http_only else {"in_process": in_process(ws, data, n=args.requests)}
+        res["http"] = http_runs(ws, data, n=args.requests, threads=args.threads, chunk=args.chunk)
         print(json.dumps(res, indent=1))
+        print(summary(res["http"]))
         if not args.no_write:
             update_section(
                 "serving",
                 "Serving: governed service vs bare endpoint vs mlflow models serve",
-                render(res, n=args.requests, threads=args.threads),
+                render(res, n=args.requests, threads=args.threads, chunk=args.chunk),
                 command=".venv/bin/python bench/serving_bench.py",
             )
     finally:
