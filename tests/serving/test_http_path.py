@@ -8,12 +8,15 @@ import secrets
 import threading
 import time
 from typing import Any
+from unittest import mock
 
 import anyio
 import httpx
+import jwt
 import pytest
 from fastapi.responses import JSONResponse
 
+from clinical_mlops.errors import NotAuthenticated
 from clinical_mlops.serving import Predictor
 from clinical_mlops.serving.api import create_app
 from clinical_mlops.serving.auth import AuthConfig
@@ -29,6 +32,7 @@ def service(served: dict[str, Any]) -> Any:
     auth.add_api_key(key, name="ehr-interface", roles=["system"])
     yield {
         "app": create_app(predictor, auth),
+        "auth": auth,
         "predictor": predictor,
         "headers": {"X-API-Key": key},
     } | served
@@ -146,3 +150,55 @@ def test_batches_and_concurrent_single_rows_each_get_their_own_audit_record(
         view = predictor.ledger.read(d["audit_seq"])
         assert view.entry.type == "inference" and view.payload is not None
         assert view.payload["request_id"] == d["request_id"] and d["audit_seq"] >= before
+
+
+def test_a_remembered_token_still_expires_and_is_role_checked_per_route(
+    service: dict[str, Any],
+) -> None:
+    auth = AuthConfig.from_secret(secrets.token_hex(32))
+    token = auth.issue(subject="dr.t", roles=["clinician"], ttl_seconds=60)
+    header = "Bearer " + token
+    first = auth.authenticate(authorization=header, api_key=None)
+    assert first.actor == "user:dr.t" and first.roles == {"clinician"}
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    with mock.patch.object(AuthConfig, "_verify", side_effect=AssertionError("verified again")):
+        assert auth.authenticate(authorization=header, api_key=None) is first
+        # expiry is checked on every request, by PyJWT's rule: expired once exp <= now
+        auth.now = lambda: exp - 0.001
+        assert auth.authenticate(authorization=header, api_key=None) is first
+        auth.now = lambda: float(exp)
+        with pytest.raises(NotAuthenticated, match="expired"):
+            auth.authenticate(authorization=header, api_key=None)
+    auth.now = lambda: float(exp)
+    with pytest.raises(NotAuthenticated, match="expired"):  # as PyJWT answers an expired token
+        auth._verify(auth.issue(subject="dr.t", roles=["clinician"], ttl_seconds=-1))
+    # a change of verifier (here the audience) forgets what was remembered
+    auth.now = lambda: exp - 30.0
+    auth.audience = "another-service"
+    with pytest.raises(NotAuthenticated, match="another audience"):
+        auth.authenticate(authorization=header, api_key=None)
+    # the same token signed with another key is a different token: verified, and refused
+    forged = AuthConfig.from_secret(secrets.token_hex(32)).issue(subject="dr.t", roles=["system"])
+    with pytest.raises(NotAuthenticated, match="does not verify"):
+        service["auth"].authenticate(authorization="Bearer " + forged, api_key=None)
+
+    # through the service: a remembered clinician token still meets each route's roles
+    clinician = {
+        "Authorization": "Bearer " + service["auth"].issue(subject="dr.t", roles=["clinician"])
+    }
+
+    async def main() -> list[int]:
+        transport = httpx.ASGITransport(app=service["app"])
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as c:
+            return [
+                (
+                    await c.post("/v1/predict", headers=clinician, json=item(service, 50))
+                ).status_code,
+                (await c.get("/metrics", headers=clinician)).status_code,
+                (
+                    await c.post("/v1/predict", headers=clinician, json=item(service, 51))
+                ).status_code,
+                (await c.get("/metrics", headers=clinician)).status_code,
+            ]
+
+    assert anyio.run(main) == [200, 403, 200, 403]

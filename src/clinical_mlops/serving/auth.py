@@ -7,6 +7,12 @@ Prometheus) may instead send ``X-API-Key``; keys are stored as SHA-256 hashes
 with a name and roles, never in clear. Missing or unverifiable credentials are
 401; verified credentials without a role the route declares are 403. The actor
 written into the ledger is ``user:<sub>`` or ``system:<key name>``.
+
+A verified token is remembered by its SHA-256 until its ``exp`` (at most
+:data:`VERIFIED_TOKENS` of them), so a caller sending the same token again is not
+verified from scratch. Expiry is still checked on every request, the roles are still
+checked against each route, and a change of key, audience, issuer or algorithms
+forgets every remembered token.
 """
 
 from __future__ import annotations
@@ -15,6 +21,10 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +38,8 @@ __all__ = ["ROLES", "AuthConfig", "Principal", "hash_api_key", "new_api_key"]
 
 ROLES: tuple[str, ...] = ("clinician", "reviewer", "ml_engineer", "compliance", "auditor", "system")
 DEFAULT_AUDIENCE = "clinical-mlops"
+#: how many verified bearer tokens are remembered (the oldest is forgotten first)
+VERIFIED_TOKENS = 4096
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,15 @@ class AuthConfig:
     audience: str = DEFAULT_AUDIENCE
     issuer: str | None = None
     api_keys: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
+    #: seconds since the epoch, as PyJWT reads them; replaced in tests
+    now: Callable[[], float] = field(default=time.time, repr=False, compare=False)
+    # token SHA-256 -> (what it was verified under, caller, verified at, exp)
+    _verified: OrderedDict[bytes, tuple[tuple[Any, ...], Principal, float, int]] = field(
+        default_factory=OrderedDict, init=False, repr=False, compare=False
+    )
+    _verified_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def from_secret(
@@ -144,9 +165,29 @@ class AuthConfig:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthenticated("the Authorization header must be 'Bearer <JWT>'")
+        token = token.strip()
+        token_sha = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        verifier = (self.key, tuple(self.algorithms), self.audience, self.issuer)
+        remembered = self._verified.get(token_sha)
+        if remembered is not None and remembered[0] == verifier:
+            _, caller, verified_at, expires = remembered
+            now = self.now()
+            if now >= expires:  # PyJWT's rule: expired once exp <= now
+                raise NotAuthenticated("the token has expired; obtain a new one")
+            if now >= verified_at:  # a clock stepped back is verified from scratch
+                return caller
+        caller, expires = self._verify(token)
+        with self._verified_lock:
+            self._verified[token_sha] = (verifier, caller, self.now(), expires)
+            while len(self._verified) > VERIFIED_TOKENS:
+                self._verified.popitem(last=False)
+        return caller
+
+    def _verify(self, token: str) -> tuple[Principal, int]:
+        """Return the caller a bearer token names and its ``exp``; raise ``NotAuthenticated``."""
         try:
             claims = jwt.decode(
-                token.strip(),
+                token,
                 self.key,
                 algorithms=self.algorithms,
                 audience=self.audience,
@@ -168,11 +209,12 @@ class AuthConfig:
         if not is_text(claims["sub"]) or (isinstance(site, str) and not is_text(site)):
             # the actor and site are written to the audit ledger, which stores UTF-8 text
             raise NotAuthenticated("the token's 'sub' and 'site' claims must be text")
-        return Principal(
+        principal = Principal(
             actor=f"user:{claims['sub']}",
             roles=frozenset(r for r in claimed if r in ROLES),
             site=site if isinstance(site, str) else None,
         )
+        return principal, int(claims["exp"])
 
     def issue(
         self,
