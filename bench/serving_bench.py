@@ -418,6 +418,11 @@ def in_process(ws_path: Path, data: dict[str, Any], *, n: int) -> dict[str, Any]
         rate(lambda: booster.predict(dm(), pred_contribs=True))
     )
     out["xgb_inplace_predict_rows_per_s"] = round(rate(lambda: booster.inplace_predict(X)))
+    # The served batch path runs TreeSHAP on every core from 64 rows: compare like with like too.
+    booster.set_param({"nthread": os.cpu_count() or 1})
+    out["xgb_pred_contribs_all_cores_rows_per_s"] = round(
+        rate(lambda: booster.predict(dm(), pred_contribs=True))
+    )
     return out
 
 
@@ -469,8 +474,11 @@ def render(res: dict[str, Any], *, n: int, threads: int, chunk: int) -> str:
         f"p50 **{ip['single']['p50_ms']} ms**, p99 {ip['single']['p99_ms']} ms (goal: p50 under 2 ms)",
         f"- batch scoring with one audit record per row, explained: "
         f"**{ip['batch_explained']['rows_per_s']:,} rows/s**; XGBoost `pred_contribs` alone on the same "
-        f"rows: {ip['xgb_pred_contribs_rows_per_s']:,} rows/s "
-        f"(ratio {ip['batch_explained']['rows_per_s'] / ip['xgb_pred_contribs_rows_per_s']:.2f}; goal at least 0.9)",
+        f"rows, one thread: {ip['xgb_pred_contribs_rows_per_s']:,} rows/s "
+        f"(ratio {ip['batch_explained']['rows_per_s'] / ip['xgb_pred_contribs_rows_per_s']:.2f}; goal at least 0.9); "
+        f"on every core, as the served batch path runs it: "
+        f"{ip['xgb_pred_contribs_all_cores_rows_per_s']:,} rows/s "
+        f"(ratio {ip['batch_explained']['rows_per_s'] / ip['xgb_pred_contribs_all_cores_rows_per_s']:.2f})",
         f"- batch scoring with one audit record per row, no explanations: "
         f"**{ip['batch_unexplained']['rows_per_s']:,} rows/s** (goal: at least 50,000); "
         f"XGBoost `inplace_predict` alone: {ip['xgb_inplace_predict_rows_per_s']:,} rows/s",
