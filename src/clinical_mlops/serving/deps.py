@@ -12,7 +12,7 @@ import orjson
 from fastapi import Header, Request
 from fastapi.responses import JSONResponse
 
-from clinical_mlops.serving.auth import AuthConfig, Principal, authorise
+from clinical_mlops.serving.auth import ROLES, AuthConfig, Principal, authorise
 from clinical_mlops.serving.metrics import ServiceMetrics
 from clinical_mlops.serving.predictor import Predictor
 
@@ -20,16 +20,15 @@ __all__ = ["ROUTE_ROLES", "Json", "Service", "require", "service"]
 
 T = TypeVar("T")
 
-ALL_ROLES = ("clinician", "reviewer", "ml_engineer", "compliance", "auditor", "system")
 #: (method, route) -> roles allowed; () means open. Every route is listed here.
 ROUTE_ROLES: dict[tuple[str, str], tuple[str, ...]] = {
     ("POST", "/v1/predict"): ("clinician", "system"),
     ("POST", "/v1/fhir/predict"): ("clinician", "system"),
     ("POST", "/v1/overrides"): ("clinician", "reviewer"),
     ("POST", "/v1/outcomes"): ("system", "reviewer"),
-    ("GET", "/v1/models"): ALL_ROLES,
-    ("GET", "/v1/models/{release}/card"): ALL_ROLES,
-    ("GET", "/healthz"): ALL_ROLES,
+    ("GET", "/v1/models"): ROLES,
+    ("GET", "/v1/models/{release}/card"): ROLES,
+    ("GET", "/healthz"): ROLES,
     ("GET", "/metrics"): ("ml_engineer", "compliance", "auditor", "system"),
     ("GET", "/cds-services"): (),
     ("POST", "/cds-services/{service_id}"): ("clinician", "system"),
