@@ -108,6 +108,11 @@ class LedgerStore:
         self.engine = engine
         self.url = url
         self.dialect = engine.dialect.name
+        # Complete chunks never change once written (see ``insert_chunks``), so their hashes
+        # and the roots of perfect subtrees over them are kept once read: a checkpoint at a
+        # million entries then reads only the chunks completed since the last one.
+        self._chunk_cache: list[bytes] = []
+        self._perfect_roots: dict[tuple[int, int], bytes] = {}
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> LedgerStore:
@@ -247,6 +252,25 @@ class LedgerStore:
         ).scalars()
         return [bytes.fromhex(_text(h)) for h in rows]
 
+    def known_chunks(self, conn: Connection, count: int) -> list[bytes]:
+        """Return the hashes of the first ``count`` chunks, reading only those not seen yet."""
+        have = len(self._chunk_cache)
+        if count > have:
+            fresh = self.chunk_hashes(conn, have, count)
+            if len(fresh) != count - have:  # a damaged table: read as before, remember nothing
+                return self._chunk_cache[:have] + fresh
+            if len(self._chunk_cache) == have:  # another thread may have extended it meanwhile
+                self._chunk_cache.extend(fresh)
+        return self._chunk_cache[:count]
+
+    def perfect_root(self, chunk_hashes: list[bytes], first: int, last: int) -> bytes:
+        """Return the root over chunks ``[first, last)`` (a perfect subtree), remembered."""
+        found = self._perfect_roots.get((first, last))
+        if found is None:
+            found = root_from_leaf_hashes(chunk_hashes[first:last])
+            self._perfect_roots[(first, last)] = found
+        return found
+
     # -- writing ---------------------------------------------------------------------------
     @contextmanager
     def writer(self) -> Iterator[Connection]:
@@ -281,14 +305,14 @@ class StoredTree:
         self._store = store
         self._conn = conn
         self.size = size
-        self._chunks = store.chunk_hashes(conn, 0, size // CHUNK)
+        self._chunks = store.known_chunks(conn, size // CHUNK)
 
     def subtree(self, start: int, end: int) -> bytes:
         n = end - start
         if n >= CHUNK and start % CHUNK == 0 and n & (n - 1) == 0:
             first, last = start // CHUNK, end // CHUNK
             if last <= len(self._chunks):
-                return root_from_leaf_hashes(self._chunks[first:last])
+                return self._store.perfect_root(self._chunks, first, last)
         if n <= CHUNK:
             return root_from_leaf_hashes(self._store.leaf_hashes(self._conn, start, end))
         k = _split(n)
