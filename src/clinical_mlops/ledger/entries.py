@@ -370,7 +370,7 @@ class StoredEntry:
 
 def body_bytes(fields: Mapping[str, Any]) -> bytes:
     """Return the canonical bytes of an entry body (what the entry signature covers)."""
-    return canonical_json_scalars(dict(fields))
+    return canonical_json_scalars(fields if type(fields) is dict else dict(fields))
 
 
 def leaf_bytes(body: bytes, *, sig_key_id: str, signature: str) -> bytes:

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clinical_mlops.clock import Clock, SystemClock, utc_iso
 from clinical_mlops.errors import ClockBehindLedger, EntryNotFound, KeyNotFound, StoreUnavailable
-from clinical_mlops.hashing import canonical_json
+from clinical_mlops.hashing import canonical_json, canonical_json_scalars
 from clinical_mlops.ledger.checkpoint_log import CheckpointLog
 from clinical_mlops.ledger.entries import (
     Checkpoint,
@@ -274,12 +274,17 @@ class Ledger:
         """Write every queued append of ``group`` in one transaction, sealed by its last entry."""
         sig_key_id, signer = self._current_signer()
         total = sum(len(p.prepared) for p in group)
+        # Every entry but the seal has an empty signature, so their leaves end the same way.
+        unsigned_tail = b"\n" + canonical_json_scalars([sig_key_id, ""])
+        sha256 = hashlib.sha256
         with self.store.writer() as conn:
             size, prev, last = self.store.tip(conn)
             when = utc_iso(self.clock.now())
             self._check_clock(when, last)
-            rows: list[dict[str, Any]] = []
+            rows: list[tuple[Any, ...]] = []
+            leaves: list[str] = []
             seq = size
+            seal_seq = size + total - 1
             for pending in group:
                 receipts: list[Receipt] = []
                 for it, schema_id, key_id, key, plaintext, public in pending.prepared:
@@ -290,45 +295,59 @@ class Ledger:
                             origin=self.origin, seq=seq, entry_type=it.type, key_id=key_id
                         ),
                     )
-                    fields = {
-                        "v": 1,
-                        "seq": seq,
-                        "time": when,
-                        "type": it.type,
-                        "schema": schema_id,
-                        "actor": it.actor,
-                        "subject": it.subject,
-                        "key_id": key_id,
-                        "payload_hash": hashlib.sha256(blob).hexdigest(),
-                        "public": public,
-                        "prev": prev,
-                    }
-                    body = body_bytes(fields)
+                    payload_hash = sha256(blob).hexdigest()
+                    body = body_bytes(
+                        {
+                            "v": 1,
+                            "seq": seq,
+                            "time": when,
+                            "type": it.type,
+                            "schema": schema_id,
+                            "actor": it.actor,
+                            "subject": it.subject,
+                            "key_id": key_id,
+                            "payload_hash": payload_hash,
+                            "public": public,
+                            "prev": prev,
+                        }
+                    )
                     signature = ""
-                    if seq == size + total - 1:  # the seal
+                    if seq == seal_seq:
                         signature = signer.sign(
                             entry_signing_message(
-                                origin=self.origin, body_hash_hex=hashlib.sha256(body).hexdigest()
+                                origin=self.origin, body_hash_hex=sha256(body).hexdigest()
                             )
                         ).hex()
-                    lh = leaf_hash(
-                        leaf_bytes(body, sig_key_id=sig_key_id, signature=signature)
-                    ).hex()
-                    del fields["v"], fields["prev"]
-                    fields |= {
-                        "payload": blob,
-                        "prev_hash": prev,
-                        "leaf_hash": lh,
-                        "sig_key_id": sig_key_id,
-                        "signature": signature,
-                    }
-                    rows.append(fields)
+                        leaf = leaf_bytes(body, sig_key_id=sig_key_id, signature=signature)
+                    else:
+                        leaf = body + unsigned_tail
+                    lh = leaf_hash(leaf).hex()
+                    # ENTRY_COLUMNS order
+                    rows.append(
+                        (
+                            seq,
+                            when,
+                            it.type,
+                            schema_id,
+                            it.actor,
+                            it.subject,
+                            key_id,
+                            payload_hash,
+                            blob,
+                            public,
+                            prev,
+                            lh,
+                            sig_key_id,
+                            signature,
+                        )
+                    )
+                    leaves.append(lh)
                     receipts.append(Receipt(seq=seq, time=when, leaf_hash=lh))
                     prev = lh
                     seq += 1
                 pending.receipts = receipts
             self.store.insert_entries(conn, rows)
-            self.store.insert_chunks(conn, self._completed_chunks(conn, size, rows))
+            self.store.insert_chunks(conn, self._completed_chunks(conn, size, leaves))
         self._maybe_checkpoint(size + len(rows))
 
     @staticmethod
@@ -342,16 +361,16 @@ class Ledger:
             )
 
     def _completed_chunks(
-        self, conn: sa.Connection, size: int, rows: list[dict[str, Any]]
+        self, conn: sa.Connection, size: int, leaves: list[str]
     ) -> list[dict[str, Any]]:
-        new_size = size + len(rows)
+        new_size = size + len(leaves)
         out = []
         for idx in range(size // CHUNK, new_size // CHUNK):
             start, end = idx * CHUNK, (idx + 1) * CHUNK
             if end <= size:
                 continue
             old = self.store.leaf_hashes(conn, start, size) if start < size else []
-            fresh = [bytes.fromhex(r["leaf_hash"]) for r in rows[max(start - size, 0) : end - size]]
+            fresh = [bytes.fromhex(h) for h in leaves[max(start - size, 0) : end - size]]
             out.append({"idx": idx, "hash": root_from_leaf_hashes(old + fresh).hex()})
         return out
 

@@ -278,8 +278,9 @@ class LedgerStore:
         with write_transaction(self.engine, lock_name=_LOCK) as conn:
             yield conn
 
-    def insert_entries(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-        driver_executemany(conn, _INSERT, [tuple(r[c] for c in ENTRY_COLUMNS) for r in rows])
+    def insert_entries(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert entry rows, each a tuple of values in ``ENTRY_COLUMNS`` order."""
+        driver_executemany(conn, _INSERT, rows)
 
     def insert_chunks(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         if rows:

@@ -8,6 +8,7 @@ serving layer logs refusals as ``consent_refused`` ledger entries.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -150,6 +151,9 @@ def _record(r: sa.Row[Any], pseudonym: str) -> ConsentRecord:
     )
 
 
+# Keyed by the stored values themselves, so a changed row (a withdrawal) is decoded afresh;
+# the records are frozen, so sharing them is safe. Serving decodes each patient's records once.
+@functools.lru_cache(maxsize=1 << 16)
 def _from_columns(
     pseudonym: str,
     purposes: str,

@@ -37,6 +37,8 @@ def is_text(value: object) -> bool:
     cannot be stored in the audit record nor sent back, so they are refused as input."""
     if not isinstance(value, str):
         return False
+    if value.isascii():
+        return True
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -88,7 +90,7 @@ class InputSchema:
             if edges:
                 self.profile_range[name] = (float(edges[0]), float(edges[-1]))
         self.columns = preprocessor.columns
-        # (name, feature, numeric?, valid low, valid high, profile low, profile high) in order
+        # (name, feature, kind, valid low, valid high, profile low, profile high, categories)
         self._plan = []
         for name in spec.feature_names:
             f = self.features[name]
@@ -96,7 +98,8 @@ class InputSchema:
             low, high = f.valid_range or (-math.inf, math.inf)
             low, high = max(low, -sys.float_info.max), min(high, sys.float_info.max)
             seen = self.profile_range.get(name, (-math.inf, math.inf))
-            self._plan.append((name, f, f.kind == "numeric", low, high, *seen))
+            cats = frozenset(f.categories or ())
+            self._plan.append((name, f, f.kind, low, high, *seen, cats))
         self._slots: list[tuple[str, int, dict[str, int] | None, float]] = []
         col = 0
         for name in preprocessor.features:
@@ -115,7 +118,7 @@ class InputSchema:
         problems: list[tuple[str, str]] = []
         if not isinstance(raw, Mapping):
             raise InputInvalid([(where, "expected an object of feature values")])
-        for name in sorted(set(raw) - self.declared):
+        for name in () if self.declared.issuperset(raw) else sorted(set(raw) - self.declared):
             why = (
                 "is declared but not approved for use"
                 if name in self.features
@@ -127,11 +130,21 @@ class InputSchema:
         values: dict[str, Any] = {}
         missing: list[str] = []
         unusual: list[str] = []
-        for name, feature, numeric, low, high, seen_low, seen_high in self._plan:
+        for name, feature, kind, low, high, seen_low, seen_high, cats in self._plan:
             item = raw.get(name)
-            # The common case first: a plain number, in the declared unit, within range.
-            if numeric and (type(item) is float or type(item) is int) and low <= item <= high:
-                value: Any = float(item)
+            # The common cases first: not measured; a plain number in the declared unit and
+            # within range; a 0/1 flag; a declared category. Anything else takes ``_one``.
+            kind_of = type(item)
+            number = kind_of is float or kind_of is int
+            value: Any
+            if item is None:
+                value = None
+            elif kind == "numeric" and number and low <= item <= high:
+                value = float(item)
+            elif kind == "flag" and number and (item == 0 or item == 1):
+                value = int(item)
+            elif kind_of is str and item in cats:
+                value = item
             else:
                 path = f"{where}.{name}"
                 value, problem = self._one(feature, item, path)
@@ -141,7 +154,7 @@ class InputSchema:
             values[name] = value
             if value is None:
                 missing.append(name)
-            elif numeric and not seen_low <= value <= seen_high:
+            elif kind == "numeric" and not seen_low <= value <= seen_high:
                 unusual.append(name)
         if problems:
             raise InputInvalid(problems)
