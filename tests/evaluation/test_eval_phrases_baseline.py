@@ -9,7 +9,12 @@ import pytest
 from clinical_mlops.errors import EvaluationError
 from clinical_mlops.evaluation.baseline import SOFA_LIKE, baseline_comparison
 from clinical_mlops.evaluation.metrics import auroc, resample_counts
-from clinical_mlops.evaluation.phrases import describe_contribution, format_value, top_phrases
+from clinical_mlops.evaluation.phrases import (
+    Phraser,
+    describe_contribution,
+    format_value,
+    top_phrases,
+)
 from clinical_mlops.tasks import load_task
 
 SPEC = load_task("icu_mortality_48h")
@@ -46,6 +51,43 @@ def test_top_phrases_rank_by_size_skip_bias_and_allow_anonymised_values():
     top = top_phrases(SPEC, values, contribs, k=2, shown_as={"age": "80-84 years"})
     assert [t["feature"] for t in top] == ["lactate", "age"]
     assert top[1]["phrase"] == "Age 80-84 years raised the risk"
+
+
+def test_phraser_gives_the_words_and_order_of_top_phrases_for_every_row():
+    """The batch ranking (numpy, ties by name) and words equal the one-row function's."""
+    rng = np.random.default_rng(7)
+    names = list(SPEC.feature_names)
+    imputed = {"lactate": 1.4, "albumin": 3.1, "gcs": 15.0}
+    phraser = Phraser(SPEC, names, imputed)
+    rows, contribs = [], []
+    for i in range(400):
+        values = {}
+        for f in SPEC.features:
+            if rng.random() < 0.15:
+                values[f.name] = None
+            elif f.kind == "categorical":
+                values[f.name] = str(rng.choice(list(f.categories or ())))
+            elif f.kind == "flag":
+                values[f.name] = int(rng.integers(0, 2))
+            else:
+                low, high = f.valid_range or (0.0, 100.0)
+                values[f.name] = float(rng.uniform(low, high))
+        c = rng.normal(0, 0.4, len(names))
+        if i % 5 == 0:  # ties (equal sizes of either sign, zeros) break by name
+            c[rng.choice(len(names), 4, replace=False)] = [0.3, -0.3, 0.0, -0.0]
+        rows.append(values)
+        contribs.append(c)
+    got = phraser.top(rows, np.array(contribs))
+    for values, c, top in zip(rows, contribs, got, strict=True):
+        missing = {n: imputed[n] for n in imputed if values.get(n) is None}
+        want = top_phrases(
+            SPEC,
+            values,
+            dict(zip(names, c.tolist(), strict=True)) | {"bias": -2.0},
+            imputed_values=missing,
+        )
+        assert top == want
+    assert phraser.top([], np.zeros((0, len(names)))) == []
 
 
 def _frame(**overrides):

@@ -10,12 +10,21 @@ sentence describes what moved *this model's* estimate, not a cause of death.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from clinical_mlops.tasks.spec import Feature, TaskSpec
 
-__all__ = ["NEGLIGIBLE", "STRENGTH_WORDS", "describe_contribution", "format_value", "top_phrases"]
+__all__ = [
+    "NEGLIGIBLE",
+    "STRENGTH_WORDS",
+    "Phraser",
+    "describe_contribution",
+    "format_value",
+    "top_phrases",
+]
 
 # |log-odds contribution| below this reads as "had almost no effect on the risk".
 NEGLIGIBLE = 0.05
@@ -102,7 +111,29 @@ def describe_contribution(
     'Lactate 4.1 mmol/L raised the risk'
     """
     feature = spec.feature(name)
-    label = feature.label.split(" (")[0]
+    return _describe(
+        feature,
+        _label(feature),
+        value,
+        contribution,
+        imputed_value=imputed_value,
+        shown_as=shown_as,
+    )
+
+
+def _label(feature: Feature) -> str:
+    return feature.label.split(" (")[0]
+
+
+def _describe(
+    feature: Feature,
+    label: str,
+    value: Any,
+    contribution: float,
+    *,
+    imputed_value: float | None,
+    shown_as: str | None,
+) -> str:
     if shown_as is not None:
         subject = f"{label} {shown_as}"
     elif _is_missing(value):
@@ -147,3 +178,55 @@ def top_phrases(
         }
         for n, c in ranked[:k]
     ]
+
+
+class Phraser:
+    """:func:`top_phrases` for many rows at once, for one spec and feature order (serving).
+
+    The ranking is the same — by size, ties by name — done with numpy over the whole
+    batch; each phrase is made by the same code as :func:`describe_contribution`, so the
+    words are identical (tested).
+    """
+
+    def __init__(self, spec: TaskSpec, names: Sequence[str], imputed: Mapping[str, float]):
+        self.names = list(names)
+        features = [spec.feature(n) for n in self.names]
+        self._how = [(f, _label(f), imputed.get(f.name)) for f in features]
+        # Ranking happens over the columns in name order, so a stable sort breaks ties by name.
+        self._by_name = np.array(sorted(range(len(self.names)), key=self.names.__getitem__))
+
+    def top(
+        self, values: Sequence[Mapping[str, Any]], contributions: np.ndarray, *, k: int = 3
+    ) -> list[list[dict[str, Any]]]:
+        """Return, per row, the ``k`` largest contributions as ``{feature, contribution, phrase}``.
+
+        ``contributions`` holds one column per name, in the order given at construction.
+        """
+        if len(values) == 0:
+            return []
+        ordered = contributions[:, self._by_name]
+        ranks = np.argsort(-np.abs(ordered), axis=1, kind="stable")[:, :k]
+        cols = self._by_name[ranks].tolist()
+        sizes = np.take_along_axis(contributions, self._by_name[ranks], axis=1).tolist()
+        out = []
+        for row, picked, picked_sizes in zip(values, cols, sizes, strict=True):
+            phrases = []
+            for j, c in zip(picked, picked_sizes, strict=True):
+                feature, label, imputed = self._how[j]
+                name = self.names[j]
+                phrases.append(
+                    {
+                        "feature": name,
+                        "contribution": c,
+                        "phrase": _describe(
+                            feature,
+                            label,
+                            row.get(name),
+                            c,
+                            imputed_value=imputed if row.get(name) is None else None,
+                            shown_as=None,
+                        ),
+                    }
+                )
+            out.append(phrases)
+        return out

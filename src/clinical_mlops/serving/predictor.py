@@ -50,7 +50,7 @@ from clinical_mlops.errors import (
     ReleaseNotServable,
 )
 from clinical_mlops.evaluation.baseline import score_for
-from clinical_mlops.evaluation.phrases import top_phrases
+from clinical_mlops.evaluation.phrases import Phraser
 from clinical_mlops.governance.rollout import ServingDecision, serving_decision
 from clinical_mlops.hashing import FinitePayload
 from clinical_mlops.ledger import Ledger, NewEntry
@@ -209,6 +209,7 @@ class ReleaseScorer:
         self.coverage = round(1.0 - self.model.conformal.alpha, 6)
         self.max_missing = self.spec.cohort.max_missing_feature_fraction
         self.medians = self.schema.imputed()
+        self.phraser = Phraser(self.spec, self.model.preprocessor.features, self.medians)
         if hasattr(self.model.scorer, "booster"):
             # One thread per call: a single row gains nothing from a pool, and the service
             # runs requests in parallel itself.
@@ -235,7 +236,10 @@ class ReleaseScorer:
         keys = [*names, "bias"]
         margins, p_raws, p_cals = pred.margin.tolist(), pred.p_raw.tolist(), pred.p_cal.tolist()
         sets = pred.sets.tolist()
-        rows = pred.contributions.tolist() if pred.contributions is not None else None
+        rows, tops = None, None
+        if pred.contributions is not None:
+            rows = pred.contributions.tolist()
+            tops = self.phraser.top([c.values for c in checked], pred.contributions[:, :-1])
         out = []
         for i, c in enumerate(checked):
             conformal_set = _SET_WORDS.get((bool(sets[i][0]), bool(sets[i][1])), [])
@@ -262,15 +266,10 @@ class ReleaseScorer:
                 "completeness": round(c.completeness, 6),
                 "escalation": [ESCALATE_ON[f] for f in flags if f in ESCALATE_ON],
             }
-            if rows is not None:
+            if rows is not None and tops is not None:
                 contrib = dict(zip(keys, rows[i], strict=True))
                 core["explanation"] = {"format": EXPLANATION_FORMAT, "contributions": contrib}
-                core["top"] = top_phrases(
-                    self.spec,
-                    c.values,
-                    contrib,
-                    imputed_values={n: self.medians[n] for n in c.missing if n in self.medians},
-                )
+                core["top"] = tops[i]
             else:
                 core["explanation"] = {"format": EXPLANATION_FORMAT, "contributions": None}
                 core["top"] = []
