@@ -213,16 +213,19 @@ class InputSchema:
     def encode(self, rows: list[dict[str, Any]]) -> np.ndarray:
         """Return the float64 model matrix of checked rows (same numbers as ``Preprocessor``)."""
         X = np.zeros((len(rows), self.width), dtype=np.float64)
-        for i, values in enumerate(rows):
-            out = X[i]
-            for name, col, cats, median in self._slots:
-                v = values.get(name)
-                if cats is not None:
+        if not rows:
+            return X
+        # Column by column: checked values are finite, so a NaN here can only be a None.
+        for name, col, cats, median in self._slots:
+            column = [values.get(name) for values in rows]
+            if cats is not None:
+                for i, v in enumerate(column):
                     j = cats.get(v) if v is not None else None
                     if j is not None:
-                        out[j] = 1.0
-                else:
-                    out[col] = median if v is None else v
+                        X[i, j] = 1.0
+            else:
+                x = np.array(column, dtype=np.float64)
+                X[:, col] = np.where(np.isnan(x), median, x)
         return X
 
     def imputed(self) -> dict[str, float]:

@@ -176,6 +176,11 @@ class PredictionResult:
         return out
 
 
+def _plain_text(value: object) -> bool:
+    """Return True for ASCII text, which ``is_text`` always accepts (a short way for it)."""
+    return type(value) is str and value.isascii()
+
+
 def risk_category(p: float, threshold: float) -> str:
     """Return the FHIR risk-probability code for ``p``: high at or above the operating threshold.
 
@@ -746,6 +751,25 @@ class Predictor:
         seen: set[str] = set()
         for i, r in enumerate(requests):
             at = f"{where}[{i}]." if where else ""
+            h = r.hours_since_admission
+            if (
+                ids[i] not in seen
+                and _plain_text(r.subject_id)
+                and r.subject_id.strip()
+                and _plain_text(r.purpose)
+                and r.purpose in allowed
+                and _plain_text(r.setting)
+                and (r.request_id is None or _plain_text(r.request_id))
+                and (r.site is None or _plain_text(r.site))
+                and (h is None or (type(h) is float and 0.0 <= h < math.inf))
+            ):
+                # the common case: every field is plain text or absent and the hours are fine
+                seen.add(ids[i])
+                try:
+                    checked.append(schema.check(r.features, where=f"{at}features"))
+                except InputInvalid as exc:
+                    problems += exc.problems
+                continue
             if ids[i] in seen:
                 problems.append((f"{at}request_id", f"{ids[i]!r} appears twice in this batch"))
             seen.add(ids[i])
@@ -761,7 +785,6 @@ class Predictor:
                         f"unknown purpose {r.purpose!r}; this task allows {', '.join(allowed)}",
                     )
                 )
-            h = r.hours_since_admission
             if h is not None and (not isinstance(h, int | float) or not math.isfinite(h) or h < 0):
                 problems.append((f"{at}hours_since_admission", "expected a finite number >= 0"))
             try:
