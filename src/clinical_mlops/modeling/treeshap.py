@@ -30,10 +30,12 @@ How
 Cost
     Memory: ``2^bits × width`` float64 cells per group (the width is the most features
     any group involves, padded to 1, 2, 4 or 8); the groups are as large as 8 bits allow,
-    made smaller while the total exceeds :data:`MAX_CELLS`. The demo model (152 trees of
-    depth 4) compiles to 304 groups, 4.8 MiB, in well under a second. Scoring a row: 8
-    comparisons, one multiplication and one table-row gather per group, and one
-    addition per (group, feature) pair.
+    made smaller while the total exceeds :data:`MAX_CELLS`. The demo release (152 trees of
+    depth 4 on 30 columns) compiles in about 0.2 s to 300 groups and 6 MiB with the index
+    arrays. Scoring a row costs 8 comparisons, one multiplication and one table-row gather
+    per group, and one addition per cell of the gathered rows: on one core about 10 µs a
+    row in batches and under 20 µs for a lone row, where ``pred_contribs`` takes about
+    180 µs a row plus a few hundred µs per call (``bench/treeshap_bench.py``).
 
 When it declines
     :meth:`TreeShapTables.compile` returns ``None``, and the caller keeps XGBoost's
@@ -414,21 +416,23 @@ def _compile(
             else:
                 slot_column[g, k] = tree.feature[node]
                 slot_threshold[g, k] = threshold
-        codes = np.arange(rows[g])
+        # bit k of every table row's code, and where each feature sits in the group's row
+        code_bits = (np.arange(rows[g])[:, None] >> np.arange(len(group.slots))) & 1
         position = {node: k for k, node in enumerate(group.slots)}
+        where = {f: k for k, f in enumerate(group.features)}
         block = table[offset[g] : offset[g] + rows[g]]
         for leaf in group.leaves:
             p = paths[group.tree][leaf]
             if not p.features:  # a stump: the leaf is the whole tree, nothing to share
                 continue
-            follows = np.ones((rows[g], len(p.features)), dtype=bool)
-            for node, j, bit_follows in p.splits:
-                bit = ((codes >> position[node]) & 1).astype(bool)
-                follows[:, j] &= bit if bit_follows else ~bit
-            pattern = (follows.astype(np.int64) << np.arange(len(p.features))).sum(axis=1)
-            contrib = leaf_table[(group.tree, leaf)][pattern]  # (rows, d)
-            for j, f in enumerate(p.features):
-                block[:, group.features.index(f)] += contrib[:, j]
+            # a path feature's one fraction is 1 when the row follows all of its splits
+            missed = code_bits[:, [position[node] for node, _, _ in p.splits]] != [
+                follows for _, _, follows in p.splits
+            ]
+            split_of = np.zeros((len(p.splits), len(p.features)), dtype=np.int64)
+            split_of[np.arange(len(p.splits)), [j for _, j, _ in p.splits]] = 1
+            pattern = ((missed @ split_of) == 0) @ (1 << np.arange(len(p.features)))
+            block[:, [where[f] for f in p.features]] += leaf_table[(group.tree, leaf)][pattern]
     return TreeShapTables(
         n_columns=n_columns,
         bias=bias,
