@@ -66,6 +66,58 @@ def test_array_path_is_bit_identical_to_apply(predictor: Predictor, served: dict
         assert np.array_equal(alone.contributions[0], fast.contributions[i])
 
 
+def test_tree_models_are_explained_from_tables_batch_invariant(
+    predictor: Predictor, served: dict[str, Any]
+) -> None:
+    """A boosted-tree release explains from compiled tables: XGBoost's numbers to float32
+    rounding, each row bit-identical alone or in a batch, and pred_contribs on request."""
+    import dataclasses
+
+    import xgboost as xgb
+
+    from clinical_mlops.modeling.model import TreeModel
+
+    sc = predictor.scorer(predictor.default)
+    X = sc.schema.encode(served["rows"])
+    y = (X[:, 0] + np.random.default_rng(3).normal(0, 20, len(X)) > np.median(X[:, 0])).astype(int)
+    booster = xgb.train(
+        {"max_depth": 4, "eta": 0.3, "objective": "binary:logistic", "nthread": 1},
+        xgb.DMatrix(X, label=y, feature_names=list(sc.model.preprocessor.columns)),
+        num_boost_round=40,
+    )
+    tree = TreeModel(kind="xgboost", booster=booster, columns=list(sc.model.preprocessor.columns))
+    model = dataclasses.replace(sc.model, scorer=tree)
+    fast = model.apply_matrix(X)
+    assert fast.explainer == "treeshap-tables"
+    ref = model.apply_matrix(X, method="xgboost-pred-contribs")
+    assert np.array_equal(ref.margin, fast.margin)
+    assert np.allclose(fast.contributions, ref.contributions, rtol=0, atol=2e-5)
+    assert np.allclose(fast.contributions.sum(axis=1), fast.margin, rtol=0, atol=2e-5)
+    for i in (0, 5, len(X) - 1):
+        alone = model.apply_matrix(X[i : i + 1])
+        assert np.array_equal(alone.contributions[0], fast.contributions[i])
+
+
+def test_a_record_from_before_the_method_was_recorded_replays_with_pred_contribs(
+    predictor: Predictor, served: dict[str, Any]
+) -> None:
+    """Older records carry no ``explanation.method``: replay recomputes them with XGBoost."""
+    res = predictor.predict(req(served["rows"][11], 11), requester="t")
+    sc = predictor.scorer(predictor.default)
+    with Ledger.open(served["ws"]) as led:
+        view = led.read(res.audit_seq)
+        payload = dict(view.payload)
+        assert payload["explanation"]["method"] == sc.model.scorer.explainer
+        checked = sc.schema.check(payload["inputs"])
+        legacy = "linear" if sc.model.scorer.explainer == "linear" else "xgboost-pred-contribs"
+        core = sc.score([checked], [None], explain=True, method=legacy)[0]
+        payload["explanation"] = {k: v for k, v in core["explanation"].items() if k != "method"}
+        payload["explanation_shown"] = core["top"]
+        old = led.append(type="inference", actor="t", subject=view.entry.subject, payload=payload)
+    replayed = replay_inference(served["ws"], old.seq)
+    assert replayed.identical, replayed.differences
+
+
 def test_one_inference_entry_with_every_r_a1_field(
     predictor: Predictor, served: dict[str, Any]
 ) -> None:

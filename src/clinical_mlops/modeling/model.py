@@ -3,8 +3,9 @@
 Both kinds answer the same three questions for a model matrix: the margin
 (log-odds score), the uncalibrated probability, and exact per-column
 contributions whose sum plus a bias equals the margin — TreeSHAP for boosted
-trees and random forests (``pred_contribs``), and coefficient × centred value
-for the linear model. Serialised bytes are what the release hashes; loading
+trees and random forests (from tables compiled from the booster, see
+:mod:`clinical_mlops.modeling.treeshap`, or XGBoost's ``pred_contribs`` for models
+too deep to tabulate), and coefficient × centred value for the linear model. Serialised bytes are what the release hashes; loading
 them executes no code.
 """
 
@@ -19,10 +20,13 @@ import numpy as np
 import xgboost as xgb
 
 from clinical_mlops.hashing import canonical_json, sha256_bytes
+from clinical_mlops.modeling.treeshap import TreeShapTables
 
-__all__ = ["LinearModel", "ScoringModel", "TreeModel", "load_scoring_model"]
+__all__ = ["Explainer", "LinearModel", "ScoringModel", "TreeModel", "load_scoring_model"]
 
 ModelKind = Literal["xgboost", "random_forest", "logistic_regression"]
+#: how contributions were computed; recorded with every served explanation
+Explainer = Literal["treeshap-tables", "xgboost-pred-contribs", "linear"]
 
 
 class ScoringModel(Protocol):
@@ -32,9 +36,14 @@ class ScoringModel(Protocol):
 
     def margin_fast(self, X: np.ndarray) -> np.ndarray: ...
 
-    def contributions(self, X: np.ndarray) -> np.ndarray: ...
+    @property
+    def explainer(self) -> Explainer: ...
 
-    def margin_and_contributions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def contributions(self, X: np.ndarray, *, method: Explainer | None = None) -> np.ndarray: ...
+
+    def margin_and_contributions(
+        self, X: np.ndarray, *, method: Explainer | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
     def to_bytes(self) -> bytes: ...
 
@@ -56,6 +65,10 @@ class TreeModel:
     booster: xgb.Booster
     columns: list[str]
     _wide_booster: xgb.Booster | None = field(default=None, init=False, repr=False, compare=False)
+    # (tables or None,) once compiled; None before
+    _compiled: tuple[TreeShapTables | None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def _dmatrix(self, X: np.ndarray) -> xgb.DMatrix:
         # nthread=1: copying a few rows gains nothing from a thread pool, and on a busy
@@ -82,28 +95,47 @@ class TreeModel:
     def probability(self, X: np.ndarray) -> np.ndarray:
         return _sigmoid(self.margin(X))
 
-    def contributions(self, X: np.ndarray) -> np.ndarray:
-        """Exact TreeSHAP contributions, shape (n, columns + 1); the last column is the bias."""
+    @property
+    def explainer(self) -> Explainer:
+        """The method :meth:`contributions` uses: compiled tables when the model allows them."""
+        return "treeshap-tables" if self._tables() is not None else "xgboost-pred-contribs"
+
+    def _tables(self) -> TreeShapTables | None:
+        if self._compiled is None:
+            self._compiled = (TreeShapTables.compile(self.booster),)
+        return self._compiled[0]
+
+    def contributions(self, X: np.ndarray, *, method: Explainer | None = None) -> np.ndarray:
+        """Exact TreeSHAP contributions, shape (n, columns + 1); the last column is the bias.
+
+        By default from tables compiled once from the booster (``modeling.treeshap``: the
+        numbers of XGBoost's ``pred_contribs`` to float32 rounding, several times faster,
+        and bit-identical for a row whatever batch it is in); ``method`` names one
+        explicitly — a replay recomputes a record with the method that made it.
+        """
+        tables = self._tables()
+        if method is None:
+            method = self.explainer
+        if method == "treeshap-tables" and tables is not None:
+            return tables.contributions(np.asarray(X, dtype=np.float64))
+        if method != "xgboost-pred-contribs":
+            raise ValueError(f"this model cannot explain with {method!r}")
+        booster = self.booster if len(X) < WIDE_BATCH else self._wide()
         # Columns are in the model's order by construction (the preprocessor encodes them),
         # so the per-call name check is skipped: it costs more than one row's TreeSHAP.
         dm = xgb.DMatrix(np.asarray(X, dtype=np.float64), nthread=1)
         return np.asarray(
-            self.booster.predict(dm, pred_contribs=True, validate_features=False),
-            dtype=np.float64,
+            booster.predict(dm, pred_contribs=True, validate_features=False), dtype=np.float64
         )
 
-    def margin_and_contributions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return (:meth:`margin`, :meth:`contributions`) from one DMatrix (serving path).
+    def margin_and_contributions(
+        self, X: np.ndarray, *, method: Explainer | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return (:meth:`margin`, :meth:`contributions`) for the serving path.
 
-        Both walk the same matrix, so building it once saves the cost of a second copy
-        and of ``inplace_predict``'s internal proxy; the margins are :meth:`margin`'s
-        exactly, bit for bit (tested).
+        The margins are :meth:`margin`'s exactly, bit for bit (tested).
         """
-        booster = self.booster if len(X) < WIDE_BATCH else self._wide()
-        dm = xgb.DMatrix(np.asarray(X, dtype=np.float64), nthread=1)
-        margin = booster.predict(dm, output_margin=True, validate_features=False)
-        contrib = booster.predict(dm, pred_contribs=True, validate_features=False)
-        return np.asarray(margin, dtype=np.float64), np.asarray(contrib, dtype=np.float64)
+        return self.margin_fast(X), self.contributions(X, method=method)
 
     def _wide(self) -> xgb.Booster:
         """Return a copy of the booster that runs TreeSHAP on every core (large batches).
@@ -161,15 +193,23 @@ class LinearModel:
     def probability(self, X: np.ndarray) -> np.ndarray:
         return _sigmoid(self.margin(X))
 
-    def contributions(self, X: np.ndarray) -> np.ndarray:
+    @property
+    def explainer(self) -> Explainer:
+        return "linear"
+
+    def contributions(self, X: np.ndarray, *, method: Explainer | None = None) -> np.ndarray:
         """Exact linear SHAP (centred at the training mean); last column is the bias (intercept)."""
+        if method not in (None, "linear"):
+            raise ValueError(f"a linear model cannot explain with {method!r}")
         z = (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
         contrib = z * self.coef
         return np.hstack([contrib, np.full((len(z), 1), self.intercept)])
 
-    def margin_and_contributions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def margin_and_contributions(
+        self, X: np.ndarray, *, method: Explainer | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Return (:meth:`margin_fast`, :meth:`contributions`)."""
-        return self.margin_fast(X), self.contributions(X)
+        return self.margin_fast(X), self.contributions(X, method=method)
 
     def to_bytes(self) -> bytes:
         body = {

@@ -23,7 +23,7 @@ from clinical_mlops.hashing import canonical_json, sha256_bytes, sha256_json
 from clinical_mlops.modeling.calibration import IsotonicCalibrator
 from clinical_mlops.modeling.conformal import MondrianConformal
 from clinical_mlops.modeling.explain import EXPLANATION_FORMAT, feature_contributions
-from clinical_mlops.modeling.model import LinearModel, TreeModel, load_scoring_model
+from clinical_mlops.modeling.model import Explainer, LinearModel, TreeModel, load_scoring_model
 from clinical_mlops.modeling.preprocess import Preprocessor
 from clinical_mlops.workspace import Workspace
 
@@ -69,6 +69,7 @@ class MatrixPrediction:
     p_cal: np.ndarray
     sets: np.ndarray
     contributions: np.ndarray | None
+    explainer: Explainer | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,9 @@ class TrainedModel:
             contributions=contrib,
         )
 
-    def apply_matrix(self, X: np.ndarray, *, explain: bool = True) -> MatrixPrediction:
+    def apply_matrix(
+        self, X: np.ndarray, *, explain: bool = True, method: Explainer | None = None
+    ) -> MatrixPrediction:
         """Return what :meth:`apply` returns, for an already encoded model matrix, as arrays only.
 
         The serving path: no frame is built and the booster is called without a
@@ -106,11 +109,14 @@ class TrainedModel:
         scored in (one-hot contributions are summed column by column, left to right),
         so a prediction served in a batch replays bit for bit on its own. For tree
         models the numbers equal :meth:`apply`'s exactly; for the linear model they
-        agree to rounding (``margin_fast``).
+        agree to rounding (``margin_fast``). ``method`` picks how contributions are computed
+        (default: the model's own, :attr:`TreeModel.explainer`); the one used is returned.
         """
         contrib: np.ndarray | None = None
+        explainer: Explainer | None = None
         if explain:
-            margin, raw = self.scorer.margin_and_contributions(X)
+            explainer = method or self.scorer.explainer
+            margin, raw = self.scorer.margin_and_contributions(X, method=explainer)
             contrib = np.empty((len(X), len(self._groups) + 1), dtype=np.float64)
             for j, idx in enumerate(self._groups):
                 acc = raw[:, idx[0]].copy()
@@ -127,6 +133,7 @@ class TrainedModel:
             p_cal=p_cal,
             sets=self.conformal.predict_sets(p_cal),
             contributions=contrib,
+            explainer=explainer,
         )
 
     @cached_property

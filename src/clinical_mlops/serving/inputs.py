@@ -98,8 +98,8 @@ class InputSchema:
             low, high = f.valid_range or (-math.inf, math.inf)
             low, high = max(low, -sys.float_info.max), min(high, sys.float_info.max)
             seen = self.profile_range.get(name, (-math.inf, math.inf))
-            cats = frozenset(f.categories or ())
-            self._plan.append((name, f, f.kind, low, high, *seen, cats))
+            allowed = frozenset(f.categories or ())
+            self._plan.append((name, f, f.kind, low, high, *seen, allowed))
         self._slots: list[tuple[str, int, dict[str, int] | None, float]] = []
         col = 0
         for name in preprocessor.features:

@@ -55,6 +55,7 @@ from clinical_mlops.governance.rollout import ServingDecision, serving_decision
 from clinical_mlops.hashing import FinitePayload
 from clinical_mlops.ledger import Ledger, NewEntry
 from clinical_mlops.modeling.explain import EXPLANATION_FORMAT
+from clinical_mlops.modeling.model import Explainer
 from clinical_mlops.modeling.trained import TrainedModel
 from clinical_mlops.privacy.consent import subjects_with_consents
 from clinical_mlops.registry.bundle import Bundle, load_bundle
@@ -221,14 +222,20 @@ class ReleaseScorer:
             self.model.scorer.booster.set_param({"nthread": 1})
 
     def score(
-        self, checked: Sequence[CheckedInputs], hours: Sequence[float | None], *, explain: bool
+        self,
+        checked: Sequence[CheckedInputs],
+        hours: Sequence[float | None],
+        *,
+        explain: bool,
+        method: Explainer | None = None,
     ) -> list[dict[str, Any]]:
         """Return the core of each prediction: scores, set, flags, contributions, words.
 
-        The same function serves and replays, so a replay recomputes exactly what was served.
+        The same function serves and replays, so a replay recomputes exactly what was served
+        (``method``: how the record's contributions were computed, see ``TreeModel``).
         """
         X = self.schema.encode([c.values for c in checked])
-        pred = self.model.apply_matrix(X, explain=explain)
+        pred = self.model.apply_matrix(X, explain=explain, method=method)
         arrays = [pred.margin, pred.p_raw, pred.p_cal]
         if pred.contributions is not None:
             arrays.append(pred.contributions)
@@ -273,7 +280,11 @@ class ReleaseScorer:
             }
             if rows is not None and tops is not None:
                 contrib = dict(zip(keys, rows[i], strict=True))
-                core["explanation"] = {"format": EXPLANATION_FORMAT, "contributions": contrib}
+                core["explanation"] = {
+                    "format": EXPLANATION_FORMAT,
+                    "method": pred.explainer,
+                    "contributions": contrib,
+                }
                 core["top"] = tops[i]
             else:
                 core["explanation"] = {"format": EXPLANATION_FORMAT, "contributions": None}

@@ -20,6 +20,7 @@ from typing import Any
 from clinical_mlops.clock import FixedClock
 from clinical_mlops.errors import BundleSignatureInvalid, EntryNotFound, PredictionNotFound
 from clinical_mlops.ledger import Ledger
+from clinical_mlops.modeling.model import Explainer
 from clinical_mlops.registry.bundle import bundles_dir, load_bundle
 from clinical_mlops.serving.predictor import ReleaseScorer
 from clinical_mlops.workspace import Workspace
@@ -114,9 +115,15 @@ def replay_entry(ledger: Ledger, seq: int, *, scorers: _Scorers) -> ReplayResult
         task=task, sha=p["bundle_sha256"], release=p["release"], when=view.entry.time
     )
     checked = scorer.schema.check(p["inputs"])
-    explain = (p.get("explanation") or {}).get("contributions") is not None
+    stored_explanation = p.get("explanation") or {}
+    explain = stored_explanation.get("contributions") is not None
     hours = (p.get("context") or {}).get("hours_since_admission")
-    core = scorer.score([checked], [hours], explain=explain)[0]
+    # Contributions are recomputed the way the record's were: records from before the method
+    # was recorded were explained by XGBoost's pred_contribs (tree models) or linearly.
+    method = stored_explanation.get("method") or _legacy_explainer(scorer)
+    core = scorer.score([checked], [hours], explain=explain, method=method if explain else None)[0]
+    if explain and "method" not in stored_explanation:
+        core["explanation"] = {k: v for k, v in core["explanation"].items() if k != "method"}
     differences = []
     compared = []
     for stored_name, new_name in COMPARED.items():
@@ -152,6 +159,10 @@ def replay_entry(ledger: Ledger, seq: int, *, scorers: _Scorers) -> ReplayResult
             "or the bundle does not reflect what was served — open an incident"
         ),
     )
+
+
+def _legacy_explainer(scorer: ReleaseScorer) -> Explainer:
+    return "linear" if scorer.model.scorer.explainer == "linear" else "xgboost-pred-contribs"
 
 
 def replay_inference(workspace: Workspace, seq: int) -> ReplayResult:
