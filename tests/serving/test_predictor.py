@@ -326,3 +326,31 @@ def test_audit_replay_command(
     # a record that is not an inference is refused by name, exit code 2
     code, _, err = run("audit", "replay", "0")
     assert code == 2 and "inference" in err
+
+
+def test_the_collector_pause_restores_what_it_found() -> None:
+    """A batch pauses the cyclic collector; overlapping batches share the pause, and the
+    collector resumes with the last of them only if it was running before."""
+    import gc
+
+    from clinical_mlops.serving.predictor import collector_paused
+
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        with collector_paused():
+            assert not gc.isenabled()
+            with collector_paused():  # a second batch at the same time
+                assert not gc.isenabled()
+            assert not gc.isenabled()  # the first is still running
+        assert gc.isenabled()
+        gc.disable()
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # it was off before, so it stays off
+        gc.enable()
+        with pytest.raises(RuntimeError), collector_paused():
+            raise RuntimeError("a failing batch")
+        assert gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()

@@ -3,7 +3,8 @@
 The scoring model gives one contribution per model-matrix column (log-odds);
 one-hot columns of a categorical feature are summed so every explanation speaks
 of the features clinicians declared (``sex``, not ``sex=F``). Contributions of a
-prediction plus the bias add up to the model's margin exactly. The explanation
+prediction plus the bias add up to the model's margin (for tree models to float32
+rounding, about 1e-6: XGBoost scores in float32). The explanation
 format is versioned (``EXPLANATION_FORMAT``) so that consumers stay stable across
 releases.
 """

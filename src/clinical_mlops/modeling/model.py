@@ -117,7 +117,10 @@ class TreeModel:
         if method is None:
             method = self.explainer
         if method == "treeshap-tables" and tables is not None:
-            return tables.contributions(np.asarray(X, dtype=np.float64))
+            X = np.asarray(X, dtype=np.float64)
+            if np.isinf(X.astype(np.float32)).any():  # refused as XGBoost refuses it
+                raise ValueError("the model matrix holds an infinite value (in float32)")
+            return tables.contributions(X)
         if method != "xgboost-pred-contribs":
             raise ValueError(f"this model cannot explain with {method!r}")
         booster = self.booster if len(X) < WIDE_BATCH else self._wide()
