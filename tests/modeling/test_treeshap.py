@@ -71,6 +71,12 @@ def _assert_matches_xgboost(booster: xgb.Booster, X: np.ndarray) -> TreeShapTabl
     margin = booster.predict(xgb.DMatrix(X), output_margin=True, validate_features=False)
     margin = margin.astype(np.float64)
     _assert_within(ours.sum(axis=1), margin, 2e-6 * scale[:, 0])
+    # The margins themselves are XGBoost's bit for bit: same leaves, same float32 order.
+    assert tables.exact_margins
+    assert np.array_equal(tables.margin(X), margin)
+    both = tables.margin_and_contributions(X)
+    assert np.array_equal(both[0], margin) and np.array_equal(both[1], ours)
+    assert all(tables.margin(X[i : i + 1])[0] == margin[i] for i in range(0, len(X), 37))
     # Columns the model never splits on get exactly nothing.
     unused = np.abs(ref[:, :-1]).max(axis=0) == 0
     assert np.all(ours[:, :-1][:, unused] == 0)

@@ -93,9 +93,12 @@ def test_tree_models_are_explained_from_tables_batch_invariant(
     assert np.array_equal(ref.margin, fast.margin)
     assert np.allclose(fast.contributions, ref.contributions, rtol=0, atol=2e-5)
     assert np.allclose(fast.contributions.sum(axis=1), fast.margin, rtol=0, atol=2e-5)
+    assert len(X) >= 64  # the batch takes XGBoost's margins, a lone row the tables' copy
     for i in (0, 5, len(X) - 1):
         alone = model.apply_matrix(X[i : i + 1])
         assert np.array_equal(alone.contributions[0], fast.contributions[i])
+        assert alone.margin[0] == fast.margin[i] and alone.p_cal[0] == fast.p_cal[i]
+        assert model.apply_matrix(X[i : i + 1], explain=False).margin[0] == fast.margin[i]
 
 
 def test_a_record_from_before_the_method_was_recorded_replays_with_pred_contribs(

@@ -128,6 +128,8 @@ class TreeShapTables:
         offset: np.ndarray,
         table: np.ndarray,
         value_column: np.ndarray,
+        leaf_value: np.ndarray,
+        base_margin: np.float32,
     ) -> None:
         self.n_columns = n_columns
         #: the last column of every result: base margin + each tree's expected value
@@ -137,6 +139,11 @@ class TreeShapTables:
         self._offset = offset  # (groups,) int64: first table row of each group
         self._table = table  # (rows, width) float64
         self._value_column = value_column  # (groups·width,) output column of each table cell
+        # (table rows,) float32: the leaf value a pattern reaches in its group's tree, else 0
+        self._leaf_value = leaf_value
+        self._base_margin = base_margin  # XGBoost's own float32 base margin
+        #: whether :meth:`margin` reproduced XGBoost's margins bit for bit when compiled
+        self.exact_margins = False
         q = len(value_column)
         self._rows = max(1, min(CHUNK, _CHUNK_CELLS // q))  # rows per chunk
         # bincount bins of a whole chunk: row r's values land in r·(columns + 1) + column
@@ -148,9 +155,11 @@ class TreeShapTables:
     def compile(cls, booster: xgb.Booster) -> TreeShapTables | None:
         """Return the tables of ``booster``, or ``None`` when it is unsupported or too large."""
         try:
-            return _compile(*_plan(booster))
+            made = _compile(*_plan(booster), base_margin=_xgboost_base_margin(booster))
         except _Declined:
             return None
+        made.exact_margins = _margins_agree(made, booster)
+        return made
 
     @property
     def n_groups(self) -> int:
@@ -177,11 +186,7 @@ class TreeShapTables:
         The last column is the bias. ``X`` holds the model's columns in order; values are
         rounded to float32 as XGBoost does, NaN meaning missing.
         """
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_columns:
-            raise ValueError(
-                f"X: expected a 2-d array of {self.n_columns} model columns, got shape {X.shape}"
-            )
+        X = self._checked(X)
         n, step = len(X), self._rows
         if n <= step:
             return self._chunk(X)
@@ -190,7 +195,51 @@ class TreeShapTables:
             out[start : start + step] = self._chunk(X[start : start + step])
         return out
 
-    def _chunk(self, X: np.ndarray) -> np.ndarray:
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        """Return the margins of the rows of ``X`` (float64 of XGBoost's float32 margins).
+
+        XGBoost starts from its base margin and adds each tree's leaf value in float32, in
+        tree order; the leaves here are found from the same comparisons as the tables, and
+        added in the same order with ``np.add.accumulate`` (sequential, unlike ``sum``). So
+        the margins are ``Booster.predict``'s bit for bit; :meth:`compile` checks this on
+        probe rows and records it in :attr:`exact_margins` (callers use XGBoost otherwise).
+        """
+        X = self._checked(X)
+        n, step = len(X), self._rows
+        if n <= step:
+            return self._margin_chunk(self._codes(X))
+        return np.concatenate(
+            [self._margin_chunk(self._codes(X[s : s + step])) for s in range(0, n, step)]
+        )
+
+    def margin_and_contributions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (:meth:`margin`, :meth:`contributions`), comparing each value once."""
+        X = self._checked(X)
+        n, step = len(X), self._rows
+        margin = np.empty(n)
+        out = np.empty((n, self.n_columns + 1))
+        for start in range(0, n, step):
+            rows = self._codes(X[start : start + step])
+            margin[start : start + step] = self._margin_chunk(rows)
+            out[start : start + step] = self._contributions_chunk(rows)
+        return margin, out
+
+    def _margin_chunk(self, rows: np.ndarray) -> np.ndarray:
+        terms = np.empty((len(rows), rows.shape[1] + 1), dtype=np.float32)
+        terms[:, 0] = self._base_margin
+        self._leaf_value.take(rows, out=terms[:, 1:])
+        return np.add.accumulate(terms, axis=1)[:, -1].astype(np.float64)
+
+    def _checked(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_columns:
+            raise ValueError(
+                f"X: expected a 2-d array of {self.n_columns} model columns, got shape {X.shape}"
+            )
+        return X
+
+    def _codes(self, X: np.ndarray) -> np.ndarray:
+        """Return each row's table row per group, shape (n, groups), int64."""
         n, f = X.shape
         both = np.empty((n, 2 * f), dtype=np.float32)
         both[:, :f] = X
@@ -201,7 +250,14 @@ class TreeShapTables:
         code >>= np.uint64(56)
         row = code.view(np.int64)
         row += self._offset
-        values = self._table.take(row, axis=0)  # (n, groups, width)
+        return row
+
+    def _chunk(self, X: np.ndarray) -> np.ndarray:
+        return self._contributions_chunk(self._codes(X))
+
+    def _contributions_chunk(self, rows: np.ndarray) -> np.ndarray:
+        n, f = len(rows), self.n_columns
+        values = self._table.take(rows, axis=0)  # (n, groups, width)
         out = np.bincount(
             self._bins[: n * len(self._value_column)],
             weights=values.reshape(-1),
@@ -401,7 +457,12 @@ def _leaf_tables(
 
 
 def _compile(
-    n_columns: int, base: float, trees: list[_Tree], groups: list[_Group]
+    n_columns: int,
+    base: float,
+    trees: list[_Tree],
+    groups: list[_Group],
+    *,
+    base_margin: np.float32,
 ) -> TreeShapTables:
     paths = [_leaf_paths(tree) for tree in trees]
     bias = base + math.fsum(p.expected for tree_paths in paths for p in tree_paths.values())
@@ -409,6 +470,7 @@ def _compile(
     rows = [1 << len(g.slots) for g in groups]
     offset = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
     table = _aligned_zeros((sum(rows), width))
+    leaf_value = np.zeros(sum(rows), dtype=np.float32)
     value_column = np.full((len(groups), width), n_columns, dtype=np.int64)  # pad: bias column
     slot_column = np.zeros((len(groups), _BITS), dtype=np.intp)
     slot_threshold = np.full((len(groups), _BITS), -np.inf, dtype=np.float32)  # pad: bit 0
@@ -435,14 +497,17 @@ def _compile(
         position = {node: k for k, node in enumerate(group.slots)}
         where = {f: k for k, f in enumerate(group.features)}
         block = table[offset[g] : offset[g] + rows[g]]
+        reached = leaf_value[offset[g] : offset[g] + rows[g]]
         for leaf in group.leaves:
             p = paths[group.tree][leaf]
             if not p.features:  # a stump: the leaf is the whole tree, nothing to share
+                reached[:] = np.float32(p.value)
                 continue
             # a path feature's one fraction is 1 when the row follows all of its splits
             missed = code_bits[:, [position[node] for node, _, _ in p.splits]] != [
                 follows for _, _, follows in p.splits
             ]
+            reached[~missed.any(axis=1)] = np.float32(p.value)  # the row ends in this leaf
             split_of = np.zeros((len(p.splits), len(p.features)), dtype=np.int64)
             split_of[np.arange(len(p.splits)), [j for _, j, _ in p.splits]] = 1
             pattern = ((missed @ split_of) == 0) @ (1 << np.arange(len(p.features)))
@@ -455,7 +520,45 @@ def _compile(
         offset=offset,
         table=table,
         value_column=value_column.reshape(-1),
+        leaf_value=leaf_value,
+        base_margin=base_margin,
     )
+
+
+def _xgboost_base_margin(booster: xgb.Booster) -> np.float32:
+    """Return the float32 margin XGBoost starts every row from (an empty tree range)."""
+    rounds = booster.num_boosted_rounds()
+    probe = xgb.DMatrix(np.zeros((1, booster.num_features())), nthread=1)
+    out = booster.predict(
+        probe, output_margin=True, iteration_range=(rounds, rounds), validate_features=False
+    )
+    return np.float32(np.asarray(out).reshape(-1)[0])
+
+
+def _margins_agree(tables: TreeShapTables, booster: xgb.Booster) -> bool:
+    """Return whether :meth:`TreeShapTables.margin` equals XGBoost's on probe rows, bitwise.
+
+    The probes sit on, just below and just above every split threshold, with missing
+    values, so every comparison is exercised both ways.
+    """
+    thresholds = tables._slot_threshold[np.isfinite(tables._slot_threshold)]
+    if thresholds.size == 0:
+        probe = np.zeros((4, tables.n_columns))
+    else:
+        rng = np.random.default_rng(0)
+        near = np.concatenate(
+            [
+                np.abs(thresholds),
+                -np.abs(thresholds),
+                np.nextafter(thresholds, np.float32(np.inf)),
+                np.nextafter(thresholds, np.float32(-np.inf)),
+            ]
+        ).astype(np.float64)
+        probe = rng.choice(near, size=(512, tables.n_columns))
+        probe[rng.random(probe.shape) < 0.1] = np.nan
+    ours = tables.margin(probe)
+    theirs = booster.inplace_predict(probe, predict_type="margin", validate_features=False)
+    return bool(np.array_equal(ours, np.asarray(theirs, dtype=np.float64)))
 
 
 def _aligned_zeros(shape: tuple[int, int]) -> np.ndarray:
