@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,29 +64,47 @@ def _unit(feature: Feature) -> str:
     return feature.display_unit if feature.display_unit is not None else (feature.unit or "")
 
 
+@dataclass(frozen=True)
+class _Shown:
+    """How one feature's values are written; made once per feature on the serving path."""
+
+    kind: str
+    unit: str
+    span: float
+
+    @classmethod
+    def of(cls, feature: Feature) -> _Shown:
+        low, high = feature.valid_range or (0.0, 0.0)
+        return cls(kind=feature.kind, unit=_unit(feature), span=high - low)
+
+    def text(self, value: Any) -> str:
+        if self.kind == "flag":
+            return "present" if float(value) >= 0.5 else "absent"
+        if self.kind == "categorical":
+            return str(value)
+        number = _number(float(value), self.span)
+        if not self.unit:
+            return number
+        return f"{number}{self.unit}" if self.unit == "%" else f"{number} {self.unit}"
+
+
 def format_value(feature: Feature, value: Any) -> str:
     """Return a value as a clinician reads it: rounded, with its display unit (``"4.1 mmol/L"``).
 
     Flags read "present"/"absent"; categorical values are shown as recorded.
     """
-    if feature.kind == "flag":
-        return "present" if float(value) >= 0.5 else "absent"
-    if feature.kind == "categorical":
-        return str(value)
-    unit = _unit(feature)
-    low, high = feature.valid_range or (0.0, 0.0)
-    number = _number(float(value), high - low)
-    if not unit:
-        return number
-    return f"{number}{unit}" if unit == "%" else f"{number} {unit}"
+    return _Shown.of(feature).text(value)
 
 
 def _effect(contribution: float) -> str:
-    if abs(contribution) < NEGLIGIBLE:
+    size = abs(contribution)
+    if size < NEGLIGIBLE:
         return "had almost no effect on the risk"
     verb = "raised" if contribution > 0 else "lowered"
-    adverb = next(word for bound, word in STRENGTH_WORDS if abs(contribution) < bound)
-    return f"{verb} the risk{adverb}"
+    for bound, adverb in STRENGTH_WORDS:
+        if size < bound:
+            return f"{verb} the risk{adverb}"
+    return f"{verb} the risk"  # a NaN size; contributions are checked finite before this
 
 
 def describe_contribution(
@@ -112,7 +131,7 @@ def describe_contribution(
     """
     feature = spec.feature(name)
     return _describe(
-        feature,
+        _Shown.of(feature),
         _label(feature),
         value,
         contribution,
@@ -126,7 +145,7 @@ def _label(feature: Feature) -> str:
 
 
 def _describe(
-    feature: Feature,
+    shown: _Shown,
     label: str,
     value: Any,
     contribution: float,
@@ -138,15 +157,15 @@ def _describe(
         subject = f"{label} {shown_as}"
     elif _is_missing(value):
         used = (
-            f" (median {format_value(feature, imputed_value)} used)"
+            f" (median {shown.text(imputed_value)} used)"
             if imputed_value is not None and not _is_missing(imputed_value)
             else ""
         )
         subject = f"{label} not measured{used}"
-    elif feature.kind == "categorical":
-        subject = f"{label}: {format_value(feature, value)}"
+    elif shown.kind == "categorical":
+        subject = f"{label}: {shown.text(value)}"
     else:
-        subject = f"{label} {format_value(feature, value)}"
+        subject = f"{label} {shown.text(value)}"
     return f"{subject} {_effect(float(contribution))}"
 
 
@@ -191,7 +210,7 @@ class Phraser:
     def __init__(self, spec: TaskSpec, names: Sequence[str], imputed: Mapping[str, float]):
         self.names = list(names)
         features = [spec.feature(n) for n in self.names]
-        self._how = [(f, _label(f), imputed.get(f.name)) for f in features]
+        self._how = [(_Shown.of(f), _label(f), imputed.get(f.name)) for f in features]
         # Ranking happens over the columns in name order, so a stable sort breaks ties by name.
         self._by_name = np.array(sorted(range(len(self.names)), key=self.names.__getitem__))
 
@@ -212,14 +231,14 @@ class Phraser:
         for row, picked, picked_sizes in zip(values, cols, sizes, strict=True):
             phrases = []
             for j, c in zip(picked, picked_sizes, strict=True):
-                feature, label, imputed = self._how[j]
+                shown, label, imputed = self._how[j]
                 name = self.names[j]
                 phrases.append(
                     {
                         "feature": name,
                         "contribution": c,
                         "phrase": _describe(
-                            feature,
+                            shown,
                             label,
                             row.get(name),
                             c,
