@@ -68,7 +68,7 @@ def cds_discovery(svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
 
 
 @router.post("/cds-services/{service_id}", summary="patient-view: one risk card")
-def cds_call(
+async def cds_call(
     service_id: str,
     body: HookRequest,
     who: Annotated[Principal, Depends(require("POST", "/cds-services/{service_id}"))],
@@ -99,7 +99,9 @@ def cds_call(
         request_id=f"cds-{body.hookInstance}",
         site=who.site,
     )
-    res = p.predict_many([req], requester=who.actor, where="")[0]
+    res = (
+        await svc.score(lambda: p.predict_many([req], requester=who.actor, where=""), single=True)
+    )[0]
     svc.metrics.observe_results([res])
     card = card_for(
         res,

@@ -150,7 +150,7 @@ class FhirPredict(BaseModel):
 @router.post(
     "/v1/fhir/predict", summary="Score a FHIR Bundle of Observations; a RiskAssessment back"
 )
-def predict_fhir(
+async def predict_fhir(
     body: FhirPredict,
     who: Annotated[Principal, Depends(require("POST", "/v1/fhir/predict"))],
     svc: Annotated[Service, Depends(service)],
@@ -166,7 +166,12 @@ def predict_fhir(
         site=who.site,
         hours_since_admission=body.hours_since_admission,
     )
-    res = svc.predictor.predict_many([req], requester=who.actor, where="")[0]
+    predictor = svc.predictor
+    res = (
+        await svc.score(
+            lambda: predictor.predict_many([req], requester=who.actor, where=""), single=True
+        )
+    )[0]
     svc.metrics.observe_results([res])
     if res.status != "scored":
         return _single(res) if res.refusal else JSONResponse(content=res.to_json())
