@@ -23,6 +23,7 @@ from clinical_mlops.cli.model import evaluate, report, train
 from clinical_mlops.cli.monitor import monitor_app, simulate_app
 from clinical_mlops.cli.privacy import privacy_app
 from clinical_mlops.cli.registry import incident_app, registry_app, review_app
+from clinical_mlops.cli.score import score_command
 from clinical_mlops.cli.serve import serve_command
 from clinical_mlops.cli.tasks import tasks_app
 
@@ -51,6 +52,7 @@ app.command("train")(train)
 app.command("evaluate")(evaluate)
 app.command("report")(report)
 app.command("serve")(serve_command)
+app.command("score")(score_command)
 
 
 @app.command("version", help="Print the installed version.")

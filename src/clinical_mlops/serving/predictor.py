@@ -800,6 +800,15 @@ class Predictor:
                 self._seen.popitem(last=False)
         return final
 
+    def check_requests(self, requests: Sequence[PredictionRequest], *, where: str) -> None:
+        """Check requests as :meth:`predict_many` would, without scoring or writing anything.
+
+        Raises ``InputInvalid`` naming every problem (``<where>[i].<field>``), or
+        ``DuplicateRequest``; a request without an id cannot be a duplicate.
+        """
+        ids = [r.request_id or f"req_{uuid.uuid4().hex}" for r in requests]
+        self._check(requests, ids, where=where)
+
     def _check(
         self, requests: Sequence[PredictionRequest], ids: list[str], *, where: str
     ) -> list[CheckedInputs]:
