@@ -20,10 +20,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from clinical_mlops.errors import EntryPayloadInvalid, SubjectNotPseudonymised, UnknownEntryType
-from clinical_mlops.hashing import canonical_json, canonical_json_scalars, payload_json
+from clinical_mlops.hashing import (
+    FinitePayload,
+    canonical_json,
+    canonical_json_scalars,
+    payload_json,
+)
 
 __all__ = [
     "PSEUDONYM_PATTERN",
@@ -60,7 +66,7 @@ class EntrySchema:
     public: frozenset[str] = frozenset()
     subject: Literal["required", "optional", "forbidden"] = "optional"
 
-    @property
+    @cached_property
     def id(self) -> str:
         return f"{self.type}/v{self.version}"
 
@@ -291,14 +297,19 @@ def validate_new_entry(
     where = f"{schema.id} entry"
     if not isinstance(actor, str) or not actor.strip():
         raise EntryPayloadInvalid(f"{where}: actor must be a non-empty string (who did it)")
-    if not isinstance(payload, Mapping):
+    # type() first: the payloads the services build are plain dicts (an ABC check is slow)
+    if not (type(payload) is FinitePayload or type(payload) is dict) and not isinstance(
+        payload, Mapping
+    ):
         raise EntryPayloadInvalid(f"{where}: payload must be a JSON object, got {type(payload)}")
-    missing = [k for k in schema.required if k not in payload]
-    if missing:
+    if not schema.required.keys() <= payload.keys():
+        missing = [k for k in schema.required if k not in payload]
         raise EntryPayloadInvalid(f"{where}: payload lacks required field(s) {missing}")
     for key, types in schema.required.items():
         value = payload[key]
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        if type(value) not in types and (
+            not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+        ):
             names = "/".join(t.__name__ for t in types)
             raise EntryPayloadInvalid(
                 f"{where}: payload field {key!r} must be {names}, got {type(value).__name__}"
@@ -307,7 +318,7 @@ def validate_new_entry(
         encoded = payload_json(payload)
     except (TypeError, ValueError) as exc:
         raise EntryPayloadInvalid(f"{where}: payload is not JSON-serialisable ({exc})") from None
-    extra = set(public or {}) - schema.public
+    extra = set(public) - schema.public if public else None
     if extra:
         raise EntryPayloadInvalid(f"{where}: public metadata may not carry {sorted(extra)}")
     if subject is None and schema.subject == "required":
