@@ -33,7 +33,7 @@ from clinical_mlops.evaluation.inputs import EvaluationInput
 from clinical_mlops.hashing import canonical_json, sha256_file
 from clinical_mlops.modeling.calibration import IsotonicCalibrator
 from clinical_mlops.modeling.conformal import MondrianConformal
-from clinical_mlops.modeling.model import ModelKind
+from clinical_mlops.modeling.model import Explainer, ModelKind
 from clinical_mlops.modeling.preprocess import Preprocessor
 from clinical_mlops.modeling.selection import (
     CANDIDATES,
@@ -46,6 +46,16 @@ from clinical_mlops.registry.lineage import lineage_record
 from clinical_mlops.workspace import Workspace
 
 __all__ = ["DEFAULT_SEARCH_ITERATIONS", "TrainingConfig", "TrainingResult", "train_model"]
+
+#: how the release's explanations are computed, as the model card and report say it
+_EXPLAINERS: dict[Explainer, str] = {
+    "treeshap-tables": (
+        "exact path-dependent TreeSHAP from tables compiled from the booster "
+        "(xgboost pred_contribs to float32 rounding)"
+    ),
+    "xgboost-pred-contribs": "TreeSHAP (xgboost pred_contribs)",
+    "linear": "linear SHAP",
+}
 
 DEFAULT_SEARCH_ITERATIONS = 20
 CALIBRATION_FRACTION = 0.2
@@ -200,11 +210,7 @@ def train_model(
         y[conf_idx],
         alpha=spec.thresholds.conformal_alpha,
     )
-    method = (
-        "TreeSHAP (xgboost pred_contribs)"
-        if winner.kind != "logistic_regression"
-        else "linear SHAP"
-    )
+    method = _EXPLAINERS[scorer.explainer]
     explanation = explanation_config(
         spec.name,
         [

@@ -255,6 +255,8 @@ class ReleaseScorer:
             # One thread per call: a single row gains nothing from a pool, and the service
             # runs requests in parallel itself.
             self.model.scorer.booster.set_param({"nthread": 1})
+        # Compile the TreeSHAP tables now (a fraction of a second), not on the first request.
+        self.explainer = self.model.scorer.explainer
 
     def score(
         self,
