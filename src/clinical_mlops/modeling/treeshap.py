@@ -14,6 +14,11 @@ What it computes
     numbers involved), and a row's contributions add up to XGBoost's margin to the
     same precision.
 
+    The margin itself (:meth:`TreeShapTables.margin`) is XGBoost's bit for bit: the same
+    comparisons find each tree's leaf, and the leaf values are added in float32 in tree
+    order from XGBoost's own base margin, as XGBoost adds them. :meth:`compile` checks
+    this against ``inplace_predict`` on probe rows and records it in ``exact_margins``.
+
 How
     A leaf's share of a tree's output depends on a row only through the directions the
     row takes at the splits on the leaf's path (one fraction 0 or 1 per path feature);
