@@ -451,3 +451,25 @@ def test_checkpoint_log_torn_line_is_ignored_and_forged_line_reported(
     assert not report.ok
     messages = " ".join(p.message for p in report.problems)
     assert "unreadable checkpoint" in messages and "signature does not verify" in messages
+
+
+def test_chunks_stay_right_when_two_ledgers_take_turns_across_chunk_boundaries(stores: Stores):
+    """Each ledger remembers the leaves of the chunk it left incomplete; when the other one
+    wrote in between (even exactly a chunk, so the lengths match), it reads them back
+    instead. Every chunk hash is then checked."""
+    with stores.open(checkpoint_every=10_000) as one, stores.open(checkpoint_every=10_000) as two:
+        one.append(type="training_run", actor="init", payload={})
+        turns = [(one, 40), (two, 256), (one, 300), (one, 3), (two, 255), (one, 100)]
+        turns += [(two, 1), (two, 300), (one, 256), (one, 40), (two, 256), (one, 260)]
+        for turn, (writer, n) in enumerate(turns):
+            writer.append_batch(
+                [
+                    NewEntry(
+                        type="alert", actor="t", payload={"kind": "c", "message": f"{turn}:{j}"}
+                    )
+                    for j in range(n)
+                ]
+            )
+        assert one.size() == 1 + sum(n for _, n in turns)
+        report = one.verify(thorough=True)
+        assert report.ok, report.problems[:3]

@@ -148,6 +148,9 @@ class Ledger:
             latest = store.latest_checkpoint(conn)
         # No checkpoint yet: the first append makes one.
         self._last_cp = (latest.size, latest.time) if latest else (0, "1970-01-01T00:00:00Z")
+        # (ledger size, leaf hashes of its incomplete last chunk) as this ledger last wrote
+        # them: the next write completes that chunk without reading them back
+        self._tail: tuple[int, list[str]] = (-1, [])
 
     @property
     def vault(self) -> IdentityVault:
@@ -279,6 +282,7 @@ class Ledger:
         sha256 = hashlib.sha256
         with self.store.writer() as conn:
             size, prev, last = self.store.tip(conn)
+            tip, tip_leaf = size, prev
             when = utc_iso(self.clock.now())
             self._check_clock(when, last)
             rows: list[tuple[Any, ...]] = []
@@ -347,8 +351,19 @@ class Ledger:
                     seq += 1
                 pending.receipts = receipts
             self.store.insert_entries(conn, rows)
-            self.store.insert_chunks(conn, self._completed_chunks(conn, size, leaves))
-        self._maybe_checkpoint(size + len(rows))
+            self.store.insert_chunks(conn, self._completed_chunks(conn, size, tip_leaf, leaves))
+        # committed: remember the new incomplete chunk's leaves for the next write
+        new_size = tip + len(leaves)
+        known_size, known = self._tail
+        carried = known if known_size == tip and known and known[-1] == tip_leaf else None
+        start = new_size - new_size % CHUNK
+        if start >= tip:
+            self._tail = (new_size, leaves[start - tip :])
+        elif carried is not None:
+            self._tail = (new_size, carried + leaves)
+        else:
+            self._tail = (-1, [])
+        self._maybe_checkpoint(new_size)
 
     @staticmethod
     def _check_clock(now: str, last: str | None) -> None:
@@ -361,7 +376,7 @@ class Ledger:
             )
 
     def _completed_chunks(
-        self, conn: sa.Connection, size: int, leaves: list[str]
+        self, conn: sa.Connection, size: int, prev: str, leaves: list[str]
     ) -> list[dict[str, Any]]:
         new_size = size + len(leaves)
         out = []
@@ -369,7 +384,14 @@ class Ledger:
             start, end = idx * CHUNK, (idx + 1) * CHUNK
             if end <= size:
                 continue
-            old = self.store.leaf_hashes(conn, start, size) if start < size else []
+            old: list[bytes] = []
+            if start < size:
+                known_size, known = self._tail
+                # ours only if no other writer appended since (same size, same last leaf)
+                if known_size == size and len(known) == size - start and known[-1] == prev:
+                    old = [bytes.fromhex(h) for h in known]
+                else:
+                    old = self.store.leaf_hashes(conn, start, size)
             fresh = [bytes.fromhex(h) for h in leaves[max(start - size, 0) : end - size]]
             out.append({"idx": idx, "hash": root_from_leaf_hashes(old + fresh).hex()})
         return out
