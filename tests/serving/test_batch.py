@@ -161,3 +161,28 @@ def test_score_command(
     assert doc["rows"] == 5 and doc["by_status"]["scored"] == 5
     results = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     assert all(r["contributions"] == [] for r in results)  # --no-explain
+
+
+def test_a_request_id_reused_in_a_later_chunk_is_refused(
+    served: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is checked in chunks (memory stays bounded); ids are compared across them."""
+    monkeypatch.setattr(batch_module, "MAX_BATCH", 10)
+    rows = served["rows"]
+    lines = [_line(rows[i], i) for i in range(25)]
+    lines[2] = _line(rows[2], 2, request_id="reused")
+    lines[16] = _line(rows[16], 16, request_id="reused")
+    source = tmp_path / "requests.jsonl"
+    source.write_text("\n".join(lines), encoding="utf-8")
+    before = _ledger_size(served)
+    with pytest.raises(InputInvalid) as caught:
+        score_file(served["ws"], source, tmp_path / "out.jsonl", requester="t")
+    assert caught.value.problems == [("line 17.request_id", "'reused' is used on line 3")]
+    assert _ledger_size(served) == before and not (tmp_path / "out.jsonl").exists()
+    lines[16] = _line(rows[16], 16, request_id="fresh")
+    source.write_text("\n".join(lines), encoding="utf-8")
+    summary = score_file(served["ws"], source, tmp_path / "out.jsonl", requester="t")
+    assert summary.rows == 25 and summary.by_status["scored"] == 25
+    out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in out] == list(range(1, 26))
+    assert out[2]["request_id"] == "reused" and out[16]["request_id"] == "fresh"
