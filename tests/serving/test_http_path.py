@@ -8,7 +8,9 @@ import secrets
 import threading
 import time
 import warnings
-from typing import Any
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 from unittest import mock
 
 import anyio
@@ -23,6 +25,8 @@ from clinical_mlops.serving.api import create_app
 from clinical_mlops.serving.auth import AuthConfig
 from clinical_mlops.serving.deps import Json, Service
 from clinical_mlops.serving.predictor import PredictionRequest
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +62,16 @@ def strict_json(body: bytes) -> Any:
     return json.loads(body.decode("utf-8"), parse_constant=refuse)
 
 
+def run_async(main: Callable[[], Awaitable[T]]) -> T:
+    """Return ``anyio.run(main)`` from a thread of its own.
+
+    The console tests keep a sync Playwright (an asyncio loop) running in the main thread
+    of their test worker for the whole session; a new loop cannot start in that thread.
+    """
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(anyio.run, main).result()
+
+
 def test_single_rows_alone_score_on_the_event_loop_and_together_in_threads() -> None:
     svc = Service(predictor=None, auth=None, metrics=None, base_url="")  # type: ignore[arg-type]
     ran_on: dict[str, int] = {}
@@ -80,7 +94,7 @@ def test_single_rows_alone_score_on_the_event_loop_and_together_in_threads() -> 
             await svc.score(lambda: 1 // 0, single=True)
         return loop_thread
 
-    loop_thread = anyio.run(main)
+    loop_thread = run_async(main)
     assert ran_on["alone"] == loop_thread
     # requests that arrive together are all scored in the thread pool, where the ledger
     # commits them as one group; a batch never holds up the event loop
@@ -135,7 +149,7 @@ def test_batches_and_concurrent_single_rows_each_get_their_own_audit_record(
                     tg.start_soon(one, i)
             return batch, singles
 
-    batch, singles = anyio.run(main)
+    batch, singles = run_async(main)
     assert batch.status_code == 200 and batch.headers["content-type"] == "application/json"
     results = strict_json(batch.content)["results"]
     assert [r["status"] for r in results] == ["scored"] * 3
@@ -201,7 +215,7 @@ def test_a_remembered_token_still_expires_and_is_role_checked_per_route(
                 (await c.get("/metrics", headers=clinician)).status_code,
             ]
 
-    assert anyio.run(main) == [200, 403, 200, 403]
+    assert run_async(main) == [200, 403, 200, 403]
 
 
 def test_the_short_way_through_answers_exactly_as_fastapi_does(service: dict[str, Any]) -> None:
