@@ -64,3 +64,25 @@ def test_lookups_match_the_core_reads(
             driver_execute(conn, "SELECT no_such_column FROM subjects WHERE identifier = ?", ["x"])
     finally:
         vault.close()
+
+
+def test_unwrapped_keys_kept_are_bounded_and_evicted_ones_come_back_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clinical_mlops.privacy import identity
+
+    monkeypatch.setattr(identity, "KEYS_KEPT", 3)
+    vault = IdentityVault.open(f"sqlite:///{tmp_path / 'identity.db'}")
+    provider = LocalKeyring(tmp_path / "keys")
+    try:
+        owners = [vault.pseudonym_for(f"MRN-{i}") for i in range(6)]
+        first = vault.data_keys_for(owners, provider=provider)
+        assert len(vault._dek_cache) <= 3 and len(vault._active) <= 3
+        again = {o: vault.data_key_for(o, provider=provider) for o in owners}
+        assert again == first  # evicted keys are read back and unwrapped, not made anew
+        assert {k: vault.data_key(k, provider=provider) for k, _ in first.values()} == {
+            k: v for k, v in first.values()
+        }
+        assert len(vault._dek_cache) <= 3
+    finally:
+        vault.engine.dispose()

@@ -110,6 +110,8 @@ class IdentityVault:
     def __init__(self, engine: Engine, *, url: str):
         self.engine = engine
         self.url = url
+        # Unwrapped data keys, oldest first, at most KEYS_KEPT: a service that sees millions
+        # of patients keeps neither the memory nor the plaintext keys of all of them.
         self._dek_cache: dict[str, bytes] = {}
         self._active: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
@@ -245,8 +247,8 @@ class IdentityVault:
                 conn.execute(data_keys.insert(), created)
         with self._lock:
             for owner, (key_id, key, kek) in fresh.items():
-                self._dek_cache[key_id] = key
-                self._active[(owner, kek)] = key_id
+                _keep(self._dek_cache, key_id, key)
+                _keep(self._active, (owner, kek), key_id)
                 out[owner] = (key_id, key)
         return out
 
@@ -265,7 +267,7 @@ class IdentityVault:
             raise KeyNotFound(f"data key {key_id!r} is not in the identity vault ({self.url})")
         key = provider.unwrap(str(row.kek_id), bytes(row.wrapped), aad=_dek_aad(key_id, row.owner))
         with self._lock:
-            self._dek_cache[key_id] = key
+            _keep(self._dek_cache, key_id, key)
         return key
 
     # -- erasure ---------------------------------------------------------------------------
@@ -314,3 +316,15 @@ class IdentityVault:
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 for table in ("subjects", "data_keys", "consents"):
                     conn.exec_driver_sql(f"VACUUM FULL {table}")
+
+
+#: unwrapped data keys (and which key is each owner's active one) kept per vault at most
+KEYS_KEPT = 100_000
+
+
+def _keep(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    """Store ``value`` in ``cache``, dropping the oldest entries beyond :data:`KEYS_KEPT`."""
+    cache.pop(key, None)
+    cache[key] = value
+    while len(cache) > KEYS_KEPT:
+        del cache[next(iter(cache))]
