@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 from _sections import update_section
+from _servers import free_port, wait_ready
 from _workspace import ensure_workspace, test_rows
 
 HERE = Path(__file__).resolve().parent
@@ -69,9 +69,7 @@ class Service:
             subject="load.bench", roles=["clinician"], ttl_seconds=24 * 3600
         )
         self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+        self.port = free_port()
         self.proc = subprocess.Popen(
             [
                 str(BIN / "clinical-mlops"),
@@ -87,20 +85,7 @@ class Service:
             ],
             env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"the service exited with {self.proc.returncode}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/healthz", headers=self.headers)
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise SystemExit("the service did not become ready")
+        wait_ready(self.port, "/healthz", self.proc, self.headers)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown closes the ledger

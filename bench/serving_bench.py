@@ -32,7 +32,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,7 @@ from typing import Any
 
 import numpy as np
 from _sections import update_section
+from _servers import free_port, wait_ready
 from _workspace import ensure_workspace, test_rows
 
 HERE = Path(__file__).resolve().parent
@@ -54,29 +54,6 @@ BIN = Path(sys.executable).parent
 
 
 # -- servers ---------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(port: int, path: str, proc: subprocess.Popen, headers: dict[str, str]) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server on port {port} exited with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", path, headers=headers)
-            if conn.getresponse().status == 200:
-                conn.close()
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"server on port {port} did not become ready")
-
-
 def stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
