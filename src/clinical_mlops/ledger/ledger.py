@@ -354,8 +354,7 @@ class Ledger:
             self.store.insert_chunks(conn, self._completed_chunks(conn, size, tip_leaf, leaves))
         # committed: remember the new incomplete chunk's leaves for the next write
         new_size = tip + len(leaves)
-        known_size, known = self._tail
-        carried = known if known_size == tip and known and known[-1] == tip_leaf else None
+        carried = self._own_tail(tip, tip_leaf)
         start = new_size - new_size % CHUNK
         if start >= tip:
             self._tail = (new_size, leaves[start - tip :])
@@ -375,6 +374,15 @@ class Ledger:
                 f"(NTP); appends resume once it passes {last}"
             )
 
+    def _own_tail(self, size: int, tip_leaf: str) -> list[str] | None:
+        """Return the incomplete chunk's leaves as this ledger wrote them, if still the tip.
+
+        They are ours only when no other writer appended since: the same size and the same
+        last leaf.
+        """
+        known_size, known = self._tail
+        return known if known_size == size and known and known[-1] == tip_leaf else None
+
     def _completed_chunks(
         self, conn: sa.Connection, size: int, prev: str, leaves: list[str]
     ) -> list[dict[str, Any]]:
@@ -386,10 +394,9 @@ class Ledger:
                 continue
             old: list[bytes] = []
             if start < size:
-                known_size, known = self._tail
-                # ours only if no other writer appended since (same size, same last leaf)
-                if known_size == size and len(known) == size - start and known[-1] == prev:
-                    old = [bytes.fromhex(h) for h in known]
+                own = self._own_tail(size, prev)
+                if own is not None and len(own) == size - start:
+                    old = [bytes.fromhex(h) for h in own]
                 else:
                     old = self.store.leaf_hashes(conn, start, size)
             fresh = [bytes.fromhex(h) for h in leaves[max(start - size, 0) : end - size]]

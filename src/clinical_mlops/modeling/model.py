@@ -5,8 +5,8 @@ Both kinds answer the same three questions for a model matrix: the margin
 contributions whose sum plus a bias equals the margin — TreeSHAP for boosted
 trees and random forests (from tables compiled from the booster, see
 :mod:`clinical_mlops.modeling.treeshap`, or XGBoost's ``pred_contribs`` for models
-too deep to tabulate), and coefficient × centred value for the linear model. Serialised bytes are what the release hashes; loading
-them executes no code.
+too deep to tabulate), and coefficient × centred value for the linear model.
+Serialised bytes are what the release hashes; loading them executes no code.
 """
 
 from __future__ import annotations
