@@ -802,6 +802,31 @@ class Predictor:
                 self._seen.popitem(last=False)
         return final
 
+    @staticmethod
+    def _field_problems(
+        r: PredictionRequest, request_id: str, seen: set[str], allowed: Sequence[str], at: str
+    ) -> list[tuple[str, str]]:
+        """Return what is wrong with a request's own fields (not its inputs)."""
+        problems: list[tuple[str, str]] = []
+        if request_id in seen:
+            problems.append((f"{at}request_id", f"{request_id!r} appears twice in this batch"))
+        if not isinstance(r.subject_id, str) or not r.subject_id.strip():
+            problems.append((f"{at}subject_id", "a non-empty patient identifier is required"))
+        for name in ("subject_id", "purpose", "setting", "request_id", "site"):
+            if getattr(r, name) is not None and not is_text(getattr(r, name)):
+                problems.append((f"{at}{name}", "expected text (no lone surrogates)"))
+        if r.purpose not in allowed:
+            problems.append(
+                (
+                    f"{at}purpose",
+                    f"unknown purpose {r.purpose!r}; this task allows {', '.join(allowed)}",
+                )
+            )
+        h = r.hours_since_admission
+        if h is not None and (not isinstance(h, int | float) or not math.isfinite(h) or h < 0):
+            problems.append((f"{at}hours_since_admission", "expected a finite number >= 0"))
+        return problems
+
     def check_requests(self, requests: Sequence[PredictionRequest], *, where: str) -> None:
         """Check requests as :meth:`predict_many` would, without scoring or writing anything.
 
@@ -822,7 +847,9 @@ class Predictor:
         for i, r in enumerate(requests):
             at = f"{where}[{i}]." if where else ""
             h = r.hours_since_admission
-            if (
+            # The common case first: every field plain text or absent, the hours fine. Anything
+            # else takes the checks below, which name each problem.
+            plain = (
                 ids[i] not in seen
                 and _plain_text(r.subject_id)
                 and r.subject_id.strip()
@@ -832,31 +859,10 @@ class Predictor:
                 and (r.request_id is None or _plain_text(r.request_id))
                 and (r.site is None or _plain_text(r.site))
                 and (h is None or (type(h) is float and 0.0 <= h < math.inf))
-            ):
-                # the common case: every field is plain text or absent and the hours are fine
-                seen.add(ids[i])
-                try:
-                    checked.append(schema.check(r.features, where=f"{at}features"))
-                except InputInvalid as exc:
-                    problems += exc.problems
-                continue
-            if ids[i] in seen:
-                problems.append((f"{at}request_id", f"{ids[i]!r} appears twice in this batch"))
+            )
+            if not plain:
+                problems += self._field_problems(r, ids[i], seen, allowed, at)
             seen.add(ids[i])
-            if not isinstance(r.subject_id, str) or not r.subject_id.strip():
-                problems.append((f"{at}subject_id", "a non-empty patient identifier is required"))
-            for name in ("subject_id", "purpose", "setting", "request_id", "site"):
-                if getattr(r, name) is not None and not is_text(getattr(r, name)):
-                    problems.append((f"{at}{name}", "expected text (no lone surrogates)"))
-            if r.purpose not in allowed:
-                problems.append(
-                    (
-                        f"{at}purpose",
-                        f"unknown purpose {r.purpose!r}; this task allows {', '.join(allowed)}",
-                    )
-                )
-            if h is not None and (not isinstance(h, int | float) or not math.isfinite(h) or h < 0):
-                problems.append((f"{at}hours_since_admission", "expected a finite number >= 0"))
             try:
                 checked.append(schema.check(r.features, where=f"{at}features"))
             except InputInvalid as exc:
