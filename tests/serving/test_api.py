@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from clinical_mlops.registry.registry import Registry
-from clinical_mlops.serving import Predictor
+from clinical_mlops.serving import Predictor, PredictionResult
 from clinical_mlops.serving.api import create_app
 from clinical_mlops.serving.auth import ROLES, AuthConfig
-from clinical_mlops.serving.cds_hooks import SERVICE_ID
+from clinical_mlops.serving.cds_hooks import SERVICE_ID, card_for
 from clinical_mlops.serving.deps import ROUTE_ROLES
 from clinical_mlops.serving.fhir import LOINC
 
@@ -252,6 +252,35 @@ def test_cds_hooks_discovery_card_and_feedback(api: dict[str, Any]) -> None:
     view = api["predictor"].ledger.read(r.json()["override_seqs"][0])
     assert view.payload["source"] == "cds-hooks" and view.payload["reason_code"] == reason["code"]
     assert view.payload["explanation_shown"]
+
+
+@pytest.mark.parametrize(
+    ("probability", "coverage", "shown"),
+    [
+        (0.9993, 0.95, ">99% (high); 95% set"),
+        (0.004, 0.9, "<1% (low); 90% set"),
+        (0.37, 0.8, "37% (high); 80% set"),
+        (0.99, 0.9, "99% (high); 90% set"),
+    ],
+)
+def test_card_summary_never_rounds_to_certainty_and_names_the_release_coverage(
+    probability: float, coverage: float, shown: str
+) -> None:
+    risk = "low" if probability < 0.1 else "high"
+    result = PredictionResult(
+        status="scored",
+        request_id="r",
+        audit_seq=7,
+        release="t@1",
+        model_version="t-1",
+        probability=probability,
+        risk=risk,
+        conformal_set=["yes"],
+        coverage=coverage,
+        completeness=1.0,
+    )
+    card = card_for(result, origin="o", model_card_url="http://x/card", outcome_words="Risk")
+    assert card is not None and card["summary"].startswith(f"Risk: {shown} {{yes}}")
 
 
 def test_fhir_risk_assessment_validates(api: dict[str, Any]) -> None:

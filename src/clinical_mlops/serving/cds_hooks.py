@@ -21,7 +21,14 @@ from typing import Any
 from clinical_mlops.serving.oversight import OVERRIDE_REASONS, REASON_SYSTEM
 from clinical_mlops.serving.predictor import PredictionResult
 
-__all__ = ["SERVICE_ID", "card_for", "card_uuid", "discovery", "seq_from_card_uuid"]
+__all__ = [
+    "SERVICE_ID",
+    "card_for",
+    "card_uuid",
+    "discovery",
+    "risk_percent",
+    "seq_from_card_uuid",
+]
 
 SERVICE_ID = "icu-mortality-48h"
 _PREFETCH = {
@@ -69,6 +76,19 @@ def seq_from_card_uuid(origin: str, value: str) -> int | None:
     return int(hexed[16:], 16)
 
 
+def risk_percent(p: float) -> str:
+    """Return a probability as a whole percentage a clinician can read (``<1%``, ``>99%``).
+
+    A calibrated probability is never exactly 0 or 1, so values that would round there
+    are shown as bounds instead of as certainty.
+    """
+    if p < 0.01:
+        return "<1%"
+    if p > 0.99:
+        return ">99%"
+    return f"{100 * p:.0f}%"
+
+
 def _coding(code: str) -> dict[str, str]:
     return {"system": REASON_SYSTEM, "code": code, "display": OVERRIDE_REASONS[code]}
 
@@ -93,10 +113,10 @@ def card_for(
         }
     if result.status != "scored" or result.probability is None or result.audit_seq is None:
         return None
-    pct = result.probability * 100
     cset = "{" + ", ".join(result.conformal_set or []) + "}"
     unsure = len(result.conformal_set or []) != 1
-    summary = f"{outcome_words}: {pct:.0f}% ({result.risk}); 90% set {cset}"
+    level = f"{round(100 * result.coverage)}% set " if result.coverage is not None else "set "
+    summary = f"{outcome_words}: {risk_percent(result.probability)} ({result.risk}); {level}{cset}"
     if unsure:
         summary += " — uncertain"
     if result.escalated:
