@@ -310,6 +310,9 @@ def test_approval_of_a_release_changed_since_the_page_loaded_is_refused(
     client = console_client(ws)
     sign_in(client, REVIEWER)
     page = client.get(f"/console/releases/{v2}")
+    with Registry.open(ws) as reg:  # the coverage target shown is the release's own
+        target = reg.bundle(v2).read_json("report.json")["conformal"]["target_coverage"]
+    assert f"(target {100 * target:.0f} %)" in html.unescape(page.text)
     token = form_token(page.text, f"/console/releases/{v2}/decision")
     fingerprint = fingerprint_of(page.text)
     with Registry.open(ws, clock=FixedClock(NOW)) as reg:  # meanwhile, compliance decides

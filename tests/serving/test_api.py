@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from clinical_mlops.registry.registry import Registry
-from clinical_mlops.serving import Predictor, PredictionResult
+from clinical_mlops.serving import PredictionResult, Predictor
 from clinical_mlops.serving.api import create_app
 from clinical_mlops.serving.auth import ROLES, AuthConfig
 from clinical_mlops.serving.cds_hooks import SERVICE_ID, card_for

@@ -95,6 +95,7 @@ def validation_summary(report: dict[str, Any]) -> dict[str, Any]:
         "specificity": test.get("specificity"),
         "ppv": test.get("ppv"),
         "conformal_coverage": test.get("conformal_coverage"),
+        "conformal_target": (report.get("conformal") or {}).get("target_coverage"),
         "alerts_per_100": workload.get("alerts_per_100"),
         "baseline_name": baseline.get("name"),
         "baseline_auroc": baseline.get("auroc"),
