@@ -299,7 +299,9 @@ def test_fhir_risk_assessment_validates(api: dict[str, Any]) -> None:
     pred = ra.prediction[0]
     assert 0 <= float(pred.probabilityDecimal) <= 100
     assert pred.qualitativeRisk.coding[0].code in ("negligible", "low", "moderate", "high")
-    assert len(ra.basis) >= 15 and "set" in " ".join(n.text for n in ra.note)
+    coverage = api["predictor"].scorer(api["release"]).coverage
+    notes = " ".join(n.text for n in ra.note)
+    assert len(ra.basis) >= 15 and f"Conformal prediction set at {coverage:.0%} coverage" in notes
     assert doc["method"]["coding"][0]["code"].startswith("icu_mortality_48h-")
 
 

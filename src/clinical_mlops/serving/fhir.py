@@ -157,11 +157,11 @@ def risk_assessment(
         raise ValueError("only a scored prediction shown to clinicians becomes a RiskAssessment")
     p = result.probability
     label = spec.label.description.strip()
+    coverage = f" at {result.coverage:.0%} coverage" if result.coverage is not None else ""
     notes = [
         f"Calibrated probability {p:.4f} (0-1 scale); probabilityDecimal is the same value as a "
         "percentage (0-100), following invariant ras-2.",
-        f"{round(result.coverage or 0.9, 2):.0%} conformal prediction set: "
-        f"{{{', '.join(result.conformal_set or [])}}}"
+        f"Conformal prediction set{coverage}: {{{', '.join(result.conformal_set or [])}}}"
         + (" — more than one outcome is plausible" if len(result.conformal_set or []) != 1 else ""),
         "Flags: " + (", ".join(result.flags) if result.flags else "none"),
         "Decision support only: review with the clinical picture; not for use as the sole basis "

@@ -82,7 +82,7 @@ MAX_BATCH = 1000
 #: flag -> what it tells the clinician
 FLAGS: dict[str, str] = {
     "low_confidence": "the conformal set is not a single answer; treat the estimate with caution",
-    "ambiguous_set": "both outcomes are plausible at the 90 % level",
+    "ambiguous_set": "both outcomes are plausible at the set's coverage level",
     "empty_set": "the case looks unlike the validation patients of either outcome",
     "out_of_range": "a value lies beyond the range seen in the validation patients",
     "missing_inputs": "some inputs were not measured; training medians were used",
