@@ -27,10 +27,20 @@ def age(seconds: float | None) -> str:
 
 
 def pct(p: Any, digits: int = 1) -> str:
-    """Return a probability as a percentage (``33.3 %``); text values pass through."""
+    """Return a probability as a percentage (``33.3 %``); text values pass through.
+
+    A value strictly between 0 and 1 that would round to 0 or 100 is shown as a bound
+    (``<0.1 %``, ``>99.9 %``): an estimate is never certain.
+    """
     if not isinstance(p, int | float) or isinstance(p, bool) or not math.isfinite(p):
         return "—" if p is None else str(p)
-    return f"{100 * p:.{digits}f} %"
+    text = f"{100 * p:.{digits}f}"
+    step = f"{10.0**-digits:.{digits}f}"
+    if 0 < p < 1 and float(text) == 0:
+        return f"<{step} %"
+    if 0 < p < 1 and float(text) == 100:
+        return f">{100 - float(step):.{digits}f} %"
+    return f"{text} %"
 
 
 def num(x: Any, digits: int = 3) -> str:
