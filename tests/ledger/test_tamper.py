@@ -495,3 +495,42 @@ def test_sqlite_file_damage_is_detected_or_refused(tmp_path: Path, pristine: Pri
             assert "ledger" in str(exc).lower() or "database" in str(exc).lower()
             detected += 1
     assert detected >= 10
+
+
+@pytest.mark.parametrize("pristine", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("table", "column", "where", "kind", "says"),
+    [
+        (
+            "ledger_checkpoints",
+            "signature",
+            "rowid = (SELECT min(rowid) FROM ledger_checkpoints)",
+            "checkpoint",
+            "not valid UTF-8",
+        ),
+        ("ledger_chunks", "hash", "idx = 0", "chunk", "wrong or missing"),
+        ("ledger_meta", "value", "key = 'origin'", "meta", "not valid UTF-8"),
+    ],
+)
+def test_invalid_utf8_outside_entries_is_reported_not_raised(
+    tmp_path: Path, pristine: Pristine, table: str, column: str, where: str, kind: str, says: str
+):
+    """A text cell altered into invalid UTF-8 is a verify problem, not a driver error."""
+    copy = tmp_path / "copy.db"
+    shutil.copy(pristine.stores.ledger_url.removeprefix("sqlite:///"), copy)
+    with sqlite3.connect(copy) as raw:
+        changed = raw.execute(
+            f"UPDATE {table} SET {column} = CAST(X'ff' || CAST({column} AS BLOB) AS TEXT) "
+            f"WHERE {where}"
+        ).rowcount
+    assert changed == 1
+    store = LedgerStore.open(f"sqlite:///{copy}", create=False)
+    try:
+        with store.engine.connect() as conn, conn.begin():
+            report = verify_ledger(
+                store, conn, public_keys=pristine.keys, trusted_checkpoints=pristine.logged
+            )
+    finally:
+        store.close()
+    assert not report.ok
+    assert any(p.check == kind and says in p.message for p in report.problems), report.problems

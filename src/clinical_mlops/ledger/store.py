@@ -208,9 +208,28 @@ class LedgerStore:
         finally:
             result.close()
 
-    def checkpoint_rows(self, conn: Connection) -> list[Any]:
+    def _readable(self, table: sa.Table, names: Sequence[str]) -> list[Any]:
+        """Return ``table``'s columns ``names``; on SQLite text columns come back as bytes.
+
+        For verification: SQLite's driver cannot return a text value whose bytes were
+        altered into invalid UTF-8 (it raises while fetching), so those are read as
+        ``CAST(.. AS BLOB)`` and decoded by the checks, which report them.
+        """
+        if self.dialect != "sqlite":
+            return [table.c[n] for n in names]
+        return [
+            sa.cast(table.c[n], sa.LargeBinary).label(n)
+            if isinstance(table.c[n].type, sa.String)
+            else table.c[n]
+            for n in names
+        ]
+
+    def checkpoint_rows(self, conn: Connection, *, raw: bool = False) -> list[Any]:
+        """Return every checkpoint row by size then time (``raw``: text as read, see above)."""
+        names = [c.name for c in checkpoints.columns]
+        cols = self._readable(checkpoints, names) if raw else [checkpoints.c[n] for n in names]
         return list(
-            conn.execute(sa.select(checkpoints).order_by(checkpoints.c.size, checkpoints.c.time))
+            conn.execute(sa.select(*cols).order_by(checkpoints.c.size, checkpoints.c.time))
         )
 
     def latest_checkpoint(self, conn: Connection) -> Checkpoint | None:
@@ -231,10 +250,13 @@ class LedgerStore:
         )
 
     def meta_rows(self, conn: Connection) -> list[Any]:
-        return list(conn.execute(sa.select(meta_table.c.key, meta_table.c.value)))
+        """Return the meta table's (key, value) rows, text as read (for verification)."""
+        return list(conn.execute(sa.select(*self._readable(meta_table, ["key", "value"]))))
 
     def chunk_rows(self, conn: Connection) -> list[Any]:
-        return list(conn.execute(sa.select(chunks.c.idx, chunks.c.hash).order_by(chunks.c.idx)))
+        """Return the cached chunk hashes by index, text as read (for verification)."""
+        cols = self._readable(chunks, ["idx", "hash"])
+        return list(conn.execute(sa.select(*cols).order_by(chunks.c.idx)))
 
     def leaf_hashes(self, conn: Connection, start: int, end: int) -> list[bytes]:
         rows = conn.execute(

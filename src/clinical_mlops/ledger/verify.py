@@ -333,7 +333,7 @@ def verify_ledger(
 
     # Checkpoints: signatures checked once each, grouped by size.
     db_checkpoints: list[Checkpoint] = []
-    for row in store.checkpoint_rows(conn):
+    for row in store.checkpoint_rows(conn, raw=True):
         try:
             db_checkpoints.append(
                 Checkpoint.from_json(
