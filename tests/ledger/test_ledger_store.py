@@ -414,6 +414,30 @@ def test_missing_and_corrupted_databases_are_refused_without_writing(tmp_path: P
         LedgerStore.open(f"sqlite:///{other}", create=False)
 
 
+def test_a_new_sqlite_ledger_uses_large_pages_and_an_old_one_keeps_its_own(tmp_path: Path):
+    import sqlite3
+
+    from clinical_mlops.ledger.store import LEDGER_PAGE_SIZE
+
+    def page_size(path: Path) -> int:
+        with sqlite3.connect(path) as conn:
+            return int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+    new = tmp_path / "new" / "ledger.db"
+    LedgerStore.open(f"sqlite:///{new}").close()
+    assert page_size(new) == LEDGER_PAGE_SIZE == 16384
+    old = tmp_path / "old" / "ledger.db"
+    old.parent.mkdir()
+    with sqlite3.connect(old) as conn:  # a ledger made before, with SQLite's default pages
+        conn.execute("PRAGMA page_size=4096")
+        conn.execute("PRAGMA journal_mode=WAL")
+    store = LedgerStore.open(f"sqlite:///{old}")  # made into a ledger, pages unchanged
+    with store.engine.connect() as conn:
+        assert store.size(conn) == 0
+    store.close()
+    assert page_size(old) == 4096
+
+
 def test_checkpoint_from_another_ledger_is_reported(ledger: Ledger, stores: Stores):
     ledger.append(type="training_run", actor="p", payload={})
     cp = ledger.checkpoint()

@@ -51,12 +51,21 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def open_engine(url: str, *, what: str, create: bool, secure_delete: bool = False) -> Engine:
+def open_engine(
+    url: str,
+    *,
+    what: str,
+    create: bool,
+    secure_delete: bool = False,
+    page_size: int | None = None,
+) -> Engine:
     """Return an engine for ``url``; raise if the database is missing (and not ``create``).
 
     ``what`` names the store in error messages ("ledger", "identity vault").
     ``secure_delete`` makes SQLite overwrite deleted content with zeros, which
     the identity vault needs so an erased identifier leaves no bytes behind.
+    ``page_size`` (bytes) applies to a SQLite database this call creates; an existing
+    one keeps the page size it was made with.
     """
     url = normalise_url(url)
     path = sqlite_path(url)
@@ -66,7 +75,7 @@ def open_engine(url: str, *, what: str, create: bool, secure_delete: bool = Fals
                 raise LedgerNotFound(f"no {what} database at {path}; nothing was created")
             path.parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": _BUSY_TIMEOUT_MS / 1000})
-        _configure_sqlite(engine, secure_delete=secure_delete)
+        _configure_sqlite(engine, secure_delete=secure_delete, page_size=page_size)
         try:
             with engine.connect() as conn:
                 conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()
@@ -87,13 +96,17 @@ def open_engine(url: str, *, what: str, create: bool, secure_delete: bool = Fals
     return engine
 
 
-def _configure_sqlite(engine: Engine, *, secure_delete: bool) -> None:
+def _configure_sqlite(engine: Engine, *, secure_delete: bool, page_size: int | None) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
         # Autocommit at the driver level; SQLAlchemy's "begin" hook below issues BEGIN.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        if page_size is not None:
+            # Only takes effect before the database's first write (so before WAL mode is
+            # set); on an existing database SQLite keeps its page size and ignores this.
+            cur.execute(f"PRAGMA page_size={int(page_size)}")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
         if secure_delete:
