@@ -367,21 +367,26 @@ def in_process(ws_path: Path, data: dict[str, Any], *, n: int) -> dict[str, Any]
             assert res.status == "scored"
         out["single"] = summarise(lat, sum(lat))
 
-        def batch_rate(explain: bool) -> dict[str, Any]:
-            reqs = [request(i) for i in range(len(rows))]
-            t0 = time.perf_counter()
-            got = 0
-            for s in range(0, len(reqs), MAX_BATCH):
-                res = p.predict_many(
-                    reqs[s : s + MAX_BATCH], requester="system:bench", explain=explain
-                )
-                got += sum(r.audit_seq is not None for r in res)
-            elapsed = time.perf_counter() - t0
-            assert got == len(reqs)
+        def batch_rate(explain: bool, repeat: int = 3) -> dict[str, Any]:
+            # Best of ``repeat`` passes over every test row (new request ids each time), as
+            # for the XGBoost baselines below: the same estimator on both sides.
+            best = float("inf")
+            for _ in range(repeat):
+                reqs = [request(i) for i in range(len(rows))]
+                t0 = time.perf_counter()
+                got = 0
+                for s in range(0, len(reqs), MAX_BATCH):
+                    res = p.predict_many(
+                        reqs[s : s + MAX_BATCH], requester="system:bench", explain=explain
+                    )
+                    got += sum(r.audit_seq is not None for r in res)
+                best = min(best, time.perf_counter() - t0)
+                assert got == len(reqs)
             return {
-                "rows": len(reqs),
-                "seconds": round(elapsed, 3),
-                "rows_per_s": round(len(reqs) / elapsed),
+                "rows": len(rows),
+                "passes": repeat,
+                "seconds": round(best, 3),
+                "rows_per_s": round(len(rows) / best),
             }
 
         out["batch_explained"] = batch_rate(True)
@@ -553,7 +558,9 @@ def render(res: dict[str, Any], *, n: int, threads: int, chunk: int) -> str:
         f"- in-process `Predictor.predict` (one request, explained, audited, committed): "
         f"p50 **{ip['single']['p50_ms']} ms**, p99 {ip['single']['p99_ms']} ms (goal: p50 under 2 ms)",
         "- in-process figures are taken in steady state: every test patient has been scored "
-        "once before (data key unwrapped, consent records decoded), as in a running service",
+        "once before (data key unwrapped, consent records decoded), as in a running service; "
+        f"batch rates are the best of {ip['batch_explained'].get('passes', 1)} passes over the "
+        f"{ip['batch_explained']['rows']:,} test rows, as the XGBoost rates are the best of 3",
         f"- batch scoring with one audit record per row, explained (exact TreeSHAP from compiled "
         f"tables, see docs/SERVING.md): **{ip['batch_explained']['rows_per_s']:,} rows/s**; "
         f"XGBoost `pred_contribs` alone on the same rows, one thread: "
