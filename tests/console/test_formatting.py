@@ -1,10 +1,10 @@
-"""Console number formatting: an estimate never reads as certain."""
+"""Console number formatting: a measured fraction as it is, an estimate never as certain."""
 
 from __future__ import annotations
 
 import pytest
 
-from clinical_mlops.console.formatting import pct
+from clinical_mlops.console.formatting import pct, risk
 
 
 @pytest.mark.parametrize(
@@ -13,14 +13,21 @@ from clinical_mlops.console.formatting import pct
         (0.333, 1, "33.3 %"),
         (0.99949, 1, "99.9 %"),
         (0.99996, 1, ">99.9 %"),
+        (1.0, 1, ">99.9 %"),  # a calibrator may return exactly 1 at its last breakpoint
         (0.00004, 1, "<0.1 %"),
+        (0.0, 0, "<1 %"),
         (0.996, 0, ">99 %"),
-        (0.004, 0, "<1 %"),
-        (1.0, 1, "100.0 %"),
-        (0.0, 0, "0 %"),
         (None, 1, "—"),
         ("insufficient data", 1, "insufficient data"),
     ],
 )
-def test_pct_shows_bounds_instead_of_certainty(p: object, digits: int, shown: str) -> None:
+def test_risk_shows_bounds_instead_of_certainty(p: object, digits: int, shown: str) -> None:
+    assert risk(p, digits) == shown
+
+
+@pytest.mark.parametrize(
+    ("p", "digits", "shown"),
+    [(1.0, 1, "100.0 %"), (0.0, 0, "0 %"), (0.99996, 1, "100.0 %"), (None, 1, "—")],
+)
+def test_pct_shows_a_measured_fraction_as_it_is(p: object, digits: int, shown: str) -> None:
     assert pct(p, digits) == shown

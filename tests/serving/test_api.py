@@ -261,6 +261,7 @@ def test_cds_hooks_discovery_card_and_feedback(api: dict[str, Any]) -> None:
         (0.004, 0.9, "<1% (low); 90% set"),
         (0.37, 0.8, "37% (high); 80% set"),
         (0.99, 0.9, "99% (high); 90% set"),
+        (1.0, 0.9, ">99% (high); 90% set"),
     ],
 )
 def test_card_summary_never_rounds_to_certainty_and_names_the_release_coverage(

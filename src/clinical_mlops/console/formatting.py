@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["FILTERS", "age", "ci", "num", "pct", "psn", "sentence", "when"]
+from clinical_mlops.evaluation.phrases import estimate_percent
+
+__all__ = ["FILTERS", "age", "ci", "num", "pct", "psn", "risk", "sentence", "when"]
 
 
 def age(seconds: float | None) -> str:
@@ -27,20 +29,25 @@ def age(seconds: float | None) -> str:
 
 
 def pct(p: Any, digits: int = 1) -> str:
-    """Return a probability as a percentage (``33.3 %``); text values pass through.
-
-    A value strictly between 0 and 1 that would round to 0 or 100 is shown as a bound
-    (``<0.1 %``, ``>99.9 %``): an estimate is never certain.
-    """
-    if not isinstance(p, int | float) or isinstance(p, bool) or not math.isfinite(p):
+    """Return a measured fraction as a percentage (``33.3 %``); text values pass through."""
+    if not _number(p):
         return "—" if p is None else str(p)
-    text = f"{100 * p:.{digits}f}"
-    step = f"{10.0**-digits:.{digits}f}"
-    if 0 < p < 1 and float(text) == 0:
-        return f"<{step} %"
-    if 0 < p < 1 and float(text) == 100:
-        return f">{100 - float(step):.{digits}f} %"
-    return f"{text} %"
+    return f"{100 * p:.{digits}f} %"
+
+
+def risk(p: Any, digits: int = 1) -> str:
+    """Return an estimated probability as a percentage that never reads as certain.
+
+    ``>99.9 %`` rather than ``100.0 %`` (see ``evaluation.phrases.estimate_percent``);
+    text values pass through.
+    """
+    if not _number(p):
+        return "—" if p is None else str(p)
+    return estimate_percent(float(p), digits, sep=" ")
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def num(x: Any, digits: int = 3) -> str:
@@ -87,6 +94,7 @@ def sentence(text: str | None) -> str:
 FILTERS = {
     "age": age,
     "pct": pct,
+    "risk": risk,
     "num": num,
     "ci": ci,
     "psn": psn,

@@ -23,6 +23,7 @@ __all__ = [
     "STRENGTH_WORDS",
     "Phraser",
     "describe_contribution",
+    "estimate_percent",
     "format_value",
     "top_phrases",
 ]
@@ -57,6 +58,22 @@ def _number(value: float, span: float) -> str:
     else:
         text = f"{value:.2f}"
     return text.removesuffix(".0")
+
+
+def estimate_percent(p: float, digits: int = 0, *, sep: str = "") -> str:
+    """Return an estimated probability as a percentage that never reads as certain.
+
+    A value that would round to 0 or 100 is shown as a bound (``<1%``, ``>99%``; with
+    ``digits=1``, ``<0.1%``, ``>99.9%``), even when a calibrator returned exactly 0 or 1:
+    an estimate for one patient is not a certainty. ``sep`` goes before the ``%`` sign.
+    """
+    text = f"{100 * p:.{digits}f}"
+    step = 10.0**-digits
+    if float(text) <= 0:
+        return f"<{step:.{digits}f}{sep}%"
+    if float(text) >= 100:
+        return f">{100 - step:.{digits}f}{sep}%"
+    return f"{text}{sep}%"
 
 
 def _unit(feature: Feature) -> str:

@@ -18,6 +18,7 @@ import hashlib
 import uuid
 from typing import Any
 
+from clinical_mlops.evaluation.phrases import estimate_percent
 from clinical_mlops.serving.oversight import OVERRIDE_REASONS, REASON_SYSTEM
 from clinical_mlops.serving.predictor import PredictionResult
 
@@ -26,7 +27,6 @@ __all__ = [
     "card_for",
     "card_uuid",
     "discovery",
-    "risk_percent",
     "seq_from_card_uuid",
 ]
 
@@ -76,19 +76,6 @@ def seq_from_card_uuid(origin: str, value: str) -> int | None:
     return int(hexed[16:], 16)
 
 
-def risk_percent(p: float) -> str:
-    """Return a probability as a whole percentage a clinician can read (``<1%``, ``>99%``).
-
-    A calibrated probability is never exactly 0 or 1, so values that would round there
-    are shown as bounds instead of as certainty.
-    """
-    if p < 0.01:
-        return "<1%"
-    if p > 0.99:
-        return ">99%"
-    return f"{100 * p:.0f}%"
-
-
 def _coding(code: str) -> dict[str, str]:
     return {"system": REASON_SYSTEM, "code": code, "display": OVERRIDE_REASONS[code]}
 
@@ -116,7 +103,9 @@ def card_for(
     cset = "{" + ", ".join(result.conformal_set or []) + "}"
     unsure = len(result.conformal_set or []) != 1
     level = f"{round(100 * result.coverage)}% set " if result.coverage is not None else "set "
-    summary = f"{outcome_words}: {risk_percent(result.probability)} ({result.risk}); {level}{cset}"
+    summary = (
+        f"{outcome_words}: {estimate_percent(result.probability)} ({result.risk}); {level}{cset}"
+    )
     if unsure:
         summary += " — uncertain"
     if result.escalated:
