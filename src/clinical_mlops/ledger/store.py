@@ -94,7 +94,6 @@ chunks = sa.Table(
     sa.Column("hash", sa.Text, nullable=False),
 )
 ENTRY_COLUMNS = [c.name for c in entries.columns]
-_TEXT_COLUMNS = [c.name for c in entries.columns if isinstance(c.type, sa.Text)]
 # The write path's two statements, run on the driver (see ledger._sql.driver_execute).
 _TIP = "SELECT seq, leaf_hash, time FROM ledger_entries ORDER BY seq DESC LIMIT 1"
 _COLUMN_LIST = ", ".join(ENTRY_COLUMNS)  # the table's own names: no outside input
@@ -193,16 +192,7 @@ class LedgerStore:
         On SQLite every text column is read as ``CAST(.. AS BLOB)`` so that a row
         whose bytes were altered into invalid UTF-8 is reported, not a crash.
         """
-        if self.dialect == "sqlite":
-            cols = [
-                sa.cast(entries.c[name], sa.LargeBinary).label(name)
-                if name in _TEXT_COLUMNS
-                else entries.c[name]
-                for name in ENTRY_COLUMNS
-            ]
-        else:
-            cols = [entries.c[name] for name in ENTRY_COLUMNS]
-        query = sa.select(*cols).where(entries.c.seq >= start)
+        query = sa.select(*self._readable(entries, ENTRY_COLUMNS)).where(entries.c.seq >= start)
         if end is not None:
             query = query.where(entries.c.seq < end)
         query = query.order_by(entries.c.seq)
