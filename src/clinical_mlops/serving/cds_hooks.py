@@ -22,13 +22,7 @@ from clinical_mlops.evaluation.phrases import estimate_percent
 from clinical_mlops.serving.oversight import OVERRIDE_REASONS, REASON_SYSTEM
 from clinical_mlops.serving.predictor import PredictionResult
 
-__all__ = [
-    "SERVICE_ID",
-    "card_for",
-    "card_uuid",
-    "discovery",
-    "seq_from_card_uuid",
-]
+__all__ = ["SERVICE_ID", "card_for", "card_uuid", "discovery", "seq_from_card_uuid"]
 
 SERVICE_ID = "icu-mortality-48h"
 _PREFETCH = {
