@@ -675,8 +675,9 @@ class Predictor:
             )
             cores.update(zip(idx, scored, strict=True))
 
+        scorers = {rel: self.scorer(rel) for rel in {rel for _, rel in decisions.values()}}
         for i, (decision, release) in decisions.items():
-            sc = self.scorer(release)
+            sc = scorers[release]
             r = requests[i]
             context = {
                 "setting": r.setting,
