@@ -67,11 +67,14 @@ def test_sets_match_crepes_class_conditional():
     ]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 10_000), alpha=st.sampled_from([0.05, 0.1, 0.2]))
 def test_class_conditional_coverage_guarantee_holds_on_average(seed, alpha):
     # Exchangeable calibration and test draws: coverage per class >= 1 - alpha on average
     # over calibration sets; one draw varies with both the calibration and the test sample.
+    # Over 18,000 such draws the lowest was 3.9 standard errors below 1 - alpha (3.5 was
+    # passed once in 2,600), so the bound is 4.5 and the examples are the same every run:
+    # a one-in-fifty chance of failing a correct build would make the suite flaky.
     s, y = _data(8000, seed)
     p = 1 / (1 + np.exp(-(s - 2)))
     conf = MondrianConformal.fit(p[:4000], y[:4000], alpha=alpha)
@@ -80,7 +83,7 @@ def test_class_conditional_coverage_guarantee_holds_on_average(seed, alpha):
     for k in (0, 1):
         covered = sets[yt == k, k].mean()
         n_test, n_cal = int((yt == k).sum()), conf.n_calibration[k]
-        tolerance = 3.5 * np.sqrt(alpha * (1 - alpha) * (1 / n_test + 1 / n_cal))
+        tolerance = 4.5 * np.sqrt(alpha * (1 - alpha) * (1 / n_test + 1 / n_cal))
         assert covered >= 1 - alpha - tolerance, (k, covered)
 
 
