@@ -34,6 +34,7 @@
         ├── KeyFileInsecure            a key file readable by group or others
         ├── KeyProviderUnavailable     the key provider (e.g. Vault) cannot be reached or used
         ├── SubjectNotFound            no pseudonym for that subject in the identity vault
+        │   └── SubjectErased          the subject was erased: nothing is opened or sealed for it (also a KeyNotFound)
         └── ConsentNotGranted          recorded consent does not cover the stated purpose
 
     -- evaluation --
@@ -143,6 +144,7 @@ __all__ = [
     "SourceInvalid",
     "SpecError",
     "StoreUnavailable",
+    "SubjectErased",
     "SubjectNotFound",
     "SubjectNotPseudonymised",
     "TableInvalid",
@@ -298,6 +300,12 @@ class KeyProviderUnavailable(PrivacyError):
 
 class SubjectNotFound(PrivacyError):
     """No pseudonym is recorded for the subject (unknown, or already erased)."""
+
+
+class SubjectErased(SubjectNotFound, KeyNotFound):
+    """The subject was erased (R-A4): their data keys are destroyed, so nothing of theirs is
+    decrypted, shown, or sealed any more; the service answers 410 Gone. The message names
+    no identifier and no pseudonym."""
 
 
 class ConsentNotGranted(PrivacyError):

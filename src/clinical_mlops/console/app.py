@@ -5,7 +5,8 @@
 redirects to ``/console/``). Library errors become pages with the status and the
 library's own message: 401 sends the user to sign in (a post never runs), 403 for a
 missing role or an invalid form token, 404 for what does not exist, 409 for a
-refused governance act or a decision already recorded, 422 for invalid input.
+refused governance act or a decision already recorded, 410 for a case whose patient
+was erased (nothing of theirs is shown), 422 for invalid input.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from clinical_mlops.errors import (
     PredictionNotFound,
     ReleaseNotFound,
     SessionExpired,
+    SubjectErased,
 )
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.registry.registry import Registry
@@ -55,6 +57,7 @@ _STATUS: tuple[tuple[type[Exception], int, str], ...] = (
     (NotAuthorised, 403, "Not available to your role"),
     (FormTokenInvalid, 403, "Form refused"),
     (PredictionNotFound, 404, "Not found"),
+    (SubjectErased, 410, "Patient data erased"),
     (ReleaseNotFound, 404, "Not found"),
     (EntryNotFound, 404, "Not found"),
     (CaseAlreadyDecided, 409, "Already recorded"),

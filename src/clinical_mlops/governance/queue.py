@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from clinical_mlops.errors import CaseAlreadyDecided, PredictionNotFound
+from clinical_mlops.errors import CaseAlreadyDecided, PredictionNotFound, SubjectErased
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.ledger.store import entries
 from clinical_mlops.serving.oversight import record_override
@@ -414,7 +414,8 @@ def case(ledger: Ledger, prediction_seq: int, *, now: datetime) -> Case:
 
     A prediction that was not escalated is returned as a case too (no reasons), so a
     clinician can respond to any shown recommendation; ``PredictionNotFound`` when
-    the seq is not a readable inference record.
+    the seq is not a readable inference record, ``SubjectErased`` when its patient was
+    erased (nothing of theirs is shown).
     """
     view = _inference_view(ledger, prediction_seq)
     subject = view.entry.subject
@@ -451,6 +452,11 @@ def _inference_view(ledger: Ledger, seq: int) -> Any:
         raise PredictionNotFound(
             f"audit seq {seq} is a {view.entry.type!r} entry, not a prediction"
         )
+    if view.status == "erased":
+        raise SubjectErased(
+            f"the patient of case {seq} was erased (R-A4): their data are destroyed and "
+            "are not shown; nothing can be decided or recorded on this case"
+        )
     if view.payload is None:
         raise PredictionNotFound(f"prediction {seq} is no longer readable ({view.status})")
     return view
@@ -470,7 +476,8 @@ def decide_case(
 
     Raises ``CaseAlreadyDecided`` when the case was already accepted or overridden
     (nothing is written), ``OverrideInvalid`` for an undeclared action or reason, and
-    ``PredictionNotFound`` for a seq that is not a readable prediction. Decisions on
+    ``PredictionNotFound`` for a seq that is not a readable prediction, ``SubjectErased``
+    when its patient was erased (nothing is written). Decisions on
     one process are serialised, so two identical posts arriving together record one.
     """
     with _DECIDE_LOCK:

@@ -1,24 +1,38 @@
 """The identity vault: the only place where a patient identifier meets its pseudonym.
 
 It lives in its own database (``identity.db`` or ``CLINICAL_MLOPS_IDENTITY_URL``),
-apart from the ledger and the metadata, and holds three tables:
+apart from the ledger and the metadata, and holds four tables:
 
 - ``subjects``: identifier -> random pseudonym (``psn_`` + 128 random bits; never
   a hash of the identifier, so it cannot be recomputed from a guessed identifier);
 - ``data_keys``: each subject's AES-256 data keys, stored wrapped by the key
   provider's wrap key;
-- ``consents``: consent scope (purposes) and validity per pseudonym.
+- ``consents``: consent scope (purposes) and validity per pseudonym;
+- ``erasures``: the pseudonyms erased, numbered in the order they were erased (no
+  identifier; the pseudonym is already public in the ledger's ``erasure`` entry).
 
-Erasing a subject deletes all three (SQLite with ``secure_delete`` and a
-truncating WAL checkpoint, so the identifier's bytes are overwritten), after
-which the pseudonym links to nothing and the ledger payloads sealed under the
-subject's data keys cannot be opened by anyone.
+Erasing a subject deletes the first three (SQLite with ``secure_delete`` and a
+truncating WAL checkpoint, so the identifier's bytes are overwritten) and adds the
+pseudonym to ``erasures``, after which the pseudonym links to nothing and the
+ledger payloads sealed under the subject's data keys cannot be opened by anyone.
+
+Running processes: each vault keeps unwrapped data keys in memory, so it looks at
+``erasures`` at most every ``erasure_ttl`` seconds (:data:`ERASURE_TTL`, 2 s, or
+``CLINICAL_MLOPS_ERASURE_TTL``) — one indexed query, never one per row — before it
+hands out a key, drops the erased subjects' keys and refuses them from then on with
+:class:`~clinical_mlops.errors.SubjectErased`. A key that is not in memory is read
+from the database, where an erased subject's keys no longer exist. So within
+``erasure_ttl`` of an erasure committing, no process opens or seals anything of that
+subject any more; that bound is the guarantee, not "at once".
 """
 
 from __future__ import annotations
 
+import math
+import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,13 +41,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from clinical_mlops.errors import KeyNotFound, SubjectNotFound
+from clinical_mlops.errors import KeyNotFound, PrivacyError, SubjectErased, SubjectNotFound
 from clinical_mlops.hashing import canonical_json_scalars
 from clinical_mlops.ledger._sql import driver_execute, open_engine, write_transaction
 from clinical_mlops.privacy.crypto import new_data_key
 from clinical_mlops.privacy.keys import KeyProvider
 
-__all__ = ["SYSTEM_OWNER", "IdentityVault", "chunks", "new_pseudonym"]
+__all__ = ["ERASURE_TTL", "SYSTEM_OWNER", "IdentityVault", "chunks", "new_pseudonym"]
 
 SYSTEM_OWNER = "_system"
 _LOCK = "clinical_mlops_identity"
@@ -66,6 +80,24 @@ consents = sa.Table(
     sa.Column("recorded_at", sa.String(40), nullable=False),
     sa.Column("recorded_by", sa.Text, nullable=False),
 )
+erasures = sa.Table(
+    "erasures",
+    metadata,
+    # Erasures are serialised by the vault's write lock, so their numbers grow in commit
+    # order: a process that has seen number n has seen every erasure before it.
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pseudonym", sa.String(40), nullable=False, unique=True),
+    sa.Column("erased", sa.String(40), nullable=False),
+)
+
+#: seconds within which every running process learns of an erasure (default)
+ERASURE_TTL = 2.0
+#: the longest ``erasure_ttl`` accepted: beyond it erasure would not be "without undue delay"
+_ERASURE_TTL_MAX = 60.0
+_ERASED = (
+    "the subject was erased (R-A4): their data keys are destroyed, so nothing of theirs "
+    "can be read, shown or recorded any more"
+)
 
 
 _LATEST_KEYS = (
@@ -88,6 +120,26 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def _erasure_ttl(value: float | None) -> float:
+    """Return the erasure refresh bound: ``value``, else ``CLINICAL_MLOPS_ERASURE_TTL``, else 2 s."""
+    where = "erasure_ttl"
+    if value is None:
+        text = os.environ.get("CLINICAL_MLOPS_ERASURE_TTL")
+        if text is None or not text.strip():
+            return ERASURE_TTL
+        where = "CLINICAL_MLOPS_ERASURE_TTL"
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+    if not (isinstance(value, int | float) and 0 <= value <= _ERASURE_TTL_MAX):
+        raise PrivacyError(
+            f"{where} must be a number of seconds from 0 to {_ERASURE_TTL_MAX:g} (how long a "
+            f"running process may take to learn of an erasure), got {value!r}"
+        )
+    return float(value)
+
+
 def _dek_aad(key_id: str, owner: str) -> bytes:
     return canonical_json_scalars(
         {"kind": "clinical-mlops/data-key/v1", "key_id": key_id, "owner": owner}
@@ -107,23 +159,39 @@ class ErasureResult:
 class IdentityVault:
     """Pseudonyms, data keys and consent records for one workspace."""
 
-    def __init__(self, engine: Engine, *, url: str):
+    def __init__(self, engine: Engine, *, url: str, erasure_ttl: float | None = None):
         self.engine = engine
         self.url = url
-        # Unwrapped data keys, oldest first, at most KEYS_KEPT: a service that sees millions
-        # of patients keeps neither the memory nor the plaintext keys of all of them.
-        self._dek_cache: dict[str, bytes] = {}
+        #: seconds within which this vault learns of an erasure made by any process
+        self.erasure_ttl = _erasure_ttl(erasure_ttl)
+        # Unwrapped data keys (id -> owner, key), oldest first, at most KEYS_KEPT: a service
+        # that sees millions of patients keeps neither the memory nor the plaintext keys of
+        # all of them.
+        self._dek_cache: dict[str, tuple[str, bytes]] = {}
         self._active: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
+        # Subjects erased since this vault first looked (earlier ones were never in memory),
+        # the number of the last erasure seen (None: not looked yet) and when it looked.
+        self._erased: set[str] = set()
+        self._erasure_seq: int | None = None
+        self._erasures_at = -math.inf
+        self._refresh_lock = threading.Lock()
 
     @classmethod
-    def open(cls, url: str, *, create: bool = True) -> IdentityVault:
-        """Return the vault at ``url``, creating its tables when ``create``."""
+    def open(
+        cls, url: str, *, create: bool = True, erasure_ttl: float | None = None
+    ) -> IdentityVault:
+        """Return the vault at ``url``, creating its tables when ``create``.
+
+        ``erasure_ttl`` (seconds, default ``CLINICAL_MLOPS_ERASURE_TTL`` or 2) bounds how
+        long this process may take to learn of an erasure made by another one.
+        """
+        ttl = _erasure_ttl(erasure_ttl)  # checked first: a refusal leaves nothing open
         engine = open_engine(url, what="identity vault", create=create, secure_delete=True)
         if create:
             with write_transaction(engine, lock_name=_LOCK) as conn:
                 metadata.create_all(conn)
-        return cls(engine, url=url)
+        return cls(engine, url=url, erasure_ttl=ttl)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -184,16 +252,20 @@ class IdentityVault:
         Keys used before cost nothing; the others are read in one query and unwrapped,
         and owners without a key under the active wrap key get one, all written in one
         transaction. An owner that is not (or no longer) in the vault raises
-        SubjectNotFound and nothing is created.
+        SubjectNotFound and nothing is created; one erased (by any process, as of the
+        last look at most ``erasure_ttl`` ago) raises SubjectErased.
         """
+        self._check_erasures()
         kek_id = provider.active_key_id("wrap")
         out: dict[str, tuple[str, bytes]] = {}
         todo: list[str] = []
         with self._lock:
             for owner in dict.fromkeys(owners):
+                if owner in self._erased:
+                    raise SubjectErased(_ERASED)
                 cached = self._active.get((owner, kek_id))
                 if cached is not None and cached in self._dek_cache:
-                    out[owner] = (cached, self._dek_cache[cached])
+                    out[owner] = (cached, self._dek_cache[cached][1])
                 else:
                     todo.append(owner)
         if not todo:
@@ -219,6 +291,8 @@ class IdentityVault:
                 )
         unknown = [o for o in people if o not in known]
         if unknown:
+            if self._erased_in_store(unknown):
+                raise SubjectErased(_ERASED)
             raise SubjectNotFound(
                 f"pseudonym {unknown[0]} is not in the identity vault (unknown or erased); "
                 "no data can be written for it"
@@ -244,19 +318,40 @@ class IdentityVault:
             fresh[owner] = (key_id, key, used_kek)
         if created:
             with write_transaction(self.engine, lock_name=_LOCK) as conn:
+                # Under the write lock that erasures take: a subject erased since it was
+                # looked up above gets no new key (the transaction rolls back).
+                people = [row["owner"] for row in created if row["owner"] != SYSTEM_OWNER]
+                present: set[str] = set()
+                for part in chunks(people):
+                    present.update(
+                        conn.execute(
+                            sa.select(subjects.c.pseudonym).where(subjects.c.pseudonym.in_(part))
+                        ).scalars()
+                    )
+                if any(o not in present for o in people):
+                    raise SubjectErased(_ERASED)
                 conn.execute(data_keys.insert(), created)
         with self._lock:
+            # An erasure seen while the keys were read: they are not kept, nor handed out.
+            if any(owner in self._erased for owner in fresh):
+                raise SubjectErased(_ERASED)
             for owner, (key_id, key, kek) in fresh.items():
-                _keep(self._dek_cache, key_id, key)
+                _keep(self._dek_cache, key_id, (owner, key))
                 _keep(self._active, (owner, kek), key_id)
                 out[owner] = (key_id, key)
         return out
 
     def data_key(self, key_id: str, *, provider: KeyProvider) -> bytes:
-        """Return the unwrapped data key ``key_id``; KeyNotFound if erased or never created."""
+        """Return the unwrapped data key ``key_id``; KeyNotFound if erased or never created.
+
+        A key of a subject erased by any process is refused within ``erasure_ttl``: its
+        copy in memory is dropped then, and the database no longer holds it.
+        """
+        self._check_erasures()
         with self._lock:
-            if key_id in self._dek_cache:
-                return self._dek_cache[key_id]
+            hit = self._dek_cache.get(key_id)
+            if hit is not None:
+                return hit[1]
         with self.engine.connect() as conn:
             row = conn.execute(
                 sa.select(data_keys.c.owner, data_keys.c.kek_id, data_keys.c.wrapped).where(
@@ -265,10 +360,77 @@ class IdentityVault:
             ).first()
         if row is None:
             raise KeyNotFound(f"data key {key_id!r} is not in the identity vault ({self.url})")
-        key = provider.unwrap(str(row.kek_id), bytes(row.wrapped), aad=_dek_aad(key_id, row.owner))
+        owner = str(row.owner)
+        key = provider.unwrap(str(row.kek_id), bytes(row.wrapped), aad=_dek_aad(key_id, owner))
         with self._lock:
-            _keep(self._dek_cache, key_id, key)
+            # Erased while it was being read: neither kept nor handed out.
+            if owner in self._erased:
+                raise SubjectErased(_ERASED)
+            _keep(self._dek_cache, key_id, (owner, key))
         return key
+
+    # -- erasures made by any process ----------------------------------------------------------
+    def refresh_erasures(self) -> set[str]:
+        """Return the pseudonyms erased since this vault last looked, their keys dropped from memory.
+
+        Runs by itself at most every ``erasure_ttl`` seconds, before any key is handed
+        out; call it to learn of erasures at once. The first look only notes where the
+        erasures stand: keys of subjects erased earlier were never in memory.
+        """
+        with self._refresh_lock:
+            return self._poll_erasures()
+
+    def _check_erasures(self) -> None:
+        if time.monotonic() - self._erasures_at < self.erasure_ttl:
+            return
+        with self._refresh_lock:
+            if time.monotonic() - self._erasures_at < self.erasure_ttl:
+                return  # another thread looked while this one waited
+            self._poll_erasures()
+
+    def _poll_erasures(self) -> set[str]:
+        started = time.monotonic()
+        with self.engine.connect() as conn:
+            if self._erasure_seq is None:
+                rows: list[Any] = []
+                last = int(conn.execute(sa.select(sa.func.max(erasures.c.seq))).scalar() or 0)
+            else:
+                last = self._erasure_seq
+                rows = list(
+                    conn.execute(
+                        sa.select(erasures.c.seq, erasures.c.pseudonym)
+                        .where(erasures.c.seq > last)
+                        .order_by(erasures.c.seq)
+                    )
+                )
+        fresh = {str(r.pseudonym) for r in rows}
+        with self._lock:
+            self._forget(fresh)
+            self._erasure_seq = max([last, *(int(r.seq) for r in rows)])
+            # The look began at ``started``: erasures committed after it are caught next time.
+            self._erasures_at = started
+        return fresh
+
+    def _forget(self, owners: set[str]) -> None:
+        """Drop the keys of ``owners`` from memory and refuse them from now on (holds _lock)."""
+        if not owners:
+            return
+        self._erased |= owners
+        for key_id in [k for k, (owner, _) in self._dek_cache.items() if owner in owners]:
+            del self._dek_cache[key_id]
+        for slot in [s for s in self._active if s[0] in owners]:
+            del self._active[slot]
+
+    def _erased_in_store(self, pseudonyms: list[str]) -> bool:
+        """Return True when any of ``pseudonyms`` is recorded as erased."""
+        with self.engine.connect() as conn:
+            for part in chunks(pseudonyms):
+                found = conn.execute(
+                    sa.select(erasures.c.pseudonym).where(erasures.c.pseudonym.in_(part)).limit(1)
+                ).first()
+                if found is not None:
+                    return True
+        return False
 
     # -- erasure ---------------------------------------------------------------------------
     def erase(
@@ -281,7 +443,9 @@ class IdentityVault:
 
         ``before_commit(pseudonym, n_data_keys, n_consents)`` runs inside the
         vault transaction, after the deletes and before the commit (the ledger
-        records the erasure there); if it raises, nothing is erased.
+        records the erasure there); if it raises, nothing is erased. The same
+        transaction records the pseudonym in ``erasures``, from which every other
+        process learns of it within its ``erasure_ttl``.
         """
         pseudonym = self.pseudonym_for(identifier, create=False)
         audit_seq = None
@@ -291,11 +455,11 @@ class IdentityVault:
                 consents.delete().where(consents.c.pseudonym == pseudonym)
             ).rowcount
             conn.execute(subjects.delete().where(subjects.c.pseudonym == pseudonym))
+            conn.execute(erasures.insert().values(pseudonym=pseudonym, erased=_now()))
             if before_commit is not None:
                 audit_seq = before_commit(pseudonym, n_keys, n_cons)
         with self._lock:
-            self._dek_cache.clear()
-            self._active.clear()
+            self._forget({pseudonym})
         self.scrub()
         return ErasureResult(
             pseudonym=pseudonym, data_keys=n_keys, consents=n_cons, audit_seq=audit_seq

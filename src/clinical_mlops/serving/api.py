@@ -30,6 +30,7 @@ from clinical_mlops.errors import (
     ReleaseNotFound,
     ReleaseNotServable,
     StoreUnavailable,
+    SubjectErased,
     SubjectNotFound,
 )
 from clinical_mlops.serving.auth import AuthConfig
@@ -47,6 +48,8 @@ _STATUS: dict[type[Exception], int] = {
     NotAuthorised: 403,
     ConsentNotGranted: 403,
     SubjectNotFound: 404,
+    # the patient was erased: the prediction exists but nothing more is recorded against it
+    SubjectErased: 410,
     PredictionNotFound: 404,
     ReleaseNotFound: 404,
     DuplicateRequest: 409,

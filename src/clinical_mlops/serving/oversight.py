@@ -7,6 +7,11 @@ offered on every card as ``overrideReasons``) and an optional comment. The
 override entry stores the explanation *as it was shown* at that moment, copied
 from the inference record, with the model version, so a reviewer later sees what
 the clinician saw. An outcome links an observed result to one or more predictions.
+
+Neither is recorded for a prediction whose patient was erased (R-A4), by this process
+or any other: :class:`~clinical_mlops.errors.SubjectErased` (HTTP 410), and nothing is
+written — see :mod:`clinical_mlops.privacy.identity` for how soon a running process
+learns of an erasure.
 """
 
 from __future__ import annotations
@@ -14,7 +19,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from clinical_mlops.errors import EntryNotFound, InputInvalid, OverrideInvalid, PredictionNotFound
+from clinical_mlops.errors import (
+    EntryNotFound,
+    InputInvalid,
+    OverrideInvalid,
+    PredictionNotFound,
+    SubjectErased,
+)
 from clinical_mlops.ledger import Ledger, NewEntry
 from clinical_mlops.serving.inputs import is_text
 
@@ -55,6 +66,11 @@ def _inference(ledger: Ledger, seq: int) -> tuple[dict[str, Any], str | None]:
         raise PredictionNotFound(
             f"audit seq {seq} is a {view.entry.type!r} entry, not a prediction"
         )
+    if view.status == "erased":
+        raise SubjectErased(
+            f"the patient of prediction {seq} was erased (R-A4): their data are destroyed, so "
+            "nothing can be recorded against this prediction; nothing was recorded"
+        )
     if view.status != "ok" or view.payload is None:
         raise PredictionNotFound(f"prediction {seq} is no longer readable ({view.status})")
     return view.payload, view.entry.subject
@@ -73,8 +89,9 @@ def record_override(
     """Return the stored override (with its ``seq``) after appending it to the ledger.
 
     Raises ``OverrideInvalid`` for an undeclared action or reason code, or a
-    prediction that was never shown to a clinician (shadow/silent mode), and
-    ``PredictionNotFound`` when ``prediction_seq`` is not a readable inference record.
+    prediction that was never shown to a clinician (shadow/silent mode),
+    ``PredictionNotFound`` when ``prediction_seq`` is not a readable inference record, and
+    ``SubjectErased`` when its patient was erased.
     """
     if action not in OVERRIDE_ACTIONS:
         raise OverrideInvalid(
@@ -119,7 +136,11 @@ def record_outcome(
     actor: str,
     observed_at: str | None = None,
 ) -> list[int]:
-    """Return the seqs of one ``outcome`` entry per prediction, appended in one transaction."""
+    """Return the seqs of one ``outcome`` entry per prediction, appended in one transaction.
+
+    Any prediction that is unreadable, or whose patient was erased (``SubjectErased``),
+    refuses the whole outcome: nothing is written for the others either.
+    """
     if not prediction_seqs:
         raise PredictionNotFound("name at least one prediction to link the outcome to")
     if observed_at is not None and not is_text(observed_at):
