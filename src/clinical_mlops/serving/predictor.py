@@ -50,6 +50,7 @@ from clinical_mlops.errors import (
     DuplicateRequest,
     InputInvalid,
     ReleaseNotServable,
+    SubjectErased,
 )
 from clinical_mlops.evaluation.baseline import score_for
 from clinical_mlops.evaluation.phrases import Phraser
@@ -546,11 +547,22 @@ class Predictor:
         Raises ``InputInvalid`` (nothing written) when any request's inputs fail the
         spec, ``DuplicateRequest`` when a request id was already served. Refusals
         (unknown subject, outside intended use, no consent, no release at the site)
-        are results with ``status == "refused"`` and their own ledger entries.
+        are results with ``status == "refused"`` and their own ledger entries; a patient
+        erased (by any process) is an unknown subject.
         """
         if len(requests) < PAUSE_COLLECTOR_FROM:
-            return self._predict_many(requests, requester=requester, explain=explain, where=where)
+            return self._predict_erasure_safe(requests, requester, explain, where)
         with collector_paused():
+            return self._predict_erasure_safe(requests, requester, explain, where)
+
+    def _predict_erasure_safe(
+        self, requests: Sequence[PredictionRequest], requester: str, explain: bool, where: str
+    ) -> list[PredictionResult]:
+        try:
+            return self._predict_many(requests, requester=requester, explain=explain, where=where)
+        except SubjectErased:
+            # A patient was erased between looking the batch's patients up and sealing their
+            # records, so nothing was written; looked up again, they are unknown and refused.
             return self._predict_many(requests, requester=requester, explain=explain, where=where)
 
     def _predict_many(
