@@ -10,6 +10,11 @@ The erasure itself is a ledger entry (type ``erasure``) that names the
 pseudonym, never the identifier. The vault deletion commits only after that
 entry is durable, so an erasure is never done without its audit record; if the
 vault commit then fails, running the erasure again finishes it.
+
+Processes already running (a service, a console) hold data keys in memory; they learn
+of the erasure from the vault within their ``erasure_ttl`` (2 s by default) and then
+refuse the subject with :class:`~clinical_mlops.errors.SubjectErased` — see
+:mod:`clinical_mlops.privacy.identity`.
 """
 
 from __future__ import annotations
