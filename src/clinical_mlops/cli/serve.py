@@ -19,7 +19,13 @@ def serve_command(
     task: Annotated[
         str, typer.Option("--task", help="Task whose active release is served.")
     ] = "icu_mortality_48h",
-    site: Annotated[str, typer.Option("--site", help="Site this service runs at (rollout).")] = "*",
+    site: Annotated[
+        str,
+        typer.Option(
+            "--site",
+            help="Rollout site of this service: where a credential naming no site is scored.",
+        ),
+    ] = "*",
     jwt_secret_file: Annotated[
         Path | None, typer.Option("--jwt-secret-file", help="File holding the HS256 JWT secret.")
     ] = None,
@@ -30,12 +36,19 @@ def serve_command(
     api_keys: Annotated[
         Path | None,
         typer.Option(
-            "--api-keys", help='JSON {"keys": [{"name", "sha256", "roles"}]} for systems.'
+            "--api-keys",
+            help='JSON {"keys": [{"name", "sha256", "roles", "sites"}]} for systems.',
         ),
     ] = None,
     audience: Annotated[
         str, typer.Option("--audience", help="Expected JWT audience.")
     ] = "clinical-mlops",
+    jwt_issuer: Annotated[
+        str | None,
+        typer.Option(
+            "--jwt-issuer", help="Expected JWT issuer ('iss'); tokens without it are refused."
+        ),
+    ] = None,
     tls_cert: Annotated[
         Path | None, typer.Option("--tls-cert", help="TLS certificate (PEM).")
     ] = None,
@@ -71,6 +84,7 @@ def serve_command(
         public_key_file=jwt_public_key,
         api_keys_file=api_keys,
         audience=audience,
+        issuer=jwt_issuer,
     )
     predictor = Predictor.open(workspace_from(workspace), task=task, site=site)
     scheme = "https" if tls_cert else "http"

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from clinical_mlops.serving.auth import Principal
-from clinical_mlops.serving.deps import Service, require, service
+from clinical_mlops.serving.deps import GuardedRoute, Service, require, service
 from clinical_mlops.serving.oversight import record_outcome, record_override
 
-router = APIRouter(tags=["oversight"])
+router = APIRouter(tags=["oversight"], route_class=GuardedRoute)
 
 
 class OverrideBody(BaseModel):
