@@ -21,6 +21,8 @@ router = APIRouter(tags=["cds-hooks"], route_class=GuardedRoute)
 class HookRequest(BaseModel):
     """A CDS Hooks call (patient-view)."""
 
+    model_config = ConfigDict(strict=True)
+
     hook: Literal["patient-view"]
     hookInstance: str = Field(min_length=1, max_length=128)
     context: dict[str, Any]
@@ -30,18 +32,20 @@ class HookRequest(BaseModel):
 
 
 class Coding(BaseModel):
+    model_config = ConfigDict(strict=True)
     system: str | None = None
     code: str
     display: str | None = None
 
 
 class OverrideReason(BaseModel):
+    model_config = ConfigDict(strict=True)
     reason: Coding | None = None
     userComment: str | None = Field(default=None, max_length=2000)
 
 
 class FeedbackItem(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     card: str
     outcome: Literal["accepted", "overridden"]
     overrideReason: OverrideReason | None = None
@@ -49,6 +53,7 @@ class FeedbackItem(BaseModel):
 
 
 class Feedback(BaseModel):
+    model_config = ConfigDict(strict=True)
     feedback: list[FeedbackItem] = Field(min_length=1, max_length=100)
 
 

@@ -29,7 +29,7 @@ router = APIRouter(tags=["predictions"], route_class=GuardedRoute)
 class PredictItem(BaseModel):
     """One prediction request; ``features`` holds the task's inputs by name."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     request_id: str | None = Field(default=None, max_length=128)
     subject_id: str = Field(min_length=1, max_length=256, description="Patient identifier")
     purpose: str = Field(description="Why the prediction is asked for (consent purpose)")
@@ -44,7 +44,7 @@ class PredictItem(BaseModel):
 class PredictBatch(BaseModel):
     """A batch of requests scored and audited in one transaction."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     items: list[PredictItem] = Field(min_length=1, max_length=MAX_BATCH)
     explain: bool = True
 
@@ -144,7 +144,7 @@ router.add_api_route(
 class FhirPredict(BaseModel):
     """A FHIR Bundle of Observations for one patient, with the request's purpose and setting."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     subject_id: str = Field(min_length=1, max_length=256)
     purpose: str
     setting: str
