@@ -385,3 +385,21 @@ def test_the_model_card_link_of_a_cds_card_opens_without_credentials(edge: dict[
     assert edge["release"] in page.text or "Model card" in page.text
     missing = c.get("/v1/models/no-such-release/card")
     assert missing.status_code == 404 and missing.json()["detail"]["code"] == "ReleaseNotFound"
+
+
+@settings(max_examples=1000, deadline=None, database=None, derandomize=True)
+@given(
+    steps=st.lists(st.one_of(st.text(max_size=6), st.integers(0, 10**6)), min_size=1, max_size=5),
+    noise=st.text(max_size=12),
+)
+def test_field_paths_read_back_exactly_and_any_text_splits_without_error(
+    steps: list[str | int], noise: str
+) -> None:
+    from clinical_mlops.serving.inputs import field_path, split_path
+
+    path = ""
+    for step in steps:
+        path = f"{path}[{step}]" if isinstance(step, int) else field_path(path, step)
+    assert split_path(path) == steps, path
+    for text in (noise, path + noise, noise + path):
+        assert all(isinstance(s, str | int) for s in split_path(text))

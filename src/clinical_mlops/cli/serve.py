@@ -67,8 +67,9 @@ def serve_command(
     """Serve the task's approved release over HTTP (TLS 1.3 minimum when a cert and key are given).
 
     Refuses to start, saying why, when no release is servable or its bundle fails
-    signature verification. CDS Hooks discovery is open; every other route needs a
-    JWT bearer token or an API key with a role the route declares. The web console
+    signature verification. CDS Hooks discovery and model cards are open; every other
+    route needs a JWT bearer token or an API key with a role the route declares, and the
+    rollout site comes from that credential (--site for one naming none). The web console
     (sign-in with console users) is served at /console unless --no-console.
     """
     import uvicorn
