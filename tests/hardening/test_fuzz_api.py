@@ -436,6 +436,24 @@ FOUND: dict[str, tuple[str, Any, int, str]] = {
         422,
         "valueQuantity",
     ),
+    "a number for a boolean (live schemathesis)": (
+        "/v1/predict",
+        lambda s: {"items": [_predict(s)], "explain": 0},
+        422,
+        "explain",
+    ),
+    "a boolean for an outcome (live schemathesis)": (
+        "/v1/outcomes",
+        lambda s: {"prediction_ids": [0], "outcome": True},
+        422,
+        "outcome",
+    ),
+    "a string for a prediction id (live schemathesis)": (
+        "/v1/overrides",
+        lambda s: {"prediction_id": "0", "action": "accept"},
+        422,
+        "prediction_id",
+    ),
     "FHIR id with a lone surrogate": (
         "/v1/fhir/predict",
         lambda s: _fhir(s, lambda b: b["entry"][0]["resource"].update(id="\ud800")),

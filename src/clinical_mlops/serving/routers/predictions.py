@@ -34,7 +34,12 @@ class PredictItem(BaseModel):
     subject_id: str = Field(min_length=1, max_length=256, description="Patient identifier")
     purpose: str = Field(description="Why the prediction is asked for (consent purpose)")
     setting: str = Field(description="Care setting, e.g. icu")
-    site: str | None = Field(default=None, max_length=128)
+    site: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Leave out: the rollout site comes from the credential. A system key "
+        "declared for several sites may name one of them; any other site is refused (403)",
+    )
     hours_since_admission: float | None = None
     features: dict[str, Any] = Field(
         description='Value in the declared unit, or {"value": ..., "unit": ...}; null if not measured'
