@@ -207,7 +207,8 @@ def run_schemathesis(
         str(report),
     ]
     started = time.monotonic()
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    # st keeps a cache in its working folder: the run's own folder, not the checkout
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=folder)
     seconds = time.monotonic() - started
     output = done.stdout + done.stderr
     figures = summary(output)
