@@ -12,12 +12,20 @@ run reports how many cases failed and one reproduction per failure kind.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import secrets
+import select
+import socket
+import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 import schemathesis
@@ -428,6 +436,24 @@ FOUND: dict[str, tuple[str, Any, int, str]] = {
         422,
         "valueQuantity",
     ),
+    "a number for a boolean (live schemathesis)": (
+        "/v1/predict",
+        lambda s: {"items": [_predict(s)], "explain": 0},
+        422,
+        "explain",
+    ),
+    "a boolean for an outcome (live schemathesis)": (
+        "/v1/outcomes",
+        lambda s: {"prediction_ids": [0], "outcome": True},
+        422,
+        "outcome",
+    ),
+    "a string for a prediction id (live schemathesis)": (
+        "/v1/overrides",
+        lambda s: {"prediction_id": "0", "action": "accept"},
+        422,
+        "prediction_id",
+    ),
     "FHIR id with a lone surrogate": (
         "/v1/fhir/predict",
         lambda s: _fhir(s, lambda b: b["entry"][0]["resource"].update(id="\ud800")),
@@ -458,3 +484,118 @@ def test_a_token_whose_subject_has_no_text_form_is_refused(service: dict[str, An
         "/v1/predict", headers=odd, json=_predict(service, subject_id="MRN-26")
     )
     assert response.status_code == 401 and "'sub'" in response.json()["detail"]["message"]
+
+
+# -- the live service: a real uvicorn process on loopback ---------------------------------------
+# ``bench/api_fuzz.py`` starts ``clinical-mlops serve`` as an operator would (secret file,
+# issuer, API keys with sites, a rollout site) and runs ``st run --checks all`` with every
+# phase, stateful links included; here with few cases per operation, there with thousands.
+
+LIVE_EXAMPLES = 12
+#: a chunked body is sent until the service answers, or this much has gone
+CHUNKED_CAP = 96 * 1024 * 1024
+
+
+def _bench_module() -> Any:
+    path = Path(__file__).resolve().parents[2] / "bench" / "api_fuzz.py"
+    spec = importlib.util.spec_from_file_location("api_fuzz", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("api_fuzz", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def live(
+    served: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Any]:
+    """``clinical-mlops serve`` over the served workspace, and the bench module driving it."""
+    bench = _bench_module()
+    folder = tmp_path_factory.mktemp("live")
+    with bench.live_service(served["ws"].root, folder) as svc:
+        yield bench, svc, folder
+
+
+def test_the_live_service_checks_the_token_issuer(live: Any) -> None:
+    _, svc, _ = live
+    models = f"{svc.url}/v1/models"
+    good = svc.token(["clinician"])
+    assert httpx.get(models, headers={"Authorization": f"Bearer {good}"}).status_code == 200
+    evil = svc.token(["clinician"], iss="https://evil.example")
+    now = int(time.time())
+    unnamed = jwt.encode(
+        {"sub": "x", "aud": "clinical-mlops", "exp": now + 60, "roles": ["clinician"]},
+        svc.secret,
+        algorithm="HS256",
+    )
+    for token, words in ((evil, "issuer"), (unnamed, '"iss"')):
+        r = httpx.get(models, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 401 and words in r.json()["detail"]["message"], r.text
+
+
+def _chunked(url: str, headers: dict[str, str]) -> tuple[int | None, int]:
+    """POST a chunked body of spaces until the service answers or CHUNKED_CAP is sent;
+    return the status it answered (None if none) and the bytes sent."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    sock.sendall(
+        (
+            "POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            f"Transfer-Encoding: chunked\r\n{lines}\r\n"
+        ).encode()
+    )
+    piece = 1024 * 1024
+    chunk = f"{piece:x}\r\n".encode() + b" " * piece + b"\r\n"
+    sock.setblocking(False)
+    pending, sent = b"", 0
+    try:
+        while sent < CHUNKED_CAP:
+            readable, writable, _ = select.select([sock], [sock], [], 60)
+            if readable or not writable:
+                break
+            pending = pending or chunk
+            try:
+                n = sock.send(pending)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            pending, sent = pending[n:], sent + n
+        sock.setblocking(True)
+        sock.settimeout(60)
+        head = sock.recv(65536)
+    except (ConnectionResetError, TimeoutError):
+        head = b""
+    finally:
+        sock.close()
+    found = re.match(rb"HTTP/1\.1 (\d{3})", head)
+    return (int(found.group(1)) if found else None), sent
+
+
+def test_the_live_service_reads_no_chunked_body_past_the_limit(live: Any) -> None:
+    _, svc, _ = live
+    before = svc.rss_kib()
+    status, sent = _chunked(svc.url, {})
+    assert status == 401 and sent < CHUNKED_CAP, (status, sent)
+    status, sent = _chunked(svc.url, {"Authorization": f"Bearer {svc.token(['clinician'])}"})
+    assert status == 413 and sent < CHUNKED_CAP, (status, sent)
+    grown = svc.rss_kib() - before
+    assert grown < CHUNKED_CAP // 1024 // 2, f"the server grew by {grown} KiB"
+    assert httpx.get(f"{svc.url}/cds-services").status_code == 200  # and it is still up
+
+
+@pytest.mark.slow
+def test_schemathesis_against_the_live_service_finds_no_failure(
+    live: Any, record_property: Any
+) -> None:
+    bench, svc, folder = live
+    figures = bench.run_schemathesis(svc, folder, max_examples=LIVE_EXAMPLES)
+    record_property("live_fuzz_cases", figures["cases"])
+    print(f"\nlive schemathesis: {json.dumps({k: v for k, v in figures.items() if k != 'output'})}")
+    output = figures["output"]
+    assert figures["server_errors"] == 0, output[-8000:]
+    assert figures["unique_failures"] == 0 and figures["exit_code"] == 0, output[-8000:]
+    assert figures["cases"] >= 10 * LIVE_EXAMPLES, output[-3000:]
+    assert "Stateful" in output, output[-3000:]
+    assert svc.proc.poll() is None  # the service stayed up

@@ -156,8 +156,11 @@ def test_auth_config_errors_name_the_file_and_what_is_expected(tmp_path: Path) -
     keys = tmp_path / "keys.json"
     for body, expected in (
         ("not json", "expected JSON"),
-        ('{"keys": [{"name": "ehr"}]}', r"keys\[0\] must be an object with sha256, name and roles"),
+        ('{"keys": [{"name": "ehr"}]}', r"keys\[0\] must be an object with sha256, name, roles"),
         ('{"keys": [{"name": "ehr", "sha256": "ab", "roles": ["root"]}]}', r"keys\[0\]\.roles"),
+        ('{"keys": [{"name": "ehr", "sha256": "ab", "roles": [], "sites": "a"}]}', r"\.sites"),
+        ('{"keys": [{"name": "ehr", "sha256": "ab", "roles": [], "sites": ["*"]}]}', "wildcard"),
+        ('{"keys": [{"name": "ehr", "sha256": "ab", "roles": [], "sites": [""]}]}', "non-empty"),
     ):
         keys.write_text(body)
         with pytest.raises(ServiceConfigInvalid, match=expected) as exc:

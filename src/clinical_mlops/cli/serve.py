@@ -19,7 +19,13 @@ def serve_command(
     task: Annotated[
         str, typer.Option("--task", help="Task whose active release is served.")
     ] = "icu_mortality_48h",
-    site: Annotated[str, typer.Option("--site", help="Site this service runs at (rollout).")] = "*",
+    site: Annotated[
+        str,
+        typer.Option(
+            "--site",
+            help="Rollout site of this service: where a credential naming no site is scored.",
+        ),
+    ] = "*",
     jwt_secret_file: Annotated[
         Path | None, typer.Option("--jwt-secret-file", help="File holding the HS256 JWT secret.")
     ] = None,
@@ -30,12 +36,19 @@ def serve_command(
     api_keys: Annotated[
         Path | None,
         typer.Option(
-            "--api-keys", help='JSON {"keys": [{"name", "sha256", "roles"}]} for systems.'
+            "--api-keys",
+            help='JSON {"keys": [{"name", "sha256", "roles", "sites"}]} for systems.',
         ),
     ] = None,
     audience: Annotated[
         str, typer.Option("--audience", help="Expected JWT audience.")
     ] = "clinical-mlops",
+    jwt_issuer: Annotated[
+        str | None,
+        typer.Option(
+            "--jwt-issuer", help="Expected JWT issuer ('iss'); tokens without it are refused."
+        ),
+    ] = None,
     tls_cert: Annotated[
         Path | None, typer.Option("--tls-cert", help="TLS certificate (PEM).")
     ] = None,
@@ -54,8 +67,9 @@ def serve_command(
     """Serve the task's approved release over HTTP (TLS 1.3 minimum when a cert and key are given).
 
     Refuses to start, saying why, when no release is servable or its bundle fails
-    signature verification. CDS Hooks discovery is open; every other route needs a
-    JWT bearer token or an API key with a role the route declares. The web console
+    signature verification. CDS Hooks discovery and model cards are open; every other
+    route needs a JWT bearer token or an API key with a role the route declares, and the
+    rollout site comes from that credential (--site for one naming none). The web console
     (sign-in with console users) is served at /console unless --no-console.
     """
     import uvicorn
@@ -71,6 +85,7 @@ def serve_command(
         public_key_file=jwt_public_key,
         api_keys_file=api_keys,
         audience=audience,
+        issuer=jwt_issuer,
     )
     predictor = Predictor.open(workspace_from(workspace), task=task, site=site)
     scheme = "https" if tls_cert else "http"

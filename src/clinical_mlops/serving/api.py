@@ -1,9 +1,11 @@
 """The HTTP service: FastAPI app wiring the routers, error mapping and request metrics.
 
-``create_app`` only wires: routers per resource (``serving.routers``), auth in
-dependencies (``serving.deps``), one exception handler per library error, and a
-small ASGI middleware counting requests and latency by route template. Access
-logs are off on the hot path; every inference is in the audit ledger instead.
+``create_app`` only wires: routers per resource (``serving.routers``), auth before
+the body is read (``serving.deps``), one exception handler per library error, the
+OpenAPI document (``serving.openapi``), and a small ASGI middleware counting
+requests and latency by route template and holding bodies to
+:data:`MAX_BODY_BYTES`. Access logs are off on the hot path; every inference is in
+the audit ledger instead.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -35,13 +37,16 @@ from clinical_mlops.errors import (
 )
 from clinical_mlops.serving.auth import AuthConfig
 from clinical_mlops.serving.deps import Service
+from clinical_mlops.serving.inputs import split_path
 from clinical_mlops.serving.metrics import ServiceMetrics
+from clinical_mlops.serving.openapi import document
 from clinical_mlops.serving.predictor import Predictor
 from clinical_mlops.serving.routers import cds, models, oversight, predictions
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
+_TOO_LARGE = f"request body exceeds {MAX_BODY_BYTES} bytes; send smaller batches"
 
 _STATUS: dict[type[Exception], int] = {
     NotAuthenticated: 401,
@@ -69,15 +74,24 @@ class _Problem(JSONResponse):
 
 
 def _loc(path: str) -> list[str | int]:
-    out: list[str | int] = ["body"]
-    for part in path.replace("]", "").replace("[", ".").split("."):
-        if part:
-            out.append(int(part) if part.isdigit() else part)
-    return out
+    return ["body", *split_path(path)]
+
+
+class BodyTooLarge(HTTPException):
+    """A request body past :data:`MAX_BODY_BYTES`, found while it streams in (413)."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=413, detail=_TOO_LARGE)
 
 
 class _Instrument:
-    """ASGI middleware: request counts and latency by route template; body size limit."""
+    """ASGI middleware: request counts and latency by route template; body size limit.
+
+    A body declaring a ``Content-Length`` past the limit is refused before anything else;
+    the server delivers no more than a declared length. A body without one (chunked) is
+    counted as it arrives and refused the moment it passes the limit, so the service never
+    holds more than :data:`MAX_BODY_BYTES` of one request.
+    """
 
     def __init__(self, app: Any, metrics: ServiceMetrics):
         self.app = app
@@ -87,32 +101,51 @@ class _Instrument:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        counted = True
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
-                response = JSONResponse(
-                    {
-                        "detail": f"request body exceeds {MAX_BODY_BYTES} bytes; send smaller batches"
-                    },
-                    status_code=413,
-                )
-                await response(scope, receive, send)
-                return
+            if name == b"content-length":
+                counted = False
+                if value.isdigit() and int(value) > MAX_BODY_BYTES:
+                    await _Problem({"detail": _TOO_LARGE}, status_code=413)(scope, receive, send)
+                    return
+        if counted:
+            receive = _counting(receive)
         started = time.perf_counter()
-        status = {"code": 500}
+        status = {"code": 500, "sent": False}
 
         async def sending(message: Any) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["code"], status["sent"] = message["status"], True
             await send(message)
 
         try:
             await self.app(scope, receive, sending)
+        except BodyTooLarge:
+            if status["sent"]:  # the response has started: nothing else can be sent
+                raise
+            status["code"] = 413
+            await _Problem({"detail": _TOO_LARGE}, status_code=413)(scope, receive, send)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             self.metrics.observe_request(
                 path, scope["method"], status["code"], time.perf_counter() - started
             )
+
+
+def _counting(receive: Any) -> Any:
+    """Return ``receive`` raising :class:`BodyTooLarge` once the body passes the limit."""
+    received = 0
+
+    async def counting() -> Any:
+        nonlocal received
+        message = await receive()
+        received += len(message.get("body", b""))
+        if received > MAX_BODY_BYTES:
+            raise BodyTooLarge
+        return message
+
+    return counting
 
 
 def create_app(predictor: Predictor, auth: AuthConfig, *, base_url: str = "") -> FastAPI:
@@ -125,6 +158,8 @@ def create_app(predictor: Predictor, auth: AuthConfig, *, base_url: str = "") ->
             "probability, conformal set, flags, explanations and one audit record per inference. "
             "Decision support only."
         ),
+        # operation ids are the endpoint names, which the document's links refer to
+        generate_unique_id_function=lambda route: route.name,
     )
     metrics = ServiceMetrics()
     metrics.watch_monitoring(predictor.workspace)
@@ -133,6 +168,7 @@ def create_app(predictor: Predictor, auth: AuthConfig, *, base_url: str = "") ->
     )
     for module in (predictions, oversight, models, cds):
         app.include_router(module.router)
+    document(app, predictor)
 
     @app.exception_handler(InputInvalid)
     async def _invalid(_: Request, exc: InputInvalid) -> JSONResponse:

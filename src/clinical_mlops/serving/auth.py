@@ -4,9 +4,17 @@ A JWT must verify with the service's key (HS256 shared secret, or an EdDSA/RS256
 public key), name this service in ``aud``, carry ``sub`` and ``exp`` and a
 ``roles`` claim listing roles from :data:`ROLES`. A system (an EHR interface,
 Prometheus) may instead send ``X-API-Key``; keys are stored as SHA-256 hashes
-with a name and roles, never in clear. Missing or unverifiable credentials are
-401; verified credentials without a role the route declares are 403. The actor
-written into the ledger is ``user:<sub>`` or ``system:<key name>``.
+with a name, roles and the sites the system serves, never in clear. Missing or
+unverifiable credentials are 401; verified credentials without a role the route
+declares are 403. The actor written into the ledger is ``user:<sub>`` or
+``system:<key name>``.
+
+The rollout site a request is scored under comes from the credential: the token's
+``site`` claim, or the sites declared with the API key (a system serving several
+sites may name one of them per request). A credential naming no site is scored at
+the service's own site (``serve --site``). ``*`` is the rollout's wildcard, never a
+site: a token or key naming it is refused. When the service is given an issuer
+(``serve --jwt-issuer``), a token's ``iss`` must be that issuer.
 
 A verified token is remembered by its SHA-256 until its ``exp`` (at most
 :data:`VERIFIED_TOKENS` of them), so a caller sending the same token again is not
@@ -24,7 +32,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,11 +52,30 @@ VERIFIED_TOKENS = 4096
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller."""
+    """An authenticated caller: who, with which roles, and at which rollout sites."""
 
     actor: str
     roles: frozenset[str]
-    site: str | None = None
+    #: the sites the credential names, its home site first; () = the service's own site
+    sites: tuple[str, ...] = ()
+
+    @property
+    def site(self) -> str | None:
+        """Return the credential's home site, or None when it names none."""
+        return self.sites[0] if self.sites else None
+
+
+def _site_problem(site: object) -> str | None:
+    """Return why ``site`` cannot be a credential's site, or None."""
+    if not isinstance(site, str) or not is_text(site) or not site.strip():
+        return "a site must be non-empty text"
+    if site == "*":
+        return "'*' is the rollout's wildcard for every site, not a site"
+    return None
+
+
+class _SiteInvalid(ValueError):
+    """A site an API key is declared with that cannot be one."""
 
 
 def hash_api_key(key: str) -> str:
@@ -69,7 +96,8 @@ class AuthConfig:
     algorithms: list[str]
     audience: str = DEFAULT_AUDIENCE
     issuer: str | None = None
-    api_keys: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
+    #: SHA-256 of a key -> (system name, roles, sites)
+    api_keys: dict[str, tuple[str, frozenset[str], tuple[str, ...]]] = field(default_factory=dict)
     #: seconds since the epoch, as PyJWT reads them; replaced in tests
     now: Callable[[], float] = field(default=time.time, repr=False, compare=False)
     # token SHA-256 -> (what it was verified under, caller, verified at, exp)
@@ -124,41 +152,63 @@ class AuthConfig:
                 for i, entry in enumerate(entries):
                     if not isinstance(entry, dict) or not {"sha256", "name", "roles"} <= set(entry):
                         raise ServiceConfigInvalid(
-                            f"{where}: keys[{i}] must be an object with sha256, name and roles"
+                            f"{where}: keys[{i}] must be an object with sha256, name, roles "
+                            "and optionally sites"
+                        )
+                    sites = entry.get("sites", [])
+                    if not isinstance(sites, list):
+                        raise ServiceConfigInvalid(
+                            f"{where}: keys[{i}].sites: expected a list of site names"
                         )
                     try:
                         cfg.add_api_key_hash(
                             str(entry["sha256"]),
                             name=str(entry["name"]),
                             roles=list(entry["roles"]),
+                            sites=sites,
                         )
+                    except _SiteInvalid as exc:
+                        raise ServiceConfigInvalid(f"{where}: keys[{i}].sites: {exc}") from None
                     except ValueError as exc:
                         raise ServiceConfigInvalid(f"{where}: keys[{i}].roles: {exc}") from None
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise ServiceConfigInvalid(
-                    f'{where}: expected JSON {{"keys": [{{"name", "sha256", "roles"}}]}} ({exc})'
+                    f'{where}: expected JSON {{"keys": [{{"name", "sha256", "roles", "sites"}}]}} '
+                    f"({exc})"
                 ) from None
         return cfg
 
-    def add_api_key_hash(self, digest: str, *, name: str, roles: list[str]) -> None:
-        """Accept the API key whose SHA-256 is ``digest`` as system ``name`` with ``roles``."""
+    def add_api_key_hash(
+        self, digest: str, *, name: str, roles: list[str], sites: Sequence[str] = ()
+    ) -> None:
+        """Accept the API key whose SHA-256 is ``digest`` as system ``name`` with ``roles``.
+
+        ``sites`` are the rollout sites the system serves, its home site first; a key
+        with none is scored at the service's own site.
+        """
         unknown = set(roles) - set(ROLES)
         if unknown:
             raise ValueError(f"unknown roles {sorted(unknown)}; roles are {', '.join(ROLES)}")
-        self.api_keys[digest] = (name, frozenset(roles))
+        for site in sites:
+            problem = _site_problem(site)
+            if problem:
+                raise _SiteInvalid(f"{site!r}: {problem}")
+        self.api_keys[digest] = (name, frozenset(roles), tuple(dict.fromkeys(sites)))
 
-    def add_api_key(self, key: str, *, name: str, roles: list[str]) -> None:
-        """Accept ``key`` (kept only as its hash) as system ``name`` with ``roles``."""
-        self.add_api_key_hash(hash_api_key(key), name=name, roles=roles)
+    def add_api_key(
+        self, key: str, *, name: str, roles: list[str], sites: Sequence[str] = ()
+    ) -> None:
+        """Accept ``key`` (kept only as its hash) as system ``name`` with ``roles`` at ``sites``."""
+        self.add_api_key_hash(hash_api_key(key), name=name, roles=roles, sites=sites)
 
     # -- verification --------------------------------------------------------------------------
     def authenticate(self, *, authorization: str | None, api_key: str | None) -> Principal:
         """Return the caller; raise ``NotAuthenticated`` for missing or unverifiable credentials."""
         if api_key:
             digest = hash_api_key(api_key)
-            for known, (name, roles) in self.api_keys.items():
+            for known, (name, roles, sites) in self.api_keys.items():
                 if hmac.compare_digest(known, digest):
-                    return Principal(actor=f"system:{name}", roles=roles)
+                    return Principal(actor=f"system:{name}", roles=roles, sites=sites)
             raise NotAuthenticated("the API key is not recognised")
         if not authorization:
             raise NotAuthenticated("no credentials: send Authorization: Bearer <JWT> or X-API-Key")
@@ -185,6 +235,7 @@ class AuthConfig:
 
     def _verify(self, token: str) -> tuple[Principal, int]:
         """Return the caller a bearer token names and its ``exp``; raise ``NotAuthenticated``."""
+        required = ["exp", "sub", "aud"] + (["iss"] if self.issuer is not None else [])
         try:
             claims = jwt.decode(
                 token,
@@ -192,11 +243,15 @@ class AuthConfig:
                 algorithms=self.algorithms,
                 audience=self.audience,
                 issuer=self.issuer,
-                options={"require": ["exp", "sub", "aud"]},
+                options={"require": required},
             )
         except jwt.InvalidAudienceError:
             raise NotAuthenticated(
                 f"the token is for another audience; this service is {self.audience!r}"
+            ) from None
+        except jwt.InvalidIssuerError:
+            raise NotAuthenticated(
+                f"the token was issued by another issuer; this service accepts {self.issuer!r}"
             ) from None
         except jwt.ExpiredSignatureError:
             raise NotAuthenticated("the token has expired; obtain a new one") from None
@@ -206,13 +261,16 @@ class AuthConfig:
         if not isinstance(claimed, list) or not all(isinstance(r, str) for r in claimed):
             raise NotAuthenticated("the token carries no 'roles' list")
         site = claims.get("site")
-        if not is_text(claims["sub"]) or (isinstance(site, str) and not is_text(site)):
+        if not is_text(claims["sub"]) or (site is not None and not is_text(site)):
             # the actor and site are written to the audit ledger, which stores UTF-8 text
             raise NotAuthenticated("the token's 'sub' and 'site' claims must be text")
+        problem = None if site is None else _site_problem(site)
+        if problem:
+            raise NotAuthenticated(f"the token's 'site' claim {site!r} is refused: {problem}")
         principal = Principal(
             actor=f"user:{claims['sub']}",
             roles=frozenset(r for r in claimed if r in ROLES),
-            site=site if isinstance(site, str) else None,
+            sites=(site,) if site is not None else (),
         )
         return principal, int(claims["exp"])
 

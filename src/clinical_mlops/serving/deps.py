@@ -1,22 +1,35 @@
-"""FastAPI dependencies: the service state, per-route role checks, the JSON response class."""
+"""FastAPI dependencies: the service state, per-route role checks, the JSON response class.
+
+Every route is a :class:`GuardedRoute`: the caller is authenticated from the request's
+headers and its roles checked against :data:`ROUTE_ROLES` before the body is read, so a
+request without valid credentials gets 401 (and one without a role 403) whatever its
+body; a JSON body is then parsed once, refusing duplicate keys, before FastAPI validates
+it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio.lowlevel
 import anyio.to_thread
 import orjson
-from fastapi import Header, Request
-from fastapi.responses import JSONResponse
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 
+from clinical_mlops.errors import InputInvalid
 from clinical_mlops.serving.auth import ROLES, AuthConfig, Principal, authorise
+from clinical_mlops.serving.inputs import loads_json
 from clinical_mlops.serving.metrics import ServiceMetrics
 from clinical_mlops.serving.predictor import Predictor
 
-__all__ = ["ROUTE_ROLES", "Json", "Service", "require", "service"]
+__all__ = ["ROUTE_ROLES", "GuardedRoute", "Json", "Service", "require", "service"]
+
+#: where the authenticated caller of a request is kept in its ASGI scope
+PRINCIPAL = "clinical_mlops.principal"
 
 T = TypeVar("T")
 
@@ -27,7 +40,8 @@ ROUTE_ROLES: dict[tuple[str, str], tuple[str, ...]] = {
     ("POST", "/v1/overrides"): ("clinician", "reviewer"),
     ("POST", "/v1/outcomes"): ("system", "reviewer"),
     ("GET", "/v1/models"): ROLES,
-    ("GET", "/v1/models/{release}/card"): ROLES,
+    # open: CDS cards link to it for a clinician's browser; it holds no patient data
+    ("GET", "/v1/models/{release}/card"): (),
     ("GET", "/healthz"): ROLES,
     ("GET", "/metrics"): ("ml_engineer", "compliance", "auditor", "system"),
     ("GET", "/cds-services"): (),
@@ -90,17 +104,76 @@ async def service(request: Request) -> Service:
     return svc
 
 
-def require(method: str, route: str) -> Callable[..., Awaitable[Principal]]:
-    """Return a dependency authenticating the caller and checking the route's declared roles."""
-    allowed = ROUTE_ROLES[(method, route)]
+def admit(request: Request, method: str, route: str) -> Principal | None:
+    """Return the caller of ``request`` once its credentials and roles pass ``route``'s rule.
 
-    async def check(
-        request: Request,
-        authorization: Annotated[str | None, Header()] = None,
-        x_api_key: Annotated[str | None, Header()] = None,
-    ) -> Principal:
-        svc: Service = request.app.state.service
-        who = svc.auth.authenticate(authorization=authorization, api_key=x_api_key)
-        return authorise(who, allowed=allowed, route=f"{method} {route}")
+    Reads only headers. An open route (no roles declared) admits anyone and returns None.
+    Raises ``NotAuthenticated`` (401) or ``NotAuthorised`` (403). The caller is kept in
+    the request's scope, so it is verified once per request.
+    """
+    scope = request.scope
+    known: Principal | None = scope.get(PRINCIPAL)
+    if known is not None:
+        return known
+    allowed = ROUTE_ROLES[(method, route)]
+    if not allowed:
+        return None
+    svc: Service = request.app.state.service
+    headers = request.headers
+    who = svc.auth.authenticate(
+        authorization=headers.get("authorization"), api_key=headers.get("x-api-key")
+    )
+    scope[PRINCIPAL] = authorise(who, allowed=allowed, route=f"{method} {route}")
+    return scope[PRINCIPAL]
+
+
+async def read_json(request: Request) -> Any:
+    """Return the request's JSON body, parsed once with duplicate keys refused, or None.
+
+    None when the body is empty or does not parse: FastAPI then reports where it fails.
+    Raises ``InputInvalid`` (422) naming a key sent twice, a body that is not UTF-8, or one
+    nested too deeply to read. The value is kept where Starlette's ``Request.json`` keeps
+    it, so FastAPI does not parse the body again.
+    """
+    raw = await request.body()
+    if not raw:
+        return None
+    try:
+        value = loads_json(raw)
+    except UnicodeDecodeError:
+        raise InputInvalid([("", "the body is not JSON text in UTF-8")]) from None
+    except RecursionError:
+        raise InputInvalid([("", "the body nests lists or objects too deeply to read")]) from None
+    except ValueError:
+        return None
+    request._json = value
+    return value
+
+
+class GuardedRoute(APIRoute):
+    """A route whose caller is admitted (:func:`admit`) before its body is read."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        general = super().get_route_handler()
+        (method,) = self.methods or {"GET"}
+        route, reads_body = self.path, self.body_field is not None
+        ROUTE_ROLES[(method, route)]  # every route declares its roles: a KeyError otherwise
+
+        async def handler(request: Request) -> Response:
+            admit(request, method, route)
+            if reads_body:
+                await read_json(request)
+            return await general(request)
+
+        return handler
+
+
+def require(method: str, route: str) -> Callable[..., Awaitable[Principal]]:
+    """Return a dependency giving the caller :func:`admit` let through ``route``."""
+    if not ROUTE_ROLES[(method, route)]:
+        raise ValueError(f"{method} {route} is open: it has no caller to give")
+
+    async def check(request: Request) -> Principal:
+        return cast(Principal, admit(request, method, route))
 
     return check

@@ -9,6 +9,11 @@ unit (the declared UCUM unit, its display form, or one of the few conversions in
 (values outside it are artifacts and refused). Every problem is collected and
 reported by field path, so a caller fixes them all at once.
 
+A field path is names joined by dots, with list positions in brackets
+(``items[0].features.lactate``); a name that is not a plain ASCII identifier, such
+as a key a caller made up, is written as a JSON string in brackets
+(``features["a.b"]``), so :func:`split_path` reads every path back exactly.
+
 The checked values are kept in the declared unit: they are what the audit record
 stores and what a replay re-encodes. Encoding follows
 :class:`~clinical_mlops.modeling.preprocess.Preprocessor` exactly (median
@@ -17,7 +22,9 @@ imputation, one-hot over declared categories) with numpy only.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,7 +36,113 @@ from clinical_mlops.errors import InputInvalid
 from clinical_mlops.modeling.preprocess import Preprocessor
 from clinical_mlops.tasks.spec import Feature, TaskSpec
 
-__all__ = ["UNIT_CONVERSIONS", "CheckedInputs", "InputSchema", "is_text"]
+__all__ = [
+    "UNIT_CONVERSIONS",
+    "CheckedInputs",
+    "InputSchema",
+    "field_path",
+    "is_text",
+    "loads_json",
+    "split_path",
+]
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_SEGMENT = re.compile(r'\.?([A-Za-z_][A-Za-z0-9_]*)|\[([0-9]+)\]|\[("(?:[^"\\]|\\.)*")\]')
+
+
+def field_path(where: str, name: str) -> str:
+    """Return the path of key ``name`` inside ``where``: ``where.name``, or ``where["name"]``
+    when the name is not a plain ASCII identifier (dots, brackets, any digit or letter
+    outside ASCII), so the path reads back as the same key."""
+    if _NAME.match(name):
+        return f"{where}.{name}" if where else name
+    return f"{where}[{json.dumps(name)}]"
+
+
+def split_path(path: str) -> list[str | int]:
+    """Return the steps of a field path: names as text, ``[n]`` list positions as integers.
+
+    Only ASCII digits in brackets are positions. Text that does not follow the path form
+    is returned whole as one last step, never an error.
+    """
+    out: list[str | int] = []
+    at = 0
+    while at < len(path):
+        found = _SEGMENT.match(path, at)
+        if found is None or found.end() == at:
+            out.append(path[at:].lstrip("."))
+            break
+        name, index, quoted = found.groups()
+        if name is not None:
+            out.append(name)
+        elif index is not None:
+            out.append(int(index))
+        else:
+            try:
+                out.append(json.loads(quoted))
+            except ValueError:
+                out.append(path[at:])
+                break
+        at = found.end()
+    return out
+
+
+class _DuplicateKey(Exception):
+    """A JSON object in a request body names one key twice."""
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object's (key, value) pairs in order, kept to find a duplicated key."""
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _DuplicateKey
+    return out
+
+
+def _duplicate(value: Any, at: str) -> tuple[str, str] | None:
+    """Return (path, key) of the first key named twice in an object, outermost first."""
+    if isinstance(value, _Pairs):
+        seen: set[str] = set()
+        for key, _ in value:
+            if key in seen:
+                return field_path(at, key), key
+            seen.add(key)
+        for key, item in value:
+            found = _duplicate(item, field_path(at, key))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _duplicate(item, f"{at}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def loads_json(raw: bytes | str) -> Any:
+    """Return the JSON value of ``raw``, as ``json.loads`` reads it, refusing duplicate keys.
+
+    A JSON object naming a key twice is ambiguous: parsers keep one of the values (Python's
+    the last), so the checked inputs could differ from what the sender meant or what
+    another reader of the same text sees. Raises ``InputInvalid`` naming the key and where
+    it is, or ``ValueError`` for text that is not JSON.
+    """
+    try:
+        return json.loads(raw, object_pairs_hook=_unique)
+    except _DuplicateKey:
+        path, key = _duplicate(json.loads(raw, object_pairs_hook=_Pairs), "") or ("", "")
+        raise InputInvalid(
+            [
+                (
+                    path,
+                    f"key {key!r} appears more than once in this object; send each key once "
+                    "(which value a JSON reader keeps is not defined)",
+                )
+            ]
+        ) from None
 
 
 def is_text(value: object) -> bool:
@@ -125,7 +238,7 @@ class InputSchema:
                 else "is not a feature of this task"
             )
             problems.append(
-                (f"{where}.{name}", f"{why}; undeclared inputs are refused (R-P1), remove it")
+                (field_path(where, name), f"{why}; undeclared inputs are refused (R-P1), remove it")
             )
         values: dict[str, Any] = {}
         missing: list[str] = []

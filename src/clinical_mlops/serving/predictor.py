@@ -10,7 +10,8 @@ For every request, in this order:
    or a setting other than the spec's is refused with its reason;
 4. consent (R-P4): the subject's recorded consent must cover the stated purpose
    now; a refusal is a ``consent_refused`` ledger event;
-5. the live rollout decision for the site (``governance.rollout``): ``shadow`` and
+5. the live rollout decision for the site (``governance.rollout``), the site being the
+   requester's credential's (:meth:`Predictor.site_for`): ``shadow`` and
    ``silent`` releases are scored and logged but return nothing clinical; a
    suspended release returns the clinical baseline score, marked as a fallback,
    never an error; a site without a release is refused;
@@ -98,6 +99,7 @@ ESCALATE_ON: dict[str, str] = {
 }
 _SET_WORDS = {(True, False): ["no"], (False, True): ["yes"], (True, True): ["no", "yes"]}
 _REFUSAL_STATUS = {
+    "site_not_permitted": 403,
     "consent_not_granted": 403,
     "unknown_subject": 404,
     "outside_intended_use": 422,
@@ -528,11 +530,48 @@ class Predictor:
         return out
 
     # -- predicting --------------------------------------------------------------------------------
+    def site_for(
+        self, requested: str | None, sites: Sequence[str] | None
+    ) -> tuple[str, str | None]:
+        """Return the site a request is scored at and, when it is refused, why.
+
+        ``sites`` are the sites the requester's credential names, its home site first
+        (``()``: the credential names none, so the service's own site); None is a local
+        caller with the workspace in hand (the CLI), who may name any site. A request
+        naming no site is scored at the credential's home site. A request naming ``*``
+        or a site its credential does not name is refused: the site decides whether a
+        clinician sees the prediction, so it is never the caller's to choose.
+        """
+        if sites is None:
+            return requested or self.site, None
+        allowed = tuple(sites) or (self.site,)
+        if requested is None:
+            return allowed[0], None
+        if requested == "*":
+            return allowed[0], (
+                "site '*' is the rollout's wildcard, not a site; leave 'site' out: the site "
+                "comes from your credential"
+            )
+        if requested not in allowed:
+            return allowed[0], (
+                f"site {requested!r} is not one your credential names "
+                f"({', '.join(map(repr, allowed))}); leave 'site' out: the site comes from "
+                "your credential"
+            )
+        return requested, None
+
     def predict(
-        self, request: PredictionRequest, *, requester: str, explain: bool = True
+        self,
+        request: PredictionRequest,
+        *,
+        requester: str,
+        explain: bool = True,
+        sites: Sequence[str] | None = None,
     ) -> PredictionResult:
         """Return the result of one request (see :meth:`predict_many`)."""
-        return self.predict_many([request], requester=requester, explain=explain, where="")[0]
+        return self.predict_many(
+            [request], requester=requester, explain=explain, where="", sites=sites
+        )[0]
 
     def predict_many(
         self,
@@ -541,29 +580,41 @@ class Predictor:
         requester: str,
         explain: bool = True,
         where: str = "items",
+        sites: Sequence[str] | None = None,
     ) -> list[PredictionResult]:
         """Return one result per request, after writing their ledger entries in one transaction.
 
         Raises ``InputInvalid`` (nothing written) when any request's inputs fail the
         spec, ``DuplicateRequest`` when a request id was already served. Refusals
-        (unknown subject, outside intended use, no consent, no release at the site)
-        are results with ``status == "refused"`` and their own ledger entries; a patient
-        erased (by any process) is an unknown subject.
+        (a site the requester's credential does not name, unknown subject, outside
+        intended use, no consent, no release at the site) are results with
+        ``status == "refused"`` and their own ledger entries; a patient erased (by any
+        process) is an unknown subject. ``sites`` are the sites the requester's credential
+        names (see :meth:`site_for`).
         """
         if len(requests) < PAUSE_COLLECTOR_FROM:
-            return self._predict_erasure_safe(requests, requester, explain, where)
+            return self._predict_erasure_safe(requests, requester, explain, where, sites)
         with collector_paused():
-            return self._predict_erasure_safe(requests, requester, explain, where)
+            return self._predict_erasure_safe(requests, requester, explain, where, sites)
 
     def _predict_erasure_safe(
-        self, requests: Sequence[PredictionRequest], requester: str, explain: bool, where: str
+        self,
+        requests: Sequence[PredictionRequest],
+        requester: str,
+        explain: bool,
+        where: str,
+        sites: Sequence[str] | None,
     ) -> list[PredictionResult]:
         try:
-            return self._predict_many(requests, requester=requester, explain=explain, where=where)
+            return self._predict_many(
+                requests, requester=requester, explain=explain, where=where, sites=sites
+            )
         except SubjectErased:
             # A patient was erased between looking the batch's patients up and sealing their
             # records, so nothing was written; looked up again, they are unknown and refused.
-            return self._predict_many(requests, requester=requester, explain=explain, where=where)
+            return self._predict_many(
+                requests, requester=requester, explain=explain, where=where, sites=sites
+            )
 
     def _predict_many(
         self,
@@ -572,6 +623,7 @@ class Predictor:
         requester: str,
         explain: bool,
         where: str,
+        sites: Sequence[str] | None,
     ) -> list[PredictionResult]:
         if len(requests) > MAX_BATCH:
             raise InputInvalid([(where or "items", f"{len(requests)} requests exceed {MAX_BATCH}")])
@@ -622,8 +674,13 @@ class Predictor:
         known = subjects_with_consents(self.vault, identifiers=[r.subject_id for r in requests])
         spec = self.scorer(self.default).spec
         min_age, setting = spec.cohort.min_age, spec.cohort.setting
+        site_of: dict[int, str] = {}
         for i, r in enumerate(requests):
             subject, consent = known.get(r.subject_id, (None, []))
+            site_of[i], wrong_site = self.site_for(r.site, sites)
+            if wrong_site:
+                refuse(i, "site_not_permitted", wrong_site, subject)
+                continue
             if subject is None:
                 refuse(
                     i,
@@ -662,7 +719,7 @@ class Predictor:
                     subject,
                 )
                 continue
-            site = r.site or self.site
+            site = site_of[i]
             if site not in at_site:
                 decision, release = self.decision(site)
                 suspended = release is not None and self.status_of(release) == "suspended"
@@ -693,7 +750,7 @@ class Predictor:
             r = requests[i]
             context = {
                 "setting": r.setting,
-                "site": r.site or self.site,
+                "site": site_of[i],
                 "hours_since_admission": r.hours_since_admission,
             }
             if i not in cores:  # suspended: the safe fallback

@@ -10,16 +10,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from clinical_mlops.errors import PredictionNotFound
 from clinical_mlops.serving.auth import Principal
 from clinical_mlops.serving.cds_hooks import SERVICE_ID, card_for, discovery, seq_from_card_uuid
-from clinical_mlops.serving.deps import Service, require, service
+from clinical_mlops.serving.deps import GuardedRoute, Service, require, service
 from clinical_mlops.serving.fhir import observations_to_features
 from clinical_mlops.serving.oversight import record_override
 from clinical_mlops.serving.predictor import PredictionRequest
 
-router = APIRouter(tags=["cds-hooks"])
+router = APIRouter(tags=["cds-hooks"], route_class=GuardedRoute)
 
 
 class HookRequest(BaseModel):
     """A CDS Hooks call (patient-view)."""
+
+    model_config = ConfigDict(strict=True)
 
     hook: Literal["patient-view"]
     hookInstance: str = Field(min_length=1, max_length=128)
@@ -30,18 +32,20 @@ class HookRequest(BaseModel):
 
 
 class Coding(BaseModel):
+    model_config = ConfigDict(strict=True)
     system: str | None = None
     code: str
     display: str | None = None
 
 
 class OverrideReason(BaseModel):
+    model_config = ConfigDict(strict=True)
     reason: Coding | None = None
     userComment: str | None = Field(default=None, max_length=2000)
 
 
 class FeedbackItem(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     card: str
     outcome: Literal["accepted", "overridden"]
     overrideReason: OverrideReason | None = None
@@ -49,6 +53,7 @@ class FeedbackItem(BaseModel):
 
 
 class Feedback(BaseModel):
+    model_config = ConfigDict(strict=True)
     feedback: list[FeedbackItem] = Field(min_length=1, max_length=100)
 
 
@@ -84,10 +89,16 @@ async def cds_call(
 
         raise InputInvalid(
             [
-                (
-                    "context.patientId / prefetch.observations",
-                    "a patientId and an Observation Bundle are required",
+                (where, f"{what} is required")
+                for where, what, given in (
+                    ("context.patientId", "a patientId (text)", isinstance(patient, str)),
+                    (
+                        "prefetch.observations",
+                        "an Observation Bundle (object)",
+                        isinstance(observations, dict),
+                    ),
                 )
+                if not given
             ]
         )
     features, _ = observations_to_features(observations, spec)
@@ -97,10 +108,12 @@ async def cds_call(
         setting=spec.cohort.setting,
         features=features,
         request_id=f"cds-{body.hookInstance}",
-        site=who.site,
     )
     res = (
-        await svc.score(lambda: p.predict_many([req], requester=who.actor, where=""), single=True)
+        await svc.score(
+            lambda: p.predict_many([req], requester=who.actor, where="", sites=who.sites),
+            single=True,
+        )
     )[0]
     svc.metrics.observe_results([res])
     card = card_for(

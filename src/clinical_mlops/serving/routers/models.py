@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from clinical_mlops.serving.auth import Principal
-from clinical_mlops.serving.deps import Service, require, service
+from clinical_mlops.serving.deps import GuardedRoute, Service, require, service
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], route_class=GuardedRoute)
 
 
 @router.get("/v1/models", summary="Releases of the task, their status and where they run")
@@ -21,12 +21,17 @@ def models(
     return {"task": svc.predictor.task, "releases": svc.predictor.models()}
 
 
-@router.get("/v1/models/{release}/card", summary="The model card of a release (HTML)")
-def model_card(
-    release: str,
-    _: Annotated[Principal, Depends(require("GET", "/v1/models/{release}/card"))],
-    svc: Annotated[Service, Depends(service)],
-) -> HTMLResponse:
+@router.get(
+    "/v1/models/{release}/card",
+    summary="The model card of a release (HTML, open)",
+    response_class=HTMLResponse,
+)
+def model_card(release: str, svc: Annotated[Service, Depends(service)]) -> HTMLResponse:
+    """Open to any caller: CDS cards link here, and a clinician's browser sends no token.
+
+    The card describes the model (intended use, validation, limits) and holds no patient
+    data; it is the document a clinician must be able to read before relying on a score.
+    """
     scorer = svc.predictor.scorer(release)
     return HTMLResponse((scorer.bundle.path / "model_card.html").read_text(encoding="utf-8"))
 
@@ -48,7 +53,7 @@ def healthz(
     }
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
 def metrics(
     _: Annotated[Principal, Depends(require("GET", "/metrics"))],
     svc: Annotated[Service, Depends(service)],

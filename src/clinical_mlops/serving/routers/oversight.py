@@ -8,16 +8,16 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from clinical_mlops.serving.auth import Principal
-from clinical_mlops.serving.deps import Service, require, service
+from clinical_mlops.serving.deps import GuardedRoute, Service, require, service
 from clinical_mlops.serving.oversight import record_outcome, record_override
 
-router = APIRouter(tags=["oversight"])
+router = APIRouter(tags=["oversight"], route_class=GuardedRoute)
 
 
 class OverrideBody(BaseModel):
     """A clinician's one-step response to a shown prediction."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     prediction_id: int = Field(ge=0, description="The audit_seq returned with the prediction")
     action: Literal["accept", "override", "escalate"]
     reason_code: str | None = Field(default=None, description="A declared override reason code")
@@ -27,9 +27,9 @@ class OverrideBody(BaseModel):
 class OutcomeBody(BaseModel):
     """An observed outcome, linked to one or more predictions."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     prediction_ids: list[int] = Field(min_length=1, max_length=1000)
-    outcome: Literal[0, 1]
+    outcome: int = Field(ge=0, le=1, description="1 if the outcome occurred, else 0")
     observed_at: str | None = None
 
 

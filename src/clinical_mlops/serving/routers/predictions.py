@@ -2,34 +2,44 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from clinical_mlops.clock import utc_iso
 from clinical_mlops.serving.auth import Principal
-from clinical_mlops.serving.deps import Json, Service, require, service
+from clinical_mlops.serving.deps import (
+    GuardedRoute,
+    Json,
+    Service,
+    admit,
+    read_json,
+    require,
+    service,
+)
 from clinical_mlops.serving.fhir import observations_to_features, risk_assessment
 from clinical_mlops.serving.predictor import MAX_BATCH, PredictionRequest, PredictionResult
 
-router = APIRouter(tags=["predictions"])
+router = APIRouter(tags=["predictions"], route_class=GuardedRoute)
 
 
 class PredictItem(BaseModel):
     """One prediction request; ``features`` holds the task's inputs by name."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     request_id: str | None = Field(default=None, max_length=128)
     subject_id: str = Field(min_length=1, max_length=256, description="Patient identifier")
     purpose: str = Field(description="Why the prediction is asked for (consent purpose)")
     setting: str = Field(description="Care setting, e.g. icu")
-    site: str | None = Field(default=None, max_length=128)
+    site: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Leave out: the rollout site comes from the credential. A system key "
+        "declared for several sites may name one of them; any other site is refused (403)",
+    )
     hours_since_admission: float | None = None
     features: dict[str, Any] = Field(
         description='Value in the declared unit, or {"value": ..., "unit": ...}; null if not measured'
@@ -39,19 +49,19 @@ class PredictItem(BaseModel):
 class PredictBatch(BaseModel):
     """A batch of requests scored and audited in one transaction."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     items: list[PredictItem] = Field(min_length=1, max_length=MAX_BATCH)
     explain: bool = True
 
 
-def _request(item: PredictItem, who: Principal) -> PredictionRequest:
+def _request(item: PredictItem) -> PredictionRequest:
     return PredictionRequest(
         subject_id=item.subject_id,
         purpose=item.purpose,
         setting=item.setting,
         features=item.features,
         request_id=item.request_id,
-        site=item.site or who.site,
+        site=item.site,
         hours_since_admission=item.hours_since_admission,
     )
 
@@ -73,30 +83,33 @@ async def predict(
     svc: Service = request.app.state.service
     predictor = svc.predictor
     if isinstance(body, PredictItem):
-        one = [_request(body, who)]
+        one = [_request(body)]
         results = await svc.score(
-            lambda: predictor.predict_many(one, requester=who.actor, where=""), single=True
+            lambda: predictor.predict_many(one, requester=who.actor, where="", sites=who.sites),
+            single=True,
         )
         svc.metrics.observe_results(results)
         return _single(results[0])
-    many = [_request(i, who) for i in body.items]
+    many = [_request(i) for i in body.items]
     results = await svc.score(
-        lambda: predictor.predict_many(many, requester=who.actor, explain=body.explain),
+        lambda: predictor.predict_many(
+            many, requester=who.actor, explain=body.explain, sites=who.sites
+        ),
         single=False,
     )
     svc.metrics.observe_results(results)
     return Json(content={"results": [r.to_json() for r in results]})
 
 
-class _PredictRoute(APIRoute):
+class _PredictRoute(GuardedRoute):
     """``POST /v1/predict``, with a short way through for the request nearly every client sends.
 
-    A body sent as ``application/json`` that parses and validates goes straight to
-    :func:`predict`, with the caller the route's own dependency (:data:`_caller`) returns for
-    the request's headers: what FastAPI's general request handling does, without its work of
-    resolving the endpoint's signature on every request. Anything else — another content
-    type, a body that does not parse or validate, dependency overrides — goes the general
-    way, so every error is FastAPI's own; credentials are checked on both ways alike.
+    The caller is admitted first, from the headers, as on every route. A body sent as
+    ``application/json`` that parses and validates then goes straight to :func:`predict`:
+    what FastAPI's general request handling does, without its work of resolving the
+    endpoint's signature on every request. Anything else — another content type, a body
+    that does not parse or validate, dependency overrides — goes the general way, so every
+    error is FastAPI's own.
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -106,21 +119,19 @@ class _PredictRoute(APIRoute):
             return general
 
         async def handler(request: Request) -> Response:
-            headers = request.headers
+            who = admit(request, "POST", "/v1/predict")
             if (
-                headers.get("content-type") != "application/json"
-                or MAX_BODY_SIZE_SCOPE_KEY in request.scope
+                who is None
+                or request.headers.get("content-type") != "application/json"
                 or getattr(overrides, "dependency_overrides", None)
             ):
                 return await general(request)
-            try:
-                value = json.loads(await request.body())  # as Request.json() parses it
-            except Exception:
+            value = await read_json(request)
+            if value is None:
                 return await general(request)
             body, errors = field.validate(value, {}, loc=("body",))
-            if errors or value is None:
+            if errors:
                 return await general(request)
-            who = await _caller(request, headers.get("authorization"), headers.get("x-api-key"))
             return await predict(body, who, request)
 
         return handler
@@ -138,7 +149,7 @@ router.add_api_route(
 class FhirPredict(BaseModel):
     """A FHIR Bundle of Observations for one patient, with the request's purpose and setting."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     subject_id: str = Field(min_length=1, max_length=256)
     purpose: str
     setting: str
@@ -163,13 +174,13 @@ async def predict_fhir(
         setting=body.setting,
         features=features,
         request_id=body.request_id,
-        site=who.site,
         hours_since_admission=body.hours_since_admission,
     )
     predictor = svc.predictor
     res = (
         await svc.score(
-            lambda: predictor.predict_many([req], requester=who.actor, where=""), single=True
+            lambda: predictor.predict_many([req], requester=who.actor, where="", sites=who.sites),
+            single=True,
         )
     )[0]
     svc.metrics.observe_results([res])
