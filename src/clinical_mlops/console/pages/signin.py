@@ -1,4 +1,9 @@
-"""Sign in, sign out, and the landing page of each role."""
+"""Sign in, sign out, and the landing page of each role.
+
+A sign-in from a client address that must wait (:mod:`clinical_mlops.console.throttle`)
+is answered 429 with ``Retry-After``, its password unchecked; a wrong name or password
+is 401 with the same words for both.
+"""
 
 from __future__ import annotations
 
