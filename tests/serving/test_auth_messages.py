@@ -76,7 +76,7 @@ CASES = {
     ),
     "another issuer": (
         jwt.encode(_claims(iss="elsewhere"), SERVICE_KEY, algorithm="EdDSA"),
-        "the token is from another issuer; this service accepts 'hospital-idp'",
+        "the token was issued by another issuer; this service accepts 'hospital-idp'",
     ),
     "no exp": (
         jwt.encode(

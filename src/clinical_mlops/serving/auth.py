@@ -200,10 +200,10 @@ class AuthConfig:
             ) from None
         except jwt.InvalidIssuerError:
             raise NotAuthenticated(
-                f"the token is from another issuer; this service accepts {self.issuer!r}"
+                f"the token was issued by another issuer; this service accepts {self.issuer!r}"
             ) from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise NotAuthenticated(f"the token has no {exc.claim!r} claim") from None
+        except jwt.ExpiredSignatureError:
+            raise NotAuthenticated("the token has expired; obtain a new one") from None
         except jwt.PyJWTError as exc:
             # PyJWT's own messages can carry library internals (object reprs, key classes):
             # the caller gets a fixed sentence for the kind of failure instead.
@@ -254,8 +254,8 @@ class AuthConfig:
 def _why_not(exc: Exception, algorithms: list[str]) -> str:
     """Return what is wrong with a token that failed verification, in fixed words."""
     accepted = ", ".join(algorithms)
-    if isinstance(exc, jwt.ExpiredSignatureError):
-        return "the token has expired; obtain a new one"
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"the token has no {exc.claim!r} claim"
     if isinstance(exc, jwt.ImmatureSignatureError):
         return "the token is not valid yet (its nbf or iat is in the future)"
     if isinstance(exc, jwt.InvalidSignatureError):
