@@ -33,7 +33,12 @@ INTERNALS = re.compile(r"<|object at|0x[0-9a-f]{6,}|generator|PublicKey|Algorith
 
 def _claims(**kw: Any) -> dict[str, Any]:
     now = int(time.time())
-    return {"sub": "dr.t", "aud": "clinical-mlops", "exp": now + 60, "roles": ["clinician"]} | kw
+    return {
+        "sub": "dr.t",
+        "aud": "clinical-mlops",
+        "exp": now + 30 * 86400,
+        "roles": ["clinician"],
+    } | kw
 
 
 def _config() -> AuthConfig:
@@ -88,7 +93,9 @@ CASES = {
     ),
     "not valid yet": (
         jwt.encode(
-            _claims(iss="hospital-idp", nbf=int(time.time()) + 3600), SERVICE_KEY, algorithm="EdDSA"
+            _claims(iss="hospital-idp", nbf=int(time.time()) + 7 * 86400),
+            SERVICE_KEY,
+            algorithm="EdDSA",
         ),
         "the token is not valid yet (its nbf or iat is in the future)",
     ),
