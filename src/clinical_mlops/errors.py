@@ -77,7 +77,8 @@
     -- console --
     └── ConsoleError
         ├── ConsoleUserInvalid         a console user name, role or password that is not acceptable
-        ├── SessionExpired             a console session past its expiry (sign in again)
+        ├── SessionExpired             a console session expired, signed out, or older than a password change
+        ├── SignInThrottled            too many failed sign-ins from an address, or for a name from it
         └── FormTokenInvalid           a form post without a valid one-time token (forged or replayed)
 
 Every message says what is wrong, where (table, column, rows or spec field) and,
@@ -140,6 +141,7 @@ __all__ = [
     "ServiceConfigInvalid",
     "ServingError",
     "SessionExpired",
+    "SignInThrottled",
     "SnapshotNotFound",
     "SourceInvalid",
     "SpecError",
@@ -471,7 +473,15 @@ class ConsoleUserInvalid(ConsoleError):
 
 
 class SessionExpired(ConsoleError):
-    """A console session past its expiry or signed out; sign in again."""
+    """A console session past its expiry, signed out, or older than its user's password; sign in again."""
+
+
+class SignInThrottled(ConsoleError):
+    """A sign-in refused unchecked after too many failures; ``retry_after`` is the wait in seconds."""
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class FormTokenInvalid(ConsoleError):

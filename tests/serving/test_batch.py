@@ -132,13 +132,25 @@ def test_a_failure_part_way_keeps_the_results_already_audited(
 
     monkeypatch.setattr(Predictor, "predict_many", flaky)
     out = tmp_path / "out.jsonl"
-    with pytest.raises(ServingError, match="from line 11") as caught:
+    with pytest.raises(ServingError, match="before line 11 are recorded") as caught:
         score_file(served["ws"], source, out, requester="t")
-    assert "disk full" in str(caught.value)
+    assert "disk full" in str(caught.value) and "run the same command again" in str(caught.value)
     kept = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     assert [r["line"] for r in kept] == list(range(1, 11))
     with Ledger.open(served["ws"]) as led:
         assert all(led.read(r["audit_seq"]).entry.type == "inference" for r in kept)
+    # once the store is back, the same command finishes the file: the first ten are not
+    # scored again, and their results are the ones they were given
+    monkeypatch.setattr(Predictor, "predict_many", real)
+    before = _ledger_size(served)
+    summary = score_file(served["ws"], source, out, requester="t")
+    assert summary.rows == 25 and summary.resumed == 10
+    final = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["line"] for r in final] == list(range(1, 26))
+    assert [{k: v for k, v in r.items() if k != "resumed"} for r in final[:10]] == kept
+    assert all(r["resumed"] for r in final[:10]) and not any("resumed" in r for r in final[10:])
+    assert _ledger_size(served) - before == 15 + sum(r["escalated"] for r in final[10:])
+    assert not list(tmp_path.glob(".out.jsonl*"))  # no run record, lock or temporary file left
 
 
 def test_score_command(

@@ -108,7 +108,7 @@ def user_add(
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Add a console user (or replace one), asking for the password.
+    """Add a console user (or replace one, ending their open sessions), asking for the password.
 
     The password is never an argument (it would land in shell history and process
     lists): it is prompted for twice, or read from standard input. At least 12
@@ -126,6 +126,31 @@ def user_add(
         print_json(user.to_json())
     else:
         err_console.print(f"console user {user.name} with roles {', '.join(user.roles)}")
+
+
+@user_app.command("password")
+def user_password(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--password-stdin", help="Read the password from the first line of standard input."
+        ),
+    ] = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Give a console user a new password; every session they have open ends.
+
+    Roles and site are kept. The sessions end in every running console at their next
+    request, signed in before the change from whatever browser. The password is
+    prompted for twice, or read from standard input.
+    """
+    from clinical_mlops.console.users import UserDirectory
+
+    user = UserDirectory.open(workspace_from(workspace)).set_password(
+        name, _read_password(password_stdin)
+    )
+    err_console.print(f"new password for console user {user.name}; their open sessions have ended")
 
 
 @user_app.command("list")
@@ -148,7 +173,10 @@ def user_remove(
     name: Annotated[str, typer.Argument(help="User name.")],
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Remove a console user; their open sessions stop working at the next request."""
+    """Remove a console user; their open sessions end at their next request.
+
+    Adding the same name again later does not bring those sessions back.
+    """
     from clinical_mlops.console.users import UserDirectory
 
     UserDirectory.open(workspace_from(workspace)).remove(name)

@@ -45,7 +45,9 @@ def score_command(
     Each request passes the guards it would over HTTP (inputs, intended use, consent,
     rollout) and gets its own ledger entry. The whole file is checked first: a bad line
     refuses the file, naming the line and field, with nothing scored. Results are written
-    in input order, each with its line number, once all are in.
+    in input order, each with its line number, once all are in. If a run stops part way
+    (killed, or an error), the same command resumes it: requests already recorded are
+    written from the ledger, not scored twice, and the count is shown.
     """
     from clinical_mlops.cli.data import progress_bar
     from clinical_mlops.serving.batch import score_file
@@ -72,8 +74,19 @@ def score_command(
         print_json(result)
         return
     counts = ", ".join(f"{n} {s}" for s, n in result["by_status"].items() if n)
+    if result["resumed"]:
+        err_console.print(
+            f"resumed: {result['resumed']} of the {result['rows']} requests were already "
+            "recorded by an earlier run of this file; their results were written from the "
+            "ledger, not scored again"
+        )
+    if result["removed_temporary"]:
+        err_console.print(
+            f"removed {result['removed_temporary']} temporary output file(s) left by the "
+            "interrupted run"
+        )
     err_console.print(
-        f"scored {result['rows']} requests ({counts}; {result['escalated']} escalated) "
-        f"in {result['seconds']} s "
+        f"{result['rows']} results ({counts}; {result['escalated']} escalated), "
+        f"{result['scored_now']} scored now in {result['seconds']} s "
         f"({result['rows_per_second']} rows/s while scoring); results in {result['output']}"
     )

@@ -23,9 +23,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clinical_mlops import __version__
 from clinical_mlops.clock import Clock, SystemClock
-from clinical_mlops.console.deps import Console, LoginThrottle, Viewer, console, render, signed_in
+from clinical_mlops.console.deps import Console, Viewer, console, render, signed_in
 from clinical_mlops.console.formatting import FILTERS
 from clinical_mlops.console.session import DEFAULT_MAX_AGE, SessionManager, session_secret
+from clinical_mlops.console.throttle import LoginThrottle
 from clinical_mlops.console.users import UserDirectory
 from clinical_mlops.errors import (
     AlertNotFound,

@@ -9,6 +9,7 @@ route to approvals, suspension, rollback, reviews, incidents or the audit search
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -20,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 
 from clinical_mlops.clock import Clock
 from clinical_mlops.console.session import COOKIE, Session, SessionManager
+from clinical_mlops.console.throttle import LoginThrottle
 from clinical_mlops.console.users import ConsoleUser, UserDirectory
 from clinical_mlops.errors import NotAuthenticated, NotAuthorised, SessionExpired
 from clinical_mlops.ledger import Ledger
@@ -31,7 +33,6 @@ __all__ = [
     "PAGE_ROLES",
     "PUBLIC_ROUTES",
     "Console",
-    "LoginThrottle",
     "Viewer",
     "console",
     "home_of",
@@ -104,33 +105,6 @@ HOME: tuple[tuple[str, str], ...] = (
 )
 
 
-class LoginThrottle:
-    """Refuses a user name for 15 minutes after 5 failed sign-ins within 15 minutes."""
-
-    def __init__(self, clock: Clock, *, attempts: int = 5, window: float = 900.0):
-        self.clock, self.attempts, self.window = clock, attempts, window
-        self._failures: dict[str, list[float]] = {}
-
-    def _recent(self, name: str) -> list[float]:
-        now = self.clock.now().timestamp()
-        kept = [t for t in self._failures.get(name, []) if now - t < self.window]
-        self._failures[name] = kept
-        return kept
-
-    def check(self, name: str) -> None:
-        if len(self._recent(name)) >= self.attempts:
-            raise NotAuthenticated(
-                f"too many failed sign-ins for {name!r}; wait {int(self.window // 60)} minutes "
-                "or ask an administrator"
-            )
-
-    def failed(self, name: str) -> None:
-        self._recent(name).append(self.clock.now().timestamp())
-
-    def succeeded(self, name: str) -> None:
-        self._failures.pop(name, None)
-
-
 @dataclass
 class Console:
     """The state of one console app."""
@@ -182,12 +156,21 @@ class Viewer:
 
 
 def signed_in(request: Request, state: Console) -> tuple[ConsoleUser, Session]:
-    """Return the user and session of ``request``; ``SessionExpired`` when there is none."""
+    """Return the user and session of ``request``; ``SessionExpired`` when there is none.
+
+    The user is read from the user file on every request, so a password changed or a
+    user removed by another process (``clinical-mlops console user ...``) ends the
+    session here at once.
+    """
     session = state.sessions.load(request.cookies.get(COOKIE))
     try:
         user = state.users.get(session.user)
     except NotAuthenticated:
         raise SessionExpired(f"the user {session.user!r} no longer exists; sign in again") from None
+    if not hmac.compare_digest(session.tag, user.session_tag):
+        raise SessionExpired(
+            f"the password of {user.name!r} was changed since this session began; sign in again"
+        )
     return user, session
 
 

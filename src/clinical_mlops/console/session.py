@@ -1,8 +1,11 @@
 """Console sessions and one-time form tokens.
 
 A session is a cookie signed with ``itsdangerous`` (HMAC-SHA-256) holding the user
-name, a random session id and the issue time; it expires ``max_age`` seconds after
-sign-in. The signing secret is 32 random bytes kept in ``console/session-key.json``
+name, a random session id, the issue time and the user's session tag (which changes
+with their password, see :mod:`clinical_mlops.console.users`); it expires ``max_age``
+seconds after sign-in, and ends earlier when the password changes or the user is
+removed, in every console process, because the tag is checked against the user file
+on each request. The signing secret is 32 random bytes kept in ``console/session-key.json``
 *wrapped* by the workspace key provider (local keyring or Vault), so no secret is a
 constant in the code and rotating the provider's wrap key keeps sessions readable.
 
@@ -67,11 +70,12 @@ def session_secret(workspace: Any) -> bytes:
 
 @dataclass(frozen=True)
 class Session:
-    """A signed-in session: who, its id, and when it was issued (UNIX seconds)."""
+    """A signed-in session: who, its id, when it was issued (UNIX seconds), under which tag."""
 
     user: str
     sid: str
     issued: float
+    tag: str = ""
 
 
 def _duration(seconds: int) -> str:
@@ -136,9 +140,9 @@ class SessionManager:
         self._used = _Expiring(self.clock)
 
     # -- sessions ------------------------------------------------------------------------
-    def issue(self, user: str) -> str:
-        """Return a new signed session cookie value for ``user``."""
-        return self._sessions.dumps({"u": user, "sid": secrets.token_urlsafe(16)})
+    def issue(self, user: str, *, tag: str) -> str:
+        """Return a new signed session cookie value for ``user`` under their session ``tag``."""
+        return self._sessions.dumps({"u": user, "sid": secrets.token_urlsafe(16), "g": tag})
 
     def load(self, cookie: str | None) -> Session:
         """Return the session in ``cookie``; ``SessionExpired`` when absent, invalid or old."""
@@ -153,7 +157,12 @@ class SessionManager:
             ) from None
         except BadSignature:
             raise SessionExpired("the session cookie does not verify; sign in again") from None
-        session = Session(user=str(data["u"]), sid=str(data["sid"]), issued=issued.timestamp())
+        session = Session(
+            user=str(data["u"]),
+            sid=str(data["sid"]),
+            issued=issued.timestamp(),
+            tag=str(data.get("g", "")),
+        )
         if session.sid in self._ended:
             raise SessionExpired("you signed out of this session; sign in again")
         return session

@@ -10,6 +10,12 @@ The directory is one JSON file, ``console/users.json`` (mode 0600), written
 atomically. Passwords are stored only as ``hashlib.scrypt`` hashes (N=2^14, r=8,
 p=1, 16-byte random salt) and compared in constant time; an unknown user costs
 the same hash as a known one, so timing does not reveal who exists.
+
+Each user's :attr:`ConsoleUser.session_tag` is derived from their stored hash, which
+gets a fresh salt whenever the password is set. A session carries the tag it was
+issued under and is checked against the file on every request, so changing a
+password, or removing a user (even re-adding the same name), ends every session of
+that user in every console process at its next request.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import re
 import secrets
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -89,14 +95,25 @@ def verify_password(password: str, stored: str) -> bool:
 _DUMMY = hash_password(secrets.token_urlsafe(24))
 
 
+def _session_tag(stored: str) -> str:
+    """Return the credential generation of a stored hash: it changes with every password set."""
+    digest = hashlib.sha256(b"clinical-mlops/console-session-tag/v1\0" + stored.encode())
+    return digest.hexdigest()[:32]
+
+
 @dataclass(frozen=True)
 class ConsoleUser:
-    """A console user (never carries the password hash out of the directory)."""
+    """A console user (never carries the password hash out of the directory).
+
+    ``session_tag`` names the user's current password (a one-way digest of its salted
+    hash, not the hash): sessions issued under another tag are no longer accepted.
+    """
 
     name: str
     roles: tuple[str, ...]
     site: str | None = None
     created: str | None = None
+    session_tag: str = field(default="", repr=False, compare=False)
 
     @property
     def actor(self) -> str:
@@ -199,8 +216,27 @@ class UserDirectory:
             self._write(users)
         return self.get(name)
 
+    def set_password(self, name: str, password: str) -> ConsoleUser:
+        """Return the user after giving ``name`` a new password; roles and site are kept.
+
+        Every open console session of the user ends at its next request. Raises
+        ``ConsoleUserInvalid`` for an unknown user or a password shorter than
+        :data:`MIN_PASSWORD_LENGTH` characters.
+        """
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise ConsoleUserInvalid(
+                f"the password for {name!r} is shorter than {MIN_PASSWORD_LENGTH} characters"
+            )
+        with _LOCK:
+            users = self._read()
+            if name not in users:
+                raise ConsoleUserInvalid(f"no console user {name!r}")
+            users[name] = users[name] | {"password": hash_password(password)}
+            self._write(users)
+        return self.get(name)
+
     def remove(self, name: str) -> None:
-        """Remove ``name``; ``ConsoleUserInvalid`` when there is no such user."""
+        """Remove ``name`` (their open sessions end); ``ConsoleUserInvalid`` when there is none."""
         with _LOCK:
             users = self._read()
             if name not in users:
@@ -218,6 +254,7 @@ class UserDirectory:
             roles=tuple(r for r in entry["roles"] if r in ROLES),
             site=entry.get("site"),
             created=entry.get("created"),
+            session_tag=_session_tag(str(entry.get("password", ""))),
         )
 
     def list(self) -> list[ConsoleUser]:

@@ -83,7 +83,7 @@ _SCALAR_HELP: dict[str, str] = {
     "override_rate": "Overrides per prediction shown over the override look-back",
     "overrides_lookback": "Overrides in the override look-back",
     "shown_lookback": "Predictions shown to clinicians in the override look-back",
-    "hours_since_override": "Hours since the last override",
+    "hours_since_override": "Hours in service since the last override (or the period's start)",
     "shown_zero_window": "Predictions shown over the zero-override span",
     "alert_rate": "Stays above the operating threshold per 100 over the alert-volume look-back",
     "alert_volume_ratio": "Alert rate divided by the validated alert rate",

@@ -9,7 +9,7 @@ Bad input is handled by documented rules in :func:`link_outcomes`, never by a cr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +27,7 @@ __all__ = [
     "iso",
     "link_outcomes",
     "read_ledger_records",
+    "service_periods",
 ]
 
 
@@ -307,3 +308,62 @@ def read_ledger_records(
         "overrides": OverrideRecords.build(seq=ov_seq, time=ov_t, action=ov_a),
         "unreadable": unreadable,
     }
+
+
+#: the registry's ledger events that start or end a release's service somewhere
+SERVICE_EVENTS = ("deployment", "rollout_change", "status_change")
+
+
+def service_periods(
+    ledger: Any, *, tasks: Mapping[str, str], until: datetime | None = None
+) -> dict[str, list[tuple[float, float | None]]]:
+    """Return, per release, the periods (epoch start, end or None) it was served at some site.
+
+    Replays the registry's ledger events in order, as the registry applies them to
+    its rollout table: a ``deployment`` (promotion to approved, or rollback) makes
+    the release serve every site not piloting another and stops the release it
+    replaced everywhere; a ``rollout_change`` serves it at one site in place of
+    whatever ran there; retirement stops it everywhere. A suspended release stays
+    in service (it serves its clinical-baseline fallback). ``tasks`` maps each
+    release to its task (sites belong to a task); events of releases not in it are
+    skipped. Events after ``until`` are not read.
+    """
+    from clinical_mlops.ledger.store import entries
+
+    query = sa.select(entries.c.seq, entries.c.type, entries.c.time).where(
+        entries.c.type.in_(SERVICE_EVENTS)
+    )
+    if until is not None:
+        query = query.where(entries.c.time <= iso(until.timestamp()))
+    with ledger.store.engine.connect() as conn:
+        rows = conn.execute(query.order_by(entries.c.seq)).all()
+    sites: dict[str, dict[str, str]] = {}  # task -> site -> release
+    periods: dict[str, list[tuple[float, float | None]]] = {}
+    for seq, kind, when in rows:
+        view = ledger.read(int(seq))
+        p = view.payload or {}
+        release = str(p.get("release"))
+        task = tasks.get(release)
+        if task is None:
+            continue
+        at_site = sites.setdefault(task, {})
+        before = set(at_site.values())
+        if kind == "deployment":
+            previous = p.get("previous")
+            if previous and previous != release:
+                for site in [s for s, r in at_site.items() if r == previous]:
+                    del at_site[site]
+            at_site["*"] = release
+        elif kind == "rollout_change":
+            at_site[str(p.get("site"))] = release
+        elif p.get("to_status") == "retired":
+            for site in [s for s, r in at_site.items() if r == release]:
+                del at_site[site]
+        after = set(at_site.values())
+        t = epoch(str(when))
+        for started in sorted(after - before):
+            periods.setdefault(started, []).append((t, None))
+        for stopped in sorted(before - after):
+            begin, _ = periods[stopped][-1]
+            periods[stopped][-1] = (begin, t)
+    return periods

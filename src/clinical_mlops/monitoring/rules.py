@@ -30,8 +30,10 @@ fairness_gap           fairness  a subgroup fell behind the population since val
                                  than ``thresholds.subgroup_auroc_gap`` (lower confidence bound)
 override_rate_high     workflow  overrides / predictions shown over the look-back >=
                                  ``max_override_rate``
-override_rate_zero     workflow  no override for ``zero_override_days`` while at least
-                                 ``zero_override_min_shown`` predictions were shown
+override_rate_zero     workflow  no override for ``zero_override_days`` of the release's time
+                                 in service (since its last override, or the period's start)
+                                 while at least ``zero_override_min_shown`` predictions were
+                                 shown in the last ``zero_override_days``
 alert_volume           workflow  the share of stays above the operating threshold is outside
                                  ``alert_volume_band`` times the validated share
 =====================  ========  ==============================================================
@@ -325,8 +327,8 @@ def firings(q: dict[str, Any], ctx: RuleContext) -> list[Firing]:
                 since,
                 24 * m.zero_override_days,
                 "above",
-                f"Workflow: no override in {since / 24:.1f} days while {int(shown_zero)} "
-                "predictions were shown (possible automation bias)",
+                f"Workflow: no override in {since / 24:.1f} days in service while "
+                f"{int(shown_zero)} predictions were shown (possible automation bias)",
             )
         )
     ratio = _num(q, "alert_volume_ratio")

@@ -14,6 +14,9 @@ counted again.
 Outcomes and overrides are read from the whole ledger up to ``until`` (an
 outcome may arrive long after its prediction); inference records from ``since``.
 The default period is the last 14 days, so the stream detectors have history.
+When each release was in service comes from the registry's deployment, rollout and
+retirement events in the ledger (:func:`~clinical_mlops.monitoring.records.service_periods`):
+the zero-override rule counts only time in service, never the period's length.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from clinical_mlops.monitoring.escalation import (
     escalated_through,
     take_action,
 )
-from clinical_mlops.monitoring.records import epoch, read_ledger_records
+from clinical_mlops.monitoring.records import epoch, read_ledger_records, service_periods
 from clinical_mlops.monitoring.windows import Monitor, MonitorReference, WindowResult
 from clinical_mlops.workspace import Workspace
 
@@ -164,6 +167,7 @@ def run_monitor(
         AlertStore(workspace, clock=clock) as store,
     ):
         records = read_ledger_records(led, since=since, until=until)
+        served = service_periods(led, tasks={r.version: r.task for r in reg.list()}, until=until)
         if records["unreadable"]:
             summary["notes"].append(
                 f"{records['unreadable']} erased or purged records could not be read and were left out"
@@ -185,6 +189,9 @@ def run_monitor(
                 records["overrides"],
                 start=math.floor(since.timestamp() / w) * w,
                 end=math.floor(until.timestamp() / w) * w,
+                # with no registry event for the release, its first record here is the
+                # earliest its service is known to have started
+                in_service=served.get(release) or [(float(inf.time.min()), None)],
             )
             stored = store_windows(store.engine, release, run.windows)
             opened, repeated, actions = [], 0, []

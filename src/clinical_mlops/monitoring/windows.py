@@ -22,8 +22,12 @@ because a handful of stays makes no distribution):
   (2,000) that arrived no more than ``outcome_max_age_days`` ago, recomputed once
   at least 2.5 % of the window (50 outcomes) is new, carried forward otherwise;
 * override rate — the last ``override_lookback_hours`` (24 h); zero overrides — the
-  last ``zero_override_days`` (7 d); alert volume — the last
-  ``alert_volume_lookback_hours`` (24 h).
+  time the release was *in service* since its last override (or since the period's
+  start), which must reach ``zero_override_days`` (7 d), with the predictions shown in
+  the last ``zero_override_days``; alert volume — the last ``alert_volume_lookback_hours``
+  (24 h). Zero overrides is the one rule that fires on an absence, so it is the one
+  that counts service time: a release live for an hour has had no chance to be
+  overridden for a week, however long the period looked back over.
 
 A window with no new prediction, outcome or override is *idle*: it repeats the
 figures of the last active window and raises nothing.
@@ -34,6 +38,7 @@ from __future__ import annotations
 import math
 import time as _time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -252,12 +257,15 @@ class Monitor:
         start: float | None = None,
         end: float | None = None,
         keep_windows: bool = True,
+        in_service: Sequence[tuple[float, float | None]] | None = None,
     ) -> MonitorRun:
         """Return every window from ``start`` to ``end`` (epoch seconds) with its quantities and signals.
 
         Defaults: from the first record's window to the window holding the last
         record, outcome or override. With ``keep_windows=False`` only windows that
-        raised a signal are kept (long simulations).
+        raised a signal are kept (long simulations). ``in_service`` lists the periods
+        (epoch start, end or None while it lasts) the release was in service; the
+        zero-override rule counts only that time. None: in service throughout.
         """
         started = _time.perf_counter()
         outcomes = outcomes or OutcomeRecords.empty()
@@ -270,7 +278,7 @@ class Monitor:
         start = math.floor(first / w) * w if start is None else start
         end = (math.floor(last / w) + 1) * w if end is None else end
         ends = np.arange(start + w, end + w / 2, w)
-        state = _State(self, inferences, linked, overrides, start)
+        state = _State(self, inferences, linked, overrides, start, in_service)
         windows: list[WindowResult] = []
         signals: list[AlertSignal] = []
         recent: deque[tuple[str, dict[str, Any]]] = deque(maxlen=_SERIES_WINDOWS)
@@ -338,12 +346,18 @@ class _State:
         linked: LinkedOutcomes,
         overrides: OverrideRecords,
         start: float,
+        in_service: Sequence[tuple[float, float | None]] | None = None,
     ):
         self.m = monitor
         cfg = monitor.cfg
         self.inf = inf
         self.linked = linked
         self.start = start
+        self.in_service = (
+            None
+            if in_service is None
+            else [(float(a), math.inf if b is None else float(b)) for a, b in in_service]
+        )
         self.t = inf.time
         self.p = inf.probability
         standard: dict[str, np.ndarray] = {}
@@ -468,6 +482,12 @@ class _State:
             q[f"outcomes_{reason}"] = self._idx(arr, e)
         return q
 
+    def _service_seconds(self, a: float, e: float) -> float:
+        """Return the seconds between ``a`` and ``e`` during which the release was in service."""
+        if self.in_service is None:
+            return e - a
+        return sum(max(0.0, min(end, e) - max(begin, a)) for begin, end in self.in_service)
+
     def _data_drift(self, q: dict[str, Any], lo: int, hi: int) -> None:
         st = self.block.stats(lo, hi)
         n_all = hi - lo
@@ -583,7 +603,7 @@ class _State:
         q["override_rate"] = overrides / shown if shown else None
         k = self._idx(self.override_t, e)
         last = self.override_t[k - 1] if k else self.start
-        q["hours_since_override"] = (e - last) / 3600.0
+        q["hours_since_override"] = self._service_seconds(float(last), e) / 3600.0
         zlo = self._idx(self.t, e - 86400.0 * cfg.zero_override_days)
         q["shown_zero_window"] = int(self.shown_cum[hi] - self.shown_cum[zlo])
         alo = self._idx(self.t, e - 3600.0 * cfg.alert_volume_lookback_hours)

@@ -256,7 +256,9 @@ class AuthConfig:
         except jwt.ExpiredSignatureError:
             raise NotAuthenticated("the token has expired; obtain a new one") from None
         except jwt.PyJWTError as exc:
-            raise NotAuthenticated(f"the token does not verify ({exc})") from None
+            # PyJWT's own messages can carry library internals (object reprs, key classes):
+            # the caller gets a fixed sentence for the kind of failure instead.
+            raise NotAuthenticated(_why_not(exc, self.algorithms)) from None
         claimed = claims.get("roles")
         if not isinstance(claimed, list) or not all(isinstance(r, str) for r in claimed):
             raise NotAuthenticated("the token carries no 'roles' list")
@@ -301,6 +303,29 @@ class AuthConfig:
         if site:
             claims["site"] = site
         return jwt.encode(claims, self.key, algorithm="HS256")
+
+
+def _why_not(exc: Exception, algorithms: list[str]) -> str:
+    """Return what is wrong with a token that failed verification, in fixed words."""
+    accepted = ", ".join(algorithms)
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"the token has no {exc.claim!r} claim"
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return "the token is not valid yet (its nbf or iat is in the future)"
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "the token's signature does not verify with this service's key"
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return f"the token's signing algorithm is not accepted here (accepted: {accepted})"
+    if isinstance(exc, jwt.InvalidKeyError):
+        return (
+            "the token's signing algorithm does not fit this service's key "
+            f"(accepted: {accepted}, with the key type the service holds)"
+        )
+    if isinstance(exc, jwt.DecodeError):
+        return "the token is not a well-formed JWT (header.claims.signature, base64url)"
+    if isinstance(exc, jwt.InvalidIssuedAtError):
+        return "the token's iat claim is not a time"
+    return "the token does not verify"
 
 
 def authorise(principal: Principal, *, allowed: tuple[str, ...], route: str) -> Principal:

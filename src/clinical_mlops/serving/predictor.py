@@ -50,6 +50,7 @@ from clinical_mlops.errors import (
     BundleSignatureInvalid,
     DuplicateRequest,
     InputInvalid,
+    PredictionNotFound,
     ReleaseNotServable,
     SubjectErased,
 )
@@ -57,7 +58,7 @@ from clinical_mlops.evaluation.baseline import score_for
 from clinical_mlops.evaluation.phrases import Phraser
 from clinical_mlops.governance.rollout import ServingDecision, serving_decision
 from clinical_mlops.hashing import FinitePayload
-from clinical_mlops.ledger import Ledger, NewEntry
+from clinical_mlops.ledger import EntryView, Ledger, NewEntry
 from clinical_mlops.modeling.explain import EXPLANATION_FORMAT
 from clinical_mlops.modeling.model import Explainer
 from clinical_mlops.modeling.trained import TrainedModel
@@ -73,6 +74,7 @@ __all__ = [
     "FLAGS",
     "MAX_BATCH",
     "PREDICTION_FORMAT",
+    "RESULT_ENTRY_TYPES",
     "PredictionRequest",
     "PredictionResult",
     "Predictor",
@@ -81,6 +83,8 @@ __all__ = [
 
 PREDICTION_FORMAT = "clinical-mlops/prediction/v1"
 MAX_BATCH = 1000
+#: the ledger entry types that record a request's result, one per request
+RESULT_ENTRY_TYPES = ("inference", "fallback_served", "inference_refused", "consent_refused")
 #: flag -> what it tells the clinician
 FLAGS: dict[str, str] = {
     "low_confidence": "the conformal set is not a single answer; treat the estimate with caution",
@@ -335,8 +339,11 @@ class ReleaseScorer:
     def fallback(self, checked: CheckedInputs) -> dict[str, Any]:
         """Return the clinical baseline score of one checked request, marked as a fallback."""
         frame = pd.DataFrame([{k: (np.nan if v is None else v) for k, v in checked.values.items()}])
+        return self.baseline(int(score_for(self.spec).score(frame)[0]))
+
+    def baseline(self, points: int) -> dict[str, Any]:
+        """Return the fallback answer for a clinical baseline score of ``points``."""
         score = score_for(self.spec)
-        points = int(score.score(frame)[0])
         return {
             "name": score.name,
             "score": points,
@@ -528,6 +535,75 @@ class Predictor:
         for entry in out:
             entry.pop("path", None)
         return out
+
+    def recorded_result(self, view: EntryView) -> PredictionResult:
+        """Return the result a request was given, rebuilt from the ledger record it got.
+
+        ``view`` is the request's ``inference``, ``fallback_served``, ``inference_refused``
+        or ``consent_refused`` entry. The result's ``to_json`` is the object the request
+        was answered with, so a batch run that resumes writes it without scoring the
+        request again (and without a second record). Raises ``PredictionNotFound`` for
+        another entry type, or a record erased or purged.
+        """
+        seq, kind, p = view.entry.seq, view.entry.type, view.payload
+        if kind not in RESULT_ENTRY_TYPES:
+            raise PredictionNotFound(
+                f"ledger entry {seq} is a {kind} entry, not a request's result"
+            )
+        if view.status != "ok" or p is None:
+            raise PredictionNotFound(
+                f"ledger entry {seq} is {view.status}: the result it recorded cannot be read"
+            )
+        rid = str(p["request_id"])
+        if kind in ("inference_refused", "consent_refused"):
+            code = str(p.get("code", "consent_not_granted"))
+            refusal = {
+                "code": code,
+                "message": p["message"],
+                "http_status": _REFUSAL_STATUS[code],
+                "audit_seq": seq,
+            }
+            return PredictionResult(
+                status="refused", request_id=rid, audit_seq=seq, refusal=refusal
+            )
+        inputs = dict(p["inputs"])
+        present = 1.0 - sum(v is None for v in inputs.values()) / max(len(inputs), 1)
+        common: dict[str, Any] = {
+            "request_id": rid,
+            "audit_seq": seq,
+            "release": p["release"],
+            "model_version": p["model_version"],
+        }
+        if kind == "fallback_served":
+            return PredictionResult(
+                status="fallback",
+                mode="suspended",
+                flags=["suspended"],
+                fallback=self.scorer(p["release"]).baseline(int(p["baseline_score"])),
+                completeness=round(present, 6),
+                **common,
+            )
+        if not p["shown_to_clinician"]:
+            return PredictionResult(status="shadow", mode=p["mode"], **common)
+        probability, threshold = p["probability"], p["threshold"]
+        return PredictionResult(
+            status="scored",
+            mode=p["mode"],
+            probability=probability,
+            raw_score=p["raw_score"],
+            threshold=threshold,
+            above_threshold=probability >= threshold,
+            risk=risk_category(probability, threshold),
+            conformal_set=p["conformal_set"],
+            flags=p["flags"],
+            contributions=p["explanation_shown"],
+            completeness=p["completeness"],
+            escalated=bool(p["escalation"]),
+            escalation=p["escalation"],
+            inputs=inputs,
+            coverage=p["coverage"],
+            **common,
+        )
 
     # -- predicting --------------------------------------------------------------------------------
     def site_for(

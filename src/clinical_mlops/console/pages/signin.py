@@ -1,4 +1,9 @@
-"""Sign in, sign out, and the landing page of each role."""
+"""Sign in, sign out, and the landing page of each role.
+
+A sign-in from a client address that must wait (:mod:`clinical_mlops.console.throttle`)
+is answered 429 with ``Retry-After``, its password unchecked; a wrong name or password
+is 401 with the same words for both.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from clinical_mlops.console.deps import Console, Viewer, console, home_of, page, render
 from clinical_mlops.console.session import COOKIE
-from clinical_mlops.errors import NotAuthenticated
+from clinical_mlops.errors import NotAuthenticated, SignInThrottled
 
 router = APIRouter()
 
@@ -39,6 +44,7 @@ def _login_page(
     notice: str | None = None,
     next_: str | None = None,
     name: str = "",
+    headers: dict[str, str] | None = None,
 ) -> HTMLResponse:
     nonce = secrets.token_urlsafe(16)
     response = render(
@@ -64,6 +70,7 @@ def _login_page(
         samesite="strict",
         secure=state.cookie_secure(request),
     )
+    response.headers.update(headers or {})
     return response
 
 
@@ -96,20 +103,32 @@ def login(
             name=name,
         )
     name = name.strip().lower()
+    address = request.client.host if request.client else "unknown"
     assert state.throttle is not None
     try:
-        state.throttle.check(name)
+        state.throttle.check(name, address)
+    except SignInThrottled as exc:
+        return _login_page(
+            request,
+            state,
+            status=429,
+            error=str(exc),
+            next_=next,
+            name=name,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+    try:
         user = state.users.authenticate(name, password)
     except NotAuthenticated as exc:
-        state.throttle.failed(name)
+        state.throttle.failed(name, address)
         return _login_page(request, state, status=401, error=str(exc), next_=next, name=name)
-    state.throttle.succeeded(name)
+    state.throttle.succeeded(name, address)
     base = str(request.scope.get("root_path", "")).rstrip("/")
     target = _safe_next(base, next) or base + home_of(user)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         COOKIE,
-        state.sessions.issue(user.name),
+        state.sessions.issue(user.name, tag=user.session_tag),
         max_age=state.sessions.max_age,
         path=base or "/",
         httponly=True,
