@@ -349,3 +349,40 @@ def test_cli_verify_names_an_edit_at_5000_not_4864(tmp_path: Path) -> None:
     assert code == 1, shown
     assert body["first_bad_seq"] == 5000
     assert {p["seq"] for p in body["problems"]} == {5000, 5001}  # the edit, its successor's chain
+
+
+NEWEST_CHECKPOINT = "rowid = (SELECT rowid FROM ledger_checkpoints ORDER BY size DESC LIMIT 1)"
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "value", "where", "check"),
+    [
+        ("ledger_checkpoints", "size", "'forty'", NEWEST_CHECKPOINT, "checkpoint"),
+        ("ledger_checkpoints", "size", "X'28'", NEWEST_CHECKPOINT, "checkpoint"),
+        ("ledger_checkpoints", "size", "40.5", NEWEST_CHECKPOINT, "checkpoint"),
+        ("ledger_checkpoints", "root", "CAST(root AS BLOB)", NEWEST_CHECKPOINT, "checkpoint"),
+        (
+            "ledger_checkpoints",
+            "origin",
+            "CAST(X'ff' || CAST(origin AS BLOB) AS TEXT)",
+            NEWEST_CHECKPOINT,
+            "checkpoint",
+        ),
+        ("ledger_chunks", "hash", "CAST(hash AS BLOB)", "idx = 0", "chunk"),
+        ("ledger_meta", "value", "CAST(value AS BLOB)", "key = 'format'", "meta"),
+    ],
+)
+def test_cli_verify_reports_oddities_outside_the_entries(
+    tmp_path: Path, table: str, column: str, value: str, where: str, check: str
+) -> None:
+    stores, env = _cli_ledger(tmp_path, 300)
+    engine = sa.create_engine(stores.ledger_url)
+    with engine.begin() as conn:
+        changed = conn.exec_driver_sql(f"UPDATE {table} SET {column} = {value} WHERE {where}")
+        assert changed.rowcount == 1
+    engine.dispose()
+    code, body, shown = _cli_verify(env)
+    assert code == 1, shown
+    assert body["ok"] is False and body["complete"] is True and body["entries"] == 300
+    assert body["first_bad_seq"] is None  # no entry changed
+    assert any(p["check"] == check and column in p["message"] for p in body["problems"]), body

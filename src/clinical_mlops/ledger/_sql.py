@@ -135,7 +135,7 @@ def _configure_sqlite(
         # The file this connection has open, checked again before each commit (see
         # ``write_transaction``).
         found = os.stat(path)
-        record.info["file"] = (path, (found.st_dev, found.st_ino))
+        record.info["file"] = (str(path), (found.st_dev, found.st_ino))
         # Autocommit at the driver level; SQLAlchemy's "begin" hook below issues BEGIN.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()

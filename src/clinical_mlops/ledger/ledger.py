@@ -47,7 +47,6 @@ from clinical_mlops.errors import (
     StoreUnavailable,
 )
 from clinical_mlops.hashing import canonical_json, canonical_json_scalars
-from clinical_mlops.ledger._sql import normalise_url, sqlite_path
 from clinical_mlops.ledger.checkpoint_log import CheckpointLog
 from clinical_mlops.ledger.entries import (
     Checkpoint,
@@ -214,13 +213,7 @@ class Ledger:
         """
         url = workspace.database_url("ledger")
         log = CheckpointLog(Path(workspace.root) / "ledger-checkpoints.jsonl")
-        try:
-            store = LedgerStore.open(url, create=create, guard=lambda: _refuse_lost(url, log))
-        except LedgerNotFound:
-            path = sqlite_path(normalise_url(url))
-            if path is not None and not path.exists():
-                _refuse_lost(url, log)  # the clearer error, when the log shows what was lost
-            raise
+        store = LedgerStore.open(url, create=create, guard=lambda: _refuse_lost(url, log))
         try:
             with store.engine.connect() as conn:
                 empty = store.size(conn) == 0

@@ -132,12 +132,13 @@ class LedgerStore:
         """Return the store at ``url``; with ``create`` make tables and an origin if missing.
 
         Without ``create`` a missing database raises LedgerNotFound and a database
-        that is not a ledger raises LedgerCorrupted; nothing is written. With
-        ``create``, ``guard`` (when given) is called before a new ledger would be made
-        (no database file, or a database without an origin) and may raise to refuse.
+        that is not a ledger raises LedgerCorrupted; nothing is written. ``guard`` (when
+        given) is called first wherever there is no ledger (no database file, or a
+        database without an origin), before one would be made or the absence reported,
+        and may raise its own error instead.
         """
         url = normalise_url(url)
-        if create and guard is not None:
+        if guard is not None:
             path = sqlite_path(url)
             if path is not None and not path.exists():
                 guard()
@@ -172,6 +173,8 @@ class LedgerStore:
             elif not create:
                 missing = [t for t in metadata.tables if not sa.inspect(engine).has_table(t)]
                 if missing:
+                    if guard is not None and not has_origin:
+                        guard()
                     raise LedgerCorrupted(
                         f"{_display(url)} is a database but not a clinical-mlops ledger "
                         f"(missing tables: {', '.join(missing)})"

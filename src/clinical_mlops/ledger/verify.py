@@ -181,7 +181,7 @@ class RowReading:
     stored_leaf: bytes | None = None
 
 
-def _seq_value(value: Any) -> int:
+def _int_value(value: Any, column: str) -> int:
     if type(value) is int:
         return value
     if isinstance(value, bytes | bytearray | memoryview | str):
@@ -190,7 +190,7 @@ def _seq_value(value: Any) -> int:
             return int(text)
     elif isinstance(value, float | Decimal) and value == value and value % 1 == 0:
         return int(value)
-    raise ValueError(f"column seq holds {_show(value)}, not an integer")
+    raise ValueError(f"column {column} holds {_show(value)}, not an integer")
 
 
 def _payload_value(value: Any) -> bytes | None:
@@ -241,7 +241,7 @@ def read_row(values: Sequence[Any], classes: Sequence[str]) -> RowReading:
             )
         try:
             if name == "seq":
-                fields[name] = _seq_value(value)
+                fields[name] = _int_value(value, name)
             elif name == "payload":
                 fields[name] = _payload_value(value)
             else:
@@ -453,7 +453,7 @@ def verify_ledger(
             db_checkpoints.append(
                 Checkpoint.from_json(
                     {
-                        k: (_text_value(v, k, nullable=False) if k != "size" else _seq_value(v))
+                        k: (_text_value(v, k, nullable=False) if k != "size" else _int_value(v, k))
                         for k, v in row.items()
                     }
                 )
@@ -479,19 +479,17 @@ def verify_ledger(
     stored_chunks: dict[int, str] = {}
     for (idx, value), classes in store.raw_chunks(conn):
         try:
-            index = _seq_value(idx)
+            index = _int_value(idx, "idx")
         except ValueError:
             problems.append(Problem("chunk", None, f"cached chunk row with index {_show(idx)}"))
             continue
-        if tuple(classes) != ("integer", "text"):
-            problems.append(
-                Problem(
-                    "chunk",
-                    None,
-                    f"cached chunk {index} is stored as ({', '.join(classes)}), "
-                    "expected (integer, text)",
-                )
-            )
+        odd = [
+            f"{name} is stored as {cls}, expected {want}"
+            for name, cls, want in zip(("idx", "hash"), classes, ("integer", "text"), strict=True)
+            if cls != want
+        ]
+        if odd:
+            problems.append(Problem("chunk", None, f"cached chunk {index}: {'; '.join(odd)}"))
         try:
             stored_chunks[index] = _text(value, "hash")
         except ValueError:
