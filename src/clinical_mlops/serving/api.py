@@ -36,7 +36,7 @@ from clinical_mlops.serving.auth import AuthConfig
 from clinical_mlops.serving.deps import Service
 from clinical_mlops.serving.metrics import ServiceMetrics
 from clinical_mlops.serving.predictor import Predictor
-from clinical_mlops.serving.routers import cds, models, oversight, predictions
+from clinical_mlops.serving.routers import cds, health, models, oversight, predictions
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -128,7 +128,7 @@ def create_app(predictor: Predictor, auth: AuthConfig, *, base_url: str = "") ->
     app.state.service = Service(
         predictor=predictor, auth=auth, metrics=metrics, base_url=base_url.rstrip("/")
     )
-    for module in (predictions, oversight, models, cds):
+    for module in (predictions, oversight, models, health, cds):
         app.include_router(module.router)
 
     @app.exception_handler(InputInvalid)
