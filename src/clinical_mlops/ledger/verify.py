@@ -188,8 +188,12 @@ def _int_value(value: Any, column: str) -> int:
         text = value if isinstance(value, str) else bytes(value).decode("ascii", "replace")
         if text.strip().lstrip("-").isdigit():
             return int(text)
-    elif isinstance(value, float | Decimal) and value == value and value % 1 == 0:
-        return int(value)
+    elif isinstance(value, float | Decimal):
+        try:
+            if value == int(value):
+                return int(value)
+        except (ValueError, OverflowError, ArithmeticError):  # NaN, infinity
+            pass
     raise ValueError(f"column {column} holds {_show(value)}, not an integer")
 
 
