@@ -235,3 +235,28 @@ def test_a_workspace_without_a_checkpoint_log_still_makes_its_first_ledger(tmp_p
     ws = Workspace.open(tmp_path / "new")
     receipt = record(ws, type="training_run", actor="pipeline", payload={"run_id": "first"})
     assert receipt.seq == 0 and (ws.root / "ledger.db").exists()
+
+
+def test_an_override_of_a_damaged_prediction_record_is_refused_not_built_on(
+    live: dict[str, Any],  # noqa: F811
+) -> None:
+    client, headers, ws = live["client"], live["headers"], live["ws"]
+    ledger = live["predictor"].ledger
+    scored = client.post("/v1/predict", headers=headers, json=one(live, 90, request_id="dmg"))
+    seq = scored.json()["audit_seq"]
+    with sqlite3.connect(ws.root / "ledger.db") as db:  # its payload re-stored as TEXT
+        db.execute(f"UPDATE ledger_entries SET payload = CAST(payload AS TEXT) WHERE seq = {seq}")
+    size = ledger.size()
+    override = {"prediction_id": seq, "action": "accept"}
+    response = client.post("/v1/overrides", headers=headers, json=override)
+    assert response.status_code == 503
+    detail = response.json()["detail"]
+    assert (
+        detail["code"] == "LedgerCorrupted"
+        and f"ledger entry {seq} is damaged" in detail["message"]
+    )
+    assert "payload is stored as text" in detail["message"]
+    assert ledger.size() == size  # nothing recorded
+    assert client.get("/healthz").status_code == 200
+    report = ledger.verify()
+    assert not report.ok and report.first_bad_seq == seq

@@ -23,6 +23,7 @@ from clinical_mlops.errors import (
     ConsentNotGranted,
     DuplicateRequest,
     InputInvalid,
+    LedgerCorrupted,
     NotAuthenticated,
     NotAuthorised,
     OverrideInvalid,
@@ -55,6 +56,8 @@ _STATUS: dict[type[Exception], int] = {
     # fail closed: no recommendation without its audit record
     StoreUnavailable: 503,
     ClockBehindLedger: 503,
+    # a damaged record (e.g. the prediction an override names): nothing is built on it
+    LedgerCorrupted: 503,
 }
 
 
