@@ -85,7 +85,7 @@ class Service:
             ],
             env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
-        wait_ready(self.port, "/healthz", self.proc, self.headers)
+        wait_ready(self.port, "/readyz", self.proc, self.headers)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown closes the ledger

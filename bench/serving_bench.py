@@ -269,7 +269,7 @@ def http_runs(
                 )
             )
             plain_headers = {"Content-Type": "application/json"}
-            wait_ready(governed_port, "/healthz", procs[0], governed_headers)
+            wait_ready(governed_port, "/readyz", procs[0], governed_headers)
             wait_ready(bare_port, "/ping", procs[1], plain_headers)
             wait_ready(mlflow_port, "/ping", procs[2], plain_headers)
 

@@ -5,11 +5,20 @@ survives power loss; write transactions start with ``BEGIN IMMEDIATE`` so that
 writers from many threads and processes queue on the database lock instead of
 failing half-way. PostgreSQL writers serialise on a transaction-scoped advisory
 lock. Both go through SQLAlchemy Core so one code path serves both.
+
+A SQLite database file is created only by :func:`open_engine` with ``create``;
+every connection after that opens the existing file or fails, and every write
+transaction checks, before it commits, that the file at the path is still the one
+its connection has open. SQLite keeps writing to a file that was deleted or
+replaced under it, so without that check a removed ledger would go on
+acknowledging entries that exist nowhere.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +35,7 @@ __all__ = [
     "driver_executemany",
     "normalise_url",
     "open_engine",
+    "probe_writable",
     "sqlite_path",
     "write_transaction",
 ]
@@ -65,7 +75,9 @@ def open_engine(
     ``secure_delete`` makes SQLite overwrite deleted content with zeros, which
     the identity vault needs so an erased identifier leaves no bytes behind.
     ``page_size`` (bytes) applies to a SQLite database this call creates; an existing
-    one keeps the page size it was made with.
+    one keeps the page size it was made with. Only this call creates a SQLite file:
+    the engine's connections never do, so a file removed later is reported, not
+    silently replaced by an empty one.
     """
     url = normalise_url(url)
     path = sqlite_path(url)
@@ -74,8 +86,9 @@ def open_engine(
             if not create:
                 raise LedgerNotFound(f"no {what} database at {path}; nothing was created")
             path.parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": _BUSY_TIMEOUT_MS / 1000})
-        _configure_sqlite(engine, secure_delete=secure_delete, page_size=page_size)
+            sqlite3.connect(_sqlite_uri(path, mode="rwc"), uri=True).close()
+        engine = _sqlite_engine(url, path)
+        _configure_sqlite(engine, path, secure_delete=secure_delete, page_size=page_size)
         try:
             with engine.connect() as conn:
                 conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()
@@ -96,9 +109,33 @@ def open_engine(
     return engine
 
 
-def _configure_sqlite(engine: Engine, *, secure_delete: bool, page_size: int | None) -> None:
+def _sqlite_uri(path: Path, *, mode: str) -> str:
+    return f"file:{urllib.parse.quote(str(path.resolve()))}?mode={mode}"
+
+
+def _sqlite_engine(url: str, path: Path) -> Engine:
+    """Return an engine whose connections open the file at ``path`` read-write, never create it."""
+    uri = _sqlite_uri(path, mode="rw")
+
+    def connect() -> sqlite3.Connection:
+        # Connections move between threads with the pool (one at a time), as with
+        # SQLAlchemy's own file-database default.
+        return sqlite3.connect(
+            uri, uri=True, timeout=_BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+        )
+
+    return sa.create_engine(url, creator=connect)
+
+
+def _configure_sqlite(
+    engine: Engine, path: Path, *, secure_delete: bool, page_size: int | None
+) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    def _on_connect(dbapi_conn: sqlite3.Connection, record: Any) -> None:
+        # The file this connection has open, checked again before each commit (see
+        # ``write_transaction``).
+        found = os.stat(path)
+        record.info["file"] = (str(path), (found.st_dev, found.st_ino))
         # Autocommit at the driver level; SQLAlchemy's "begin" hook below issues BEGIN.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -162,22 +199,153 @@ def write_transaction(engine: Engine, *, lock_name: str) -> Iterator[Connection]
     Exactly one writer per database holds the lock at a time, across threads
     and processes; the transaction commits when the block ends without error.
     A database that cannot be reached or written (server down, read-only file,
-    disk full) raises ``StoreUnavailable`` after the rollback: nothing was written.
+    disk full), or a SQLite file removed or replaced since it was opened, raises
+    ``StoreUnavailable`` after the rollback: nothing was written. The connections
+    that failed are dropped, so writes resume by themselves once the store is
+    writable again, without a restart.
     """
     try:
-        with engine.connect() as conn:
-            if engine.dialect.name == "sqlite":
-                conn = conn.execution_options(immediate=True)
-            with conn.begin():
-                if engine.dialect.name == "postgresql":
-                    conn.execute(
-                        sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"),
-                        {"name": lock_name},
-                    )
-                yield conn
+        with _connection(engine) as conn:
+            try:
+                if engine.dialect.name == "sqlite":
+                    conn = conn.execution_options(immediate=True)
+                with conn.begin():
+                    if engine.dialect.name == "postgresql":
+                        conn.execute(
+                            sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"),
+                            {"name": lock_name},
+                        )
+                    yield conn
+                    moved = _file_moved(conn)
+                    if moved is not None:
+                        raise _FileMoved(moved)
+            except (sa.exc.OperationalError, sa.exc.InterfaceError):
+                # A connection that failed may keep failing (SQLite opens a file it cannot
+                # write read-only, for good): it is closed, not returned to the pool.
+                conn.invalidate()
+                raise
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        engine.dispose()  # idle connections opened during the outage may be broken too
         where = engine.url.render_as_string(hide_password=True)
         raise StoreUnavailable(
             f"database {where} cannot be written now ({exc.orig}); the transaction was "
             "rolled back and nothing of it was written"
         ) from exc
+    except _FileMoved as exc:
+        # Every pooled connection has the old file open: reconnect to what is at the path.
+        engine.dispose()
+        raise StoreUnavailable(
+            f"database file {exc} since this process opened it; the transaction was rolled "
+            "back and nothing of it was written. Restore the file from a backup "
+            "(docs/OPERATIONS.md, Restore) or put it back where it was"
+        ) from None
+
+
+@contextmanager
+def _connection(engine: Engine) -> Iterator[Connection]:
+    """Yield a pooled connection, reopened first if its SQLite file is no longer at the path.
+
+    A file put back, or restored, at the path is then picked up by itself; the check
+    before commit (in ``write_transaction``) still catches a change in between.
+    """
+    conn = engine.connect()
+    try:
+        if _file_moved(conn) is not None:
+            conn.invalidate()
+            conn.close()
+            engine.dispose()  # every idle connection has the old file open too
+            conn = engine.connect()
+        yield conn
+    finally:
+        conn.close()
+
+
+class _FileMoved(Exception):
+    """The SQLite file at the database's path is not the one the connection has open."""
+
+
+def _file_moved(conn: Connection) -> str | None:
+    """Return what happened to the connection's SQLite file (removed, replaced), or None."""
+    opened = conn.connection.info.get("file")
+    if opened is None:  # not a SQLite file
+        return None
+    path, identity = opened
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return f"{path} was removed"
+    if (found.st_dev, found.st_ino) != identity:
+        return f"{path} was replaced by another file"
+    return None
+
+
+def probe_writable(
+    engine: Engine, *, table: str, column: str, timeout_ms: int = 2000
+) -> str | None:
+    """Return None when a write transaction can start on the store now, else why not.
+
+    For readiness checks. Starts a write transaction, runs an update of ``table``
+    that matches no row (the database refuses it when the store is read-only)
+    and rolls back: nothing is written. Waits at most about ``timeout_ms`` for
+    other writers; a store that stays busy that long counts as working (its
+    writers queue). A connection that fails is dropped, as in
+    :func:`write_transaction`. The reason names the condition, never a path or URL.
+    """
+    # table and column are the store's own names, never outside input
+    noop = f"UPDATE {table} SET {column} = {column} WHERE 1 = 0"  # noqa: S608
+    try:
+        with _connection(engine) as conn:
+            dbapi_conn = conn.connection.dbapi_connection
+            try:
+                if engine.dialect.name == "sqlite":
+                    cur = dbapi_conn.cursor()  # type: ignore[union-attr]
+                    cur.execute(f"PRAGMA busy_timeout={int(timeout_ms)}")
+                    try:
+                        cur.execute("BEGIN IMMEDIATE")
+                        try:
+                            cur.execute(noop)
+                            moved = _file_moved(conn)
+                        finally:
+                            cur.execute("ROLLBACK")
+                    finally:
+                        cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+                        cur.close()
+                    if moved is not None:
+                        engine.dispose()
+                        return "the database file was removed or replaced while open"
+                    return None
+                with conn.begin() as tx:
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(timeout_ms)}")
+                    conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+                    conn.exec_driver_sql(noop)
+                    tx.rollback()
+                return None
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    return None
+                conn.invalidate()
+                return _reason(str(exc))
+            except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+                if "lock timeout" in str(exc.orig) or "statement timeout" in str(exc.orig):
+                    return None
+                conn.invalidate()
+                return _reason(str(exc.orig))
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        engine.dispose()
+        return _reason(str(exc.orig))
+
+
+def _reason(message: str) -> str:
+    """Return the kind of a database failure, without paths, hosts or credentials."""
+    text = message.lower()
+    for needle, reason in (
+        ("readonly", "read-only"),
+        ("read-only", "read-only"),
+        ("full", "disk full"),
+        ("unable to open", "database file missing or unreadable"),
+        ("permission denied", "permission denied"),
+        ("connection", "cannot connect"),
+    ):
+        if needle in text:
+            return reason
+    return "cannot be written"

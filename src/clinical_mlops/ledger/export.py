@@ -30,7 +30,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from clinical_mlops.errors import BundleInvalid, EntryNotFound
+from clinical_mlops.errors import BundleInvalid, EntryNotFound, LedgerCorrupted
 from clinical_mlops.ledger.entries import Checkpoint, StoredEntry, body_bytes, leaf_bytes
 from clinical_mlops.ledger.merkle import (
     inclusion_proof,
@@ -96,7 +96,12 @@ def export_bundle(
     store = ledger.store
     with store.engine.connect() as conn:
         tree = StoredTree(store, conn, cp.size)
-        rows = [parse_row(r) for r in store.raw_rows(conn, start=start, end=end)]
+        try:
+            rows = [parse_row(*r) for r in store.raw_rows(conn, start=start, end=end)]
+        except ValueError as exc:
+            raise LedgerCorrupted(
+                f"cannot export a damaged ledger: {exc}; run `clinical-mlops audit verify`"
+            ) from None
         proofs = [[h.hex() for h in inclusion_proof(e.seq, cp.size, tree)] for e in rows]
     keys = ledger.provider.public_keys()
     return {

@@ -43,6 +43,7 @@ from clinical_mlops.errors import (
     EntryNotFound,
     KeyNotFound,
     LedgerCorrupted,
+    LedgerNotFound,
     StoreUnavailable,
 )
 from clinical_mlops.hashing import canonical_json, canonical_json_scalars
@@ -135,10 +136,12 @@ class Ledger:
         clock: Clock | None = None,
         checkpoint_every: int = 1000,
         checkpoint_interval: timedelta = timedelta(hours=1),
+        create_vault: bool = True,
     ):
         self.store = store
         self.provider = provider
         self._vault = vault
+        self._create_vault = create_vault
         self.checkpoint_log = checkpoint_log
         self.clock: Clock = clock or SystemClock()
         self.checkpoint_every = checkpoint_every
@@ -150,8 +153,23 @@ class Ledger:
         self._queue: list[_Pending] = []
         self._writing = False
         with store.engine.connect() as conn:
-            self.origin = store.origin(conn)
+            try:
+                self._origin: str | None = store.origin(conn)
+                self._origin_problem = ""
+            except LedgerCorrupted as exc:
+                # Verification must still open it (it reports the damage); writes and
+                # reads, which need the origin, refuse.
+                self._origin, self._origin_problem = None, str(exc)
             latest = store.latest_checkpoint(conn)
+            # The ledger as this process last saw it, (size, last leaf hash): every write
+            # first checks that the ledger still continues it (see ``_check_continuity``).
+            # A tip that cannot be read (verification reports why) sets no such mark.
+            self._seen: tuple[int, str] | None
+            try:
+                size, leaf, _ = store.tip(conn)
+                self._seen = (size, leaf)
+            except (sa.exc.DBAPIError, ValueError):
+                self._seen = None
         # No checkpoint yet: the first append makes one.
         self._last_cp = (latest.size, latest.time) if latest else (0, "1970-01-01T00:00:00Z")
         # (ledger size, leaf hashes of its incomplete last chunk) as this ledger last wrote
@@ -159,12 +177,20 @@ class Ledger:
         self._tail: tuple[int, list[str]] = (-1, [])
 
     @property
+    def origin(self) -> str:
+        """The ledger's random id; LedgerCorrupted when its meta table is damaged."""
+        if self._origin is None:
+            raise LedgerCorrupted(self._origin_problem)
+        return self._origin
+
+    @property
     def vault(self) -> IdentityVault:
-        """The identity vault, opened (and created) on first use: verification never needs it."""
+        """The identity vault, opened (and created, unless opened with ``create=False``) on first
+        use: verification never needs it."""
         if isinstance(self._vault, str):
             with self._lock:  # threads racing here would each open (and leak) a vault
                 if isinstance(self._vault, str):
-                    self._vault = IdentityVault.open(self._vault, create=True)
+                    self._vault = IdentityVault.open(self._vault, create=self._create_vault)
         return cast(IdentityVault, self._vault)
 
     @classmethod
@@ -179,18 +205,32 @@ class Ledger:
     ) -> Ledger:
         """Return the workspace's ledger (its ledger and identity databases, keys, checkpoint log).
 
-        ``create=False`` opens an existing ledger only and raises LedgerNotFound
-        or LedgerCorrupted without writing anything.
+        ``create=False`` opens an existing ledger (and identity vault) only and raises
+        LedgerNotFound or LedgerCorrupted without writing anything. Even with
+        ``create``, a new ledger is never made where the workspace's checkpoint log
+        records a ledger with entries: a ledger database that is missing, or empty, while
+        its checkpoint log is not, was lost, and LedgerNotFound names both and what to do.
         """
-        store = LedgerStore.open(workspace.database_url("ledger"), create=create)
-        return cls(
-            store=store,
-            provider=provider or provider_for_workspace(workspace),
-            vault=workspace.database_url("identity"),
-            checkpoint_log=CheckpointLog(Path(workspace.root) / "ledger-checkpoints.jsonl"),
-            clock=clock,
-            **options,
-        )
+        url = workspace.database_url("ledger")
+        log = CheckpointLog(Path(workspace.root) / "ledger-checkpoints.jsonl")
+        store = LedgerStore.open(url, create=create, guard=lambda: _refuse_lost(url, log))
+        try:
+            with store.engine.connect() as conn:
+                empty = store.size(conn) == 0
+            if empty:
+                _refuse_lost(url, log)
+            return cls(
+                store=store,
+                provider=provider or provider_for_workspace(workspace),
+                vault=workspace.database_url("identity"),
+                checkpoint_log=log,
+                clock=clock,
+                create_vault=create,
+                **options,
+            )
+        except BaseException:
+            store.close()
+            raise
 
     def close(self) -> None:
         self.store.close()
@@ -286,8 +326,10 @@ class Ledger:
         # Every entry but the seal has an empty signature, so their leaves end the same way.
         unsigned_tail = b"\n" + canonical_json_scalars([sig_key_id, ""])
         sha256 = hashlib.sha256
+        origin = self.origin
         with self.store.writer() as conn:
             size, prev, last = self.store.tip(conn)
+            self._check_continuity(conn, size, prev)
             tip, tip_leaf = size, prev
             when = utc_iso(self.clock.now())
             self._check_clock(when, last)
@@ -301,9 +343,7 @@ class Ledger:
                     blob = seal(
                         plaintext,
                         key=key,
-                        aad=payload_aad(
-                            origin=self.origin, seq=seq, entry_type=it.type, key_id=key_id
-                        ),
+                        aad=payload_aad(origin=origin, seq=seq, entry_type=it.type, key_id=key_id),
                     )
                     payload_hash = sha256(blob).hexdigest()
                     body = body_bytes(
@@ -325,7 +365,7 @@ class Ledger:
                     if seq == seal_seq:
                         signature = signer.sign(
                             entry_signing_message(
-                                origin=self.origin, body_hash_hex=sha256(body).hexdigest()
+                                origin=origin, body_hash_hex=sha256(body).hexdigest()
                             )
                         ).hex()
                         leaf = leaf_bytes(body, sig_key_id=sig_key_id, signature=signature)
@@ -360,6 +400,7 @@ class Ledger:
             self.store.insert_chunks(conn, self._completed_chunks(conn, size, tip_leaf, leaves))
         # committed: remember the new incomplete chunk's leaves for the next write
         new_size = tip + len(leaves)
+        self._seen = (new_size, leaves[-1])
         carried = self._own_tail(tip, tip_leaf)
         start = new_size - new_size % CHUNK
         if start >= tip:
@@ -369,6 +410,56 @@ class Ledger:
         else:
             self._tail = (-1, [])
         self._maybe_checkpoint(new_size)
+
+    def probe(self) -> str | None:
+        """Return None when an append could be written now, else why not (no path or URL).
+
+        For readiness checks: the database takes a write transaction (nothing is
+        written), the ledger still holds everything this process saw, and the clock
+        is not behind the newest entry.
+        """
+        problem = self.store.probe()
+        if problem is not None:
+            return problem
+        try:
+            with self.store.engine.connect() as conn:
+                size, leaf, last = self.store.tip(conn)
+                self._check_continuity(conn, size, leaf)
+        except StoreUnavailable:
+            return "emptied, replaced or rolled back while open"
+        except (sa.exc.DBAPIError, ValueError):
+            return "cannot be read"
+        try:
+            self._check_clock(utc_iso(self.clock.now()), last)
+        except ClockBehindLedger:
+            return "the clock is behind the newest entry"
+        return None
+
+    def _check_continuity(self, conn: sa.Connection, size: int, tip_leaf: str) -> None:
+        """Raise StoreUnavailable unless the ledger still holds everything this process saw.
+
+        A ledger that is shorter than when this process last wrote or opened it, or
+        whose entry at that point is another, was emptied, replaced or rolled back
+        under the running process; appending to it would hand out seqs that name
+        other records. Growth by other writers is fine.
+        """
+        if self._seen is None:
+            return
+        seen_size, seen_leaf = self._seen
+        if size == seen_size and tip_leaf == seen_leaf:
+            return
+        if size > seen_size and (
+            seen_size == 0
+            or self.store.leaf_hashes(conn, seen_size - 1, seen_size) == [bytes.fromhex(seen_leaf)]
+        ):
+            return
+        where = self.store.display_url
+        raise StoreUnavailable(
+            f"the ledger {where} holds {size} entries, but this process has seen {seen_size} "
+            f"ending in leaf {seen_leaf[:16]}…: it was emptied, replaced or rolled back while "
+            "open, so nothing was written. Put the ledger back, or restore it from a backup "
+            "(docs/OPERATIONS.md, Restore) and run `clinical-mlops audit verify`"
+        )
 
     @staticmethod
     def _check_clock(now: str, last: str | None) -> None:
@@ -433,8 +524,11 @@ class Ledger:
         is returned unchanged.
         """
         sig_key_id, signer = self._current_signer()
+        origin = self.origin
         with self.store.writer() as conn:
-            size, _ = self.store.head(conn)
+            size, leaf = self.store.head(conn)
+            self._check_continuity(conn, size, leaf)
+            self._seen = (size, leaf)
             latest = self.store.latest_checkpoint(conn)
             if latest is not None and latest.size == size:
                 self._last_cp = (latest.size, latest.time)
@@ -442,10 +536,10 @@ class Ledger:
             root = StoredTree(self.store, conn, size).root().hex()
             when = utc_iso(self.clock.now())
             message = checkpoint_message(
-                origin=self.origin, size=size, root=root, time=when, key_id=sig_key_id
+                origin=origin, size=size, root=root, time=when, key_id=sig_key_id
             )
             cp = Checkpoint(
-                origin=self.origin,
+                origin=origin,
                 size=size,
                 root=root,
                 time=when,
@@ -519,13 +613,15 @@ class Ledger:
         if not 0 <= seq < 2**63:  # beyond a database integer: the driver would overflow
             raise EntryNotFound(f"no ledger entry with seq {seq} (ledger has {self.size()})")
         with self.store.engine.connect() as conn:
-            row = conn.execute(sa.select(entries).where(entries.c.seq == seq)).first()
-        if row is None:
+            rows = list(self.store.raw_rows(conn, start=seq, end=seq + 1))
+        if not rows:
             raise EntryNotFound(f"no ledger entry with seq {seq} (ledger has {self.size()})")
-        values: dict[str, Any] = dict(row._mapping)
-        if values["payload"] is not None:
-            values["payload"] = bytes(values["payload"])
-        return StoredEntry(**values)
+        try:
+            return parse_row(*rows[0])
+        except ValueError as exc:
+            raise LedgerCorrupted(
+                f"ledger entry {seq} is damaged ({exc}); run `clinical-mlops audit verify`"
+            ) from None
 
     def read(self, seq: int) -> EntryView:
         """Return entry ``seq`` with its payload decrypted, or marked erased/purged."""
@@ -640,6 +736,23 @@ class Ledger:
             "new_root": new_root.hex(),
             "proof": [p.hex() for p in proof],
         }
+
+
+def _refuse_lost(url: str, log: CheckpointLog) -> None:
+    """Raise LedgerNotFound when ``log`` records a ledger with entries (it was lost)."""
+    logged, _ = log.read()
+    largest = max(logged, key=lambda cp: cp.size, default=None)
+    if largest is None or largest.size == 0:
+        return
+    where = sa.engine.make_url(url).render_as_string(hide_password=True)
+    raise LedgerNotFound(
+        f"the ledger database {where} is missing or empty, but the checkpoint log "
+        f"{log.path} records a ledger of {largest.size} entries (origin {largest.origin}, "
+        f"checkpoint of {largest.time}): the ledger was lost or moved, and nothing was "
+        "created. Restore the ledger database from a backup together with its checkpoint "
+        "log (docs/OPERATIONS.md, Restore), then run `clinical-mlops audit verify`. To start "
+        "a new ledger on purpose, move the old checkpoint log aside first"
+    )
 
 
 def record(

@@ -10,13 +10,18 @@ writers. Tables::
 
 Chunk hashes are a cache that makes proofs and checkpoints at a million entries
 cost milliseconds; ``verify`` recomputes and checks every one of them.
+
+Verification reads every table through the ``raw_*`` methods, which return each
+value with its storage class and never fail on what a cell holds (a payload
+re-stored as text, a NULL, an integer where text belongs, bytes that are not UTF-8).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,12 +33,14 @@ from clinical_mlops.ledger._sql import (
     driver_executemany,
     normalise_url,
     open_engine,
+    probe_writable,
+    sqlite_path,
     write_transaction,
 )
 from clinical_mlops.ledger.entries import Checkpoint
 from clinical_mlops.ledger.merkle import EMPTY_ROOT, _split, node_hash, root_from_leaf_hashes
 
-__all__ = ["CHUNK", "LedgerStore", "StoredTree"]
+__all__ = ["CHUNK", "LedgerStore", "RawRow", "StoredTree", "storage_class"]
 
 CHUNK = 256
 FORMAT_VERSION = "1"
@@ -94,6 +101,9 @@ chunks = sa.Table(
     sa.Column("hash", sa.Text, nullable=False),
 )
 ENTRY_COLUMNS = [c.name for c in entries.columns]
+CHECKPOINT_COLUMNS = [c.name for c in checkpoints.columns]
+#: one row as stored: its values, and each value's storage class (see ``storage_class``)
+RawRow = tuple[tuple[Any, ...], tuple[str, ...]]
 # The write path's two statements, run on the driver (see ledger._sql.driver_execute).
 _TIP = "SELECT seq, leaf_hash, time FROM ledger_entries ORDER BY seq DESC LIMIT 1"
 _COLUMN_LIST = ", ".join(ENTRY_COLUMNS)  # the table's own names: no outside input
@@ -116,13 +126,22 @@ class LedgerStore:
         self._perfect_roots: dict[tuple[int, int], bytes] = {}
 
     @classmethod
-    def open(cls, url: str, *, create: bool = True) -> LedgerStore:
+    def open(
+        cls, url: str, *, create: bool = True, guard: Callable[[], None] | None = None
+    ) -> LedgerStore:
         """Return the store at ``url``; with ``create`` make tables and an origin if missing.
 
         Without ``create`` a missing database raises LedgerNotFound and a database
-        that is not a ledger raises LedgerCorrupted; nothing is written.
+        that is not a ledger raises LedgerCorrupted; nothing is written. ``guard`` (when
+        given) is called first wherever there is no ledger (no database file, or a
+        database without an origin), before one would be made or the absence reported,
+        and may raise its own error instead.
         """
         url = normalise_url(url)
+        if guard is not None:
+            path = sqlite_path(url)
+            if path is not None and not path.exists():
+                guard()
         # secure_delete: a purged payload's bytes are overwritten, not left in free pages.
         # 16 KiB pages: an entry with its sealed payload is 1.5-3 KiB, so a 4 KiB page holds
         # one or two of them; the larger page halves the cost of an insert (docs/LEDGER.md).
@@ -130,43 +149,75 @@ class LedgerStore:
             url, what="ledger", create=create, secure_delete=True, page_size=LEDGER_PAGE_SIZE
         )
         store = cls(engine, url=url)
-        if create:
-            with write_transaction(engine, lock_name=_LOCK) as conn:
-                metadata.create_all(conn)
-                if (
-                    conn.execute(
-                        sa.select(meta_table.c.value).where(meta_table.c.key == "origin")
-                    ).scalar()
-                    is None
-                ):
-                    conn.execute(
-                        meta_table.insert(),
-                        [
-                            {"key": "origin", "value": "ledger-" + secrets.token_hex(16)},
-                            {"key": "format", "value": FORMAT_VERSION},
-                        ],
+        try:
+            # An existing ledger is opened without writing (it may be read-only for now).
+            has_origin = store._has_origin()
+            if create and not (has_origin and store._has_tables()):
+                if guard is not None and not has_origin:
+                    guard()
+                with write_transaction(engine, lock_name=_LOCK) as conn:
+                    metadata.create_all(conn)
+                    if (
+                        conn.execute(
+                            sa.select(meta_table.c.value).where(meta_table.c.key == "origin")
+                        ).scalar()
+                        is None
+                    ):
+                        conn.execute(
+                            meta_table.insert(),
+                            [
+                                {"key": "origin", "value": "ledger-" + secrets.token_hex(16)},
+                                {"key": "format", "value": FORMAT_VERSION},
+                            ],
+                        )
+            elif not create:
+                missing = [t for t in metadata.tables if not sa.inspect(engine).has_table(t)]
+                if missing:
+                    if guard is not None and not has_origin:
+                        guard()
+                    raise LedgerCorrupted(
+                        f"{_display(url)} is a database but not a clinical-mlops ledger "
+                        f"(missing tables: {', '.join(missing)})"
                     )
-        else:
-            missing = [t for t in metadata.tables if not sa.inspect(engine).has_table(t)]
-            if missing:
-                engine.dispose()
-                raise LedgerCorrupted(
-                    f"{_display(url)} is a database but not a clinical-mlops ledger "
-                    f"(missing tables: {', '.join(missing)})"
-                )
+        except BaseException:
+            engine.dispose()
+            raise
         return store
+
+    def _has_tables(self) -> bool:
+        inspector = sa.inspect(self.engine)
+        return all(inspector.has_table(t) for t in metadata.tables)
+
+    def _has_origin(self) -> bool:
+        """Return True when the database already holds a ledger (an origin row)."""
+        if not sa.inspect(self.engine).has_table("ledger_meta"):
+            return False
+        with self.engine.connect() as conn:
+            return any(key in (b"origin", "origin") for (key, _), _ in self.raw_meta(conn))
+
+    @property
+    def display_url(self) -> str:
+        """The database's URL without its password (for messages)."""
+        return _display(self.url)
 
     def close(self) -> None:
         self.engine.dispose()
 
     # -- reading ---------------------------------------------------------------------------
     def origin(self, conn: Connection) -> str:
-        value = conn.execute(
-            sa.select(meta_table.c.value).where(meta_table.c.key == "origin")
-        ).scalar()
-        if value is None:
-            raise LedgerCorrupted(f"{_display(self.url)}: ledger_meta has no origin row")
-        return _text(value)
+        """Return the ledger's origin; LedgerCorrupted when the meta table does not hold one."""
+        for (key, value), classes in self.raw_meta(conn):
+            if key == b"origin" or key == "origin":
+                if classes != ("text", "text"):
+                    break
+                try:
+                    return _text(value)
+                except UnicodeDecodeError:
+                    break
+        raise LedgerCorrupted(
+            f"{_display(self.url)}: ledger_meta holds no readable origin; "
+            "run `clinical-mlops audit verify` and restore the ledger from a backup"
+        )
 
     def size(self, conn: Connection) -> int:
         last = conn.execute(sa.select(sa.func.max(entries.c.seq))).scalar()
@@ -186,71 +237,124 @@ class LedgerStore:
 
     def raw_rows(
         self, conn: Connection, *, start: int = 0, end: int | None = None, batch: int = 5000
-    ) -> Generator[tuple[Any, ...], None, None]:
-        """Yield entry rows in seq order with text columns as raw bytes where possible.
+    ) -> Generator[RawRow, None, None]:
+        """Yield every entry row in seq order as (values, storage classes), whatever it holds.
 
-        On SQLite every text column is read as ``CAST(.. AS BLOB)`` so that a row
-        whose bytes were altered into invalid UTF-8 is reported, not a crash.
+        Values are in ``ENTRY_COLUMNS`` order; see :meth:`_raw_select` for what they are.
         """
-        query = sa.select(*self._readable(entries, ENTRY_COLUMNS)).where(entries.c.seq >= start)
+        where = []
+        params: dict[str, Any] = {}
+        # No condition when reading everything: a seq column altered to another type
+        # could not be compared with a number.
+        if start > 0:
+            where.append("seq >= :start")
+            params["start"] = start
         if end is not None:
-            query = query.where(entries.c.seq < end)
-        query = query.order_by(entries.c.seq)
-        # Options on the statement, not the connection: they must not leak to later queries.
-        result = conn.execute(query.execution_options(stream_results=True, yield_per=batch))
+            where.append("seq < :end")
+            params["end"] = end
+        result = conn.execute(
+            self._raw_select(
+                "ledger_entries", ENTRY_COLUMNS, where=where, order="seq"
+            ).execution_options(stream_results=True, yield_per=batch),
+            params,
+        )
         try:
-            for row in result:
-                yield tuple(row)
+            yield from self._raw(result)
         finally:
             result.close()
 
-    def _readable(self, table: sa.Table, names: Sequence[str]) -> list[Any]:
-        """Return ``table``'s columns ``names``; on SQLite text columns come back as bytes.
+    def raw_meta(self, conn: Connection) -> list[RawRow]:
+        """Return the meta table's (key, value) rows as (values, storage classes)."""
+        return list(self._raw(conn.execute(self._raw_select("ledger_meta", ["key", "value"]))))
 
-        For verification: SQLite's driver cannot return a text value whose bytes were
-        altered into invalid UTF-8 (it raises while fetching), so those are read as
-        ``CAST(.. AS BLOB)`` and decoded by the checks, which report them.
-        """
-        if self.dialect != "sqlite":
-            return [table.c[n] for n in names]
-        return [
-            sa.cast(table.c[n], sa.LargeBinary).label(n)
-            if isinstance(table.c[n].type, sa.String)
-            else table.c[n]
-            for n in names
-        ]
-
-    def checkpoint_rows(self, conn: Connection, *, raw: bool = False) -> list[Any]:
-        """Return every checkpoint row by size then time (``raw``: text as read, see above)."""
-        names = [c.name for c in checkpoints.columns]
-        cols = self._readable(checkpoints, names) if raw else [checkpoints.c[n] for n in names]
-        return list(conn.execute(sa.select(*cols).order_by(checkpoints.c.size, checkpoints.c.time)))
-
-    def latest_checkpoint(self, conn: Connection) -> Checkpoint | None:
-        row = conn.execute(
-            sa.select(checkpoints)
-            .order_by(checkpoints.c.size.desc(), checkpoints.c.time.desc())
-            .limit(1)
-        ).first()
-        if row is None:
-            return None
-        return Checkpoint(
-            origin=row.origin,
-            size=int(row.size),
-            root=row.root,
-            time=row.time,
-            key_id=row.key_id,
-            signature=row.signature,
+    def raw_chunks(self, conn: Connection) -> list[RawRow]:
+        """Return the cached chunk hashes, (idx, hash), as (values, storage classes)."""
+        return list(
+            self._raw(conn.execute(self._raw_select("ledger_chunks", ["idx", "hash"], order="idx")))
         )
 
-    def meta_rows(self, conn: Connection) -> list[Any]:
-        """Return the meta table's (key, value) rows, text as read (for verification)."""
-        return list(conn.execute(sa.select(*self._readable(meta_table, ["key", "value"]))))
+    def raw_checkpoints(self, conn: Connection, *, newest_first: bool = False) -> Iterator[RawRow]:
+        """Yield the checkpoint rows (``CHECKPOINT_COLUMNS``) as (values, storage classes)."""
+        order = "size DESC, time DESC" if newest_first else "size, time"
+        result = conn.execute(
+            self._raw_select("ledger_checkpoints", CHECKPOINT_COLUMNS, order=order)
+        )
+        try:
+            yield from self._raw(result)
+        finally:
+            result.close()
 
-    def chunk_rows(self, conn: Connection) -> list[Any]:
-        """Return the cached chunk hashes by index, text as read (for verification)."""
-        cols = self._readable(chunks, ["idx", "hash"])
-        return list(conn.execute(sa.select(*cols).order_by(chunks.c.idx)))
+    def _raw_select(
+        self,
+        table: str,
+        names: Sequence[str],
+        *,
+        where: Sequence[str] = (),
+        order: str | None = None,
+    ) -> sa.TextClause:
+        """Return a query for ``names`` of ``table`` that no stored value can make fail.
+
+        SQLite lets any cell hold any storage class, and its driver raises while
+        fetching a text value whose bytes are not UTF-8. So on SQLite every text
+        value is read as its bytes (``CAST(.. AS BLOB)``) and the storage classes
+        (``typeof``) come as one extra column; other values come as stored. On
+        PostgreSQL the column types hold, and values come as the driver decodes them.
+        A plain text query: no SQLAlchemy type processing runs on what comes back.
+        """
+        # table, column and order names are this module's own, never outside input
+        if self.dialect == "sqlite":
+            cols = [
+                f"CASE typeof({n}) WHEN 'text' THEN CAST({n} AS BLOB) ELSE {n} END" for n in names
+            ]
+            cols.append(" || ',' || ".join(f"typeof({n})" for n in names))
+        else:
+            cols = list(names)
+        sql = f"SELECT {', '.join(cols)} FROM {table}"  # noqa: S608
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        if order:
+            sql += f" ORDER BY {order}"
+        return sa.text(sql)
+
+    def _raw(self, result: Any) -> Iterator[RawRow]:
+        if self.dialect == "sqlite":
+            known: dict[str, tuple[str, ...]] = {}
+            for row in result:
+                values = tuple(row)
+                classes = known.get(values[-1])
+                if classes is None:
+                    classes = known[values[-1]] = tuple(values[-1].split(","))
+                yield values[:-1], classes
+        else:
+            for row in result:
+                values = tuple(row)
+                yield values, tuple(storage_class(v) for v in values)
+
+    def checkpoint_rows(self, conn: Connection) -> list[Any]:
+        """Return every checkpoint row by size then time."""
+        return list(
+            conn.execute(sa.select(checkpoints).order_by(checkpoints.c.size, checkpoints.c.time))
+        )
+
+    def latest_checkpoint(self, conn: Connection) -> Checkpoint | None:
+        """Return the newest readable checkpoint (largest size, then latest time), or None.
+
+        A damaged checkpoint row is passed over here (``verify`` reports it), so a
+        ledger with one still opens, appends and checkpoints.
+        """
+        for values, classes in self.raw_checkpoints(conn, newest_first=True):
+            if classes != ("integer", "text", "text", "text", "text", "text"):
+                continue
+            try:
+                return Checkpoint.from_json(
+                    {
+                        name: value if name == "size" else _text(value)
+                        for name, value in zip(CHECKPOINT_COLUMNS, values, strict=True)
+                    }
+                )
+            except (ValueError, KeyError, TypeError):
+                continue
+        return None
 
     def leaf_hashes(self, conn: Connection, start: int, end: int) -> list[bytes]:
         rows = conn.execute(
@@ -293,6 +397,10 @@ class LedgerStore:
         """Yield a connection holding the ledger's exclusive write lock, in a transaction."""
         with write_transaction(self.engine, lock_name=_LOCK) as conn:
             yield conn
+
+    def probe(self) -> str | None:
+        """Return None when the ledger can be written now, else the reason (no path or URL)."""
+        return probe_writable(self.engine, table="ledger_meta", column="key")
 
     def insert_entries(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert entry rows, each a tuple of values in ``ENTRY_COLUMNS`` order."""
@@ -337,6 +445,27 @@ class StoredTree:
 
     def root(self) -> bytes:
         return EMPTY_ROOT if self.size == 0 else self.subtree(0, self.size)
+
+
+_STORAGE_CLASSES: dict[type, str] = {
+    type(None): "null",
+    int: "integer",
+    float: "real",
+    Decimal: "real",
+    str: "text",
+    bytes: "blob",
+    bytearray: "blob",
+    memoryview: "blob",
+}
+
+
+def storage_class(value: Any) -> str:
+    """Return the storage class of a value as a driver returned it, in SQLite's names.
+
+    ``null``, ``integer``, ``real``, ``text`` or ``blob``; any other type (a
+    PostgreSQL column altered to ``boolean``, ``jsonb``, a date ...) by its Python name.
+    """
+    return _STORAGE_CLASSES.get(type(value)) or type(value).__name__
 
 
 def _text(value: Any) -> str:

@@ -5,7 +5,10 @@ sigstore/rekor's ``pkg/verify``):
 
 1. ``meta``       the ledger's origin and format are intact
 2. ``sequence``   seqs are exactly 0, 1, 2, ... (deletion, reordering, insertion)
-3. ``row``        every column is present and well-formed
+3. ``row``        every column is present, well-formed and stored as its type
+                  (an entry whose cells were re-stored as another storage class,
+                  NULL, or bytes that are not UTF-8 is reported at its seq; when
+                  its values can still be read, every other check runs on them)
 4. ``schema``     the schema id is declared and matches the type; public keys allowed
 5. ``leaf``       the stored leaf hash equals the hash recomputed from the columns
 6. ``chain``      each entry's ``prev`` is the previous entry's recomputed leaf hash
@@ -34,6 +37,11 @@ good checkpoint, and the span before a failing checkpoint or a failed check
 entry and patched the chain after it). ``thorough=True`` checks every entry
 signature anyway.
 
+A cached block hash that no longer matches is blamed on the first bad entry at or
+before the block (the entry, not the block, is what changed); only when every
+entry verifies is the block cache itself reported, with no seq. Nothing stored
+makes verification raise: every oddity is a problem in the report.
+
 Verification needs the public keys only, never a decryption key.
 """
 
@@ -44,6 +52,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -60,13 +69,45 @@ from clinical_mlops.ledger.entries import (
     schema_by_id,
 )
 from clinical_mlops.ledger.merkle import EMPTY_ROOT, CompactRange, leaf_hash
-from clinical_mlops.ledger.store import CHUNK, FORMAT_VERSION, LedgerStore
+from clinical_mlops.ledger.store import (
+    CHECKPOINT_COLUMNS,
+    CHUNK,
+    ENTRY_COLUMNS,
+    FORMAT_VERSION,
+    LedgerStore,
+    storage_class,
+)
 
-__all__ = ["Problem", "VerifyReport", "check_entry_signature", "parse_row", "verify_ledger"]
+__all__ = [
+    "ENTRY_STORAGE",
+    "Problem",
+    "RowReading",
+    "VerifyReport",
+    "check_entry_signature",
+    "parse_row",
+    "read_row",
+    "verify_ledger",
+]
 
 _CHUNK_LEVEL = CHUNK.bit_length() - 1
 _HEX64 = re.compile(r"[0-9a-f]{128}")
+_LEAF_HEX = re.compile(r"[0-9a-f]{64}")
 _PENDING_LIMIT = 50_000
+#: what stands in the tree for an entry whose leaf can be neither recomputed nor read
+_UNREADABLE_LEAF = hashlib.sha256(b"clinical-mlops: unreadable ledger entry").digest()
+#: checks that name an entry (a block or checkpoint failing is blamed on the first of these)
+_ENTRY_CHECKS = frozenset({"row", "sequence", "schema", "leaf", "chain", "payload", "signature"})
+
+_TEXT = frozenset({"text"})
+_TEXT_OR_NULL = frozenset({"text", "null"})
+#: the storage classes (SQLite's names, see ``store.storage_class``) each entry column may hold
+ENTRY_STORAGE: dict[str, frozenset[str]] = {name: _TEXT for name in ENTRY_COLUMNS} | {
+    "seq": frozenset({"integer"}),
+    "subject": _TEXT_OR_NULL,
+    "key_id": _TEXT_OR_NULL,
+    "payload": frozenset({"blob", "null"}),
+}
+_CHECKPOINT_STORAGE = ("integer", "text", "text", "text", "text", "text")
 
 
 @dataclass(frozen=True)
@@ -130,64 +171,129 @@ def _text(value: Any, column: str) -> str:
     raise ValueError(f"column {column} holds {type(value).__name__}, not text")
 
 
-def _opt_text(value: Any, column: str) -> str | None:
-    return None if value is None else _text(value, column)
+@dataclass(frozen=True)
+class RowReading:
+    """One stored entry row as read: the entry (None when unreadable), its seq, what is odd."""
+
+    entry: StoredEntry | None
+    seq: int | None
+    problems: list[str]
+    stored_leaf: bytes | None = None
 
 
-def parse_row(row: Sequence[Any]) -> StoredEntry:
+def _int_value(value: Any, column: str) -> int:
+    if type(value) is int:
+        return value
+    if isinstance(value, bytes | bytearray | memoryview | str):
+        text = value if isinstance(value, str) else bytes(value).decode("ascii", "replace")
+        if text.strip().lstrip("-").isdigit():
+            return int(text)
+    elif isinstance(value, float | Decimal):
+        try:
+            if value == int(value):
+                return int(value)
+        except (ValueError, OverflowError, ArithmeticError):  # NaN, infinity
+            pass
+    raise ValueError(f"column {column} holds {_show(value)}, not an integer")
+
+
+def _payload_value(value: Any) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    if type(value) is int or isinstance(value, float | Decimal):
+        return str(value).encode("ascii")
+    raise ValueError(f"column payload holds {type(value).__name__}, not bytes")
+
+
+def _text_value(value: Any, column: str, *, nullable: bool) -> str | None:
+    if value is None:
+        if nullable:
+            return None
+        raise ValueError(f"column {column} is NULL")
+    if type(value) is int or isinstance(value, float | Decimal):
+        return str(value)
+    return _text(value, column)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def read_row(values: Sequence[Any], classes: Sequence[str]) -> RowReading:
+    """Return a stored row (``ENTRY_COLUMNS`` order, with each value's storage class) as read.
+
+    Every cell stored as another class than its column's (``ENTRY_STORAGE``) is a
+    problem. A value that can still be read (text stored as a blob, a payload stored
+    as text, a number in a text column) is read, so the entry's other checks still
+    run and find whether its content changed; one that cannot (NULL in a required
+    column, bytes that are not UTF-8, a seq that is not a number) leaves the entry
+    unreadable (``entry`` None), with its stored leaf hash when that is readable.
+    """
+    problems: list[str] = []
+    fields: dict[str, Any] = {}
+    readable = True
+    for name, value, cls in zip(ENTRY_COLUMNS, values, classes, strict=True):
+        allowed = ENTRY_STORAGE[name]
+        if cls not in allowed:
+            problems.append(
+                f"column {name} is stored as {cls}, expected {' or '.join(sorted(allowed))}"
+            )
+        try:
+            if name == "seq":
+                fields[name] = _int_value(value, name)
+            elif name == "payload":
+                fields[name] = _payload_value(value)
+            else:
+                fields[name] = _text_value(value, name, nullable="null" in allowed)
+        except ValueError as exc:
+            readable = False
+            if cls in allowed or cls == "blob":  # else the storage problem above says it
+                problems.append(str(exc))
+    seq = fields.get("seq")
+    if not readable:
+        leaf = fields.get("leaf_hash")
+        stored = bytes.fromhex(leaf) if leaf and _LEAF_HEX.fullmatch(leaf) else None
+        return RowReading(entry=None, seq=seq, problems=problems, stored_leaf=stored)
+    return RowReading(entry=StoredEntry(**fields), seq=seq, problems=problems)
+
+
+def parse_row(values: Sequence[Any], classes: Sequence[str] | None = None) -> StoredEntry:
     """Return a row (columns in ``ENTRY_COLUMNS`` order) as a StoredEntry.
 
-    Raises ValueError naming the malformed column.
+    ``classes`` are the values' storage classes as read (``LedgerStore.raw_rows``);
+    without them they are taken from the values' types. Raises ValueError naming
+    every malformed column: unlike :func:`read_row`, nothing odd is accepted.
     """
-    (
-        seq,
-        time,
-        type_,
-        schema,
-        actor,
-        subject,
-        key_id,
-        payload_hash,
-        payload,
-        public,
-        prev,
-        leaf,
-        sig_key_id,
-        signature,
-    ) = row
-    if type(seq) is not int:
-        raise ValueError(f"column seq holds {seq!r}, not an integer")
-    if payload is not None and not isinstance(payload, bytes | bytearray | memoryview):
-        raise ValueError("column payload is not binary")
-    return StoredEntry(
-        seq=seq,
-        time=_text(time, "time"),
-        type=_text(type_, "type"),
-        schema=_text(schema, "schema"),
-        actor=_text(actor, "actor"),
-        subject=_opt_text(subject, "subject"),
-        key_id=_opt_text(key_id, "key_id"),
-        payload_hash=_text(payload_hash, "payload_hash"),
-        payload=None if payload is None else bytes(payload),
-        public=_text(public, "public"),
-        prev_hash=_text(prev, "prev_hash"),
-        leaf_hash=_text(leaf, "leaf_hash"),
-        sig_key_id=_text(sig_key_id, "sig_key_id"),
-        signature=_text(signature, "signature"),
-    )
+    reading = read_row(values, classes or tuple(storage_class(v) for v in values))
+    if reading.problems or reading.entry is None:
+        where = f"entry {reading.seq}" if reading.seq is not None else "an entry"
+        raise ValueError(f"{where}: {'; '.join(reading.problems) or 'unreadable'}")
+    return reading.entry
 
 
 # -- the checks, one function each ---------------------------------------------------------
-def check_meta(rows: Sequence[Any]) -> tuple[str, str | None]:
-    """Return (origin, problem): the meta table must hold exactly origin and format 1."""
+def check_meta(rows: Sequence[tuple[Sequence[Any], Sequence[str]]]) -> tuple[str, str | None]:
+    """Return (origin, problem): the meta table must hold exactly origin and format 1, as text.
+
+    The origin is "" when it cannot be trusted (nothing else can be checked then);
+    a problem with an origin is a storage oddity that leaves the values readable.
+    """
     try:
-        meta = {_text(k, "key"): _text(v, "value") for k, v in rows}
+        meta = {_text(k, "key"): _text(v, "value") for (k, v), _ in rows}
     except ValueError as exc:
         return "", f"ledger_meta: {exc}"
     if set(meta) != {"origin", "format"}:
         return "", f"ledger_meta holds keys {sorted(meta)}, expected origin and format"
     if meta["format"] != FORMAT_VERSION:
         return "", f"ledger format {meta['format']!r} is not {FORMAT_VERSION!r}"
+    odd = sorted({c for _, classes in rows for c in classes} - {"text"})
+    if odd:
+        return meta["origin"], f"ledger_meta holds values stored as {', '.join(odd)}, not text"
     return meta["origin"], None
 
 
@@ -325,25 +431,39 @@ def verify_ledger(
     for extra in extra_problems:
         problems.append(Problem("checkpoint", None, extra))
 
-    origin, meta_problem = check_meta(store.meta_rows(conn))
+    origin, meta_problem = check_meta(store.raw_meta(conn))
     if meta_problem:
-        # A damaged meta table makes every signature check meaningless.
-        problems.append(Problem("meta", 0, meta_problem))
-        return report
+        if not origin:
+            # A damaged meta table makes every signature check meaningless.
+            problems.append(Problem("meta", 0, meta_problem))
+            return report
+        problems.append(Problem("meta", None, meta_problem))
 
     # Checkpoints: signatures checked once each, grouped by size.
     db_checkpoints: list[Checkpoint] = []
-    for row in store.checkpoint_rows(conn, raw=True):
+    for values, classes in store.raw_checkpoints(conn):
+        row = dict(zip(CHECKPOINT_COLUMNS, values, strict=True))
+        where = f"checkpoint row at size {_show(row['size'])}"
+        if tuple(classes) != _CHECKPOINT_STORAGE:
+            odd = [
+                f"{name} is stored as {cls}, expected {want}"
+                for name, cls, want in zip(
+                    CHECKPOINT_COLUMNS, classes, _CHECKPOINT_STORAGE, strict=True
+                )
+                if cls != want
+            ]
+            problems.append(Problem("checkpoint", None, f"{where}: {'; '.join(odd)}"))
         try:
             db_checkpoints.append(
                 Checkpoint.from_json(
-                    {k: (_text(v, k) if k != "size" else v) for k, v in row._mapping.items()}
+                    {
+                        k: (_text_value(v, k, nullable=False) if k != "size" else _int_value(v, k))
+                        for k, v in row.items()
+                    }
                 )
             )
         except (ValueError, KeyError, TypeError) as exc:
-            problems.append(
-                Problem("checkpoint", None, f"checkpoint row at size {row.size}: {exc}")
-            )
+            problems.append(Problem("checkpoint", None, f"{where}: {exc}"))
     by_size: dict[int, list[Checkpoint]] = {}
     seen: set[tuple[str, int, str, str, str, str]] = set()
     for cp in [*db_checkpoints, *trusted_checkpoints]:
@@ -361,14 +481,43 @@ def verify_ledger(
         return report
 
     stored_chunks: dict[int, str] = {}
-    for idx, value in store.chunk_rows(conn):
+    for (idx, value), classes in store.raw_chunks(conn):
         try:
-            stored_chunks[int(idx)] = _text(value, "hash")
+            index = _int_value(idx, "idx")
         except ValueError:
-            stored_chunks[int(idx)] = "<unreadable>"
+            problems.append(Problem("chunk", None, f"cached chunk row with index {_show(idx)}"))
+            continue
+        odd = [
+            f"{name} is stored as {cls}, expected {want}"
+            for name, cls, want in zip(("idx", "hash"), classes, ("integer", "text"), strict=True)
+            if cls != want
+        ]
+        if odd:
+            problems.append(Problem("chunk", None, f"cached chunk {index}: {'; '.join(odd)}"))
+        try:
+            stored_chunks[index] = _text(value, "hash")
+        except ValueError:
+            stored_chunks[index] = "<unreadable>"
 
     # Entries since the last checkpoint that authenticated them: (seq, body hash, key, sig).
     pending: list[tuple[int, str, str, str]] = []
+
+    def first_bad_entry(
+        lo: int = 0, hi: int | None = None, *, signatures: bool = True
+    ) -> int | None:
+        """Return the first seq in [lo, hi) an entry check has reported, if any."""
+        return min(
+            (
+                p.seq
+                for p in problems
+                if p.check in _ENTRY_CHECKS
+                and (signatures or p.check != "signature")
+                and p.seq is not None
+                and lo <= p.seq
+                and (hi is None or p.seq < hi)
+            ),
+            default=None,
+        )
 
     def settle_pending(before: int | None, *, final: bool = False) -> int | None:
         """Check the pending seals below ``before``; return the first bad seq.
@@ -402,6 +551,12 @@ def verify_ledger(
             )
             if bad:
                 span = seq if run_start is None else run_start
+                # An entry of the run whose content visibly changed (its leaf or row check
+                # failed) explains the broken seal; as with ``fail_fast``, which stops there,
+                # that entry is named. Only a run whose every entry looks intact (a forged or
+                # re-chained run) is named from its start.
+                changed = first_bad_entry(span, seq + 1, signatures=False)
+                span = span if changed is None else changed
                 where = (
                     f"entry {seq}"
                     if run_start is None
@@ -436,33 +591,62 @@ def verify_ledger(
         if fail_fast:
             raise _Stop
 
+    bad_blocks: list[int] = []
+
     def on_chunk(_level: int, index: int, value: bytes) -> None:
         if stored_chunks.pop(index, None) != value.hex():
             # A forged leaf in this block also breaks its cached hash: blame the leaf if so.
-            if settle_pending((index + 1) * CHUNK) is not None:
-                if fail_fast:
-                    raise _Stop
-                return
-            fail(
-                "chunk",
-                index * CHUNK,
-                f"cached hash of leaves {index * CHUNK}..{(index + 1) * CHUNK - 1} is wrong "
-                "or missing",
-            )
+            if settle_pending((index + 1) * CHUNK) is not None and fail_fast:
+                raise _Stop
+            # Blamed once every entry is checked (see ``blame_blocks``): a changed entry
+            # in the block, or one before it that shifted the leaves, is found by the
+            # entry checks, some only when a later seal is checked.
+            bad_blocks.append(index)
+
+    def blame_blocks() -> None:
+        first = first_bad_entry()
+        for index in bad_blocks:
+            start, end = index * CHUNK, (index + 1) * CHUNK
+            if first is not None and first < end:
+                problems.append(
+                    Problem(
+                        "chunk",
+                        first,
+                        f"cached hash of leaves {start}..{end - 1} differs from the leaves "
+                        f"as stored (entry {first} is bad)",
+                    )
+                )
+            else:
+                problems.append(
+                    Problem(
+                        "chunk",
+                        None,
+                        f"cached hash of leaves {start}..{end - 1} is wrong or missing; "
+                        "the entries themselves verify",
+                    )
+                )
+        bad_blocks.clear()
 
     def at_checkpoint_size(size: int, root: bytes) -> None:
         matching = [cp for cp in by_size.get(size, []) if cp.root == root.hex()]
         wrong = [cp for cp in by_size.get(size, []) if cp.root != root.hex()]
         for cp in wrong:
             first = settle_pending(None)
+            if first is None:
+                earlier = first_bad_entry()
+                first = earlier if earlier is not None and earlier < size else None
+                why = (
+                    " although every entry signature verifies (a fork)"
+                    if first is None
+                    else f" (entry {first} is bad)"
+                )
+            else:
+                why = ""
             fail(
                 "checkpoint",
                 first,
                 f"checkpoint at size {size} ({cp.time}): signed root differs from the "
-                "recomputed tree"
-                + (
-                    "" if first is not None else " although every entry signature verifies (a fork)"
-                ),
+                f"recomputed tree{why}",
             )
         report.checkpoints += len(matching)
         if matching and not wrong:
@@ -477,47 +661,61 @@ def verify_ledger(
     expected = 0
     rows = store.raw_rows(conn)
     try:
-        for row in rows:
-            try:
-                entry = parse_row(row)
-            except ValueError as exc:
-                fail("row", expected, f"entry {expected}: {exc}")
-                expected += 1
+        for values, classes in rows:
+            reading = read_row(values, classes)
+            if reading.seq is None:
+                # Which entry this is cannot be told: it is left out, and the sequence
+                # check names the seq that is then missing.
+                fail(
+                    "row",
+                    None,
+                    f"a row with no usable seq ({'; '.join(reading.problems)}) is not counted "
+                    "as an entry",
+                )
                 continue
-            order_problem = check_sequence(entry.seq, expected)
+            seq = reading.seq
+            order_problem = check_sequence(seq, expected)
             if order_problem:
                 fail("sequence", expected, order_problem)
-                expected = max(expected, entry.seq)
-            body = body_bytes(entry.body_fields())
-            recomputed = leaf_hash(
-                leaf_bytes(body, sig_key_id=entry.sig_key_id, signature=entry.signature)
-            )
-            for check, outcome in (
-                ("schema", check_schema(entry)),
-                ("leaf", check_leaf(entry, recomputed)),
-                ("chain", check_chain(entry, previous)),
-                ("payload", check_payload(entry)),
-            ):
-                if outcome:
-                    fail(check, entry.seq, f"entry {entry.seq}: {outcome}")
-            pending.append(
-                (entry.seq, hashlib.sha256(body).hexdigest(), entry.sig_key_id, entry.signature)
-            )
-            if (
-                (thorough or len(pending) >= _PENDING_LIMIT)
-                and settle_pending(None) is not None
-                and fail_fast
-            ):
-                raise _Stop
-            if entry.payload is None:
-                missing_payloads.append(entry.seq)
-            if entry.type == "purge":
-                purges.append((entry.seq, entry.public))
+                expected = max(expected, seq)
+            if reading.problems:
+                fail("row", seq, f"entry {seq}: {'; '.join(reading.problems)}")
+            entry = reading.entry
+            if entry is None:
+                # Nothing to recompute: the stored leaf (when readable) keeps the chain, the
+                # blocks and the checkpoints after this entry checkable.
+                recomputed = reading.stored_leaf or _UNREADABLE_LEAF
+            else:
+                body = body_bytes(entry.body_fields())
+                recomputed = leaf_hash(
+                    leaf_bytes(body, sig_key_id=entry.sig_key_id, signature=entry.signature)
+                )
+                for check, outcome in (
+                    ("schema", check_schema(entry)),
+                    ("leaf", check_leaf(entry, recomputed)),
+                    ("chain", check_chain(entry, previous)),
+                    ("payload", check_payload(entry)),
+                ):
+                    if outcome:
+                        fail(check, entry.seq, f"entry {entry.seq}: {outcome}")
+                pending.append(
+                    (entry.seq, hashlib.sha256(body).hexdigest(), entry.sig_key_id, entry.signature)
+                )
+                if (
+                    (thorough or len(pending) >= _PENDING_LIMIT)
+                    and settle_pending(None) is not None
+                    and fail_fast
+                ):
+                    raise _Stop
+                if entry.payload is None:
+                    missing_payloads.append(entry.seq)
+                if entry.type == "purge":
+                    purges.append((entry.seq, entry.public))
             previous = recomputed
             tree.append(recomputed)
             if tree.size in by_size:
                 at_checkpoint_size(tree.size, tree.root())
-            expected = max(expected, entry.seq) + 1
+            expected = max(expected, seq) + 1
             report.entries += 1
 
         size = tree.size
@@ -526,7 +724,7 @@ def verify_ledger(
         if fail_fast and problems:
             raise _Stop
         for index in sorted(stored_chunks):
-            fail("chunk", index * CHUNK, f"cached chunk {index} has no matching leaves")
+            fail("chunk", None, f"cached chunk {index} has no matching leaves")
         ranges = _purged_ranges(purges)
         for seq in missing_payloads:
             if not any(start <= seq < end and seq < by for start, end, by in ranges):
@@ -544,4 +742,5 @@ def verify_ledger(
         report.complete = False
     finally:
         rows.close()  # releases a server-side cursor when stopping early
+    blame_blocks()
     return report

@@ -43,7 +43,12 @@ from sqlalchemy.engine import Engine
 
 from clinical_mlops.errors import KeyNotFound, PrivacyError, SubjectErased, SubjectNotFound
 from clinical_mlops.hashing import canonical_json_scalars
-from clinical_mlops.ledger._sql import driver_execute, open_engine, write_transaction
+from clinical_mlops.ledger._sql import (
+    driver_execute,
+    open_engine,
+    probe_writable,
+    write_transaction,
+)
 from clinical_mlops.privacy.crypto import new_data_key
 from clinical_mlops.privacy.keys import KeyProvider
 
@@ -195,6 +200,10 @@ class IdentityVault:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def probe(self) -> str | None:
+        """Return None when the vault can be written now, else the reason (no path or URL)."""
+        return probe_writable(self.engine, table="subjects", column="pseudonym")
 
     # -- pseudonyms ------------------------------------------------------------------------
     def pseudonym_for(self, identifier: str, *, create: bool = True) -> str:

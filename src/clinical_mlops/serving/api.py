@@ -25,6 +25,7 @@ from clinical_mlops.errors import (
     ConsentNotGranted,
     DuplicateRequest,
     InputInvalid,
+    LedgerCorrupted,
     NotAuthenticated,
     NotAuthorised,
     OverrideInvalid,
@@ -41,7 +42,7 @@ from clinical_mlops.serving.inputs import split_path
 from clinical_mlops.serving.metrics import ServiceMetrics
 from clinical_mlops.serving.openapi import document
 from clinical_mlops.serving.predictor import Predictor
-from clinical_mlops.serving.routers import cds, models, oversight, predictions
+from clinical_mlops.serving.routers import cds, health, models, oversight, predictions
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -63,6 +64,8 @@ _STATUS: dict[type[Exception], int] = {
     # fail closed: no recommendation without its audit record
     StoreUnavailable: 503,
     ClockBehindLedger: 503,
+    # a damaged record (e.g. the prediction an override names): nothing is built on it
+    LedgerCorrupted: 503,
 }
 
 
@@ -166,7 +169,7 @@ def create_app(predictor: Predictor, auth: AuthConfig, *, base_url: str = "") ->
     app.state.service = Service(
         predictor=predictor, auth=auth, metrics=metrics, base_url=base_url.rstrip("/")
     )
-    for module in (predictions, oversight, models, cds):
+    for module in (predictions, oversight, models, health, cds):
         app.include_router(module.router)
     document(app, predictor)
 

@@ -42,7 +42,9 @@ ROUTE_ROLES: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/v1/models"): ROLES,
     # open: CDS cards link to it for a clinician's browser; it holds no patient data
     ("GET", "/v1/models/{release}/card"): (),
-    ("GET", "/healthz"): ROLES,
+    ("GET", "/healthz"): (),
+    ("GET", "/readyz"): (),
+    ("GET", "/v1/health"): ROLES,
     ("GET", "/metrics"): ("ml_engineer", "compliance", "auditor", "system"),
     ("GET", "/cds-services"): (),
     ("POST", "/cds-services/{service_id}"): ("clinician", "system"),

@@ -408,8 +408,6 @@ class Predictor:
         self.clock: Clock = clock or SystemClock()
         self.status_ttl = status_ttl
         self.registry = Registry.open(workspace, clock=self.clock)
-        self.ledger = Ledger.open(workspace, clock=self.clock)
-        self.vault = self.ledger.vault
         self._pinned = release
         self._scorers: dict[str, ReleaseScorer] = {}
         self._lock = threading.Lock()
@@ -419,6 +417,14 @@ class Predictor:
         self._statuses: dict[str, str] = {}
         try:
             self.default = self._initial_release()
+            # Never creates a ledger or an identity vault: a service whose stores are
+            # missing refuses to start (a ledger lost under a workspace is named as such).
+            self.ledger = Ledger.open(workspace, clock=self.clock, create=False)
+        except BaseException:
+            self.registry.close()
+            raise
+        try:
+            self.vault = self.ledger.vault
             self.scorer(self.default)
         except BaseException:
             self.close()

@@ -1,4 +1,4 @@
-"""``GET /v1/models``, the model card, ``GET /healthz`` and ``GET /metrics``."""
+"""``GET /v1/models``, the model card and ``GET /metrics``."""
 
 from __future__ import annotations
 
@@ -34,23 +34,6 @@ def model_card(release: str, svc: Annotated[Service, Depends(service)]) -> HTMLR
     """
     scorer = svc.predictor.scorer(release)
     return HTMLResponse((scorer.bundle.path / "model_card.html").read_text(encoding="utf-8"))
-
-
-@router.get("/healthz", summary="Liveness and the release being served")
-def healthz(
-    _: Annotated[Principal, Depends(require("GET", "/healthz"))],
-    svc: Annotated[Service, Depends(service)],
-) -> dict[str, Any]:
-    p = svc.predictor
-    decision, release = p.decision(p.site)
-    return {
-        "status": "ok",
-        "task": p.task,
-        "release": release,
-        "release_status": p.status_of(release) if release else None,
-        "mode": decision.mode,
-        "site": p.site,
-    }
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
