@@ -640,14 +640,15 @@ class Ledger:
         """
         wanted = None if types is None else {t.encode() for t in types} | set(types)
         with self.store.engine.connect() as conn:
-            for row in self.store.raw_rows(conn, start=max(start, 0), end=end):
-                if wanted is not None and row[2] not in wanted:  # the type, as text or bytes
+            for values, classes in self.store.raw_rows(conn, start=max(start, 0), end=end):
+                if wanted is not None and values[2] not in wanted:  # the type, text or bytes
                     continue
                 try:
-                    entry = parse_row(row)
+                    entry = parse_row(values, classes)
                 except ValueError as exc:
                     raise LedgerCorrupted(
-                        f"ledger entry {row[0]} is damaged ({exc}); run `clinical-mlops audit verify`"
+                        f"ledger entry {values[0]!r} is damaged ({exc}); "
+                        "run `clinical-mlops audit verify`"
                     ) from None
                 yield self._opened(entry)
 
