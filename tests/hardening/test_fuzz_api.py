@@ -530,7 +530,7 @@ def test_the_live_service_checks_the_token_issuer(live: Any) -> None:
         svc.secret,
         algorithm="HS256",
     )
-    for token, words in ((evil, "issuer"), (unnamed, '"iss"')):
+    for token, words in ((evil, "issuer"), (unnamed, "'iss'")):
         r = httpx.get(models, headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 401 and words in r.json()["detail"]["message"], r.text
 
