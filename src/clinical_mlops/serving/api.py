@@ -19,12 +19,14 @@ from fastapi.responses import JSONResponse
 
 from clinical_mlops import __version__
 from clinical_mlops.errors import (
+    CaseAlreadyDecided,
     ClockBehindLedger,
     ConsentNotGranted,
     DuplicateRequest,
     InputInvalid,
     NotAuthenticated,
     NotAuthorised,
+    OutcomeAlreadyRecorded,
     OverrideInvalid,
     PredictionNotFound,
     ReleaseNotFound,
@@ -50,6 +52,8 @@ _STATUS: dict[type[Exception], int] = {
     PredictionNotFound: 404,
     ReleaseNotFound: 404,
     DuplicateRequest: 409,
+    CaseAlreadyDecided: 409,
+    OutcomeAlreadyRecorded: 409,
     OverrideInvalid: 422,
     ReleaseNotServable: 503,
     # fail closed: no recommendation without its audit record
