@@ -5,7 +5,6 @@ on both backends; and the one-time index of a ledger written before keys were un
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +15,7 @@ from clinical_mlops.errors import AlreadyRecorded, EntryPayloadInvalid
 from clinical_mlops.ledger import Ledger, NewEntry
 from clinical_mlops.ledger import ledger as ledger_module
 from clinical_mlops.ledger.claims import claims, claims_built
-from evidence_helpers import Stores
+from evidence_helpers import Stores, race
 
 
 def inference(subject: str, request_id: str) -> NewEntry:
@@ -71,26 +70,6 @@ def inference_ids(ledger: Ledger) -> list[str]:
             )
         ).scalars()
         return [str(ledger.read(int(s)).payload["request_id"]) for s in seqs]  # type: ignore[index]
-
-
-def race(n: int, work: Callable[[int], Any]) -> list[Any]:
-    """Run ``work(i)`` on ``n`` threads released together; return each result or exception."""
-    barrier = threading.Barrier(n)
-    out: list[Any] = [None] * n
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            out[i] = work(i)
-        except Exception as exc:  # returned to the test, which asserts on it
-            out[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return out
 
 
 def test_concurrent_batches_sharing_a_request_id_record_exactly_one(
