@@ -11,10 +11,17 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from clinical_mlops.errors import AlreadyRecorded, EntryPayloadInvalid
+from clinical_mlops.errors import AlreadyRecorded, EntryPayloadInvalid, KeyNotFound
 from clinical_mlops.ledger import Ledger, NewEntry
 from clinical_mlops.ledger import ledger as ledger_module
-from clinical_mlops.ledger.claims import claims, claims_built
+from clinical_mlops.ledger.claims import (
+    claims,
+    claims_built,
+    new_request_ids,
+    read_index,
+    stored_key,
+)
+from clinical_mlops.privacy.erasure import erase_subject
 from evidence_helpers import Stores, race
 
 
@@ -200,12 +207,15 @@ def test_a_ledger_from_before_unique_keys_is_indexed_and_its_duplicates_reported
         o1 = old.append_batch([outcome(psn, a, 1)])[0].seq
         o2 = old.append_batch([outcome(psn, a, 0)])[0].seq
         old.append_batch([outcome(psn, b, 1)])
+        gone = pseudonym("MRN-6")
+        old.append_batch([inference(gone, "a")])  # a duplicate too, but unreadable once erased
+        erase_subject(old, identifier="MRN-6", actor="dpo", reason="request 12")
         with old.store.engine.connect() as conn:
             assert not sa.inspect(conn).has_table(claims.name)
     with stores.open() as upgraded, caplog.at_level(logging.WARNING):
         index = upgraded.ensure_claims()
-        assert index.built_now and index.entries == 6
-        assert index.claimed == 4 and index.unreadable == 0 and index.duplicate_entries == 2
+        assert index.built_now and index.entries == 8
+        assert index.claimed == 4 and index.unreadable == 1 and index.duplicate_entries == 2
         assert index.duplicates == [
             {"scope": "request", "kept": a, "also": [a_again]},
             {"scope": "outcome", "kept": o1, "also": [o2], "prediction": a},
@@ -224,3 +234,37 @@ def test_a_ledger_from_before_unique_keys_is_indexed_and_its_duplicates_reported
         assert not again.built_now and again.duplicates == index.duplicates
         with later.store.engine.connect() as conn:
             assert conn.execute(sa.select(sa.func.count()).select_from(claims_built)).scalar() == 1
+
+
+def test_an_entry_that_cannot_be_opened_stops_the_index_with_its_seq(
+    stores: Stores, pseudonym: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key lost from the provider is not an erasure: the index is not built around it."""
+    psn = pseudonym("MRN-7")
+    with monkeypatch.context() as m, stores.open() as old:
+        m.setattr(ledger_module, "unique_keys", lambda *_: ())
+        seq = old.append_batch([inference(psn, "a")])[0].seq
+    with stores.open() as upgraded:
+
+        def lost(*_: Any, **__: Any) -> bytes:
+            raise KeyNotFound("wrap key 'kek_1' is not in the keyring")
+
+        monkeypatch.setattr(upgraded.vault, "data_key", lost)
+        with pytest.raises(KeyNotFound, match=f"ledger entry {seq} cannot be opened to index"):
+            upgraded.ensure_claims()
+        with upgraded.store.engine.connect() as conn:
+            assert read_index(conn) is None  # rolled back: nothing indexed, tables and all
+
+
+def test_keys_are_stored_so_that_new_ones_land_together() -> None:
+    """Seqs and generated ids sort as they are made; a client's text is stored as a digest."""
+    first, later = new_request_ids(3), new_request_ids(1)
+    assert len(set(first + later)) == 4 and all(len(i) == 36 for i in first + later)
+    assert first[0][:16] == first[2][:16] <= later[0][:16]  # one clock read per call
+    assert stored_key("request", first[0]) == first[0].encode("ascii")
+    client = stored_key("request", "MRN-123-order-9")
+    assert len(client) == 16 and b"MRN" not in client
+    assert stored_key("request", "req_" + "G" * 32) != ("req_" + "G" * 32).encode()
+    assert [stored_key("outcome", str(s)) for s in (9, 10, 255, 256)] == sorted(
+        stored_key("outcome", str(s)) for s in (9, 10, 255, 256)
+    )

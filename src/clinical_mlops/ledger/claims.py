@@ -14,14 +14,24 @@ supersedes      a correction (``override`` or ``outcome``        the seq of the 
                 carrying ``corrects``)
 ==============  ===============================================  =============================
 
-A claim is a row of ``ledger_claims`` whose primary key is (scope, SHA-256 of the key),
+A claim is a row of ``ledger_claims`` whose primary key is (scope, stored key),
 inserted in the same transaction as its entry. A second writer's insert violates the
 primary key, its whole transaction rolls back, and nothing of it is written: no seq is
 used and no leaf added, so the chain and the tree are untouched
 (``Ledger.append_batch`` raises :class:`~clinical_mlops.errors.AlreadyRecorded`). The
 rule therefore holds across threads, processes and hosts sharing the database, whatever
-front end wrote the entry. The key's hash is stored rather than the key: a request id is
-a client's text, and the table is an index, not a record (the entries are the record).
+front end wrote the entry.
+
+How a key is stored (:func:`stored_key`) decides what an insert costs: an index insert
+dirties the page its key sorts into, and SQLite's write-ahead log writes every page a
+transaction dirtied, whole (16 KiB in a ledger). Keys that sort in the order they arrive
+share the last pages; random keys each dirty a page of their own once the index is large.
+So a prediction's seq is stored as 8 big-endian bytes (decisions and outcomes name recent
+predictions), a request id this service generated (:func:`new_request_ids`: ``req_``, the
+time in milliseconds, random bits) as its own ASCII text, which holds nothing of a client's
+and increases with time, and any other request id — a client's text — as the first 16
+bytes of its SHA-256 (an accidental collision among a billion ids has odds of about 1e-21).
+The table is an index, not a record: the entries are the record.
 
 A correction supersedes one entry and an entry can be superseded once, so the
 corrections of a record form a chain whose end is the record's current value
@@ -37,6 +47,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import secrets
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,9 +70,10 @@ __all__ = [
     "claims_built",
     "holders",
     "insert_claims",
-    "key_hash",
     "latest",
+    "new_request_ids",
     "read_index",
+    "stored_key",
     "unique_keys",
 ]
 
@@ -83,7 +97,7 @@ claims = sa.Table(
     "ledger_claims",
     claims_metadata,
     sa.Column("scope", sa.String(16), primary_key=True),
-    sa.Column("key_hash", sa.String(64), primary_key=True),
+    sa.Column("stored_key", sa.LargeBinary(64), primary_key=True),
     sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), nullable=False),
     # the primary key is the table: one b-tree to insert into instead of a table and an index
     sqlite_with_rowid=False,
@@ -96,7 +110,9 @@ claims_built = sa.Table(
     sa.Column("entries", sa.BigInteger, nullable=False),
     sa.Column("report", sa.Text, nullable=False),
 )
-_INSERT = "INSERT INTO ledger_claims (scope, key_hash, seq) VALUES (?, ?, ?)"
+_INSERT = "INSERT INTO ledger_claims (scope, stored_key, seq) VALUES (?, ?, ?)"
+_GENERATED = re.compile(r"req_[0-9a-f]{32}")
+_BY_SEQ = frozenset(("decision", "senior_review", "outcome", "supersedes"))
 
 
 def unique_keys(entry_type: str, payload: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -111,45 +127,64 @@ def unique_keys(entry_type: str, payload: Mapping[str, Any]) -> tuple[tuple[str,
         return ()
     corrects = payload.get("corrects")
     if corrects is not None:
-        if type(corrects) is not int or corrects < 0:
-            raise EntryPayloadInvalid(
-                f"{entry_type} entry: 'corrects' must be the seq of the entry it corrects"
-            )
-        return (("supersedes", str(corrects)),)
-    target = str(payload["prediction_seq"])
+        return (("supersedes", _seq(entry_type, "corrects", corrects)),)
+    target = _seq(entry_type, "prediction_seq", payload.get("prediction_seq"))
     if entry_type == "outcome":
         return (("outcome", target),)
     return (("senior_review" if payload.get("action") == "escalate" else "decision", target),)
 
 
-def key_hash(key: str) -> str:
-    """Return the hex SHA-256 of a claimed key, as stored."""
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+def _seq(entry_type: str, name: str, value: Any) -> str:
+    """Return ``value`` as a seq key; raise EntryPayloadInvalid when it cannot be a seq."""
+    if type(value) is not int or not 0 <= value < 2**63:
+        raise EntryPayloadInvalid(f"{entry_type} entry: {name!r} must be the seq of a ledger entry")
+    return str(value)
 
 
-def insert_claims(conn: Connection, rows: Sequence[tuple[str, str, int]]) -> None:
+def new_request_ids(count: int) -> list[str]:
+    """Return ``count`` fresh request ids: ``req_``, the time in ms (12 hex), 80 random bits.
+
+    The random bits keep ids unique and unguessable; the time first makes them sort in
+    the order they are made, so their index entries are appended, not scattered (see
+    above). One read of the clock and of the system's random source per call.
+    """
+    stamp = f"req_{time.time_ns() // 1_000_000:012x}"
+    noise = secrets.token_bytes(10 * count).hex()
+    return [stamp + noise[20 * i : 20 * i + 20] for i in range(count)]
+
+
+def stored_key(scope: str, key: str) -> bytes:
+    """Return ``key`` of ``scope`` as ``ledger_claims`` stores it (see the module docstring)."""
+    if scope in _BY_SEQ:
+        return int(key).to_bytes(8, "big")
+    if _GENERATED.fullmatch(key):
+        return key.encode("ascii")
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:16]
+
+
+def insert_claims(conn: Connection, rows: Sequence[tuple[str, bytes, int]]) -> None:
     """Insert (scope, key hash, seq) rows; a key already held raises ``IntegrityError``."""
     driver_executemany(conn, _INSERT, rows)
 
 
 def holders(conn: Connection, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
     """Return (scope, key) -> seq of the entry holding it, for the pairs that are held."""
-    by_hash: dict[tuple[str, str], tuple[str, str]] = {}
+    by_hash: dict[tuple[str, bytes], tuple[str, str]] = {}
     for scope, key in pairs:
-        by_hash[(scope, key_hash(key))] = (scope, key)
+        by_hash[(scope, stored_key(scope, key))] = (scope, key)
     found: dict[tuple[str, str], int] = {}
-    wanted: dict[str, list[str]] = {}
+    wanted: dict[str, list[bytes]] = {}
     for scope, digest in by_hash:
         wanted.setdefault(scope, []).append(digest)
     for scope, digests in wanted.items():
         for i in range(0, len(digests), 500):
             rows = conn.execute(
-                sa.select(claims.c.key_hash, claims.c.seq).where(
-                    claims.c.scope == scope, claims.c.key_hash.in_(digests[i : i + 500])
+                sa.select(claims.c.stored_key, claims.c.seq).where(
+                    claims.c.scope == scope, claims.c.stored_key.in_(digests[i : i + 500])
                 )
             )
             for digest, seq in rows:
-                found[by_hash[(scope, str(digest))]] = int(seq)
+                found[by_hash[(scope, bytes(digest))]] = int(seq)
     return found
 
 
@@ -264,12 +299,12 @@ class IndexBuilder:
                 continue
             wanted += [(seq, scope, key) for scope, key in keys]
         held = holders(self.conn, [(scope, key) for _, scope, key in wanted])
-        rows: list[tuple[str, str, int]] = []
+        rows: list[tuple[str, bytes, int]] = []
         for seq, scope, key in wanted:
             kept = held.get((scope, key))
             if kept is None:
                 held[(scope, key)] = seq
-                rows.append((scope, key_hash(key), seq))
+                rows.append((scope, stored_key(scope, key), seq))
                 continue
             self.duplicate_entries += 1
             item = self.duplicates.get((scope, key))

@@ -64,9 +64,9 @@ from clinical_mlops.ledger.claims import (
     claims_metadata,
     holders,
     insert_claims,
-    key_hash,
     latest,
     read_index,
+    stored_key,
     unique_keys,
 )
 from clinical_mlops.ledger.entries import (
@@ -122,8 +122,8 @@ class _Pending:
     """One caller's prepared items waiting in the group-commit queue, and what became of them."""
 
     prepared: list[tuple[Any, ...]]
-    # (item index, scope, key, key hash) of each unique key the items claim
-    claims: list[tuple[int, str, str, str]] = field(default_factory=list)
+    # (item index, scope, key, stored key) of each unique key the items claim
+    claims: list[tuple[int, str, str, bytes]] = field(default_factory=list)
     receipts: list[Receipt] = field(default_factory=list)
     error: BaseException | None = None
     done: bool = False
@@ -307,9 +307,9 @@ class Ledger:
         return mine.receipts
 
     @staticmethod
-    def _claims_of(items: Sequence[NewEntry]) -> list[tuple[int, str, str, str]]:
-        """Return (item index, scope, key, key hash) of every unique key ``items`` claim."""
-        out: list[tuple[int, str, str, str]] = []
+    def _claims_of(items: Sequence[NewEntry]) -> list[tuple[int, str, str, bytes]]:
+        """Return (item index, scope, key, stored key) of every unique key ``items`` claim."""
+        out: list[tuple[int, str, str, bytes]] = []
         first: dict[tuple[str, str], int] = {}
         for i, it in enumerate(items):
             for scope, key in unique_keys(it.type, it.payload):
@@ -319,7 +319,7 @@ class Ledger:
                         f"{scope} {key!r} ({SCOPES[scope]}); nothing was written"
                     )
                 first[(scope, key)] = i
-                out.append((i, scope, key, key_hash(key)))
+                out.append((i, scope, key, stored_key(scope, key)))
         return out
 
     def _write_group(self, group: list[_Pending]) -> None:
@@ -332,9 +332,14 @@ class Ledger:
                 for pending in group:
                     self._write_group([pending])
                 return
-            refused = self._already_recorded(group[0]) if len(group) == 1 else None
+            refused: BaseException = exc
+            if len(group) == 1:
+                try:
+                    refused = self._already_recorded(group[0]) or exc
+                except Exception as lookup:  # the database went away since: say that
+                    refused = lookup
             for pending in group:
-                pending.error = refused or exc
+                pending.error = refused
         except BaseException as exc:
             for pending in group:
                 pending.error = exc
@@ -372,7 +377,7 @@ class Ledger:
             self._check_clock(when, last)
             rows: list[tuple[Any, ...]] = []
             leaves: list[str] = []
-            claimed: list[tuple[str, str, int]] = []
+            claimed: list[tuple[str, bytes, int]] = []
             seq = size
             seal_seq = size + total - 1
             for pending in group:
@@ -520,11 +525,18 @@ class Ledger:
     def _build_claims(self, conn: sa.Connection) -> ClaimsIndex:
         claims_metadata.create_all(conn)
         size = self.store.size(conn)
+        erased = self.erased_pseudonyms()
         builder = IndexBuilder(conn)
         start = 0
         while start < size:
             rows = conn.execute(
-                sa.select(entries.c.seq, entries.c.type, entries.c.key_id, entries.c.payload)
+                sa.select(
+                    entries.c.seq,
+                    entries.c.type,
+                    entries.c.subject,
+                    entries.c.key_id,
+                    entries.c.payload,
+                )
                 .where(
                     entries.c.seq >= start,
                     entries.c.seq < start + 5000,
@@ -532,26 +544,52 @@ class Ledger:
                 )
                 .order_by(entries.c.seq)
             ).all()
-            builder.add([(int(r[0]), str(r[1]), self._opened(*r)) for r in rows])
+            builder.add([(int(r[0]), str(r[1]), self._opened(*r, erased=erased)) for r in rows])
             start += 5000
         return builder.finish(time=utc_iso(self.clock.now()), entries=size)
 
     def _opened(
-        self, seq: int, entry_type: str, key_id: str | None, blob: bytes | None
+        self,
+        seq: int,
+        entry_type: str,
+        subject: str | None,
+        key_id: str | None,
+        blob: bytes | None,
+        *,
+        erased: set[str],
     ) -> dict[str, Any] | None:
-        """Return an entry's payload, or None when erased, purged or not readable."""
-        if blob is None or key_id is None:
+        """Return an entry's payload, or None when it was purged or its subject erased.
+
+        Any other failure to open it raises: an index that skipped a readable entry could
+        let a duplicate through, so it is not built until the cause (a key missing from
+        the provider, a damaged payload) is fixed.
+        """
+        if blob is None:
             return None
         try:
+            if key_id is None:
+                raise KeyNotFound("the entry has a payload but no data-key id")
             key = self.vault.data_key(key_id, provider=self.provider)
+        except KeyNotFound as exc:
+            if subject is not None and subject in erased:
+                return None
+            raise KeyNotFound(
+                f"ledger entry {seq} cannot be opened to index its unique keys ({exc}); "
+                "nothing was indexed. Restore the key, then start again"
+            ) from exc
+        try:
             plaintext = open_sealed(
                 bytes(blob),
                 key=key,
+                where=f"ledger entry {seq}",
                 aad=payload_aad(origin=self.origin, seq=seq, entry_type=entry_type, key_id=key_id),
             )
-            payload = json.loads(plaintext)
-        except (KeyNotFound, WrongKey, ValueError):
-            return None
+        except WrongKey as exc:
+            raise WrongKey(
+                f"{exc}; its unique keys cannot be indexed and nothing was indexed: run "
+                "`clinical-mlops audit verify`"
+            ) from exc
+        payload = json.loads(plaintext)
         return payload if isinstance(payload, dict) else None
 
     def holders(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:

@@ -38,6 +38,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from clinical_mlops.errors import InputInvalid, ServingError
+from clinical_mlops.ledger.claims import new_request_ids
 from clinical_mlops.serving.predictor import MAX_BATCH, PredictionRequest, Predictor
 from clinical_mlops.workspace import Workspace
 
@@ -102,7 +103,7 @@ def _chunks(
                         purpose=item.purpose,
                         setting=item.setting,
                         features=item.features,
-                        request_id=item.request_id or f"req_{uuid.uuid4().hex}",
+                        request_id=item.request_id or new_request_ids(1)[0],
                         site=item.site,
                         hours_since_admission=item.hours_since_admission,
                     )

@@ -37,7 +37,6 @@ import gc
 import math
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,6 +58,7 @@ from clinical_mlops.evaluation.phrases import Phraser
 from clinical_mlops.governance.rollout import ServingDecision, serving_decision
 from clinical_mlops.hashing import FinitePayload
 from clinical_mlops.ledger import Ledger, NewEntry
+from clinical_mlops.ledger.claims import new_request_ids
 from clinical_mlops.modeling.explain import EXPLANATION_FORMAT
 from clinical_mlops.modeling.model import Explainer
 from clinical_mlops.modeling.trained import TrainedModel
@@ -571,7 +571,8 @@ class Predictor:
             raise InputInvalid([(where or "items", f"{len(requests)} requests exceed {MAX_BATCH}")])
         if not requests:
             raise InputInvalid([(where or "items", "at least one request is needed")])
-        ids = [r.request_id or f"req_{uuid.uuid4().hex}" for r in requests]
+        fresh = iter(new_request_ids(sum(not r.request_id for r in requests)))
+        ids = [r.request_id or next(fresh) for r in requests]
         checked = self._check(requests, ids, where=where)
         now = self.clock.now()
         entries: list[NewEntry] = []
@@ -844,7 +845,8 @@ class Predictor:
         cannot be a duplicate. A check, not a reservation: an id served between this
         check and the scoring is still refused then, by the ledger.
         """
-        ids = [r.request_id or f"req_{uuid.uuid4().hex}" for r in requests]
+        fresh = iter(new_request_ids(sum(not r.request_id for r in requests)))
+        ids = [r.request_id or next(fresh) for r in requests]
         self._check(requests, ids, where=where)
         given = [r.request_id for r in requests if r.request_id]
         held = self.ledger.holders([("request", rid) for rid in given])
