@@ -10,7 +10,7 @@ is one case with both reasons; it has waited since its first escalation.
 
 The queue lists cases by their newest escalation, with their age and why, and
 keeps a case *open* until a clinician accepts or overrides it. The decision is an
-``override`` ledger entry written by :func:`serving.oversight.record_override`, so it
+``override`` ledger entry written by :func:`serving.oversight.record_overrides`, so it
 carries the explanation, probability, set and flags as they were shown.
 
 A case takes one decision: :func:`decide_case` — the one function the console,

@@ -111,7 +111,9 @@ def _correction_reason(correction: bool, reason: str | None, *, what: str) -> st
                 [("correction_reason", f"a reason is given only with a correction of {what}")]
             )
         return None
-    if not isinstance(text, str) or not text or not is_text(text):
+    if isinstance(text, str) and text and not is_text(text):
+        raise InputInvalid([("correction_reason", "expected text (no lone surrogates)")])
+    if not isinstance(text, str) or not text:
         raise InputInvalid(
             [
                 (
