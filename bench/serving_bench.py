@@ -424,13 +424,20 @@ def entry_floor(data: dict[str, Any], *, n: int = 3000) -> dict[str, float]:
 
     Per row: a representative unexplained inference payload encoded (orjson), sealed with
     AES-256-GCM under its own data key, hashed, its body and leaf hashed, and the row inserted
-    into a real ledger table (SQLite, WAL, ``synchronous=FULL``) in one transaction. This is
+    into a real ledger table (SQLite, WAL, ``synchronous=FULL``) in one transaction, with its
+    request id (one the service generates) claimed in the ledger's unique index. This is
     what one Python process spends per record before doing anything else, so it bounds the
     rate any batch path built on these primitives can reach.
     """
     import hashlib
 
     from clinical_mlops.hashing import FinitePayload, payload_json
+    from clinical_mlops.ledger.claims import (
+        claims_metadata,
+        insert_claims,
+        new_request_ids,
+        stored_key,
+    )
     from clinical_mlops.ledger.entries import body_bytes
     from clinical_mlops.ledger.merkle import leaf_hash
     from clinical_mlops.ledger.store import LedgerStore
@@ -441,11 +448,14 @@ def entry_floor(data: dict[str, Any], *, n: int = 3000) -> dict[str, float]:
     context = {"setting": data["setting"], "site": "*", "hours_since_admission": 24.0}
     tmp = Path(tempfile.mkdtemp(prefix="cm-entry-floor-"))
     store = LedgerStore.open(f"sqlite:///{tmp / 'ledger.db'}")
+    with store.writer() as conn:
+        claims_metadata.create_all(conn)
     try:
         best = float("inf")
         for attempt in range(3):
             t0 = time.perf_counter()
-            prev, out = "0" * 64, []
+            prev, out, claimed = "0" * 64, [], []
+            request_ids = new_request_ids(n)
             for i in range(n):
                 seq = attempt * n + i
                 plaintext = payload_json(
@@ -472,7 +482,7 @@ def entry_floor(data: dict[str, Any], *, n: int = 3000) -> dict[str, float]:
                         escalation=[],
                         requester="system:bench",
                         purpose="direct_care",
-                        request_id=f"req_{i:032d}",
+                        request_id=request_ids[i],
                     )
                 )
                 aad = payload_aad(origin="ledger-x", seq=seq, entry_type="inference", key_id="k")
@@ -501,8 +511,10 @@ def entry_floor(data: dict[str, Any], *, n: int = 3000) -> dict[str, float]:
                         "",
                     )
                 )
+                claimed.append(("request", stored_key("request", request_ids[i]), seq))
                 prev = lh
             with store.writer() as conn:
+                insert_claims(conn, claimed)
                 store.insert_entries(conn, out)
             best = min(best, time.perf_counter() - t0)
     finally:

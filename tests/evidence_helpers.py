@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,3 +59,26 @@ def make_stores(backend: str, root: Path, request: pytest.FixtureRequest) -> Sto
     # the whole throw-away cluster is deleted at the end of the session.
     ledger_url, identity_url = create_database(server), create_database(server)
     return Stores(root, ledger_url, identity_url)
+
+
+def race(n: int, work: Callable[[int], Any]) -> list[Any]:
+    """Run ``work(i)`` for i < ``n`` on ``n`` threads released at once; return each result.
+
+    A call that raised returns its exception, for the test to assert on.
+    """
+    barrier = threading.Barrier(n)
+    out: list[Any] = [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            out[i] = work(i)
+        except Exception as exc:  # handed to the test
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out

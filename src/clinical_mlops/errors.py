@@ -23,6 +23,7 @@
     │   ├── LedgerNotFound             no ledger database where one was expected
     │   ├── LedgerCorrupted            the database file is unreadable or not a ledger
     │   ├── EntryNotFound              no entry with that seq
+    │   ├── AlreadyRecorded            an entry whose unique key (request id, decision, outcome) an earlier entry holds
     │   ├── ClockBehindLedger          the clock reads earlier than the newest entry; appends are refused
     │   ├── UnknownEntryType           an entry type (or schema version) that is not declared
     │   ├── EntryPayloadInvalid        a payload that does not match its entry schema
@@ -64,6 +65,7 @@
         ├── PredictionNotFound         no inference record with that id (override, outcome, replay)
         ├── OverrideInvalid            an override with an undeclared action or reason code
         ├── CaseAlreadyDecided         an escalated case already accepted or overridden (nothing recorded twice)
+        ├── OutcomeAlreadyRecorded     a prediction that already has its outcome (a change is an explicit correction)
         ├── NotAuthenticated           no credentials, or credentials that do not verify (HTTP 401)
         ├── NotAuthorised              valid credentials without a role the route needs (HTTP 403)
         └── ServiceConfigInvalid       no token key, or a malformed API-key file, at service start
@@ -91,6 +93,7 @@ __all__ = [
     # registry and governance
     "AlertNotFound",
     "AlertTransitionInvalid",
+    "AlreadyRecorded",
     "ApprovalRefused",
     "BundleExpired",
     "BundleForeign",
@@ -128,6 +131,7 @@ __all__ = [
     "MonitoringError",
     "NotAuthenticated",
     "NotAuthorised",
+    "OutcomeAlreadyRecorded",
     "OutsideIntendedUse",
     "OverrideInvalid",
     "PredictionNotFound",
@@ -258,6 +262,22 @@ class LedgerCorrupted(LedgerError):
 
 class EntryNotFound(LedgerError):
     """No ledger entry with the given sequence number."""
+
+
+class AlreadyRecorded(LedgerError):
+    """An append refused because an earlier entry holds one of its unique keys; nothing written.
+
+    ``scope`` names the rule (``request``, ``decision``, ``senior_review``, ``outcome``,
+    ``supersedes``; see ``ledger.claims``), ``key`` the value as the caller gave it, ``seq``
+    the entry that holds it and ``index`` the position of the refused item in its batch.
+    """
+
+    def __init__(self, message: str, *, scope: str, key: str, seq: int, index: int):
+        self.scope = scope
+        self.key = key
+        self.seq = seq
+        self.index = index
+        super().__init__(message)
 
 
 class ClockBehindLedger(LedgerError):
@@ -428,6 +448,10 @@ class CaseAlreadyDecided(ServingError):
     def __init__(self, message: str, *, decision: dict[str, object] | None = None):
         self.decision = decision
         super().__init__(message)
+
+
+class OutcomeAlreadyRecorded(ServingError):
+    """A prediction that already has its outcome; a different one is sent as a correction."""
 
 
 class NotAuthenticated(ServingError):

@@ -220,3 +220,15 @@ def test_purge_command(cli):
     assert code == 0 and json.loads(out)["ok"]
     code, _, err = cli("audit", "purge", "--retention", "erasure=10")
     assert code == 2 and has(err, "never purged")
+
+
+def test_audit_migrate_indexes_unique_keys_once(cli):
+    assert cli("privacy", "consent", "MRN-56", "--purpose", "mortality_risk", "--json")[0] == 0
+    code, out, _ = cli("audit", "migrate", "--json")
+    assert code == 0
+    built = json.loads(out)
+    assert built["built_now"] is True and built["entries"] == 1
+    assert (built["duplicate_entries"], built["duplicates"]) == (0, [])
+    code, _, err = cli("audit", "migrate")
+    assert code == 0 and has(err, "already built: claims index v1 built")
+    assert has(err, "over 1 entries: 0 keys claimed")

@@ -226,8 +226,11 @@ LEAVES = st.one_of(
 )
 
 
-def valid_bodies(service: dict[str, Any], seq: int) -> list[tuple[str, dict[str, Any]]]:
-    """Return (path, body) pairs that each route accepts as they are."""
+def valid_bodies(
+    service: dict[str, Any], seq: int, card_seq: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """Return (path, body) pairs that each route accepts as they are (once: a case takes
+    one decision, so the override and the card feedback name two predictions)."""
     rows = service["rows"]
     item = {"subject_id": "MRN-20", "purpose": "direct_care", "setting": "icu"}
     origin = service["predictor"].ledger.origin
@@ -248,7 +251,7 @@ def valid_bodies(service: dict[str, Any], seq: int) -> list[tuple[str, dict[str,
         ),
         (
             f"/cds-services/{SERVICE_ID}/feedback",
-            {"feedback": [{"card": card_uuid(origin, seq), "outcome": "overridden"}]},
+            {"feedback": [{"card": card_uuid(origin, card_seq), "outcome": "overridden"}]},
         ),
     ]
 
@@ -303,7 +306,18 @@ def test_mutated_valid_bodies_never_fail_the_server(
         },
     )
     assert first.status_code == 200, first.text
-    bodies = valid_bodies(service, first.json()["audit_seq"])
+    second = client.post(
+        "/v1/predict",
+        headers=good,
+        json={
+            "subject_id": "MRN-18",
+            "purpose": "direct_care",
+            "setting": "icu",
+            "features": service["rows"][18],
+        },
+    )
+    assert second.status_code == 200, second.text
+    bodies = valid_bodies(service, first.json()["audit_seq"], second.json()["audit_seq"])
     for path, body in bodies:  # the unmutated bodies are accepted
         response = client.post(path, headers=good, json=body)
         assert response.status_code in (200, 201), (path, response.text)

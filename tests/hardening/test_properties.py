@@ -13,8 +13,10 @@ export alone; a payload that has no JSON form is refused with nothing written.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -258,10 +260,18 @@ def test_ledger_round_trip_append_read_verify_export(tmp_path: Path) -> None:
     ledger = open_ledger(tmp_path)
     pseudonyms = [ledger.vault.pseudonym_for(f"MRN-{i}") for i in range(3)]
     written: dict[int, NewEntry] = {}
+    predictions = itertools.count()
 
     @settings(SETTINGS, max_examples=60)
     @given(batch=st.lists(new_entries(pseudonyms), min_size=1, max_size=6))
     def append_and_read(batch: list[NewEntry]) -> None:
+        # a prediction takes one outcome (a unique key of the ledger): each names its own
+        batch = [
+            replace(e, payload=dict(e.payload) | {"prediction_seq": next(predictions)})
+            if e.type == "outcome"
+            else e
+            for e in batch
+        ]
         size = ledger.size()
         receipts = ledger.append_batch(batch)
         assert [r.seq for r in receipts] == list(range(size, size + len(batch)))

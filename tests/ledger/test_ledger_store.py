@@ -336,7 +336,7 @@ def test_rotated_wrap_key_encrypts_new_data_and_old_data_still_opens(ledger: Led
     public = json.loads(ledger.read(rotation.seq).entry.public)
     assert public["old_key_id"] != public["new_key_id"]
     second = ledger.append(
-        type="outcome", actor="ehr", subject=p, payload={"prediction_seq": 0, "outcome": 0}
+        type="outcome", actor="ehr", subject=p, payload={"prediction_seq": 1, "outcome": 0}
     )
     assert ledger.read(second.seq).entry.key_id != old_dek  # new data key under the new KEK
     assert ledger.read(first.seq).payload == {"prediction_seq": 0, "outcome": 1}

@@ -116,7 +116,8 @@ def _build(stores: Stores, backend: str, server: str | None) -> Pristine:
                         type="outcome",
                         actor="ehr",
                         subject=rng.choice(subjects),
-                        payload={"prediction_seq": size, "outcome": 0},
+                        # one outcome per prediction (a unique key): each names its own
+                        payload={"prediction_seq": size + len(batch), "outcome": 0},
                     )
                 )
             elif kind < 0.9:

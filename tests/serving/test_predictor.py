@@ -116,6 +116,7 @@ def test_a_record_from_before_the_method_was_recorded_replays_with_pred_contribs
         core = sc.score([checked], [None], explain=True, method=legacy)[0]
         payload["explanation"] = {k: v for k, v in core["explanation"].items() if k != "method"}
         payload["explanation_shown"] = core["top"]
+        payload["request_id"] += "-legacy"  # a request id is served once
         old = led.append(type="inference", actor="t", subject=view.entry.subject, payload=payload)
     replayed = replay_inference(served["ws"], old.seq)
     assert replayed.identical, replayed.differences

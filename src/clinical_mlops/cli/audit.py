@@ -1,4 +1,4 @@
-"""``clinical-mlops audit ...``: verify, show, prove, export, checkpoint and purge the ledger."""
+"""``clinical-mlops audit ...``: verify, show, prove, export, checkpoint, purge and migrate the ledger."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from clinical_mlops.ledger import Ledger
 
 audit_app = typer.Typer(
-    help="The tamper-evident audit ledger: verify, show, prove, export, checkpoint, purge.",
+    help="The tamper-evident audit ledger: verify, show, prove, export, checkpoint, purge, migrate.",
     no_args_is_help=True,
 )
 
@@ -220,6 +220,23 @@ def checkpoint(
         print_json(cp)
     else:
         err_console.print(f"checkpoint: size {cp['size']}, root {cp['root']}, time {cp['time']}")
+
+
+@audit_app.command("migrate")
+def migrate(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
+    """Index the ledger's unique keys (request ids, decisions, outcomes) if not done yet.
+
+    A ledger written before unique keys were enforced by the store is indexed once —
+    by this command, or by the service when it starts — and keys already held twice
+    are listed: the earlier entry keeps the key, the later ones stay as written.
+    """
+    with _open(workspace) as ledger:
+        index = ledger.ensure_claims()
+    if as_json:
+        print_json(index.to_json())
+    else:
+        done = "built now" if index.built_now else "already built"
+        err_console.print(f"{done}: {index.report_text()}", highlight=False, markup=False)
 
 
 @audit_app.command("purge")

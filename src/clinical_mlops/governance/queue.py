@@ -10,14 +10,20 @@ is one case with both reasons; it has waited since its first escalation.
 
 The queue lists cases by their newest escalation, with their age and why, and
 keeps a case *open* until a clinician accepts or overrides it. The decision is an
-``override`` ledger entry written by :func:`serving.oversight.record_override`, so it
+``override`` ledger entry written by :func:`serving.oversight.record_overrides`, so it
 carries the explanation, probability, set and flags as they were shown.
 
-A case takes one decision: :func:`decide_case` refuses a second ``accept`` or
-``override`` on the same prediction with :class:`~clinical_mlops.errors.CaseAlreadyDecided`
-naming the decision already recorded, so a double-submitted form or a replayed post
-records nothing twice. ``escalate`` (send to senior review) may precede the decision
-and keeps the case open.
+A case takes one decision: :func:`decide_case` — the one function the console,
+``POST /v1/overrides`` and CDS Hooks feedback all call — refuses a second ``accept``
+or ``override`` on the same prediction with
+:class:`~clinical_mlops.errors.CaseAlreadyDecided` naming the decision already
+recorded, so a double-submitted form, a replayed post or the same decision arriving
+from two front ends at once records nothing twice. The rule is the ledger store's
+(a unique key per prediction, ``ledger.claims``), not a check before writing, so it
+holds across threads and processes. ``escalate`` (send to senior review) may precede
+the decision, once, and keeps the case open. A decision is changed only by an
+explicit correction with a reason (``correction=True``), which names the decision it
+corrects; the case shows the newest.
 
 Everything is read from the ledger: nothing about a case is stored elsewhere, and a
 case of an erased patient (payload no longer readable) leaves the queue. Patient
@@ -27,19 +33,18 @@ the one way back to the identifier, for the roles that need it.
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from clinical_mlops.errors import CaseAlreadyDecided, PredictionNotFound, SubjectErased
+from clinical_mlops.errors import PredictionNotFound, SubjectErased
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.ledger.store import entries
-from clinical_mlops.serving.oversight import record_override
+from clinical_mlops.serving.oversight import DECISIVE_ACTIONS, OverrideRequest, record_overrides
 from clinical_mlops.serving.predictor import ESCALATE_ON, FLAGS
 
 __all__ = [
@@ -50,20 +55,18 @@ __all__ = [
     "Decision",
     "case",
     "decide_case",
+    "decide_cases",
     "escalated_cases",
     "identifier_of",
 ]
 
 CaseState = Literal["open", "decided", "all"]
-#: actions that close a case; ``escalate`` keeps it open (sent to senior review)
-DECISIVE_ACTIONS = ("accept", "override")
 #: why a case was escalated -> words: the Predictor's flags (``serving.predictor.ESCALATE_ON``)
 #: and a monitoring alert on the release (``monitoring.escalation.escalate_cases``)
 ESCALATION_REASONS: dict[str, str] = dict(ESCALATE_ON) | {
     "monitoring_alert": "monitoring alert on the release"
 }
 _WORDS_TO_FLAG = {words: flag for flag, words in ESCALATE_ON.items()}
-_DECIDE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,10 @@ class Decision:
     reason_code: str | None
     reason: str | None
     comment: str | None
+    corrects: int | None = None
+    correction_reason: str | None = None
+    #: the override entry's payload with its seq and time, as ``POST /v1/overrides`` returns it
+    record: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +94,8 @@ class Decision:
             "reason_code": self.reason_code,
             "reason": self.reason,
             "comment": self.comment,
+            "corrects": self.corrects,
+            "correction_reason": self.correction_reason,
         }
 
 
@@ -123,8 +132,15 @@ class Case:
 
     @property
     def decision(self) -> Decision | None:
-        """Return the decision that closed the case (accept or override), if any."""
-        return next((d for d in self.decisions if d.action in DECISIVE_ACTIONS), None)
+        """Return the decision that closed the case (accept or override) as last corrected."""
+        first = next(
+            (d for d in self.decisions if d.action in DECISIVE_ACTIONS and d.corrects is None),
+            None,
+        )
+        correction = {d.corrects: d for d in self.decisions if d.corrects is not None}
+        while first is not None and first.seq in correction:
+            first = correction[first.seq]
+        return first
 
     @property
     def state(self) -> Literal["open", "decided"]:
@@ -202,6 +218,8 @@ def _decisions(
                 reason_code=p.get("reason_code"),
                 reason=p.get("reason"),
                 comment=p.get("comment"),
+                corrects=p.get("corrects"),
+                correction_reason=p.get("correction_reason"),
             )
         )
     return out
@@ -462,6 +480,31 @@ def _inference_view(ledger: Ledger, seq: int) -> Any:
     return view
 
 
+def decide_cases(
+    ledger: Ledger, requests: Sequence[OverrideRequest], *, actor: str, source: str
+) -> list[Decision]:
+    """Return the decisions recorded on several cases, all in one transaction or none.
+
+    The one way a decision is recorded, from every front end; see :func:`decide_case`
+    for the refusals. A refusal of any request records nothing of the others.
+    """
+    return [
+        Decision(
+            seq=int(stored["seq"]),
+            time=str(stored["time"]),
+            actor=actor,
+            action=str(stored["action"]),
+            reason_code=stored.get("reason_code"),
+            reason=stored.get("reason"),
+            comment=stored.get("comment"),
+            corrects=stored.get("corrects"),
+            correction_reason=stored.get("correction_reason"),
+            record=stored,
+        )
+        for stored in record_overrides(ledger, requests, actor=actor, source=source)
+    ]
+
+
 def decide_case(
     ledger: Ledger,
     prediction_seq: int,
@@ -471,54 +514,30 @@ def decide_case(
     reason_code: str | None = None,
     comment: str | None = None,
     source: str = "console",
+    correction: bool = False,
+    correction_reason: str | None = None,
 ) -> Decision:
     """Return the decision recorded on case ``prediction_seq`` (one ``override`` ledger entry).
 
-    Raises ``CaseAlreadyDecided`` when the case was already accepted or overridden
-    (nothing is written), ``OverrideInvalid`` for an undeclared action or reason, and
-    ``PredictionNotFound`` for a seq that is not a readable prediction, ``SubjectErased``
-    when its patient was erased (nothing is written). Decisions on
-    one process are serialised, so two identical posts arriving together record one.
+    Raises ``CaseAlreadyDecided`` when the case was already accepted or overridden, or
+    already sent to senior review and ``action`` is ``escalate`` (nothing is written);
+    ``OverrideInvalid`` for an undeclared action or reason, or a correction of a case
+    not decided; ``InputInvalid`` for a correction without a reason; and
+    ``PredictionNotFound`` for a seq that is not a readable prediction; ``SubjectErased``
+    when its patient was erased (nothing is written). The ledger's
+    store enforces one decision per case, so of any number of identical posts arriving
+    together, from any front end or process, one is recorded. ``correction`` records a
+    new decision that replaces the case's current one, naming it and ``correction_reason``.
     """
-    with _DECIDE_LOCK:
-        view = _inference_view(ledger, prediction_seq)
-        subject = view.entry.subject
-        existing = _decisions(
-            ledger, since_seq=prediction_seq, subjects={subject} if subject else set()
-        ).get(prediction_seq, [])
-        closing = next((d for d in existing if d.action in DECISIVE_ACTIONS), None)
-        if closing is not None:
-            raise CaseAlreadyDecided(
-                f"prediction {prediction_seq} was already decided: {closing.action} by "
-                f"{closing.actor} at {closing.time} (audit seq {closing.seq}); nothing was "
-                "recorded again",
-                decision=closing.to_json(),
-            )
-        if action == "escalate" and any(d.action == "escalate" for d in existing):
-            first = next(d for d in existing if d.action == "escalate")
-            raise CaseAlreadyDecided(
-                f"prediction {prediction_seq} was already sent to senior review by "
-                f"{first.actor} at {first.time} (audit seq {first.seq}); nothing was recorded again",
-                decision=first.to_json(),
-            )
-        stored = record_override(
-            ledger,
-            prediction_seq=prediction_seq,
-            action=action,
-            actor=actor,
-            reason_code=reason_code or None,
-            comment=(comment or "").strip() or None,
-            source=source,
-        )
-    return Decision(
-        seq=int(stored["seq"]),
-        time=str(stored["time"]),
-        actor=actor,
+    request = OverrideRequest(
+        prediction_seq=prediction_seq,
         action=action,
-        reason_code=stored.get("reason_code"),
-        reason=stored.get("reason"),
-        comment=stored.get("comment"),
+        reason_code=reason_code or None,
+        comment=comment,
+        correction=correction,
+        correction_reason=correction_reason,
     )
+    return decide_cases(ledger, [request], actor=actor, source=source)[0]
 
 
 def identifier_of(ledger: Ledger, pseudonym: str) -> str | None:

@@ -13,6 +13,13 @@ transaction (one commit, one fsync). Each caller still gets back only its own
 receipts, and only once the transaction holding them has committed; a failed
 transaction fails every append in it, and nothing of it is written.
 
+Unique keys: an inference claims its request id, a decision or an outcome its
+prediction (:mod:`clinical_mlops.ledger.claims`), in the same transaction as the
+entry. A key already held fails the transaction on the database's primary key, so
+nothing of it is written; when the transaction held other threads' appends too, each
+is then written alone, so only the append whose key was taken is refused
+(:class:`~clinical_mlops.errors.AlreadyRecorded`).
+
 Seals: the last entry of each transaction carries the Ed25519 signature; the
 entries before it in the same transaction carry an empty signature and are
 *sealed* by it, because its body holds the previous leaf hash, which holds the
@@ -39,15 +46,31 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clinical_mlops.clock import Clock, SystemClock, utc_iso
 from clinical_mlops.errors import (
+    AlreadyRecorded,
     ClockBehindLedger,
     EntryNotFound,
+    EntryPayloadInvalid,
     KeyNotFound,
     LedgerCorrupted,
     LedgerNotFound,
     StoreUnavailable,
+    WrongKey,
 )
 from clinical_mlops.hashing import canonical_json, canonical_json_scalars
 from clinical_mlops.ledger.checkpoint_log import CheckpointLog
+from clinical_mlops.ledger.claims import (
+    CLAIMING_TYPES,
+    SCOPES,
+    ClaimsIndex,
+    IndexBuilder,
+    claims_metadata,
+    holders,
+    insert_claims,
+    latest,
+    read_index,
+    stored_key,
+    unique_keys,
+)
 from clinical_mlops.ledger.entries import (
     Checkpoint,
     StoredEntry,
@@ -101,6 +124,8 @@ class _Pending:
     """One caller's prepared items waiting in the group-commit queue, and what became of them."""
 
     prepared: list[tuple[Any, ...]]
+    # (item index, scope, key, stored key) of each unique key the items claim
+    claims: list[tuple[int, str, str, bytes]] = field(default_factory=list)
     receipts: list[Receipt] = field(default_factory=list)
     error: BaseException | None = None
     done: bool = False
@@ -175,6 +200,7 @@ class Ledger:
         # (ledger size, leaf hashes of its incomplete last chunk) as this ledger last wrote
         # them: the next write completes that chunk without reading them back
         self._tail: tuple[int, list[str]] = (-1, [])
+        self._claims: ClaimsIndex | None = None
 
     @property
     def origin(self) -> str:
@@ -273,6 +299,9 @@ class Ledger:
         is taken; a bad item rejects the whole batch and nothing is written. The
         items stay contiguous and in order even when their transaction also holds
         other threads' appends (group commit, see the module docstring).
+
+        Raises ``AlreadyRecorded`` when an item claims a unique key that an entry
+        already holds (``ledger.claims``): the whole batch is refused, nothing written.
         """
         checked = [
             validate_new_entry(
@@ -294,7 +323,9 @@ class Ledger:
             prepared.append((it, schema.id, key_id, key, plaintext, public))
         if not prepared:
             return []
-        mine = _Pending(prepared)
+        mine = _Pending(prepared, claims=self._claims_of(items))
+        if mine.claims:
+            self.ensure_claims()
         with self._commit:
             self._queue.append(mine)
             while self._writing and not mine.done:
@@ -305,10 +336,7 @@ class Ledger:
                 group, self._queue = self._queue, []
         if not mine.done:
             try:
-                self._write(group)
-            except BaseException as exc:
-                for pending in group:
-                    pending.error = exc
+                self._write_group(group)
             finally:
                 with self._commit:
                     for pending in group:
@@ -318,6 +346,63 @@ class Ledger:
         if mine.error is not None:
             raise mine.error
         return mine.receipts
+
+    @staticmethod
+    def _claims_of(items: Sequence[NewEntry]) -> list[tuple[int, str, str, bytes]]:
+        """Return (item index, scope, key, stored key) of every unique key ``items`` claim."""
+        out: list[tuple[int, str, str, bytes]] = []
+        first: dict[tuple[str, str], int] = {}
+        for i, it in enumerate(items):
+            for scope, key in unique_keys(it.type, it.payload):
+                if (scope, key) in first:
+                    raise EntryPayloadInvalid(
+                        f"items {first[(scope, key)]} and {i} of this batch both claim "
+                        f"{scope} {key!r} ({SCOPES[scope]}); nothing was written"
+                    )
+                first[(scope, key)] = i
+                out.append((i, scope, key, stored_key(scope, key)))
+        return out
+
+    def _write_group(self, group: list[_Pending]) -> None:
+        """Write ``group`` in one transaction; record on each append what became of it."""
+        try:
+            self._write(group)
+        except sa.exc.IntegrityError as exc:
+            if len(group) > 1 and any(p.claims for p in group):
+                # One append's key is taken: written alone, only that one is refused.
+                for pending in group:
+                    self._write_group([pending])
+                return
+            refused: BaseException = exc
+            if len(group) == 1:
+                try:
+                    refused = self._already_recorded(group[0]) or exc
+                except Exception as lookup:  # the database went away since: say that
+                    refused = lookup
+            for pending in group:
+                pending.error = refused
+        except BaseException as exc:
+            for pending in group:
+                pending.error = exc
+
+    def _already_recorded(self, pending: _Pending) -> AlreadyRecorded | None:
+        """Return the refusal of ``pending`` naming the first key it claims that is held."""
+        if not pending.claims:
+            return None
+        with self.store.engine.connect() as conn:
+            held = holders(conn, [(scope, key) for _, scope, key, _ in pending.claims])
+        for index, scope, key, _ in pending.claims:
+            seq = held.get((scope, key))
+            if seq is not None:
+                return AlreadyRecorded(
+                    f"{scope} {key!r} is already held by ledger entry {seq} "
+                    f"({SCOPES[scope]}); nothing of this batch was written",
+                    scope=scope,
+                    key=key,
+                    seq=seq,
+                    index=index,
+                )
+        return None
 
     def _write(self, group: list[_Pending]) -> None:
         """Write every queued append of ``group`` in one transaction, sealed by its last entry."""
@@ -335,9 +420,11 @@ class Ledger:
             self._check_clock(when, last)
             rows: list[tuple[Any, ...]] = []
             leaves: list[str] = []
+            claimed: list[tuple[str, bytes, int]] = []
             seq = size
             seal_seq = size + total - 1
             for pending in group:
+                claimed += [(scope, h, seq + i) for i, scope, _, h in pending.claims]
                 receipts: list[Receipt] = []
                 for it, schema_id, key_id, key, plaintext, public in pending.prepared:
                     blob = seal(
@@ -396,6 +483,8 @@ class Ledger:
                     prev = lh
                     seq += 1
                 pending.receipts = receipts
+            if claimed:  # first: a key already held fails the transaction before the entries
+                insert_claims(conn, claimed)
             self.store.insert_entries(conn, rows)
             self.store.insert_chunks(conn, self._completed_chunks(conn, size, tip_leaf, leaves))
         # committed: remember the new incomplete chunk's leaves for the next write
@@ -499,6 +588,113 @@ class Ledger:
             fresh = [bytes.fromhex(h) for h in leaves[max(start - size, 0) : end - size]]
             out.append({"idx": idx, "hash": root_from_leaf_hashes(old + fresh).hex()})
         return out
+
+    # -- unique keys -----------------------------------------------------------------------
+    def ensure_claims(self) -> ClaimsIndex:
+        """Return the ledger's claims index, building it first if the ledger has none.
+
+        A ledger written before unique keys were enforced is indexed once, under the
+        write lock (appends wait): every readable inference, fallback, override and
+        outcome claims its keys in seq order, the first entry holding a key keeps it,
+        and keys held twice are reported in the returned index (and logged), not
+        refused: those entries stay as written. Entries whose payload was erased or
+        purged cannot be read, so their keys are not claimed (counted as unreadable).
+        """
+        if self._claims is not None:
+            return self._claims
+        with self.store.engine.connect() as conn:
+            found = read_index(conn)
+        if found is None:
+            with self.store.writer() as conn:
+                found = read_index(conn)
+                if found is None:
+                    found = self._build_claims(conn)
+            if found.duplicate_entries:
+                _log.warning("%s", found.report_text())
+        self._claims = found
+        return found
+
+    def _build_claims(self, conn: sa.Connection) -> ClaimsIndex:
+        claims_metadata.create_all(conn)
+        size = self.store.size(conn)
+        erased = self.erased_pseudonyms()
+        builder = IndexBuilder(conn)
+        start = 0
+        while start < size:
+            rows = conn.execute(
+                sa.select(
+                    entries.c.seq,
+                    entries.c.type,
+                    entries.c.subject,
+                    entries.c.key_id,
+                    entries.c.payload,
+                )
+                .where(
+                    entries.c.seq >= start,
+                    entries.c.seq < start + 5000,
+                    entries.c.type.in_(CLAIMING_TYPES),
+                )
+                .order_by(entries.c.seq)
+            ).all()
+            builder.add([(int(r[0]), str(r[1]), self._claim_payload(*r, erased=erased)) for r in rows])
+            start += 5000
+        return builder.finish(time=utc_iso(self.clock.now()), entries=size)
+
+    def _claim_payload(
+        self,
+        seq: int,
+        entry_type: str,
+        subject: str | None,
+        key_id: str | None,
+        blob: bytes | None,
+        *,
+        erased: set[str],
+    ) -> dict[str, Any] | None:
+        """Return an entry's payload, or None when it was purged or its subject erased.
+
+        Any other failure to open it raises: an index that skipped a readable entry could
+        let a duplicate through, so it is not built until the cause (a key missing from
+        the provider, a damaged payload) is fixed.
+        """
+        if blob is None:
+            return None
+        try:
+            if key_id is None:
+                raise KeyNotFound("the entry has a payload but no data-key id")
+            key = self.vault.data_key(key_id, provider=self.provider)
+        except KeyNotFound as exc:
+            if subject is not None and subject in erased:
+                return None
+            raise KeyNotFound(
+                f"ledger entry {seq} cannot be opened to index its unique keys ({exc}); "
+                "nothing was indexed. Restore the key, then start again"
+            ) from exc
+        try:
+            plaintext = open_sealed(
+                bytes(blob),
+                key=key,
+                where=f"ledger entry {seq}",
+                aad=payload_aad(origin=self.origin, seq=seq, entry_type=entry_type, key_id=key_id),
+            )
+        except WrongKey as exc:
+            raise WrongKey(
+                f"{exc}; its unique keys cannot be indexed and nothing was indexed: run "
+                "`clinical-mlops audit verify`"
+            ) from exc
+        payload = json.loads(plaintext)
+        return payload if isinstance(payload, dict) else None
+
+    def holders(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """Return (scope, key) -> seq of the entry holding that unique key, for those held."""
+        self.ensure_claims()
+        with self.store.engine.connect() as conn:
+            return holders(conn, pairs)
+
+    def latest_correction(self, seq: int) -> int:
+        """Return the seq of the newest correction of entry ``seq`` (``seq`` when uncorrected)."""
+        self.ensure_claims()
+        with self.store.engine.connect() as conn:
+            return latest(conn, seq)
 
     # -- checkpoints -----------------------------------------------------------------------
     def _maybe_checkpoint(self, size: int) -> None:

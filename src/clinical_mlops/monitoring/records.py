@@ -231,6 +231,9 @@ def read_ledger_records(
     erased or purged cannot be read: they are counted in ``unreadable`` and left out.
     Outcomes and overrides are read for the whole ledger up to ``until`` (an
     outcome may arrive long after its prediction); inference records from ``since``.
+    A correction (an entry with ``corrects``) replaces the value of the record it
+    corrects, which keeps its arrival time: monitoring uses the newest value known by
+    ``until``, in the place of the original.
     """
     from clinical_mlops.ledger.store import entries
 
@@ -244,8 +247,15 @@ def read_ledger_records(
     with ledger.store.engine.connect() as conn:
         rows = conn.execute(query.order_by(entries.c.seq)).all()
     per_release: dict[str, dict[str, list[Any]]] = {}
-    out_seq, out_y, out_t = [], [], []
-    ov_seq, ov_t, ov_a = [], [], []
+    out_seq: list[int] = []
+    out_y: list[float] = []
+    out_t: list[float] = []
+    ov_seq: list[int] = []
+    ov_t: list[float] = []
+    ov_a: list[str] = []
+    # entry seq -> position of the record it is (or corrects) in the lists above
+    out_slot: dict[int, int] = {}
+    ov_slot: dict[int, int] = {}
     unreadable = 0
     for seq, kind, when in rows:
         if kind == "inference" and str(when) < lo:
@@ -278,17 +288,29 @@ def read_ledger_records(
             acc["subject"].append(view.entry.subject)
             acc["mv"].append(str(p["model_version"]))
         elif kind == "outcome":
-            out_seq.append(int(p["prediction_seq"]))
             raw = p.get("outcome")
             try:
-                out_y.append(float(raw))
+                value = float(raw)
             except (TypeError, ValueError):
-                out_y.append(float("nan"))
-            out_t.append(t)
+                value = float("nan")
+            at = out_slot.get(p["corrects"]) if p.get("corrects") is not None else None
+            if at is None:
+                at = len(out_seq)
+                out_seq.append(int(p["prediction_seq"]))
+                out_y.append(value)
+                out_t.append(t)
+            out_y[at] = value
+            out_slot[int(seq)] = at
         else:
-            ov_seq.append(int(p["prediction_seq"]))
-            ov_t.append(t)
-            ov_a.append(str(p.get("action", "override")))
+            action = str(p.get("action", "override"))
+            at = ov_slot.get(p["corrects"]) if p.get("corrects") is not None else None
+            if at is None:
+                at = len(ov_seq)
+                ov_seq.append(int(p["prediction_seq"]))
+                ov_t.append(t)
+                ov_a.append(action)
+            ov_a[at] = action
+            ov_slot[int(seq)] = at
     inferences = {
         rel: InferenceRecords.build(
             release=rel,

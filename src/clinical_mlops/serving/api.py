@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 
 from clinical_mlops import __version__
 from clinical_mlops.errors import (
+    CaseAlreadyDecided,
     ClockBehindLedger,
     ConsentNotGranted,
     DuplicateRequest,
@@ -28,6 +29,7 @@ from clinical_mlops.errors import (
     LedgerCorrupted,
     NotAuthenticated,
     NotAuthorised,
+    OutcomeAlreadyRecorded,
     OverrideInvalid,
     PredictionNotFound,
     ReleaseNotFound,
@@ -59,6 +61,8 @@ _STATUS: dict[type[Exception], int] = {
     PredictionNotFound: 404,
     ReleaseNotFound: 404,
     DuplicateRequest: 409,
+    CaseAlreadyDecided: 409,
+    OutcomeAlreadyRecorded: 409,
     OverrideInvalid: 422,
     ReleaseNotServable: 503,
     # fail closed: no recommendation without its audit record

@@ -1,14 +1,30 @@
-"""Human oversight of served predictions: overrides (R-H1) and linked outcomes (R-O1).
+"""Human oversight of served predictions: decisions (R-H1) and linked outcomes (R-O1).
 
-An override names the prediction (the ``audit_seq`` of its inference record), an
-action from :data:`OVERRIDE_ACTIONS`, an optional reason code from the declared
-list :data:`OVERRIDE_REASONS` (CDS Hooks has no standard list: these are ours,
-offered on every card as ``overrideReasons``) and an optional comment. The
-override entry stores the explanation *as it was shown* at that moment, copied
-from the inference record, with the model version, so a reviewer later sees what
-the clinician saw. An outcome links an observed result to one or more predictions.
+A decision (an ``override`` ledger entry) names the prediction (the ``audit_seq`` of
+its inference record), an action from :data:`OVERRIDE_ACTIONS`, an optional reason
+code from the declared list :data:`OVERRIDE_REASONS` (CDS Hooks has no standard list:
+these are ours, offered on every card as ``overrideReasons``) and an optional
+comment. The entry stores the explanation *as it was shown* at that moment, copied
+from the inference record, with the model version, so a reviewer later sees what the
+clinician saw. An outcome links an observed result to one or more predictions.
 
-Neither is recorded for a prediction whose patient was erased (R-A4), by this process
+One of each, enforced by the ledger's store (``ledger.claims``), whichever front end
+writes (console, ``POST /v1/overrides``, CDS Hooks feedback) and however many race:
+
+* a prediction takes one decision (accept or override) and one referral to senior
+  review (escalate, which may precede the decision); a second is refused with
+  :class:`~clinical_mlops.errors.CaseAlreadyDecided` naming the one recorded;
+* a prediction takes one outcome; a second is refused with
+  :class:`~clinical_mlops.errors.OutcomeAlreadyRecorded`.
+
+A recorded decision or outcome is changed only by an explicit correction
+(``correction=True`` with a ``correction_reason``): a new entry naming the one it
+corrects (``corrects``), its author and why, so the record and its correction both
+stay in the ledger. Each value can be corrected once — the next correction corrects
+the correction — so two people correcting the same value at once cannot both succeed.
+Monitoring and the console use the newest value.
+
+Nothing is recorded for a prediction whose patient was erased (R-A4), by this process
 or any other: :class:`~clinical_mlops.errors.SubjectErased` (HTTP 410), and nothing is
 written — see :mod:`clinical_mlops.privacy.identity` for how soon a running process
 learns of an erasure.
@@ -17,11 +33,15 @@ learns of an erasure.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from clinical_mlops.errors import (
+    AlreadyRecorded,
+    CaseAlreadyDecided,
     EntryNotFound,
     InputInvalid,
+    OutcomeAlreadyRecorded,
     OverrideInvalid,
     PredictionNotFound,
     SubjectErased,
@@ -30,11 +50,14 @@ from clinical_mlops.ledger import Ledger, NewEntry
 from clinical_mlops.serving.inputs import is_text
 
 __all__ = [
+    "DECISIVE_ACTIONS",
     "OVERRIDE_ACTIONS",
     "OVERRIDE_REASONS",
     "REASON_SYSTEM",
+    "OverrideRequest",
     "record_outcome",
     "record_override",
+    "record_overrides",
 ]
 
 REASON_SYSTEM = "urn:clinical-mlops:override-reason"
@@ -44,6 +67,8 @@ OVERRIDE_ACTIONS: dict[str, str] = {
     "override": "the clinician decided otherwise than the recommendation",
     "escalate": "the clinician sent the case to senior or governance review",
 }
+#: actions that decide a case; ``escalate`` keeps it open (sent to senior review)
+DECISIVE_ACTIONS = ("accept", "override")
 #: reason code -> display text (a Coding in REASON_SYSTEM)
 OVERRIDE_REASONS: dict[str, str] = {
     "clinical-judgement": "Clinical assessment of the patient differs from the estimate",
@@ -76,6 +101,181 @@ def _inference(ledger: Ledger, seq: int) -> tuple[dict[str, Any], str | None]:
     return view.payload, view.entry.subject
 
 
+@dataclass(frozen=True)
+class OverrideRequest:
+    """One clinician response to one shown prediction (see :func:`record_overrides`)."""
+
+    prediction_seq: int
+    action: str
+    reason_code: str | None = None
+    comment: str | None = None
+    correction: bool = False
+    correction_reason: str | None = None
+
+
+def _correction_reason(correction: bool, reason: str | None, *, what: str) -> str | None:
+    """Return the checked reason of a correction (None when this is not one)."""
+    text = (reason or "").strip() if isinstance(reason, str) else reason
+    if not correction:
+        if text:
+            raise InputInvalid(
+                [("correction_reason", f"a reason is given only with a correction of {what}")]
+            )
+        return None
+    if isinstance(text, str) and text and not is_text(text):
+        raise InputInvalid([("correction_reason", "expected text (no lone surrogates)")])
+    if not isinstance(text, str) or not text:
+        raise InputInvalid(
+            [
+                (
+                    "correction_reason",
+                    f"a correction of {what} needs a reason: say why the recorded one is wrong",
+                )
+            ]
+        )
+    if len(text) > 2000:
+        raise InputInvalid([("correction_reason", "longer than 2000 characters")])
+    return text
+
+
+def _read_decision(ledger: Ledger, seq: int) -> dict[str, Any]:
+    """Return what a refusal shows of decision ``seq`` (as ``Decision.to_json`` shapes it)."""
+    out: dict[str, Any] = {"seq": seq, "time": None, "actor": None, "action": None}
+    try:
+        view = ledger.read(seq)
+    except EntryNotFound:
+        return out
+    out |= {"time": view.entry.time, "actor": view.entry.actor}
+    p = view.payload or {}
+    out |= {
+        "action": p.get("action"),
+        "reason_code": p.get("reason_code"),
+        "reason": p.get("reason"),
+        "comment": p.get("comment"),
+    }
+    return out
+
+
+def _already_decided(
+    ledger: Ledger, prediction_seq: int, *, scope: str, seq: int, key: str = ""
+) -> CaseAlreadyDecided:
+    """Return the refusal of a decision on ``prediction_seq``: entry ``seq`` holds ``scope``."""
+    held = _read_decision(ledger, seq)
+    by = f"by {held['actor']} at {held['time']} (audit seq {seq})"
+    if scope == "senior_review":
+        message = (
+            f"prediction {prediction_seq} was already sent to senior review {by}; nothing "
+            "was recorded again"
+        )
+    elif scope == "supersedes":
+        message = (
+            f"decision {key} on prediction {prediction_seq} was already corrected "
+            f"{by}: {held['action']}; nothing was recorded. Correct the current decision"
+        )
+    else:
+        message = (
+            f"prediction {prediction_seq} was already decided: {held['action']} {by}; "
+            "nothing was recorded again. A case takes one decision; to change it, send a "
+            "correction with a reason"
+        )
+    return CaseAlreadyDecided(message, decision=held)
+
+
+def record_overrides(
+    ledger: Ledger,
+    requests: Sequence[OverrideRequest],
+    *,
+    actor: str,
+    source: str = "api",
+) -> list[dict[str, Any]]:
+    """Return the stored decisions (each with its ``seq``), appended in one transaction.
+
+    Raises ``OverrideInvalid`` for an undeclared action or reason code, a prediction
+    never shown to a clinician (shadow/silent mode) or named twice, or a correction of
+    a prediction not yet decided; ``PredictionNotFound`` when a seq is not a readable
+    inference record; ``CaseAlreadyDecided`` when a prediction already has its decision
+    (or its referral to senior review, or the decision named was corrected since) —
+    enforced by the ledger's store, so of any number of concurrent decisions on one
+    prediction exactly one is recorded. Any refusal records nothing of the request.
+    """
+    items: list[NewEntry] = []
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[int, bool]] = set()
+    for r in requests:
+        if r.action not in OVERRIDE_ACTIONS:
+            raise OverrideInvalid(
+                f"action {r.action!r} is not declared; use one of {', '.join(OVERRIDE_ACTIONS)}"
+            )
+        if r.reason_code is not None and r.reason_code not in OVERRIDE_REASONS:
+            raise OverrideInvalid(
+                f"reason code {r.reason_code!r} is not declared; use one of "
+                f"{', '.join(OVERRIDE_REASONS)}"
+            )
+        comment = (r.comment.strip() or None) if isinstance(r.comment, str) else r.comment
+        if comment is not None and len(comment) > 2000:
+            raise OverrideInvalid("the comment is longer than 2000 characters")
+        why = _correction_reason(r.correction, r.correction_reason, what="a decision")
+        if r.correction and r.action not in DECISIVE_ACTIONS:
+            raise OverrideInvalid(
+                f"a correction replaces a decision, so its action is one of "
+                f"{', '.join(DECISIVE_ACTIONS)}, not {r.action!r}"
+            )
+        decisive = r.action in DECISIVE_ACTIONS
+        if (r.prediction_seq, decisive) in seen:
+            raise OverrideInvalid(
+                f"prediction {r.prediction_seq} is named twice in this request; a case takes "
+                "one decision"
+            )
+        seen.add((r.prediction_seq, decisive))
+        payload, subject = _inference(ledger, r.prediction_seq)
+        if not payload.get("shown_to_clinician"):
+            raise OverrideInvalid(
+                f"prediction {r.prediction_seq} was served in {payload.get('mode')} mode and "
+                "never shown to a clinician; there is nothing to override"
+            )
+        decided = ledger.holders([("decision", str(r.prediction_seq))]).get(
+            ("decision", str(r.prediction_seq))
+        )
+        corrects = None
+        if r.correction:
+            if decided is None:
+                raise OverrideInvalid(
+                    f"prediction {r.prediction_seq} has no decision to correct; send the "
+                    "decision without a correction"
+                )
+            corrects = ledger.latest_correction(decided)
+        elif decided is not None and not decisive:
+            # Not a uniqueness rule (an escalation racing a decision is the same as one
+            # just before it); a referral after the case is closed would mean nothing.
+            raise _already_decided(ledger, r.prediction_seq, scope="decision", seq=decided)
+        body: dict[str, Any] = {
+            "prediction_seq": r.prediction_seq,
+            "model_version": payload["model_version"],
+            "release": payload.get("release"),
+            "action": r.action,
+            "reason_code": r.reason_code,
+            "reason": OVERRIDE_REASONS.get(r.reason_code or ""),
+            "reason_system": REASON_SYSTEM if r.reason_code else None,
+            "comment": comment,
+            "source": source,
+            "explanation_shown": payload.get("explanation_shown", []),
+            "probability_shown": payload.get("probability"),
+            "conformal_set_shown": payload.get("conformal_set"),
+            "flags_shown": payload.get("flags", []),
+        }
+        if corrects is not None:
+            body |= {"corrects": corrects, "correction_reason": why}
+        items.append(NewEntry(type="override", actor=actor, payload=body, subject=subject))
+        out.append(body)
+    try:
+        receipts = ledger.append_batch(items)
+    except AlreadyRecorded as exc:
+        raise _already_decided(
+            ledger, requests[exc.index].prediction_seq, scope=exc.scope, seq=exc.seq, key=exc.key
+        ) from None
+    return [body | {"seq": rc.seq, "time": rc.time} for body, rc in zip(out, receipts, strict=True)]
+
+
 def record_override(
     ledger: Ledger,
     *,
@@ -85,47 +285,41 @@ def record_override(
     reason_code: str | None = None,
     comment: str | None = None,
     source: str = "api",
+    correction: bool = False,
+    correction_reason: str | None = None,
 ) -> dict[str, Any]:
-    """Return the stored override (with its ``seq``) after appending it to the ledger.
+    """Return the stored decision (with its ``seq``); see :func:`record_overrides`."""
+    request = OverrideRequest(
+        prediction_seq=prediction_seq,
+        action=action,
+        reason_code=reason_code,
+        comment=comment,
+        correction=correction,
+        correction_reason=correction_reason,
+    )
+    return record_overrides(ledger, [request], actor=actor, source=source)[0]
 
-    Raises ``OverrideInvalid`` for an undeclared action or reason code, or a
-    prediction that was never shown to a clinician (shadow/silent mode),
-    ``PredictionNotFound`` when ``prediction_seq`` is not a readable inference record, and
-    ``SubjectErased`` when its patient was erased.
-    """
-    if action not in OVERRIDE_ACTIONS:
-        raise OverrideInvalid(
-            f"action {action!r} is not declared; use one of {', '.join(OVERRIDE_ACTIONS)}"
+
+def _outcome_refused(
+    ledger: Ledger, exc: AlreadyRecorded, prediction_seq: int
+) -> OutcomeAlreadyRecorded:
+    """Return the refusal of an outcome whose unique key another entry holds."""
+    try:
+        view = ledger.read(exc.seq)
+        value = (view.payload or {}).get("outcome")
+        held = f"audit seq {exc.seq}, outcome {value}, by {view.entry.actor} at {view.entry.time}"
+    except EntryNotFound:
+        held = f"audit seq {exc.seq}"
+    if exc.scope == "supersedes":
+        return OutcomeAlreadyRecorded(
+            f"outcome {exc.key} of prediction {prediction_seq} was already corrected "
+            f"({held}); nothing of this request was recorded. Correct the current outcome"
         )
-    if reason_code is not None and reason_code not in OVERRIDE_REASONS:
-        raise OverrideInvalid(
-            f"reason code {reason_code!r} is not declared; use one of {', '.join(OVERRIDE_REASONS)}"
-        )
-    if comment is not None and len(comment) > 2000:
-        raise OverrideInvalid("the comment is longer than 2000 characters")
-    payload, subject = _inference(ledger, prediction_seq)
-    if not payload.get("shown_to_clinician"):
-        raise OverrideInvalid(
-            f"prediction {prediction_seq} was served in {payload.get('mode')} mode and never "
-            "shown to a clinician; there is nothing to override"
-        )
-    body = {
-        "prediction_seq": prediction_seq,
-        "model_version": payload["model_version"],
-        "release": payload.get("release"),
-        "action": action,
-        "reason_code": reason_code,
-        "reason": OVERRIDE_REASONS.get(reason_code or ""),
-        "reason_system": REASON_SYSTEM if reason_code else None,
-        "comment": comment,
-        "source": source,
-        "explanation_shown": payload.get("explanation_shown", []),
-        "probability_shown": payload.get("probability"),
-        "conformal_set_shown": payload.get("conformal_set"),
-        "flags_shown": payload.get("flags", []),
-    }
-    receipt = ledger.append(type="override", actor=actor, payload=body, subject=subject)
-    return body | {"seq": receipt.seq, "time": receipt.time}
+    return OutcomeAlreadyRecorded(
+        f"prediction {prediction_seq} already has an outcome ({held}); nothing of this "
+        "request was recorded. A prediction takes one outcome; to change it, send it as a "
+        "correction with a reason (correction, correction_reason)"
+    )
 
 
 def record_outcome(
@@ -135,31 +329,56 @@ def record_outcome(
     outcome: int | bool,
     actor: str,
     observed_at: str | None = None,
+    correction: bool = False,
+    correction_reason: str | None = None,
 ) -> list[int]:
     """Return the seqs of one ``outcome`` entry per prediction, appended in one transaction.
 
     Any prediction that is unreadable, or whose patient was erased (``SubjectErased``),
     refuses the whole outcome: nothing is written for the others either.
+    Raises ``OutcomeAlreadyRecorded`` (nothing written) when a prediction already has
+    its outcome — enforced by the ledger's store, so of concurrent outcomes for one
+    prediction exactly one is recorded. With ``correction`` (and a
+    ``correction_reason``) each outcome corrects the prediction's current one instead;
+    a prediction without an outcome then raises ``InputInvalid``.
     """
     if not prediction_seqs:
         raise PredictionNotFound("name at least one prediction to link the outcome to")
     if observed_at is not None and not is_text(observed_at):
         raise InputInvalid([("observed_at", "expected text (no lone surrogates)")])
-    items = []
-    for seq in prediction_seqs:
-        payload, subject = _inference(ledger, seq)
-        items.append(
-            NewEntry(
-                type="outcome",
-                actor=actor,
-                subject=subject,
-                payload={
-                    "prediction_seq": seq,
-                    "outcome": int(outcome),
-                    "observed_at": observed_at,
-                    "model_version": payload["model_version"],
-                    "probability": payload["probability"],
-                },
+    why = _correction_reason(correction, correction_reason, what="an outcome")
+    first: dict[int, int] = {}
+    for j, seq in enumerate(prediction_seqs):
+        if seq in first:
+            raise InputInvalid(
+                [(f"prediction_ids[{j}]", f"prediction {seq} is also named at [{first[seq]}]")]
             )
-        )
-    return [r.seq for r in ledger.append_batch(items)]
+        first[seq] = j
+    items = []
+    for j, seq in enumerate(prediction_seqs):
+        payload, subject = _inference(ledger, seq)
+        body: dict[str, Any] = {
+            "prediction_seq": seq,
+            "outcome": int(outcome),
+            "observed_at": observed_at,
+            "model_version": payload["model_version"],
+            "probability": payload["probability"],
+        }
+        if correction:
+            held = ledger.holders([("outcome", str(seq))]).get(("outcome", str(seq)))
+            if held is None:
+                raise InputInvalid(
+                    [
+                        (
+                            f"prediction_ids[{j}]",
+                            f"prediction {seq} has no outcome to correct; send it without "
+                            "a correction",
+                        )
+                    ]
+                )
+            body |= {"corrects": ledger.latest_correction(held), "correction_reason": why}
+        items.append(NewEntry(type="outcome", actor=actor, subject=subject, payload=body))
+    try:
+        return [r.seq for r in ledger.append_batch(items)]
+    except AlreadyRecorded as exc:
+        raise _outcome_refused(ledger, exc, prediction_seqs[exc.index]) from None

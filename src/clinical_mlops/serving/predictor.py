@@ -22,7 +22,10 @@ For every request, in this order:
 8. exactly one ``inference`` ledger entry per scored request carrying every R-A1
    field, written durably before the answer is returned; refusals and fallbacks
    have their own entry types. A batch is written in one transaction, so a
-   failure leaves no partial record.
+   failure leaves no partial record. A request id is served once: the ledger's
+   store holds it as a unique key written with the entry (``ledger.claims``), so
+   a batch repeating an id already served — by this process or any other sharing
+   the ledger — is refused whole with ``DuplicateRequest`` and records nothing.
 
 Only a release whose bundle verifies (hashes, Ed25519 signature, workspace) is
 loaded; the release status and rollout are re-read at most every
@@ -35,8 +38,6 @@ import gc
 import math
 import threading
 import time
-import uuid
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ import pandas as pd
 
 from clinical_mlops.clock import Clock, SystemClock
 from clinical_mlops.errors import (
+    AlreadyRecorded,
     BundleSignatureInvalid,
     DuplicateRequest,
     InputInvalid,
@@ -59,6 +61,7 @@ from clinical_mlops.evaluation.phrases import Phraser
 from clinical_mlops.governance.rollout import ServingDecision, serving_decision
 from clinical_mlops.hashing import FinitePayload
 from clinical_mlops.ledger import EntryView, Ledger, NewEntry
+from clinical_mlops.ledger.claims import new_request_ids
 from clinical_mlops.modeling.explain import EXPLANATION_FORMAT
 from clinical_mlops.modeling.model import Explainer
 from clinical_mlops.modeling.trained import TrainedModel
@@ -411,7 +414,6 @@ class Predictor:
         self._pinned = release
         self._scorers: dict[str, ReleaseScorer] = {}
         self._lock = threading.Lock()
-        self._seen: OrderedDict[str, int] = OrderedDict()
         self._manifest: dict[str, Any] = {}
         self._manifest_at = -math.inf
         self._statuses: dict[str, str] = {}
@@ -424,6 +426,8 @@ class Predictor:
             self.registry.close()
             raise
         try:
+            # A ledger from before request ids were unique is indexed now, not on a request.
+            self.ledger.ensure_claims()
             self.vault = self.ledger.vault
             self.scorer(self.default)
         except BaseException:
@@ -667,7 +671,9 @@ class Predictor:
         """Return one result per request, after writing their ledger entries in one transaction.
 
         Raises ``InputInvalid`` (nothing written) when any request's inputs fail the
-        spec, ``DuplicateRequest`` when a request id was already served. Refusals
+        spec, ``DuplicateRequest`` (nothing written) when a request id was already
+        served: the ledger refuses the batch's transaction, however many writers race
+        with the same id, so exactly one of them is served. Refusals
         (a site the requester's credential does not name, unknown subject, outside
         intended use, no consent, no release at the site) are results with
         ``status == "refused"`` and their own ledger entries; a patient erased (by any
@@ -711,7 +717,8 @@ class Predictor:
             raise InputInvalid([(where or "items", f"{len(requests)} requests exceed {MAX_BATCH}")])
         if not requests:
             raise InputInvalid([(where or "items", "at least one request is needed")])
-        ids = [r.request_id or f"req_{uuid.uuid4().hex}" for r in requests]
+        fresh = iter(new_request_ids(sum(not r.request_id for r in requests)))
+        ids = [r.request_id or next(fresh) for r in requests]
         checked = self._check(requests, ids, where=where)
         now = self.clock.now()
         entries: list[NewEntry] = []
@@ -939,19 +946,21 @@ class Predictor:
                 }
             pending.append((i, fields, at))
 
-        receipts = self.ledger.append_batch(entries)
+        try:
+            receipts = self.ledger.append_batch(entries)
+        except AlreadyRecorded as exc:
+            if exc.scope != "request":
+                raise
+            raise DuplicateRequest(
+                f"request id {exc.key!r} was already served (audit seq {exc.seq}); nothing "
+                "of this request was recorded. Send a new request id for a new prediction"
+            ) from None
         final: list[PredictionResult] = [None] * len(requests)  # type: ignore[list-item]
         for i, fields, slot in pending:
             seq = receipts[slot].seq
             if "refusal" in fields:
                 fields["refusal"] |= {"audit_seq": seq}
             final[i] = PredictionResult(request_id=ids[i], audit_seq=seq, **fields)
-        with self._lock:
-            for i, res in enumerate(final):
-                if res.status != "refused":
-                    self._seen[ids[i]] = res.audit_seq if res.audit_seq is not None else -1
-            while len(self._seen) > 100_000:
-                self._seen.popitem(last=False)
         return final
 
     @staticmethod
@@ -982,11 +991,26 @@ class Predictor:
     def check_requests(self, requests: Sequence[PredictionRequest], *, where: str) -> None:
         """Check requests as :meth:`predict_many` would, without scoring or writing anything.
 
-        Raises ``InputInvalid`` naming every problem (``<where>[i].<field>``), or
-        ``DuplicateRequest``; a request without an id cannot be a duplicate.
+        Raises ``InputInvalid`` naming every problem (``<where>[i].<field>``), including
+        each request id already served (with its audit seq); a request without an id
+        cannot be a duplicate. A check, not a reservation: an id served between this
+        check and the scoring is still refused then, by the ledger.
         """
-        ids = [r.request_id or f"req_{uuid.uuid4().hex}" for r in requests]
+        fresh = iter(new_request_ids(sum(not r.request_id for r in requests)))
+        ids = [r.request_id or next(fresh) for r in requests]
         self._check(requests, ids, where=where)
+        given = [r.request_id for r in requests if r.request_id]
+        held = self.ledger.holders([("request", rid) for rid in given])
+        problems = [
+            (
+                f"{where}[{i}].request_id" if where else "request_id",
+                f"{r.request_id!r} was already served (audit seq {held[('request', r.request_id)]})",
+            )
+            for i, r in enumerate(requests)
+            if r.request_id and ("request", r.request_id) in held
+        ]
+        if problems:
+            raise InputInvalid(problems)
 
     def _check(
         self, requests: Sequence[PredictionRequest], ids: list[str], *, where: str
@@ -1021,11 +1045,4 @@ class Predictor:
                 problems += exc.problems
         if problems:
             raise InputInvalid(problems)
-        with self._lock:
-            dup = [rid for rid in ids if rid in self._seen]
-        if dup:
-            raise DuplicateRequest(
-                f"request id {dup[0]!r} was already served (audit seq {self._seen[dup[0]]}); "
-                "send a new request id for a new prediction"
-            )
         return checked

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from clinical_mlops.errors import PredictionNotFound
+from clinical_mlops.governance.queue import decide_cases
 from clinical_mlops.serving.auth import Principal
 from clinical_mlops.serving.cds_hooks import SERVICE_ID, card_for, discovery, seq_from_card_uuid
 from clinical_mlops.serving.deps import GuardedRoute, Service, require, service
 from clinical_mlops.serving.fhir import observations_to_features
-from clinical_mlops.serving.oversight import record_override
+from clinical_mlops.serving.oversight import OverrideRequest
 from clinical_mlops.serving.predictor import PredictionRequest
 
 router = APIRouter(tags=["cds-hooks"], route_class=GuardedRoute)
@@ -141,22 +142,22 @@ def cds_feedback(
 ) -> dict[str, Any]:
     _not_found(service_id)
     ledger = svc.predictor.ledger
-    stored = []
+    requests = []
     for item in body.feedback:
         seq = seq_from_card_uuid(ledger.origin, item.card)
         if seq is None:
             raise PredictionNotFound(f"card {item.card!r} was not issued by this service")
         reason = item.overrideReason
-        action = "accept" if item.outcome == "accepted" else "override"
-        rec = record_override(
-            ledger,
-            prediction_seq=seq,
-            action=action,
-            reason_code=reason.reason.code if reason and reason.reason else None,
-            comment=reason.userComment if reason else None,
-            actor=who.actor,
-            source="cds-hooks",
+        requests.append(
+            OverrideRequest(
+                prediction_seq=seq,
+                action="accept" if item.outcome == "accepted" else "override",
+                reason_code=reason.reason.code if reason and reason.reason else None,
+                comment=reason.userComment if reason else None,
+            )
         )
-        svc.metrics.overrides.labels(action, rec["reason_code"] or "none").inc()
-        stored.append(rec["seq"])
-    return {"override_seqs": stored}
+    # One transaction: feedback on a card already decided refuses the whole post (409).
+    made = decide_cases(ledger, requests, actor=who.actor, source="cds-hooks")
+    for d in made:
+        svc.metrics.overrides.labels(d.action, d.reason_code or "none").inc()
+    return {"override_seqs": [d.seq for d in made]}
