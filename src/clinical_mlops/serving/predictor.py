@@ -35,6 +35,7 @@ loaded; the release status and rollout are re-read at most every
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import threading
 import time
@@ -54,6 +55,7 @@ from clinical_mlops.errors import (
     InputInvalid,
     PredictionNotFound,
     ReleaseNotServable,
+    StoreUnavailable,
     SubjectErased,
 )
 from clinical_mlops.evaluation.baseline import score_for
@@ -71,6 +73,8 @@ from clinical_mlops.registry.registry import Registry, Release
 from clinical_mlops.serving.inputs import CheckedInputs, InputSchema, is_text
 from clinical_mlops.tasks.spec import TaskSpec
 from clinical_mlops.workspace import Workspace
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "ESCALATE_ON",
@@ -426,8 +430,13 @@ class Predictor:
             self.registry.close()
             raise
         try:
-            # A ledger from before request ids were unique is indexed now, not on a request.
-            self.ledger.ensure_claims()
+            # A ledger from before request ids were unique is indexed now, not on a request;
+            # one that cannot be written yet is indexed by the first write that needs it
+            # (until then the service fails closed, as for any unwritable store).
+            try:
+                self.ledger.ensure_claims()
+            except StoreUnavailable as exc:
+                _log.warning("unique keys not indexed at start: %s", exc)
             self.vault = self.ledger.vault
             self.scorer(self.default)
         except BaseException:
