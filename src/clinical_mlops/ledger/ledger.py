@@ -636,7 +636,9 @@ class Ledger:
                 )
                 .order_by(entries.c.seq)
             ).all()
-            builder.add([(int(r[0]), str(r[1]), self._claim_payload(*r, erased=erased)) for r in rows])
+            builder.add(
+                [(int(r[0]), str(r[1]), self._claim_payload(*r, erased=erased)) for r in rows]
+            )
             start += 5000
         return builder.finish(time=utc_iso(self.clock.now()), entries=size)
 
