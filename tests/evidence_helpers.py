@@ -19,6 +19,19 @@ from postgres_cluster import create_database
 
 T0 = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
 
+#: an inference payload for ledger tests: its fields are what matters, not their values
+INFERENCE = {
+    "model_version": "icu-1.0",
+    "dataset_sha256": "ab" * 32,
+    "inputs": {"hr": 92, "gcs": 14},
+    "raw_score": 0.31,
+    "probability": 0.27,
+    "conformal_set": [0, 1],
+    "explanation": {"lactate": 0.12},
+    "requester": "ehr:ward-3",
+    "purpose": "mortality_risk",
+}
+
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 

@@ -31,19 +31,7 @@ from clinical_mlops.ledger.merkle import verify_consistency, verify_inclusion
 from clinical_mlops.ledger.retention import RetentionPolicy, purge_expired
 from clinical_mlops.ledger.store import LedgerStore
 from clinical_mlops.workspace import Workspace
-from evidence_helpers import Stores
-
-INFERENCE = {
-    "model_version": "icu-1.0",
-    "dataset_sha256": "ab" * 32,
-    "inputs": {"hr": 92, "gcs": 14},
-    "raw_score": 0.31,
-    "probability": 0.27,
-    "conformal_set": [0, 1],
-    "explanation": {"lactate": 0.12},
-    "requester": "ehr:ward-3",
-    "purpose": "mortality_risk",
-}
+from evidence_helpers import INFERENCE, Stores
 
 
 def test_append_and_read_round_trip(ledger: Ledger, pseudonym):

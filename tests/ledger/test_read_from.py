@@ -6,18 +6,9 @@ from datetime import timedelta
 
 from clinical_mlops.ledger import Ledger, NewEntry
 from clinical_mlops.ledger.retention import RetentionPolicy, purge_expired
+from evidence_helpers import INFERENCE as BASE_INFERENCE
 
-INFERENCE = {
-    "model_version": "icu-1.0",
-    "dataset_sha256": "ab" * 32,
-    "inputs": {"hr": 92, "gcs": None},
-    "raw_score": 0.31,
-    "probability": 0.27,
-    "conformal_set": [0, 1],
-    "explanation": {"lactate": 0.12},
-    "requester": "ehr:ward-3",
-    "purpose": "direct_care",
-}
+INFERENCE = BASE_INFERENCE | {"inputs": {"hr": 92, "gcs": None}, "purpose": "direct_care"}
 
 
 def test_read_from_gives_the_views_read_gives_for_a_range_and_its_types(ledger: Ledger, pseudonym):

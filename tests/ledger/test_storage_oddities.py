@@ -26,7 +26,7 @@ from clinical_mlops.ledger.entries import Checkpoint
 from clinical_mlops.ledger.store import ENTRY_COLUMNS, LedgerStore
 from clinical_mlops.ledger.verify import VerifyReport, verify_ledger
 from clinical_mlops.privacy.keys import LocalKeyring
-from evidence_helpers import BACKENDS, Stores, make_stores
+from evidence_helpers import BACKENDS, INFERENCE, Stores, make_stores
 
 #: the storage classes (SQLite's names) each column holds as the ledger writes it
 ENTRY_STORAGE = {c: {"text"} for c in ENTRY_COLUMNS} | {
@@ -37,18 +37,6 @@ ENTRY_STORAGE = {c: {"text"} for c in ENTRY_COLUMNS} | {
 }
 N_ENTRIES = 600
 LATER = 450  # an independent edit after the odd entry: verification must still reach it
-
-INFERENCE = {
-    "model_version": "icu-1.0",
-    "dataset_sha256": "ab" * 32,
-    "inputs": {"hr": 92, "gcs": 14},
-    "raw_score": 0.31,
-    "probability": 0.27,
-    "conformal_set": [0, 1],
-    "explanation": {"lactate": 0.12},
-    "requester": "ehr:ward-3",
-    "purpose": "mortality_risk",
-}
 
 
 @dataclass
