@@ -1,0 +1,1 @@
+"""The project's words, each defined once: roles, reason codes, flags and gate names."""
