@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 import clinical_mlops
 from clinical_mlops.cli import app
 from clinical_mlops.data.snapshot import open_snapshot
+from clinical_mlops.http.app import create_app
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.modeling.train import locked_test_stays, train_model
 from clinical_mlops.monitoring.records import read_ledger_records
@@ -33,7 +34,6 @@ from clinical_mlops.monitoring.windows import Monitor, MonitorReference
 from clinical_mlops.privacy.consent import record_consent
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving import PredictionRequest, Predictor
-from clinical_mlops.serving.api import create_app
 from clinical_mlops.serving.auth import AuthConfig
 from clinical_mlops.serving.oversight import record_outcome
 from clinical_mlops.tasks import builtin_tasks
