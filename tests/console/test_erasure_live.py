@@ -21,8 +21,8 @@ from console_world import CLINICIAN, SITE, form_token, sign_in
 from clinical_mlops.console import create_console_app
 from clinical_mlops.errors import KeyNotFound
 from clinical_mlops.governance.queue import identifier_of
+from clinical_mlops.http.app import create_app
 from clinical_mlops.ledger.store import entries
-from clinical_mlops.serving.api import create_app
 from clinical_mlops.serving.auth import AuthConfig
 from clinical_mlops.serving.predictor import Predictor
 from clinical_mlops.tasks import load_task

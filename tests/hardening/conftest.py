@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from clinical_mlops.http.app import create_app
 from clinical_mlops.serving import Predictor
-from clinical_mlops.serving.api import create_app
 from clinical_mlops.serving.auth import AuthConfig
 from registry_helpers import trained  # noqa: F401
 from serving.conftest import served  # noqa: F401

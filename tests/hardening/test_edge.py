@@ -19,12 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from clinical_mlops.http.app import MAX_BODY_BYTES, create_app
+from clinical_mlops.http.deps import ROUTE_ROLES
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving import Predictor
-from clinical_mlops.serving.api import MAX_BODY_BYTES, create_app
 from clinical_mlops.serving.auth import AuthConfig, hash_api_key
 from clinical_mlops.serving.cds_hooks import SERVICE_ID
-from clinical_mlops.serving.deps import ROUTE_ROLES
 from serving.test_api import observation_bundle
 
 with warnings.catch_warnings():

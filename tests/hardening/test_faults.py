@@ -34,11 +34,11 @@ from typer.testing import CliRunner
 from clinical_mlops.cli import app as cli
 from clinical_mlops.clock import FixedClock, utc_iso
 from clinical_mlops.errors import ClockBehindLedger, KeyNotFound, KeyProviderUnavailable
+from clinical_mlops.http.app import create_app
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.ledger.checkpoint_log import CheckpointLog
 from clinical_mlops.privacy.keys import LocalKeyring
 from clinical_mlops.serving import Predictor
-from clinical_mlops.serving.api import create_app
 from clinical_mlops.serving.auth import ROLES, AuthConfig
 from clinical_mlops.workspace import Workspace
 from serving.test_api import one

@@ -34,9 +34,9 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.python import asgi
 
+from clinical_mlops.http.deps import ROUTE_ROLES
 from clinical_mlops.serving.auth import ROLES
 from clinical_mlops.serving.cds_hooks import SERVICE_ID, card_uuid
-from clinical_mlops.serving.deps import ROUTE_ROLES
 from serving.test_api import observation_bundle
 
 #: cases per operation and generation mode: (10 positive runs + 6 negative runs, one per

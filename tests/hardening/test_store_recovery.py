@@ -21,10 +21,10 @@ import pytest
 import sqlalchemy as sa
 
 from clinical_mlops.errors import LedgerNotFound
+from clinical_mlops.http.app import create_app
 from clinical_mlops.ledger import Ledger, record
 from clinical_mlops.ledger.store import LedgerStore
 from clinical_mlops.serving import Predictor
-from clinical_mlops.serving.api import create_app
 from clinical_mlops.serving.auth import ROLES, AuthConfig
 from clinical_mlops.workspace import Workspace
 from hardening.test_faults import (

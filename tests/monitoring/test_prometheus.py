@@ -17,10 +17,10 @@ import httpx
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
+from clinical_mlops.http.app import create_app
 from clinical_mlops.monitoring.gauges import PREFIX
 from clinical_mlops.monitoring.runs import run_monitor
 from clinical_mlops.serving import Predictor
-from clinical_mlops.serving.api import create_app
 from clinical_mlops.serving.auth import AuthConfig
 
 PROMETHEUS = "/usr/bin/prometheus"

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from clinical_mlops.http.app import create_app
+from clinical_mlops.http.deps import ROUTE_ROLES
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving import PredictionResult, Predictor
-from clinical_mlops.serving.api import create_app
 from clinical_mlops.serving.auth import ROLES, AuthConfig
 from clinical_mlops.serving.cds_hooks import SERVICE_ID, card_for
-from clinical_mlops.serving.deps import ROUTE_ROLES
 from clinical_mlops.serving.fhir import LOINC
 
 with warnings.catch_warnings():

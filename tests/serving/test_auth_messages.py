@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from clinical_mlops.errors import NotAuthenticated
+from clinical_mlops.http.app import create_app
 from clinical_mlops.serving import Predictor
-from clinical_mlops.serving.api import create_app
 from clinical_mlops.serving.auth import AuthConfig
 
 SERVICE_KEY = ed25519.Ed25519PrivateKey.generate()

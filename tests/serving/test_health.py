@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from clinical_mlops.http.app import create_app
 from clinical_mlops.serving import Predictor
-from clinical_mlops.serving.api import create_app
 from clinical_mlops.serving.auth import AuthConfig
 from serving.test_serve import ROOT, _free_port, _self_signed
 

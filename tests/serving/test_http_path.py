@@ -20,10 +20,10 @@ import pytest
 from fastapi.responses import JSONResponse
 
 from clinical_mlops.errors import NotAuthenticated
+from clinical_mlops.http.app import create_app
+from clinical_mlops.http.deps import Json, Service
 from clinical_mlops.serving import Predictor
-from clinical_mlops.serving.api import create_app
 from clinical_mlops.serving.auth import AuthConfig
-from clinical_mlops.serving.deps import Json, Service
 from clinical_mlops.serving.predictor import PredictionRequest
 
 T = TypeVar("T")

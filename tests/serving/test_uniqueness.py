@@ -26,12 +26,12 @@ import sqlalchemy as sa
 import clinical_mlops
 from clinical_mlops.governance.queue import case, decide_case
 from clinical_mlops.governance.walkthrough import govern_demo_release
+from clinical_mlops.http.app import create_app
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.ledger.store import entries
 from clinical_mlops.monitoring.records import read_ledger_records
 from clinical_mlops.privacy.consent import record_consent
 from clinical_mlops.serving import Predictor
-from clinical_mlops.serving.api import create_app
 from clinical_mlops.serving.auth import AuthConfig
 from clinical_mlops.serving.cds_hooks import SERVICE_ID, card_uuid
 from clinical_mlops.workspace import Workspace

@@ -62,7 +62,9 @@ def verify(
     bundle: Annotated[
         Path | None,
         typer.Option(
-            "--bundle", help="Verify an exported audit bundle instead; needs no database."
+            "--bundle",
+            help="Verify an exported audit bundle instead, against the keys pinned with "
+            "--public-key or else the workspace ledger's signing keys; needs no database.",
         ),
     ] = None,
     checkpoint: Annotated[
@@ -73,7 +75,10 @@ def verify(
     ] = None,
     public_key: Annotated[
         list[str] | None,
-        typer.Option("--public-key", help="Pin a ledger public key as KEY_ID=HEX (with --bundle)."),
+        typer.Option(
+            "--public-key",
+            help="Trust this ledger public key, KEY_ID=HEX from the ledger's owner (with --bundle).",
+        ),
     ] = None,
     thorough: Annotated[
         bool,
@@ -88,17 +93,21 @@ def verify(
     from clinical_mlops.ledger.entries import Checkpoint
 
     if bundle is not None:
-        from clinical_mlops.ledger.export import load_bundle, verify_bundle
+        from clinical_mlops.application.audit import verify_bundle, workspace_keys
+        from clinical_mlops.ledger.export import load_bundle
 
-        pins = None
-        if public_key:
-            pins = {}
-            for item in public_key:
-                kid, sep, value = item.partition("=")
-                if not sep:
-                    raise BundleInvalid(f"--public-key {item!r}: expected KEY_ID=HEX")
-                pins[kid] = value.strip().lower()
-        report = verify_bundle(load_bundle(bundle), pinned_keys=pins)
+        pins = {}
+        for item in public_key or []:
+            kid, sep, value = item.partition("=")
+            if not sep:
+                raise BundleInvalid(f"--public-key {item!r}: expected KEY_ID=HEX")
+            pins[kid] = value
+        data = load_bundle(bundle)
+        report = verify_bundle(
+            data,
+            pinned=pins,
+            ledger_keys=None if pins else workspace_keys(workspace),
+        )
         title = f"bundle {bundle}"
     else:
         trusted = []

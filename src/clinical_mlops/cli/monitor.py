@@ -19,7 +19,6 @@ from clinical_mlops.cli._common import (
     workspace_from,
 )
 from clinical_mlops.errors import MonitoringError
-from clinical_mlops.workspace import Workspace
 
 __all__ = ["monitor_app", "simulate_app"]
 
@@ -65,7 +64,7 @@ def run_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    from clinical_mlops.monitoring.runs import run_monitor
+    from clinical_mlops.application.monitoring import run_monitor
 
     with err_console.status("reading the audit ledger and evaluating windows"):
         summary = run_monitor(
@@ -96,27 +95,13 @@ def run_cmd(
         err_console.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
-def _release_of(ws: Workspace, release: str | None, task: str | None) -> tuple[str, Any]:
-    from clinical_mlops.registry.registry import Registry
-
-    with Registry.open(ws) as reg:
-        if release is None:
-            active = reg.active(task or "icu_mortality_48h")
-            if active is None:
-                raise MonitoringError(
-                    "no active release to report on; name one with --release (task@n)"
-                )
-            release = active.version
-        return release, reg.bundle(release)
-
-
 @monitor_app.command("report", help="Write the monitoring report (HTML with plots) of a release.")
 def report_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
         "monitoring-report.html"
     ),
     release: Annotated[
-        str | None, typer.Option("--release", help="Release (default: the task's active one).")
+        str | None, typer.Option("--release", help="Release (default: the task's served release).")
     ] = None,
     task: TaskOption = None,
     since: Annotated[str | None, typer.Option("--since", help="Start of the period.")] = None,
@@ -124,36 +109,23 @@ def report_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    from clinical_mlops.monitoring.alerts import AlertStore
-    from clinical_mlops.monitoring.report import monitoring_report, write_report
-    from clinical_mlops.monitoring.runs import stored_windows
-    from clinical_mlops.monitoring.windows import MonitorReference
+    from clinical_mlops.application.monitoring import write_monitoring_report
 
-    ws = workspace_from(workspace)
-    version, bundle = _release_of(ws, release, task)
-    ref = MonitorReference.from_bundle(bundle, release=version)
-    windows = stored_windows(
-        ws, version, since=_when(since, "--since"), until=_when(until, "--until")
+    report = write_monitoring_report(
+        workspace_from(workspace),
+        out,
+        release=release,
+        task=task,
+        since=_when(since, "--since"),
+        until=_when(until, "--until"),
     )
-    with AlertStore.open(ws) as store:
-        alerts = sorted(store.list(release=version), key=lambda a: a.opened_at)
-    notes = list(ref.notes)
-    if not windows:
-        notes.append(f"no stored windows for {version}: run `clinical-mlops monitor run` first")
-    report = monitoring_report(
-        windows,
-        alerts,
-        spec=ref.spec,
-        release=version,
-        validated_auroc=ref.validated_auroc,
-        title=f"Monitoring report: {ref.spec.title}",
-        notes=notes,
-    )
-    path = write_report(report, out)
     if json_:
-        print_json({k: v for k, v in report.items() if k != "plots"} | {"path": str(path)})
+        print_json(report)
     else:
-        out_console.print(f"wrote {path} ({len(windows)} windows, {len(alerts)} alerts)")
+        out_console.print(
+            f"wrote {report['path']} ({report['period']['windows']} windows, "
+            f"{len(report['alerts'])} alerts)"
+        )
 
 
 @monitor_app.command("alerts", help="List alerts; show, acknowledge or resolve one.")
@@ -182,24 +154,24 @@ def alerts_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    from clinical_mlops.monitoring import alerts as al
+    from clinical_mlops.application import monitoring as uc
 
     ws = workspace_from(workspace)
     who = actor or current_actor()
     if acknowledge:
-        a = al.acknowledge_alert(ws, acknowledge, actor=who, comment=comment)
+        a = uc.acknowledge_alert(ws, acknowledge, actor=who, comment=comment)
         _one(a.to_json(), json_, f"acknowledged {a.id}: {a.summary}")
         return
     if resolve:
-        a = al.resolve_alert(ws, resolve, actor=who, comment=comment or "")
+        a = uc.resolve_alert(ws, resolve, actor=who, comment=comment or "")
         _one(a.to_json(), json_, f"resolved {a.id}: {a.summary}")
         return
     if show:
-        a = al.get_alert(ws, show)
-        data = a.to_json() | {"series": al.alert_series(ws, show)["points"]}
-        _one(data, json_, f"{a.id} [{a.status}] {a.kind}/{a.rule} {a.severity}: {a.summary}")
+        d = uc.show_alert(ws, show)
+        line = f"{d['id']} [{d['status']}] {d['kind']}/{d['rule']} {d['severity']}: {d['summary']}"
+        _one(d, json_, line)
         return
-    found = al.list_alerts(ws, status=status, kind=kind, since=_when(since, "--since"))
+    found = uc.list_alerts(ws, status=status, kind=kind, since=_when(since, "--since"))
     if json_:
         print_json({"alerts": [a.to_json() for a in found]})
         return
@@ -232,8 +204,11 @@ def _one(data: dict[str, Any], as_json: bool, line: str) -> None:
 def drift_cmd(
     model: Annotated[
         str | None,
-        typer.Option("--model", help="Trained model version (default: the active release's)."),
+        typer.Option("--model", help="Trained model version (default: the served release's)."),
     ] = None,
+    task: Annotated[
+        str, typer.Option("--task", "-t", help="Task whose served release's model is simulated.")
+    ] = "icu_mortality_48h",
     feature: Annotated[str, typer.Option("--feature", help="Flag input to shift.")] = "ventilation",
     target: Annotated[
         float, typer.Option("--target", help="Prevalence of the flag after the shift.")
@@ -260,15 +235,9 @@ def drift_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    from clinical_mlops.monitoring.scenarios import (
-        DriftScenario,
-        count_alerts,
-        drift_scenario,
-        scored_test_stays,
-    )
+    from clinical_mlops.application.monitoring import simulate_drift
+    from clinical_mlops.monitoring.scenarios import DriftScenario
 
-    ws = workspace_from(workspace)
-    version = model or _model_of_active_release(ws)
     sc = DriftScenario(
         feature=feature,
         target_prevalence=target,
@@ -279,58 +248,14 @@ def drift_cmd(
         clean_days=clean_days,
         seed=seed,
     )
-    with err_console.status(f"scoring the locked test stays of {version}"):
-        stays = scored_test_stays(ws, model_version=version)
     with err_console.status(
-        f"simulating the shifted stream and a clean stream of {clean_days:g} days"
+        f"scoring the locked test stays and simulating a clean stream of {clean_days:g} days"
     ):
-        result = drift_scenario(stays, sc)
-    f = result.figures
-    if report is not None:
-        from clinical_mlops.monitoring.report import monitoring_report, write_report
-
-        path = write_report(
-            monitoring_report(
-                result.run.windows,
-                sorted(count_alerts(result.run.signals), key=lambda a: a.opened_at),
-                spec=stays.reference.spec,
-                release=stays.reference.release,
-                validated_auroc=stays.reference.validated_auroc,
-                title="Simulated drift scenario (R-T8)",
-                extra={
-                    "shift starts after (h)": f["shift_starts_after_hours"],
-                    "detection delay (h)": f["detection_delay_hours"],
-                    "detection delay (shifted stays)": f["detection_delay_stays"],
-                    "AUROC before / after": f"{f['auroc_before']} / {f['auroc_after']}",
-                    "false alarms per 30 unshifted days": f["false_alarms_30d"],
-                },
-            ),
-            report,
-        )
-        f = f | {"report": str(path)}
+        f = simulate_drift(workspace_from(workspace), sc, model=model, task=task, report=report)
     if json_:
         print_json(f)
         return
     _render_drift(f)
-
-
-def _model_of_active_release(ws: Workspace) -> str:
-    from clinical_mlops.registry.registry import Registry
-
-    with Registry.open(ws) as reg:
-        active = reg.active("icu_mortality_48h")
-        if active is not None:
-            return active.model_version
-    models = sorted(
-        (p for p in ws.models_dir.iterdir() if (p / "report.json").exists()),
-        key=lambda p: p.stat().st_mtime,
-    )
-    if not models:
-        raise MonitoringError(
-            f"no trained model in workspace {ws.root}; train one (`clinical-mlops train`) "
-            "or name it with --model"
-        )
-    return models[-1].name
 
 
 def _render_drift(f: dict[str, Any]) -> None:

@@ -74,7 +74,7 @@ def serve_command(
     """
     import uvicorn
 
-    from clinical_mlops.serving.api import create_app
+    from clinical_mlops.http.app import create_app
     from clinical_mlops.serving.auth import AuthConfig
     from clinical_mlops.serving.predictor import Predictor
 

@@ -65,6 +65,7 @@ from clinical_mlops.serving.predictor import (
     PredictionResult,
     Predictor,
 )
+from clinical_mlops.serving.schemas import PredictItem
 from clinical_mlops.workspace import Workspace
 
 __all__ = ["BatchSummary", "score_file"]
@@ -115,8 +116,6 @@ def _chunks(
 
     A line without a ``request_id`` gets ``<id_prefix>-<line number>``.
     """
-    from clinical_mlops.serving.routers.predictions import PredictItem
-
     try:
         handle = path.open(encoding="utf-8")
     except OSError as exc:
@@ -136,17 +135,7 @@ def _chunks(
                     problems.append((f"line {n}" + (f".{where}" if where else ""), err["msg"]))
             else:
                 numbers.append(n)
-                requests.append(
-                    PredictionRequest(
-                        subject_id=item.subject_id,
-                        purpose=item.purpose,
-                        setting=item.setting,
-                        features=item.features,
-                        request_id=item.request_id or f"{id_prefix}-{n}",
-                        site=item.site,
-                        hours_since_admission=item.hours_since_admission,
-                    )
-                )
+                requests.append(item.to_request(default_id=f"{id_prefix}-{n}"))
             if len(requests) == MAX_BATCH or len(problems) >= MAX_BATCH:
                 yield numbers, requests, problems
                 numbers, requests, problems = [], [], []

@@ -1,10 +1,11 @@
 """Prometheus metrics of the service: requests, latency, predictions, flags, oversight, status.
 
-The monitoring gauges (drift, outcome-linked, fairness and workflow quantities and
-open alerts; :mod:`clinical_mlops.monitoring.gauges`) are collected from the
-workspace at scrape time. Each app has its own collector registry, so two apps
-in one process (tests) do not share counters. Route labels are the route templates, never raw paths, so a
-patient id in a URL can never become a label value.
+The HTTP front end also registers the monitoring gauges (drift, outcome-linked,
+fairness and workflow quantities and open alerts; :mod:`clinical_mlops.monitoring.gauges`)
+on :attr:`ServiceMetrics.registry`, collected from the workspace at scrape time. Each app
+has its own collector registry, so two apps in one process (tests) do not share counters.
+Route labels are the route templates, never raw paths, so a patient id in a URL can never
+become a label value.
 """
 
 from __future__ import annotations
@@ -86,12 +87,6 @@ class ServiceMetrics:
         self.model_status.clear()
         for rel in releases:
             self.model_status.labels(rel["version"], rel["status"]).set(1)
-
-    def watch_monitoring(self, workspace: Any) -> None:
-        """Expose the workspace's monitoring gauges (``clinical_mlops_monitor_*``) as well."""
-        from clinical_mlops.monitoring.gauges import MonitoringCollector
-
-        self.registry.register(MonitoringCollector(workspace))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -140,8 +140,7 @@ async def verify_bundle_upload(
 
 
 def _verify_uploaded(viewer: Viewer, raw: bytes, name: str) -> HTMLResponse:
-    from clinical_mlops.ledger.export import verify_bundle
-    from clinical_mlops.privacy.keys import public_key_hex
+    from clinical_mlops.application.audit import verify_bundle
 
     if len(raw) > MAX_BUNDLE_BYTES:
         raise BundleInvalid(f"{name}: larger than {MAX_BUNDLE_BYTES // (1024 * 1024)} MiB")
@@ -151,7 +150,5 @@ def _verify_uploaded(viewer: Viewer, raw: bytes, name: str) -> HTMLResponse:
         raise BundleInvalid(f"{name}: not a JSON audit bundle") from None
     if not isinstance(data, dict):
         raise BundleInvalid(f"{name}: not a JSON object")
-    # Pin the keys to this workspace's: the bundle must come from this ledger.
-    keys = viewer.console.ledger.provider.public_keys()
-    report = verify_bundle(data, pinned_keys={k: public_key_hex(v) for k, v in keys.items()})
+    report = verify_bundle(data, ledger_keys=viewer.console.ledger.provider)
     return _search_page(viewer, {}, bundle_verified=report.to_json() | {"name": name})

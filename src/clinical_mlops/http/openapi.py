@@ -4,7 +4,7 @@ FastAPI writes the routes and their request bodies; :func:`document` adds what a
 needs to trust it, all derived from the service's own tables so it cannot drift:
 
 - the two security schemes (a JWT bearer token, an ``X-API-Key`` header) on every route
-  :data:`~clinical_mlops.serving.deps.ROUTE_ROLES` protects, with the roles it allows;
+  :data:`~clinical_mlops.http.deps.ROUTE_ROLES` protects, with the roles it allows;
 - each route's error responses with their body schemas: 401 and 403 where credentials are
   needed, 404, 409 where a request id can repeat, 413 and 422 where a body is read, 503
   everywhere (a store that cannot be read or written fails closed);
@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from clinical_mlops.serving.deps import ROUTE_ROLES
+from clinical_mlops.http.deps import ROUTE_ROLES
 from clinical_mlops.serving.predictor import Predictor
 
 __all__ = ["document"]

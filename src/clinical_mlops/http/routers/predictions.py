@@ -10,8 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from clinical_mlops.clock import utc_iso
-from clinical_mlops.serving.auth import Principal
-from clinical_mlops.serving.deps import (
+from clinical_mlops.http.deps import (
     GuardedRoute,
     Json,
     Service,
@@ -20,30 +19,12 @@ from clinical_mlops.serving.deps import (
     require,
     service,
 )
+from clinical_mlops.serving.auth import Principal
 from clinical_mlops.serving.fhir import observations_to_features, risk_assessment
 from clinical_mlops.serving.predictor import MAX_BATCH, PredictionRequest, PredictionResult
+from clinical_mlops.serving.schemas import PredictItem
 
 router = APIRouter(tags=["predictions"], route_class=GuardedRoute)
-
-
-class PredictItem(BaseModel):
-    """One prediction request; ``features`` holds the task's inputs by name."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    request_id: str | None = Field(default=None, max_length=128)
-    subject_id: str = Field(min_length=1, max_length=256, description="Patient identifier")
-    purpose: str = Field(description="Why the prediction is asked for (consent purpose)")
-    setting: str = Field(description="Care setting, e.g. icu")
-    site: str | None = Field(
-        default=None,
-        max_length=128,
-        description="Leave out: the rollout site comes from the credential. A system key "
-        "declared for several sites may name one of them; any other site is refused (403)",
-    )
-    hours_since_admission: float | None = None
-    features: dict[str, Any] = Field(
-        description='Value in the declared unit, or {"value": ..., "unit": ...}; null if not measured'
-    )
 
 
 class PredictBatch(BaseModel):
@@ -52,18 +33,6 @@ class PredictBatch(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     items: list[PredictItem] = Field(min_length=1, max_length=MAX_BATCH)
     explain: bool = True
-
-
-def _request(item: PredictItem) -> PredictionRequest:
-    return PredictionRequest(
-        subject_id=item.subject_id,
-        purpose=item.purpose,
-        setting=item.setting,
-        features=item.features,
-        request_id=item.request_id,
-        site=item.site,
-        hours_since_admission=item.hours_since_admission,
-    )
 
 
 def _single(res: PredictionResult) -> JSONResponse:
@@ -83,14 +52,14 @@ async def predict(
     svc: Service = request.app.state.service
     predictor = svc.predictor
     if isinstance(body, PredictItem):
-        one = [_request(body)]
+        one = [body.to_request()]
         results = await svc.score(
             lambda: predictor.predict_many(one, requester=who.actor, where="", sites=who.sites),
             single=True,
         )
         svc.metrics.observe_results(results)
         return _single(results[0])
-    many = [_request(i) for i in body.items]
+    many = [i.to_request() for i in body.items]
     results = await svc.score(
         lambda: predictor.predict_many(
             many, requester=who.actor, explain=body.explain, sites=who.sites

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from clinical_mlops.governance.queue import decide_case
+from clinical_mlops.http.deps import GuardedRoute, Service, require, service
 from clinical_mlops.serving.auth import Principal
-from clinical_mlops.serving.deps import GuardedRoute, Service, require, service
 from clinical_mlops.serving.oversight import record_outcome
 
 router = APIRouter(tags=["oversight"], route_class=GuardedRoute)

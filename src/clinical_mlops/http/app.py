@@ -1,8 +1,8 @@
 """The HTTP service: FastAPI app wiring the routers, error mapping and request metrics.
 
-``create_app`` only wires: routers per resource (``serving.routers``), auth before
-the body is read (``serving.deps``), one exception handler per library error, the
-OpenAPI document (``serving.openapi``), and a small ASGI middleware counting
+``create_app`` only wires: routers per resource (``http.routers``), auth before
+the body is read (``http.deps``), one exception handler per library error, the
+OpenAPI document (``http.openapi``), and a small ASGI middleware counting
 requests and latency by route template and holding bodies to
 :data:`MAX_BODY_BYTES`. Access logs are off on the hot path; every inference is in
 the audit ledger instead.
@@ -38,13 +38,14 @@ from clinical_mlops.errors import (
     SubjectErased,
     SubjectNotFound,
 )
+from clinical_mlops.http.deps import Service
+from clinical_mlops.http.openapi import document
+from clinical_mlops.http.routers import cds, health, models, oversight, predictions
+from clinical_mlops.monitoring.gauges import MonitoringCollector
 from clinical_mlops.serving.auth import AuthConfig
-from clinical_mlops.serving.deps import Service
 from clinical_mlops.serving.inputs import split_path
 from clinical_mlops.serving.metrics import ServiceMetrics
-from clinical_mlops.serving.openapi import document
 from clinical_mlops.serving.predictor import Predictor
-from clinical_mlops.serving.routers import cds, health, models, oversight, predictions
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -169,7 +170,8 @@ def create_app(predictor: Predictor, auth: AuthConfig, *, base_url: str = "") ->
         generate_unique_id_function=lambda route: route.name,
     )
     metrics = ServiceMetrics()
-    metrics.watch_monitoring(predictor.workspace)
+    # the monitoring gauges (``clinical_mlops_monitor_*``) are scraped from the same /metrics
+    metrics.registry.register(MonitoringCollector(predictor.workspace))
     app.state.service = Service(
         predictor=predictor, auth=auth, metrics=metrics, base_url=base_url.rstrip("/")
     )

@@ -12,8 +12,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
+from clinical_mlops.http.deps import Json, Service, require, service
 from clinical_mlops.serving.auth import Principal
-from clinical_mlops.serving.deps import Json, Service, require, service
 from clinical_mlops.serving.health import check_health
 
 router = APIRouter(tags=["health"])

@@ -1,0 +1,190 @@
+"""Monitoring use cases: a monitor run, the monitoring report, alerts, the drift simulation.
+
+Every release these act on by default is the one the registry says is served: the
+task's active approved release (``registry promote``, ``registry rollback``), the
+release ``clinical-mlops serve`` loads. Nothing is picked from the files in the
+workspace: a model that was trained later but never released is not what patients
+were scored with, so it is never monitored or simulated unless named.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from clinical_mlops.errors import MonitoringError
+from clinical_mlops.monitoring import alerts as _alerts
+from clinical_mlops.monitoring.alerts import Alert
+from clinical_mlops.workspace import Workspace
+
+__all__ = [
+    "acknowledge_alert",
+    "list_alerts",
+    "resolve_alert",
+    "run_monitor",
+    "served_release",
+    "show_alert",
+    "simulate_drift",
+    "write_monitoring_report",
+]
+
+
+def served_release(workspace: Workspace, task: str) -> tuple[str, str]:
+    """Return (release version, model version) of the release ``task`` is served by.
+
+    That is the task's active approved release in the registry; a task without one
+    is an error naming what to do, never a guess among the trained models.
+    """
+    from clinical_mlops.registry.registry import Registry
+
+    with Registry.open(workspace) as reg:
+        active = reg.active(task)
+    if active is None:
+        raise MonitoringError(
+            f"task {task} has no served release in workspace {workspace.root} (none is "
+            "approved and active); name a release with --release or a trained model with --model"
+        )
+    return active.version, active.model_version
+
+
+def run_monitor(
+    workspace: Workspace,
+    *,
+    task: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    act: bool = True,
+) -> dict[str, Any]:
+    """Return the summary of one monitor run over the releases that served in the period.
+
+    Windows since the last run are evaluated from the audit ledger, alerts raised and
+    stored, and (unless ``act`` is false, a dry run) their actions taken: a review
+    opened, an escalation, a suspension. ``task`` limits the run to that task's releases.
+    """
+    from clinical_mlops.monitoring.runs import run_monitor as _run
+
+    return _run(workspace, task=task, since=since, until=until, act=act)
+
+
+def write_monitoring_report(
+    workspace: Workspace,
+    out: Path,
+    *,
+    release: str | None = None,
+    task: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    """Return the monitoring report of a release (without its plots), written as HTML to ``out``.
+
+    ``release`` defaults to the task's served release. The report is built from the
+    windows stored by monitor runs and the release's alerts, against the reference in
+    its signed bundle; a release no run has covered yet gets a report saying so.
+    """
+    from clinical_mlops.monitoring.alerts import AlertStore
+    from clinical_mlops.monitoring.report import monitoring_report, write_report
+    from clinical_mlops.monitoring.runs import stored_windows
+    from clinical_mlops.monitoring.windows import MonitorReference
+    from clinical_mlops.registry.registry import Registry
+
+    version = release or served_release(workspace, task or "icu_mortality_48h")[0]
+    with Registry.open(workspace) as reg:
+        bundle = reg.bundle(version)
+    ref = MonitorReference.from_bundle(bundle, release=version)
+    windows = stored_windows(workspace, version, since=since, until=until)
+    with AlertStore.open(workspace) as store:
+        alerts = sorted(store.list(release=version), key=lambda a: a.opened_at)
+    notes = list(ref.notes)
+    if not windows:
+        notes.append(f"no stored windows for {version}: run `clinical-mlops monitor run` first")
+    report = monitoring_report(
+        windows,
+        alerts,
+        spec=ref.spec,
+        release=version,
+        validated_auroc=ref.validated_auroc,
+        title=f"Monitoring report: {ref.spec.title}",
+        notes=notes,
+    )
+    path = write_report(report, out)
+    return {k: v for k, v in report.items() if k != "plots"} | {"path": str(path)}
+
+
+def list_alerts(
+    workspace: Workspace,
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    since: datetime | None = None,
+) -> list[Alert]:
+    """Return the alerts matching ``status``, ``kind`` and last seen at or after ``since``."""
+    return _alerts.list_alerts(workspace, status=status, kind=kind, since=since)
+
+
+def show_alert(workspace: Workspace, alert_id: str) -> dict[str, Any]:
+    """Return one alert with the series of its monitored quantity over time."""
+    found = _alerts.get_alert(workspace, alert_id)
+    return found.to_json() | {"series": _alerts.alert_series(workspace, alert_id)["points"]}
+
+
+def acknowledge_alert(
+    workspace: Workspace, alert_id: str, *, actor: str, comment: str | None = None
+) -> Alert:
+    """Return the alert acknowledged by ``actor`` (recorded in the ledger)."""
+    return _alerts.acknowledge_alert(workspace, alert_id, actor=actor, comment=comment)
+
+
+def resolve_alert(workspace: Workspace, alert_id: str, *, actor: str, comment: str) -> Alert:
+    """Return the alert resolved by ``actor``; the comment saying why is required."""
+    return _alerts.resolve_alert(workspace, alert_id, actor=actor, comment=comment)
+
+
+def simulate_drift(
+    workspace: Workspace,
+    scenario: Any,
+    *,
+    model: str | None = None,
+    task: str = "icu_mortality_48h",
+    report: Path | None = None,
+) -> dict[str, Any]:
+    """Return the figures of the R-T8 drift scenario run on a model's locked test stays.
+
+    ``model`` defaults to the model of ``task``'s served release. ``scenario`` is a
+    :class:`~clinical_mlops.monitoring.scenarios.DriftScenario`. With ``report`` the
+    scenario's HTML report is written there too and its path is in the figures.
+    """
+    from clinical_mlops.monitoring.scenarios import (
+        count_alerts,
+        drift_scenario,
+        scored_test_stays,
+    )
+
+    version = model or served_release(workspace, task)[1]
+    stays = scored_test_stays(workspace, model_version=version)
+    result = drift_scenario(stays, scenario)
+    figures = dict(result.figures)
+    if report is not None:
+        from clinical_mlops.monitoring.report import monitoring_report, write_report
+
+        f = result.figures
+        path = write_report(
+            monitoring_report(
+                result.run.windows,
+                sorted(count_alerts(result.run.signals), key=lambda a: a.opened_at),
+                spec=stays.reference.spec,
+                release=stays.reference.release,
+                validated_auroc=stays.reference.validated_auroc,
+                title="Simulated drift scenario (R-T8)",
+                extra={
+                    "shift starts after (h)": f["shift_starts_after_hours"],
+                    "detection delay (h)": f["detection_delay_hours"],
+                    "detection delay (shifted stays)": f["detection_delay_stays"],
+                    "AUROC before / after": f"{f['auroc_before']} / {f['auroc_after']}",
+                    "false alarms per 30 unshifted days": f["false_alarms_30d"],
+                },
+            ),
+            report,
+        )
+        figures["report"] = str(path)
+    return figures
