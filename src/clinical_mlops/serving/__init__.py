@@ -5,15 +5,14 @@ app (``serving.api``), the CDS Hooks service (``serving.cds_hooks``), the FHIR
 adapters (``serving.fhir``) and ``clinical-mlops serve`` are thin shells that parse
 input, call it, and render its result. Every prediction it returns has one
 ``inference`` record in the audit ledger that :func:`~clinical_mlops.serving.replay.replay_inference`
-can recompute bit for bit from stored artifacts alone.
+can recompute bit for bit from stored artifacts alone. Its flags and escalation
+conditions are words of :mod:`clinical_mlops.vocabulary` (``FLAGS``, ``ESCALATE_ON``).
 """
 
 from clinical_mlops.serving.predictor import (
-    ESCALATE_ON,
-    FLAGS,
     PredictionRequest,
     PredictionResult,
     Predictor,
 )
 
-__all__ = ["ESCALATE_ON", "FLAGS", "PredictionRequest", "PredictionResult", "Predictor"]
+__all__ = ["PredictionRequest", "PredictionResult", "Predictor"]
