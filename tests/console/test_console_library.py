@@ -17,7 +17,7 @@ from clinical_mlops.application.dossier import (
     release_fingerprint,
     service_status,
 )
-from clinical_mlops.application.governance import approve, reject
+from clinical_mlops.application.governance import approve, decide_case, reject
 from clinical_mlops.clock import FixedClock, utc_iso
 from clinical_mlops.console.plots import series_svg
 from clinical_mlops.console.users import UserDirectory, hash_password, verify_password
@@ -36,7 +36,6 @@ from clinical_mlops.governance.board import Governance
 from clinical_mlops.governance.queue import (
     ESCALATION_REASONS,
     case,
-    decide_case,
     escalated_cases,
     identifier_of,
 )
@@ -45,7 +44,7 @@ from clinical_mlops.monitoring.alerts import AlertSignal, AlertStore
 from clinical_mlops.monitoring.escalation import MONITOR_ACTOR, escalate_cases
 from clinical_mlops.monitoring.records import read_ledger_records
 from clinical_mlops.registry.registry import Registry
-from clinical_mlops.serving.predictor import ESCALATE_ON
+from clinical_mlops.vocabulary import ESCALATE_ON
 
 
 @pytest.fixture(scope="module")
