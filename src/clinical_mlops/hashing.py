@@ -20,6 +20,7 @@ __all__ = [
     "FinitePayload",
     "canonical_json",
     "canonical_json_scalars",
+    "is_text",
     "payload_json",
     "sha256_bytes",
     "sha256_file",
@@ -35,6 +36,20 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(
         obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
+
+
+def is_text(value: object) -> bool:
+    """Return True for a string UTF-8 can encode: JSON may carry lone surrogates, which
+    cannot be stored in the audit record nor sent back, so they are refused as input."""
+    if not isinstance(value, str):
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def canonical_json_scalars(obj: Mapping[str, Any] | list[Any]) -> bytes:

@@ -31,6 +31,7 @@ from clinical_mlops.clock import FixedClock, utc_iso
 from clinical_mlops.console import standalone_app
 from clinical_mlops.console.users import UserDirectory
 from clinical_mlops.data.snapshot import open_snapshot
+from clinical_mlops.governance.board import Governance
 from clinical_mlops.governance.policy import run_gates
 from clinical_mlops.governance.walkthrough import govern_demo_release
 from clinical_mlops.ledger import Ledger
@@ -120,14 +121,14 @@ def build_world(root: Path, trained_root: Path, model_version: str) -> dict[str,
                 requester="system:ehr-interface",
             )
     clock.set(T0 + timedelta(hours=6))
-    with Registry.open(ws, clock=clock) as reg:
+    with Registry.open(ws, clock=clock) as reg, Governance(reg) as gov:
         bundle = build_bundle(
             ws, model_version=model_version, author="demo.alex.kim", threshold=0.35, clock=clock
         )
-        v2 = reg.register(bundle, actor="demo.alex.kim", why="lower threshold").version
-        run_gates(reg, v2, actor="demo.alex.kim")
-        reg.promote(v2, actor="demo.alex.kim", why="gates 1-3 passed")
-        reg.promote(v2, actor=REVIEWER, why="report and model card read")
+        v2 = gov.register(bundle, actor="demo.alex.kim", why="lower threshold").version
+        run_gates(gov, v2, actor="demo.alex.kim")
+        gov.promote(v2, actor="demo.alex.kim", why="gates 1-3 passed")
+        gov.promote(v2, actor=REVIEWER, why="report and model card read")
     with AlertStore.open(ws, clock=clock) as store:
         values = [0.04, 0.06, 0.05, 0.09, 0.14, 0.23, 0.31, 0.34]
         points = tuple(

@@ -31,6 +31,7 @@ from console_world import (
 )
 
 from clinical_mlops.clock import FixedClock
+from clinical_mlops.governance.board import Governance
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.workspace import Workspace
@@ -139,8 +140,8 @@ def test_reviewer_approves_a_release(
     page.get_by_role("button", name="Approve").click()
     page.wait_for_url("**?recorded=approve")
     assert page.get_by_role("status").filter(has_text="was recorded").is_visible()
-    with Registry.open(world["ws"]) as reg:
-        decisions = [a.to_json() for a in reg.approvals(world["v2"])]
+    with Registry.open(world["ws"]) as reg, Governance(reg) as gov:
+        decisions = [a.to_json() for a in gov.approvals(world["v2"])]
     assert [(d["person"], d["role"], d["decision"]) for d in decisions] == [
         (REVIEWER, "clinical", "approve")
     ]

@@ -29,6 +29,7 @@ from console_world import (
 from clinical_mlops.clock import FixedClock
 from clinical_mlops.console.deps import PAGE_ROLES, PUBLIC_ROUTES
 from clinical_mlops.console.session import COOKIE
+from clinical_mlops.governance.board import Governance
 from clinical_mlops.governance.incidents import open_incident
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.monitoring.alerts import list_alerts
@@ -44,9 +45,9 @@ PEOPLE = ("clinician", "reviewer", "ml_engineer", "compliance", "auditor")
 @pytest.fixture(scope="module")
 def ids(world: dict[str, Any]) -> dict[str, str]:
     """Real values for every path parameter of the console's routes."""
-    with Registry.open(world["ws"], clock=FixedClock(NOW)) as reg:
+    with Registry.open(world["ws"], clock=FixedClock(NOW)) as reg, Governance(reg) as gov:
         inc = open_incident(
-            reg,
+            gov,
             world["v1"],
             actor=COMPLIANCE,
             summary="test incident",
@@ -310,13 +311,19 @@ def test_approval_of_a_release_changed_since_the_page_loaded_is_refused(
     client = console_client(ws)
     sign_in(client, REVIEWER)
     page = client.get(f"/console/releases/{v2}")
-    with Registry.open(ws) as reg:  # the coverage target shown is the release's own
+    with (
+        Registry.open(ws) as reg,
+        Governance(reg) as gov,
+    ):  # the coverage target shown is the release's own
         target = reg.bundle(v2).read_json("report.json")["conformal"]["target_coverage"]
     assert f"(target {100 * target:.0f} %)" in html.unescape(page.text)
     token = form_token(page.text, f"/console/releases/{v2}/decision")
     fingerprint = fingerprint_of(page.text)
-    with Registry.open(ws, clock=FixedClock(NOW)) as reg:  # meanwhile, compliance decides
-        reg.decide(v2, person=COMPLIANCE, role="compliance", decision="approve", why="ok")
+    with (
+        Registry.open(ws, clock=FixedClock(NOW)) as reg,
+        Governance(reg) as gov,
+    ):  # meanwhile, compliance decides
+        gov.decide(v2, person=COMPLIANCE, role="compliance", decision="approve", why="ok")
     r = client.post(
         f"/console/releases/{v2}/decision",
         data={
@@ -329,8 +336,8 @@ def test_approval_of_a_release_changed_since_the_page_loaded_is_refused(
     )
     assert r.status_code == 409
     assert "changed since the page was loaded" in r.text and "nothing was recorded" in r.text
-    with Registry.open(ws, clock=FixedClock(NOW)) as reg:
-        assert [a.person for a in reg.approvals(v2)] == [COMPLIANCE]
+    with Registry.open(ws, clock=FixedClock(NOW)) as reg, Governance(reg) as gov:
+        assert [a.person for a in gov.approvals(v2)] == [COMPLIANCE]
     with Ledger.open(ws) as led:
         last = led.read(led.size() - 1)
     assert last.entry.type == "governance_refused"
@@ -349,8 +356,8 @@ def test_approval_of_a_release_changed_since_the_page_loaded_is_refused(
         follow_redirects=False,
     )
     assert r.status_code == 303
-    with Registry.open(ws, clock=FixedClock(NOW)) as reg:
-        assert [a.person for a in reg.approvals(v2)] == [COMPLIANCE, REVIEWER]
+    with Registry.open(ws, clock=FixedClock(NOW)) as reg, Governance(reg) as gov:
+        assert [a.person for a in gov.approvals(v2)] == [COMPLIANCE, REVIEWER]
 
 
 def test_approval_needs_a_comment_and_a_role_the_user_holds(fresh_world: dict[str, Any]) -> None:
@@ -370,8 +377,8 @@ def test_approval_needs_a_comment_and_a_role_the_user_holds(fresh_world: dict[st
     assert r.status_code == 409 and "a comment saying why is required" in r.text
     r = post(decision="approve", role="compliance", comment="x")
     assert r.status_code == 403 and "may decide as clinical" in r.text
-    with Registry.open(ws, clock=FixedClock(NOW)) as reg:
-        assert reg.approvals(v2) == []
+    with Registry.open(ws, clock=FixedClock(NOW)) as reg, Governance(reg) as gov:
+        assert gov.approvals(v2) == []
 
 
 def test_suspend_needs_confirmation_then_suspends_and_resume_is_compliance_only(
@@ -503,8 +510,8 @@ def test_review_and_incident_forms_call_the_library(fresh_world: dict[str, Any])
     assert r.status_code == 303
     from clinical_mlops.governance.reviews import review_status
 
-    with Registry.open(ws, clock=FixedClock(NOW)) as reg:
-        assert review_status(reg, v1)["last_review"]["checklist"]["fairness"] == "sex gap noted"
+    with Registry.open(ws, clock=FixedClock(NOW)) as reg, Governance(reg) as gov:
+        assert review_status(gov, v1)["last_review"]["checklist"]["fairness"] == "sex gap noted"
 
     page = comp.get("/console/incidents")
     r = comp.post(
@@ -539,7 +546,7 @@ def test_review_and_incident_forms_call_the_library(fresh_world: dict[str, Any])
         follow_redirects=False,
     )
     assert r.status_code == 303
-    with Registry.open(ws, clock=FixedClock(NOW)) as reg:
+    with Registry.open(ws, clock=FixedClock(NOW)) as reg, Governance(reg) as gov:
         assert reg.get(v1).status == "suspended"
 
 

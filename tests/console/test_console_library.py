@@ -12,6 +12,12 @@ from typing import Any
 import pytest
 from console_world import COMPLIANCE, NOW, REVIEWER
 
+from clinical_mlops.application.dossier import (
+    release_dossier,
+    release_fingerprint,
+    service_status,
+)
+from clinical_mlops.application.governance import approve, decide_case, reject
 from clinical_mlops.clock import FixedClock, utc_iso
 from clinical_mlops.console.plots import series_svg
 from clinical_mlops.console.users import UserDirectory, hash_password, verify_password
@@ -26,16 +32,10 @@ from clinical_mlops.errors import (
     ReleaseChanged,
 )
 from clinical_mlops.governance.audit_search import parse_bound, search_ledger
-from clinical_mlops.governance.dossier import (
-    decide_release,
-    release_dossier,
-    release_fingerprint,
-    service_status,
-)
+from clinical_mlops.governance.board import Governance
 from clinical_mlops.governance.queue import (
     ESCALATION_REASONS,
     case,
-    decide_case,
     escalated_cases,
     identifier_of,
 )
@@ -44,7 +44,7 @@ from clinical_mlops.monitoring.alerts import AlertSignal, AlertStore
 from clinical_mlops.monitoring.escalation import MONITOR_ACTOR, escalate_cases
 from clinical_mlops.monitoring.records import read_ledger_records
 from clinical_mlops.registry.registry import Registry
-from clinical_mlops.serving.predictor import ESCALATE_ON
+from clinical_mlops.vocabulary import ESCALATE_ON
 
 
 @pytest.fixture(scope="module")
@@ -257,8 +257,8 @@ def test_search_input_errors() -> None:
 
 
 def test_dossier_shows_the_report_and_the_release_notes(world: dict[str, Any]) -> None:
-    with Registry.open(world["ws"]) as reg:
-        d = release_dossier(reg, world["v2"])
+    with Registry.open(world["ws"]) as reg, Governance(reg) as gov:
+        d = release_dossier(gov, world["v2"])
         report = reg.bundle(world["v2"]).read_json("report.json")
     v = d["validation"]
     assert v["auroc"] == report["test"]["auroc"] and v["auroc_ci"] == report["test"]["auroc_ci"]
@@ -276,47 +276,44 @@ def test_dossier_shows_the_report_and_the_release_notes(world: dict[str, Any]) -
 
 def test_fingerprint_guards_decisions_and_refusals_are_audited(fresh_world: dict[str, Any]) -> None:
     ws, v2 = fresh_world["ws"], fresh_world["v2"]
-    with Registry.open(ws, clock=FixedClock(NOW)) as reg:
-        before = release_fingerprint(reg, v2)
-        assert release_fingerprint(reg, v2) == before  # stable while nothing changes
-        decide_release(
-            reg,
+    with Registry.open(ws, clock=FixedClock(NOW)) as reg, Governance(reg) as gov:
+        before = release_fingerprint(gov, v2)
+        assert release_fingerprint(gov, v2) == before  # stable while nothing changes
+        approve(
+            gov,
             v2,
             fingerprint=before,
             person=COMPLIANCE,
             role="compliance",
-            decision="approve",
             why="evidence read",
         )
-        after = release_fingerprint(reg, v2)
+        after = release_fingerprint(gov, v2)
         assert after != before
         with pytest.raises(ReleaseChanged, match="changed since the page was loaded"):
-            decide_release(
-                reg,
+            approve(
+                gov,
                 v2,
                 fingerprint=before,
                 person=REVIEWER,
                 role="clinical",
-                decision="approve",
                 why="ok",
             )
         with pytest.raises(GovernanceError, match="a comment saying why is required"):
-            decide_release(
-                reg,
+            reject(
+                gov,
                 v2,
                 fingerprint=after,
                 person=REVIEWER,
                 role="clinical",
-                decision="reject",
                 why="",
             )
-        assert [a.person for a in reg.approvals(v2)] == [COMPLIANCE]
+        assert [a.person for a in gov.approvals(v2)] == [COMPLIANCE]
         # A change elsewhere in the task (the rollout) also changes the fingerprint.
-        reg.set_rollout(
+        gov.set_rollout(
             world_v1 := fresh_world["v1"], site="ward-7", mode="full", actor=REVIEWER, why="x"
         )
-        assert release_fingerprint(reg, v2) != after
-        assert world_v1 in {r["version"] for t in service_status(reg) for r in t["releases"]}
+        assert release_fingerprint(gov, v2) != after
+        assert world_v1 in {r["version"] for t in service_status(gov) for r in t["releases"]}
     with Ledger.open(ws) as led:
         refused = [v.payload for v in _all(led) if v.entry.type == "governance_refused"]
     assert [r["rule"] for r in refused][-2:] == ["ReleaseChanged", "GovernanceError"]

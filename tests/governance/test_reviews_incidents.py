@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from clinical_mlops.errors import GovernanceError, IncidentStepRefused, RoleRequired
+from clinical_mlops.governance.board import Governance
 from clinical_mlops.governance.incidents import add_step, contain, open_incident, resolve
 from clinical_mlops.governance.operations import operations_metrics
 from clinical_mlops.governance.reviews import overdue_reviews, record_review, review_status
@@ -22,7 +23,7 @@ OK = {"calibration": "ok", "fairness": "ok", "incidents": "none", "documentation
 def live(fresh_workspace, trained, clock):
     ws = fresh_workspace("gov")
     version = govern_demo_release(ws, model_version=trained[1], clock=clock)["version"]
-    return ws, Registry.open(ws, clock=clock), version
+    return ws, Governance(Registry.open(ws, clock=clock)), version
 
 
 def _alerts(ws):
@@ -31,52 +32,53 @@ def _alerts(ws):
 
 
 def test_review_is_due_quarterly_and_overdue_raises_an_alert(live, clock):
-    ws, reg, v = live
-    assert review_status(reg, v)["interval_days"] == 90
+    ws, gov, v = live
+    assert review_status(gov, v)["interval_days"] == 90
     clock.advance(timedelta(days=89))
-    assert overdue_reviews(reg) == []
+    assert overdue_reviews(gov) == []
     clock.advance(timedelta(days=2))
-    due = overdue_reviews(reg)
+    due = overdue_reviews(gov)
     assert [d["version"] for d in due] == [v]
     assert _alerts(ws)[-1]["kind"] == "review_overdue"
     with pytest.raises(GovernanceError, match=r"unanswered: \['documentation'\]"):
         record_review(
-            reg, v, reviewer=CLIN, checklist={**OK, "documentation": ""}, outcome="continue"
+            gov, v, reviewer=CLIN, checklist={**OK, "documentation": ""}, outcome="continue"
         )
     with pytest.raises(RoleRequired):
-        record_review(reg, v, reviewer=ENG, checklist=OK, outcome="continue")
-    record_review(reg, v, reviewer=CLIN, checklist=OK, outcome="continue")
-    assert review_status(reg, v)["overdue"] is False
-    assert overdue_reviews(reg) == []
+        record_review(gov, v, reviewer=ENG, checklist=OK, outcome="continue")
+    record_review(gov, v, reviewer=CLIN, checklist=OK, outcome="continue")
+    assert review_status(gov, v)["overdue"] is False
+    assert overdue_reviews(gov) == []
 
 
 def test_incident_contained_by_suspension_and_resolved_only_after_steps(live):
-    ws, reg, v = live
+    ws, gov, v = live
+    reg = gov.registry
     roles = {"incident_lead": COMP, "clinical_lead": CLIN, "communications_lead": ENG}
     with pytest.raises(IncidentStepRefused, match="communications_lead"):
         open_incident(
-            reg, v, actor=CLIN, summary="x", severity="high", roles={"incident_lead": COMP}
+            gov, v, actor=CLIN, summary="x", severity="high", roles={"incident_lead": COMP}
         )
     inc = open_incident(
-        reg, v, actor=CLIN, summary="alerts doubled overnight", severity="high", roles=roles
+        gov, v, actor=CLIN, summary="alerts doubled overnight", severity="high", roles=roles
     )
     assert operations_metrics(ws)["open_incidents"] == 1
     with pytest.raises(IncidentStepRefused, match="status open"):
-        resolve(reg, inc["id"], actor=COMP, root_cause="?")
-    inc = contain(reg, inc["id"], actor=CLIN, action="suspend", why="stop alerts")
+        resolve(gov, inc["id"], actor=COMP, root_cause="?")
+    inc = contain(gov, inc["id"], actor=CLIN, action="suspend", why="stop alerts")
     assert inc["status"] == "contained"
     assert reg.get(v).status == "suspended"
-    add_step(reg, inc["id"], actor=ENG, kind="communication", detail="ICU leads emailed")
+    add_step(gov, inc["id"], actor=ENG, kind="communication", detail="ICU leads emailed")
     with pytest.raises(IncidentStepRefused, match="patient_notification"):
-        resolve(reg, inc["id"], actor=COMP, root_cause="lab unit change")
+        resolve(gov, inc["id"], actor=COMP, root_cause="lab unit change")
     add_step(
-        reg,
+        gov,
         inc["id"],
         actor=CLIN,
         kind="patient_notification",
         detail="not required: no alert acted on",
     )
-    done = resolve(reg, inc["id"], actor=COMP, root_cause="lab unit change upstream")
+    done = resolve(gov, inc["id"], actor=COMP, root_cause="lab unit change upstream")
     assert done["status"] == "resolved"
     assert [s["kind"] for s in done["steps"]] == [
         "opened",
@@ -86,4 +88,4 @@ def test_incident_contained_by_suspension_and_resolved_only_after_steps(live):
         "resolved",
     ]
     assert operations_metrics(ws)["open_incidents"] == 0
-    assert reg.resume(v, actor=COMP, why="fixed").status == "approved"
+    assert gov.resume(v, actor=COMP, why="fixed").status == "approved"

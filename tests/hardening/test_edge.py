@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from clinical_mlops.governance.board import Governance
 from clinical_mlops.http.app import MAX_BODY_BYTES, create_app
 from clinical_mlops.http.deps import ROUTE_ROLES
 from clinical_mlops.registry.registry import Registry
@@ -39,8 +40,8 @@ def edge(
     served: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
     """The app over the served workspace with auth from files: a secret and API keys with sites."""
-    with Registry.open(served["ws"]) as reg:
-        reg.set_rollout(
+    with Registry.open(served["ws"]) as reg, Governance(reg) as gov:
+        gov.set_rollout(
             served["release"], site=SHADOW, mode="shadow", actor="demo.dr.lena.ortiz", why="test"
         )
     folder = tmp_path_factory.mktemp("edge")

@@ -11,6 +11,8 @@ import pytest
 from monitoring_world import requests_for
 
 from clinical_mlops.clock import FixedClock, utc_iso
+from clinical_mlops.governance.board import Governance
+from clinical_mlops.governance.oversight import record_outcome, record_override
 from clinical_mlops.governance.reviews import record_review
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.monitoring.alerts import AlertSignal, AlertStore, get_alert, list_alerts
@@ -23,7 +25,6 @@ from clinical_mlops.monitoring.gauges import PREFIX, MonitoringCollector
 from clinical_mlops.monitoring.runs import run_monitor, stored_windows
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving import PredictionRequest, Predictor
-from clinical_mlops.serving.oversight import record_outcome, record_override
 from clinical_mlops.workspace import Workspace
 
 # After every entry the session's served workspace holds: the ledger refuses a clock behind it.
@@ -172,9 +173,9 @@ def test_suspension_needs_a_role_then_the_service_falls_back(monitored: dict[str
         p["action"].startswith("transition to suspended")
         for _, p in _entries(ws, "governance_refused")
     )
-    with Registry.open(ws, clock=clock) as reg:
+    with Registry.open(ws, clock=clock) as reg, Governance(reg) as gov:
         assert reg.get(release).status == "approved"
-        reg.grant_roles(
+        gov.grant_roles(
             MONITOR_ACTOR,
             roles=["engineering"],
             actor="demo.sam.okafor",
@@ -183,7 +184,7 @@ def test_suspension_needs_a_role_then_the_service_falls_back(monitored: dict[str
     with AlertStore(ws, clock=clock) as store:
         done = take_action(store, store.get(alert.id))
     assert done.done
-    with Registry.open(ws) as reg:
+    with Registry.open(ws) as reg, Governance(reg) as gov:
         assert reg.get(release).status == "suspended"
         (last,) = [h for h in reg.history(release) if h["to"] == "suspended"]
         assert alert.id in last["why"]
@@ -216,9 +217,12 @@ def test_open_review_creates_a_pending_item_until_a_review_is_recorded(
     assert item["alert_id"] == alert.id and item["id"] == result.detail["review_item"]
     requested = [p for _, p in _entries(ws, "alert") if p["kind"] == "review_requested"]
     assert [p["review_item"] for p in requested] == [item["id"]]
-    with Registry.open(ws, clock=FixedClock(T0 + timedelta(hours=1))) as reg:
+    with (
+        Registry.open(ws, clock=FixedClock(T0 + timedelta(hours=1))) as reg,
+        Governance(reg) as gov,
+    ):
         record_review(
-            reg,
+            gov,
             release,
             reviewer="demo.dr.lena.ortiz",
             checklist={k: "ok" for k in ("calibration", "fairness", "incidents", "documentation")},

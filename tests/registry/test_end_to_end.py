@@ -16,6 +16,7 @@ from clinical_mlops.errors import (
     RoleRequired,
     TransitionNotAllowed,
 )
+from clinical_mlops.governance.board import Governance
 from clinical_mlops.governance.operations import operations_metrics
 from clinical_mlops.governance.policy import run_gates
 from clinical_mlops.governance.rollout import serving_decision
@@ -29,57 +30,58 @@ def _events(ws):
         return [(led.entry(s), led.read(s).payload) for s in range(led.size())]
 
 
-def _approve_all(reg, v):
-    reg.decide(v, person="erin", role="engineering", decision="approve", why="code and tests ok")
-    reg.decide(v, person="dr.kim", role="clinical", decision="approve", why="clinically sound")
-    reg.decide(v, person="cora", role="compliance", decision="approve", why="documentation ok")
+def _approve_all(gov, v):
+    gov.decide(v, person="erin", role="engineering", decision="approve", why="code and tests ok")
+    gov.decide(v, person="dr.kim", role="clinical", decision="approve", why="clinically sound")
+    gov.decide(v, person="cora", role="compliance", decision="approve", why="documentation ok")
 
 
 def test_release_lifecycle_end_to_end(meta_backend, fresh_workspace, trained, clock):
     ws = fresh_workspace("e2e")
     model_version = trained[1]
     reg = Registry.open(ws, clock=clock)
-    reg.grant_roles("cora", roles=["compliance"], actor="cora", why="bootstrap")
+    gov = Governance(reg)
+    gov.grant_roles("cora", roles=["compliance"], actor="cora", why="bootstrap")
     for person, role in (("eli", "engineering"), ("erin", "engineering"), ("dr.kim", "clinical")):
-        reg.grant_roles(person, roles=[role], actor="cora", why="release team")
-    reg.grant_roles("max", roles=["clinical", "engineering"], actor="cora", why="dual-trained")
+        gov.grant_roles(person, roles=[role], actor="cora", why="release team")
+    gov.grant_roles("max", roles=["clinical", "engineering"], actor="cora", why="dual-trained")
 
     bundle = build_bundle(ws, model_version=model_version, author="eli", clock=clock)
-    v1 = reg.register(bundle, actor="eli", why="first release").version
+    v1 = gov.register(bundle, actor="eli", why="first release").version
     assert v1 == "icu_mortality_48h@1"
     assert reg.get(v1).status == "draft"
 
     # gates 1-3, then validated
     with pytest.raises(GateFailed, match="gate schema_contract has not been evaluated"):
-        reg.promote(v1, actor="eli", why="too early")
-    results = run_gates(reg, v1, actor="eli")
+        gov.promote(v1, actor="eli", why="too early")
+    results = run_gates(gov, v1, actor="eli")
     assert {n: r.passed for n, r in results.items()} == {
         "schema_contract": True,
         "metrics": True,
         "evidence": True,
     }
-    assert reg.promote(v1, actor="eli", why="gates 1-3 passed").status == "validated"
+    assert gov.promote(v1, actor="eli", why="gates 1-3 passed").status == "validated"
 
     # illegal transition and missing role: refused, audited, no state change
     with pytest.raises(TransitionNotAllowed, match="validated -> approved is not an allowed"):
-        reg.transition(v1, to="approved", actor="cora", why="skip ahead")
+        gov.transition(v1, to="approved", actor="cora", why="skip ahead")
     with pytest.raises(RoleRequired, match="needs a person in role clinical"):
-        reg.promote(v1, actor="erin", why="not a clinician")
+        gov.promote(v1, actor="erin", why="not a clinician")
     assert reg.get(v1).status == "validated"
-    assert reg.promote(v1, actor="dr.kim", why="report reviewed").status == "clinically_reviewed"
+    assert gov.promote(v1, actor="dr.kim", why="report reviewed").status == "clinically_reviewed"
 
     # gate 4: self-approval, one person in two roles, premature promotion
     with pytest.raises(ApprovalRefused, match="author of the bundle"):
-        reg.decide(v1, person="eli", role="engineering", decision="approve", why="mine")
-    reg.decide(v1, person="max", role="engineering", decision="approve", why="ok")
+        gov.decide(v1, person="eli", role="engineering", decision="approve", why="mine")
+    gov.decide(v1, person="max", role="engineering", decision="approve", why="ok")
     with pytest.raises(ApprovalRefused, match="one person cannot fill two roles"):
-        reg.decide(v1, person="max", role="clinical", decision="approve", why="ok")
+        gov.decide(v1, person="max", role="clinical", decision="approve", why="ok")
     with pytest.raises(GateFailed, match="missing approval in role clinical"):
-        reg.promote(v1, actor="cora", why="not yet")
-    reg.decide(v1, person="dr.kim", role="clinical", decision="approve", why="clinically sound")
-    reg.decide(v1, person="cora", role="compliance", decision="approve", why="documentation ok")
-    assert reg.promote(v1, actor="cora", why="pilot").status == "approved_limited"
-    assert reg.gates(v1)["approvals"]["evidence"]["approved_by"] == {
+        gov.promote(v1, actor="cora", why="not yet")
+    gov.decide(v1, person="dr.kim", role="clinical", decision="approve", why="clinically sound")
+    gov.decide(v1, person="cora", role="compliance", decision="approve", why="documentation ok")
+    assert gov.promote(v1, actor="cora", why="pilot").status == "approved_limited"
+    assert gov.gates(v1)["approvals"]["evidence"]["approved_by"] == {
         "engineering": "max",
         "clinical": "dr.kim",
         "compliance": "cora",
@@ -87,23 +89,23 @@ def test_release_lifecycle_end_to_end(meta_backend, fresh_workspace, trained, cl
 
     # pilot at a named site; full mode is refused before approval
     with pytest.raises(TransitionNotAllowed, match="allows shadow, silent, pilot"):
-        reg.set_rollout(v1, site="*", mode="full", actor="dr.kim", why="too early")
-    manifest = reg.set_rollout(v1, site="icu-north", mode="pilot", actor="dr.kim", why="pilot")
+        gov.set_rollout(v1, site="*", mode="full", actor="dr.kim", why="too early")
+    manifest = gov.set_rollout(v1, site="icu-north", mode="pilot", actor="dr.kim", why="pilot")
     assert serving_decision(manifest, site="icu-north").show_to_clinician is True
     assert serving_decision(manifest, site="icu-south").score is False
-    shadow = reg.set_rollout(v1, site="icu-east", mode="shadow", actor="dr.kim", why="shadow")
+    shadow = gov.set_rollout(v1, site="icu-east", mode="shadow", actor="dr.kim", why="shadow")
     east = serving_decision(shadow, site="icu-east")
     assert (east.score, east.log, east.show_to_clinician) == (True, True, False)
 
     clock.advance(timedelta(days=3))
-    assert reg.promote(v1, actor="cora", why="pilot reviewed").status == "approved"
+    assert gov.promote(v1, actor="cora", why="pilot reviewed").status == "approved"
     assert reg.active("icu_mortality_48h").version == v1
 
     # a candidate with a lower threshold is clinical-impacting, with workload in the notes
     candidate = build_bundle(
         ws, model_version=model_version, author="eli", threshold=0.15, clock=clock
     )
-    v2 = reg.register(candidate, actor="eli", why="lower threshold").version
+    v2 = gov.register(candidate, actor="eli", why="lower threshold").version
     change = reg.get(v2).change
     assert change["change_class"] == "clinical-impacting"
     assert change["requires_all_gates"] is True
@@ -111,26 +113,26 @@ def test_release_lifecycle_end_to_end(meta_backend, fresh_workspace, trained, cl
     assert note.startswith("Operating threshold moved 0.40 -> 0.15: about ")
     assert "more alerts per 100 patients" in note
     with pytest.raises(GateFailed):
-        reg.promote(v2, actor="eli", why="gates must run again")
-    run_gates(reg, v2, actor="eli")
-    reg.promote(v2, actor="eli", why="gates passed")
-    reg.promote(v2, actor="dr.kim", why="reviewed")
-    _approve_all(reg, v2)
-    reg.promote(v2, actor="cora", why="pilot")
-    reg.promote(v2, actor="cora", why="approved")
+        gov.promote(v2, actor="eli", why="gates must run again")
+    run_gates(gov, v2, actor="eli")
+    gov.promote(v2, actor="eli", why="gates passed")
+    gov.promote(v2, actor="dr.kim", why="reviewed")
+    _approve_all(gov, v2)
+    gov.promote(v2, actor="cora", why="pilot")
+    gov.promote(v2, actor="cora", why="approved")
     assert reg.active("icu_mortality_48h").version == v2
     assert reg.deployment_manifest("icu_mortality_48h")["sites"]["*"]["threshold"] == 0.15
 
     # rollback to the first release in one step
     with pytest.raises(RoleRequired):
-        reg.rollback(v1, actor="cora", why="compliance cannot roll back")
-    assert reg.rollback(v1, actor="eli", why="too many alerts").version == v1
+        gov.rollback(v1, actor="cora", why="compliance cannot roll back")
+    assert gov.rollback(v1, actor="eli", why="too many alerts").version == v1
     assert reg.active("icu_mortality_48h").version == v1
     assert serving_decision(reg.deployment_manifest("icu_mortality_48h"), site="x").release == v1
 
     # unknown version
     with pytest.raises(ReleaseNotFound, match="'icu_mortality_48h@9' is not registered"):
-        reg.promote("icu_mortality_48h@9", actor="eli", why="?")
+        gov.promote("icu_mortality_48h@9", actor="eli", why="?")
 
     # a tampered registered bundle refuses to move, and nothing changes
     status_before = reg.get(v2).status
@@ -139,7 +141,7 @@ def test_release_lifecycle_end_to_end(meta_backend, fresh_workspace, trained, cl
     data[-3] ^= 0x01
     model_file.write_bytes(bytes(data))
     with pytest.raises(BundleSignatureInvalid, match="model.json does not match its SHA-256"):
-        reg.suspend(v2, actor="dr.kim", why="tampered")
+        gov.suspend(v2, actor="dr.kim", why="tampered")
     assert reg.get(v2).status == status_before
 
     # the ledger holds every step with actor and role, and every refusal
@@ -183,7 +185,7 @@ def test_release_lifecycle_end_to_end(meta_backend, fresh_workspace, trained, cl
     assert ops["validation_lead_time_days"]["n"] == 2
     assert ops["refused_governance_actions"] == len(refused)
 
-    shown = reg.show(v1)
+    shown = gov.show(v1)
     assert shown["status"] == "approved" and shown["active"] is True
     assert set(shown["gates"]) == {"schema_contract", "metrics", "evidence", "approvals"}
     assert all(g["passed"] for g in shown["gates"].values())
@@ -191,4 +193,5 @@ def test_release_lifecycle_end_to_end(meta_backend, fresh_workspace, trained, cl
         shown["lineage"]["snapshot"]["id"]
         == json.loads((reg.bundle(v1).path / "lineage.json").read_text())["snapshot"]["id"]
     )
+    gov.close()
     reg.close()

@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 import clinical_mlops
 from clinical_mlops.cli import app
 from clinical_mlops.data.snapshot import open_snapshot
+from clinical_mlops.governance.oversight import record_outcome
 from clinical_mlops.http.app import create_app
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.modeling.train import locked_test_stays, train_model
@@ -35,7 +36,6 @@ from clinical_mlops.privacy.consent import record_consent
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving import PredictionRequest, Predictor
 from clinical_mlops.serving.auth import AuthConfig
-from clinical_mlops.serving.oversight import record_outcome
 from clinical_mlops.tasks import builtin_tasks
 from clinical_mlops.workspace import Workspace
 from registry_helpers import FAST

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from clinical_mlops.governance.board import Governance
 from clinical_mlops.http.app import create_app
 from clinical_mlops.http.deps import ROUTE_ROLES
 from clinical_mlops.registry.registry import Registry
@@ -168,8 +169,8 @@ def test_under_18_refused(api: dict[str, Any]) -> None:
 
 def test_suspended_model_answers_with_the_fallback(api: dict[str, Any]) -> None:
     v = api["release"]
-    with Registry.open(api["ws"]) as reg:
-        reg.suspend(v, actor="demo.dr.lena.ortiz", why="api test")
+    with Registry.open(api["ws"]) as reg, Governance(reg) as gov:
+        gov.suspend(v, actor="demo.dr.lena.ortiz", why="api test")
     try:
         r = api["client"].post("/v1/predict", headers=bearer(api, "clinician"), json=one(api, 4))
         assert r.status_code == 200
@@ -177,8 +178,8 @@ def test_suspended_model_answers_with_the_fallback(api: dict[str, Any]) -> None:
         assert body["status"] == "fallback" and body["flags"] == ["suspended"]
         assert "probability" not in body and body["fallback"]["name"] == "SOFA-like score"
     finally:
-        with Registry.open(api["ws"]) as reg:
-            reg.resume(v, actor="demo.sam.okafor", why="api test over")
+        with Registry.open(api["ws"]) as reg, Governance(reg) as gov:
+            gov.resume(v, actor="demo.sam.okafor", why="api test over")
 
 
 def test_override_round_trip_keeps_the_explanation_shown(api: dict[str, Any]) -> None:

@@ -162,6 +162,7 @@ def test_a_recorded_result_is_the_result_the_request_was_given(
     """Every kind of result rebuilt from its ledger record equals the answer given."""
     import shutil
 
+    from clinical_mlops.governance.board import Governance
     from clinical_mlops.governance.walkthrough import DEMO_PEOPLE
     from clinical_mlops.registry.registry import Registry
     from clinical_mlops.serving import PredictionRequest, Predictor
@@ -171,8 +172,8 @@ def test_a_recorded_result_is_the_result_the_request_was_given(
     ws = Workspace.open(tmp_path / "ws")
     release, rows = served["release"], served["rows"]
     _, _, eng, clin = list(DEMO_PEOPLE)
-    with Registry.open(ws) as reg:
-        reg.set_rollout(release, site="ward-shadow", mode="shadow", actor=clin, why="test")
+    with Registry.open(ws) as reg, Governance(reg) as gov:
+        gov.set_rollout(release, site="ward-shadow", mode="shadow", actor=clin, why="test")
 
     def request(i: int, **kw: Any) -> PredictionRequest:
         fields = {"subject_id": f"MRN-{i}", "purpose": "direct_care", "setting": "icu"}
@@ -189,8 +190,8 @@ def test_a_recorded_result_is_the_result_the_request_was_given(
     ]
     with Predictor.open(ws, status_ttl=0) as p:
         given = p.predict_many(mixed, requester="t")
-        with Registry.open(ws) as reg:
-            reg.suspend(release, actor=eng, why="test")
+        with Registry.open(ws) as reg, Governance(reg) as gov:
+            gov.suspend(release, actor=eng, why="test")
         given += p.predict_many([request(7)], requester="t")
         kinds = {r.status for r in given} | {r.refusal["code"] for r in given if r.refusal}
         assert kinds >= {

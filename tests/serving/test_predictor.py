@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from clinical_mlops.errors import BundleSignatureInvalid, DuplicateRequest, InputInvalid
+from clinical_mlops.governance.board import Governance
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.privacy.erasure import erase_subject
 from clinical_mlops.registry.registry import Registry
@@ -206,8 +207,8 @@ def test_duplicate_request_ids(predictor: Predictor, served: dict[str, Any]) -> 
 def test_shadow_mode_scores_and_logs_but_returns_nothing_clinical(
     predictor: Predictor, served: dict[str, Any]
 ) -> None:
-    with Registry.open(served["ws"]) as reg:
-        reg.set_rollout(
+    with Registry.open(served["ws"]) as reg, Governance(reg) as gov:
+        gov.set_rollout(
             served["release"],
             site="shadow-icu",
             mode="shadow",
@@ -227,8 +228,8 @@ def test_suspended_model_gives_the_baseline_fallback(
     predictor: Predictor, served: dict[str, Any]
 ) -> None:
     v = served["release"]
-    with Registry.open(served["ws"]) as reg:
-        reg.suspend(v, actor="demo.dr.lena.ortiz", why="test suspension")
+    with Registry.open(served["ws"]) as reg, Governance(reg) as gov:
+        gov.suspend(v, actor="demo.dr.lena.ortiz", why="test suspension")
     try:
         predictor.refresh()
         res = predictor.predict(req(served["rows"][6], 6), requester="t")
@@ -237,8 +238,8 @@ def test_suspended_model_gives_the_baseline_fallback(
         assert "not a probability" in res.fallback["note"] and res.probability is None
         assert predictor.ledger.read(res.audit_seq).entry.type == "fallback_served"
     finally:
-        with Registry.open(served["ws"]) as reg:
-            reg.resume(v, actor="demo.sam.okafor", why="test over")
+        with Registry.open(served["ws"]) as reg, Governance(reg) as gov:
+            gov.resume(v, actor="demo.sam.okafor", why="test over")
         predictor.refresh()
     assert predictor.predict(req(served["rows"][6], 6), requester="t").status == "scored"
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
+from clinical_mlops.application import governance as act
 from clinical_mlops.cli._common import (
     JsonOption,
     WorkspaceOption,
@@ -17,6 +20,9 @@ from clinical_mlops.cli._common import (
     workspace_from,
 )
 from clinical_mlops.registry.registry import Registry
+
+if TYPE_CHECKING:
+    from clinical_mlops.governance.board import Governance
 
 __all__ = ["incident_app", "registry_app", "review_app"]
 
@@ -44,10 +50,25 @@ RoleOption = Annotated[
     str | None, typer.Option("--role", help="Role to act in (clinical, compliance, engineering).")
 ]
 WhyOption = Annotated[str, typer.Option("--why", help="Reason, recorded in the audit ledger.")]
+RequiredWhy = Annotated[
+    str | None,
+    typer.Option(
+        "--why", help="Reason, recorded in the audit ledger (required).", show_default=False
+    ),
+]
 
 
 def _open(workspace: Path | None) -> Registry:
     return Registry.open(workspace_from(workspace))
+
+
+@contextmanager
+def _governance(workspace: Path | None) -> Iterator[Governance]:
+    """Yield the governance of the workspace's registry (one ledger for the command)."""
+    from clinical_mlops.governance.board import Governance
+
+    with Registry.open(workspace_from(workspace)) as reg, Governance(reg) as gov:
+        yield gov
 
 
 def _actor(actor: str | None) -> str:
@@ -104,8 +125,8 @@ def register_cmd(
 
     ws = workspace_from(workspace)
     b = import_bundle(ws, path) if path.is_file() else load_bundle(ws, path)
-    with Registry.open(ws) as reg:
-        rel = reg.register(b, actor=_actor(actor), why=why)
+    with _governance(ws.root) as gov:
+        rel = act.register(gov, b, actor=_actor(actor), why=why)
     _emit(rel.to_json() | {"change": rel.change}, json_, f"registered {rel.version} ({rel.status})")
 
 
@@ -132,8 +153,8 @@ def list_cmd(json_: JsonOption = False, workspace: WorkspaceOption = None) -> No
 def show_cmd(
     version: VersionArg, json_: JsonOption = False, workspace: WorkspaceOption = None
 ) -> None:
-    with _open(workspace) as reg:
-        shown = reg.show(version)
+    with _governance(workspace) as gov:
+        shown = gov.show(version)
     if json_:
         print_json(shown)
         return
@@ -169,10 +190,8 @@ def validate_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    from clinical_mlops.governance.policy import run_gates
-
-    with _open(workspace) as reg:
-        results = run_gates(reg, version, actor=_actor(actor))
+    with _governance(workspace) as gov:
+        results = act.validate(gov, version, actor=_actor(actor))
     _emit(
         {n: r.to_json() for n, r in results.items()},
         json_,
@@ -192,8 +211,8 @@ def promote_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    with _open(workspace) as reg:
-        rel = reg.promote(version, actor=_actor(actor), why=why, role=role)
+    with _governance(workspace) as gov:
+        rel = act.promote(gov, version, actor=_actor(actor), why=why, role=role)
     _emit(rel.to_json(), json_, f"{rel.version} is now {rel.status}")
 
 
@@ -206,13 +225,9 @@ def _decide(
     as_json: bool,
     workspace: Path | None,
 ) -> None:
-    with _open(workspace) as reg:
-        a = reg.decide(
-            version,
-            person=_actor(actor),
-            role=role,
-            decision=decision,  # type: ignore[arg-type]
-            why=why,
+    with _governance(workspace) as gov:
+        a = (act.approve if decision == "approve" else act.reject)(
+            gov, version, person=_actor(actor), role=role, why=why
         )
     _emit(a.to_json() | {"release": version}, as_json, f"{a.decision} by {a.person} as {a.role}")
 
@@ -244,41 +259,41 @@ def reject_cmd(
 @registry_app.command("rollback", help="Make an earlier approved release active again.")
 def rollback_cmd(
     version: VersionArg,
-    why: WhyOption = "rollback",
+    why: RequiredWhy = None,
     actor: ActorOption = None,
     role: RoleOption = None,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    with _open(workspace) as reg:
-        rel = reg.rollback(version, actor=_actor(actor), why=why, role=role)
+    with _governance(workspace) as gov:
+        rel = act.rollback(gov, version, actor=_actor(actor), why=why, role=role)
     _emit(rel.to_json(), json_, f"{rel.version} is active again")
 
 
 @registry_app.command("suspend", help="Suspend a live release.")
 def suspend_cmd(
     version: VersionArg,
-    why: WhyOption = "suspended",
+    why: RequiredWhy = None,
     actor: ActorOption = None,
     role: RoleOption = None,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    with _open(workspace) as reg:
-        rel = reg.suspend(version, actor=_actor(actor), why=why, role=role)
+    with _governance(workspace) as gov:
+        rel = act.suspend(gov, version, actor=_actor(actor), why=why, role=role)
     _emit(rel.to_json(), json_, f"{rel.version} is suspended")
 
 
 @registry_app.command("resume", help="Return a suspended release to its previous status.")
 def resume_cmd(
     version: VersionArg,
-    why: WhyOption = "resumed",
+    why: RequiredWhy = None,
     actor: ActorOption = None,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    with _open(workspace) as reg:
-        rel = reg.resume(version, actor=_actor(actor), why=why)
+    with _governance(workspace) as gov:
+        rel = act.resume(gov, version, actor=_actor(actor), why=why)
     _emit(rel.to_json(), json_, f"{rel.version} is {rel.status}")
 
 
@@ -291,8 +306,8 @@ def retire_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    with _open(workspace) as reg:
-        rel = reg.retire(version, actor=_actor(actor), why=why, role=role)
+    with _governance(workspace) as gov:
+        rel = act.retire(gov, version, actor=_actor(actor), why=why, role=role)
     _emit(rel.to_json(), json_, f"{rel.version} is retired")
 
 
@@ -310,8 +325,8 @@ def rollout_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    with _open(workspace) as reg:
-        manifest = reg.set_rollout(version, site=site, mode=mode, actor=_actor(actor), why=why)
+    with _governance(workspace) as gov:
+        manifest = act.set_rollout(gov, version, site=site, mode=mode, actor=_actor(actor), why=why)
     _emit(manifest, json_, f"{version} runs in {mode} mode at {site}")
 
 
@@ -324,8 +339,8 @@ def grant_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    with _open(workspace) as reg:
-        roles = reg.grant_roles(person, roles=role, actor=_actor(actor), why=why)
+    with _governance(workspace) as gov:
+        roles = act.grant_roles(gov, person, roles=role, actor=_actor(actor), why=why)
     _emit({"person": person, "roles": roles}, json_, f"{person}: {', '.join(roles)}")
 
 
@@ -368,17 +383,15 @@ def review_record(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    from clinical_mlops.governance.reviews import record_review
-
     checklist = {
         "calibration": calibration,
         "fairness": fairness,
         "incidents": incidents,
         "documentation": documentation,
     }
-    with _open(workspace) as reg:
-        r = record_review(
-            reg, version, reviewer=_actor(actor), checklist=checklist, outcome=outcome
+    with _governance(workspace) as gov:
+        r = act.record_review(
+            gov, version, reviewer=_actor(actor), checklist=checklist, outcome=outcome
         )
     _emit(r, json_, f"review of {version} recorded: {outcome}")
 
@@ -389,8 +402,8 @@ def review_status_cmd(
 ) -> None:
     from clinical_mlops.governance.reviews import review_status
 
-    with _open(workspace) as reg:
-        s = review_status(reg, version)
+    with _governance(workspace) as gov:
+        s = review_status(gov, version)
     _emit(s, json_, f"{version}: due {s['due']}{' (OVERDUE)' if s['overdue'] else ''}")
 
 
@@ -398,8 +411,8 @@ def review_status_cmd(
 def review_overdue_cmd(json_: JsonOption = False, workspace: WorkspaceOption = None) -> None:
     from clinical_mlops.governance.reviews import overdue_reviews
 
-    with _open(workspace) as reg:
-        due = overdue_reviews(reg, actor=current_actor())
+    with _governance(workspace) as gov:
+        due = overdue_reviews(gov, actor=current_actor())
     _emit(
         {"overdue": due}, json_, "\n".join(f"{d['version']} due {d['due']}" for d in due) or "none"
     )
@@ -413,10 +426,8 @@ def review_schedule_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    from clinical_mlops.governance.reviews import set_schedule
-
-    with _open(workspace) as reg:
-        n = set_schedule(reg, task=task, interval_days=days, actor=_actor(actor))
+    with _governance(workspace) as gov:
+        n = act.set_review_schedule(gov, task=task, interval_days=days, actor=_actor(actor))
     _emit({"task": task, "interval_days": n}, json_, f"{task}: every {n} days")
 
 
@@ -435,16 +446,14 @@ def incident_open(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    from clinical_mlops.governance.incidents import open_incident
-
     roles = {
         "incident_lead": lead,
         "clinical_lead": clinical_lead,
         "communications_lead": communications_lead,
     }
-    with _open(workspace) as reg:
-        inc = open_incident(
-            reg, version, actor=_actor(actor), summary=summary, severity=severity, roles=roles
+    with _governance(workspace) as gov:
+        inc = act.open_incident(
+            gov, version, actor=_actor(actor), summary=summary, severity=severity, roles=roles
         )
     _emit(inc, json_, f"opened {inc['id']} on {version}")
 
@@ -459,10 +468,10 @@ def incident_contain(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    from clinical_mlops.governance.incidents import contain
-
-    with _open(workspace) as reg:
-        inc = contain(reg, incident_id, actor=_actor(actor), action=action, why=why, rollback_to=to)
+    with _governance(workspace) as gov:
+        inc = act.contain_incident(
+            gov, incident_id, actor=_actor(actor), action=action, why=why, rollback_to=to
+        )
     _emit(inc, json_, f"{incident_id} contained")
 
 
@@ -475,10 +484,8 @@ def incident_step(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    from clinical_mlops.governance.incidents import add_step
-
-    with _open(workspace) as reg:
-        inc = add_step(reg, incident_id, actor=_actor(actor), kind=kind, detail=detail)
+    with _governance(workspace) as gov:
+        inc = act.add_incident_step(gov, incident_id, actor=_actor(actor), kind=kind, detail=detail)
     _emit(inc, json_, f"{incident_id}: {kind} recorded")
 
 
@@ -490,10 +497,8 @@ def incident_resolve(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    from clinical_mlops.governance.incidents import resolve
-
-    with _open(workspace) as reg:
-        inc = resolve(reg, incident_id, actor=_actor(actor), root_cause=root_cause)
+    with _governance(workspace) as gov:
+        inc = act.resolve_incident(gov, incident_id, actor=_actor(actor), root_cause=root_cause)
     _emit(inc, json_, f"{incident_id} resolved")
 
 
@@ -501,8 +506,8 @@ def incident_resolve(
 def incident_list(json_: JsonOption = False, workspace: WorkspaceOption = None) -> None:
     from clinical_mlops.governance.incidents import list_incidents
 
-    with _open(workspace) as reg:
-        incs = list_incidents(reg)
+    with _governance(workspace) as gov:
+        incs = list_incidents(gov)
     _emit(
         {"incidents": incs},
         json_,

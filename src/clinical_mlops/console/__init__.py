@@ -4,11 +4,10 @@ Pages: the escalation queue and case view with a one-step override (R-H1, R-H2),
 the alerts inbox with drill-down plots, release approval with the validation
 evidence and release notes (R-L3 gate 4), periodic reviews (R-H3), the incident
 workflow (R-H4), the audit search with verification and auditor export (R-A1), and
-model status with suspension and rollback. Every page calls library functions
-(``governance.queue``, ``governance.dossier``, ``governance.audit_search``,
-``governance.reviews``, ``governance.incidents``, ``monitoring.alerts``, the
-registry and the ledger); the console adds sign-in, roles, one-time form tokens
-and HTML. Forms work without JavaScript.
+model status with suspension and rollback. Every form calls one use case of
+:mod:`clinical_mlops.application` (governance acts, case decisions, the release dossier,
+audit bundles); pages read through library queries. The console adds sign-in, roles,
+one-time form tokens and HTML. Forms work without JavaScript.
 
 ``clinical-mlops serve`` mounts it at ``/console``; ``clinical-mlops console`` runs
 it alone. See docs/CONSOLE.md.

@@ -47,6 +47,7 @@ from clinical_mlops.errors import (
     SessionExpired,
     SubjectErased,
 )
+from clinical_mlops.governance.board import Governance
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.workspace import Workspace
@@ -101,8 +102,10 @@ def create_console_app(
         ledger = Ledger.open(workspace, clock=clock)
         owned.append(ledger)
     if registry is None:
-        registry = Registry.open(workspace, clock=clock)
+        registry = Registry.open(workspace, clock=clock, ledger=ledger)
         owned.append(registry)
+    governance = Governance(registry, ledger=ledger)
+    owned.append(governance)
     app = FastAPI(
         title="clinical-mlops console",
         version=__version__,
@@ -114,6 +117,7 @@ def create_console_app(
         workspace=workspace,
         ledger=ledger,
         registry=registry,
+        governance=governance,
         users=UserDirectory.open(workspace, clock=clock),
         sessions=SessionManager(session_secret(workspace), max_age=session_max_age, clock=clock),
         clock=clock,

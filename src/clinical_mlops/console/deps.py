@@ -24,6 +24,7 @@ from clinical_mlops.console.session import COOKIE, Session, SessionManager
 from clinical_mlops.console.throttle import LoginThrottle
 from clinical_mlops.console.users import ConsoleUser, UserDirectory
 from clinical_mlops.errors import NotAuthenticated, NotAuthorised, SessionExpired
+from clinical_mlops.governance.board import Governance
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.workspace import Workspace
@@ -112,6 +113,7 @@ class Console:
     workspace: Workspace
     ledger: Ledger
     registry: Registry
+    governance: Governance
     users: UserDirectory
     sessions: SessionManager
     clock: Clock

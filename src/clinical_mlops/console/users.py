@@ -36,6 +36,7 @@ from typing import Any
 from clinical_mlops.clock import Clock, SystemClock, utc_iso
 from clinical_mlops.errors import ConsoleUserInvalid, NotAuthenticated
 from clinical_mlops.serving.auth import ROLES
+from clinical_mlops.vocabulary import Role
 
 __all__ = [
     "GOVERNANCE_ROLE",
@@ -49,9 +50,9 @@ __all__ = [
 MIN_PASSWORD_LENGTH = 12
 #: console role -> the registry role it acts in for governance (the registry checks it holds it)
 GOVERNANCE_ROLE: dict[str, str] = {
-    "reviewer": "clinical",
-    "compliance": "compliance",
-    "ml_engineer": "engineering",
+    "reviewer": Role.CLINICAL,
+    "compliance": Role.COMPLIANCE,
+    "ml_engineer": Role.ENGINEERING,
 }
 _NAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}

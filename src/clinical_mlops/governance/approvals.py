@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from clinical_mlops.errors import ApprovalRefused, RoleRequired
+from clinical_mlops.vocabulary import APPROVER_ROLES
 
 __all__ = [
-    "APPROVER_ROLES",
-    "ROLES",
     "Approval",
     "Decision",
     "approval_problems",
@@ -24,10 +23,7 @@ __all__ = [
     "require_role",
 ]
 
-Role = Literal["clinical", "compliance", "engineering"]
 Decision = Literal["approve", "reject"]
-APPROVER_ROLES: tuple[Role, ...] = ("clinical", "compliance", "engineering")
-ROLES: tuple[Role, ...] = APPROVER_ROLES
 
 
 @dataclass(frozen=True)
@@ -72,7 +68,7 @@ def require_role(
                 f"checked on every governance action; {person!r} holds "
                 f"{', '.join(sorted(held_set)) or 'no role'})"
             )
-        return role
+        return str(role)
     fitting = [r for r in allowed_t if r in held_set]
     if not fitting:
         raise RoleRequired(
@@ -80,7 +76,7 @@ def require_role(
             f"{', '.join(sorted(held_set)) or 'no role'} (rule: roles are checked on every "
             "governance action)"
         )
-    return fitting[0]
+    return str(fitting[0])
 
 
 def check_approval(

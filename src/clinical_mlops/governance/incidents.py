@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from clinical_mlops.errors import GovernanceError, IncidentStepRefused
-from clinical_mlops.governance.approvals import require_role
 from clinical_mlops.hashing import canonical_json
-from clinical_mlops.registry import schema as t
+from clinical_mlops.vocabulary import Role
+
+if TYPE_CHECKING:
+    from clinical_mlops.governance.board import Governance
+from clinical_mlops.governance import schema as t
 
 __all__ = [
     "INCIDENT_ROLES",
@@ -32,16 +35,16 @@ __all__ = [
 ]
 
 INCIDENT_ROLES = ("incident_lead", "clinical_lead", "communications_lead")
-_ANY = ("clinical", "compliance", "engineering")
+_ANY = (Role.CLINICAL, Role.COMPLIANCE, Role.ENGINEERING)
 
 
 def _j(obj: Any) -> str:
     return canonical_json(obj).decode()
 
 
-def get_incident(registry: Any, incident_id: str) -> dict[str, Any]:
+def get_incident(governance: Governance, incident_id: str) -> dict[str, Any]:
     """Return incident ``incident_id`` with its steps."""
-    with registry.engine.connect() as conn:
+    with governance.engine.connect() as conn:
         row = conn.execute(sa.select(t.incidents).where(t.incidents.c.id == incident_id)).first()
     if row is None:
         raise IncidentStepRefused(f"no incident {incident_id!r}")
@@ -50,18 +53,18 @@ def get_incident(registry: Any, incident_id: str) -> dict[str, Any]:
     return m
 
 
-def list_incidents(registry: Any, *, status: str | None = None) -> list[dict[str, Any]]:
+def list_incidents(governance: Governance, *, status: str | None = None) -> list[dict[str, Any]]:
     """Return every incident (optionally only those with ``status``)."""
-    with registry.engine.connect() as conn:
+    with governance.engine.connect() as conn:
         ids = (
             conn.execute(sa.select(t.incidents.c.id).order_by(t.incidents.c.opened)).scalars().all()
         )
-    out = [get_incident(registry, i) for i in ids]
+    out = [get_incident(governance, i) for i in ids]
     return [i for i in out if status is None or i["status"] == status]
 
 
 def _step(
-    registry: Any,
+    governance: Governance,
     inc: dict[str, Any],
     *,
     kind: str,
@@ -69,15 +72,15 @@ def _step(
     detail: str,
     status: str | None = None,
 ) -> dict[str, Any]:
-    now = registry.now()
+    now = governance.now()
     steps = [*inc["steps"], {"kind": kind, "actor": actor, "detail": detail, "time": now}]
-    with registry.engine.begin() as conn:
+    with governance.engine.begin() as conn:
         conn.execute(
             sa.update(t.incidents)
             .where(t.incidents.c.id == inc["id"])
             .values(steps=_j(steps), updated=now, status=status or inc["status"])
         )
-        registry.record(
+        governance.record(
             type="incident",
             actor=actor,
             payload={
@@ -88,18 +91,22 @@ def _step(
                 "status": status or inc["status"],
             },
         )
-    return get_incident(registry, inc["id"])
+    return get_incident(governance, inc["id"])
 
 
 def open_incident(
-    registry: Any, version: str, *, actor: str, summary: str, severity: str, roles: dict[str, str]
+    governance: Governance,
+    version: str,
+    *,
+    actor: str,
+    summary: str,
+    severity: str,
+    roles: dict[str, str],
 ) -> dict[str, Any]:
     """Return a new open incident on release ``version`` with its named roles."""
-    with registry.governed(action="open incident", actor=actor, version=version):
-        registry.get(version)
-        require_role(
-            person=actor, held=registry.roles_of(actor), allowed=_ANY, action="open incident"
-        )
+    with governance.governed(action="open incident", actor=actor, version=version):
+        governance.registry.get(version)
+        governance.require(actor, allowed=_ANY, action="open incident")
         missing = [r for r in INCIDENT_ROLES if not roles.get(r)]
         if missing:
             raise IncidentStepRefused(
@@ -109,8 +116,8 @@ def open_incident(
         if severity not in ("low", "moderate", "high", "critical"):
             raise GovernanceError("incident severity must be low, moderate, high or critical")
         inc_id = f"inc-{secrets.token_hex(4)}"
-        now = registry.now()
-        with registry.engine.begin() as conn:
+        now = governance.now()
+        with governance.engine.begin() as conn:
             conn.execute(
                 sa.insert(t.incidents).values(
                     id=inc_id,
@@ -125,12 +132,12 @@ def open_incident(
                 )
             )
         return _step(
-            registry, get_incident(registry, inc_id), kind="opened", actor=actor, detail=summary
+            governance, get_incident(governance, inc_id), kind="opened", actor=actor, detail=summary
         )
 
 
 def contain(
-    registry: Any,
+    governance: Governance,
     incident_id: str,
     *,
     actor: str,
@@ -139,24 +146,24 @@ def contain(
     rollback_to: str | None = None,
 ) -> dict[str, Any]:
     """Return the incident after containment: ``suspend`` its release or ``rollback``."""
-    with registry.governed(action="contain incident", actor=actor):
-        inc = get_incident(registry, incident_id)
+    with governance.governed(action="contain incident", actor=actor):
+        inc = get_incident(governance, incident_id)
         if inc["status"] != "open":
             raise IncidentStepRefused(f"incident {incident_id} is {inc['status']}, not open")
         if action == "suspend":
-            registry.suspend(inc["version"], actor=actor, why=f"incident {incident_id}: {why}")
+            governance.suspend(inc["version"], actor=actor, why=f"incident {incident_id}: {why}")
             detail = f"suspended {inc['version']}: {why}"
         elif action == "rollback":
             if not rollback_to:
                 raise IncidentStepRefused("rollback containment needs the release to roll back to")
-            registry.rollback(rollback_to, actor=actor, why=f"incident {incident_id}: {why}")
+            governance.rollback(rollback_to, actor=actor, why=f"incident {incident_id}: {why}")
             detail = f"rolled back to {rollback_to}: {why}"
         else:
             raise IncidentStepRefused(
                 f"containment action must be suspend or rollback, not {action!r}"
             )
         return _step(
-            registry,
+            governance,
             inc,
             kind=f"contained:{action}",
             actor=actor,
@@ -166,34 +173,31 @@ def contain(
 
 
 def add_step(
-    registry: Any, incident_id: str, *, actor: str, kind: str, detail: str
+    governance: Governance, incident_id: str, *, actor: str, kind: str, detail: str
 ) -> dict[str, Any]:
     """Return the incident after a ``communication`` or ``patient_notification`` step.
 
     ``patient_notification`` details say who was notified, or ``not required: <why>``.
     """
-    with registry.governed(action=f"incident {kind}", actor=actor):
-        require_role(
-            person=actor, held=registry.roles_of(actor), allowed=_ANY, action=f"incident {kind}"
-        )
+    with governance.governed(action=f"incident {kind}", actor=actor):
+        governance.require(actor, allowed=_ANY, action=f"incident {kind}")
         if kind not in ("communication", "patient_notification", "note"):
             raise IncidentStepRefused(f"unknown incident step {kind!r}")
-        inc = get_incident(registry, incident_id)
+        inc = get_incident(governance, incident_id)
         if inc["status"] == "resolved":
             raise IncidentStepRefused(f"incident {incident_id} is resolved")
-        return _step(registry, inc, kind=kind, actor=actor, detail=detail)
+        return _step(governance, inc, kind=kind, actor=actor, detail=detail)
 
 
-def resolve(registry: Any, incident_id: str, *, actor: str, root_cause: str) -> dict[str, Any]:
+def resolve(
+    governance: Governance, incident_id: str, *, actor: str, root_cause: str
+) -> dict[str, Any]:
     """Return the resolved incident; needs containment, communication and a notification decision."""
-    with registry.governed(action="resolve incident", actor=actor):
-        require_role(
-            person=actor,
-            held=registry.roles_of(actor),
-            allowed=("compliance", "clinical"),
-            action="resolve incident",
+    with governance.governed(action="resolve incident", actor=actor):
+        governance.require(
+            actor, allowed=(Role.COMPLIANCE, Role.CLINICAL), action="resolve incident"
         )
-        inc = get_incident(registry, incident_id)
+        inc = get_incident(governance, incident_id)
         kinds = {s["kind"].split(":")[0] for s in inc["steps"]}
         missing = [
             k for k in ("contained", "communication", "patient_notification") if k not in kinds
@@ -205,5 +209,5 @@ def resolve(registry: Any, incident_id: str, *, actor: str, root_cause: str) -> 
                 "patient-notification decision)"
             )
         return _step(
-            registry, inc, kind="resolved", actor=actor, detail=root_cause, status="resolved"
+            governance, inc, kind="resolved", actor=actor, detail=root_cause, status="resolved"
         )

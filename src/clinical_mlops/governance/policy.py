@@ -22,24 +22,25 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from clinical_mlops.governance.approvals import Approval, approval_problems
 from clinical_mlops.hashing import sha256_file
 from clinical_mlops.registry.bundle import Bundle
+from clinical_mlops.vocabulary import Gate, Role
+
+if TYPE_CHECKING:
+    from clinical_mlops.governance.board import Governance
 
 __all__ = [
-    "GATES",
     "GateResult",
     "gate_approvals",
     "gate_evidence",
     "gate_metrics",
     "gate_schema_contract",
 ]
-
-GATES = ("schema_contract", "metrics", "evidence", "approvals")
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class GateResult:
         }
 
 
-def _result(name: str, evidence: dict[str, Any], failures: list[str]) -> GateResult:
+def _result(name: Gate, evidence: dict[str, Any], failures: list[str]) -> GateResult:
     return GateResult(name=name, passed=not failures, evidence=evidence, failures=failures)
 
 
@@ -109,7 +110,7 @@ def gate_schema_contract(bundle: Bundle) -> GateResult:
     if not (math.isfinite(p) and 0.0 <= p <= 1.0):
         failures.append(f"unit check: an all-missing row scored {p}, not a probability")
     return _result(
-        "schema_contract",
+        Gate.SCHEMA_CONTRACT,
         {
             "spec_sha256": spec.spec_hash(),
             "features": names,
@@ -148,7 +149,7 @@ def gate_metrics(bundle: Bundle) -> GateResult:
     if criteria.must_beat_baseline and not auroc > base:
         failures.append(f"test AUROC {auroc:.3f} does not beat the clinical baseline {base:.3f}")
     return _result(
-        "metrics",
+        Gate.METRICS,
         {
             "criteria": criteria.model_dump(mode="json"),
             "test_auroc": auroc,
@@ -177,7 +178,7 @@ def gate_evidence(bundle: Bundle) -> GateResult:
     }
     failures = [f"{name} evidence missing" for name in required if not present.get(name)]
     return _result(
-        "evidence",
+        Gate.EVIDENCE,
         {
             "required": list(required),
             "present": present,
@@ -195,7 +196,7 @@ def gate_approvals(*, author: str, approvals: Iterable[Approval]) -> GateResult:
     listed = list(approvals)
     problems, by_role = approval_problems(approvals=listed, author=author)
     return _result(
-        "approvals",
+        Gate.APPROVALS,
         {
             "author": author,
             "approved_by": dict(by_role),
@@ -205,27 +206,20 @@ def gate_approvals(*, author: str, approvals: Iterable[Approval]) -> GateResult:
     )
 
 
-def run_gates(registry: Any, version: str, *, actor: str) -> dict[str, GateResult]:
+def run_gates(governance: Governance, version: str, *, actor: str) -> dict[str, GateResult]:
     """Return gates 1-3 of ``version``, each stored with its evidence and recorded in the ledger.
 
     Needs the engineering role. Does not change the release's status; a failing
     gate is stored as failed (with the exact criterion and values) and blocks
     ``draft -> validated``.
     """
-    from clinical_mlops.governance.approvals import require_role
-
-    with registry.governed(action="run gates", actor=actor, version=version):
-        require_role(
-            person=actor,
-            held=registry.roles_of(actor),
-            allowed=("engineering",),
-            action=f"run gates on {version}",
-        )
-        bundle = registry.bundle(version)
+    with governance.governed(action="run gates", actor=actor, version=version):
+        governance.require(actor, allowed=(Role.ENGINEERING,), action=f"run gates on {version}")
+        bundle = governance.registry.bundle(version)
         results = {
             r.name: r
             for r in (gate_schema_contract(bundle), gate_metrics(bundle), gate_evidence(bundle))
         }
         for r in results.values():
-            registry.record_gate(version, r, actor=actor)
+            governance.record_gate(version, r, actor=actor)
     return results

@@ -3,18 +3,18 @@
 A *case* is one prediction routed to human review by an ``escalation`` ledger
 entry of scope ``case``. Two writers route cases: the Predictor, right after the
 ``inference`` entry in the same batch (same time, same subject, same request id),
-when the prediction itself is doubtful (``serving.predictor.ESCALATE_ON``); and
+when the prediction itself is doubtful (``vocabulary.ESCALATE_ON``); and
 monitoring, later, naming the prediction's audit seq, when an alert on the release
 routes its recent cases (``monitoring.escalation``). A prediction routed both ways
 is one case with both reasons; it has waited since its first escalation.
 
 The queue lists cases by their newest escalation, with their age and why, and
 keeps a case *open* until a clinician accepts or overrides it. The decision is an
-``override`` ledger entry written by :func:`serving.oversight.record_overrides`, so it
+``override`` ledger entry written by :func:`governance.oversight.record_overrides`, so it
 carries the explanation, probability, set and flags as they were shown.
 
-A case takes one decision: :func:`decide_case` — the one function the console,
-``POST /v1/overrides`` and CDS Hooks feedback all call — refuses a second ``accept``
+A case takes one decision: :func:`clinical_mlops.application.governance.decide_case` — the
+one function the console, ``POST /v1/overrides`` and CDS Hooks feedback all call — refuses a second ``accept``
 or ``override`` on the same prediction with
 :class:`~clinical_mlops.errors.CaseAlreadyDecided` naming the decision already
 recorded, so a double-submitted form, a replayed post or the same decision arriving
@@ -34,7 +34,7 @@ the one way back to the identifier, for the roles that need it.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -42,10 +42,10 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from clinical_mlops.errors import PredictionNotFound, SubjectErased
+from clinical_mlops.governance.oversight import DECISIVE_ACTIONS
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.ledger.store import entries
-from clinical_mlops.serving.oversight import DECISIVE_ACTIONS, OverrideRequest, record_overrides
-from clinical_mlops.serving.predictor import ESCALATE_ON, FLAGS
+from clinical_mlops.vocabulary import ESCALATE_ON, FLAGS
 
 __all__ = [
     "DECISIVE_ACTIONS",
@@ -54,14 +54,12 @@ __all__ = [
     "CaseState",
     "Decision",
     "case",
-    "decide_case",
-    "decide_cases",
     "escalated_cases",
     "identifier_of",
 ]
 
 CaseState = Literal["open", "decided", "all"]
-#: why a case was escalated -> words: the Predictor's flags (``serving.predictor.ESCALATE_ON``)
+#: why a case was escalated -> words: the Predictor's flags (``vocabulary.ESCALATE_ON``)
 #: and a monitoring alert on the release (``monitoring.escalation.escalate_cases``)
 ESCALATION_REASONS: dict[str, str] = dict(ESCALATE_ON) | {
     "monitoring_alert": "monitoring alert on the release"
@@ -478,66 +476,6 @@ def _inference_view(ledger: Ledger, seq: int) -> Any:
     if view.payload is None:
         raise PredictionNotFound(f"prediction {seq} is no longer readable ({view.status})")
     return view
-
-
-def decide_cases(
-    ledger: Ledger, requests: Sequence[OverrideRequest], *, actor: str, source: str
-) -> list[Decision]:
-    """Return the decisions recorded on several cases, all in one transaction or none.
-
-    The one way a decision is recorded, from every front end; see :func:`decide_case`
-    for the refusals. A refusal of any request records nothing of the others.
-    """
-    return [
-        Decision(
-            seq=int(stored["seq"]),
-            time=str(stored["time"]),
-            actor=actor,
-            action=str(stored["action"]),
-            reason_code=stored.get("reason_code"),
-            reason=stored.get("reason"),
-            comment=stored.get("comment"),
-            corrects=stored.get("corrects"),
-            correction_reason=stored.get("correction_reason"),
-            record=stored,
-        )
-        for stored in record_overrides(ledger, requests, actor=actor, source=source)
-    ]
-
-
-def decide_case(
-    ledger: Ledger,
-    prediction_seq: int,
-    *,
-    action: str,
-    actor: str,
-    reason_code: str | None = None,
-    comment: str | None = None,
-    source: str = "console",
-    correction: bool = False,
-    correction_reason: str | None = None,
-) -> Decision:
-    """Return the decision recorded on case ``prediction_seq`` (one ``override`` ledger entry).
-
-    Raises ``CaseAlreadyDecided`` when the case was already accepted or overridden, or
-    already sent to senior review and ``action`` is ``escalate`` (nothing is written);
-    ``OverrideInvalid`` for an undeclared action or reason, or a correction of a case
-    not decided; ``InputInvalid`` for a correction without a reason; and
-    ``PredictionNotFound`` for a seq that is not a readable prediction; ``SubjectErased``
-    when its patient was erased (nothing is written). The ledger's
-    store enforces one decision per case, so of any number of identical posts arriving
-    together, from any front end or process, one is recorded. ``correction`` records a
-    new decision that replaces the case's current one, naming it and ``correction_reason``.
-    """
-    request = OverrideRequest(
-        prediction_seq=prediction_seq,
-        action=action,
-        reason_code=reason_code or None,
-        comment=comment,
-        correction=correction,
-        correction_reason=correction_reason,
-    )
-    return decide_cases(ledger, [request], actor=actor, source=source)[0]
 
 
 def identifier_of(ledger: Ledger, pseudonym: str) -> str | None:

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from clinical_mlops.errors import GovernanceError
-from clinical_mlops.governance.approvals import require_role
 from clinical_mlops.hashing import canonical_json
-from clinical_mlops.registry import schema as t
+from clinical_mlops.vocabulary import Role
+
+if TYPE_CHECKING:
+    from clinical_mlops.governance.board import Governance
+from clinical_mlops.governance import schema as t
 
 __all__ = [
     "CHECKLIST",
@@ -36,38 +39,30 @@ def _time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def set_schedule(registry: Any, *, task: str, interval_days: int, actor: str) -> int:
+def set_schedule(governance: Governance, *, task: str, interval_days: int, actor: str) -> int:
     """Return the review interval (days) of ``task`` after setting it (compliance role)."""
-    with registry.governed(action="set review schedule", actor=actor):
-        require_role(
-            person=actor,
-            held=registry.roles_of(actor),
-            allowed=("compliance",),
-            action="set review schedule",
-        )
+    with governance.governed(action="set review schedule", actor=actor):
+        governance.require(actor, allowed=(Role.COMPLIANCE,), action="set review schedule")
         if interval_days < 1:
             raise GovernanceError("review interval must be at least 1 day")
-        with registry.engine.begin() as conn:
+        with governance.engine.begin() as conn:
             conn.execute(sa.delete(t.schedules).where(t.schedules.c.task == task))
             conn.execute(sa.insert(t.schedules).values(task=task, interval_days=interval_days))
     return interval_days
 
 
 def record_review(
-    registry: Any, version: str, *, reviewer: str, checklist: dict[str, str], outcome: str
+    governance: Governance, version: str, *, reviewer: str, checklist: dict[str, str], outcome: str
 ) -> dict[str, Any]:
     """Return the review recorded against ``version`` (clinical or compliance role).
 
     ``checklist`` must answer every item of :data:`CHECKLIST`; ``outcome`` is
     ``continue``, ``continue_with_actions`` or ``suspend`` (which also suspends).
     """
-    with registry.governed(action="review", actor=reviewer, version=version):
-        rel = registry.get(version)
-        role = require_role(
-            person=reviewer,
-            held=registry.roles_of(reviewer),
-            allowed=("clinical", "compliance"),
-            action=f"review of {version}",
+    with governance.governed(action="review", actor=reviewer, version=version):
+        rel = governance.registry.get(version)
+        role = governance.require(
+            reviewer, allowed=(Role.CLINICAL, Role.COMPLIANCE), action=f"review of {version}"
         )
         missing = [k for k in CHECKLIST if not str(checklist.get(k, "")).strip()]
         if missing:
@@ -79,8 +74,8 @@ def record_review(
             raise GovernanceError(f"review of {version}: unknown outcome {outcome!r}")
         if rel.status not in ("approved_limited", "approved", "suspended"):
             raise GovernanceError(f"review of {version}: status {rel.status} is not in service")
-        now = registry.now()
-        with registry.engine.begin() as conn:
+        now = governance.now()
+        with governance.engine.begin() as conn:
             conn.execute(
                 sa.insert(t.reviews).values(
                     version=version,
@@ -91,7 +86,7 @@ def record_review(
                     time=now,
                 )
             )
-            registry.record(
+            governance.record(
                 type="review",
                 actor=reviewer,
                 payload={
@@ -102,7 +97,7 @@ def record_review(
                 },
             )
     if outcome == "suspend" and rel.status in ("approved_limited", "approved"):
-        registry.suspend(version, actor=reviewer, why="periodic review outcome: suspend")
+        governance.suspend(version, actor=reviewer, why="periodic review outcome: suspend")
     return {
         "version": version,
         "reviewer": reviewer,
@@ -113,10 +108,10 @@ def record_review(
     }
 
 
-def review_status(registry: Any, version: str) -> dict[str, Any]:
+def review_status(governance: Governance, version: str) -> dict[str, Any]:
     """Return the last review, the interval and the due date of ``version``."""
-    rel = registry.get(version)
-    with registry.engine.connect() as conn:
+    rel = governance.registry.get(version)
+    with governance.engine.connect() as conn:
         interval = (
             conn.execute(
                 sa.select(t.schedules.c.interval_days).where(t.schedules.c.task == rel.task)
@@ -129,11 +124,13 @@ def review_status(registry: Any, version: str) -> dict[str, Any]:
             .order_by(t.reviews.c.id.desc())
         ).first()
     approved = [
-        h["time"] for h in registry.history(version) if h["to"] in ("approved_limited", "approved")
+        h["time"]
+        for h in governance.registry.history(version)
+        if h["to"] in ("approved_limited", "approved")
     ]
     start = last.time if last else (approved[0] if approved else None)
     due = _time(start) + timedelta(days=int(interval)) if start else None
-    now = registry.clock.now()
+    now = governance.clock.now()
     return {
         "version": version,
         "interval_days": int(interval),
@@ -150,15 +147,15 @@ def review_status(registry: Any, version: str) -> dict[str, Any]:
     }
 
 
-def overdue_reviews(registry: Any, *, actor: str = "scheduler") -> list[dict[str, Any]]:
+def overdue_reviews(governance: Governance, *, actor: str = "scheduler") -> list[dict[str, Any]]:
     """Return the overdue reviews of releases in service; each raises an ``alert`` ledger event."""
     out = []
-    for rel in registry.list():
+    for rel in governance.registry.list():
         if rel.status not in ("approved_limited", "approved"):
             continue
-        status = review_status(registry, rel.version)
+        status = review_status(governance, rel.version)
         if status["overdue"]:
-            registry.record(
+            governance.record(
                 type="alert",
                 actor=actor,
                 payload={

@@ -13,7 +13,7 @@ counts an occurrence), by the monitor's system actor (:data:`MONITOR_ACTOR`):
   to clinicians since the look-back before the alert; while the alert is open or
   acknowledged, every later monitor run routes the newer cases the same way (at
   most :data:`CASE_CAP` per run, the most recent first).
-* ``suspend`` — ``Registry.suspend`` with the monitor as actor and the alert as
+* ``suspend`` — ``Governance.suspend`` with the monitor as actor and the alert as
   reason: automated recommendations stop and the Predictor serves its
   clinical-baseline fallback. The registry checks roles like for anyone: a
   governance board that wants automatic suspension grants the monitor account
@@ -109,12 +109,12 @@ def review_items(
     workspace: Workspace, *, release: str | None = None, pending_only: bool = False
 ) -> list[dict[str, Any]]:
     """Return review items (newest first), each marked ``pending`` until a review is recorded after it."""
-    from clinical_mlops.registry import schema as reg
+    from clinical_mlops.governance import schema as gov
 
     engine = sa.create_engine(workspace.database_url("meta"))
     try:
         t.metadata.create_all(engine)
-        reg.metadata.create_all(engine)
+        gov.metadata.create_all(engine)
         query = sa.select(t.review_items).order_by(t.review_items.c.opened_at.desc())
         if release is not None:
             query = query.where(t.review_items.c.release == release)
@@ -124,8 +124,8 @@ def review_items(
                 r.version: r.last
                 for r in conn.execute(
                     sa.select(
-                        reg.reviews.c.version, sa.func.max(reg.reviews.c.time).label("last")
-                    ).group_by(reg.reviews.c.version)
+                        gov.reviews.c.version, sa.func.max(gov.reviews.c.time).label("last")
+                    ).group_by(gov.reviews.c.version)
                 )
             }
     finally:
@@ -214,17 +214,18 @@ def escalate_cases(
 
 def suspend_release(store: AlertStore, alert: Alert, *, actor: str) -> ActionResult:
     """Return the result of suspending ``alert``'s release through the registry (role-checked)."""
+    from clinical_mlops.governance.board import Governance
     from clinical_mlops.registry.registry import Registry
 
     if not alert.release:
         return ActionResult(alert.id, "suspend", False, {"reason": "the alert names no release"})
     why = f"monitoring alert {alert.id} ({alert.rule}): {alert.summary}"
-    with Registry.open(store.workspace, clock=store.clock) as reg:
+    with Registry.open(store.workspace, clock=store.clock) as reg, Governance(reg) as gov:
         try:
             rel = reg.get(alert.release)
             if rel.status == "suspended":
                 return ActionResult(alert.id, "suspend", True, {"status": "already suspended"})
-            reg.suspend(alert.release, actor=actor, why=why)
+            gov.suspend(alert.release, actor=actor, why=why)
         except (GovernanceError, ReleaseNotFound) as exc:
             store.note(alert.id, event="suspension_refused", actor=actor, comment=str(exc))
             return ActionResult(alert.id, "suspend", False, {"reason": str(exc)})

@@ -1,49 +1,31 @@
-"""The model registry (R-L2, R-A3): releases, statuses, gates, approvals, rollouts.
+"""The model registry (R-L2): what exists — releases, their status, where they run.
 
-A release is a registered, signed bundle with a version ``<task>@<n>``. Its status
-moves along the lifecycle::
+A release is a registered, signed bundle with a version ``<task>@<n>``. The registry
+stores each release (bundle hash, model version, threshold, the change against the
+release it follows), its current status and the history of status changes, the
+task's active release and the rollout per site, and answers queries on them. Every
+write is a ledger event (``release_registered``, ``status_change``, ``deployment``,
+``threshold_change``, ``rollout_change``).
 
-    draft -> validated -> clinically_reviewed -> approved_limited -> approved -> retired
-    approved_limited | approved -> suspended -> (back to the status it left)
-
-and nowhere else. Each move names an actor, the role they act in (checked against
-the roles the registry records for them) and a reason; ``draft -> validated``
-needs gates 1-3 passed, ``-> approved_limited`` and ``-> approved`` need gate 4 as
-well. Promotion, suspension and rollback change metadata only: the bundle on disk
-is never rebuilt. Every change is a ledger event (``status_change``, ``approval``,
-``deployment``, ``rollout_change``, ``gate_evaluated``) and every refusal a
-``governance_refused`` event, with no state change.
+The registry checks no roles and no lifecycle rules: who may register, promote,
+suspend, roll back or roll out is governance's (:mod:`clinical_mlops.governance.board`),
+which calls the writes here only after its checks pass. Status changes and rollouts
+change metadata only: the bundle on disk is never rebuilt.
 """
 
 from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from clinical_mlops import ledger
 from clinical_mlops.clock import Clock, SystemClock, utc_iso
-from clinical_mlops.errors import (
-    BundleSignatureInvalid,
-    GateFailed,
-    GovernanceError,
-    ReleaseNotFound,
-    TransitionNotAllowed,
-)
-from clinical_mlops.governance.approvals import (
-    APPROVER_ROLES,
-    ROLES,
-    Approval,
-    Decision,
-    check_approval,
-    require_role,
-)
+from clinical_mlops.errors import GovernanceError, ReleaseNotFound
 from clinical_mlops.hashing import canonical_json
+from clinical_mlops.ledger import Ledger
 from clinical_mlops.registry import schema as t
 from clinical_mlops.registry.bundle import Bundle, load_bundle
 from clinical_mlops.workspace import Workspace
@@ -52,7 +34,7 @@ __all__ = [
     "LIVE",
     "MODES",
     "STATUSES",
-    "TRANSITIONS",
+    "Mode",
     "Registry",
     "Release",
     "Status",
@@ -76,25 +58,10 @@ STATUSES: tuple[Status, ...] = (
     "retired",
     "suspended",
 )
-LIVE = ("approved_limited", "approved")
+#: the statuses in which a release may be served
+LIVE: tuple[Status, ...] = ("approved_limited", "approved")
 Mode = Literal["shadow", "silent", "pilot", "full"]
 MODES: tuple[Mode, ...] = ("shadow", "silent", "pilot", "full")
-#: (from, to) -> roles that may make the move
-TRANSITIONS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("draft", "validated"): ("engineering",),
-    ("validated", "clinically_reviewed"): ("clinical",),
-    ("clinically_reviewed", "approved_limited"): ("compliance", "engineering"),
-    ("approved_limited", "approved"): ("compliance", "clinical"),
-    **{(s, "retired"): ("compliance", "engineering") for s in STATUSES if s != "retired"},
-    **{(s, "suspended"): ("clinical", "compliance", "engineering") for s in LIVE},
-}
-_NEXT = {
-    "draft": "validated",
-    "validated": "clinically_reviewed",
-    "clinically_reviewed": "approved_limited",
-    "approved_limited": "approved",
-}
-_MODES_BY_STATUS = {"approved_limited": ("shadow", "silent", "pilot"), "approved": MODES}
 
 
 @dataclass(frozen=True)
@@ -146,21 +113,39 @@ def _j(obj: Any) -> str:
 
 
 class Registry:
-    """The registry of one workspace (metadata database + ledger + key provider)."""
+    """The registry of one workspace (its metadata database), recording to its ledger."""
 
-    def __init__(self, workspace: Workspace, *, clock: Clock | None = None, url: str | None = None):
+    def __init__(
+        self,
+        workspace: Workspace,
+        *,
+        clock: Clock | None = None,
+        url: str | None = None,
+        ledger: Ledger | None = None,
+    ):
         self.workspace = workspace
         self.clock: Clock = clock or SystemClock()
         self.engine = sa.create_engine(url or workspace.database_url("meta"))
         t.metadata.create_all(self.engine)
+        self._ledger = ledger
+        self._owns_ledger = False
 
     @classmethod
-    def open(cls, workspace: Workspace, *, clock: Clock | None = None) -> Registry:
-        """Return the registry of ``workspace`` (tables created on first use)."""
-        return cls(workspace, clock=clock)
+    def open(
+        cls, workspace: Workspace, *, clock: Clock | None = None, ledger: Ledger | None = None
+    ) -> Registry:
+        """Return the registry of ``workspace`` (tables created on first use).
+
+        Pass the caller's open ``ledger`` to record into it; otherwise the registry opens
+        the workspace's ledger on its first event and closes it with itself.
+        """
+        return cls(workspace, clock=clock, ledger=ledger)
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._owns_ledger and self._ledger is not None:
+            self._ledger.close()
+            self._ledger, self._owns_ledger = None, False
 
     def __enter__(self) -> Registry:
         return self
@@ -172,170 +157,98 @@ class Registry:
         return utc_iso(self.clock.now())
 
     # -- audit -----------------------------------------------------------------------------
+    @property
+    def ledger(self) -> Ledger:
+        """The ledger this registry records to (the caller's, or opened on first use)."""
+        if self._ledger is None:
+            self._ledger = Ledger.open(self.workspace, clock=self.clock)
+            self._owns_ledger = True
+        return self._ledger
+
     def record(self, *, type: str, actor: str, payload: dict[str, Any]) -> int:
-        """Return the seq of one ledger entry appended with the registry's clock."""
-        return ledger.record(
-            self.workspace, type=type, actor=actor, payload=payload, clock=self.clock
-        ).seq
-
-    @contextmanager
-    def governed(self, *, action: str, actor: str, version: str | None = None) -> Iterator[None]:
-        """Run a governance action; record any refusal as a ``governance_refused`` event."""
-        try:
-            yield
-        except (GovernanceError, ReleaseNotFound, BundleSignatureInvalid) as exc:
-            self.record(
-                type="governance_refused",
-                actor=actor or "unknown",
-                payload={
-                    "action": action,
-                    "release": version,
-                    "rule": type(exc).__name__,
-                    "message": str(exc),
-                },
-            )
-            raise
-
-    # -- people and roles ------------------------------------------------------------------
-    def roles_of(self, person: str) -> set[str]:
-        """Return the roles recorded for ``person`` (empty if unknown)."""
-        with self.engine.connect() as conn:
-            raw = conn.execute(
-                sa.select(t.people.c.roles).where(t.people.c.name == person)
-            ).scalar()
-        return set(json.loads(raw)) if raw else set()
-
-    def people(self) -> dict[str, list[str]]:
-        """Return every person and their roles."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(t.people).order_by(t.people.c.name)).all()
-        return {r.name: json.loads(r.roles) for r in rows}
-
-    def grant_roles(self, person: str, *, roles: list[str], actor: str, why: str) -> list[str]:
-        """Return ``person``'s roles after granting ``roles``.
-
-        Only a person in the compliance role may grant roles, except for the very
-        first grant in an empty registry (bootstrap), which must include compliance.
-        """
-        with self.governed(action="grant_roles", actor=actor):
-            unknown = sorted(set(roles) - set(ROLES))
-            if unknown or not roles:
-                raise GovernanceError(
-                    f"grant roles to {person!r}: unknown role(s) {unknown or roles} "
-                    f"(rule: roles are {', '.join(ROLES)})"
-                )
-            if self.people():
-                require_role(
-                    person=actor,
-                    held=self.roles_of(actor),
-                    allowed=("compliance",),
-                    action=f"grant roles to {person!r}",
-                )
-            elif "compliance" not in roles:
-                raise GovernanceError(
-                    "the first person registered must hold the compliance role "
-                    "(rule: role grants are made by compliance)"
-                )
-            merged = sorted(self.roles_of(person) | set(roles))
-            with self.engine.begin() as conn:
-                conn.execute(sa.delete(t.people).where(t.people.c.name == person))
-                conn.execute(
-                    sa.insert(t.people).values(
-                        name=person, roles=_j(merged), added=self.now(), added_by=actor
-                    )
-                )
-                self.record(
-                    type="role_granted",
-                    actor=actor,
-                    payload={"person": person, "roles": merged, "why": why},
-                )
-        return merged
+        """Return the seq of one ledger entry appended to the registry's ledger."""
+        return self.ledger.append(type=type, actor=actor, payload=payload).seq
 
     # -- releases --------------------------------------------------------------------------
-    def register(self, bundle: Bundle, *, actor: str, why: str, role: str | None = None) -> Release:
-        """Return the draft release made from the verified ``bundle``.
+    def verify(self, bundle: Bundle | str) -> Bundle:
+        """Return the bundle at ``bundle`` (or its path) verified: hashes and signature."""
+        path = bundle.path if isinstance(bundle, Bundle) else bundle
+        return load_bundle(self.workspace, path, clock=self.clock)
 
-        The change against the task's current approved release is classified and
-        stored with release notes (R-L6).
+    def add(self, bundle: Bundle, *, actor: str, role: str, why: str) -> Release:
+        """Return the draft release made from ``bundle`` (verified by :meth:`verify`).
+
+        The change against the task's active release is classified and stored with
+        release notes (R-L6). Refuses a bundle already registered (one release per bundle).
+        Checks no role: governance registers (``Governance.register``) after its checks.
         """
         from clinical_mlops.registry.changes import classify_change
 
-        with self.governed(action="register", actor=actor):
-            bundle = load_bundle(self.workspace, bundle.path, clock=self.clock)
-            acting = require_role(
-                person=actor,
-                held=self.roles_of(actor),
-                allowed=("engineering",),
-                action="register a release",
-                role=role,
+        with self.engine.connect() as conn:
+            dup = conn.execute(
+                sa.select(t.releases.c.version).where(t.releases.c.bundle_sha256 == bundle.sha256)
+            ).scalar()
+        if dup:
+            raise GovernanceError(
+                f"bundle {bundle.sha256[:12]} is already registered as {dup} "
+                "(rule: one release per bundle)"
             )
-            with self.engine.connect() as conn:
-                dup = conn.execute(
-                    sa.select(t.releases.c.version).where(
-                        t.releases.c.bundle_sha256 == bundle.sha256
-                    )
-                ).scalar()
-            if dup:
-                raise GovernanceError(
-                    f"bundle {bundle.sha256[:12]} is already registered as {dup} "
-                    "(rule: one release per bundle)"
-                )
-            current = self.active(bundle.task)
-            change = (
-                classify_change(self.bundle(current.version), bundle).to_json()
-                if current
-                else {"change_class": "initial", "against": None, "changes": [], "notes": []}
-            )
-            with self.engine.begin() as conn:
-                number = 1 + int(
-                    conn.execute(
-                        sa.select(sa.func.coalesce(sa.func.max(t.releases.c.number), 0)).where(
-                            t.releases.c.task == bundle.task
-                        )
-                    ).scalar_one()
-                )
-                version = f"{bundle.task}@{number}"
-                now = self.now()
+        current = self.active(bundle.task)
+        change = (
+            classify_change(self.bundle(current.version), bundle).to_json()
+            if current
+            else {"change_class": "initial", "against": None, "changes": [], "notes": []}
+        )
+        with self.engine.begin() as conn:
+            number = 1 + int(
                 conn.execute(
-                    sa.insert(t.releases).values(
-                        version=version,
-                        task=bundle.task,
-                        number=number,
-                        bundle_sha256=bundle.sha256,
-                        model_version=bundle.model_version,
-                        path=str(bundle.path),
-                        author=str(bundle.release["author"]),
-                        registered=now,
-                        status="draft",
-                        suspended_from=None,
-                        threshold=bundle.threshold,
-                        change=_j(change),
+                    sa.select(sa.func.coalesce(sa.func.max(t.releases.c.number), 0)).where(
+                        t.releases.c.task == bundle.task
                     )
+                ).scalar_one()
+            )
+            version = f"{bundle.task}@{number}"
+            now = self.now()
+            conn.execute(
+                sa.insert(t.releases).values(
+                    version=version,
+                    task=bundle.task,
+                    number=number,
+                    bundle_sha256=bundle.sha256,
+                    model_version=bundle.model_version,
+                    path=str(bundle.path),
+                    author=str(bundle.release["author"]),
+                    registered=now,
+                    status="draft",
+                    suspended_from=None,
+                    threshold=bundle.threshold,
+                    change=_j(change),
                 )
-                seq = self.record(
-                    type="release_registered",
+            )
+            seq = self.record(
+                type="release_registered",
+                actor=actor,
+                payload={
+                    "release": version,
+                    "bundle_sha256": bundle.sha256,
+                    "model_version": bundle.model_version,
+                    "role": role,
+                    "change_class": change["change_class"],
+                    "why": why,
+                },
+            )
+            conn.execute(
+                sa.insert(t.transitions).values(
+                    version=version,
+                    from_status=None,
+                    to_status="draft",
                     actor=actor,
-                    payload={
-                        "release": version,
-                        "bundle_sha256": bundle.sha256,
-                        "model_version": bundle.model_version,
-                        "role": acting,
-                        "change_class": change["change_class"],
-                        "why": why,
-                    },
+                    role=role,
+                    why=why,
+                    time=now,
+                    ledger_seq=seq,
                 )
-                conn.execute(
-                    sa.insert(t.transitions).values(
-                        version=version,
-                        from_status=None,
-                        to_status="draft",
-                        actor=actor,
-                        role=acting,
-                        why=why,
-                        time=now,
-                        ledger_seq=seq,
-                    )
-                )
+            )
         return self.get(version)
 
     def _lookup(self, conn: sa.Connection, version: str) -> Release:
@@ -376,183 +289,17 @@ class Registry:
             v = conn.execute(sa.select(t.active.c.version).where(t.active.c.task == task)).scalar()
         return self.get(v) if v else None
 
-    # -- gates and approvals ---------------------------------------------------------------
-    def record_gate(self, version: str, result: Any, *, actor: str) -> None:
-        """Store the latest result of one gate for ``version`` and record it in the ledger."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                sa.delete(t.gates).where(
-                    t.gates.c.version == version, t.gates.c.gate == result.name
-                )
-            )
-            conn.execute(
-                sa.insert(t.gates).values(
-                    version=version,
-                    gate=result.name,
-                    passed=result.passed,
-                    evidence=_j({"evidence": result.evidence, "failures": result.failures}),
-                    actor=actor,
-                    time=self.now(),
-                )
-            )
-            self.record(
-                type="gate_evaluated",
-                actor=actor,
-                payload={
-                    "release": version,
-                    "gate": result.name,
-                    "passed": result.passed,
-                    "failures": result.failures,
-                    "evidence": result.evidence,
-                },
-            )
+    # -- status and deployment (written by governance after its checks) ---------------------
+    def set_status(self, version: str, *, to: Status, actor: str, role: str, why: str) -> Release:
+        """Return ``version`` with status ``to``, recorded with its history and ledger event.
 
-    def gates(self, version: str) -> dict[str, dict[str, Any]]:
-        """Return gate name -> {passed, evidence, failures, actor, time} for ``version``."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(t.gates).where(t.gates.c.version == version)).all()
-        out = {}
-        for r in rows:
-            body = json.loads(r.evidence)
-            out[r.gate] = {
-                "passed": bool(r.passed),
-                "evidence": body["evidence"],
-                "failures": body["failures"],
-                "actor": r.actor,
-                "time": r.time,
-            }
-        return out
-
-    def approvals(self, version: str) -> builtins.list[Approval]:
-        """Return every approval decision recorded on ``version``, oldest first."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(t.approvals)
-                .where(t.approvals.c.version == version)
-                .order_by(t.approvals.c.id)
-            ).all()
-        return [
-            Approval(person=r.person, role=r.role, decision=r.decision, why=r.why, time=r.time)
-            for r in rows
-        ]
-
-    def decide(
-        self, version: str, *, person: str, role: str, decision: Decision, why: str
-    ) -> Approval:
-        """Return the approval (or rejection) ``person`` recorded on ``version`` in ``role``."""
-        action = "approve" if decision == "approve" else "reject"
-        with self.governed(action=action, actor=person, version=version):
-            rel = self.get(version)
-            if rel.status not in ("validated", "clinically_reviewed"):
-                raise TransitionNotAllowed(
-                    f"{action} {version}: status is {rel.status}; approvals are recorded on "
-                    "validated or clinically_reviewed releases (rule: gate 4 follows gates 1-3)"
-                )
-            if role not in APPROVER_ROLES:
-                require_role(
-                    person=person, held=(), allowed=APPROVER_ROLES, action=action, role=role
-                )
-            check_approval(
-                person=person,
-                role=role,
-                held=self.roles_of(person),
-                author=rel.author,
-                existing=self.approvals(version),
-                version=version,
-            )
-            now = self.now()
-            with self.engine.begin() as conn:
-                conn.execute(
-                    sa.insert(t.approvals).values(
-                        version=version,
-                        person=person,
-                        role=role,
-                        decision=decision,
-                        why=why,
-                        time=now,
-                    )
-                )
-                self.record(
-                    type="approval",
-                    actor=person,
-                    payload={"release": version, "role": role, "decision": decision, "why": why},
-                )
-        return Approval(person=person, role=role, decision=decision, why=why, time=now)
-
-    def _require_gates(self, version: str, names: tuple[str, ...], *, actor: str) -> None:
-        from clinical_mlops.governance.policy import gate_approvals
-
+        Moving to ``suspended`` remembers the status left; moving a suspended release
+        back to that status clears it. Reaching ``approved`` (not by resuming) makes the
+        release the task's active one; retiring removes it from every rollout. Checks
+        no rule: governance decides which moves are allowed and who may make them.
+        """
         rel = self.get(version)
-        if "approvals" in names:
-            self.record_gate(
-                version,
-                gate_approvals(author=rel.author, approvals=self.approvals(version)),
-                actor=actor,
-            )
-        stored = self.gates(version)
-        for name in names:
-            g = stored.get(name)
-            if g is None:
-                raise GateFailed(
-                    f"{version}: gate {name} has not been evaluated; run "
-                    f"`clinical-mlops registry validate {version}` (rule: gated promotion)"
-                )
-            if not g["passed"]:
-                raise GateFailed(
-                    f"{version}: gate {name} failed: {'; '.join(g['failures'])} "
-                    "(rule: gated promotion, R-L3)",
-                    results=stored,
-                )
-
-    # -- status changes --------------------------------------------------------------------
-    def transition(
-        self, version: str, *, to: str, actor: str, why: str, role: str | None = None
-    ) -> Release:
-        """Return ``version`` after moving it to status ``to`` (checked, audited, metadata only)."""
-        with self.governed(action=f"transition to {to}", actor=actor, version=version):
-            rel = self.get(version)
-            # Bundle integrity is re-checked before every status change.
-            self.bundle(version)
-            if to not in STATUSES:
-                raise TransitionNotAllowed(
-                    f"{version}: unknown status {to!r} (statuses: {', '.join(STATUSES)})"
-                )
-            key = (rel.status, to)
-            resuming = rel.status == "suspended" and to == rel.suspended_from
-            if resuming:
-                allowed: tuple[str, ...] = ("compliance",)
-            elif key in TRANSITIONS:
-                allowed = TRANSITIONS[key]
-            else:
-                nexts = sorted(b for (a, b) in TRANSITIONS if a == rel.status)
-                if rel.status == "suspended" and rel.suspended_from:
-                    nexts.append(rel.suspended_from)
-                raise TransitionNotAllowed(
-                    f"{version}: {rel.status} -> {to} is not an allowed transition (rule: "
-                    f"lifecycle R-L2; from {rel.status} the allowed moves are "
-                    f"{', '.join(nexts) or 'none'})"
-                )
-            acting = require_role(
-                person=actor,
-                held=self.roles_of(actor),
-                allowed=allowed,
-                action=f"{version}: {rel.status} -> {to}",
-                role=role,
-            )
-            if to == "validated":
-                self._require_gates(
-                    version, ("schema_contract", "metrics", "evidence"), actor=actor
-                )
-            if to in LIVE and not resuming:
-                self._require_gates(
-                    version, ("schema_contract", "metrics", "evidence", "approvals"), actor=actor
-                )
-            self._apply(rel, to=to, actor=actor, role=acting, why=why, resuming=resuming)
-        return self.get(version)
-
-    def _apply(
-        self, rel: Release, *, to: str, actor: str, role: str, why: str, resuming: bool = False
-    ) -> None:
+        resuming = rel.status == "suspended" and to == rel.suspended_from
         now = self.now()
         with self.engine.begin() as conn:
             values: dict[str, Any] = {"status": to}
@@ -591,6 +338,19 @@ class Registry:
             if to == "retired":
                 conn.execute(sa.delete(t.rollouts).where(t.rollouts.c.version == rel.version))
                 conn.execute(sa.delete(t.active).where(t.active.c.version == rel.version))
+        return self.get(version)
+
+    def activate(self, version: str, *, actor: str, action: str, why: str) -> Release:
+        """Return ``version`` made the task's active release, served in full mode at ``*``.
+
+        The release it replaces stops being served (its rollouts end); its status is
+        unchanged. Records a ``deployment`` event (and a ``threshold_change`` when the
+        operating threshold differs). Checks no rule (see ``Governance.rollback``).
+        """
+        rel = self.get(version)
+        with self.engine.begin() as conn:
+            self._activate(conn, rel, actor=actor, action=action, why=why, now=self.now())
+        return self.get(version)
 
     def _activate(
         self, conn: sa.Connection, rel: Release, *, actor: str, action: str, why: str, now: str
@@ -636,118 +396,29 @@ class Registry:
                     },
                 )
 
-    def promote(self, version: str, *, actor: str, why: str, role: str | None = None) -> Release:
-        """Return ``version`` moved one step along the lifecycle (draft -> ... -> approved)."""
-        with self.governed(action="promote", actor=actor, version=version):
-            rel = self.get(version)
-            if rel.status not in _NEXT:
-                raise TransitionNotAllowed(
-                    f"{version}: cannot promote from {rel.status} (rule: lifecycle R-L2; "
-                    "promotion goes draft -> validated -> clinically_reviewed -> "
-                    "approved_limited -> approved)"
-                )
-        return self.transition(version, to=_NEXT[rel.status], actor=actor, why=why, role=role)
-
-    def suspend(self, version: str, *, actor: str, why: str, role: str | None = None) -> Release:
-        """Return ``version`` suspended (from approved_limited or approved)."""
-        return self.transition(version, to="suspended", actor=actor, why=why, role=role)
-
-    def resume(self, version: str, *, actor: str, why: str) -> Release:
-        """Return a suspended ``version`` back in the status it was suspended from."""
-        rel = self.get(version)
-        return self.transition(version, to=rel.suspended_from or "approved", actor=actor, why=why)
-
-    def retire(self, version: str, *, actor: str, why: str, role: str | None = None) -> Release:
-        """Return ``version`` retired (no longer served; kept for audit)."""
-        return self.transition(version, to="retired", actor=actor, why=why, role=role)
-
-    def rollback(self, version: str, *, actor: str, why: str, role: str | None = None) -> Release:
-        """Return ``version`` made the task's active release again, in one step.
-
-        ``version`` must be an approved release (an earlier one); the release it
-        replaces keeps its status but stops being served. Needs the clinical or
-        engineering role.
-        """
-        with self.governed(action="rollback", actor=actor, version=version):
-            rel = self.get(version)
-            self.bundle(version)
-            acting = require_role(
-                person=actor,
-                held=self.roles_of(actor),
-                allowed=("clinical", "engineering"),
-                action=f"rollback to {version}",
-                role=role,
-            )
-            if rel.status != "approved":
-                raise TransitionNotAllowed(
-                    f"rollback to {version}: its status is {rel.status}; only an approved "
-                    "release can be rolled back to (rule: rollback to an earlier approved release)"
-                )
-            current = self.active(rel.task)
-            if current and current.version == version:
-                raise TransitionNotAllowed(
-                    f"rollback to {version}: it is already the active release (rule: rollback "
-                    "targets an earlier approved release)"
-                )
-            with self.engine.begin() as conn:
-                self._activate(
-                    conn,
-                    rel,
-                    actor=actor,
-                    action="rollback",
-                    why=f"{why} (role {acting}; from {current.version if current else 'none'})",
-                    now=self.now(),
-                )
-        return self.get(version)
-
-    # -- rollout -----------------------------------------------------------------------------
-    def set_rollout(
-        self, version: str, *, site: str, mode: str, actor: str, why: str, role: str | None = None
-    ) -> dict[str, Any]:
+    def place(self, version: str, *, site: str, mode: Mode, actor: str, why: str) -> dict[str, Any]:
         """Return the task's deployment manifest after serving ``version`` at ``site`` in ``mode``.
 
-        ``approved_limited`` releases may run in shadow, silent or pilot mode at named
-        sites; only ``approved`` releases may run in full mode.
+        Replaces whatever ran at ``site``; records a ``rollout_change`` event. Checks no
+        rule (see ``Governance.set_rollout``).
         """
-        with self.governed(action="rollout", actor=actor, version=version):
-            rel = self.get(version)
-            require_role(
-                person=actor,
-                held=self.roles_of(actor),
-                allowed=("engineering", "clinical"),
-                action=f"rollout of {version}",
-                role=role,
+        rel = self.get(version)
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.delete(t.rollouts).where(
+                    t.rollouts.c.task == rel.task, t.rollouts.c.site == site
+                )
             )
-            if mode not in MODES:
-                raise TransitionNotAllowed(
-                    f"rollout of {version}: unknown mode {mode!r} (modes: {', '.join(MODES)})"
+            conn.execute(
+                sa.insert(t.rollouts).values(
+                    task=rel.task, site=site, version=version, mode=mode, since=self.now()
                 )
-            allowed = _MODES_BY_STATUS.get(rel.status, ())
-            if mode not in allowed:
-                raise TransitionNotAllowed(
-                    f"rollout of {version} in {mode} mode: status {rel.status} allows "
-                    f"{', '.join(allowed) or 'no rollout'} (rule: limited rollout before approval)"
-                )
-            if not site or (site == "*" and mode != "full"):
-                raise TransitionNotAllowed(
-                    f"rollout of {version}: {mode} mode needs a named site (rule: pilots name sites)"
-                )
-            with self.engine.begin() as conn:
-                conn.execute(
-                    sa.delete(t.rollouts).where(
-                        t.rollouts.c.task == rel.task, t.rollouts.c.site == site
-                    )
-                )
-                conn.execute(
-                    sa.insert(t.rollouts).values(
-                        task=rel.task, site=site, version=version, mode=mode, since=self.now()
-                    )
-                )
-                self.record(
-                    type="rollout_change",
-                    actor=actor,
-                    payload={"release": version, "site": site, "mode": mode, "why": why},
-                )
+            )
+            self.record(
+                type="rollout_change",
+                actor=actor,
+                payload={"release": version, "site": site, "mode": mode, "why": why},
+            )
         return self.deployment_manifest(rel.task)
 
     def deployment_manifest(self, task: str) -> dict[str, Any]:
@@ -796,27 +467,3 @@ class Registry:
             }
             for r in rows
         ]
-
-    def show(self, version: str) -> dict[str, Any]:
-        """Return everything about ``version``: status, sha256, lineage, gates, approvals, history."""
-        rel = self.get(version)
-        bundle = self.bundle(rel.version)
-        lineage = bundle.read_json("lineage.json")
-        lineage.setdefault("environment", {}).pop("packages", None)
-        active = self.active(rel.task)
-        return rel.to_json() | {
-            "active": bool(active and active.version == rel.version),
-            "signature": {
-                k: bundle.signature[k]
-                for k in ("key_id", "signed_at", "expires_at", "workspace_id")
-            },
-            "files": bundle.manifest["files"],
-            "lineage": lineage,
-            "gates": {
-                name: {"passed": g["passed"], "evidence": g["evidence"], "failures": g["failures"]}
-                for name, g in self.gates(rel.version).items()
-            },
-            "approvals": [a.to_json() for a in self.approvals(rel.version)],
-            "history": self.history(rel.version),
-            "change": rel.change,
-        }

@@ -40,7 +40,7 @@ from typing import Any
 import jwt
 
 from clinical_mlops.errors import NotAuthenticated, NotAuthorised, ServiceConfigInvalid
-from clinical_mlops.serving.inputs import is_text
+from clinical_mlops.hashing import is_text
 
 __all__ = ["ROLES", "AuthConfig", "Principal", "hash_api_key", "new_api_key"]
 

@@ -19,8 +19,8 @@ import uuid
 from typing import Any
 
 from clinical_mlops.evaluation.phrases import estimate_percent
-from clinical_mlops.serving.oversight import OVERRIDE_REASONS, REASON_SYSTEM
 from clinical_mlops.serving.predictor import PredictionResult
+from clinical_mlops.vocabulary import OVERRIDE_REASONS, REASON_SYSTEM
 
 __all__ = ["SERVICE_ID", "card_for", "card_uuid", "discovery", "seq_from_card_uuid"]
 
@@ -71,7 +71,7 @@ def seq_from_card_uuid(origin: str, value: str) -> int | None:
 
 
 def _coding(code: str) -> dict[str, str]:
-    return {"system": REASON_SYSTEM, "code": code, "display": OVERRIDE_REASONS[code]}
+    return {"system": REASON_SYSTEM, "code": str(code), "display": OVERRIDE_REASONS[code]}
 
 
 def card_for(

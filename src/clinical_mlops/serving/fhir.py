@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from clinical_mlops.errors import InputInvalid
-from clinical_mlops.serving.inputs import is_text
+from clinical_mlops.hashing import is_text
 from clinical_mlops.serving.predictor import PredictionResult
 from clinical_mlops.tasks.spec import TaskSpec
 

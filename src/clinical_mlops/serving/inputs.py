@@ -41,7 +41,6 @@ __all__ = [
     "CheckedInputs",
     "InputSchema",
     "field_path",
-    "is_text",
     "loads_json",
     "split_path",
 ]
@@ -143,20 +142,6 @@ def loads_json(raw: bytes | str) -> Any:
                 )
             ]
         ) from None
-
-
-def is_text(value: object) -> bool:
-    """Return True for a string UTF-8 can encode: JSON may carry lone surrogates, which
-    cannot be stored in the audit record nor sent back, so they are refused as input."""
-    if not isinstance(value, str):
-        return False
-    if value.isascii():
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 #: (feature, unit sent) -> conversion to the declared unit. Everything else must be sent in

@@ -17,7 +17,7 @@ For every request, in this order:
    never an error; a site without a release is refused;
 6. scoring on the arrays path (``TrainedModel.apply_matrix``): calibrated
    probability, conformal set, flags, exact contributions in clinical words;
-7. escalation on the declared conditions (:data:`ESCALATE_ON`): the case is routed
+7. escalation on the declared conditions (:data:`~clinical_mlops.vocabulary.ESCALATE_ON`): the case is routed
    to human review with an ``escalation`` ledger event;
 8. exactly one ``inference`` ledger entry per scored request carrying every R-A1
    field, written durably before the answer is returned; refusals and fallbacks
@@ -61,7 +61,7 @@ from clinical_mlops.errors import (
 from clinical_mlops.evaluation.baseline import score_for
 from clinical_mlops.evaluation.phrases import Phraser
 from clinical_mlops.governance.rollout import ServingDecision, serving_decision
-from clinical_mlops.hashing import FinitePayload
+from clinical_mlops.hashing import FinitePayload, is_text
 from clinical_mlops.ledger import EntryView, Ledger, NewEntry
 from clinical_mlops.ledger.claims import new_request_ids
 from clinical_mlops.modeling.explain import EXPLANATION_FORMAT
@@ -70,15 +70,14 @@ from clinical_mlops.modeling.trained import TrainedModel
 from clinical_mlops.privacy.consent import subjects_with_consents
 from clinical_mlops.registry.bundle import Bundle, load_bundle
 from clinical_mlops.registry.registry import Registry, Release
-from clinical_mlops.serving.inputs import CheckedInputs, InputSchema, is_text
+from clinical_mlops.serving.inputs import CheckedInputs, InputSchema
 from clinical_mlops.tasks.spec import TaskSpec
+from clinical_mlops.vocabulary import ESCALATE_ON, RefusalCode
 from clinical_mlops.workspace import Workspace
 
 _log = logging.getLogger(__name__)
 
 __all__ = [
-    "ESCALATE_ON",
-    "FLAGS",
     "MAX_BATCH",
     "PREDICTION_FORMAT",
     "RESULT_ENTRY_TYPES",
@@ -92,29 +91,13 @@ PREDICTION_FORMAT = "clinical-mlops/prediction/v1"
 MAX_BATCH = 1000
 #: the ledger entry types that record a request's result, one per request
 RESULT_ENTRY_TYPES = ("inference", "fallback_served", "inference_refused", "consent_refused")
-#: flag -> what it tells the clinician
-FLAGS: dict[str, str] = {
-    "low_confidence": "the conformal set is not a single answer; treat the estimate with caution",
-    "ambiguous_set": "both outcomes are plausible at the set's coverage level",
-    "empty_set": "the case looks unlike the validation patients of either outcome",
-    "out_of_range": "a value lies beyond the range seen in the validation patients",
-    "missing_inputs": "some inputs were not measured; training medians were used",
-    "out_of_scope": "outside the validated use (too few inputs, or before the prediction time)",
-    "suspended": "the model is suspended; the clinical baseline score is shown instead",
-}
-#: flag -> escalation reason: a case with any of these flags is routed to human review (R-H2)
-ESCALATE_ON: dict[str, str] = {
-    "empty_set": "uncertainty: empty conformal set",
-    "ambiguous_set": "uncertainty: ambiguous conformal set",
-    "out_of_scope": "outside the validated scope",
-}
 _SET_WORDS = {(True, False): ["no"], (False, True): ["yes"], (True, True): ["no", "yes"]}
-_REFUSAL_STATUS = {
-    "site_not_permitted": 403,
-    "consent_not_granted": 403,
-    "unknown_subject": 404,
-    "outside_intended_use": 422,
-    "not_deployed": 503,
+_REFUSAL_STATUS: dict[str, int] = {
+    RefusalCode.SITE_NOT_PERMITTED: 403,
+    RefusalCode.CONSENT_NOT_GRANTED: 403,
+    RefusalCode.UNKNOWN_SUBJECT: 404,
+    RefusalCode.OUTSIDE_INTENDED_USE: 422,
+    RefusalCode.NOT_DEPLOYED: 503,
 }
 
 
@@ -575,7 +558,7 @@ class Predictor:
             )
         rid = str(p["request_id"])
         if kind in ("inference_refused", "consent_refused"):
-            code = str(p.get("code", "consent_not_granted"))
+            code = str(p.get("code", RefusalCode.CONSENT_NOT_GRANTED))
             refusal = {
                 "code": code,
                 "message": p["message"],
@@ -739,9 +722,9 @@ class Predictor:
         subjects: dict[int, str] = {}
         at_site: dict[str, tuple[ServingDecision, str | None, bool]] = {}
 
-        def refuse(i: int, code: str, message: str, subject: str | None) -> None:
+        def refuse(i: int, code: RefusalCode, message: str, subject: str | None) -> None:
             r = requests[i]
-            if code == "consent_not_granted" and subject is not None:
+            if code == RefusalCode.CONSENT_NOT_GRANTED and subject is not None:
                 entry = NewEntry(
                     type="consent_refused",
                     actor=requester,
@@ -756,7 +739,7 @@ class Predictor:
                     actor=requester,
                     subject=subject,
                     payload=FinitePayload(
-                        code=code,
+                        code=str(code),
                         message=message,
                         requester=requester,
                         purpose=r.purpose,
@@ -765,7 +748,7 @@ class Predictor:
                     ),
                 )
             entries.append(entry)
-            refusal = {"code": code, "message": message, "http_status": _REFUSAL_STATUS[code]}
+            refusal = {"code": str(code), "message": message, "http_status": _REFUSAL_STATUS[code]}
             pending.append((i, {"status": "refused", "refusal": refusal}, len(entries) - 1))
 
         # one round trip for the whole batch: each subject's pseudonym and consent records
@@ -777,12 +760,12 @@ class Predictor:
             subject, consent = known.get(r.subject_id, (None, []))
             site_of[i], wrong_site = self.site_for(r.site, sites)
             if wrong_site:
-                refuse(i, "site_not_permitted", wrong_site, subject)
+                refuse(i, RefusalCode.SITE_NOT_PERMITTED, wrong_site, subject)
                 continue
             if subject is None:
                 refuse(
                     i,
-                    "unknown_subject",
+                    RefusalCode.UNKNOWN_SUBJECT,
                     "the subject is not known to the identity vault, so no consent can cover "
                     "this request; register the patient and record consent first",
                     None,
@@ -793,7 +776,7 @@ class Predictor:
             if r.setting != setting:
                 refuse(
                     i,
-                    "outside_intended_use",
+                    RefusalCode.OUTSIDE_INTENDED_USE,
                     f"setting {r.setting!r} is outside the intended use (validated for "
                     f"{setting!r} only); the model must not be used here",
                     subject,
@@ -802,7 +785,7 @@ class Predictor:
             if age is None or age < min_age:
                 refuse(
                     i,
-                    "outside_intended_use",
+                    RefusalCode.OUTSIDE_INTENDED_USE,
                     f"age {age} is under {min_age:g}: the model was validated for patients aged "
                     f"{min_age:g} or older only and must not be used for this patient",
                     subject,
@@ -811,7 +794,7 @@ class Predictor:
             if not any(c.covers(r.purpose, now) for c in consent):
                 refuse(
                     i,
-                    "consent_not_granted",
+                    RefusalCode.CONSENT_NOT_GRANTED,
                     f"the patient's recorded consent does not cover purpose {r.purpose!r}; "
                     "the request is refused and the refusal logged",
                     subject,
@@ -827,7 +810,12 @@ class Predictor:
                 decisions[i] = (decision, release)
                 continue
             if not decision.score or release is None:
-                refuse(i, "not_deployed", f"no release is served here: {decision.reason}", subject)
+                refuse(
+                    i,
+                    RefusalCode.NOT_DEPLOYED,
+                    f"no release is served here: {decision.reason}",
+                    subject,
+                )
                 continue
             decisions[i] = (decision, release)
             to_score.setdefault(release, []).append(i)

@@ -12,17 +12,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from clinical_mlops.application.governance import decide_case
 from clinical_mlops.console.deps import Viewer, page, posted, render
 from clinical_mlops.errors import InputInvalid, ReleaseNotFound
-from clinical_mlops.governance.queue import (
-    ESCALATION_REASONS,
-    case,
-    decide_case,
-    escalated_cases,
-    identifier_of,
-)
-from clinical_mlops.serving.oversight import OVERRIDE_ACTIONS, OVERRIDE_REASONS
+from clinical_mlops.governance.oversight import OVERRIDE_ACTIONS
+from clinical_mlops.governance.queue import ESCALATION_REASONS, case, escalated_cases, identifier_of
 from clinical_mlops.tasks.spec import TaskSpec
+from clinical_mlops.vocabulary import OVERRIDE_REASONS
 
 router = APIRouter()
 #: cases listed at most (newest first); filters narrow the list
@@ -159,5 +155,6 @@ def decision(
         actor=viewer.user.actor,
         reason_code=reason_code or None,
         comment=comment,
+        source="console",
     )
     return RedirectResponse(viewer.url(f"/cases/{seq}?recorded={made.seq}"), status_code=303)

@@ -8,16 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from clinical_mlops.console.deps import Viewer, page, posted, render
-from clinical_mlops.governance.incidents import (
-    INCIDENT_ROLES,
-    add_step,
-    contain,
-    get_incident,
-    list_incidents,
+from clinical_mlops.application.governance import (
+    add_incident_step,
+    contain_incident,
     open_incident,
-    resolve,
+    resolve_incident,
 )
+from clinical_mlops.console.deps import Viewer, page, posted, render
+from clinical_mlops.governance.incidents import INCIDENT_ROLES, get_incident, list_incidents
 
 router = APIRouter()
 Field = Annotated[str, Form()]
@@ -46,9 +44,9 @@ def incidents(
         viewer,
         "incidents.html",
         title="Incidents",
-        incidents=list(reversed(list_incidents(registry))),
+        incidents=list(reversed(list_incidents(viewer.console.governance))),
         releases=[r.version for r in reversed(registry.list())],
-        people=sorted(registry.people()),
+        people=sorted(viewer.console.governance.people()),
         chosen=release,
         severities=SEVERITIES,
         roles=INCIDENT_ROLES,
@@ -68,7 +66,7 @@ def open_(
     communications_lead: Field = "",
 ) -> RedirectResponse:
     inc = open_incident(
-        viewer.console.registry,
+        viewer.console.governance,
         release,
         actor=viewer.user.name,
         summary=summary.strip(),
@@ -87,7 +85,7 @@ def incident(
     incident_id: str, viewer: Annotated[Viewer, Depends(page("/incidents/{incident_id}"))]
 ) -> HTMLResponse:
     registry = viewer.console.registry
-    inc = get_incident(registry, incident_id)
+    inc = get_incident(viewer.console.governance, incident_id)
     rel = registry.get(inc["version"])
     rollback_targets = [
         r.version
@@ -115,8 +113,8 @@ def contain_(
     rollback_to: Field = "",
     why: Field = "",
 ) -> RedirectResponse:
-    contain(
-        viewer.console.registry,
+    contain_incident(
+        viewer.console.governance,
         incident_id,
         actor=viewer.user.name,
         action=action,
@@ -133,8 +131,8 @@ def step(
     kind: Field = "",
     detail: Field = "",
 ) -> RedirectResponse:
-    add_step(
-        viewer.console.registry,
+    add_incident_step(
+        viewer.console.governance,
         incident_id,
         actor=viewer.user.name,
         kind=kind,
@@ -149,7 +147,10 @@ def resolve_(
     viewer: Annotated[Viewer, Depends(posted("/incidents/{incident_id}/resolve"))],
     root_cause: Field = "",
 ) -> RedirectResponse:
-    resolve(
-        viewer.console.registry, incident_id, actor=viewer.user.name, root_cause=root_cause.strip()
+    resolve_incident(
+        viewer.console.governance,
+        incident_id,
+        actor=viewer.user.name,
+        root_cause=root_cause.strip(),
     )
     return RedirectResponse(viewer.url(f"/incidents/{incident_id}"), status_code=303)

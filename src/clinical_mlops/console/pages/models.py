@@ -9,22 +9,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from clinical_mlops.application import governance as act
+from clinical_mlops.application.dossier import release_fingerprint, service_status
 from clinical_mlops.console.deps import Viewer, page, posted, render
 from clinical_mlops.errors import InputInvalid
-from clinical_mlops.governance.dossier import (
-    release_fingerprint,
-    resume_release,
-    rollback_release,
-    service_status,
-    suspend_release,
-)
 
 router = APIRouter()
 
 #: action -> (library call, heading, what happens, past tense)
 ACTIONS: dict[str, tuple[Callable[..., Any], str, str, str]] = {
     "suspend": (
-        suspend_release,
+        act.suspend,
         "Suspend",
         "The model stops being used at every site where this release runs: requests get the "
         "clinical baseline score, marked as a fallback, instead of a model prediction. "
@@ -32,14 +27,14 @@ ACTIONS: dict[str, tuple[Callable[..., Any], str, str, str]] = {
         "suspended",
     ),
     "resume": (
-        resume_release,
+        act.resume,
         "Resume",
         "The release goes back to the status it was suspended from and is used again where "
         "its rollout says.",
         "resumed",
     ),
     "rollback": (
-        rollback_release,
+        act.rollback,
         "Roll back to",
         "This earlier approved release becomes the active release at every site in full mode; "
         "the release it replaces keeps its status but stops being served.",
@@ -56,7 +51,7 @@ def models(
         viewer,
         "models.html",
         title="Model status",
-        tasks=service_status(viewer.console.registry),
+        tasks=service_status(viewer.console.governance),
         done=done,
     )
 
@@ -86,7 +81,7 @@ def _confirm(viewer: Viewer, version: str, action: str) -> HTMLResponse:
         effect=effect,
         release=rel,
         manifest=manifest,
-        fingerprint=release_fingerprint(registry, version),
+        fingerprint=release_fingerprint(viewer.console.governance, version),
     )
 
 
@@ -106,15 +101,13 @@ def _add_routes(action: str) -> None:
     ) -> RedirectResponse:
         if confirm != "yes":
             raise InputInvalid([("confirm", "tick the box to confirm; nothing was changed")])
-        if not why.strip():
-            raise InputInvalid([("why", "say why; the reason is recorded in the audit ledger")])
         call, _, _, past = ACTIONS[action]
         call(
-            viewer.console.registry,
+            viewer.console.governance,
             version,
             fingerprint=fingerprint,
             actor=viewer.user.name,
-            why=why.strip(),
+            why=why,
         )
         done = f"{past.replace(' ', '+')}+{version}"
         return RedirectResponse(viewer.url(f"/models?done={done}"), status_code=303)

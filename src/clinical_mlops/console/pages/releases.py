@@ -11,9 +11,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Form
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from clinical_mlops.application import governance as act
+from clinical_mlops.application.dossier import PENDING_DECISION, release_dossier
 from clinical_mlops.console.deps import Viewer, page, posted, render
 from clinical_mlops.errors import InputInvalid, NotAuthorised
-from clinical_mlops.governance.dossier import PENDING_DECISION, decide_release, release_dossier
+from clinical_mlops.vocabulary import GATE_LABELS, Gate
 
 router = APIRouter()
 
@@ -40,7 +42,7 @@ def release(
     viewer: Annotated[Viewer, Depends(page("/releases/{version}"))],
     recorded: str | None = None,
 ) -> HTMLResponse:
-    dossier = release_dossier(viewer.console.registry, version)
+    dossier = release_dossier(viewer.console.governance, version)
     decided = {a["person"] for a in dossier["approvals"]}
     return render(
         viewer,
@@ -50,6 +52,8 @@ def release(
         version=version,
         recorded=recorded,
         roles=viewer.user.governance_roles,
+        gate_labels=GATE_LABELS,
+        gate_approvals=Gate.APPROVALS,
         already_decided=viewer.user.name in decided,
     )
 
@@ -71,13 +75,12 @@ def decide(
             f", not as {role or 'no role'}"
         )
     chosen: Literal["approve", "reject"] = "approve" if decision == "approve" else "reject"
-    decide_release(
-        viewer.console.registry,
+    (act.approve if chosen == "approve" else act.reject)(
+        viewer.console.governance,
         version,
         fingerprint=fingerprint,
         person=viewer.user.name,
         role=role,
-        decision=chosen,
         why=comment,
     )
     return RedirectResponse(viewer.url(f"/releases/{version}?recorded={chosen}"), status_code=303)

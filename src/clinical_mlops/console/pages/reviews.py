@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from clinical_mlops.application.dossier import review_evidence
+from clinical_mlops.application.governance import record_review
 from clinical_mlops.console.deps import Viewer, page, posted, render
-from clinical_mlops.governance.dossier import review_evidence
-from clinical_mlops.governance.reviews import CHECKLIST, record_review, review_status
+from clinical_mlops.governance.reviews import CHECKLIST, review_status
 from clinical_mlops.registry.registry import LIVE
 
 router = APIRouter()
@@ -33,7 +34,7 @@ def reviews(
 ) -> HTMLResponse:
     registry = viewer.console.registry
     rows = [
-        review_status(registry, r.version) | {"status": r.status, "task": r.task}
+        review_status(viewer.console.governance, r.version) | {"status": r.status, "task": r.task}
         for r in reversed(registry.list())
         if r.status in (*LIVE, "suspended")
     ]
@@ -49,7 +50,7 @@ def review_form(
         "review.html",
         title=f"Review of {version}",
         version=version,
-        e=review_evidence(viewer.console.registry, version),
+        e=review_evidence(viewer.console.governance, version),
         checklist=CHECKLIST,
         questions=QUESTIONS,
         outcomes=OUTCOMES,
@@ -67,7 +68,7 @@ def review(
     outcome: Annotated[str, Form()] = "",
 ) -> RedirectResponse:
     record_review(
-        viewer.console.registry,
+        viewer.console.governance,
         version,
         reviewer=viewer.user.name,
         checklist={

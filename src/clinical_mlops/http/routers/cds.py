@@ -7,13 +7,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
+from clinical_mlops.application.governance import decide_cases
 from clinical_mlops.errors import PredictionNotFound
-from clinical_mlops.governance.queue import decide_cases
+from clinical_mlops.governance.oversight import OverrideRequest
 from clinical_mlops.http.deps import GuardedRoute, Service, require, service
 from clinical_mlops.serving.auth import Principal
 from clinical_mlops.serving.cds_hooks import SERVICE_ID, card_for, discovery, seq_from_card_uuid
 from clinical_mlops.serving.fhir import observations_to_features
-from clinical_mlops.serving.oversight import OverrideRequest
 from clinical_mlops.serving.predictor import PredictionRequest
 
 router = APIRouter(tags=["cds-hooks"], route_class=GuardedRoute)

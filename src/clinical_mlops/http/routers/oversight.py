@@ -7,10 +7,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from clinical_mlops.governance.queue import decide_case
+from clinical_mlops.application.governance import decide_case, record_outcome
 from clinical_mlops.http.deps import GuardedRoute, Service, require, service
 from clinical_mlops.serving.auth import Principal
-from clinical_mlops.serving.oversight import record_outcome
 
 router = APIRouter(tags=["oversight"], route_class=GuardedRoute)
 

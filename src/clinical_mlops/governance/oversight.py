@@ -2,7 +2,7 @@
 
 A decision (an ``override`` ledger entry) names the prediction (the ``audit_seq`` of
 its inference record), an action from :data:`OVERRIDE_ACTIONS`, an optional reason
-code from the declared list :data:`OVERRIDE_REASONS` (CDS Hooks has no standard list:
+code from the declared list :data:`~clinical_mlops.vocabulary.OVERRIDE_REASONS` (CDS Hooks has no standard list:
 these are ours, offered on every card as ``overrideReasons``) and an optional
 comment. The entry stores the explanation *as it was shown* at that moment, copied
 from the inference record, with the model version, so a reviewer later sees what the
@@ -46,21 +46,19 @@ from clinical_mlops.errors import (
     PredictionNotFound,
     SubjectErased,
 )
+from clinical_mlops.hashing import is_text
 from clinical_mlops.ledger import Ledger, NewEntry
-from clinical_mlops.serving.inputs import is_text
+from clinical_mlops.vocabulary import OVERRIDE_REASONS, REASON_SYSTEM
 
 __all__ = [
     "DECISIVE_ACTIONS",
     "OVERRIDE_ACTIONS",
-    "OVERRIDE_REASONS",
-    "REASON_SYSTEM",
     "OverrideRequest",
     "record_outcome",
     "record_override",
     "record_overrides",
 ]
 
-REASON_SYSTEM = "urn:clinical-mlops:override-reason"
 #: action -> meaning
 OVERRIDE_ACTIONS: dict[str, str] = {
     "accept": "the clinician agreed with the recommendation",
@@ -69,15 +67,6 @@ OVERRIDE_ACTIONS: dict[str, str] = {
 }
 #: actions that decide a case; ``escalate`` keeps it open (sent to senior review)
 DECISIVE_ACTIONS = ("accept", "override")
-#: reason code -> display text (a Coding in REASON_SYSTEM)
-OVERRIDE_REASONS: dict[str, str] = {
-    "clinical-judgement": "Clinical assessment of the patient differs from the estimate",
-    "data-error": "Inputs are wrong, out of date or incomplete",
-    "already-addressed": "Already being addressed by the care team",
-    "goals-of-care": "Goals of care or patient preference make it not applicable",
-    "not-applicable": "The model does not apply to this patient",
-    "other": "Other reason (see comment)",
-}
 
 
 def _inference(ledger: Ledger, seq: int) -> tuple[dict[str, Any], str | None]:

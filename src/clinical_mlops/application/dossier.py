@@ -7,10 +7,10 @@ against the task's current release (``registry.changes``), the gate results, the
 approvals so far and the status history. Its :func:`release_fingerprint` is a
 SHA-256 over everything a decision depends on — status, bundle, threshold, gate
 outcomes, approvals, the task's active release and rollout — so a form can carry it
-and the act can check it: :func:`decide_release`, :func:`suspend_release`,
-:func:`rollback_release` and :func:`resume_release` raise
+and the act can check it: :func:`check_fingerprint` raises
 :class:`~clinical_mlops.errors.ReleaseChanged` (recorded as a ``governance_refused``
-event, nothing else written) when the fingerprint no longer matches.
+event, nothing else written) when the fingerprint no longer matches; the governance
+use cases (:mod:`clinical_mlops.application.governance`) call it before acting.
 
 :func:`service_status` is the board of every task: the active release, the rollout
 per site, each release's status and review due date.
@@ -21,23 +21,20 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from clinical_mlops.errors import GovernanceError, ReleaseChanged
-from clinical_mlops.governance.approvals import Decision
+from clinical_mlops.errors import ReleaseChanged
+from clinical_mlops.governance.board import Governance
 from clinical_mlops.governance.reviews import review_status
 from clinical_mlops.hashing import canonical_json
-from clinical_mlops.registry.registry import LIVE, Registry, Release
+from clinical_mlops.registry.registry import LIVE, Release
 
 __all__ = [
     "PENDING_DECISION",
-    "decide_release",
+    "check_fingerprint",
     "open_alert_review",
     "release_dossier",
     "release_fingerprint",
-    "resume_release",
     "review_evidence",
-    "rollback_release",
     "service_status",
-    "suspend_release",
     "validation_summary",
 ]
 
@@ -45,12 +42,13 @@ __all__ = [
 PENDING_DECISION = ("validated", "clinically_reviewed")
 
 
-def release_fingerprint(registry: Registry, version: str) -> str:
+def release_fingerprint(governance: Governance, version: str) -> str:
     """Return the SHA-256 of the state a decision on ``version`` depends on."""
+    registry = governance.registry
     rel = registry.get(version)
     gates = {
         name: {"passed": g["passed"], "failures": g["failures"]}
-        for name, g in sorted(registry.gates(rel.version).items())
+        for name, g in sorted(governance.gates(rel.version).items())
     }
     manifest = registry.deployment_manifest(rel.task)
     state = {
@@ -60,7 +58,7 @@ def release_fingerprint(registry: Registry, version: str) -> str:
         "bundle_sha256": rel.bundle_sha256,
         "threshold": rel.threshold,
         "gates": gates,
-        "approvals": [a.to_json() for a in registry.approvals(rel.version)],
+        "approvals": [a.to_json() for a in governance.approvals(rel.version)],
         "active": manifest["active"],
         "rollout": {
             s: [e["release"], e["mode"], e["status"]] for s, e in manifest["sites"].items()
@@ -107,10 +105,11 @@ def validation_summary(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _changes(registry: Registry, rel: Release) -> dict[str, Any]:
+def _changes(governance: Governance, rel: Release) -> dict[str, Any]:
     """Return the change report against the task's active release (as it is now)."""
     from clinical_mlops.registry.changes import classify_change
 
+    registry = governance.registry
     active = registry.active(rel.task)
     if active is None:
         return {"change_class": "initial", "against": None, "changes": [], "notes": []}
@@ -120,12 +119,13 @@ def _changes(registry: Registry, rel: Release) -> dict[str, Any]:
     return report.to_json() | {"against": active.version}
 
 
-def release_dossier(registry: Registry, version: str) -> dict[str, Any]:
+def release_dossier(governance: Governance, version: str) -> dict[str, Any]:
     """Return everything a reviewer needs to decide on ``version``, with its fingerprint.
 
     The bundle is verified (hashes and signature) on the way: a tampered bundle
     raises ``BundleSignatureInvalid`` instead of being shown.
     """
+    registry = governance.registry
     rel = registry.get(version)
     bundle = registry.bundle(rel.version)
     active = registry.active(rel.task)
@@ -136,74 +136,35 @@ def release_dossier(registry: Registry, version: str) -> dict[str, Any]:
         "pending_decision": rel.status in PENDING_DECISION,
         "validation": validation_summary(bundle.read_json("report.json")),
         "model_card": bundle.read_json("model_card.json"),
-        "changes": _changes(registry, rel),
-        "gates": registry.gates(rel.version),
-        "approvals": [a.to_json() for a in registry.approvals(rel.version)],
+        "changes": _changes(governance, rel),
+        "gates": governance.gates(rel.version),
+        "approvals": [a.to_json() for a in governance.approvals(rel.version)],
         "history": registry.history(rel.version),
-        "fingerprint": release_fingerprint(registry, rel.version),
+        "fingerprint": release_fingerprint(governance, rel.version),
     }
 
 
-def _check(registry: Registry, version: str, *, fingerprint: str, action: str, actor: str) -> None:
-    with registry.governed(action=action, actor=actor, version=version):
-        now = release_fingerprint(registry, version)
+def check_fingerprint(
+    governance: Governance, version: str, *, fingerprint: str, action: str, actor: str
+) -> None:
+    """Return None when ``version`` is still as ``fingerprint`` says; ``ReleaseChanged`` if not.
+
+    The refusal is recorded as a ``governance_refused`` event; nothing else is written.
+    """
+    with governance.governed(action=action, actor=actor, version=version):
+        now = release_fingerprint(governance, version)
         if now != fingerprint:
-            rel = registry.get(version)
+            rel = governance.registry.get(version)
             raise ReleaseChanged(
                 f"{action} {version}: the release changed since the page was loaded (it is now "
-                f"{rel.status}, with {len(registry.approvals(version))} decision(s) recorded); "
+                f"{rel.status}, with {len(governance.approvals(version))} decision(s) recorded); "
                 "nothing was recorded — reload the page, review the change and decide again"
             )
 
 
-def decide_release(
-    registry: Registry,
-    version: str,
-    *,
-    fingerprint: str,
-    person: str,
-    role: str,
-    decision: Decision,
-    why: str,
-) -> dict[str, Any]:
-    """Return the approval (gate 4) recorded on ``version`` if it is as ``fingerprint`` says."""
-    action = "approve" if decision == "approve" else "reject"
-    if not why.strip():
-        with registry.governed(action=action, actor=person, version=version):
-            raise GovernanceError(
-                f"{action} {version}: a comment saying why is required (rule: every decision "
-                "records its reason); nothing was recorded"
-            )
-    _check(registry, version, fingerprint=fingerprint, action=action, actor=person)
-    return registry.decide(version, person=person, role=role, decision=decision, why=why).to_json()
-
-
-def suspend_release(
-    registry: Registry, version: str, *, fingerprint: str, actor: str, why: str
-) -> Release:
-    """Return ``version`` suspended, if it is still as ``fingerprint`` says."""
-    _check(registry, version, fingerprint=fingerprint, action="suspend", actor=actor)
-    return registry.suspend(version, actor=actor, why=why)
-
-
-def resume_release(
-    registry: Registry, version: str, *, fingerprint: str, actor: str, why: str
-) -> Release:
-    """Return a suspended ``version`` back in service, if it is still as ``fingerprint`` says."""
-    _check(registry, version, fingerprint=fingerprint, action="resume", actor=actor)
-    return registry.resume(version, actor=actor, why=why)
-
-
-def rollback_release(
-    registry: Registry, version: str, *, fingerprint: str, actor: str, why: str
-) -> Release:
-    """Return ``version`` made active again, if it is still as ``fingerprint`` says."""
-    _check(registry, version, fingerprint=fingerprint, action="rollback", actor=actor)
-    return registry.rollback(version, actor=actor, why=why)
-
-
-def service_status(registry: Registry) -> list[dict[str, Any]]:
+def service_status(governance: Governance) -> list[dict[str, Any]]:
     """Return, per task: the active release, rollout per site and every release's status."""
+    registry = governance.registry
     tasks = sorted({r.task for r in registry.list()})
     out = []
     for task in tasks:
@@ -215,9 +176,11 @@ def service_status(registry: Registry) -> list[dict[str, Any]]:
                 s: e["mode"] for s, e in manifest["sites"].items() if e["release"] == rel.version
             }
             entry["review"] = (
-                review_status(registry, rel.version) if rel.status in (*LIVE, "suspended") else None
+                review_status(governance, rel.version)
+                if rel.status in (*LIVE, "suspended")
+                else None
             )
-            entry["fingerprint"] = release_fingerprint(registry, rel.version)
+            entry["fingerprint"] = release_fingerprint(governance, rel.version)
             releases.append(entry)
         out.append(
             {
@@ -230,7 +193,7 @@ def service_status(registry: Registry) -> list[dict[str, Any]]:
     return out
 
 
-def review_evidence(registry: Registry, version: str) -> dict[str, Any]:
+def review_evidence(governance: Governance, version: str) -> dict[str, Any]:
     """Return what a periodic review (R-H3) of ``version`` looks at, per checklist item.
 
     Calibration and fairness from the signed validation report, incidents on the
@@ -239,22 +202,22 @@ def review_evidence(registry: Registry, version: str) -> dict[str, Any]:
     the reviews monitoring alerts requested that are still pending.
     """
     from clinical_mlops.governance.incidents import list_incidents
+    from clinical_mlops.monitoring.escalation import review_items
 
+    registry = governance.registry
     rel = registry.get(version)
     bundle = registry.bundle(rel.version)
     report = bundle.read_json("report.json")
     calibration = report.get("calibration", {})
-    from clinical_mlops.monitoring.escalation import review_items
-
-    incidents = [i for i in list_incidents(registry) if i["version"] == rel.version]
-    gates = registry.gates(rel.version)
+    incidents = [i for i in list_incidents(governance) if i["version"] == rel.version]
+    gates = governance.gates(rel.version)
     documents = {
         name: (bundle.path / name).exists()
         for name in ("model_card.json", "report.json", "explanation.json", "lineage.json")
     }
     return {
         "release": rel.to_json() | {"path": None},
-        "schedule": review_status(registry, rel.version),
+        "schedule": review_status(governance, rel.version),
         "requested": review_items(registry.workspace, release=rel.version, pending_only=True),
         "calibration": {
             "ece": calibration.get("ece"),

@@ -1,0 +1,418 @@
+"""Governance use cases: every governed act, written once, called by every front end.
+
+The command line (``clinical-mlops registry``, ``review``, ``incident``), the review
+console, ``POST /v1/overrides``, ``POST /v1/outcomes`` and CDS Hooks feedback call
+these functions and nothing below them, so a rule holds whichever door a person uses:
+
+* suspending, resuming and rolling back a release needs a reason (``InputInvalid``
+  naming ``why``; nothing changes), and so does approving or rejecting one (refused
+  as a ``governance_refused`` event);
+* a form that showed a release passes the ``fingerprint`` it showed, and the act is
+  refused (``ReleaseChanged``) when the release changed since;
+* a case takes one decision (accept or override) and one referral to senior review,
+  enforced by the ledger's store whichever front end records it
+  (``CaseAlreadyDecided``); a prediction takes one outcome (``OutcomeAlreadyRecorded``).
+
+Each function takes the open collaborators it needs — the :class:`~clinical_mlops.
+governance.board.Governance` of the workspace (its registry and ledger), or the
+:class:`~clinical_mlops.ledger.Ledger` — and opens nothing itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from clinical_mlops.application.dossier import check_fingerprint
+from clinical_mlops.errors import GovernanceError, InputInvalid
+from clinical_mlops.governance import incidents, oversight, reviews
+from clinical_mlops.governance.approvals import Approval, Decision
+from clinical_mlops.governance.board import Governance
+from clinical_mlops.governance.oversight import OverrideRequest, record_overrides
+from clinical_mlops.governance.queue import Decision as CaseDecision
+from clinical_mlops.ledger import Ledger
+from clinical_mlops.registry.registry import Release
+
+if TYPE_CHECKING:
+    from clinical_mlops.governance.policy import GateResult
+    from clinical_mlops.registry.bundle import Bundle
+
+__all__ = [
+    "add_incident_step",
+    "approve",
+    "contain_incident",
+    "decide_case",
+    "decide_cases",
+    "grant_roles",
+    "open_incident",
+    "promote",
+    "record_outcome",
+    "record_review",
+    "register",
+    "reject",
+    "resolve_incident",
+    "resume",
+    "retire",
+    "rollback",
+    "set_review_schedule",
+    "set_rollout",
+    "suspend",
+    "validate",
+]
+
+#: what a refused act without a reason says (the field is ``why`` in every front end)
+REASON_REQUIRED = "say why; the reason is recorded in the audit ledger (nothing was changed)"
+
+
+def _reason(why: str | None) -> str:
+    """Return the stripped reason; ``InputInvalid`` naming ``why`` when it is missing or blank."""
+    text = why.strip() if isinstance(why, str) else ""
+    if not text:
+        raise InputInvalid([("why", REASON_REQUIRED)])
+    return text
+
+
+def _guard(
+    governance: Governance, version: str, *, fingerprint: str | None, action: str, actor: str
+) -> None:
+    """Refuse the act when the form's ``fingerprint`` no longer matches the release."""
+    if fingerprint is not None:
+        check_fingerprint(governance, version, fingerprint=fingerprint, action=action, actor=actor)
+
+
+# -- people, registration, gates ---------------------------------------------------------------
+def grant_roles(
+    governance: Governance, person: str, *, roles: list[str], actor: str, why: str
+) -> list[str]:
+    """Return ``person``'s roles after ``actor`` (compliance) granted ``roles``."""
+    return governance.grant_roles(person, roles=roles, actor=actor, why=why)
+
+
+def register(
+    governance: Governance, bundle: Bundle, *, actor: str, why: str, role: str | None = None
+) -> Release:
+    """Return the draft release registered from ``bundle`` (engineering role)."""
+    return governance.register(bundle, actor=actor, why=why, role=role)
+
+
+def validate(governance: Governance, version: str, *, actor: str) -> dict[str, GateResult]:
+    """Return gates 1-3 of ``version``, stored with their evidence (engineering role)."""
+    from clinical_mlops.governance.policy import run_gates
+
+    return run_gates(governance, version, actor=actor)
+
+
+# -- approvals (gate 4) ------------------------------------------------------------------------
+def _decide(
+    governance: Governance,
+    version: str,
+    *,
+    decision: Decision,
+    person: str,
+    role: str,
+    why: str,
+    fingerprint: str | None,
+) -> Approval:
+    action = "approve" if decision == "approve" else "reject"
+    if not why.strip():
+        with governance.governed(action=action, actor=person, version=version):
+            raise GovernanceError(
+                f"{action} {version}: a comment saying why is required (rule: every decision "
+                "records its reason); nothing was recorded"
+            )
+    _guard(governance, version, fingerprint=fingerprint, action=action, actor=person)
+    return governance.decide(version, person=person, role=role, decision=decision, why=why)
+
+
+def approve(
+    governance: Governance,
+    version: str,
+    *,
+    person: str,
+    role: str,
+    why: str,
+    fingerprint: str | None = None,
+) -> Approval:
+    """Return the approval ``person`` recorded on ``version`` in ``role`` (gate 4).
+
+    Refused without a comment saying why, by the bundle's author, by a person without
+    the role or already decided in another, for a role already approved, and (with
+    ``fingerprint``) when the release changed since it was shown.
+    """
+    return _decide(
+        governance,
+        version,
+        decision="approve",
+        person=person,
+        role=role,
+        why=why,
+        fingerprint=fingerprint,
+    )
+
+
+def reject(
+    governance: Governance,
+    version: str,
+    *,
+    person: str,
+    role: str,
+    why: str,
+    fingerprint: str | None = None,
+) -> Approval:
+    """Return the rejection ``person`` recorded on ``version`` in ``role`` (blocks gate 4)."""
+    return _decide(
+        governance,
+        version,
+        decision="reject",
+        person=person,
+        role=role,
+        why=why,
+        fingerprint=fingerprint,
+    )
+
+
+# -- lifecycle and rollout ---------------------------------------------------------------------
+def promote(
+    governance: Governance, version: str, *, actor: str, why: str, role: str | None = None
+) -> Release:
+    """Return ``version`` moved one step along the lifecycle (gated, role-checked)."""
+    return governance.promote(version, actor=actor, why=why, role=role)
+
+
+def suspend(
+    governance: Governance,
+    version: str,
+    *,
+    actor: str,
+    why: str | None,
+    role: str | None = None,
+    fingerprint: str | None = None,
+) -> Release:
+    """Return ``version`` suspended: it stops being used at every site where it runs.
+
+    Needs a reason (``InputInvalid`` naming ``why`` otherwise; nothing changes).
+    """
+    reason = _reason(why)
+    _guard(governance, version, fingerprint=fingerprint, action="suspend", actor=actor)
+    return governance.suspend(version, actor=actor, why=reason, role=role)
+
+
+def resume(
+    governance: Governance,
+    version: str,
+    *,
+    actor: str,
+    why: str | None,
+    fingerprint: str | None = None,
+) -> Release:
+    """Return a suspended ``version`` back in the status it left (compliance role).
+
+    Needs a reason (``InputInvalid`` naming ``why`` otherwise; nothing changes).
+    """
+    reason = _reason(why)
+    _guard(governance, version, fingerprint=fingerprint, action="resume", actor=actor)
+    return governance.resume(version, actor=actor, why=reason)
+
+
+def rollback(
+    governance: Governance,
+    version: str,
+    *,
+    actor: str,
+    why: str | None,
+    role: str | None = None,
+    fingerprint: str | None = None,
+) -> Release:
+    """Return the earlier approved ``version`` made the task's active release again.
+
+    Needs a reason (``InputInvalid`` naming ``why`` otherwise; nothing changes).
+    """
+    reason = _reason(why)
+    _guard(governance, version, fingerprint=fingerprint, action="rollback", actor=actor)
+    return governance.rollback(version, actor=actor, why=reason, role=role)
+
+
+def retire(
+    governance: Governance, version: str, *, actor: str, why: str | None, role: str | None = None
+) -> Release:
+    """Return ``version`` retired (never served again; kept for audit). Needs a reason."""
+    return governance.retire(version, actor=actor, why=_reason(why), role=role)
+
+
+def set_rollout(
+    governance: Governance,
+    version: str,
+    *,
+    site: str,
+    mode: str,
+    actor: str,
+    why: str,
+    role: str | None = None,
+) -> dict[str, Any]:
+    """Return the task's deployment manifest after serving ``version`` at ``site`` in ``mode``."""
+    return governance.set_rollout(version, site=site, mode=mode, actor=actor, why=why, role=role)
+
+
+# -- cases: decisions and outcomes -------------------------------------------------------------
+def decide_cases(
+    ledger: Ledger, requests: Sequence[OverrideRequest], *, actor: str, source: str
+) -> list[CaseDecision]:
+    """Return the decisions recorded on several cases, all in one transaction or none.
+
+    The one way a clinician's response is recorded, from every front end (the
+    console, ``POST /v1/overrides``, CDS Hooks feedback): a case already accepted or
+    overridden refuses the whole request with ``CaseAlreadyDecided`` naming the
+    decision recorded; an empty reason code is no reason code.
+    """
+    cleaned = [
+        OverrideRequest(
+            prediction_seq=r.prediction_seq,
+            action=r.action,
+            reason_code=r.reason_code or None,
+            comment=r.comment,
+            correction=r.correction,
+            correction_reason=r.correction_reason,
+        )
+        for r in requests
+    ]
+    return [
+        CaseDecision(
+            seq=int(stored["seq"]),
+            time=str(stored["time"]),
+            actor=actor,
+            action=str(stored["action"]),
+            reason_code=stored.get("reason_code"),
+            reason=stored.get("reason"),
+            comment=stored.get("comment"),
+            corrects=stored.get("corrects"),
+            correction_reason=stored.get("correction_reason"),
+            record=stored,
+        )
+        for stored in record_overrides(ledger, cleaned, actor=actor, source=source)
+    ]
+
+
+def decide_case(
+    ledger: Ledger,
+    prediction_seq: int,
+    *,
+    action: str,
+    actor: str,
+    reason_code: str | None = None,
+    comment: str | None = None,
+    source: str = "console",
+    correction: bool = False,
+    correction_reason: str | None = None,
+) -> CaseDecision:
+    """Return the decision recorded on case ``prediction_seq`` (one ``override`` ledger entry).
+
+    See :func:`decide_cases`; ``correction`` (with ``correction_reason``) replaces the
+    case's current decision, naming it.
+    """
+    request = OverrideRequest(
+        prediction_seq=prediction_seq,
+        action=action,
+        reason_code=reason_code,
+        comment=comment,
+        correction=correction,
+        correction_reason=correction_reason,
+    )
+    return decide_cases(ledger, [request], actor=actor, source=source)[0]
+
+
+def record_outcome(
+    ledger: Ledger,
+    *,
+    prediction_seqs: Sequence[int],
+    outcome: int | bool,
+    actor: str,
+    observed_at: str | None = None,
+    correction: bool = False,
+    correction_reason: str | None = None,
+) -> list[int]:
+    """Return the seqs of one ``outcome`` entry per prediction, all in one transaction or none.
+
+    A prediction takes one outcome (``OutcomeAlreadyRecorded``); a change is a
+    correction with a reason.
+    """
+    return oversight.record_outcome(
+        ledger,
+        prediction_seqs=prediction_seqs,
+        outcome=outcome,
+        actor=actor,
+        observed_at=observed_at,
+        correction=correction,
+        correction_reason=correction_reason,
+    )
+
+
+# -- incidents ---------------------------------------------------------------------------------
+def open_incident(
+    governance: Governance,
+    version: str,
+    *,
+    actor: str,
+    summary: str,
+    severity: str,
+    roles: dict[str, str],
+) -> dict[str, Any]:
+    """Return a new open incident on ``version`` with its named roles."""
+    return incidents.open_incident(
+        governance, version, actor=actor, summary=summary, severity=severity, roles=roles
+    )
+
+
+def contain_incident(
+    governance: Governance,
+    incident_id: str,
+    *,
+    actor: str,
+    action: str,
+    why: str | None,
+    rollback_to: str | None = None,
+) -> dict[str, Any]:
+    """Return the incident contained by suspending its release or rolling back. Needs a reason."""
+    return incidents.contain(
+        governance,
+        incident_id,
+        actor=actor,
+        action=action,
+        why=_reason(why),
+        rollback_to=rollback_to,
+    )
+
+
+def add_incident_step(
+    governance: Governance, incident_id: str, *, actor: str, kind: str, detail: str
+) -> dict[str, Any]:
+    """Return the incident after a communication, patient-notification or note step."""
+    return incidents.add_step(governance, incident_id, actor=actor, kind=kind, detail=detail)
+
+
+def resolve_incident(
+    governance: Governance, incident_id: str, *, actor: str, root_cause: str
+) -> dict[str, Any]:
+    """Return the resolved incident (needs containment, communication, notification)."""
+    return incidents.resolve(governance, incident_id, actor=actor, root_cause=root_cause)
+
+
+# -- periodic reviews --------------------------------------------------------------------------
+def record_review(
+    governance: Governance,
+    version: str,
+    *,
+    reviewer: str,
+    checklist: dict[str, str],
+    outcome: str,
+) -> dict[str, Any]:
+    """Return the periodic review recorded against ``version`` (a ``suspend`` outcome suspends)."""
+    return reviews.record_review(
+        governance, version, reviewer=reviewer, checklist=checklist, outcome=outcome
+    )
+
+
+def set_review_schedule(
+    governance: Governance, *, task: str, interval_days: int, actor: str
+) -> int:
+    """Return the review interval (days) of ``task`` after ``actor`` (compliance) set it."""
+    return reviews.set_schedule(governance, task=task, interval_days=interval_days, actor=actor)

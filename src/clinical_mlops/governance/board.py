@@ -1,0 +1,494 @@
+"""Who may do what to the releases of one registry (R-L2, R-L3, R-A3).
+
+:class:`Governance` holds the people and their roles, the gate results and the
+approvals (its own tables, :mod:`clinical_mlops.governance.schema`), and makes every
+governed act on a release: register, promote, suspend, resume, retire, roll back and
+roll out. A release's status moves along the lifecycle::
+
+    draft -> validated -> clinically_reviewed -> approved_limited -> approved -> retired
+    approved_limited | approved -> suspended -> (back to the status it left)
+
+and nowhere else. Each move names an actor, the role they act in (checked against
+the roles recorded for them) and a reason; ``draft -> validated`` needs gates 1-3
+passed, ``-> approved_limited`` and ``-> approved`` need gate 4 as well. Once its
+checks pass, the act is written through the registry (:class:`~clinical_mlops.registry.
+registry.Registry`), which records the ledger events (``status_change``,
+``deployment``, ``rollout_change``); approvals, gate results and role grants are
+recorded here (``approval``, ``gate_evaluated``, ``role_granted``). Every refusal is
+a ``governance_refused`` event, with no state change.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+
+from clinical_mlops.errors import (
+    BundleSignatureInvalid,
+    GateFailed,
+    GovernanceError,
+    ReleaseNotFound,
+    TransitionNotAllowed,
+)
+from clinical_mlops.governance import schema as t
+from clinical_mlops.governance.approvals import Approval, Decision, check_approval, require_role
+from clinical_mlops.hashing import canonical_json
+from clinical_mlops.ledger import Ledger
+from clinical_mlops.registry.bundle import Bundle
+from clinical_mlops.registry.registry import LIVE, MODES, STATUSES, Mode, Registry, Release, Status
+from clinical_mlops.vocabulary import APPROVER_ROLES, Gate, Role
+
+__all__ = ["MODES_BY_STATUS", "PROMOTION", "TRANSITIONS", "Governance"]
+
+#: (from, to) -> roles that may make the move
+TRANSITIONS: dict[tuple[str, str], tuple[Role, ...]] = {
+    ("draft", "validated"): (Role.ENGINEERING,),
+    ("validated", "clinically_reviewed"): (Role.CLINICAL,),
+    ("clinically_reviewed", "approved_limited"): (Role.COMPLIANCE, Role.ENGINEERING),
+    ("approved_limited", "approved"): (Role.COMPLIANCE, Role.CLINICAL),
+    **{(s, "retired"): (Role.COMPLIANCE, Role.ENGINEERING) for s in STATUSES if s != "retired"},
+    **{(s, "suspended"): (Role.CLINICAL, Role.COMPLIANCE, Role.ENGINEERING) for s in LIVE},
+}
+#: status -> the next status a promotion moves to
+PROMOTION: dict[str, Status] = {
+    "draft": "validated",
+    "validated": "clinically_reviewed",
+    "clinically_reviewed": "approved_limited",
+    "approved_limited": "approved",
+}
+#: status -> the rollout modes a release in it may run in
+MODES_BY_STATUS: dict[str, tuple[Mode, ...]] = {
+    "approved_limited": ("shadow", "silent", "pilot"),
+    "approved": MODES,
+}
+#: the gates ``draft -> validated`` needs; a move to a live status needs every gate
+_BEFORE_VALIDATED = (Gate.SCHEMA_CONTRACT, Gate.METRICS, Gate.EVIDENCE)
+
+
+def _j(obj: Any) -> str:
+    return canonical_json(obj).decode("utf-8")
+
+
+class Governance:
+    """The governance of one registry: people and roles, gates, approvals, lifecycle, rollout.
+
+    Its tables live in the same metadata database as the registry's; ``url`` names
+    that database when it is not the workspace's default. Ledger events go to
+    ``ledger`` (default: the registry's), so a run of acts opens the ledger once.
+    """
+
+    def __init__(self, registry: Registry, *, ledger: Ledger | None = None, url: str | None = None):
+        self.registry = registry
+        self.workspace = registry.workspace
+        self.clock = registry.clock
+        self.engine = sa.create_engine(url or registry.workspace.database_url("meta"))
+        t.metadata.create_all(self.engine)
+        self._ledger = ledger
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Governance:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def ledger(self) -> Ledger:
+        """The ledger governance records to."""
+        return self._ledger if self._ledger is not None else self.registry.ledger
+
+    def now(self) -> str:
+        return self.registry.now()
+
+    # -- audit -----------------------------------------------------------------------------
+    def record(self, *, type: str, actor: str, payload: dict[str, Any]) -> int:
+        """Return the seq of one ledger entry recording a governance act."""
+        return self.ledger.append(type=type, actor=actor, payload=payload).seq
+
+    @contextmanager
+    def governed(self, *, action: str, actor: str, version: str | None = None) -> Iterator[None]:
+        """Run a governance action; record any refusal as a ``governance_refused`` event."""
+        try:
+            yield
+        except (GovernanceError, ReleaseNotFound, BundleSignatureInvalid) as exc:
+            self.record(
+                type="governance_refused",
+                actor=actor or "unknown",
+                payload={
+                    "action": action,
+                    "release": version,
+                    "rule": type(exc).__name__,
+                    "message": str(exc),
+                },
+            )
+            raise
+
+    def require(
+        self, actor: str, *, allowed: tuple[str, ...], action: str, role: str | None = None
+    ) -> str:
+        """Return the role ``actor`` acts in for ``action``; ``RoleRequired`` if none fits."""
+        return require_role(
+            person=actor, held=self.roles_of(actor), allowed=allowed, action=action, role=role
+        )
+
+    # -- people and roles ------------------------------------------------------------------
+    def roles_of(self, person: str) -> set[str]:
+        """Return the roles recorded for ``person`` (empty if unknown)."""
+        with self.engine.connect() as conn:
+            raw = conn.execute(
+                sa.select(t.people.c.roles).where(t.people.c.name == person)
+            ).scalar()
+        return set(json.loads(raw)) if raw else set()
+
+    def people(self) -> dict[str, list[str]]:
+        """Return every person and their roles."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.people).order_by(t.people.c.name)).all()
+        return {r.name: json.loads(r.roles) for r in rows}
+
+    def grant_roles(self, person: str, *, roles: list[str], actor: str, why: str) -> list[str]:
+        """Return ``person``'s roles after granting ``roles``.
+
+        Only a person in the compliance role may grant roles, except for the very
+        first grant in an empty registry (bootstrap), which must include compliance.
+        """
+        with self.governed(action="grant_roles", actor=actor):
+            unknown = sorted(set(roles) - set(Role))
+            if unknown or not roles:
+                raise GovernanceError(
+                    f"grant roles to {person!r}: unknown role(s) {unknown or roles} "
+                    f"(rule: roles are {', '.join(Role)})"
+                )
+            if self.people():
+                self.require(actor, allowed=(Role.COMPLIANCE,), action=f"grant roles to {person!r}")
+            elif Role.COMPLIANCE not in roles:
+                raise GovernanceError(
+                    "the first person registered must hold the compliance role "
+                    "(rule: role grants are made by compliance)"
+                )
+            merged = sorted(self.roles_of(person) | {str(r) for r in roles})
+            with self.engine.begin() as conn:
+                conn.execute(sa.delete(t.people).where(t.people.c.name == person))
+                conn.execute(
+                    sa.insert(t.people).values(
+                        name=person, roles=_j(merged), added=self.now(), added_by=actor
+                    )
+                )
+                self.record(
+                    type="role_granted",
+                    actor=actor,
+                    payload={"person": person, "roles": merged, "why": why},
+                )
+        return merged
+
+    # -- registration ----------------------------------------------------------------------
+    def register(self, bundle: Bundle, *, actor: str, why: str, role: str | None = None) -> Release:
+        """Return the draft release made from the verified ``bundle`` (engineering role)."""
+        with self.governed(action="register", actor=actor):
+            verified = self.registry.verify(bundle)
+            acting = self.require(
+                actor, allowed=(Role.ENGINEERING,), action="register a release", role=role
+            )
+            return self.registry.add(verified, actor=actor, role=acting, why=why)
+
+    # -- gates and approvals ---------------------------------------------------------------
+    def record_gate(self, version: str, result: Any, *, actor: str) -> None:
+        """Store the latest result of one gate for ``version`` and record it in the ledger."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.delete(t.gates).where(
+                    t.gates.c.version == version, t.gates.c.gate == result.name
+                )
+            )
+            conn.execute(
+                sa.insert(t.gates).values(
+                    version=version,
+                    gate=result.name,
+                    passed=result.passed,
+                    evidence=_j({"evidence": result.evidence, "failures": result.failures}),
+                    actor=actor,
+                    time=self.now(),
+                )
+            )
+            self.record(
+                type="gate_evaluated",
+                actor=actor,
+                payload={
+                    "release": version,
+                    "gate": result.name,
+                    "passed": result.passed,
+                    "failures": result.failures,
+                    "evidence": result.evidence,
+                },
+            )
+
+    def gates(self, version: str) -> dict[str, dict[str, Any]]:
+        """Return gate name -> {passed, evidence, failures, actor, time} for ``version``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.gates).where(t.gates.c.version == version)).all()
+        out = {}
+        for r in rows:
+            body = json.loads(r.evidence)
+            out[r.gate] = {
+                "passed": bool(r.passed),
+                "evidence": body["evidence"],
+                "failures": body["failures"],
+                "actor": r.actor,
+                "time": r.time,
+            }
+        return out
+
+    def approvals(self, version: str) -> builtins.list[Approval]:
+        """Return every approval decision recorded on ``version``, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.approvals)
+                .where(t.approvals.c.version == version)
+                .order_by(t.approvals.c.id)
+            ).all()
+        return [
+            Approval(person=r.person, role=r.role, decision=r.decision, why=r.why, time=r.time)
+            for r in rows
+        ]
+
+    def decide(
+        self, version: str, *, person: str, role: str, decision: Decision, why: str
+    ) -> Approval:
+        """Return the approval (or rejection) ``person`` recorded on ``version`` in ``role``."""
+        action = "approve" if decision == "approve" else "reject"
+        with self.governed(action=action, actor=person, version=version):
+            rel = self.registry.get(version)
+            if rel.status not in ("validated", "clinically_reviewed"):
+                raise TransitionNotAllowed(
+                    f"{action} {version}: status is {rel.status}; approvals are recorded on "
+                    "validated or clinically_reviewed releases (rule: gate 4 follows gates 1-3)"
+                )
+            if role not in APPROVER_ROLES:
+                require_role(
+                    person=person, held=(), allowed=APPROVER_ROLES, action=action, role=role
+                )
+            check_approval(
+                person=person,
+                role=role,
+                held=self.roles_of(person),
+                author=rel.author,
+                existing=self.approvals(version),
+                version=version,
+            )
+            now = self.now()
+            with self.engine.begin() as conn:
+                conn.execute(
+                    sa.insert(t.approvals).values(
+                        version=version,
+                        person=person,
+                        role=role,
+                        decision=decision,
+                        why=why,
+                        time=now,
+                    )
+                )
+                self.record(
+                    type="approval",
+                    actor=person,
+                    payload={"release": version, "role": role, "decision": decision, "why": why},
+                )
+        return Approval(person=person, role=role, decision=decision, why=why, time=now)
+
+    def _require_gates(self, version: str, names: tuple[Gate, ...], *, actor: str) -> None:
+        from clinical_mlops.governance.policy import gate_approvals
+
+        rel = self.registry.get(version)
+        if Gate.APPROVALS in names:
+            self.record_gate(
+                version,
+                gate_approvals(author=rel.author, approvals=self.approvals(version)),
+                actor=actor,
+            )
+        stored = self.gates(version)
+        for name in names:
+            g = stored.get(name)
+            if g is None:
+                raise GateFailed(
+                    f"{version}: gate {name} has not been evaluated; run "
+                    f"`clinical-mlops registry validate {version}` (rule: gated promotion)"
+                )
+            if not g["passed"]:
+                raise GateFailed(
+                    f"{version}: gate {name} failed: {'; '.join(g['failures'])} "
+                    "(rule: gated promotion, R-L3)",
+                    results=stored,
+                )
+
+    # -- status changes --------------------------------------------------------------------
+    def transition(
+        self, version: str, *, to: str, actor: str, why: str, role: str | None = None
+    ) -> Release:
+        """Return ``version`` after moving it to status ``to`` (checked, audited, metadata only)."""
+        with self.governed(action=f"transition to {to}", actor=actor, version=version):
+            rel = self.registry.get(version)
+            # Bundle integrity is re-checked before every status change.
+            self.registry.bundle(version)
+            if to not in STATUSES:
+                raise TransitionNotAllowed(
+                    f"{version}: unknown status {to!r} (statuses: {', '.join(STATUSES)})"
+                )
+            key = (rel.status, to)
+            resuming = rel.status == "suspended" and to == rel.suspended_from
+            if resuming:
+                allowed: tuple[str, ...] = (Role.COMPLIANCE,)
+            elif key in TRANSITIONS:
+                allowed = TRANSITIONS[key]
+            else:
+                nexts = sorted(b for (a, b) in TRANSITIONS if a == rel.status)
+                if rel.status == "suspended" and rel.suspended_from:
+                    nexts.append(rel.suspended_from)
+                raise TransitionNotAllowed(
+                    f"{version}: {rel.status} -> {to} is not an allowed transition (rule: "
+                    f"lifecycle R-L2; from {rel.status} the allowed moves are "
+                    f"{', '.join(nexts) or 'none'})"
+                )
+            acting = self.require(
+                actor, allowed=allowed, action=f"{version}: {rel.status} -> {to}", role=role
+            )
+            if to == "validated":
+                self._require_gates(version, _BEFORE_VALIDATED, actor=actor)
+            if to in LIVE and not resuming:
+                self._require_gates(version, tuple(Gate), actor=actor)
+            return self.registry.set_status(
+                version,
+                to=to,  # checked against STATUSES above
+                actor=actor,
+                role=acting,
+                why=why,
+            )
+
+    def promote(self, version: str, *, actor: str, why: str, role: str | None = None) -> Release:
+        """Return ``version`` moved one step along the lifecycle (draft -> ... -> approved)."""
+        with self.governed(action="promote", actor=actor, version=version):
+            rel = self.registry.get(version)
+            if rel.status not in PROMOTION:
+                raise TransitionNotAllowed(
+                    f"{version}: cannot promote from {rel.status} (rule: lifecycle R-L2; "
+                    "promotion goes draft -> validated -> clinically_reviewed -> "
+                    "approved_limited -> approved)"
+                )
+        return self.transition(version, to=PROMOTION[rel.status], actor=actor, why=why, role=role)
+
+    def suspend(self, version: str, *, actor: str, why: str, role: str | None = None) -> Release:
+        """Return ``version`` suspended (from approved_limited or approved)."""
+        return self.transition(version, to="suspended", actor=actor, why=why, role=role)
+
+    def resume(self, version: str, *, actor: str, why: str) -> Release:
+        """Return a suspended ``version`` back in the status it was suspended from."""
+        rel = self.registry.get(version)
+        return self.transition(version, to=rel.suspended_from or "approved", actor=actor, why=why)
+
+    def retire(self, version: str, *, actor: str, why: str, role: str | None = None) -> Release:
+        """Return ``version`` retired (no longer served; kept for audit)."""
+        return self.transition(version, to="retired", actor=actor, why=why, role=role)
+
+    def rollback(self, version: str, *, actor: str, why: str, role: str | None = None) -> Release:
+        """Return ``version`` made the task's active release again, in one step.
+
+        ``version`` must be an approved release (an earlier one); the release it
+        replaces keeps its status but stops being served. Needs the clinical or
+        engineering role.
+        """
+        with self.governed(action="rollback", actor=actor, version=version):
+            rel = self.registry.get(version)
+            self.registry.bundle(version)
+            acting = self.require(
+                actor,
+                allowed=(Role.CLINICAL, Role.ENGINEERING),
+                action=f"rollback to {version}",
+                role=role,
+            )
+            if rel.status != "approved":
+                raise TransitionNotAllowed(
+                    f"rollback to {version}: its status is {rel.status}; only an approved "
+                    "release can be rolled back to (rule: rollback to an earlier approved release)"
+                )
+            current = self.registry.active(rel.task)
+            if current and current.version == version:
+                raise TransitionNotAllowed(
+                    f"rollback to {version}: it is already the active release (rule: rollback "
+                    "targets an earlier approved release)"
+                )
+            return self.registry.activate(
+                version,
+                actor=actor,
+                action="rollback",
+                why=f"{why} (role {acting}; from {current.version if current else 'none'})",
+            )
+
+    # -- rollout -----------------------------------------------------------------------------
+    def set_rollout(
+        self, version: str, *, site: str, mode: str, actor: str, why: str, role: str | None = None
+    ) -> dict[str, Any]:
+        """Return the task's deployment manifest after serving ``version`` at ``site`` in ``mode``.
+
+        ``approved_limited`` releases may run in shadow, silent or pilot mode at named
+        sites; only ``approved`` releases may run in full mode.
+        """
+        with self.governed(action="rollout", actor=actor, version=version):
+            rel = self.registry.get(version)
+            self.require(
+                actor,
+                allowed=(Role.ENGINEERING, Role.CLINICAL),
+                action=f"rollout of {version}",
+                role=role,
+            )
+            if mode not in MODES:
+                raise TransitionNotAllowed(
+                    f"rollout of {version}: unknown mode {mode!r} (modes: {', '.join(MODES)})"
+                )
+            allowed = MODES_BY_STATUS.get(rel.status, ())
+            if mode not in allowed:
+                raise TransitionNotAllowed(
+                    f"rollout of {version} in {mode} mode: status {rel.status} allows "
+                    f"{', '.join(allowed) or 'no rollout'} (rule: limited rollout before approval)"
+                )
+            if not site or (site == "*" and mode != "full"):
+                raise TransitionNotAllowed(
+                    f"rollout of {version}: {mode} mode needs a named site (rule: pilots name sites)"
+                )
+            return self.registry.place(
+                version,
+                site=site,
+                mode=mode,  # checked against MODES above
+                actor=actor,
+                why=why,
+            )
+
+    # -- views -------------------------------------------------------------------------------
+    def show(self, version: str) -> dict[str, Any]:
+        """Return everything about ``version``: status, sha256, lineage, gates, approvals, history."""
+        reg = self.registry
+        rel = reg.get(version)
+        bundle = reg.bundle(rel.version)
+        lineage = bundle.read_json("lineage.json")
+        lineage.setdefault("environment", {}).pop("packages", None)
+        active = reg.active(rel.task)
+        return rel.to_json() | {
+            "active": bool(active and active.version == rel.version),
+            "signature": {
+                k: bundle.signature[k]
+                for k in ("key_id", "signed_at", "expires_at", "workspace_id")
+            },
+            "files": bundle.manifest["files"],
+            "lineage": lineage,
+            "gates": {
+                name: {"passed": g["passed"], "evidence": g["evidence"], "failures": g["failures"]}
+                for name, g in self.gates(rel.version).items()
+            },
+            "approvals": [a.to_json() for a in self.approvals(rel.version)],
+            "history": reg.history(rel.version),
+            "change": rel.change,
+        }

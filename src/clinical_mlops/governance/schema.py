@@ -1,0 +1,80 @@
+"""Tables of governance (who may do what: people and their roles, approvals, gate results,
+review schedules, reviews, incidents), in SQLAlchemy Core.
+
+Declared on the registry's ``metadata`` (:mod:`clinical_mlops.registry.schema`): both
+live in the metadata database, under the table names they always had.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from clinical_mlops.registry.schema import metadata
+
+__all__ = ["approvals", "gates", "incidents", "people", "reviews", "schedules"]
+
+
+people = sa.Table(
+    "gov_people",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("roles", sa.Text, nullable=False),
+    sa.Column("added", sa.String(40), nullable=False),
+    sa.Column("added_by", sa.String(200), nullable=False),
+)
+
+gates = sa.Table(
+    "reg_gates",
+    metadata,
+    sa.Column("version", sa.String(200), primary_key=True),
+    sa.Column("gate", sa.String(60), primary_key=True),
+    sa.Column("passed", sa.Boolean, nullable=False),
+    sa.Column("evidence", sa.Text, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("time", sa.String(40), nullable=False),
+)
+
+approvals = sa.Table(
+    "gov_approvals",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("version", sa.String(200), nullable=False, index=True),
+    sa.Column("person", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(40), nullable=False),
+    sa.Column("decision", sa.String(20), nullable=False),
+    sa.Column("why", sa.Text, nullable=False),
+    sa.Column("time", sa.String(40), nullable=False),
+)
+
+schedules = sa.Table(
+    "gov_review_schedules",
+    metadata,
+    sa.Column("task", sa.String(100), primary_key=True),
+    sa.Column("interval_days", sa.Integer, nullable=False),
+)
+
+reviews = sa.Table(
+    "gov_reviews",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("version", sa.String(200), nullable=False, index=True),
+    sa.Column("reviewer", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(40), nullable=False),
+    sa.Column("checklist", sa.Text, nullable=False),
+    sa.Column("outcome", sa.String(40), nullable=False),
+    sa.Column("time", sa.String(40), nullable=False),
+)
+
+incidents = sa.Table(
+    "gov_incidents",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("version", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("severity", sa.String(20), nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("roles", sa.Text, nullable=False),
+    sa.Column("steps", sa.Text, nullable=False),
+    sa.Column("opened", sa.String(40), nullable=False),
+    sa.Column("updated", sa.String(40), nullable=False),
+)
