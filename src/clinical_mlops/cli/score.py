@@ -49,7 +49,7 @@ def score_command(
     (killed, or an error), the same command resumes it: requests already recorded are
     written from the ledger, not scored twice, and the count is shown.
     """
-    from clinical_mlops.cli.data import progress_bar
+    from clinical_mlops.cli._progress import progress_bar
     from clinical_mlops.serving.batch import score_file
 
     ws = workspace_from(workspace)
