@@ -86,7 +86,17 @@ ThreadsOption = Annotated[
     typer.Option(
         "--threads",
         min=1,
-        help="Threads for the feature engine and XGBoost (default: every core).",
+        help="Threads for DuckDB and XGBoost (default: every core); the model does not "
+        "depend on it.",
+        show_default=False,
+    ),
+]
+EngineThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="Threads for the DuckDB feature engine (default: every core).",
         show_default=False,
     ),
 ]
@@ -147,7 +157,7 @@ def build(
     ] = None,
     engine: EngineOption = "duckdb",
     spark_master: SparkMasterOption = "local[2]",
-    threads: ThreadsOption = None,
+    threads: EngineThreadsOption = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
