@@ -69,18 +69,18 @@ def test_progress_is_written_as_lines_when_standard_error_is_a_pipe(built_then_t
     json.loads(train.stdout)  # standard output holds the JSON alone
 
 
-def test_threads_reach_xgboost_and_are_recorded_in_lineage(built_then_trained):
-    ws, build, default = built_then_trained
-    snapshot_id = json.loads(build.stdout)["snapshot_id"]
+def test_threads_reach_xgboost_and_are_recorded_in_lineage(built_then_trained, tmp_path):
+    _, _, default = built_then_trained
     train = run(
-        "train", "--snapshot", snapshot_id, "--seed", "5", "--search-iterations", "1",
-        "--n-boot", "100", "--threads", "1", "--json", "-w", str(ws.root),
+        "train", *SMALL, "--search-iterations", "1", "--n-boot", "100", "--threads", "1",
+        "--json", "-w", str(tmp_path / "ws"),
     )  # fmt: skip
     assert train.returncode == 0, train.stderr
     one = json.loads(train.stdout)
     lineage = json.loads((Path(one["folder"]) / "lineage.json").read_text(encoding="utf-8"))
     assert lineage["training"]["config"]["n_jobs"] == 1
-    # the thread count changes how fast, never what: the same model and figures
+    # the thread count changes how fast, never what: the same snapshot, model and figures
+    assert one["snapshot_id"] == json.loads(default.stdout)["snapshot_id"]
     assert one["model_sha256"] == json.loads(default.stdout)["model_sha256"]
     assert one["test"] == json.loads(default.stdout)["test"]
 
