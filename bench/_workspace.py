@@ -30,8 +30,7 @@ def ensure_workspace(path: Path) -> None:
 
 def test_rows(path: Path) -> dict[str, Any]:
     """Return the locked test stays as request dicts and as the model's encoded matrix."""
-    from clinical_mlops.data.snapshot import open_snapshot
-    from clinical_mlops.modeling.train import locked_test_stays
+    from clinical_mlops.features.snapshot import locked_test_stays, open_snapshot
     from clinical_mlops.serving.predictor import Predictor
     from clinical_mlops.workspace import Workspace
 

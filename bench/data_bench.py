@@ -17,9 +17,9 @@ HERE = Path(__file__).resolve().parent
 def generate_and_build(scale: float, seed: int = 7) -> dict:
     import pyarrow.parquet as pq
 
-    from clinical_mlops.data.snapshot import build_snapshot
     from clinical_mlops.data.sources import synthetic_source
     from clinical_mlops.data.synthetic import SyntheticConfig
+    from clinical_mlops.features.snapshot import build_snapshot
     from clinical_mlops.tasks import load_task
     from clinical_mlops.workspace import Workspace
 

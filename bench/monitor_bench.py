@@ -35,11 +35,12 @@ def _model(tmp: str) -> tuple[Path, str]:
         )
         if models:
             return ws.root, models[-1].name
+    from clinical_mlops.application.training import train_model
     from clinical_mlops.data.raw import read_source
-    from clinical_mlops.data.snapshot import build_snapshot
     from clinical_mlops.data.sources import synthetic_source
     from clinical_mlops.data.synthetic import SyntheticConfig
-    from clinical_mlops.modeling.train import TrainingConfig, train_model
+    from clinical_mlops.features.snapshot import build_snapshot
+    from clinical_mlops.modeling.train import TrainingConfig
     from clinical_mlops.tasks import load_task
 
     ws = Workspace.open(tmp)

@@ -16,10 +16,11 @@ ROOT = HERE.parent
 
 
 def full_protocol(search_iterations: int = 100, seed: int = 7) -> dict:
-    from clinical_mlops.data.snapshot import build_snapshot
+    from clinical_mlops.application.training import train_model
     from clinical_mlops.data.sources import synthetic_source
     from clinical_mlops.data.synthetic import SyntheticConfig
-    from clinical_mlops.modeling.train import TrainingConfig, train_model
+    from clinical_mlops.features.snapshot import build_snapshot
+    from clinical_mlops.modeling.train import TrainingConfig
     from clinical_mlops.tasks import load_task
     from clinical_mlops.workspace import Workspace
 

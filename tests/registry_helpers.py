@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from clinical_mlops.application.training import train_model
 from clinical_mlops.clock import FixedClock
 from clinical_mlops.data.raw import read_source
-from clinical_mlops.data.snapshot import build_snapshot
-from clinical_mlops.modeling.train import TrainingConfig, train_model
+from clinical_mlops.features.snapshot import build_snapshot
+from clinical_mlops.modeling.train import TrainingConfig
 from clinical_mlops.tasks import load_task
 from clinical_mlops.workspace import Workspace
 from postgres_cluster import create_database

@@ -8,9 +8,9 @@ import pytest
 
 from clinical_mlops.data.contracts import MAX_OUT_OF_RANGE_FRACTION
 from clinical_mlops.data.raw import read_source
-from clinical_mlops.data.snapshot import build_snapshot, list_snapshots
 from clinical_mlops.errors import ContractViolation, LeakageDetected, SourceInvalid
 from clinical_mlops.features.engine import FeatureSQL, load_feature_sql
+from clinical_mlops.features.snapshot import build_snapshot, list_snapshots
 from clinical_mlops.tasks import load_task
 from raw_fixture import stay, write_source
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from clinical_mlops.cli.data import run_build
+from clinical_mlops.application.training import build_task_snapshot
 from clinical_mlops.clock import FixedClock
 from clinical_mlops.data.cohort import apply_missingness_criterion, build_cohort
 from clinical_mlops.data.mimic_iv import ITEMS, TABLES, extract_mimic_iv, mimic_iv_source
@@ -349,9 +349,9 @@ def test_spark_asked_but_unavailable_says_how_to_install_and_writes_nothing(tmp_
     monkeypatch.setattr(spark_module.shutil, "which", lambda _name: None)
     ws = tmp_path / "ws"
     with pytest.raises(EngineUnavailable, match=r"pip install 'clinical-mlops\[spark\]'"):
-        run_build(
-            task="icu_mortality_48h", seed=7, scale=1.0, source="mimic-iv", path=FIXTURE,
-            workspace=ws, engine="spark",
+        build_task_snapshot(
+            Workspace.open(ws), task="icu_mortality_48h", seed=7, scale=1.0, source="mimic-iv",
+            path=FIXTURE, engine="spark",
         )  # fmt: skip
     workspace = Workspace.open(ws)
     assert list(workspace.sources_dir.iterdir()) == []  # not even the extraction ran

@@ -11,13 +11,14 @@ import pytest
 from typer.testing import CliRunner
 
 import clinical_mlops
+from clinical_mlops.application.training import train_model
 from clinical_mlops.cli import app
 from clinical_mlops.data.cohort import build_cohort
-from clinical_mlops.data.snapshot import build_snapshot
 from clinical_mlops.data.sources import ward_source
 from clinical_mlops.data.ward import WardConfig
 from clinical_mlops.features.engine import DuckDBEngine, extract_features
-from clinical_mlops.modeling.train import TrainingConfig, train_model
+from clinical_mlops.features.snapshot import build_snapshot
+from clinical_mlops.modeling.train import TrainingConfig
 from clinical_mlops.tasks import load_task
 from clinical_mlops.workspace import Workspace
 from spark_session import assert_same_features, spark, spark_engine  # noqa: F401

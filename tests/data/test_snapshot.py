@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clinical_mlops.data.raw import read_source, write_table
-from clinical_mlops.data.snapshot import build_snapshot, open_snapshot
 from clinical_mlops.errors import ContractViolation, SnapshotNotFound, WorkspaceError
+from clinical_mlops.features.snapshot import build_snapshot, open_snapshot
 from clinical_mlops.hashing import sha256_file, sha256_text
 from clinical_mlops.tasks import load_task
 from clinical_mlops.workspace import Workspace

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from clinical_mlops.data.raw import read_source
-from clinical_mlops.data.snapshot import build_snapshot
 from clinical_mlops.data.sources import synthetic_source
 from clinical_mlops.data.synthetic import SyntheticConfig, generate_source
+from clinical_mlops.features.snapshot import build_snapshot
 from clinical_mlops.hashing import sha256_file
 from clinical_mlops.tasks import load_task
 from clinical_mlops.workspace import Workspace

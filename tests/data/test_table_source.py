@@ -18,13 +18,18 @@ from typer.testing import CliRunner
 
 from clinical_mlops.cli import app
 from clinical_mlops.data.raw import read_source
-from clinical_mlops.data.snapshot import Snapshot, build_snapshot, list_snapshots
-from clinical_mlops.data.table import LEAKAGE_NOT_CHECKED, build_table_snapshot
+from clinical_mlops.data.table import LEAKAGE_NOT_CHECKED
 from clinical_mlops.errors import (
     ContractViolation,
     TableInvalid,
     TaskSpecInvalid,
     UndeclaredFeature,
+)
+from clinical_mlops.features.snapshot import (
+    Snapshot,
+    build_snapshot,
+    build_table_snapshot,
+    list_snapshots,
 )
 from clinical_mlops.tasks import load_task, task_from_mapping
 from clinical_mlops.workspace import Workspace

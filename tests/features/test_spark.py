@@ -9,10 +9,10 @@ import pytest
 
 from clinical_mlops.data.cohort import build_cohort
 from clinical_mlops.data.raw import read_source
-from clinical_mlops.data.snapshot import build_snapshot
 from clinical_mlops.errors import EngineUnavailable
 from clinical_mlops.features import spark as spark_module
 from clinical_mlops.features.engine import DuckDBEngine, extract_features
+from clinical_mlops.features.snapshot import build_snapshot
 from clinical_mlops.features.spark import SparkEngine, spark_session
 from clinical_mlops.tasks import load_task
 from clinical_mlops.workspace import Workspace

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from clinical_mlops.data.raw import read_source
-from clinical_mlops.data.snapshot import build_snapshot
+from clinical_mlops.features.snapshot import build_snapshot
 from clinical_mlops.modeling.explain import feature_contributions, global_importance
 from clinical_mlops.modeling.model import load_scoring_model
 from clinical_mlops.modeling.preprocess import Preprocessor

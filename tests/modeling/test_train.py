@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from clinical_mlops.application.training import replay_evaluation, train_model
 from clinical_mlops.data.raw import read_source
-from clinical_mlops.data.snapshot import build_snapshot, open_snapshot
 from clinical_mlops.data.sources import synthetic_source
 from clinical_mlops.data.synthetic import SyntheticConfig
 from clinical_mlops.errors import ContractViolation, ModelNotFound, SnapshotNotFound, WorkspaceError
-from clinical_mlops.modeling.replay import replay_evaluation
-from clinical_mlops.modeling.train import TrainingConfig, locked_test_stays, train_model
+from clinical_mlops.features.snapshot import build_snapshot, locked_test_stays, open_snapshot
+from clinical_mlops.modeling.train import TrainingConfig
 from clinical_mlops.modeling.trained import TrainedModel, model_folder
 from clinical_mlops.tasks import load_task
 from clinical_mlops.workspace import Workspace

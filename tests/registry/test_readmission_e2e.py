@@ -24,12 +24,12 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 import clinical_mlops
+from clinical_mlops.application.training import train_model
 from clinical_mlops.cli import app
-from clinical_mlops.data.snapshot import open_snapshot
+from clinical_mlops.features.snapshot import locked_test_stays, open_snapshot
 from clinical_mlops.governance.oversight import record_outcome
 from clinical_mlops.http.app import create_app
 from clinical_mlops.ledger import Ledger
-from clinical_mlops.modeling.train import locked_test_stays, train_model
 from clinical_mlops.monitoring.records import read_ledger_records
 from clinical_mlops.monitoring.windows import Monitor, MonitorReference
 from clinical_mlops.privacy.consent import record_consent

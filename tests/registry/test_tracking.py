@@ -11,9 +11,9 @@ import urllib.request
 
 import pytest
 
+from clinical_mlops.application.training import train_model
 from clinical_mlops.data.raw import read_source
-from clinical_mlops.data.snapshot import build_snapshot
-from clinical_mlops.modeling.train import train_model
+from clinical_mlops.features.snapshot import build_snapshot
 from clinical_mlops.registry.tracking import default_tracking_uri
 from clinical_mlops.tasks import load_task
 from clinical_mlops.workspace import Workspace

@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from clinical_mlops.data.snapshot import open_snapshot
+from clinical_mlops.features.snapshot import locked_test_stays, open_snapshot
 from clinical_mlops.governance.walkthrough import govern_demo_release
 from clinical_mlops.ledger import Ledger
-from clinical_mlops.modeling.train import locked_test_stays
 from clinical_mlops.privacy.consent import record_consent
 from clinical_mlops.workspace import Workspace
 from registry_helpers import trained  # noqa: F401

@@ -21,14 +21,15 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from clinical_mlops.application.tasks import draft_from_table
+from clinical_mlops.application.training import train_model
 from clinical_mlops.cli import app
 from clinical_mlops.data.raw import read_source
-from clinical_mlops.data.snapshot import build_snapshot, open_snapshot
 from clinical_mlops.errors import InputInvalid, TaskSpecIncomplete
+from clinical_mlops.features.snapshot import build_snapshot, open_snapshot
 from clinical_mlops.governance.walkthrough import govern_demo_release
 from clinical_mlops.http.app import create_app
 from clinical_mlops.ledger import Ledger
-from clinical_mlops.modeling.train import train_model
 from clinical_mlops.monitoring.records import read_ledger_records
 from clinical_mlops.monitoring.windows import Monitor, MonitorReference
 from clinical_mlops.privacy.consent import record_consent
@@ -36,7 +37,6 @@ from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving import PredictionRequest, Predictor
 from clinical_mlops.serving.auth import AuthConfig
 from clinical_mlops.tasks import load_task
-from clinical_mlops.tasks.init import draft_from_table
 from clinical_mlops.workspace import Workspace
 from registry_helpers import FAST
 

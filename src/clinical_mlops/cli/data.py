@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from clinical_mlops.cli._common import (
@@ -18,11 +18,13 @@ from clinical_mlops.cli._common import (
     print_json,
     workspace_from,
 )
-from clinical_mlops.data.snapshot import Snapshot, build_snapshot, list_snapshots, open_snapshot
-from clinical_mlops.data.sources import SourceKind, open_source, synthetic_source
+from clinical_mlops.cli._progress import progress_bar
+from clinical_mlops.data.sources import synthetic_source
 from clinical_mlops.data.synthetic import SyntheticConfig
-from clinical_mlops.features.engine import DuckDBEngine, FeatureEngine
-from clinical_mlops.tasks import load_task
+from clinical_mlops.features.snapshot import Snapshot, list_snapshots, open_snapshot
+
+if TYPE_CHECKING:
+    from clinical_mlops.application.training import BuildProgress
 
 data_app = typer.Typer(
     help="Raw sources, cohorts, contracts, features and snapshots.", no_args_is_help=True
@@ -56,32 +58,6 @@ SparkMasterOption = Annotated[
 ]
 
 
-def feature_engine(name: str, *, spark_master: str = "local[2]") -> FeatureEngine:
-    """Return the feature engine called ``name`` (``duckdb`` or ``spark``)."""
-    if name == "duckdb":
-        return DuckDBEngine()
-    if name == "spark":
-        from clinical_mlops.features.spark import SparkEngine
-
-        runner = SparkEngine(master=spark_master)
-        runner.session  # noqa: B018 - start (or fail, saying what to install) before any work
-        return runner
-    raise typer.BadParameter(f"expected duckdb or spark, got {name!r}", param_hint="--engine")
-
-
-def progress_bar() -> Progress:
-    """A transient progress bar on standard error."""
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    )
-
-
 @data_app.command("generate")
 def generate(
     seed: SeedOption = 7,
@@ -105,65 +81,58 @@ def generate(
         out_console.print(f"synthetic source ready: [bold]{source.path}[/]")
 
 
-def run_build(
-    *,
-    task: str,
-    seed: int,
-    scale: float,
-    source: SourceKind,
-    path: Path | None,
-    workspace: Path | None,
-    engine: str = "duckdb",
-    spark_master: str = "local[2]",
-) -> Snapshot:
-    """Generate if needed, then cohort -> contracts -> features -> snapshot, with progress."""
-    ws = workspace_from(workspace)
-    spec = load_task(task)
-    runner = feature_engine(engine, spark_master=spark_master)
-    with progress_bar() as bar:
-        gen = bar.add_task("preparing raw source", total=None)
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="Threads for DuckDB and XGBoost (default: every core); the model does not "
+        "depend on it.",
+        show_default=False,
+    ),
+]
+EngineThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="Threads for the DuckDB feature engine (default: every core).",
+        show_default=False,
+    ),
+]
 
-        def tick(done: int, total: int) -> None:
-            bar.update(
-                gen, description="generating synthetic raw events", completed=done, total=total
-            )
 
-        def say(text: str) -> None:
-            bar.update(gen, description=text)
+def build_progress(bar: Progress, *, steps: int = 6) -> BuildProgress:
+    """Return callbacks showing a snapshot build on ``bar``: the source, then each step."""
+    from clinical_mlops.application.training import BuildProgress
 
-        raw = open_source(
-            ws,
-            status=say,
-            kind=source,
-            path=path,
-            config=SyntheticConfig(seed=seed, scale=scale),
-            setting=spec.cohort.setting,
-            progress=tick,
+    source = bar.add_task("preparing the source", total=None)
+    building: list[TaskID] = []
+
+    def tick(done: int, total: int) -> None:
+        bar.update(
+            source, description="generating synthetic raw events", completed=done, total=total
         )
-        bar.update(gen, visible=False)
-        steps = bar.add_task("building snapshot", total=6)
 
-        def on_step(name: str) -> None:
-            bar.update(steps, description=name, advance=1)
+    def say(text: str) -> None:
+        bar.update(source, description=text)
 
-        return build_snapshot(ws, spec, raw, engine=runner, on_step=on_step, actor=current_actor())
+    def on_step(name: str) -> None:
+        if not building:
+            bar.update(source, visible=False)
+            building.append(bar.add_task("building snapshot", total=steps))
+        bar.update(building[0], description=name, advance=1)
+
+    return BuildProgress(on_step=on_step, status=say, progress=tick)
 
 
-def run_table_build(*, task: str, path: Path | None, workspace: Path | None) -> Snapshot:
-    """Project a bring-your-own table onto its declared columns and snapshot it, with progress."""
-    from clinical_mlops.data.table import build_table_snapshot
-
-    if path is None:
-        raise typer.BadParameter("give the table file (.csv or .parquet)", param_hint="--path")
-    ws = workspace_from(workspace)
-    spec = load_task(task)
-    with progress_bar() as bar:
-        steps = bar.add_task("building snapshot", total=5)
-
-        def on_step(name: str) -> None:
-            bar.update(steps, description=name, advance=1)
-
-        return build_table_snapshot(ws, spec, path, on_step=on_step, actor=current_actor())
+def say_if_reused(snap: Snapshot) -> None:
+    """Tell the user when a build found its snapshot already built."""
+    if snap.reused:
+        err_console.print(
+            f"snapshot {snap.id[:12]} was already built from these inputs: reused, not rebuilt",
+            highlight=False,
+        )
 
 
 @data_app.command("build")
@@ -188,27 +157,31 @@ def build(
     ] = None,
     engine: EngineOption = "duckdb",
     spark_master: SparkMasterOption = "local[2]",
+    threads: EngineThreadsOption = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Build a content-addressed snapshot: cohort, contracts, features, labels, split."""
-    if source not in ("synthetic", "raw", "mimic-iv", "table"):
-        raise typer.BadParameter(
-            f"expected synthetic, raw, mimic-iv or table, got {source!r}", param_hint="--source"
-        )
-    if source == "table":
-        snap = run_table_build(task=task, path=path, workspace=workspace)
-    else:
-        snap = run_build(
+    """Build a content-addressed snapshot: cohort, contracts, features, labels, split.
+
+    When the workspace already holds the snapshot of the same inputs, it is reused.
+    """
+    from clinical_mlops.application.training import build_task_snapshot
+
+    with progress_bar() as bar:
+        snap = build_task_snapshot(
+            workspace_from(workspace),
             task=task,
+            source=source,
+            path=path,
             seed=seed,
             scale=scale,
-            source=cast(SourceKind, source),
-            path=path,
-            workspace=workspace,
             engine=engine,
             spark_master=spark_master,
+            threads=threads,
+            actor=current_actor(),
+            report=build_progress(bar, steps=5 if source == "table" else 6),
         )
+    say_if_reused(snap)
     if as_json:
         print_json(snap.summary())
     else:

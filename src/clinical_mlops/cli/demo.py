@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 from clinical_mlops.cli._common import WorkspaceOption, err_console, out_console
-from clinical_mlops.cli.data import SeedOption, render_snapshot
+from clinical_mlops.cli.data import SeedOption, ThreadsOption, render_snapshot
 from clinical_mlops.cli.model import SearchOption, render_training, run_train
-from clinical_mlops.data.snapshot import open_snapshot
+from clinical_mlops.features.snapshot import open_snapshot
 from clinical_mlops.modeling.train import DEFAULT_SEARCH_ITERATIONS
 from clinical_mlops.tasks import load_task
 from clinical_mlops.workspace import Workspace
@@ -16,6 +16,7 @@ from clinical_mlops.workspace import Workspace
 def demo_command(
     seed: SeedOption = 7,
     search_iterations: SearchOption = DEFAULT_SEARCH_ITERATIONS,
+    threads: ThreadsOption = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Run the end-to-end pipeline on the embedded synthetic source.
@@ -34,6 +35,7 @@ def demo_command(
         search_iterations=search_iterations,
         n_boot=1000,
         workspace=workspace,
+        threads=threads,
     )
     ws = Workspace.open(workspace)
     render_snapshot(open_snapshot(ws, result.lineage["snapshot"]["id"]))

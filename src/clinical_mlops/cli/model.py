@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.progress import TaskID
 from rich.table import Table
 
+from clinical_mlops.application.training import TrainingResult, replay_evaluation, train_task
 from clinical_mlops.cli._common import (
     JsonOption,
     WorkspaceOption,
@@ -18,15 +20,17 @@ from clinical_mlops.cli._common import (
     print_json,
     workspace_from,
 )
-from clinical_mlops.cli.data import ScaleOption, SeedOption, TaskOption, progress_bar, run_build
-from clinical_mlops.data.snapshot import open_snapshot
-from clinical_mlops.modeling.replay import replay_evaluation
-from clinical_mlops.modeling.train import (
-    DEFAULT_SEARCH_ITERATIONS,
-    TrainingConfig,
-    TrainingResult,
-    train_model,
+from clinical_mlops.cli._progress import progress_bar
+from clinical_mlops.cli.data import (
+    ScaleOption,
+    SeedOption,
+    TaskOption,
+    ThreadsOption,
+    build_progress,
+    say_if_reused,
 )
+from clinical_mlops.features.snapshot import open_snapshot
+from clinical_mlops.modeling.train import DEFAULT_SEARCH_ITERATIONS
 from clinical_mlops.modeling.trained import model_folder
 
 SearchOption = Annotated[
@@ -49,24 +53,32 @@ def run_train(
     search_iterations: int,
     n_boot: int,
     workspace: Any,
+    threads: int | None = None,
 ) -> TrainingResult:
-    """Build or open the snapshot, then run the training protocol with progress."""
-    ws = workspace_from(workspace)
-    if snapshot:
-        snap = open_snapshot(ws, snapshot)
-    else:
-        snap = run_build(
-            task=task, seed=seed, scale=scale, source="synthetic", path=None, workspace=workspace
-        )
-    config = TrainingConfig(seed=seed, search_iterations=search_iterations, n_boot=n_boot)
+    """Train (building or reusing the snapshot unless one is named), showing progress."""
     with progress_bar() as bar:
-        n_steps = 6 + search_iterations + 2
-        task_id = bar.add_task("training", total=n_steps)
+        training: list[TaskID] = []
 
         def on_step(msg: str) -> None:
-            bar.update(task_id, description=msg, advance=1)
+            if not training:
+                training.append(bar.add_task("training", total=6 + search_iterations + 2))
+            bar.update(training[0], description=msg, advance=1)
 
-        return train_model(ws, snap, config=config, on_step=on_step, actor=current_actor())
+        result = train_task(
+            workspace_from(workspace),
+            task=task,
+            snapshot=snapshot,
+            seed=seed,
+            scale=scale,
+            search_iterations=search_iterations,
+            n_boot=n_boot,
+            threads=threads,
+            actor=current_actor(),
+            build=build_progress(bar),
+            on_step=on_step,
+        )
+    say_if_reused(result.snapshot)
+    return result
 
 
 def train(
@@ -78,10 +90,15 @@ def train(
     ] = None,
     search_iterations: SearchOption = DEFAULT_SEARCH_ITERATIONS,
     n_boot: BootOption = 1000,
+    threads: ThreadsOption = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Select, fit, calibrate and validate a model; write artifacts, report and model card."""
+    """Select, fit, calibrate and validate a model; write artifacts, report and model card.
+
+    Without --snapshot, the snapshot of the task over the synthetic source is built, or
+    reused when the workspace already holds it.
+    """
     result = run_train(
         task=task,
         seed=seed,
@@ -90,6 +107,7 @@ def train(
         search_iterations=search_iterations,
         n_boot=n_boot,
         workspace=workspace,
+        threads=threads,
     )
     if as_json:
         print_json(result.summary())

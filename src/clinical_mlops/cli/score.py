@@ -50,7 +50,7 @@ def score_command(
     written from the ledger, not scored twice, and the count is shown.
     """
     from clinical_mlops.application.scoring import score_file
-    from clinical_mlops.cli.data import progress_bar
+    from clinical_mlops.cli._progress import progress_bar
 
     ws = workspace_from(workspace)
     with progress_bar() as bar:

@@ -63,18 +63,20 @@ def init_command(
     (justifications, approvals, units, population, thresholds, acceptance, intended
     use, consent); `clinical-mlops tasks check FILE` lists what is left.
     """
-    from clinical_mlops.tasks.init import draft_from_table
+    from clinical_mlops.application.tasks import init_task_from_table
 
     try:
-        draft = draft_from_table(from_table, name=name, label=label, time=time, id_column=id_column)
+        draft, target = init_task_from_table(
+            from_table,
+            out=out,
+            force=force,
+            name=name,
+            label=label,
+            time=time,
+            id_column=id_column,
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    target = out or Path(f"{draft.name}.yaml")
-    if target.exists() and not force:
-        raise typer.BadParameter(
-            f"{target} exists; pass --force to overwrite it", param_hint="--out"
-        )
-    target.write_text(draft.yaml, encoding="utf-8")
     if as_json:
         print_json(
             {

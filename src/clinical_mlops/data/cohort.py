@@ -43,7 +43,14 @@ from clinical_mlops.data.raw import RawSource
 from clinical_mlops.errors import ContractViolation
 from clinical_mlops.tasks.spec import TaskSpec
 
-__all__ = ["Cohort", "FlowStep", "apply_missingness_criterion", "build_cohort", "label_stays"]
+__all__ = [
+    "Cohort",
+    "FlowStep",
+    "apply_missingness_criterion",
+    "build_cohort",
+    "label_stays",
+    "require_both_classes",
+]
 
 
 @dataclass(frozen=True)
@@ -258,3 +265,20 @@ def apply_missingness_criterion(
         .sort_values("stay_id")
         .reset_index(drop=True)
     )
+
+
+def require_both_classes(stays: pd.DataFrame, spec: TaskSpec) -> None:
+    """Raise :class:`ContractViolation` unless the train and test splits each hold both labels."""
+    label = spec.label.name
+    for part in ("train", "test"):
+        y = stays.loc[stays["split"] == part, label]
+        if y.empty:
+            raise ContractViolation(
+                f"the {part} split is empty: no cohort stay falls in split.{part}_years "
+                f"{getattr(spec.split, part + '_years')}"
+            )
+        if y.nunique() < 2:
+            raise ContractViolation(
+                f"the {part} split has only label {int(y.iloc[0])} ({len(y)} stays): a model cannot be "
+                "trained or evaluated on one class"
+            )

@@ -14,6 +14,11 @@ Two stages, each producing :class:`Check` results:
 A *hard* check that fails stops the build with :class:`ContractViolation` (or
 :class:`LeakageDetected`) whose message names table, column and example rows; a
 *soft* check is reported (count and examples) and recorded in the snapshot.
+
+Before either, :func:`conform_features` holds a feature table to R-P1 whatever produced
+it (an engine running feature SQL, or a prepared table): exactly the declared features,
+every one approved, in canonical order and types; anything else raises
+:class:`UndeclaredFeature`.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from clinical_mlops.data.raw import NULLABLE, RawSource
-from clinical_mlops.errors import ContractViolation, LeakageDetected
+from clinical_mlops.errors import ContractViolation, LeakageDetected, UndeclaredFeature
 from clinical_mlops.tasks.spec import TaskSpec
 
 __all__ = [
@@ -38,6 +43,7 @@ __all__ = [
     "check_features",
     "check_leakage",
     "check_raw",
+    "conform_features",
 ]
 
 # Above this share of out-of-range values a variable is not "a few artefacts" but a
@@ -549,3 +555,36 @@ def check_leakage(
                 _ok("no event after prediction time reaches a feature", "features", f.name)
             )
     return report
+
+
+def conform_features(table: pd.DataFrame, spec: TaskSpec, *, sql_name: str) -> pd.DataFrame:
+    """Check R-P1 on an engine's output and return it with canonical column order and types."""
+    declared = list(spec.feature_names)
+    got = [c for c in table.columns if c != "stay_id"]
+    extra = [c for c in got if c not in declared]
+    if extra:
+        raise UndeclaredFeature(
+            f"{sql_name} returns column(s) {', '.join(extra)} that task {spec.name!r} does not "
+            "declare; declare, justify and approve them in the task spec or remove them from the SQL"
+        )
+    missing = [c for c in declared if c not in got]
+    if missing:
+        raise UndeclaredFeature(
+            f"{sql_name} does not return declared feature(s) {', '.join(missing)} of task {spec.name!r}"
+        )
+    unapproved = [f.name for f in spec.features if f.status != "approved"]
+    if unapproved:
+        raise UndeclaredFeature(
+            f"feature(s) {', '.join(unapproved)} of task {spec.name!r} are declared but not approved "
+            "(status must be 'approved' before they may reach a model)"
+        )
+    out = table.loc[:, ["stay_id", *declared]].copy()
+    out["stay_id"] = out["stay_id"].astype(np.int64)
+    for f in spec.features:
+        if f.kind == "numeric":
+            out[f.name] = pd.to_numeric(out[f.name], errors="raise").astype("float64")
+        elif f.kind == "flag":
+            out[f.name] = out[f.name].astype("Int8")
+        else:
+            out[f.name] = out[f.name].astype("string")
+    return out.sort_values("stay_id").reset_index(drop=True)

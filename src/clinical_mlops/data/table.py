@@ -5,10 +5,10 @@ features were aggregated by their own pipeline. A task spec with a ``table``
 section (:class:`~clinical_mlops.tasks.spec.TableColumns`) declares its columns:
 the features (kind, unit, valid range, categories, justification, approval), the
 0/1 label, the event time or calendar year of the temporal split, the protected
-attributes and an optional patient id. :func:`build_table_snapshot` turns a CSV or
-Parquet file into the same content-addressed snapshot the raw-event pipeline
-writes, so training, validation, bundles, gates, serving and monitoring run
-unchanged. The feature SQL step becomes a *declared-column projection*:
+attributes and an optional patient id. :func:`prepare_table` checks a CSV or
+Parquet file against them, and ``features.snapshot.build_table_snapshot`` writes the
+result as the same content-addressed snapshot the raw-event pipeline writes, so
+training, validation, bundles, gates, serving and monitoring run unchanged. The feature SQL step becomes a *declared-column projection*:
 
 1. **Columns** (R-P1): every declared column must be present; a column the spec
    does not declare is refused unless ``table.drop_columns`` lists it (then it is
@@ -36,6 +36,7 @@ prediction time.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,26 +45,30 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clinical_mlops.clock import Clock, SystemClock
-from clinical_mlops.data.cohort import Cohort, FlowStep, _split, apply_missingness_criterion
+from clinical_mlops.data.cohort import (
+    Cohort,
+    FlowStep,
+    _split,
+    apply_missingness_criterion,
+    require_both_classes,
+)
 from clinical_mlops.data.contracts import (
     MAX_OUT_OF_RANGE_FRACTION,
     Check,
     ContractReport,
     check_features,
+    conform_features,
 )
-from clinical_mlops.data.snapshot import Snapshot, _require_both_classes, write_snapshot
 from clinical_mlops.errors import ContractViolation, TableInvalid, TaskSpecInvalid
-from clinical_mlops.features.engine import conform_features
 from clinical_mlops.hashing import sha256_file, sha256_json
 from clinical_mlops.tasks.spec import TableColumns, TaskSpec, builtin_tasks
-from clinical_mlops.workspace import Workspace
 
 __all__ = [
     "LEAKAGE_NOT_CHECKED",
     "TABLE_SOURCE",
-    "build_table_snapshot",
+    "PreparedTable",
     "declared_columns",
+    "prepare_table",
     "read_table",
 ]
 
@@ -85,6 +90,24 @@ _EVENT_CRITERIA = {
 _EXAMPLES = 5
 
 StepCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PreparedTable:
+    """A table checked against its spec: the cohort and features a snapshot is written from.
+
+    ``source``, ``sql`` and ``extra`` are the snapshot manifest's source, feature-code
+    and table sections (the projection, the criteria a table cannot show, the leakage
+    check that could not run).
+    """
+
+    stays: pd.DataFrame
+    features: pd.DataFrame
+    report: ContractReport
+    flow: list[dict[str, Any]]
+    source: dict[str, Any]
+    sql: dict[str, str]
+    extra: dict[str, Any]
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -283,23 +306,16 @@ def _in_range(features: pd.DataFrame, spec: TaskSpec) -> tuple[pd.DataFrame, lis
     return out, checks
 
 
-def build_table_snapshot(
-    workspace: Workspace,
-    spec: TaskSpec,
-    path: str | Path,
-    *,
-    clock: Clock | None = None,
-    on_step: StepCallback | None = None,
-    actor: str = "pipeline",
-) -> Snapshot:
-    """Build (or find) the snapshot of a table task over the file at ``path``; return it.
+def prepare_table(
+    spec: TaskSpec, path: str | Path, *, on_step: StepCallback | None = None
+) -> PreparedTable:
+    """Return the table task's cohort and features read from the file at ``path``, checked.
 
     Raises :class:`TableInvalid` naming the column and file rows when the file does
     not match the spec's declared columns (missing or undeclared column, wrong type,
     label not 0/1, duplicate patient id), :class:`UndeclaredFeature` for a feature
-    not approved, and :class:`ContractViolation` on hard contract failures. Nothing
-    is written unless every check passes. A ``snapshot_built`` ledger event names
-    ``actor``.
+    not approved, and :class:`ContractViolation` on hard contract failures.
+    ``features.snapshot.build_table_snapshot`` writes the result as a snapshot.
     """
     step = on_step or (lambda _name: None)
     file = Path(path)
@@ -377,18 +393,15 @@ def build_table_snapshot(
     kept = apply_missingness_criterion(cohort, kept.reset_index(drop=True), spec)
     if cohort.stays.empty:
         raise ContractViolation("cohort is empty after the data-sufficiency criterion")
-    _require_both_classes(cohort.stays, spec)
+    require_both_classes(cohort.stays, spec)
 
-    step("writing snapshot")
     projection = {
         "columns": {k: v for k, v in cols.items() if k != "__id__"},
         "id_column_checked_not_copied": cols.get("__id__"),
         "dropped_columns": sorted(c for c in table.drop_columns if c in set(frame.columns)),
     }
     dumped = spec.cohort.model_dump(mode="json")
-    return write_snapshot(
-        workspace,
-        spec,
+    return PreparedTable(
         stays=cohort.stays,
         features=kept,
         report=report,
@@ -402,9 +415,6 @@ def build_table_snapshot(
             "raw_files": {"table": sha256_file(file)},
         },
         sql={"name": "declared-column projection", "sha256": sha256_json(projection)},
-        engine="table",
-        clock=clock or SystemClock(),
-        actor=actor,
         extra={
             "table": projection
             | {

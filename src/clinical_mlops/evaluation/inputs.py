@@ -1,8 +1,9 @@
-"""What the model plane hands to evaluation: one frozen bundle of test-set evidence.
+"""What evaluation reads: one frozen bundle of test-set evidence, built from a trained model.
 
-The model plane (:mod:`clinical_mlops.modeling`) fits, calibrates and applies
-the model; evaluation only reads this object, so every number in the report is
-computed from the same arrays the model produced on the locked test set.
+The model plane (:mod:`clinical_mlops.modeling`) fits and calibrates the model;
+:func:`evaluation_input` applies it to the locked test stays, once, and evaluation
+only reads the result, so every number in the report is computed from the same
+arrays the model produced on the locked test set.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clinical_mlops.features.snapshot import Snapshot
+from clinical_mlops.modeling.trained import TrainedModel
 from clinical_mlops.tasks.spec import TaskSpec
 
-__all__ = ["EvaluationInput"]
+__all__ = ["EvaluationInput", "evaluation_input"]
 
 
 @dataclass(frozen=True)
@@ -53,3 +56,41 @@ class EvaluationInput:
     lineage: dict[str, Any]
     seed: int
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluation_input(
+    *,
+    model: TrainedModel,
+    snapshot: Snapshot,
+    test: pd.DataFrame,
+    selected_model: str,
+    hyperparameters: dict[str, Any],
+    cv: dict[str, dict[str, Any]],
+    lineage: dict[str, Any],
+    seed: int,
+) -> EvaluationInput:
+    """Score the test stays with ``model`` and return the evidence evaluation reads."""
+    spec = snapshot.spec()
+    label = spec.label.name
+    pred = model.apply(test)
+    return EvaluationInput(
+        spec=spec,
+        model_version=model.version,
+        selected_model=selected_model,
+        hyperparameters=hyperparameters,
+        cv=cv,
+        test_frame=test[["stay_id", *spec.feature_names, label, "real_year", "ethnicity"]].copy(),
+        y_true=test[label].to_numpy(dtype=int),
+        p_raw=pred.p_raw,
+        p_cal=pred.p_cal,
+        prediction_sets=pred.sets,
+        conformal=model.conformal.to_dict(),
+        calibration=model.calibrator.to_dict()
+        | {"fitted_on": "held-out training-period stays (isotonic half)"},
+        contributions=pred.contributions,
+        predict_frame=model.probability,
+        snapshot={k: v for k, v in snapshot.summary().items() if k != "path"},
+        lineage=lineage,
+        seed=seed,
+        extra={"imputation_medians": dict(model.preprocessor.medians)},
+    )

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Protocol
 
 import duckdb
-import numpy as np
 import pandas as pd
 
-from clinical_mlops.errors import UndeclaredFeature
+from clinical_mlops.data.contracts import conform_features
 from clinical_mlops.hashing import sha256_text
 from clinical_mlops.tasks.spec import TaskSpec
 
@@ -216,36 +215,3 @@ def extract_features(
         before_prediction_only=before_prediction_only,
     )
     return conform_features(table, spec, sql_name=sql.name)
-
-
-def conform_features(table: pd.DataFrame, spec: TaskSpec, *, sql_name: str) -> pd.DataFrame:
-    """Check R-P1 on an engine's output and return it with canonical column order and types."""
-    declared = list(spec.feature_names)
-    got = [c for c in table.columns if c != "stay_id"]
-    extra = [c for c in got if c not in declared]
-    if extra:
-        raise UndeclaredFeature(
-            f"{sql_name} returns column(s) {', '.join(extra)} that task {spec.name!r} does not "
-            "declare; declare, justify and approve them in the task spec or remove them from the SQL"
-        )
-    missing = [c for c in declared if c not in got]
-    if missing:
-        raise UndeclaredFeature(
-            f"{sql_name} does not return declared feature(s) {', '.join(missing)} of task {spec.name!r}"
-        )
-    unapproved = [f.name for f in spec.features if f.status != "approved"]
-    if unapproved:
-        raise UndeclaredFeature(
-            f"feature(s) {', '.join(unapproved)} of task {spec.name!r} are declared but not approved "
-            "(status must be 'approved' before they may reach a model)"
-        )
-    out = table.loc[:, ["stay_id", *declared]].copy()
-    out["stay_id"] = out["stay_id"].astype(np.int64)
-    for f in spec.features:
-        if f.kind == "numeric":
-            out[f.name] = pd.to_numeric(out[f.name], errors="raise").astype("float64")
-        elif f.kind == "flag":
-            out[f.name] = out[f.name].astype("Int8")
-        else:
-            out[f.name] = out[f.name].astype("string")
-    return out.sort_values("stay_id").reset_index(drop=True)

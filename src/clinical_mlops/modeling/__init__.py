@@ -5,6 +5,6 @@
 random search by mean CV AUROC), ``calibration`` (isotonic, stored as
 breakpoints), ``conformal`` (class-conditional split conformal sets),
 ``explain`` (exact per-prediction contributions), ``model`` (the scoring model
-as data) and ``train`` (the whole protocol, test set touched once).
+as data) and ``train`` (the fitting protocol; the test set is left for evaluation).
 Every artifact is JSON; nothing is pickled.
 """

@@ -101,8 +101,7 @@ def scored_test_stays(workspace: Workspace, *, model_version: str) -> ScoredStay
     The reference profile is computed exactly as a release bundle computes it and
     the validated metrics are read from the model's validation report.
     """
-    from clinical_mlops.data.snapshot import open_snapshot
-    from clinical_mlops.modeling.train import locked_test_stays
+    from clinical_mlops.features.snapshot import locked_test_stays, open_snapshot
     from clinical_mlops.modeling.trained import TrainedModel, model_folder
     from clinical_mlops.registry.profile import reference_profile
 

@@ -33,8 +33,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 
 from clinical_mlops.clock import Clock, SystemClock, utc_iso
-from clinical_mlops.data.snapshot import open_snapshot
 from clinical_mlops.errors import BundleExpired, BundleForeign, BundleSignatureInvalid
+from clinical_mlops.features.snapshot import open_snapshot
 from clinical_mlops.hashing import canonical_json, sha256_bytes, sha256_file
 from clinical_mlops.modeling.trained import TrainedModel, model_folder
 from clinical_mlops.privacy.keys import provider_for_workspace, public_key_hex

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clinical_mlops.data.snapshot import Snapshot
+from clinical_mlops.features.snapshot import Snapshot
 from clinical_mlops.modeling.trained import TrainedModel
 
 __all__ = ["PROFILE_FORMAT", "alerts_per_100", "reference_profile"]
@@ -42,7 +42,7 @@ def _numeric(values: pd.Series) -> dict[str, Any]:
 
 def reference_profile(model: TrainedModel, snapshot: Snapshot) -> dict[str, Any]:
     """Return the reference profile of ``model`` on the locked test stays of ``snapshot``."""
-    from clinical_mlops.modeling.train import locked_test_stays
+    from clinical_mlops.features.snapshot import locked_test_stays
 
     spec = snapshot.spec()
     test = locked_test_stays(snapshot)

@@ -11,8 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from clinical_mlops.data.snapshot import open_snapshot
-from clinical_mlops.modeling.train import locked_test_stays
+from clinical_mlops.features.snapshot import locked_test_stays, open_snapshot
 from clinical_mlops.privacy.consent import consent_covers, record_consent
 from clinical_mlops.serving.cds_hooks import card_for
 from clinical_mlops.serving.predictor import MAX_BATCH, PredictionRequest, Predictor

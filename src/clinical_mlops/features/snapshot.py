@@ -1,4 +1,8 @@
-"""Content-addressed dataset snapshots: the versioned input of every model.
+"""Content-addressed dataset snapshots: the cohort joined with its features, versioned.
+
+The snapshot is the input of every model. :func:`build_snapshot` builds one from a raw
+source (contracts, cohort, feature SQL, leakage check); :func:`build_table_snapshot`
+from a prepared table (``data.table``).
 
 A snapshot is a folder ``artifacts/snapshots/<id>/`` holding
 
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +36,14 @@ import pyarrow as pa
 
 from clinical_mlops import __version__, ledger
 from clinical_mlops.clock import Clock, SystemClock, utc_iso
-from clinical_mlops.data.cohort import apply_missingness_criterion, build_cohort
+from clinical_mlops.data.cohort import (
+    apply_missingness_criterion,
+    build_cohort,
+    require_both_classes,
+)
 from clinical_mlops.data.contracts import ContractReport, check_features, check_leakage, check_raw
 from clinical_mlops.data.raw import RawSource, write_table
+from clinical_mlops.data.table import prepare_table
 from clinical_mlops.errors import ContractViolation, SnapshotNotFound, WorkspaceError
 from clinical_mlops.features.engine import (
     FeatureEngine,
@@ -51,7 +60,9 @@ __all__ = [
     "SPEC_FILE",
     "Snapshot",
     "build_snapshot",
+    "build_table_snapshot",
     "list_snapshots",
+    "locked_test_stays",
     "open_snapshot",
     "write_snapshot",
 ]
@@ -71,6 +82,8 @@ class Snapshot:
     id: str
     path: Path
     manifest: dict[str, Any]
+    #: true when a build found this snapshot already built from the same inputs
+    reused: bool = field(default=False, compare=False)
 
     @property
     def task_name(self) -> str:
@@ -92,6 +105,12 @@ class Snapshot:
 
     def features(self) -> pd.DataFrame:
         return pd.read_parquet(self.path / "features.parquet")
+
+    def frame(self) -> pd.DataFrame:
+        """Return the features joined to the cohort: one row per stay, with split and label."""
+        return self.features().merge(
+            self.cohort(), on="stay_id", how="inner", validate="one_to_one"
+        )
 
     def contracts(self) -> dict[str, Any]:
         return dict(json.loads((self.path / "contracts.json").read_text(encoding="utf-8")))
@@ -166,11 +185,28 @@ def build_snapshot(
     contract failures, :class:`UndeclaredFeature` if the SQL returns anything
     beyond the approved features. Nothing is written unless all checks pass.
     A ``snapshot_built`` event naming ``actor`` is appended to the audit ledger.
+    When the workspace holds the snapshot built from the same inputs (task spec,
+    source files, feature SQL, package version) it is returned, ``reused``, without
+    running the build again or recording a second event.
     """
     step = on_step or (lambda _name: None)
     clock = clock or SystemClock()
     sql = sql or load_feature_sql(spec)
     events = [source.table_path("events")]
+    source_section = {
+        "source": source.info.get("source", "unknown"),
+        "source_version": source.info.get("source_version"),
+        "extracted_at": source.info.get("extracted_at"),
+        "deidentification": source.info.get("deidentification"),
+        "params": source.info.get("params", {}),
+        "raw_files": source.file_hashes,
+    }
+    sql_section = {"name": sql.name, "sha256": sql.sha256}
+    inputs = _inputs_sha256(spec, {"source": source_section, "feature_sql": sql_section})
+    found = _find_built(workspace, inputs)
+    if found is not None:
+        step("found the snapshot built from the same inputs")
+        return found
 
     step("checking raw data contracts")
     report = ContractReport()
@@ -216,7 +252,7 @@ def build_snapshot(
     stays = cohort.stays
     if stays.empty:
         raise ContractViolation("cohort is empty after the data-sufficiency criterion")
-    _require_both_classes(stays, spec)
+    require_both_classes(stays, spec)
 
     step("writing snapshot")
     return write_snapshot(
@@ -226,18 +262,56 @@ def build_snapshot(
         features=features,
         report=report,
         flow=[s.as_dict() for s in cohort.flow],
-        source={
-            "source": source.info.get("source", "unknown"),
-            "source_version": source.info.get("source_version"),
-            "extracted_at": source.info.get("extracted_at"),
-            "deidentification": source.info.get("deidentification"),
-            "params": source.info.get("params", {}),
-            "raw_files": source.file_hashes,
-        },
-        sql={"name": sql.name, "sha256": sql.sha256},
+        source=source_section,
+        sql=sql_section,
         engine=getattr(engine, "name", "duckdb"),
         clock=clock,
         actor=actor,
+        inputs_sha256=inputs,
+    )
+
+
+def build_table_snapshot(
+    workspace: Workspace,
+    spec: TaskSpec,
+    path: str | Path,
+    *,
+    clock: Clock | None = None,
+    on_step: StepCallback | None = None,
+    actor: str = "pipeline",
+) -> Snapshot:
+    """Build (or find) the snapshot of a table task over the file at ``path``; return it.
+
+    Raises what :func:`~clinical_mlops.data.table.prepare_table` raises (the column and
+    file rows of a mismatch, an unapproved feature, a hard contract failure); nothing is
+    written unless every check passes. A ``snapshot_built`` ledger event names ``actor``.
+    A table already snapshotted for this spec is found, not built again (``reused``).
+    """
+    step = on_step or (lambda _name: None)
+    file = Path(path)
+    inputs = None
+    if file.is_file():
+        inputs = _inputs_sha256(spec, {"table": {"file": file.name, "sha256": sha256_file(file)}})
+        found = _find_built(workspace, inputs)
+        if found is not None:
+            step("found the snapshot built from the same inputs")
+            return found
+    table = prepare_table(spec, file, on_step=step)
+    step("writing snapshot")
+    return write_snapshot(
+        workspace,
+        spec,
+        stays=table.stays,
+        features=table.features,
+        report=table.report,
+        flow=table.flow,
+        source=table.source,
+        sql=table.sql,
+        engine="table",
+        clock=clock or SystemClock(),
+        actor=actor,
+        extra=table.extra,
+        inputs_sha256=inputs,
     )
 
 
@@ -255,6 +329,7 @@ def write_snapshot(
     clock: Clock,
     actor: str,
     extra: dict[str, Any] | None = None,
+    inputs_sha256: str | None = None,
 ) -> Snapshot:
     """Write the snapshot of a finished cohort and feature table; return it (any source).
 
@@ -262,6 +337,10 @@ def write_snapshot(
     and ``sql`` are the manifest's source and feature-code sections; ``extra`` adds
     manifest sections (absent from snapshots that do not need them, so their ids
     do not change). The spec goes beside the manifest as ``task_spec.json``.
+    ``inputs_sha256`` (the hash of what the build read) goes to ``build.json``, where
+    a later build of the same inputs finds it. When the workspace already holds a
+    snapshot with this id, that one is returned (``reused``) and no ledger event is
+    recorded: the build of that content was recorded when it was first written.
     """
     label = spec.label.name
     cohort_table = pd.DataFrame(
@@ -330,14 +409,18 @@ def write_snapshot(
                     "built_at": utc_iso(clock.now()),
                     "engine": engine,
                     "clinical_mlops_version": __version__,
-                },
+                }
+                | ({"inputs_sha256": inputs_sha256} if inputs_sha256 else {}),
                 indent=2,
             )
             + "\n",
             encoding="utf-8",
         )
+        existed = (workspace.snapshots_dir / snapshot_id).exists()
         workspace.publish(stage, workspace.snapshots_dir / snapshot_id)
     snapshot = open_snapshot(workspace, snapshot_id)
+    if existed:
+        return replace(snapshot, reused=True)
     ledger.record(
         workspace,
         type="snapshot_built",
@@ -359,20 +442,25 @@ def _ratio(a: int, b: int) -> float:
     return round(a / b, 6) if b else 0.0
 
 
-def _require_both_classes(stays: pd.DataFrame, spec: TaskSpec) -> None:
-    label = spec.label.name
-    for part in ("train", "test"):
-        y = stays.loc[stays["split"] == part, label]
-        if y.empty:
-            raise ContractViolation(
-                f"the {part} split is empty: no cohort stay falls in split.{part}_years "
-                f"{getattr(spec.split, part + '_years')}"
+def _inputs_sha256(spec: TaskSpec, read: dict[str, Any]) -> str:
+    """Return the hash of everything a build reads: the spec, the source, the code version."""
+    return sha256_json(
+        {"task_spec_sha256": spec.spec_hash(), "clinical_mlops_version": __version__} | read
+    )
+
+
+def _find_built(workspace: Workspace, inputs_sha256: str) -> Snapshot | None:
+    """Return the snapshot already built from these inputs (verified), or None."""
+    for snapshot_id in list_snapshots(workspace):
+        try:
+            build = json.loads(
+                (workspace.snapshots_dir / snapshot_id / "build.json").read_text(encoding="utf-8")
             )
-        if y.nunique() < 2:
-            raise ContractViolation(
-                f"the {part} split has only label {int(y.iloc[0])} ({len(y)} stays): a model cannot be "
-                "trained or evaluated on one class"
-            )
+        except (OSError, ValueError):
+            continue  # a snapshot without build facts is still valid; it is only not matched
+        if isinstance(build, dict) and build.get("inputs_sha256") == inputs_sha256:
+            return replace(open_snapshot(workspace, snapshot_id), reused=True)
+    return None
 
 
 def list_snapshots(workspace: Workspace) -> list[str]:
@@ -414,3 +502,9 @@ def open_snapshot(workspace: Workspace, snapshot_id: str) -> Snapshot:
                 f"snapshot {matches[0][:12]}: {name} does not match its manifest hash"
             )
     return Snapshot(id=matches[0], path=path, manifest=manifest)
+
+
+def locked_test_stays(snapshot: Snapshot) -> pd.DataFrame:
+    """Return the locked test stays of ``snapshot`` (features, label, year, ethnicity)."""
+    frame = snapshot.frame()
+    return frame.loc[frame["split"] == "test"].reset_index(drop=True)

@@ -1,6 +1,6 @@
 """Draft a task spec from a prepared table, for a person to complete (``tasks init``).
 
-:func:`draft_from_table` reads a ``.csv`` or ``.parquet`` file and writes the YAML
+:func:`init_task_from_table` writes the draft of :func:`draft_from_table`, which reads a ``.csv`` or ``.parquet`` file and writes the YAML
 of a table task (:class:`~clinical_mlops.tasks.spec.TableColumns`): each column
 becomes a feature of the kind its values suggest (numbers -> ``numeric``, 0/1 ->
 ``flag``, a few distinct texts -> ``categorical``), observed ranges become *draft*
@@ -32,7 +32,7 @@ from clinical_mlops.data.table import read_table
 from clinical_mlops.evaluation.baseline import SCORES
 from clinical_mlops.tasks.spec import TODO_MARKER
 
-__all__ = ["TableDraft", "draft_from_table"]
+__all__ = ["TableDraft", "draft_from_table", "init_task_from_table"]
 
 _ID_NAMES = {"id", "mrn", "patient_id", "subject_id", "person_id", "stay_id", "hadm_id"}
 _LABEL_HINTS = ("label", "outcome", "target", "death", "died", "mortality", "readmi", "event")
@@ -213,6 +213,30 @@ def draft_from_table(
             ),
         ],
     )
+
+
+def init_task_from_table(
+    path: str | Path,
+    *,
+    out: Path | None = None,
+    force: bool = False,
+    name: str | None = None,
+    label: str | None = None,
+    time: str | None = None,
+    id_column: str | None = None,
+) -> tuple[TableDraft, Path]:
+    """Write the draft spec of the table at ``path``; return the draft and where it went.
+
+    The draft goes to ``out`` (default: ``./<name>.yaml``). An existing file is kept
+    unless ``force``: ``ValueError`` says so, as it does for a named column the table
+    lacks; ``TableInvalid`` when the table cannot be read.
+    """
+    draft = draft_from_table(path, name=name, label=label, time=time, id_column=id_column)
+    target = out or Path(f"{draft.name}.yaml")
+    if target.exists() and not force:
+        raise ValueError(f"--out: {target} exists; pass --force to overwrite it")
+    target.write_text(draft.yaml, encoding="utf-8")
+    return draft, target
 
 
 def _feature_yaml(name: str, column: str, kind: str, values: pd.Series, source: str) -> str:

@@ -1,0 +1,378 @@
+"""The model-building use cases: build a snapshot, train a model, replay its validation.
+
+Every front end calls these; none repeats their rules:
+
+* :func:`build_task_snapshot` opens the source the user named (generating the synthetic
+  one when it is not cached), then builds the snapshot — or finds the one already built
+  from the same inputs, without redoing the work or recording a second ``snapshot_built``
+  event. ``threads`` bounds the feature engine (DuckDB ``SET threads``).
+* :func:`train_model` runs the protocol: fit (``modeling.train``), score the locked test
+  set once and evaluate (``evaluation``), write the model folder with its report and
+  model card, lineage (``registry.lineage``), optional MLflow tracking
+  (``registry.tracking``), then the ``training_run`` and ``report_written`` ledger events.
+* :func:`replay_evaluation` recomputes a model's validation from stored artifacts alone
+  (SPEC R-A2).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast, get_args
+
+from clinical_mlops import ledger
+from clinical_mlops.data.sources import SourceKind, open_source
+from clinical_mlops.data.synthetic import SyntheticConfig
+from clinical_mlops.errors import EngineUnavailable, SourceInvalid, WorkspaceError
+from clinical_mlops.evaluation.inputs import evaluation_input
+from clinical_mlops.evaluation.model_card import write_model_card
+from clinical_mlops.evaluation.report import evaluate, write_report
+from clinical_mlops.features.engine import DuckDBEngine, FeatureEngine
+from clinical_mlops.features.snapshot import (
+    Snapshot,
+    build_snapshot,
+    build_table_snapshot,
+    locked_test_stays,
+    open_snapshot,
+)
+from clinical_mlops.hashing import canonical_json, sha256_file
+from clinical_mlops.modeling.train import (
+    DEFAULT_SEARCH_ITERATIONS,
+    TrainingConfig,
+    all_cores,
+    fit_model,
+)
+from clinical_mlops.modeling.trained import TrainedModel, model_folder
+from clinical_mlops.registry import tracking
+from clinical_mlops.registry.lineage import lineage_record
+from clinical_mlops.tasks import TaskSpec, load_task
+from clinical_mlops.workspace import Workspace
+
+__all__ = [
+    "ENGINES",
+    "SOURCES",
+    "BuildProgress",
+    "TrainingResult",
+    "build_task_snapshot",
+    "feature_engine",
+    "replay_evaluation",
+    "train_model",
+    "train_task",
+]
+
+#: the feature engines a snapshot can be built on
+ENGINES = ("duckdb", "spark")
+#: the sources a snapshot can be built from (``table``: one prepared row per patient)
+SOURCES: tuple[str, ...] = (*get_args(SourceKind), "table")
+
+Step = Callable[[str], None]
+Tick = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class BuildProgress:
+    """Where a snapshot build reports progress; every callback is optional.
+
+    ``status`` receives what is being prepared, ``progress(done, total)`` the synthetic
+    generator's count, ``on_step`` each step of the build.
+    """
+
+    on_step: Step | None = None
+    status: Step | None = None
+    progress: Tick | None = None
+
+
+def feature_engine(
+    name: str, *, spark_master: str = "local[2]", threads: int | None = None
+) -> FeatureEngine:
+    """Return the feature engine called ``name`` (``duckdb`` or ``spark``), ready to run.
+
+    ``threads`` bounds DuckDB's thread pool (``SET threads``; default: every core). A Spark
+    session is started here, so a missing pyspark or Java fails (:class:`EngineUnavailable`,
+    saying what to install) before any work.
+    """
+    if name == "duckdb":
+        return DuckDBEngine(threads=threads)
+    if name == "spark":
+        from clinical_mlops.features.spark import SparkEngine
+
+        runner = SparkEngine(master=spark_master)
+        runner.session  # noqa: B018 - start (or fail, saying what to install) before any work
+        return runner
+    raise EngineUnavailable(f"feature engine {name!r}: expected {' or '.join(ENGINES)}")
+
+
+def build_task_snapshot(
+    workspace: Workspace,
+    *,
+    task: str | TaskSpec,
+    source: str = "synthetic",
+    path: Path | None = None,
+    seed: int = 7,
+    scale: float = 1.0,
+    engine: str = "duckdb",
+    spark_master: str = "local[2]",
+    threads: int | None = None,
+    actor: str = "pipeline",
+    report: BuildProgress = BuildProgress(),
+) -> Snapshot:
+    """Return the snapshot of ``task`` over the named source, built or found.
+
+    ``source`` is one of :data:`SOURCES`; ``path`` is the source folder (raw, mimic-iv) or
+    the table file (table); ``seed`` and ``scale`` shape the synthetic source. When the
+    workspace already holds the snapshot of the same inputs it is returned as it is:
+    nothing is recomputed and no second ``snapshot_built`` event is recorded.
+    ``threads`` bounds the feature engine (default: every core).
+    """
+    if source not in SOURCES:
+        raise SourceInvalid(f"--source: expected {', '.join(SOURCES)}, got {source!r}")
+    spec = task if isinstance(task, TaskSpec) else load_task(task)
+    if source == "table":
+        if path is None:
+            raise SourceInvalid("--path is required with --source table (a .csv or .parquet file)")
+        return build_table_snapshot(workspace, spec, path, on_step=report.on_step, actor=actor)
+    runner = feature_engine(engine, spark_master=spark_master, threads=threads)
+    raw = open_source(
+        workspace,
+        kind=cast(SourceKind, source),
+        path=path,
+        config=SyntheticConfig(seed=seed, scale=scale),
+        setting=spec.cohort.setting,
+        progress=report.progress,
+        status=report.status,
+    )
+    return build_snapshot(workspace, spec, raw, engine=runner, on_step=report.on_step, actor=actor)
+
+
+@dataclass
+class TrainingResult:
+    """What a training run produced, and where; ``snapshot`` is the one it was trained on."""
+
+    model: TrainedModel
+    snapshot: Snapshot
+    folder: Path
+    report: dict[str, Any]
+    lineage: dict[str, Any]
+    cv: dict[str, dict[str, Any]]
+    selected_model: str
+    hyperparameters: dict[str, Any]
+    paths: dict[str, Path] = field(default_factory=dict)
+    conformal_bounds: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_version(self) -> str:
+        return self.model.version
+
+    def summary(self) -> dict[str, Any]:
+        """The ``train --json`` object."""
+        r = self.report
+        return {
+            "model_version": self.model_version,
+            "model_sha256": self.model.model_sha256,
+            "snapshot_id": self.lineage["snapshot"]["id"],
+            "selected_model": self.selected_model,
+            "hyperparameters": self.hyperparameters,
+            "cv_auroc": {k: v["mean_auroc"] for k, v in self.cv.items()},
+            "cv": self.cv,
+            "test": r["test"],
+            "conformal_guarantee": self.conformal_bounds,
+            "subgroups": r["subgroups"],
+            "fairness": r["fairness"],
+            "fairness_alerts": r.get("fairness_alerts", []),
+            "baseline": r["baseline"],
+            "report_html": str(self.paths["report.html"]),
+            "report_json": str(self.paths["report.json"]),
+            "model_card": str(self.paths["model_card.md"]),
+            "model_card_html": str(self.paths["model_card.html"]),
+            "folder": str(self.folder),
+        }
+
+
+def train_model(
+    workspace: Workspace,
+    snapshot: Snapshot,
+    *,
+    config: TrainingConfig | None = None,
+    on_step: Step | None = None,
+    command_line: list[str] | None = None,
+    actor: str = "pipeline",
+    tracking_uri: str | None = None,
+) -> TrainingResult:
+    """Run the training protocol on ``snapshot`` and write the model folder; return the result.
+
+    Raises :class:`ContractViolation` when the data cannot support the protocol
+    (a split or fold without both classes). Nothing is written on failure.
+    ``config`` defaults to :class:`TrainingConfig`'s defaults (every core for XGBoost).
+    ``training_run`` and ``report_written`` events naming ``actor`` are appended
+    to the audit ledger. With ``tracking_uri`` the run is also logged to MLflow
+    and its run id recorded in lineage (``registry.tracking``).
+    """
+    config = config or TrainingConfig()
+    step = on_step or (lambda _msg: None)
+    fit = fit_model(snapshot, config=config, on_step=step)
+    model = fit.model
+
+    step("scoring the locked test set (once)")
+    hashes = model.artifact_hashes()
+    lineage = lineage_record(
+        snapshot_manifest=snapshot.manifest,
+        snapshot_id=snapshot.id,
+        seed=config.seed,
+        selection=fit.selection,
+        training=fit.training,
+        artifacts=hashes,
+        command_line=command_line,
+    )
+    if tracking_uri:
+        run_id = tracking.start_run(tracking_uri=tracking_uri, run_name=model.version)
+        lineage["tracking"] = {"mlflow_run_id": run_id, "tracking_uri": tracking_uri}
+    inp = evaluation_input(
+        model=model,
+        snapshot=snapshot,
+        test=fit.test,
+        selected_model=fit.selected_model,
+        hyperparameters=fit.hyperparameters,
+        cv=fit.cv,
+        lineage=lineage,
+        seed=config.seed,
+    )
+
+    step(f"evaluating ({config.n_boot} bootstrap resamples) and writing the report")
+    report = evaluate(inp, n_boot=config.n_boot)
+    final = workspace.models_dir / model.version
+    with workspace.staging_dir(workspace.models_dir) as stage:
+        model.save(stage)
+        (stage / "lineage.json").write_bytes(canonical_json(lineage))
+        written = [
+            *write_report(report, inp, stage).values(),
+            *write_model_card(report, inp, stage).values(),
+        ]
+        workspace.publish(stage, final)
+    paths = {Path(p).name: final / Path(p).name for p in written}
+    if tracking_uri:
+        tracking.finish_run(
+            params={
+                **config.as_dict(),
+                "selected_model": fit.selected_model,
+                **fit.hyperparameters,
+            },
+            metrics={
+                k: v
+                for k, v in report["test"].items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            },
+            files=[paths["report.json"], paths["model_card.md"]],
+        )
+    ledger.record(
+        workspace,
+        type="training_run",
+        actor=actor,
+        payload={
+            "model_version": model.version,
+            "model_sha256": model.model_sha256,
+            "snapshot_id": snapshot.id,
+            "selected_model": fit.selected_model,
+            "seed": config.seed,
+            "artifacts": hashes,
+            "test_auroc": report["test"]["auroc"],
+        },
+    )
+    ledger.record(
+        workspace,
+        type="report_written",
+        actor=actor,
+        payload={
+            "model_version": model.version,
+            "files": {name: sha256_file(path) for name, path in sorted(paths.items())},
+        },
+    )
+    return TrainingResult(
+        model=model,
+        snapshot=snapshot,
+        folder=final,
+        report=report,
+        lineage=lineage,
+        cv=fit.cv,
+        selected_model=fit.selected_model,
+        hyperparameters=fit.hyperparameters,
+        paths=paths,
+        conformal_bounds=model.conformal.coverage_bounds(inp.y_true),
+    )
+
+
+def train_task(
+    workspace: Workspace,
+    *,
+    task: str | TaskSpec,
+    snapshot: str | None = None,
+    seed: int = 7,
+    scale: float = 1.0,
+    search_iterations: int = DEFAULT_SEARCH_ITERATIONS,
+    n_boot: int = 1000,
+    threads: int | None = None,
+    actor: str = "pipeline",
+    build: BuildProgress = BuildProgress(),
+    on_step: Step | None = None,
+) -> TrainingResult:
+    """Train on the named snapshot, or on the task's synthetic snapshot; return the result.
+
+    Without ``snapshot`` (an id or a unique prefix) the snapshot of ``task`` over the
+    synthetic source of ``seed`` and ``scale`` is built, or found when the workspace
+    already holds it (no second build, no second ``snapshot_built`` event). ``threads``
+    bounds DuckDB and XGBoost (default: every core); it never changes the model.
+    """
+    if snapshot:
+        snap = open_snapshot(workspace, snapshot)
+    else:
+        snap = build_task_snapshot(
+            workspace, task=task, seed=seed, scale=scale, threads=threads, actor=actor, report=build
+        )
+    config = TrainingConfig(
+        seed=seed,
+        search_iterations=search_iterations,
+        n_boot=n_boot,
+        n_jobs=threads or all_cores(),
+    )
+    return train_model(workspace, snap, config=config, on_step=on_step, actor=actor)
+
+
+def replay_evaluation(workspace: Workspace, version: str) -> dict[str, Any]:
+    """Return {model_version, identical, artifacts_verified, test} after replaying the validation.
+
+    Loads the model folder (JSON artifacts only), checks every artifact against the hashes
+    in its lineage (:class:`WorkspaceError` naming those that differ), re-opens the
+    snapshot named in the lineage (verifying its files), re-scores the test stays and
+    recomputes the report. ``identical`` is true when it equals the stored one byte for
+    byte — the evidence that a past result can be reproduced from what was kept.
+    """
+    folder = model_folder(workspace, version)
+    lineage = json.loads((folder / "lineage.json").read_text(encoding="utf-8"))
+    model = TrainedModel.load(folder)
+    hashes = model.artifact_hashes()
+    bad = sorted(k for k, v in lineage["artifacts"].items() if hashes.get(k) != v)
+    if bad:
+        raise WorkspaceError(
+            f"model {folder.name}: artifact(s) {', '.join(bad)} do not match their lineage hashes"
+        )
+    snapshot = open_snapshot(workspace, lineage["snapshot"]["id"])
+    selection = lineage["selection"]
+    inp = evaluation_input(
+        model=model,
+        snapshot=snapshot,
+        test=locked_test_stays(snapshot),
+        selected_model=selection["selected_model"],
+        hyperparameters=selection["hyperparameters"],
+        cv=selection["cv"],
+        lineage=lineage,
+        seed=int(lineage["seed"]),
+    )
+    report = evaluate(inp, n_boot=int(lineage["training"]["config"]["n_boot"]))
+    stored = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    return {
+        "model_version": folder.name,
+        "identical": canonical_json(report) == canonical_json(stored),
+        "artifacts_verified": True,
+        "test": report["test"],
+    }
