@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -18,11 +18,11 @@ from clinical_mlops.cli._common import (
     print_json,
     workspace_from,
 )
-from clinical_mlops.data.snapshot import Snapshot, build_snapshot, list_snapshots, open_snapshot
-from clinical_mlops.data.sources import SourceKind, open_source, synthetic_source
-from clinical_mlops.data.synthetic import SyntheticConfig
-from clinical_mlops.features.engine import DuckDBEngine, FeatureEngine
-from clinical_mlops.tasks import load_task
+
+if TYPE_CHECKING:
+    from clinical_mlops.data.snapshot import Snapshot
+    from clinical_mlops.data.sources import SourceKind
+    from clinical_mlops.features.engine import FeatureEngine
 
 data_app = typer.Typer(
     help="Raw sources, cohorts, contracts, features and snapshots.", no_args_is_help=True
@@ -58,6 +58,8 @@ SparkMasterOption = Annotated[
 
 def feature_engine(name: str, *, spark_master: str = "local[2]") -> FeatureEngine:
     """Return the feature engine called ``name`` (``duckdb`` or ``spark``)."""
+    from clinical_mlops.features.engine import DuckDBEngine
+
     if name == "duckdb":
         return DuckDBEngine()
     if name == "spark":
@@ -90,6 +92,9 @@ def generate(
     as_json: JsonOption = False,
 ) -> None:
     """Generate the synthetic raw EHR source (cached in the workspace by seed and scale)."""
+    from clinical_mlops.data.sources import synthetic_source
+    from clinical_mlops.data.synthetic import SyntheticConfig
+
     ws = workspace_from(workspace)
     with progress_bar() as bar:
         task = bar.add_task("generating synthetic ICU events", total=None)
@@ -117,6 +122,11 @@ def run_build(
     spark_master: str = "local[2]",
 ) -> Snapshot:
     """Generate if needed, then cohort -> contracts -> features -> snapshot, with progress."""
+    from clinical_mlops.data.snapshot import build_snapshot
+    from clinical_mlops.data.sources import open_source
+    from clinical_mlops.data.synthetic import SyntheticConfig
+    from clinical_mlops.tasks import load_task
+
     ws = workspace_from(workspace)
     spec = load_task(task)
     runner = feature_engine(engine, spark_master=spark_master)
@@ -152,6 +162,7 @@ def run_build(
 def run_table_build(*, task: str, path: Path | None, workspace: Path | None) -> Snapshot:
     """Project a bring-your-own table onto its declared columns and snapshot it, with progress."""
     from clinical_mlops.data.table import build_table_snapshot
+    from clinical_mlops.tasks import load_task
 
     if path is None:
         raise typer.BadParameter("give the table file (.csv or .parquet)", param_hint="--path")
@@ -203,7 +214,7 @@ def build(
             task=task,
             seed=seed,
             scale=scale,
-            source=cast(SourceKind, source),
+            source=cast("SourceKind", source),
             path=path,
             workspace=workspace,
             engine=engine,
@@ -224,6 +235,8 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """Show a snapshot's manifest: source, cohort flow, counts, missingness, contracts."""
+    from clinical_mlops.data.snapshot import open_snapshot
+
     snap = open_snapshot(workspace_from(workspace), snapshot)
     if as_json:
         print_json(snap.summary() | {"manifest": snap.manifest})
@@ -234,6 +247,8 @@ def show(
 @data_app.command("list")
 def list_command(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
     """List the snapshots in the workspace."""
+    from clinical_mlops.data.snapshot import list_snapshots, open_snapshot
+
     ws = workspace_from(workspace)
     rows = [open_snapshot(ws, i).summary() for i in list_snapshots(ws)]
     if as_json:

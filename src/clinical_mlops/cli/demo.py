@@ -7,9 +7,7 @@ import time
 from clinical_mlops.cli._common import WorkspaceOption, err_console, out_console
 from clinical_mlops.cli.data import SeedOption, render_snapshot
 from clinical_mlops.cli.model import SearchOption, render_training, run_train
-from clinical_mlops.data.snapshot import open_snapshot
-from clinical_mlops.modeling.train import DEFAULT_SEARCH_ITERATIONS
-from clinical_mlops.tasks import load_task
+from clinical_mlops.modeling.defaults import DEFAULT_SEARCH_ITERATIONS
 from clinical_mlops.workspace import Workspace
 
 
@@ -24,6 +22,9 @@ def demo_command(
     model selection -> calibration -> conformal sets -> validation report and model card ->
     signed release bundle -> gates 1-4 with approvals by named demo users -> approved.
     """
+    from clinical_mlops.data.snapshot import open_snapshot
+    from clinical_mlops.tasks import load_task
+
     started = time.monotonic()
     err_console.print("[bold]clinical-mlops demo[/] — synthetic ICU source, task icu_mortality_48h")
     result = run_train(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -19,15 +19,10 @@ from clinical_mlops.cli._common import (
     workspace_from,
 )
 from clinical_mlops.cli.data import ScaleOption, SeedOption, TaskOption, progress_bar, run_build
-from clinical_mlops.data.snapshot import open_snapshot
-from clinical_mlops.modeling.replay import replay_evaluation
-from clinical_mlops.modeling.train import (
-    DEFAULT_SEARCH_ITERATIONS,
-    TrainingConfig,
-    TrainingResult,
-    train_model,
-)
-from clinical_mlops.modeling.trained import model_folder
+from clinical_mlops.modeling.defaults import DEFAULT_SEARCH_ITERATIONS
+
+if TYPE_CHECKING:
+    from clinical_mlops.modeling.train import TrainingResult
 
 SearchOption = Annotated[
     int,
@@ -51,6 +46,9 @@ def run_train(
     workspace: Any,
 ) -> TrainingResult:
     """Build or open the snapshot, then run the training protocol with progress."""
+    from clinical_mlops.data.snapshot import open_snapshot
+    from clinical_mlops.modeling.train import TrainingConfig, train_model
+
     ws = workspace_from(workspace)
     if snapshot:
         snap = open_snapshot(ws, snapshot)
@@ -99,6 +97,8 @@ def train(
 
 def _published(workspace: Any, folder: Path) -> dict[str, Any]:
     """Return the published figures of the task a model folder was trained for."""
+    from clinical_mlops.data.snapshot import open_snapshot
+
     lineage = json.loads((folder / "lineage.json").read_text(encoding="utf-8"))
     return open_snapshot(workspace_from(workspace), lineage["snapshot"]["id"]).spec().published
 
@@ -109,6 +109,8 @@ def evaluate(
     as_json: JsonOption = False,
 ) -> None:
     """Replay a model's validation from its stored artifacts and check it matches bit for bit."""
+    from clinical_mlops.modeling.replay import replay_evaluation
+
     outcome = replay_evaluation(workspace_from(workspace), model)
     if as_json:
         print_json(outcome)
@@ -130,6 +132,8 @@ def report(
     as_json: JsonOption = False,
 ) -> None:
     """Show where a model's validation report and model card are, with the headline table."""
+    from clinical_mlops.modeling.trained import model_folder
+
     folder = model_folder(workspace_from(workspace), model)
     data = json.loads((folder / "report.json").read_text(encoding="utf-8"))
     files = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -16,7 +16,9 @@ from clinical_mlops.cli._common import (
     print_json,
     workspace_from,
 )
-from clinical_mlops.registry.registry import Registry
+
+if TYPE_CHECKING:
+    from clinical_mlops.registry.registry import Registry
 
 __all__ = ["incident_app", "registry_app", "review_app"]
 
@@ -47,6 +49,8 @@ WhyOption = Annotated[str, typer.Option("--why", help="Reason, recorded in the a
 
 
 def _open(workspace: Path | None) -> Registry:
+    from clinical_mlops.registry.registry import Registry
+
     return Registry.open(workspace_from(workspace))
 
 
@@ -101,6 +105,7 @@ def register_cmd(
     workspace: WorkspaceOption = None,
 ) -> None:
     from clinical_mlops.registry.bundle import import_bundle, load_bundle
+    from clinical_mlops.registry.registry import Registry
 
     ws = workspace_from(workspace)
     b = import_bundle(ws, path) if path.is_file() else load_bundle(ws, path)
