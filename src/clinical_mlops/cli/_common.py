@@ -61,14 +61,47 @@ def print_json(obj: Any) -> None:
 
 
 def run_guarded(app: typer.Typer) -> int:
-    """Run the typer app; library errors become a message on stderr and exit code 2.
+    """Run the typer app; return its exit code. A user error is one line on stderr and code 2.
 
-    Usage errors keep click's own handling (message plus exit code 2); any other
-    exception is a bug and keeps its traceback.
+    Usage errors (unknown option, missing or malformed argument) and library errors
+    (:class:`ClinicalMlopsError`) print ``error: ...`` naming what was wrong. An
+    operating-system error on a file or folder the user named (missing, not a folder,
+    no permission) is reported the same way. Any other exception is a bug and keeps
+    its traceback.
     """
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
     try:
-        app()
+        result = app(prog_name="clinical-mlops", standalone_mode=False)
+    except NoArgsIsHelpError:
+        return 2  # the group's help is already printed
+    except UsageError as exc:
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        return _error(f"{exc.format_message()}{where}")
+    except ClickException as exc:
+        _error(exc.format_message())
+        return exc.exit_code
+    except typer.Abort:
+        _error("aborted")
+        return 1
     except ClinicalMlopsError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        return 2
-    return 0
+        return _error(str(exc))
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        return _error(os_error_message(exc))
+    return result if isinstance(result, int) else 0
+
+
+def os_error_message(exc: OSError) -> str:
+    """Return one line naming the file and what is wrong with it (no traceback, no errno)."""
+    target = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+    return f"{target}: {exc.strerror or exc}"
+
+
+def _error(message: str) -> int:
+    # One line whatever the terminal width: soft_wrap keeps rich from breaking it.
+    err_console.print(
+        f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True
+    )
+    return 2

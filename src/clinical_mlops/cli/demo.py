@@ -26,6 +26,9 @@ def demo_command(
     from clinical_mlops.tasks import load_task
 
     started = time.monotonic()
+    ws = Workspace.open(
+        workspace
+    )  # a workspace that cannot be made stops the demo before it starts
     err_console.print("[bold]clinical-mlops demo[/] — synthetic ICU source, task icu_mortality_48h")
     result = run_train(
         task="icu_mortality_48h",
@@ -36,7 +39,6 @@ def demo_command(
         n_boot=1000,
         workspace=workspace,
     )
-    ws = Workspace.open(workspace)
     render_snapshot(open_snapshot(ws, result.lineage["snapshot"]["id"]))
     render_training(result.summary(), published=load_task("icu_mortality_48h").published)
     from clinical_mlops.governance.walkthrough import DEMO_PEOPLE, govern_demo_release

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.exceptions import InvalidSignature
 
 from clinical_mlops.clock import Clock, SystemClock, utc_iso
-from clinical_mlops.errors import BundleExpired, BundleForeign, BundleSignatureInvalid
+from clinical_mlops.errors import BundleExpired, BundleForeign, BundleSignatureInvalid, ValueInvalid
 from clinical_mlops.hashing import canonical_json, sha256_bytes, sha256_file
 from clinical_mlops.privacy.keys import provider_for_workspace, public_key_hex
 from clinical_mlops.tasks.spec import TaskSpec, load_sealed_task
@@ -203,7 +203,7 @@ def build_bundle(
     model = TrainedModel.load(source)
     operating = float(spec.thresholds.operating if threshold is None else threshold)
     if not 0.0 < operating < 1.0:
-        raise ValueError(f"threshold must lie strictly between 0 and 1, got {operating}")
+        raise ValueInvalid(f"threshold: must lie strictly between 0 and 1, got {operating}")
     ws_id = workspace_id(workspace)
     now = clock.now()
     documents: dict[str, Any] = {
