@@ -29,7 +29,13 @@ data_app = typer.Typer(
 )
 
 TaskOption = Annotated[
-    str, typer.Option("--task", "-t", help="Built-in task name or path to a task spec YAML.")
+    str | None,
+    typer.Option(
+        "--task",
+        "-t",
+        help="Built-in task name or path to a task spec YAML (default: the task of the "
+        "workspace's snapshots, when they all have one).",
+    ),
 ]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the synthetic source.")]
 ScaleOption = Annotated[
@@ -112,7 +118,7 @@ def generate(
 
 def run_build(
     *,
-    task: str,
+    task: str | None,
     seed: int,
     scale: float,
     source: SourceKind,
@@ -125,10 +131,11 @@ def run_build(
     from clinical_mlops.data.snapshot import build_snapshot
     from clinical_mlops.data.sources import open_source
     from clinical_mlops.data.synthetic import SyntheticConfig
+    from clinical_mlops.data.task_choice import snapshot_task
     from clinical_mlops.tasks import load_task
 
     ws = workspace_from(workspace)
-    spec = load_task(task)
+    spec = load_task(snapshot_task(ws, task))
     runner = feature_engine(engine, spark_master=spark_master)
     with progress_bar() as bar:
         gen = bar.add_task("preparing raw source", total=None)
@@ -159,15 +166,16 @@ def run_build(
         return build_snapshot(ws, spec, raw, engine=runner, on_step=on_step, actor=current_actor())
 
 
-def run_table_build(*, task: str, path: Path | None, workspace: Path | None) -> Snapshot:
+def run_table_build(*, task: str | None, path: Path | None, workspace: Path | None) -> Snapshot:
     """Project a bring-your-own table onto its declared columns and snapshot it, with progress."""
     from clinical_mlops.data.table import build_table_snapshot
+    from clinical_mlops.data.task_choice import snapshot_task
     from clinical_mlops.tasks import load_task
 
     if path is None:
         raise typer.BadParameter("give the table file (.csv or .parquet)", param_hint="--path")
     ws = workspace_from(workspace)
-    spec = load_task(task)
+    spec = load_task(snapshot_task(ws, task))
     with progress_bar() as bar:
         steps = bar.add_task("building snapshot", total=5)
 
@@ -179,7 +187,7 @@ def run_table_build(*, task: str, path: Path | None, workspace: Path | None) -> 
 
 @data_app.command("build")
 def build(
-    task: TaskOption = "icu_mortality_48h",
+    task: TaskOption = None,
     seed: SeedOption = 7,
     scale: ScaleOption = 1.0,
     source: Annotated[

@@ -37,7 +37,7 @@ BootOption = Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples f
 
 def run_train(
     *,
-    task: str,
+    task: str | None,
     seed: int,
     scale: float,
     snapshot: str | None,
@@ -68,7 +68,7 @@ def run_train(
 
 
 def train(
-    task: TaskOption = "icu_mortality_48h",
+    task: TaskOption = None,
     seed: SeedOption = 7,
     scale: ScaleOption = 1.0,
     snapshot: Annotated[

@@ -98,10 +98,11 @@ def run_cmd(
 
 def _release_of(ws: Workspace, release: str | None, task: str | None) -> tuple[str, Any]:
     from clinical_mlops.registry.registry import Registry
+    from clinical_mlops.registry.task_choice import registered_task
 
     with Registry.open(ws) as reg:
         if release is None:
-            active = reg.active(task or "icu_mortality_48h")
+            active = reg.active(registered_task(reg, task))
             if active is None:
                 raise MonitoringError(
                     "no active release to report on; name one with --release (task@n)"
@@ -316,9 +317,11 @@ def drift_cmd(
 
 def _model_of_active_release(ws: Workspace) -> str:
     from clinical_mlops.registry.registry import Registry
+    from clinical_mlops.registry.task_choice import sole_task
 
     with Registry.open(ws) as reg:
-        active = reg.active("icu_mortality_48h")
+        task = sole_task(reg)
+        active = reg.active(task) if task else None
         if active is not None:
             return active.model_version
     models = sorted(
