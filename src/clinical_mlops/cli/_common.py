@@ -8,13 +8,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.markup import escape
+from rich.segment import Segment
+from rich.table import Table
+from rich.text import Text
 
 from clinical_mlops.errors import ClinicalMlopsError
 from clinical_mlops.workspace import Workspace
 
 __all__ = [
+    "CliTable",
     "JsonOption",
     "WorkspaceOption",
     "current_actor",
@@ -40,6 +44,71 @@ WorkspaceOption = Annotated[
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON object on standard output.")
 ]
+
+
+class CliTable(Table):
+    """A table that never cuts a cell's words: it wraps between words, or lists rows as key: value.
+
+    Ids, hashes, confidence intervals and subgroup names stay whole on a narrow
+    terminal (80 columns): cells wrap at spaces; when a word still does not fit its
+    column, each row is printed as ``column: value`` lines instead.
+    """
+
+    def __init__(self, *headers: str, **kwargs: Any):
+        super().__init__(*headers, **kwargs)
+        self._rendering_as_table = False
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self._rendering_as_table:
+            yield from super().__rich_console__(console, options)
+            return
+        for column, cells in zip(self.columns, self._columns(), strict=True):
+            column.overflow, column.no_wrap = "fold", False
+            # the longest word of a column is its narrowest width: wrap between words only
+            column.min_width = max((len(w) for c in cells for w in c.split()), default=None)
+        self._rendering_as_table = True
+        try:
+            lines = console.render_lines(self, options, pad=False)
+        finally:
+            self._rendering_as_table = False
+        shown = ["".join(segment.text for segment in line) for line in lines]
+        if all(any(word in line for line in shown) for word in self._words()):
+            for line in lines:
+                yield from line
+                yield Segment.line()
+            return
+        yield from self._as_key_values()
+
+    def _columns(self) -> list[list[str]]:
+        """Return each column's header and cells as plain text."""
+        return [
+            [_plain(column.header), *(_plain(cell) for cell in column.cells)]
+            for column in self.columns
+        ]
+
+    def _cells(self) -> list[list[str]]:
+        return [list(row) for row in zip(*(c[1:] for c in self._columns()), strict=True)]
+
+    def _words(self) -> set[str]:
+        return {word for column in self._columns() for text in column for word in text.split()}
+
+    def _as_key_values(self) -> RenderResult:
+        if self.title:
+            yield Text(_plain(self.title), style="bold")
+        headers = [_plain(column.header) for column in self.columns]
+        for number, row in enumerate(self._cells()):
+            if number:
+                yield Text("")
+            for key, value in zip(headers, row, strict=True):
+                yield Text(f"{key or '-'}: {value}", overflow="fold")
+
+
+def _plain(cell: Any) -> str:
+    if isinstance(cell, Text):
+        return cell.plain
+    if isinstance(cell, str):
+        return Text.from_markup(cell).plain
+    return str(cell)
 
 
 def current_actor() -> str:

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from clinical_mlops.cli._common import (
+    CliTable,
     JsonOption,
     WorkspaceOption,
     current_actor,
@@ -267,7 +267,7 @@ def list_command(workspace: WorkspaceOption = None, as_json: JsonOption = False)
             ]
         )
         return
-    table = Table("snapshot", "task", "source", "stays", "prevalence")
+    table = CliTable("snapshot", "task", "source", "stays", "prevalence")
     for r in rows:
         table.add_row(
             r["snapshot_id"][:12],
@@ -285,13 +285,13 @@ def render_snapshot(snap: Snapshot) -> None:
     out_console.print(
         f"[bold]snapshot[/] {s['snapshot_id']}  (task {s['task']}, source {s['source']})"
     )
-    flow = Table("step", "remaining", "excluded", title="Cohort flow", title_justify="left")
+    flow = CliTable("step", "remaining", "excluded", title="Cohort flow", title_justify="left")
     for row in s["cohort_flow"]:
         flow.add_row(
             row["step"], f"{row['remaining']:,}", f"{row['excluded']:,}" if row["excluded"] else ""
         )
     out_console.print(flow)
-    cmp = Table(
+    cmp = CliTable(
         "figure",
         "ours",
         "published",

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from clinical_mlops.cli._common import (
+    CliTable,
     JsonOption,
     WorkspaceOption,
     current_actor,
@@ -176,7 +176,7 @@ def render_training(s: dict[str, Any], *, published: dict[str, Any]) -> None:
     """Print the Table-2-style summary beside the published figures."""
     out_console.print(f"[bold]model[/] {s['model_version']}")
     if s.get("cv_auroc"):
-        cv = Table(
+        cv = CliTable(
             "candidate",
             "CV AUROC (ours)",
             "CV AUROC (published)",
@@ -186,7 +186,7 @@ def render_training(s: dict[str, Any], *, published: dict[str, Any]) -> None:
         for name, value in s["cv_auroc"].items():
             cv.add_row(name, _num(value), _num(published.get("cv_auroc", {}).get(name)))
         out_console.print(cv)
-    t = Table(
+    t = CliTable(
         "group",
         "n",
         "AUROC (95% CI)",
@@ -236,7 +236,7 @@ def render_training(s: dict[str, Any], *, published: dict[str, Any]) -> None:
         else:
             t.add_row(name, "", str(m), "", "", "")
     out_console.print(t)
-    extra = Table(
+    extra = CliTable(
         "figure", "value", title="Calibration, uncertainty and baseline", title_justify="left"
     )
     for key in ("brier", "ece", "calibration_slope", "conformal_coverage"):

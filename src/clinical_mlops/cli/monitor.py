@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from clinical_mlops.cli._common import (
+    CliTable,
     JsonOption,
     WorkspaceOption,
     current_actor,
@@ -78,7 +78,7 @@ def run_cmd(
     if json_:
         print_json(summary)
         return
-    table = Table(title=f"monitor run {summary['since']} to {summary['until']}")
+    table = CliTable(title=f"monitor run {summary['since']} to {summary['until']}")
     for col in ("release", "records", "windows", "alerts opened", "repeats", "actions"):
         table.add_column(col)
     for r in summary["releases"]:
@@ -204,7 +204,7 @@ def alerts_cmd(
     if json_:
         print_json({"alerts": [a.to_json() for a in found]})
         return
-    table = Table(title=f"{len(found)} alerts")
+    table = CliTable(title=f"{len(found)} alerts")
     for col in ("id", "status", "kind", "rule", "subgroup", "severity", "action", "n", "last seen"):
         table.add_column(col)
     for a in found:
@@ -345,7 +345,7 @@ def _render_drift(f: dict[str, Any]) -> None:
         f"{sc['outcome_delay_hours']:g} h",
         highlight=False,
     )
-    table = Table(title="detection delay per detector")
+    table = CliTable(title="detection delay per detector")
     for col in ("detector", "hours", "shifted stays seen"):
         table.add_column(col)
     for name, hours in f["detection_delay_hours"].items():

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from clinical_mlops.cli._common import (
+    CliTable,
     JsonOption,
     WorkspaceOption,
     current_actor,
@@ -121,7 +121,7 @@ def list_cmd(json_: JsonOption = False, workspace: WorkspaceOption = None) -> No
     if json_:
         print_json({"releases": rels})
         return
-    table = Table("version", "status", "threshold", "change", "sha256")
+    table = CliTable("version", "status", "threshold", "change", "sha256")
     for r in rels:
         table.add_row(
             r["version"],

@@ -34,8 +34,8 @@ def registered_task(registry: Registry, task: str | None, *, release: str | None
     tasks = sorted({r.task for r in registry.list()})
     if not tasks:
         raise ReleaseNotServable(
-            f"no release is registered in workspace {registry.workspace.root}, so there is no "
-            "task to serve; register and approve a release first"
+            f"no active approved release in workspace {registry.workspace.root}: no release is "
+            "registered, so there is no task to serve; register and approve a release first"
         )
     raise ReleaseNotServable(
         f"workspace {registry.workspace.root} holds releases of {len(tasks)} tasks "

@@ -188,9 +188,7 @@ class AuthConfig:
         """
         unknown = set(roles) - set(ROLES)
         if unknown:
-            raise ServiceConfigInvalid(
-                f"unknown roles {sorted(unknown)}; roles are {', '.join(ROLES)}"
-            )
+            raise ValueError(f"unknown roles {sorted(unknown)}; roles are {', '.join(ROLES)}")
         for site in sites:
             problem = _site_problem(site)
             if problem:
