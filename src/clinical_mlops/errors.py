@@ -3,6 +3,7 @@
 ::
 
     ClinicalMlopsError
+    ├── ValueInvalid               a value outside what its field or option allows (also a ValueError)
     ├── SpecError
     │   └── TaskSpecInvalid            a task spec that does not validate (names the field)
     │       └── TaskSpecIncomplete     a drafted spec with fields still marked TODO for a person
@@ -160,6 +161,7 @@ __all__ = [
     "TransitionNotAllowed",
     "UndeclaredFeature",
     "UnknownEntryType",
+    "ValueInvalid",
     "WorkspaceError",
     "WrongKey",
 ]
@@ -167,6 +169,13 @@ __all__ = [
 
 class ClinicalMlopsError(Exception):
     """Base of every error raised by clinical-mlops."""
+
+
+class ValueInvalid(ClinicalMlopsError, ValueError):
+    """A value outside what its field or option allows; the message names both.
+
+    Also a ``ValueError``, so code that validates plain values keeps catching it.
+    """
 
 
 class SpecError(ClinicalMlopsError):

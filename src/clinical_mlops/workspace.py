@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from clinical_mlops.errors import WorkspaceError
+
 __all__ = ["DEFAULT_HOME", "Workspace"]
 
 DEFAULT_HOME = ".clinical-mlops"
@@ -41,7 +43,12 @@ class Workspace:
         """Return the workspace at ``root``, ``$CLINICAL_MLOPS_HOME`` or ``./.clinical-mlops``."""
         chosen = root if root is not None else os.environ.get(_ENV_HOME, DEFAULT_HOME)
         path = Path(chosen).expanduser().resolve()
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WorkspaceError(
+                f"workspace {path} cannot be used: {exc.strerror or exc} ({exc.filename})"
+            ) from None
         return cls(path)
 
     # -- folders ---------------------------------------------------------------
@@ -75,8 +82,19 @@ class Workspace:
         """Return the SQLAlchemy URL of ``store`` (``meta``, ``ledger`` or ``identity``)."""
         if store not in ("meta", "ledger", "identity"):
             raise ValueError(f"unknown store {store!r}; expected meta, ledger or identity")
-        override = os.environ.get(f"CLINICAL_MLOPS_{store.upper()}_URL")
+        setting = f"CLINICAL_MLOPS_{store.upper()}_URL"
+        override = os.environ.get(setting)
         if override:
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError
+
+            try:
+                make_url(override)
+            except ArgumentError:
+                raise WorkspaceError(
+                    f"{setting} is not a database URL; expected one such as "
+                    "postgresql+psycopg://user@host:5432/name or sqlite:////path/to/file.db"
+                ) from None
             return override
         return f"sqlite:///{self.root / f'{store}.db'}"
 

@@ -71,7 +71,17 @@ def test_unknown_snapshot_exits_2_with_a_message(tmp_path):
 def test_bad_raw_source_exits_2_naming_table_and_column(tmp_path):
     raw = write_source(tmp_path / "raw", [stay(1), stay(1)])
     r = run(
-        "data", "build", "--source", "raw", "--path", str(raw), "-w", str(tmp_path / "ws"), "--json"
+        "data",
+        "build",
+        "--task",
+        "icu_mortality_48h",
+        "--source",
+        "raw",
+        "--path",
+        str(raw),
+        "-w",
+        str(tmp_path / "ws"),
+        "--json",
     )
     assert r.returncode == 2
     assert "icustays.stay_id" in r.stderr

@@ -30,15 +30,18 @@ __all__ = [
 ]
 
 
-def served_release(workspace: Workspace, task: str) -> tuple[str, str]:
+def served_release(workspace: Workspace, task: str | None) -> tuple[str, str]:
     """Return (release version, model version) of the release ``task`` is served by.
 
     That is the task's active approved release in the registry; a task without one
-    is an error naming what to do, never a guess among the trained models.
+    is an error naming what to do, never a guess among the trained models. With no
+    ``task``, the one task the workspace has releases of (several: name one).
     """
     from clinical_mlops.registry.registry import Registry
+    from clinical_mlops.registry.task_choice import registered_task
 
     with Registry.open(workspace) as reg:
+        task = registered_task(reg, task)
         active = reg.active(task)
     if active is None:
         raise MonitoringError(
@@ -88,7 +91,7 @@ def write_monitoring_report(
     from clinical_mlops.monitoring.windows import MonitorReference
     from clinical_mlops.registry.registry import Registry
 
-    version = release or served_release(workspace, task or "icu_mortality_48h")[0]
+    version = release or served_release(workspace, task)[0]
     with Registry.open(workspace) as reg:
         bundle = reg.bundle(version)
     ref = MonitorReference.from_bundle(bundle, release=version)
@@ -145,7 +148,7 @@ def simulate_drift(
     scenario: Any,
     *,
     model: str | None = None,
-    task: str = "icu_mortality_48h",
+    task: str | None = None,
     report: Path | None = None,
 ) -> dict[str, Any]:
     """Return the figures of the R-T8 drift scenario run on a model's locked test stays.

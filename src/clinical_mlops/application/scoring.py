@@ -25,7 +25,7 @@ def score_file(
     *,
     requester: str,
     explain: bool = True,
-    task: str = "icu_mortality_48h",
+    task: str | None = None,
     site: str = "*",
     progress: Callable[[int, int], None] | None = None,
 ) -> BatchSummary:

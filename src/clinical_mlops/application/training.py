@@ -37,6 +37,7 @@ from clinical_mlops.features.snapshot import (
     locked_test_stays,
     open_snapshot,
 )
+from clinical_mlops.features.task_choice import snapshot_task
 from clinical_mlops.hashing import canonical_json, sha256_file
 from clinical_mlops.modeling.train import (
     DEFAULT_SEARCH_ITERATIONS,
@@ -107,7 +108,7 @@ def feature_engine(
 def build_task_snapshot(
     workspace: Workspace,
     *,
-    task: str | TaskSpec,
+    task: str | TaskSpec | None,
     source: str = "synthetic",
     path: Path | None = None,
     seed: int = 7,
@@ -121,14 +122,15 @@ def build_task_snapshot(
     """Return the snapshot of ``task`` over the named source, built or found.
 
     ``source`` is one of :data:`SOURCES`; ``path`` is the source folder (raw, mimic-iv) or
-    the table file (table); ``seed`` and ``scale`` shape the synthetic source. When the
+    the table file (table); ``seed`` and ``scale`` shape the synthetic source. With no
+    ``task``, the one task of the workspace's snapshots (none or several: name it). When the
     workspace already holds the snapshot of the same inputs it is returned as it is:
     nothing is recomputed and no second ``snapshot_built`` event is recorded.
     ``threads`` bounds the feature engine (default: every core).
     """
     if source not in SOURCES:
         raise SourceInvalid(f"--source: expected {', '.join(SOURCES)}, got {source!r}")
-    spec = task if isinstance(task, TaskSpec) else load_task(task)
+    spec = task if isinstance(task, TaskSpec) else load_task(snapshot_task(workspace, task))
     if source == "table":
         if path is None:
             raise SourceInvalid("--path is required with --source table (a .csv or .parquet file)")
@@ -305,7 +307,7 @@ def train_model(
 def train_task(
     workspace: Workspace,
     *,
-    task: str | TaskSpec,
+    task: str | TaskSpec | None,
     snapshot: str | None = None,
     seed: int = 7,
     scale: float = 1.0,

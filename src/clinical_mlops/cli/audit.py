@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from clinical_mlops.cli._common import (
+    CliTable,
     JsonOption,
     WorkspaceOption,
     err_console,
@@ -140,7 +140,7 @@ def show(
     if as_json:
         print_json(view)
         return
-    table = Table(show_header=False)
+    table = CliTable(show_header=False)
     for key in ("seq", "time", "type", "schema", "actor", "subject", "payload_status"):
         table.add_row(key, str(view[key]))
     table.add_row("payload", json.dumps(view["payload"], indent=1, sort_keys=True))

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from clinical_mlops.cli._common import (
+    CliTable,
     JsonOption,
     WorkspaceOption,
     err_console,
@@ -162,7 +162,7 @@ def user_list(workspace: WorkspaceOption = None, as_json: JsonOption = False) ->
     if as_json:
         print_json({"users": [u.to_json() for u in users]})
         return
-    table = Table("user", "roles", "site", "created")
+    table = CliTable("user", "roles", "site", "created")
     for u in users:
         table.add_row(u.name, ", ".join(u.roles), u.site or "", u.created or "")
     out_console.print(table)

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import Progress, TaskID
-from rich.table import Table
 
 from clinical_mlops.cli._common import (
+    CliTable,
     JsonOption,
     WorkspaceOption,
     current_actor,
@@ -19,19 +19,23 @@ from clinical_mlops.cli._common import (
     workspace_from,
 )
 from clinical_mlops.cli._progress import progress_bar
-from clinical_mlops.data.sources import synthetic_source
-from clinical_mlops.data.synthetic import SyntheticConfig
-from clinical_mlops.features.snapshot import Snapshot, list_snapshots, open_snapshot
 
 if TYPE_CHECKING:
     from clinical_mlops.application.training import BuildProgress
+    from clinical_mlops.features.snapshot import Snapshot
 
 data_app = typer.Typer(
     help="Raw sources, cohorts, contracts, features and snapshots.", no_args_is_help=True
 )
 
 TaskOption = Annotated[
-    str, typer.Option("--task", "-t", help="Built-in task name or path to a task spec YAML.")
+    str | None,
+    typer.Option(
+        "--task",
+        "-t",
+        help="Built-in task name or path to a task spec YAML (default: the task of the "
+        "workspace's snapshots, when they all have one).",
+    ),
 ]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the synthetic source.")]
 ScaleOption = Annotated[
@@ -66,6 +70,9 @@ def generate(
     as_json: JsonOption = False,
 ) -> None:
     """Generate the synthetic raw EHR source (cached in the workspace by seed and scale)."""
+    from clinical_mlops.data.sources import synthetic_source
+    from clinical_mlops.data.synthetic import SyntheticConfig
+
     ws = workspace_from(workspace)
     with progress_bar() as bar:
         task = bar.add_task("generating synthetic ICU events", total=None)
@@ -137,7 +144,7 @@ def say_if_reused(snap: Snapshot) -> None:
 
 @data_app.command("build")
 def build(
-    task: TaskOption = "icu_mortality_48h",
+    task: TaskOption = None,
     seed: SeedOption = 7,
     scale: ScaleOption = 1.0,
     source: Annotated[
@@ -197,6 +204,8 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """Show a snapshot's manifest: source, cohort flow, counts, missingness, contracts."""
+    from clinical_mlops.features.snapshot import open_snapshot
+
     snap = open_snapshot(workspace_from(workspace), snapshot)
     if as_json:
         print_json(snap.summary() | {"manifest": snap.manifest})
@@ -207,6 +216,8 @@ def show(
 @data_app.command("list")
 def list_command(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> None:
     """List the snapshots in the workspace."""
+    from clinical_mlops.features.snapshot import list_snapshots, open_snapshot
+
     ws = workspace_from(workspace)
     rows = [open_snapshot(ws, i).summary() for i in list_snapshots(ws)]
     if as_json:
@@ -217,7 +228,7 @@ def list_command(workspace: WorkspaceOption = None, as_json: JsonOption = False)
             ]
         )
         return
-    table = Table("snapshot", "task", "source", "stays", "prevalence")
+    table = CliTable("snapshot", "task", "source", "stays", "prevalence")
     for r in rows:
         table.add_row(
             r["snapshot_id"][:12],
@@ -235,13 +246,13 @@ def render_snapshot(snap: Snapshot) -> None:
     out_console.print(
         f"[bold]snapshot[/] {s['snapshot_id']}  (task {s['task']}, source {s['source']})"
     )
-    flow = Table("step", "remaining", "excluded", title="Cohort flow", title_justify="left")
+    flow = CliTable("step", "remaining", "excluded", title="Cohort flow", title_justify="left")
     for row in s["cohort_flow"]:
         flow.add_row(
             row["step"], f"{row['remaining']:,}", f"{row['excluded']:,}" if row["excluded"] else ""
         )
     out_console.print(flow)
-    cmp = Table(
+    cmp = CliTable(
         "figure",
         "ours",
         "published",

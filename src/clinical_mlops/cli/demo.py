@@ -7,9 +7,7 @@ import time
 from clinical_mlops.cli._common import WorkspaceOption, err_console, out_console
 from clinical_mlops.cli.data import SeedOption, ThreadsOption, render_snapshot
 from clinical_mlops.cli.model import SearchOption, render_training, run_train
-from clinical_mlops.features.snapshot import open_snapshot
-from clinical_mlops.modeling.train import DEFAULT_SEARCH_ITERATIONS
-from clinical_mlops.tasks import load_task
+from clinical_mlops.modeling.defaults import DEFAULT_SEARCH_ITERATIONS
 from clinical_mlops.workspace import Workspace
 
 
@@ -25,7 +23,13 @@ def demo_command(
     model selection -> calibration -> conformal sets -> validation report and model card ->
     signed release bundle -> gates 1-4 with approvals by named demo users -> approved.
     """
+    from clinical_mlops.features.snapshot import open_snapshot
+    from clinical_mlops.tasks import load_task
+
     started = time.monotonic()
+    ws = Workspace.open(
+        workspace
+    )  # a workspace that cannot be made stops the demo before it starts
     err_console.print("[bold]clinical-mlops demo[/] — synthetic ICU source, task icu_mortality_48h")
     result = run_train(
         task="icu_mortality_48h",
@@ -37,7 +41,6 @@ def demo_command(
         workspace=workspace,
         threads=threads,
     )
-    ws = Workspace.open(workspace)
     render_snapshot(open_snapshot(ws, result.lineage["snapshot"]["id"]))
     render_training(result.summary(), published=load_task("icu_mortality_48h").published)
     from clinical_mlops.governance.walkthrough import DEMO_PEOPLE, govern_demo_release

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import typer
-from rich.table import Table
 
 from clinical_mlops.cli._common import (
+    CliTable,
     JsonOption,
     WorkspaceOption,
     err_console,
@@ -31,7 +31,7 @@ def list_keys(workspace: WorkspaceOption = None, as_json: JsonOption = False) ->
     if as_json:
         print_json({"keys": infos})
         return
-    table = Table("key id", "purpose", "created", "active", "public key")
+    table = CliTable("key id", "purpose", "created", "active", "public key")
     for k in infos:
         table.add_row(
             k["key_id"],

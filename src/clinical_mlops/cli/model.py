@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import TaskID
-from rich.table import Table
 
-from clinical_mlops.application.training import TrainingResult, replay_evaluation, train_task
 from clinical_mlops.cli._common import (
+    CliTable,
     JsonOption,
     WorkspaceOption,
     current_actor,
@@ -29,9 +28,10 @@ from clinical_mlops.cli.data import (
     build_progress,
     say_if_reused,
 )
-from clinical_mlops.features.snapshot import open_snapshot
-from clinical_mlops.modeling.train import DEFAULT_SEARCH_ITERATIONS
-from clinical_mlops.modeling.trained import model_folder
+from clinical_mlops.modeling.defaults import DEFAULT_SEARCH_ITERATIONS
+
+if TYPE_CHECKING:
+    from clinical_mlops.application.training import TrainingResult
 
 SearchOption = Annotated[
     int,
@@ -46,7 +46,7 @@ BootOption = Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples f
 
 def run_train(
     *,
-    task: str,
+    task: str | None,
     seed: int,
     scale: float,
     snapshot: str | None,
@@ -56,6 +56,8 @@ def run_train(
     threads: int | None = None,
 ) -> TrainingResult:
     """Train (building or reusing the snapshot unless one is named), showing progress."""
+    from clinical_mlops.application.training import train_task
+
     with progress_bar() as bar:
         training: list[TaskID] = []
 
@@ -82,7 +84,7 @@ def run_train(
 
 
 def train(
-    task: TaskOption = "icu_mortality_48h",
+    task: TaskOption = None,
     seed: SeedOption = 7,
     scale: ScaleOption = 1.0,
     snapshot: Annotated[
@@ -117,6 +119,8 @@ def train(
 
 def _published(workspace: Any, folder: Path) -> dict[str, Any]:
     """Return the published figures of the task a model folder was trained for."""
+    from clinical_mlops.features.snapshot import open_snapshot
+
     lineage = json.loads((folder / "lineage.json").read_text(encoding="utf-8"))
     return open_snapshot(workspace_from(workspace), lineage["snapshot"]["id"]).spec().published
 
@@ -127,6 +131,8 @@ def evaluate(
     as_json: JsonOption = False,
 ) -> None:
     """Replay a model's validation from its stored artifacts and check it matches bit for bit."""
+    from clinical_mlops.application.training import replay_evaluation
+
     outcome = replay_evaluation(workspace_from(workspace), model)
     if as_json:
         print_json(outcome)
@@ -148,6 +154,8 @@ def report(
     as_json: JsonOption = False,
 ) -> None:
     """Show where a model's validation report and model card are, with the headline table."""
+    from clinical_mlops.modeling.trained import model_folder
+
     folder = model_folder(workspace_from(workspace), model)
     data = json.loads((folder / "report.json").read_text(encoding="utf-8"))
     files = {
@@ -190,7 +198,7 @@ def render_training(s: dict[str, Any], *, published: dict[str, Any]) -> None:
     """Print the Table-2-style summary beside the published figures."""
     out_console.print(f"[bold]model[/] {s['model_version']}")
     if s.get("cv_auroc"):
-        cv = Table(
+        cv = CliTable(
             "candidate",
             "CV AUROC (ours)",
             "CV AUROC (published)",
@@ -200,7 +208,7 @@ def render_training(s: dict[str, Any], *, published: dict[str, Any]) -> None:
         for name, value in s["cv_auroc"].items():
             cv.add_row(name, _num(value), _num(published.get("cv_auroc", {}).get(name)))
         out_console.print(cv)
-    t = Table(
+    t = CliTable(
         "group",
         "n",
         "AUROC (95% CI)",
@@ -250,7 +258,7 @@ def render_training(s: dict[str, Any], *, published: dict[str, Any]) -> None:
         else:
             t.add_row(name, "", str(m), "", "", "")
     out_console.print(t)
-    extra = Table(
+    extra = CliTable(
         "figure", "value", title="Calibration, uncertainty and baseline", title_justify="left"
     )
     for key in ("brier", "ece", "calibration_slope", "conformal_coverage"):

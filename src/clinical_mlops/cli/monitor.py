@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from clinical_mlops.cli._common import (
+    CliTable,
     JsonOption,
     WorkspaceOption,
     current_actor,
@@ -77,7 +77,7 @@ def run_cmd(
     if json_:
         print_json(summary)
         return
-    table = Table(title=f"monitor run {summary['since']} to {summary['until']}")
+    table = CliTable(title=f"monitor run {summary['since']} to {summary['until']}")
     for col in ("release", "records", "windows", "alerts opened", "repeats", "actions"):
         table.add_column(col)
     for r in summary["releases"]:
@@ -175,7 +175,7 @@ def alerts_cmd(
     if json_:
         print_json({"alerts": [a.to_json() for a in found]})
         return
-    table = Table(title=f"{len(found)} alerts")
+    table = CliTable(title=f"{len(found)} alerts")
     for col in ("id", "status", "kind", "rule", "subgroup", "severity", "action", "n", "last seen"):
         table.add_column(col)
     for a in found:
@@ -207,8 +207,14 @@ def drift_cmd(
         typer.Option("--model", help="Trained model version (default: the served release's)."),
     ] = None,
     task: Annotated[
-        str, typer.Option("--task", "-t", help="Task whose served release's model is simulated.")
-    ] = "icu_mortality_48h",
+        str | None,
+        typer.Option(
+            "--task",
+            "-t",
+            help="Task whose served release's model is simulated (default: the workspace's "
+            "one task with releases).",
+        ),
+    ] = None,
     feature: Annotated[str, typer.Option("--feature", help="Flag input to shift.")] = "ventilation",
     target: Annotated[
         float, typer.Option("--target", help="Prevalence of the flag after the shift.")
@@ -267,7 +273,7 @@ def _render_drift(f: dict[str, Any]) -> None:
         f"{sc['outcome_delay_hours']:g} h",
         highlight=False,
     )
-    table = Table(title="detection delay per detector")
+    table = CliTable(title="detection delay per detector")
     for col in ("detector", "hours", "shifted stays seen"):
         table.add_column(col)
     for name, hours in f["detection_delay_hours"].items():

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from clinical_mlops.application import governance as act
 from clinical_mlops.cli._common import (
+    CliTable,
     JsonOption,
     WorkspaceOption,
     current_actor,
@@ -19,7 +19,9 @@ from clinical_mlops.cli._common import (
     print_json,
     workspace_from,
 )
-from clinical_mlops.registry.registry import Registry
+
+if TYPE_CHECKING:
+    from clinical_mlops.registry.registry import Registry
 
 if TYPE_CHECKING:
     from clinical_mlops.governance.board import Governance
@@ -59,6 +61,8 @@ RequiredWhy = Annotated[
 
 
 def _open(workspace: Path | None) -> Registry:
+    from clinical_mlops.registry.registry import Registry
+
     return Registry.open(workspace_from(workspace))
 
 
@@ -137,7 +141,7 @@ def list_cmd(json_: JsonOption = False, workspace: WorkspaceOption = None) -> No
     if json_:
         print_json({"releases": rels})
         return
-    table = Table("version", "status", "threshold", "change", "sha256")
+    table = CliTable("version", "status", "threshold", "change", "sha256")
     for r in rels:
         table.add_row(
             r["version"],

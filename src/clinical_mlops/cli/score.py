@@ -33,9 +33,13 @@ def score_command(
     explain: Annotated[
         bool, typer.Option("--explain/--no-explain", help="Explain each prediction.")
     ] = True,
-    task: Annotated[str, typer.Option("--task", help="Task whose active release scores.")] = (
-        "icu_mortality_48h"
-    ),
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task",
+            help="Task whose active release scores (default: the workspace's one task).",
+        ),
+    ] = None,
     site: Annotated[str, typer.Option("--site", help="Site the requests come from.")] = "*",
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,

@@ -17,8 +17,12 @@ def serve_command(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8080,
     task: Annotated[
-        str, typer.Option("--task", help="Task whose active release is served.")
-    ] = "icu_mortality_48h",
+        str | None,
+        typer.Option(
+            "--task",
+            help="Task whose active release is served (default: the workspace's one task).",
+        ),
+    ] = None,
     site: Annotated[
         str,
         typer.Option(

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from clinical_mlops.cli._common import JsonOption, err_console, out_console, print_json
+from clinical_mlops.cli._common import CliTable, JsonOption, err_console, out_console, print_json
 from clinical_mlops.tasks import builtin_tasks, load_task
 
 __all__ = ["tasks_app"]
@@ -26,7 +25,7 @@ def list_command(as_json: JsonOption = False) -> None:
     if as_json:
         print_json([{"name": s.name, "title": s.title, "features": len(s.features)} for s in specs])
         return
-    table = Table("task", "features", "title")
+    table = CliTable("task", "features", "title")
     for s in specs:
         table.add_row(s.name, str(len(s.features)), s.title)
     out_console.print(table)
@@ -88,7 +87,7 @@ def init_command(
             }
         )
         return
-    table = Table("column", "role", title=f"Draft {target}", title_justify="left")
+    table = CliTable("column", "role", title=f"Draft {target}", title_justify="left")
     for column, role in draft.columns.items():
         table.add_row(column, role)
     out_console.print(table)

@@ -42,6 +42,7 @@ import pandas as pd
 import pyarrow as pa
 
 from clinical_mlops.data.raw import RAW_SCHEMAS, write_table
+from clinical_mlops.errors import ValueInvalid
 
 __all__ = ["GENERATOR_VERSION", "SyntheticConfig", "generate_source"]
 
@@ -134,7 +135,7 @@ class SyntheticConfig:
 
     def __post_init__(self) -> None:
         if not 0.001 <= self.scale <= 1000:
-            raise ValueError(f"scale: expected a value between 0.001 and 1000, got {self.scale}")
+            raise ValueInvalid(f"scale: expected a value between 0.001 and 1000, got {self.scale}")
 
     def as_dict(self) -> dict[str, Any]:
         return {"generator": GENERATOR_VERSION, "seed": self.seed, "scale": self.scale}

@@ -32,6 +32,7 @@ import pyarrow as pa
 from clinical_mlops.data.raw import OPTIONAL_COLUMNS, OPTIONAL_SCHEMAS, RAW_SCHEMAS, write_table
 from clinical_mlops.data.synthetic import _sigmoid
 from clinical_mlops.data.synthetic import _solve_intercept as _intercept
+from clinical_mlops.errors import ValueInvalid
 
 __all__ = ["GENERATOR_VERSION", "WardConfig", "generate_ward_source"]
 
@@ -94,7 +95,7 @@ class WardConfig:
 
     def __post_init__(self) -> None:
         if not 0.001 <= self.scale <= 1000:
-            raise ValueError(f"scale: expected a value between 0.001 and 1000, got {self.scale}")
+            raise ValueInvalid(f"scale: expected a value between 0.001 and 1000, got {self.scale}")
 
     def as_dict(self) -> dict[str, Any]:
         return {"generator": GENERATOR_VERSION, "seed": self.seed, "scale": self.scale}

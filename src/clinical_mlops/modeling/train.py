@@ -35,6 +35,7 @@ from clinical_mlops.errors import ContractViolation
 from clinical_mlops.features.snapshot import Snapshot
 from clinical_mlops.modeling.calibration import IsotonicCalibrator
 from clinical_mlops.modeling.conformal import MondrianConformal
+from clinical_mlops.modeling.defaults import DEFAULT_SEARCH_ITERATIONS
 from clinical_mlops.modeling.model import Explainer, ModelKind
 from clinical_mlops.modeling.preprocess import Preprocessor
 from clinical_mlops.modeling.selection import (
@@ -64,7 +65,6 @@ _EXPLAINERS: dict[Explainer, str] = {
     "linear": "linear SHAP",
 }
 
-DEFAULT_SEARCH_ITERATIONS = 20
 CALIBRATION_FRACTION = 0.2
 
 Step = Callable[[str], None]

@@ -41,7 +41,7 @@ import sqlalchemy as sa
 
 from clinical_mlops import ledger
 from clinical_mlops.clock import Clock, SystemClock, utc_iso
-from clinical_mlops.errors import AlertNotFound, AlertTransitionInvalid
+from clinical_mlops.errors import AlertNotFound, AlertTransitionInvalid, ValueInvalid
 from clinical_mlops.hashing import canonical_json, sha256_text
 from clinical_mlops.monitoring import schema as t
 from clinical_mlops.workspace import Workspace
@@ -215,7 +215,7 @@ def merge_signal(
 
 def _check_choice(value: str, allowed: Sequence[str], what: str) -> None:
     if value not in allowed:
-        raise ValueError(f"{what}: expected one of {', '.join(allowed)}, got {value!r}")
+        raise ValueInvalid(f"{what}: expected one of {', '.join(allowed)}, got {value!r}")
 
 
 def _row_alert(row: Any) -> Alert:

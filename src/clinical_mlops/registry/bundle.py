@@ -28,19 +28,19 @@ import tarfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 
 from clinical_mlops.clock import Clock, SystemClock, utc_iso
-from clinical_mlops.errors import BundleExpired, BundleForeign, BundleSignatureInvalid
-from clinical_mlops.features.snapshot import open_snapshot
+from clinical_mlops.errors import BundleExpired, BundleForeign, BundleSignatureInvalid, ValueInvalid
 from clinical_mlops.hashing import canonical_json, sha256_bytes, sha256_file
-from clinical_mlops.modeling.trained import TrainedModel, model_folder
 from clinical_mlops.privacy.keys import provider_for_workspace, public_key_hex
-from clinical_mlops.registry.profile import reference_profile
 from clinical_mlops.tasks.spec import TaskSpec, load_sealed_task
 from clinical_mlops.workspace import Workspace
+
+if TYPE_CHECKING:
+    from clinical_mlops.modeling.trained import TrainedModel
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -124,6 +124,8 @@ class Bundle:
 
     def model(self) -> TrainedModel:
         """Return the model in the bundle (JSON only; nothing is executed)."""
+        from clinical_mlops.modeling.trained import TrainedModel  # the numerical stack, on use
+
         return TrainedModel.load(self.path)
 
     def spec(self) -> TaskSpec:
@@ -189,6 +191,10 @@ def build_bundle(
     workspace key provider's active signing key; the bundle is bound to this
     workspace's id and valid for ``validity`` from now.
     """
+    from clinical_mlops.features.snapshot import open_snapshot  # the numerical stack, on use
+    from clinical_mlops.modeling.trained import TrainedModel, model_folder
+    from clinical_mlops.registry.profile import reference_profile
+
     clock = clock or SystemClock()
     source = model_folder(workspace, model_version)
     lineage = json.loads((source / "lineage.json").read_text(encoding="utf-8"))
@@ -197,7 +203,7 @@ def build_bundle(
     model = TrainedModel.load(source)
     operating = float(spec.thresholds.operating if threshold is None else threshold)
     if not 0.0 < operating < 1.0:
-        raise ValueError(f"threshold must lie strictly between 0 and 1, got {operating}")
+        raise ValueInvalid(f"threshold: must lie strictly between 0 and 1, got {operating}")
     ws_id = workspace_id(workspace)
     now = clock.now()
     documents: dict[str, Any] = {

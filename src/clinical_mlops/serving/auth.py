@@ -114,7 +114,7 @@ class AuthConfig:
     ) -> AuthConfig:
         """Return a config verifying HS256 tokens signed with ``secret`` (at least 32 bytes)."""
         if len(secret) < 32:
-            raise ValueError("a JWT secret needs at least 32 bytes")
+            raise ServiceConfigInvalid("the JWT secret needs at least 32 bytes")
         return cls(key=secret, algorithms=["HS256"], audience=audience, issuer=issuer)
 
     @classmethod

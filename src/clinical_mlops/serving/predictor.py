@@ -70,6 +70,7 @@ from clinical_mlops.modeling.trained import TrainedModel
 from clinical_mlops.privacy.consent import subjects_with_consents
 from clinical_mlops.registry.bundle import Bundle, load_bundle
 from clinical_mlops.registry.registry import Registry, Release
+from clinical_mlops.registry.task_choice import registered_task
 from clinical_mlops.serving.inputs import CheckedInputs, InputSchema
 from clinical_mlops.tasks.spec import TaskSpec
 from clinical_mlops.vocabulary import ESCALATE_ON, RefusalCode
@@ -386,14 +387,14 @@ class Predictor:
         self,
         workspace: Workspace,
         *,
-        task: str,
+        task: str | None,
         site: str = "*",
         release: str | None = None,
         clock: Clock | None = None,
         status_ttl: float = 2.0,
     ):
         self.workspace = workspace
-        self.task = task
+        self.task = task or ""  # or the workspace's one task, found once the registry is open
         self.site = site
         self.clock: Clock = clock or SystemClock()
         self.status_ttl = status_ttl
@@ -405,6 +406,7 @@ class Predictor:
         self._manifest_at = -math.inf
         self._statuses: dict[str, str] = {}
         try:
+            self.task = registered_task(self.registry, task, release=release)
             self.default = self._initial_release()
             # Never creates a ledger or an identity vault: a service whose stores are
             # missing refuses to start (a ledger lost under a workspace is named as such).
@@ -431,13 +433,16 @@ class Predictor:
         cls,
         workspace: Workspace,
         *,
-        task: str = "icu_mortality_48h",
+        task: str | None = None,
         site: str = "*",
         release: str | None = None,
         clock: Clock | None = None,
         status_ttl: float = 2.0,
     ) -> Predictor:
         """Return a predictor for ``task``'s active release (or ``release``), verified on load.
+
+        Without ``task``, the task of ``release``, or the one task the workspace has
+        releases of (several tasks: ``ReleaseNotServable``, name one).
 
         Raises ``ReleaseNotServable`` when there is no release in a servable status, and
         ``BundleSignatureInvalid`` when its bundle fails verification — a service must
