@@ -12,7 +12,7 @@ import pytest
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.workspace import Workspace
 
-SMALL = ("--seed", "5", "--scale", "0.02")
+SMALL = ("--task", "icu_mortality_48h", "--seed", "5", "--scale", "0.02")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -62,7 +62,9 @@ def test_simulate_drift_with_no_served_release_refuses_rather_than_take_the_newe
     root = tmp_path / "ws"
     shutil.copytree(trained[0] / "artifacts", root / "artifacts")
     _later_model(Workspace.open(root), trained[1])
-    code, out, err = cli(["simulate", "drift", "-w", str(root), "--json"])
+    code, out, err = cli(
+        ["simulate", "drift", "-t", "icu_mortality_48h", "-w", str(root), "--json"]
+    )
     assert code == 2 and out == ""
     assert "icu_mortality_48h has no served release" in err and "--model" in err
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from clinical_mlops.errors import MonitoringError
+from clinical_mlops.errors import MonitoringError, ReleaseNotServable
 from clinical_mlops.monitoring import alerts as _alerts
 from clinical_mlops.monitoring.alerts import Alert
 from clinical_mlops.workspace import Workspace
@@ -41,7 +41,13 @@ def served_release(workspace: Workspace, task: str | None) -> tuple[str, str]:
     from clinical_mlops.registry.task_choice import registered_task
 
     with Registry.open(workspace) as reg:
-        task = registered_task(reg, task)
+        try:
+            task = registered_task(reg, task)
+        except ReleaseNotServable as exc:
+            raise MonitoringError(
+                f"no served release to monitor: {exc}; or name a release with --release or "
+                "a trained model with --model"
+            ) from exc
         active = reg.active(task)
     if active is None:
         raise MonitoringError(

@@ -27,7 +27,8 @@ class PlainProgress(Progress):
 
     A live bar redraws in place, which a log file or a pipe cannot show: each new step
     description is printed as its own line instead (with the step count when known), and
-    a long count (generating, scoring) every tenth of the way.
+    a long count (generating, scoring) every tenth of the way. A step's first line is
+    printed when it first moves, so input refused up front prints its error alone.
     """
 
     def __init__(self, console: Console) -> None:
@@ -43,9 +44,8 @@ class PlainProgress(Progress):
         visible: bool = True,
         **fields: Any,
     ) -> TaskID:
-        task_id = super().add_task(description, start, total, completed, visible, **fields)
-        self._show(task_id)
-        return task_id
+        # shown at its first update: work refused before it starts prints only its error
+        return super().add_task(description, start, total, completed, visible, **fields)
 
     def update(
         self,

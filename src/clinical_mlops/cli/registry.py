@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from clinical_mlops.application import governance as act
 from clinical_mlops.cli._common import (
     CliTable,
     JsonOption,
@@ -21,10 +20,8 @@ from clinical_mlops.cli._common import (
 )
 
 if TYPE_CHECKING:
-    from clinical_mlops.registry.registry import Registry
-
-if TYPE_CHECKING:
     from clinical_mlops.governance.board import Governance
+    from clinical_mlops.registry.registry import Registry
 
 __all__ = ["incident_app", "registry_app", "review_app"]
 
@@ -70,6 +67,7 @@ def _open(workspace: Path | None) -> Registry:
 def _governance(workspace: Path | None) -> Iterator[Governance]:
     """Yield the governance of the workspace's registry (one ledger for the command)."""
     from clinical_mlops.governance.board import Governance
+    from clinical_mlops.registry.registry import Registry
 
     with Registry.open(workspace_from(workspace)) as reg, Governance(reg) as gov:
         yield gov
@@ -125,6 +123,7 @@ def register_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    from clinical_mlops.application import governance as act
     from clinical_mlops.registry.bundle import import_bundle, load_bundle
 
     ws = workspace_from(workspace)
@@ -194,6 +193,8 @@ def validate_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    from clinical_mlops.application import governance as act
+
     with _governance(workspace) as gov:
         results = act.validate(gov, version, actor=_actor(actor))
     _emit(
@@ -215,6 +216,8 @@ def promote_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    from clinical_mlops.application import governance as act
+
     with _governance(workspace) as gov:
         rel = act.promote(gov, version, actor=_actor(actor), why=why, role=role)
     _emit(rel.to_json(), json_, f"{rel.version} is now {rel.status}")
@@ -229,6 +232,8 @@ def _decide(
     as_json: bool,
     workspace: Path | None,
 ) -> None:
+    from clinical_mlops.application import governance as act
+
     with _governance(workspace) as gov:
         a = (act.approve if decision == "approve" else act.reject)(
             gov, version, person=_actor(actor), role=role, why=why
@@ -269,6 +274,8 @@ def rollback_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    from clinical_mlops.application import governance as act
+
     with _governance(workspace) as gov:
         rel = act.rollback(gov, version, actor=_actor(actor), why=why, role=role)
     _emit(rel.to_json(), json_, f"{rel.version} is active again")
@@ -283,6 +290,8 @@ def suspend_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    from clinical_mlops.application import governance as act
+
     with _governance(workspace) as gov:
         rel = act.suspend(gov, version, actor=_actor(actor), why=why, role=role)
     _emit(rel.to_json(), json_, f"{rel.version} is suspended")
@@ -296,6 +305,8 @@ def resume_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    from clinical_mlops.application import governance as act
+
     with _governance(workspace) as gov:
         rel = act.resume(gov, version, actor=_actor(actor), why=why)
     _emit(rel.to_json(), json_, f"{rel.version} is {rel.status}")
@@ -310,6 +321,8 @@ def retire_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    from clinical_mlops.application import governance as act
+
     with _governance(workspace) as gov:
         rel = act.retire(gov, version, actor=_actor(actor), why=why, role=role)
     _emit(rel.to_json(), json_, f"{rel.version} is retired")
@@ -329,6 +342,8 @@ def rollout_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    from clinical_mlops.application import governance as act
+
     with _governance(workspace) as gov:
         manifest = act.set_rollout(gov, version, site=site, mode=mode, actor=_actor(actor), why=why)
     _emit(manifest, json_, f"{version} runs in {mode} mode at {site}")
@@ -343,6 +358,8 @@ def grant_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    from clinical_mlops.application import governance as act
+
     with _governance(workspace) as gov:
         roles = act.grant_roles(gov, person, roles=role, actor=_actor(actor), why=why)
     _emit({"person": person, "roles": roles}, json_, f"{person}: {', '.join(roles)}")
@@ -387,6 +404,8 @@ def review_record(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    from clinical_mlops.application import governance as act
+
     checklist = {
         "calibration": calibration,
         "fairness": fairness,
@@ -430,6 +449,8 @@ def review_schedule_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    from clinical_mlops.application import governance as act
+
     with _governance(workspace) as gov:
         n = act.set_review_schedule(gov, task=task, interval_days=days, actor=_actor(actor))
     _emit({"task": task, "interval_days": n}, json_, f"{task}: every {n} days")
@@ -450,6 +471,8 @@ def incident_open(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    from clinical_mlops.application import governance as act
+
     roles = {
         "incident_lead": lead,
         "clinical_lead": clinical_lead,
@@ -472,6 +495,8 @@ def incident_contain(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    from clinical_mlops.application import governance as act
+
     with _governance(workspace) as gov:
         inc = act.contain_incident(
             gov, incident_id, actor=_actor(actor), action=action, why=why, rollback_to=to
@@ -488,6 +513,8 @@ def incident_step(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    from clinical_mlops.application import governance as act
+
     with _governance(workspace) as gov:
         inc = act.add_incident_step(gov, incident_id, actor=_actor(actor), kind=kind, detail=detail)
     _emit(inc, json_, f"{incident_id}: {kind} recorded")
@@ -501,6 +528,8 @@ def incident_resolve(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    from clinical_mlops.application import governance as act
+
     with _governance(workspace) as gov:
         inc = act.resolve_incident(gov, incident_id, actor=_actor(actor), root_cause=root_cause)
     _emit(inc, json_, f"{incident_id} resolved")
