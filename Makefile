@@ -14,7 +14,7 @@ help:
 	@echo "make demo   - create the environment, install, run the end-to-end pipeline"
 	@echo "make test   - install everything the tests need and run the full suite"
 	@echo "make bench  - run the long measurements and write docs/BENCHMARKS.md"
-	@echo "make lint   - ruff and mypy"
+	@echo "make lint   - ruff, mypy and the package layers contract (import-linter)"
 	@echo "make audit  - pip-audit of the installed environment (PyPI vulnerability data)"
 	@echo "make sbom   - CycloneDX SBOM of the environment into dist/sbom.cdx.json"
 	@echo "make lock   - pinned, hashed requirements/lock.txt (release) and lock-dev.txt"
@@ -56,6 +56,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy src/clinical_mlops
+	PYTHONPATH=src $(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .clinical-mlops .pytest_cache .mypy_cache .ruff_cache
