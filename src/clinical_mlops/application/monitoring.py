@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from clinical_mlops.clock import Clock
 from clinical_mlops.errors import MonitoringError, ReleaseNotServable
 from clinical_mlops.monitoring import alerts as _alerts
 from clinical_mlops.monitoring.alerts import Alert
@@ -138,15 +139,22 @@ def show_alert(workspace: Workspace, alert_id: str) -> dict[str, Any]:
 
 
 def acknowledge_alert(
-    workspace: Workspace, alert_id: str, *, actor: str, comment: str | None = None
+    workspace: Workspace,
+    alert_id: str,
+    *,
+    actor: str,
+    comment: str | None = None,
+    clock: Clock | None = None,
 ) -> Alert:
     """Return the alert acknowledged by ``actor`` (recorded in the ledger)."""
-    return _alerts.acknowledge_alert(workspace, alert_id, actor=actor, comment=comment)
+    return _alerts.acknowledge_alert(workspace, alert_id, actor=actor, comment=comment, clock=clock)
 
 
-def resolve_alert(workspace: Workspace, alert_id: str, *, actor: str, comment: str) -> Alert:
+def resolve_alert(
+    workspace: Workspace, alert_id: str, *, actor: str, comment: str, clock: Clock | None = None
+) -> Alert:
     """Return the alert resolved by ``actor``; the comment saying why is required."""
-    return _alerts.resolve_alert(workspace, alert_id, actor=actor, comment=comment)
+    return _alerts.resolve_alert(workspace, alert_id, actor=actor, comment=comment, clock=clock)
 
 
 def simulate_drift(

@@ -95,9 +95,9 @@ def bundle_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    from clinical_mlops.registry.bundle import build_bundle
+    from clinical_mlops.application.releases import build_release_bundle
 
-    b = build_bundle(
+    b = build_release_bundle(
         workspace_from(workspace),
         model_version=model_version,
         author=_actor(actor),
@@ -123,13 +123,10 @@ def register_cmd(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    from clinical_mlops.application import governance as act
-    from clinical_mlops.registry.bundle import import_bundle, load_bundle
+    from clinical_mlops.application.releases import register_bundle
 
-    ws = workspace_from(workspace)
-    b = import_bundle(ws, path) if path.is_file() else load_bundle(ws, path)
-    with _governance(ws.root) as gov:
-        rel = act.register(gov, b, actor=_actor(actor), why=why)
+    with _governance(workspace) as gov:
+        rel = register_bundle(gov, path, actor=_actor(actor), why=why)
     _emit(rel.to_json() | {"change": rel.change}, json_, f"registered {rel.version} ({rel.status})")
 
 

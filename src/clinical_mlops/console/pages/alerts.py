@@ -9,13 +9,13 @@ from fastapi import APIRouter, Depends, Form
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from clinical_mlops.application.dossier import open_alert_review
+from clinical_mlops.application.monitoring import acknowledge_alert
 from clinical_mlops.console.deps import Viewer, page, posted, render
 from clinical_mlops.console.plots import series_svg
 from clinical_mlops.errors import InputInvalid
 from clinical_mlops.monitoring.alerts import (
     KINDS,
     STATUSES,
-    acknowledge_alert,
     alert_series,
     get_alert,
     list_alerts,
