@@ -3,6 +3,7 @@
 ::
 
     ClinicalMlopsError
+    ├── DocumentInvalid                a JSON document (report.json, reference_profile.json) that does not match its model (names the file and field)
     ├── SpecError
     │   └── TaskSpecInvalid            a task spec that does not validate (names the field)
     │       └── TaskSpecIncomplete     a drafted spec with fields still marked TODO for a person
@@ -108,6 +109,7 @@ __all__ = [
     "ConsoleUserInvalid",
     "ContractViolation",
     "DataError",
+    "DocumentInvalid",
     # serving
     "DuplicateRequest",
     "EngineUnavailable",
@@ -167,6 +169,23 @@ __all__ = [
 
 class ClinicalMlopsError(Exception):
     """Base of every error raised by clinical-mlops."""
+
+
+class DocumentInvalid(ClinicalMlopsError):
+    """A stored JSON document that does not match its model; ``problems`` lists (field, message).
+
+    Raised where the document is loaded (a validation report, a reference profile), so a
+    renamed or missing key is reported with the file and the field, before any gate,
+    monitor or service reads it.
+    """
+
+    def __init__(self, source: str, document: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.document = document
+        self.problems = problems
+        lines = [f"{source} is not a valid {document}:"]
+        lines += [f"  {field}: {message}" for field, message in problems]
+        super().__init__("\n".join(lines))
 
 
 class SpecError(ClinicalMlopsError):

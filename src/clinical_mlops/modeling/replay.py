@@ -51,7 +51,7 @@ def replay_evaluation(workspace: Workspace, version: str) -> dict[str, Any]:
     stored = json.loads((folder / "report.json").read_text(encoding="utf-8"))
     return {
         "model_version": folder.name,
-        "identical": canonical_json(report) == canonical_json(stored),
+        "identical": canonical_json(report.to_json()) == canonical_json(stored),
         "artifacts_verified": True,
-        "test": report["test"],
+        "test": report.test.to_json(),
     }

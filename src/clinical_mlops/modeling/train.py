@@ -30,6 +30,7 @@ from clinical_mlops import ledger
 from clinical_mlops.data.snapshot import Snapshot
 from clinical_mlops.errors import ContractViolation
 from clinical_mlops.evaluation.inputs import EvaluationInput
+from clinical_mlops.evaluation.validation_report import ValidationReport
 from clinical_mlops.hashing import canonical_json, sha256_file
 from clinical_mlops.modeling.calibration import IsotonicCalibrator
 from clinical_mlops.modeling.conformal import MondrianConformal
@@ -90,7 +91,7 @@ class TrainingResult:
 
     model: TrainedModel
     folder: Path
-    report: dict[str, Any]
+    report: ValidationReport
     lineage: dict[str, Any]
     cv: dict[str, dict[str, Any]]
     selected_model: str
@@ -113,12 +114,12 @@ class TrainingResult:
             "hyperparameters": self.hyperparameters,
             "cv_auroc": {k: v["mean_auroc"] for k, v in self.cv.items()},
             "cv": self.cv,
-            "test": r["test"],
+            "test": r.test.to_json(),
             "conformal_guarantee": self.conformal_bounds,
-            "subgroups": r["subgroups"],
-            "fairness": r["fairness"],
-            "fairness_alerts": r.get("fairness_alerts", []),
-            "baseline": r["baseline"],
+            "subgroups": {k: v.to_json() for k, v in r.subgroups.items()},
+            "fairness": {k: v.to_json() for k, v in r.fairness.items()},
+            "fairness_alerts": [a.to_json() for a in r.fairness_alerts],
+            "baseline": r.baseline.to_json(),
             "report_html": str(self.paths["report.html"]),
             "report_json": str(self.paths["report.json"]),
             "model_card": str(self.paths["model_card.md"]),
@@ -288,7 +289,7 @@ def train_model(
             params={**config.as_dict(), "selected_model": winner.kind, **winner.params},
             metrics={
                 k: v
-                for k, v in report["test"].items()
+                for k, v in report.test.to_json().items()
                 if isinstance(v, int | float) and not isinstance(v, bool)
             },
             files=[paths["report.json"], paths["model_card.md"]],
@@ -304,7 +305,7 @@ def train_model(
             "selected_model": winner.kind,
             "seed": config.seed,
             "artifacts": hashes,
-            "test_auroc": report["test"]["auroc"],
+            "test_auroc": report.test.auroc,
         },
     )
     ledger.record(
