@@ -73,7 +73,7 @@ def test_binning_reproduces_the_reference_profile(scored: ScoredStays) -> None:
             values.to_numpy(dtype=object) if ref.kind == "categorical" else values.to_numpy(float)
         )
         assert np.mean(codes == drift.MISSING) == pytest.approx(
-            profile["features"][name]["missing_fraction"], abs=1e-5
+            profile.features[name].missing_fraction, abs=1e-5
         )
         present = codes[codes != drift.MISSING]
         observed = np.bincount(present, minlength=ref.n_bins) / len(present)
