@@ -512,7 +512,7 @@ def evaluate(inp: EvaluationInput, *, n_boot: int = 1000) -> ValidationReport:
         "limitations": _limitations(inp, subgroups, baseline, conformal),
     }
     report["published_comparison"] = _published_comparison(inp, test, cohort)
-    return ValidationReport.from_json(json_ready(report), source="validation report")
+    return ValidationReport.from_json(json_ready(report), source="report.json (as evaluated)")
 
 
 def canonical_json(report: dict[str, Any]) -> str:

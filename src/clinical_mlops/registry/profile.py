@@ -139,4 +139,4 @@ def reference_profile(model: TrainedModel, snapshot: Snapshot) -> ReferenceProfi
         },
         "alerts_per_100": {f"{t:.2f}": round(float((p >= t).mean() * 100), 4) for t in thresholds},
     }
-    return ReferenceProfile.from_json(document, source="reference_profile.json")
+    return ReferenceProfile.from_json(document, source="reference_profile.json (as built)")
