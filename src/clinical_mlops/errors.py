@@ -4,6 +4,7 @@
 
     ClinicalMlopsError
     ├── ValueInvalid               a value outside what its field or option allows (also a ValueError)
+    ├── DocumentInvalid                a JSON document (report.json, reference_profile.json) that does not match its model (names the file and field)
     ├── SpecError
     │   └── TaskSpecInvalid            a task spec that does not validate (names the field)
     │       └── TaskSpecIncomplete     a drafted spec with fields still marked TODO for a person
@@ -109,6 +110,7 @@ __all__ = [
     "ConsoleUserInvalid",
     "ContractViolation",
     "DataError",
+    "DocumentInvalid",
     # serving
     "DuplicateRequest",
     "EngineUnavailable",
@@ -176,6 +178,23 @@ class ValueInvalid(ClinicalMlopsError, ValueError):
 
     Also a ``ValueError``, so code that validates plain values keeps catching it.
     """
+
+
+class DocumentInvalid(ClinicalMlopsError):
+    """A stored JSON document that does not match its model; ``problems`` lists (field, message).
+
+    Raised where the document is loaded (a validation report, a reference profile), so a
+    renamed or missing key is reported with the file and the field, before any gate,
+    monitor or service reads it.
+    """
+
+    def __init__(self, source: str, document: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.document = document
+        self.problems = problems
+        lines = [f"{source} is not a valid {document}:"]
+        lines += [f"  {field}: {message}" for field, message in problems]
+        super().__init__("\n".join(lines))
 
 
 class SpecError(ClinicalMlopsError):

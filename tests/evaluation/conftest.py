@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from clinical_mlops.evaluation.inputs import EvaluationInput
+from clinical_mlops.evaluation.validation_report import ValidationReport
 from clinical_mlops.tasks import load_task
 
 SPEC = load_task("icu_mortality_48h")
@@ -157,8 +158,14 @@ def evaluation_input() -> EvaluationInput:
 
 
 @pytest.fixture(scope="session")
-def report(evaluation_input: EvaluationInput) -> dict:
+def validation_report(evaluation_input: EvaluationInput) -> ValidationReport:
     """The validation report of the fake input with 200 resamples (fast)."""
     from clinical_mlops.evaluation.report import evaluate
 
     return evaluate(evaluation_input, n_boot=200)
+
+
+@pytest.fixture(scope="session")
+def report(validation_report: ValidationReport) -> dict:
+    """The same report as the JSON document ``report.json`` holds."""
+    return validation_report.to_json()

@@ -104,14 +104,14 @@ def test_error_examples_are_anonymised(report, evaluation_input):
 
 
 def test_same_seed_same_report_and_other_seed_other_cis(report):
-    again = evaluate(make_input(), n_boot=200)
+    again = evaluate(make_input(), n_boot=200).to_json()
     assert again == report
-    other = evaluate(make_input(seed=8), n_boot=200)
+    other = evaluate(make_input(seed=8), n_boot=200).to_json()
     assert other["test"]["auroc_ci"] != report["test"]["auroc_ci"]
 
 
 def test_default_thousand_resamples(evaluation_input, report):
-    full = evaluate(evaluation_input)
+    full = evaluate(evaluation_input).to_json()
     assert full["methods"]["n_boot"] == 1000
     assert full["test"]["auroc"] == report["test"]["auroc"]
     lo, hi = full["test"]["auroc_ci"]
@@ -120,8 +120,8 @@ def test_default_thousand_resamples(evaluation_input, report):
         assert full["fairness"][name]["ci"][0] <= full["fairness"][name]["value"]
 
 
-def test_write_report_json_and_html(tmp_path, report, evaluation_input):
-    paths = write_report(report, evaluation_input, tmp_path)
+def test_write_report_json_and_html(tmp_path, report, validation_report, evaluation_input):
+    paths = write_report(validation_report, evaluation_input, tmp_path)
     assert set(paths) == {"json", "html"}
     text = paths["json"].read_text(encoding="utf-8")
     assert json.loads(text) == report
@@ -135,8 +135,8 @@ def test_write_report_json_and_html(tmp_path, report, evaluation_input):
     assert "Fairness alert" in html or "No subgroup AUROC gap" in html
 
 
-def test_model_card_has_every_section(tmp_path, report, evaluation_input):
-    paths = write_model_card(report, evaluation_input, tmp_path)
+def test_model_card_has_every_section(tmp_path, validation_report, evaluation_input):
+    paths = write_model_card(validation_report, evaluation_input, tmp_path)
     assert set(paths) == {"json", "md", "html"}
     card = json.loads(paths["json"].read_text(encoding="utf-8"))
     md = paths["md"].read_text(encoding="utf-8")

@@ -13,6 +13,7 @@ from scipy import stats
 
 from clinical_mlops.monitoring import drift
 from clinical_mlops.monitoring.scenarios import ScoredStays
+from clinical_mlops.registry.profile import FeatureProfile
 
 
 def test_psi_matches_its_definition_and_known_value() -> None:
@@ -64,7 +65,7 @@ def test_binning_reproduces_the_reference_profile(scored: ScoredStays) -> None:
     """Binning the validation stays with the monitor's rule gives back the profile's fractions."""
     profile = scored.reference.profile
     assert profile is not None
-    refs = drift.reference_bins(profile)
+    refs = drift.reference_bins(profile.features)
     assert "ventilation" in refs and refs["ventilation"].kind == "flag"
     for name, ref in refs.items():
         values = scored.inputs[name]
@@ -72,7 +73,7 @@ def test_binning_reproduces_the_reference_profile(scored: ScoredStays) -> None:
             values.to_numpy(dtype=object) if ref.kind == "categorical" else values.to_numpy(float)
         )
         assert np.mean(codes == drift.MISSING) == pytest.approx(
-            profile["features"][name]["missing_fraction"], abs=1e-5
+            profile.features[name].missing_fraction, abs=1e-5
         )
         present = codes[codes != drift.MISSING]
         observed = np.bincount(present, minlength=ref.n_bins) / len(present)
@@ -84,7 +85,7 @@ def test_binning_reproduces_the_reference_profile(scored: ScoredStays) -> None:
         if ref.kind in ("numeric", "flag"):
             assert np.nanmean(z) == pytest.approx(0.0, abs=1e-4)
             assert np.nanstd(z) == pytest.approx(1.0, abs=1e-3)
-    score = drift.score_reference(profile)
+    score = drift.score_reference(profile.score)
     observed = np.bincount(score.codes(scored.p), minlength=score.n_bins) / len(scored.p)
     np.testing.assert_allclose(observed, score.fractions, atol=1e-5)
 
@@ -127,16 +128,14 @@ def test_input_block_equals_the_one_input_statistics(data: list[int], lo_frac: f
 
 
 def test_rare_and_unseen_categories_share_one_bin() -> None:
-    profile = {
-        "features": {
-            "dx": {
-                "kind": "categorical",
-                "missing_fraction": 0.0,
-                "categories": {"a": 0.6, "b": 0.39, "c": 0.01},
-            }
-        }
+    features = {
+        "dx": FeatureProfile(
+            kind="categorical",
+            missing_fraction=0.0,
+            categories={"a": 0.6, "b": 0.39, "c": 0.01},
+        )
     }
-    ref = drift.reference_bins(profile)["dx"]
+    ref = drift.reference_bins(features)["dx"]
     assert ref.labels == ("a", "b", "(other)")
     np.testing.assert_allclose(ref.fractions, [0.6, 0.39, 0.01])
     assert ref.codes(np.array(["a", "c", "never-seen", None], dtype=object)).tolist() == [

@@ -181,7 +181,7 @@ def test_repeated_unknown_and_shuffled_outcomes_change_nothing(scored: ScoredSta
 
 
 def test_a_release_without_reference_profile_is_still_monitored(scored: ScoredStays) -> None:
-    ref = replace(scored.reference, profile=None)
+    ref = scored.reference.model_copy(update={"profile": None})
     with pytest.raises(ReferenceProfileMissing, match="no reference profile"):
         ref.require_profile()
     stream = clean_stream(scored, DriftScenario(clean_days=30))

@@ -204,7 +204,7 @@ def test_the_whole_pipeline_runs_on_each_task_by_name(task: str, tmp_path: Path)
     assert build["contracts"]["hard_failed"] == 0
 
     # validation: the report's AUROC is scikit-learn's, its ECE the 10-bin definition's
-    test, t = run["test"], result.report["test"]
+    test, t = run["test"], result.report.test.to_json()
     p, y = result.model.probability(test), test[label].to_numpy()
     assert t["auroc"] == pytest.approx(roc_auc_score(y, p), abs=1e-9)
     bins = np.minimum((p * 10).astype(int), 9)
@@ -214,7 +214,7 @@ def test_the_whole_pipeline_runs_on_each_task_by_name(task: str, tmp_path: Path)
         if (bins == b).any()
     )
     assert t["ece"] == pytest.approx(ece, abs=1e-9)
-    base = result.report["baseline"]
+    base = result.report.baseline.to_json()
     assert base["name"] in ("SOFA-like score", "LACE-like index") and t["auroc"] > base["auroc"]
     assert run["replay"]["identical"] is True
     if task == "readmission_30d":  # R-T9: 14.7 % readmitted; acceptance from the published run
@@ -260,11 +260,11 @@ def test_the_whole_pipeline_runs_on_each_task_by_name(task: str, tmp_path: Path)
     assert mon.n_records == N_SERVED + 1 and mon.windows  # the batch and the HTTP request
     assert mon.windows[-1].quantities["n_window"] == N_SERVED + 1
     assert not any(mon.rejected.values())  # every outcome linked to its prediction
-    assert reference.validated_auroc == pytest.approx(result.report["test"]["auroc"])
+    assert reference.validated_auroc == pytest.approx(result.report.test.auroc)
 
     # suspended: the task's own clinical baseline, never an error
     fb = run["fallback"]
-    assert fb.status == "fallback" and fb.fallback["name"] == result.report["baseline"]["name"]
+    assert fb.status == "fallback" and fb.fallback["name"] == result.report.baseline.name
 
     # nothing says ICU where the task is not an ICU task
     if spec.cohort.setting != "icu":

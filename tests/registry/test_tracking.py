@@ -79,6 +79,6 @@ def test_training_run_is_logged_to_a_real_mlflow_server(mlflow_server, small_sou
     from mlflow.tracking import MlflowClient
 
     run = MlflowClient(tracking_uri=mlflow_server).get_run(run_id)
-    assert run.data.metrics["auroc"] == pytest.approx(result.report["test"]["auroc"])
+    assert run.data.metrics["auroc"] == pytest.approx(result.report.test.auroc)
     assert run.data.params["selected_model"] == result.selected_model
     assert default_tracking_uri(ws).startswith("sqlite:///")

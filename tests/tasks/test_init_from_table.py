@@ -182,7 +182,7 @@ def test_a_completed_draft_runs_the_whole_pipeline_through_serving(
     assert snap.manifest["table"]["dropped_columns"] == ["notes"]
 
     result = train_model(ws, snap, config=FAST)
-    assert result.report["baseline"]["name"] == "SOFA-like score"
+    assert result.report.baseline.name == "SOFA-like score"
     shown = govern_demo_release(ws, model_version=result.model_version)
     assert shown["status"] == "approved" and shown["version"] == "icu_extract@1"
     assert all(g["passed"] for g in shown["gates"].values())

@@ -22,6 +22,7 @@ import hashlib
 from typing import Any
 
 from clinical_mlops.errors import ReleaseChanged
+from clinical_mlops.evaluation.validation_report import ValidationReport
 from clinical_mlops.governance.board import Governance
 from clinical_mlops.governance.reviews import review_status
 from clinical_mlops.hashing import canonical_json
@@ -67,41 +68,32 @@ def release_fingerprint(governance: Governance, version: str) -> str:
     return hashlib.sha256(canonical_json(state)).hexdigest()
 
 
-def validation_summary(report: dict[str, Any]) -> dict[str, Any]:
+def validation_summary(report: ValidationReport) -> dict[str, Any]:
     """Return the headline evidence of a validation report, as a reviewer reads it first."""
-    test, baseline = report.get("test", {}), report.get("baseline", {})
-    cohort, workload = report.get("cohort", {}), report.get("workload", {})
-    task = report.get("task", {})
-    subgroups = {
-        key: row.get("auroc")
-        for key, row in sorted((report.get("subgroups") or {}).items())
-        if isinstance(row, dict)
-    }
+    test, baseline = report.test, report.baseline
     return {
-        "title": task.get("title") if isinstance(task, dict) else None,
-        "n_test": test.get("n"),
-        "n_positive": test.get("n_positive"),
-        "test_years": (cohort.get("test_set") or {}).get("years")
-        if isinstance(cohort.get("test_set"), dict)
-        else None,
-        "auroc": test.get("auroc"),
-        "auroc_ci": test.get("auroc_ci"),
-        "ece": test.get("ece"),
-        "brier": test.get("brier"),
-        "threshold": test.get("threshold"),
-        "sensitivity": test.get("sensitivity"),
-        "specificity": test.get("specificity"),
-        "ppv": test.get("ppv"),
-        "conformal_coverage": test.get("conformal_coverage"),
-        "conformal_target": (report.get("conformal") or {}).get("target_coverage"),
-        "alerts_per_100": workload.get("alerts_per_100"),
-        "baseline_name": baseline.get("name"),
-        "baseline_auroc": baseline.get("auroc"),
-        "auroc_gain": (baseline.get("auroc_difference") or {}).get("value"),
-        "auroc_gain_ci": (baseline.get("auroc_difference") or {}).get("ci"),
-        "subgroup_auroc": subgroups,
-        "fairness_alerts": [a.get("message") for a in report.get("fairness_alerts") or []],
-        "limitations": list(report.get("limitations") or []),
+        "title": report.task.title,
+        "n_test": test.n,
+        "n_positive": test.n_positive,
+        "test_years": report.cohort.test_set.years,
+        "auroc": test.auroc,
+        "auroc_ci": test.auroc_ci,
+        "ece": test.ece,
+        "brier": test.brier,
+        "threshold": test.threshold,
+        "sensitivity": test.sensitivity,
+        "specificity": test.specificity,
+        "ppv": test.ppv,
+        "conformal_coverage": test.conformal_coverage,
+        "conformal_target": report.conformal.target_coverage,
+        "alerts_per_100": report.workload.alerts_per_100,
+        "baseline_name": baseline.name,
+        "baseline_auroc": baseline.auroc,
+        "auroc_gain": baseline.auroc_difference.value,
+        "auroc_gain_ci": baseline.auroc_difference.ci,
+        "subgroup_auroc": {key: row.auroc for key, row in sorted(report.subgroups.items())},
+        "fairness_alerts": [a.message for a in report.fairness_alerts],
+        "limitations": list(report.limitations),
     }
 
 
@@ -134,7 +126,7 @@ def release_dossier(governance: Governance, version: str) -> dict[str, Any]:
         "active": active.version if active else None,
         "is_active": bool(active and active.version == rel.version),
         "pending_decision": rel.status in PENDING_DECISION,
-        "validation": validation_summary(bundle.read_json("report.json")),
+        "validation": validation_summary(bundle.report()),
         "model_card": bundle.read_json("model_card.json"),
         "changes": _changes(governance, rel),
         "gates": governance.gates(rel.version),
@@ -207,8 +199,8 @@ def review_evidence(governance: Governance, version: str) -> dict[str, Any]:
     registry = governance.registry
     rel = registry.get(version)
     bundle = registry.bundle(rel.version)
-    report = bundle.read_json("report.json")
-    calibration = report.get("calibration", {})
+    report = bundle.report()
+    calibration = report.calibration
     incidents = [i for i in list_incidents(governance) if i["version"] == rel.version]
     gates = governance.gates(rel.version)
     documents = {
@@ -220,13 +212,13 @@ def review_evidence(governance: Governance, version: str) -> dict[str, Any]:
         "schedule": review_status(governance, rel.version),
         "requested": review_items(registry.workspace, release=rel.version, pending_only=True),
         "calibration": {
-            "ece": calibration.get("ece"),
-            "slope": report.get("test", {}).get("calibration_slope"),
-            "intercept": calibration.get("intercept"),
-            "method": calibration.get("method"),
+            "ece": calibration.ece,
+            "slope": report.test.calibration_slope,
+            "intercept": calibration.intercept,
+            "method": calibration.method,
         },
         "fairness": {
-            "alerts": [a.get("message") for a in report.get("fairness_alerts") or []],
+            "alerts": [a.message for a in report.fairness_alerts],
         },
         "incidents": {
             "total": len(incidents),

@@ -29,6 +29,7 @@ from clinical_mlops.errors import EngineUnavailable, SourceInvalid, WorkspaceErr
 from clinical_mlops.evaluation.inputs import evaluation_input
 from clinical_mlops.evaluation.model_card import write_model_card
 from clinical_mlops.evaluation.report import evaluate, write_report
+from clinical_mlops.evaluation.validation_report import ValidationReport
 from clinical_mlops.features.engine import DuckDBEngine, FeatureEngine
 from clinical_mlops.features.snapshot import (
     Snapshot,
@@ -155,7 +156,7 @@ class TrainingResult:
     model: TrainedModel
     snapshot: Snapshot
     folder: Path
-    report: dict[str, Any]
+    report: ValidationReport
     lineage: dict[str, Any]
     cv: dict[str, dict[str, Any]]
     selected_model: str
@@ -178,12 +179,12 @@ class TrainingResult:
             "hyperparameters": self.hyperparameters,
             "cv_auroc": {k: v["mean_auroc"] for k, v in self.cv.items()},
             "cv": self.cv,
-            "test": r["test"],
+            "test": r.test.to_json(),
             "conformal_guarantee": self.conformal_bounds,
-            "subgroups": r["subgroups"],
-            "fairness": r["fairness"],
-            "fairness_alerts": r.get("fairness_alerts", []),
-            "baseline": r["baseline"],
+            "subgroups": {k: v.to_json() for k, v in r.subgroups.items()},
+            "fairness": {k: v.to_json() for k, v in r.fairness.items()},
+            "fairness_alerts": [a.to_json() for a in r.fairness_alerts],
+            "baseline": r.baseline.to_json(),
             "report_html": str(self.paths["report.html"]),
             "report_json": str(self.paths["report.json"]),
             "model_card": str(self.paths["model_card.md"]),
@@ -262,7 +263,7 @@ def train_model(
             },
             metrics={
                 k: v
-                for k, v in report["test"].items()
+                for k, v in report.test.to_json().items()
                 if isinstance(v, int | float) and not isinstance(v, bool)
             },
             files=[paths["report.json"], paths["model_card.md"]],
@@ -278,7 +279,7 @@ def train_model(
             "selected_model": fit.selected_model,
             "seed": config.seed,
             "artifacts": hashes,
-            "test_auroc": report["test"]["auroc"],
+            "test_auroc": report.test.auroc,
         },
     )
     ledger.record(
@@ -374,7 +375,7 @@ def replay_evaluation(workspace: Workspace, version: str) -> dict[str, Any]:
     stored = json.loads((folder / "report.json").read_text(encoding="utf-8"))
     return {
         "model_version": folder.name,
-        "identical": canonical_json(report) == canonical_json(stored),
+        "identical": canonical_json(report.to_json()) == canonical_json(stored),
         "artifacts_verified": True,
-        "test": report["test"],
+        "test": report.test.to_json(),
     }

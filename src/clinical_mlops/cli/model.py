@@ -154,10 +154,11 @@ def report(
     as_json: JsonOption = False,
 ) -> None:
     """Show where a model's validation report and model card are, with the headline table."""
+    from clinical_mlops.evaluation.validation_report import ValidationReport
     from clinical_mlops.modeling.trained import model_folder
 
     folder = model_folder(workspace_from(workspace), model)
-    data = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    data = ValidationReport.load(folder / "report.json")
     files = {
         name: str(folder / name)
         for name in (
@@ -169,20 +170,18 @@ def report(
         )
     }
     if as_json:
-        print_json({"model_version": folder.name, "files": files, "test": data["test"]})
+        print_json({"model_version": folder.name, "files": files, "test": data.test.to_json()})
         return
     render_training(
         {
             "model_version": folder.name,
-            "test": data["test"],
-            "subgroups": data["subgroups"],
-            "baseline": data["baseline"],
-            "fairness": data["fairness"],
+            "test": data.test.to_json(),
+            "subgroups": {k: v.to_json() for k, v in data.subgroups.items()},
+            "baseline": data.baseline.to_json(),
+            "fairness": {k: v.to_json() for k, v in data.fairness.items()},
             "report_html": files["report.html"],
             "model_card": files["model_card.md"],
-            "cv_auroc": {
-                k: v["mean_auroc"] for k, v in data.get("cv", {}).get("candidates", {}).items()
-            },
+            "cv_auroc": {k: v["mean_auroc"] for k, v in data.cv.candidates.items()},
         },
         published=_published(workspace, folder),
     )

@@ -14,6 +14,7 @@ from typing import Any
 from clinical_mlops.evaluation.inputs import EvaluationInput
 from clinical_mlops.evaluation.render import fmt_ci, fmt_num, fmt_pct, render
 from clinical_mlops.evaluation.report import canonical_json, json_ready
+from clinical_mlops.evaluation.validation_report import ValidationReport
 
 __all__ = ["CARD_SCHEMA", "CARD_SECTIONS", "model_card", "write_model_card"]
 
@@ -51,17 +52,17 @@ def _metric(name: str, goal: str, result: str, interpretation: str, test_type: s
     }
 
 
-def _key_metrics(report: dict[str, Any], inp: EvaluationInput) -> dict[str, list[dict[str, str]]]:
-    t, b, cal, conf = report["test"], report["baseline"], report["calibration"], report["conformal"]
-    th = t["threshold"]
+def _key_metrics(report: ValidationReport, inp: EvaluationInput) -> dict[str, list[dict[str, str]]]:
+    t, b, cal, conf = report.test, report.baseline, report.calibration, report.conformal
+    th = t.threshold
     years = "–".join(str(y) for y in inp.spec.split.test_years)
-    test_data = f"locked temporal test set, {t['n']:,} stays ({years}), touched once"
-    boot = f"{report['methods']['n_boot']} bootstrap resamples"
+    test_data = f"locked temporal test set, {t.n:,} stays ({years}), touched once"
+    boot = f"{report.methods.n_boot} bootstrap resamples"
     usefulness = [
         _metric(
             "AUROC",
             "rank stays that die within 48 h above those that do not",
-            f"{fmt_num(t['auroc'])} (95 % CI {fmt_ci(t['auroc_ci'])})",
+            f"{fmt_num(t.auroc)} (95 % CI {fmt_ci(t.auroc_ci)})",
             "probability that a random death is ranked above a random survivor",
             f"discrimination, {boot}",
             test_data,
@@ -69,19 +70,19 @@ def _key_metrics(report: dict[str, Any], inp: EvaluationInput) -> dict[str, list
         _metric(
             f"Sensitivity / specificity / PPV at {th}",
             "flag most deaths without flooding clinicians with alerts",
-            f"{fmt_num(t['sensitivity'])} / {fmt_num(t['specificity'])} / {fmt_num(t['ppv'])}",
-            f"{report['workload']['alerts_per_100']:.1f} alerts per 100 patients; "
-            f"{fmt_num(report['workload']['number_needed_to_evaluate'], 1)} patients reviewed "
+            f"{fmt_num(t.sensitivity)} / {fmt_num(t.specificity)} / {fmt_num(t.ppv)}",
+            f"{report.workload.alerts_per_100:.1f} alerts per 100 patients; "
+            f"{fmt_num(report.workload.number_needed_to_evaluate, 1)} patients reviewed "
             "per death found",
             "classification at the operating threshold",
             test_data,
         ),
         _metric(
-            f"AUROC gain over {b['name']}",
+            f"AUROC gain over {b.name}",
             "beat an established bedside severity score",
-            f"{fmt_num(b['auroc_difference']['value'])} "
-            f"(95 % CI {fmt_ci(b['auroc_difference']['ci'])}); baseline AUROC "
-            f"{fmt_num(b['auroc'])}",
+            f"{fmt_num(b.auroc_difference.value)} "
+            f"(95 % CI {fmt_ci(b.auroc_difference.ci)}); baseline AUROC "
+            f"{fmt_num(b.auroc)}",
             "a CI above 0 means the model ranks risk better than the score on the same stays",
             "paired bootstrap comparison",
             test_data,
@@ -95,24 +96,24 @@ def _key_metrics(report: dict[str, Any], inp: EvaluationInput) -> dict[str, list
             test_data,
         ),
     ]
-    fair = report["fairness"]
+    fair = report.fairness
     fairness = [
         _metric(
             name.replace("_", " "),
             "similar error and alert rates across sex, age group and ethnicity",
-            f"{fmt_num(m['value'])} (95 % CI {fmt_ci(m['ci'])}), largest for {m['attribute']}",
+            f"{fmt_num(m.value)} (95 % CI {fmt_ci(m.ci)}), largest for {m.attribute}",
             "0 = no difference between the best and worst subgroup",
             f"group fairness at threshold {th}, {boot}",
             test_data,
         )
         for name, m in fair.items()
     ]
-    gap_alerts = report["fairness_alerts"]
+    gap_alerts = report.fairness_alerts
     fairness.append(
         _metric(
             "Subgroup AUROC gap",
             f"no gap above {inp.spec.thresholds.subgroup_auroc_gap} between subgroups",
-            "; ".join(a["message"] for a in gap_alerts) if gap_alerts else "no gap above tolerance",
+            "; ".join(a.message for a in gap_alerts) if gap_alerts else "no gap above tolerance",
             "an alert requires review by the governance board before release",
             "subgroup discrimination",
             test_data,
@@ -122,30 +123,29 @@ def _key_metrics(report: dict[str, Any], inp: EvaluationInput) -> dict[str, list
         _metric(
             "Calibration (ECE, slope, intercept)",
             "predicted risks match observed death rates",
-            f"ECE {fmt_num(cal['ece'])} ({cal['ece_binning']}); slope {fmt_num(cal['slope'])}; "
-            f"intercept {fmt_num(cal['intercept'])}; Brier {fmt_num(cal['brier'])}",
+            f"ECE {fmt_num(cal.ece)} ({cal.ece_binning}); slope {fmt_num(cal.slope)}; "
+            f"intercept {fmt_num(cal.intercept)}; Brier {fmt_num(cal.brier)}",
             "slope 1 and intercept 0 are ideal",
-            f"{cal['method']} calibration, reliability diagram",
+            f"{cal.method} calibration, reliability diagram",
             test_data,
         ),
         _metric(
             "Conformal coverage",
             "prediction sets contain the true outcome in at least "
-            f"{fmt_pct(conf['target_coverage'], 0)} "
+            f"{fmt_pct(conf.target_coverage, 0)} "
             "of stays in each class",
-            f"{fmt_pct(conf['coverage'])} overall; survivors "
-            f"{fmt_pct(conf['coverage_by_class']['0'])}, deaths "
-            f"{fmt_pct(conf['coverage_by_class']['1'])}",
+            f"{fmt_pct(conf.coverage)} overall; survivors "
+            f"{fmt_pct(conf.coverage_by_class['0'])}, deaths "
+            f"{fmt_pct(conf.coverage_by_class['1'])}",
             "ambiguous {no,yes} and empty sets are flagged to the clinician as low confidence",
-            str(conf.get("method")),
+            str(conf.method),
             test_data,
         ),
         _metric(
             "Robustness to a missing input",
             "performance degrades gracefully when an input is not measured",
             "; ".join(
-                f"{lab} {fmt_num(r['auroc_change'])}"
-                for lab, r in report["robustness"]["masked"].items()
+                f"{lab} {fmt_num(r['auroc_change'])}" for lab, r in report.robustness.masked.items()
             ),
             "AUROC change when the input is missing for every stay (imputed with the training "
             "median)",
@@ -160,9 +160,9 @@ def _key_metrics(report: dict[str, Any], inp: EvaluationInput) -> dict[str, list
     }
 
 
-def _failure_modes(report: dict[str, Any]) -> list[str]:
+def _failure_modes(report: ValidationReport) -> list[str]:
     out = []
-    masked = report["robustness"]["masked"]
+    masked = report.robustness.masked
     if masked:
         worst = min(masked, key=lambda k: masked[k]["auroc_change"] or 0.0)
         out.append(
@@ -171,9 +171,7 @@ def _failure_modes(report: dict[str, Any]) -> list[str]:
             "not measured; predictions with missing inputs are flagged."
         )
     numeric = [
-        (row["auroc"], key)
-        for key, row in report["subgroups"].items()
-        if isinstance(row["auroc"], float)
+        (row.auroc, key) for key, row in report.subgroups.items() if isinstance(row.auroc, float)
     ]
     if numeric:
         lo, key = min(numeric)
@@ -193,13 +191,13 @@ def _failure_modes(report: dict[str, Any]) -> list[str]:
     return out
 
 
-def _tripod(report: dict[str, Any], inp: EvaluationInput) -> list[dict[str, str]]:
-    spec, cohort, t = inp.spec, report["cohort"], report["test"]
+def _tripod(report: ValidationReport, inp: EvaluationInput) -> list[dict[str, str]]:
+    spec, cohort, t = inp.spec, report.cohort, report.test
     items = [
         (
             "5a",
             "Data sources",
-            f"{cohort.get('source')} raw EHR events; snapshot {cohort.get('snapshot_id')}",
+            f"{cohort.source} raw EHR events; snapshot {cohort.snapshot_id}",
         ),
         (
             "6a",
@@ -218,9 +216,9 @@ def _tripod(report: dict[str, Any], inp: EvaluationInput) -> list[dict[str, str]
         (
             "9",
             "Sample size",
-            f"{cohort.get('n_stays')} stays (train {cohort.get('n_train')}, test "
-            f"{cohort.get('n_test')}); "
-            f"test set {t['n']} stays with {t['n_positive']} deaths",
+            f"{cohort.n_stays} stays (train {cohort.n_train}, test "
+            f"{cohort.n_test}); "
+            f"test set {t.n} stays with {t.n_positive} deaths",
         ),
         (
             "10",
@@ -244,10 +242,10 @@ def _tripod(report: dict[str, Any], inp: EvaluationInput) -> list[dict[str, str]
         (
             "12f",
             "Calibration",
-            f"{report['calibration']['method']} calibration; ECE "
-            f"{fmt_num(report['calibration']['ece'])} "
-            f"({report['calibration']['ece_binning']}), slope "
-            f"{fmt_num(report['calibration']['slope'])}",
+            f"{report.calibration.method} calibration; ECE "
+            f"{fmt_num(report.calibration.ece)} "
+            f"({report.calibration.ece_binning}), slope "
+            f"{fmt_num(report.calibration.slope)}",
         ),
         (
             "14",
@@ -258,8 +256,8 @@ def _tripod(report: dict[str, Any], inp: EvaluationInput) -> list[dict[str, str]
         (
             "23",
             "Performance with CIs, including subgroups",
-            f"AUROC {fmt_num(t['auroc'])} ({fmt_ci(t['auroc_ci'])}); "
-            f"{len(report['subgroups'])} subgroups reported with CIs in the validation report",
+            f"AUROC {fmt_num(t.auroc)} ({fmt_ci(t.auroc_ci)}); "
+            f"{len(report.subgroups)} subgroups reported with CIs in the validation report",
         ),
         (
             "13/27",
@@ -290,9 +288,9 @@ def _inputs(spec: Any) -> str:
     return f"the window {w.start_hours:g} h to {w.end_hours:g} h relative to {what}"
 
 
-def model_card(report: dict[str, Any], inp: EvaluationInput) -> dict[str, Any]:
+def model_card(report: ValidationReport, inp: EvaluationInput) -> dict[str, Any]:
     """Return the model card as a JSON-ready dict (:data:`CARD_SCHEMA`; :data:`CARD_SECTIONS`)."""
-    spec, t = inp.spec, report["test"]
+    spec, t = inp.spec, report.test
     th = spec.thresholds
     card: dict[str, Any] = {
         "schema": CARD_SCHEMA,
@@ -301,9 +299,9 @@ def model_card(report: dict[str, Any], inp: EvaluationInput) -> dict[str, Any]:
             "model_version": inp.model_version,
             "task": spec.title,
             "task_version": spec.version,
-            "task_spec_sha256": report["task"]["spec_sha256"],
+            "task_spec_sha256": report.task.spec_sha256,
             "developer": "the hospital ML team operating clinical-mlops",
-            "validation_report_schema": report["schema"],
+            "validation_report_schema": report.schema_id,
         },
         "release_info": {
             "stage": "validated (evidence generated); awaiting clinical review and approvals",
@@ -316,9 +314,9 @@ def model_card(report: dict[str, Any], inp: EvaluationInput) -> dict[str, Any]:
         },
         "summary": (
             f"{' '.join(spec.description.split())} On the locked test set the model reaches AUROC "
-            f"{fmt_num(t['auroc'])} (95 % CI {fmt_ci(t['auroc_ci'])}); at threshold {th.operating} "
-            f"sensitivity {fmt_num(t['sensitivity'])}, specificity {fmt_num(t['specificity'])}, "
-            f"PPV {fmt_num(t['ppv'])}."
+            f"{fmt_num(t.auroc)} (95 % CI {fmt_ci(t.auroc_ci)}); at threshold {th.operating} "
+            f"sensitivity {fmt_num(t.sensitivity)}, specificity {fmt_num(t.specificity)}, "
+            f"PPV {fmt_num(t.ppv)}."
         ),
         "uses_and_directions": {
             "intended_use": " ".join(spec.intended_use.statement.split()),
@@ -337,18 +335,18 @@ def model_card(report: dict[str, Any], inp: EvaluationInput) -> dict[str, Any]:
                 "Over-reliance: the score must not replace clinical judgement (human review "
                 "required).",
                 "Alert fatigue: "
-                f"{report['workload']['alerts_per_100']:.1f} alerts per 100 patients at "
+                f"{report.workload.alerts_per_100:.1f} alerts per 100 patients at "
                 f"{th.operating}.",
                 "Self-fulfilling prophecy: a high score must not by itself lead to limiting "
                 "treatment.",
             ],
             "biases": [
-                f"{k}: {v['value'] if v['value'] is None else fmt_num(v['value'])} "
-                f"(largest for {v['attribute']})"
-                for k, v in report["fairness"].items()
+                f"{k}: {v.value if v.value is None else fmt_num(v.value)} "
+                f"(largest for {v.attribute})"
+                for k, v in report.fairness.items()
             ]
-            + [a["message"] for a in report["fairness_alerts"]],
-            "limitations": report["limitations"],
+            + [a.message for a in report.fairness_alerts],
+            "limitations": report.limitations,
             "clinical_risk_level": (
                 "High: informs clinical decisions for "
                 f"{spec.intended_use.population[:1].lower()}{spec.intended_use.population[1:]}; "
@@ -362,18 +360,16 @@ def model_card(report: dict[str, Any], inp: EvaluationInput) -> dict[str, Any]:
                 f"{1 - th.conformal_alpha:.0%} coverage, flags (low confidence, missing or "
                 "out-of-range inputs, out of scope), top feature contributions in clinical words"
             ),
-            "model_type": (
-                f"{inp.selected_model} with {report['calibration']['method']} calibration"
-            ),
+            "model_type": (f"{inp.selected_model} with {report.calibration.method} calibration"),
             "hyperparameters": inp.hyperparameters,
             "input_data": f"{len(spec.features)} features from {_inputs(spec)} (see Features)",
             "development_data": {
-                "source": report["cohort"].get("source"),
-                "snapshot_id": report["cohort"].get("snapshot_id"),
-                "cohort_flow": report["cohort"].get("cohort_flow"),
+                "source": report.cohort.source,
+                "snapshot_id": report.cohort.snapshot_id,
+                "cohort_flow": report.cohort.cohort_flow,
                 "train_years": list(spec.split.train_years),
                 "test_years": list(spec.split.test_years),
-                "prevalence": report["cohort"].get("prevalence"),
+                "prevalence": report.cohort.prevalence,
             },
             "bias_mitigation": (
                 "Protected attributes declared in the task spec; subgroup performance and "
@@ -432,7 +428,7 @@ def model_card(report: dict[str, Any], inp: EvaluationInput) -> dict[str, Any]:
 
 
 def write_model_card(
-    report: dict[str, Any], inp: EvaluationInput, out_dir: Path
+    report: ValidationReport, inp: EvaluationInput, out_dir: Path
 ) -> dict[str, Path]:
     """Write ``model_card.json``/``.md``/``.html`` to ``out_dir``; return their paths by format."""
     card = model_card(report, inp)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from matplotlib.figure import Figure
 from clinical_mlops.evaluation.baseline import score_for
 from clinical_mlops.evaluation.inputs import EvaluationInput
 from clinical_mlops.evaluation.metrics import roc_curve_points
+from clinical_mlops.evaluation.validation_report import SubgroupMetrics, ValidationReport
 
 __all__ = [
     "contribution_summary_plot",
@@ -94,12 +96,12 @@ def decision_curve_plot(points: list[dict[str, Any]], *, operating_threshold: fl
     return _data_uri(fig)
 
 
-def forest_plot(subgroups: dict[str, dict[str, Any]], overall: dict[str, Any]) -> str:
+def forest_plot(subgroups: Mapping[str, SubgroupMetrics], overall: SubgroupMetrics) -> str:
     """Return subgroup AUROCs with 95 % CIs beside the overall AUROC (small groups omitted)."""
     rows = [
-        (key, row["auroc"], row["auroc_ci"])
+        (key, row.auroc, row.auroc_ci)
         for key, row in subgroups.items()
-        if isinstance(row["auroc"], float) and isinstance(row["auroc_ci"], list)
+        if isinstance(row.auroc, float) and isinstance(row.auroc_ci, list)
     ]
     fig, ax = _new(5.6, 0.32 * len(rows) + 1.4)
     for i, (_key, value, (lo, hi)) in enumerate(rows):
@@ -107,8 +109,8 @@ def forest_plot(subgroups: dict[str, dict[str, Any]], overall: dict[str, Any]) -
         if lo is not None and hi is not None:
             ax.plot([lo, hi], [y, y], color=_MODEL, linewidth=1.5)
         ax.plot([value], [y], marker="s", color=_MODEL)
-    if isinstance(overall.get("auroc"), float):
-        ax.axvline(overall["auroc"], color=_BASE, linestyle="--", linewidth=1, label="overall")
+    if isinstance(overall.auroc, float):
+        ax.axvline(overall.auroc, color=_BASE, linestyle="--", linewidth=1, label="overall")
         ax.legend(loc="lower left", fontsize=8)
     ax.set_yticks(range(len(rows), 0, -1), [key for key, _, _ in rows], fontsize=8)
     ax.set_xlabel("AUROC (95 % CI)")
@@ -144,12 +146,12 @@ def contribution_summary_plot(inp: EvaluationInput, *, top: int = 10) -> str:
     return _data_uri(fig)
 
 
-def report_plots(report: dict[str, Any], inp: EvaluationInput) -> dict[str, str]:
+def report_plots(report: ValidationReport, inp: EvaluationInput) -> dict[str, str]:
     """Return every report figure as ``{name: PNG data URI}``."""
     y = np.asarray(inp.y_true, dtype=int)
     p = np.asarray(inp.p_cal, dtype=float)
     base = score_for(inp.spec).score(inp.test_frame).astype(float)
-    test, baseline = report["test"], report["baseline"]
+    test, baseline = report.test, report.baseline
 
     def auc_label(name: str, value: Any) -> str:
         return f"{name} (AUROC {value:.3f})" if isinstance(value, float) else name
@@ -160,18 +162,18 @@ def report_plots(report: dict[str, Any], inp: EvaluationInput) -> dict[str, str]
             p,
             base,
             labels=(
-                auc_label("model", test["auroc"]),
-                auc_label(baseline["name"], baseline["auroc"]),
+                auc_label("model", test.auroc),
+                auc_label(baseline.name, baseline.auroc),
             ),
         ),
         "reliability": reliability_plot(
-            report["calibration"]["reliability_curve"],
-            title=f"Calibrated probabilities, {report['calibration']['ece_binning']}",
+            report.calibration.reliability_curve,
+            title=f"Calibrated probabilities, {report.calibration.ece_binning}",
         ),
         "decision_curve": decision_curve_plot(
-            report["decision_curve"]["points"],
-            operating_threshold=report["decision_curve"]["operating_threshold"],
+            report.decision_curve.points,
+            operating_threshold=float(report.decision_curve.operating_threshold),
         ),
-        "forest": forest_plot(report["subgroups"], test),
+        "forest": forest_plot(report.subgroups, test),
         "contributions": contribution_summary_plot(inp),
     }

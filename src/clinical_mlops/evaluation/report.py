@@ -1,13 +1,15 @@
-"""The validation report (R-L4): one machine-readable dict, written as JSON and as HTML.
+"""The validation report (R-L4): one typed document, written as JSON and as HTML.
 
 :func:`evaluate` computes every figure from an
 :class:`~clinical_mlops.evaluation.inputs.EvaluationInput` — the locked test set
-the model plane produced — and returns a JSON-ready dict with schema
-:data:`SCHEMA`: no ``NaN`` (a number that cannot be computed is ``null``, a
+the model plane produced — and returns a
+:class:`~clinical_mlops.evaluation.validation_report.ValidationReport` (schema
+:data:`SCHEMA`): no ``NaN`` (a number that cannot be computed is ``null``, a
 subgroup too small for a metric says ``"insufficient data (n=…)"``), no
-timestamps, and the same dict for the same input and seed. :func:`write_report`
+timestamps, and the same report for the same input and seed. :func:`write_report`
 writes ``report.json`` (canonical: sorted keys) and a self-contained
-``report.html`` for a governance board.
+``report.html`` for a governance board; readers load it back with
+``ValidationReport.load``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from clinical_mlops.evaluation.metrics import (
     workload,
 )
 from clinical_mlops.evaluation.phrases import format_value, top_phrases
+from clinical_mlops.evaluation.validation_report import SCHEMA, ValidationReport
 
 __all__ = [
     "DECISION_THRESHOLDS",
@@ -62,7 +65,6 @@ __all__ = [
     "write_report",
 ]
 
-SCHEMA = "clinical-mlops/validation-report/v1"
 ECE_BINNING = "10 equal-width bins [0, 0.1), ..., [0.9, 1.0]"
 # Threshold probabilities for decision-curve analysis: 1 % to 80 % in 1 % steps.
 DECISION_THRESHOLDS = tuple(round(0.01 * k, 2) for k in range(1, 81))
@@ -421,14 +423,14 @@ def _limitations(
 # -- public -----------------------------------------------------------------------------------
 
 
-def evaluate(inp: EvaluationInput, *, n_boot: int = 1000) -> dict[str, Any]:
-    """Return the validation report of ``inp`` as a JSON-ready dict (schema :data:`SCHEMA`).
+def evaluate(inp: EvaluationInput, *, n_boot: int = 1000) -> ValidationReport:
+    """Return the validation report of ``inp`` (schema :data:`SCHEMA`).
 
     All confidence intervals are 95 % percentile intervals over ``n_boot``
     bootstrap resamples of the test stays, drawn once from ``inp.seed`` and
     shared by every statistic (paired). The operating threshold, the
     subgroup-AUROC tolerance and the conformal level come from ``inp.spec``.
-    Deterministic: the same input and seed give an identical dict.
+    Deterministic: the same input and seed give an identical report.
     """
     spec = inp.spec
     threshold = float(spec.thresholds.operating)
@@ -510,7 +512,7 @@ def evaluate(inp: EvaluationInput, *, n_boot: int = 1000) -> dict[str, Any]:
         "limitations": _limitations(inp, subgroups, baseline, conformal),
     }
     report["published_comparison"] = _published_comparison(inp, test, cohort)
-    return json_ready(report)
+    return ValidationReport.from_json(json_ready(report), source="report.json (as evaluated)")
 
 
 def canonical_json(report: dict[str, Any]) -> str:
@@ -518,7 +520,7 @@ def canonical_json(report: dict[str, Any]) -> str:
     return json.dumps(report, sort_keys=True, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
 
 
-def write_report(report: dict[str, Any], inp: EvaluationInput, out_dir: Path) -> dict[str, Path]:
+def write_report(report: ValidationReport, inp: EvaluationInput, out_dir: Path) -> dict[str, Path]:
     """Write ``report.json`` and a self-contained ``report.html``; return their paths by format.
 
     The HTML embeds its plots (ROC with the baseline, reliability diagram,
@@ -531,8 +533,9 @@ def write_report(report: dict[str, Any], inp: EvaluationInput, out_dir: Path) ->
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "report.json"
-    json_path.write_text(canonical_json(report), encoding="utf-8")
-    html = render("report.html.j2", report=report, plots=report_plots(report, inp))
+    document = report.to_json()
+    json_path.write_text(canonical_json(document), encoding="utf-8")
+    html = render("report.html.j2", report=document, plots=report_plots(report, inp))
     html_path = out / "report.html"
     html_path.write_text(html, encoding="utf-8")
     return {"json": json_path, "html": html_path}

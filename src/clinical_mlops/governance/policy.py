@@ -65,6 +65,13 @@ def _result(name: Gate, evidence: dict[str, Any], failures: list[str]) -> GateRe
     return GateResult(name=name, passed=not failures, evidence=evidence, failures=failures)
 
 
+def _measured(what: str, value: Any) -> float:
+    """Return a headline figure as a float; a figure the report could not measure fails loudly."""
+    if isinstance(value, int | float):
+        return float(value)
+    raise ValueError(f"validation report: {what} was not measured ({value!r})")
+
+
 def gate_schema_contract(bundle: Bundle) -> GateResult:
     """Return gate 1 (schema and contract checks) for ``bundle``."""
     failures: list[str] = []
@@ -97,9 +104,8 @@ def gate_schema_contract(bundle: Bundle) -> GateResult:
     contracts = bundle.read_json("snapshot_manifest.json")["contracts"]
     if int(contracts.get("hard_failed", 1)) != 0:
         failures.append(f"data contracts: {contracts.get('hard_failed')} hard checks failed")
-    report = bundle.read_json("report.json")
-    if report.get("schema") != "clinical-mlops/validation-report/v1":
-        failures.append(f"report: unknown schema {report.get('schema')!r}")
+    # Loading checks the report against its schema (DocumentInvalid names the file and field).
+    bundle.report()
     model = bundle.model()
     if model.version != release["model_version"]:
         failures.append(
@@ -126,17 +132,17 @@ def gate_schema_contract(bundle: Bundle) -> GateResult:
 def gate_metrics(bundle: Bundle) -> GateResult:
     """Return gate 2 (locked-test metrics against the spec's acceptance criteria)."""
     criteria = bundle.spec().acceptance
-    report = bundle.read_json("report.json")
-    test, baseline = report["test"], report["baseline"]
+    report = bundle.report()
+    test, baseline = report.test, report.baseline
     failures: list[str] = []
-    auroc, ece = float(test["auroc"]), float(test["ece"])
+    auroc, ece = _measured("test AUROC", test.auroc), _measured("test ECE", test.ece)
     if auroc < criteria.min_auroc:
         failures.append(f"test AUROC {auroc:.3f} < minimum {criteria.min_auroc:.2f}")
     if ece > criteria.max_ece:
         failures.append(f"test ECE {ece:.3f} > maximum {criteria.max_ece:.2f}")
     subgroups: dict[str, Any] = {}
-    for key, row in sorted(report["subgroups"].items()):
-        value = row.get("auroc")
+    for key, row in sorted(report.subgroups.items()):
+        value = row.auroc
         if isinstance(value, int | float):
             subgroups[key] = round(float(value), 4)
             if value < criteria.min_subgroup_auroc:
@@ -145,7 +151,7 @@ def gate_metrics(bundle: Bundle) -> GateResult:
                 )
         else:
             subgroups[key] = f"not measured: {value}"
-    base = float(baseline["auroc"])
+    base = _measured("baseline AUROC", baseline.auroc)
     if criteria.must_beat_baseline and not auroc > base:
         failures.append(f"test AUROC {auroc:.3f} does not beat the clinical baseline {base:.3f}")
     return _result(
@@ -153,12 +159,12 @@ def gate_metrics(bundle: Bundle) -> GateResult:
         {
             "criteria": criteria.model_dump(mode="json"),
             "test_auroc": auroc,
-            "test_auroc_ci": test.get("auroc_ci"),
+            "test_auroc_ci": test.auroc_ci,
             "test_ece": ece,
-            "n_test": test.get("n"),
+            "n_test": test.n,
             "subgroup_auroc": subgroups,
             "baseline_auroc": base,
-            "auroc_minus_baseline": baseline.get("auroc_difference"),
+            "auroc_minus_baseline": baseline.auroc_difference.to_json(),
         },
         failures,
     )
@@ -167,14 +173,14 @@ def gate_metrics(bundle: Bundle) -> GateResult:
 def gate_evidence(bundle: Bundle) -> GateResult:
     """Return gate 3 (explanation, fairness, drift-sensitivity and profile evidence present)."""
     required = bundle.spec().acceptance.required_evidence
-    report = bundle.read_json("report.json")
+    report = bundle.report()
     explanation = bundle.read_json("explanation.json")
-    profile = bundle.read_json("reference_profile.json")
+    profile = bundle.profile()
     present = {
         "explanation": bool(explanation.get("method")) and bool(explanation.get("features")),
-        "fairness": isinstance(report.get("fairness"), dict) and bool(report["fairness"]),
-        "robustness": bool((report.get("robustness") or {}).get("masked")),
-        "profile": bool(profile.get("features")) and bool(profile.get("alerts_per_100")),
+        "fairness": bool(report.fairness),
+        "robustness": bool(report.robustness.masked),
+        "profile": bool(profile.features) and bool(profile.alerts_per_100),
     }
     failures = [f"{name} evidence missing" for name in required if not present.get(name)]
     return _result(
@@ -183,9 +189,9 @@ def gate_evidence(bundle: Bundle) -> GateResult:
             "required": list(required),
             "present": present,
             "explanation_method": explanation.get("method"),
-            "fairness_metrics": sorted((report.get("fairness") or {}).keys()),
-            "fairness_alerts": report.get("fairness_alerts", []),
-            "robustness_masked": sorted((report.get("robustness") or {}).get("masked") or {}),
+            "fairness_metrics": sorted(report.fairness),
+            "fairness_alerts": [a.to_json() for a in report.fairness_alerts],
+            "robustness_masked": sorted(report.robustness.masked),
         },
         failures,
     )

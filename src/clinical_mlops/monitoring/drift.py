@@ -49,12 +49,15 @@ cross the threshold on long stable streams.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 from river import drift as river_drift
 from scipy import special, stats
+
+from clinical_mlops.registry.profile import FeatureProfile, ScoreProfile
 
 __all__ = [
     "MISSING",
@@ -137,18 +140,17 @@ class BinnedReference:
         return codes
 
 
-def reference_bins(profile: dict[str, Any]) -> dict[str, BinnedReference]:
+def reference_bins(features: Mapping[str, FeatureProfile]) -> dict[str, BinnedReference]:
     """Return a :class:`BinnedReference` per input of a reference profile (in profile order).
 
     Inputs whose reference has fewer than two bins (a constant column) are left
     out: no distribution shift can be measured on them, only missingness.
     """
     out: dict[str, BinnedReference] = {}
-    for name, entry in profile.get("features", {}).items():
-        missing = float(entry.get("missing_fraction", 0.0))
-        kind = entry.get("kind", "numeric")
-        if kind == "categorical":
-            cats = {str(k): float(v) for k, v in dict(entry.get("categories") or {}).items()}
+    for name, entry in features.items():
+        missing = float(entry.missing_fraction)
+        if entry.kind == "categorical":
+            cats = {str(k): float(v) for k, v in (entry.categories or {}).items()}
             common = sorted(c for c, f in cats.items() if f >= RARE)
             rare = sum(f for c, f in cats.items() if f < RARE)
             labels = (*common, "(other)")
@@ -156,14 +158,14 @@ def reference_bins(profile: dict[str, Any]) -> dict[str, BinnedReference]:
             ref = BinnedReference(
                 name, "categorical", _normalised(fractions), missing, None, labels
             )
-        elif kind == "flag":
-            mean = float(entry.get("mean", float("nan")))
+        elif entry.kind == "flag":
+            mean = float("nan") if entry.mean is None else float(entry.mean)
             if not math.isfinite(mean):
                 continue
             ref = BinnedReference(name, "flag", np.array([1.0 - mean, mean]), missing)
         else:
-            edges = np.asarray(entry.get("edges") or [], dtype=float)
-            fractions = np.asarray(entry.get("fractions") or [], dtype=float)
+            edges = np.asarray(entry.edges or [], dtype=float)
+            fractions = np.asarray(entry.fractions or [], dtype=float)
             if len(fractions) < 2 or len(edges) != len(fractions) + 1:
                 ref = BinnedReference(name, "constant", np.array([1.0]), missing)
             else:
@@ -174,11 +176,10 @@ def reference_bins(profile: dict[str, Any]) -> dict[str, BinnedReference]:
     return out
 
 
-def score_reference(profile: dict[str, Any]) -> BinnedReference:
+def score_reference(score: ScoreProfile) -> BinnedReference:
     """Return the reference distribution of calibrated probability (profile score histogram)."""
-    score = profile["score"]
-    edges = np.asarray(score["bin_edges"], dtype=float)
-    fractions = np.asarray(score["fractions"], dtype=float)
+    edges = np.asarray(score.bin_edges, dtype=float)
+    fractions = np.asarray(score.fractions, dtype=float)
     return BinnedReference("score", "numeric", _normalised(fractions), 0.0, edges[1:-1].copy())
 
 

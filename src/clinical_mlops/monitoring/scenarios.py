@@ -101,6 +101,7 @@ def scored_test_stays(workspace: Workspace, *, model_version: str) -> ScoredStay
     The reference profile is computed exactly as a release bundle computes it and
     the validated metrics are read from the model's validation report.
     """
+    from clinical_mlops.evaluation.validation_report import ValidationReport
     from clinical_mlops.features.snapshot import locked_test_stays, open_snapshot
     from clinical_mlops.modeling.trained import TrainedModel, model_folder
     from clinical_mlops.registry.profile import reference_profile
@@ -112,7 +113,7 @@ def scored_test_stays(workspace: Workspace, *, model_version: str) -> ScoredStay
     model = TrainedModel.load(folder)
     test = locked_test_stays(snapshot)
     report_path = folder / "report.json"
-    report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.exists() else None
+    report = ValidationReport.load(report_path) if report_path.exists() else None
     reference = MonitorReference.from_report(
         spec=spec,
         release=f"{model_version} (simulated)",

@@ -44,9 +44,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
 from clinical_mlops.errors import ReferenceProfileMissing
 from clinical_mlops.evaluation.fairness import group_masks
+from clinical_mlops.evaluation.validation_report import ValidationReport
 from clinical_mlops.monitoring import drift
 from clinical_mlops.monitoring.alerts import AlertSignal
 from clinical_mlops.monitoring.fairness import group_metrics, subgroup_findings
@@ -60,7 +62,8 @@ from clinical_mlops.monitoring.records import (
     link_outcomes,
 )
 from clinical_mlops.monitoring.rules import RULE_KINDS, RuleContext, firings, rule_table
-from clinical_mlops.registry.profile import alerts_per_100
+from clinical_mlops.registry.bundle import Bundle
+from clinical_mlops.registry.profile import ReferenceProfile
 from clinical_mlops.tasks.spec import TaskSpec
 
 __all__ = ["Monitor", "MonitorReference", "MonitorRun", "WindowResult"]
@@ -68,23 +71,25 @@ __all__ = ["Monitor", "MonitorReference", "MonitorRun", "WindowResult"]
 _SERIES_WINDOWS = 48
 
 
-@dataclass(frozen=True)
-class MonitorReference:
+class MonitorReference(BaseModel):
     """What a release is monitored against.
 
     ``profile`` is the bundle's reference profile (None: data drift is not
     monitored, and :attr:`notes` says so); ``validated_auroc`` and
     ``validated_subgroups`` (``"attribute=group"`` -> AUROC) come from the
-    release's validation report.
+    release's validation report. Built only from the typed documents, so a key
+    renamed in either fails when the document is loaded, naming file and field.
     """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     spec: TaskSpec
     release: str
     model_version: str
     threshold: float
-    profile: dict[str, Any] | None
+    profile: ReferenceProfile | None
     validated_auroc: float | None
-    validated_subgroups: dict[str, float] = field(default_factory=dict)
+    validated_subgroups: dict[str, float] = Field(default_factory=dict)
 
     @classmethod
     def from_report(
@@ -94,18 +99,16 @@ class MonitorReference:
         release: str,
         model_version: str,
         threshold: float,
-        profile: dict[str, Any] | None,
-        report: dict[str, Any] | None,
+        profile: ReferenceProfile | None,
+        report: ValidationReport | None,
     ) -> MonitorReference:
-        """Return the reference from a validation report dict (``report.json``)."""
+        """Return the reference from a validation report (``report.json``) and a profile."""
         validated = None
         groups: dict[str, float] = {}
-        if report:
-            value = report.get("test", {}).get("auroc")
+        if report is not None:
+            value = report.test.auroc
             validated = float(value) if isinstance(value, int | float) else None
-            for key, row in report.get("subgroups", {}).items():
-                if isinstance(row.get("auroc"), int | float):
-                    groups[key] = float(row["auroc"])
+            groups = report.measured_subgroup_auroc()
         return cls(
             spec=spec,
             release=release,
@@ -117,21 +120,15 @@ class MonitorReference:
         )
 
     @classmethod
-    def from_bundle(cls, bundle: Any, *, release: str) -> MonitorReference:
+    def from_bundle(cls, bundle: Bundle, *, release: str) -> MonitorReference:
         """Return the reference of a verified release bundle (profile and report from inside it)."""
-        profile = (
-            bundle.read_json("reference_profile.json")
-            if _has(bundle, "reference_profile.json")
-            else None
-        )
-        report = bundle.read_json("report.json") if _has(bundle, "report.json") else None
         return cls.from_report(
             spec=bundle.spec(),
             release=release,
             model_version=bundle.model_version,
             threshold=bundle.threshold,
-            profile=profile,
-            report=report,
+            profile=bundle.profile() if bundle.has("reference_profile.json") else None,
+            report=bundle.report() if bundle.has("report.json") else None,
         )
 
     @property
@@ -150,15 +147,11 @@ class MonitorReference:
             )
         return tuple(out)
 
-    def require_profile(self) -> dict[str, Any]:
+    def require_profile(self) -> ReferenceProfile:
         """Return the reference profile; ``ReferenceProfileMissing`` if the bundle has none."""
         if self.profile is None:
             raise ReferenceProfileMissing(self.notes[0])
         return self.profile
-
-
-def _has(bundle: Any, name: str) -> bool:
-    return bool((bundle.path / name).exists())
 
 
 @dataclass(frozen=True)
@@ -229,16 +222,16 @@ class Monitor:
             declared = set(reference.spec.feature_names)
             self.inputs = {
                 n: r
-                for n, r in drift.reference_bins(profile).items()
+                for n, r in drift.reference_bins(profile.features).items()
                 if n in declared and r.kind != "constant"
             }
-            self.score_ref = drift.score_reference(profile)
+            self.score_ref = drift.score_reference(profile.score)
         self.ref_missing = {
-            n: float(e.get("missing_fraction", 0.0))
-            for n, e in (profile or {}).get("features", {}).items()
+            n: float(e.missing_fraction)
+            for n, e in (profile.features.items() if profile is not None else ())
         }
         self.ref_alert_rate = (
-            alerts_per_100(profile, threshold=reference.threshold) if profile else None
+            profile.alert_rate(reference.threshold) if profile is not None else None
         )
         self.context = RuleContext(
             spec=reference.spec,

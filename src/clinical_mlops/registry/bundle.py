@@ -17,6 +17,11 @@ the signing key (held by this workspace's key provider); the signature; the
 validity period. Any failure raises :class:`BundleSignatureInvalid` (or its
 :class:`BundleExpired` / :class:`BundleForeign` children) naming the file or rule,
 and nothing of the bundle is used.
+
+The typed documents (``report.json``, ``reference_profile.json``) are checked against
+their models when a bundle is built or imported and whenever they are read
+(:meth:`Bundle.report`, :meth:`Bundle.profile`): a mismatch raises
+:class:`~clinical_mlops.errors.DocumentInvalid` naming the file and the field.
 """
 
 from __future__ import annotations
@@ -40,7 +45,9 @@ from clinical_mlops.tasks.spec import TaskSpec, load_sealed_task
 from clinical_mlops.workspace import Workspace
 
 if TYPE_CHECKING:
+    from clinical_mlops.evaluation.validation_report import ValidationReport
     from clinical_mlops.modeling.trained import TrainedModel
+    from clinical_mlops.registry.profile import ReferenceProfile
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -101,6 +108,22 @@ class Bundle:
     def read_json(self, name: str) -> dict[str, Any]:
         """Return the parsed JSON file ``name`` of the bundle."""
         return dict(json.loads((self.path / name).read_text(encoding="utf-8")))
+
+    def report(self) -> ValidationReport:
+        """Return the validation report; ``DocumentInvalid`` names the file and field if it differs."""
+        from clinical_mlops.evaluation.validation_report import ValidationReport
+
+        return ValidationReport.load(self.path / "report.json")
+
+    def profile(self) -> ReferenceProfile:
+        """Return the monitoring reference profile; ``DocumentInvalid`` if it does not match."""
+        from clinical_mlops.registry.profile import ReferenceProfile
+
+        return ReferenceProfile.load(self.path / "reference_profile.json")
+
+    def has(self, name: str) -> bool:
+        """Return whether the bundle holds a file ``name`` (bundles built before it may not)."""
+        return (self.path / name).is_file()
 
     @property
     def release(self) -> dict[str, Any]:
@@ -191,12 +214,15 @@ def build_bundle(
     workspace key provider's active signing key; the bundle is bound to this
     workspace's id and valid for ``validity`` from now.
     """
+    from clinical_mlops.evaluation.validation_report import ValidationReport
     from clinical_mlops.features.snapshot import open_snapshot  # the numerical stack, on use
     from clinical_mlops.modeling.trained import TrainedModel, model_folder
     from clinical_mlops.registry.profile import reference_profile
 
     clock = clock or SystemClock()
     source = model_folder(workspace, model_version)
+    # The report is copied as written by training: a key renamed since fails here, not at a gate.
+    ValidationReport.load(source / "report.json")
     lineage = json.loads((source / "lineage.json").read_text(encoding="utf-8"))
     snapshot = open_snapshot(workspace, lineage["snapshot"]["id"])
     spec = snapshot.spec()
@@ -209,7 +235,7 @@ def build_bundle(
     documents: dict[str, Any] = {
         "feature_schema.json": _feature_schema(spec),
         "snapshot_manifest.json": snapshot.manifest | {"id": snapshot.id},
-        "reference_profile.json": reference_profile(model, snapshot),
+        "reference_profile.json": reference_profile(model, snapshot).to_json(),
         "task_spec.json": spec.model_dump(mode="json"),
         "deployment.json": {
             "format": "clinical-mlops/deployment/v1",
@@ -380,7 +406,8 @@ def import_bundle(
     """Return the verified bundle unpacked from ``archive`` into this workspace's bundles folder.
 
     Only flat regular files inside one top folder are accepted (no links, no paths);
-    the bundle is verified before it is published under its final name.
+    the bundle is verified, and its report and reference profile checked against their
+    models, before it is published under its final name.
     """
     src = Path(archive)
     try:
@@ -401,7 +428,9 @@ def import_bundle(
             (stage / name).write_bytes(fh.read())
         if len(tops) != 1:
             raise BundleSignatureInvalid(f"bundle archive {src.name}: expected one bundle folder")
-        load_bundle(workspace, stage, clock=clock)
+        imported = load_bundle(workspace, stage, clock=clock)
+        imported.report()
+        imported.profile()
         sha = sha256_file(stage / MANIFEST)
         task = json.loads((stage / "release.json").read_text(encoding="utf-8"))["task"]
         final = bundles_dir(workspace) / f"{task}-{sha[:12]}"

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from clinical_mlops.registry.bundle import Bundle
-from clinical_mlops.registry.profile import alerts_per_100
 
 __all__ = ["CHANGE_CLASSES", "Change", "ChangeReport", "classify_change"]
 
@@ -87,16 +86,14 @@ def _per100(value: float | None) -> str:
 
 
 def _threshold_note(old: Bundle, new: Bundle) -> str:
-    profile = new.read_json("reference_profile.json")
-    a = alerts_per_100(profile, threshold=old.threshold)
-    b = alerts_per_100(profile, threshold=new.threshold)
+    profile = new.profile()
+    a = profile.alert_rate(old.threshold)
+    b = profile.alert_rate(new.threshold)
     if a is None or b is None:
         workload = "alert workload on the reference population unknown"
     else:
         diff = b - a
-        where = (
-            f"({_per100(a)} -> {_per100(b)} on {profile.get('population', 'the reference stays')})"
-        )
+        where = f"({_per100(a)} -> {_per100(b)} on {profile.population})"
         if abs(diff) < 0.05:
             workload = f"no change in alerts per 100 patients {where}"
         else:

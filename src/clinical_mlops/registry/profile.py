@@ -6,19 +6,32 @@ category frequencies, and the distribution of calibrated risk on the locked test
 stays — the most recent period the model was validated on — with the alert rate
 at every threshold from 0.01 to 0.99 so a threshold change can be stated as
 alerts per 100 patients. Aggregates only: no stay-level rows enter the bundle.
+
+The profile is one typed document, :class:`ReferenceProfile` (format
+:data:`PROFILE_FORMAT`): :func:`reference_profile` builds it, the bundle writes it
+as ``reference_profile.json``, and the monitor, the scoring service's input checks,
+the release gates and the change classifier read it back through ``Bundle.profile()``,
+so a renamed or missing key fails at load naming the file and the field.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from clinical_mlops.documents import Document, Number, Section
 from clinical_mlops.features.snapshot import Snapshot
 from clinical_mlops.modeling.trained import TrainedModel
 
-__all__ = ["PROFILE_FORMAT", "alerts_per_100", "reference_profile"]
+__all__ = [
+    "PROFILE_FORMAT",
+    "FeatureProfile",
+    "ReferenceProfile",
+    "ScoreProfile",
+    "reference_profile",
+]
 
 PROFILE_FORMAT = "clinical-mlops/reference-profile/v1"
 _QUANTILES = tuple(round(q / 10, 1) for q in range(11))
@@ -40,7 +53,52 @@ def _numeric(values: pd.Series) -> dict[str, Any]:
     }
 
 
-def reference_profile(model: TrainedModel, snapshot: Snapshot) -> dict[str, Any]:
+class FeatureProfile(Section):
+    """One input on the reference stays: missingness, then its bins or category frequencies.
+
+    Numeric inputs and flags carry decile ``edges``, the ``fractions`` of present values
+    in each bin, ``n_present`` and (when any value is present) ``mean``; categorical
+    inputs carry ``categories`` (value -> fraction of present values).
+    """
+
+    kind: Literal["numeric", "flag", "categorical"]
+    missing_fraction: Number
+    categories: dict[str, Number] | None = None
+    edges: list[Number] | None = None
+    fractions: list[Number] | None = None
+    n_present: int | None = None
+    mean: Number | None = None
+
+
+class ScoreProfile(Section):
+    """Calibrated risk on the reference stays: 20 equal-width bins, mean and deciles."""
+
+    bin_edges: list[Number]
+    fractions: list[Number]
+    mean: Number
+    quantiles: dict[str, Number]
+
+
+class ReferenceProfile(Document):
+    """``reference_profile.json``: what production inputs and scores are compared against."""
+
+    format: Literal["clinical-mlops/reference-profile/v1"]
+    task: str
+    model_version: str
+    snapshot_id: str
+    population: str
+    n: int
+    features: dict[str, FeatureProfile]
+    score: ScoreProfile
+    alerts_per_100: dict[str, Number]
+
+    def alert_rate(self, threshold: float) -> float | None:
+        """Return alerts per 100 reference patients at ``threshold`` (to 0.01), or None if unknown."""
+        value = self.alerts_per_100.get(f"{round(threshold, 2):.2f}")
+        return None if value is None else float(value)
+
+
+def reference_profile(model: TrainedModel, snapshot: Snapshot) -> ReferenceProfile:
     """Return the reference profile of ``model`` on the locked test stays of ``snapshot``."""
     from clinical_mlops.features.snapshot import locked_test_stays
 
@@ -62,7 +120,7 @@ def reference_profile(model: TrainedModel, snapshot: Snapshot) -> dict[str, Any]
     p = model.probability(test)
     hist, edges = np.histogram(p, bins=_SCORE_BINS, range=(0.0, 1.0))
     thresholds = [round(t / 100, 2) for t in range(1, 100)]
-    return {
+    document = {
         "format": PROFILE_FORMAT,
         "task": spec.name,
         "model_version": model.version,
@@ -81,8 +139,4 @@ def reference_profile(model: TrainedModel, snapshot: Snapshot) -> dict[str, Any]
         },
         "alerts_per_100": {f"{t:.2f}": round(float((p >= t).mean() * 100), 4) for t in thresholds},
     }
-
-
-def alerts_per_100(profile: dict[str, Any], *, threshold: float) -> float | None:
-    """Return alerts per 100 reference patients at ``threshold`` (to 0.01), or None if unknown."""
-    return profile.get("alerts_per_100", {}).get(f"{round(threshold, 2):.2f}")
+    return ReferenceProfile.from_json(document, source="reference_profile.json (as built)")

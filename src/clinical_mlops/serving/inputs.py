@@ -34,6 +34,7 @@ import numpy as np
 
 from clinical_mlops.errors import InputInvalid
 from clinical_mlops.modeling.preprocess import Preprocessor
+from clinical_mlops.registry.profile import ReferenceProfile
 from clinical_mlops.tasks.spec import Feature, TaskSpec
 
 __all__ = [
@@ -173,7 +174,7 @@ class InputSchema:
     """The spec's features as checks and an encoder, prepared once per release."""
 
     def __init__(
-        self, spec: TaskSpec, preprocessor: Preprocessor, profile: Mapping[str, Any] | None = None
+        self, spec: TaskSpec, preprocessor: Preprocessor, profile: ReferenceProfile | None = None
     ):
         if tuple(preprocessor.features) != spec.feature_names:
             raise ValueError("the release's preprocessor features differ from its task spec")
@@ -183,8 +184,8 @@ class InputSchema:
         self.declared = frozenset(f.name for f in spec.approved_features)
         # Values beyond the range seen on the validation stays are legal but unusual: flagged.
         self.profile_range: dict[str, tuple[float, float]] = {}
-        for name, entry in ((profile or {}).get("features") or {}).items():
-            edges = entry.get("edges") or []
+        for name, entry in profile.features.items() if profile is not None else ():
+            edges = entry.edges or []
             if edges:
                 self.profile_range[name] = (float(edges[0]), float(edges[-1]))
         self.columns = preprocessor.columns

@@ -236,9 +236,7 @@ class ReleaseScorer:
         self.release = release
         self.model: TrainedModel = bundle.model()
         self.spec: TaskSpec = _spec_of(bundle)
-        self.schema = InputSchema(
-            self.spec, self.model.preprocessor, bundle.read_json("reference_profile.json")
-        )
+        self.schema = InputSchema(self.spec, self.model.preprocessor, bundle.profile())
         self.threshold = bundle.threshold
         if not math.isfinite(self.threshold):
             raise ReleaseNotServable(f"release {release}: its threshold is not a finite number")
