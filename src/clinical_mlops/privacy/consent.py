@@ -17,8 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from clinical_mlops.database import driver_execute, write_transaction
 from clinical_mlops.errors import ConsentNotGranted
-from clinical_mlops.ledger._sql import driver_execute, write_transaction
 from clinical_mlops.privacy.identity import IdentityVault, chunks, consents
 
 __all__ = [
@@ -128,7 +128,7 @@ def subjects_with_consents(
     out: dict[str, tuple[str, list[ConsentRecord]]] = {}
     with vault.engine.connect() as conn:
         for part in chunks(wanted):
-            # On the driver: this runs once per prediction (see ledger._sql.driver_execute).
+            # On the driver: this runs once per prediction (see database.driver_execute).
             sql = _SUBJECTS_WITH_CONSENTS.format(marks=", ".join("?" * len(part)))
             for identifier, pseudonym, *consent in driver_execute(conn, sql, part).fetchall():
                 _, records = out.setdefault(str(identifier), (str(pseudonym), []))

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from clinical_mlops import ledger
 from clinical_mlops.clock import Clock, SystemClock, utc_iso
+from clinical_mlops.database import open_metadata_engine
 from clinical_mlops.errors import (
     BundleSignatureInvalid,
     GateFailed,
@@ -151,8 +152,7 @@ class Registry:
     def __init__(self, workspace: Workspace, *, clock: Clock | None = None, url: str | None = None):
         self.workspace = workspace
         self.clock: Clock = clock or SystemClock()
-        self.engine = sa.create_engine(url or workspace.database_url("meta"))
-        t.metadata.create_all(self.engine)
+        self.engine = open_metadata_engine(url or workspace.database_url("meta"), t.metadata)
 
     @classmethod
     def open(cls, workspace: Workspace, *, clock: Clock | None = None) -> Registry:
