@@ -26,6 +26,7 @@ from clinical_mlops.cli.registry import incident_app, registry_app, review_app
 from clinical_mlops.cli.score import score_command
 from clinical_mlops.cli.serve import serve_command
 from clinical_mlops.cli.tasks import tasks_app
+from clinical_mlops.cli.workspace import workspace_app
 
 __all__ = ["app", "main"]
 
@@ -47,6 +48,7 @@ app.add_typer(incident_app, name="incident")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(console_app, name="console")
+app.add_typer(workspace_app, name="workspace")
 app.command("demo")(demo_command)
 app.command("train")(train)
 app.command("evaluate")(evaluate)

@@ -136,7 +136,7 @@ def _release(row: Any, workspace: Workspace) -> Release:
     m["change"] = json.loads(m["change"])
     # A bundle in this workspace's bundles folder (content-addressed name) is read from there,
     # so a workspace restored or moved to another folder does not depend on the old folder.
-    local = workspace.root / "artifacts" / "bundles" / m["path"].rstrip("/").rsplit("/", 1)[-1]
+    local = workspace.path("artifacts") / "bundles" / m["path"].rstrip("/").rsplit("/", 1)[-1]
     if local.is_dir():
         m["path"] = str(local)
     return Release(**m)
