@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -125,6 +126,17 @@ def open_engine(
             path.parent.mkdir(parents=True, exist_ok=True)
             sqlite3.connect(_sqlite_uri(path, mode="rwc"), uri=True).close()
         timeout_ms = busy_timeout_ms()
+        try:
+            _ensure_wal(path, page_size=page_size, timeout_ms=timeout_ms)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(
+                f"{what} database {path} cannot be opened now ({exc}); nothing was written"
+            ) from None
+        except sqlite3.DatabaseError as exc:
+            raise LedgerCorrupted(
+                f"{what} database {path} is not a readable SQLite database "
+                f"({exc}); restore it from a backup"
+            ) from None
         engine = _sqlite_engine(url, path, timeout_ms=timeout_ms)
         _configure_sqlite(
             engine, path, secure_delete=secure_delete, page_size=page_size, timeout_ms=timeout_ms
@@ -132,6 +144,11 @@ def open_engine(
         try:
             with engine.connect() as conn:
                 conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()
+        except sa.exc.OperationalError as exc:  # locked past the busy timeout, unreadable
+            engine.dispose()
+            raise StoreUnavailable(
+                f"{what} database {path} cannot be opened now ({exc.orig}); nothing was written"
+            ) from None
         except sa.exc.DatabaseError as exc:
             engine.dispose()
             raise LedgerCorrupted(
@@ -246,6 +263,36 @@ def _raise_unavailable(engine: Engine, *, what: str) -> None:
             f"({ctx.original_exception}); nothing of the transaction was written. "
             "Check the database is reachable and writable (docs/OPERATIONS.md)"
         )
+
+
+def _ensure_wal(path: Path, *, page_size: int | None, timeout_ms: int) -> None:
+    """Put the SQLite database at ``path`` in WAL mode, waiting out other processes doing the same.
+
+    Switching to WAL needs the exclusive lock. Two processes opening a new database at
+    once each hold a shared lock while asking for it; SQLite refuses one of them at once
+    (a deadlock, so no busy wait), and it tries again here until the busy timeout. Once a
+    database is in WAL mode this is a read of the mode, with no lock taken.
+    """
+    deadline = time.monotonic() + timeout_ms / 1000
+    pause = 0.005
+    while True:
+        conn = sqlite3.connect(
+            _sqlite_uri(path, mode="rw"), uri=True, timeout=timeout_ms / 1000, isolation_level=None
+        )
+        try:
+            if page_size is not None:
+                # Only takes effect on a database with nothing written yet.
+                conn.execute(f"PRAGMA page_size={int(page_size)}")
+            conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            return
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                raise
+        finally:
+            conn.close()
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def _sqlite_uri(path: Path, *, mode: str) -> str:
