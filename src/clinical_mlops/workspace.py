@@ -1,13 +1,19 @@
 """Where everything lives: the workspace folder and the settings that switch stores.
 
-A workspace is a folder (default ``./.clinical-mlops``, or ``$CLINICAL_MLOPS_HOME``)::
+A workspace is a folder (default ``./.clinical-mlops``, or ``$CLINICAL_MLOPS_HOME``)
+whose layout is declared once, in :data:`LAYOUT` (every module asks the workspace for
+a path; backup and restore copy exactly what is declared)::
 
-    sources/      raw EHR sources made by generators (synthetic), one folder each
-    artifacts/    content-addressed outputs: snapshots/<id>/, models/<version>/ ...
-    meta.db       registry, governance and consent metadata (SQLite by default)
-    ledger.db     the audit ledger (SQLite by default)
-    identity.db   the pseudonym vault, kept apart so it can be erased
-    keys/         the local keyring
+    ledger-checkpoints.jsonl   signed ledger checkpoints, kept outside the ledger database
+    ledger.db                  the audit ledger (SQLite by default)
+    identity.db                the pseudonym vault and consent, kept apart so it can be erased
+    meta.db                    registry, governance, alerts and monitoring windows
+    mlflow.db                  MLflow tracking, when asked for
+    keys/                      the local keyring (wrapping and signing keys)
+    console/users.json         review-console users and password hashes
+    console/session-key.json   the console's session-signing key (wrapped)
+    artifacts/                 content-addressed outputs: snapshots/, models/, bundles/ ...
+    sources/                   raw EHR sources made by generators (synthetic), one folder each
 
 Each store can be switched to a production part with one setting, read from the
 environment (``CLINICAL_MLOPS_META_URL``, ``CLINICAL_MLOPS_LEDGER_URL``,
@@ -23,13 +29,90 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from clinical_mlops.errors import WorkspaceError
 
-__all__ = ["DEFAULT_HOME", "Workspace"]
+__all__ = ["DEFAULT_HOME", "LAYOUT", "LayoutItem", "Workspace"]
 
 DEFAULT_HOME = ".clinical-mlops"
 _ENV_HOME = "CLINICAL_MLOPS_HOME"
+
+
+Kind = Literal["database", "folder", "file"]
+
+
+@dataclass(frozen=True)
+class LayoutItem:
+    """One declared part of a workspace: where it lives, what it is and whether it is secret.
+
+    ``store`` names the database setting (``meta``, ``ledger``, ``identity``) whose URL may
+    move the database out of the folder (to PostgreSQL, say). A ``secret`` item must be
+    kept (and backed up) where only operators can read it.
+    """
+
+    name: str
+    path: str
+    kind: Kind
+    holds: str
+    secret: bool
+    store: str | None = None
+
+
+# In backup order: the checkpoint log before the ledger, so every checkpoint in a backup
+# covers entries the backed-up ledger holds; databases before the keys that open them (a
+# key rotated in between is in the copy, as keys are only ever added).
+LAYOUT: tuple[LayoutItem, ...] = (
+    LayoutItem(
+        "checkpoint_log",
+        "ledger-checkpoints.jsonl",
+        "file",
+        "signed ledger checkpoints, kept outside the ledger database",
+        secret=False,
+    ),
+    LayoutItem("ledger", "ledger.db", "database", "the audit ledger", False, store="ledger"),
+    LayoutItem(
+        "identity",
+        "identity.db",
+        "database",
+        "the identity vault: identifiers, pseudonyms, wrapped data keys, consent",
+        secret=True,
+        store="identity",
+    ),
+    LayoutItem(
+        "meta",
+        "meta.db",
+        "database",
+        "registry, people and roles, gates, approvals, reviews, incidents, alerts, windows",
+        secret=False,
+        store="meta",
+    ),
+    LayoutItem("mlflow", "mlflow.db", "database", "MLflow tracking (optional)", secret=False),
+    LayoutItem("keys", "keys", "folder", "the local keyring: wrapping and signing keys", True),
+    LayoutItem(
+        "console_users",
+        "console/users.json",
+        "file",
+        "review-console users, roles and password hashes",
+        secret=True,
+    ),
+    LayoutItem(
+        "session_key",
+        "console/session-key.json",
+        "file",
+        "the review console's session-signing key, wrapped by the keyring",
+        secret=True,
+    ),
+    LayoutItem(
+        "artifacts",
+        "artifacts",
+        "folder",
+        "snapshots, models, reports, model cards and signed release bundles",
+        secret=False,
+    ),
+    LayoutItem("sources", "sources", "folder", "raw EHR sources made in the workspace", False),
+)
+_BY_NAME = {item.name: item for item in LAYOUT}
 
 
 @dataclass(frozen=True)
@@ -51,6 +134,17 @@ class Workspace:
             ) from None
         return cls(path)
 
+    # -- the declared layout -----------------------------------------------------------
+    def path(self, name: str) -> Path:
+        """Return where the declared item ``name`` (see :data:`LAYOUT`) lives; creates nothing."""
+        try:
+            item = _BY_NAME[name]
+        except KeyError:
+            raise ValueError(
+                f"unknown workspace item {name!r}; expected one of {', '.join(_BY_NAME)}"
+            ) from None
+        return self.root / item.path
+
     # -- folders ---------------------------------------------------------------
     @property
     def sources_dir(self) -> Path:
@@ -67,6 +161,10 @@ class Workspace:
     @property
     def models_dir(self) -> Path:
         return self._dir("artifacts", "models")
+
+    @property
+    def bundles_dir(self) -> Path:
+        return self._dir("artifacts", "bundles")
 
     @property
     def keys_dir(self) -> Path:
@@ -96,7 +194,7 @@ class Workspace:
                     "postgresql+psycopg://user@host:5432/name or sqlite:////path/to/file.db"
                 ) from None
             return override
-        return f"sqlite:///{self.root / f'{store}.db'}"
+        return f"sqlite:///{self.path(store)}"
 
     # -- atomic writes -----------------------------------------------------------
     @contextmanager

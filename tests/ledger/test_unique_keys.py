@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from clinical_mlops.application.privacy import erase_subject
+from clinical_mlops.application.services import Services
 from clinical_mlops.errors import AlreadyRecorded, EntryPayloadInvalid, KeyNotFound
 from clinical_mlops.ledger import Ledger, NewEntry
 from clinical_mlops.ledger import ledger as ledger_module
@@ -21,7 +23,6 @@ from clinical_mlops.ledger.claims import (
     read_index,
     stored_key,
 )
-from clinical_mlops.privacy.erasure import erase_subject
 from evidence_helpers import Stores, race
 
 
@@ -209,7 +210,9 @@ def test_a_ledger_from_before_unique_keys_is_indexed_and_its_duplicates_reported
         old.append_batch([outcome(psn, b, 1)])
         gone = pseudonym("MRN-6")
         old.append_batch([inference(gone, "a")])  # a duplicate too, but unreadable once erased
-        erase_subject(old, identifier="MRN-6", actor="dpo", reason="request 12")
+        erase_subject(
+            Services.using(ledger=old), identifier="MRN-6", actor="dpo", reason="request 12"
+        )
         with old.store.engine.connect() as conn:
             assert not sa.inspect(conn).has_table(claims.name)
     with stores.open() as upgraded, caplog.at_level(logging.WARNING):

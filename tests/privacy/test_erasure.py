@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from clinical_mlops.application.privacy import erase_subject
+from clinical_mlops.application.services import Services
 from clinical_mlops.errors import ConsentNotGranted, KeyNotFound, SubjectNotFound, WrongKey
 from clinical_mlops.ledger import NewEntry
 from clinical_mlops.privacy.consent import consent_covers, record_consent, require_consent
 from clinical_mlops.privacy.crypto import open_sealed, payload_aad
-from clinical_mlops.privacy.erasure import erase_subject
 from clinical_mlops.privacy.identity import IdentityVault
 from evidence_helpers import Stores
 
@@ -84,7 +85,9 @@ def test_erasure_leaves_no_identifier_and_an_unreadable_but_verifiable_ledger(st
         dek_ids = {ledger.entry(s).key_id for s in alice_seqs}
         assert len(dek_ids) == 2
 
-        receipt = erase_subject(ledger, identifier=IDENTIFIER, actor="dpo", reason="art. 17 #42")
+        receipt = erase_subject(
+            Services.using(ledger=ledger), identifier=IDENTIFIER, actor="dpo", reason="art. 17 #42"
+        )
         assert receipt.pseudonym == alice and receipt.data_keys == 2 and receipt.consents == 1
 
         # The erasure is an audited event naming the pseudonym, never the identity.
@@ -107,7 +110,9 @@ def test_erasure_leaves_no_identifier_and_an_unreadable_but_verifiable_ledger(st
             ledger.vault.pseudonym_for(IDENTIFIER, create=False)
         assert not ledger.vault.has_pseudonym(alice)
         assert ledger.vault.pseudonym_for(IDENTIFIER) != alice  # a new stay gets a new one
-        erase_subject(ledger, identifier=IDENTIFIER, actor="dpo", reason="cleanup")
+        erase_subject(
+            Services.using(ledger=ledger), identifier=IDENTIFIER, actor="dpo", reason="cleanup"
+        )
         with pytest.raises(SubjectNotFound):
             ledger.append(
                 type="outcome",
@@ -130,7 +135,7 @@ def test_a_guessed_key_cannot_open_an_erased_payload(stores: Stores):
         seq = ledger.append(
             type="outcome", actor="ehr", subject=p, payload={"prediction_seq": 1, "outcome": 1}
         ).seq
-        erase_subject(ledger, identifier=IDENTIFIER, actor="dpo", reason="r")
+        erase_subject(Services.using(ledger=ledger), identifier=IDENTIFIER, actor="dpo", reason="r")
         entry = ledger.entry(seq)
         assert entry.payload is not None and entry.key_id is not None
         with pytest.raises(WrongKey):
@@ -148,7 +153,9 @@ def test_unknown_subject_erasure_writes_nothing(stores: Stores):
         ledger.append(type="training_run", actor="p", payload={})
         size = ledger.size()
         with pytest.raises(SubjectNotFound, match="nothing was changed"):
-            erase_subject(ledger, identifier="MRN-NOBODY", actor="dpo", reason="r")
+            erase_subject(
+                Services.using(ledger=ledger), identifier="MRN-NOBODY", actor="dpo", reason="r"
+            )
         assert ledger.size() == size
 
 
@@ -218,7 +225,7 @@ def test_pseudonyms_are_random_not_derived_from_the_identifier(tmp_path: Path):
 def test_batch_with_erased_subject_is_refused(stores: Stores):
     with stores.open() as ledger:
         p = ledger.vault.pseudonym_for(IDENTIFIER)
-        erase_subject(ledger, identifier=IDENTIFIER, actor="dpo", reason="r")
+        erase_subject(Services.using(ledger=ledger), identifier=IDENTIFIER, actor="dpo", reason="r")
         size = ledger.size()
         with pytest.raises(SubjectNotFound):
             ledger.append_batch(

@@ -15,11 +15,12 @@ import pytest
 import sqlalchemy as sa
 
 from clinical_mlops import errors
+from clinical_mlops.application.privacy import erase_subject
+from clinical_mlops.application.services import Services
 from clinical_mlops.clock import SystemClock
 from clinical_mlops.errors import KeyNotFound, PrivacyError, SubjectNotFound
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.ledger.store import entries
-from clinical_mlops.privacy.erasure import erase_subject
 from clinical_mlops.privacy.identity import IdentityVault, data_keys
 from clinical_mlops.privacy.keys import LocalKeyring
 from evidence_helpers import Stores
@@ -113,7 +114,7 @@ def test_a_vault_learns_of_erasures_at_most_every_erasure_ttl(stores: Stores) ->
         ledger.vault.erasure_ttl = 60.0
         alice = ledger.vault.pseudonym_for(ALICE)
         seq = _note(ledger, alice, 1)
-        erase_subject(other, identifier=ALICE, actor="dpo", reason="art. 17")
+        erase_subject(Services.using(ledger=other), identifier=ALICE, actor="dpo", reason="art. 17")
         assert ledger.read(seq).status == "ok"  # inside the bound: the documented window
         assert ledger.vault.refresh_erasures() == {alice}
         assert ledger.read(seq).status == "erased"
@@ -156,7 +157,9 @@ def test_no_new_data_key_for_a_subject_erased_while_it_was_made(stores: Stores) 
             provider = _ErasingProvider(
                 LocalKeyring(stores.keys_dir),
                 on="wrap",
-                erase=lambda: erase_subject(other, identifier=ALICE, actor="dpo", reason="r"),
+                erase=lambda: erase_subject(
+                    Services.using(ledger=other), identifier=ALICE, actor="dpo", reason="r"
+                ),
             )
             with pytest.raises(errors.SubjectErased):
                 vault.data_keys_for([alice], provider=provider)  # type: ignore[arg-type]
@@ -182,7 +185,9 @@ def test_a_key_read_while_its_subject_is_erased_is_not_kept(stores: Stores) -> N
         try:
 
             def erase_and_look() -> None:
-                erase_subject(other, identifier=ALICE, actor="dpo", reason="r")
+                erase_subject(
+                    Services.using(ledger=other), identifier=ALICE, actor="dpo", reason="r"
+                )
                 assert vault.refresh_erasures() == {alice}
 
             provider = _ErasingProvider(keyring, on="unwrap", erase=erase_and_look)
@@ -205,7 +210,9 @@ def test_a_key_read_just_before_an_erasure_is_dropped_at_the_next_look(stores: S
             provider = _ErasingProvider(
                 keyring,
                 on="unwrap",
-                erase=lambda: erase_subject(other, identifier=ALICE, actor="dpo", reason="r"),
+                erase=lambda: erase_subject(
+                    Services.using(ledger=other), identifier=ALICE, actor="dpo", reason="r"
+                ),
             )
             # In flight when the erasure committed: inside the bound, handed out once.
             vault.data_key(key_id, provider=provider)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from clinical_mlops.ledger._sql import driver_execute
+from clinical_mlops.database import driver_execute
 from clinical_mlops.privacy.consent import consents_of, record_consent, subjects_with_consents
 from clinical_mlops.privacy.identity import IdentityVault
 from clinical_mlops.privacy.keys import LocalKeyring

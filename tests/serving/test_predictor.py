@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from clinical_mlops.application.privacy import erase_subject
+from clinical_mlops.application.services import Services
 from clinical_mlops.errors import BundleSignatureInvalid, DuplicateRequest, InputInvalid
 from clinical_mlops.governance.board import Governance
 from clinical_mlops.ledger import Ledger
-from clinical_mlops.privacy.erasure import erase_subject
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving import PredictionRequest, Predictor
 from clinical_mlops.serving.replay import replay_inference, replay_many
@@ -280,7 +281,12 @@ def test_replay_after_erasure_says_why(predictor: Predictor, served: dict[str, A
     res = predictor.predict(req(served["rows"][7], subject_id="MRN-ERASE"), requester="t")
     assert replay_inference(served["ws"], res.audit_seq).identical
     with Ledger.open(served["ws"]) as led:
-        erase_subject(led, identifier="MRN-ERASE", actor="dpo", reason="art. 17 request")
+        erase_subject(
+            Services.using(ledger=led),
+            identifier="MRN-ERASE",
+            actor="dpo",
+            reason="art. 17 request",
+        )
     after = replay_inference(served["ws"], res.audit_seq)
     assert after.status == "erased" and "erased" in after.reason and not after.identical
 

@@ -96,6 +96,11 @@ COMMANDS: tuple[LazyCommand, ...] = (
         "The clinician and governance web console (run it, manage its users).",
     ),
     LazyCommand(
+        "workspace",
+        "clinical_mlops.cli.workspace:workspace_app",
+        "The workspace as a whole: back it up, restore it.",
+    ),
+    LazyCommand(
         "demo",
         "clinical_mlops.cli.demo:demo_command",
         "Run the end-to-end pipeline on the embedded synthetic source.",

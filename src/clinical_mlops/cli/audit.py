@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -38,10 +40,12 @@ def default_actor() -> str:
     return os.environ.get("CLINICAL_MLOPS_ACTOR") or os.environ.get("USER") or "cli"
 
 
-def _open(workspace: Path | None, *, create: bool = False) -> Ledger:
-    from clinical_mlops.ledger import Ledger
+@contextmanager
+def _open(workspace: Path | None, *, create: bool = False) -> Iterator[Ledger]:
+    from clinical_mlops.application.services import Services
 
-    return Ledger.open(workspace_from(workspace), create=create)
+    with Services.open(workspace_from(workspace), create=create) as services:
+        yield services.ledger
 
 
 def _print_report(report_json: dict, *, title: str) -> None:

@@ -57,8 +57,8 @@ def demo_command(
         f"(bundle sha256 {shown['sha256'][:16]}…; gates: {gates})",
         highlight=False,
     )
+    from clinical_mlops.application.walkthrough import score_test_set
     from clinical_mlops.governance.walkthrough import PILOT_SITE
-    from clinical_mlops.serving.walkthrough import score_test_set
 
     err_console.print("[bold]serving[/] — locked test stays scored through the Predictor, audited")
     render_serving(score_test_set(ws, site=PILOT_SITE, requester="system:demo-ehr"))

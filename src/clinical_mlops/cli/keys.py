@@ -56,14 +56,14 @@ def rotate(
     as_json: JsonOption = False,
 ) -> None:
     """Rotate a key: new writes use the new key, old keys keep decrypting and verifying."""
-    from clinical_mlops.ledger import Ledger
+    from clinical_mlops.application.services import Services
 
     if purpose not in ("wrap", "sign"):
         raise typer.BadParameter("--purpose must be wrap or sign")
     chosen: Literal["wrap", "sign"] = "wrap" if purpose == "wrap" else "sign"
-    with Ledger.open(workspace_from(workspace)) as ledger:
-        receipt = ledger.rotate_key(purpose=chosen, actor=actor or default_actor())
-        entry = ledger.read(receipt.seq).to_json()
+    with Services.open(workspace_from(workspace)) as services:
+        receipt = services.ledger.rotate_key(purpose=chosen, actor=actor or default_actor())
+        entry = services.ledger.read(receipt.seq).to_json()
     result = {"seq": receipt.seq, **entry["public"]}
     if as_json:
         print_json(result)

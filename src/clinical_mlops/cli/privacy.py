@@ -1,4 +1,4 @@
-"""``clinical-mlops privacy ...``: record consent, erase a subject."""
+"""``clinical-mlops privacy ...``: record or withdraw consent, erase a subject."""
 
 from __future__ import annotations
 
@@ -46,35 +46,67 @@ def consent(
     as_json: JsonOption = False,
 ) -> None:
     """Record a subject's consent scope; the subject gets a random pseudonym if new."""
-    from clinical_mlops.ledger import Ledger
-    from clinical_mlops.privacy.consent import record_consent
+    from clinical_mlops.application.privacy import grant_consent
+    from clinical_mlops.application.services import Services
 
-    who = actor or default_actor()
-    start = _when(valid_from, "--valid-from") or datetime.now(UTC)
+    start = _when(valid_from, "--valid-from")
     end = _when(valid_until, "--valid-until")
-    with Ledger.open(workspace_from(workspace)) as ledger:
-        pseudonym = ledger.vault.pseudonym_for(subject)
+    with Services.open(workspace_from(workspace)) as services:
         try:
-            record = record_consent(
-                ledger.vault,
-                pseudonym=pseudonym,
+            granted = grant_consent(
+                services,
+                subject=subject,
                 purposes=purpose,
                 valid_from=start,
                 valid_until=end,
-                recorded_by=who,
+                actor=actor or default_actor(),
             )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
-        receipt = ledger.append(
-            type="consent_recorded", actor=who, subject=pseudonym, payload=record.to_json()
-        )
-    result = {**record.to_json(), "seq": receipt.seq}
     if as_json:
-        print_json(result)
+        print_json(granted.to_json())
     else:
         err_console.print(
-            f"consent recorded for {pseudonym}: {', '.join(record.purposes)} "
-            f"(ledger entry {receipt.seq})"
+            f"consent recorded for {granted.record.pseudonym}: "
+            f"{', '.join(granted.record.purposes)} (ledger entry {granted.seq})"
+        )
+
+
+@privacy_app.command("withdraw")
+def withdraw(
+    subject: Annotated[str, typer.Argument(help="The subject's identifier (e.g. an MRN).")],
+    purpose: Annotated[
+        list[str] | None,
+        typer.Option("--purpose", help="A purpose to withdraw (repeatable; default: all)."),
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="ISO date/time it ends (default: now).")
+    ] = None,
+    actor: ActorOption = "",
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Withdraw a subject's consent to some or all purposes; later requests are refused."""
+    from clinical_mlops.application.privacy import withdraw_consent
+    from clinical_mlops.application.services import Services
+
+    with Services.open(workspace_from(workspace)) as services:
+        try:
+            withdrawn = withdraw_consent(
+                services,
+                subject=subject,
+                purposes=purpose or None,
+                at=_when(at, "--at"),
+                actor=actor or default_actor(),
+            )
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    if as_json:
+        print_json(withdrawn.to_json())
+    else:
+        err_console.print(
+            f"consent withdrawn for {withdrawn.pseudonym}: {', '.join(withdrawn.purposes)} "
+            f"from {withdrawn.at.isoformat()} (ledger entry {withdrawn.seq})"
         )
 
 
@@ -89,12 +121,12 @@ def erase(
     as_json: JsonOption = False,
 ) -> None:
     """Erase a subject: delete the identity mapping and data keys; log it by pseudonym."""
-    from clinical_mlops.ledger import Ledger
-    from clinical_mlops.privacy.erasure import erase_subject
+    from clinical_mlops.application.privacy import erase_subject
+    from clinical_mlops.application.services import Services
 
-    with Ledger.open(workspace_from(workspace)) as ledger:
+    with Services.open(workspace_from(workspace)) as services:
         receipt = erase_subject(
-            ledger, identifier=subject, actor=actor or default_actor(), reason=reason
+            services, identifier=subject, actor=actor or default_actor(), reason=reason
         )
     if as_json:
         print_json(receipt.to_json())

@@ -27,7 +27,6 @@ import os
 import secrets
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
@@ -46,7 +45,7 @@ _AAD = b"clinical-mlops/console-session-key/v1"
 def session_secret(workspace: Any) -> bytes:
     """Return the console's session-signing secret, creating it (wrapped) on first use."""
     provider = provider_for_workspace(workspace)
-    path = Path(workspace.root) / "console" / "session-key.json"
+    path = workspace.path("session_key")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         key_id, wrapped = provider.wrap(secrets.token_bytes(32), aad=_AAD)

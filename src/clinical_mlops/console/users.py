@@ -149,7 +149,7 @@ class UserDirectory:
     @classmethod
     def open(cls, workspace: Any, *, clock: Clock | None = None) -> UserDirectory:
         """Return the directory of ``workspace`` (the file is created on the first ``add``)."""
-        return cls(Path(workspace.root) / "console" / "users.json", clock=clock)
+        return cls(workspace.path("console_users"), clock=clock)
 
     # -- storage -------------------------------------------------------------------------
     def _read(self) -> dict[str, dict[str, Any]]:

@@ -28,6 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from clinical_mlops.database import open_metadata_engine
 from clinical_mlops.errors import (
     BundleSignatureInvalid,
     GateFailed,
@@ -86,8 +87,9 @@ class Governance:
         self.registry = registry
         self.workspace = registry.workspace
         self.clock = registry.clock
-        self.engine = sa.create_engine(url or registry.workspace.database_url("meta"))
-        t.metadata.create_all(self.engine)
+        self.engine = open_metadata_engine(
+            url or registry.workspace.database_url("meta"), t.metadata
+        )
         self._ledger = ledger
 
     def close(self) -> None:

@@ -57,8 +57,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from clinical_mlops.database import driver_executemany
 from clinical_mlops.errors import EntryPayloadInvalid
-from clinical_mlops.ledger._sql import driver_executemany
 
 __all__ = [
     "CLAIMING_TYPES",

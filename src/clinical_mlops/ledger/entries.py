@@ -182,6 +182,12 @@ _ALL = [
         subject="required",
     ),
     _schema(
+        "consent_withdrawn",
+        "consent withdrawn for some or all purposes of a subject (R-P4)",
+        {"purposes": (list,), "at": _STR},
+        subject="required",
+    ),
+    _schema(
         "consent_refused",
         "a request refused because consent does not cover it (R-P4)",
         {"purpose": _STR, "requester": _STR},

@@ -38,7 +38,6 @@ import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal, cast
 
 import sqlalchemy as sa
@@ -238,7 +237,7 @@ class Ledger:
         its checkpoint log is not, was lost, and LedgerNotFound names both and what to do.
         """
         url = workspace.database_url("ledger")
-        log = CheckpointLog(Path(workspace.root) / "ledger-checkpoints.jsonl")
+        log = CheckpointLog(workspace.path("checkpoint_log"))
         store = LedgerStore.open(url, create=create, guard=lambda: _refuse_lost(url, log))
         try:
             with store.engine.connect() as conn:

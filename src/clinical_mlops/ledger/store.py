@@ -27,8 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from clinical_mlops.errors import LedgerCorrupted
-from clinical_mlops.ledger._sql import (
+from clinical_mlops.database import (
     driver_execute,
     driver_executemany,
     normalise_url,
@@ -37,6 +36,7 @@ from clinical_mlops.ledger._sql import (
     sqlite_path,
     write_transaction,
 )
+from clinical_mlops.errors import LedgerCorrupted
 from clinical_mlops.ledger.entries import Checkpoint
 from clinical_mlops.ledger.merkle import EMPTY_ROOT, _split, node_hash, root_from_leaf_hashes
 
@@ -104,7 +104,7 @@ ENTRY_COLUMNS = [c.name for c in entries.columns]
 CHECKPOINT_COLUMNS = [c.name for c in checkpoints.columns]
 #: one row as stored: its values, and each value's storage class (see ``storage_class``)
 RawRow = tuple[tuple[Any, ...], tuple[str, ...]]
-# The write path's two statements, run on the driver (see ledger._sql.driver_execute).
+# The write path's two statements, run on the driver (see database.driver_execute).
 _TIP = "SELECT seq, leaf_hash, time FROM ledger_entries ORDER BY seq DESC LIMIT 1"
 _COLUMN_LIST = ", ".join(ENTRY_COLUMNS)  # the table's own names: no outside input
 _INSERT = (

@@ -41,6 +41,7 @@ import sqlalchemy as sa
 
 from clinical_mlops import ledger
 from clinical_mlops.clock import Clock, SystemClock, utc_iso
+from clinical_mlops.database import open_metadata_engine
 from clinical_mlops.errors import AlertNotFound, AlertTransitionInvalid, ValueInvalid
 from clinical_mlops.hashing import canonical_json, sha256_text
 from clinical_mlops.monitoring import schema as t
@@ -262,9 +263,8 @@ class AlertStore:
     ):
         self.workspace = workspace
         self.clock: Clock = clock or SystemClock()
-        self.engine = sa.create_engine(url or workspace.database_url("meta"))
+        self.engine = open_metadata_engine(url or workspace.database_url("meta"), t.metadata)
         self.record_ledger = record_ledger
-        t.metadata.create_all(self.engine)
 
     @classmethod
     def open(cls, workspace: Workspace, *, clock: Clock | None = None) -> AlertStore:

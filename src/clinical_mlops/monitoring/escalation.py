@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from clinical_mlops.database import open_metadata_engine
 from clinical_mlops.errors import GovernanceError, ReleaseNotFound
 from clinical_mlops.ledger import Ledger, NewEntry
 from clinical_mlops.monitoring import schema as t
@@ -111,10 +112,8 @@ def review_items(
     """Return review items (newest first), each marked ``pending`` until a review is recorded after it."""
     from clinical_mlops.governance import schema as gov
 
-    engine = sa.create_engine(workspace.database_url("meta"))
+    engine = open_metadata_engine(workspace.database_url("meta"), t.metadata, gov.metadata)
     try:
-        t.metadata.create_all(engine)
-        gov.metadata.create_all(engine)
         query = sa.select(t.review_items).order_by(t.review_items.c.opened_at.desc())
         if release is not None:
             query = query.where(t.review_items.c.release == release)

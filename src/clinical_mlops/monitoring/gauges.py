@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from clinical_mlops.database import open_metadata_engine
 from clinical_mlops.monitoring import schema as t
 from clinical_mlops.monitoring.windows import WindowResult
 from clinical_mlops.workspace import Workspace
@@ -146,8 +147,7 @@ class MonitoringCollector(Collector):
 
     def _db(self) -> sa.Engine:
         if self._engine is None:
-            self._engine = sa.create_engine(self.workspace.database_url("meta"))
-            t.metadata.create_all(self._engine)
+            self._engine = open_metadata_engine(self.workspace.database_url("meta"), t.metadata)
         return self._engine
 
     def samples(self) -> list[tuple[str, dict[str, str], float]]:

@@ -29,6 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from clinical_mlops.clock import Clock, SystemClock, utc_iso
+from clinical_mlops.database import open_metadata_engine
 from clinical_mlops.errors import BundleSignatureInvalid, ReleaseNotFound
 from clinical_mlops.hashing import canonical_json
 from clinical_mlops.ledger import Ledger
@@ -104,9 +105,8 @@ def stored_windows(
     until: datetime | None = None,
 ) -> list[WindowResult]:
     """Return the stored windows of ``release`` in time order (optionally within a period)."""
-    engine = sa.create_engine(workspace.database_url("meta"))
+    engine = open_metadata_engine(workspace.database_url("meta"), t.metadata)
     try:
-        t.metadata.create_all(engine)
         query = sa.select(t.windows).where(t.windows.c.release == release)
         if since is not None:
             query = query.where(t.windows.c.window_end >= utc_iso(since))

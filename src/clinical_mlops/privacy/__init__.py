@@ -5,6 +5,8 @@
 - :mod:`~clinical_mlops.privacy.identity`: the identity vault (pseudonyms, wrapped
   per-subject data keys), kept in its own database so it can be erased;
 - :mod:`~clinical_mlops.privacy.consent`: consent scope (purposes) and validity;
-- :mod:`~clinical_mlops.privacy.erasure`: erase one subject (crypto-shredding) as an
-  audited ledger event.
+- erasure (crypto-shredding) is :meth:`IdentityVault.erase
+  <clinical_mlops.privacy.identity.IdentityVault.erase>`; the audited use cases (consent
+  granted or withdrawn, a subject erased, each a ledger entry) are in
+  :mod:`clinical_mlops.application.privacy`. This package never imports the ledger.
 """

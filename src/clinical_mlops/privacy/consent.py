@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from clinical_mlops.database import driver_execute, write_transaction
 from clinical_mlops.errors import ConsentNotGranted
-from clinical_mlops.ledger._sql import driver_execute, write_transaction
 from clinical_mlops.privacy.identity import IdentityVault, chunks, consents
 
 __all__ = [
     "ConsentRecord",
     "consent_covers",
     "consents_of",
+    "end_consent",
     "record_consent",
     "require_consent",
     "subjects_with_consents",
@@ -73,8 +74,13 @@ def record_consent(
     valid_from: datetime,
     valid_until: datetime | None,
     recorded_by: str,
+    before_commit: Callable[[ConsentRecord], object] | None = None,
 ) -> ConsentRecord:
-    """Return the consent record stored for ``pseudonym`` (which must be in the vault)."""
+    """Return the consent record stored for ``pseudonym`` (which must be in the vault).
+
+    ``before_commit(record)`` runs inside the vault transaction, before the commit (the
+    audit ledger records the consent there); if it raises, nothing is stored.
+    """
     if not purposes or not all(isinstance(p, str) and p for p in purposes):
         raise ValueError("consent needs at least one non-empty purpose")
     start = _aware(valid_from, "valid_from")
@@ -104,7 +110,81 @@ def record_consent(
                 recorded_by=recorded_by,
             )
         )
+        if before_commit is not None:
+            before_commit(record)
     return record
+
+
+def end_consent(
+    vault: IdentityVault,
+    *,
+    pseudonym: str,
+    purposes: list[str] | tuple[str, ...] | None,
+    at: datetime,
+    recorded_by: str,
+    before_commit: Callable[[tuple[str, ...]], object] | None = None,
+) -> tuple[str, ...]:
+    """Return the purposes withdrawn after ending ``pseudonym``'s consent to them at ``at``.
+
+    ``purposes`` None withdraws every purpose. Each record still in force at ``at`` (or
+    starting later) that covers a withdrawn purpose ends at ``at``; its other purposes
+    carry on in a new record from ``at`` to the old end, so nothing else changes. Records
+    are never deleted: what was agreed, and when it stopped, stays readable.
+    ``before_commit(purposes)`` runs inside the vault transaction (the audit ledger records
+    the withdrawal there); if it raises, nothing changes. Raises SubjectNotFound for a
+    pseudonym the vault does not hold, and ValueError when no record in force covers any
+    purpose named.
+    """
+    from clinical_mlops.errors import SubjectNotFound
+
+    moment = _aware(at, "at")
+    wanted = None if purposes is None else set(purposes)
+    if wanted is not None and (not wanted or not all(isinstance(p, str) and p for p in wanted)):
+        raise ValueError("purposes: name at least one non-empty purpose, or none for all")
+    if not vault.has_pseudonym(pseudonym):
+        raise SubjectNotFound(f"pseudonym {pseudonym} is not in the identity vault")
+    withdrawn: set[str] = set()
+    with write_transaction(vault.engine, lock_name="clinical_mlops_identity") as conn:
+        rows = conn.execute(
+            sa.select(consents).where(consents.c.pseudonym == pseudonym).order_by(consents.c.id)
+        ).all()
+        for row in rows:
+            record = _record(row, pseudonym)
+            if record.valid_until is not None and record.valid_until <= moment:
+                continue  # already over
+            ending = set(record.purposes) if wanted is None else set(record.purposes) & wanted
+            if not ending:
+                continue
+            withdrawn |= ending
+            # A record not started yet ends where it starts: it never covers anything.
+            end = max(moment, record.valid_from)
+            conn.execute(
+                consents.update().where(consents.c.id == row.id).values(valid_until=end.isoformat())
+            )
+            kept = sorted(set(record.purposes) - ending)
+            if kept and (record.valid_until is None or record.valid_until > end):
+                conn.execute(
+                    consents.insert().values(
+                        pseudonym=pseudonym,
+                        purposes=json.dumps(kept),
+                        valid_from=end.isoformat(),
+                        valid_until=(
+                            None if record.valid_until is None else record.valid_until.isoformat()
+                        ),
+                        recorded_at=datetime.now(UTC).isoformat(),
+                        recorded_by=recorded_by,
+                    )
+                )
+        if not withdrawn:
+            named = "any purpose" if wanted is None else ", ".join(sorted(wanted))
+            raise ValueError(
+                f"purposes: no consent of {pseudonym} in force at {moment.isoformat()} "
+                f"covers {named}; nothing was withdrawn"
+            )
+        result = tuple(sorted(withdrawn))
+        if before_commit is not None:
+            before_commit(result)
+    return result
 
 
 def consents_of(vault: IdentityVault, *, pseudonym: str) -> list[ConsentRecord]:
@@ -128,7 +208,7 @@ def subjects_with_consents(
     out: dict[str, tuple[str, list[ConsentRecord]]] = {}
     with vault.engine.connect() as conn:
         for part in chunks(wanted):
-            # On the driver: this runs once per prediction (see ledger._sql.driver_execute).
+            # On the driver: this runs once per prediction (see database.driver_execute).
             sql = _SUBJECTS_WITH_CONSENTS.format(marks=", ".join("?" * len(part)))
             for identifier, pseudonym, *consent in driver_execute(conn, sql, part).fetchall():
                 _, records = out.setdefault(str(identifier), (str(pseudonym), []))

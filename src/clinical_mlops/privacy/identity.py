@@ -41,14 +41,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from clinical_mlops.errors import KeyNotFound, PrivacyError, SubjectErased, SubjectNotFound
-from clinical_mlops.hashing import canonical_json_scalars
-from clinical_mlops.ledger._sql import (
+from clinical_mlops.database import (
     driver_execute,
     open_engine,
     probe_writable,
     write_transaction,
 )
+from clinical_mlops.errors import KeyNotFound, PrivacyError, SubjectErased, SubjectNotFound
+from clinical_mlops.hashing import canonical_json_scalars
 from clinical_mlops.privacy.crypto import new_data_key
 from clinical_mlops.privacy.keys import KeyProvider
 
@@ -283,7 +283,7 @@ class IdentityVault:
         known: set[str] = set()
         with self.engine.connect() as conn:
             for part in chunks(todo):
-                # On the driver: a first prediction for a patient runs this (see _sql).
+                # On the driver: a first prediction for a patient runs this (see database.driver_execute).
                 marks = ", ".join("?" * len(part))
                 for owner, key_id, wrapped, created in driver_execute(
                     conn, _LATEST_KEYS.format(marks=marks), [*part, kek_id]

@@ -462,4 +462,4 @@ def provider_for_workspace(workspace: Any) -> KeyProvider:
             f"unknown key provider {choice!r} in CLINICAL_MLOPS_KEY_PROVIDER; use local or vault"
         )
     # Not ``workspace.keys_dir``: that creates the folder, and reading must write nothing.
-    return LocalKeyring(Path(workspace.root) / "keys")
+    return LocalKeyring(workspace.path("keys"))

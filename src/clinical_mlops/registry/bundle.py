@@ -91,7 +91,7 @@ def workspace_id(workspace: Workspace) -> str:
 
 def bundles_dir(workspace: Workspace) -> Path:
     """Return ``artifacts/bundles`` of ``workspace`` (created if absent)."""
-    path = workspace.artifacts_dir / "bundles"
+    path = workspace.bundles_dir
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from clinical_mlops.clock import Clock, SystemClock, utc_iso
+from clinical_mlops.database import open_metadata_engine
 from clinical_mlops.errors import GovernanceError, ReleaseNotFound
 from clinical_mlops.hashing import canonical_json
 from clinical_mlops.ledger import Ledger
@@ -102,7 +103,7 @@ def _release(row: Any, workspace: Workspace) -> Release:
     m["change"] = json.loads(m["change"])
     # A bundle in this workspace's bundles folder (content-addressed name) is read from there,
     # so a workspace restored or moved to another folder does not depend on the old folder.
-    local = workspace.root / "artifacts" / "bundles" / m["path"].rstrip("/").rsplit("/", 1)[-1]
+    local = workspace.path("artifacts") / "bundles" / m["path"].rstrip("/").rsplit("/", 1)[-1]
     if local.is_dir():
         m["path"] = str(local)
     return Release(**m)
@@ -125,8 +126,7 @@ class Registry:
     ):
         self.workspace = workspace
         self.clock: Clock = clock or SystemClock()
-        self.engine = sa.create_engine(url or workspace.database_url("meta"))
-        t.metadata.create_all(self.engine)
+        self.engine = open_metadata_engine(url or workspace.database_url("meta"), t.metadata)
         self._ledger = ledger
         self._owns_ledger = False
 

@@ -22,7 +22,7 @@ EXPERIMENT = "clinical-mlops"
 
 def default_tracking_uri(workspace: Any) -> str:
     """Return the workspace's local MLflow store URI (``sqlite:///<workspace>/mlflow.db``)."""
-    return f"sqlite:///{Path(workspace.root) / 'mlflow.db'}"
+    return f"sqlite:///{workspace.path('mlflow')}"
 
 
 def _mlflow() -> Any:

@@ -1,7 +1,8 @@
 """The demo's serving step: score the locked test stays through the Predictor, audited.
 
 Each test stay becomes a demo patient (identifier ``demo-stay-<id>``) with consent
-for direct care, and is scored in batches of :data:`~clinical_mlops.serving.predictor.MAX_BATCH`,
+for direct care, granted through :func:`~clinical_mlops.application.privacy.grant_consent`
+(so the ledger holds each grant's ``consent_recorded`` entry), and is scored in batches of :data:`~clinical_mlops.serving.predictor.MAX_BATCH`,
 so the ledger holds one inference record per stay. Returns a summary and one
 sample result with its CDS Hooks card.
 """
@@ -11,8 +12,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from clinical_mlops.application.privacy import consent_in_force, grant_consent
+from clinical_mlops.application.services import Services
 from clinical_mlops.features.snapshot import locked_test_stays, open_snapshot
-from clinical_mlops.privacy.consent import consent_covers, record_consent
 from clinical_mlops.serving.cds_hooks import card_for
 from clinical_mlops.serving.predictor import MAX_BATCH, PredictionRequest, Predictor
 from clinical_mlops.workspace import Workspace
@@ -25,6 +27,7 @@ def score_test_set(workspace: Workspace, *, site: str, requester: str) -> dict[s
     import time
 
     with Predictor.open(workspace, site=site) as p:
+        services = Services.using(workspace, ledger=p.ledger, clock=p.clock)
         sc = p.scorer(p.default)
         test = locked_test_stays(open_snapshot(workspace, sc.dataset_sha256))
         names = list(sc.spec.feature_names)
@@ -33,15 +36,13 @@ def score_test_set(workspace: Workspace, *, site: str, requester: str) -> dict[s
             test["stay_id"], test[names].to_dict(orient="records"), strict=True
         ):
             ident = f"demo-stay-{stay_id}"
-            psn = p.vault.pseudonym_for(ident)
-            if not consent_covers(p.vault, pseudonym=psn, purpose="direct_care", at=p.clock.now()):
-                record_consent(
-                    p.vault,
-                    pseudonym=psn,
+            if not consent_in_force(services, subject=ident, purpose="direct_care"):
+                grant_consent(
+                    services,
+                    subject=ident,
                     purposes=["direct_care"],
                     valid_from=datetime(2000, 1, 1, tzinfo=UTC),
-                    valid_until=None,
-                    recorded_by="demo",
+                    actor="demo",
                 )
             values = {
                 k: (None if v != v else (v.item() if hasattr(v, "item") else v))
