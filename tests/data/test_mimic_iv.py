@@ -258,7 +258,7 @@ def test_cohort_flow_labels_split_and_features_match_the_hand_computation(extrac
 
 def test_data_build_on_the_fixture_end_to_end(tmp_path):
     ws = str(tmp_path / "ws")
-    args = ("data", "build", "--source", "mimic-iv", "--path", str(FIXTURE), "--json", "-w", ws)
+    args = ("data", "build", "--task", "icu_mortality_48h", "--source", "mimic-iv", "--path", str(FIXTURE), "--json", "-w", ws)  # fmt: skip
     first = cli(*args)
     assert first.returncode == 0, first.stderr
     out = json.loads(first.stdout)

@@ -35,6 +35,7 @@ from clinical_mlops.ledger.export import export_bundle, load_bundle, verify_bund
 from clinical_mlops.ledger.store import LedgerStore
 from clinical_mlops.modeling.preprocess import Preprocessor
 from clinical_mlops.privacy.keys import LocalKeyring, public_key_hex
+from clinical_mlops.registry.profile import FeatureProfile, ReferenceProfile
 from clinical_mlops.serving.inputs import UNIT_CONVERSIONS, InputSchema
 from clinical_mlops.tasks import load_task
 from clinical_mlops.tasks.spec import Feature, TaskSpec
@@ -60,13 +61,18 @@ def schema_for(task: str) -> InputSchema:
     }
     categories = {f.name: tuple(f.categories or ()) for f in spec.features if f.categories}
     pre = Preprocessor(features=spec.feature_names, medians=medians, categories=categories)
-    profile = {
-        "features": {
-            n: {"edges": [spec.feature(n).valid_range[0], m]}  # type: ignore[index]
+    # only the bin edges of numeric inputs matter to the schema's range flags
+    profile = ReferenceProfile.model_construct(
+        features={
+            n: FeatureProfile(
+                kind="numeric",
+                missing_fraction=0.0,
+                edges=[spec.feature(n).valid_range[0], m],  # type: ignore[index]
+            )
             for n, m in medians.items()
             if spec.feature(n).kind == "numeric"
         }
-    }
+    )
     return InputSchema(spec, pre, profile)
 
 
