@@ -15,10 +15,9 @@ from datetime import UTC, datetime
 import pytest
 from typer.testing import CliRunner
 
-from clinical_mlops.application.walkthrough import score_test_set
+from clinical_mlops.application.walkthrough import PILOT_SITE, govern_demo_release, score_test_set
 from clinical_mlops.cli import app as cli
 from clinical_mlops.errors import ConsentNotGranted
-from clinical_mlops.governance.walkthrough import PILOT_SITE, govern_demo_release
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.privacy.consent import require_consent
 from clinical_mlops.workspace import Workspace

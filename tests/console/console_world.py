@@ -27,13 +27,13 @@ from typing import Any
 
 import pytest
 
+from clinical_mlops.application.walkthrough import govern_demo_release
 from clinical_mlops.clock import FixedClock, utc_iso
 from clinical_mlops.console import standalone_app
 from clinical_mlops.console.users import UserDirectory
 from clinical_mlops.features.snapshot import locked_test_stays, open_snapshot
 from clinical_mlops.governance.board import Governance
 from clinical_mlops.governance.policy import run_gates
-from clinical_mlops.governance.walkthrough import govern_demo_release
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.monitoring.alerts import AlertSignal, AlertStore
 from clinical_mlops.privacy.consent import record_consent

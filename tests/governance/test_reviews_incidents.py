@@ -6,12 +6,12 @@ from datetime import timedelta
 
 import pytest
 
+from clinical_mlops.application.walkthrough import govern_demo_release
 from clinical_mlops.errors import GovernanceError, IncidentStepRefused, RoleRequired
 from clinical_mlops.governance.board import Governance
 from clinical_mlops.governance.incidents import add_step, contain, open_incident, resolve
 from clinical_mlops.governance.operations import operations_metrics
 from clinical_mlops.governance.reviews import overdue_reviews, record_review, review_status
-from clinical_mlops.governance.walkthrough import govern_demo_release
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.registry.registry import Registry
 

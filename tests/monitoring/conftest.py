@@ -25,8 +25,8 @@ def governed(trained: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
     """A workspace with an approved release and 120 consenting patients (copied per test)."""
     from datetime import UTC, datetime
 
+    from clinical_mlops.application.walkthrough import govern_demo_release
     from clinical_mlops.features.snapshot import locked_test_stays, open_snapshot
-    from clinical_mlops.governance.walkthrough import govern_demo_release
     from clinical_mlops.ledger import Ledger
     from clinical_mlops.privacy.consent import record_consent
     from clinical_mlops.tasks import load_task

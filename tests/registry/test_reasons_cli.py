@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from clinical_mlops.application.walkthrough import govern_demo_release
 from clinical_mlops.cli import app
 from clinical_mlops.cli._common import run_guarded
-from clinical_mlops.governance.walkthrough import govern_demo_release
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.workspace import Workspace

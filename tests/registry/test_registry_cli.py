@@ -6,8 +6,8 @@ import json
 
 from typer.testing import CliRunner
 
+from clinical_mlops.application.walkthrough import DEMO_PEOPLE, govern_demo_release
 from clinical_mlops.cli import app
-from clinical_mlops.governance.walkthrough import DEMO_PEOPLE, govern_demo_release
 
 
 def test_show_json_has_status_sha_lineage_gates_approvals(fresh_workspace, trained):

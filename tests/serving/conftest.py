@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from clinical_mlops.application.walkthrough import govern_demo_release
 from clinical_mlops.features.snapshot import locked_test_stays, open_snapshot
-from clinical_mlops.governance.walkthrough import govern_demo_release
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.privacy.consent import record_consent
 from clinical_mlops.workspace import Workspace

@@ -162,8 +162,8 @@ def test_a_recorded_result_is_the_result_the_request_was_given(
     """Every kind of result rebuilt from its ledger record equals the answer given."""
     import shutil
 
+    from clinical_mlops.application.walkthrough import DEMO_PEOPLE
     from clinical_mlops.governance.board import Governance
-    from clinical_mlops.governance.walkthrough import DEMO_PEOPLE
     from clinical_mlops.registry.registry import Registry
     from clinical_mlops.serving import PredictionRequest, Predictor
     from clinical_mlops.workspace import Workspace

@@ -25,8 +25,8 @@ import sqlalchemy as sa
 
 import clinical_mlops
 from clinical_mlops.application.governance import decide_case
+from clinical_mlops.application.walkthrough import govern_demo_release
 from clinical_mlops.governance.queue import case
-from clinical_mlops.governance.walkthrough import govern_demo_release
 from clinical_mlops.http.app import create_app
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.ledger.store import entries

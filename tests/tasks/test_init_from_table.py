@@ -23,11 +23,11 @@ from typer.testing import CliRunner
 
 from clinical_mlops.application.tasks import draft_from_table
 from clinical_mlops.application.training import train_model
+from clinical_mlops.application.walkthrough import govern_demo_release
 from clinical_mlops.cli import app
 from clinical_mlops.data.raw import read_source
 from clinical_mlops.errors import InputInvalid, TaskSpecIncomplete
 from clinical_mlops.features.snapshot import build_snapshot, open_snapshot
-from clinical_mlops.governance.walkthrough import govern_demo_release
 from clinical_mlops.http.app import create_app
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.monitoring.records import read_ledger_records

@@ -1,4 +1,6 @@
-"""Audit use cases: verify an exported audit bundle against the keys its verifier trusts.
+"""Audit use cases: export, checkpoint, index, purge and rotate keys; verify an exported bundle.
+
+Verifying a bundle checks it against the keys its verifier trusts.
 
 A bundle carries its own public keys, but a bundle re-signed with keys of the forger's
 making is as self-consistent as a genuine one: its own keys prove nothing about who
@@ -13,16 +15,31 @@ bundle check) trusts the same keys, decided here:
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from clinical_mlops.ledger.verify import Problem, VerifyReport
 from clinical_mlops.privacy.keys import KeyProvider, provider_for_workspace, public_key_hex
 from clinical_mlops.workspace import DEFAULT_HOME, Workspace
 
-__all__ = ["trusted_keys", "verify_bundle", "workspace_keys"]
+if TYPE_CHECKING:
+    from clinical_mlops.application.services import Services
+    from clinical_mlops.ledger.claims import ClaimsIndex
+    from clinical_mlops.ledger.retention import PurgeResult
+
+__all__ = [
+    "export_audit_bundle",
+    "index_unique_keys",
+    "make_checkpoint",
+    "purge_payloads",
+    "rotate_key",
+    "trusted_keys",
+    "verify_bundle",
+    "workspace_keys",
+]
 
 NOTHING_TRUSTED = (
     "no public key is trusted: pin the ledger's keys (KEY_ID=HEX, obtained from the "
@@ -77,3 +94,59 @@ def verify_bundle(
     if not trusted:
         report.problems.insert(0, Problem("key", None, NOTHING_TRUSTED))
     return report
+
+
+# -- acts on the ledger ---------------------------------------------------------------------
+def export_audit_bundle(
+    services: Services,
+    out: Path,
+    *,
+    start: int = 0,
+    end: int | None = None,
+    since: int | None = None,
+) -> dict[str, Any]:
+    """Return the exported bundle (entries, proofs, a fresh checkpoint, public keys), written to ``out``.
+
+    ``since`` adds a consistency proof from an earlier checkpoint of that size. The file
+    is the auditor's copy; the ledger gains the checkpoint the bundle is proved against.
+    """
+    from clinical_mlops.ledger.export import export_bundle, write_bundle
+
+    bundle = export_bundle(services.ledger, start=start, end=end, previous_size=since)
+    write_bundle(bundle, out)
+    return bundle
+
+
+def make_checkpoint(services: Services, out: Path | None = None) -> dict[str, Any]:
+    """Return the signed checkpoint of the ledger as it stands now (made, or the latest).
+
+    With ``out`` the checkpoint JSON is also written there, to hand to an auditor.
+    """
+    checkpoint = services.ledger.checkpoint().to_json()
+    if out is not None:
+        out.write_text(json.dumps(checkpoint, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return checkpoint
+
+
+def index_unique_keys(services: Services) -> ClaimsIndex:
+    """Return what indexing the ledger's unique keys found (built now, or already built)."""
+    return services.ledger.ensure_claims()
+
+
+def purge_payloads(services: Services, *, days: Mapping[str, float], actor: str) -> PurgeResult:
+    """Return the audited purge of payloads past their retention (``days`` per entry type)."""
+    from clinical_mlops.ledger.retention import RetentionPolicy, purge_expired
+
+    return purge_expired(services.ledger, policy=RetentionPolicy.from_days(dict(days)), actor=actor)
+
+
+def rotate_key(
+    services: Services, *, purpose: Literal["wrap", "sign"], actor: str
+) -> dict[str, Any]:
+    """Return the rotation's ledger seq and the new key's public record.
+
+    New writes use the new key; old keys keep decrypting and verifying.
+    """
+    receipt = services.ledger.rotate_key(purpose=purpose, actor=actor)
+    entry = services.ledger.read(receipt.seq).to_json()
+    return {"seq": receipt.seq, **entry["public"]}

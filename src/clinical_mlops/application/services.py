@@ -25,6 +25,7 @@ from clinical_mlops.workspace import Workspace
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from clinical_mlops.governance.board import Governance
     from clinical_mlops.ledger import Ledger
     from clinical_mlops.monitoring.alerts import AlertStore
     from clinical_mlops.privacy.identity import IdentityVault
@@ -77,16 +78,19 @@ class Services:
         workspace: Workspace | None = None,
         *,
         ledger: Ledger | None = None,
+        registry: Registry | None = None,
         clock: Clock | None = None,
     ) -> Services:
-        """Return services that use a ledger already open (a running service's); the rest open lazily.
+        """Return services that use a ledger (or registry) already open; the rest open lazily.
 
-        The ledger given stays open when these services close: its owner closes it.
+        What is given stays open when these services close: its owner closes it.
         Without ``workspace`` only that ledger (and its identity vault) can be used.
         """
         made = cls(workspace, clock=clock or (ledger.clock if ledger is not None else None))
         if ledger is not None:
             made._open["ledger"] = ledger
+        if registry is not None:
+            made._open["registry"] = registry
         return made
 
     def _once(self, name: str, opener: Callable[[], _T], closer: Callable[[_T], None]) -> _T:
@@ -128,13 +132,30 @@ class Services:
 
     @property
     def registry(self) -> Registry:
-        """The release registry and governance records."""
+        """The release registry: releases, statuses, the active release and rollout per site."""
         from clinical_mlops.registry.registry import Registry
 
         return self._once(
             "registry",
-            lambda: Registry.open(self.workspace, clock=self.clock),
+            # records into these services' ledger when it is already open (one ledger)
+            lambda: Registry.open(
+                self.workspace, clock=self.clock, ledger=self._open.get("ledger")
+            ),
             lambda registry: registry.close(),
+        )
+
+    @property
+    def governance(self) -> Governance:
+        """Who may do what over the registry: people and roles, gates, approvals, lifecycle.
+
+        It records into the registry's ledger, so a run of acts appends through one ledger.
+        """
+        from clinical_mlops.governance.board import Governance
+
+        return self._once(
+            "governance",
+            lambda: Governance(self.registry),
+            lambda governance: governance.close(),
         )
 
     @property

@@ -23,6 +23,7 @@ from clinical_mlops.cli._common import (
 from clinical_mlops.errors import BundleInvalid
 
 if TYPE_CHECKING:
+    from clinical_mlops.application.services import Services
     from clinical_mlops.ledger import Ledger
 
 audit_app = typer.Typer(
@@ -41,10 +42,18 @@ def default_actor() -> str:
 
 
 @contextmanager
-def _open(workspace: Path | None, *, create: bool = False) -> Iterator[Ledger]:
+def _services(workspace: Path | None, *, create: bool = False) -> Iterator[Services]:
+    """Yield the workspace's stores; the ledger must exist unless ``create``."""
     from clinical_mlops.application.services import Services
 
     with Services.open(workspace_from(workspace), create=create) as services:
+        yield services
+
+
+@contextmanager
+def _open(workspace: Path | None, *, create: bool = False) -> Iterator[Ledger]:
+    """Yield the workspace's ledger, for reading (verify, show, prove)."""
+    with _services(workspace, create=create) as services:
         yield services.ledger
 
 
@@ -193,11 +202,10 @@ def export(
     as_json: JsonOption = False,
 ) -> None:
     """Export entries, proofs, a fresh checkpoint and the public keys as one file."""
-    from clinical_mlops.ledger.export import export_bundle, write_bundle
+    from clinical_mlops.application.audit import export_audit_bundle
 
-    with _open(workspace) as ledger:
-        bundle = export_bundle(ledger, start=start, end=end, previous_size=since)
-    write_bundle(bundle, out)
+    with _services(workspace) as services:
+        bundle = export_audit_bundle(services, out, start=start, end=end, since=since)
     summary = {
         "bundle": str(out),
         "entries": len(bundle["entries"]),
@@ -225,10 +233,10 @@ def checkpoint(
     as_json: JsonOption = False,
 ) -> None:
     """Make (or return) a signed checkpoint of the ledger as it stands now."""
-    with _open(workspace) as ledger:
-        cp = ledger.checkpoint().to_json()
-    if out is not None:
-        out.write_text(json.dumps(cp, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    from clinical_mlops.application.audit import make_checkpoint
+
+    with _services(workspace) as services:
+        cp = make_checkpoint(services, out)
     if as_json:
         print_json(cp)
     else:
@@ -243,8 +251,10 @@ def migrate(workspace: WorkspaceOption = None, as_json: JsonOption = False) -> N
     by this command, or by the service when it starts — and keys already held twice
     are listed: the earlier entry keeps the key, the later ones stay as written.
     """
-    with _open(workspace) as ledger:
-        index = ledger.ensure_claims()
+    from clinical_mlops.application.audit import index_unique_keys
+
+    with _services(workspace) as services:
+        index = index_unique_keys(services)
     if as_json:
         print_json(index.to_json())
     else:
@@ -262,7 +272,7 @@ def purge(
     as_json: JsonOption = False,
 ) -> None:
     """Remove payloads past their retention period, as an audited purge entry."""
-    from clinical_mlops.ledger.retention import RetentionPolicy, purge_expired
+    from clinical_mlops.application.audit import purge_payloads
 
     days: dict[str, float] = {}
     for item in retention:
@@ -273,12 +283,11 @@ def purge(
             sep = ""
         if not sep:
             raise typer.BadParameter(f"--retention {item!r}: expected TYPE=DAYS")
-    try:
-        policy = RetentionPolicy.from_days(days)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    with _open(workspace) as ledger:
-        result = purge_expired(ledger, policy=policy, actor=actor or default_actor())
+    with _services(workspace) as services:
+        try:
+            result = purge_payloads(services, days=days, actor=actor or default_actor())
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--retention") from None
     if as_json:
         print_json(result.to_json())
     else:

@@ -43,7 +43,7 @@ def demo_command(
     )
     render_snapshot(open_snapshot(ws, result.lineage["snapshot"]["id"]))
     render_training(result.summary(), published=load_task("icu_mortality_48h").published)
-    from clinical_mlops.governance.walkthrough import DEMO_PEOPLE, govern_demo_release
+    from clinical_mlops.application.walkthrough import DEMO_PEOPLE, govern_demo_release
 
     err_console.print("[bold]governance[/] — bundle, gates 1-4, approvals by demo users, pilot")
     shown = govern_demo_release(ws, model_version=result.model_version)
@@ -57,8 +57,7 @@ def demo_command(
         f"(bundle sha256 {shown['sha256'][:16]}…; gates: {gates})",
         highlight=False,
     )
-    from clinical_mlops.application.walkthrough import score_test_set
-    from clinical_mlops.governance.walkthrough import PILOT_SITE
+    from clinical_mlops.application.walkthrough import PILOT_SITE, score_test_set
 
     err_console.print("[bold]serving[/] — locked test stays scored through the Predictor, audited")
     render_serving(score_test_set(ws, site=PILOT_SITE, requester="system:demo-ehr"))

@@ -56,19 +56,18 @@ def rotate(
     as_json: JsonOption = False,
 ) -> None:
     """Rotate a key: new writes use the new key, old keys keep decrypting and verifying."""
+    from clinical_mlops.application.audit import rotate_key
     from clinical_mlops.application.services import Services
 
     if purpose not in ("wrap", "sign"):
         raise typer.BadParameter("--purpose must be wrap or sign")
     chosen: Literal["wrap", "sign"] = "wrap" if purpose == "wrap" else "sign"
     with Services.open(workspace_from(workspace)) as services:
-        receipt = services.ledger.rotate_key(purpose=chosen, actor=actor or default_actor())
-        entry = services.ledger.read(receipt.seq).to_json()
-    result = {"seq": receipt.seq, **entry["public"]}
+        result = rotate_key(services, purpose=chosen, actor=actor or default_actor())
     if as_json:
         print_json(result)
     else:
         err_console.print(
             f"rotated {purpose} key {result['old_key_id']} -> "
-            f"{result['new_key_id']} (ledger entry {receipt.seq})"
+            f"{result['new_key_id']} (ledger entry {result['seq']})"
         )

@@ -57,20 +57,22 @@ RequiredWhy = Annotated[
 ]
 
 
-def _open(workspace: Path | None) -> Registry:
-    from clinical_mlops.registry.registry import Registry
+@contextmanager
+def _open(workspace: Path | None) -> Iterator[Registry]:
+    """Yield the workspace's registry, closed when the command ends."""
+    from clinical_mlops.application.services import Services
 
-    return Registry.open(workspace_from(workspace))
+    with Services.open(workspace_from(workspace)) as services:
+        yield services.registry
 
 
 @contextmanager
 def _governance(workspace: Path | None) -> Iterator[Governance]:
     """Yield the governance of the workspace's registry (one ledger for the command)."""
-    from clinical_mlops.governance.board import Governance
-    from clinical_mlops.registry.registry import Registry
+    from clinical_mlops.application.services import Services
 
-    with Registry.open(workspace_from(workspace)) as reg, Governance(reg) as gov:
-        yield gov
+    with Services.open(workspace_from(workspace)) as services:
+        yield services.governance
 
 
 def _actor(actor: str | None) -> str:

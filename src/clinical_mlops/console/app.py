@@ -22,6 +22,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clinical_mlops import __version__
+from clinical_mlops.application.services import Services
 from clinical_mlops.clock import Clock, SystemClock
 from clinical_mlops.console.deps import Console, Viewer, console, render, signed_in
 from clinical_mlops.console.formatting import FILTERS
@@ -47,7 +48,6 @@ from clinical_mlops.errors import (
     SessionExpired,
     SubjectErased,
 )
-from clinical_mlops.governance.board import Governance
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.workspace import Workspace
@@ -97,15 +97,10 @@ def create_console_app(
     from clinical_mlops.console.pages import ROUTERS
 
     clock = clock or SystemClock()
-    owned: list[Any] = []
-    if ledger is None:
-        ledger = Ledger.open(workspace, clock=clock)
-        owned.append(ledger)
-    if registry is None:
-        registry = Registry.open(workspace, clock=clock, ledger=ledger)
-        owned.append(registry)
-    governance = Governance(registry, ledger=ledger)
-    owned.append(governance)
+    # the console's stores, opened once; a ledger or registry passed in stays its owner's
+    services = Services.using(workspace, ledger=ledger, registry=registry, clock=clock)
+    ledger, registry, governance = services.ledger, services.registry, services.governance
+    owned: list[Any] = [services]
     app = FastAPI(
         title="clinical-mlops console",
         version=__version__,
