@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from clinical_mlops.errors import LedgerCorrupted, LedgerNotFound, StoreUnavailable
+from clinical_mlops.errors import LedgerCorrupted, LedgerNotFound, StoreUnavailable, ValueInvalid
 
 __all__ = [
     "BUSY_TIMEOUT_ENV",
@@ -68,11 +68,11 @@ def busy_timeout_ms() -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(
+        raise ValueInvalid(
             f"{BUSY_TIMEOUT_ENV}={raw!r}: expected a whole number of milliseconds"
         ) from None
     if value < 0:
-        raise ValueError(f"{BUSY_TIMEOUT_ENV}={raw!r}: expected 0 or more milliseconds")
+        raise ValueInvalid(f"{BUSY_TIMEOUT_ENV}={raw!r}: expected 0 or more milliseconds")
     return value
 
 

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.isotonic import IsotonicRegression
 
+from clinical_mlops.errors import ContractViolation
 from clinical_mlops.modeling.calibration import IsotonicCalibrator
 from clinical_mlops.modeling.conformal import MondrianConformal, set_labels
 
@@ -108,7 +109,7 @@ def test_set_labels():
 def test_bad_alpha_and_single_class_are_refused():
     with pytest.raises(ValueError, match="alpha"):
         MondrianConformal.fit(np.array([0.2]), np.array([1]), alpha=1.5)
-    with pytest.raises(ValueError, match="no stays with label 1"):
+    with pytest.raises(ContractViolation, match="no stays with label 1"):
         MondrianConformal.fit(np.array([0.2, 0.3]), np.array([0, 0]), alpha=0.1)
-    with pytest.raises(ValueError, match="single class"):
+    with pytest.raises(ContractViolation, match="single class"):
         IsotonicCalibrator.fit(np.array([0.2, 0.3]), np.array([0, 0]))

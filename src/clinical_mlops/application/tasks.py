@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from clinical_mlops.data.table import read_table
+from clinical_mlops.errors import ValueInvalid
 from clinical_mlops.evaluation.baseline import SCORES
 from clinical_mlops.tasks.spec import TODO_MARKER
 
@@ -99,7 +100,10 @@ def _years(values: pd.Series) -> pd.Series | None:
 def _pick(frame: pd.DataFrame, given: str | None, test: Any, role: str) -> str | None:
     if given is not None:
         if given not in frame.columns:
-            raise ValueError(f"--{role}: the table has no column {given!r}")
+            raise ValueInvalid(
+                f"--{role}: the table has no column {given!r} "
+                f"(expected one of {', '.join(map(str, frame.columns))})"
+            )
         return given
     return next((str(c) for c in frame.columns if test(str(c), frame[c])), None)
 
@@ -228,13 +232,13 @@ def init_task_from_table(
     """Write the draft spec of the table at ``path``; return the draft and where it went.
 
     The draft goes to ``out`` (default: ``./<name>.yaml``). An existing file is kept
-    unless ``force``: ``ValueError`` says so, as it does for a named column the table
+    unless ``force``: ``ValueInvalid`` says so, as it does for a named column the table
     lacks; ``TableInvalid`` when the table cannot be read.
     """
     draft = draft_from_table(path, name=name, label=label, time=time, id_column=id_column)
     target = out or Path(f"{draft.name}.yaml")
     if target.exists() and not force:
-        raise ValueError(f"--out: {target} exists; pass --force to overwrite it")
+        raise ValueInvalid(f"--out: {target} exists; pass --force to overwrite it")
     target.write_text(draft.yaml, encoding="utf-8")
     return draft, target
 

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from clinical_mlops.data.raw import RawSource
-from clinical_mlops.errors import ContractViolation
+from clinical_mlops.errors import ContractViolation, SourceInvalid
 from clinical_mlops.tasks.spec import TaskSpec
 
 __all__ = [
@@ -195,7 +195,10 @@ def label_stays(
     pred = anchor + pd.to_timedelta(spec.prediction_time_hours, unit="h")
     if spec.label.event == "readmission":
         if admissions is None:
-            raise ValueError("admissions: a readmission label needs the admissions table")
+            raise SourceInvalid(
+                "admissions: a readmission label needs the admissions table "
+                "(subject_id, hadm_id, admittime, admission_type); none was given"
+            )
         return _readmitted(stays, admissions, start=start, end=end, spec=spec)
     death = stays["deathtime"]
     early = death.notna() & (death <= pred)

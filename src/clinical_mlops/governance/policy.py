@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from clinical_mlops.errors import ValueInvalid
 from clinical_mlops.governance.approvals import Approval, approval_problems
 from clinical_mlops.hashing import sha256_file
 from clinical_mlops.registry.bundle import Bundle
@@ -69,7 +70,7 @@ def _measured(what: str, value: Any) -> float:
     """Return a headline figure as a float; a figure the report could not measure fails loudly."""
     if isinstance(value, int | float):
         return float(value)
-    raise ValueError(f"validation report: {what} was not measured ({value!r})")
+    raise ValueInvalid(f"validation report: {what} was not measured ({value!r}); expected a number")
 
 
 def gate_schema_contract(bundle: Bundle) -> GateResult:

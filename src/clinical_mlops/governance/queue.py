@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from clinical_mlops.errors import PredictionNotFound, SubjectErased
+from clinical_mlops.errors import PredictionNotFound, SubjectErased, ValueInvalid
 from clinical_mlops.governance.oversight import DECISIVE_ACTIONS
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.ledger.store import entries
@@ -386,8 +386,8 @@ def escalated_cases(
     case); cases whose payloads were erased or purged are left out.
     """
     if reason is not None and reason not in ESCALATION_REASONS:
-        raise ValueError(
-            f"unknown escalation reason {reason!r}; use one of {', '.join(ESCALATION_REASONS)}"
+        raise ValueInvalid(
+            f"reason: unknown escalation reason {reason!r}; use one of {', '.join(ESCALATION_REASONS)}"
         )
     escalations = _rows(
         ledger,

@@ -23,7 +23,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
-from clinical_mlops.errors import EntryPayloadInvalid, SubjectNotPseudonymised, UnknownEntryType
+from clinical_mlops.errors import (
+    EntryPayloadInvalid,
+    SubjectNotPseudonymised,
+    UnknownEntryType,
+    ValueInvalid,
+)
 from clinical_mlops.hashing import (
     FinitePayload,
     canonical_json,
@@ -446,7 +451,7 @@ class Checkpoint:
             signature=str(obj["signature"]),
         )
         if cp.size < 0 or len(bytes.fromhex(cp.root)) != 32:
-            raise ValueError("checkpoint size must be >= 0 and root 32 bytes of hex")
+            raise ValueInvalid("checkpoint: expected size >= 0 and root 32 bytes of hex")
         return cp
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from clinical_mlops.clock import utc_iso
+from clinical_mlops.errors import ValueInvalid
 from clinical_mlops.ledger.entries import SCHEMAS
 from clinical_mlops.ledger.store import entries
 
@@ -41,11 +42,18 @@ class RetentionPolicy:
     def __post_init__(self) -> None:
         for entry_type, period in self.periods.items():
             if entry_type not in SCHEMAS:
-                raise ValueError(f"retention for undeclared entry type {entry_type!r}")
+                raise ValueInvalid(
+                    f"retention: {entry_type!r} is not a declared entry type "
+                    f"(expected one of {', '.join(sorted(SCHEMAS))})"
+                )
             if entry_type in PROTECTED_TYPES:
-                raise ValueError(f"{entry_type!r} entries are never purged (ledger integrity)")
+                raise ValueInvalid(
+                    f"retention: {entry_type!r} entries are never purged (ledger integrity)"
+                )
             if period <= timedelta(0):
-                raise ValueError(f"retention for {entry_type!r} must be positive")
+                raise ValueInvalid(
+                    f"retention: {entry_type!r} expected a positive period, got {period}"
+                )
 
     @classmethod
     def from_days(cls, days: Mapping[str, int | float]) -> RetentionPolicy:

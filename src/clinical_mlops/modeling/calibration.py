@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
+from clinical_mlops.errors import ContractViolation
+
 __all__ = ["IsotonicCalibrator"]
 
 SCHEMA = "clinical-mlops/calibrator/isotonic/v1"
@@ -32,7 +34,9 @@ class IsotonicCalibrator:
         """Return the isotonic calibrator fitted on (score, 0/1 label) pairs."""
         labels = np.asarray(labels, dtype=float)
         if len(np.unique(labels)) < 2:
-            raise ValueError("calibration set has a single class; isotonic calibration needs both")
+            raise ContractViolation(
+                "calibration set has a single class; isotonic calibration needs both"
+            )
         iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
         iso.fit(np.asarray(scores, dtype=float), labels)
         return cls(

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from clinical_mlops.errors import ContractViolation, ValueInvalid
+
 __all__ = ["MondrianConformal", "set_labels"]
 
 SCHEMA = "clinical-mlops/conformal/mondrian/v1"
@@ -46,7 +48,7 @@ class MondrianConformal:
     ) -> MondrianConformal:
         """Return thresholds from calibrated probabilities of stays the model did not train on."""
         if not 0 < alpha < 1:
-            raise ValueError(f"alpha: expected 0 < alpha < 1, got {alpha}")
+            raise ValueInvalid(f"alpha: expected 0 < alpha < 1, got {alpha}")
         p = np.asarray(probabilities, dtype=np.float64)
         y = np.asarray(labels, dtype=int)
         quantiles: dict[int, float] = {}
@@ -55,7 +57,9 @@ class MondrianConformal:
             scores = np.sort(1.0 - (p[y == 1] if k == 1 else 1.0 - p[y == 0]))
             n_k = len(scores)
             if n_k == 0:
-                raise ValueError(f"conformal calibration set has no stays with label {k}")
+                raise ContractViolation(
+                    f"conformal calibration set has no stays with label {k}; it needs both"
+                )
             rank = math.ceil((n_k + 1) * (1 - alpha))
             quantiles[k] = float(scores[rank - 1]) if rank <= n_k else math.inf
             counts[k] = n_k

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clinical_mlops.errors import ContractViolation
 from clinical_mlops.tasks.spec import TaskSpec
 
 __all__ = ["Preprocessor"]
@@ -42,8 +43,9 @@ class Preprocessor:
             col = pd.to_numeric(frame[f.name], errors="raise").astype(float)
             med = float(np.nanmedian(col.to_numpy())) if col.notna().any() else float("nan")
             if not np.isfinite(med):
-                raise ValueError(
-                    f"feature {f.name!r} is missing for every training stay; cannot impute"
+                raise ContractViolation(
+                    f"feature {f.name!r} is missing for every training stay; cannot impute "
+                    "(expected at least one measured value in the training period)"
                 )
             medians[f.name] = med
         return cls(features=spec.feature_names, medians=medians, categories=categories)

@@ -27,6 +27,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
+from clinical_mlops.errors import ValueInvalid
 from clinical_mlops.modeling.model import LinearModel, ModelKind, TreeModel
 
 __all__ = [
@@ -64,7 +65,7 @@ def sample_search_space(n: int, *, seed: int) -> list[dict[str, Any]]:
     (log-uniform), subsample 0.6–1, colsample_bytree 0.6–1, min_child_weight 1–10.
     """
     if n < 1:
-        raise ValueError(f"search_iterations: expected at least 1, got {n}")
+        raise ValueInvalid(f"search_iterations: expected at least 1, got {n}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 5]))
     configs = [dict(PUBLISHED_XGBOOST)]
     while len(configs) < n:
@@ -131,7 +132,9 @@ def fit_candidate(
     elif kind == "xgboost":
         clf = xgb.XGBClassifier(**params, objective="binary:logistic", **common)
     else:
-        raise ValueError(f"unknown candidate {kind!r}; expected one of {', '.join(CANDIDATES)}")
+        raise ValueInvalid(
+            f"candidates: unknown candidate {kind!r}; expected one of {', '.join(CANDIDATES)}"
+        )
     clf.fit(X, y)
     booster = clf.get_booster()
     booster.feature_names = columns

@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from clinical_mlops.database import driver_execute, write_transaction
-from clinical_mlops.errors import ConsentNotGranted
+from clinical_mlops.errors import ConsentNotGranted, ValueInvalid
 from clinical_mlops.privacy.identity import IdentityVault, chunks, consents
 
 __all__ = [
@@ -62,7 +62,7 @@ class ConsentRecord:
 
 def _aware(when: datetime, name: str) -> datetime:
     if when.tzinfo is None:
-        raise ValueError(f"{name} must be timezone-aware (UTC)")
+        raise ValueInvalid(f"{name}: expected a timezone-aware time (UTC), got {when.isoformat()}")
     return when.astimezone(UTC)
 
 
@@ -82,11 +82,14 @@ def record_consent(
     audit ledger records the consent there); if it raises, nothing is stored.
     """
     if not purposes or not all(isinstance(p, str) and p for p in purposes):
-        raise ValueError("consent needs at least one non-empty purpose")
+        raise ValueInvalid("purposes: consent needs at least one non-empty purpose")
     start = _aware(valid_from, "valid_from")
     end = None if valid_until is None else _aware(valid_until, "valid_until")
     if end is not None and end <= start:
-        raise ValueError("consent valid_until must be after valid_from")
+        raise ValueInvalid(
+            f"valid_until: expected a time after valid_from ({start.isoformat()}), "
+            f"got {end.isoformat()}; consent valid_until must be after valid_from"
+        )
     if not vault.has_pseudonym(pseudonym):
         from clinical_mlops.errors import SubjectNotFound
 
@@ -140,7 +143,7 @@ def end_consent(
     moment = _aware(at, "at")
     wanted = None if purposes is None else set(purposes)
     if wanted is not None and (not wanted or not all(isinstance(p, str) and p for p in wanted)):
-        raise ValueError("purposes: name at least one non-empty purpose, or none for all")
+        raise ValueInvalid("purposes: name at least one non-empty purpose, or none for all")
     if not vault.has_pseudonym(pseudonym):
         raise SubjectNotFound(f"pseudonym {pseudonym} is not in the identity vault")
     withdrawn: set[str] = set()
@@ -177,7 +180,7 @@ def end_consent(
                 )
         if not withdrawn:
             named = "any purpose" if wanted is None else ", ".join(sorted(wanted))
-            raise ValueError(
+            raise ValueInvalid(
                 f"purposes: no consent of {pseudonym} in force at {moment.isoformat()} "
                 f"covers {named}; nothing was withdrawn"
             )

@@ -39,6 +39,7 @@ from clinical_mlops.errors import (
     KeyFileInsecure,
     KeyNotFound,
     KeyProviderUnavailable,
+    ValueInvalid,
     WrongKey,
 )
 
@@ -221,7 +222,7 @@ class _MaterialProvider:
     def rotate(self, *, purpose: Purpose = "wrap") -> tuple[str, str]:
         """Return (old id, new id) after adding a new active key for ``purpose``."""
         if purpose not in _PURPOSES:
-            raise ValueError(f"purpose must be one of {_PURPOSES}, got {purpose!r}")
+            raise ValueInvalid(f"purpose: expected one of {_PURPOSES}, got {purpose!r}")
         self._ensure()
         with self._mutate() as state:
             old = state["active"][purpose]

@@ -39,7 +39,12 @@ from typing import Any
 
 import jwt
 
-from clinical_mlops.errors import NotAuthenticated, NotAuthorised, ServiceConfigInvalid
+from clinical_mlops.errors import (
+    NotAuthenticated,
+    NotAuthorised,
+    ServiceConfigInvalid,
+    ValueInvalid,
+)
 from clinical_mlops.hashing import is_text
 
 __all__ = ["ROLES", "AuthConfig", "Principal", "hash_api_key", "new_api_key"]
@@ -188,7 +193,9 @@ class AuthConfig:
         """
         unknown = set(roles) - set(ROLES)
         if unknown:
-            raise ValueError(f"unknown roles {sorted(unknown)}; roles are {', '.join(ROLES)}")
+            raise ValueInvalid(
+                f"roles: unknown roles {sorted(unknown)}; expected some of {', '.join(ROLES)}"
+            )
         for site in sites:
             problem = _site_problem(site)
             if problem:
