@@ -27,7 +27,7 @@ def test_each_store_is_opened_once_and_only_when_asked_for(workspace: Workspace)
         assert services.opened() == ["registry", "ledger", "alert store", "metadata store"]
         assert isinstance(registry, Registry) and isinstance(services.alerts, AlertStore)
         assert isinstance(ledger, Ledger)
-        registry.grant_roles("dana", roles=["compliance"], actor="dana", why="bootstrap")
+        services.governance.grant_roles("dana", roles=["compliance"], actor="dana", why="bootstrap")
         # The grant is in the ledger the services opened, read through the same handle.
         assert ledger.read(ledger.size() - 1).entry.type == "role_granted"
 

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from clinical_mlops.cli import app as cli
 from clinical_mlops.errors import StoreUnavailable
+from clinical_mlops.governance.board import Governance
 from clinical_mlops.monitoring.alerts import AlertStore
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.workspace import Workspace
@@ -30,7 +31,7 @@ WRITER = Path(__file__).with_name("meta_writer.py")
 @pytest.fixture
 def held_lock(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """The workspace's meta.db with its write lock held by another connection."""
-    with Registry.open(workspace) as registry:
+    with Registry.open(workspace) as reg, Governance(reg) as registry:
         registry.grant_roles("dana", roles=["compliance"], actor="dana", why="bootstrap")
     # Writers give up quickly, so the test does not wait out the default minute.
     monkeypatch.setenv("CLINICAL_MLOPS_BUSY_TIMEOUT_MS", "200")
@@ -48,7 +49,8 @@ def test_a_locked_metadata_store_is_named_and_nothing_is_written(
     workspace: Workspace, held_lock: Path
 ) -> None:
     with (
-        Registry.open(workspace) as registry,
+        Registry.open(workspace) as reg,
+        Governance(reg) as registry,
         pytest.raises(StoreUnavailable, match="metadata store") as raised,
     ):
         registry.grant_roles("eve", roles=["clinical"], actor="dana", why="ward lead")
@@ -66,10 +68,10 @@ def test_a_locked_metadata_store_is_named_and_nothing_is_written(
 def test_the_metadata_store_works_again_once_the_lock_is_released(
     workspace: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with Registry.open(workspace) as registry:
+    with Registry.open(workspace) as reg, Governance(reg) as registry:
         registry.grant_roles("dana", roles=["compliance"], actor="dana", why="bootstrap")
         monkeypatch.setenv("CLINICAL_MLOPS_BUSY_TIMEOUT_MS", "200")
-    with Registry.open(workspace) as registry:
+    with Registry.open(workspace) as reg, Governance(reg) as registry:
         holder = sqlite3.connect(workspace.root / "meta.db", isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")
         with pytest.raises(StoreUnavailable, match="metadata store"):

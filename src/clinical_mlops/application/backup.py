@@ -181,6 +181,12 @@ def backup(source: Services | Workspace | str | Path, dest: str | Path) -> Backu
     ``undeclared`` and not copied.
     """
     ws = _workspace_of(source)
+    if not any((ws.root / item.path).exists() for item in LAYOUT):
+        # a mistyped --workspace must not give a "successful" backup of nothing
+        raise WorkspaceError(
+            f"workspace {ws.root} holds nothing to back up (no ledger, registry, keys or "
+            "artifacts): name the workspace with --workspace or $CLINICAL_MLOPS_HOME"
+        )
     target = Path(dest).expanduser().resolve()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise WorkspaceError(f"backup destination {target} exists and is not an empty folder")
@@ -241,6 +247,13 @@ def restore(source: str | Path, dest_root: str | Path) -> RestoreReport:
     restored ledger is verified; ``problems`` names any mismatch. Stores the backup lists
     as external (PostgreSQL) are restored by the operator (``pg_restore``).
     """
+    root = Path(dest_root).expanduser().resolve()
+    # the destination first: a restore that cannot land anywhere says so before reading
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise WorkspaceError(f"restore destination {root} exists and is not an empty folder")
+    blocked = next((p for p in root.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise WorkspaceError(f"workspace {root} cannot be made: {blocked} is a file, not a folder")
     src = Path(source).expanduser().resolve()
     manifest_path = src / MANIFEST
     if not manifest_path.is_file():
@@ -253,9 +266,6 @@ def restore(source: str | Path, dest_root: str | Path) -> RestoreReport:
         raise WorkspaceError(
             f"{manifest_path}: format {manifest.get('format')!r}, expected {FORMAT}"
         )
-    root = Path(dest_root).expanduser().resolve()
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise WorkspaceError(f"restore destination {root} exists and is not an empty folder")
     known = {item.name: item for item in LAYOUT}
     report = RestoreReport(root=root, items=[], external=list(manifest.get("external", [])))
     root.mkdir(parents=True, exist_ok=True)

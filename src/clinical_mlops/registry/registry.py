@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -123,11 +124,14 @@ class Registry:
         clock: Clock | None = None,
         url: str | None = None,
         ledger: Ledger | None = None,
+        ledger_source: Callable[[], Ledger] | None = None,
     ):
         self.workspace = workspace
         self.clock: Clock = clock or SystemClock()
         self.engine = open_metadata_engine(url or workspace.database_url("meta"), t.metadata)
         self._ledger = ledger
+        # where to get the ledger on first use when someone else owns it (a Services object)
+        self._ledger_source = ledger_source
         self._owns_ledger = False
 
     @classmethod
@@ -161,8 +165,11 @@ class Registry:
     def ledger(self) -> Ledger:
         """The ledger this registry records to (the caller's, or opened on first use)."""
         if self._ledger is None:
-            self._ledger = Ledger.open(self.workspace, clock=self.clock)
-            self._owns_ledger = True
+            if self._ledger_source is not None:
+                self._ledger = self._ledger_source()
+            else:
+                self._ledger = Ledger.open(self.workspace, clock=self.clock)
+                self._owns_ledger = True
         return self._ledger
 
     def record(self, *, type: str, actor: str, payload: dict[str, Any]) -> int:
