@@ -14,7 +14,7 @@ help:
 	@echo "make demo   - create the environment, install, run the end-to-end pipeline"
 	@echo "make test   - install everything the tests need and run the full suite"
 	@echo "make bench  - run the long measurements and write docs/BENCHMARKS.md"
-	@echo "make lint   - ruff, mypy and the package layers contract (import-linter)"
+	@echo "make lint   - ruff, mypy, the package layers contract and the front-end check"
 	@echo "make audit  - pip-audit of the installed environment (PyPI vulnerability data)"
 	@echo "make sbom   - CycloneDX SBOM of the environment into dist/sbom.cdx.json"
 	@echo "make lock   - pinned, hashed requirements/lock.txt (release) and lock-dev.txt"
@@ -57,6 +57,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy src/clinical_mlops
 	PYTHONPATH=src $(VENV)/bin/lint-imports
+	$(PY) -m pytest -q -p no:cacheprovider tests/architecture
 
 clean:
 	rm -rf $(VENV) .clinical-mlops .pytest_cache .mypy_cache .ruff_cache
