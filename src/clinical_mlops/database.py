@@ -44,6 +44,7 @@ __all__ = [
     "display_url",
     "driver_execute",
     "driver_executemany",
+    "ensure_tables",
     "normalise_url",
     "open_engine",
     "open_metadata_engine",
@@ -194,16 +195,25 @@ def open_metadata_engine(url: str, *tables: sa.MetaData) -> Engine:
         _reopen_moved_files(engine)
     _raise_unavailable(engine, what=what)
     try:
-        present = set(sa.inspect(engine).get_table_names())
-        for metadata in tables:
-            if not set(metadata.tables) <= present:
-                # Under the write lock, so processes opening a new store one after the
-                # other find the tables the first one made instead of racing to create them.
-                metadata.create_all(engine)
+        ensure_tables(engine, *tables)
     except BaseException:
         engine.dispose()
         raise
     return engine
+
+
+def ensure_tables(engine: Engine, *tables: sa.MetaData) -> None:
+    """Create the tables of ``tables`` that the metadata store at ``engine`` lacks.
+
+    Looks without the write lock first, so a store whose tables exist is never locked
+    by this; a package opening its part of a store another opened calls it.
+    """
+    present = set(sa.inspect(engine).get_table_names())
+    for metadata in tables:
+        if not set(metadata.tables) <= present:
+            # Under the write lock, so processes opening a new store one after the
+            # other find the tables the first one made instead of racing to create them.
+            metadata.create_all(engine)
 
 
 class _MetadataEngine(Engine):

@@ -18,15 +18,20 @@ def test_each_store_is_opened_once_and_only_when_asked_for(workspace: Workspace)
         assert services.opened() == []
         assert not (workspace.root / "ledger.db").exists()  # nothing opened, nothing made
         registry = services.registry
-        assert services.opened() == ["registry"]
+        assert services.opened() == ["metadata store", "registry"]
         assert services.registry is registry
         ledger = services.ledger
         assert services.ledger is ledger and services.vault is ledger.vault
         assert services.alerts is services.alerts
         assert services.meta_engine is services.meta_engine
-        assert services.opened() == ["registry", "ledger", "alert store", "metadata store"]
+        assert services.opened() == ["metadata store", "registry", "ledger", "alert store"]
         assert isinstance(registry, Registry) and isinstance(services.alerts, AlertStore)
         assert isinstance(ledger, Ledger)
+        # one metadata engine for the registry, governance and alerts; one ledger for all
+        engine = services.meta_engine
+        assert registry.engine is engine and services.alerts.engine is engine
+        assert services.governance.engine is engine
+        assert registry.ledger is ledger and services.governance.ledger is ledger
         services.governance.grant_roles("dana", roles=["compliance"], actor="dana", why="bootstrap")
         # The grant is in the ledger the services opened, read through the same handle.
         assert ledger.read(ledger.size() - 1).entry.type == "role_granted"

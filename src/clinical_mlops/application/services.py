@@ -9,7 +9,8 @@ request scope::
 Each store (metadata engine, ledger, identity vault, registry, alert store) is opened
 through :mod:`clinical_mlops.database` the first time it is asked for, so a command that
 only reads the registry never opens the ledger, and one that uses the ledger twice opens
-it once. Closing closes what was opened, newest first; a closed ``Services`` refuses to
+it once. The registry, governance and the alert store share the one metadata engine, and
+the registry (so governance) records into the one ledger. Closing closes what was opened, newest first; a closed ``Services`` refuses to
 open anything again.
 """
 
@@ -138,8 +139,12 @@ class Services:
         return self._once(
             "registry",
             # records into these services' ledger when it is already open (one ledger)
-            lambda: Registry.open(
-                self.workspace, clock=self.clock, ledger=self._open.get("ledger")
+            # records into these services' ledger (opened on its first event)
+            lambda: Registry(
+                self.workspace,
+                clock=self.clock,
+                ledger_source=lambda: self.ledger,
+                engine=self.meta_engine,
             ),
             lambda registry: registry.close(),
         )
@@ -154,7 +159,7 @@ class Services:
 
         return self._once(
             "governance",
-            lambda: Governance(self.registry),
+            lambda: Governance(self.registry, engine=self.meta_engine),
             lambda governance: governance.close(),
         )
 
@@ -165,7 +170,7 @@ class Services:
 
         return self._once(
             "alert store",
-            lambda: AlertStore.open(self.workspace, clock=self.clock),
+            lambda: AlertStore(self.workspace, clock=self.clock, engine=self.meta_engine),
             lambda store: store.close(),
         )
 

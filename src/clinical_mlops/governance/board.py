@@ -27,8 +27,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
-from clinical_mlops.database import open_metadata_engine
+from clinical_mlops.database import ensure_tables, open_metadata_engine
 from clinical_mlops.errors import (
     BundleSignatureInvalid,
     GateFailed,
@@ -83,17 +84,31 @@ class Governance:
     ``ledger`` (default: the registry's), so a run of acts opens the ledger once.
     """
 
-    def __init__(self, registry: Registry, *, ledger: Ledger | None = None, url: str | None = None):
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        ledger: Ledger | None = None,
+        url: str | None = None,
+        engine: Engine | None = None,
+    ):
         self.registry = registry
         self.workspace = registry.workspace
         self.clock = registry.clock
-        self.engine = open_metadata_engine(
-            url or registry.workspace.database_url("meta"), t.metadata
-        )
+        # an engine passed in (one per workspace, from Services) stays its owner's
+        self._owns_engine = engine is None
+        if engine is None:
+            engine = open_metadata_engine(
+                url or registry.workspace.database_url("meta"), t.metadata
+            )
+        else:
+            ensure_tables(engine, t.metadata)
+        self.engine = engine
         self._ledger = ledger
 
     def close(self) -> None:
-        self.engine.dispose()
+        if self._owns_engine:
+            self.engine.dispose()
 
     def __enter__(self) -> Governance:
         return self

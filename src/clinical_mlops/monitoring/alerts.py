@@ -38,10 +38,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from clinical_mlops import ledger
 from clinical_mlops.clock import Clock, SystemClock, utc_iso
-from clinical_mlops.database import open_metadata_engine
+from clinical_mlops.database import ensure_tables, open_metadata_engine
 from clinical_mlops.errors import AlertNotFound, AlertTransitionInvalid, ValueInvalid
 from clinical_mlops.hashing import canonical_json, sha256_text
 from clinical_mlops.monitoring import schema as t
@@ -260,10 +261,17 @@ class AlertStore:
         clock: Clock | None = None,
         url: str | None = None,
         record_ledger: bool = True,
+        engine: Engine | None = None,
     ):
         self.workspace = workspace
         self.clock: Clock = clock or SystemClock()
-        self.engine = open_metadata_engine(url or workspace.database_url("meta"), t.metadata)
+        # an engine passed in (one per workspace, from Services) stays its owner's
+        self._owns_engine = engine is None
+        if engine is None:
+            engine = open_metadata_engine(url or workspace.database_url("meta"), t.metadata)
+        else:
+            ensure_tables(engine, t.metadata)
+        self.engine = engine
         self.record_ledger = record_ledger
 
     @classmethod
@@ -272,7 +280,8 @@ class AlertStore:
         return cls(workspace, clock=clock)
 
     def close(self) -> None:
-        self.engine.dispose()
+        if self._owns_engine:
+            self.engine.dispose()
 
     def __enter__(self) -> AlertStore:
         return self

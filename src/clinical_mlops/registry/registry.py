@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from clinical_mlops.clock import Clock, SystemClock, utc_iso
-from clinical_mlops.database import open_metadata_engine
+from clinical_mlops.database import ensure_tables, open_metadata_engine
 from clinical_mlops.errors import GovernanceError, ReleaseNotFound
 from clinical_mlops.hashing import canonical_json
 from clinical_mlops.ledger import Ledger
@@ -125,10 +126,17 @@ class Registry:
         url: str | None = None,
         ledger: Ledger | None = None,
         ledger_source: Callable[[], Ledger] | None = None,
+        engine: Engine | None = None,
     ):
         self.workspace = workspace
         self.clock: Clock = clock or SystemClock()
-        self.engine = open_metadata_engine(url or workspace.database_url("meta"), t.metadata)
+        # an engine passed in (one per workspace, from Services) stays its owner's
+        self._owns_engine = engine is None
+        if engine is None:
+            engine = open_metadata_engine(url or workspace.database_url("meta"), t.metadata)
+        else:
+            ensure_tables(engine, t.metadata)
+        self.engine = engine
         self._ledger = ledger
         # where to get the ledger on first use when someone else owns it (a Services object)
         self._ledger_source = ledger_source
@@ -146,7 +154,8 @@ class Registry:
         return cls(workspace, clock=clock, ledger=ledger)
 
     def close(self) -> None:
-        self.engine.dispose()
+        if self._owns_engine:
+            self.engine.dispose()
         if self._owns_ledger and self._ledger is not None:
             self._ledger.close()
             self._ledger, self._owns_ledger = None, False
