@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from monitoring_world import requests_for
 
+from clinical_mlops.application.governance import decide_case
 from clinical_mlops.clock import FixedClock, utc_iso
 from clinical_mlops.governance.board import Governance
-from clinical_mlops.governance.oversight import record_outcome, record_override
+from clinical_mlops.governance.oversight import record_outcome
 from clinical_mlops.governance.reviews import record_review
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.monitoring.alerts import AlertSignal, AlertStore, get_alert, list_alerts
@@ -77,9 +78,7 @@ def test_a_run_over_the_ledger_alerts_escalates_and_is_idempotent(
     end = T0 + timedelta(hours=5, minutes=15)
     with Ledger.open(ws, clock=FixedClock(end)) as led:
         record_outcome(led, prediction_seqs=[scored[0].audit_seq], outcome=1, actor="system:lab")
-        record_override(
-            led, prediction_seq=scored[1].audit_seq, action="override", actor="user:dr.kim"
-        )
+        decide_case(led, scored[1].audit_seq, action="override", actor="user:dr.kim")
     summary = run_monitor(ws, until=end, clock=FixedClock(end))
     (rel,) = summary["releases"]
     assert rel["release"] == release and rel["records"] == 500

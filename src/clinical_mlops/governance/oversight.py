@@ -55,7 +55,6 @@ __all__ = [
     "OVERRIDE_ACTIONS",
     "OverrideRequest",
     "record_outcome",
-    "record_override",
     "record_overrides",
 ]
 
@@ -263,30 +262,6 @@ def record_overrides(
             ledger, requests[exc.index].prediction_seq, scope=exc.scope, seq=exc.seq, key=exc.key
         ) from None
     return [body | {"seq": rc.seq, "time": rc.time} for body, rc in zip(out, receipts, strict=True)]
-
-
-def record_override(
-    ledger: Ledger,
-    *,
-    prediction_seq: int,
-    action: str,
-    actor: str,
-    reason_code: str | None = None,
-    comment: str | None = None,
-    source: str = "api",
-    correction: bool = False,
-    correction_reason: str | None = None,
-) -> dict[str, Any]:
-    """Return the stored decision (with its ``seq``); see :func:`record_overrides`."""
-    request = OverrideRequest(
-        prediction_seq=prediction_seq,
-        action=action,
-        reason_code=reason_code,
-        comment=comment,
-        correction=correction,
-        correction_reason=correction_reason,
-    )
-    return record_overrides(ledger, [request], actor=actor, source=source)[0]
 
 
 def _outcome_refused(
