@@ -122,10 +122,15 @@ class Workspace:
     root: Path
 
     @classmethod
+    def locate(cls, root: str | Path | None = None) -> Workspace:
+        """Return the workspace ``open`` would give, creating nothing (for read-only looks)."""
+        chosen = root if root is not None else os.environ.get(_ENV_HOME, DEFAULT_HOME)
+        return cls(Path(chosen).expanduser().resolve())
+
+    @classmethod
     def open(cls, root: str | Path | None = None) -> Workspace:
         """Return the workspace at ``root``, ``$CLINICAL_MLOPS_HOME`` or ``./.clinical-mlops``."""
-        chosen = root if root is not None else os.environ.get(_ENV_HOME, DEFAULT_HOME)
-        path = Path(chosen).expanduser().resolve()
+        path = cls.locate(root).root
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -173,3 +173,18 @@ def test_bad_values_are_named_errors(
     argv = [a.format(short=short) for a in args]
     code, _, err = cli(*argv, "-w", str(tmp_path / "ws"))
     _one_clear_line(" ".join(args), code, err, named)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("soon", "expected a whole number of milliseconds"), ("-5", "expected 0 or more")],
+    ids=["not-a-number", "negative"],
+)
+def test_a_bad_busy_timeout_setting_is_named(
+    cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str, expected: str
+) -> None:
+    """A store setting the library refuses ends in exit 2 and one line naming the setting."""
+    monkeypatch.setenv("CLINICAL_MLOPS_BUSY_TIMEOUT_MS", value)
+    code, _, err = cli("registry", "list", "-w", str(tmp_path / "ws"))
+    _one_clear_line("busy timeout", code, err)
+    assert "CLINICAL_MLOPS_BUSY_TIMEOUT_MS" in err and expected in err, err

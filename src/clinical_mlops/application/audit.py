@@ -16,14 +16,13 @@ bundle check) trusts the same keys, decided here:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from clinical_mlops.ledger.verify import Problem, VerifyReport
 from clinical_mlops.privacy.keys import KeyProvider, provider_for_workspace, public_key_hex
-from clinical_mlops.workspace import DEFAULT_HOME, Workspace
+from clinical_mlops.workspace import Workspace
 
 if TYPE_CHECKING:
     from clinical_mlops.application.services import Services
@@ -55,8 +54,7 @@ def workspace_keys(root: str | Path | None = None) -> KeyProvider:
     else ``./.clinical-mlops``). Reading it writes nothing, not even the folder: a
     workspace without a keyring has no keys to trust.
     """
-    chosen = root if root is not None else os.environ.get("CLINICAL_MLOPS_HOME", DEFAULT_HOME)
-    return provider_for_workspace(Workspace(Path(chosen).expanduser().resolve()))
+    return provider_for_workspace(Workspace.locate(root))
 
 
 def trusted_keys(

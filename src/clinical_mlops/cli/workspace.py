@@ -69,12 +69,10 @@ def restore_command(
     as_json: JsonOption = False,
 ) -> None:
     """Restore a backup into a new workspace folder, check every file and verify the ledger."""
-    import os
-
     from clinical_mlops.application.backup import restore
-    from clinical_mlops.workspace import DEFAULT_HOME
+    from clinical_mlops.workspace import Workspace
 
-    target = to or workspace or Path(os.environ.get("CLINICAL_MLOPS_HOME", DEFAULT_HOME))
+    target = to or Workspace.locate(workspace).root
     done = restore(src, target)
     if as_json:
         print_json(done.to_json())
