@@ -8,7 +8,7 @@ UV     := $(VENV)/bin/uv
 EXTRAS ?= dev,postgres,console,vault,mlflow,spark,serve,fhir
 STAMP  := $(VENV)/.installed-$(shell echo "$(EXTRAS)" | tr ',' '-')
 
-.PHONY: demo test bench lint install clean help sysdeps
+.PHONY: demo test bench lint install clean help sysdeps fhir-server
 
 help:
 	@echo "make demo   - create the environment, install, run the end-to-end pipeline"
@@ -33,20 +33,29 @@ demo: $(STAMP)
 	$(VENV)/bin/clinical-mlops demo
 
 # System packages the tests start for real: PostgreSQL (tests/postgres_cluster.py),
-# Prometheus (the scrape test) and Chromium (console tests, driven by Playwright with
-# /usr/bin/chromium; no browser is ever downloaded).
-SYSPKGS := postgresql prometheus chromium
+# Prometheus (the scrape test), Chromium (console tests, driven by Playwright with
+# /usr/bin/chromium; no browser is ever downloaded) and Node.js with npm (the FHIR server
+# CDS Hooks fetches from, tests/fhir_server.py).
+SYSPKGS := postgresql prometheus chromium nodejs npm
 sysdeps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
 
-test: sysdeps $(STAMP)
+# The loopback FHIR server's packages, exactly as tests/fhir_server/package-lock.json pins them.
+FHIR_SERVER := tests/fhir_server/node_modules/.package-lock.json
+$(FHIR_SERVER): tests/fhir_server/package.json tests/fhir_server/package-lock.json
+	cd tests/fhir_server && npm ci --no-audit --no-fund
+fhir-server: $(FHIR_SERVER)
+
+test: sysdeps $(STAMP) $(FHIR_SERVER)
 	$(PY) -m pytest -n 2 -q
 
 bench: $(STAMP)
