@@ -68,6 +68,7 @@
         ├── OverrideInvalid            an override with an undeclared action or reason code
         ├── CaseAlreadyDecided         an escalated case already accepted or overridden (nothing recorded twice)
         ├── OutcomeAlreadyRecorded     a prediction that already has its outcome (a change is an explicit correction)
+        ├── FhirDataUnavailable        the EHR's FHIR server could not give a CDS Hooks call its data (HTTP 412)
         ├── NotAuthenticated           no credentials, or credentials that do not verify (HTTP 401)
         ├── NotAuthorised              valid credentials without a role the route needs (HTTP 403)
         └── ServiceConfigInvalid       no token key, or a malformed API-key file, at service start
@@ -118,6 +119,7 @@ __all__ = [
     "EntryPayloadInvalid",
     # evaluation
     "EvaluationError",
+    "FhirDataUnavailable",
     "FormTokenInvalid",
     "GateFailed",
     "GovernanceError",
@@ -452,6 +454,10 @@ class OutsideIntendedUse(ServingError):
     def __init__(self, message: str, *, code: str):
         self.code = code
         super().__init__(message)
+
+
+class FhirDataUnavailable(ServingError):
+    """The data a CDS Hooks call needs was neither prefetched nor readable from its FHIR server."""
 
 
 class DuplicateRequest(ServingError):

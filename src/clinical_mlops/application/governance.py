@@ -272,6 +272,7 @@ def decide_cases(
             comment=r.comment,
             correction=r.correction,
             correction_reason=r.correction_reason,
+            outcome_timestamp=r.outcome_timestamp,
         )
         for r in requests
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +11,10 @@ import typer
 
 from clinical_mlops.cli._common import WorkspaceOption, err_console, workspace_from
 
-__all__ = ["serve_command"]
+__all__ = ["FHIR_SERVERS_ENV", "serve_command"]
+
+#: comma-separated base URLs of the EHR FHIR servers CDS Hooks calls may be read from
+FHIR_SERVERS_ENV = "CLINICAL_MLOPS_FHIR_SERVERS"
 
 
 def serve_command(
@@ -93,7 +97,14 @@ def serve_command(
     )
     predictor = Predictor.open(workspace_from(workspace), task=task, site=site)
     scheme = "https" if tls_cert else "http"
-    app = create_app(predictor, auth, base_url=base_url or f"{scheme}://{host}:{port}")
+    # CDS Hooks reads a call's missing data only from the FHIR servers named here
+    fhir_servers = [u.strip() for u in os.environ.get(FHIR_SERVERS_ENV, "").split(",") if u.strip()]
+    app = create_app(
+        predictor,
+        auth,
+        base_url=base_url or f"{scheme}://{host}:{port}",
+        fhir_servers=fhir_servers,
+    )
     if console:
         from clinical_mlops.console import create_console_app
 

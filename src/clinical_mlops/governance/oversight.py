@@ -99,6 +99,8 @@ class OverrideRequest:
     comment: str | None = None
     correction: bool = False
     correction_reason: str | None = None
+    #: when the clinician responded, as the front end reports it (CDS Hooks outcomeTimestamp)
+    outcome_timestamp: str | None = None
 
 
 def _correction_reason(correction: bool, reason: str | None, *, what: str) -> str | None:
@@ -253,6 +255,8 @@ def record_overrides(
         }
         if corrects is not None:
             body |= {"corrects": corrects, "correction_reason": why}
+        if r.outcome_timestamp is not None:
+            body["outcome_timestamp"] = r.outcome_timestamp
         items.append(NewEntry(type="override", actor=actor, payload=body, subject=subject))
         out.append(body)
     try:

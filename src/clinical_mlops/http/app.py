@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,6 +26,7 @@ from clinical_mlops.errors import (
     ClockBehindLedger,
     ConsentNotGranted,
     DuplicateRequest,
+    FhirDataUnavailable,
     InputInvalid,
     LedgerCorrupted,
     NotAuthenticated,
@@ -65,6 +67,8 @@ _STATUS: dict[type[Exception], int] = {
     CaseAlreadyDecided: 409,
     OutcomeAlreadyRecorded: 409,
     OverrideInvalid: 422,
+    # CDS Hooks 2.0: the service could not obtain the FHIR data it needs
+    FhirDataUnavailable: 412,
     ReleaseNotServable: 503,
     # fail closed: no recommendation without its audit record
     StoreUnavailable: 503,
@@ -156,8 +160,18 @@ def _counting(receive: Any) -> Any:
     return counting
 
 
-def create_app(predictor: Predictor, auth: AuthConfig, *, base_url: str = "") -> FastAPI:
-    """Return the service app for ``predictor`` with ``auth``; routes declare their roles."""
+def create_app(
+    predictor: Predictor,
+    auth: AuthConfig,
+    *,
+    base_url: str = "",
+    fhir_servers: Sequence[str] = (),
+) -> FastAPI:
+    """Return the service app for ``predictor`` with ``auth``; routes declare their roles.
+
+    ``fhir_servers``: the base URLs of the EHR FHIR servers CDS Hooks calls may be read
+    from (``fhirServer``); none by default, so only prefetched data is used.
+    """
     app = FastAPI(
         title="clinical-mlops inference service",
         version=__version__,
@@ -173,7 +187,11 @@ def create_app(predictor: Predictor, auth: AuthConfig, *, base_url: str = "") ->
     # the monitoring gauges (``clinical_mlops_monitor_*``) are scraped from the same /metrics
     metrics.registry.register(MonitoringCollector(predictor.workspace))
     app.state.service = Service(
-        predictor=predictor, auth=auth, metrics=metrics, base_url=base_url.rstrip("/")
+        predictor=predictor,
+        auth=auth,
+        metrics=metrics,
+        base_url=base_url.rstrip("/"),
+        fhir_servers=tuple(fhir_servers),
     )
     for module in (predictions, oversight, models, health, cds):
         app.include_router(module.router)

@@ -60,6 +60,8 @@ class Service:
     auth: AuthConfig
     metrics: ServiceMetrics
     base_url: str
+    #: base URLs of the EHR FHIR servers a CDS Hooks call may be read from
+    fhir_servers: tuple[str, ...] = ()
     #: scoring calls in flight in this process (see :meth:`score`)
     busy: int = 0
 

@@ -28,6 +28,7 @@ subject any more; that bound is the guarantee, not "at once".
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import secrets
@@ -52,7 +53,14 @@ from clinical_mlops.hashing import canonical_json_scalars
 from clinical_mlops.privacy.crypto import new_data_key
 from clinical_mlops.privacy.keys import KeyProvider
 
-__all__ = ["ERASURE_TTL", "SYSTEM_OWNER", "IdentityVault", "chunks", "new_pseudonym"]
+__all__ = [
+    "ERASURE_TTL",
+    "SYSTEM_OWNER",
+    "IdentityVault",
+    "chunks",
+    "encounter_pseudonym",
+    "new_pseudonym",
+]
 
 SYSTEM_OWNER = "_system"
 _LOCK = "clinical_mlops_identity"
@@ -119,6 +127,18 @@ def chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
 def new_pseudonym() -> str:
     """Return a fresh random pseudonym (``psn_`` + 32 hex digits, 128 random bits)."""
     return "psn_" + secrets.token_hex(16)
+
+
+def encounter_pseudonym(subject_pseudonym: str, encounter_id: str) -> str:
+    """Return the pseudonym of the EHR encounter ``encounter_id`` of a subject (``enc_`` + 32 hex).
+
+    The same encounter of the same subject always gets the same pseudonym, so review
+    cases group by encounter without the EHR's id being recorded. It is keyed by the
+    subject's random pseudonym and recorded only inside payloads sealed under the
+    subject's data key, which erasure destroys.
+    """
+    digest = hashlib.sha256(f"{subject_pseudonym}\x00{encounter_id}".encode()).hexdigest()
+    return "enc_" + digest[:32]
 
 
 def _now() -> str:

@@ -16,25 +16,35 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
+from clinical_mlops.errors import InputInvalid, PredictionNotFound
 from clinical_mlops.evaluation.phrases import estimate_percent
+from clinical_mlops.governance.oversight import OverrideRequest
 from clinical_mlops.serving.predictor import PredictionResult
 from clinical_mlops.vocabulary import OVERRIDE_REASONS, REASON_SYSTEM
 
-__all__ = ["SERVICE_ID", "card_for", "card_uuid", "discovery", "seq_from_card_uuid"]
+__all__ = [
+    "SERVICE_ID",
+    "card_for",
+    "card_uuid",
+    "discovery",
+    "feedback_requests",
+    "seq_from_card_uuid",
+]
 
 SERVICE_ID = "icu-mortality-48h"
-_PREFETCH = {
-    "patient": "Patient/{{context.patientId}}",
-    "observations": (
-        "Observation?patient={{context.patientId}}&status=final&date=ge{{context.windowStart}}"
-    ),
-}
 
 
-def discovery(*, title: str, description: str, population: str) -> dict[str, Any]:
-    """Return the discovery document (``GET /cds-services``)."""
+def discovery(
+    *, title: str, description: str, population: str, prefetch: dict[str, str]
+) -> dict[str, Any]:
+    """Return the discovery document (``GET /cds-services``).
+
+    ``prefetch`` comes from :func:`clinical_mlops.serving.fhir_client.prefetch_templates`.
+    """
     return {
         "services": [
             {
@@ -42,11 +52,12 @@ def discovery(*, title: str, description: str, population: str) -> dict[str, Any
                 "id": SERVICE_ID,
                 "title": title,
                 "description": description,
-                "prefetch": _PREFETCH,
+                "prefetch": prefetch,
                 "usageRequirements": (
-                    f"{population.rstrip('.')}. Send the Observations of the observation "
-                    "window (LOINC-coded) as prefetch 'observations'. "
-                    "The EHR authenticates with a signed JWT (role clinician or system)."
+                    f"{population.rstrip('.')}. Prefetch the templates, or send fhirServer "
+                    "with fhirAuthorization so the service reads them; pass encounterId so "
+                    "repeated calls update one review case. The EHR authenticates with a "
+                    "signed JWT (role clinician or system)."
                 ),
             }
         ]
@@ -134,3 +145,62 @@ def card_for(
         "overrideReasons": [_coding(code) for code in OVERRIDE_REASONS],
         "links": [{"label": "Model card", "url": model_card_url, "type": "absolute"}],
     }
+
+
+def feedback_requests(origin: str, items: Sequence[Mapping[str, Any]]) -> list[OverrideRequest]:
+    """Return the decisions CDS Hooks 2.0 feedback items ask for, checked against the cards.
+
+    Each item names a card this service issued (``PredictionNotFound`` otherwise), an
+    ``outcome`` (``accepted`` or ``overridden``) and its ``outcomeTimestamp``; an
+    ``overrideReason.reason`` must be one of the Codings the card offered (same
+    ``system`` and ``code``), and only an override carries one. Every problem is named
+    by its field (``feedback[i]...``) in one ``InputInvalid``; nothing is recorded.
+    """
+    problems: list[tuple[str, str]] = []
+    out: list[OverrideRequest] = []
+    for i, item in enumerate(items):
+        at = f"feedback[{i}]"
+        seq = seq_from_card_uuid(origin, item.get("card"))
+        if seq is None:
+            raise PredictionNotFound(
+                f"{at}.card: {item.get('card')!r} was not issued by this service"
+            )
+        outcome = item.get("outcome")
+        when = item.get("outcomeTimestamp")
+        try:
+            stamp = datetime.fromisoformat(str(when).replace("Z", "+00:00"))
+            if stamp.tzinfo is None:
+                problems.append((f"{at}.outcomeTimestamp", "expected a time with its UTC offset"))
+        except ValueError:
+            problems.append((f"{at}.outcomeTimestamp", "expected an ISO 8601 date-time"))
+        override = item.get("overrideReason") or {}
+        coding = override.get("reason")
+        code = None
+        if coding is not None:
+            if outcome != "overridden":
+                problems.append((f"{at}.overrideReason", "only an overridden card has a reason"))
+            elif (
+                coding.get("system") != REASON_SYSTEM or coding.get("code") not in OVERRIDE_REASONS
+            ):
+                problems.append(
+                    (
+                        f"{at}.overrideReason.reason",
+                        f"{coding.get('system')}|{coding.get('code')} is not a reason the card "
+                        f"offered; use system {REASON_SYSTEM} with one of "
+                        f"{', '.join(OVERRIDE_REASONS)}",
+                    )
+                )
+            else:
+                code = str(coding["code"])
+        out.append(
+            OverrideRequest(
+                prediction_seq=seq,
+                action="accept" if outcome == "accepted" else "override",
+                reason_code=code,
+                comment=override.get("userComment"),
+                outcome_timestamp=str(when),
+            )
+        )
+    if problems:
+        raise InputInvalid(problems)
+    return out

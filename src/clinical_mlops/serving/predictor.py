@@ -68,6 +68,7 @@ from clinical_mlops.modeling.explain import EXPLANATION_FORMAT
 from clinical_mlops.modeling.model import Explainer
 from clinical_mlops.modeling.trained import TrainedModel
 from clinical_mlops.privacy.consent import subjects_with_consents
+from clinical_mlops.privacy.identity import encounter_pseudonym
 from clinical_mlops.registry.bundle import Bundle, load_bundle
 from clinical_mlops.registry.registry import Registry, Release
 from clinical_mlops.registry.task_choice import registered_task
@@ -113,6 +114,8 @@ class PredictionRequest:
     request_id: str | None = None
     site: str | None = None
     hours_since_admission: float | None = None
+    #: the EHR's Encounter id; recorded pseudonymised, it groups review cases per encounter
+    encounter: str | None = None
 
 
 @dataclass(frozen=True)
@@ -901,6 +904,8 @@ class Predictor:
                 purpose=r.purpose,
                 request_id=ids[i],
             )
+            if r.encounter:
+                payload["encounter"] = encounter_pseudonym(subjects[i], r.encounter)
             entries.append(
                 NewEntry(type="inference", actor=requester, subject=subjects[i], payload=payload)
             )
@@ -973,7 +978,7 @@ class Predictor:
             problems.append((f"{at}request_id", f"{request_id!r} appears twice in this batch"))
         if not isinstance(r.subject_id, str) or not r.subject_id.strip():
             problems.append((f"{at}subject_id", "a non-empty patient identifier is required"))
-        for name in ("subject_id", "purpose", "setting", "request_id", "site"):
+        for name in ("subject_id", "purpose", "setting", "request_id", "site", "encounter"):
             if getattr(r, name) is not None and not is_text(getattr(r, name)):
                 problems.append((f"{at}{name}", "expected text (no lone surrogates)"))
         if r.purpose not in allowed:

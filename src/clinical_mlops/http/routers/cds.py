@@ -7,14 +7,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
+from clinical_mlops.application.bedside import PatientView, answer_patient_view
 from clinical_mlops.application.governance import decide_cases
 from clinical_mlops.errors import PredictionNotFound
-from clinical_mlops.governance.oversight import OverrideRequest
 from clinical_mlops.http.deps import GuardedRoute, Service, require, service
 from clinical_mlops.serving.auth import Principal
-from clinical_mlops.serving.cds_hooks import SERVICE_ID, card_for, discovery, seq_from_card_uuid
-from clinical_mlops.serving.fhir import observations_to_features
-from clinical_mlops.serving.predictor import PredictionRequest
+from clinical_mlops.serving.cds_hooks import SERVICE_ID, card_for, discovery, feedback_requests
+from clinical_mlops.serving.fhir_client import prefetch_templates
 
 router = APIRouter(tags=["cds-hooks"], route_class=GuardedRoute)
 
@@ -28,15 +27,15 @@ class HookRequest(BaseModel):
     hookInstance: str = Field(min_length=1, max_length=128)
     context: dict[str, Any]
     prefetch: dict[str, Any] = Field(default_factory=dict)
-    fhirServer: str | None = None
+    fhirServer: str | None = Field(default=None, max_length=2000)
     fhirAuthorization: dict[str, Any] | None = None
 
 
 class Coding(BaseModel):
     model_config = ConfigDict(strict=True)
-    system: str | None = None
-    code: str
-    display: str | None = None
+    system: str = Field(max_length=500)
+    code: str = Field(max_length=200)
+    display: str | None = Field(default=None, max_length=500)
 
 
 class OverrideReason(BaseModel):
@@ -45,12 +44,18 @@ class OverrideReason(BaseModel):
     userComment: str | None = Field(default=None, max_length=2000)
 
 
+class AcceptedSuggestion(BaseModel):
+    model_config = ConfigDict(strict=True)
+    id: str = Field(max_length=128)
+
+
 class FeedbackItem(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-    card: str
+    model_config = ConfigDict(strict=True)
+    card: str = Field(max_length=64)
     outcome: Literal["accepted", "overridden"]
+    acceptedSuggestions: list[AcceptedSuggestion] = Field(default_factory=list, max_length=20)
     overrideReason: OverrideReason | None = None
-    outcomeTimestamp: str | None = None
+    outcomeTimestamp: str = Field(max_length=64)
 
 
 class Feedback(BaseModel):
@@ -70,6 +75,7 @@ def cds_discovery(svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
         title=spec.title,
         description=spec.intended_use.statement.strip(),
         population=spec.intended_use.population,
+        prefetch=prefetch_templates(spec),
     )
 
 
@@ -82,40 +88,20 @@ async def cds_call(
 ) -> dict[str, Any]:
     _not_found(service_id)
     p = svc.predictor
-    spec = p.scorer(p.default).spec
-    patient = body.context.get("patientId")
-    observations = body.prefetch.get("observations")
-    if not isinstance(patient, str) or not isinstance(observations, dict):
-        from clinical_mlops.errors import InputInvalid
-
-        raise InputInvalid(
-            [
-                (where, f"{what} is required")
-                for where, what, given in (
-                    ("context.patientId", "a patientId (text)", isinstance(patient, str)),
-                    (
-                        "prefetch.observations",
-                        "an Observation Bundle (object)",
-                        isinstance(observations, dict),
-                    ),
-                )
-                if not given
-            ]
-        )
-    features, _ = observations_to_features(observations, spec)
-    req = PredictionRequest(
-        subject_id=patient,
-        purpose="direct_care",
-        setting=spec.cohort.setting,
-        features=features,
-        request_id=f"cds-{body.hookInstance}",
+    call = PatientView(
+        hook_instance=body.hookInstance,
+        context=body.context,
+        prefetch=body.prefetch,
+        fhir_server=body.fhirServer,
+        fhir_authorization=body.fhirAuthorization,
     )
-    res = (
-        await svc.score(
-            lambda: p.predict_many([req], requester=who.actor, where="", sites=who.sites),
-            single=True,
-        )
-    )[0]
+    # not ``single``: reading the EHR's FHIR server blocks, so it runs off the event loop
+    res = await svc.score(
+        lambda: answer_patient_view(
+            p, call, requester=who.actor, sites=who.sites, fhir_servers=svc.fhir_servers
+        ),
+        single=False,
+    )
     svc.metrics.observe_results([res])
     card = card_for(
         res,
@@ -142,20 +128,7 @@ def cds_feedback(
 ) -> dict[str, Any]:
     _not_found(service_id)
     ledger = svc.predictor.ledger
-    requests = []
-    for item in body.feedback:
-        seq = seq_from_card_uuid(ledger.origin, item.card)
-        if seq is None:
-            raise PredictionNotFound(f"card {item.card!r} was not issued by this service")
-        reason = item.overrideReason
-        requests.append(
-            OverrideRequest(
-                prediction_seq=seq,
-                action="accept" if item.outcome == "accepted" else "override",
-                reason_code=reason.reason.code if reason and reason.reason else None,
-                comment=reason.userComment if reason else None,
-            )
-        )
+    requests = feedback_requests(ledger.origin, [item.model_dump() for item in body.feedback])
     # One transaction: feedback on a card already decided refuses the whole post (409).
     made = decide_cases(ledger, requests, actor=who.actor, source="cds-hooks")
     for d in made:

@@ -1,0 +1,242 @@
+"""What a CDS Hooks call needs from the EHR: prefetch templates, and fetching what was not prefetched.
+
+Templates (:func:`prefetch_templates`) use only the prefetch tokens CDS Hooks 2.0 defines
+for ``patient-view`` (:data:`PATIENT_VIEW_TOKENS`) and ask only for the codes the task
+declares, so the EHR sends nothing the model does not read. When the EHR sent no
+prefetch for a key (absent; ``null`` means it has no data), the service reads it from
+``fhirServer`` with the ``fhirAuthorization`` bearer token (:func:`fetch_missing`):
+only servers on the operator's allow-list, a timeout per request, a cap on the bytes of
+the whole call, and a bounded number of search pages. Any failure raises
+:class:`~clinical_mlops.errors.FhirDataUnavailable` naming the server's answer, before
+anything is scored or recorded; CDS Hooks answers it with 412 Precondition Failed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from clinical_mlops.errors import FhirDataUnavailable, InputInvalid
+from clinical_mlops.serving.fhir import LOINC
+from clinical_mlops.tasks.spec import TaskSpec
+
+__all__ = [
+    "PATIENT_VIEW_TOKENS",
+    "FetchLimits",
+    "allowed_server",
+    "declared_codes",
+    "fetch_missing",
+    "prefetch_templates",
+    "render",
+    "tokens_of",
+]
+
+#: the prefetch tokens CDS Hooks 2.0 allows in a ``patient-view`` template: the hook's
+#: context fields marked "Prefetch Token: Yes" and the four user identifiers
+PATIENT_VIEW_TOKENS = frozenset(
+    {
+        "context.userId",
+        "context.patientId",
+        "context.encounterId",
+        "userPractitionerId",
+        "userPractitionerRoleId",
+        "userPatientId",
+        "userRelatedPersonId",
+    }
+)
+_TOKEN = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    """Bounds on reading one hook call's data from the EHR's FHIR server."""
+
+    #: seconds to connect, and between bytes of an answer
+    timeout: float = 5.0
+    #: bytes of all answers of one call together
+    max_bytes: int = 10_000_000
+    #: search pages followed per template (``link`` relation ``next``)
+    max_pages: int = 20
+
+
+def declared_codes(spec: TaskSpec) -> list[str]:
+    """Return the ``system|code`` tokens of every Observation code the task reads."""
+    declared = {f.name for f in spec.features}
+    return [f"{s}|{c}" for name, (s, c, _) in LOINC.items() if name in declared]
+
+
+def prefetch_templates(spec: TaskSpec) -> dict[str, str]:
+    """Return the discovery document's ``prefetch``: the patient, the encounter, the observations."""
+    return {
+        "patient": "Patient/{{context.patientId}}",
+        "encounter": "Encounter/{{context.encounterId}}",
+        "observations": (
+            "Observation?patient={{context.patientId}}&code=" + ",".join(declared_codes(spec))
+        ),
+    }
+
+
+def tokens_of(template: str) -> set[str]:
+    """Return the prefetch tokens a template uses (without the braces)."""
+    return set(_TOKEN.findall(template))
+
+
+def render(template: str, context: Mapping[str, Any]) -> str | None:
+    """Return the template with its tokens filled from ``context`` (None when one is missing)."""
+    out = template
+    for token in tokens_of(template):
+        value = (
+            context.get(token.removeprefix("context.")) if token.startswith("context.") else None
+        )
+        if not isinstance(value, str) or not value or "/" in value or "?" in value:
+            return None
+        out = out.replace("{{" + token + "}}", value)
+    return out
+
+
+def allowed_server(url: Any, allowed: Sequence[str]) -> str:
+    """Return ``url`` without a trailing slash when it is on the allow-list, else InputInvalid.
+
+    Only ``http``/``https`` URLs that start with one of the configured bases are read:
+    the service never follows a caller to a host the operator did not name.
+    """
+    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+        raise InputInvalid(
+            [("fhirServer", "expected the http(s) base URL of the EHR's FHIR server")]
+        )
+    base = url.rstrip("/")
+    parts = urlsplit(base)
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise InputInvalid([("fhirServer", "a base URL carries no credentials, query or fragment")])
+    if not any(base == a.rstrip("/") or base.startswith(a.rstrip("/") + "/") for a in allowed):
+        raise InputInvalid(
+            [
+                (
+                    "fhirServer",
+                    f"{base} is not a FHIR server this service reads from; the operator lists "
+                    "them in CLINICAL_MLOPS_FHIR_SERVERS" + ("" if allowed else " (none is)"),
+                )
+            ]
+        )
+    return base
+
+
+class _Reader:
+    """One call's reads: shared client, byte budget, and errors in words."""
+
+    def __init__(self, base: str, token: str, limits: FetchLimits):
+        self.base, self.limits, self.used = base, limits, 0
+        self.client = httpx.Client(
+            timeout=limits.timeout,
+            follow_redirects=False,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"},
+        )
+
+    def get(self, url: str, key: str) -> Any:
+        where = f"{key}: GET {url.removeprefix(self.base + '/')}"
+        try:
+            with self.client.stream("GET", url) as r:
+                if r.status_code in (401, 403):
+                    raise FhirDataUnavailable(
+                        f"{where}: the FHIR server refused the access token (HTTP "
+                        f"{r.status_code}); send a valid fhirAuthorization or prefetch the data"
+                    )
+                if r.status_code == 404 and key != "observations":
+                    return None
+                if r.status_code != 200:
+                    raise FhirDataUnavailable(
+                        f"{where}: the FHIR server answered HTTP {r.status_code}"
+                    )
+                body = bytearray()
+                for chunk in r.iter_bytes():
+                    self.used += len(chunk)
+                    if self.used > self.limits.max_bytes:
+                        raise FhirDataUnavailable(
+                            f"{where}: the FHIR server's answers exceed {self.limits.max_bytes} "
+                            "bytes for one call; nothing was scored"
+                        )
+                    body += chunk
+        except httpx.TimeoutException:
+            raise FhirDataUnavailable(
+                f"{where}: the FHIR server did not answer within {self.limits.timeout:g} s"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise FhirDataUnavailable(
+                f"{where}: the FHIR server cannot be reached ({type(exc).__name__})"
+            ) from None
+        try:
+            return httpx.Response(200, content=bytes(body)).json()
+        except ValueError:
+            raise FhirDataUnavailable(f"{where}: the FHIR server's answer is not JSON") from None
+
+    def search(self, first: str, key: str) -> dict[str, Any]:
+        """Return one searchset with the entries of every page (at most ``max_pages``)."""
+        entries: list[Any] = []
+        url: str | None = first
+        for _ in range(self.limits.max_pages):
+            page = self.get(url, key) if url else None
+            if not isinstance(page, dict) or page.get("resourceType") != "Bundle":
+                raise FhirDataUnavailable(f"{key}: the FHIR server's answer is not a Bundle")
+            entries += [e for e in page.get("entry") or [] if isinstance(e, dict)]
+            url = next(
+                (
+                    str(link.get("url"))
+                    for link in page.get("link") or []
+                    if isinstance(link, dict) and link.get("relation") == "next"
+                ),
+                None,
+            )
+            if url is None:
+                return {"resourceType": "Bundle", "type": "searchset", "entry": entries}
+            if not url.startswith(self.base + "/"):
+                raise FhirDataUnavailable(
+                    f"{key}: the next page is on another server ({urlsplit(url).netloc}); not followed"
+                )
+        raise FhirDataUnavailable(
+            f"{key}: more than {self.limits.max_pages} pages of results; prefetch the data or "
+            "narrow the observation window"
+        )
+
+
+def fetch_missing(
+    templates: Mapping[str, str],
+    prefetch: Mapping[str, Any],
+    context: Mapping[str, Any],
+    *,
+    server: str | None,
+    authorization: Mapping[str, Any] | None,
+    allowed: Sequence[str],
+    limits: FetchLimits | None = None,
+) -> dict[str, Any]:
+    """Return every template's data: the prefetched value, or what ``server`` answers.
+
+    A key the EHR prefetched (a value, or ``null`` for "no data") is used as sent. A key
+    it left out is read from ``server`` when the call names one with a bearer token
+    (allow-listed, see :func:`allowed_server`); without one it stays missing and the
+    reader decides whether the rest is enough. A template whose context token is absent
+    (no ``encounterId``) is not read.
+    """
+    out: dict[str, Any] = {k: prefetch[k] for k in templates if k in prefetch}
+    wanted = {k: render(t, context) for k, t in templates.items() if k not in prefetch}
+    wanted = {k: url for k, url in wanted.items() if url is not None}
+    if not wanted or server is None:
+        return out
+    base = allowed_server(server, allowed)
+    token = authorization.get("access_token") if isinstance(authorization, Mapping) else None
+    if not isinstance(token, str) or not token:
+        raise InputInvalid(
+            [("fhirAuthorization.access_token", "a bearer token is needed to read the FHIR server")]
+        )
+    reader = _Reader(base, token, limits or FetchLimits())
+    try:
+        for key, path in wanted.items():
+            url = f"{base}/{path}"
+            out[key] = reader.search(url, key) if "?" in path else reader.get(url, key)
+    finally:
+        reader.client.close()
+    return out
