@@ -10,11 +10,11 @@ from clinical_mlops.data.sources import synthetic_source
 from clinical_mlops.data.synthetic import SyntheticConfig
 from clinical_mlops.workspace import Workspace
 
-# Evidence plane: a throw-away PostgreSQL cluster (session) and one database per test.
-from postgres_cluster import postgres_database, postgres_server  # noqa: F401
-
 # CDS Hooks without prefetch: a real FHIR server on loopback (session).
 from fhir_server import fhir_server  # noqa: F401
+
+# Evidence plane: a throw-away PostgreSQL cluster (session) and one database per test.
+from postgres_cluster import postgres_database, postgres_server  # noqa: F401
 
 
 @pytest.fixture

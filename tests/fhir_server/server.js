@@ -10,6 +10,7 @@
 // (self, next), so a client must follow `next` to read past the first page.
 const http = require('node:http');
 const {
+  getSearchParameter,
   getStatus,
   indexSearchParameterBundle,
   indexStructureDefinitionBundle,
@@ -39,6 +40,17 @@ function send(res, status, body) {
 
 function outcome(code, text) {
   return { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code, details: { text } }] };
+}
+
+// `patient=123` names Patient/123 (FHIR search: a reference parameter with one target type
+// takes a bare id); the in-memory repository compares whole references, so widen it here.
+function qualify(resourceType, url) {
+  for (const [code, value] of [...url.searchParams]) {
+    const param = getSearchParameter(resourceType, code.split(':')[0]);
+    if (param?.type === 'reference' && param.target?.length === 1 && !value.includes('/')) {
+      url.searchParams.set(code, `${param.target[0]}/${value}`);
+    }
+  }
 }
 
 function withPaging(bundle, base, url) {
@@ -74,6 +86,11 @@ const server = http.createServer(async (req, res) => {
       chunks.push(chunk);
     }
     const text = Buffer.concat(chunks).toString();
+    const resourceType = url.pathname.slice(PREFIX.length).split('/')[1];
+    const asked = new URL(url);
+    if (resourceType && req.method === 'GET') {
+      qualify(resourceType, url);
+    }
     const path = url.pathname.slice(PREFIX.length) + url.search;
     const [result, resource] = await router.handleRequest(
       {
@@ -88,7 +105,7 @@ const server = http.createServer(async (req, res) => {
       repo
     );
     const base = `http://${req.headers.host}${PREFIX}`;
-    send(res, getStatus(result), resource ? withPaging(resource, base, url) : result);
+    send(res, getStatus(result), resource ? withPaging(resource, base, asked) : result);
   } catch (err) {
     send(res, 400, outcome('invalid', String(err && err.message)));
   }

@@ -160,7 +160,7 @@ def feedback_requests(origin: str, items: Sequence[Mapping[str, Any]]) -> list[O
     out: list[OverrideRequest] = []
     for i, item in enumerate(items):
         at = f"feedback[{i}]"
-        seq = seq_from_card_uuid(origin, item.get("card"))
+        seq = seq_from_card_uuid(origin, str(item.get("card")))
         if seq is None:
             raise PredictionNotFound(
                 f"{at}.card: {item.get('card')!r} was not issued by this service"

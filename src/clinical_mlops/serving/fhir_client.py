@@ -222,8 +222,8 @@ def fetch_missing(
     (no ``encounterId``) is not read.
     """
     out: dict[str, Any] = {k: prefetch[k] for k in templates if k in prefetch}
-    wanted = {k: render(t, context) for k, t in templates.items() if k not in prefetch}
-    wanted = {k: url for k, url in wanted.items() if url is not None}
+    rendered = {k: render(t, context) for k, t in templates.items() if k not in prefetch}
+    wanted = {k: url for k, url in rendered.items() if url is not None}
     if not wanted or server is None:
         return out
     base = allowed_server(server, allowed)
