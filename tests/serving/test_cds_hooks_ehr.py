@@ -13,13 +13,11 @@ from typing import Any
 
 import pytest
 
-from clinical_mlops.errors import FhirDataUnavailable
 from clinical_mlops.http.app import create_app
 from clinical_mlops.serving import Predictor
 from clinical_mlops.serving.auth import AuthConfig
 from clinical_mlops.serving.cds_hooks import seq_from_card_uuid
 from clinical_mlops.serving.fhir import LOINC
-from clinical_mlops.serving.fhir_client import FetchLimits, fetch_missing
 from fhir_server import FhirServer
 
 with warnings.catch_warnings():
@@ -43,9 +41,9 @@ SPEC_TOKENS = {
 def ehr(served: dict[str, Any], fhir_server: FhirServer) -> Iterator[dict[str, Any]]:
     predictor = Predictor.open(served["ws"], site="demo-icu-north", status_ttl=0.0)
     auth = AuthConfig.from_secret(secrets.token_hex(32))
-    app = create_app(
-        predictor, auth, base_url="https://cds.example", fhir_servers=[fhir_server.base]
-    )
+    app = create_app(predictor, auth, base_url="https://cds.example")
+    # the operator's allow-list of FHIR servers (CLINICAL_MLOPS_FHIR_SERVERS)
+    app.state.service.fhir_servers = (fhir_server.base,)
     token = auth.issue(subject="dr.e", roles=["clinician"])
     yield {
         "client": TestClient(app),
@@ -213,6 +211,9 @@ def test_a_fhir_server_off_the_allow_list_is_refused(ehr: dict[str, Any], server
 def test_a_silent_fhir_server_times_out_and_oversize_answers_are_cut(
     ehr: dict[str, Any],
 ) -> None:
+    from clinical_mlops.errors import FhirDataUnavailable
+    from clinical_mlops.serving.fhir_client import FetchLimits, fetch_missing
+
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
