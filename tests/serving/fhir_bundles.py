@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from clinical_mlops.tasks.spec import TaskSpec
-from clinical_mlops.units import convert
 
 UCUM = "http://unitsofmeasure.org"
 LOINC = "http://loinc.org"
@@ -342,6 +341,8 @@ def _event(
         comps = [(f"{LOINC}|8480-6", value), (f"{LOINC}|8462-4", value - 40)]
         w.add(_panel(w, comps, when, subject, enc))
         return
+    from clinical_mlops.units import convert  # the units module came with the FHIR reader
+
     quantity = _quantity(value, unit)
     if variable == "creatinine" and r < 0.4:
         quantity = _quantity(convert(value, unit, "umol/L", molar_mass=f.molar_mass), "umol/L")
