@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Protocol
 
@@ -148,14 +149,20 @@ class DuckDBEngine:
     """The embedded engine: DuckDB reading the Parquet event files in place.
 
     ``events`` and each of ``tables`` may also be a data frame of the same columns
-    (the bedside path registers one unit's rows this way).
+    (the bedside path registers one unit's rows this way). ``shared`` runs on a
+    connection of one in-memory database kept for the process (opening a database
+    costs tens of milliseconds; a connection of an open one, about one): each run
+    still has its own relations, so concurrent runs do not see each other's.
     """
 
     name = "duckdb"
 
-    def __init__(self, *, threads: int | None = None, memory_limit: str | None = None):
+    def __init__(
+        self, *, threads: int | None = None, memory_limit: str | None = None, shared: bool = False
+    ):
         self.threads = threads
         self.memory_limit = memory_limit
+        self.shared = shared
 
     def run(
         self,
@@ -169,11 +176,11 @@ class DuckDBEngine:
         event_key: str = "stay_id",
         before_prediction_only: bool = False,
     ) -> pd.DataFrame:
-        con = duckdb.connect(":memory:")
+        con = _shared_database().cursor() if self.shared else duckdb.connect(":memory:")
         try:
-            if self.threads:
+            if self.threads and not self.shared:
                 con.execute(f"SET threads = {int(self.threads)}")
-            if self.memory_limit:
+            if self.memory_limit and not self.shared:
                 con.execute(f"SET memory_limit = '{self.memory_limit}'")
             con.register("cohort_df", cohort)
             con.execute("CREATE TEMP TABLE cohort AS SELECT * FROM cohort_df")
@@ -191,6 +198,15 @@ class DuckDBEngine:
             return con.execute(sql).df()
         finally:
             con.close()
+
+
+@cache
+def _shared_database() -> duckdb.DuckDBPyConnection:
+    # One small in-memory database per process for single-unit runs; one thread each, as a
+    # unit's rows are few and the serving process runs many requests side by side.
+    con = duckdb.connect(":memory:")
+    con.execute("SET threads = 1")
+    return con
 
 
 def _source(con: duckdb.DuckDBPyConnection, name: str, data: list[Path] | pd.DataFrame) -> None:

@@ -139,7 +139,7 @@ def features_for_one(spec: TaskSpec, unit: OnlineUnit) -> dict[str, Any]:
     """
     sql = load_feature_sql(spec)
     cohort, events, tables = _frames(spec, unit)
-    table = DuckDBEngine(threads=1).run(
+    table = DuckDBEngine(shared=True).run(
         sql.text,
         cohort=cohort,
         events=events,
