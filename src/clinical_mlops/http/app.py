@@ -11,6 +11,7 @@ the audit ledger instead.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -53,6 +54,17 @@ __all__ = ["MAX_BODY_BYTES", "create_app"]
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 _TOO_LARGE = f"request body exceeds {MAX_BODY_BYTES} bytes; send smaller batches"
+_BUNDLE_TOO_LARGE = (
+    f"FHIR Bundle refused: the request body exceeds the {MAX_BODY_BYTES} bytes "
+    f"({MAX_BODY_BYTES // (1024 * 1024)} MiB) one patient's Bundle may take; send the "
+    "encounter's resources only, or only the codes the task declares"
+)
+
+
+def _too_large(scope: Any) -> str:
+    path = str(scope.get("path", ""))
+    return _BUNDLE_TOO_LARGE if path.startswith(("/v1/fhir/", "/cds-services/")) else _TOO_LARGE
+
 
 _STATUS: dict[type[Exception], int] = {
     NotAuthenticated: 401,
@@ -118,7 +130,9 @@ class _Instrument:
             if name == b"content-length":
                 counted = False
                 if value.isdigit() and int(value) > MAX_BODY_BYTES:
-                    await _Problem({"detail": _TOO_LARGE}, status_code=413)(scope, receive, send)
+                    await _Problem({"detail": _too_large(scope)}, status_code=413)(
+                        scope, receive, send
+                    )
                     return
         if counted:
             receive = _counting(receive)
@@ -136,7 +150,7 @@ class _Instrument:
             if status["sent"]:  # the response has started: nothing else can be sent
                 raise
             status["code"] = 413
-            await _Problem({"detail": _TOO_LARGE}, status_code=413)(scope, receive, send)
+            await _Problem({"detail": _too_large(scope)}, status_code=413)(scope, receive, send)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
@@ -166,11 +180,14 @@ def create_app(
     *,
     base_url: str = "",
     fhir_servers: Sequence[str] = (),
+    fhir_identifier_system: str | None = None,
 ) -> FastAPI:
     """Return the service app for ``predictor`` with ``auth``; routes declare their roles.
 
     ``fhir_servers``: the base URLs of the EHR FHIR servers CDS Hooks calls may be read
     from (``fhirServer``); none by default, so only prefetched data is used.
+    ``fhir_identifier_system`` (default ``CLINICAL_MLOPS_FHIR_IDENTIFIER_SYSTEM``): the
+    ``Patient.identifier`` system FHIR Bundles name patients by; unset, ``Patient.id``.
     """
     app = FastAPI(
         title="clinical-mlops inference service",
@@ -192,6 +209,9 @@ def create_app(
         metrics=metrics,
         base_url=base_url.rstrip("/"),
         fhir_servers=tuple(fhir_servers),
+        fhir_identifier_system=fhir_identifier_system
+        or os.environ.get("CLINICAL_MLOPS_FHIR_IDENTIFIER_SYSTEM")
+        or None,
     )
     for module in (predictions, oversight, models, health, cds):
         app.include_router(module.router)

@@ -62,6 +62,8 @@ class Service:
     base_url: str
     #: base URLs of the EHR FHIR servers a CDS Hooks call may be read from
     fhir_servers: tuple[str, ...] = ()
+    #: the Patient.identifier system FHIR Bundles name patients by (None: Patient.id)
+    fhir_identifier_system: str | None = None
     #: scoring calls in flight in this process (see :meth:`score`)
     busy: int = 0
 
