@@ -1,4 +1,11 @@
-"""Draft a task spec from a prepared table, for a person to complete (``tasks init``).
+"""Check a task spec as training would (``tasks check``); draft one from a table (``tasks init``).
+
+:func:`trainability_problems` is the one rule for what makes a valid spec untrainable
+(an unapproved feature, no clinical baseline, a baseline reading features the spec does
+not have, a feature SQL that is not shipped, a protected attribute without a column, a
+table task named like a built-in one). ``tasks check`` (:func:`check_task`) reports it,
+and training (``application.training``) refuses with the same words before any work.
+
 
 :func:`init_task_from_table` writes the draft of :func:`draft_from_table`, which reads a ``.csv`` or ``.parquet`` file and writes the YAML
 of a table task (:class:`~clinical_mlops.tasks.spec.TableColumns`): each column
@@ -28,12 +35,99 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clinical_mlops.data.table import read_table
-from clinical_mlops.errors import ValueInvalid
-from clinical_mlops.evaluation.baseline import SCORES
-from clinical_mlops.tasks.spec import TODO_MARKER
+from clinical_mlops.data.contracts import unapproved_features
+from clinical_mlops.data.table import builtin_name_problem, read_table
+from clinical_mlops.errors import EvaluationError, TaskSpecInvalid, ValueInvalid
+from clinical_mlops.evaluation.baseline import SCORES, score_for
+from clinical_mlops.evaluation.fairness import missing_attribute_columns
+from clinical_mlops.features.engine import feature_sql_problem
+from clinical_mlops.tasks.spec import (
+    BASELINE_COLUMN,
+    TODO_MARKER,
+    ColumnBaseline,
+    NoBaseline,
+    PointsBaseline,
+    TaskSpec,
+    load_task,
+)
 
-__all__ = ["TableDraft", "draft_from_table", "init_task_from_table"]
+__all__ = [
+    "TableDraft",
+    "check_task",
+    "draft_from_table",
+    "init_task_from_table",
+    "require_trainable",
+    "trainability_problems",
+]
+
+
+def trainability_problems(spec: TaskSpec) -> list[tuple[str, str]]:
+    """Return (field, problem) for everything in a valid ``spec`` that training would refuse.
+
+    Each problem is worded as the step of training that meets it words it, so
+    ``tasks check`` and ``train`` say the same thing; training calls
+    :func:`require_trainable` before any work.
+    """
+    problems: list[tuple[str, str]] = []
+    named = builtin_name_problem(spec)
+    if named:
+        problems.append(("name", named))
+    sql = feature_sql_problem(spec)
+    if sql:
+        problems.append(("feature_sql", sql))
+    unapproved = unapproved_features(spec)
+    if unapproved:
+        first = next(i for i, f in enumerate(spec.features) if f.status != "approved")
+        problems.append((f"features.{first}.status", unapproved))
+    try:
+        score_for(spec)
+    except EvaluationError as exc:
+        problems.append(("clinical_baseline", str(exc)))
+    # The evaluation frame: the features, the label, the year, ethnicity (and a baseline column).
+    columns = [*spec.feature_names, spec.label.name, "real_year", "ethnicity", BASELINE_COLUMN]
+    problems += [("protected_attributes", p) for p in missing_attribute_columns(spec, columns)]
+    return problems
+
+
+def require_trainable(spec: TaskSpec) -> None:
+    """Raise :class:`TaskSpecInvalid` listing :func:`trainability_problems`, if there are any."""
+    problems = trainability_problems(spec)
+    if problems:
+        raise TaskSpecInvalid(spec.name, problems)
+
+
+def _baseline_summary(spec: TaskSpec) -> str:
+    declared = spec.clinical_baseline
+    if isinstance(declared, PointsBaseline):
+        return f"points score {declared.name} (0-{declared.max_points} points)"
+    if isinstance(declared, ColumnBaseline):
+        return f"{declared.name} from table column {declared.column!r}"
+    if isinstance(declared, NoBaseline):
+        return "none (reason given)"
+    return str(declared)
+
+
+def check_task(name_or_path: str) -> dict[str, Any]:
+    """Return the summary of a task spec that training would accept; raise what it would not.
+
+    Raises :class:`TaskSpecInvalid` (or :class:`TaskSpecIncomplete` for a draft) naming
+    every field: what the spec loader refuses, then everything :func:`trainability_problems`
+    finds, in the words ``train`` would use.
+    """
+    spec = load_task(name_or_path)
+    problems = trainability_problems(spec)
+    if problems:
+        raise TaskSpecInvalid(str(name_or_path), problems)
+    return {
+        "name": spec.name,
+        "version": spec.version,
+        "spec_sha256": spec.spec_hash(),
+        "features": len(spec.features),
+        "approved_features": len(spec.approved_features),
+        "source": "table" if spec.table is not None else "raw events",
+        "clinical_baseline": _baseline_summary(spec),
+    }
+
 
 _ID_NAMES = {"id", "mrn", "patient_id", "subject_id", "person_id", "stay_id", "hadm_id"}
 _LABEL_HINTS = ("label", "outcome", "target", "death", "died", "mortality", "readmi", "event")

@@ -26,6 +26,7 @@ __all__ = [
     "FairnessAlert",
     "FairnessMetric",
     "LockedTestMetrics",
+    "NoBaselineDeclared",
     "SubgroupMetrics",
     "ValidationReport",
 ]
@@ -145,6 +146,14 @@ class BaselineComparison(Section):
     auroc_difference: AurocDifference
     operating_points: list[dict[str, Value]]
     mean_score: Value
+
+
+class NoBaselineDeclared(Section):
+    """The task declares no clinical baseline (``kind: none``): nothing compared, and why."""
+
+    declared: Literal[False]
+    reason: str
+    statement: str
 
 
 class DecisionCurve(Section):
@@ -280,7 +289,7 @@ class ValidationReport(Document):
     subgroups: dict[str, SubgroupMetrics]
     fairness: dict[str, FairnessMetric]
     fairness_alerts: list[FairnessAlert]
-    baseline: BaselineComparison
+    baseline: BaselineComparison | NoBaselineDeclared
     decision_curve: DecisionCurve
     workload: Workload
     robustness: Robustness
