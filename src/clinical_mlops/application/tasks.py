@@ -293,7 +293,11 @@ def draft_from_table(
     lines += ["features:", *features, ""]
     lines += _protected_yaml(frame, roles, eth_col)
     baseline = next((k for k, s in SCORES.items() if set(s.features) <= set(feature_names)), None)
-    lines += _governance_yaml(baseline, frame[label_col] if label_col else None)
+    kinds = {
+        kind: next((n for n, r in zip(feature_names, features, strict=True) if kind in r), None)
+        for kind in ("kind: numeric", "kind: categorical", "kind: flag")
+    }
+    lines += _governance_yaml(baseline, frame[label_col] if label_col else None, kinds)
     text = "\n".join(lines) + "\n"
     return TableDraft(
         yaml=text,
@@ -499,19 +503,49 @@ def _protected_yaml(frame: pd.DataFrame, roles: dict[str, str], eth_col: str | N
     return [*out, ""]
 
 
-def _governance_yaml(baseline: str | None, outcome: pd.Series | None) -> list[str]:
+def _baseline_yaml(kinds: dict[str, str | None]) -> list[str]:
+    """The clinical_baseline TODO, with the three forms a person can choose from as comments."""
+    numeric = kinds.get("kind: numeric") or "<numeric feature>"
+    categorical = kinds.get("kind: categorical") or "<categorical feature>"
+    flag = kinds.get("kind: flag") or "<flag feature>"
+    return [
+        "# clinical_baseline: the score clinicians already use; the report compares the model",
+        f"# with it (R-L4). Neither built-in score ({', '.join(sorted(SCORES))}) fits these",
+        "# columns. Choose one of:",
+        "#   a points score over this spec's approved features, from its publication:",
+        "#     clinical_baseline:",
+        "#       kind: points",
+        '#       name: "<score name>"',
+        '#       citation: "<publication of the point table>"',
+        "#       max_points: 4  # checked: the most the items can add up to",
+        "#       items:",
+        f"#         - {{feature: {numeric}, bands: [{{high: 30, points: 0}}, {{low: 30, points: 2}}]}}",
+        f'#         - {{feature: {categorical}, categories: {{"<category>": 1}}}}',
+        f"#         - {{feature: {flag}, points: 1}}",
+        "#   a column of this table holding the score as charted (never a model input):",
+        '#     clinical_baseline: {kind: column, name: "<score>", column: "<column>",',
+        '#                         citation: "<publication>", max_points: 20}',
+        "#   none, with the reason (then set acceptance.must_beat_baseline: false):",
+        '#     clinical_baseline: {kind: none, reason: "<why no established score applies>"}',
+        f"clinical_baseline: {_todo('a points score, a column of the table, or none with a reason (see above)')}",
+    ]
+
+
+def _governance_yaml(
+    baseline: str | None, outcome: pd.Series | None, kinds: dict[str, str | None]
+) -> list[str]:
     rate = (
         f" (the outcome rate is {float(pd.to_numeric(outcome, errors='coerce').mean()):.3f})"
         if outcome is not None
         else ""
     )
     base = (
-        f"clinical_baseline: {baseline}  # its features are all in the table"
+        [f"clinical_baseline: {baseline}  # its features are all in the table"]
         if baseline
-        else f"clinical_baseline: {_todo('one of ' + ', '.join(sorted(SCORES)) + ' (the report compares the model with it)')}"
+        else _baseline_yaml(kinds)
     )
     return [
-        base,
+        *base,
         "",
         "thresholds:",
         f"  operating: {_todo('probability at which the care team is alerted' + rate)}",
@@ -524,7 +558,7 @@ def _governance_yaml(baseline: str | None, outcome: pd.Series | None) -> list[st
         f"  min_auroc: {_todo('minimum AUROC on the locked test set')}",
         f"  max_ece: {_todo('maximum expected calibration error')}",
         f"  min_subgroup_auroc: {_todo('minimum AUROC in every measurable subgroup')}",
-        "  must_beat_baseline: true",
+        "  must_beat_baseline: true  # false when clinical_baseline is kind: none",
         "",
         "intended_use:",
         f"  statement: {_todo('who uses the prediction, when, and for which decision')}",
