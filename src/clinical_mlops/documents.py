@@ -18,7 +18,11 @@ from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, ValidationEr
 
 from clinical_mlops.errors import DocumentInvalid
 
-__all__ = ["Document", "Number", "Section", "Value"]
+__all__ = ["UNION_CASE", "Document", "Number", "Section", "Value"]
+
+#: Prefix of the tag naming which form of a tagged union a section took; a problem's field
+#: path leaves it out, so it reads as the document's own keys (``baseline.auroc``).
+UNION_CASE = "case:"
 
 # A JSON number kept as written: int stays int and float stays float (no 5 -> 5.0).
 Number: TypeAlias = StrictInt | StrictFloat
@@ -46,7 +50,13 @@ class Document(Section):
             return cls.model_validate(data)
         except ValidationError as exc:
             problems = [
-                (".".join(str(part) for part in err["loc"]) or "(root)", err["msg"])
+                (
+                    ".".join(
+                        str(part) for part in err["loc"] if not str(part).startswith(UNION_CASE)
+                    )
+                    or "(root)",
+                    err["msg"],
+                )
                 for err in exc.errors()
             ]
             raise DocumentInvalid(source, cls.__name__, problems) from None

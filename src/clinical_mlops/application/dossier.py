@@ -22,7 +22,7 @@ import hashlib
 from typing import Any
 
 from clinical_mlops.errors import ReleaseChanged
-from clinical_mlops.evaluation.validation_report import ValidationReport
+from clinical_mlops.evaluation.validation_report import BaselineComparison, ValidationReport
 from clinical_mlops.governance.board import Governance
 from clinical_mlops.governance.reviews import review_status
 from clinical_mlops.hashing import canonical_json
@@ -87,10 +87,22 @@ def validation_summary(report: ValidationReport) -> dict[str, Any]:
         "conformal_coverage": test.conformal_coverage,
         "conformal_target": report.conformal.target_coverage,
         "alerts_per_100": report.workload.alerts_per_100,
-        "baseline_name": baseline.name,
-        "baseline_auroc": baseline.auroc,
-        "auroc_gain": baseline.auroc_difference.value,
-        "auroc_gain_ci": baseline.auroc_difference.ci,
+        **(
+            {
+                "baseline_name": baseline.name,
+                "baseline_auroc": baseline.auroc,
+                "auroc_gain": baseline.auroc_difference.value,
+                "auroc_gain_ci": baseline.auroc_difference.ci,
+            }
+            if isinstance(baseline, BaselineComparison)
+            else {
+                "baseline_name": None,
+                "baseline_auroc": None,
+                "auroc_gain": None,
+                "auroc_gain_ci": None,
+                "no_baseline": baseline.statement,
+            }
+        ),
         "subgroup_auroc": {key: row.auroc for key, row in sorted(report.subgroups.items())},
         "fairness_alerts": [a.message for a in report.fairness_alerts],
         "limitations": list(report.limitations),

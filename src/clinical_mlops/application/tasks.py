@@ -1,4 +1,11 @@
-"""Draft a task spec from a prepared table, for a person to complete (``tasks init``).
+"""Check a task spec as training would (``tasks check``); draft one from a table (``tasks init``).
+
+:func:`trainability_problems` is the one rule for what makes a valid spec untrainable
+(an unapproved feature, no clinical baseline, a baseline reading features the spec does
+not have, a feature SQL that is not shipped, a protected attribute without a column, a
+table task named like a built-in one). ``tasks check`` (:func:`check_task`) reports it,
+and training (``application.training``) refuses with the same words before any work.
+
 
 :func:`init_task_from_table` writes the draft of :func:`draft_from_table`, which reads a ``.csv`` or ``.parquet`` file and writes the YAML
 of a table task (:class:`~clinical_mlops.tasks.spec.TableColumns`): each column
@@ -28,12 +35,99 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clinical_mlops.data.table import read_table
-from clinical_mlops.errors import ValueInvalid
-from clinical_mlops.evaluation.baseline import SCORES
-from clinical_mlops.tasks.spec import TODO_MARKER
+from clinical_mlops.data.contracts import unapproved_features
+from clinical_mlops.data.table import builtin_name_problem, read_table
+from clinical_mlops.errors import EvaluationError, TaskSpecInvalid, ValueInvalid
+from clinical_mlops.evaluation.baseline import SCORES, score_for
+from clinical_mlops.evaluation.fairness import missing_attribute_columns
+from clinical_mlops.features.engine import feature_sql_problem
+from clinical_mlops.tasks.spec import (
+    BASELINE_COLUMN,
+    TODO_MARKER,
+    ColumnBaseline,
+    NoBaseline,
+    PointsBaseline,
+    TaskSpec,
+    load_task,
+)
 
-__all__ = ["TableDraft", "draft_from_table", "init_task_from_table"]
+__all__ = [
+    "TableDraft",
+    "check_task",
+    "draft_from_table",
+    "init_task_from_table",
+    "require_trainable",
+    "trainability_problems",
+]
+
+
+def trainability_problems(spec: TaskSpec) -> list[tuple[str, str]]:
+    """Return (field, problem) for everything in a valid ``spec`` that training would refuse.
+
+    Each problem is worded as the step of training that meets it words it, so
+    ``tasks check`` and ``train`` say the same thing; training calls
+    :func:`require_trainable` before any work.
+    """
+    problems: list[tuple[str, str]] = []
+    named = builtin_name_problem(spec)
+    if named:
+        problems.append(("name", named))
+    sql = feature_sql_problem(spec)
+    if sql:
+        problems.append(("feature_sql", sql))
+    unapproved = unapproved_features(spec)
+    if unapproved:
+        first = next(i for i, f in enumerate(spec.features) if f.status != "approved")
+        problems.append((f"features.{first}.status", unapproved))
+    try:
+        score_for(spec)
+    except EvaluationError as exc:
+        problems.append(("clinical_baseline", str(exc)))
+    # The evaluation frame: the features, the label, the year, ethnicity (and a baseline column).
+    columns = [*spec.feature_names, spec.label.name, "real_year", "ethnicity", BASELINE_COLUMN]
+    problems += [("protected_attributes", p) for p in missing_attribute_columns(spec, columns)]
+    return problems
+
+
+def require_trainable(spec: TaskSpec) -> None:
+    """Raise :class:`TaskSpecInvalid` listing :func:`trainability_problems`, if there are any."""
+    problems = trainability_problems(spec)
+    if problems:
+        raise TaskSpecInvalid(spec.name, problems)
+
+
+def _baseline_summary(spec: TaskSpec) -> str:
+    declared = spec.clinical_baseline
+    if isinstance(declared, PointsBaseline):
+        return f"points score {declared.name} (0-{declared.max_points} points)"
+    if isinstance(declared, ColumnBaseline):
+        return f"{declared.name} from table column {declared.column!r}"
+    if isinstance(declared, NoBaseline):
+        return "none (reason given)"
+    return str(declared)
+
+
+def check_task(name_or_path: str) -> dict[str, Any]:
+    """Return the summary of a task spec that training would accept; raise what it would not.
+
+    Raises :class:`TaskSpecInvalid` (or :class:`TaskSpecIncomplete` for a draft) naming
+    every field: what the spec loader refuses, then everything :func:`trainability_problems`
+    finds, in the words ``train`` would use.
+    """
+    spec = load_task(name_or_path)
+    problems = trainability_problems(spec)
+    if problems:
+        raise TaskSpecInvalid(str(name_or_path), problems)
+    return {
+        "name": spec.name,
+        "version": spec.version,
+        "spec_sha256": spec.spec_hash(),
+        "features": len(spec.features),
+        "approved_features": len(spec.approved_features),
+        "source": "table" if spec.table is not None else "raw events",
+        "clinical_baseline": _baseline_summary(spec),
+    }
+
 
 _ID_NAMES = {"id", "mrn", "patient_id", "subject_id", "person_id", "stay_id", "hadm_id"}
 _LABEL_HINTS = ("label", "outcome", "target", "death", "died", "mortality", "readmi", "event")
@@ -199,7 +293,11 @@ def draft_from_table(
     lines += ["features:", *features, ""]
     lines += _protected_yaml(frame, roles, eth_col)
     baseline = next((k for k, s in SCORES.items() if set(s.features) <= set(feature_names)), None)
-    lines += _governance_yaml(baseline, frame[label_col] if label_col else None)
+    kinds = {
+        kind: next((n for n, r in zip(feature_names, features, strict=True) if kind in r), None)
+        for kind in ("kind: numeric", "kind: categorical", "kind: flag")
+    }
+    lines += _governance_yaml(baseline, frame[label_col] if label_col else None, kinds)
     text = "\n".join(lines) + "\n"
     return TableDraft(
         yaml=text,
@@ -405,19 +503,49 @@ def _protected_yaml(frame: pd.DataFrame, roles: dict[str, str], eth_col: str | N
     return [*out, ""]
 
 
-def _governance_yaml(baseline: str | None, outcome: pd.Series | None) -> list[str]:
+def _baseline_yaml(kinds: dict[str, str | None]) -> list[str]:
+    """The clinical_baseline TODO, with the three forms a person can choose from as comments."""
+    numeric = kinds.get("kind: numeric") or "<numeric feature>"
+    categorical = kinds.get("kind: categorical") or "<categorical feature>"
+    flag = kinds.get("kind: flag") or "<flag feature>"
+    return [
+        "# clinical_baseline: the score clinicians already use; the report compares the model",
+        f"# with it (R-L4). Neither built-in score ({', '.join(sorted(SCORES))}) fits these",
+        "# columns. Choose one of:",
+        "#   a points score over this spec's approved features, from its publication:",
+        "#     clinical_baseline:",
+        "#       kind: points",
+        '#       name: "<score name>"',
+        '#       citation: "<publication of the point table>"',
+        "#       max_points: 4  # checked: the most the items can add up to",
+        "#       items:",
+        f"#         - {{feature: {numeric}, bands: [{{high: 30, points: 0}}, {{low: 30, points: 2}}]}}",
+        f'#         - {{feature: {categorical}, categories: {{"<category>": 1}}}}',
+        f"#         - {{feature: {flag}, points: 1}}",
+        "#   a column of this table holding the score as charted (never a model input):",
+        '#     clinical_baseline: {kind: column, name: "<score>", column: "<column>",',
+        '#                         citation: "<publication>", max_points: 20}',
+        "#   none, with the reason (then set acceptance.must_beat_baseline: false):",
+        '#     clinical_baseline: {kind: none, reason: "<why no established score applies>"}',
+        f"clinical_baseline: {_todo('a points score, a column of the table, or none with a reason (see above)')}",
+    ]
+
+
+def _governance_yaml(
+    baseline: str | None, outcome: pd.Series | None, kinds: dict[str, str | None]
+) -> list[str]:
     rate = (
         f" (the outcome rate is {float(pd.to_numeric(outcome, errors='coerce').mean()):.3f})"
         if outcome is not None
         else ""
     )
     base = (
-        f"clinical_baseline: {baseline}  # its features are all in the table"
+        [f"clinical_baseline: {baseline}  # its features are all in the table"]
         if baseline
-        else f"clinical_baseline: {_todo('one of ' + ', '.join(sorted(SCORES)) + ' (the report compares the model with it)')}"
+        else _baseline_yaml(kinds)
     )
     return [
-        base,
+        *base,
         "",
         "thresholds:",
         f"  operating: {_todo('probability at which the care team is alerted' + rate)}",
@@ -430,7 +558,7 @@ def _governance_yaml(baseline: str | None, outcome: pd.Series | None) -> list[st
         f"  min_auroc: {_todo('minimum AUROC on the locked test set')}",
         f"  max_ece: {_todo('maximum expected calibration error')}",
         f"  min_subgroup_auroc: {_todo('minimum AUROC in every measurable subgroup')}",
-        "  must_beat_baseline: true",
+        "  must_beat_baseline: true  # false when clinical_baseline is kind: none",
         "",
         "intended_use:",
         f"  statement: {_todo('who uses the prediction, when, and for which decision')}",

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, cast, get_args
 
 from clinical_mlops import ledger
+from clinical_mlops.application.tasks import require_trainable
 from clinical_mlops.data.sources import SourceKind, open_source
 from clinical_mlops.data.synthetic import SyntheticConfig
 from clinical_mlops.errors import EngineUnavailable, SourceInvalid, WorkspaceError
@@ -205,13 +206,16 @@ def train_model(
 ) -> TrainingResult:
     """Run the training protocol on ``snapshot`` and write the model folder; return the result.
 
-    Raises :class:`ContractViolation` when the data cannot support the protocol
-    (a split or fold without both classes). Nothing is written on failure.
+    Raises :class:`TaskSpecInvalid` before any work when the snapshot's spec cannot be
+    trained (the rule ``tasks check`` runs: :func:`~clinical_mlops.application.tasks.
+    trainability_problems`), :class:`ContractViolation` when the data cannot support the
+    protocol (a split or fold without both classes). Nothing is written on failure.
     ``config`` defaults to :class:`TrainingConfig`'s defaults (every core for XGBoost).
     ``training_run`` and ``report_written`` events naming ``actor`` are appended
     to the audit ledger. With ``tracking_uri`` the run is also logged to MLflow
     and its run id recorded in lineage (``registry.tracking``).
     """
+    require_trainable(snapshot.spec())
     config = config or TrainingConfig()
     step = on_step or (lambda _msg: None)
     fit = fit_model(snapshot, config=config, on_step=step)
@@ -329,6 +333,10 @@ def train_task(
     if snapshot:
         snap = open_snapshot(workspace, snapshot)
     else:
+        # Refuse an untrainable spec before the build, not after it.
+        require_trainable(
+            task if isinstance(task, TaskSpec) else load_task(snapshot_task(workspace, task))
+        )
         snap = build_task_snapshot(
             workspace, task=task, seed=seed, scale=scale, threads=threads, actor=actor, report=build
         )

@@ -104,21 +104,16 @@ def check_command(
     spec: Annotated[str, typer.Argument(help="Built-in task name or path to a task spec YAML.")],
     as_json: JsonOption = False,
 ) -> None:
-    """Validate a task spec; list every field still to complete or invalid."""
-    task = load_task(spec)
-    result: dict[str, Any] = {
-        "name": task.name,
-        "version": task.version,
-        "spec_sha256": task.spec_hash(),
-        "features": len(task.features),
-        "approved_features": len(task.approved_features),
-        "source": "table" if task.table is not None else "raw events",
-    }
+    """Validate a task spec as training would; list every field to complete or invalid."""
+    from clinical_mlops.application.tasks import check_task
+
+    result: dict[str, Any] = check_task(spec)
     if as_json:
         print_json(result)
         return
     out_console.print(
-        f"task spec {task.name} v{task.version} is valid: {result['approved_features']} of "
-        f"{result['features']} features approved, reads {result['source']} "
+        f"task spec {result['name']} v{result['version']} is valid and trainable: "
+        f"{result['approved_features']} of {result['features']} features approved, reads "
+        f"{result['source']}, clinical baseline {result['clinical_baseline']} "
         f"(spec sha256 {result['spec_sha256'][:12]})"
     )

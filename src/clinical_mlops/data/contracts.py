@@ -44,6 +44,7 @@ __all__ = [
     "check_leakage",
     "check_raw",
     "conform_features",
+    "unapproved_features",
 ]
 
 # Above this share of out-of-range values a variable is not "a few artefacts" but a
@@ -557,6 +558,17 @@ def check_leakage(
     return report
 
 
+def unapproved_features(spec: TaskSpec) -> str | None:
+    """Return why ``spec`` cannot reach a model because of unapproved features, or None (R-P1)."""
+    unapproved = [f.name for f in spec.features if f.status != "approved"]
+    if not unapproved:
+        return None
+    return (
+        f"feature(s) {', '.join(unapproved)} of task {spec.name!r} are declared but not approved "
+        "(status must be 'approved' before they may reach a model)"
+    )
+
+
 def conform_features(table: pd.DataFrame, spec: TaskSpec, *, sql_name: str) -> pd.DataFrame:
     """Check R-P1 on an engine's output and return it with canonical column order and types."""
     declared = list(spec.feature_names)
@@ -572,12 +584,9 @@ def conform_features(table: pd.DataFrame, spec: TaskSpec, *, sql_name: str) -> p
         raise UndeclaredFeature(
             f"{sql_name} does not return declared feature(s) {', '.join(missing)} of task {spec.name!r}"
         )
-    unapproved = [f.name for f in spec.features if f.status != "approved"]
+    unapproved = unapproved_features(spec)
     if unapproved:
-        raise UndeclaredFeature(
-            f"feature(s) {', '.join(unapproved)} of task {spec.name!r} are declared but not approved "
-            "(status must be 'approved' before they may reach a model)"
-        )
+        raise UndeclaredFeature(unapproved)
     out = table.loc[:, ["stay_id", *declared]].copy()
     out["stay_id"] = out["stay_id"].astype(np.int64)
     for f in spec.features:

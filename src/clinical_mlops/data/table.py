@@ -61,12 +61,19 @@ from clinical_mlops.data.contracts import (
 )
 from clinical_mlops.errors import ContractViolation, TableInvalid, TaskSpecInvalid
 from clinical_mlops.hashing import sha256_file, sha256_json
-from clinical_mlops.tasks.spec import TableColumns, TaskSpec, builtin_tasks
+from clinical_mlops.tasks.spec import (
+    BASELINE_COLUMN,
+    ColumnBaseline,
+    TableColumns,
+    TaskSpec,
+    builtin_tasks,
+)
 
 __all__ = [
     "LEAKAGE_NOT_CHECKED",
     "TABLE_SOURCE",
     "PreparedTable",
+    "builtin_name_problem",
     "declared_columns",
     "prepare_table",
     "read_table",
@@ -137,7 +144,9 @@ def declared_columns(spec: TaskSpec) -> dict[str, str]:
     """Return spec name -> file column for every column the task reads (features first).
 
     The keys are the feature names, the label name, ``__time__``, ``__id__`` (when an
-    id is declared) and ``ethnicity`` (when a protected attribute reads it).
+    id is declared), ``ethnicity`` (when a protected attribute reads it) and
+    :data:`~clinical_mlops.tasks.spec.BASELINE_COLUMN` (when the clinical baseline is a
+    column of the table).
     """
     table = _table(spec)
     out = {f.name: table.columns.get(f.name, f.name) for f in spec.features}
@@ -147,7 +156,23 @@ def declared_columns(spec: TaskSpec) -> dict[str, str]:
         out["__id__"] = table.id_column
     if any(a.column == "ethnicity" for a in spec.protected_attributes):
         out["ethnicity"] = table.columns.get("ethnicity", "ethnicity")
+    if isinstance(spec.clinical_baseline, ColumnBaseline):
+        out[BASELINE_COLUMN] = spec.clinical_baseline.column
     return out
+
+
+def _baseline_points(values: pd.Series, baseline: ColumnBaseline, where: str) -> pd.Series:
+    """Return the charted clinical score as floats: whole points in [0, max_points] or missing."""
+    what = f"clinical baseline column {baseline.column!r}"
+    nums = _numbers(values, what, where)
+    bad = nums.notna() & ((nums != np.floor(nums)) | (nums < 0) | (nums > baseline.max_points))
+    if bad.any():
+        shown = sorted({float(v) for v in nums[bad]})[:_EXAMPLES]
+        raise TableInvalid(
+            f"{where}: {what} must hold whole points from 0 to {baseline.max_points} "
+            f"(clinical_baseline.max_points); found {shown} (rows {_rows(bad)})"
+        )
+    return nums
 
 
 def _table(spec: TaskSpec) -> TableColumns:
@@ -163,6 +188,13 @@ def _table(spec: TaskSpec) -> TableColumns:
             ],
         )
     return spec.table
+
+
+def builtin_name_problem(spec: TaskSpec) -> str | None:
+    """Return why a table task may not carry its name (a built-in task's), or None."""
+    if spec.table is not None and spec.name in builtin_tasks():
+        return f"{spec.name!r} is a built-in task; give the table task its own name"
+    return None
 
 
 def _rows(mask: np.ndarray | pd.Series) -> str:
@@ -321,11 +353,9 @@ def prepare_table(
     file = Path(path)
     where = f"table {file.name}"
     table = _table(spec)
-    if spec.name in builtin_tasks():
-        raise TaskSpecInvalid(
-            spec.name,
-            [("name", f"{spec.name!r} is a built-in task; give the table task its own name")],
-        )
+    named = builtin_name_problem(spec)
+    if named:
+        raise TaskSpecInvalid(spec.name, [("name", named)])
 
     step("checking declared columns and types")
     frame = read_table(file)
@@ -362,6 +392,12 @@ def prepare_table(
             "age": features["age"].to_numpy(),
         }
     )
+    if isinstance(spec.clinical_baseline, ColumnBaseline):
+        # Audit-only, like ethnicity: read into the cohort, never into the features (R-P1).
+        column = cols[BASELINE_COLUMN]
+        stays[BASELINE_COLUMN] = _baseline_points(
+            frame[column], spec.clinical_baseline, where
+        ).to_numpy()
     cohort = Cohort(stays=stays, flow=[FlowStep("rows in table", n, 0)])
     crit = spec.cohort
     cohort._record(f"age >= {crit.min_age:g} years", stays["age"].to_numpy() >= crit.min_age)

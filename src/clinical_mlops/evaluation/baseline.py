@@ -1,4 +1,12 @@
-"""A clinical baseline: an approximated SOFA score, computed from the task's own features.
+"""A clinical baseline: the score clinicians already use, computed on the same test stays.
+
+A task spec's ``clinical_baseline`` is a built-in points score (``sofa_like``,
+``lace_like``: their point tables are below, as data), a points score declared in
+the spec over its own features (``kind: points``), a column of a table task holding
+the score as charted (``kind: column``), or ``kind: none`` with the written reason
+there is none. :func:`score_for` returns the score (``None`` for ``none``).
+
+The built-in SOFA-like score:
 
 The Sequential Organ Failure Assessment (SOFA; Vincent et al., Intensive Care
 Med 1996;22:707-710) scores six organ systems 0-4. The point table lives in
@@ -23,7 +31,8 @@ but not a reproduction of published SOFA performance.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -37,6 +46,13 @@ from clinical_mlops.evaluation.metrics import (
     confusion_at,
     percentile_ci,
 )
+from clinical_mlops.tasks.spec import (
+    BASELINE_COLUMN,
+    ColumnBaseline,
+    NoBaseline,
+    PointsBaseline,
+    TaskSpec,
+)
 
 __all__ = [
     "LACE_LIKE",
@@ -47,10 +63,17 @@ __all__ = [
     "Component",
     "FlagModifier",
     "baseline_comparison",
+    "no_baseline",
     "score_for",
 ]
 
 _INF = float("inf")
+_MISSING_SCORES_ZERO = "a missing measurement scores 0 points (assumed normal)"
+
+
+def _floats(values: pd.Series) -> np.ndarray:
+    """Return ``values`` as floats, NaN where missing (nullable integers included)."""
+    return pd.to_numeric(values, errors="coerce").astype(float).to_numpy()
 
 
 @dataclass(frozen=True)
@@ -73,23 +96,33 @@ class FlagModifier:
 
 @dataclass(frozen=True)
 class Component:
-    """One organ system: a feature scored by bands, optionally modified by a flag."""
+    """One organ system (or score item): a feature scored by bands or by category.
+
+    A numeric feature is scored by ``bands`` (a flag too: one band from 1), optionally
+    modified by a flag; a categorical one by ``categories`` (category -> points).
+    """
 
     organ: str
     feature: str
-    bands: tuple[Band, ...]
+    bands: tuple[Band, ...] = ()
     modifier: FlagModifier | None = None
     approximation: str | None = None
+    categories: Mapping[str, int] | None = None
 
     def points(self, frame: pd.DataFrame) -> np.ndarray:
         """Return the component's points per row (0 where the feature is missing)."""
-        values = frame[self.feature].to_numpy(dtype=float)
         pts = np.zeros(len(frame), dtype=np.int64)
+        if self.categories is not None:
+            values = frame[self.feature].astype("string").str.strip()
+            for category, points in self.categories.items():
+                pts[(values == category).fillna(False).to_numpy(dtype=bool)] = points
+            return pts
+        values = _floats(frame[self.feature])
         for band in self.bands:
             with np.errstate(invalid="ignore"):
                 pts[(values >= band.low) & (values < band.high)] = band.points
         if self.modifier is not None:
-            flag = frame[self.modifier.feature].to_numpy(dtype=float) == 1
+            flag = _floats(frame[self.modifier.feature]) == 1
             if self.modifier.effect == "at_least":
                 pts = np.where(flag, np.maximum(pts, self.modifier.points), pts)
             else:
@@ -99,11 +132,14 @@ class Component:
 
 @dataclass(frozen=True)
 class ClinicalScore:
-    """A points score: the sum of its components."""
+    """A points score: the sum of its components, or the whole points read from ``column``."""
 
     name: str
     source: str
     components: tuple[Component, ...]
+    column: str | None = None
+    declared_max: int | None = None
+    missing_values: str = field(default=_MISSING_SCORES_ZERO)
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -119,6 +155,10 @@ class ClinicalScore:
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
         """Return the total points per row of ``frame`` (raw, unimputed features)."""
+        if self.column is not None:
+            if self.column not in frame.columns:
+                raise EvaluationError(f"{self.name}: the frame lacks the column {self.column!r}")
+            return np.nan_to_num(_floats(frame[self.column]), nan=0.0).astype(np.int64)
         missing = [f for f in self.features if f not in frame.columns]
         if missing:
             raise EvaluationError(f"{self.name}: the frame lacks the feature columns {missing}")
@@ -127,9 +167,11 @@ class ClinicalScore:
     @property
     def max_points(self) -> int:
         """The largest possible total."""
+        if self.declared_max is not None:
+            return self.declared_max
         total = 0
         for c in self.components:
-            top = max(b.points for b in c.bands)
+            top = max(c.categories.values()) if c.categories else max(b.points for b in c.bands)
             if c.modifier is not None:
                 top = (
                     max(top, c.modifier.points)
@@ -270,28 +312,90 @@ LACE_LIKE = ClinicalScore(
 SCORES: dict[str, ClinicalScore] = {"sofa_like": SOFA_LIKE, "lace_like": LACE_LIKE}
 
 
-def score_for(spec: Any) -> ClinicalScore:
-    """Return the clinical baseline score a task spec declares, checked against its features.
+def score_for(spec: TaskSpec) -> ClinicalScore | None:
+    """Return the clinical baseline score a task spec declares; ``None`` when it declares none.
 
-    Raises :class:`EvaluationError` when the spec declares none (R-L4 asks for a
-    comparison with the score clinicians already use) or when the score reads a
-    feature the spec does not have.
+    Raises :class:`EvaluationError` when the spec leaves ``clinical_baseline`` unset
+    (R-L4 asks for a comparison with the score clinicians already use, or a written
+    reason there is none) or when a built-in score reads a feature the spec does not
+    declare or has not approved. ``tasks check`` runs this rule, so ``train`` never
+    meets these errors after minutes of work.
     """
-    name = getattr(spec, "clinical_baseline", None)
-    if name is None:
+    declared = spec.clinical_baseline
+    if declared is None:
         raise EvaluationError(
-            f"task {spec.name!r} declares no clinical_baseline; declare one of "
-            f"{', '.join(sorted(SCORES))} in its task spec so the report can compare the model "
-            "with the score clinicians already use"
+            f"task {spec.name!r} declares no clinical_baseline; declare one in its task spec so "
+            "the report can compare the model with the score clinicians already use: a built-in "
+            f"score ({', '.join(sorted(SCORES))}), a points score over the task's features "
+            "(kind: points), a column of the table holding the score (kind: column), or "
+            "kind: none with the reason there is none"
         )
-    score = SCORES[name]
+    if isinstance(declared, NoBaseline):
+        return None
+    if isinstance(declared, PointsBaseline):
+        return ClinicalScore(
+            name=declared.name,
+            source=declared.citation,
+            components=tuple(
+                Component(
+                    organ=item.label or spec.feature(item.feature).label,
+                    feature=item.feature,
+                    bands=tuple(
+                        Band(
+                            -_INF if b.low is None else b.low,
+                            _INF if b.high is None else b.high,
+                            b.points,
+                        )
+                        for b in item.bands or ()
+                    )
+                    or ((Band(1, _INF, item.points),) if item.points is not None else ()),
+                    categories=item.categories,
+                    approximation=item.approximation,
+                )
+                for item in declared.items
+            ),
+        )
+    if isinstance(declared, ColumnBaseline):
+        return ClinicalScore(
+            name=declared.name,
+            source=declared.citation,
+            components=(),
+            column=BASELINE_COLUMN,
+            declared_max=declared.max_points,
+            missing_values=(
+                f"the score is read from table column {declared.column!r} as charted; "
+                "a missing value scores 0 points"
+            ),
+        )
+    score = SCORES[declared]
     missing = [f for f in score.features if f not in spec.feature_names]
     if missing:
         raise EvaluationError(
-            f"task {spec.name!r}: clinical_baseline {name} needs feature(s) {missing} the spec "
-            "does not declare"
+            f"task {spec.name!r}: clinical_baseline {declared} needs feature(s) {missing} the "
+            "spec does not declare"
+        )
+    unapproved = [f for f in score.features if spec.feature(f).status != "approved"]
+    if unapproved:
+        raise EvaluationError(
+            f"task {spec.name!r}: clinical_baseline {declared} reads feature(s) {unapproved} "
+            "the spec has not approved"
         )
     return score
+
+
+def no_baseline(spec: TaskSpec) -> dict[str, Any]:
+    """Return the report's baseline section of a task that declares none: the reason, stated."""
+    declared = spec.clinical_baseline
+    reason = declared.reason if isinstance(declared, NoBaseline) else ""
+    return {
+        "declared": False,
+        "reason": reason,
+        "statement": (
+            "No clinical baseline: the model is not compared with an established score, and "
+            "release gate 2 does not require beating one. Reason given in the task spec: "
+            f"{reason}"
+        ),
+    }
 
 
 def _workload_matched_cutoff(score: np.ndarray, alert_fraction: float, max_points: int) -> int:
@@ -342,7 +446,7 @@ def baseline_comparison(
         "name": score.name,
         "source": score.source,
         "approximations": score.approximations,
-        "missing_values": "a missing measurement scores 0 points (assumed normal)",
+        "missing_values": score.missing_values,
         "features": list(score.features),
         "auroc": base_auc,
         "auroc_ci": list(percentile_ci(auroc_replicates(y, points, counts))),

@@ -30,6 +30,7 @@ Group fairness metrics describe disparities; they cannot show that a model is fa
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,7 @@ __all__ = [
     "auroc_gap_alerts",
     "fairness_metrics",
     "group_masks",
+    "missing_attribute_columns",
     "subgroup_matrix",
     "subgroup_metrics",
 ]
@@ -85,18 +87,29 @@ def _attribute_masks(attr: ProtectedAttribute, values: pd.Series) -> dict[str, n
     return masks
 
 
+def missing_attribute_columns(spec: TaskSpec, columns: Iterable[str]) -> list[str]:
+    """Return one problem per non-optional protected attribute whose column is not in ``columns``."""
+    present = set(columns)
+    return [
+        _MISSING_COLUMN.format(name=a.name, column=a.column)
+        for a in spec.protected_attributes
+        if a.column not in present and not a.optional
+    ]
+
+
 def group_masks(spec: TaskSpec, frame: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
     """Return ``{attribute: {group label: bool mask over frame rows}}`` in spec order.
 
     Raises :class:`~clinical_mlops.errors.EvaluationError` when a non-optional
     attribute's column is missing from ``frame``.
     """
+    problems = missing_attribute_columns(spec, frame.columns)
+    if problems:
+        raise EvaluationError(problems[0])
     out: dict[str, dict[str, np.ndarray]] = {}
     for attr in spec.protected_attributes:
         if attr.column not in frame.columns:
-            if attr.optional:
-                continue
-            raise EvaluationError(_MISSING_COLUMN.format(name=attr.name, column=attr.column))
+            continue  # optional ("where available"): not evaluated, said in the limitations
         out[attr.name] = _attribute_masks(attr, frame[attr.column])
     return out
 

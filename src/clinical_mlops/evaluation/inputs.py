@@ -17,7 +17,7 @@ import pandas as pd
 
 from clinical_mlops.features.snapshot import Snapshot
 from clinical_mlops.modeling.trained import TrainedModel
-from clinical_mlops.tasks.spec import TaskSpec
+from clinical_mlops.tasks.spec import BASELINE_COLUMN, TaskSpec
 
 __all__ = ["EvaluationInput", "evaluation_input"]
 
@@ -36,7 +36,8 @@ class EvaluationInput:
     # candidate -> {"mean_auroc": float, "ci": [lo, hi], "folds": [float, ...]}
     cv: dict[str, dict[str, Any]]
     # stay_id, every spec feature as extracted (unimputed, NaN = not measured),
-    # the label column (spec.label.name), real_year, ethnicity.
+    # the label column (spec.label.name), real_year, ethnicity, and the charted clinical
+    # score (tasks.spec.BASELINE_COLUMN) when the baseline is a table column.
     test_frame: pd.DataFrame
     y_true: np.ndarray  # int 0/1
     p_raw: np.ndarray  # model score before calibration
@@ -79,7 +80,16 @@ def evaluation_input(
         selected_model=selected_model,
         hyperparameters=hyperparameters,
         cv=cv,
-        test_frame=test[["stay_id", *spec.feature_names, label, "real_year", "ethnicity"]].copy(),
+        test_frame=test[
+            [
+                "stay_id",
+                *spec.feature_names,
+                label,
+                "real_year",
+                "ethnicity",
+                *([BASELINE_COLUMN] if BASELINE_COLUMN in test.columns else []),
+            ]
+        ].copy(),
         y_true=test[label].to_numpy(dtype=int),
         p_raw=pred.p_raw,
         p_cal=pred.p_cal,

@@ -14,7 +14,7 @@ from typing import Any
 from clinical_mlops.evaluation.inputs import EvaluationInput
 from clinical_mlops.evaluation.render import fmt_ci, fmt_num, fmt_pct, render
 from clinical_mlops.evaluation.report import canonical_json, json_ready
-from clinical_mlops.evaluation.validation_report import ValidationReport
+from clinical_mlops.evaluation.validation_report import BaselineComparison, ValidationReport
 
 __all__ = ["CARD_SCHEMA", "CARD_SECTIONS", "model_card", "write_model_card"]
 
@@ -85,6 +85,15 @@ def _key_metrics(report: ValidationReport, inp: EvaluationInput) -> dict[str, li
             f"{fmt_num(b.auroc)}",
             "a CI above 0 means the model ranks risk better than the score on the same stays",
             "paired bootstrap comparison",
+            test_data,
+        )
+        if isinstance(b, BaselineComparison)
+        else _metric(
+            "Clinical baseline",
+            "compare with the score clinicians already use",
+            "none: no clinical baseline is declared for this task",
+            b.statement,
+            "no comparison",
             test_data,
         ),
         _metric(

@@ -19,7 +19,11 @@ from matplotlib.figure import Figure
 from clinical_mlops.evaluation.baseline import score_for
 from clinical_mlops.evaluation.inputs import EvaluationInput
 from clinical_mlops.evaluation.metrics import roc_curve_points
-from clinical_mlops.evaluation.validation_report import SubgroupMetrics, ValidationReport
+from clinical_mlops.evaluation.validation_report import (
+    BaselineComparison,
+    SubgroupMetrics,
+    ValidationReport,
+)
 
 __all__ = [
     "contribution_summary_plot",
@@ -50,11 +54,18 @@ def _data_uri(fig: Figure) -> str:
 
 
 def roc_plot(
-    y_true: np.ndarray, p: np.ndarray, baseline_score: np.ndarray, *, labels: tuple[str, str]
+    y_true: np.ndarray,
+    p: np.ndarray,
+    baseline_score: np.ndarray | None,
+    *,
+    labels: tuple[str, str],
 ) -> str:
-    """Return the ROC curves of the model and the baseline score as a PNG data URI."""
+    """Return the ROC curves of the model and the baseline score (if any) as a PNG data URI."""
     fig, ax = _new()
-    for score, label, colour in ((p, labels[0], _MODEL), (baseline_score, labels[1], _BASE)):
+    curves = [(p, labels[0], _MODEL)]
+    if baseline_score is not None:
+        curves.append((baseline_score, labels[1], _BASE))
+    for score, label, colour in curves:
         fpr, tpr = roc_curve_points(y_true, score)
         ax.step(fpr, tpr, where="post", color=colour, label=label)
     ax.plot([0, 1], [0, 1], color=_GREY, linestyle=":", linewidth=1)
@@ -150,11 +161,18 @@ def report_plots(report: ValidationReport, inp: EvaluationInput) -> dict[str, st
     """Return every report figure as ``{name: PNG data URI}``."""
     y = np.asarray(inp.y_true, dtype=int)
     p = np.asarray(inp.p_cal, dtype=float)
-    base = score_for(inp.spec).score(inp.test_frame).astype(float)
+    score = score_for(inp.spec)
+    base = None if score is None else score.score(inp.test_frame).astype(float)
     test, baseline = report.test, report.baseline
 
     def auc_label(name: str, value: Any) -> str:
         return f"{name} (AUROC {value:.3f})" if isinstance(value, float) else name
+
+    base_label = (
+        auc_label(baseline.name, baseline.auroc)
+        if isinstance(baseline, BaselineComparison)
+        else "no clinical baseline"
+    )
 
     return {
         "roc": roc_plot(
@@ -163,7 +181,7 @@ def report_plots(report: ValidationReport, inp: EvaluationInput) -> dict[str, st
             base,
             labels=(
                 auc_label("model", test.auroc),
-                auc_label(baseline.name, baseline.auroc),
+                base_label,
             ),
         ),
         "reliability": reliability_plot(

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from clinical_mlops import __version__
-from clinical_mlops.evaluation.baseline import baseline_comparison, score_for
+from clinical_mlops.evaluation.baseline import baseline_comparison, no_baseline, score_for
 from clinical_mlops.evaluation.fairness import (
     INSUFFICIENT_DATA,
     MIN_PER_CLASS,
@@ -377,12 +377,15 @@ def _limitations(
         f"{test_years[1]}); performance after {test_years[1]}, at other hospitals or after "
         "changes in practice, coding or case mix is unknown and must be monitored."
     )
-    approximations = "; ".join(baseline["approximations"])
-    out.append(
-        f"The clinical baseline is the {baseline['name']} ({baseline['source']})"
-        + (f"; {approximations}" if approximations else "")
-        + ". It is a comparator, not a reproduction of the published score's performance."
-    )
+    if baseline.get("declared") is False:
+        out.append(baseline["statement"])
+    else:
+        approximations = "; ".join(baseline["approximations"])
+        out.append(
+            f"The clinical baseline is the {baseline['name']} ({baseline['source']})"
+            + (f"; {approximations}" if approximations else "")
+            + ". It is a comparator, not a reproduction of the published score's performance."
+        )
     for f in spec.features:
         if f.caveat:
             out.append(f"{f.label}: {' '.join(f.caveat.split())}")
@@ -444,8 +447,13 @@ def evaluate(inp: EvaluationInput, *, n_boot: int = 1000) -> ValidationReport:
     masks = group_masks(spec, inp.test_frame)
     subgroups = subgroup_matrix(y, p, masks, threshold=threshold, counts=counts)
     fairness = fairness_metrics(y, p, masks, threshold=threshold, counts=counts)
-    baseline = baseline_comparison(
-        y, p, inp.test_frame, threshold=threshold, counts=counts, score=score_for(spec)
+    score = score_for(spec)
+    baseline = (
+        no_baseline(spec)
+        if score is None
+        else baseline_comparison(
+            y, p, inp.test_frame, threshold=threshold, counts=counts, score=score
+        )
     )
     conformal = _conformal_section(inp, y)
     cohort = _cohort_section(inp, y)

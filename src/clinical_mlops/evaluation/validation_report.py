@@ -14,11 +14,11 @@ keys are data (subgroup names, features, candidate models) are mappings.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictBool
+from pydantic import Discriminator, Field, StrictBool, Tag
 
-from clinical_mlops.documents import Document, Number, Section, Value
+from clinical_mlops.documents import UNION_CASE, Document, Number, Section, Value
 
 __all__ = [
     "SCHEMA",
@@ -26,6 +26,7 @@ __all__ = [
     "FairnessAlert",
     "FairnessMetric",
     "LockedTestMetrics",
+    "NoBaselineDeclared",
     "SubgroupMetrics",
     "ValidationReport",
 ]
@@ -145,6 +146,29 @@ class BaselineComparison(Section):
     auroc_difference: AurocDifference
     operating_points: list[dict[str, Value]]
     mean_score: Value
+
+
+class NoBaselineDeclared(Section):
+    """The task declares no clinical baseline (``kind: none``): nothing compared, and why."""
+
+    declared: Literal[False]
+    reason: str
+    statement: str
+
+
+def _baseline_form(value: Any) -> str:
+    declared = (
+        value.get("declared") if isinstance(value, dict) else getattr(value, "declared", None)
+    )
+    return f"{UNION_CASE}none" if declared is False else f"{UNION_CASE}comparison"
+
+
+#: The report's baseline section: the comparison, or the statement that there is none.
+Baseline = Annotated[
+    Annotated[BaselineComparison, Tag(f"{UNION_CASE}comparison")]
+    | Annotated[NoBaselineDeclared, Tag(f"{UNION_CASE}none")],
+    Discriminator(_baseline_form),
+]
 
 
 class DecisionCurve(Section):
@@ -280,7 +304,7 @@ class ValidationReport(Document):
     subgroups: dict[str, SubgroupMetrics]
     fairness: dict[str, FairnessMetric]
     fairness_alerts: list[FairnessAlert]
-    baseline: BaselineComparison
+    baseline: Baseline
     decision_curve: DecisionCurve
     workload: Workload
     robustness: Robustness

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +28,7 @@ import duckdb
 import pandas as pd
 
 from clinical_mlops.data.contracts import conform_features
+from clinical_mlops.errors import TaskSpecInvalid
 from clinical_mlops.features.event_sql import EVENT_FEATURES, event_features_sql
 from clinical_mlops.hashing import sha256_text
 from clinical_mlops.tasks.spec import TaskSpec
@@ -41,6 +43,7 @@ __all__ = [
     "cohort_frame",
     "extract_features",
     "feature_ranges",
+    "feature_sql_problem",
     "feature_views",
     "load_feature_sql",
     "time_travel_sql",
@@ -80,8 +83,26 @@ class FeatureSQL:
         return sha256_text(self.text)
 
 
+def feature_sql_problem(spec: TaskSpec) -> str | None:
+    """Return why ``spec``'s feature SQL cannot be loaded (not shipped), or None."""
+    if spec.feature_sql is None or spec.sql_path().is_file():
+        return None
+    shipped = sorted(
+        p.name
+        for p in resources.files("clinical_mlops.features").iterdir()
+        if p.name.endswith(".sql")
+    )
+    return (
+        f"no feature SQL {spec.feature_sql!r} is shipped with clinical-mlops "
+        f"(shipped: {', '.join(shipped)})"
+    )
+
+
 def load_feature_sql(spec: TaskSpec) -> FeatureSQL:
-    """Return the feature SQL shipped for ``spec``."""
+    """Return the feature SQL shipped for ``spec``; ``TaskSpecInvalid`` if there is none."""
+    problem = feature_sql_problem(spec)
+    if problem:
+        raise TaskSpecInvalid(spec.name, [("feature_sql", problem)])
     path = spec.sql_path()
     return FeatureSQL(name=path.name, text=path.read_text(encoding="utf-8"))
 

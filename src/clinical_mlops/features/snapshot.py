@@ -7,6 +7,7 @@ from a prepared table (``data.table``).
 A snapshot is a folder ``artifacts/snapshots/<id>/`` holding
 
 * ``cohort.parquet``   — stay_id, real_year, split, label, ethnicity (for subgroup audits)
+  and, for a table whose clinical baseline is a column, that score (audit only)
 * ``features.parquet`` — stay_id and exactly the spec's approved features
 * ``contracts.json``   — every data-contract check that ran, with counts and examples
 * ``manifest.json``    — the canonical manifest; ``id = SHA-256(manifest.json)``
@@ -60,7 +61,7 @@ from clinical_mlops.hashing import (
     sha256_json,
     sha256_text,
 )
-from clinical_mlops.tasks.spec import TaskSpec, load_sealed_task
+from clinical_mlops.tasks.spec import BASELINE_COLUMN, TaskSpec, load_sealed_task
 from clinical_mlops.workspace import Workspace
 
 __all__ = [
@@ -362,6 +363,10 @@ def write_snapshot(
             "ethnicity": stays["ethnicity"].astype("string"),
         }
     )
+    if BASELINE_COLUMN in stays.columns:
+        # Present only when the spec reads its baseline from a column, so other snapshots
+        # keep their bytes and ids; never in features.parquet, so never a model input.
+        cohort_table[BASELINE_COLUMN] = stays[BASELINE_COLUMN].astype("float64").to_numpy()
     train = cohort_table["split"].eq("train")
     feats_train = features.loc[features["stay_id"].isin(cohort_table.loc[train, "stay_id"])]
     counts = {

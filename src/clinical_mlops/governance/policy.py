@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from clinical_mlops.errors import ValueInvalid
+from clinical_mlops.evaluation.validation_report import NoBaselineDeclared
 from clinical_mlops.governance.approvals import Approval, approval_problems
 from clinical_mlops.hashing import sha256_file
 from clinical_mlops.registry.bundle import Bundle
@@ -152,9 +153,24 @@ def gate_metrics(bundle: Bundle) -> GateResult:
                 )
         else:
             subgroups[key] = f"not measured: {value}"
-    base = _measured("baseline AUROC", baseline.auroc)
-    if criteria.must_beat_baseline and not auroc > base:
-        failures.append(f"test AUROC {auroc:.3f} does not beat the clinical baseline {base:.3f}")
+    compared: dict[str, Any]
+    if isinstance(baseline, NoBaselineDeclared):
+        # The spec refuses must_beat_baseline with kind: none; a bundle that says otherwise fails.
+        if criteria.must_beat_baseline:
+            failures.append(
+                "acceptance.must_beat_baseline is true but the task declares no clinical baseline"
+            )
+        compared = {"baseline": baseline.statement}
+    else:
+        base = _measured("baseline AUROC", baseline.auroc)
+        if criteria.must_beat_baseline and not auroc > base:
+            failures.append(
+                f"test AUROC {auroc:.3f} does not beat the clinical baseline {base:.3f}"
+            )
+        compared = {
+            "baseline_auroc": base,
+            "auroc_minus_baseline": baseline.auroc_difference.to_json(),
+        }
     return _result(
         Gate.METRICS,
         {
@@ -164,8 +180,7 @@ def gate_metrics(bundle: Bundle) -> GateResult:
             "test_ece": ece,
             "n_test": test.n,
             "subgroup_auroc": subgroups,
-            "baseline_auroc": base,
-            "auroc_minus_baseline": baseline.auroc_difference.to_json(),
+            **compared,
         },
         failures,
     )

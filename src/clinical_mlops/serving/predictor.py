@@ -60,7 +60,7 @@ from clinical_mlops.errors import (
     StoreUnavailable,
     SubjectErased,
 )
-from clinical_mlops.evaluation.baseline import score_for
+from clinical_mlops.evaluation.baseline import ClinicalScore, score_for
 from clinical_mlops.evaluation.phrases import Phraser
 from clinical_mlops.governance.rollout import ServingDecision, serving_decision
 from clinical_mlops.hashing import FinitePayload, is_text
@@ -337,14 +337,35 @@ class ReleaseScorer:
             out.append(core)
         return out
 
+    @property
+    def bedside_baseline(self) -> ClinicalScore | None:
+        """The baseline score a request's inputs can give; None if the task has no such score.
+
+        A task that declares ``clinical_baseline: none``, or reads its score from a table
+        column, has nothing to compute at the bedside: a suspended release of it is refused,
+        never answered with a number of another kind.
+        """
+        score = score_for(self.spec)
+        return None if score is None or score.column is not None else score
+
     def fallback(self, checked: CheckedInputs) -> dict[str, Any]:
         """Return the clinical baseline score of one checked request, marked as a fallback."""
+        score = self.bedside_baseline
+        if score is None:
+            raise ReleaseNotServable(
+                f"release {self.release} is suspended and task {self.spec.name!r} has no "
+                "clinical baseline score computable from its inputs"
+            )
         frame = pd.DataFrame([{k: (np.nan if v is None else v) for k, v in checked.values.items()}])
-        return self.baseline(int(score_for(self.spec).score(frame)[0]))
+        return self.baseline(int(score.score(frame)[0]))
 
     def baseline(self, points: int) -> dict[str, Any]:
         """Return the fallback answer for a clinical baseline score of ``points``."""
-        score = score_for(self.spec)
+        score = self.bedside_baseline
+        if score is None:
+            raise ReleaseNotServable(
+                f"task {self.spec.name!r} has no clinical baseline score computable from its inputs"
+            )
         return {
             "name": score.name,
             "score": points,
@@ -850,6 +871,15 @@ class Predictor:
                 at_site[site] = (decision, release, suspended)
             decision, release, suspended = at_site[site]
             if release is not None and suspended:
+                if self.scorer(release).bedside_baseline is None:
+                    refuse(
+                        i,
+                        RefusalCode.NOT_DEPLOYED,
+                        f"release {release} is suspended and its task has no clinical baseline "
+                        "score computable from the request's inputs to serve in its place",
+                        subject,
+                    )
+                    continue
                 decisions[i] = (decision, release)
                 continue
             if not decision.score or release is None:

@@ -15,27 +15,43 @@ from __future__ import annotations
 import json
 import re
 from importlib import resources
+from itertools import pairwise
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 
 from clinical_mlops.errors import TaskSpecIncomplete, TaskSpecInvalid
 from clinical_mlops.hashing import sha256_json
 
 __all__ = [
+    "BASELINE_COLUMN",
+    "BUILTIN_BASELINES",
     "FHIR_DERIVATIONS",
     "FHIR_RESOURCES",
     "MONITORING_RULES",
     "AcceptanceCriteria",
     "AgeBand",
+    "ClinicalBaseline",
     "CohortCriteria",
+    "ColumnBaseline",
     "Feature",
     "FhirSource",
     "LabelSpec",
     "MonitoringRule",
     "MonitoringSpec",
+    "NoBaseline",
+    "PointsBand",
+    "PointsBaseline",
+    "PointsItem",
     "ProtectedAttribute",
     "SplitSpec",
     "TableColumns",
@@ -423,6 +439,136 @@ class AcceptanceCriteria(_Strict):
     )
 
 
+#: The points scores shipped with the package (their point tables: ``evaluation.baseline``).
+BUILTIN_BASELINES = ("lace_like", "sofa_like")
+#: The snapshot column that carries a table's own clinical score (``kind: column``): an
+#: audit-only column beside the label, never a feature and never a model input (R-P1).
+BASELINE_COLUMN = "clinical_baseline_score"
+
+
+class PointsBand(_Strict):
+    """``points`` when ``low <= value < high``; an absent bound is open."""
+
+    low: float | None = None
+    high: float | None = None
+    points: StrictInt = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PointsBand:
+        if self.low is None and self.high is None:
+            raise ValueError("high: a band needs at least one bound (low or high)")
+        if self.low is not None and self.high is not None and not self.low < self.high:
+            raise ValueError(f"high: expected a value above low ({self.low:g}), got {self.high:g}")
+        return self
+
+
+class PointsItem(_Strict):
+    """One line of a points score: a feature scored by value bands, by category, or as a flag.
+
+    Give exactly one of ``bands`` (numeric feature), ``categories`` (categorical feature:
+    category -> points) or ``points`` (flag feature: points when it is 1). A missing value,
+    a value in no band and an unlisted category score 0.
+    """
+
+    feature: str
+    label: str | None = Field(default=None, description="The item as the source names it")
+    bands: tuple[PointsBand, ...] | None = Field(default=None, min_length=1)
+    categories: dict[str, Annotated[StrictInt, Field(ge=0)]] | None = Field(
+        default=None, min_length=1
+    )
+    points: StrictInt | None = Field(default=None, ge=1)
+    approximation: str | None = Field(
+        default=None, description="Where this item departs from the published score"
+    )
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> PointsItem:
+        given = [k for k in ("bands", "categories", "points") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of bands (numeric feature), categories (categorical feature) "
+                f"or points (flag feature); got {', '.join(given) or 'none'}"
+            )
+        bands = self.bands or ()
+        for i, band in enumerate(bands):
+            if band.low is None and i > 0:
+                raise ValueError(f"bands: only the first band may be open below (band {i + 1} is)")
+            if band.high is None and i < len(bands) - 1:
+                raise ValueError(f"bands: only the last band may be open above (band {i + 1} is)")
+        for i, (a, b) in enumerate(pairwise(bands)):
+            if a.high is not None and b.low is not None and b.low < a.high:
+                raise ValueError(
+                    "bands: expected ascending bands that do not overlap; band "
+                    f"{i + 2} starts at {b.low:g}, below the high {a.high:g} of band {i + 1}"
+                )
+        return self
+
+    @property
+    def max_points(self) -> int:
+        """The most points this item can give."""
+        if self.bands is not None:
+            return max(b.points for b in self.bands)
+        if self.categories is not None:
+            return max(self.categories.values())
+        return int(self.points or 0)
+
+
+class PointsBaseline(_Strict):
+    """A published points score declared over the task's own features (``kind: points``)."""
+
+    kind: Literal["points"]
+    name: str = Field(min_length=3, description="e.g. 'FINDRISC-like score'")
+    citation: str = Field(min_length=10, description="The publication the point table is from")
+    description: str | None = None
+    max_points: StrictInt = Field(ge=1, description="The largest possible total (checked)")
+    items: tuple[PointsItem, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _total(self) -> PointsBaseline:
+        names = [i.feature for i in self.items]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"items: feature(s) {dupes} are scored more than once")
+        total = sum(i.max_points for i in self.items)
+        if total != self.max_points:
+            raise ValueError(
+                f"max_points: the items add up to at most {total} points, not {self.max_points}"
+            )
+        return self
+
+
+class ColumnBaseline(_Strict):
+    """The score clinicians already use, read from a column of the table (``kind: column``).
+
+    Table tasks only. The column holds whole points from 0 to ``max_points`` (a missing
+    value scores 0); it is carried in the snapshot beside the label, never as a feature,
+    so it never reaches the model (R-P1).
+    """
+
+    kind: Literal["column"]
+    name: str = Field(min_length=3, description="e.g. 'NEWS2 as charted'")
+    column: str = Field(min_length=1, description="The table column that holds the score")
+    citation: str = Field(min_length=10)
+    description: str | None = None
+    max_points: StrictInt = Field(ge=1)
+
+
+class NoBaseline(_Strict):
+    """No established score to compare with (``kind: none``), and the written reason why.
+
+    Gate 2 then cannot require beating a baseline (``acceptance.must_beat_baseline``
+    must be false); the validation report and model card state the reason.
+    """
+
+    kind: Literal["none"]
+    reason: str = Field(min_length=40)
+
+
+ClinicalBaseline = Annotated[
+    PointsBaseline | ColumnBaseline | NoBaseline, Field(discriminator="kind")
+]
+
+
 #: The monitoring rules (see ``clinical_mlops.monitoring.rules`` for what each looks at).
 MONITORING_RULES = (
     "input_psi",
@@ -553,9 +699,10 @@ class TaskSpec(_Strict):
     non_intended_uses: tuple[str, ...] = Field(min_length=1)
     consent: Consent
     acceptance: AcceptanceCriteria = Field(default_factory=AcceptanceCriteria)
-    # The established points score the validation report compares the model with (R-L4);
-    # its point table lives in clinical_mlops.evaluation.baseline.
-    clinical_baseline: Literal["sofa_like", "lace_like"] | None = None
+    # The established score the validation report compares the model with (R-L4): a
+    # built-in points score (its point table lives in clinical_mlops.evaluation.baseline),
+    # a points score declared here, a column of the table, or none with the reason.
+    clinical_baseline: Literal["sofa_like", "lace_like"] | ClinicalBaseline | None = None
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     # A task over one prepared table instead of raw events (bring-your-own table).
     table: TableColumns | None = None
@@ -652,6 +799,77 @@ class TaskSpec(_Strict):
                 raise ValueError(f"split.{part}: {a}-{b} lies outside cohort.years {lo}-{hi}")
         return self
 
+    @model_validator(mode="after")
+    def _baseline_fits(self) -> TaskSpec:
+        base = self.clinical_baseline
+        reserved = [n for n in (*self.feature_names, self.label.name) if n == BASELINE_COLUMN]
+        if reserved:
+            raise ValueError(
+                f"features: {BASELINE_COLUMN!r} is reserved for the clinical baseline column"
+            )
+        if isinstance(base, PointsBaseline):
+            for i, item in enumerate(base.items):
+                where = f"clinical_baseline.items.{i}"
+                if item.feature not in self.feature_names:
+                    raise ValueError(
+                        f"{where}.feature: {item.feature!r} is not a feature of this task "
+                        f"(features: {', '.join(self.feature_names)})"
+                    )
+                feature = self.feature(item.feature)
+                if feature.status != "approved":
+                    raise ValueError(
+                        f"{where}.feature: {item.feature!r} is {feature.status}; a baseline "
+                        "reads approved features only"
+                    )
+                rule, expected = (
+                    ("bands", "numeric")
+                    if item.bands is not None
+                    else ("categories", "categorical")
+                    if item.categories is not None
+                    else ("points", "flag")
+                )
+                if feature.kind != expected:
+                    raise ValueError(
+                        f"{where}.{rule}: scores a {expected} feature; {item.feature!r} is "
+                        f"{feature.kind}"
+                    )
+                unknown = sorted(set(item.categories or ()) - set(feature.categories or ()))
+                if unknown:
+                    raise ValueError(
+                        f"{where}.categories: {unknown} are not categories of "
+                        f"{item.feature!r} ({', '.join(feature.categories or ())})"
+                    )
+        elif isinstance(base, ColumnBaseline):
+            if self.table is None:
+                raise ValueError(
+                    "clinical_baseline.column: only a table task can read its baseline from a "
+                    "column; a task over raw events declares a points score"
+                )
+            table = self.table
+            used = {table.columns.get(f, f): f"feature {f!r}" for f in self.feature_names} | {
+                table.label_column or table.columns.get(self.label.name, self.label.name): "label",
+                table.time_column: "time_column",
+                table.columns.get("ethnicity", "ethnicity"): "ethnicity",
+            }
+            if table.id_column:
+                used[table.id_column] = "id_column"
+            if base.column in used:
+                raise ValueError(
+                    f"clinical_baseline.column: {base.column!r} is already the table's "
+                    f"{used[base.column]}; the baseline needs a column of its own"
+                )
+            if base.column in table.drop_columns:
+                raise ValueError(
+                    f"clinical_baseline.column: {base.column!r} is listed in "
+                    "table.drop_columns; a dropped column cannot be read"
+                )
+        elif isinstance(base, NoBaseline) and self.acceptance.must_beat_baseline:
+            raise ValueError(
+                "acceptance.must_beat_baseline: true needs a clinical baseline to beat; this "
+                "task declares none (clinical_baseline.kind: none): set it to false"
+            )
+        return self
+
     # -- derived views -----------------------------------------------------------------
     @property
     def unit(self) -> Literal["icu_stay", "admission"]:
@@ -743,7 +961,30 @@ def builtin_tasks() -> list[str]:
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(root)"
+    parts: list[str] = []
+    tagged = False
+    for part in map(str, loc):
+        if "[" in part:  # a union branch pydantic names by its type, not a field
+            tagged = part.startswith("tagged-union[")
+            continue
+        if tagged:  # the discriminator's value (``points``) after a tagged union
+            tagged = False
+            continue
+        parts.append(part)
+    return ".".join(parts) or "(root)"
+
+
+_BASELINE_FORMS = (
+    f"one of {', '.join(BUILTIN_BASELINES)}, or a mapping with kind: points, column or none"
+)
+
+
+def _baseline_shape(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Name a clinical_baseline that is neither a built-in name nor a mapping (one clear line)."""
+    value = data.get("clinical_baseline")
+    if value is None or isinstance(value, dict) or value in BUILTIN_BASELINES:
+        return []
+    return [("clinical_baseline", f"expected {_BASELINE_FORMS}; got {value!r}")]
 
 
 #: A value that starts with this marker is left for a person to complete (``tasks init``).
@@ -776,12 +1017,27 @@ def task_from_mapping(data: Any, *, source: str) -> TaskSpec:
     todos = _todos(data)
     if todos:
         raise TaskSpecIncomplete(source, [(path, text) for path, text in todos])
+    shape = _baseline_shape(data)
     try:
         return TaskSpec.model_validate(data)
     except ValidationError as exc:
-        problems = []
+        problems = list(shape)
         for err in exc.errors():
-            loc = _format_loc(tuple(err["loc"]))
+            where = tuple(err["loc"])
+            if where[:1] == ("clinical_baseline",) and (
+                shape or (len(where) > 1 and str(where[1]).startswith("literal["))
+            ):
+                continue  # the built-in-name branch of a mapping, or a name already reported
+            if err["type"] in ("union_tag_not_found", "union_tag_invalid"):
+                got = err.get("ctx", {}).get("tag")
+                problems.append(
+                    (
+                        f"{_format_loc(where)}.kind",
+                        "expected points, column or none" + (f"; got {got!r}" if got else ""),
+                    )
+                )
+                continue
+            loc = _format_loc(where)
             msg = err["msg"].removeprefix("Value error, ")
             # Validators that name their own field put it first ("unit: ..."): join paths.
             if (
