@@ -196,8 +196,8 @@ _VASO = 15
             "greater than start_hours",
         ),
         (
-            lambda d: d["features"][0].update(fhir=[{"codes": ["http://loinc.org|30525-0"]}]),
-            "features.0.fhir",
+            lambda d: d["features"][0].update(window={"start_hours": 0, "end_hours": 12}),
+            "features.0.window",
             "static feature",
         ),
         (

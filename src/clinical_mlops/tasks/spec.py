@@ -282,13 +282,10 @@ class Feature(_Strict):
             raise ValueError("aggregation: a flag is aggregated with 'any' (or 'max')")
         if self.kind == "numeric" and self.valid_range is None:
             raise ValueError("valid_range: required for a numeric feature")
-        if self.source == "static":
-            for field in ("window", "fhir", "molar_mass"):
-                if getattr(self, field) not in (None, ()):
-                    raise ValueError(
-                        f"{field}: a static feature comes from the cohort row (the Patient, "
-                        "Encounter and Conditions online), not from coded events"
-                    )
+        if self.source == "static" and self.window is not None:
+            raise ValueError(
+                "window: a static feature is one value per unit, not aggregated over a window"
+            )
         if self.molar_mass is not None and self.kind != "numeric":
             raise ValueError("molar_mass: only a numeric feature has a molar mass")
         for i, entry in enumerate(self.fhir):
