@@ -22,9 +22,8 @@ from clinical_mlops.evaluation.phrases import estimate_percent
 from clinical_mlops.serving.predictor import PredictionResult
 from clinical_mlops.vocabulary import OVERRIDE_REASONS, REASON_SYSTEM
 
-__all__ = ["SERVICE_ID", "card_for", "card_uuid", "discovery", "seq_from_card_uuid"]
+__all__ = ["card_for", "card_uuid", "discovery", "seq_from_card_uuid"]
 
-SERVICE_ID = "icu-mortality-48h"
 _PREFETCH = {
     "patient": "Patient/{{context.patientId}}",
     "observations": (
@@ -33,13 +32,17 @@ _PREFETCH = {
 }
 
 
-def discovery(*, title: str, description: str, population: str) -> dict[str, Any]:
-    """Return the discovery document (``GET /cds-services``)."""
+def discovery(*, service_id: str, title: str, description: str, population: str) -> dict[str, Any]:
+    """Return the discovery document (``GET /cds-services``).
+
+    The service id, title and description are the served task's own words
+    (``presentation`` in its spec), never another task's.
+    """
     return {
         "services": [
             {
                 "hook": "patient-view",
-                "id": SERVICE_ID,
+                "id": service_id,
                 "title": title,
                 "description": description,
                 "prefetch": _PREFETCH,

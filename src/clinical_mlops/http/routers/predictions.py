@@ -20,7 +20,7 @@ from clinical_mlops.http.deps import (
     service,
 )
 from clinical_mlops.serving.auth import Principal
-from clinical_mlops.serving.fhir import observations_to_features, risk_assessment
+from clinical_mlops.serving.fhir import assessment_bundle, observations_to_features
 from clinical_mlops.serving.predictor import MAX_BATCH, PredictionRequest, PredictionResult
 from clinical_mlops.serving.schemas import PredictItem
 
@@ -128,7 +128,8 @@ class FhirPredict(BaseModel):
 
 
 @router.post(
-    "/v1/fhir/predict", summary="Score a FHIR Bundle of Observations; a RiskAssessment back"
+    "/v1/fhir/predict",
+    summary="Score a FHIR Bundle of Observations; a Bundle of RiskAssessment and Provenance back",
 )
 async def predict_fhir(
     body: FhirPredict,
@@ -156,13 +157,16 @@ async def predict_fhir(
     if res.status != "scored":
         return _single(res) if res.refusal else JSONResponse(content=res.to_json())
     return JSONResponse(
-        content=risk_assessment(
+        content=assessment_bundle(
             res,
             spec=spec,
+            origin=predictor.ledger.origin,
+            base_url=svc.base_url,
             patient_reference=f"Patient/{body.subject_id}",
             basis=refs,
             occurrence=utc_iso(svc.predictor.clock.now()),
             model_card_url=f"{svc.base_url}/v1/models/{res.release}/card",
+            scale=svc.fhir_scale,
         ),
         media_type="application/fhir+json",
     )
