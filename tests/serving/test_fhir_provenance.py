@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
+import clinical_mlops
 from clinical_mlops.cli import app as cli_app
 from clinical_mlops.cli._common import run_guarded
 from clinical_mlops.errors import ValueInvalid
@@ -29,7 +31,7 @@ from clinical_mlops.http.app import create_app
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving import Predictor
 from clinical_mlops.serving.auth import AuthConfig
-from clinical_mlops.serving.fhir import LOINC, PROBABILITY_SCALE_ENV
+from clinical_mlops.serving.fhir import LOINC
 from clinical_mlops.tasks import load_task
 
 with warnings.catch_warnings():
@@ -38,6 +40,8 @@ with warnings.catch_warnings():
 
 AIAST = ("http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "AIAST")
 ICU = load_task("icu_mortality_48h")
+# The documented setting of the probabilityDecimal scale (docs/SERVING.md).
+PROBABILITY_SCALE_ENV = "CLINICAL_MLOPS_FHIR_PROBABILITY_SCALE"
 
 
 def observation_bundle(row: dict[str, Any]) -> dict[str, Any]:
@@ -127,10 +131,12 @@ def test_the_fhir_answer_is_an_r4_bundle_of_risk_assessment_and_provenance(
 
     # the task's own outcome, on the R4 percentage scale (invariant ras-2: at most 100)
     pred = ra.prediction[0]
-    words = ICU.words()
-    assert pred.outcome.text == words.outcome
+    spec_words = yaml.safe_load(
+        (Path(clinical_mlops.__file__).parent / "tasks" / "icu_mortality_48h.yaml").read_text()
+    )["presentation"]
+    assert pred.outcome.text == spec_words["outcome"]
     assert [(c.system, c.code) for c in pred.outcome.coding] == [
-        (c.system, c.code) for c in words.outcome_coding
+        (c["system"], c["code"]) for c in spec_words["outcome_coding"]
     ]
     assert float(pred.probabilityDecimal) == pytest.approx(100 * payload["probability"], abs=1e-4)
     assert 0 <= float(pred.probabilityDecimal) <= 100
