@@ -159,13 +159,13 @@ def provenance(
     from clinical_mlops.application.audit import check_provenance
     from clinical_mlops.errors import DocumentInvalid
 
-    try:
-        document = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise DocumentInvalid(
-            str(file), "FHIR Provenance (or Bundle holding one)", [("(file)", str(exc))]
-        ) from None
     with _services(workspace) as services:
+        try:
+            document = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DocumentInvalid(
+                str(file), "FHIR Provenance (or Bundle holding one)", [("(file)", str(exc))]
+            ) from None
         result = check_provenance(services, document, source=str(file))
     out = result.to_json()
     if as_json:
