@@ -25,10 +25,12 @@ from clinical_mlops.http.deps import ROUTE_ROLES
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving import Predictor
 from clinical_mlops.serving.auth import AuthConfig, hash_api_key
-from clinical_mlops.serving.cds_hooks import SERVICE_ID
 from clinical_mlops.tasks import load_task
 from serving.fhir_bundles import ehr_bundle
 from serving.test_api import observation_bundle
+
+# The CDS service the served (ICU) task declares in its spec's presentation section.
+SERVICE_ID = load_task("icu_mortality_48h").words().service_id
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette warns that httpx is deprecated for TestClient

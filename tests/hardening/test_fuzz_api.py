@@ -36,12 +36,14 @@ from schemathesis.python import asgi
 
 from clinical_mlops.http.deps import ROUTE_ROLES
 from clinical_mlops.serving.auth import ROLES
-from clinical_mlops.serving.cds_hooks import SERVICE_ID, card_uuid
+from clinical_mlops.serving.cds_hooks import card_uuid
 from clinical_mlops.tasks import load_task
 from serving.fhir_bundles import ehr_bundle
 from serving.test_api import observation_bundle
 
 ICU_SPEC = load_task("icu_mortality_48h")
+# The CDS service the served (ICU) task declares in its spec's presentation section.
+SERVICE_ID = ICU_SPEC.words().service_id
 
 #: cases per operation and generation mode: (10 positive runs + 6 negative runs, one per
 #: operation with a body) x 64, plus GET /cds-services once per credential set (21) = 1,045

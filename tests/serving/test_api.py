@@ -14,10 +14,13 @@ from clinical_mlops.http.deps import ROUTE_ROLES
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving import PredictionResult, Predictor
 from clinical_mlops.serving.auth import ROLES, AuthConfig
-from clinical_mlops.serving.cds_hooks import SERVICE_ID, card_for
+from clinical_mlops.serving.cds_hooks import card_for
 from clinical_mlops.serving.fhir import LOINC
 from clinical_mlops.tasks import load_task
 from serving.fhir_bundles import ehr_bundle
+
+# The CDS service the served (ICU) task declares in its spec's presentation section.
+SERVICE_ID = load_task("icu_mortality_48h").words().service_id
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette warns that httpx is deprecated for TestClient
@@ -301,7 +304,7 @@ def test_fhir_risk_assessment_validates(api: dict[str, Any]) -> None:
     }
     r = api["client"].post("/v1/fhir/predict", headers=bearer(api, "clinician"), json=body)
     assert r.status_code == 200, r.text
-    doc = r.json()
+    doc = r.json()["entry"][0]["resource"]
     ra = RiskAssessment.model_validate(doc)
     pred = ra.prediction[0]
     assert 0 <= float(pred.probabilityDecimal) <= 100

@@ -34,11 +34,15 @@ from clinical_mlops.monitoring.records import read_ledger_records
 from clinical_mlops.privacy.consent import record_consent
 from clinical_mlops.serving import Predictor
 from clinical_mlops.serving.auth import AuthConfig
-from clinical_mlops.serving.cds_hooks import SERVICE_ID, card_uuid
+from clinical_mlops.serving.cds_hooks import card_uuid
+from clinical_mlops.tasks import load_task
 from clinical_mlops.workspace import Workspace
 from evidence_helpers import race
 from postgres_cluster import create_database
 from serving.conftest import rows_of
+
+# The CDS service the served (ICU) task declares in its spec's presentation section.
+SERVICE_ID = load_task("icu_mortality_48h").words().service_id
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette warns that httpx is deprecated for TestClient

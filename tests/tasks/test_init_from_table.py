@@ -90,6 +90,15 @@ ANSWERS: dict[str, Any] = {
     },
     "non_intended_uses": ["Children, or any decision without clinician review"],
     "consent.purposes_allowed": ["direct_care"],
+    "presentation.title": "ICU 48-hour mortality risk (our extract)",
+    "presentation.description": "At ICU hour 24, the probability of death in hospital within 48 h.",
+    "presentation.risk_words": "48-h mortality risk",
+    "presentation.outcome": "In-hospital death within 48 hours after ICU hour 24",
+    "presentation.event": "death",
+    "presentation.events": "deaths",
+    "presentation.non_event": "survivor",
+    "presentation.non_events": "survivors",
+    "presentation.units": "stays",
 }
 UNITS = {"gcs": "{score}", "map": "mm[Hg]", "heart_rate_bpm": "/min", "resp_rate": "/min"}
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from clinical_mlops.ledger.retention import PurgeResult
 
 __all__ = [
+    "ProvenanceCheck",
+    "check_provenance",
     "export_audit_bundle",
     "index_unique_keys",
     "make_checkpoint",
@@ -148,3 +151,245 @@ def rotate_key(
     receipt = services.ledger.rotate_key(purpose=purpose, actor=actor)
     entry = services.ledger.read(receipt.seq).to_json()
     return {"seq": receipt.seq, **entry["public"]}
+
+
+# -- a FHIR Provenance against the ledger ---------------------------------------------------
+@dataclass(frozen=True)
+class ProvenanceCheck:
+    """What checking one Provenance against the ledger found; ``ok`` when nothing differs.
+
+    ``checks`` lists (what, expected from the ledger, found in the Provenance, agrees)
+    for each item an auditor compares; ``mismatches`` names each one that differs.
+    """
+
+    seq: int
+    origin: str
+    checks: list[tuple[str, str, str, bool]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(agrees for *_, agrees in self.checks)
+
+    @property
+    def mismatches(self) -> list[str]:
+        return [
+            f"{what}: the ledger has {expected!r}, the Provenance says {found!r}"
+            for what, expected, found, agrees in self.checks
+            if not agrees
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "seq": self.seq,
+            "origin": self.origin,
+            "checks": [
+                {"what": w, "ledger": e, "provenance": f, "agrees": a} for w, e, f, a in self.checks
+            ],
+            "mismatches": self.mismatches,
+        }
+
+
+def _provenance_of(document: Any, source: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Return (the Provenance, the Bundle it came in or None); DocumentInvalid otherwise."""
+    from clinical_mlops.errors import DocumentInvalid
+
+    def bad(where: str, what: str) -> DocumentInvalid:
+        return DocumentInvalid(source, "FHIR Provenance (or Bundle holding one)", [(where, what)])
+
+    if not isinstance(document, dict):
+        raise bad("(root)", "expected a JSON object")
+    kind = document.get("resourceType")
+    if kind == "Provenance":
+        return document, None
+    if kind != "Bundle":
+        raise bad("resourceType", f"expected Provenance or Bundle, got {kind!r}")
+    entries = document.get("entry")
+    if not isinstance(entries, list):
+        raise bad("entry", "expected a list of entries")
+    found = [
+        e["resource"]
+        for e in entries
+        if isinstance(e, dict)
+        and isinstance(e.get("resource"), dict)
+        and e["resource"].get("resourceType") == "Provenance"
+    ]
+    if len(found) != 1:
+        raise bad("entry", f"expected exactly one Provenance, found {len(found)}")
+    return found[0], document
+
+
+def _field(data: Any, path: str, source: str) -> Any:
+    from clinical_mlops.errors import DocumentInvalid
+
+    node = data
+    for part in path.split("."):
+        key: int | str = int(part) if part.isdigit() else part
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            raise DocumentInvalid(
+                source, "FHIR Provenance (or Bundle holding one)", [(path, "missing")]
+            ) from None
+    return node
+
+
+def check_provenance(services: Services, document: Any, *, source: str) -> ProvenanceCheck:
+    """Return how a FHIR Provenance of a prediction agrees with the workspace's ledger.
+
+    It names the audit record (``<ledger origin>/<seq>`` with the entry's leaf hash),
+    the release (contained Device: release, model version, bundle SHA-256) and the
+    target (the RiskAssessment ``pred-<seq>``). Each is compared with the ledger: the
+    record exists in this ledger and is an inference record, its stored leaf hash
+    recomputes from the entry and equals the Provenance's, the release, model version
+    and bundle hash are the record's (and the registry's for that release), and the
+    target is the record's RiskAssessment (and, in a Bundle, the one it holds). A
+    document that is not a Provenance (or a Bundle holding one) or lacks these
+    elements raises ``DocumentInvalid`` naming the element.
+    """
+    from clinical_mlops.errors import DocumentInvalid, EntryNotFound, ReleaseNotFound
+    from clinical_mlops.ledger.entries import body_bytes, leaf_bytes
+    from clinical_mlops.ledger.merkle import leaf_hash
+    from clinical_mlops.serving.fhir import (
+        AUDIT_ENTRY_SYSTEM,
+        BUNDLE_SHA256_SYSTEM,
+        ENTRY_HASH_EXTENSION,
+        RELEASE_SYSTEM,
+    )
+
+    prov, bundle = _provenance_of(document, source)
+    what = "FHIR Provenance (or Bundle holding one)"
+    entities = prov.get("entity") or []
+    audit = next(
+        (
+            (i, e)
+            for i, e in enumerate(entities)
+            if isinstance(e, dict)
+            and isinstance(e.get("what"), dict)
+            and (e["what"].get("identifier") or {}).get("system") == AUDIT_ENTRY_SYSTEM
+        ),
+        None,
+    )
+    if audit is None:
+        raise DocumentInvalid(
+            source, what, [("Provenance.entity", f"no entity names an {AUDIT_ENTRY_SYSTEM} record")]
+        )
+    at, entity = audit
+    named = str(entity["what"]["identifier"].get("value", ""))
+    origin, _, seq_text = named.rpartition("/")
+    if not origin or not seq_text.isdigit():
+        raise DocumentInvalid(
+            source,
+            what,
+            [(f"Provenance.entity.{at}.what.identifier.value", "expected <ledger origin>/<seq>")],
+        )
+    seq = int(seq_text)
+    claimed_hash = next(
+        (
+            str(x.get("valueString"))
+            for x in entity.get("extension") or []
+            if isinstance(x, dict) and x.get("url") == ENTRY_HASH_EXTENSION
+        ),
+        None,
+    )
+    if claimed_hash is None:
+        raise DocumentInvalid(
+            source,
+            what,
+            [(f"Provenance.entity.{at}.extension", f"no {ENTRY_HASH_EXTENSION} extension")],
+        )
+    devices = [r for r in prov.get("contained") or [] if isinstance(r, dict)]
+    agent_ref = str(_field(prov, "agent.0.who.reference", source))
+    device = next((d for d in devices if f"#{d.get('id')}" == agent_ref), None)
+    if device is None or device.get("resourceType") != "Device":
+        raise DocumentInvalid(
+            source, what, [("Provenance.agent.0.who", "expected a reference to a contained Device")]
+        )
+    idents = {
+        i.get("system"): str(i.get("value"))
+        for i in device.get("identifier") or []
+        if isinstance(i, dict)
+    }
+    versions = [str(v.get("value")) for v in device.get("version") or [] if isinstance(v, dict)]
+    targets = [t for t in prov.get("target") or [] if isinstance(t, dict)]
+    if not targets:
+        raise DocumentInvalid(source, what, [("Provenance.target", "missing")])
+
+    result = ProvenanceCheck(seq=seq, origin=origin)
+    checks = result.checks
+    ledger = services.ledger
+    checks.append(("ledger origin", ledger.origin, origin, ledger.origin == origin))
+    if ledger.origin != origin:
+        return result
+    try:
+        entry = ledger.entry(seq)
+    except EntryNotFound:
+        checks.append(("audit record", f"no entry {seq}", f"entry {seq}", False))
+        return result
+    recomputed = leaf_hash(
+        leaf_bytes(
+            body_bytes(entry.body_fields()), sig_key_id=entry.sig_key_id, signature=entry.signature
+        )
+    ).hex()
+    checks.append(("audit record type", "inference", entry.type, entry.type == "inference"))
+    checks.append(
+        (
+            "entry hash (recomputed from the entry)",
+            recomputed,
+            entry.leaf_hash,
+            recomputed == entry.leaf_hash,
+        )
+    )
+    checks.append(("entry hash", entry.leaf_hash, claimed_hash, entry.leaf_hash == claimed_hash))
+    view = ledger.read(seq)
+    payload = view.payload or {}
+    if view.status != "ok":
+        checks.append(("inference payload", "readable", view.status, False))
+    else:
+        for label, key, found in (
+            ("release", "release", idents.get(RELEASE_SYSTEM, "")),
+            ("bundle SHA-256", "bundle_sha256", idents.get(BUNDLE_SHA256_SYSTEM, "")),
+            ("model version", "model_version", versions[0] if versions else ""),
+        ):
+            expected = str(payload.get(key, ""))
+            checks.append((label, expected, found, expected == found))
+        release = str(payload.get("release", ""))
+        try:
+            registered = services.registry.get(release) if release else None
+        except ReleaseNotFound:
+            registered = None
+        if registered is not None:
+            checks.append(
+                (
+                    "bundle SHA-256 in the registry",
+                    registered.bundle_sha256,
+                    idents.get(BUNDLE_SHA256_SYSTEM, ""),
+                    registered.bundle_sha256 == idents.get(BUNDLE_SHA256_SYSTEM, ""),
+                )
+            )
+    expected_target = f"RiskAssessment/pred-{seq}"
+    found_target = str(targets[0].get("reference", ""))
+    checks.append(("target", expected_target, found_target, found_target == expected_target))
+    if bundle is not None:
+        held = [
+            e["resource"]
+            for e in bundle.get("entry") or []
+            if isinstance(e, dict)
+            and isinstance(e.get("resource"), dict)
+            and f"{e['resource'].get('resourceType')}/{e['resource'].get('id')}" == found_target
+        ]
+        seqs = [
+            str(i.get("value"))
+            for r in held
+            for i in r.get("identifier") or []
+            if isinstance(i, dict) and i.get("system") == "urn:clinical-mlops:audit-seq"
+        ]
+        checks.append(
+            (
+                "target in the Bundle (its audit seq)",
+                str(seq),
+                ",".join(seqs) or "absent",
+                seqs == [str(seq)],
+            )
+        )
+    return result

@@ -139,6 +139,7 @@ def release_dossier(governance: Governance, version: str) -> dict[str, Any]:
         "is_active": bool(active and active.version == rel.version),
         "pending_decision": rel.status in PENDING_DECISION,
         "validation": validation_summary(bundle.report()),
+        "words": bundle.spec().words().model_dump(mode="json"),
         "model_card": bundle.read_json("model_card.json"),
         "changes": _changes(governance, rel),
         "gates": governance.gates(rel.version),

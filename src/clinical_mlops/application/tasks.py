@@ -298,6 +298,7 @@ def draft_from_table(
         for kind in ("kind: numeric", "kind: categorical", "kind: flag")
     }
     lines += _governance_yaml(baseline, frame[label_col] if label_col else None, kinds)
+    lines += _presentation_yaml(task)
     text = "\n".join(lines) + "\n"
     return TableDraft(
         yaml=text,
@@ -409,6 +410,25 @@ def _header(
         "  max_missing_feature_fraction: 0.5",
         "  require_outcome: true",
         "",
+    ]
+
+
+def _presentation_yaml(task: str) -> list[str]:
+    """The bedside words: every card, FHIR resource and page speaks of the task in these."""
+    return [
+        "",
+        "presentation:  # the words every bedside output uses for this task, and no other",
+        f"  service_id: {task.replace('_', '-')}",
+        f"  title: {_todo('CDS service title, e.g. 30-day readmission risk at discharge')}",
+        f"  description: {_todo('one or two sentences: what the service estimates, when')}",
+        f"  risk_words: {_todo('what the card calls the risk, e.g. 30-day readmission risk')}",
+        f"  outcome: {_todo('the outcome in words (FHIR RiskAssessment outcome.text)')}",
+        "  outcome_coding: []  # e.g. [{system: 'http://snomed.info/sct', code: ..., display: ...}]",
+        f"  event: {_todo('one occurrence of the outcome, e.g. readmission')}",
+        f"  events: {_todo('plural, e.g. readmissions')}",
+        f"  non_event: {_todo('a patient without it, e.g. patient not readmitted')}",
+        f"  non_events: {_todo('plural, e.g. patients not readmitted')}",
+        f"  units: {_todo('what one row is, plural: stays or admissions')}",
     ]
 
 

@@ -122,7 +122,7 @@ def score_test_set(workspace: Workspace, *, site: str, requester: str) -> dict[s
                 sample,
                 origin=p.ledger.origin,
                 model_card_url=f"/v1/models/{sample.release}/card",
-                outcome_words="48-h mortality risk",
+                outcome_words=sc.spec.words().risk_words,
             )
             if sample
             else None

@@ -53,7 +53,8 @@ COMMANDS: tuple[LazyCommand, ...] = (
     LazyCommand(
         "audit",
         "clinical_mlops.cli.audit:audit_app",
-        "The tamper-evident audit ledger: verify, show, prove, export, checkpoint, purge, migrate.",
+        "The tamper-evident audit ledger: verify, show, prove, export, checkpoint, purge, "
+        "migrate; check a FHIR Provenance.",
     ),
     LazyCommand(
         "keys",

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from clinical_mlops.ledger import Ledger
 
 audit_app = typer.Typer(
-    help="The tamper-evident audit ledger: verify, show, prove, export, checkpoint, purge, migrate.",
+    help="The tamper-evident audit ledger: verify, show, prove, export, checkpoint, purge, "
+    "migrate; check a FHIR Provenance.",
     no_args_is_help=True,
 )
 
@@ -138,6 +139,47 @@ def verify(
     else:
         _print_report(out, title=title)
     if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("provenance")
+def provenance(
+    file: Annotated[
+        Path, typer.Argument(help="A FHIR Provenance, or a Bundle holding one (JSON).")
+    ],
+    workspace: WorkspaceOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check a prediction's FHIR Provenance against the ledger; exit 1 naming what differs.
+
+    Compares the audit record it names (exists, an inference record, entry hash), the
+    release, model version and bundle hash of its Device, and its target. Exit 0 when
+    all agree, 1 on any mismatch, 2 when the file is not a Provenance.
+    """
+    from clinical_mlops.application.audit import check_provenance
+    from clinical_mlops.errors import DocumentInvalid
+
+    with _services(workspace) as services:
+        try:
+            document = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DocumentInvalid(
+                str(file), "FHIR Provenance (or Bundle holding one)", [("(file)", str(exc))]
+            ) from None
+        result = check_provenance(services, document, source=str(file))
+    out = result.to_json()
+    if as_json:
+        print_json(out)
+    else:
+        table = CliTable("check", "ledger", "provenance", "")
+        for what, expected, found, agrees in result.checks:
+            table.add_row(what, expected, found, "ok" if agrees else "DIFFERS")
+        out_console.print(table)
+        status = "[green]VALID[/]" if result.ok else "[bold red]MISMATCH[/]"
+        err_console.print(f"Provenance of audit record {result.seq}: {status}")
+        for line in result.mismatches:
+            err_console.print(f"  {line}", highlight=False, markup=False)
+    if not result.ok:
         raise typer.Exit(1)
 
 

@@ -55,25 +55,26 @@ def _metric(name: str, goal: str, result: str, interpretation: str, test_type: s
 def _key_metrics(report: ValidationReport, inp: EvaluationInput) -> dict[str, list[dict[str, str]]]:
     t, b, cal, conf = report.test, report.baseline, report.calibration, report.conformal
     th = t.threshold
+    w = inp.spec.words()
     years = "–".join(str(y) for y in inp.spec.split.test_years)
-    test_data = f"locked temporal test set, {t.n:,} stays ({years}), touched once"
+    test_data = f"locked temporal test set, {t.n:,} {w.units} ({years}), touched once"
     boot = f"{report.methods.n_boot} bootstrap resamples"
     usefulness = [
         _metric(
             "AUROC",
-            "rank stays that die within 48 h above those that do not",
+            f"rank {w.events} above {w.non_events}",
             f"{fmt_num(t.auroc)} (95 % CI {fmt_ci(t.auroc_ci)})",
-            "probability that a random death is ranked above a random survivor",
+            f"probability that a random {w.event} is ranked above a random {w.non_event}",
             f"discrimination, {boot}",
             test_data,
         ),
         _metric(
             f"Sensitivity / specificity / PPV at {th}",
-            "flag most deaths without flooding clinicians with alerts",
+            f"flag most {w.events} without flooding clinicians with alerts",
             f"{fmt_num(t.sensitivity)} / {fmt_num(t.specificity)} / {fmt_num(t.ppv)}",
             f"{report.workload.alerts_per_100:.1f} alerts per 100 patients; "
             f"{fmt_num(report.workload.number_needed_to_evaluate, 1)} patients reviewed "
-            "per death found",
+            f"per {w.event} found",
             "classification at the operating threshold",
             test_data,
         ),
@@ -83,7 +84,7 @@ def _key_metrics(report: ValidationReport, inp: EvaluationInput) -> dict[str, li
             f"{fmt_num(b.auroc_difference.value)} "
             f"(95 % CI {fmt_ci(b.auroc_difference.ci)}); baseline AUROC "
             f"{fmt_num(b.auroc)}",
-            "a CI above 0 means the model ranks risk better than the score on the same stays",
+            f"a CI above 0 means the model ranks risk better than the score on the same {w.units}",
             "paired bootstrap comparison",
             test_data,
         )
@@ -131,7 +132,7 @@ def _key_metrics(report: ValidationReport, inp: EvaluationInput) -> dict[str, li
     safety = [
         _metric(
             "Calibration (ECE, slope, intercept)",
-            "predicted risks match observed death rates",
+            f"predicted risks match the observed rate of {w.events}",
             f"ECE {fmt_num(cal.ece)} ({cal.ece_binning}); slope {fmt_num(cal.slope)}; "
             f"intercept {fmt_num(cal.intercept)}; Brier {fmt_num(cal.brier)}",
             "slope 1 and intercept 0 are ideal",
@@ -142,9 +143,9 @@ def _key_metrics(report: ValidationReport, inp: EvaluationInput) -> dict[str, li
             "Conformal coverage",
             "prediction sets contain the true outcome in at least "
             f"{fmt_pct(conf.target_coverage, 0)} "
-            "of stays in each class",
-            f"{fmt_pct(conf.coverage)} overall; survivors "
-            f"{fmt_pct(conf.coverage_by_class['0'])}, deaths "
+            f"of {w.units} in each class",
+            f"{fmt_pct(conf.coverage)} overall; {w.non_events} "
+            f"{fmt_pct(conf.coverage_by_class['0'])}, {w.events} "
             f"{fmt_pct(conf.coverage_by_class['1'])}",
             "ambiguous {no,yes} and empty sets are flagged to the clinician as low confidence",
             str(conf.method),
@@ -156,8 +157,8 @@ def _key_metrics(report: ValidationReport, inp: EvaluationInput) -> dict[str, li
             "; ".join(
                 f"{lab} {fmt_num(r['auroc_change'])}" for lab, r in report.robustness.masked.items()
             ),
-            "AUROC change when the input is missing for every stay (imputed with the training "
-            "median)",
+            f"AUROC change when the input is missing for all {w.units} (imputed with the "
+            "training median)",
             "masking experiment",
             test_data,
         ),
@@ -169,8 +170,9 @@ def _key_metrics(report: ValidationReport, inp: EvaluationInput) -> dict[str, li
     }
 
 
-def _failure_modes(report: ValidationReport) -> list[str]:
+def _failure_modes(report: ValidationReport, spec: Any) -> list[str]:
     out = []
+    w = spec.words()
     masked = report.robustness.masked
     if masked:
         worst = min(masked, key=lambda k: masked[k]["auroc_change"] or 0.0)
@@ -186,8 +188,9 @@ def _failure_modes(report: ValidationReport) -> list[str]:
         lo, key = min(numeric)
         out.append(f"Lowest subgroup discrimination: {key} (AUROC {fmt_num(lo)}).")
     out.append(
-        "Missed deaths (false negatives) at the operating threshold tend to have near-normal "
-        "recorded values in the first 24 h; sudden events after hour 24 cannot be foreseen."
+        f"Missed {w.events} (false negatives) at the operating threshold tend to have "
+        f"near-normal values in {_inputs(spec)}; what happens after the prediction time "
+        f"({_moment(spec).lower()}) cannot be foreseen."
     )
     out.append(
         "Out-of-range or implausible inputs, patients outside the intended population, and "
@@ -218,16 +221,15 @@ def _tripod(report: ValidationReport, inp: EvaluationInput) -> list[dict[str, st
         (
             "8a",
             "Predictors",
-            f"{len(spec.features)} features from the first {spec.observation_window.end_hours:g} "
-            "h, "
-            "each with unit, valid range, aggregation and clinical justification (see Features)",
+            f"{len(spec.features)} features from {_inputs(spec)}, each with unit, valid range, "
+            "aggregation and clinical justification (see Features)",
         ),
         (
             "9",
             "Sample size",
-            f"{cohort.n_stays} stays (train {cohort.n_train}, test "
+            f"{cohort.n_stays} {spec.words().units} (train {cohort.n_train}, test "
             f"{cohort.n_test}); "
-            f"test set {t.n} stays with {t.n_positive} deaths",
+            f"test set {t.n} {spec.words().units} with {t.n_positive} {spec.words().events}",
         ),
         (
             "10",
@@ -307,6 +309,8 @@ def model_card(report: ValidationReport, inp: EvaluationInput) -> dict[str, Any]
             "model_name": f"{spec.name} ({inp.selected_model})",
             "model_version": inp.model_version,
             "task": spec.title,
+            "risk": spec.words().risk_words,
+            "outcome": spec.words().outcome,
             "task_version": spec.version,
             "task_spec_sha256": report.task.spec_sha256,
             "developer": "the hospital ML team operating clinical-mlops",
@@ -412,7 +416,7 @@ def model_card(report: ValidationReport, inp: EvaluationInput) -> dict[str, Any]
             }
             for f in spec.approved_features
         ],
-        "known_failure_modes": _failure_modes(report),
+        "known_failure_modes": _failure_modes(report, spec),
         "escalation_paths": [
             "Ambiguous or empty conformal set, missing or out-of-range inputs: the prediction is "
             "flagged as low confidence and shown with that warning.",

@@ -83,7 +83,7 @@ def reliability_plot(points: list[dict[str, Any]], *, title: str) -> str:
     ax.plot([0, 1], [0, 1], color=_GREY, linestyle=":", linewidth=1, label="perfect calibration")
     ax.plot(x, y, color=_MODEL, linewidth=1)
     ax.scatter(x, y, s=sizes, color=_MODEL, label="bins (area ∝ stays)", zorder=3)
-    ax.set(xlabel="Mean predicted probability", ylabel="Observed death rate", xlim=(0, 1))
+    ax.set(xlabel="Mean predicted probability", ylabel="Observed outcome rate", xlim=(0, 1))
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=9)
     ax.legend(loc="upper left", fontsize=8)
@@ -152,7 +152,7 @@ def contribution_summary_plot(inp: EvaluationInput, *, top: int = 10) -> str:
     ax.axvline(0, color=_GREY, linewidth=1)
     labels = [inp.spec.feature(n).label for n in order]
     ax.set_yticks(range(len(order)), labels, fontsize=8)
-    ax.set_xlabel("Contribution to log-odds of death")
+    ax.set_xlabel("Contribution to log-odds of the outcome")
     ax.set_title("colour: blue = low value, red = high value, grey = not measured", fontsize=8)
     return _data_uri(fig)
 

@@ -231,7 +231,7 @@ def _error_examples(inp: EvaluationInput, y: np.ndarray, p: np.ndarray, *, thres
     fn = np.flatnonzero((y == 1) & (p < threshold))
     fp = np.flatnonzero((y == 0) & (p >= threshold))
     picks = {
-        # The most confident misses: deaths with the lowest risk, survivors with the highest.
+        # The most confident misses: outcomes with the lowest risk, non-outcomes the highest.
         "false_negatives": fn[np.argsort(p[fn], kind="mergesort")][:_N_ERROR_EXAMPLES],
         "false_positives": fp[np.argsort(-p[fp], kind="mergesort")][:_N_ERROR_EXAMPLES],
     }
@@ -259,7 +259,7 @@ def _error_examples(inp: EvaluationInput, y: np.ndarray, p: np.ndarray, *, thres
                 {
                     "risk": round(float(p[i]), 3),
                     "risk_rank": f"{int(rank[i])} of {len(p)}",
-                    "outcome": "died within 48 h" if y[i] == 1 else "survived 48 h",
+                    "outcome": spec.words().event if y[i] == 1 else spec.words().non_event,
                     "values": values,
                     "top_contributions": [
                         {"feature": t["feature"], "phrase": t["phrase"]}
@@ -413,11 +413,12 @@ def _limitations(
     )
     out.append(
         f"Conformal coverage of {conformal['target_coverage']:.0%} per class is guaranteed only "
-        "when test stays are exchangeable with the calibration stays; under temporal shift "
+        f"when test {inp.spec.words().units} are exchangeable with the calibration "
+        f"{inp.spec.words().units}; under temporal shift "
         "the observed coverage above is the evidence, not the guarantee."
     )
     out.append(
-        "Feature contributions explain the model's estimate, not the cause of death; "
+        "Feature contributions explain the model's estimate, not the cause of the outcome; "
         "correlated features share credit."
     )
     return out
@@ -543,7 +544,9 @@ def write_report(report: ValidationReport, inp: EvaluationInput, out_dir: Path) 
     json_path = out / "report.json"
     document = report.to_json()
     json_path.write_text(canonical_json(document), encoding="utf-8")
-    html = render("report.html.j2", report=document, plots=report_plots(report, inp))
+    html = render(
+        "report.html.j2", report=document, plots=report_plots(report, inp), words=inp.spec.words()
+    )
     html_path = out / "report.html"
     html_path.write_text(html, encoding="utf-8")
     return {"json": json_path, "html": html_path}

@@ -10,7 +10,7 @@ it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import anyio.lowlevel
@@ -22,6 +22,7 @@ from fastapi.routing import APIRoute
 
 from clinical_mlops.errors import InputInvalid
 from clinical_mlops.serving.auth import ROLES, AuthConfig, Principal, authorise
+from clinical_mlops.serving.fhir import Scale, probability_scale
 from clinical_mlops.serving.inputs import loads_json
 from clinical_mlops.serving.metrics import ServiceMetrics
 from clinical_mlops.serving.predictor import Predictor
@@ -66,6 +67,8 @@ class Service:
     fhir_identifier_system: str | None = None
     #: scoring calls in flight in this process (see :meth:`score`)
     busy: int = 0
+    #: the ``probabilityDecimal`` scale, read once at start (a bad setting stops the start)
+    fhir_scale: Scale = field(default_factory=probability_scale)
 
     async def score(self, work: Callable[[], T], *, single: bool) -> T:
         """Return ``work()``, a blocking scoring call, without stalling the service.

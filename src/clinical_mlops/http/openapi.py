@@ -145,9 +145,16 @@ _SUCCESS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("post", "/v1/fhir/predict"): {
         "type": "object",
-        "description": "A FHIR R4 RiskAssessment (application/fhir+json) when scored",
-        "required": ["resourceType"],
-        "properties": {"resourceType": {"const": "RiskAssessment"}},
+        "description": (
+            "A FHIR R4 collection Bundle (application/fhir+json) when scored: the "
+            "RiskAssessment, then its Provenance (release, bundle hash, audit record)"
+        ),
+        "required": ["resourceType", "type", "entry"],
+        "properties": {
+            "resourceType": {"const": "Bundle"},
+            "type": {"const": "collection"},
+            "entry": {"type": "array", "minItems": 2, "maxItems": 2},
+        },
     },
     ("post", "/v1/outcomes"): {
         "type": "object",
@@ -272,7 +279,7 @@ def _describe(op: dict[str, Any], method: str, path: str) -> None:
     success = next((c for c in responses if c.startswith("2")), None)
     if success is not None:
         if (method, path) == ("post", "/v1/fhir/predict"):
-            # scored: a RiskAssessment; logged only or the baseline: the prediction itself
+            # scored: RiskAssessment + Provenance; logged only or the baseline: the prediction
             responses[success]["content"] = {
                 "application/fhir+json": {"schema": _SUCCESS[(method, path)]},
                 "application/json": {"schema": {"$ref": "#/components/schemas/Prediction"}},

@@ -99,10 +99,11 @@ def _threshold_note(old: Bundle, new: Bundle) -> str:
         else:
             direction = "more" if diff > 0 else "fewer"
             workload = f"about {abs(diff):.1f} {direction} alerts per 100 patients {where}"
+    events = new.spec().words().events
     lower = (
-        "lower: more patients flagged, more deaths caught, more false alarms"
+        f"lower: more patients flagged, more {events} caught, more false alarms"
         if (new.threshold < old.threshold)
-        else "higher: fewer patients flagged, fewer false alarms, more deaths missed"
+        else f"higher: fewer patients flagged, fewer false alarms, more {events} missed"
     )
     return (
         f"Operating threshold moved {old.threshold:.2f} -> {new.threshold:.2f}: {workload}; "

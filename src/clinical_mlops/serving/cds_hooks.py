@@ -26,30 +26,23 @@ from clinical_mlops.governance.oversight import OverrideRequest
 from clinical_mlops.serving.predictor import PredictionResult
 from clinical_mlops.vocabulary import OVERRIDE_REASONS, REASON_SYSTEM
 
-__all__ = [
-    "SERVICE_ID",
-    "card_for",
-    "card_uuid",
-    "discovery",
-    "feedback_requests",
-    "seq_from_card_uuid",
-]
-
-SERVICE_ID = "icu-mortality-48h"
+__all__ = ["card_for", "card_uuid", "discovery", "feedback_requests", "seq_from_card_uuid"]
 
 
 def discovery(
-    *, title: str, description: str, population: str, prefetch: dict[str, str]
+    *, service_id: str, title: str, description: str, population: str, prefetch: dict[str, str]
 ) -> dict[str, Any]:
     """Return the discovery document (``GET /cds-services``).
 
-    ``prefetch`` comes from :func:`clinical_mlops.serving.fhir_client.prefetch_templates`.
+    The service id, title and description are the served task's own words
+    (``presentation`` in its spec), never another task's. ``prefetch`` comes from
+    :func:`clinical_mlops.serving.fhir_client.prefetch_templates`.
     """
     return {
         "services": [
             {
                 "hook": "patient-view",
-                "id": SERVICE_ID,
+                "id": service_id,
                 "title": title,
                 "description": description,
                 "prefetch": prefetch,

@@ -152,6 +152,9 @@ class PredictionResult:
     refusal: dict[str, Any] | None = None
     inputs: dict[str, Any] = field(default_factory=dict)
     coverage: float | None = None
+    # The audit record's entry hash and the served bundle's SHA-256 (FHIR Provenance).
+    entry_hash: str | None = None
+    bundle_sha256: str | None = None
 
     @property
     def http_status(self) -> int:
@@ -998,6 +1001,7 @@ class Predictor:
                 "release": release,
                 "model_version": sc.model_version,
                 "mode": decision.mode,
+                "bundle_sha256": sc.bundle.sha256,
             }
             if shown:
                 fields |= {
@@ -1032,7 +1036,9 @@ class Predictor:
             seq = receipts[slot].seq
             if "refusal" in fields:
                 fields["refusal"] |= {"audit_seq": seq}
-            final[i] = PredictionResult(request_id=ids[i], audit_seq=seq, **fields)
+            final[i] = PredictionResult(
+                request_id=ids[i], audit_seq=seq, entry_hash=receipts[slot].leaf_hash, **fields
+            )
         return final
 
     @staticmethod

@@ -49,9 +49,11 @@ __all__ = [
     "MonitoringRule",
     "MonitoringSpec",
     "NoBaseline",
+    "OutcomeCoding",
     "PointsBand",
     "PointsBaseline",
     "PointsItem",
+    "Presentation",
     "ProtectedAttribute",
     "SplitSpec",
     "TableColumns",
@@ -654,6 +656,61 @@ class MonitoringSpec(_Strict):
         return self
 
 
+class OutcomeCoding(_Strict):
+    """One coding of the predicted outcome (FHIR ``Coding``), e.g. SNOMED CT."""
+
+    system: str = Field(pattern=r"^(https?://|urn:)\S+$", description="Code system URI")
+    code: str = Field(min_length=1, pattern=r"^\S(.*\S)?$")
+    display: str = Field(min_length=1)
+
+
+class Presentation(_Strict):
+    """How the task speaks at the bedside: every card, FHIR resource, page and model card.
+
+    The words here are the only task words a bedside output uses, so a served model
+    cannot speak about another task's outcome. ``risk_words`` leads the CDS card
+    summary ("30-day readmission risk: 18 %"); ``outcome`` is the FHIR
+    ``RiskAssessment.prediction.outcome`` (text and codings); ``event``/``events`` name
+    one or several occurrences of the outcome ("death", "readmissions") and
+    ``non_event``/``non_events`` the patients without it ("survivor", "patients not
+    readmitted"); ``units`` names the rows the model scores ("stays", "admissions").
+    A spec without this section (a table task drafted before it existed) gets neutral
+    words derived from its name, title and label: see :meth:`TaskSpec.words`.
+    """
+
+    service_id: str = Field(
+        pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$",
+        max_length=64,
+        description="CDS Hooks service id (lower-case words joined by hyphens)",
+    )
+    title: str = Field(min_length=3, max_length=120, description="CDS service title")
+    description: str = Field(min_length=20, description="CDS service description")
+    risk_words: str = Field(
+        min_length=3, max_length=60, description="What the probability is a risk of"
+    )
+    outcome: str = Field(min_length=3, description="The outcome in words (FHIR outcome.text)")
+    outcome_coding: tuple[OutcomeCoding, ...] = ()
+    event: str = Field(min_length=2, max_length=60)
+    events: str = Field(min_length=2, max_length=60)
+    non_event: str = Field(min_length=2, max_length=60)
+    non_events: str = Field(min_length=2, max_length=60)
+    units: str = Field(min_length=2, max_length=40)
+
+    def phrases(self) -> tuple[str, ...]:
+        """Return the task's own bedside phrases (for checking no other task uses them)."""
+        return (
+            self.service_id,
+            self.title,
+            self.risk_words,
+            self.outcome,
+            self.event,
+            self.events,
+            self.non_event,
+            self.non_events,
+            *(c.display for c in self.outcome_coding),
+        )
+
+
 class TableColumns(_Strict):
     """The columns of one prepared table, for a task that reads no raw events (``data.table``).
 
@@ -703,6 +760,8 @@ class TaskSpec(_Strict):
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     # A task over one prepared table instead of raw events (bring-your-own table).
     table: TableColumns | None = None
+    # Bedside words (CDS service, card, FHIR outcome, model card); derived when absent.
+    presentation: Presentation | None = None
     published: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -890,6 +949,30 @@ class TaskSpec(_Strict):
     def event_features(self) -> tuple[Feature, ...]:
         return tuple(f for f in self.features if f.source == "event")
 
+    def words(self) -> Presentation:
+        """Return the bedside words: the ``presentation`` section, or neutral words derived.
+
+        Derived words never borrow another task's: the service id is the task name,
+        the title and outcome are the spec's title and label description, the risk
+        is "risk of <label name>", and outcome occurrences are "patients with the
+        outcome". ``tasks init`` writes the section for a person to complete.
+        """
+        if self.presentation is not None:
+            return self.presentation
+        label = self.label.name.replace("_", " ")
+        return Presentation(
+            service_id=self.name.replace("_", "-"),
+            title=self.title[:120],
+            description=" ".join(self.intended_use.statement.split()),
+            risk_words=f"risk of {label}"[:60],
+            outcome=" ".join(self.label.description.split()),
+            event="patient with the outcome",
+            events="patients with the outcome",
+            non_event="patient without the outcome",
+            non_events="patients without the outcome",
+            units="stays" if self.unit == "icu_stay" else "admissions",
+        )
+
     def feature(self, name: str) -> Feature:
         for f in self.features:
             if f.name == name:
@@ -920,6 +1003,8 @@ class TaskSpec(_Strict):
             data.pop("monitoring")
         if self.table is None:
             data.pop("table")
+        if self.presentation is None:
+            data.pop("presentation")
         return sha256_json(data)
 
     def sql_path(self) -> Path:

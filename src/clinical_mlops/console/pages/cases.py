@@ -133,7 +133,7 @@ def case_view(
         case=item,
         identifier=identifier,
         inputs=_inputs(spec, item.inputs),
-        outcome=spec.title if spec else "the task's outcome",
+        outcome=spec.words().risk_words if spec else "the task's outcome",
         reasons=OVERRIDE_REASONS,
         actions=OVERRIDE_ACTIONS,
         recorded=recorded,

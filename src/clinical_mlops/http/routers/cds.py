@@ -12,7 +12,7 @@ from clinical_mlops.application.governance import decide_cases
 from clinical_mlops.errors import PredictionNotFound
 from clinical_mlops.http.deps import GuardedRoute, Service, require, service
 from clinical_mlops.serving.auth import Principal
-from clinical_mlops.serving.cds_hooks import SERVICE_ID, card_for, discovery, feedback_requests
+from clinical_mlops.serving.cds_hooks import card_for, discovery, feedback_requests
 from clinical_mlops.serving.fhir_client import prefetch_templates
 
 router = APIRouter(tags=["cds-hooks"], route_class=GuardedRoute)
@@ -63,17 +63,20 @@ class Feedback(BaseModel):
     feedback: list[FeedbackItem] = Field(min_length=1, max_length=100)
 
 
-def _not_found(service_id: str) -> None:
-    if service_id != SERVICE_ID:
-        raise PredictionNotFound(f"no CDS service {service_id!r}; discovery lists {SERVICE_ID!r}")
+def _not_found(service_id: str, svc: Service) -> None:
+    served = svc.predictor.scorer(svc.predictor.default).spec.words().service_id
+    if service_id != served:
+        raise PredictionNotFound(f"no CDS service {service_id!r}; discovery lists {served!r}")
 
 
 @router.get("/cds-services", summary="CDS Hooks discovery (open)")
 def cds_discovery(svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
     spec = svc.predictor.scorer(svc.predictor.default).spec
+    words = spec.words()
     return discovery(
-        title=spec.title,
-        description=spec.intended_use.statement.strip(),
+        service_id=words.service_id,
+        title=words.title,
+        description=words.description,
         population=spec.intended_use.population,
         prefetch=prefetch_templates(spec),
     )
@@ -86,8 +89,9 @@ async def cds_call(
     who: Annotated[Principal, Depends(require("POST", "/cds-services/{service_id}"))],
     svc: Annotated[Service, Depends(service)],
 ) -> dict[str, Any]:
-    _not_found(service_id)
+    _not_found(service_id, svc)
     p = svc.predictor
+    spec = p.scorer(p.default).spec
     call = PatientView(
         hook_instance=body.hookInstance,
         context=body.context,
@@ -107,7 +111,7 @@ async def cds_call(
         res,
         origin=p.ledger.origin,
         model_card_url=f"{svc.base_url}/v1/models/{res.release}/card",
-        outcome_words="48-h mortality risk",
+        outcome_words=spec.words().risk_words,
     )
     if res.refusal:
         card = {
@@ -126,7 +130,7 @@ def cds_feedback(
     who: Annotated[Principal, Depends(require("POST", "/cds-services/{service_id}/feedback"))],
     svc: Annotated[Service, Depends(service)],
 ) -> dict[str, Any]:
-    _not_found(service_id)
+    _not_found(service_id, svc)
     ledger = svc.predictor.ledger
     requests = feedback_requests(ledger.origin, [item.model_dump() for item in body.feedback])
     # One transaction: feedback on a card already decided refuses the whole post (409).

@@ -21,7 +21,7 @@ from clinical_mlops.http.deps import (
     service,
 )
 from clinical_mlops.serving.auth import Principal
-from clinical_mlops.serving.fhir import risk_assessment
+from clinical_mlops.serving.fhir import assessment_bundle
 from clinical_mlops.serving.predictor import MAX_BATCH, PredictionResult
 from clinical_mlops.serving.schemas import PredictItem
 
@@ -132,7 +132,10 @@ class FhirPredict(BaseModel):
     request_id: str | None = Field(default=None, max_length=128)
 
 
-@router.post("/v1/fhir/predict", summary="Score one patient's FHIR Bundle; a RiskAssessment back")
+@router.post(
+    "/v1/fhir/predict",
+    summary="Score one patient's FHIR Bundle; a Bundle of RiskAssessment and Provenance back",
+)
 async def predict_fhir(
     body: FhirPredict,
     who: Annotated[Principal, Depends(require("POST", "/v1/fhir/predict"))],
@@ -159,14 +162,17 @@ async def predict_fhir(
     if res.status != "scored":
         return _single(res) if res.refusal else JSONResponse(content=res.to_json())
     return JSONResponse(
-        content=risk_assessment(
+        content=assessment_bundle(
             res,
             spec=done.spec,
+            origin=predictor.ledger.origin,
+            base_url=svc.base_url,
             patient_reference=done.reading.patient_reference
             or f"Patient/{done.reading.subject_id}",
             basis=done.reading.basis,
             occurrence=utc_iso(predictor.clock.now()),
             model_card_url=f"{svc.base_url}/v1/models/{res.release}/card",
+            scale=svc.fhir_scale,
         ),
         media_type="application/fhir+json",
     )
