@@ -100,9 +100,9 @@ def _score(w: dict[str, Any], i: int, encounter: str | None, times: int = 1) -> 
     return out
 
 
-def _open_cases(w: dict[str, Any], seqs: list[int]) -> list[Any]:
+def _open_cases(w: dict[str, Any], seqs: list[int], now: Any = None) -> list[Any]:
     """Return the open cases holding any of ``seqs``."""
-    now = w["predictor"].clock.now()
+    now = now or w["predictor"].clock.now()
     found = case_queue(w["predictor"].ledger, now=now, limit=10_000)
     assert found.total == len(found.cases)
     return [c for c in found.cases if set(c.predictions) & set(seqs)]
@@ -113,7 +113,8 @@ def test_repeated_scoring_of_one_encounter_is_one_open_case(world: dict[str, Any
     seqs = _score(world, i, "ENC-1", times=3)
     other = _score(world, i, "ENC-2")  # another encounter of the same patient: its own case
     alone = _score(world, i, None, times=2)  # no encounter: one case per prediction
-    [item] = _open_cases(world, seqs)
+    now = item_now(world)
+    [item] = _open_cases(world, seqs, now)
     assert item.prediction_seq == seqs[0] and item.predictions == seqs
     assert item.prediction_count == 3 and item.latest_seq == seqs[-1]
     newest = world["predictor"].ledger.read(seqs[-1]).payload
@@ -125,7 +126,7 @@ def test_repeated_scoring_of_one_encounter_is_one_open_case(world: dict[str, Any
     assert [c.predictions for c in _open_cases(world, other)] == [other]
     assert sorted(c.predictions[0] for c in _open_cases(world, alone)) == alone
     for seq in seqs:  # any of its predictions gives the case
-        assert open_case(world["predictor"].ledger, seq, now=item_now(world)) == item
+        assert open_case(world["predictor"].ledger, seq, now=now) == item
 
 
 def item_now(w: dict[str, Any]) -> Any:
@@ -158,7 +159,7 @@ def test_deciding_by_an_older_prediction_decides_the_case_once(world: dict[str, 
     # one request naming two predictions of one case: one decision, refused whole
     with pytest.raises(OverrideInvalid, match="named twice"):
         world_decide_two(led, again)
-    assert led.size() == size + 2 + 1
+    assert led.size() == size + 2 * 2 + 1  # two predictions with their escalations, one referral
 
 
 def world_decide_two(led: Any, seqs: list[int]) -> None:
