@@ -5,6 +5,7 @@ after the decision a new escalation opens a new case; erasure removes the case."
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -62,8 +63,8 @@ def world(
         requester="system:test",
     )
     escalated = [60 + k for k, r in enumerate(probe) if r.escalated]
-    if len(escalated) < 6:
-        pytest.fail(f"the test model should escalate at least 6 of 60 patients: {escalated}")
+    if len(escalated) < 8:
+        pytest.fail(f"the test model should escalate at least 8 of 60 patients: {escalated}")
     yield {
         "root": root,
         "predictor": predictor,
@@ -224,27 +225,36 @@ def test_http_scoring_with_an_encounter_gives_one_case_decided_once(world: dict[
     assert bad.status_code == 422 and "reason" in bad.text
 
 
+def _escalated_since(w: dict[str, Any], before: int) -> list[int]:
+    """Return the seqs of the predictions escalated in the entries written since ``before``."""
+    led = w["predictor"].ledger
+    views = [led.read(s) for s in range(before, led.size())]
+    return [
+        v.entry.seq
+        for v, nxt in itertools.pairwise(views)
+        if v.entry.type == "inference" and nxt.entry.type == "escalation"
+    ]
+
+
 def test_fhir_bundles_of_one_encounter_give_one_case(world: dict[str, Any]) -> None:
-    c = world["client"]
-    seqs: list[int] = []
-    for i in world["escalated"][3:]:
+    """The Encounter in each Bundle an EHR sends names the case: one Bundle scored twice."""
+    c, led = world["client"], world["predictor"].ledger
+    for i in world["escalated"][6:]:
         body = {
             "purpose": "direct_care",
             "setting": "icu",
             "bundle": ehr_bundle(ICU_SPEC, world["rows"][i], f"MRN-{i}"),
         }
-        seqs = []
+        before = led.size()
         for _ in range(2):
             r = c.post("/v1/fhir/predict", headers=_bearer(world, "system"), json=body)
             assert r.status_code == 200, r.text
-            seqs.append(r.json()["audit_seq"])
-            if not r.json().get("escalated"):
-                break
-        if len(seqs) == 2 and r.json().get("escalated"):
+        seqs = _escalated_since(world, before)
+        if len(seqs) == 2:
             break
     else:
-        pytest.fail("no patient's Bundle was escalated twice")
-    assert world["predictor"].ledger.read(seqs[0]).payload["encounter"]
+        pytest.fail("no patient's Bundle was escalated")
+    assert led.read(seqs[0]).payload["encounter"] == led.read(seqs[1]).payload["encounter"]
     [item] = _open_cases(world, seqs)
     assert item.predictions == seqs and item.encounter is not None
 
