@@ -20,15 +20,16 @@ from typing import Any
 
 import pytest
 
-from clinical_mlops.application.governance import case_queue, decide_case, open_case
+from clinical_mlops.application.governance import decide_case
 from clinical_mlops.errors import CaseAlreadyDecided, OverrideInvalid
+from clinical_mlops.governance.queue import case as open_case
+from clinical_mlops.governance.queue import escalated_cases
 from clinical_mlops.http.app import create_app
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.serving import PredictionRequest, Predictor
 from clinical_mlops.serving.auth import AuthConfig
 from clinical_mlops.tasks import load_task
 from clinical_mlops.workspace import Workspace
-from serving.fhir_bundles import ehr_bundle
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette warns that httpx is deprecated for TestClient
@@ -104,9 +105,8 @@ def _score(w: dict[str, Any], i: int, encounter: str | None, times: int = 1) -> 
 def _open_cases(w: dict[str, Any], seqs: list[int], now: Any = None) -> list[Any]:
     """Return the open cases holding any of ``seqs``."""
     now = now or w["predictor"].clock.now()
-    found = case_queue(w["predictor"].ledger, now=now, limit=10_000)
-    assert found.total == len(found.cases)
-    return [c for c in found.cases if set(c.predictions) & set(seqs)]
+    found = escalated_cases(w["predictor"].ledger, now=now, limit=10_000)
+    return [c for c in found if {c.prediction_seq, *getattr(c, "predictions", [])} & set(seqs)]
 
 
 def test_repeated_scoring_of_one_encounter_is_one_open_case(world: dict[str, Any]) -> None:
@@ -238,6 +238,8 @@ def _escalated_since(w: dict[str, Any], before: int) -> list[int]:
 
 def test_fhir_bundles_of_one_encounter_give_one_case(world: dict[str, Any]) -> None:
     """The Encounter in each Bundle an EHR sends names the case: one Bundle scored twice."""
+    from serving.fhir_bundles import ehr_bundle  # FHIR input postdates one case per encounter
+
     c, led = world["client"], world["predictor"].ledger
     for i in world["escalated"][6:]:
         body = {
@@ -337,7 +339,7 @@ def test_erasure_removes_the_case_from_the_queue(world: dict[str, Any]) -> None:
     assert json.loads(out.stdout)
     # a process opening the ledger now no longer lists the case ...
     with Ledger.open(Workspace.open(world["root"])) as fresh:
-        listed = case_queue(fresh, now=item_now(world), limit=10_000).cases
+        listed = escalated_cases(fresh, now=item_now(world), limit=10_000)
     assert [c for c in listed if set(c.predictions) & set(seqs)] == []
     # ... and the running service learns of the erasure within its bound (ERASURE_TTL)
     deadline = time.monotonic() + 30
