@@ -80,7 +80,11 @@ def observation_bundle(row: dict[str, Any]) -> dict[str, Any]:
 
 def call(api: dict[str, Any], method: str, route: str, headers: dict[str, str]) -> int:
     c = api["client"]
-    path = route.replace("{service_id}", SERVICE_ID).replace("{release}", api["release"])
+    path = (
+        route.replace("{service_id}", SERVICE_ID)
+        .replace("{release}", api["release"])
+        .replace("{prediction_id}", "0")
+    )
     bodies = {
         "/v1/predict": one(api, 10),
         "/v1/fhir/predict": {

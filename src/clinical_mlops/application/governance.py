@@ -21,14 +21,16 @@ governance.board.Governance` of the workspace (its registry and ledger), or the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from clinical_mlops.application.dossier import check_fingerprint
 from clinical_mlops.errors import GovernanceError, InputInvalid
-from clinical_mlops.governance import incidents, oversight, reviews
+from clinical_mlops.governance import incidents, oversight, queue, reviews
 from clinical_mlops.governance.approvals import Approval, Decision
 from clinical_mlops.governance.board import Governance
 from clinical_mlops.governance.oversight import OverrideRequest, record_overrides
+from clinical_mlops.governance.queue import Case, CaseQueue, CaseState
 from clinical_mlops.governance.queue import Decision as CaseDecision
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.registry.registry import Release
@@ -40,10 +42,12 @@ if TYPE_CHECKING:
 __all__ = [
     "add_incident_step",
     "approve",
+    "case_queue",
     "contain_incident",
     "decide_case",
     "decide_cases",
     "grant_roles",
+    "open_case",
     "open_incident",
     "promote",
     "record_outcome",
@@ -253,7 +257,44 @@ def set_rollout(
     return governance.set_rollout(version, site=site, mode=mode, actor=actor, why=why, role=role)
 
 
-# -- cases: decisions and outcomes -------------------------------------------------------------
+# -- cases: the queue, decisions and outcomes --------------------------------------------------
+def case_queue(
+    ledger: Ledger,
+    *,
+    now: datetime,
+    state: CaseState = "open",
+    reason: str | None = None,
+    site: str | None = None,
+    release: str | None = None,
+    min_age_hours: float | None = None,
+    limit: int = 200,
+) -> CaseQueue:
+    """Return the escalation queue: the first ``limit`` cases matching the filters and the total.
+
+    One row per case: the escalated predictions of one patient and encounter while the
+    case is open, or one prediction without an encounter (``governance.queue``). The
+    console's queue and ``GET /v1/cases`` both list it.
+    """
+    return queue.case_queue(
+        ledger,
+        now=now,
+        state=state,
+        reason=reason,
+        site=site,
+        release=release,
+        min_age_hours=min_age_hours,
+        limit=limit,
+    )
+
+
+def open_case(ledger: Ledger, prediction_seq: int, *, now: datetime) -> Case:
+    """Return the case prediction ``prediction_seq`` is in, with its decisions.
+
+    Any prediction of the case names it; ``SubjectErased`` once its patient was erased.
+    """
+    return queue.case(ledger, prediction_seq, now=now)
+
+
 def decide_cases(
     ledger: Ledger, requests: Sequence[OverrideRequest], *, actor: str, source: str
 ) -> list[CaseDecision]:
@@ -305,9 +346,10 @@ def decide_case(
     correction: bool = False,
     correction_reason: str | None = None,
 ) -> CaseDecision:
-    """Return the decision recorded on case ``prediction_seq`` (one ``override`` ledger entry).
+    """Return the decision recorded on the case of ``prediction_seq`` (one ``override`` entry).
 
-    See :func:`decide_cases`; ``correction`` (with ``correction_reason``) replaces the
+    ``prediction_seq`` is any prediction of the case; the decision records it (what was
+    shown) and the case it decides. See :func:`decide_cases`; ``correction`` (with ``correction_reason``) replaces the
     case's current decision, naming it.
     """
     request = OverrideRequest(

@@ -11,9 +11,12 @@ clinician saw. An outcome links an observed result to one or more predictions.
 One of each, enforced by the ledger's store (``ledger.claims``), whichever front end
 writes (console, ``POST /v1/overrides``, CDS Hooks feedback) and however many race:
 
-* a prediction takes one decision (accept or override) and one referral to senior
+* a case takes one decision (accept or override) and one referral to senior
   review (escalate, which may precede the decision); a second is refused with
-  :class:`~clinical_mlops.errors.CaseAlreadyDecided` naming the one recorded;
+  :class:`~clinical_mlops.errors.CaseAlreadyDecided` naming the one recorded. A case is
+  one prediction, or the escalated predictions of one patient and encounter while the
+  case is open (:mod:`clinical_mlops.governance.queue`): a decision naming any of them
+  records the case (``case_seq``) beside the prediction shown;
 * a prediction takes one outcome; a second is refused with
   :class:`~clinical_mlops.errors.OutcomeAlreadyRecorded`.
 
@@ -46,8 +49,9 @@ from clinical_mlops.errors import (
     PredictionNotFound,
     SubjectErased,
 )
+from clinical_mlops.governance.queue import DECISIVE_ACTIONS, case_seq_of
 from clinical_mlops.hashing import is_text
-from clinical_mlops.ledger import Ledger, NewEntry
+from clinical_mlops.ledger import EntryView, Ledger, NewEntry
 from clinical_mlops.vocabulary import OVERRIDE_REASONS, REASON_SYSTEM
 
 __all__ = [
@@ -64,11 +68,9 @@ OVERRIDE_ACTIONS: dict[str, str] = {
     "override": "the clinician decided otherwise than the recommendation",
     "escalate": "the clinician sent the case to senior or governance review",
 }
-#: actions that decide a case; ``escalate`` keeps it open (sent to senior review)
-DECISIVE_ACTIONS = ("accept", "override")
 
 
-def _inference(ledger: Ledger, seq: int) -> tuple[dict[str, Any], str | None]:
+def _inference(ledger: Ledger, seq: int) -> EntryView:
     try:
         view = ledger.read(seq)
     except EntryNotFound:
@@ -86,7 +88,7 @@ def _inference(ledger: Ledger, seq: int) -> tuple[dict[str, Any], str | None]:
         )
     if view.status != "ok" or view.payload is None:
         raise PredictionNotFound(f"prediction {seq} is no longer readable ({view.status})")
-    return view.payload, view.entry.subject
+    return view
 
 
 @dataclass(frozen=True)
@@ -146,25 +148,30 @@ def _read_decision(ledger: Ledger, seq: int) -> dict[str, Any]:
     return out
 
 
+def _case_words(prediction_seq: int, case_seq: int) -> str:
+    """Return how a refusal names the case of ``prediction_seq``."""
+    if case_seq == prediction_seq:
+        return f"prediction {prediction_seq}"
+    return f"case {case_seq} (prediction {prediction_seq} is one of its predictions)"
+
+
 def _already_decided(
-    ledger: Ledger, prediction_seq: int, *, scope: str, seq: int, key: str = ""
+    ledger: Ledger, prediction_seq: int, case_seq: int, *, scope: str, seq: int, key: str = ""
 ) -> CaseAlreadyDecided:
-    """Return the refusal of a decision on ``prediction_seq``: entry ``seq`` holds ``scope``."""
+    """Return the refusal of a decision on the case ``case_seq``: entry ``seq`` holds ``scope``."""
     held = _read_decision(ledger, seq)
     by = f"by {held['actor']} at {held['time']} (audit seq {seq})"
+    what = _case_words(prediction_seq, case_seq)
     if scope == "senior_review":
-        message = (
-            f"prediction {prediction_seq} was already sent to senior review {by}; nothing "
-            "was recorded again"
-        )
+        message = f"{what} was already sent to senior review {by}; nothing was recorded again"
     elif scope == "supersedes":
         message = (
-            f"decision {key} on prediction {prediction_seq} was already corrected "
+            f"decision {key} on {what} was already corrected "
             f"{by}: {held['action']}; nothing was recorded. Correct the current decision"
         )
     else:
         message = (
-            f"prediction {prediction_seq} was already decided: {held['action']} {by}; "
+            f"{what} was already decided: {held['action']} {by}; "
             "nothing was recorded again. A case takes one decision; to change it, send a "
             "correction with a reason"
         )
@@ -190,7 +197,8 @@ def record_overrides(
     """
     items: list[NewEntry] = []
     out: list[dict[str, Any]] = []
-    seen: set[tuple[int, bool]] = set()
+    seen: dict[tuple[int, bool], int] = {}
+    cases: list[int] = []
     for r in requests:
         if r.action not in OVERRIDE_ACTIONS:
             raise OverrideInvalid(
@@ -211,21 +219,26 @@ def record_overrides(
                 f"{', '.join(DECISIVE_ACTIONS)}, not {r.action!r}"
             )
         decisive = r.action in DECISIVE_ACTIONS
-        if (r.prediction_seq, decisive) in seen:
+        view = _inference(ledger, r.prediction_seq)
+        payload, subject = view.payload or {}, view.entry.subject
+        # the case the prediction is in: its decision is the case's, whichever prediction
+        # of the case it names
+        case_seq = case_seq_of(ledger, view)
+        if (case_seq, decisive) in seen:
+            other = seen[(case_seq, decisive)]
+            also = "" if other == r.prediction_seq else f" (as prediction {other})"
             raise OverrideInvalid(
-                f"prediction {r.prediction_seq} is named twice in this request; a case takes "
-                "one decision"
+                f"{_case_words(r.prediction_seq, case_seq)} is named twice in this "
+                f"request{also}; a case takes one decision"
             )
-        seen.add((r.prediction_seq, decisive))
-        payload, subject = _inference(ledger, r.prediction_seq)
+        seen[(case_seq, decisive)] = r.prediction_seq
+        cases.append(case_seq)
         if not payload.get("shown_to_clinician"):
             raise OverrideInvalid(
                 f"prediction {r.prediction_seq} was served in {payload.get('mode')} mode and "
                 "never shown to a clinician; there is nothing to override"
             )
-        decided = ledger.holders([("decision", str(r.prediction_seq))]).get(
-            ("decision", str(r.prediction_seq))
-        )
+        decided = ledger.holders([("decision", str(case_seq))]).get(("decision", str(case_seq)))
         corrects = None
         if r.correction:
             if decided is None:
@@ -237,9 +250,12 @@ def record_overrides(
         elif decided is not None and not decisive:
             # Not a uniqueness rule (an escalation racing a decision is the same as one
             # just before it); a referral after the case is closed would mean nothing.
-            raise _already_decided(ledger, r.prediction_seq, scope="decision", seq=decided)
+            raise _already_decided(
+                ledger, r.prediction_seq, case_seq, scope="decision", seq=decided
+            )
         body: dict[str, Any] = {
             "prediction_seq": r.prediction_seq,
+            "case_seq": case_seq,
             "model_version": payload["model_version"],
             "release": payload.get("release"),
             "action": r.action,
@@ -263,7 +279,12 @@ def record_overrides(
         receipts = ledger.append_batch(items)
     except AlreadyRecorded as exc:
         raise _already_decided(
-            ledger, requests[exc.index].prediction_seq, scope=exc.scope, seq=exc.seq, key=exc.key
+            ledger,
+            requests[exc.index].prediction_seq,
+            cases[exc.index],
+            scope=exc.scope,
+            seq=exc.seq,
+            key=exc.key,
         ) from None
     return [body | {"seq": rc.seq, "time": rc.time} for body, rc in zip(out, receipts, strict=True)]
 
@@ -324,7 +345,8 @@ def record_outcome(
         first[seq] = j
     items = []
     for j, seq in enumerate(prediction_seqs):
-        payload, subject = _inference(ledger, seq)
+        view = _inference(ledger, seq)
+        payload, subject = view.payload or {}, view.entry.subject
         body: dict[str, Any] = {
             "prediction_seq": seq,
             "outcome": int(outcome),

@@ -1,25 +1,40 @@
 """The escalation queue (R-H2) and one decision per escalated case (R-H1).
 
-A *case* is one prediction routed to human review by an ``escalation`` ledger
-entry of scope ``case``. Two writers route cases: the Predictor, right after the
-``inference`` entry in the same batch (same time, same subject, same request id),
-when the prediction itself is doubtful (``vocabulary.ESCALATE_ON``); and
-monitoring, later, naming the prediction's audit seq, when an alert on the release
-routes its recent cases (``monitoring.escalation``). A prediction routed both ways
-is one case with both reasons; it has waited since its first escalation.
+A *case* is what a clinician reviews: the predictions of one patient routed to human
+review by ``escalation`` ledger entries of scope ``case``. Two writers route
+predictions: the Predictor, right after the ``inference`` entry in the same batch (same
+time, same subject, same request id), when the prediction itself is doubtful
+(``vocabulary.ESCALATE_ON``); and monitoring, later, naming the prediction's audit seq,
+when an alert on the release routes its recent cases (``monitoring.escalation``). A
+prediction routed both ways is in its case once, with both reasons.
 
-The queue lists cases by their newest escalation, with their age and why, and
-keeps a case *open* until a clinician accepts or overrides it. The decision is an
-``override`` ledger entry written by :func:`governance.oversight.record_overrides`, so it
-carries the explanation, probability, set and flags as they were shown.
+One case per patient and encounter while it is open: a prediction escalated for the
+same patient and the same EHR encounter (the encounter pseudonym its inference record
+carries) as a case not yet decided joins that case instead of opening another, so an
+EHR that scores a patient again and again (CDS Hooks on every chart view, a batch every
+hour) leaves one case to review. The case shows its newest prediction — its risk,
+set, flags and explanation — with the reasons of all of them, and has waited since its
+first escalation. A prediction escalated after the case was decided opens a new case.
+A prediction without an encounter is a case of its own. Which case a prediction is in
+depends only on the entries before its first escalation, in ledger order, so it never
+changes once written, and two writers escalating the same encounter at once still make
+one case.
+
+A case is named by the audit seq of its first prediction (:attr:`Case.prediction_seq`):
+the console's URL, the key of its decision. Deciding it by the seq of any of its
+predictions decides the one case. The queue lists cases by their newest escalation, with
+their age, why and how many predictions they hold, and keeps a case *open* until a
+clinician accepts or overrides it. The decision is an ``override`` ledger entry written by
+:func:`governance.oversight.record_overrides` naming the prediction shown (its
+explanation, probability, set and flags as they were shown) and the case (``case_seq``).
 
 A case takes one decision: :func:`clinical_mlops.application.governance.decide_case` — the
 one function the console, ``POST /v1/overrides`` and CDS Hooks feedback all call — refuses a second ``accept``
-or ``override`` on the same prediction with
+or ``override`` on the same case with
 :class:`~clinical_mlops.errors.CaseAlreadyDecided` naming the decision already
 recorded, so a double-submitted form, a replayed post or the same decision arriving
 from two front ends at once records nothing twice. The rule is the ledger store's
-(a unique key per prediction, ``ledger.claims``), not a check before writing, so it
+(a unique key per case, ``ledger.claims``), not a check before writing, so it
 holds across threads and processes. ``escalate`` (send to senior review) may precede
 the decision, once, and keeps the case open. A decision is changed only by an
 explicit correction with a reason (``correction=True``), which names the decision it
@@ -41,9 +56,8 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from clinical_mlops.errors import PredictionNotFound, SubjectErased, ValueInvalid
-from clinical_mlops.governance.oversight import DECISIVE_ACTIONS
-from clinical_mlops.ledger import Ledger
+from clinical_mlops.errors import EntryNotFound, PredictionNotFound, SubjectErased, ValueInvalid
+from clinical_mlops.ledger import EntryView, Ledger
 from clinical_mlops.ledger.store import entries
 from clinical_mlops.vocabulary import ESCALATE_ON, FLAGS
 
@@ -51,14 +65,19 @@ __all__ = [
     "DECISIVE_ACTIONS",
     "ESCALATION_REASONS",
     "Case",
+    "CaseQueue",
     "CaseState",
     "Decision",
     "case",
+    "case_queue",
+    "case_seq_of",
     "escalated_cases",
     "identifier_of",
 ]
 
 CaseState = Literal["open", "decided", "all"]
+#: actions that decide a case; ``escalate`` keeps it open (sent to senior review)
+DECISIVE_ACTIONS = ("accept", "override")
 #: why a case was escalated -> words: the Predictor's flags (``vocabulary.ESCALATE_ON``)
 #: and a monitoring alert on the release (``monitoring.escalation.escalate_cases``)
 ESCALATION_REASONS: dict[str, str] = dict(ESCALATE_ON) | {
@@ -99,10 +118,13 @@ class Decision:
 
 @dataclass(frozen=True)
 class Case:
-    """One escalated prediction and what has been decided on it.
+    """One case: the escalated predictions of a patient and encounter, and what was decided.
 
-    ``prediction_seq`` (the inference entry) identifies the case everywhere: the
-    override entry, the API's ``prediction_id`` and the console's URL.
+    ``prediction_seq`` (the first prediction's inference entry) identifies the case
+    everywhere: the key of its decision, the console's URL; ``predictions`` lists the
+    audit seqs of all of its predictions, oldest first, any of which decides it. The
+    risk, set, flags, explanation and inputs are those of the newest prediction
+    (``latest_seq``); the reasons are those of all of them.
     """
 
     prediction_seq: int
@@ -127,6 +149,20 @@ class Case:
     purpose: str | None = None
     requester: str | None = None
     decisions: list[Decision] = field(default_factory=list)
+    predictions: list[int] = field(default_factory=list)
+    #: the pseudonym of the EHR encounter the case is about (None: one prediction, no encounter)
+    encounter: str | None = None
+    #: the seq of the newest escalation of the case (the queue's order)
+    newest_escalation_seq: int = -1
+
+    @property
+    def latest_seq(self) -> int:
+        """Return the audit seq of the newest prediction of the case (the one shown)."""
+        return self.predictions[-1] if self.predictions else self.prediction_seq
+
+    @property
+    def prediction_count(self) -> int:
+        return max(1, len(self.predictions))
 
     @property
     def decision(self) -> Decision | None:
@@ -156,6 +192,10 @@ class Case:
     def to_json(self) -> dict[str, Any]:
         return {
             "prediction_seq": self.prediction_seq,
+            "predictions": self.predictions,
+            "prediction_count": self.prediction_count,
+            "latest_prediction_seq": self.latest_seq,
+            "encounter": self.encounter,
             "escalation_seq": self.escalation_seq,
             "escalated_at": self.escalated_at,
             "age_seconds": self.age_seconds,
@@ -191,7 +231,11 @@ def _rows(ledger: Ledger, query: sa.Select[Any]) -> list[Any]:
 def _decisions(
     ledger: Ledger, *, since_seq: int, subjects: set[str] | None
 ) -> dict[int, list[Decision]]:
-    """Return prediction seq -> decisions (override entries), oldest first."""
+    """Return case seq -> decisions (override entries), oldest first.
+
+    A decision names its case (``case_seq``); one recorded before cases grouped
+    predictions names its prediction, which :func:`_group` maps to the case.
+    """
     query = (
         sa.select(entries.c.seq, entries.c.time, entries.c.actor)
         .where(entries.c.type == "override", entries.c.seq > since_seq)
@@ -207,7 +251,8 @@ def _decisions(
         if view.payload is None:
             continue
         p = view.payload
-        out[int(p["prediction_seq"])].append(
+        target = p.get("case_seq")
+        out[int(p["prediction_seq"] if target is None else target)].append(
             Decision(
                 seq=int(row.seq),
                 time=str(row.time),
@@ -315,11 +360,100 @@ def _route_all(ledger: Ledger, escalations: list[Any]) -> dict[int, _Routing]:
     return routed
 
 
+def _first_seq(routing: _Routing) -> int:
+    """Return the seq of the first escalation of a prediction."""
+    return int(routing.rows[-1].seq)
+
+
+def _encounter(view: EntryView) -> str | None:
+    """Return the encounter pseudonym an inference record carries (None without one)."""
+    found = (view.payload or {}).get("encounter")
+    return found if isinstance(found, str) and found else None
+
+
+def _group(
+    routed: dict[int, _Routing], views: dict[int, EntryView], decided: dict[int, list[Decision]]
+) -> dict[int, list[int]]:
+    """Return case seq -> the seqs of its predictions, in the order they joined it.
+
+    Predictions are taken in the order of their first escalation: one escalated for a
+    patient and encounter whose case is open (no accept or override recorded before this
+    escalation) joins that case; any other opens one. A prediction without an encounter,
+    or decided on its own before it was escalated, is a case of its own. Only the
+    predictions in ``views`` (readable inference records) are grouped.
+    """
+    closing: dict[int, int] = {}
+    for target, ds in decided.items():
+        seqs = [d.seq for d in ds if d.action in DECISIVE_ACTIONS]
+        if seqs:
+            closing[target] = min(seqs)
+    cases: dict[int, list[int]] = {}
+    open_case: dict[tuple[str, str], int] = {}
+    for seq in sorted((s for s in routed if s in views), key=lambda s: _first_seq(routed[s])):
+        view, first = views[seq], _first_seq(routed[seq])
+        encounter = _encounter(view)
+        own = closing.get(seq)
+        if encounter is None or (own is not None and own < first):
+            cases[seq] = [seq]
+            continue
+        key = (str(view.entry.subject), encounter)
+        held = open_case.get(key)
+        if held is not None:
+            # decisions recorded before cases grouped predictions name a member, not the case
+            closed = [closing[m] for m in cases[held] if m in closing]
+            if closed and min(closed) < first:
+                held = None
+        if held is None:
+            cases[seq] = [seq]
+            open_case[key] = seq
+        else:
+            cases[held].append(seq)
+    return cases
+
+
+@dataclass
+class _Cases:
+    """The cases built from a set of escalations, with what they were built from."""
+
+    routed: dict[int, _Routing]
+    views: dict[int, EntryView]
+    decided: dict[int, list[Decision]]
+    members: dict[int, list[int]]
+
+    def decisions(self, members: list[int]) -> list[Decision]:
+        """Return the decisions of the case of ``members``, oldest first."""
+        found = {d.seq: d for m in members for d in self.decided.get(m, [])}
+        return [found[k] for k in sorted(found)]
+
+    def newest_escalation(self, members: list[int]) -> int:
+        return max(int(self.routed[m].rows[0].seq) for m in members)
+
+    def case_of(self, seq: int) -> int | None:
+        """Return the seq of the case prediction ``seq`` is in (None: it is in none)."""
+        return next((c for c, ms in self.members.items() if seq in ms), None)
+
+
+def _load(ledger: Ledger, escalations: list[Any], *, subjects: set[str] | None) -> _Cases:
+    """Return the cases of ``escalations`` (rows of escalation entries, newest first)."""
+    routed = _route_all(ledger, escalations)
+    views: dict[int, EntryView] = {}
+    for seq in routed:
+        try:
+            view = ledger.read(seq)
+        except EntryNotFound:
+            continue
+        if view.entry.type == "inference" and view.payload is not None:
+            views[seq] = view
+    decided = _decisions(ledger, since_seq=min(routed, default=0) - 1, subjects=subjects)
+    return _Cases(routed, views, decided, _group(routed, views, decided))
+
+
 def _case(
     ledger: Ledger,
-    prediction_seq: int,
-    inference: Any,
-    routing: _Routing,
+    case_seq: int,
+    members: list[int],
+    views: dict[int, EntryView],
+    routings: list[_Routing],
     *,
     now: datetime,
     decisions: Iterable[Decision],
@@ -327,8 +461,10 @@ def _case(
     """Return the case, or None when an escalation payload can no longer be read."""
     reasons: list[str] = []
     flags: list[str] = []
-    for row in reversed(routing.rows):  # oldest first
-        payload = routing.payloads.get(int(row.seq))
+    rows = sorted((row for r in routings for row in r.rows), key=lambda row: int(row.seq))
+    opened = {seq: payload for r in routings for seq, payload in r.payloads.items()}
+    for row in rows:  # oldest first
+        payload = opened.get(int(row.seq))
         if payload is None:
             payload = ledger.read(int(row.seq)).payload
             if payload is None:
@@ -336,12 +472,14 @@ def _case(
         words, keys = _reasons(payload)
         reasons += [w for w in words if w not in reasons]
         flags += [k for k in keys if k not in flags]
+    predictions = sorted(members)
+    inference = views[predictions[-1]]  # the newest prediction is the one shown
     inf = inference.payload or {}
     context = inf.get("context") or {}
-    first = routing.rows[-1] if routing.rows else None
-    since = str(first.time) if first is not None else inference.entry.time
+    first = rows[0] if rows else None
+    since = str(first.time) if first is not None else views[case_seq].entry.time
     return Case(
-        prediction_seq=prediction_seq,
+        prediction_seq=case_seq,
         escalation_seq=int(first.seq) if first is not None else -1,
         escalated_at=since,
         age_seconds=max(0.0, (now - _parse_time(since)).total_seconds()),
@@ -363,7 +501,86 @@ def _case(
         purpose=inf.get("purpose"),
         requester=inf.get("requester"),
         decisions=list(decisions),
+        predictions=predictions,
+        encounter=_encounter(views[case_seq]),
+        newest_escalation_seq=int(rows[-1].seq) if rows else -1,
     )
+
+
+@dataclass(frozen=True)
+class CaseQueue:
+    """The cases matching a queue's filters: the first ``limit`` of them and how many match."""
+
+    cases: list[Case]
+    total: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"total": self.total, "cases": [c.to_json() for c in self.cases]}
+
+
+def case_queue(
+    ledger: Ledger,
+    *,
+    now: datetime,
+    state: CaseState = "open",
+    reason: str | None = None,
+    site: str | None = None,
+    release: str | None = None,
+    min_age_hours: float | None = None,
+    limit: int = 200,
+) -> CaseQueue:
+    """Return the cases matching the filters, newest escalation first (at most ``limit``),
+    and how many match in all.
+
+    ``reason`` is a key of :data:`ESCALATION_REASONS` (``empty_set``,
+    ``ambiguous_set``, ``out_of_scope``, ``monitoring_alert``) that any prediction of
+    the case was escalated for; ``site`` and ``release`` match the case's newest
+    prediction; ``min_age_hours`` keeps cases waiting at least that long (since their
+    first escalation). Only per-case escalations are listed (a release-wide escalation
+    is an alert, not a case); cases whose payloads were erased or purged are left out.
+    """
+    if reason is not None and reason not in ESCALATION_REASONS:
+        raise ValueInvalid(
+            f"reason: unknown escalation reason {reason!r}; use one of {', '.join(ESCALATION_REASONS)}"
+        )
+    if limit < 0:
+        raise ValueInvalid(f"limit: expected a number of cases >= 0, not {limit}")
+    escalations = _rows(
+        ledger,
+        sa.select(entries.c.seq, entries.c.time, entries.c.subject, entries.c.actor)
+        .where(entries.c.type == "escalation", entries.c.subject.is_not(None))
+        .order_by(entries.c.seq.desc()),
+    )
+    if not escalations:
+        return CaseQueue(cases=[], total=0)
+    found = _load(ledger, escalations, subjects=None)
+    out: list[Case] = []
+    total = 0
+    ordered = sorted(found.members.items(), key=lambda kv: -found.newest_escalation(kv[1]))
+    for seq, members in ordered:
+        decisions = found.decisions(members)
+        closed = any(d.action in DECISIVE_ACTIONS for d in decisions)
+        if state != "all" and closed != (state == "decided"):
+            continue
+        first = min(_first_seq(found.routed[m]) for m in members)
+        routings = [found.routed[m] for m in members]
+        waited_since = next(r.time for rt in routings for r in rt.rows if int(r.seq) == first)
+        waited = (now - _parse_time(str(waited_since))).total_seconds() / 3600.0
+        if min_age_hours is not None and waited < min_age_hours:
+            continue
+        item = _case(ledger, seq, members, found.views, routings, now=now, decisions=decisions)
+        if item is None:
+            continue
+        if reason is not None and reason not in item.reason_flags:
+            continue
+        if site is not None and item.site != site:
+            continue
+        if release is not None and release not in (item.release, item.model_version):
+            continue
+        total += 1
+        if len(out) < limit:
+            out.append(item)
+    return CaseQueue(cases=out, total=total)
 
 
 def escalated_cases(
@@ -377,89 +594,82 @@ def escalated_cases(
     min_age_hours: float | None = None,
     limit: int = 200,
 ) -> list[Case]:
-    """Return the escalated cases matching the filters, newest escalation first (at most ``limit``).
+    """Return the cases matching the filters, newest escalation first (see :func:`case_queue`)."""
+    return case_queue(
+        ledger,
+        now=now,
+        state=state,
+        reason=reason,
+        site=site,
+        release=release,
+        min_age_hours=min_age_hours,
+        limit=limit,
+    ).cases
 
-    ``reason`` is a key of :data:`ESCALATION_REASONS` (``empty_set``,
-    ``ambiguous_set``, ``out_of_scope``, ``monitoring_alert``); ``min_age_hours``
-    keeps cases waiting at least that long (since their first escalation). Only
-    per-case escalations are listed (a release-wide escalation is an alert, not a
-    case); cases whose payloads were erased or purged are left out.
-    """
-    if reason is not None and reason not in ESCALATION_REASONS:
-        raise ValueInvalid(
-            f"reason: unknown escalation reason {reason!r}; use one of {', '.join(ESCALATION_REASONS)}"
-        )
+
+def _subject_cases(ledger: Ledger, view: EntryView) -> _Cases:
+    """Return the cases of the patient of inference ``view`` (all their escalations)."""
+    subject = view.entry.subject
     escalations = _rows(
         ledger,
         sa.select(entries.c.seq, entries.c.time, entries.c.subject, entries.c.actor)
-        .where(entries.c.type == "escalation", entries.c.subject.is_not(None))
+        .where(entries.c.type == "escalation", entries.c.subject == subject)
         .order_by(entries.c.seq.desc()),
     )
-    if not escalations:
-        return []
-    routed = _route_all(ledger, escalations)
-    decided = _decisions(ledger, since_seq=min(routed, default=0) - 1, subjects=None)
-    closed = {seq for seq, ds in decided.items() if any(d.action in DECISIVE_ACTIONS for d in ds)}
-    out: list[Case] = []
-    for seq, routing in routed.items():  # newest escalation first
-        if len(out) >= limit:
-            break
-        if state != "all" and (seq in closed) != (state == "decided"):
-            continue
-        waited = (now - _parse_time(str(routing.rows[-1].time))).total_seconds() / 3600.0
-        if min_age_hours is not None and waited < min_age_hours:
-            continue
-        inference = ledger.read(seq)
-        if inference.entry.type != "inference" or inference.payload is None:
-            continue
-        item = _case(ledger, seq, inference, routing, now=now, decisions=decided.get(seq, []))
-        if item is None:
-            continue
-        if reason is not None and reason not in item.reason_flags:
-            continue
-        if site is not None and item.site != site:
-            continue
-        if release is not None and release not in (item.release, item.model_version):
-            continue
-        out.append(item)
-    return out
+    return _load(ledger, escalations, subjects={subject} if subject else set())
+
+
+def case_seq_of(ledger: Ledger, view: EntryView) -> int:
+    """Return the seq naming the case of the prediction read as ``view`` (its inference entry).
+
+    The seq of the case's first prediction when the prediction was escalated into a
+    case of its patient and encounter; its own seq otherwise (no encounter, or not
+    escalated). The answer depends only on entries written before the prediction's first
+    escalation, so every writer deciding the case claims the same key.
+    """
+    seq = view.entry.seq
+    if _encounter(view) is None:
+        return seq
+    found = _subject_cases(ledger, view).case_of(seq)
+    return seq if found is None else found
 
 
 def case(ledger: Ledger, prediction_seq: int, *, now: datetime) -> Case:
     """Return the case of prediction ``prediction_seq`` with every escalation and decision.
 
-    A prediction that was not escalated is returned as a case too (no reasons), so a
+    Any prediction of a case gives the case (named by its first prediction). A
+    prediction that was not escalated is returned as a case too (no reasons), so a
     clinician can respond to any shown recommendation; ``PredictionNotFound`` when
     the seq is not a readable inference record, ``SubjectErased`` when its patient was
     erased (nothing of theirs is shown).
     """
     view = _inference_view(ledger, prediction_seq)
-    subject = view.entry.subject
-    later = _rows(
+    found = _subject_cases(ledger, view)
+    case_seq = found.case_of(prediction_seq)
+    if case_seq is None:
+        members, views = [prediction_seq], {prediction_seq: view}
+        routings = [found.routed[prediction_seq]] if prediction_seq in found.routed else []
+        case_seq = prediction_seq
+    else:
+        members, views = found.members[case_seq], found.views
+        routings = [found.routed[m] for m in members]
+    item = _case(
         ledger,
-        sa.select(entries.c.seq, entries.c.time, entries.c.subject, entries.c.actor)
-        .where(
-            entries.c.type == "escalation",
-            entries.c.subject == subject,
-            entries.c.seq > prediction_seq,
-        )
-        .order_by(entries.c.seq.desc()),
+        case_seq,
+        members,
+        views,
+        routings,
+        now=now,
+        decisions=found.decisions(members),
     )
-    routing = _route_all(ledger, later).get(prediction_seq, _Routing())
-    decisions = _decisions(
-        ledger, since_seq=prediction_seq, subjects={subject} if subject else set()
-    ).get(prediction_seq, [])
-    found = _case(ledger, prediction_seq, view, routing, now=now, decisions=decisions)
-    if found is None:
+    if item is None:
         raise PredictionNotFound(
             f"prediction {prediction_seq}: an escalation is no longer readable"
         )
-    return found
+    return item
 
 
-def _inference_view(ledger: Ledger, seq: int) -> Any:
-    from clinical_mlops.errors import EntryNotFound
-
+def _inference_view(ledger: Ledger, seq: int) -> EntryView:
     try:
         view = ledger.read(seq)
     except EntryNotFound:

@@ -1,5 +1,5 @@
 """Unique keys of ledger entries, enforced by the database: one served prediction per request
-id, one decision and one outcome per prediction, one correction per corrected record.
+id, one decision per case and one outcome per prediction, one correction per corrected record.
 
 Some entry types *claim* a key that no other entry may hold (:func:`unique_keys`):
 
@@ -7,12 +7,17 @@ Some entry types *claim* a key that no other entry may hold (:func:`unique_keys`
 scope           claimed by                                       key
 ==============  ===============================================  =============================
 request         ``inference``, ``fallback_served``               the request id
-decision        ``override`` with action accept or override      the prediction's audit seq
-senior_review   ``override`` with action escalate                the prediction's audit seq
+decision        ``override`` with action accept or override      the case's audit seq
+senior_review   ``override`` with action escalate                the case's audit seq
 outcome         ``outcome``                                      the prediction's audit seq
 supersedes      a correction (``override`` or ``outcome``        the seq of the entry corrected
                 carrying ``corrects``)
 ==============  ===============================================  =============================
+
+A case is named by the audit seq of its first prediction: the override's ``case_seq``
+when it carries one (a case that groups several predictions of one patient and encounter,
+``governance.queue``), else its ``prediction_seq``. Whichever prediction of the case a
+decision names, it claims the same key, so a case takes one decision.
 
 A claim is a row of ``ledger_claims`` whose primary key is (scope, stored key),
 inserted in the same transaction as its entry. A second writer's insert violates the
@@ -80,8 +85,8 @@ __all__ = [
 #: scope -> what it keeps unique
 SCOPES: dict[str, str] = {
     "request": "one served prediction per request id",
-    "decision": "one accept or override per prediction",
-    "senior_review": "one referral to senior review per prediction",
+    "decision": "one accept or override per case",
+    "senior_review": "one referral to senior review per case",
     "outcome": "one outcome per prediction",
     "supersedes": "one correction per corrected record",
 }
@@ -131,6 +136,8 @@ def unique_keys(entry_type: str, payload: Mapping[str, Any]) -> tuple[tuple[str,
     target = _seq(entry_type, "prediction_seq", payload.get("prediction_seq"))
     if entry_type == "outcome":
         return (("outcome", target),)
+    if payload.get("case_seq") is not None:
+        target = _seq(entry_type, "case_seq", payload["case_seq"])
     return (("senior_review" if payload.get("action") == "escalate" else "decision", target),)
 
 

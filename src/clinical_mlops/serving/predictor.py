@@ -1051,6 +1051,10 @@ class Predictor:
             problems.append((f"{at}request_id", f"{request_id!r} appears twice in this batch"))
         if not isinstance(r.subject_id, str) or not r.subject_id.strip():
             problems.append((f"{at}subject_id", "a non-empty patient identifier is required"))
+        if r.encounter is not None and (
+            not isinstance(r.encounter, str) or not r.encounter.strip()
+        ):
+            problems.append((f"{at}encounter", "expected a non-empty encounter id, or none"))
         for name in ("subject_id", "purpose", "setting", "request_id", "site", "encounter"):
             if getattr(r, name) is not None and not is_text(getattr(r, name)):
                 problems.append((f"{at}{name}", "expected text (no lone surrogates)"))

@@ -31,6 +31,13 @@ class PredictItem(BaseModel):
         "declared for several sites may name one of them; any other site is refused (403)",
     )
     hours_since_admission: float | None = None
+    encounter: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="The EHR's encounter id (pseudonymised before it is recorded): escalated "
+        "predictions of one patient and encounter are one case while it is open",
+    )
     features: dict[str, Any] = Field(
         description='Value in the declared unit, or {"value": ..., "unit": ...}; null if not measured'
     )
@@ -45,4 +52,5 @@ class PredictItem(BaseModel):
             request_id=self.request_id or default_id,
             site=self.site,
             hours_since_admission=self.hours_since_admission,
+            encounter=self.encounter,
         )

@@ -12,11 +12,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from clinical_mlops.application.governance import decide_case
+from clinical_mlops.application.governance import case_queue, decide_case, open_case
 from clinical_mlops.console.deps import Viewer, page, posted, render
 from clinical_mlops.errors import InputInvalid, ReleaseNotFound
 from clinical_mlops.governance.oversight import OVERRIDE_ACTIONS
-from clinical_mlops.governance.queue import ESCALATION_REASONS, case, escalated_cases, identifier_of
+from clinical_mlops.governance.queue import ESCALATION_REASONS, identifier_of
 from clinical_mlops.tasks.spec import TaskSpec
 from clinical_mlops.vocabulary import OVERRIDE_REASONS
 
@@ -51,7 +51,7 @@ def queue(
     if reason and reason not in ESCALATION_REASONS:
         raise InputInvalid([("reason", f"expected one of {', '.join(ESCALATION_REASONS)}")])
     c = viewer.console
-    items = escalated_cases(
+    found = case_queue(
         c.ledger,
         now=c.clock.now(),
         state=state,  # type: ignore[arg-type]
@@ -65,9 +65,9 @@ def queue(
         viewer,
         "queue.html",
         title="Escalation queue",
-        items=items,
+        items=found.cases,
+        total=found.total,
         reasons=ESCALATION_REASONS,
-        page_size=QUEUE_PAGE,
         filters={
             "state": state,
             "reason": reason,
@@ -123,13 +123,13 @@ def case_view(
     recorded: int | None = None,
 ) -> HTMLResponse:
     c = viewer.console
-    item = case(c.ledger, seq, now=c.clock.now())
+    item = open_case(c.ledger, seq, now=c.clock.now())
     spec = _spec(viewer, item.release)
     identifier = identifier_of(c.ledger, item.pseudonym) if viewer.user.has("clinician") else None
     return render(
         viewer,
         "case.html",
-        title=f"Case {seq}",
+        title=f"Case {item.prediction_seq}",
         case=item,
         identifier=identifier,
         inputs=_inputs(spec, item.inputs),
@@ -157,4 +157,5 @@ def decision(
         comment=comment,
         source="console",
     )
-    return RedirectResponse(viewer.url(f"/cases/{seq}?recorded={made.seq}"), status_code=303)
+    case_seq = made.record.get("case_seq", seq)
+    return RedirectResponse(viewer.url(f"/cases/{case_seq}?recorded={made.seq}"), status_code=303)

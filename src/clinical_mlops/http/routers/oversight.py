@@ -1,17 +1,27 @@
-"""``POST /v1/overrides`` and ``POST /v1/outcomes``."""
+"""``GET /v1/cases``, ``GET /v1/cases/{prediction_id}``, ``POST /v1/overrides`` and
+``POST /v1/outcomes``."""
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from clinical_mlops.application.governance import decide_case, record_outcome
+from clinical_mlops.application.governance import (
+    case_queue,
+    decide_case,
+    open_case,
+    record_outcome,
+)
+from clinical_mlops.governance.queue import ESCALATION_REASONS
 from clinical_mlops.http.deps import GuardedRoute, Service, require, service
 from clinical_mlops.serving.auth import Principal
 
 router = APIRouter(tags=["oversight"], route_class=GuardedRoute)
+#: the escalation reasons a queue can be filtered by, as the query parameter accepts them
+Reason = Enum("Reason", {key: key for key in ESCALATION_REASONS}, type=str)  # type: ignore[misc]
 
 
 class OverrideBody(BaseModel):
@@ -45,6 +55,43 @@ class OutcomeBody(BaseModel):
     correction_reason: str | None = Field(
         default=None, max_length=2000, description="Why the recorded outcome is wrong"
     )
+
+
+@router.get("/v1/cases", summary="The escalation queue: one row per case, with the total (R-H2)")
+def cases(
+    who: Annotated[Principal, Depends(require("GET", "/v1/cases"))],
+    svc: Annotated[Service, Depends(service)],
+    state: Literal["open", "decided", "all"] = "open",
+    reason: Annotated[Reason | None, Query(description="Why the case was escalated")] = None,
+    site: str | None = None,
+    release: Annotated[str | None, Query(description="A release or model version")] = None,
+    min_age_hours: Annotated[float | None, Query(ge=0)] = None,
+    limit: Annotated[int, Query(ge=0, le=1000)] = 100,
+) -> dict[str, Any]:
+    """One row per case (the escalated predictions of one patient and encounter while it
+    is open, with ``prediction_count``), newest escalation first; ``total`` counts every
+    case matching the filters, beyond ``limit``."""
+    found = case_queue(
+        svc.predictor.ledger,
+        now=svc.predictor.clock.now(),
+        state=state,
+        reason=None if reason is None else str(reason.value),
+        site=site,
+        release=release,
+        min_age_hours=min_age_hours,
+        limit=limit,
+    )
+    return found.to_json()
+
+
+@router.get("/v1/cases/{prediction_id}", summary="The case a prediction is in (R-H1)")
+def case(
+    prediction_id: int,
+    who: Annotated[Principal, Depends(require("GET", "/v1/cases/{prediction_id}"))],
+    svc: Annotated[Service, Depends(service)],
+) -> dict[str, Any]:
+    """The case of any of its predictions' ``audit_seq``, with its decisions."""
+    return open_case(svc.predictor.ledger, prediction_id, now=svc.predictor.clock.now()).to_json()
 
 
 @router.post("/v1/overrides", status_code=201, summary="Record an override (R-H1)")
