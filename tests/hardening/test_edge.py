@@ -26,8 +26,7 @@ from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving import Predictor
 from clinical_mlops.serving.auth import AuthConfig, hash_api_key
 from clinical_mlops.tasks import load_task
-from serving.fhir_bundles import ehr_bundle
-from serving.test_api import observation_bundle
+from serving.fhir_bundles import ehr_bundle, ehr_prefetch
 
 # The CDS service the served (ICU) task declares in its spec's presentation section.
 SERVICE_ID = load_task("icu_mortality_48h").words().service_id
@@ -186,7 +185,7 @@ def test_cds_hooks_and_fhir_take_the_site_from_the_api_key(edge: dict[str, Any])
         "hook": "patient-view",
         "hookInstance": secrets.token_hex(8),
         "context": {"patientId": "MRN-41"},
-        "prefetch": {"observations": observation_bundle(edge["rows"][41])},
+        "prefetch": ehr_prefetch(load_task("icu_mortality_48h"), edge["rows"][41], "MRN-41"),
     }
     r = c.post(f"/cds-services/{SERVICE_ID}", headers=multi, json=hook)
     assert r.status_code == 200 and r.json() == {"cards": []}, r.text  # shadow: no card
@@ -379,7 +378,7 @@ def test_the_model_card_link_of_a_cds_card_opens_without_credentials(edge: dict[
         "hook": "patient-view",
         "hookInstance": secrets.token_hex(8),
         "context": {"patientId": "MRN-47"},
-        "prefetch": {"observations": observation_bundle(edge["rows"][47])},
+        "prefetch": ehr_prefetch(load_task("icu_mortality_48h"), edge["rows"][47], "MRN-47"),
     }
     r = c.post(f"/cds-services/{SERVICE_ID}", headers=bearer(edge, "clinician"), json=hook)
     assert r.status_code == 200, r.text

@@ -38,8 +38,7 @@ from clinical_mlops.http.deps import ROUTE_ROLES
 from clinical_mlops.serving.auth import ROLES
 from clinical_mlops.serving.cds_hooks import card_uuid
 from clinical_mlops.tasks import load_task
-from serving.fhir_bundles import ehr_bundle
-from serving.test_api import observation_bundle
+from serving.fhir_bundles import ehr_bundle, ehr_prefetch
 
 ICU_SPEC = load_task("icu_mortality_48h")
 # The CDS service the served (ICU) task declares in its spec's presentation section.
@@ -252,7 +251,7 @@ def valid_bodies(
                 "hook": "patient-view",
                 "hookInstance": "fuzz",
                 "context": {"patientId": "MRN-23"},
-                "prefetch": {"observations": observation_bundle(rows[23])},
+                "prefetch": ehr_prefetch(ICU_SPEC, rows[23], "MRN-23"),
             },
         ),
         (

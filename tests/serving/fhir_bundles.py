@@ -490,3 +490,21 @@ def ehr_bundle(
     )
     bundle["entry"].insert(0, bundle["entry"].pop(first))
     return bundle
+
+
+def ehr_prefetch(
+    spec: TaskSpec, row: dict[str, Any], subject: str, *, now: datetime | None = None
+) -> dict[str, Any]:
+    """Return a CDS Hooks prefetch of :func:`ehr_bundle`: the patient, and searchsets by type."""
+    bundle = ehr_bundle(spec, row, subject, now=now)
+    out: dict[str, Any] = {}
+    keys = {"Observation": "observations", "Condition": "conditions", "Encounter": "encounters"}
+    for entry in bundle["entry"]:
+        res = entry["resource"]
+        if res["resourceType"] == "Patient":
+            out["patient"] = res
+        elif res["resourceType"] in keys:
+            key = keys[res["resourceType"]]
+            out.setdefault(key, {"resourceType": "Bundle", "type": "searchset", "entry": []})
+            out[key]["entry"].append(entry)
+    return out

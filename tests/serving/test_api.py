@@ -15,9 +15,8 @@ from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving import PredictionResult, Predictor
 from clinical_mlops.serving.auth import ROLES, AuthConfig
 from clinical_mlops.serving.cds_hooks import card_for
-from clinical_mlops.serving.fhir import LOINC
 from clinical_mlops.tasks import load_task
-from serving.fhir_bundles import ehr_bundle
+from serving.fhir_bundles import ehr_bundle, ehr_prefetch
 
 # The CDS service the served (ICU) task declares in its spec's presentation section.
 SERVICE_ID = load_task("icu_mortality_48h").words().service_id
@@ -57,27 +56,6 @@ def one(api: dict[str, Any], i: int = 0, **kw: Any) -> dict[str, Any]:
 ICU_SPEC = load_task("icu_mortality_48h")
 
 
-def observation_bundle(row: dict[str, Any]) -> dict[str, Any]:
-    entries = []
-    for name, value in row.items():
-        if value is None:
-            continue
-        system, code, display = LOINC[name]
-        res: dict[str, Any] = {
-            "resourceType": "Observation",
-            "id": f"obs-{name}",
-            "status": "final",
-            "code": {"coding": [{"system": system, "code": code, "display": display}]},
-            "effectiveDateTime": "2026-03-02T08:00:00Z",
-        }
-        if isinstance(value, str):
-            res["valueCodeableConcept"] = {"coding": [{"code": value}]}
-        else:
-            res["valueQuantity"] = {"value": value}
-        entries.append({"resource": res})
-    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
-
-
 def call(api: dict[str, Any], method: str, route: str, headers: dict[str, str]) -> int:
     c = api["client"]
     path = (
@@ -99,7 +77,7 @@ def call(api: dict[str, Any], method: str, route: str, headers: dict[str, str]) 
             "hook": "patient-view",
             "hookInstance": secrets.token_hex(8),
             "context": {"patientId": "MRN-12"},
-            "prefetch": {"observations": observation_bundle(api["rows"][12])},
+            "prefetch": ehr_prefetch(ICU_SPEC, api["rows"][12], "MRN-12"),
         },
         f"/cds-services/{SERVICE_ID}/feedback": {
             "feedback": [{"card": "not-a-card", "outcome": "accepted"}]
@@ -237,7 +215,7 @@ def test_cds_hooks_discovery_card_and_feedback(api: dict[str, Any]) -> None:
         "hook": "patient-view",
         "hookInstance": "h-1",
         "context": {"patientId": "MRN-6", "userId": "Practitioner/1"},
-        "prefetch": {"observations": observation_bundle(api["rows"][6])},
+        "prefetch": ehr_prefetch(ICU_SPEC, api["rows"][6], "MRN-6"),
     }
     cards = c.post(
         f"/cds-services/{SERVICE_ID}", headers=bearer(api, "clinician"), json=call_body

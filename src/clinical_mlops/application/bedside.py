@@ -16,11 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from clinical_mlops.application.scoring import FhirScoring, score_fhir_bundle
 from clinical_mlops.errors import FhirDataUnavailable, InputInvalid
 from clinical_mlops.hashing import is_text
-from clinical_mlops.serving.fhir import observations_to_features
 from clinical_mlops.serving.fhir_client import FetchLimits, fetch_missing, prefetch_templates
-from clinical_mlops.serving.predictor import PredictionRequest, PredictionResult, Predictor
+from clinical_mlops.serving.predictor import Predictor
 
 __all__ = ["PatientView", "answer_patient_view"]
 
@@ -37,18 +37,46 @@ class PatientView:
 
 
 def _bundle(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Return one collection Bundle of the Observations fetched or prefetched."""
+    """Return one collection Bundle of everything fetched or prefetched, each resource once.
+
+    Searchsets are flattened; a resource read twice (the encounter in context is also
+    one of the patient's Encounters) is kept once, so it is not counted as a prior stay.
+    """
     entries: list[dict[str, Any]] = []
-    found = data.get("observations")
-    if found is not None:
-        if not isinstance(found, Mapping) or found.get("resourceType") != "Bundle":
-            raise InputInvalid([("prefetch.observations", "expected a FHIR Bundle or null")])
-        for entry in found.get("entry") or []:
-            res = entry.get("resource") if isinstance(entry, Mapping) else None
-            # a searchset may carry OperationOutcomes (search.mode outcome): not data
-            if isinstance(res, Mapping) and res.get("resourceType") == "OperationOutcome":
-                continue
-            entries.append({"resource": res})
+    seen: set[str] = set()
+
+    def add(res: Any, full_url: Any, where: str) -> None:
+        if not isinstance(res, Mapping):
+            raise InputInvalid([(where, "expected a FHIR resource")])
+        rtype, rid = res.get("resourceType"), res.get("id")
+        # a searchset may carry OperationOutcomes (search.mode outcome): not data
+        if rtype == "OperationOutcome":
+            return
+        if isinstance(rtype, str) and isinstance(rid, str) and rid:
+            if f"{rtype}/{rid}" in seen:
+                return
+            seen.add(f"{rtype}/{rid}")
+        entry: dict[str, Any] = {"resource": res}
+        if isinstance(full_url, str) and full_url:
+            entry["fullUrl"] = full_url
+        entries.append(entry)
+
+    for key, found in data.items():
+        if found is None:
+            continue  # the EHR has no data for this key
+        where = f"prefetch.{key}"
+        if not isinstance(found, Mapping):
+            raise InputInvalid([(where, "expected a FHIR resource, a Bundle or null")])
+        if found.get("resourceType") != "Bundle":
+            add(found, None, where)
+            continue
+        items = found.get("entry") or []
+        if not isinstance(items, list):
+            raise InputInvalid([(f"{where}.entry", "expected a list of entries")])
+        for i, entry in enumerate(items):
+            if not isinstance(entry, Mapping):
+                raise InputInvalid([(f"{where}.entry[{i}]", "expected an entry with a resource")])
+            add(entry.get("resource"), entry.get("fullUrl"), f"{where}.entry[{i}].resource")
     return {"resourceType": "Bundle", "type": "collection", "entry": entries}
 
 
@@ -60,7 +88,8 @@ def answer_patient_view(
     sites: Sequence[str] | None,
     fhir_servers: Sequence[str],
     limits: FetchLimits | None = None,
-) -> PredictionResult:
+    identifier_system: str | None = None,
+) -> FhirScoring:
     """Return the governed prediction for the patient (and encounter) a ``patient-view`` names.
 
     ``fhir_servers`` is the operator's allow-list for ``fhirServer``. The request id is
@@ -86,18 +115,21 @@ def answer_patient_view(
         allowed=fhir_servers,
         limits=limits,
     )
-    if "observations" not in data:
+    if "observations" in prefetch_templates(spec) and "observations" not in data:
         raise FhirDataUnavailable(
             "observations: not prefetched, and the call names no fhirServer with a token to "
             "read them from; nothing was scored"
         )
-    features, _ = observations_to_features(_bundle(data), spec)
-    request = PredictionRequest(
-        subject_id=str(patient),
+    # patientId is the Patient's id: the reader refuses a Patient that is someone else, and
+    # identifies the patient as configured (Patient.id, or an identifier system such as MRN)
+    return score_fhir_bundle(
+        predictor,
+        _bundle(data),
+        requester=requester,
         purpose="direct_care",
-        setting=spec.cohort.setting,
-        features=features,
-        request_id=f"cds-{call.hook_instance}",
+        sites=sites,
+        subject=patient,
         encounter=encounter or None,
+        request_id=f"cds-{call.hook_instance}",
+        identifier_system=identifier_system,
     )
-    return predictor.predict_many([request], requester=requester, where="", sites=sites)[0]

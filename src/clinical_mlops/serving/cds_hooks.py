@@ -26,7 +26,24 @@ from clinical_mlops.governance.oversight import OverrideRequest
 from clinical_mlops.serving.predictor import PredictionResult
 from clinical_mlops.vocabulary import OVERRIDE_REASONS, REASON_SYSTEM
 
-__all__ = ["card_for", "card_uuid", "discovery", "feedback_requests", "seq_from_card_uuid"]
+__all__ = [
+    "card_for",
+    "card_uuid",
+    "discovery",
+    "feedback_requests",
+    "refusal_card",
+    "seq_from_card_uuid",
+]
+
+#: why no risk was given, in a clinician's words, per refusal code
+_WHY_NOT = {
+    "insufficient_data": "too few of its inputs are recorded",
+    "consent_not_granted": "the patient's consent does not cover direct care",
+    "unknown_subject": "the patient is not known to this service",
+    "outside_intended_use": "the patient is outside the model's intended use",
+    "site_not_permitted": "this site may not use the model",
+    "not_deployed": "no release is deployed for this site",
+}
 
 
 def discovery(
@@ -76,6 +93,25 @@ def seq_from_card_uuid(origin: str, value: str) -> int | None:
 
 def _coding(code: str) -> dict[str, str]:
     return {"system": REASON_SYSTEM, "code": str(code), "display": OVERRIDE_REASONS[code]}
+
+
+def refusal_card(result: PredictionResult, *, risk_words: str) -> dict[str, Any] | None:
+    """Return the info card saying no risk was given and why (None when nothing was refused).
+
+    A refusal is an answer, not an error: the card names the task's own risk, says it
+    was not estimated, and carries the refusal's message (for ``insufficient_data``, the
+    inputs missing) so the clinician knows what to record for an estimate.
+    """
+    if not result.refusal:
+        return None
+    code = str(result.refusal["code"])
+    why = _WHY_NOT.get(code, code.replace("_", " "))
+    return {
+        "summary": f"{risk_words[:1].upper()}{risk_words[1:]}: not given, {why}"[:139],
+        "indicator": "info",
+        "detail": str(result.refusal["message"]),
+        "source": {"label": "clinical-mlops"},
+    }
 
 
 def card_for(

@@ -27,8 +27,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from clinical_mlops.errors import InputInvalid, ValueInvalid
-from clinical_mlops.hashing import is_text
+from clinical_mlops.errors import ValueInvalid
 from clinical_mlops.serving.predictor import PredictionResult
 from clinical_mlops.tasks.spec import TaskSpec
 
@@ -44,7 +43,6 @@ __all__ = [
     "RELEASE_SYSTEM",
     "ai_labelled",
     "assessment_bundle",
-    "observations_to_features",
     "probability_scale",
     "provenance",
     "risk_assessment",
@@ -95,112 +93,6 @@ LOINC: dict[str, tuple[str, str, str]] = {
     "vasopressor": (LOCAL_SYSTEM, "vasopressor", "Vasopressor support given"),
     "ventilation": (LOCAL_SYSTEM, "ventilation", "Invasive mechanical ventilation"),
 }
-_STATIC = ("age", "sex", "diagnosis_category")
-
-
-def _codes_of(spec: TaskSpec) -> dict[tuple[str, str], str]:
-    """Return (system, code) -> feature: the spec's Observation codes and the static ones."""
-    out = {(LOINC[n][0], LOINC[n][1]): n for n in _STATIC if n in spec.feature_names}
-    for f in spec.event_features:
-        for entry in f.fhir:
-            if entry.resource == "Observation" and entry.derive is None:
-                for code in entry.codes:
-                    system, value = code.split("|", 1)
-                    out[(system, value)] = f.name
-    return out
-
-
-def _observations(bundle: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    if not isinstance(bundle, Mapping) or bundle.get("resourceType") != "Bundle":
-        raise InputInvalid([("bundle.resourceType", "expected a FHIR Bundle")])
-    entries = bundle.get("entry") or []
-    if not isinstance(entries, list):
-        raise InputInvalid([("bundle.entry", "expected a list of entries")])
-    out = []
-    for i, entry in enumerate(entries):
-        res = entry.get("resource") if isinstance(entry, Mapping) else None
-        if not isinstance(res, Mapping) or res.get("resourceType") != "Observation":
-            raise InputInvalid([(f"bundle.entry[{i}]", "only Observation resources are accepted")])
-        if not is_text(res.get("id", "")):
-            raise InputInvalid([(f"bundle.entry[{i}].resource.id", "expected text")])
-        out.append(res)
-    return out
-
-
-def _codings(concept: Any) -> list[tuple[Any, Any]]:
-    """Return (system, code) of each coding of a CodeableConcept; malformed parts are skipped."""
-    codings = concept.get("coding") if isinstance(concept, Mapping) else None
-    if not isinstance(codings, list):
-        return []
-    return [(c.get("system"), c.get("code")) for c in codings if isinstance(c, Mapping)]
-
-
-def _value(res: Mapping[str, Any], where: str) -> tuple[Any, str | None]:
-    if "valueQuantity" in res:
-        q = res["valueQuantity"] or {}
-        unit = q.get("code") or q.get("unit") if isinstance(q, Mapping) else None
-        if not isinstance(q, Mapping) or not isinstance(unit, str | None):
-            raise InputInvalid([(where, "valueQuantity must be an object with a text unit")])
-        return q.get("value"), unit
-    if "valueBoolean" in res:
-        return bool(res["valueBoolean"]), None
-    if "valueCodeableConcept" in res:
-        codings = _codings(res["valueCodeableConcept"])
-        return (codings[0][1] if codings else None), None
-    if "valueInteger" in res:
-        return res["valueInteger"], None
-    raise InputInvalid([(where, "the Observation has no value[x] this service reads")])
-
-
-def observations_to_features(
-    bundle: Mapping[str, Any], spec: TaskSpec
-) -> tuple[dict[str, Any], list[str]]:
-    """Return (feature values with units, references of the Observations used).
-
-    Unknown codes are refused (undeclared inputs, R-P1), as are observations whose
-    status is not final, amended or corrected.
-    """
-    grouped: dict[str, list[tuple[str, Any, str | None]]] = {}
-    refs: list[str] = []
-    problems: list[tuple[str, str]] = []
-    by_code = _codes_of(spec)
-    for i, res in enumerate(_observations(bundle)):
-        where = f"bundle.entry[{i}]"
-        codings = [c for c in _codings(res.get("code")) if all(isinstance(p, str) for p in c)]
-        name = next((by_code[c] for c in codings if c in by_code), None)
-        if name is None:
-            codes = ", ".join(f"{system}|{code}" for system, code in codings) or "none"
-            problems.append((where, f"code {codes} is not an input of this task (R-P1)"))
-            continue
-        if res.get("status") not in ("final", "amended", "corrected"):
-            problems.append((where, f"status {res.get('status')!r}: only final results are used"))
-            continue
-        value, unit = _value(res, where)
-        when = str(res.get("effectiveDateTime") or "")
-        grouped.setdefault(name, []).append((when, value, unit))
-        if res.get("id"):
-            refs.append(f"Observation/{res['id']}")
-    if problems:
-        raise InputInvalid(problems)
-    features: dict[str, Any] = {}
-    for name, items in grouped.items():
-        f = spec.feature(name)
-        units = {u for _, _, u in items}
-        if len(units) > 1:
-            raise InputInvalid([(f"features.{name}", f"mixed units {sorted(map(str, units))}")])
-        unit = units.pop()
-        values = [v for _, v, _ in sorted(items, key=lambda t: t[0])]
-        if f.kind == "categorical" or f.aggregation in ("static", "last"):
-            value = values[-1]
-        elif f.kind == "flag" or f.aggregation == "any":
-            value = int(any(bool(v) for v in values))
-        else:
-            nums = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
-            if len(nums) != len(values):
-                raise InputInvalid([(f"features.{name}", "expected numeric values")])
-            value = {"min": min, "max": max}.get(f.aggregation, lambda x: sum(x) / len(x))(nums)
-        features[name] = {"value": value, "unit": unit} if unit else value
-    return features, refs
 
 
 def probability_scale(environ: Mapping[str, str] | None = None) -> Scale:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from clinical_mlops.errors import FhirDataUnavailable, InputInvalid
-from clinical_mlops.serving.fhir import LOINC
+from clinical_mlops.features.engine import load_feature_sql
 from clinical_mlops.tasks.spec import TaskSpec
 
 __all__ = [
@@ -64,21 +64,75 @@ class FetchLimits:
     max_pages: int = 20
 
 
-def declared_codes(spec: TaskSpec) -> list[str]:
-    """Return the ``system|code`` tokens of every Observation code the task reads."""
-    declared = {f.name for f in spec.features}
-    return [f"{s}|{c}" for name, (s, c, _) in LOINC.items() if name in declared]
+#: what a ``patient=`` search of each resource type the spec may declare filters on
+_CODE_PARAM = {
+    "Observation": "code",
+    "MedicationAdministration": "code",
+    "MedicationRequest": "code",
+    "Procedure": "code",
+    # DeviceUseStatement has no code search parameter in R4: every one of the patient's
+    "DeviceUseStatement": None,
+}
+#: prefetch key of each resource type (the discovery document's names)
+_KEYS = {
+    "Observation": "observations",
+    "MedicationAdministration": "medicationAdministrations",
+    "MedicationRequest": "medicationRequests",
+    "Procedure": "procedures",
+    "DeviceUseStatement": "deviceUseStatements",
+}
+# the relations of the feature SQL that the patient's Conditions and Encounters fill
+_READS = re.compile(r"\b(?:FROM|JOIN)\s+(diagnoses|admissions)\b", re.IGNORECASE)
+
+
+def declared_codes(spec: TaskSpec, resource: str = "Observation") -> list[str]:
+    """Return the ``system|code`` tokens of every ``resource`` code the task's features read.
+
+    Only approved features count, and a panel's component codes (``derive``) are included:
+    the EHR is asked for nothing the model does not read.
+    """
+    out: list[str] = []
+    for f in spec.features:
+        if f.status != "approved":
+            continue
+        for entry in f.fhir:
+            if entry.resource == resource:
+                out += [c for c in entry.all_codes if c not in out]
+    return out
+
+
+def _relations_read(spec: TaskSpec) -> set[str]:
+    """Return which of ``diagnoses``/``admissions`` the task's feature SQL reads."""
+    if spec.table is not None or spec.feature_sql is None:
+        return set()
+    return {m.lower() for m in _READS.findall(load_feature_sql(spec).text)}
 
 
 def prefetch_templates(spec: TaskSpec) -> dict[str, str]:
-    """Return the discovery document's ``prefetch``: the patient, the encounter, the observations."""
-    return {
+    """Return the discovery document's ``prefetch``: what the task's features read, nothing more.
+
+    Always the patient and the encounter in context; one ``patient=`` search per resource
+    type the features declare, restricted to the declared codes; the patient's
+    Conditions when the task's features read coded diagnoses (ICD-10 chapter, Charlson
+    index), and the patient's Encounters when they count prior admissions.
+    """
+    out = {
         "patient": "Patient/{{context.patientId}}",
         "encounter": "Encounter/{{context.encounterId}}",
-        "observations": (
-            "Observation?patient={{context.patientId}}&code=" + ",".join(declared_codes(spec))
-        ),
     }
+    for resource, key in _KEYS.items():
+        codes = declared_codes(spec, resource)
+        if not codes:
+            continue
+        search = f"{resource}?patient={{{{context.patientId}}}}"
+        param = _CODE_PARAM[resource]
+        out[key] = search + (f"&{param}=" + ",".join(codes) if param else "")
+    reads = _relations_read(spec)
+    if "diagnoses" in reads:
+        out["conditions"] = "Condition?patient={{context.patientId}}"
+    if "admissions" in reads:
+        out["encounters"] = "Encounter?patient={{context.patientId}}"
+    return out
 
 
 def tokens_of(template: str) -> set[str]:
@@ -146,7 +200,7 @@ class _Reader:
                         f"{where}: the FHIR server refused the access token (HTTP "
                         f"{r.status_code}); send a valid fhirAuthorization or prefetch the data"
                     )
-                if r.status_code == 404 and key != "observations":
+                if r.status_code == 404 and "?" not in url:
                     return None
                 if r.status_code != 200:
                     raise FhirDataUnavailable(

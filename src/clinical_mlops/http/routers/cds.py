@@ -12,7 +12,7 @@ from clinical_mlops.application.governance import decide_cases
 from clinical_mlops.errors import PredictionNotFound
 from clinical_mlops.http.deps import GuardedRoute, Service, require, service
 from clinical_mlops.serving.auth import Principal
-from clinical_mlops.serving.cds_hooks import card_for, discovery, feedback_requests
+from clinical_mlops.serving.cds_hooks import card_for, discovery, feedback_requests, refusal_card
 from clinical_mlops.serving.fhir_client import prefetch_templates
 
 router = APIRouter(tags=["cds-hooks"], route_class=GuardedRoute)
@@ -100,12 +100,18 @@ async def cds_call(
         fhir_authorization=body.fhirAuthorization,
     )
     # not ``single``: reading the EHR's FHIR server blocks, so it runs off the event loop
-    res = await svc.score(
+    scored = await svc.score(
         lambda: answer_patient_view(
-            p, call, requester=who.actor, sites=who.sites, fhir_servers=svc.fhir_servers
+            p,
+            call,
+            requester=who.actor,
+            sites=who.sites,
+            fhir_servers=svc.fhir_servers,
+            identifier_system=svc.fhir_identifier_system,
         ),
         single=False,
     )
+    res = scored.result
     svc.metrics.observe_results([res])
     card = card_for(
         res,
@@ -113,13 +119,7 @@ async def cds_call(
         model_card_url=f"{svc.base_url}/v1/models/{res.release}/card",
         outcome_words=spec.words().risk_words,
     )
-    if res.refusal:
-        card = {
-            "summary": f"Risk model not run: {res.refusal['code'].replace('_', ' ')}"[:139],
-            "indicator": "info",
-            "detail": res.refusal["message"],
-            "source": {"label": "clinical-mlops"},
-        }
+    card = refusal_card(res, risk_words=spec.words().risk_words) or card
     return {"cards": [card] if card else []}
 
 
