@@ -9,6 +9,7 @@ copies, blood-pressure panels with components, and other units.
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -507,4 +508,35 @@ def ehr_prefetch(
             key = keys[res["resourceType"]]
             out.setdefault(key, {"resourceType": "Bundle", "type": "searchset", "entry": []})
             out[key]["entry"].append(entry)
+    return out
+
+
+def server_resources(bundle: dict[str, Any], patient: str) -> list[dict[str, Any]]:
+    """Return the Bundle's resources with ids (and references) unique to ``patient``.
+
+    For loading several patients into one FHIR server: the Patient's id is ``patient``,
+    every other id is prefixed with it.
+    """
+    ids: dict[str, str] = {}
+    out = []
+    for entry in bundle["entry"]:
+        res = copy.deepcopy(entry["resource"])
+        rtype, rid = res["resourceType"], res["id"]
+        res["id"] = patient if rtype == "Patient" else f"{patient}-{rid}"
+        ids[f"{rtype}/{rid}"] = f"{rtype}/{res['id']}"
+        out.append(res)
+
+    def fix(value: Any) -> None:
+        if isinstance(value, dict):
+            ref = value.get("reference")
+            if isinstance(ref, str):
+                value["reference"] = ids.get(ref, ref)
+            for v in value.values():
+                fix(v)
+        elif isinstance(value, list):
+            for v in value:
+                fix(v)
+
+    for res in out:
+        fix(res)
     return out

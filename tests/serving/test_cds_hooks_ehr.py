@@ -17,14 +17,16 @@ from clinical_mlops.http.app import create_app
 from clinical_mlops.serving import Predictor
 from clinical_mlops.serving.auth import AuthConfig
 from clinical_mlops.serving.cds_hooks import seq_from_card_uuid
-from clinical_mlops.serving.fhir import LOINC
+from clinical_mlops.tasks import load_task
 from fhir_server import FhirServer
+from serving.fhir_bundles import ehr_bundle, ehr_prefetch, server_resources
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
 SERVICE = "/cds-services/icu-mortality-48h"
+ICU_SPEC = load_task("icu_mortality_48h")
 #: CDS Hooks 2.0: patient-view's context fields that are prefetch tokens, and the user tokens
 SPEC_TOKENS = {
     "context.userId",
@@ -54,33 +56,8 @@ def ehr(served: dict[str, Any], fhir_server: FhirServer) -> Iterator[dict[str, A
     predictor.close()
 
 
-def observations(patient: str, row: dict[str, Any], *, copies: int = 1) -> list[dict[str, Any]]:
-    """Return the row as Observations of ``patient`` (``copies`` identical charts of each)."""
-    out = []
-    for name, value in row.items():
-        if value is None:
-            continue
-        system, code, _ = LOINC[name]
-        for k in range(copies):
-            res: dict[str, Any] = {
-                "resourceType": "Observation",
-                "id": f"{patient}-{name}-{k}",
-                "status": "final",
-                "subject": {"reference": f"Patient/{patient}"},
-                "code": {"coding": [{"system": system, "code": code}]},
-                "effectiveDateTime": f"2026-03-02T0{k}:00:00Z",
-            }
-            if isinstance(value, str):
-                res["valueCodeableConcept"] = {"coding": [{"code": value}]}
-            elif isinstance(value, bool):
-                res["valueBoolean"] = value
-            else:
-                res["valueQuantity"] = {"value": value}
-            out.append(res)
-    return out
-
-
-def load(ehr: dict[str, Any], patient: str, row: dict[str, Any], *, copies: int = 1) -> None:
+def load(ehr: dict[str, Any], patient: str, row: dict[str, Any]) -> None:
+    """Store the patient's record (stay, conditions, results, unrelated results) on the server."""
     weight = {
         "resourceType": "Observation",
         "id": f"{patient}-weight",
@@ -89,13 +66,8 @@ def load(ehr: dict[str, Any], patient: str, row: dict[str, Any], *, copies: int 
         "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
         "valueQuantity": {"value": 80, "unit": "kg"},
     }
-    ehr["fhir"].put(
-        [
-            {"resourceType": "Patient", "id": patient},
-            weight,
-            *observations(patient, row, copies=copies),
-        ]
-    )
+    bundle = ehr_bundle(ICU_SPEC, row, patient)
+    ehr["fhir"].put([*server_resources(bundle, patient), weight])
 
 
 def hook(ehr: dict[str, Any], patient: str, instance: str, **extra: Any) -> dict[str, Any]:
@@ -126,7 +98,18 @@ def test_prefetch_templates_use_only_tokens_cds_hooks_defines(ehr: dict[str, Any
         tokens = set(re.findall(r"\{\{\s*(.*?)\s*\}\}", template))
         assert tokens and tokens <= SPEC_TOKENS, (key, template)
     codes = service["prefetch"]["observations"].split("code=")[1].split("&")[0].split(",")
-    assert set(codes) == {f"{s}|{c}" for s, c, _ in LOINC.values()}
+    declared = {c for f in ICU_SPEC.features if f.status == "approved" for c in f.fhir_codes()}
+    observed = {
+        c
+        for f in ICU_SPEC.features
+        if f.status == "approved"
+        for e in f.fhir
+        if e.resource == "Observation"
+        for c in e.all_codes
+    }
+    assert set(codes) == observed and observed <= declared
+    assert "8480-6" in service["prefetch"]["observations"]  # a panel component MAP derives from
+    assert service["prefetch"]["encounter"] == "Encounter/{{context.encounterId}}"
     assert "29463-7" not in service["prefetch"]["observations"]  # weight: not an input
 
 
@@ -136,7 +119,7 @@ def test_without_prefetch_the_service_reads_the_fhir_server_page_by_page(
     c = ehr["client"]
     row = ehr["rows"][20]
     # 3 charts of each variable: more than one page of the server's default 20
-    load(ehr, "MRN-20", row, copies=3)
+    load(ehr, "MRN-20", row)
     fetched = c.post(
         SERVICE, headers=ehr["headers"], json=hook(ehr, "MRN-20", "h-fetch", **server_of(ehr))
     )
@@ -148,13 +131,7 @@ def test_without_prefetch_the_service_reads_the_fhir_server_page_by_page(
             ehr,
             "MRN-20",
             "h-prefetched",
-            prefetch={
-                "observations": {
-                    "resourceType": "Bundle",
-                    "type": "searchset",
-                    "entry": [{"resource": r} for r in observations("MRN-20", row)],
-                }
-            },
+            prefetch=ehr_prefetch(ICU_SPEC, row, "MRN-20"),
         ),
     )
     assert sent.status_code == 200, sent.text
@@ -265,15 +242,7 @@ def _card(ehr: dict[str, Any], patient: int) -> dict[str, Any]:
         ehr,
         f"MRN-{patient}",
         f"h-card-{patient}",
-        prefetch={
-            "observations": {
-                "resourceType": "Bundle",
-                "type": "collection",
-                "entry": [
-                    {"resource": r} for r in observations(f"MRN-{patient}", ehr["rows"][patient])
-                ],
-            }
-        },
+        prefetch=ehr_prefetch(ICU_SPEC, ehr["rows"][patient], f"MRN-{patient}"),
     )
     r = ehr["client"].post(SERVICE, headers=ehr["headers"], json=body)
     assert r.status_code == 200, r.text
