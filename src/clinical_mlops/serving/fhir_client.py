@@ -114,7 +114,7 @@ def prefetch_templates(spec: TaskSpec) -> dict[str, str]:
     Always the patient and the encounter in context; one ``patient=`` search per resource
     type the features declare, restricted to the declared codes; the patient's
     Conditions when the task's features read coded diagnoses (ICD-10 chapter, Charlson
-    index), and the patient's Encounters when they count prior admissions.
+    index), and the patient's Encounters (the current one, and prior admissions).
     """
     out = {
         "patient": "Patient/{{context.patientId}}",
@@ -130,8 +130,9 @@ def prefetch_templates(spec: TaskSpec) -> dict[str, str]:
     reads = _relations_read(spec)
     if "diagnoses" in reads:
         out["conditions"] = "Condition?patient={{context.patientId}}"
-    if "admissions" in reads:
-        out["encounters"] = "Encounter?patient={{context.patientId}}"
+    # every task places its window on the encounter; without encounterId in the context the
+    # current one is found among the patient's (the latest current inpatient stay)
+    out["encounters"] = "Encounter?patient={{context.patientId}}"
     return out
 
 
