@@ -94,6 +94,7 @@ class RefusalCode(StrEnum):
     UNKNOWN_SUBJECT = "unknown_subject"
     OUTSIDE_INTENDED_USE = "outside_intended_use"
     NOT_DEPLOYED = "not_deployed"
+    INSUFFICIENT_DATA = "insufficient_data"
 
 
 class Flag(StrEnum):

@@ -152,7 +152,8 @@ def test_one_inference_entry_with_every_r_a1_field(
         ({"map": 900.0}, "features.map", "valid range"),
         ({"sex": "X"}, "features.sex", "not one of"),
         ({"potassium": 4.0}, "features.potassium", "undeclared"),
-        ({"creatinine": {"value": 1.0, "unit": "mmol/L"}}, "features.creatinine", "not accepted"),
+        ({"creatinine": {"value": 1.0, "unit": "mm[Hg]"}}, "features.creatinine", "not accepted"),
+        ({"gcs": {"value": 9.0, "unit": "%"}}, "features.gcs", "annotation"),
         ({"ventilation": 2}, "features.ventilation", "flag"),
     ],
 )
@@ -174,6 +175,22 @@ def test_unit_conversion_and_unknown_purpose(predictor: Predictor, served: dict[
     )
     with pytest.raises(InputInvalid, match="unknown purpose"):
         predictor.predict(req(row, 2, purpose="marketing"), requester="t")
+
+
+def test_any_ucum_unit_that_converts_is_accepted(
+    predictor: Predictor, served: dict[str, Any]
+) -> None:
+    # kPa for a pressure, mmol/L creatinine through its declared molar mass, K/uL platelets.
+    row = served["rows"][3] | {
+        "map": {"value": 9.0, "unit": "kPa"},
+        "creatinine": {"value": 0.1, "unit": "mmol/L"},
+        "platelets": {"value": 150.0, "unit": "K/uL"},
+    }
+    res = predictor.predict(req(row, 3), requester="t")
+    inputs = predictor.ledger.read(res.audit_seq).payload["inputs"]
+    assert inputs["map"] == pytest.approx(9.0 * 7.500617, rel=1e-6)
+    assert inputs["creatinine"] == pytest.approx(0.1 * 113.12 / 10, rel=1e-9)
+    assert inputs["platelets"] == pytest.approx(150.0)
 
 
 def test_guards_refuse_with_reason_and_a_ledger_event(

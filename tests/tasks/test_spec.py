@@ -129,3 +129,127 @@ def test_malformed_yaml_names_line_and_column(tmp_path):
 def test_unknown_task_lists_builtin_tasks():
     with pytest.raises(TaskSpecInvalid, match="built-in tasks are icu_mortality_48h"):
         load_task("no_such_task")
+
+
+# -- how EHRs record each feature (fhir, window, molar_mass) --------------------------------
+
+_MAP = 4  # index of the map feature in the ICU spec
+_VASO = 15
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "fragment"),
+    [
+        (
+            lambda d: d["features"][_MAP]["fhir"][0].update(codes=["loinc:8478-0"]),
+            "features.4.fhir.0.codes",
+            "'system|code'",
+        ),
+        (
+            lambda d: d["features"][_MAP]["fhir"][0].update(codes=["http://loinc.org|"]),
+            "features.4.fhir.0.codes",
+            "'system|code'",
+        ),
+        (
+            lambda d: d["features"][_MAP]["fhir"][0].update(resource="Observations"),
+            "features.4.fhir.0.resource",
+            "MedicationAdministration",
+        ),
+        (
+            lambda d: d["features"][_MAP]["fhir"][1].pop("diastolic"),
+            "features.4.fhir.1.diastolic",
+            "required to derive mean_arterial_pressure",
+        ),
+        (
+            lambda d: d["features"][_MAP]["fhir"][0].update(systolic="http://loinc.org|8480-6"),
+            "features.4.fhir.0.systolic",
+            "only a derived entry",
+        ),
+        (
+            lambda d: d["features"][_MAP]["fhir"][1].update(derive="shock_index"),
+            "features.4.fhir.1.derive",
+            "mean_arterial_pressure",
+        ),
+        (
+            lambda d: d["features"][_MAP]["fhir"][0].update(status=["final", "done"]),
+            "features.4.fhir.0.status",
+            "not a Observation status",
+        ),
+        (
+            lambda d: d["features"][_MAP]["fhir"][0].update(resource="Procedure"),
+            "features.4.fhir",
+            "only a flag feature",
+        ),
+        (
+            lambda d: d["features"][_VASO]["fhir"][0].update(status=["final"]),
+            "features.15.fhir.0.status",
+            "not a MedicationAdministration status",
+        ),
+        (
+            lambda d: d["features"][_MAP].update(window={"start_hours": 12, "end_hours": 30}),
+            "features.4.window",
+            "outside the task's observation_window",
+        ),
+        (
+            lambda d: d["features"][_MAP].update(window={"start_hours": 12, "end_hours": 6}),
+            "features.4.window.end_hours",
+            "greater than start_hours",
+        ),
+        (
+            lambda d: d["features"][0].update(fhir=[{"codes": ["http://loinc.org|30525-0"]}]),
+            "features.0.fhir",
+            "static feature",
+        ),
+        (
+            lambda d: d["features"][_MAP].update(molar_mass=-1),
+            "features.4.molar_mass",
+            "greater than 0",
+        ),
+        (
+            lambda d: d["features"][5]["fhir"][0]["codes"].append("http://loinc.org|8478-0"),
+            "features.5.fhir",
+            "a code names one variable",
+        ),
+    ],
+)
+def test_invalid_fhir_declaration_names_the_field(tmp_path, mutate, field, fragment):
+    with pytest.raises(TaskSpecInvalid) as info:
+        load_task(_spec_file(tmp_path, mutate))
+    problems = dict(info.value.problems)
+    assert field in problems, info.value
+    assert fragment in problems[field], problems[field]
+
+
+@pytest.mark.parametrize("task", ["icu_mortality_48h", "readmission_30d"])
+def test_every_event_feature_of_a_builtin_task_says_how_ehrs_record_it(task):
+    spec = load_task(task)
+    for f in spec.event_features:
+        assert f.fhir, f.name
+        assert all(code.count("|") == 1 for code in f.fhir_codes()), f.name
+
+
+def test_builtin_codes_include_what_simulated_ehrs_send():
+    icu = load_task("icu_mortality_48h")
+    assert {"http://loinc.org|2708-6", "http://loinc.org|59408-5"} <= set(
+        icu.feature("spo2").fhir_codes()
+    )
+    derived = [e for e in icu.feature("map").fhir if e.derive == "mean_arterial_pressure"]
+    assert derived and derived[0].systolic == "http://loinc.org|8480-6"
+    assert icu.feature("creatinine").molar_mass == pytest.approx(113.12)
+    vaso = icu.feature("vasopressor").fhir[0]
+    assert vaso.resource == "MedicationAdministration"
+    assert "http://www.nlm.nih.gov/research/umls/rxnorm|7512" in vaso.codes
+    assert vaso.statuses == ("in-progress", "completed")
+
+
+def test_a_spec_without_fhir_declarations_keeps_its_hash():
+    data = load_task("icu_mortality_48h").model_dump(mode="json")
+    for f in data["features"]:
+        f["fhir"], f["molar_mass"] = [], None
+    from clinical_mlops.tasks import task_from_mapping
+
+    bare = task_from_mapping(data, source="x")
+    spelled = {**data, "features": [{**f, "window": None} for f in data["features"]]}
+    assert task_from_mapping(spelled, source="x").spec_hash() == bare.spec_hash()
+    data["features"][4]["window"] = {"start_hours": 0, "end_hours": 12}
+    assert task_from_mapping(data, source="x").spec_hash() != bare.spec_hash()

@@ -11,6 +11,7 @@ the audit ledger instead.
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -51,6 +52,17 @@ __all__ = ["MAX_BODY_BYTES", "create_app"]
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 _TOO_LARGE = f"request body exceeds {MAX_BODY_BYTES} bytes; send smaller batches"
+_BUNDLE_TOO_LARGE = (
+    f"FHIR Bundle refused: the request body exceeds the {MAX_BODY_BYTES} bytes "
+    f"({MAX_BODY_BYTES // (1024 * 1024)} MiB) one patient's Bundle may take; send the "
+    "encounter's resources only, or only the codes the task declares"
+)
+
+
+def _too_large(scope: Any) -> str:
+    path = str(scope.get("path", ""))
+    return _BUNDLE_TOO_LARGE if path.startswith(("/v1/fhir/", "/cds-services/")) else _TOO_LARGE
+
 
 _STATUS: dict[type[Exception], int] = {
     NotAuthenticated: 401,
@@ -114,7 +126,9 @@ class _Instrument:
             if name == b"content-length":
                 counted = False
                 if value.isdigit() and int(value) > MAX_BODY_BYTES:
-                    await _Problem({"detail": _TOO_LARGE}, status_code=413)(scope, receive, send)
+                    await _Problem({"detail": _too_large(scope)}, status_code=413)(
+                        scope, receive, send
+                    )
                     return
         if counted:
             receive = _counting(receive)
@@ -132,7 +146,7 @@ class _Instrument:
             if status["sent"]:  # the response has started: nothing else can be sent
                 raise
             status["code"] = 413
-            await _Problem({"detail": _TOO_LARGE}, status_code=413)(scope, receive, send)
+            await _Problem({"detail": _too_large(scope)}, status_code=413)(scope, receive, send)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
@@ -156,8 +170,18 @@ def _counting(receive: Any) -> Any:
     return counting
 
 
-def create_app(predictor: Predictor, auth: AuthConfig, *, base_url: str = "") -> FastAPI:
-    """Return the service app for ``predictor`` with ``auth``; routes declare their roles."""
+def create_app(
+    predictor: Predictor,
+    auth: AuthConfig,
+    *,
+    base_url: str = "",
+    fhir_identifier_system: str | None = None,
+) -> FastAPI:
+    """Return the service app for ``predictor`` with ``auth``; routes declare their roles.
+
+    ``fhir_identifier_system`` (default ``CLINICAL_MLOPS_FHIR_IDENTIFIER_SYSTEM``): the
+    ``Patient.identifier`` system FHIR Bundles name patients by; unset, ``Patient.id``.
+    """
     app = FastAPI(
         title="clinical-mlops inference service",
         version=__version__,
@@ -173,7 +197,13 @@ def create_app(predictor: Predictor, auth: AuthConfig, *, base_url: str = "") ->
     # the monitoring gauges (``clinical_mlops_monitor_*``) are scraped from the same /metrics
     metrics.registry.register(MonitoringCollector(predictor.workspace))
     app.state.service = Service(
-        predictor=predictor, auth=auth, metrics=metrics, base_url=base_url.rstrip("/")
+        predictor=predictor,
+        auth=auth,
+        metrics=metrics,
+        base_url=base_url.rstrip("/"),
+        fhir_identifier_system=fhir_identifier_system
+        or os.environ.get("CLINICAL_MLOPS_FHIR_IDENTIFIER_SYSTEM")
+        or None,
     )
     for module in (predictions, oversight, models, health, cds):
         app.include_router(module.router)

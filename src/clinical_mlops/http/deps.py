@@ -60,6 +60,8 @@ class Service:
     auth: AuthConfig
     metrics: ServiceMetrics
     base_url: str
+    #: the Patient.identifier system FHIR Bundles name patients by (None: Patient.id)
+    fhir_identifier_system: str | None = None
     #: scoring calls in flight in this process (see :meth:`score`)
     busy: int = 0
 

@@ -1,17 +1,18 @@
 """The identity vault: the only place where a patient identifier meets its pseudonym.
 
 It lives in its own database (``identity.db`` or ``CLINICAL_MLOPS_IDENTITY_URL``),
-apart from the ledger and the metadata, and holds four tables:
+apart from the ledger and the metadata, and holds five tables:
 
 - ``subjects``: identifier -> random pseudonym (``psn_`` + 128 random bits; never
   a hash of the identifier, so it cannot be recomputed from a guessed identifier);
 - ``data_keys``: each subject's AES-256 data keys, stored wrapped by the key
   provider's wrap key;
 - ``consents``: consent scope (purposes) and validity per pseudonym;
+- ``encounters``: an EHR encounter id (per subject) -> random pseudonym (``enc_``);
 - ``erasures``: the pseudonyms erased, numbered in the order they were erased (no
   identifier; the pseudonym is already public in the ledger's ``erasure`` entry).
 
-Erasing a subject deletes the first three (SQLite with ``secure_delete`` and a
+Erasing a subject deletes the first four (SQLite with ``secure_delete`` and a
 truncating WAL checkpoint, so the identifier's bytes are overwritten) and adds the
 pseudonym to ``erasures``, after which the pseudonym links to nothing and the
 ledger payloads sealed under the subject's data keys cannot be opened by anyone.
@@ -84,6 +85,17 @@ consents = sa.Table(
     sa.Column("valid_until", sa.String(40), nullable=True),
     sa.Column("recorded_at", sa.String(40), nullable=False),
     sa.Column("recorded_by", sa.Text, nullable=False),
+)
+# A patient's encounters (an EHR's visit ids), pseudonymised like the patient: random, deleted
+# with the patient's mapping at erasure.
+encounters = sa.Table(
+    "encounters",
+    metadata,
+    sa.Column("pseudonym", sa.String(40), primary_key=True),
+    sa.Column("owner", sa.String(40), nullable=False, index=True),
+    sa.Column("identifier", sa.Text, nullable=False),
+    sa.Column("created", sa.String(40), nullable=False),
+    sa.UniqueConstraint("owner", "identifier", name="uq_encounters_owner_identifier"),
 )
 erasures = sa.Table(
     "erasures",
@@ -230,6 +242,38 @@ class IdentityVault:
             pseudonym = new_pseudonym()
             conn.execute(
                 subjects.insert().values(pseudonym=pseudonym, identifier=identifier, created=_now())
+            )
+        return pseudonym
+
+    def encounter_pseudonym(self, owner: str, identifier: str) -> str:
+        """Return the pseudonym of encounter ``identifier`` of the subject ``owner`` (a pseudonym).
+
+        Random (``enc_`` + 128 bits), the same for every request naming the encounter, and
+        deleted with the subject's mapping when the subject is erased. The store's unique
+        key decides between writers racing to create it.
+        """
+        if not isinstance(identifier, str) or not identifier:
+            raise SubjectNotFound("an encounter identifier must be a non-empty string")
+        query = sa.select(encounters.c.pseudonym).where(
+            encounters.c.owner == owner, encounters.c.identifier == identifier
+        )
+        try:
+            with self.engine.connect() as conn:
+                found = conn.execute(query).scalar()
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+            found = None  # a vault from before encounters were recorded: made below
+        if found is not None:
+            return str(found)
+        with write_transaction(self.engine, lock_name=_LOCK) as conn:
+            encounters.create(conn, checkfirst=True)
+            found = conn.execute(query).scalar()
+            if found is not None:
+                return str(found)
+            pseudonym = "enc_" + secrets.token_hex(16)
+            conn.execute(
+                encounters.insert().values(
+                    pseudonym=pseudonym, owner=owner, identifier=identifier, created=_now()
+                )
             )
         return pseudonym
 
@@ -464,6 +508,8 @@ class IdentityVault:
                 consents.delete().where(consents.c.pseudonym == pseudonym)
             ).rowcount
             conn.execute(subjects.delete().where(subjects.c.pseudonym == pseudonym))
+            encounters.create(conn, checkfirst=True)
+            conn.execute(encounters.delete().where(encounters.c.owner == pseudonym))
             conn.execute(erasures.insert().values(pseudonym=pseudonym, erased=_now()))
             if before_commit is not None:
                 audit_seq = before_commit(pseudonym, n_keys, n_cons)
@@ -487,7 +533,7 @@ class IdentityVault:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").all()
         elif self.engine.dialect.name == "postgresql":
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                for table in ("subjects", "data_keys", "consents"):
+                for table in ("subjects", "data_keys", "consents", "encounters"):
                     conn.exec_driver_sql(f"VACUUM FULL {table}")
 
 

@@ -4,8 +4,9 @@ What a request may carry is exactly the spec's declared and approved features
 (R-P1): an undeclared field is refused, not ignored. Each value is checked for
 its type (a number, a 0/1 flag, one of the declared categories), for finiteness
 (NaN and infinity are refused — a missing value is ``null`` or absent), for its
-unit (the declared UCUM unit, its display form, or one of the few conversions in
-:data:`UNIT_CONVERSIONS`) and against the spec's physiologically valid range
+unit (the declared UCUM unit, its display form, or any unit UCUM converts to it, with
+the feature's declared molar mass between mass and substance concentrations; see
+:mod:`clinical_mlops.units`) and against the spec's physiologically valid range
 (values outside it are artifacts and refused). Every problem is collected and
 reported by field path, so a caller fixes them all at once.
 
@@ -26,7 +27,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +37,9 @@ from clinical_mlops.errors import InputInvalid
 from clinical_mlops.modeling.preprocess import Preprocessor
 from clinical_mlops.registry.profile import ReferenceProfile
 from clinical_mlops.tasks.spec import Feature, TaskSpec
+from clinical_mlops.units import UnitNotConvertible, convert, ucum_code
 
 __all__ = [
-    "UNIT_CONVERSIONS",
     "CheckedInputs",
     "InputSchema",
     "field_path",
@@ -143,17 +144,6 @@ def loads_json(raw: bytes | str) -> Any:
                 )
             ]
         ) from None
-
-
-#: (feature, unit sent) -> conversion to the declared unit. Everything else must be sent in
-#: the declared unit; a refused unit names the one to send.
-UNIT_CONVERSIONS: dict[tuple[str, str], Callable[[float], float]] = {
-    ("temperature", "[degF]"): lambda v: (v - 32.0) * 5.0 / 9.0,
-    ("creatinine", "umol/L"): lambda v: v / 88.42,
-    ("bilirubin", "umol/L"): lambda v: v / 17.1,
-    ("albumin", "g/L"): lambda v: v / 10.0,
-    ("lactate", "mg/dL"): lambda v: v / 9.008,
-}
 
 
 @dataclass(frozen=True)
@@ -293,13 +283,17 @@ class InputSchema:
                 return None, "a flag is 0 or 1 (or true/false)"
             return int(number), None
         if unit is not None and unit not in (f.unit, f.display_unit, f.shown_unit):
-            convert = UNIT_CONVERSIONS.get((f.name, unit))
-            if convert is None:
+            code = ucum_code(unit) if isinstance(unit, str) else None
+            try:
+                if code is None or f.unit is None:
+                    raise UnitNotConvertible(str(unit), str(f.unit), "not a UCUM unit")
+                number = convert(number, code, f.unit, molar_mass=f.molar_mass)
+            except UnitNotConvertible as exc:
                 return None, (
-                    f"unit {unit!r} is not accepted; send {f.unit!r}"
+                    f"unit {unit!r} is not accepted ({exc}); send {f.unit!r}"
                     + (f" ({f.display_unit})" if f.display_unit else "")
+                    + " or a UCUM unit that converts to it"
                 )
-            number = convert(number)
         low, high = f.valid_range or (-math.inf, math.inf)
         if not low <= number <= high:
             return None, (

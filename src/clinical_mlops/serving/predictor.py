@@ -99,12 +99,18 @@ _REFUSAL_STATUS: dict[str, int] = {
     RefusalCode.UNKNOWN_SUBJECT: 404,
     RefusalCode.OUTSIDE_INTENDED_USE: 422,
     RefusalCode.NOT_DEPLOYED: 503,
+    RefusalCode.INSUFFICIENT_DATA: 422,
 }
 
 
 @dataclass(frozen=True)
 class PredictionRequest:
-    """One request: who (an identifier, pseudonymised here), why, where, and the inputs."""
+    """One request: who (an identifier, pseudonymised here), why, where, and the inputs.
+
+    ``encounter`` (an EHR encounter id, pseudonymised here like the subject), ``basis``
+    (references of the EHR resources the inputs were read from) and ``ignored`` (how many
+    resources sent reached no input) are recorded with the prediction when given.
+    """
 
     subject_id: str
     purpose: str
@@ -113,6 +119,9 @@ class PredictionRequest:
     request_id: str | None = None
     site: str | None = None
     hours_since_admission: float | None = None
+    encounter: str | None = None
+    basis: tuple[str, ...] = ()
+    ignored: int = 0
 
 
 @dataclass(frozen=True)
@@ -748,6 +757,7 @@ class Predictor:
                         purpose=r.purpose,
                         request_id=ids[i],
                         setting=r.setting,
+                        **context_of.get(i, {}),
                     ),
                 )
             entries.append(entry)
@@ -758,9 +768,24 @@ class Predictor:
         known = subjects_with_consents(self.vault, identifiers=[r.subject_id for r in requests])
         spec = self.scorer(self.default).spec
         min_age, setting = spec.cohort.min_age, spec.cohort.setting
+        n_inputs = len(self.scorer(self.default).model.preprocessor.features)
+        max_missing = spec.cohort.max_missing_feature_fraction
         site_of: dict[int, str] = {}
+        # what an EHR request adds to its record: the encounter (pseudonymised), the
+        # resources its inputs were read from and how many it sent that reached none
+        context_of: dict[int, dict[str, Any]] = {}
         for i, r in enumerate(requests):
             subject, consent = known.get(r.subject_id, (None, []))
+            if subject is not None and (r.encounter is not None or r.basis or r.ignored):
+                context_of[i] = {
+                    "encounter": (
+                        self.vault.encounter_pseudonym(subject, r.encounter)
+                        if r.encounter is not None
+                        else None
+                    ),
+                    "basis": list(r.basis),
+                    "ignored": r.ignored,
+                }
             site_of[i], wrong_site = self.site_for(r.site, sites)
             if wrong_site:
                 refuse(i, RefusalCode.SITE_NOT_PERMITTED, wrong_site, subject)
@@ -800,6 +825,18 @@ class Predictor:
                     RefusalCode.CONSENT_NOT_GRANTED,
                     f"the patient's recorded consent does not cover purpose {r.purpose!r}; "
                     "the request is refused and the refusal logged",
+                    subject,
+                )
+                continue
+            missing = checked[i].missing
+            if len(missing) / max(n_inputs, 1) > max_missing:
+                refuse(
+                    i,
+                    RefusalCode.INSUFFICIENT_DATA,
+                    f"insufficient data: {len(missing)} of {n_inputs} inputs are missing "
+                    f"({', '.join(missing)}); the model was validated on stays missing at most "
+                    f"{max_missing:.0%} of them (cohort.max_missing_feature_fraction) and "
+                    "imputes no more: no risk is given",
                     subject,
                 )
                 continue
@@ -859,6 +896,7 @@ class Predictor:
                             requester=requester,
                             purpose=r.purpose,
                             request_id=ids[i],
+                            **context_of.get(i, {}),
                         ),
                     )
                 )
@@ -900,6 +938,7 @@ class Predictor:
                 requester=requester,
                 purpose=r.purpose,
                 request_id=ids[i],
+                **context_of.get(i, {}),
             )
             entries.append(
                 NewEntry(type="inference", actor=requester, subject=subjects[i], payload=payload)

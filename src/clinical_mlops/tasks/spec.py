@@ -13,6 +13,7 @@ naming each bad field by its path (``features.3.valid_range``).
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -24,11 +25,14 @@ from clinical_mlops.errors import TaskSpecIncomplete, TaskSpecInvalid
 from clinical_mlops.hashing import sha256_json
 
 __all__ = [
+    "FHIR_DERIVATIONS",
+    "FHIR_RESOURCES",
     "MONITORING_RULES",
     "AcceptanceCriteria",
     "AgeBand",
     "CohortCriteria",
     "Feature",
+    "FhirSource",
     "LabelSpec",
     "MonitoringRule",
     "MonitoringSpec",
@@ -37,6 +41,7 @@ __all__ = [
     "TableColumns",
     "TaskSpec",
     "Thresholds",
+    "Window",
     "builtin_tasks",
     "load_sealed_task",
     "load_task",
@@ -45,6 +50,169 @@ __all__ = [
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Window(_Strict):
+    """A time window in hours relative to the anchor (ICU admission for the ICU task)."""
+
+    start_hours: float
+    end_hours: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        if not self.end_hours > self.start_hours:
+            raise ValueError("end_hours: expected a value greater than start_hours")
+        return self
+
+
+#: FHIR R4 resource types a feature may be read from, with the status values each defines
+#: (the R4 value sets) and the ones counted when a spec names none.
+FHIR_RESOURCES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "Observation": (
+        (
+            "registered",
+            "preliminary",
+            "final",
+            "amended",
+            "corrected",
+            "cancelled",
+            "entered-in-error",
+            "unknown",
+        ),
+        ("final", "amended", "corrected"),
+    ),
+    "MedicationAdministration": (
+        (
+            "in-progress",
+            "not-done",
+            "on-hold",
+            "completed",
+            "entered-in-error",
+            "stopped",
+            "unknown",
+        ),
+        ("in-progress", "completed"),
+    ),
+    "MedicationRequest": (
+        (
+            "active",
+            "on-hold",
+            "cancelled",
+            "completed",
+            "entered-in-error",
+            "stopped",
+            "draft",
+            "unknown",
+        ),
+        ("active", "completed"),
+    ),
+    "Procedure": (
+        (
+            "preparation",
+            "in-progress",
+            "not-done",
+            "on-hold",
+            "stopped",
+            "completed",
+            "entered-in-error",
+            "unknown",
+        ),
+        ("in-progress", "completed"),
+    ),
+    "DeviceUseStatement": (
+        ("active", "completed", "entered-in-error", "intended", "stopped", "on-hold"),
+        ("active", "completed"),
+    ),
+}
+
+#: Values computed from two components of one Observation (a panel), and the components each
+#: needs. ``mean_arterial_pressure`` = (systolic + 2 x diastolic) / 3.
+FHIR_DERIVATIONS: dict[str, tuple[str, ...]] = {
+    "mean_arterial_pressure": ("systolic", "diastolic"),
+}
+
+# "system|code": an absolute URI (http, https, urn, oid) and a code without spaces or bars.
+_CODE = re.compile(r"^(?:https?://[^\s|]+|urn:[^\s|]+)\|[^\s|]+$")
+
+
+def _check_code(field: str, value: str) -> None:
+    if not _CODE.match(value):
+        raise ValueError(
+            f"{field}: {value!r} is not 'system|code' (an absolute system URI such as "
+            "http://loinc.org, a bar, then the code: 'http://loinc.org|8478-0')"
+        )
+
+
+class FhirSource(_Strict):
+    """One way an EHR records a feature: a FHIR resource type and the codes it carries.
+
+    ``codes`` match ``Observation.code`` or any ``Observation.component[].code`` (a
+    panel's component counts, with the panel's time and status), or the medication,
+    procedure or device code of the other resource types, whose presence is a flag of
+    value 1 at the resource's start time. ``status`` lists the resource statuses that
+    count (default: the completed ones of each type). ``derive`` computes the value
+    from two components of one Observation instead (``mean_arterial_pressure`` from
+    ``systolic`` and ``diastolic``).
+    """
+
+    resource: str = "Observation"
+    codes: tuple[str, ...] = ()
+    status: tuple[str, ...] | None = None
+    derive: Literal["mean_arterial_pressure"] | None = None
+    systolic: str | None = None
+    diastolic: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FhirSource:
+        if self.resource not in FHIR_RESOURCES:
+            raise ValueError(
+                f"resource: {self.resource!r} is not read; expected one of "
+                f"{', '.join(FHIR_RESOURCES)}"
+            )
+        for i, code in enumerate(self.codes):
+            _check_code(f"codes: entry {i}", code)
+        if len(set(self.codes)) != len(self.codes):
+            raise ValueError("codes: a code is listed twice")
+        components = {"systolic": self.systolic, "diastolic": self.diastolic}
+        if self.derive is None:
+            given = [name for name, value in components.items() if value is not None]
+            if given:
+                raise ValueError(f"{given[0]}: only a derived entry (derive: ...) has components")
+            if not self.codes:
+                raise ValueError("codes: expected at least one 'system|code' (or a derive entry)")
+        else:
+            if self.resource != "Observation":
+                raise ValueError("derive: only an Observation's components can be derived from")
+            if self.codes:
+                raise ValueError(
+                    "codes: a derived entry reads its components; list the codes of a measured "
+                    "value in an entry of its own"
+                )
+            for name in FHIR_DERIVATIONS[self.derive]:
+                value = components.get(name)
+                if value is None:
+                    raise ValueError(f"{name}: required to derive {self.derive} ('system|code')")
+                _check_code(name, value)
+        allowed = FHIR_RESOURCES[self.resource][0]
+        for value in self.status or ():
+            if value not in allowed:
+                raise ValueError(
+                    f"status: {value!r} is not a {self.resource} status; expected some of "
+                    f"{', '.join(allowed)}"
+                )
+        if self.status is not None and not self.status:
+            raise ValueError("status: expected at least one status (or leave it out)")
+        return self
+
+    @property
+    def statuses(self) -> tuple[str, ...]:
+        """The resource statuses that count: the declared ones, or the type's default."""
+        return self.status if self.status is not None else FHIR_RESOURCES[self.resource][1]
+
+    @property
+    def all_codes(self) -> tuple[str, ...]:
+        """Every 'system|code' this entry matches, components included."""
+        return (*self.codes, *(c for c in (self.systolic, self.diastolic) if c is not None))
 
 
 class Feature(_Strict):
@@ -68,6 +236,16 @@ class Feature(_Strict):
     justification: str = Field(min_length=20, description="One-sentence clinical justification")
     status: Literal["approved", "proposed", "withdrawn"] = "proposed"
     caveat: str | None = None
+    window: Window | None = Field(
+        default=None,
+        description="Hours relative to the anchor (default: the task's observation window)",
+    )
+    fhir: tuple[FhirSource, ...] = Field(
+        default=(), description="Every way an EHR records the feature (the online path)"
+    )
+    molar_mass: float | None = Field(
+        default=None, gt=0, description="g/mol: converts substance units (umol/L <-> mg/dL)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Feature:
@@ -88,6 +266,21 @@ class Feature(_Strict):
             raise ValueError("aggregation: a flag is aggregated with 'any' (or 'max')")
         if self.kind == "numeric" and self.valid_range is None:
             raise ValueError("valid_range: required for a numeric feature")
+        if self.source == "static":
+            for field in ("window", "fhir", "molar_mass"):
+                if getattr(self, field) not in (None, ()):
+                    raise ValueError(
+                        f"{field}: a static feature comes from the cohort row (the Patient, "
+                        "Encounter and Conditions online), not from coded events"
+                    )
+        if self.molar_mass is not None and self.kind != "numeric":
+            raise ValueError("molar_mass: only a numeric feature has a molar mass")
+        for i, entry in enumerate(self.fhir):
+            if entry.resource != "Observation" and self.kind != "flag":
+                raise ValueError(
+                    f"fhir: entry {i} reads a {entry.resource}, whose presence is a flag; "
+                    "only a flag feature can be read from it"
+                )
         return self
 
     @property
@@ -95,18 +288,9 @@ class Feature(_Strict):
         """The unit as a clinician reads it."""
         return self.display_unit or self.unit or ""
 
-
-class Window(_Strict):
-    """A time window in hours relative to the anchor (ICU admission for the ICU task)."""
-
-    start_hours: float
-    end_hours: float
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Window:
-        if not self.end_hours > self.start_hours:
-            raise ValueError("end_hours: expected a value greater than start_hours")
-        return self
+    def fhir_codes(self) -> tuple[str, ...]:
+        """Every 'system|code' an EHR may use for this feature (components included)."""
+        return tuple(code for entry in self.fhir for code in entry.all_codes)
 
 
 class CohortCriteria(_Strict):
@@ -437,6 +621,22 @@ class TaskSpec(_Strict):
                 "label.window.start_hours: the label window must start at or after "
                 "prediction_time_hours (otherwise the outcome leaks into the features)"
             )
+        for i, f in enumerate(self.features):
+            w, obs = f.window, self.observation_window
+            if w is not None and (w.start_hours < obs.start_hours or w.end_hours > obs.end_hours):
+                raise ValueError(
+                    f"features.{i}.window: [{w.start_hours:g}, {w.end_hours:g}) h lies outside "
+                    f"the task's observation_window [{obs.start_hours:g}, {obs.end_hours:g}) h"
+                )
+        owner: dict[str, tuple[str, str]] = {}
+        for i, f in enumerate(self.features):
+            for code in f.fhir_codes():
+                seen = owner.setdefault(code, (f.name, f.variable or ""))
+                if seen[1] != (f.variable or ""):
+                    raise ValueError(
+                        f"features.{i}.fhir: code {code} is also declared for feature "
+                        f"{seen[0]!r}, which reads another variable; a code names one variable"
+                    )
         lo, hi = self.cohort.years
         for part, (a, b) in (
             ("train_years", self.split.train_years),
@@ -494,6 +694,7 @@ class TaskSpec(_Strict):
         data = self.model_dump(mode="json")
         data["cohort"] = _stable(data["cohort"], "cohort")
         data["label"] = _stable(data["label"], "label")
+        data["features"] = [_stable(f, "feature") for f in data["features"]]
         if self.monitoring == MonitoringSpec():
             data.pop("monitoring")
         if self.table is None:
@@ -515,6 +716,7 @@ class TaskSpec(_Strict):
 _LATER_FIELDS: dict[str, dict[str, Any]] = {
     "cohort": {"services": None, "discharged_alive": False},
     "label": {"admission_types": None},
+    "feature": {"window": None, "fhir": [], "molar_mass": None},
 }
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from clinical_mlops.application.scoring import score_fhir_bundle
 from clinical_mlops.clock import utc_iso
 from clinical_mlops.http.deps import (
     GuardedRoute,
@@ -20,8 +21,8 @@ from clinical_mlops.http.deps import (
     service,
 )
 from clinical_mlops.serving.auth import Principal
-from clinical_mlops.serving.fhir import observations_to_features, risk_assessment
-from clinical_mlops.serving.predictor import MAX_BATCH, PredictionRequest, PredictionResult
+from clinical_mlops.serving.fhir import risk_assessment
+from clinical_mlops.serving.predictor import MAX_BATCH, PredictionResult
 from clinical_mlops.serving.schemas import PredictItem
 
 router = APIRouter(tags=["predictions"], route_class=GuardedRoute)
@@ -116,52 +117,55 @@ router.add_api_route(
 
 
 class FhirPredict(BaseModel):
-    """A FHIR Bundle of Observations for one patient, with the request's purpose and setting."""
+    """One patient's FHIR Bundle as the EHR sends it, with the request's purpose.
+
+    The patient comes from the Bundle's Patient (``subject_id``, when sent, must name it),
+    the setting and times from its Encounter (``encounter`` picks one of several).
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    subject_id: str = Field(min_length=1, max_length=256)
     purpose: str
-    setting: str
     bundle: dict[str, Any]
+    subject_id: str | None = Field(default=None, min_length=1, max_length=256)
+    encounter: str | None = Field(default=None, min_length=1, max_length=256)
+    setting: str | None = None
     request_id: str | None = Field(default=None, max_length=128)
-    hours_since_admission: float | None = None
 
 
-@router.post(
-    "/v1/fhir/predict", summary="Score a FHIR Bundle of Observations; a RiskAssessment back"
-)
+@router.post("/v1/fhir/predict", summary="Score one patient's FHIR Bundle; a RiskAssessment back")
 async def predict_fhir(
     body: FhirPredict,
     who: Annotated[Principal, Depends(require("POST", "/v1/fhir/predict"))],
     svc: Annotated[Service, Depends(service)],
 ) -> JSONResponse:
-    spec = svc.predictor.scorer(svc.predictor.default).spec
-    features, refs = observations_to_features(body.bundle, spec)
-    req = PredictionRequest(
-        subject_id=body.subject_id,
-        purpose=body.purpose,
-        setting=body.setting,
-        features=features,
-        request_id=body.request_id,
-        hours_since_admission=body.hours_since_admission,
-    )
     predictor = svc.predictor
-    res = (
-        await svc.score(
-            lambda: predictor.predict_many([req], requester=who.actor, where="", sites=who.sites),
-            single=True,
-        )
-    )[0]
+    done = await svc.score(
+        lambda: score_fhir_bundle(
+            predictor,
+            body.bundle,
+            requester=who.actor,
+            purpose=body.purpose,
+            sites=who.sites,
+            subject=body.subject_id,
+            encounter=body.encounter,
+            setting=body.setting,
+            request_id=body.request_id,
+            identifier_system=svc.fhir_identifier_system,
+        ),
+        single=True,
+    )
+    res = done.result
     svc.metrics.observe_results([res])
     if res.status != "scored":
         return _single(res) if res.refusal else JSONResponse(content=res.to_json())
     return JSONResponse(
         content=risk_assessment(
             res,
-            spec=spec,
-            patient_reference=f"Patient/{body.subject_id}",
-            basis=refs,
-            occurrence=utc_iso(svc.predictor.clock.now()),
+            spec=done.spec,
+            patient_reference=done.reading.patient_reference
+            or f"Patient/{done.reading.subject_id}",
+            basis=done.reading.basis,
+            occurrence=utc_iso(predictor.clock.now()),
             model_card_url=f"{svc.base_url}/v1/models/{res.release}/card",
         ),
         media_type="application/fhir+json",
