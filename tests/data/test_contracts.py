@@ -30,10 +30,13 @@ def _stays(n: int = 8, **overrides):
 
 
 def _leaky_sql() -> FeatureSQL:
-    """The shipped SQL with its window stretched 24 h past the prediction time."""
+    """The shipped SQL with lactate read past the prediction time (24 h beyond the window)."""
     good = load_feature_sql(SPEC)
     text = good.text.replace(
-        "e.charttime < c.window_end", "e.charttime < c.window_end + INTERVAL 24 HOUR"
+        "    a.lactate,\n",
+        "    (SELECT MAX(e.value) FROM events e WHERE e.stay_id = c.stay_id"
+        " AND e.variable = 'lactate' AND e.charttime >= c.window_start"
+        " AND e.charttime < c.window_end + INTERVAL 24 HOUR) AS lactate,\n",
     )
     assert text != good.text
     return FeatureSQL(name="leaky.sql", text=text)

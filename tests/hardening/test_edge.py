@@ -26,6 +26,8 @@ from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving import Predictor
 from clinical_mlops.serving.auth import AuthConfig, hash_api_key
 from clinical_mlops.serving.cds_hooks import SERVICE_ID
+from clinical_mlops.tasks import load_task
+from serving.fhir_bundles import ehr_bundle
 from serving.test_api import observation_bundle
 
 with warnings.catch_warnings():
@@ -186,7 +188,9 @@ def test_cds_hooks_and_fhir_take_the_site_from_the_api_key(edge: dict[str, Any])
     }
     r = c.post(f"/cds-services/{SERVICE_ID}", headers=multi, json=hook)
     assert r.status_code == 200 and r.json() == {"cards": []}, r.text  # shadow: no card
-    fhir = item(edge, 42) | {"bundle": observation_bundle(edge["rows"][42])}
+    fhir = item(edge, 42) | {
+        "bundle": ehr_bundle(load_task("icu_mortality_48h"), edge["rows"][42], "MRN-42")
+    }
     del fhir["features"]
     r = c.post("/v1/fhir/predict", headers=multi, json=fhir)
     assert r.status_code == 200 and r.json()["status"] == "shadow", r.text

@@ -37,7 +37,11 @@ from schemathesis.python import asgi
 from clinical_mlops.http.deps import ROUTE_ROLES
 from clinical_mlops.serving.auth import ROLES
 from clinical_mlops.serving.cds_hooks import SERVICE_ID, card_uuid
+from clinical_mlops.tasks import load_task
+from serving.fhir_bundles import ehr_bundle
 from serving.test_api import observation_bundle
+
+ICU_SPEC = load_task("icu_mortality_48h")
 
 #: cases per operation and generation mode: (10 positive runs + 6 negative runs, one per
 #: operation with a body) x 64, plus GET /cds-services once per credential set (21) = 1,045
@@ -237,7 +241,7 @@ def valid_bodies(
     return [
         ("/v1/predict", item | {"features": rows[20]}),
         ("/v1/predict", {"items": [item | {"features": rows[21]}], "explain": True}),
-        ("/v1/fhir/predict", item | {"bundle": observation_bundle(rows[22])}),
+        ("/v1/fhir/predict", item | {"bundle": ehr_bundle(ICU_SPEC, rows[22], "MRN-20")}),
         ("/v1/overrides", {"prediction_id": seq, "action": "override", "reason_code": "other"}),
         ("/v1/outcomes", {"prediction_ids": [seq], "outcome": 1}),
         (
@@ -365,7 +369,7 @@ def test_mutated_valid_bodies_never_fail_the_server(
 
 
 def _fhir(service: dict[str, Any], change: Any) -> dict[str, Any]:
-    bundle = observation_bundle(service["rows"][24])
+    bundle = ehr_bundle(ICU_SPEC, service["rows"][24], "MRN-24")
     change(bundle)
     return {"subject_id": "MRN-24", "purpose": "direct_care", "setting": "icu", "bundle": bundle}
 
@@ -428,7 +432,7 @@ FOUND: dict[str, tuple[str, Any, int, str]] = {
         "/v1/fhir/predict",
         lambda s: _fhir(s, lambda b: b["entry"].append(1.5)),
         422,
-        "only Observation resources",
+        "must be an object holding a resource",
     ),
     "FHIR coding system that is a list": (
         "/v1/fhir/predict",
@@ -436,7 +440,7 @@ FOUND: dict[str, tuple[str, Any, int, str]] = {
             s, lambda b: b["entry"][0]["resource"]["code"]["coding"][0].update(system=[1])
         ),
         422,
-        "not an input of this task",
+        "has no system",
     ),
     "FHIR quantity unit that is an object": (
         "/v1/fhir/predict",
@@ -472,7 +476,7 @@ FOUND: dict[str, tuple[str, Any, int, str]] = {
         "/v1/fhir/predict",
         lambda s: _fhir(s, lambda b: b["entry"][0]["resource"].update(id="\ud800")),
         422,
-        "expected text",
+        "expected text (a non-empty id)",
     ),
 }
 

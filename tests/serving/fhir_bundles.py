@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from clinical_mlops.tasks.spec import TaskSpec
-from clinical_mlops.units import convert
 
 UCUM = "http://unitsofmeasure.org"
 LOINC = "http://loinc.org"
@@ -342,6 +341,8 @@ def _event(
         comps = [(f"{LOINC}|8480-6", value), (f"{LOINC}|8462-4", value - 40)]
         w.add(_panel(w, comps, when, subject, enc))
         return
+    from clinical_mlops.units import convert  # the units module came with the FHIR reader
+
     quantity = _quantity(value, unit)
     if variable == "creatinine" and r < 0.4:
         quantity = _quantity(convert(value, unit, "umol/L", molar_mass=f.molar_mass), "umol/L")
@@ -419,3 +420,73 @@ def _noise(
             "subject": subject,
         }
     )
+
+
+#: an ICD-10 code of each diagnosis category the built-in tasks use
+CATEGORY_CODES = {
+    "infectious": "A41.9",
+    "neoplasm": "C34.90",
+    "blood": "D64.9",
+    "endocrine": "E11.9",
+    "mental": "F10.239",
+    "nervous": "G40.909",
+    "circulatory": "I21.4",
+    "respiratory": "J18.9",
+    "digestive": "K85.90",
+    "genitourinary": "N17.9",
+    "injury": "S06.0X0A",
+    "symptoms": "R57.0",
+    "other": "Z99.89",
+}
+
+
+def ehr_bundle(
+    spec: TaskSpec, row: dict[str, Any], subject: str, *, now: datetime | None = None
+) -> dict[str, Any]:
+    """Return an ICU Bundle whose features are ``row`` (a feature vector), read at ``now``.
+
+    The Patient's id is ``subject``; its first entry is a numeric Observation.
+    """
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    admitted = now - timedelta(hours=30)
+    sex = row.get("sex")
+    stay = pd.Series(
+        {
+            "stay_id": 1,
+            "subject_id": 0,
+            "hadm_id": 1,
+            "age": float(row.get("age") or 50.0),
+            "sex": sex,
+            "diagnosis_icd10": CATEGORY_CODES.get(str(row.get("diagnosis_category"))),
+            "admittime": admitted,
+            "intime": admitted,
+            "outtime": now - timedelta(hours=1),
+            "dischtime": now - timedelta(hours=1),
+        }
+    )
+    events = pd.DataFrame(
+        [
+            {"charttime": admitted + timedelta(hours=2), "variable": f.variable, "value": v}
+            for f in spec.event_features
+            if (v := row.get(f.name)) is not None
+        ],
+        columns=["charttime", "variable", "value"],
+    )
+    bundle, _, _ = render_stay(spec, stay, events, rng=np.random.default_rng(0))
+    for entry in bundle["entry"]:
+        res = entry["resource"]
+        if res["resourceType"] == "Patient":
+            res["id"] = subject
+            entry["fullUrl"] = f"https://ehr.example.org/fhir/Patient/{subject}"
+        elif isinstance(res.get("subject"), dict):
+            res["subject"] = {"reference": f"Patient/{subject}"}
+    first = next(
+        i
+        for i, e in enumerate(bundle["entry"])
+        if e["resource"]["resourceType"] == "Observation"
+        and "valueQuantity" in e["resource"]
+        and e["resource"]["status"] in ("final", "amended", "corrected")
+        and e["resource"]["code"]["coding"][0]["code"] == "8867-4"
+    )
+    bundle["entry"].insert(0, bundle["entry"].pop(first))
+    return bundle

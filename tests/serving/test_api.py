@@ -16,6 +16,8 @@ from clinical_mlops.serving import PredictionResult, Predictor
 from clinical_mlops.serving.auth import ROLES, AuthConfig
 from clinical_mlops.serving.cds_hooks import SERVICE_ID, card_for
 from clinical_mlops.serving.fhir import LOINC
+from clinical_mlops.tasks import load_task
+from serving.fhir_bundles import ehr_bundle
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette warns that httpx is deprecated for TestClient
@@ -49,6 +51,9 @@ def one(api: dict[str, Any], i: int = 0, **kw: Any) -> dict[str, Any]:
     } | kw
 
 
+ICU_SPEC = load_task("icu_mortality_48h")
+
+
 def observation_bundle(row: dict[str, Any]) -> dict[str, Any]:
     entries = []
     for name, value in row.items():
@@ -79,7 +84,7 @@ def call(api: dict[str, Any], method: str, route: str, headers: dict[str, str]) 
             "subject_id": "MRN-11",
             "purpose": "direct_care",
             "setting": "icu",
-            "bundle": observation_bundle(api["rows"][11]),
+            "bundle": ehr_bundle(ICU_SPEC, api["rows"][11], "MRN-11"),
         },
         "/v1/overrides": {"prediction_id": 0, "action": "override"},
         "/v1/outcomes": {"prediction_ids": [0], "outcome": 1},
@@ -292,7 +297,7 @@ def test_fhir_risk_assessment_validates(api: dict[str, Any]) -> None:
         "subject_id": "MRN-7",
         "purpose": "direct_care",
         "setting": "icu",
-        "bundle": observation_bundle(api["rows"][7]),
+        "bundle": ehr_bundle(ICU_SPEC, api["rows"][7], "MRN-7"),
     }
     r = api["client"].post("/v1/fhir/predict", headers=bearer(api, "clinician"), json=body)
     assert r.status_code == 200, r.text
@@ -303,7 +308,9 @@ def test_fhir_risk_assessment_validates(api: dict[str, Any]) -> None:
     assert pred.qualitativeRisk.coding[0].code in ("negligible", "low", "moderate", "high")
     coverage = api["predictor"].scorer(api["release"]).coverage
     notes = " ".join(n.text for n in ra.note)
-    assert len(ra.basis) >= 15 and f"Conformal prediction set at {coverage:.0%} coverage" in notes
+    measured = [f.name for f in ICU_SPEC.event_features if api["rows"][7].get(f.name) is not None]
+    assert len(ra.basis) >= len(measured) and all(b.reference for b in ra.basis)
+    assert f"Conformal prediction set at {coverage:.0%} coverage" in notes
     assert doc["method"]["coding"][0]["code"].startswith("icu_mortality_48h-")
 
 

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from fhir_bundles import render_stay
 
 from clinical_mlops.data.cohort import build_cohort
 from clinical_mlops.data.raw import read_source
@@ -30,6 +29,7 @@ from clinical_mlops.features.snapshot import build_snapshot
 from clinical_mlops.serving.fhir_input import read_bundle
 from clinical_mlops.tasks import load_task
 from clinical_mlops.workspace import Workspace
+from serving.fhir_bundles import render_stay
 
 MIN_STAYS = 500
 #: relative difference a unit converted there and back may leave (binary floating point)

@@ -3,57 +3,19 @@
 -- Inputs (registered by the engine, DuckDB or Spark SQL):
 --   cohort(stay_id, subject_id, hadm_id, age, sex, diagnosis_icd10, admittime, dischtime,
 --          los_hours, discharge_location, window_start, window_end)
---   events(hadm_id, charttime, variable, value)
+--   event_features(hadm_id, followup_scheduled, heart_rate, ..., hemoglobin)
+--                                                        -- generated from the task spec
 --   admissions(subject_id, hadm_id, admittime)           -- every admission in the source
 --   diagnoses(hadm_id, icd10)                            -- every coded diagnosis
---   feature_ranges(variable, low, high)
 --
--- Discharge physiology is the last valid value in [window_start, window_end) — the day before
--- discharge. Prior admissions count admissions that started in the 365 days before this one.
--- The Charlson index (Quan's ICD-10 coding, 17 conditions, hierarchy: the severe form wins) is
+-- Discharge physiology (the last valid value in [window_start, window_end), the day before
+-- discharge) and the follow-up flag come from event_features, which the engine generates
+-- from the spec's declarations. Prior admissions count admissions that started in the 365
+-- days before this one. The Charlson index (Quan's ICD-10 coding, 17 conditions, hierarchy: the severe form wins) is
 -- computed over the admission's own codes. Portable SQL only: it runs unchanged on DuckDB and
 -- Spark SQL.
 
-WITH windowed AS (
-    SELECT e.hadm_id, e.variable, e.value, e.charttime
-    FROM events e
-    JOIN cohort c
-      ON e.hadm_id = c.hadm_id
-     AND e.charttime >= c.window_start
-     AND e.charttime < c.window_end
-    JOIN feature_ranges r
-      ON e.variable = r.variable
-     AND e.value >= r.low
-     AND e.value <= r.high
-    WHERE e.value IS NOT NULL
-),
-ranked AS (
-    SELECT hadm_id, variable, value,
-           ROW_NUMBER() OVER (
-               PARTITION BY hadm_id, variable ORDER BY charttime DESC, value DESC
-           ) AS rn
-    FROM windowed
-),
-last_values AS (
-    SELECT
-        hadm_id,
-        MAX(CASE WHEN variable = 'heart_rate' THEN value END)  AS heart_rate,
-        MAX(CASE WHEN variable = 'sbp' THEN value END)         AS sbp,
-        MAX(CASE WHEN variable = 'resp_rate' THEN value END)   AS resp_rate,
-        MAX(CASE WHEN variable = 'temperature' THEN value END) AS temperature,
-        MAX(CASE WHEN variable = 'spo2' THEN value END)        AS spo2,
-        MAX(CASE WHEN variable = 'hemoglobin' THEN value END)  AS hemoglobin
-    FROM ranked
-    WHERE rn = 1
-    GROUP BY hadm_id
-),
-followup AS (
-    SELECT hadm_id, MAX(value) AS followup_scheduled
-    FROM windowed
-    WHERE variable = 'followup_scheduled'
-    GROUP BY hadm_id
-),
-prior AS (
+WITH prior AS (
     SELECT c.hadm_id, COUNT(a.hadm_id) AS prior_admissions_12m
     FROM cohort c
     LEFT JOIN admissions a
@@ -128,7 +90,7 @@ SELECT
             THEN c.discharge_location
         ELSE 'OTHER'
     END AS discharge_disposition,
-    CAST(f.followup_scheduled AS INTEGER) AS followup_scheduled,
+    v.followup_scheduled,
     v.heart_rate,
     v.sbp,
     v.resp_rate,
@@ -136,8 +98,7 @@ SELECT
     v.spo2,
     v.hemoglobin
 FROM cohort c
-LEFT JOIN last_values v ON c.hadm_id = v.hadm_id
-LEFT JOIN followup f ON c.hadm_id = f.hadm_id
+LEFT JOIN event_features v ON c.hadm_id = v.hadm_id
 LEFT JOIN prior p ON c.hadm_id = p.hadm_id
 LEFT JOIN charlson ch ON c.hadm_id = ch.hadm_id
 ORDER BY c.stay_id

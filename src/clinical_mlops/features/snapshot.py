@@ -13,7 +13,8 @@ A snapshot is a folder ``artifacts/snapshots/<id>/`` holding
 
 The manifest records the source (name, version, extraction time,
 de-identification method, raw file hashes), the cohort-criteria hash, the
-feature-SQL hash, the cohort flow, counts, prevalence, training-set
+feature-SQL hash and that of the event aggregation generated from the spec
+(``event_features_sha256``), the cohort flow, counts, prevalence, training-set
 missingness, the split-membership hash and the SHA-256 of every file. The same
 source, spec and SQL therefore always give the same id, and any change to any
 of them gives another. The build time and engine go to ``build.json`` beside it,
@@ -49,9 +50,16 @@ from clinical_mlops.features.engine import (
     FeatureEngine,
     FeatureSQL,
     extract_features,
+    feature_views,
     load_feature_sql,
 )
-from clinical_mlops.hashing import canonical_json, sha256_bytes, sha256_file, sha256_json
+from clinical_mlops.hashing import (
+    canonical_json,
+    sha256_bytes,
+    sha256_file,
+    sha256_json,
+    sha256_text,
+)
 from clinical_mlops.tasks.spec import TaskSpec, load_sealed_task
 from clinical_mlops.workspace import Workspace
 
@@ -201,7 +209,9 @@ def build_snapshot(
         "params": source.info.get("params", {}),
         "raw_files": source.file_hashes,
     }
-    sql_section = {"name": sql.name, "sha256": sql.sha256}
+    sql_section = {"name": sql.name, "sha256": sql.sha256} | {
+        f"{name}_sha256": sha256_text(select) for name, select in feature_views(spec)
+    }
     inputs = _inputs_sha256(spec, {"source": source_section, "feature_sql": sql_section})
     found = _find_built(workspace, inputs)
     if found is not None:
@@ -433,7 +443,12 @@ def write_snapshot(
             "n_stays": counts["n_stays"],
             "feature_sql_sha256": sql["sha256"],
             "cohort_criteria_sha256": spec.criteria_hash(),
-        },
+        }
+        | (
+            {"event_features_sha256": sql["event_features_sha256"]}
+            if "event_features_sha256" in sql
+            else {}
+        ),
     )
     return snapshot
 

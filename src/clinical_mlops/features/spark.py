@@ -1,8 +1,8 @@
 """The scale-out feature engine: the task's feature SQL text, unchanged, on Spark SQL (R-I3).
 
 :class:`SparkEngine` registers the same relations as the embedded DuckDB engine
-(``cohort``, ``events``, ``feature_ranges`` and the optional source tables) and
-runs the same SQL file; a parity test holds the two to identical feature tables.
+(``cohort``, ``events``, ``feature_ranges``, the optional source tables and the
+spec's generated ``event_features``) and runs the same SQL file; a parity test holds the two to identical feature tables.
 Data crosses the Python/JVM boundary as Arrow (``createDataFrame`` of a
 ``pyarrow.Table`` in, ``DataFrame.toArrow`` out), so timestamps stay
 timezone-naive (``TIMESTAMP_NTZ``, session time zone UTC) exactly as in the
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -131,11 +131,12 @@ class SparkEngine:
         events: list[Path],
         ranges: pd.DataFrame,
         tables: Mapping[str, list[Path]] | None = None,
+        views: Sequence[tuple[str, str]] = (),
         event_key: str = "stay_id",
         before_prediction_only: bool = False,
     ) -> pd.DataFrame:
         spark = self.session
-        views = ["cohort", "feature_ranges", "raw_events", "events"]
+        views_made = ["cohort", "feature_ranges", "raw_events", "events"]
         try:
             spark.createDataFrame(_arrow(cohort)).createOrReplaceTempView("cohort")
             spark.createDataFrame(_arrow(ranges)).createOrReplaceTempView("feature_ranges")
@@ -144,13 +145,16 @@ class SparkEngine:
                 if name not in SOURCE_RELATIONS:
                     raise ValueError(f"tables: {name!r} is not a source relation")
                 spark.read.parquet(*[str(p) for p in paths]).createOrReplaceTempView(name)
-                views.append(name)
+                views_made.append(name)
             if before_prediction_only:
                 spark.sql(time_travel_sql(event_key)).createOrReplaceTempView("events")
             else:
                 spark.table("raw_events").createOrReplaceTempView("events")
+            for name, select in views:
+                spark.sql(select).createOrReplaceTempView(name)
+                views_made.append(name)
             result: pa.Table = spark.sql(sql).toArrow()
         finally:
-            for view in views:
+            for view in views_made:
                 spark.catalog.dropTempView(view)
         return result.to_pandas()

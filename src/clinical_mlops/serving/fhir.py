@@ -1,10 +1,11 @@
 """FHIR R4 adapters: a Bundle of Observations in, a RiskAssessment out (R-I4).
 
-Inputs: each of the task's 17 variables is an Observation coded in LOINC
-(:data:`LOINC`), except the two organ-support flags, which have no LOINC code and
-use this project's code system (:data:`LOCAL_SYSTEM`). Several Observations of
-one variable are aggregated as the task spec declares (lowest MAP, highest
-lactate, any vasopressor), so an EHR can send what it charted in the window.
+Inputs: an event feature's Observation codes are the ones its task spec declares
+(``features[].fhir``); the spec, not this module, is the source of the codes read.
+The static features (age, sex, diagnosis) may also come as Observations coded as in
+:data:`LOINC`, whose other entries are the codings this module's examples write.
+Several Observations of one variable are aggregated as the task spec declares
+(lowest MAP, highest lactate, any vasopressor), so an EHR can send what it charted.
 
 Output: ``RiskAssessment.prediction.probabilityDecimal`` is a **percentage
 (0-100)**. Invariant ras-2 caps the value at 100, which only makes sense on a
@@ -28,7 +29,8 @@ __all__ = ["LOCAL_SYSTEM", "LOINC", "LOINC_SYSTEM", "observations_to_features", 
 LOINC_SYSTEM = "http://loinc.org"
 LOCAL_SYSTEM = "urn:clinical-mlops:variable"
 RISK_SYSTEM = "http://terminology.hl7.org/CodeSystem/risk-probability"
-#: feature -> (system, code, display)
+#: feature -> (system, code, display): one coding per feature, for writing Observations; the
+#: codes read for an event feature are its spec's (``features[].fhir``)
 LOINC: dict[str, tuple[str, str, str]] = {
     "age": (LOINC_SYSTEM, "30525-0", "Age"),
     "sex": (LOINC_SYSTEM, "76689-9", "Sex assigned at birth"),
@@ -48,7 +50,19 @@ LOINC: dict[str, tuple[str, str, str]] = {
     "vasopressor": (LOCAL_SYSTEM, "vasopressor", "Vasopressor support given"),
     "ventilation": (LOCAL_SYSTEM, "ventilation", "Invasive mechanical ventilation"),
 }
-_BY_CODE = {(s, c): name for name, (s, c, _) in LOINC.items()}
+_STATIC = ("age", "sex", "diagnosis_category")
+
+
+def _codes_of(spec: TaskSpec) -> dict[tuple[str, str], str]:
+    """Return (system, code) -> feature: the spec's Observation codes and the static ones."""
+    out = {(LOINC[n][0], LOINC[n][1]): n for n in _STATIC if n in spec.feature_names}
+    for f in spec.event_features:
+        for entry in f.fhir:
+            if entry.resource == "Observation" and entry.derive is None:
+                for code in entry.codes:
+                    system, value = code.split("|", 1)
+                    out[(system, value)] = f.name
+    return out
 
 
 def _observations(bundle: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -104,10 +118,11 @@ def observations_to_features(
     grouped: dict[str, list[tuple[str, Any, str | None]]] = {}
     refs: list[str] = []
     problems: list[tuple[str, str]] = []
+    by_code = _codes_of(spec)
     for i, res in enumerate(_observations(bundle)):
         where = f"bundle.entry[{i}]"
         codings = [c for c in _codings(res.get("code")) if all(isinstance(p, str) for p in c)]
-        name = next((_BY_CODE[c] for c in codings if c in _BY_CODE), None)
+        name = next((by_code[c] for c in codings if c in by_code), None)
         if name is None:
             codes = ", ".join(f"{system}|{code}" for system, code in codings) or "none"
             problems.append((where, f"code {codes} is not an input of this task (R-P1)"))

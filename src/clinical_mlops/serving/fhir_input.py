@@ -307,7 +307,7 @@ def _entries(bundle: Any) -> list[tuple[int, Mapping[str, Any], Mapping[str, Any
             continue
         rid = res.get("id")
         if rid is not None and not (isinstance(rid, str) and rid and is_text(rid)):
-            problems.append((f"{where}.resource.id", "expected a non-empty text id"))
+            problems.append((f"{where}.resource.id", "expected text (a non-empty id)"))
             continue
         out.append((i, entry, res))
     if problems:

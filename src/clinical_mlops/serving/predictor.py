@@ -9,7 +9,9 @@ For every request, in this order:
 3. the intended-use guard (R-P5): a patient younger than the cohort's minimum age
    or a setting other than the spec's is refused with its reason;
 4. consent (R-P4): the subject's recorded consent must cover the stated purpose
-   now; a refusal is a ``consent_refused`` ledger event;
+   now; a refusal is a ``consent_refused`` ledger event; then data sufficiency: more
+   inputs missing than the spec's ``max_missing_feature_fraction`` (the training
+   cohort's rule) is refused as ``insufficient_data``, never imputed;
 5. the live rollout decision for the site (``governance.rollout``), the site being the
    requester's credential's (:meth:`Predictor.site_for`): ``shadow`` and
    ``silent`` releases are scored and logged but return nothing clinical; a

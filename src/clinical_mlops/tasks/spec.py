@@ -628,6 +628,12 @@ class TaskSpec(_Strict):
                     f"features.{i}.window: [{w.start_hours:g}, {w.end_hours:g}) h lies outside "
                     f"the task's observation_window [{obs.start_hours:g}, {obs.end_hours:g}) h"
                 )
+            if w is not None and any(
+                abs(h * 60 - round(h * 60)) > 1e-9 for h in (w.start_hours, w.end_hours)
+            ):
+                raise ValueError(
+                    f"features.{i}.window: expected whole minutes (hours x 60 an integer)"
+                )
         owner: dict[str, tuple[str, str]] = {}
         for i, f in enumerate(self.features):
             for code in f.fhir_codes():
