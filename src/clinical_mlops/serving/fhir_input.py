@@ -453,9 +453,10 @@ def read_bundle(
     window_start = anchor + timedelta(hours=spec.observation_window.start_hours)
     window_end = anchor + timedelta(hours=spec.observation_window.end_hours)
     hours = max(0.0, (now - anchor).total_seconds() / 3600.0)
+    # The unit's keys are local integers (the feature SQL joins on them): 1 is this encounter.
     admissions = [
-        (str(res.get("id") or f"entry-{i}"), times[i][0])
-        for i, res in encounters
+        (1 if i == cur_pos else 2 + k, times[i][0])
+        for k, (i, res) in enumerate(encounters)
         if times[i][0] is not None and (i == cur_pos or _class_code(res) in _INPATIENT)
     ]
     used: set[int] = {cur_pos}
@@ -547,9 +548,9 @@ def read_bundle(
 
     disposition = _disposition(cur, spec)
     cohort: dict[str, Any] = {
-        "stay_id": encounter_id,
-        "subject_id": subject_id,
-        "hadm_id": encounter_id,
+        "stay_id": 1,
+        "subject_id": 1,
+        "hadm_id": 1,
         "age": age,
         "sex": sex,
         "diagnosis_icd10": principal,
