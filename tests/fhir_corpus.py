@@ -26,14 +26,15 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,43 @@ class CorpusBundle:
 
     def resource_types(self) -> set[str]:
         return {e["resource"]["resourceType"] for e in self.bundle["entry"]}
+
+    def as_of(self, day: date) -> CorpusBundle:
+        """Return this stay with every date moved by whole days so the run ends on ``day``.
+
+        The generator simulates a past year; a live service reads an encounter still in
+        progress as ending at the request time, so a replay years later would see stays of
+        years. Moving every date of the Bundle by the same number of days (as date-shifted
+        research data are) keeps intervals, ages and times of day exactly.
+        """
+        days = (day - date.fromisoformat(SETTINGS["--end"])).days
+        return replace(
+            self,
+            admitted=self.admitted + timedelta(days=days),
+            discharged=self.discharged + timedelta(days=days) if self.discharged else None,
+            icu_start=self.icu_start + timedelta(days=days) if self.icu_start else None,
+            bundle=_shifted(self.bundle, days),
+        )
+
+
+_DATE_TEXT = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})((?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:\d{2})?)$"
+)
+
+
+def _shifted(value: Any, days: int) -> Any:
+    """Return ``value`` with the date part of every FHIR date/dateTime moved by ``days``."""
+    if isinstance(value, str):
+        found = _DATE_TEXT.match(value)
+        if not found:
+            return value
+        moved = date.fromisoformat(found.group(1)) + timedelta(days=days)
+        return moved.isoformat() + found.group(2)
+    if isinstance(value, dict):
+        return {k: _shifted(v, days) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shifted(v, days) for v in value]
+    return value
 
 
 def cache_root() -> Path:
