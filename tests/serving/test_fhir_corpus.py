@@ -124,7 +124,6 @@ def _post_corpus(
                 body = {
                     "purpose": "direct_care",
                     "bundle": b.bundle,
-                    "encounter": b.encounter_id,
                     "request_id": f"corpus-{task}-{k}",
                 }
                 r = client.post("/v1/fhir/predict", json=body, headers={"X-API-Key": svc.api_key})
@@ -343,9 +342,8 @@ def test_which_inputs_the_corpus_carries(
     present: Counter[str] = Counter()
     now = datetime.now(UTC)
     for b in (one.as_of(now.date() - timedelta(days=1)) for one in clinosim_corpus):
-        reading = read_bundle(
-            b.bundle, spec, now=now, encounter=b.encounter_id, identifier_system=MRN_SYSTEM
-        )
+        # the stay is found without being named, as when an EHR posts its Bundle
+        reading = read_bundle(b.bundle, spec, now=now, identifier_system=MRN_SYSTEM)
         assert reading.subject_id == b.mrn and reading.encounter_id == b.encounter_id
         values = features_for_one(spec, reading.unit)
         assert set(values) <= set(spec.feature_names)
@@ -355,4 +353,6 @@ def test_which_inputs_the_corpus_carries(
     print(f"\n{task}: inputs present: {table}")
     # demographics come from every Patient, vital signs from nearly every stay
     assert present["age"] == n and present["sex"] == n
+    # every stay's principal diagnosis, linked from its Encounter when not from the Condition
+    assert present["diagnosis_category"] == n
     assert present["heart_rate"] >= n * 0.8 and present["resp_rate"] >= n * 0.8
