@@ -17,15 +17,17 @@ The cohort facts, as the offline cohort has them:
 
 - subject: the Patient's identifier in ``identifier_system`` when given, else
   ``Patient.id``; an explicit subject must name the same Patient;
-- the encounter: the one named, else the latest-starting Encounter that is not
-  planned, cancelled or entered in error; prior admissions are the patient's other
+- the encounter: the one named, else of the Encounters that are not planned, cancelled
+  or entered in error the latest-starting one in progress, else the latest-starting
+  inpatient one, else the latest-starting one; prior admissions are the patient's other
   inpatient Encounters (class IMP, ACUTE or NONAC) in the Bundle;
 - admission = ``Encounter.period.start``; discharge = ``period.end``, or the request
   time while the encounter is in progress (the readmission task's anchor); an ICU task's
   anchor is the Encounter's start (send the ICU encounter);
 - age in whole years from ``Patient.birthDate`` at admission, as the raw data records
   it; sex from ``Patient.gender`` (male -> M, female -> F, else missing);
-- diagnoses: the ICD-10 codes of Conditions of the encounter; the principal one is the
+- diagnoses: the ICD-10 codes of Conditions that name the encounter or that its
+  ``diagnosis`` lists; the principal one is the
   ``Encounter.diagnosis`` of rank 1 (else the one used for billing, else the first);
 - discharge disposition from ``Encounter.hospitalization.dischargeDisposition``
   (HL7 discharge-disposition or NUBC codes, or the spec's own category code);
@@ -85,6 +87,7 @@ _SUBJECT = {"MedicationRequest": "subject", "DeviceUseStatement": "subject"}
 _ENCOUNTER_FIELD = {"MedicationAdministration": "context"}
 _DROPPED_STATUS = ("planned", "cancelled", "entered-in-error")
 _INPATIENT = ("IMP", "ACUTE", "NONAC")
+_CURRENT_STATUS = ("arrived", "triaged", "in-progress", "onleave")
 _ICU_CODES = frozenset({"ICU", "CCU", "PEDICU", "NCCU", "SICU", "MICU", "CHEST", "PEDNICU"})
 _DISPOSITION = {
     # HL7 discharge-disposition
@@ -662,7 +665,18 @@ def _pick_encounter(
         return pos, by_pos[pos]
     if not encounters:
         return None
-    return max(encounters, key=lambda e: (times[e[0]][0] or datetime.min, e[0]))
+    # Unnamed: the encounter in progress, else the latest inpatient stay, else the latest.
+    # An EHR's Bundle of a stay often holds short visits during it (a clinic appointment,
+    # a dialysis session) that start later than the admission but are not the stay.
+    return max(
+        encounters,
+        key=lambda e: (
+            e[1].get("status") in _CURRENT_STATUS,
+            _class_code(e[1]) in _INPATIENT,
+            times[e[0]][0] or datetime.min,
+            e[0],
+        ),
+    )
 
 
 def _diagnoses(
@@ -672,7 +686,18 @@ def _diagnoses(
     index: _Index,
     by_pos: Mapping[int, Mapping[str, Any]],
 ) -> tuple[list[str], str | None, set[int]]:
-    """Return (ICD-10 codes of the encounter, the principal one, entries used)."""
+    """Return (ICD-10 codes of the encounter, the principal one, entries used).
+
+    A Condition is the encounter's when it names the encounter or the encounter lists it in
+    ``diagnosis``: EHRs often link comorbidities (problem-list Conditions that name no
+    encounter) only from there, and the coded diagnoses of an admission include them.
+    """
+    listed: set[int] = set()
+    for d in cur.get("diagnosis") or []:
+        ref = _ref(d.get("condition")) if isinstance(d, Mapping) else None
+        pos = index.find(ref) if ref else None
+        if pos is not None:
+            listed.add(pos)
     icd: dict[int, str] = {}
     for i, _, res in entries:
         if res["resourceType"] != "Condition":
@@ -683,7 +708,7 @@ def _diagnoses(
         ):
             continue
         ref = _ref(res.get("encounter"))
-        if ref is None or index.find(ref) != cur_pos:
+        if i not in listed and (ref is None or index.find(ref) != cur_pos):
             continue
         code = next((c for s, c in _codings(res.get("code")) if s in ICD10_SYSTEMS and c), None)
         if code is not None:
