@@ -45,7 +45,10 @@ def test_a_whole_ehr_bundle_is_scored_and_recorded_with_its_encounter_pseudonymi
     bundle = ehr_bundle(ICU, fhir_api["rows"][30], "MRN-30")
     r = _post(fhir_api, {"purpose": "direct_care", "bundle": bundle})
     assert r.status_code == 200, r.text
-    ra = r.json()
+    answer = r.json()
+    assert answer["resourceType"] == "Bundle" and answer["type"] == "collection"
+    ra, provenance = (e["resource"] for e in answer["entry"])
+    assert provenance["resourceType"] == "Provenance"
     assert ra["resourceType"] == "RiskAssessment" and ra["subject"]["reference"] == "Patient/MRN-30"
     view = fhir_api["predictor"].ledger.read(int(ra["identifier"][0]["value"]))
     p = view.payload
@@ -55,7 +58,7 @@ def test_a_whole_ehr_bundle_is_scored_and_recorded_with_its_encounter_pseudonymi
     assert set(p["inputs"]) == set(ICU.feature_names)  # nothing undeclared is recorded
     # the same encounter again: the same pseudonym
     again = _post(fhir_api, {"purpose": "direct_care", "bundle": bundle})
-    seq = int(again.json()["identifier"][0]["value"])
+    seq = int(again.json()["entry"][0]["resource"]["identifier"][0]["value"])
     assert fhir_api["predictor"].ledger.read(seq).payload["encounter"] == p["encounter"]
 
 
@@ -121,4 +124,5 @@ def test_the_patient_identifier_system_is_configurable(fhir_api: dict[str, Any])
         "/v1/fhir/predict", headers=headers, json={"purpose": "direct_care", "bundle": bundle}
     )
     assert r.status_code == 200, r.text
-    assert r.json()["subject"]["reference"] == "Patient/p35"
+    ra = r.json()["entry"][0]["resource"]
+    assert ra["resourceType"] == "RiskAssessment" and ra["subject"]["reference"] == "Patient/p35"
