@@ -126,3 +126,26 @@ def test_the_patient_identifier_system_is_configurable(fhir_api: dict[str, Any])
     assert r.status_code == 200, r.text
     ra = r.json()["entry"][0]["resource"]
     assert ra["resourceType"] == "RiskAssessment" and ra["subject"]["reference"] == "Patient/p35"
+
+
+def test_an_encounter_naming_a_condition_the_bundle_lacks_is_scored_from_the_conditions_sent(
+    fhir_api: dict[str, Any],
+) -> None:
+    row = fhir_api["rows"][36]
+    bundle = ehr_bundle(ICU, row, "MRN-36")
+    encounter = next(
+        e["resource"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Encounter" and e["resource"].get("diagnosis")
+    )
+    # an EHR's Encounter names diagnoses recorded elsewhere (a search of Encounters does not
+    # include the Conditions they name): the one absent ranks first, the one sent second
+    for d in encounter["diagnosis"]:
+        d["rank"] += 1
+    encounter["diagnosis"].append({"condition": {"reference": "Condition/not-sent"}, "rank": 1})
+    r = _post(fhir_api, {"purpose": "direct_care", "bundle": bundle})
+    assert r.status_code == 200, r.text
+    seq = int(r.json()["entry"][0]["resource"]["identifier"][0]["value"])
+    inputs = fhir_api["predictor"].ledger.read(seq).payload["inputs"]
+    assert row["diagnosis_category"] is not None
+    assert inputs["diagnosis_category"] == row["diagnosis_category"]
