@@ -38,6 +38,7 @@ from clinical_mlops.http.deps import ROUTE_ROLES
 from clinical_mlops.serving.auth import ROLES
 from clinical_mlops.serving.cds_hooks import card_uuid
 from clinical_mlops.tasks import load_task
+from clinical_mlops.vocabulary import REASON_SYSTEM
 from serving.fhir_bundles import ehr_bundle, ehr_prefetch
 
 ICU_SPEC = load_task("icu_mortality_48h")
@@ -256,7 +257,16 @@ def valid_bodies(
         ),
         (
             f"/cds-services/{SERVICE_ID}/feedback",
-            {"feedback": [{"card": card_uuid(origin, card_seq), "outcome": "overridden"}]},
+            {
+                "feedback": [
+                    {
+                        "card": card_uuid(origin, card_seq),
+                        "outcome": "overridden",
+                        "overrideReason": {"reason": {"system": REASON_SYSTEM, "code": "other"}},
+                        "outcomeTimestamp": "2026-03-02T09:00:00Z",
+                    }
+                ]
+            },
         ),
     ]
 
@@ -393,7 +403,11 @@ FOUND: dict[str, tuple[str, Any, int, str]] = {
         f"/cds-services/{SERVICE_ID}/feedback",
         lambda s: {
             "feedback": [
-                {"card": card_uuid(s["predictor"].ledger.origin, 2**64 - 1), "outcome": "accepted"}
+                {
+                    "card": card_uuid(s["predictor"].ledger.origin, 2**64 - 1),
+                    "outcome": "accepted",
+                    "outcomeTimestamp": "2026-03-02T09:00:00Z",
+                }
             ]
         },
         404,

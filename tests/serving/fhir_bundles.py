@@ -496,10 +496,23 @@ def ehr_bundle(
 def ehr_prefetch(
     spec: TaskSpec, row: dict[str, Any], subject: str, *, now: datetime | None = None
 ) -> dict[str, Any]:
-    """Return a CDS Hooks prefetch of :func:`ehr_bundle`: the patient, and searchsets by type."""
+    """Return a CDS Hooks prefetch of :func:`ehr_bundle`: the patient, and searchsets by type.
+
+    The Encounters' Locations come with the encounters, as ``_include=Encounter:location``
+    answers.
+    """
     bundle = ehr_bundle(spec, row, subject, now=now)
     out: dict[str, Any] = {}
-    keys = {"Observation": "observations", "Condition": "conditions", "Encounter": "encounters"}
+    keys = {
+        "Observation": "observations",
+        "MedicationAdministration": "medicationAdministrations",
+        "MedicationRequest": "medicationRequests",
+        "Procedure": "procedures",
+        "DeviceUseStatement": "deviceUseStatements",
+        "Condition": "conditions",
+        "Encounter": "encounters",
+        "Location": "encounters",
+    }
     for entry in bundle["entry"]:
         res = entry["resource"]
         if res["resourceType"] == "Patient":
@@ -507,7 +520,8 @@ def ehr_prefetch(
         elif res["resourceType"] in keys:
             key = keys[res["resourceType"]]
             out.setdefault(key, {"resourceType": "Bundle", "type": "searchset", "entry": []})
-            out[key]["entry"].append(entry)
+            mode = "include" if res["resourceType"] == "Location" else "match"
+            out[key]["entry"].append(entry | {"search": {"mode": mode}})
     return out
 
 

@@ -113,6 +113,17 @@ def test_prefetch_templates_use_only_tokens_cds_hooks_defines(ehr: dict[str, Any
     assert "29463-7" not in service["prefetch"]["observations"]  # weight: not an input
 
 
+def test_prefetch_asks_for_what_places_and_describes_the_icu_stay(ehr: dict[str, Any]) -> None:
+    prefetch = ehr["client"].get("/cds-services").json()["services"][0]["prefetch"]
+    # the principal diagnosis (diagnosis_category) is a Condition of the encounter
+    assert prefetch["conditions"] == "Condition?patient={{context.patientId}}"
+    # the Location says the encounter is an ICU stay, the model's intended setting
+    assert prefetch["encounters"].endswith("&_include=Encounter:location")
+    # `code` matches Observation.code only: MAP derives from the blood-pressure panel's parts
+    panels = prefetch["observationPanels"].split("component-code=")[1].split(",")
+    assert set(panels) == {"http://loinc.org|8480-6", "http://loinc.org|8462-4"}
+
+
 def test_without_prefetch_the_service_reads_the_fhir_server_page_by_page(
     ehr: dict[str, Any],
 ) -> None:

@@ -31,8 +31,8 @@ from clinical_mlops.http.app import create_app
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving import Predictor
 from clinical_mlops.serving.auth import AuthConfig
-from clinical_mlops.serving.fhir import LOINC
 from clinical_mlops.tasks import load_task
+from serving.fhir_bundles import ehr_bundle
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette warns that httpx is deprecated for TestClient
@@ -42,29 +42,6 @@ AIAST = ("http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "AIAST")
 ICU = load_task("icu_mortality_48h")
 # The documented setting of the probabilityDecimal scale (docs/SERVING.md).
 PROBABILITY_SCALE_ENV = "CLINICAL_MLOPS_FHIR_PROBABILITY_SCALE"
-
-
-def observation_bundle(row: dict[str, Any]) -> dict[str, Any]:
-    """The row's values as a Bundle of final Observations coded as the service reads them."""
-    entries = []
-    for name, value in row.items():
-        if value is None:
-            continue
-        system, code, _ = LOINC[name]
-        res: dict[str, Any] = {
-            "resourceType": "Observation",
-            "id": f"obs-{name}",
-            "status": "final",
-            "code": {"coding": [{"system": system, "code": code}]},
-            "effectiveDateTime": "2026-03-02T08:00:00Z",
-        }
-        if isinstance(value, str):
-            res["valueCodeableConcept"] = {"coding": [{"code": value}]}
-        else:
-            f = ICU.feature(name)
-            res["valueQuantity"] = {"value": value, "unit": f.unit or "1"}
-        entries.append({"resource": res})
-    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
 
 
 def _client(served: dict[str, Any]) -> tuple[TestClient, dict[str, str], Predictor]:
@@ -80,7 +57,7 @@ def _ask(client: TestClient, token: dict[str, str], served: dict[str, Any], i: i
         "subject_id": f"MRN-{i}",
         "purpose": "direct_care",
         "setting": "icu",
-        "bundle": observation_bundle(served["rows"][i]),
+        "bundle": ehr_bundle(ICU, served["rows"][i], f"MRN-{i}"),
     }
     return client.post("/v1/fhir/predict", headers=token, json=body)
 

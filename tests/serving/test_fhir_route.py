@@ -45,7 +45,10 @@ def test_a_whole_ehr_bundle_is_scored_and_recorded_with_its_encounter_pseudonymi
     bundle = ehr_bundle(ICU, fhir_api["rows"][30], "MRN-30")
     r = _post(fhir_api, {"purpose": "direct_care", "bundle": bundle})
     assert r.status_code == 200, r.text
-    ra = r.json()
+    answer = r.json()
+    assert answer["resourceType"] == "Bundle" and answer["type"] == "collection"
+    ra, provenance = (e["resource"] for e in answer["entry"])
+    assert provenance["resourceType"] == "Provenance"
     assert ra["resourceType"] == "RiskAssessment" and ra["subject"]["reference"] == "Patient/MRN-30"
     view = fhir_api["predictor"].ledger.read(int(ra["identifier"][0]["value"]))
     p = view.payload
@@ -55,7 +58,7 @@ def test_a_whole_ehr_bundle_is_scored_and_recorded_with_its_encounter_pseudonymi
     assert set(p["inputs"]) == set(ICU.feature_names)  # nothing undeclared is recorded
     # the same encounter again: the same pseudonym
     again = _post(fhir_api, {"purpose": "direct_care", "bundle": bundle})
-    seq = int(again.json()["identifier"][0]["value"])
+    seq = int(again.json()["entry"][0]["resource"]["identifier"][0]["value"])
     assert fhir_api["predictor"].ledger.read(seq).payload["encounter"] == p["encounter"]
 
 
@@ -100,7 +103,7 @@ def test_a_bad_bundle_is_refused_naming_the_entry_and_nothing_is_recorded(
 def test_an_oversized_bundle_is_refused_naming_the_limit(fhir_api: dict[str, Any]) -> None:
     bundle = ehr_bundle(ICU, fhir_api["rows"][34], "MRN-34")
     filler = {"resourceType": "Basic", "id": "x", "text": {"div": "x" * (1024 * 1024)}}
-    bundle["entry"] += [{"resource": filler}] * 9
+    bundle["entry"] += [{"resource": filler}] * 50  # a 50 MB Bundle
     before = fhir_api["predictor"].ledger.size()
     r = _post(fhir_api, {"purpose": "direct_care", "bundle": bundle})
     assert r.status_code == 413
@@ -121,4 +124,28 @@ def test_the_patient_identifier_system_is_configurable(fhir_api: dict[str, Any])
         "/v1/fhir/predict", headers=headers, json={"purpose": "direct_care", "bundle": bundle}
     )
     assert r.status_code == 200, r.text
-    assert r.json()["subject"]["reference"] == "Patient/p35"
+    ra = r.json()["entry"][0]["resource"]
+    assert ra["resourceType"] == "RiskAssessment" and ra["subject"]["reference"] == "Patient/p35"
+
+
+def test_an_encounter_naming_a_condition_the_bundle_lacks_is_scored_from_the_conditions_sent(
+    fhir_api: dict[str, Any],
+) -> None:
+    row = fhir_api["rows"][36]
+    bundle = ehr_bundle(ICU, row, "MRN-36")
+    encounter = next(
+        e["resource"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Encounter" and e["resource"].get("diagnosis")
+    )
+    # an EHR's Encounter names diagnoses recorded elsewhere (a search of Encounters does not
+    # include the Conditions they name): the one absent ranks first, the one sent second
+    for d in encounter["diagnosis"]:
+        d["rank"] += 1
+    encounter["diagnosis"].append({"condition": {"reference": "Condition/not-sent"}, "rank": 1})
+    r = _post(fhir_api, {"purpose": "direct_care", "bundle": bundle})
+    assert r.status_code == 200, r.text
+    seq = int(r.json()["entry"][0]["resource"]["identifier"][0]["value"])
+    inputs = fhir_api["predictor"].ledger.read(seq).payload["inputs"]
+    assert row["diagnosis_category"] is not None
+    assert inputs["diagnosis_category"] == row["diagnosis_category"]

@@ -36,6 +36,7 @@ from clinical_mlops.serving import Predictor
 from clinical_mlops.serving.auth import AuthConfig
 from clinical_mlops.serving.cds_hooks import card_uuid
 from clinical_mlops.tasks import load_task
+from clinical_mlops.vocabulary import OVERRIDE_REASONS, REASON_SYSTEM
 from clinical_mlops.workspace import Workspace
 from evidence_helpers import race
 from postgres_cluster import create_database
@@ -293,7 +294,14 @@ def test_concurrent_cds_feedback_on_one_card_records_one(live: dict[str, Any]) -
     card = card_uuid(ledger.origin, pred)
 
     def post(i: int) -> Any:
-        body = {"feedback": [{"card": card, "outcome": "accepted" if i % 2 else "overridden"}]}
+        item: dict[str, Any] = {"card": card, "outcomeTimestamp": "2026-03-02T09:00:00Z"}
+        if i % 2:
+            item["outcome"] = "accepted"
+        else:  # an override names a reason the card offered (CDS Hooks 2.0)
+            code = next(iter(OVERRIDE_REASONS))
+            reason = {"system": REASON_SYSTEM, "code": code, "display": OVERRIDE_REASONS[code]}
+            item |= {"outcome": "overridden", "overrideReason": {"reason": reason}}
+        body = {"feedback": [item]}
         return client.post(
             f"/cds-services/{SERVICE_ID}/feedback", headers=live["clinician"], json=body
         )

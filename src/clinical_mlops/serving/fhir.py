@@ -111,8 +111,8 @@ def probability_scale(environ: Mapping[str, str] | None = None) -> Scale:
 def ai_labelled(resource: dict[str, Any]) -> dict[str, Any]:
     """Return ``resource`` with the ``AIAST`` security label in ``meta.security`` (added once).
 
-    Every resource the model asserts (a RiskAssessment, the insufficient-data answer)
-    carries it, so an EHR can tell AI-produced data from charted data (AI
+    Every resource the model asserts (the RiskAssessment and its Provenance) carries
+    it (insufficient data is a refusal, not a resource), so an EHR can tell AI-produced data from charted data (AI
     Transparency on FHIR, first level of observability).
     """
     meta = dict(resource.get("meta") or {})

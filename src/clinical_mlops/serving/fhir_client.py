@@ -82,7 +82,10 @@ _KEYS = {
     "DeviceUseStatement": "deviceUseStatements",
 }
 # the relations of the feature SQL that the patient's Conditions and Encounters fill
+_LOCATION_REF = re.compile(r"Location/[A-Za-z0-9\-.]{1,64}")
 _READS = re.compile(r"\b(?:FROM|JOIN)\s+(diagnoses|admissions)\b", re.IGNORECASE)
+# the cohort's principal diagnosis, which the reader takes from the encounter's Conditions
+_PRINCIPAL = re.compile(r"\bdiagnosis_icd10\b", re.IGNORECASE)
 
 
 def declared_codes(spec: TaskSpec, resource: str = "Observation") -> list[str]:
@@ -102,10 +105,18 @@ def declared_codes(spec: TaskSpec, resource: str = "Observation") -> list[str]:
 
 
 def _relations_read(spec: TaskSpec) -> set[str]:
-    """Return which of ``diagnoses``/``admissions`` the task's feature SQL reads."""
+    """Return which of ``diagnoses``/``admissions`` the task's feature SQL reads.
+
+    A task that reads the cohort's principal diagnosis (``diagnosis_icd10``) reads
+    ``diagnoses`` too: the encounter's Conditions are where an EHR records it.
+    """
     if spec.table is not None or spec.feature_sql is None:
         return set()
-    return {m.lower() for m in _READS.findall(load_feature_sql(spec).text)}
+    text = load_feature_sql(spec).text
+    reads = {m.lower() for m in _READS.findall(text)}
+    if _PRINCIPAL.search(text):
+        reads.add("diagnoses")
+    return reads
 
 
 def prefetch_templates(spec: TaskSpec) -> dict[str, str]:
@@ -127,12 +138,29 @@ def prefetch_templates(spec: TaskSpec) -> dict[str, str]:
         search = f"{resource}?patient={{{{context.patientId}}}}"
         param = _CODE_PARAM[resource]
         out[key] = search + (f"&{param}=" + ",".join(codes) if param else "")
+    # ``code`` matches Observation.code only: a panel (e.g. blood pressure 85354-9) whose
+    # components a feature derives from is found by its component codes
+    components = [
+        c
+        for f in spec.features
+        if f.status == "approved"
+        for e in f.fhir
+        if e.resource == "Observation" and e.derive is not None
+        for c in (e.systolic, e.diastolic)
+        if c is not None
+    ]
+    if components:
+        out["observationPanels"] = (
+            "Observation?patient={{context.patientId}}&component-code="
+            + ",".join(dict.fromkeys(components))
+        )
     reads = _relations_read(spec)
     if "diagnoses" in reads:
         out["conditions"] = "Condition?patient={{context.patientId}}"
     # every task places its window on the encounter; without encounterId in the context the
-    # current one is found among the patient's (the latest current inpatient stay)
-    out["encounters"] = "Encounter?patient={{context.patientId}}"
+    # current one is found among the patient's (the latest current inpatient stay). Its
+    # Locations say whether it is an ICU stay (the intended-use setting).
+    out["encounters"] = "Encounter?patient={{context.patientId}}&_include=Encounter:location"
     return out
 
 
@@ -292,6 +320,46 @@ def fetch_missing(
         for key, path in wanted.items():
             url = f"{base}/{path}"
             out[key] = reader.search(url, key) if "?" in path else reader.get(url, key)
+        for key in ("encounter", "encounters"):
+            if key in wanted and isinstance(out.get(key), dict):
+                out[key] = _with_locations(reader, base, out[key], key)
     finally:
         reader.client.close()
     return out
+
+
+def _with_locations(reader: _Reader, base: str, found: dict[str, Any], key: str) -> dict[str, Any]:
+    """Return ``found`` with the Locations its Encounters name that it lacks, read one by one.
+
+    A server may ignore ``_include`` (FHIR lets it); the Location is what says an
+    encounter is an ICU stay, so it is read rather than the stay taken for a ward one.
+    """
+    if found.get("resourceType") == "Bundle":
+        resources = [e.get("resource") for e in found.get("entry") or [] if isinstance(e, dict)]
+    else:
+        resources = [found]
+    have = {f"{r.get('resourceType')}/{r.get('id')}" for r in resources if isinstance(r, Mapping)}
+    wanted: list[str] = []
+    for res in resources:
+        if not isinstance(res, Mapping) or res.get("resourceType") != "Encounter":
+            continue
+        for loc in res.get("location") or []:
+            ref = loc.get("location") if isinstance(loc, Mapping) else None
+            ref = ref.get("reference") if isinstance(ref, Mapping) else None
+            if (
+                isinstance(ref, str)
+                and _LOCATION_REF.fullmatch(ref)
+                and ref not in have
+                and ref not in wanted
+            ):
+                wanted.append(ref)
+    extra = []
+    for ref in wanted[: reader.limits.max_pages]:
+        loc = reader.get(f"{base}/{ref}", key)
+        if isinstance(loc, dict) and loc.get("resourceType") == "Location":
+            extra.append({"resource": loc, "search": {"mode": "include"}})
+    if not extra:
+        return found
+    if found.get("resourceType") == "Bundle":
+        return {**found, "entry": [*(found.get("entry") or []), *extra]}
+    return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": found}, *extra]}

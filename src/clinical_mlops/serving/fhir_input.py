@@ -29,6 +29,7 @@ The cohort facts, as the offline cohort has them:
 - diagnoses: the ICD-10 codes of Conditions that name the encounter or that its
   ``diagnosis`` lists; the principal one is the
   ``Encounter.diagnosis`` of rank 1 (else the one used for billing, else the first);
+  a ``diagnosis`` naming a Condition not in the Bundle ranks nothing;
 - discharge disposition from ``Encounter.hospitalization.dischargeDisposition``
   (HL7 discharge-disposition or NUBC codes, or the spec's own category code);
   a code it does not know is passed on and counts as OTHER, as offline;
@@ -718,16 +719,9 @@ def _diagnoses(
         if not isinstance(d, Mapping):
             continue
         ref = _ref(d.get("condition"))
+        # a Condition the EHR did not send (a search of Encounters does not include the
+        # Conditions they name) ranks nothing; the Conditions sent still give the codes
         pos = index.find(ref) if ref else None
-        if ref is not None and pos is None:
-            raise InputInvalid(
-                [
-                    (
-                        f"bundle.entry[{cur_pos}].resource.diagnosis[{k}].condition.reference",
-                        f"{ref!r} points to no Condition in the Bundle",
-                    )
-                ]
-            )
         if pos is None or pos not in icd:
             continue
         rank = _number(d.get("rank"))
