@@ -193,7 +193,8 @@ def test_http_scoring_with_an_encounter_gives_one_case_decided_once(world: dict[
     listed = c.get("/v1/cases", headers=_bearer(world, "clinician"), params={"limit": 1000})
     assert listed.status_code == 200, listed.text
     page = listed.json()
-    assert page["total"] == len(page["cases"])
+    # the module's other tests escalate too: the page holds the newest 1000, the total all
+    assert len(page["cases"]) == min(page["total"], 1000) and page["total"] >= 1
     [row] = [x for x in page["cases"] if set(x["predictions"]) & set(seqs)]
     assert row["prediction_seq"] == seqs[0] and row["predictions"] == seqs
     assert row["prediction_count"] == 3 and row["latest_prediction_seq"] == seqs[2]
