@@ -106,8 +106,9 @@ def answer_patient_view(
     if problems:
         raise InputInvalid(problems)
     spec = predictor.scorer(predictor.default).spec
+    templates = prefetch_templates(spec)
     data = fetch_missing(
-        prefetch_templates(spec),
+        templates,
         call.prefetch,
         call.context,
         server=call.fhir_server,
@@ -115,7 +116,7 @@ def answer_patient_view(
         allowed=fhir_servers,
         limits=limits,
     )
-    if "observations" in prefetch_templates(spec) and "observations" not in data:
+    if "observations" in templates and "observations" not in data:
         raise FhirDataUnavailable(
             "observations: not prefetched, and the call names no fhirServer with a token to "
             "read them from; nothing was scored"

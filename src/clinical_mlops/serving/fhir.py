@@ -1,11 +1,7 @@
-"""FHIR R4 adapters: a Bundle of Observations in; a RiskAssessment with its Provenance out (R-I4).
+"""FHIR R4 output: a RiskAssessment with its Provenance (R-I4).
 
-Inputs: an event feature's Observation codes are the ones its task spec declares
-(``features[].fhir``); the spec, not this module, is the source of the codes read.
-The static features (age, sex, diagnosis) may also come as Observations coded as in
-:data:`LOINC`, whose other entries are the codings this module's examples write.
-Several Observations of one variable are aggregated as the task spec declares
-(lowest MAP, highest lactate, any vasopressor), so an EHR can send what it charted.
+Inputs are read by :mod:`clinical_mlops.serving.fhir_input` with the codes each feature's
+task spec declares (``features[].fhir``); this module holds none.
 
 Output: a ``collection`` Bundle of the RiskAssessment and the Provenance of it
 (:func:`assessment_bundle`). ``prediction.probabilityDecimal`` is a **percentage
@@ -36,9 +32,6 @@ __all__ = [
     "AUDIT_ENTRY_SYSTEM",
     "BUNDLE_SHA256_SYSTEM",
     "ENTRY_HASH_EXTENSION",
-    "LOCAL_SYSTEM",
-    "LOINC",
-    "LOINC_SYSTEM",
     "PROBABILITY_SCALE_ENV",
     "RELEASE_SYSTEM",
     "ai_labelled",
@@ -48,8 +41,6 @@ __all__ = [
     "risk_assessment",
 ]
 
-LOINC_SYSTEM = "http://loinc.org"
-LOCAL_SYSTEM = "urn:clinical-mlops:variable"
 RISK_SYSTEM = "http://terminology.hl7.org/CodeSystem/risk-probability"
 #: HL7 AI Transparency on FHIR: the security label of data asserted by an AI.
 AIAST = {
@@ -72,27 +63,6 @@ ENTRY_HASH_EXTENSION = "urn:clinical-mlops:fhir:audit-entry-leaf-hash"
 #: ``percent`` (R4 default, 0-100) or ``unit`` (0-1) for ``probabilityDecimal``.
 PROBABILITY_SCALE_ENV = "CLINICAL_MLOPS_FHIR_PROBABILITY_SCALE"
 Scale = Literal["percent", "unit"]
-#: feature -> (system, code, display): one coding per feature, for writing Observations; the
-#: codes read for an event feature are its spec's (``features[].fhir``)
-LOINC: dict[str, tuple[str, str, str]] = {
-    "age": (LOINC_SYSTEM, "30525-0", "Age"),
-    "sex": (LOINC_SYSTEM, "76689-9", "Sex assigned at birth"),
-    "diagnosis_category": (LOINC_SYSTEM, "29308-4", "Diagnosis"),
-    "gcs": (LOINC_SYSTEM, "9269-2", "Glasgow coma score total"),
-    "map": (LOINC_SYSTEM, "8478-0", "Mean blood pressure"),
-    "heart_rate": (LOINC_SYSTEM, "8867-4", "Heart rate"),
-    "resp_rate": (LOINC_SYSTEM, "9279-1", "Respiratory rate"),
-    "temperature": (LOINC_SYSTEM, "8310-5", "Body temperature"),
-    "spo2": (LOINC_SYSTEM, "59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry"),
-    "creatinine": (LOINC_SYSTEM, "2160-0", "Creatinine [Mass/volume] in Serum or Plasma"),
-    "lactate": (LOINC_SYSTEM, "2524-7", "Lactate [Moles/volume] in Serum or Plasma"),
-    "albumin": (LOINC_SYSTEM, "1751-7", "Albumin [Mass/volume] in Serum or Plasma"),
-    "bilirubin": (LOINC_SYSTEM, "1975-2", "Bilirubin.total [Mass/volume] in Serum or Plasma"),
-    "platelets": (LOINC_SYSTEM, "777-3", "Platelets [#/volume] in Blood by Automated count"),
-    "inr": (LOINC_SYSTEM, "6301-6", "INR in Platelet poor plasma by Coagulation assay"),
-    "vasopressor": (LOCAL_SYSTEM, "vasopressor", "Vasopressor support given"),
-    "ventilation": (LOCAL_SYSTEM, "ventilation", "Invasive mechanical ventilation"),
-}
 
 
 def probability_scale(environ: Mapping[str, str] | None = None) -> Scale:

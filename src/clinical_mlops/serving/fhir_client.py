@@ -104,6 +104,10 @@ def declared_codes(spec: TaskSpec, resource: str = "Observation") -> list[str]:
     return out
 
 
+#: feature SQL file -> the source relations it reads (the shipped files do not change)
+_READ_BY_SQL: dict[str, frozenset[str]] = {}
+
+
 def _relations_read(spec: TaskSpec) -> set[str]:
     """Return which of ``diagnoses``/``admissions`` the task's feature SQL reads.
 
@@ -112,11 +116,14 @@ def _relations_read(spec: TaskSpec) -> set[str]:
     """
     if spec.table is not None or spec.feature_sql is None:
         return set()
-    text = load_feature_sql(spec).text
-    reads = {m.lower() for m in _READS.findall(text)}
-    if _PRINCIPAL.search(text):
-        reads.add("diagnoses")
-    return reads
+    # read once per process: the hook builds its templates on every call
+    if spec.feature_sql not in _READ_BY_SQL:
+        text = load_feature_sql(spec).text
+        reads = frozenset(m.lower() for m in _READS.findall(text))
+        _READ_BY_SQL[spec.feature_sql] = reads | (
+            {"diagnoses"} if _PRINCIPAL.search(text) else set()
+        )
+    return set(_READ_BY_SQL[spec.feature_sql])
 
 
 def prefetch_templates(spec: TaskSpec) -> dict[str, str]:
