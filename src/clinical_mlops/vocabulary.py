@@ -19,6 +19,8 @@ __all__ = [
     "GATE_LABELS",
     "OVERRIDE_REASONS",
     "REASON_SYSTEM",
+    "REVIEW_CONDITIONS",
+    "REVIEW_REASONS",
     "Flag",
     "Gate",
     "OverrideReason",
@@ -107,6 +109,9 @@ class Flag(StrEnum):
     MISSING_INPUTS = "missing_inputs"
     OUT_OF_SCOPE = "out_of_scope"
     SUSPENDED = "suspended"
+    NEAR_THRESHOLD = "near_threshold"
+    REVIEW_DEFERRED = "review_deferred"
+    DRIFT_ALERT = "drift_alert"
 
 
 #: flag -> what it tells the clinician
@@ -120,10 +125,31 @@ FLAGS: dict[str, str] = {
     Flag.MISSING_INPUTS: "some inputs were not measured; training medians were used",
     Flag.OUT_OF_SCOPE: "outside the validated use (too few inputs, or before the prediction time)",
     Flag.SUSPENDED: "the model is suspended; the clinical baseline score is shown instead",
+    Flag.NEAR_THRESHOLD: (
+        "the risk lies in the review band around the alert threshold, where the decision is "
+        "least certain"
+    ),
+    Flag.REVIEW_DEFERRED: (
+        "the case met a review condition beyond the review budget: flagged, not queued"
+    ),
+    Flag.DRIFT_ALERT: "a drift alert is open on this model: flagged cases are reviewed",
 }
-#: flag -> escalation reason: a case with any of these flags is routed to human review (R-H2)
-ESCALATE_ON: dict[str, str] = {
+#: condition -> reason words: what an escalation policy (a task spec's ``escalation.review_on``)
+#: may route to human review (R-H2, R-H5); the flags a scored prediction can carry, the band
+#: around the operating threshold, and an open drift alert on the served release
+REVIEW_REASONS: dict[str, str] = {
+    Flag.OUT_OF_SCOPE: "outside the validated scope",
     Flag.EMPTY_SET: "uncertainty: empty conformal set",
     Flag.AMBIGUOUS_SET: "uncertainty: ambiguous conformal set",
-    Flag.OUT_OF_SCOPE: "outside the validated scope",
+    Flag.LOW_CONFIDENCE: "uncertainty: the conformal set is not a single answer",
+    Flag.NEAR_THRESHOLD: "uncertainty: risk near the alert threshold",
+    Flag.OUT_OF_RANGE: "a value beyond the range seen in validation",
+    Flag.MISSING_INPUTS: "inputs not measured",
+    Flag.DRIFT_ALERT: "drift alert open: flagged case reviewed",
+}
+#: the conditions an escalation policy may name, in a stable order
+REVIEW_CONDITIONS: tuple[str, ...] = tuple(REVIEW_REASONS)
+#: the conditions routed to review before policies were declared per task (R-H2)
+ESCALATE_ON: dict[str, str] = {
+    k: REVIEW_REASONS[k] for k in (Flag.EMPTY_SET, Flag.AMBIGUOUS_SET, Flag.OUT_OF_SCOPE)
 }

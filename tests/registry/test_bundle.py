@@ -65,7 +65,8 @@ def test_any_changed_byte_refuses_to_load(built, clock, name):
     data[len(data) // 2] ^= 0x20
     path.write_bytes(bytes(data))
     with pytest.raises(
-        BundleSignatureInvalid, match="refusing to load|changed after signing|not valid JSON"
+        BundleSignatureInvalid,
+        match="refusing to load|changed after signing|not valid JSON|differs from the signed manifest",
     ):
         load_bundle(ws, b.path, clock=clock)
 

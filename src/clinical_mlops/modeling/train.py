@@ -36,6 +36,7 @@ from clinical_mlops.features.snapshot import Snapshot
 from clinical_mlops.modeling.calibration import IsotonicCalibrator
 from clinical_mlops.modeling.conformal import MondrianConformal
 from clinical_mlops.modeling.defaults import DEFAULT_SEARCH_ITERATIONS
+from clinical_mlops.modeling.escalation import EscalationReference
 from clinical_mlops.modeling.model import Explainer, ModelKind
 from clinical_mlops.modeling.preprocess import Preprocessor
 from clinical_mlops.modeling.selection import (
@@ -180,10 +181,15 @@ def fit_model(
         n_jobs=config.n_jobs,
     )
     calibrator = IsotonicCalibrator.fit(scorer.margin(X[iso_idx]), y[iso_idx])
-    conformal = MondrianConformal.fit(
-        calibrator.transform(scorer.margin(X[conf_idx])),
-        y[conf_idx],
-        alpha=spec.thresholds.conformal_alpha,
+    p_conf = calibrator.transform(scorer.margin(X[conf_idx]))
+    conformal = MondrianConformal.fit(p_conf, y[conf_idx], alpha=spec.thresholds.conformal_alpha)
+    # What escalation policies are sized on when a release fixes its threshold.
+    reference = EscalationReference.build(
+        p_conf,
+        conformal.predict_sets(p_conf),
+        missing_count=train.loc[conf_idx, list(pre.features)].isna().sum(axis=1).to_numpy(),
+        n_features=len(pre.features),
+        max_missing=spec.cohort.max_missing_feature_fraction,
     )
     method = _EXPLAINERS[scorer.explainer]
     explanation = explanation_config(
@@ -201,6 +207,7 @@ def fit_model(
         calibrator=calibrator,
         conformal=conformal,
         explanation=explanation,
+        escalation_reference=reference,
     )
 
     training = {

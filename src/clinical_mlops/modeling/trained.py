@@ -22,6 +22,7 @@ from clinical_mlops.errors import ModelNotFound
 from clinical_mlops.hashing import canonical_json, sha256_bytes, sha256_json
 from clinical_mlops.modeling.calibration import IsotonicCalibrator
 from clinical_mlops.modeling.conformal import MondrianConformal
+from clinical_mlops.modeling.escalation import REFERENCE_FILE, EscalationReference
 from clinical_mlops.modeling.explain import EXPLANATION_FORMAT, feature_contributions
 from clinical_mlops.modeling.model import Explainer, LinearModel, TreeModel, load_scoring_model
 from clinical_mlops.modeling.preprocess import Preprocessor
@@ -82,6 +83,8 @@ class TrainedModel:
     calibrator: IsotonicCalibrator
     conformal: MondrianConformal
     explanation: dict[str, Any]
+    #: held-out calibration stays as escalation policies see them (absent in older models)
+    escalation_reference: EscalationReference | None = None
 
     def apply(self, frame: pd.DataFrame, *, explain: bool = True) -> Prediction:
         """Return margins, probabilities, conformal sets and contributions for ``frame``."""
@@ -155,7 +158,11 @@ class TrainedModel:
             "calibrator.json": canonical_json(self.calibrator.to_dict()),
             "conformal.json": canonical_json(self.conformal.to_dict()),
             "explanation.json": canonical_json(self.explanation),
-        }
+        } | (
+            {}
+            if self.escalation_reference is None
+            else {REFERENCE_FILE: canonical_json(self.escalation_reference.to_json())}
+        )
 
     def artifact_hashes(self) -> dict[str, str]:
         return {name: sha256_bytes(data) for name, data in self.artifact_bytes().items()}
@@ -181,6 +188,7 @@ class TrainedModel:
     def load(cls, folder: Path) -> TrainedModel:
         """Read a model folder written by :meth:`save` (JSON only; nothing is executed)."""
         explanation = json.loads((folder / "explanation.json").read_text(encoding="utf-8"))
+        reference = folder / REFERENCE_FILE
         return cls(
             task=str(explanation["task"]),
             preprocessor=Preprocessor.from_dict(
@@ -194,6 +202,11 @@ class TrainedModel:
                 json.loads((folder / "conformal.json").read_bytes())
             ),
             explanation=explanation,
+            escalation_reference=(
+                EscalationReference.from_json(json.loads(reference.read_bytes()))
+                if reference.is_file()
+                else None
+            ),
         )
 
 

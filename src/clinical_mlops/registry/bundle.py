@@ -2,8 +2,8 @@
 
 A bundle is a flat folder of data files — no pickles, nothing executable::
 
-    model.json preprocess.json calibrator.json conformal.json explanation.json
-    lineage.json report.json report.html model_card.md model_card.html model_card.json
+    model.json preprocess.json calibrator.json conformal.json escalation_reference.json
+    explanation.json lineage.json report.json report.html model_card.md model_card.html model_card.json
     feature_schema.json snapshot_manifest.json reference_profile.json task_spec.json
     deployment.json release.json
     MANIFEST.json     SHA-256 of every file above
@@ -41,7 +41,7 @@ from clinical_mlops.clock import Clock, SystemClock, utc_iso
 from clinical_mlops.errors import BundleExpired, BundleForeign, BundleSignatureInvalid, ValueInvalid
 from clinical_mlops.hashing import canonical_json, sha256_bytes, sha256_file
 from clinical_mlops.privacy.keys import provider_for_workspace, public_key_hex
-from clinical_mlops.tasks.spec import TaskSpec, load_sealed_task
+from clinical_mlops.tasks.spec import EscalationPolicy, TaskSpec, load_sealed_task
 from clinical_mlops.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ _COPIED = (
     "preprocess.json",
     "calibrator.json",
     "conformal.json",
+    "escalation_reference.json",
     "explanation.json",
     "lineage.json",
     "report.json",
@@ -204,18 +205,23 @@ def build_bundle(
     model_version: str,
     author: str,
     threshold: float | None = None,
+    escalation: EscalationPolicy | None = None,
     clock: Clock | None = None,
     validity: timedelta = DEFAULT_VALIDITY,
 ) -> Bundle:
     """Return the signed release bundle of ``model_version``, written under ``artifacts/bundles``.
 
     ``threshold`` overrides the task spec's operating threshold (a clinical-impacting
-    change when it differs from the approved release). The signing key is the
+    change when it differs from the approved release); ``escalation`` overrides the task
+    spec's escalation policy the same way. The policy is resolved at the release's
+    threshold on the model's held-out calibration stays and recorded in
+    ``deployment.json`` (``modeling.escalation``). The signing key is the
     workspace key provider's active signing key; the bundle is bound to this
     workspace's id and valid for ``validity`` from now.
     """
     from clinical_mlops.evaluation.validation_report import ValidationReport
     from clinical_mlops.features.snapshot import open_snapshot  # the numerical stack, on use
+    from clinical_mlops.modeling.escalation import resolve
     from clinical_mlops.modeling.trained import TrainedModel, model_folder
     from clinical_mlops.registry.profile import reference_profile
 
@@ -230,6 +236,16 @@ def build_bundle(
     operating = float(spec.thresholds.operating if threshold is None else threshold)
     if not 0.0 < operating < 1.0:
         raise ValueInvalid(f"threshold: must lie strictly between 0 and 1, got {operating}")
+    if model.escalation_reference is None:
+        raise ValueInvalid(
+            f"model {model.version}: it keeps no escalation reference (trained before escalation "
+            "policies); retrain it to build a release"
+        )
+    policy = resolve(
+        spec.escalation if escalation is None else escalation,
+        threshold=operating,
+        reference=model.escalation_reference,
+    )
     ws_id = workspace_id(workspace)
     now = clock.now()
     documents: dict[str, Any] = {
@@ -243,6 +259,7 @@ def build_bundle(
             "model_version": model.version,
             "operating_threshold": operating,
             "conformal_alpha": spec.thresholds.conformal_alpha,
+            "escalation": policy.to_json(),
             "rollout_modes": ["shadow", "silent", "pilot", "full"],
             "initial_mode": "shadow",
             "intended_use": spec.intended_use.model_dump(mode="json"),

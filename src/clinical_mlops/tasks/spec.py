@@ -31,6 +31,7 @@ from pydantic import (
 
 from clinical_mlops.errors import TaskSpecIncomplete, TaskSpecInvalid
 from clinical_mlops.hashing import sha256_json
+from clinical_mlops.vocabulary import REVIEW_CONDITIONS, Flag
 
 __all__ = [
     "BASELINE_COLUMN",
@@ -43,11 +44,13 @@ __all__ = [
     "ClinicalBaseline",
     "CohortCriteria",
     "ColumnBaseline",
+    "EscalationPolicy",
     "Feature",
     "FhirSource",
     "LabelSpec",
     "MonitoringRule",
     "MonitoringSpec",
+    "NearThreshold",
     "NoBaseline",
     "OutcomeCoding",
     "PointsBand",
@@ -430,12 +433,109 @@ class AcceptanceCriteria(_Strict):
         default=0.65, gt=0, le=1, description="For subgroups with enough stays to measure AUROC"
     )
     must_beat_baseline: bool = True
+    max_reviews_per_100: float | None = Field(
+        default=None,
+        gt=0,
+        le=100,
+        description="Gate 2: most human reviews per 100 test stays under the release's policy",
+    )
+    max_coverage_shortfall: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description=(
+            "Gate 3: a class whose conformal coverage falls more than this below its target is "
+            "a risk someone must acknowledge"
+        ),
+    )
     required_evidence: tuple[Literal["explanation", "fairness", "robustness", "profile"], ...] = (
         "explanation",
         "fairness",
         "robustness",
         "profile",
     )
+
+
+class NearThreshold(_Strict):
+    """The review band around the operating threshold: sized by a share of stays, or declared.
+
+    ``reviews_per_100`` sizes the band on the model's held-out conformal-calibration
+    stays so that at most that many in 100 fall in it (default: four fifths of the
+    policy's review budget, leaving room for its other conditions);
+    ``band`` declares its calibrated-probability bounds instead (they must hold the
+    release's threshold, checked when the policy is resolved for a release).
+    """
+
+    reviews_per_100: float | None = Field(default=None, gt=0, le=100)
+    band: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> NearThreshold:
+        if self.reviews_per_100 is not None and self.band is not None:
+            raise ValueError(
+                "escalation.near_threshold: declare either reviews_per_100 (a band sized on "
+                "held-out stays) or band (its bounds), not both"
+            )
+        if self.band is not None:
+            lo, hi = self.band
+            if not (0.0 <= lo < hi <= 1.0):
+                raise ValueError(
+                    f"escalation.near_threshold.band: expected 0 <= low < high <= 1 "
+                    f"(calibrated probabilities), got [{lo:g}, {hi:g}]"
+                )
+        return self
+
+
+class EscalationPolicy(_Strict):
+    """Which cases go to human review, how many a team can take, and what happens beyond (R-H5).
+
+    ``review_on`` names the conditions, in precedence order: any flag a scored prediction
+    can carry (``empty_set``, ``out_of_scope``, ...), ``near_threshold`` (the risk lies in
+    the band around the operating threshold) and ``drift_alert`` (while a drift alert is
+    open on the served release, cases above the threshold are reviewed). The budget
+    ``max_reviews_per_100`` is applied on held-out calibration stays when a release is
+    built: with ``beyond_budget: defer`` the cases beyond it — lowest precedence first,
+    then lowest risk — are flagged ``review_deferred`` and not queued; with ``queue``
+    every case meeting a condition is queued and the budget is only gated and monitored.
+    """
+
+    review_on: tuple[str, ...] = (
+        Flag.OUT_OF_SCOPE,
+        Flag.EMPTY_SET,
+        Flag.NEAR_THRESHOLD,
+    )
+    near_threshold: NearThreshold = Field(default_factory=NearThreshold)
+    max_reviews_per_100: float = Field(default=5.0, gt=0, le=100)
+    beyond_budget: Literal["defer", "queue"] = "defer"
+
+    @model_validator(mode="after")
+    def _known_conditions(self) -> EscalationPolicy:
+        for i, name in enumerate(self.review_on):
+            if name not in REVIEW_CONDITIONS:
+                raise ValueError(
+                    f"escalation.review_on.{i}: unknown condition {name!r}; expected one of "
+                    f"{', '.join(REVIEW_CONDITIONS)}"
+                )
+        dupes = sorted({n for n in self.review_on if self.review_on.count(n) > 1})
+        if dupes:
+            raise ValueError(f"escalation.review_on: {dupes} named more than once")
+        share = self.near_threshold.reviews_per_100
+        if share is not None and share > self.max_reviews_per_100:
+            raise ValueError(
+                f"escalation.near_threshold.reviews_per_100: {share:g} exceeds the review "
+                f"budget max_reviews_per_100 {self.max_reviews_per_100:g}"
+            )
+        return self
+
+    @property
+    def band_share_per_100(self) -> float | None:
+        """Stays per 100 the review band is sized to hold; None when its bounds are declared."""
+        near = self.near_threshold
+        if near.band is not None:
+            return None
+        return (
+            0.8 * self.max_reviews_per_100 if near.reviews_per_100 is None else near.reviews_per_100
+        )
 
 
 #: The points scores shipped with the package (their point tables: ``evaluation.baseline``).
@@ -758,6 +858,7 @@ class TaskSpec(_Strict):
     # a points score declared here, a column of the table, or none with the reason.
     clinical_baseline: Literal["sofa_like", "lace_like"] | ClinicalBaseline | None = None
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
     # A task over one prepared table instead of raw events (bring-your-own table).
     table: TableColumns | None = None
     # Bedside words (CDS service, card, FHIR outcome, model card); derived when absent.
@@ -999,8 +1100,11 @@ class TaskSpec(_Strict):
         data["cohort"] = _stable(data["cohort"], "cohort")
         data["label"] = _stable(data["label"], "label")
         data["features"] = [_stable(f, "feature") for f in data["features"]]
+        data["acceptance"] = _stable(data["acceptance"], "acceptance")
         if self.monitoring == MonitoringSpec():
             data.pop("monitoring")
+        if self.escalation == EscalationPolicy():
+            data.pop("escalation")
         if self.table is None:
             data.pop("table")
         if self.presentation is None:
@@ -1023,6 +1127,7 @@ _LATER_FIELDS: dict[str, dict[str, Any]] = {
     "cohort": {"services": None, "discharged_alive": False},
     "label": {"admission_types": None},
     "feature": {"window": None, "fhir": [], "molar_mass": None},
+    "acceptance": {"max_reviews_per_100": None, "max_coverage_shortfall": 0.05},
 }
 
 
