@@ -8,21 +8,20 @@ from clinical_mlops.console.formatting import pct, risk
 
 
 @pytest.mark.parametrize(
-    ("p", "digits", "shown"),
+    ("p", "shown"),
     [
-        (0.333, 1, "33.3 %"),
-        (0.99949, 1, "99.9 %"),
-        (0.99996, 1, ">99.9 %"),
-        (1.0, 1, ">99.9 %"),  # a calibrator may return exactly 1 at its last breakpoint
-        (0.00004, 1, "<0.1 %"),
-        (0.0, 0, "<1 %"),
-        (0.996, 0, ">99 %"),
-        (None, 1, "—"),
-        ("insufficient data", 1, "insufficient data"),
+        (0.333, "33.3 %"),
+        (0.99949, "99.9 %"),
+        (0.99996, ">99.9 %"),
+        (1.0, ">99.9 %"),  # a calibrator may return exactly 1 at its last breakpoint
+        (0.00004, "<0.1 %"),
+        (0.0, "<0.1 %"),
+        (None, "—"),
+        ("insufficient data", "insufficient data"),
     ],
 )
-def test_risk_shows_bounds_instead_of_certainty(p: object, digits: int, shown: str) -> None:
-    assert risk(p, digits) == shown
+def test_risk_shows_bounds_instead_of_certainty(p: object, shown: str) -> None:
+    assert risk(p) == shown
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 from clinical_mlops.evaluation import SCHEMA, evaluate, write_model_card, write_report
 from clinical_mlops.evaluation.fairness import FAIRNESS_METRICS
 from clinical_mlops.evaluation.metrics import auroc
-from clinical_mlops.evaluation.model_card import CARD_SECTIONS
+from clinical_mlops.evaluation.model_card import CARD_APPENDIX, CARD_SECTIONS
 from conftest import LABS, make_input
 
 TEST_KEYS = {
@@ -147,6 +147,10 @@ def test_model_card_has_every_section(tmp_path, validation_report, evaluation_in
         assert key in card
         assert f"## {title}" in md
         assert f'<section id="{key}">' in html
+    for key, title in CARD_APPENDIX:
+        if key != "environment":  # the fixture's lineage records no package list
+            assert f"### {title}" in md
+            assert f'<section id="{key}">' in html
     assert set(card["key_metrics"]) == {
         "usefulness_usability_efficacy", "fairness_equity", "safety_reliability",
     }  # fmt: skip

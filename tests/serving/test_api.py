@@ -248,11 +248,12 @@ def test_cds_hooks_discovery_card_and_feedback(api: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("probability", "coverage", "shown"),
     [
-        (0.9993, 0.95, ">99% (high); 95% set"),
-        (0.004, 0.9, "<1% (low); 90% set"),
-        (0.37, 0.8, "37% (high); 80% set"),
-        (0.99, 0.9, "99% (high); 90% set"),
-        (1.0, 0.9, ">99% (high); 90% set"),
+        (0.99993, 0.95, ">99.9 % (high); 95% set"),
+        (0.0004, 0.9, "<0.1 % (low); 90% set"),
+        (0.004, 0.9, "0.4 % (low); 90% set"),
+        (0.37, 0.8, "37.0 % (high); 80% set"),
+        (0.99, 0.9, "99.0 % (high); 90% set"),
+        (1.0, 0.9, ">99.9 % (high); 90% set"),
     ],
 )
 def test_card_summary_never_rounds_to_certainty_and_names_the_release_coverage(

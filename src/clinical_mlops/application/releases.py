@@ -1,4 +1,5 @@
-"""Release bundles: build one from a trained model, bring one into the registry."""
+"""Release bundles: build one from a trained model, bring one into the registry, and show
+a release's model card with its status as of now."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
     from clinical_mlops.registry.bundle import Bundle
     from clinical_mlops.registry.registry import Release
 
-__all__ = ["build_release_bundle", "register_bundle"]
+__all__ = ["build_release_bundle", "model_card", "register_bundle"]
 
 
 def build_release_bundle(
@@ -44,3 +45,33 @@ def register_bundle(
         import_bundle(workspace, source) if source.is_file() else load_bundle(workspace, source)
     )
     return register(governance, bundle, actor=actor, why=why, role=role)
+
+
+def model_card(governance: Governance, version: str, *, fmt: str = "md") -> str:
+    """Return the model card of ``version`` (Markdown or HTML) with its status as of now.
+
+    The card is the one signed into the release bundle (verified on the way); the
+    "Status as of" section above it is read from the registry at rendering time: the
+    release's status, every recorded decision (who, in which role, when, why) and each
+    risk acknowledged at gate 3 (who accepted it, in which role, when, why), dated with
+    the governance clock. A page or file made from it is only as current as that date.
+    """
+    from clinical_mlops.clock import utc_iso
+    from clinical_mlops.evaluation.model_card import render_card
+
+    registry = governance.registry
+    rel = registry.get(version)
+    card = registry.bundle(rel.version).read_json("model_card.json")
+    # Acknowledged risks exist from the release of gate-3 acknowledgements on; a
+    # governance without them has none to show.
+    acknowledgements = getattr(governance, "risk_acknowledgements", None)
+    as_of = {
+        "rendered_at": utc_iso(governance.clock.now()),
+        "release": rel.version,
+        "status": rel.status,
+        "approvals": [a.to_json() for a in governance.approvals(rel.version)],
+        "acknowledged_risks": (
+            [a.to_json() for a in acknowledgements(rel.version)] if acknowledgements else []
+        ),
+    }
+    return render_card(card, as_of=as_of, fmt=fmt)

@@ -169,6 +169,30 @@ def show_cmd(
         out_console.print(f"  {a['decision']} by {a['person']} ({a['role']}): {a['why']}")
 
 
+@registry_app.command(
+    "card", help="Print a release's model card with its status and approvals as of now."
+)
+def card_cmd(
+    version: VersionArg,
+    fmt: Annotated[
+        str, typer.Option("--format", help="md (Markdown) or html (one self-contained page).")
+    ] = "md",
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Print the signed model card of a release, opened by a "Status as of" section.
+
+    The section is read from the registry now: status, each decision (who, role, when,
+    why) and each acknowledged risk. It is dated, because it is only as current as its
+    date; the signed card in the bundle carries no status. Redirect to keep a copy
+    (``> card.html``).
+    """
+    from clinical_mlops.application.releases import model_card
+
+    with _governance(workspace) as gov:
+        text = model_card(gov, version, fmt=fmt)
+    typer.echo(text, nl=False)
+
+
 @registry_app.command("diff", help="Classify the changes between two releases, with release notes.")
 def diff_cmd(
     old: Annotated[str, typer.Argument(help="The approved (earlier) release.")],

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from clinical_mlops.evaluation.phrases import estimate_percent
+from clinical_mlops.evaluation.phrases import risk_percent
 
 __all__ = ["FILTERS", "age", "ci", "num", "pct", "psn", "risk", "sentence", "when"]
 
@@ -35,15 +35,14 @@ def pct(p: Any, digits: int = 1) -> str:
     return f"{100 * p:.{digits}f} %"
 
 
-def risk(p: Any, digits: int = 1) -> str:
-    """Return an estimated probability as a percentage that never reads as certain.
+def risk(p: Any) -> str:
+    """Return an estimated probability by the one display rule (``evaluation.phrases.risk_percent``).
 
-    ``>99.9 %`` rather than ``100.0 %`` (see ``evaluation.phrases.estimate_percent``);
-    text values pass through.
+    ``>99.9 %`` rather than ``100.0 %``, ``<0.1 %`` rather than ``0.0 %``; text values pass through.
     """
     if not _number(p):
         return "—" if p is None else str(p)
-    return estimate_percent(float(p), digits, sep=" ")
+    return risk_percent(float(p))
 
 
 def _number(x: Any) -> bool:

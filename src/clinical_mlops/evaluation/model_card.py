@@ -4,33 +4,62 @@
 task spec; :func:`write_model_card` writes it as ``model_card.json`` (canonical),
 ``model_card.md`` and ``model_card.html``. Every number on the card is copied
 from the report, so the card cannot disagree with the evidence it summarises.
+
+The card is written for people: intended use, key metrics, workload and
+limitations come first (:data:`CARD_SECTIONS`); identification, training
+details, lineage and the environment's package list sit in an appendix at the
+end (:data:`CARD_APPENDIX`). The signed card states no release status, since a
+status goes stale the day after signing; it points to the registry instead.
+:func:`render_card` renders a card, and with ``as_of`` adds the status,
+approvals and acknowledged risks read from the registry at rendering time,
+dated.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+from clinical_mlops.errors import ValueInvalid
 from clinical_mlops.evaluation.inputs import EvaluationInput
+from clinical_mlops.evaluation.phrases import risk_percent
 from clinical_mlops.evaluation.render import fmt_ci, fmt_num, fmt_pct, render
 from clinical_mlops.evaluation.report import canonical_json, json_ready
 from clinical_mlops.evaluation.validation_report import BaselineComparison, ValidationReport
 
-__all__ = ["CARD_SCHEMA", "CARD_SECTIONS", "model_card", "write_model_card"]
+__all__ = [
+    "CARD_APPENDIX",
+    "CARD_FORMATS",
+    "CARD_SCHEMA",
+    "CARD_SECTIONS",
+    "model_card",
+    "registry_pointer",
+    "render_card",
+    "write_model_card",
+]
 
-CARD_SCHEMA = "clinical-mlops/model-card/v1"
-# Top-level sections in display order, with their headings (CHAI Applied Model Card, then ours).
+CARD_SCHEMA = "clinical-mlops/model-card/v2"
+CARD_FORMATS = ("md", "html")
+# Sections a reader meets first, in display order, with their headings.
 CARD_SECTIONS: tuple[tuple[str, str], ...] = (
-    ("basic_info", "Basic information"),
-    ("release_info", "Release information"),
     ("summary", "Summary"),
-    ("uses_and_directions", "Uses and directions"),
-    ("warnings", "Warnings: risks, biases and limitations"),
-    ("trust_ingredients", "Trust ingredients"),
-    ("key_metrics", "Key metrics"),
-    ("features", "Features and their clinical justification"),
+    ("uses_and_directions", "Intended use"),
+    ("key_results", "Key metrics"),
+    ("workload", "Workload"),
+    ("warnings", "Limitations and warnings"),
     ("known_failure_modes", "Known failure modes"),
     ("escalation_paths", "Escalation paths"),
+    ("key_metrics", "Detailed metrics"),
+    ("features", "Features and their clinical justification"),
+)
+# Reference material, after the heading "Appendix", in display order.
+CARD_APPENDIX: tuple[tuple[str, str], ...] = (
+    ("basic_info", "Identification"),
+    ("release_info", "Release information"),
+    ("trust_ingredients", "Training details"),
+    ("lineage", "Lineage"),
+    ("environment", "Environment packages"),
     ("tripod_ai", "TRIPOD+AI items"),
     ("resources", "Resources"),
 )
@@ -170,6 +199,156 @@ def _key_metrics(report: ValidationReport, inp: EvaluationInput) -> dict[str, li
     }
 
 
+def _row(measure: str, result: str, meaning: str) -> dict[str, str]:
+    return {"measure": measure, "result": result, "meaning": meaning}
+
+
+def _with_ci(value: Any, ci: Any, digits: int = 1) -> str:
+    """``9.3 (95 % CI 8.6–10.1)``; without the interval when the report has none."""
+    shown = fmt_num(value, digits)
+    return f"{shown} (95 % CI {fmt_ci(ci, digits)})" if ci is not None else shown
+
+
+def _escalation(report: ValidationReport) -> dict[str, Any]:
+    """The report's resolved escalation policy as a dict (empty when the report has none)."""
+    esc = getattr(report, "escalation", None)
+    if esc is None:
+        return {}
+    return dict(esc.to_json() if hasattr(esc, "to_json") else esc)
+
+
+def _key_results(report: ValidationReport, inp: EvaluationInput) -> list[dict[str, str]]:
+    """The figures a reader needs first: discrimination, calibration, workload, coverage."""
+    t, b, cal, conf, wl = (
+        report.test,
+        report.baseline,
+        report.calibration,
+        report.conformal,
+        report.workload,
+    )
+    w = inp.spec.words()
+    rows = [
+        _row(
+            "Discrimination (AUROC)",
+            f"{fmt_num(t.auroc)} (95 % CI {fmt_ci(t.auroc_ci)})",
+            f"probability that a random {w.event} is ranked above a random {w.non_event}",
+        ),
+        _row(
+            f"Sensitivity / specificity / PPV at threshold {t.threshold}",
+            f"{fmt_num(t.sensitivity)} / {fmt_num(t.specificity)} / {fmt_num(t.ppv)}",
+            f"share of {w.events} flagged / of {w.non_events} not flagged / of flags that are "
+            f"{w.events}",
+        ),
+        _row(
+            "Calibration",
+            f"ECE {fmt_num(cal.ece)}; slope {fmt_num(cal.slope)}; intercept "
+            f"{fmt_num(cal.intercept)}",
+            "how closely predicted risks match observed rates (slope 1 and intercept 0 are ideal)",
+        ),
+        _row(
+            "Alerts per 100 patients",
+            _with_ci(wl.alerts_per_100, getattr(wl, "alerts_per_100_ci", None)),
+            f"flags at threshold {t.threshold} the care team must act on",
+        ),
+    ]
+    reviews = getattr(wl, "reviews_per_100", None)
+    if reviews is not None:
+        rows.append(
+            _row(
+                "Reviews per 100 patients",
+                _with_ci(reviews, getattr(wl, "reviews_per_100_ci", None)),
+                "cases routed to clinician review under the release's escalation policy",
+            )
+        )
+    rows.append(
+        _row(
+            "Conformal coverage",
+            f"{fmt_pct(conf.coverage)} overall (target at least "
+            f"{fmt_pct(conf.target_coverage, 0)} in each class)",
+            "share of patients whose prediction set contains their true outcome",
+        )
+    )
+    if isinstance(b, BaselineComparison):
+        rows.append(
+            _row(
+                f"AUROC gain over {b.name}",
+                f"{fmt_num(b.auroc_difference.value)} (95 % CI {fmt_ci(b.auroc_difference.ci)})",
+                "a CI above 0 means the model ranks risk better than the bedside score",
+            )
+        )
+    return rows
+
+
+def _workload(report: ValidationReport, inp: EvaluationInput) -> dict[str, Any]:
+    """What the release asks of the care team at its threshold and escalation policy."""
+    wl, th = report.workload, report.test.threshold
+    w = inp.spec.words()
+    rows = [
+        _row(
+            "Alerts per 100 patients",
+            _with_ci(wl.alerts_per_100, getattr(wl, "alerts_per_100_ci", None)),
+            f"{fmt_num(wl.true_alerts_per_100, 1)} true and "
+            f"{fmt_num(wl.false_alerts_per_100, 1)} false alerts per 100 at threshold {th}",
+        ),
+        _row(
+            f"Patients flagged per {w.event} found",
+            fmt_num(wl.number_needed_to_evaluate, 1),
+            "number needed to evaluate at the operating threshold",
+        ),
+    ]
+    reviews = getattr(wl, "reviews_per_100", None)
+    if reviews is not None:
+        rows.append(
+            _row(
+                "Reviews per 100 patients",
+                _with_ci(reviews, getattr(wl, "reviews_per_100_ci", None)),
+                "cases queued for clinician review",
+            )
+        )
+    deferred = getattr(wl, "deferred_per_100", None)
+    if deferred is not None:
+        rows.append(
+            _row(
+                "Flagged beyond the review budget, per 100",
+                fmt_num(deferred, 1),
+                "met a review condition beyond the budget: flagged, not queued",
+            )
+        )
+    by_reason = getattr(wl, "reviews_by_reason", None) or {}
+    for reason, per_100 in dict(by_reason).items():
+        rows.append(
+            _row(
+                f"Reviews per 100: {str(reason).replace('_', ' ')}",
+                fmt_num(per_100, 1),
+                "cases this condition routes to review",
+            )
+        )
+    return {"figures": rows, "escalation_policy": _escalation(report).get("statement")}
+
+
+def _coverage_guarantee(report: ValidationReport, spec: Any) -> str:
+    """The prediction sets' coverage guarantee, its condition and what was observed."""
+    conf, w = report.conformal, spec.words()
+    return (
+        f"Prediction sets ({(conf.method or 'split conformal').replace('_', ' ')}) contain the true outcome for at "
+        f"least {fmt_pct(conf.target_coverage, 0)} of {w.units} in each class, guaranteed "
+        f"when new {w.units} are exchangeable with the calibration {w.units}; on the locked "
+        f"test set coverage was {fmt_pct(conf.coverage)} overall ({w.non_events} "
+        f"{fmt_pct(conf.coverage_by_class.get('0'))}, {w.events} "
+        f"{fmt_pct(conf.coverage_by_class.get('1'))})."
+    )
+
+
+def registry_pointer(release: str = "RELEASE") -> str:
+    """Return where a card's status and approvals are read, since the signed card holds none."""
+    return (
+        "Not part of this signed card: a release's status and approvals change after signing. "
+        f"See the registry: `clinical-mlops registry card {release}` renders this card with its "
+        f"status, approvals and acknowledged risks as of now (`clinical-mlops registry show "
+        f"{release}` lists them), as does the release's page in the console."
+    )
+
+
 def _failure_modes(report: ValidationReport, spec: Any) -> list[str]:
     out = []
     w = spec.words()
@@ -187,6 +366,13 @@ def _failure_modes(report: ValidationReport, spec: Any) -> list[str]:
     if numeric:
         lo, key = min(numeric)
         out.append(f"Lowest subgroup discrimination: {key} (AUROC {fmt_num(lo)}).")
+    missed = report.error_examples.false_negatives
+    if missed and isinstance(missed[0].get("risk"), int | float):
+        out.append(
+            f"The most confidently missed {w.event} on the locked test set had an estimated risk "
+            f"of {risk_percent(float(missed[0]['risk']))}: a low estimate does not rule the "
+            "outcome out."
+        )
     out.append(
         f"Missed {w.events} (false negatives) at the operating threshold tend to have "
         f"near-normal values in {_inputs(spec)}; what happens after the prediction time "
@@ -316,8 +502,8 @@ def model_card(report: ValidationReport, inp: EvaluationInput) -> dict[str, Any]
             "developer": "the hospital ML team operating clinical-mlops",
             "validation_report_schema": report.schema_id,
         },
+        "status_and_approvals": registry_pointer(),
         "release_info": {
-            "stage": "validated (evidence generated); awaiting clinical review and approvals",
             "version": inp.model_version,
             "ehr_compatibility": "HL7 FHIR R4 RiskAssessment and CDS Hooks 2.0 patient-view",
             "regulatory_approval": (
@@ -360,6 +546,7 @@ def model_card(report: ValidationReport, inp: EvaluationInput) -> dict[str, Any]
             ]
             + [a.message for a in report.fairness_alerts],
             "limitations": report.limitations,
+            "coverage_guarantee": _coverage_guarantee(report, spec),
             "clinical_risk_level": (
                 "High: informs clinical decisions for "
                 f"{spec.intended_use.population[:1].lower()}{spec.intended_use.population[1:]}; "
@@ -403,6 +590,8 @@ def model_card(report: ValidationReport, inp: EvaluationInput) -> dict[str, Any]
             ),
             "lineage": inp.lineage,
         },
+        "key_results": _key_results(report, inp),
+        "workload": _workload(report, inp),
         "key_metrics": _key_metrics(report, inp),
         "features": [
             {
@@ -440,20 +629,83 @@ def model_card(report: ValidationReport, inp: EvaluationInput) -> dict[str, Any]
     return json_ready(card)
 
 
+def _as_of_view(as_of: dict[str, Any]) -> dict[str, Any]:
+    """The registry's view of a release at rendering time, with missing keys filled."""
+    risks = []
+    for r in as_of.get("acknowledged_risks") or []:
+        risks.append(
+            {
+                "risk": r.get("risk_id") or r.get("risk") or r.get("id") or "—",
+                "words": r.get("words") or r.get("risk_words") or r.get("description") or "",
+                "person": r.get("actor") or r.get("person") or "—",
+                "role": r.get("role") or "—",
+                "reason": r.get("reason") or r.get("why") or "",
+                "time": r.get("at") or r.get("time"),
+            }
+        )
+    return {
+        "rendered_at": as_of.get("rendered_at"),
+        "release": as_of.get("release"),
+        "status": str(as_of.get("status") or "unknown").replace("_", " "),
+        "approvals": [
+            {
+                "person": a.get("person") or a.get("actor") or "—",
+                "role": a.get("role") or "—",
+                "decision": a.get("decision") or "approve",
+                "why": a.get("why") or a.get("reason") or "",
+                "time": a.get("time") or a.get("at"),
+            }
+            for a in as_of.get("approvals") or []
+        ],
+        "acknowledged_risks": risks,
+    }
+
+
+def render_card(card: dict[str, Any], *, as_of: dict[str, Any] | None, fmt: str = "md") -> str:
+    """Return the card as Markdown (``fmt="md"``) or self-contained HTML (``fmt="html"``).
+
+    Without ``as_of`` the card states no status and points to the registry (the signed
+    card). With ``as_of`` (``{"rendered_at": iso, "status": str, "release": str,
+    "approvals": [...], "acknowledged_risks": [...]}``, read from the registry) it opens with
+    "Status as of <rendered_at>": the status, who approved in which role and when, and each
+    acknowledged risk with who accepted it and why. That section is not signed evidence; it is
+    only as current as its date. Cards written before schema v2 render too.
+    """
+    if fmt not in CARD_FORMATS:
+        raise ValueInvalid(f"format {fmt!r}: expected one of {', '.join(CARD_FORMATS)}")
+    packages = (
+        ((card.get("trust_ingredients") or {}).get("lineage") or {}).get("environment") or {}
+    ).get("packages") or {}
+    context = {
+        "card": card,
+        "sections": CARD_SECTIONS,
+        "appendix": CARD_APPENDIX,
+        "metric_groups": _METRIC_GROUPS,
+        "as_of": _as_of_view(as_of) if as_of is not None else None,
+        "pointer": card.get("status_and_approvals") or registry_pointer(),
+        "packages": packages,
+    }
+    text = render(f"model_card.{fmt}.j2", **context)
+    # Optional parts leave runs of blank lines in Markdown; one is enough.
+    return re.sub(r"\n{3,}", "\n\n", text) if fmt == "md" else text
+
+
 def write_model_card(
     report: ValidationReport, inp: EvaluationInput, out_dir: Path
 ) -> dict[str, Path]:
-    """Write ``model_card.json``/``.md``/``.html`` to ``out_dir``; return their paths by format."""
+    """Write ``model_card.json``/``.md``/``.html`` to ``out_dir``; return their paths by format.
+
+    These are the card signed into a release bundle: no status, a pointer to the registry.
+    """
     card = model_card(report, inp)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    context = {"card": card, "sections": CARD_SECTIONS, "metric_groups": _METRIC_GROUPS}
     paths = {
         "json": out / "model_card.json",
         "md": out / "model_card.md",
         "html": out / "model_card.html",
     }
     paths["json"].write_text(canonical_json(card), encoding="utf-8")
-    paths["md"].write_text(render("model_card.md.j2", **context), encoding="utf-8")
-    paths["html"].write_text(render("model_card.html.j2", **context), encoding="utf-8")
+    paths["md"].write_text(render_card(card, as_of=None, fmt="md"), encoding="utf-8")
+    paths["html"].write_text(render_card(card, as_of=None, fmt="html"), encoding="utf-8")
     return paths

@@ -25,6 +25,7 @@ __all__ = [
     "describe_contribution",
     "estimate_percent",
     "format_value",
+    "risk_percent",
     "top_phrases",
 ]
 
@@ -74,6 +75,17 @@ def estimate_percent(p: float, digits: int = 0, *, sep: str = "") -> str:
     if float(text) >= 100:
         return f">{100 - step:.{digits}f}{sep}%"
     return f"{text}{sep}%"
+
+
+def risk_percent(p: float) -> str:
+    """Return a calibrated risk as a person reads it: ``"12.3 %"``, ``"<0.1 %"``, ``">99.9 %"``.
+
+    The one display rule for an estimated probability shown to a person (model card,
+    validation report, console, CDS Hooks card, FHIR note): one decimal, and a value that
+    would round to 0 or 100 shown as a bound, so a positive probability never reads "0 %"
+    and no estimate reads as certain.
+    """
+    return estimate_percent(p, 1, sep=" ")
 
 
 def _unit(feature: Feature) -> str:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-__all__ = ["fmt_ci", "fmt_num", "fmt_pct", "render"]
+from clinical_mlops.evaluation.phrases import risk_percent
+
+__all__ = ["fmt_ci", "fmt_num", "fmt_pct", "fmt_risk", "fmt_when", "fmt_years", "render"]
 
 _DASH = "—"
 
@@ -40,6 +43,33 @@ def fmt_ci(value: Any, digits: int = 3) -> str:
     return fmt_num(value)
 
 
+def fmt_risk(value: Any) -> str:
+    """Return a calibrated risk by the one display rule (``phrases.risk_percent``): ``"<0.1 %"``."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return risk_percent(float(value))
+    return fmt_num(value)
+
+
+def fmt_years(value: Any) -> str:
+    """Return a year or a span of years as dates read (``2008–2016``), never as ``2,008``."""
+    if isinstance(value, list | tuple):
+        return "–".join(str(v) for v in value) if value else _DASH
+    return _DASH if value is None else str(value)
+
+
+def fmt_when(value: Any) -> str:
+    """Return an ISO time as ``2026-03-02 09:00 UTC``; anything else passes through."""
+    if not isinstance(value, str) or not value:
+        return _DASH if value in (None, "") else str(value)
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 _ENV: Environment | None = None
 
 
@@ -54,7 +84,9 @@ def _env() -> Environment:
             lstrip_blocks=True,
             keep_trailing_newline=True,
         )
-        env.filters.update(num=fmt_num, pct=fmt_pct, ci=fmt_ci)
+        env.filters.update(
+            num=fmt_num, pct=fmt_pct, ci=fmt_ci, risk=fmt_risk, years=fmt_years, when=fmt_when
+        )
         _ENV = env
     return _ENV
 

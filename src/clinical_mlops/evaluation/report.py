@@ -257,7 +257,8 @@ def _error_examples(inp: EvaluationInput, y: np.ndarray, p: np.ndarray, *, thres
             contribs = inp.contributions.iloc[i].to_dict()
             examples.append(
                 {
-                    "risk": round(float(p[i]), 3),
+                    # Significant digits, not decimals: a death at risk 0.0002 must not read 0.
+                    "risk": float(f"{float(p[i]):.4g}"),
                     "risk_rank": f"{int(rank[i])} of {len(p)}",
                     "outcome": spec.words().event if y[i] == 1 else spec.words().non_event,
                     "values": values,

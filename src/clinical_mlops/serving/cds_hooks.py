@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from clinical_mlops.errors import InputInvalid, PredictionNotFound
-from clinical_mlops.evaluation.phrases import estimate_percent
+from clinical_mlops.evaluation.phrases import risk_percent
 from clinical_mlops.governance.oversight import OverrideRequest
 from clinical_mlops.serving.predictor import PredictionResult
 from clinical_mlops.vocabulary import OVERRIDE_REASONS, REASON_SYSTEM
@@ -137,9 +137,7 @@ def card_for(
     cset = "{" + ", ".join(result.conformal_set or []) + "}"
     unsure = len(result.conformal_set or []) != 1
     level = f"{round(100 * result.coverage)}% set " if result.coverage is not None else "set "
-    summary = (
-        f"{outcome_words}: {estimate_percent(result.probability)} ({result.risk}); {level}{cset}"
-    )
+    summary = f"{outcome_words}: {risk_percent(result.probability)} ({result.risk}); {level}{cset}"
     if unsure:
         summary += " — uncertain"
     if result.escalated:

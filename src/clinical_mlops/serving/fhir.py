@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from clinical_mlops.errors import ValueInvalid
+from clinical_mlops.evaluation.phrases import risk_percent
 from clinical_mlops.serving.predictor import PredictionResult
 from clinical_mlops.tasks.spec import TaskSpec
 
@@ -128,7 +129,7 @@ def risk_assessment(
         else "probabilityDecimal is this value on the 0-1 scale (set by the deployment)."
     )
     notes = [
-        f"{words.risk_words}: calibrated probability {p:.4f} (0-1 scale); {stated}",
+        f"{words.risk_words}: {risk_percent(p)} (calibrated probability); {stated}",
         f"Conformal prediction set{coverage}: {{{', '.join(result.conformal_set or [])}}}"
         + (" — more than one outcome is plausible" if len(result.conformal_set or []) != 1 else ""),
         "Flags: " + (", ".join(result.flags) if result.flags else "none"),

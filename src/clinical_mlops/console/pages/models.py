@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from clinical_mlops.application import governance as act
 from clinical_mlops.application.dossier import release_fingerprint, service_status
+from clinical_mlops.application.releases import model_card as model_card_as_of_now
 from clinical_mlops.console.deps import Viewer, page, posted, render
 from clinical_mlops.errors import InputInvalid
 
@@ -60,9 +61,9 @@ def models(
 def model_card(
     version: str, viewer: Annotated[Viewer, Depends(page("/models/{version}/card"))]
 ) -> HTMLResponse:
-    bundle = viewer.console.registry.bundle(version)
+    # The signed card, opened by its status and approvals as of this request.
     return HTMLResponse(
-        (bundle.path / "model_card.html").read_text(encoding="utf-8"),
+        model_card_as_of_now(viewer.console.governance, version, fmt="html"),
         headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
     )
 
