@@ -73,6 +73,7 @@ __all__ = [
     "case",
     "case_queue",
     "case_seq_of",
+    "case_spans",
     "check_sort",
     "escalated_cases",
     "identifier_of",
@@ -714,6 +715,32 @@ def escalated_cases(
         limit=limit,
         sort=sort,
     ).cases
+
+
+def case_spans(ledger: Ledger, *, now: datetime) -> list[tuple[str, str, str | None]]:
+    """Return ``(release, opened at, decided at or None)`` of every readable case.
+
+    For workload monitoring: a case opens at its first escalation and is decided at its
+    first accept or override (a correction does not move it); the release is that of
+    the case's newest prediction. Times are the ledger's ISO-8601 UTC strings.
+    """
+    out = []
+    for item in _matching(
+        ledger,
+        now=now,
+        state="all",
+        reason=None,
+        site=None,
+        release=None,
+        min_age_hours=None,
+    ):
+        closing = [
+            d.time for d in item.decisions if d.action in DECISIVE_ACTIONS and d.corrects is None
+        ]
+        out.append(
+            (str(item.release or item.model_version), item.escalated_at, min(closing, default=None))
+        )
+    return out
 
 
 def _subject_cases(ledger: Ledger, view: EntryView) -> _Cases:
