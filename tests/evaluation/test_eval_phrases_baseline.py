@@ -14,6 +14,7 @@ from clinical_mlops.evaluation.phrases import (
     describe_contribution,
     format_value,
     top_phrases,
+    without_reference,
 )
 from clinical_mlops.tasks import load_task
 
@@ -79,15 +80,47 @@ def test_phraser_gives_the_words_and_order_of_top_phrases_for_every_row():
         contribs.append(c)
     got = phraser.top(rows, np.array(contribs))
     for values, c, top in zip(rows, contribs, got, strict=True):
-        missing = {n: imputed[n] for n in imputed if values.get(n) is None}
         want = top_phrases(
             SPEC,
             values,
             dict(zip(names, c.tolist(), strict=True)) | {"bias": -2.0},
-            imputed_values=missing,
+            imputed_values=imputed,
         )
         assert top == want
     assert phraser.top([], np.zeros((0, len(names)))) == []
+
+
+def test_a_contribution_is_shown_with_the_training_median_it_is_compared_with():
+    """A measured value reads beside its reference; a missing one says the median was used;
+    a categorical input has no median; the entry carries the reference as data."""
+    medians = {"heart_rate": 88.0, "albumin": 3.2, "vasopressor": 0.0}
+    phraser = Phraser(SPEC, ["heart_rate", "albumin", "vasopressor", "diagnosis_category"], medians)
+    [top] = phraser.top(
+        [{"heart_rate": 106.0, "albumin": None, "vasopressor": 1, "diagnosis_category": "cardiac"}],
+        np.array([[-0.3, 0.2, 0.9, 0.1]]),
+        k=4,
+    )
+    by = {t["feature"]: t for t in top}
+    assert by["heart_rate"]["phrase"] == (
+        "Heart rate 106 beats/min (training median 88 beats/min) lowered the risk"
+    )
+    assert by["heart_rate"]["reference"] == {
+        "statistic": "training median",
+        "value": 88.0,
+        "shown": "88 beats/min",
+    }
+    assert by["albumin"]["phrase"] == (
+        "Albumin not measured (median 3.2 g/dL used) raised the risk slightly"
+    )
+    assert by["vasopressor"]["phrase"] == (
+        "Vasopressor support present (training median absent) raised the risk strongly"
+    )
+    assert by["diagnosis_category"]["reference"] is None
+    assert "training median" not in by["diagnosis_category"]["phrase"]
+    # a record listed before references existed compares equal to the recomputation
+    legacy = {t["feature"]: t for t in without_reference(top)}
+    assert legacy["heart_rate"]["phrase"] == "Heart rate 106 beats/min lowered the risk"
+    assert all("reference" not in t for t in legacy.values())
 
 
 def _frame(**overrides):

@@ -52,6 +52,6 @@ def test_prometheus_rules_are_valid_and_use_exposed_metrics() -> None:
         ["/usr/bin/promtool", "check", "rules", str(rules)], capture_output=True, text=True
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 3 rules found" in out.stdout
+    assert "SUCCESS: 4 rules found" in out.stdout
     known = _known()
     assert set(NAME.findall(rules.read_text())) <= known

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -136,6 +137,14 @@ def test_real_prometheus_scrape_matches_the_service(live: dict[str, Any], tmp_pa
                 scraped[(PREFIX + "psi", (("input", "ventilation"), ("release", live["release"])))]
                 > 0.2
             )
+            # the review workload: reviews per 100 scored, as the service routed them
+            rel = (("release", live["release"]),)
+            routed = sum(1 for r in live["results"] if r.escalated)
+            assert scraped[(PREFIX + "review_rate", rel)] == pytest.approx(
+                100.0 * routed / len(live["results"])
+            )
+            assert scraped[(PREFIX + "open_cases", rel)] == routed  # no encounter: one each
+            assert (PREFIX + "review_budget", rel) in scraped
             open_alerts = sum(
                 v
                 for (name, labels), v in scraped.items()

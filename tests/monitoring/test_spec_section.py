@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from clinical_mlops.errors import TaskSpecInvalid
-from clinical_mlops.monitoring.rules import DEFAULT_RULES, rule_table
+from clinical_mlops.monitoring.rules import DEFAULT_RULES, RULE_KINDS, WORKLOAD_RULES, rule_table
 from clinical_mlops.tasks import load_task
 from clinical_mlops.tasks.spec import MONITORING_RULES, MonitoringSpec, task_from_mapping
 
@@ -39,7 +39,9 @@ def test_readmission_watches_a_slower_ward_over_longer_look_backs() -> None:
 
 
 def test_every_rule_has_a_kind_severity_owner_and_action() -> None:
-    assert set(DEFAULT_RULES) == set(MONITORING_RULES)
+    # the workload rules' limits are read from the spec when it declares them
+    assert set(DEFAULT_RULES) == set(MONITORING_RULES) | set(WORKLOAD_RULES)
+    assert {RULE_KINDS[r] for r in WORKLOAD_RULES} == {"workflow"}
     assert DEFAULT_RULES["auroc_degradation"].action == "suspend"
     assert {r.action for r in DEFAULT_RULES.values()} <= {"open_review", "escalate", "suspend"}
 

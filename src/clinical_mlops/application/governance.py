@@ -47,6 +47,7 @@ __all__ = [
     "decide_case",
     "decide_cases",
     "grant_roles",
+    "next_case",
     "open_case",
     "open_incident",
     "promote",
@@ -268,11 +269,13 @@ def case_queue(
     release: str | None = None,
     min_age_hours: float | None = None,
     limit: int = 200,
+    sort: str = queue.DEFAULT_SORT,
 ) -> CaseQueue:
     """Return the escalation queue: the first ``limit`` cases matching the filters and the total.
 
     One row per case: the escalated predictions of one patient and encounter while the
-    case is open, or one prediction without an encounter (``governance.queue``). The
+    case is open, or one prediction without an encounter (``governance.queue``), in the
+    order ``sort`` names (``queue.QUEUE_SORTS``; highest risk first by default). The
     console's queue and ``GET /v1/cases`` both list it.
     """
     return queue.case_queue(
@@ -284,6 +287,29 @@ def case_queue(
         release=release,
         min_age_hours=min_age_hours,
         limit=limit,
+        sort=sort,
+    )
+
+
+def next_case(
+    ledger: Ledger,
+    *,
+    now: datetime,
+    sort: str = queue.DEFAULT_SORT,
+    reason: str | None = None,
+    site: str | None = None,
+    release: str | None = None,
+    skip: Sequence[int] = (),
+) -> Case | None:
+    """Return the case a clinician should open next: the first open case in the queue's
+    order that nobody has sent to senior review (None when none waits).
+
+    The console's "Next case" button and ``GET /v1/cases/next`` both call it, with the
+    filters and order of the queue the clinician is working; ``skip`` names cases they
+    passed over.
+    """
+    return queue.next_case(
+        ledger, now=now, sort=sort, reason=reason, site=site, release=release, skip=skip
     )
 
 

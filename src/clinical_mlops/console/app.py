@@ -47,6 +47,7 @@ from clinical_mlops.errors import (
     ReleaseNotFound,
     SessionExpired,
     SubjectErased,
+    ValueInvalid,
 )
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.registry.registry import Registry
@@ -67,6 +68,7 @@ _STATUS: tuple[tuple[type[Exception], int, str], ...] = (
     (BundleSignatureInvalid, 409, "Release bundle does not verify"),
     (OverrideInvalid, 422, "Not accepted"),
     (InputInvalid, 422, "Not accepted"),
+    (ValueInvalid, 422, "Not accepted"),
     (BundleInvalid, 422, "Not an audit bundle"),
     (AlertNotFound, 404, "Not found"),
     (AlertTransitionInvalid, 409, "Refused"),

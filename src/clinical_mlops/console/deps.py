@@ -50,6 +50,7 @@ GOVERN = ("reviewer", "compliance", "ml_engineer")
 PAGE_ROLES: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/"): PEOPLE,
     ("GET", "/queue"): CLINICAL,
+    ("GET", "/queue/next"): CLINICAL,
     ("GET", "/cases/{seq}"): CLINICAL,
     ("POST", "/cases/{seq}/decision"): CLINICAL,
     ("GET", "/alerts"): (*GOVERN, "clinician"),

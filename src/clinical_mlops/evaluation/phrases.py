@@ -1,10 +1,24 @@
-"""Feature contributions in clinical words: "Lactate 4.1 mmol/L raised the risk".
+"""Feature contributions in clinical words, with their reference:
+"Lactate 4.1 mmol/L (training median 1.4 mmol/L) raised the risk".
 
 Shared by the validation report (error examples) and the serving layer, so a
 clinician reads the same sentence in both. Contributions are on the log-odds
 scale (SHAP values of the raw model margin); the words for their size are fixed
 by :data:`STRENGTH_WORDS` so the phrasing is stable across releases. The
 sentence describes what moved *this model's* estimate, not a cause of death.
+
+What a contribution is relative to: SHAP values split the model's margin for this
+patient minus its *baseline* — the model's average margin over its training stays
+(TreeSHAP: averaged as the trees' training cover weights them; a linear model: the
+margin at the training means). So "lowered the risk" means "moved the estimate below
+the model's average training stay", not "below normal". A single number cannot be
+that reference for a tree model (it compares with the whole training distribution of
+the input), so each measured numeric or flag input is shown beside the *training
+median* of that input (the value the model also uses when it is missing), the middle
+of the distribution it is compared with: :data:`CONTRIBUTION_REFERENCE` says this in
+one sentence for every page or card that lists contributions, and each contribution
+carries its ``reference`` (``{"statistic": "training median", "value", "shown"}``;
+None for a categorical input or when no median is known).
 """
 
 from __future__ import annotations
@@ -19,16 +33,29 @@ import numpy as np
 from clinical_mlops.tasks.spec import Feature, TaskSpec
 
 __all__ = [
+    "CONTRIBUTION_REFERENCE",
     "NEGLIGIBLE",
+    "REFERENCE_STATISTIC",
     "STRENGTH_WORDS",
     "Phraser",
     "describe_contribution",
     "estimate_percent",
     "format_value",
+    "reference_of",
     "risk_percent",
     "top_phrases",
+    "without_reference",
 ]
 
+#: the statistic a contribution's value is shown beside (see the module docstring)
+REFERENCE_STATISTIC = "training median"
+#: what every listed contribution is relative to, for the page or card that lists them
+CONTRIBUTION_REFERENCE = (
+    "Each effect is measured against the model's average estimate over its training stays: "
+    '"raised" or "lowered" means above or below that average, not above or below normal. '
+    "The value in brackets is the training median of the input, the middle of the training "
+    "stays it is compared with."
+)
 # |log-odds contribution| below this reads as "had almost no effect on the risk".
 NEGLIGIBLE = 0.05
 # (upper bound of |contribution|, adverb); 0.25 log-odds is an odds ratio of about 1.3,
@@ -125,6 +152,43 @@ def format_value(feature: Feature, value: Any) -> str:
     return _Shown.of(feature).text(value)
 
 
+def _reference(shown: _Shown, median: float | None) -> dict[str, Any] | None:
+    """Return the reference a contribution's value is shown beside (None: it has none)."""
+    if median is None or _is_missing(median) or shown.kind == "categorical":
+        return None
+    return {
+        "statistic": REFERENCE_STATISTIC,
+        "value": float(median),
+        "shown": shown.text(median),
+    }
+
+
+def reference_of(feature: Feature, median: float | None) -> dict[str, Any] | None:
+    """Return the reference of ``feature``'s contribution: its training median, as shown.
+
+    ``{"statistic": "training median", "value": 88.0, "shown": "88 beats/min"}``; None
+    for a categorical input or when no median is known.
+    """
+    return _reference(_Shown.of(feature), median)
+
+
+def without_reference(shown: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Return contributions as they were listed before they carried their reference.
+
+    For comparing with a record written then (a replay): the ``reference`` key goes,
+    and its words in brackets leave the phrase.
+    """
+    out = []
+    for item in shown:
+        ref = item.get("reference")
+        body = {k: v for k, v in item.items() if k != "reference"}
+        if isinstance(ref, Mapping):
+            words = f" ({ref.get('statistic')} {ref.get('shown')})"
+            body["phrase"] = str(body.get("phrase", "")).replace(words, "", 1)
+        out.append(body)
+    return out
+
+
 def _effect(contribution: float) -> str:
     size = abs(contribution)
     if size < NEGLIGIBLE:
@@ -144,12 +208,15 @@ def describe_contribution(
     *,
     imputed_value: float | None = None,
     shown_as: str | None = None,
+    reference: float | None = None,
 ) -> str:
     """Return one sentence on how a feature moved this patient's risk estimate.
 
     ``value`` is the raw (unimputed) value; when it is missing, the sentence says
     so and, if ``imputed_value`` is given, which value the model used instead:
     ``"Albumin not measured (median 3.2 g/dL used) lowered the risk slightly"``.
+    ``reference`` (the training median) is shown beside a measured value:
+    ``"Lactate 4.1 mmol/L (training median 1.4 mmol/L) raised the risk"``.
     ``shown_as`` replaces the value's text, e.g. an age band when anonymising.
 
     Examples
@@ -159,13 +226,15 @@ def describe_contribution(
     'Lactate 4.1 mmol/L raised the risk'
     """
     feature = spec.feature(name)
+    shown = _Shown.of(feature)
     return _describe(
-        _Shown.of(feature),
+        shown,
         _label(feature),
         value,
         contribution,
         imputed_value=imputed_value,
         shown_as=shown_as,
+        reference=_reference(shown, reference),
     )
 
 
@@ -181,9 +250,11 @@ def _describe(
     *,
     imputed_value: float | None,
     shown_as: str | None,
+    reference: Mapping[str, Any] | None = None,
 ) -> str:
+    beside = "" if reference is None else f" ({reference['statistic']} {reference['shown']})"
     if shown_as is not None:
-        subject = f"{label} {shown_as}"
+        subject = f"{label} {shown_as}{beside}"
     elif _is_missing(value):
         used = (
             f" (median {shown.text(imputed_value)} used)"
@@ -194,7 +265,7 @@ def _describe(
     elif shown.kind == "categorical":
         subject = f"{label}: {shown.text(value)}"
     else:
-        subject = f"{label} {shown.text(value)}"
+        subject = f"{label} {shown.text(value)}{beside}"
     return f"{subject} {_effect(float(contribution))}"
 
 
@@ -207,25 +278,40 @@ def top_phrases(
     imputed_values: Mapping[str, float] | None = None,
     shown_as: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Return the ``k`` largest contributions (by size) as ``{feature, contribution, phrase}``.
+    """Return the ``k`` largest contributions (by size) as ``{feature, contribution, phrase,
+    reference}``.
 
     ``contributions`` may include a ``"bias"`` entry (the model's baseline); it is skipped.
+    ``imputed_values`` are the training medians: the value used for a missing input and
+    the reference shown beside a measured one.
     """
     imputed, shown = imputed_values or {}, shown_as or {}
     ranked = sorted(
         ((n, float(c)) for n, c in contributions.items() if n != "bias"),
         key=lambda item: (-abs(item[1]), item[0]),
     )
-    return [
-        {
-            "feature": n,
-            "contribution": c,
-            "phrase": describe_contribution(
-                spec, n, values.get(n), c, imputed_value=imputed.get(n), shown_as=shown.get(n)
-            ),
-        }
-        for n, c in ranked[:k]
-    ]
+    out = []
+    for n, c in ranked[:k]:
+        how = _Shown.of(spec.feature(n))
+        ref = _reference(how, imputed.get(n))
+        value = values.get(n)
+        out.append(
+            {
+                "feature": n,
+                "contribution": c,
+                "phrase": _describe(
+                    how,
+                    _label(spec.feature(n)),
+                    value,
+                    c,
+                    imputed_value=imputed.get(n),
+                    shown_as=shown.get(n),
+                    reference=None if _is_missing(value) and n not in shown else ref,
+                ),
+                "reference": ref,
+            }
+        )
+    return out
 
 
 class Phraser:
@@ -240,13 +326,15 @@ class Phraser:
         self.names = list(names)
         features = [spec.feature(n) for n in self.names]
         self._how = [(_Shown.of(f), _label(f), imputed.get(f.name)) for f in features]
+        self._refs = [_reference(how, median) for how, _, median in self._how]
         # Ranking happens over the columns in name order, so a stable sort breaks ties by name.
         self._by_name = np.array(sorted(range(len(self.names)), key=self.names.__getitem__))
 
     def top(
         self, values: Sequence[Mapping[str, Any]], contributions: np.ndarray, *, k: int = 3
     ) -> list[list[dict[str, Any]]]:
-        """Return, per row, the ``k`` largest contributions as ``{feature, contribution, phrase}``.
+        """Return, per row, the ``k`` largest contributions as ``{feature, contribution, phrase,
+        reference}``.
 
         ``contributions`` holds one column per name, in the order given at construction.
         """
@@ -262,6 +350,7 @@ class Phraser:
             for j, c in zip(picked, picked_sizes, strict=True):
                 shown, label, imputed = self._how[j]
                 name = self.names[j]
+                missing = _is_missing(row.get(name))
                 phrases.append(
                     {
                         "feature": name,
@@ -271,9 +360,11 @@ class Phraser:
                             label,
                             row.get(name),
                             c,
-                            imputed_value=imputed if row.get(name) is None else None,
+                            imputed_value=imputed if missing else None,
                             shown_as=None,
+                            reference=None if missing else self._refs[j],
                         ),
+                        "reference": self._refs[j],
                     }
                 )
             out.append(phrases)

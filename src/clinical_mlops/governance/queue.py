@@ -63,7 +63,9 @@ from clinical_mlops.vocabulary import ESCALATE_ON, FLAGS
 
 __all__ = [
     "DECISIVE_ACTIONS",
+    "DEFAULT_SORT",
     "ESCALATION_REASONS",
+    "QUEUE_SORTS",
     "Case",
     "CaseQueue",
     "CaseState",
@@ -71,8 +73,11 @@ __all__ = [
     "case",
     "case_queue",
     "case_seq_of",
+    "case_spans",
+    "check_sort",
     "escalated_cases",
     "identifier_of",
+    "next_case",
 ]
 
 CaseState = Literal["open", "decided", "all"]
@@ -84,6 +89,15 @@ ESCALATION_REASONS: dict[str, str] = dict(ESCALATE_ON) | {
     "monitoring_alert": "monitoring alert on the release"
 }
 _WORDS_TO_FLAG = {words: flag for flag, words in ESCALATE_ON.items()}
+#: how a queue can be ordered -> what comes first (ties: longest waiting, then oldest case)
+QUEUE_SORTS: dict[str, str] = {
+    "risk": "highest estimated risk (the calibrated probability of the newest prediction) first",
+    "waiting": "longest waiting (since the case's first escalation) first",
+    "reason": "grouped by why the case was escalated, then highest risk first",
+    "newest": "newest escalation first",
+}
+#: the order a clinician works the queue in unless they choose another: the sickest first
+DEFAULT_SORT = "risk"
 
 
 @dataclass(frozen=True)
@@ -518,33 +532,52 @@ class CaseQueue:
         return {"total": self.total, "cases": [c.to_json() for c in self.cases]}
 
 
-def case_queue(
+def check_sort(sort: str) -> str:
+    """Return ``sort`` when it is a key of :data:`QUEUE_SORTS`; ``ValueInvalid`` naming it otherwise."""
+    if sort not in QUEUE_SORTS:
+        raise ValueInvalid(
+            f"sort: unknown queue order {sort!r}; use one of {', '.join(QUEUE_SORTS)}"
+        )
+    return sort
+
+
+def _risk(item: Case) -> float:
+    # a case whose prediction has no probability (never expected) sorts after every risk
+    return -1.0 if item.probability is None else float(item.probability)
+
+
+def _reason_rank(item: Case) -> int:
+    """Return the position of the case's first reason in :data:`ESCALATION_REASONS`."""
+    order = list(ESCALATION_REASONS)
+    return min((order.index(f) for f in item.reason_flags if f in order), default=len(order))
+
+
+def _order_key(sort: str) -> Any:
+    """Return the sort key of ``sort``; ties go to the longest waiting case, then the oldest."""
+    if sort == "risk":
+        return lambda c: (-_risk(c), c.escalation_seq, c.prediction_seq)
+    if sort == "waiting":
+        return lambda c: (c.escalation_seq, c.prediction_seq)
+    if sort == "reason":
+        return lambda c: (_reason_rank(c), -_risk(c), c.escalation_seq, c.prediction_seq)
+    return lambda c: (-c.newest_escalation_seq, c.prediction_seq)
+
+
+def _matching(
     ledger: Ledger,
     *,
     now: datetime,
-    state: CaseState = "open",
-    reason: str | None = None,
-    site: str | None = None,
-    release: str | None = None,
-    min_age_hours: float | None = None,
-    limit: int = 200,
-) -> CaseQueue:
-    """Return the cases matching the filters, newest escalation first (at most ``limit``),
-    and how many match in all.
-
-    ``reason`` is a key of :data:`ESCALATION_REASONS` (``empty_set``,
-    ``ambiguous_set``, ``out_of_scope``, ``monitoring_alert``) that any prediction of
-    the case was escalated for; ``site`` and ``release`` match the case's newest
-    prediction; ``min_age_hours`` keeps cases waiting at least that long (since their
-    first escalation). Only per-case escalations are listed (a release-wide escalation
-    is an alert, not a case); cases whose payloads were erased or purged are left out.
-    """
+    state: CaseState,
+    reason: str | None,
+    site: str | None,
+    release: str | None,
+    min_age_hours: float | None,
+) -> list[Case]:
+    """Return every case matching the filters, in no particular order."""
     if reason is not None and reason not in ESCALATION_REASONS:
         raise ValueInvalid(
             f"reason: unknown escalation reason {reason!r}; use one of {', '.join(ESCALATION_REASONS)}"
         )
-    if limit < 0:
-        raise ValueInvalid(f"limit: expected a number of cases >= 0, not {limit}")
     escalations = _rows(
         ledger,
         sa.select(entries.c.seq, entries.c.time, entries.c.subject, entries.c.actor)
@@ -552,12 +585,10 @@ def case_queue(
         .order_by(entries.c.seq.desc()),
     )
     if not escalations:
-        return CaseQueue(cases=[], total=0)
+        return []
     found = _load(ledger, escalations, subjects=None)
     out: list[Case] = []
-    total = 0
-    ordered = sorted(found.members.items(), key=lambda kv: -found.newest_escalation(kv[1]))
-    for seq, members in ordered:
+    for seq, members in found.members.items():
         decisions = found.decisions(members)
         closed = any(d.action in DECISIVE_ACTIONS for d in decisions)
         if state != "all" and closed != (state == "decided"):
@@ -577,10 +608,87 @@ def case_queue(
             continue
         if release is not None and release not in (item.release, item.model_version):
             continue
-        total += 1
-        if len(out) < limit:
-            out.append(item)
-    return CaseQueue(cases=out, total=total)
+        out.append(item)
+    return out
+
+
+def case_queue(
+    ledger: Ledger,
+    *,
+    now: datetime,
+    state: CaseState = "open",
+    reason: str | None = None,
+    site: str | None = None,
+    release: str | None = None,
+    min_age_hours: float | None = None,
+    limit: int = 200,
+    sort: str = DEFAULT_SORT,
+) -> CaseQueue:
+    """Return the first ``limit`` cases matching the filters in the order ``sort`` names,
+    and how many match in all.
+
+    ``sort`` is a key of :data:`QUEUE_SORTS`: ``risk`` (the default: the highest
+    calibrated probability of the case's newest prediction first), ``waiting`` (the
+    longest waiting since the first escalation first), ``reason`` (grouped by the
+    case's first reason in :data:`ESCALATION_REASONS` order, then highest risk) or
+    ``newest`` (newest escalation first); ties go to the longest waiting case. Any
+    other value is refused with ``ValueInvalid`` naming ``sort`` and the allowed values.
+    ``reason`` is a key of :data:`ESCALATION_REASONS` (``empty_set``,
+    ``ambiguous_set``, ``out_of_scope``, ``monitoring_alert``) that any prediction of
+    the case was escalated for; ``site`` and ``release`` match the case's newest
+    prediction; ``min_age_hours`` keeps cases waiting at least that long (since their
+    first escalation). Only per-case escalations are listed (a release-wide escalation
+    is an alert, not a case); cases whose payloads were erased or purged are left out.
+    """
+    check_sort(sort)
+    if limit < 0:
+        raise ValueInvalid(f"limit: expected a number of cases >= 0, not {limit}")
+    found = _matching(
+        ledger,
+        now=now,
+        state=state,
+        reason=reason,
+        site=site,
+        release=release,
+        min_age_hours=min_age_hours,
+    )
+    found.sort(key=_order_key(sort))
+    return CaseQueue(cases=found[:limit], total=len(found))
+
+
+def next_case(
+    ledger: Ledger,
+    *,
+    now: datetime,
+    sort: str = DEFAULT_SORT,
+    reason: str | None = None,
+    site: str | None = None,
+    release: str | None = None,
+    skip: Iterable[int] = (),
+) -> Case | None:
+    """Return the first open case nobody has taken on, in the order ``sort`` names (None: none).
+
+    The case a clinician should open next in the queue as they see it (same filters,
+    same order). A case already sent to senior review is taken on — it waits for a
+    senior, not for the next clinician — and is passed over; so are the cases named
+    in ``skip`` (by any of their predictions), which a clinician passed over themselves.
+    """
+    passed = set(skip)
+    found = _matching(
+        ledger,
+        now=now,
+        state="open",
+        reason=reason,
+        site=site,
+        release=release,
+        min_age_hours=None,
+    )
+    found.sort(key=_order_key(check_sort(sort)))
+    for item in found:
+        if item.sent_to_senior_review or passed & {item.prediction_seq, *item.predictions}:
+            continue
+        return item
+    return None
 
 
 def escalated_cases(
@@ -593,6 +701,7 @@ def escalated_cases(
     release: str | None = None,
     min_age_hours: float | None = None,
     limit: int = 200,
+    sort: str = "newest",
 ) -> list[Case]:
     """Return the cases matching the filters, newest escalation first (see :func:`case_queue`)."""
     return case_queue(
@@ -604,7 +713,34 @@ def escalated_cases(
         release=release,
         min_age_hours=min_age_hours,
         limit=limit,
+        sort=sort,
     ).cases
+
+
+def case_spans(ledger: Ledger, *, now: datetime) -> list[tuple[str, str, str | None]]:
+    """Return ``(release, opened at, decided at or None)`` of every readable case.
+
+    For workload monitoring: a case opens at its first escalation and is decided at its
+    first accept or override (a correction does not move it); the release is that of
+    the case's newest prediction. Times are the ledger's ISO-8601 UTC strings.
+    """
+    out = []
+    for item in _matching(
+        ledger,
+        now=now,
+        state="all",
+        reason=None,
+        site=None,
+        release=None,
+        min_age_hours=None,
+    ):
+        closing = [
+            d.time for d in item.decisions if d.action in DECISIVE_ACTIONS and d.corrects is None
+        ]
+        out.append(
+            (str(item.release or item.model_version), item.escalated_at, min(closing, default=None))
+        )
+    return out
 
 
 def _subject_cases(ledger: Ledger, view: EntryView) -> _Cases:

@@ -39,6 +39,7 @@ ROUTE_ROLES: dict[tuple[str, str], tuple[str, ...]] = {
     ("POST", "/v1/predict"): ("clinician", "system"),
     ("POST", "/v1/fhir/predict"): ("clinician", "system"),
     ("GET", "/v1/cases"): ("clinician", "reviewer"),
+    ("GET", "/v1/cases/next"): ("clinician", "reviewer"),
     ("GET", "/v1/cases/{prediction_id}"): ("clinician", "reviewer"),
     ("POST", "/v1/overrides"): ("clinician", "reviewer"),
     ("POST", "/v1/outcomes"): ("system", "reviewer"),

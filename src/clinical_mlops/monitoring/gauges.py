@@ -15,7 +15,9 @@ every quantity into a gauge sample. Names and labels are fixed by
 * per release: AUROC and its degradation, ECE, Brier, calibration slope and
   intercept, outcomes in the window, override rate, hours since the last
   override, alert rate and its ratio to validation, outcomes set aside by rule,
-  stays in the window and look-back, the window's end time;
+  stays in the window and look-back, the window's end time; the review workload:
+  reviews per 100 scored and the review budget, open cases, the median and 90th
+  centile of the review latency;
 * alerts by status, kind and severity.
 """
 
@@ -92,6 +94,13 @@ _SCALAR_HELP: dict[str, str] = {
     "outcomes_duplicate": "Repeated outcomes (set aside)",
     "outcomes_conflicting": "Later outcomes disagreeing with the first (set aside)",
     "outcomes_invalid": "Outcomes not 0/1 or before their prediction (set aside)",
+    "review_rate": "Predictions routed to human review per 100 scored over the alert-volume look-back",
+    "review_budget": "The release's review budget (reviews per 100 scored predictions)",
+    "review_lookback": "Predictions scored in the review-rate look-back",
+    "open_cases": "Review cases of the release waiting for a decision",
+    "reviews_decided": "Review cases decided in the review-latency look-back",
+    "review_latency_median_hours": "Median hours from a case's opening to its decision",
+    "review_latency_p90_hours": "90th centile of the hours from a case's opening to its decision",
 }
 
 

@@ -9,6 +9,7 @@ Bad input is handled by documented rules in :func:`link_outcomes`, never by a cr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 __all__ = [
+    "CaseRecords",
     "InferenceRecords",
     "LinkedOutcomes",
     "OutcomeRecords",
@@ -51,8 +53,9 @@ class InferenceRecords:
 
     ``seq`` identifies each prediction (its ledger seq), ``shown`` says whether a
     clinician saw it (shadow and silent modes: no), ``inputs`` holds one column per
-    model input with missing values as NaN/None, and ``subjects`` the pseudonyms
-    (for case escalation; empty in simulations).
+    model input with missing values as NaN/None, ``subjects`` the pseudonyms
+    (for case escalation; empty in simulations) and ``escalated`` whether the
+    Predictor routed the prediction to human review as it scored it.
     """
 
     release: str
@@ -63,6 +66,7 @@ class InferenceRecords:
     shown: np.ndarray
     inputs: pd.DataFrame
     subjects: tuple[str | None, ...] = ()
+    escalated: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     @classmethod
     def build(
@@ -76,12 +80,14 @@ class InferenceRecords:
         inputs: pd.DataFrame,
         shown: Sequence[bool] | np.ndarray | None = None,
         subjects: Sequence[str | None] = (),
+        escalated: Sequence[bool] | np.ndarray | None = None,
     ) -> InferenceRecords:
         """Return records sorted by time (stable: equal times keep their order)."""
         t = np.asarray(time, dtype=float)
         order = np.argsort(t, kind="stable")
         n = len(t)
         shown_arr = np.ones(n, dtype=bool) if shown is None else np.asarray(shown, dtype=bool)
+        routed = np.zeros(n, dtype=bool) if escalated is None else np.asarray(escalated, dtype=bool)
         subj = tuple(subjects)
         return cls(
             release=release,
@@ -92,6 +98,7 @@ class InferenceRecords:
             shown=shown_arr[order],
             inputs=inputs.iloc[order].reset_index(drop=True),
             subjects=tuple(subj[i] for i in order) if subj else (),
+            escalated=routed[order],
         )
 
     def __len__(self) -> int:
@@ -142,6 +149,54 @@ class OverrideRecords:
     @classmethod
     def empty(cls) -> OverrideRecords:
         return cls.build(seq=[], time=[], action=[])
+
+
+@dataclass(frozen=True)
+class CaseRecords:
+    """The review cases of one release: when each opened and when it was decided (NaN: open).
+
+    A case opens at its first escalation and is decided by its first accept or override
+    (``governance.queue``); a referral to senior review keeps it open.
+    """
+
+    opened: np.ndarray
+    decided: np.ndarray
+
+    @classmethod
+    def build(cls, *, opened: Iterable[float], decided: Iterable[float | None]) -> CaseRecords:
+        return cls(
+            opened=np.asarray(list(opened), dtype=float),
+            decided=np.asarray([math.nan if d is None else float(d) for d in decided], dtype=float),
+        )
+
+    @classmethod
+    def empty(cls) -> CaseRecords:
+        return cls.build(opened=[], decided=[])
+
+    def __len__(self) -> int:
+        return len(self.opened)
+
+
+def read_case_records(ledger: Any, *, until: datetime) -> dict[str, CaseRecords]:
+    """Return, per release (the release of a case's newest prediction), its review cases.
+
+    Read from the ledger as the queue reads them; a decision after ``until`` is not
+    known yet (the case is open), a case opened after it is left out. Cases of erased
+    patients cannot be read and are left out, as they leave the queue.
+    """
+    from clinical_mlops.governance.queue import case_spans
+
+    per: dict[str, tuple[list[float], list[float | None]]] = {}
+    end = until.timestamp()
+    for release, opened, decided in case_spans(ledger, now=until):
+        start = epoch(opened)
+        if start >= end:
+            continue
+        done = None if decided is None else epoch(decided)
+        acc = per.setdefault(release, ([], []))
+        acc[0].append(start)
+        acc[1].append(done if done is not None and done < end else None)
+    return {rel: CaseRecords.build(opened=o, decided=d) for rel, (o, d) in per.items()}
 
 
 @dataclass(frozen=True)
@@ -239,13 +294,25 @@ def read_ledger_records(
 
     lo = "" if since is None else since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     hi = None if until is None else iso(until.timestamp())
-    query = sa.select(entries.c.seq, entries.c.type, entries.c.time).where(
-        entries.c.type.in_(("inference", "outcome", "override"))
-    )
+    query = sa.select(
+        entries.c.seq, entries.c.type, entries.c.time, entries.c.subject, entries.c.actor
+    ).where(entries.c.type.in_(("inference", "outcome", "override", "escalation")))
     if hi is not None:
         query = query.where(entries.c.time < hi)
     with ledger.store.engine.connect() as conn:
         rows = conn.execute(query.order_by(entries.c.seq)).all()
+    # The Predictor writes a prediction's escalation right after it, in the same batch
+    # (same time, subject and actor): that is the prediction routed to review as scored.
+    meta = {int(r.seq): r for r in rows}
+    routed_at_scoring = {
+        int(r.seq) - 1
+        for r in rows
+        if r.type == "escalation"
+        and (prev := meta.get(int(r.seq) - 1)) is not None
+        and prev.type == "inference"
+        and (prev.time, prev.subject, prev.actor) == (r.time, r.subject, r.actor)
+    }
+    rows = [r for r in rows if r.type != "escalation"]
     per_release: dict[str, dict[str, list[Any]]] = {}
     out_seq: list[int] = []
     out_y: list[float] = []
@@ -257,7 +324,7 @@ def read_ledger_records(
     out_slot: dict[int, int] = {}
     ov_slot: dict[int, int] = {}
     unreadable = 0
-    for seq, kind, when in rows:
+    for seq, kind, when, _, _ in rows:
         if kind == "inference" and str(when) < lo:
             continue
         view = ledger.read(int(seq))
@@ -278,6 +345,7 @@ def read_ledger_records(
                     "inputs": [],
                     "subject": [],
                     "mv": [],
+                    "escalated": [],
                 },
             )
             acc["seq"].append(int(seq))
@@ -287,6 +355,7 @@ def read_ledger_records(
             acc["inputs"].append(p.get("inputs", {}))
             acc["subject"].append(view.entry.subject)
             acc["mv"].append(str(p["model_version"]))
+            acc["escalated"].append(int(seq) in routed_at_scoring)
         elif kind == "outcome":
             raw = p.get("outcome")
             try:
@@ -321,6 +390,7 @@ def read_ledger_records(
             shown=acc["shown"],
             inputs=pd.DataFrame.from_records(acc["inputs"]),
             subjects=acc["subject"],
+            escalated=acc["escalated"],
         )
         for rel, acc in per_release.items()
     }

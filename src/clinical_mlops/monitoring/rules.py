@@ -36,18 +36,59 @@ override_rate_zero     workflow  no override for ``zero_override_days`` of the r
                                  shown in the last ``zero_override_days``
 alert_volume           workflow  the share of stays above the operating threshold is outside
                                  ``alert_volume_band`` times the validated share
+review_rate_high       workflow  predictions routed to review per 100 scored over the
+                                 alert-volume look-back > the release's review budget
+                                 (``escalation.max_reviews_per_100``), once the look-back holds
+                                 ``min_window_stays`` predictions
+queue_size_high        workflow  open review cases of the release > ``max_open_cases``
+review_latency_high    workflow  the 90th centile of the time from a case's opening to its
+                                 decision, over the cases decided in the alert-volume look-back
+                                 (at least :data:`MIN_DECIDED_FOR_LATENCY`), >
+                                 ``max_review_latency_hours``
 =====================  ========  ==============================================================
+
+The three workload limits are read from the task spec when it declares them
+(``escalation.max_reviews_per_100`` in the release's ``deployment.json`` or the spec;
+``monitoring.max_open_cases``, ``monitoring.max_review_latency_hours``) and default to
+:data:`DEFAULT_REVIEW_BUDGET`, :data:`DEFAULT_MAX_OPEN_CASES` and
+:data:`DEFAULT_MAX_REVIEW_LATENCY_HOURS`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from clinical_mlops.tasks.spec import MONITORING_RULES, MonitoringRule, TaskSpec
 
-__all__ = ["DEFAULT_RULES", "RULE_KINDS", "Firing", "RuleContext", "firings", "rule_table"]
+__all__ = [
+    "DEFAULT_MAX_OPEN_CASES",
+    "DEFAULT_MAX_REVIEW_LATENCY_HOURS",
+    "DEFAULT_REVIEW_BUDGET",
+    "DEFAULT_RULES",
+    "MIN_DECIDED_FOR_LATENCY",
+    "RULE_KINDS",
+    "WORKLOAD_RULES",
+    "Firing",
+    "RuleContext",
+    "WorkloadLimits",
+    "firings",
+    "rule_table",
+    "workload_limits",
+]
+
+#: reviews per 100 scored predictions a release may route when nothing declares its budget
+DEFAULT_REVIEW_BUDGET = 5.0
+#: open review cases of a release above which the queue is not being worked down
+DEFAULT_MAX_OPEN_CASES = 50
+#: hours within which nine in ten cases should be decided (half a 8-hour shift)
+DEFAULT_MAX_REVIEW_LATENCY_HOURS = 4.0
+#: decided cases the latency centiles need before the latency rule may fire
+MIN_DECIDED_FOR_LATENCY = 5
+#: the rules on the clinicians' review workload (their limits: :func:`workload_limits`)
+WORKLOAD_RULES = ("review_rate_high", "queue_size_high", "review_latency_high")
 
 RULE_KINDS: dict[str, str] = {
     "input_psi": "data",
@@ -64,6 +105,9 @@ RULE_KINDS: dict[str, str] = {
     "override_rate_high": "workflow",
     "override_rate_zero": "workflow",
     "alert_volume": "workflow",
+    "review_rate_high": "workflow",
+    "queue_size_high": "workflow",
+    "review_latency_high": "workflow",
 }
 
 
@@ -90,8 +134,48 @@ DEFAULT_RULES: dict[str, MonitoringRule] = {
     "override_rate_high": _r("warning", "reviewer", "open_review"),
     "override_rate_zero": _r("warning", "reviewer", "open_review"),
     "alert_volume": _r("warning", "reviewer", "escalate"),
+    "review_rate_high": _r("warning", "reviewer", "open_review"),
+    "queue_size_high": _r("warning", "clinician", "open_review"),
+    "review_latency_high": _r("warning", "clinician", "open_review"),
 }
-assert set(DEFAULT_RULES) == set(MONITORING_RULES) == set(RULE_KINDS)
+assert set(DEFAULT_RULES) == set(MONITORING_RULES) | set(WORKLOAD_RULES) == set(RULE_KINDS)
+
+
+@dataclass(frozen=True)
+class WorkloadLimits:
+    """The limits of the workload rules for one release."""
+
+    review_budget: float = DEFAULT_REVIEW_BUDGET
+    max_open_cases: int = DEFAULT_MAX_OPEN_CASES
+    max_review_latency_hours: float = DEFAULT_MAX_REVIEW_LATENCY_HOURS
+
+
+def _positive(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok and math.isfinite(value) and value > 0 else None
+
+
+def workload_limits(spec: TaskSpec, deployment: Mapping[str, Any] | None = None) -> WorkloadLimits:
+    """Return the workload limits of a release: its review budget and the queue's limits.
+
+    The review budget is the release's resolved escalation policy
+    (``deployment.json`` ``escalation.max_reviews_per_100``), else the task spec's
+    ``escalation.max_reviews_per_100``, else :data:`DEFAULT_REVIEW_BUDGET`; the queue's
+    limits are the spec's ``monitoring.max_open_cases`` and
+    ``monitoring.max_review_latency_hours`` when it declares them.
+    """
+    declared = (deployment or {}).get("escalation") or {}
+    budget = _positive(declared.get("max_reviews_per_100") if isinstance(declared, dict) else None)
+    if budget is None:
+        budget = _positive(getattr(getattr(spec, "escalation", None), "max_reviews_per_100", None))
+    m = spec.monitoring
+    cases = _positive(getattr(m, "max_open_cases", None))
+    hours = _positive(getattr(m, "max_review_latency_hours", None))
+    return WorkloadLimits(
+        review_budget=DEFAULT_REVIEW_BUDGET if budget is None else budget,
+        max_open_cases=DEFAULT_MAX_OPEN_CASES if cases is None else int(cases),
+        max_review_latency_hours=DEFAULT_MAX_REVIEW_LATENCY_HOURS if hours is None else hours,
+    )
 
 
 def rule_table(spec: TaskSpec) -> dict[str, MonitoringRule]:
@@ -121,6 +205,7 @@ class RuleContext:
     inputs: dict[str, str]  # monitored input -> kind (numeric, flag, categorical)
     reference_missing: dict[str, float]
     reference_alert_rate: float | None  # per 100 at the operating threshold
+    workload: WorkloadLimits = field(default_factory=WorkloadLimits)
 
     def label(self, name: str) -> str:
         try:
@@ -344,6 +429,63 @@ def firings(q: dict[str, Any], ctx: RuleContext) -> list[Firing]:
                 f"Workflow: {_num(q, 'alert_rate') or 0:.1f} high-risk alerts per 100 patients "
                 f"over the last {m.alert_volume_lookback_hours:g} h, {ratio:.2f} times the "
                 f"validated {ctx.reference_alert_rate or 0:.1f}",
+            )
+        )
+    out += _workload(q, ctx)
+    return out
+
+
+def _workload(q: dict[str, Any], ctx: RuleContext) -> list[Firing]:
+    """Return the workload rules that fire: review rate, queue size, review latency."""
+    m, limits = ctx.spec.monitoring, ctx.workload
+    hours = f"{m.alert_volume_lookback_hours:g} h"
+    out = []
+    rate = _num(q, "review_rate")
+    scored = _num(q, "review_lookback") or 0
+    if rate is not None and scored >= m.min_window_stays and rate > limits.review_budget:
+        out.append(
+            Firing(
+                "review_rate_high",
+                "review_rate",
+                rate,
+                limits.review_budget,
+                "above",
+                f"Workload: {rate:.1f} reviews per 100 of {int(scored)} predictions scored in "
+                f"the last {hours}, above the release's review budget of "
+                f"{limits.review_budget:g} per 100",
+            )
+        )
+    open_cases = _num(q, "open_cases")
+    if open_cases is not None and open_cases > limits.max_open_cases:
+        out.append(
+            Firing(
+                "queue_size_high",
+                "open_cases",
+                open_cases,
+                float(limits.max_open_cases),
+                "above",
+                f"Workload: {int(open_cases)} cases wait for review "
+                f"(limit {limits.max_open_cases})",
+            )
+        )
+    p90 = _num(q, "review_latency_p90_hours")
+    decided = _num(q, "reviews_decided") or 0
+    if (
+        p90 is not None
+        and decided >= MIN_DECIDED_FOR_LATENCY
+        and (p90 > limits.max_review_latency_hours)
+    ):
+        median = _num(q, "review_latency_median_hours") or 0.0
+        out.append(
+            Firing(
+                "review_latency_high",
+                "review_latency_p90_hours",
+                p90,
+                limits.max_review_latency_hours,
+                "above",
+                f"Workload: nine in ten of the {int(decided)} cases decided in the last {hours} "
+                f"waited up to {p90:.1f} h (median {median:.1f} h), above the limit of "
+                f"{limits.max_review_latency_hours:g} h",
             )
         )
     return out

@@ -17,6 +17,9 @@ The default period is the last 14 days, so the stream detectors have history.
 When each release was in service comes from the registry's deployment, rollout and
 retirement events in the ledger (:func:`~clinical_mlops.monitoring.records.service_periods`):
 the zero-override rule counts only time in service, never the period's length.
+The review cases (when each opened and was decided) are read as the queue reads them
+(:func:`~clinical_mlops.monitoring.records.read_case_records`), for the queue size and
+the review latency.
 """
 
 from __future__ import annotations
@@ -41,7 +44,13 @@ from clinical_mlops.monitoring.escalation import (
     escalated_through,
     take_action,
 )
-from clinical_mlops.monitoring.records import epoch, read_ledger_records, service_periods
+from clinical_mlops.monitoring.records import (
+    CaseRecords,
+    epoch,
+    read_case_records,
+    read_ledger_records,
+    service_periods,
+)
 from clinical_mlops.monitoring.windows import Monitor, MonitorReference, WindowResult
 from clinical_mlops.workspace import Workspace
 
@@ -167,6 +176,7 @@ def run_monitor(
         AlertStore(workspace, clock=clock) as store,
     ):
         records = read_ledger_records(led, since=since, until=until)
+        cases = read_case_records(led, until=until)
         served = service_periods(led, tasks={r.version: r.task for r in reg.list()}, until=until)
         if records["unreadable"]:
             summary["notes"].append(
@@ -192,6 +202,7 @@ def run_monitor(
                 # with no registry event for the release, its first record here is the
                 # earliest its service is known to have started
                 in_service=served.get(release) or [(float(inf.time.min()), None)],
+                cases=cases.get(release) or CaseRecords.empty(),
             )
             stored = store_windows(store.engine, release, run.windows)
             opened, repeated, actions = [], 0, []

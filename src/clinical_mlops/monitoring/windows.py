@@ -21,6 +21,8 @@ because a handful of stays makes no distribution):
 * outcome-linked metrics and subgroups — the latest ``outcome_window`` outcomes
   (2,000) that arrived no more than ``outcome_max_age_days`` ago, recomputed once
   at least 2.5 % of the window (50 outcomes) is new, carried forward otherwise;
+* review workload — predictions routed to review per 100 scored and the latency of the
+  cases decided, over the alert-volume look-back (24 h); open cases at the window's end;
 * override rate — the last ``override_lookback_hours`` (24 h); zero overrides — the
   time the release was *in service* since its last override (or since the period's
   start), which must reach ``zero_override_days`` (7 d), with the predictions shown in
@@ -54,6 +56,7 @@ from clinical_mlops.monitoring.alerts import AlertSignal
 from clinical_mlops.monitoring.fairness import group_metrics, subgroup_findings
 from clinical_mlops.monitoring.outcomes import outcome_metrics
 from clinical_mlops.monitoring.records import (
+    CaseRecords,
     InferenceRecords,
     LinkedOutcomes,
     OutcomeRecords,
@@ -61,7 +64,13 @@ from clinical_mlops.monitoring.records import (
     iso,
     link_outcomes,
 )
-from clinical_mlops.monitoring.rules import RULE_KINDS, RuleContext, firings, rule_table
+from clinical_mlops.monitoring.rules import (
+    RULE_KINDS,
+    RuleContext,
+    firings,
+    rule_table,
+    workload_limits,
+)
 from clinical_mlops.registry.bundle import Bundle
 from clinical_mlops.registry.profile import ReferenceProfile
 from clinical_mlops.tasks.spec import TaskSpec
@@ -77,8 +86,10 @@ class MonitorReference(BaseModel):
     ``profile`` is the bundle's reference profile (None: data drift is not
     monitored, and :attr:`notes` says so); ``validated_auroc`` and
     ``validated_subgroups`` (``"attribute=group"`` -> AUROC) come from the
-    release's validation report. Built only from the typed documents, so a key
-    renamed in either fails when the document is loaded, naming file and field.
+    release's validation report; ``escalation`` is the release's resolved escalation
+    policy from its ``deployment.json`` (empty for a release built before it had one).
+    Built only from the typed documents, so a key renamed in either fails when the
+    document is loaded, naming file and field.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -90,6 +101,7 @@ class MonitorReference(BaseModel):
     profile: ReferenceProfile | None
     validated_auroc: float | None
     validated_subgroups: dict[str, float] = Field(default_factory=dict)
+    escalation: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
     def from_report(
@@ -101,6 +113,7 @@ class MonitorReference(BaseModel):
         threshold: float,
         profile: ReferenceProfile | None,
         report: ValidationReport | None,
+        escalation: dict[str, Any] | None = None,
     ) -> MonitorReference:
         """Return the reference from a validation report (``report.json``) and a profile."""
         validated = None
@@ -117,6 +130,7 @@ class MonitorReference(BaseModel):
             profile=profile,
             validated_auroc=validated,
             validated_subgroups=groups,
+            escalation=dict(escalation or {}),
         )
 
     @classmethod
@@ -129,6 +143,7 @@ class MonitorReference(BaseModel):
             threshold=bundle.threshold,
             profile=bundle.profile() if bundle.has("reference_profile.json") else None,
             report=bundle.report() if bundle.has("report.json") else None,
+            escalation=bundle.deployment.get("escalation") or {},
         )
 
     @property
@@ -238,6 +253,7 @@ class Monitor:
             inputs={n: r.kind for n, r in self.inputs.items()},
             reference_missing=self.ref_missing,
             reference_alert_rate=self.ref_alert_rate,
+            workload=workload_limits(reference.spec, {"escalation": reference.escalation}),
         )
 
     # -- the run -------------------------------------------------------------------------------
@@ -251,6 +267,7 @@ class Monitor:
         end: float | None = None,
         keep_windows: bool = True,
         in_service: Sequence[tuple[float, float | None]] | None = None,
+        cases: CaseRecords | None = None,
     ) -> MonitorRun:
         """Return every window from ``start`` to ``end`` (epoch seconds) with its quantities and signals.
 
@@ -259,6 +276,8 @@ class Monitor:
         raised a signal are kept (long simulations). ``in_service`` lists the periods
         (epoch start, end or None while it lasts) the release was in service; the
         zero-override rule counts only that time. None: in service throughout.
+        ``cases`` are the release's review cases (queue size and review latency; None:
+        not measured).
         """
         started = _time.perf_counter()
         outcomes = outcomes or OutcomeRecords.empty()
@@ -271,7 +290,7 @@ class Monitor:
         start = math.floor(first / w) * w if start is None else start
         end = (math.floor(last / w) + 1) * w if end is None else end
         ends = np.arange(start + w, end + w / 2, w)
-        state = _State(self, inferences, linked, overrides, start, in_service)
+        state = _State(self, inferences, linked, overrides, start, in_service, cases)
         windows: list[WindowResult] = []
         signals: list[AlertSignal] = []
         recent: deque[tuple[str, dict[str, Any]]] = deque(maxlen=_SERIES_WINDOWS)
@@ -340,6 +359,7 @@ class _State:
         overrides: OverrideRecords,
         start: float,
         in_service: Sequence[tuple[float, float | None]] | None = None,
+        cases: CaseRecords | None = None,
     ):
         self.m = monitor
         cfg = monitor.cfg
@@ -375,6 +395,15 @@ class _State:
         self.p_cum = np.r_[0.0, np.cumsum(self.p)]
         self.above_cum = _run_cum(self.p >= monitor.ref.threshold)
         self.shown_cum = _run_cum(inf.shown)
+        routed = inf.escalated if len(inf.escalated) == len(inf) else np.zeros(len(inf), bool)
+        self.routed_cum = _run_cum(routed)
+        self.cases = cases
+        if cases is not None:
+            done = np.isfinite(cases.decided)
+            self.case_opened = np.sort(cases.opened)
+            order = np.argsort(cases.decided[done], kind="stable")
+            self.case_decided = cases.decided[done][order]
+            self.case_waited = (cases.decided[done] - cases.opened[done])[order] / 3600.0
         # Stream detectors are causal, so their detections are found once for the whole stream.
         streams: dict[str, np.ndarray] = dict(standard)
         if monitor.score_ref is not None:
@@ -607,3 +636,19 @@ class _State:
         q["alert_volume_ratio"] = (
             rate / ref if rate is not None and ref and n >= cfg.min_window_stays else None
         )
+        self._workload(q, e, alo, hi)
+
+    def _workload(self, q: dict[str, Any], e: float, lo: int, hi: int) -> None:
+        """Reviews per 100 scored, open cases and review latency (see ``monitoring.rules``)."""
+        n = hi - lo
+        q["review_lookback"] = n
+        q["review_rate"] = 100.0 * (self.routed_cum[hi] - self.routed_cum[lo]) / n if n else None
+        q["review_budget"] = self.m.context.workload.review_budget
+        if self.cases is None:
+            return
+        q["open_cases"] = self._idx(self.case_opened, e) - self._idx(self.case_decided, e)
+        since = self._idx(self.case_decided, e - 3600.0 * self.m.cfg.alert_volume_lookback_hours)
+        waited = self.case_waited[since : self._idx(self.case_decided, e)]
+        q["reviews_decided"] = len(waited)
+        q["review_latency_median_hours"] = float(np.median(waited)) if len(waited) else None
+        q["review_latency_p90_hours"] = float(np.quantile(waited, 0.9)) if len(waited) else None

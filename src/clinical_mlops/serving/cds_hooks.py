@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from clinical_mlops.errors import InputInvalid, PredictionNotFound
-from clinical_mlops.evaluation.phrases import risk_percent
+from clinical_mlops.evaluation.phrases import CONTRIBUTION_REFERENCE, risk_percent
 from clinical_mlops.governance.oversight import OverrideRequest
 from clinical_mlops.serving.predictor import PredictionResult
 from clinical_mlops.vocabulary import OVERRIDE_REASONS, REASON_SYSTEM
@@ -150,6 +150,8 @@ def card_for(
         indicator = "info"
     lines = ["**What moved this estimate** (model contributions, not causes):", ""]
     lines += [f"- {c['phrase']}" for c in result.contributions]
+    if any(c.get("reference") for c in result.contributions):
+        lines += ["", CONTRIBUTION_REFERENCE]
     if result.flags:
         lines += ["", "**Flags:** " + ", ".join(result.flags)]
     if result.escalated:

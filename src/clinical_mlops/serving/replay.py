@@ -19,6 +19,7 @@ from typing import Any
 
 from clinical_mlops.clock import FixedClock
 from clinical_mlops.errors import BundleSignatureInvalid, EntryNotFound, PredictionNotFound
+from clinical_mlops.evaluation.phrases import without_reference
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.modeling.model import Explainer
 from clinical_mlops.registry.bundle import bundles_dir, load_bundle
@@ -136,12 +137,16 @@ def replay_entry(ledger: Ledger, seq: int, *, scorers: _Scorers) -> ReplayResult
             )
     if p.get("explanation_shown"):
         compared.append("explanation_shown")
-        if p["explanation_shown"] != core["top"]:
+        shown = core["top"]
+        if not any("reference" in item for item in p["explanation_shown"]):
+            # written before contributions carried their reference: compared as listed then
+            shown = without_reference(shown)
+        if p["explanation_shown"] != shown:
             differences.append(
                 {
                     "field": "explanation_shown",
                     "stored": p["explanation_shown"],
-                    "recomputed": core["top"],
+                    "recomputed": shown,
                 }
             )
     return ReplayResult(

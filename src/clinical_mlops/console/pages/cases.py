@@ -8,21 +8,42 @@ reviewers see the pseudonym.
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form
+from fastapi import APIRouter, Depends, Form, Query
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from clinical_mlops.application.governance import case_queue, decide_case, open_case
+from clinical_mlops.application.governance import case_queue, decide_case, next_case, open_case
 from clinical_mlops.console.deps import Viewer, page, posted, render
 from clinical_mlops.errors import InputInvalid, ReleaseNotFound
+from clinical_mlops.evaluation.phrases import CONTRIBUTION_REFERENCE
 from clinical_mlops.governance.oversight import OVERRIDE_ACTIONS
-from clinical_mlops.governance.queue import ESCALATION_REASONS, identifier_of
+from clinical_mlops.governance.queue import (
+    DEFAULT_SORT,
+    ESCALATION_REASONS,
+    QUEUE_SORTS,
+    identifier_of,
+)
 from clinical_mlops.tasks.spec import TaskSpec
 from clinical_mlops.vocabulary import OVERRIDE_REASONS
 
 router = APIRouter()
-#: cases listed at most (newest first); filters narrow the list
+#: cases listed at most (in the chosen order); filters narrow the list
 QUEUE_PAGE = 100
+#: the queue's orders as the page offers them (the keys are ``governance.queue.QUEUE_SORTS``)
+SORT_LABELS: dict[str, str] = {
+    "risk": "Highest risk",
+    "waiting": "Longest waiting",
+    "reason": "By reason",
+    "newest": "Newest",
+}
+assert set(SORT_LABELS) == set(QUEUE_SORTS)
+
+
+def _query(**params: str) -> str:
+    """Return ``?a=b&...`` of the non-empty ``params`` (empty string when there is none)."""
+    kept = {k: v for k, v in params.items() if v}
+    return "?" + urlencode(kept) if kept else ""
 
 
 def _optional_float(value: str | None, where: str) -> float | None:
@@ -45,6 +66,8 @@ def queue(
     site: str = "",
     release: str = "",
     min_age_hours: str = "",
+    sort: str = DEFAULT_SORT,
+    none_waiting: str = "",
 ) -> HTMLResponse:
     if state not in ("open", "decided", "all"):
         raise InputInvalid([("state", "expected open, decided or all")])
@@ -60,7 +83,15 @@ def queue(
         release=release.strip() or None,
         min_age_hours=_optional_float(min_age_hours, "min_age_hours"),
         limit=QUEUE_PAGE,
+        sort=sort,
     )
+    filters = {
+        "state": state,
+        "reason": reason,
+        "site": site,
+        "release": release,
+        "min_age_hours": min_age_hours,
+    }
     return render(
         viewer,
         "queue.html",
@@ -68,13 +99,47 @@ def queue(
         items=found.cases,
         total=found.total,
         reasons=ESCALATION_REASONS,
-        filters={
-            "state": state,
-            "reason": reason,
-            "site": site,
-            "release": release,
-            "min_age_hours": min_age_hours,
-        },
+        filters=filters,
+        sort=sort,
+        sorts=[
+            (key, label, "/queue" + _query(**filters, sort=key))
+            for key, label in SORT_LABELS.items()
+        ],
+        sort_words=QUEUE_SORTS[sort],
+        next_query=_query(sort=sort, reason=reason, site=site, release=release),
+        case_query=_query(sort="" if sort == DEFAULT_SORT else sort),
+        none_waiting=bool(none_waiting),
+    )
+
+
+@router.get("/queue/next")
+def queue_next(
+    viewer: Annotated[Viewer, Depends(page("/queue/next"))],
+    sort: str = DEFAULT_SORT,
+    reason: str = "",
+    site: str = "",
+    release: str = "",
+    skip: Annotated[list[int] | None, Query()] = None,
+) -> RedirectResponse:
+    """Open the next case of the queue in its order; back to the queue, saying so, when none waits."""
+    if reason and reason not in ESCALATION_REASONS:
+        raise InputInvalid([("reason", f"expected one of {', '.join(ESCALATION_REASONS)}")])
+    c = viewer.console
+    found = next_case(
+        c.ledger,
+        now=c.clock.now(),
+        sort=sort,
+        reason=reason or None,
+        site=site.strip() or None,
+        release=release.strip() or None,
+        skip=skip or [],
+    )
+    if found is None:
+        where = "/queue" + _query(sort=sort, reason=reason, site=site, release=release)
+        joiner = "&" if "?" in where else "?"
+        return RedirectResponse(viewer.url(f"{where}{joiner}none_waiting=1"), status_code=303)
+    return RedirectResponse(
+        viewer.url(f"/cases/{found.prediction_seq}" + _query(sort=sort)), status_code=303
     )
 
 
@@ -121,8 +186,11 @@ def case_view(
     seq: int,
     viewer: Annotated[Viewer, Depends(page("/cases/{seq}"))],
     recorded: int | None = None,
+    sort: str = DEFAULT_SORT,
 ) -> HTMLResponse:
     c = viewer.console
+    if sort not in QUEUE_SORTS:
+        raise InputInvalid([("sort", f"expected one of {', '.join(QUEUE_SORTS)}")])
     item = open_case(c.ledger, seq, now=c.clock.now())
     spec = _spec(viewer, item.release)
     identifier = identifier_of(c.ledger, item.pseudonym) if viewer.user.has("clinician") else None
@@ -137,6 +205,9 @@ def case_view(
         reasons=OVERRIDE_REASONS,
         actions=OVERRIDE_ACTIONS,
         recorded=recorded,
+        sort=sort,
+        next_query=_query(sort=sort, skip=str(item.prediction_seq)),
+        contribution_reference=CONTRIBUTION_REFERENCE,
     )
 
 
@@ -146,6 +217,7 @@ def decision(
     viewer: Annotated[Viewer, Depends(posted("/cases/{seq}/decision"))],
     choice: Annotated[str, Form()] = "",
     comment: Annotated[str, Form()] = "",
+    sort: Annotated[str, Form()] = DEFAULT_SORT,
 ) -> RedirectResponse:
     action, _, reason_code = choice.partition(":")
     made = decide_case(
@@ -158,4 +230,8 @@ def decision(
         source="console",
     )
     case_seq = made.record.get("case_seq", seq)
-    return RedirectResponse(viewer.url(f"/cases/{case_seq}?recorded={made.seq}"), status_code=303)
+    # the queue's order travels with the clinician, so "Next case" continues it
+    kept = f"&sort={sort}" if sort in QUEUE_SORTS and sort != DEFAULT_SORT else ""
+    return RedirectResponse(
+        viewer.url(f"/cases/{case_seq}?recorded={made.seq}{kept}"), status_code=303
+    )

@@ -1,5 +1,5 @@
-"""``GET /v1/cases``, ``GET /v1/cases/{prediction_id}``, ``POST /v1/overrides`` and
-``POST /v1/outcomes``."""
+"""``GET /v1/cases``, ``GET /v1/cases/next``, ``GET /v1/cases/{prediction_id}``,
+``POST /v1/overrides`` and ``POST /v1/outcomes``."""
 
 from __future__ import annotations
 
@@ -7,21 +7,26 @@ from enum import Enum
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from clinical_mlops.application.governance import (
     case_queue,
     decide_case,
+    next_case,
     open_case,
     record_outcome,
 )
-from clinical_mlops.governance.queue import ESCALATION_REASONS
+from clinical_mlops.governance.queue import DEFAULT_SORT, ESCALATION_REASONS, QUEUE_SORTS
 from clinical_mlops.http.deps import GuardedRoute, Service, require, service
 from clinical_mlops.serving.auth import Principal
 
 router = APIRouter(tags=["oversight"], route_class=GuardedRoute)
 #: the escalation reasons a queue can be filtered by, as the query parameter accepts them
 Reason = Enum("Reason", {key: key for key in ESCALATION_REASONS}, type=str)  # type: ignore[misc]
+#: the orders a queue can be listed in, as the query parameter accepts them
+Sort = Enum("Sort", {key: key for key in QUEUE_SORTS}, type=str)  # type: ignore[misc]
+_SORT_HELP = "How the cases are ordered: " + "; ".join(f"{k}: {v}" for k, v in QUEUE_SORTS.items())
 
 
 class OverrideBody(BaseModel):
@@ -67,10 +72,11 @@ def cases(
     release: Annotated[str | None, Query(description="A release or model version")] = None,
     min_age_hours: Annotated[float | None, Query(ge=0)] = None,
     limit: Annotated[int, Query(ge=0, le=1000)] = 100,
+    sort: Annotated[Sort, Query(description=_SORT_HELP)] = Sort[DEFAULT_SORT],
 ) -> dict[str, Any]:
     """One row per case (the escalated predictions of one patient and encounter while it
-    is open, with ``prediction_count``), newest escalation first; ``total`` counts every
-    case matching the filters, beyond ``limit``."""
+    is open, with ``prediction_count``), highest risk first unless ``sort`` says otherwise;
+    ``total`` counts every case matching the filters, beyond ``limit``."""
     found = case_queue(
         svc.predictor.ledger,
         now=svc.predictor.clock.now(),
@@ -80,7 +86,49 @@ def cases(
         release=release,
         min_age_hours=min_age_hours,
         limit=limit,
+        sort=str(sort.value),
     )
+    return found.to_json() | {"sort": str(sort.value)}
+
+
+@router.get(
+    "/v1/cases/next",
+    summary="The next open case to review in the queue's order (R-H2)",
+    responses={404: {"description": "No open case waits (the body says so)"}},
+)
+def case_next(
+    who: Annotated[Principal, Depends(require("GET", "/v1/cases/next"))],
+    svc: Annotated[Service, Depends(service)],
+    sort: Annotated[Sort, Query(description=_SORT_HELP)] = Sort[DEFAULT_SORT],
+    reason: Annotated[Reason | None, Query(description="Why the case was escalated")] = None,
+    site: str | None = None,
+    release: Annotated[str | None, Query(description="A release or model version")] = None,
+    skip: Annotated[
+        list[int] | None, Query(description="Cases passed over (any of their predictions)")
+    ] = None,
+) -> Any:
+    """The first open case, in the order ``sort`` names, that nobody sent to senior review;
+    404 with ``{"detail": {"code": "NoCaseWaiting", ...}}`` when none waits."""
+    found = next_case(
+        svc.predictor.ledger,
+        now=svc.predictor.clock.now(),
+        sort=str(sort.value),
+        reason=None if reason is None else str(reason.value),
+        site=site,
+        release=release,
+        skip=skip or [],
+    )
+    if found is None:
+        return JSONResponse(
+            status_code=404,
+            content={
+                "detail": {
+                    "code": "NoCaseWaiting",
+                    "message": "no open case waits in the queue for these filters "
+                    "(cases sent to senior review or skipped are not offered)",
+                }
+            },
+        )
     return found.to_json()
 
 
