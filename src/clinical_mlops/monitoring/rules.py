@@ -47,11 +47,9 @@ review_latency_high    workflow  the 90th centile of the time from a case's open
                                  ``max_review_latency_hours``
 =====================  ========  ==============================================================
 
-The three workload limits are read from the task spec when it declares them
-(``escalation.max_reviews_per_100`` in the release's ``deployment.json`` or the spec;
-``monitoring.max_open_cases``, ``monitoring.max_review_latency_hours``) and default to
-:data:`DEFAULT_REVIEW_BUDGET`, :data:`DEFAULT_MAX_OPEN_CASES` and
-:data:`DEFAULT_MAX_REVIEW_LATENCY_HOURS`.
+The three workload limits: the review budget of the release's resolved escalation policy
+(``deployment.json``, else the task spec's ``escalation.max_reviews_per_100``), and the
+spec's ``monitoring.max_open_cases`` and ``monitoring.max_review_latency_hours``.
 """
 
 from __future__ import annotations
@@ -64,9 +62,6 @@ from typing import Any
 from clinical_mlops.tasks.spec import MONITORING_RULES, MonitoringRule, TaskSpec
 
 __all__ = [
-    "DEFAULT_MAX_OPEN_CASES",
-    "DEFAULT_MAX_REVIEW_LATENCY_HOURS",
-    "DEFAULT_REVIEW_BUDGET",
     "DEFAULT_RULES",
     "MIN_DECIDED_FOR_LATENCY",
     "RULE_KINDS",
@@ -79,12 +74,6 @@ __all__ = [
     "workload_limits",
 ]
 
-#: reviews per 100 scored predictions a release may route when nothing declares its budget
-DEFAULT_REVIEW_BUDGET = 5.0
-#: open review cases of a release above which the queue is not being worked down
-DEFAULT_MAX_OPEN_CASES = 50
-#: hours within which nine in ten cases should be decided (half a 8-hour shift)
-DEFAULT_MAX_REVIEW_LATENCY_HOURS = 4.0
 #: decided cases the latency centiles need before the latency rule may fire
 MIN_DECIDED_FOR_LATENCY = 5
 #: the rules on the clinicians' review workload (their limits: :func:`workload_limits`)
@@ -145,9 +134,9 @@ assert set(DEFAULT_RULES) == set(MONITORING_RULES) | set(WORKLOAD_RULES) == set(
 class WorkloadLimits:
     """The limits of the workload rules for one release."""
 
-    review_budget: float = DEFAULT_REVIEW_BUDGET
-    max_open_cases: int = DEFAULT_MAX_OPEN_CASES
-    max_review_latency_hours: float = DEFAULT_MAX_REVIEW_LATENCY_HOURS
+    review_budget: float
+    max_open_cases: int
+    max_review_latency_hours: float
 
 
 def _positive(value: Any) -> float | None:
@@ -166,15 +155,10 @@ def workload_limits(spec: TaskSpec, deployment: Mapping[str, Any] | None = None)
     """
     declared = (deployment or {}).get("escalation") or {}
     budget = _positive(declared.get("max_reviews_per_100") if isinstance(declared, dict) else None)
-    if budget is None:
-        budget = _positive(getattr(getattr(spec, "escalation", None), "max_reviews_per_100", None))
-    m = spec.monitoring
-    cases = _positive(getattr(m, "max_open_cases", None))
-    hours = _positive(getattr(m, "max_review_latency_hours", None))
     return WorkloadLimits(
-        review_budget=DEFAULT_REVIEW_BUDGET if budget is None else budget,
-        max_open_cases=DEFAULT_MAX_OPEN_CASES if cases is None else int(cases),
-        max_review_latency_hours=DEFAULT_MAX_REVIEW_LATENCY_HOURS if hours is None else hours,
+        review_budget=spec.escalation.max_reviews_per_100 if budget is None else budget,
+        max_open_cases=spec.monitoring.max_open_cases,
+        max_review_latency_hours=spec.monitoring.max_review_latency_hours,
     )
 
 
@@ -205,7 +189,7 @@ class RuleContext:
     inputs: dict[str, str]  # monitored input -> kind (numeric, flag, categorical)
     reference_missing: dict[str, float]
     reference_alert_rate: float | None  # per 100 at the operating threshold
-    workload: WorkloadLimits = field(default_factory=WorkloadLimits)
+    workload: WorkloadLimits
 
     def label(self, name: str) -> str:
         try:

@@ -684,6 +684,9 @@ MONITORING_RULES = (
     "override_rate_high",
     "override_rate_zero",
     "alert_volume",
+    "review_rate_high",
+    "queue_size_high",
+    "review_latency_high",
 )
 
 
@@ -737,6 +740,14 @@ class MonitoringSpec(_Strict):
     zero_override_min_shown: int = Field(default=500, ge=1)
     alert_volume_lookback_hours: float = Field(default=24, gt=0)
     alert_volume_band: tuple[float, float] = (0.5, 2.0)
+    max_open_cases: int = Field(
+        default=50, ge=1, description="More open review cases of a release: queue_size_high"
+    )
+    max_review_latency_hours: float = Field(
+        default=4.0,
+        gt=0,
+        description="Nine in ten cases decided within this many hours, else review_latency_high",
+    )
     rules: dict[str, MonitoringRule] = Field(
         default_factory=dict, description="Per-rule overrides of severity, owner role and action"
     )
@@ -1101,6 +1112,7 @@ class TaskSpec(_Strict):
         data["label"] = _stable(data["label"], "label")
         data["features"] = [_stable(f, "feature") for f in data["features"]]
         data["acceptance"] = _stable(data["acceptance"], "acceptance")
+        data["monitoring"] = _stable(data["monitoring"], "monitoring")
         if self.monitoring == MonitoringSpec():
             data.pop("monitoring")
         if self.escalation == EscalationPolicy():
@@ -1128,6 +1140,7 @@ _LATER_FIELDS: dict[str, dict[str, Any]] = {
     "label": {"admission_types": None},
     "feature": {"window": None, "fhir": [], "molar_mass": None},
     "acceptance": {"max_reviews_per_100": None, "max_coverage_shortfall": 0.05},
+    "monitoring": {"max_open_cases": 50, "max_review_latency_hours": 4.0},
 }
 
 
