@@ -430,6 +430,15 @@ class AcceptanceCriteria(_Strict):
         default=0.65, gt=0, le=1, description="For subgroups with enough stays to measure AUROC"
     )
     must_beat_baseline: bool = True
+    max_coverage_shortfall: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description=(
+            "Gate 3 risk: a class whose conformal coverage on the locked test set is below "
+            "the target minus this slack must be acknowledged before the release is validated"
+        ),
+    )
     required_evidence: tuple[Literal["explanation", "fairness", "robustness", "profile"], ...] = (
         "explanation",
         "fairness",
@@ -999,6 +1008,7 @@ class TaskSpec(_Strict):
         data["cohort"] = _stable(data["cohort"], "cohort")
         data["label"] = _stable(data["label"], "label")
         data["features"] = [_stable(f, "feature") for f in data["features"]]
+        data["acceptance"] = _stable(data["acceptance"], "acceptance")
         if self.monitoring == MonitoringSpec():
             data.pop("monitoring")
         if self.table is None:
@@ -1023,6 +1033,7 @@ _LATER_FIELDS: dict[str, dict[str, Any]] = {
     "cohort": {"services": None, "discharged_alive": False},
     "label": {"admission_types": None},
     "feature": {"window": None, "fhir": [], "molar_mass": None},
+    "acceptance": {"max_coverage_shortfall": 0.05},
 }
 
 
