@@ -108,10 +108,10 @@ def _fairness(report: ValidationReport) -> list[Risk]:
                 id=f"fairness:{a.attribute}:{metric}",
                 kind="fairness",
                 words=(
-                    f"The model separates patients who have the outcome from those who do not "
-                    f"less well in some {attribute} groups: AUROC {a.worst_auroc:.3f} in "
-                    f"{a.worst_group} against {a.best_auroc:.3f} in {a.best_group}, a gap of "
-                    f"{a.gap:.3f} where the task tolerates {a.tolerance:g}."
+                    f"The model ranks risk less accurately for some patients by {attribute}: "
+                    f"AUROC {a.worst_auroc:.3f} in {a.worst_group} against {a.best_auroc:.3f} "
+                    f"in {a.best_group}, a gap of {a.gap:.3f} where the task tolerates "
+                    f"{a.tolerance:g}."
                 ),
                 observed=float(a.gap),
                 limit=float(a.tolerance),
@@ -139,8 +139,8 @@ def _coverage(report: ValidationReport, spec: TaskSpec) -> list[Risk]:
                 id=f"coverage:class_{k}",
                 kind="coverage",
                 words=(
-                    f"For {who} the prediction set held the true outcome for {coverage:.1%} of "
-                    f"the locked test {words.units}, short of the {target:.0%} the sets are "
+                    f"For {who}, the prediction set held the true outcome in {coverage:.1%} of "
+                    f"their locked test {words.units}, short of the {target:.0%} the sets are "
                     f"built to cover by more than the declared slack of {slack:g}."
                 ),
                 observed=coverage,
@@ -171,8 +171,8 @@ def _robustness(report: ValidationReport, spec: TaskSpec) -> list[Risk]:
                 kind="robustness",
                 words=(
                     f"If {labels.get(name, name)} stopped arriving, the model's AUROC would fall "
-                    f"from {reference:.3f} to {masked:.3f} ({fall:.1%} lower): as large a fall "
-                    f"as the {tolerance:.0%} that suspends automated use in service."
+                    f"from {reference:.3f} to {masked:.3f} ({fall:.1%} lower), at least the "
+                    f"{tolerance:.0%} fall that suspends automated use in service."
                 ),
                 observed=fall,
                 limit=float(tolerance),
