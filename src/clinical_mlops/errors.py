@@ -54,6 +54,7 @@
         ├── TransitionNotAllowed       a status change the lifecycle does not allow
         ├── RoleRequired               the acting person does not hold a role the action needs
         ├── ApprovalRefused            self-approval, one person in two roles, a duplicate approval
+        ├── AcknowledgementRefused     a risk the release does not carry, or one already acknowledged
         ├── GateFailed                 a release gate failed; names the criterion and the values
         ├── IncidentStepRefused        an incident step out of order or missing its prerequisites
         └── ReleaseChanged             a decision on a release whose state changed since it was shown
@@ -93,6 +94,7 @@ where it helps, what to do next.
 from __future__ import annotations
 
 __all__ = [
+    "AcknowledgementRefused",
     # registry and governance
     "AlertNotFound",
     "AlertTransitionInvalid",
@@ -412,6 +414,11 @@ class RoleRequired(GovernanceError):
 
 class ApprovalRefused(GovernanceError):
     """An approval that breaks the four-eyes rules (self-approval, two roles, duplicate)."""
+
+
+class AcknowledgementRefused(GovernanceError):
+    """An acknowledgement of a risk the release does not carry, or of a risk already
+    acknowledged on it (one per release and risk, enforced by the store)."""
 
 
 class GateFailed(GovernanceError):

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from clinical_mlops.application.governance import acknowledge_risk, release_risks
 from clinical_mlops.application.walkthrough import govern_demo_release
 from clinical_mlops.clock import FixedClock, utc_iso
 from clinical_mlops.console import standalone_app
@@ -125,6 +126,10 @@ def build_world(root: Path, trained_root: Path, model_version: str) -> dict[str,
             ws, model_version=model_version, author="demo.alex.kim", threshold=0.35, clock=clock
         )
         v2 = gov.register(bundle, actor="demo.alex.kim", why="lower threshold").version
+        for risk in release_risks(gov, v2):
+            acknowledge_risk(
+                gov, v2, risk=risk["id"], actor=REVIEWER, reason="accepted for the pilot"
+            )
         run_gates(gov, v2, actor="demo.alex.kim")
         gov.promote(v2, actor="demo.alex.kim", why="gates 1-3 passed")
         gov.promote(v2, actor=REVIEWER, why="report and model card read")

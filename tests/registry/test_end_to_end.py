@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from clinical_mlops.application.governance import acknowledge_risk, release_risks
 from clinical_mlops.errors import (
     ApprovalRefused,
     BundleSignatureInvalid,
@@ -36,6 +37,12 @@ def _approve_all(gov, v):
     gov.decide(v, person="cora", role="compliance", decision="approve", why="documentation ok")
 
 
+def _acknowledge_risks(gov, v):
+    """The clinician accepts each risk the release carries out of validation (gate 3)."""
+    for risk in release_risks(gov, v):
+        acknowledge_risk(gov, v, risk=risk["id"], actor="dr.kim", reason="accepted for the pilot")
+
+
 def test_release_lifecycle_end_to_end(meta_backend, fresh_workspace, trained, clock):
     ws = fresh_workspace("e2e")
     model_version = trained[1]
@@ -54,6 +61,7 @@ def test_release_lifecycle_end_to_end(meta_backend, fresh_workspace, trained, cl
     # gates 1-3, then validated
     with pytest.raises(GateFailed, match="gate schema_contract has not been evaluated"):
         gov.promote(v1, actor="eli", why="too early")
+    _acknowledge_risks(gov, v1)
     results = run_gates(gov, v1, actor="eli")
     assert {n: r.passed for n, r in results.items()} == {
         "schema_contract": True,
@@ -114,6 +122,7 @@ def test_release_lifecycle_end_to_end(meta_backend, fresh_workspace, trained, cl
     assert "more alerts per 100 patients" in note
     with pytest.raises(GateFailed):
         gov.promote(v2, actor="eli", why="gates must run again")
+    _acknowledge_risks(gov, v2)
     run_gates(gov, v2, actor="eli")
     gov.promote(v2, actor="eli", why="gates passed")
     gov.promote(v2, actor="dr.kim", why="reviewed")

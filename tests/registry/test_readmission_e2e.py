@@ -114,6 +114,12 @@ def run_pipeline(task: str, root: Path) -> dict[str, Any]:
         cli("registry", "grant", person, "--role", role, "--as", "cora", *ws_arg)
     bundle = cli("registry", "bundle", result.model_version, "--as", "eli", *ws_arg)
     v = cli("registry", "register", bundle["path"], "--as", "eli", *ws_arg)["version"]
+    out["risks"] = cli("registry", "risks", v, *ws_arg)["risks"]
+    for risk in out["risks"]:
+        cli(
+            "registry", "acknowledge", v, "--risk", risk["id"], "--reason", "accepted for the pilot",
+            "--as", "dr.kim", *ws_arg,
+        )  # fmt: skip
     out["gates"] = cli("registry", "validate", v, "--as", "eli", *ws_arg)
     cli("registry", "promote", v, "--as", "eli", "--why", "gates 1-3 passed", *ws_arg)
     cli("registry", "promote", v, "--as", "dr.kim", "--why", "report reviewed", *ws_arg)

@@ -88,6 +88,14 @@ def test_rollback_needs_a_reason(
     )
     assert code == 0, out
     v2 = json.loads(out)["version"]
+    code, out = cli("registry", "risks", v2, "--json", "-w", root)
+    assert code == 0, out
+    for risk in json.loads(out)["risks"]:
+        code, err = cli(
+            "registry", "acknowledge", v2, "--risk", risk["id"], "--reason", "accepted",
+            "--as", CLIN, "-w", root,
+        )  # fmt: skip
+        assert code == 0, err
     for step in (
         ("validate", v2, "--as", AUTHOR),
         ("promote", v2, "--as", AUTHOR, "--why", "gates passed"),

@@ -4,9 +4,10 @@ that refuses a decision when the release changed since it was shown.
 :func:`release_dossier` gathers, for one release, the validation summary (from the
 signed ``report.json``), the model card, the changes and clinical release notes
 against the task's current release (``registry.changes``), the gate results, the
-approvals so far and the status history. Its :func:`release_fingerprint` is a
-SHA-256 over everything a decision depends on — status, bundle, threshold, gate
-outcomes, approvals, the task's active release and rollout — so a form can carry it
+approvals so far, the risks the release carries with their acknowledgements and the
+status history. Its :func:`release_fingerprint` is a SHA-256 over everything a
+decision depends on — status, bundle, threshold, gate outcomes, approvals, risk
+acknowledgements, the task's active release and rollout — so a form can carry it
 and the act can check it: :func:`check_fingerprint` raises
 :class:`~clinical_mlops.errors.ReleaseChanged` (recorded as a ``governance_refused``
 event, nothing else written) when the fingerprint no longer matches; the governance
@@ -60,6 +61,7 @@ def release_fingerprint(governance: Governance, version: str) -> str:
         "threshold": rel.threshold,
         "gates": gates,
         "approvals": [a.to_json() for a in governance.approvals(rel.version)],
+        "risks_acknowledged": [a.risk for a in governance.risk_acknowledgements(rel.version)],
         "active": manifest["active"],
         "rollout": {
             s: [e["release"], e["mode"], e["status"]] for s, e in manifest["sites"].items()
@@ -144,6 +146,7 @@ def release_dossier(governance: Governance, version: str) -> dict[str, Any]:
         "changes": _changes(governance, rel),
         "gates": governance.gates(rel.version),
         "approvals": [a.to_json() for a in governance.approvals(rel.version)],
+        "risks": governance.risk_register(rel.version),
         "history": registry.history(rel.version),
         "fingerprint": release_fingerprint(governance, rel.version),
     }

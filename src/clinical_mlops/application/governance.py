@@ -7,6 +7,9 @@ these functions and nothing below them, so a rule holds whichever door a person 
 * suspending, resuming and rolling back a release needs a reason (``InputInvalid``
   naming ``why``; nothing changes), and so does approving or rejecting one (refused
   as a ``governance_refused`` event);
+* acknowledging a risk a release carries out of validation (gate 3) needs a reason
+  (``InputInvalid`` naming ``reason``; nothing recorded), a person in the clinical or
+  compliance role and a risk the release carries; a risk is acknowledged once;
 * a form that showed a release passes the ``fingerprint`` it showed, and the act is
   refused (``ReleaseChanged``) when the release changed since;
 * a case takes one decision (accept or override) and one referral to senior review,
@@ -37,9 +40,11 @@ from clinical_mlops.registry.registry import Release
 
 if TYPE_CHECKING:
     from clinical_mlops.governance.policy import GateResult
+    from clinical_mlops.governance.risks import Acknowledgement
     from clinical_mlops.registry.bundle import Bundle
 
 __all__ = [
+    "acknowledge_risk",
     "add_incident_step",
     "approve",
     "case_queue",
@@ -55,6 +60,7 @@ __all__ = [
     "record_review",
     "register",
     "reject",
+    "release_risks",
     "resolve_incident",
     "resume",
     "retire",
@@ -105,6 +111,50 @@ def validate(governance: Governance, version: str, *, actor: str) -> dict[str, G
     from clinical_mlops.governance.policy import run_gates
 
     return run_gates(governance, version, actor=actor)
+
+
+# -- risks acknowledged (gate 3) ---------------------------------------------------------------
+#: what a refused acknowledgement without a reason says (the field is ``reason``)
+JUSTIFICATION_REQUIRED = (
+    "say why the release may go ahead despite this risk; the reason is recorded in the audit "
+    "ledger and the model card (nothing was recorded)"
+)
+
+
+def release_risks(governance: Governance, version: str) -> list[dict[str, Any]]:
+    """Return each risk ``version`` carries out of validation, with its acknowledgement or None.
+
+    A risk is a fairness alert, a per-class conformal coverage shortfall or a failed
+    masked-input check (``governance.risks``); gate 3 fails while one lacks an
+    acknowledgement.
+    """
+    return governance.risk_register(version)
+
+
+def acknowledge_risk(
+    governance: Governance,
+    version: str,
+    *,
+    risk: str,
+    actor: str,
+    reason: str | None,
+    role: str | None = None,
+    fingerprint: str | None = None,
+) -> Acknowledgement:
+    """Return the acknowledgement ``actor`` recorded of ``risk`` on ``version`` (gate 3).
+
+    Needs a reason (``InputInvalid`` naming ``reason``), a person in the clinical or
+    compliance role (``RoleRequired`` naming ``role``), a risk the release carries
+    (``AcknowledgementRefused`` naming ``risk``), and a risk not yet acknowledged on it
+    (refused by the store's unique constraint). A refused act records nothing but its
+    ``governance_refused`` event. Gate 3 passes once every risk is acknowledged and
+    the gates are run again.
+    """
+    text = reason.strip() if isinstance(reason, str) else ""
+    if not text:
+        raise InputInvalid([("reason", JUSTIFICATION_REQUIRED)])
+    _guard(governance, version, fingerprint=fingerprint, action="acknowledge risk", actor=actor)
+    return governance.acknowledge_risk(version, risk=risk, actor=actor, reason=text, role=role)
 
 
 # -- approvals (gate 4) ------------------------------------------------------------------------

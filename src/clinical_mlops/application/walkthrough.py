@@ -2,7 +2,9 @@
 
 :func:`govern_demo_release` creates (or reuses) four demo people — a compliance officer
 who grants the roles, the engineer who builds the bundle (its author), a second
-engineer, and a clinician — then: bundle -> register -> gates 1-3 -> validated ->
+engineer, and a clinician — then: bundle -> register -> the clinician acknowledges, with
+a reason, each risk the release carries out of validation (fairness alerts, coverage
+shortfalls, failed masked-input checks) -> gates 1-3 -> validated ->
 clinically reviewed -> three approvals by three other people -> approved for limited
 rollout with a pilot site -> approved. Every step is a ledger event naming the person
 and role.
@@ -21,6 +23,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from clinical_mlops.application.governance import acknowledge_risk, release_risks
 from clinical_mlops.application.privacy import consent_in_force, grant_consent
 from clinical_mlops.application.services import Services
 from clinical_mlops.clock import Clock
@@ -34,7 +37,13 @@ from clinical_mlops.serving.predictor import MAX_BATCH, PredictionRequest, Predi
 from clinical_mlops.vocabulary import Role
 from clinical_mlops.workspace import Workspace
 
-__all__ = ["DEMO_PEOPLE", "PILOT_SITE", "govern_demo_release", "score_test_set"]
+__all__ = [
+    "DEMO_JUSTIFICATION",
+    "DEMO_PEOPLE",
+    "PILOT_SITE",
+    "govern_demo_release",
+    "score_test_set",
+]
 
 #: person -> (role, what they do in the demo)
 DEMO_PEOPLE: dict[str, tuple[Role, str]] = {
@@ -44,9 +53,28 @@ DEMO_PEOPLE: dict[str, tuple[Role, str]] = {
         "builds and registers the bundle (its author), runs the gates",
     ),
     "demo.priya.nair": (Role.ENGINEERING, "approves as engineering"),
-    "demo.dr.lena.ortiz": (Role.CLINICAL, "clinical review, approves as clinical, pilots"),
+    "demo.dr.lena.ortiz": (
+        Role.CLINICAL,
+        "acknowledges the validation risks, clinical review, approves as clinical, pilots",
+    ),
 }
 PILOT_SITE = "demo-icu-north"
+#: risk kind -> why the demo's clinician lets a pilot go ahead despite it
+DEMO_JUSTIFICATION = {
+    "fairness": (
+        "Synthetic demo data; the gap is stated in the model card's limitations, the pilot "
+        "runs at one site with every alert reviewed by a clinician, and the fairness_gap "
+        "monitor compares subgroups on live outcomes"
+    ),
+    "coverage": (
+        "Synthetic demo data; the shortfall is stated in the model card and ambiguous or "
+        "empty prediction sets are routed to a clinician during the pilot"
+    ),
+    "robustness": (
+        "Synthetic demo data; a missing input is flagged on every prediction, input "
+        "missingness is monitored, and the pilot runs at one site"
+    ),
+}
 
 
 def govern_demo_release(
@@ -61,6 +89,11 @@ def govern_demo_release(
         bundle = build_bundle(workspace, model_version=model_version, author=author, clock=clock)
         rel = gov.register(bundle, actor=author, why="demo release")
         v = rel.version
+        for risk in release_risks(gov, v):
+            if risk["acknowledgement"] is None:
+                acknowledge_risk(
+                    gov, v, risk=risk["id"], actor=clin, reason=DEMO_JUSTIFICATION[risk["kind"]]
+                )
         run_gates(gov, v, actor=author)
         gov.promote(v, actor=author, why="gates 1-3 passed")
         gov.promote(v, actor=clin, why="clinical review of report and model card")

@@ -21,7 +21,8 @@ def demo_command(
 
     Synthetic raw ICU events -> cohort -> data contracts -> features -> snapshot ->
     model selection -> calibration -> conformal sets -> validation report and model card ->
-    signed release bundle -> gates 1-4 with approvals by named demo users -> approved.
+    signed release bundle -> validation risks acknowledged by the demo clinician, with a
+    reason -> gates 1-4 with approvals by named demo users -> approved.
     """
     from clinical_mlops.features.snapshot import open_snapshot
     from clinical_mlops.tasks import load_task
@@ -57,6 +58,7 @@ def demo_command(
         f"(bundle sha256 {shown['sha256'][:16]}…; gates: {gates})",
         highlight=False,
     )
+    render_risks(shown["risks"])
     from clinical_mlops.application.walkthrough import PILOT_SITE, score_test_set
 
     err_console.print("[bold]serving[/] — locked test stays scored through the Predictor, audited")
@@ -64,6 +66,23 @@ def demo_command(
     out_console.print(
         f"\n[bold]done[/] in {time.monotonic() - started:.0f} s — open {result.paths['report.html']}"
     )
+
+
+def render_risks(risks: list[dict]) -> None:
+    """Print each risk the release carried out of validation and who acknowledged it, why."""
+    if not risks:
+        out_console.print("no validation risk to acknowledge (gate 3)", highlight=False)
+        return
+    out_console.print(f"{len(risks)} validation risk(s) acknowledged before gate 3:")
+    for r in risks:
+        a = r["acknowledgement"] or {}
+        out_console.print(f"  {r['id']}: {r['words']}", highlight=False, markup=False)
+        out_console.print(
+            f"    acknowledged by {a.get('actor', 'nobody')} ({a.get('role', '-')}): "
+            f"{a.get('reason', 'not acknowledged')} (audit record {a.get('seq', '-')})",
+            highlight=False,
+            markup=False,
+        )
 
 
 def render_serving(summary: dict) -> None:

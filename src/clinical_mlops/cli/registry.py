@@ -165,6 +165,10 @@ def show_cmd(
         out_console.print(
             f"  gate {name}: {'passed' if g['passed'] else 'FAILED ' + '; '.join(g['failures'])}"
         )
+    for r in shown["risks"]:
+        a = r["acknowledgement"]
+        state = f"acknowledged by {a['actor']} ({a['role']}): {a['reason']}" if a else "OPEN"
+        out_console.print(f"  risk {r['id']}: {state}", highlight=False, markup=False)
     for a in shown["approvals"]:
         out_console.print(f"  {a['decision']} by {a['person']} ({a['role']}): {a['why']}")
 
@@ -227,6 +231,71 @@ def validate_cmd(
             f"gate {n}: {'passed' if r.passed else 'FAILED ' + '; '.join(r.failures)}"
             for n, r in results.items()
         ),
+    )
+
+
+@registry_app.command("risks", help="List the risks a release carries and who acknowledged them.")
+def risks_cmd(
+    version: VersionArg, json_: JsonOption = False, workspace: WorkspaceOption = None
+) -> None:
+    from clinical_mlops.application import governance as act
+
+    with _governance(workspace) as gov:
+        risks = act.release_risks(gov, version)
+    if json_:
+        print_json({"release": version, "risks": risks})
+        return
+    if not risks:
+        out_console.print(f"{version}: no risk to acknowledge", highlight=False)
+        return
+    table = CliTable("risk", "observed", "limit", "acknowledged by", "reason")
+    for r in risks:
+        a = r["acknowledgement"]
+        table.add_row(
+            r["id"],
+            f"{r['observed']:.3f}",
+            f"{r['limit']:.3f}",
+            f"{a['actor']} ({a['role']})" if a else "OPEN",
+            a["reason"] if a else r["words"],
+        )
+    out_console.print(table)
+
+
+@registry_app.command(
+    "acknowledge",
+    help="Acknowledge a validation risk of a release with a reason (clinical or compliance).",
+)
+def acknowledge_cmd(
+    version: VersionArg,
+    risk: Annotated[
+        str,
+        typer.Option("--risk", help="Risk id, as `registry risks` lists it.", show_default=False),
+    ],
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            "--reason",
+            help="Why the release may go ahead despite the risk (required; recorded in the "
+            "audit ledger and shown on the model card).",
+            show_default=False,
+        ),
+    ] = None,
+    actor: ActorOption = None,
+    role: RoleOption = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.application import governance as act
+
+    with _governance(workspace) as gov:
+        ack = act.acknowledge_risk(
+            gov, version, risk=risk, actor=_actor(actor), reason=reason, role=role
+        )
+    _emit(
+        ack.to_json(),
+        json_,
+        f"{ack.risk} of {ack.release} acknowledged by {ack.actor} ({ack.role}); "
+        f"audit record {ack.seq}",
     )
 
 

@@ -60,6 +60,7 @@ PAGE_ROLES: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/releases"): GOVERN,
     ("GET", "/releases/{version}"): GOVERN,
     ("POST", "/releases/{version}/decision"): GOVERN,
+    ("POST", "/releases/{version}/risks"): ("reviewer", "compliance"),
     ("GET", "/models"): PEOPLE,
     ("GET", "/models/{version}/card"): PEOPLE,
     ("GET", "/models/{version}/suspend"): GOVERN,

@@ -14,7 +14,9 @@ passed, ``-> approved_limited`` and ``-> approved`` need gate 4 as well. Once it
 checks pass, the act is written through the registry (:class:`~clinical_mlops.registry.
 registry.Registry`), which records the ledger events (``status_change``,
 ``deployment``, ``rollout_change``); approvals, gate results and role grants are
-recorded here (``approval``, ``gate_evaluated``, ``role_granted``). Every refusal is
+recorded here (``approval``, ``gate_evaluated``, ``role_granted``), and so are the
+acknowledgements of the risks a release carries out of validation
+(``risk_acknowledged``; gate 3 needs one for each, :mod:`.risks`). Every refusal is
 a ``governance_refused`` event, with no state change.
 """
 
@@ -31,6 +33,7 @@ from sqlalchemy.engine import Engine
 
 from clinical_mlops.database import ensure_tables, open_metadata_engine
 from clinical_mlops.errors import (
+    AcknowledgementRefused,
     BundleSignatureInvalid,
     GateFailed,
     GovernanceError,
@@ -39,6 +42,7 @@ from clinical_mlops.errors import (
 )
 from clinical_mlops.governance import schema as t
 from clinical_mlops.governance.approvals import Approval, Decision, check_approval, require_role
+from clinical_mlops.governance.risks import ACKNOWLEDGING_ROLES, Acknowledgement, Risk, risks_of
 from clinical_mlops.hashing import canonical_json
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.registry.bundle import Bundle
@@ -318,6 +322,112 @@ class Governance:
                 )
         return Approval(person=person, role=role, decision=decision, why=why, time=now)
 
+    # -- risks and their acknowledgements (gate 3) ----------------------------------------
+    def risks(self, version: str) -> builtins.list[Risk]:
+        """Return the risks ``version`` carries out of validation (from its verified bundle)."""
+        bundle = self.registry.bundle(version)
+        return risks_of(bundle.report(), bundle.spec())
+
+    def risk_acknowledgements(self, version: str) -> builtins.list[Acknowledgement]:
+        """Return every risk acknowledgement recorded on ``version``, oldest first."""
+        t_ack = t.risk_acknowledgements
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t_ack).where(t_ack.c.version == version).order_by(t_ack.c.id)
+            ).all()
+        return [
+            Acknowledgement(
+                release=r.version,
+                risk=r.risk,
+                words=r.words,
+                actor=r.person,
+                role=r.role,
+                reason=r.reason,
+                at=r.time,
+                seq=int(r.ledger_seq),
+            )
+            for r in rows
+        ]
+
+    def acknowledge_risk(
+        self, version: str, *, risk: str, actor: str, reason: str, role: str | None = None
+    ) -> Acknowledgement:
+        """Return the acknowledgement ``actor`` recorded of ``risk`` on ``version``.
+
+        Needs the clinical or compliance role (``RoleRequired`` naming ``role``) and a
+        risk the release carries (``AcknowledgementRefused`` naming ``risk``). One per
+        release and risk: the store's unique constraint refuses a second
+        (``AcknowledgementRefused``, nothing recorded). The row and its
+        ``risk_acknowledged`` ledger event are written in one metadata transaction.
+        """
+        with self.governed(action="acknowledge risk", actor=actor, version=version):
+            rel = self.registry.get(version)
+            acting = self.require(
+                actor,
+                allowed=ACKNOWLEDGING_ROLES,
+                action=f"role: acknowledging risk {risk!r} of {rel.version}",
+                role=role,
+            )
+            carried = {r.id: r for r in self.risks(rel.version)}
+            found = carried.get(risk)
+            if found is None:
+                raise AcknowledgementRefused(
+                    f"risk: {risk!r} is not a risk of {rel.version} (its risks: "
+                    f"{', '.join(carried) or 'none'}); nothing was recorded"
+                )
+            now = self.now()
+            t_ack = t.risk_acknowledgements
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        sa.insert(t_ack).values(
+                            version=rel.version,
+                            risk=risk,
+                            words=found.words,
+                            person=actor,
+                            role=acting,
+                            reason=reason,
+                            time=now,
+                        )
+                    )
+                    seq = self.record(
+                        type="risk_acknowledged",
+                        actor=actor,
+                        payload={
+                            "release": rel.version,
+                            "risk": risk,
+                            "role": acting,
+                            "reason": reason,
+                            "words": found.words,
+                            "observed": found.observed,
+                            "limit": found.limit,
+                        },
+                    )
+                    conn.execute(
+                        sa.update(t_ack)
+                        .where(t_ack.c.version == rel.version, t_ack.c.risk == risk)
+                        .values(ledger_seq=seq)
+                    )
+            except sa.exc.IntegrityError:
+                earlier = next(
+                    (a for a in self.risk_acknowledgements(rel.version) if a.risk == risk), None
+                )
+                by = f" by {earlier.actor} ({earlier.role}) at {earlier.at}" if earlier else ""
+                raise AcknowledgementRefused(
+                    f"risk: {risk!r} of {rel.version} was already acknowledged{by} (rule: one "
+                    "acknowledgement per release and risk); nothing was recorded"
+                ) from None
+        return Acknowledgement(
+            release=rel.version,
+            risk=risk,
+            words=found.words,
+            actor=actor,
+            role=acting,
+            reason=reason,
+            at=now,
+            seq=seq,
+        )
+
     def _require_gates(self, version: str, names: tuple[Gate, ...], *, actor: str) -> None:
         from clinical_mlops.governance.policy import gate_approvals
 
@@ -485,6 +595,15 @@ class Governance:
             )
 
     # -- views -------------------------------------------------------------------------------
+    def risk_register(self, version: str) -> builtins.list[dict[str, Any]]:
+        """Return each risk of ``version`` with its acknowledgement (``None`` while open)."""
+        acknowledged = {a.risk: a for a in self.risk_acknowledgements(version)}
+        return [
+            r.to_json()
+            | {"acknowledgement": a.to_json() if (a := acknowledged.get(r.id)) else None}
+            for r in self.risks(version)
+        ]
+
     def show(self, version: str) -> dict[str, Any]:
         """Return everything about ``version``: status, sha256, lineage, gates, approvals, history."""
         reg = self.registry
@@ -506,6 +625,7 @@ class Governance:
                 for name, g in self.gates(rel.version).items()
             },
             "approvals": [a.to_json() for a in self.approvals(rel.version)],
+            "risks": self.risk_register(rel.version),
             "history": reg.history(rel.version),
             "change": rel.change,
         }

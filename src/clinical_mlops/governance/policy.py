@@ -9,7 +9,10 @@
   AUROC ≥ ``min_subgroup_auroc`` for every subgroup with enough stays to measure it,
   and AUROC above the clinical baseline's (point estimates; the CIs are in evidence);
 - gate 3 ``evidence``: explanation config, fairness metrics, drift-sensitivity
-  (robustness to masked inputs) and the monitoring reference profile present;
+  (robustness to masked inputs) and the monitoring reference profile present, and
+  every risk the release carries out of validation (a fairness alert, a per-class
+  conformal coverage shortfall, a failed masked-input check: :mod:`.risks`)
+  acknowledged by a named person in the clinical or compliance role, with a reason;
 - gate 4 ``approvals``: clinical, compliance and engineering approvals by three
   different people, none of them the author, no standing rejection.
 
@@ -29,6 +32,7 @@ import pandas as pd
 from clinical_mlops.errors import ValueInvalid
 from clinical_mlops.evaluation.validation_report import NoBaselineDeclared
 from clinical_mlops.governance.approvals import Approval, approval_problems
+from clinical_mlops.governance.risks import Acknowledgement, risks_of
 from clinical_mlops.hashing import sha256_file
 from clinical_mlops.registry.bundle import Bundle
 from clinical_mlops.vocabulary import Gate, Role
@@ -186,9 +190,14 @@ def gate_metrics(bundle: Bundle) -> GateResult:
     )
 
 
-def gate_evidence(bundle: Bundle) -> GateResult:
-    """Return gate 3 (explanation, fairness, drift-sensitivity and profile evidence present)."""
-    required = bundle.spec().acceptance.required_evidence
+def gate_evidence(bundle: Bundle, acknowledgements: Iterable[Acknowledgement] = ()) -> GateResult:
+    """Return gate 3 (evidence present; every risk of the release acknowledged).
+
+    ``acknowledgements`` are those recorded on the release; a risk without one fails
+    the gate, named with its observed value and limit.
+    """
+    spec = bundle.spec()
+    required = spec.acceptance.required_evidence
     report = bundle.report()
     explanation = bundle.read_json("explanation.json")
     profile = bundle.profile()
@@ -199,6 +208,17 @@ def gate_evidence(bundle: Bundle) -> GateResult:
         "profile": bool(profile.features) and bool(profile.alerts_per_100),
     }
     failures = [f"{name} evidence missing" for name in required if not present.get(name)]
+    acknowledged = {a.risk: a for a in acknowledgements}
+    risks = []
+    for risk in risks_of(report, spec):
+        ack = acknowledged.get(risk.id)
+        risks.append(risk.to_json() | {"acknowledgement": ack.to_json() if ack else None})
+        if ack is None:
+            failures.append(
+                f"risk {risk.id} not acknowledged: {risk.words} (observed {risk.observed:.3f}, "
+                f"limit {risk.limit:.3f}; a person in the clinical or compliance role must "
+                "record why the release may go ahead)"
+            )
     return _result(
         Gate.EVIDENCE,
         {
@@ -208,6 +228,7 @@ def gate_evidence(bundle: Bundle) -> GateResult:
             "fairness_metrics": sorted(report.fairness),
             "fairness_alerts": [a.to_json() for a in report.fairness_alerts],
             "robustness_masked": sorted(report.robustness.masked),
+            "risks": risks,
         },
         failures,
     )
@@ -233,14 +254,22 @@ def run_gates(governance: Governance, version: str, *, actor: str) -> dict[str, 
 
     Needs the engineering role. Does not change the release's status; a failing
     gate is stored as failed (with the exact criterion and values) and blocks
-    ``draft -> validated``.
+    ``draft -> validated``. Gate 3 counts the risk acknowledgements recorded so far:
+    after acknowledging the last open risk, run the gates again.
     """
     with governance.governed(action="run gates", actor=actor, version=version):
         governance.require(actor, allowed=(Role.ENGINEERING,), action=f"run gates on {version}")
         bundle = governance.registry.bundle(version)
         results = {
             r.name: r
-            for r in (gate_schema_contract(bundle), gate_metrics(bundle), gate_evidence(bundle))
+            for r in (
+                gate_schema_contract(bundle),
+                gate_metrics(bundle),
+                gate_evidence(
+                    bundle,
+                    governance.risk_acknowledgements(governance.registry.get(version).version),
+                ),
+            )
         }
         for r in results.values():
             governance.record_gate(version, r, actor=actor)

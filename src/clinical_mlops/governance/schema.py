@@ -1,5 +1,5 @@
 """Tables of governance (who may do what: people and their roles, approvals, gate results,
-review schedules, reviews, incidents), in SQLAlchemy Core.
+risk acknowledgements, review schedules, reviews, incidents), in SQLAlchemy Core.
 
 Declared on the registry's ``metadata`` (:mod:`clinical_mlops.registry.schema`): both
 live in the metadata database, under the table names they always had.
@@ -11,7 +11,15 @@ import sqlalchemy as sa
 
 from clinical_mlops.registry.schema import metadata
 
-__all__ = ["approvals", "gates", "incidents", "people", "reviews", "schedules"]
+__all__ = [
+    "approvals",
+    "gates",
+    "incidents",
+    "people",
+    "reviews",
+    "risk_acknowledgements",
+    "schedules",
+]
 
 
 people = sa.Table(
@@ -44,6 +52,23 @@ approvals = sa.Table(
     sa.Column("decision", sa.String(20), nullable=False),
     sa.Column("why", sa.Text, nullable=False),
     sa.Column("time", sa.String(40), nullable=False),
+)
+
+# One acknowledgement per release and risk: the unique constraint, not a prior read, refuses a
+# second one (two people submitting at once cannot both be recorded).
+risk_acknowledgements = sa.Table(
+    "gov_risk_acknowledgements",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("version", sa.String(200), nullable=False),
+    sa.Column("risk", sa.String(200), nullable=False),
+    sa.Column("words", sa.Text, nullable=False),
+    sa.Column("person", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(40), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("time", sa.String(40), nullable=False),
+    sa.Column("ledger_seq", sa.Integer, nullable=True),
+    sa.UniqueConstraint("version", "risk", name="uq_gov_risk_acknowledgement"),
 )
 
 schedules = sa.Table(

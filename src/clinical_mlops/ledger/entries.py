@@ -146,6 +146,12 @@ _ALL = [
         subject="forbidden",
     ),
     _schema(
+        "risk_acknowledged",
+        "a named person accepted a validation risk of a release, with a reason (R-L3 gate 3)",
+        {"release": _STR, "risk": _STR, "role": _STR, "reason": _STR},
+        subject="forbidden",
+    ),
+    _schema(
         "status_change",
         "a registry status change (R-A3)",
         {"release": _STR, "from_status": _OPT_STR, "to_status": _STR, "why": _STR},

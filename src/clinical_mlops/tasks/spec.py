@@ -444,8 +444,8 @@ class AcceptanceCriteria(_Strict):
         gt=0,
         lt=1,
         description=(
-            "Gate 3: a class whose conformal coverage falls more than this below its target is "
-            "a risk someone must acknowledge"
+            "Gate 3 risk: a class whose conformal coverage on the locked test set is below "
+            "the target minus this slack must be acknowledged before the release is validated"
         ),
     )
     required_evidence: tuple[Literal["explanation", "fairness", "robustness", "profile"], ...] = (

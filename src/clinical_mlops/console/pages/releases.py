@@ -1,7 +1,9 @@
-"""Release approval (R-L3 gate 4): the dossier of a release and a decision with a comment.
+"""Release approval (R-L3 gate 4): the dossier of a release and a decision with a comment;
+the risks it carries out of validation and their acknowledgement (gate 3).
 
-The form carries the dossier's fingerprint; a decision on a release that changed
-since the page was loaded is refused (``ReleaseChanged``) and nothing is recorded.
+The forms carry the dossier's fingerprint; a decision or an acknowledgement on a
+release that changed since the page was loaded is refused (``ReleaseChanged``) and
+nothing is recorded.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from clinical_mlops.application import governance as act
 from clinical_mlops.application.dossier import PENDING_DECISION, release_dossier
 from clinical_mlops.console.deps import Viewer, page, posted, render
 from clinical_mlops.errors import InputInvalid, NotAuthorised
+from clinical_mlops.governance.risks import ACKNOWLEDGING_ROLES
 from clinical_mlops.vocabulary import GATE_LABELS, Gate
 
 router = APIRouter()
@@ -55,6 +58,7 @@ def release(
         gate_labels=GATE_LABELS,
         gate_approvals=Gate.APPROVALS,
         already_decided=viewer.user.name in decided,
+        acknowledging_roles=[r for r in viewer.user.governance_roles if r in ACKNOWLEDGING_ROLES],
     )
 
 
@@ -84,3 +88,31 @@ def decide(
         why=comment,
     )
     return RedirectResponse(viewer.url(f"/releases/{version}?recorded={chosen}"), status_code=303)
+
+
+@router.post("/releases/{version}/risks")
+def acknowledge(
+    version: str,
+    viewer: Annotated[Viewer, Depends(posted("/releases/{version}/risks"))],
+    risk: Annotated[str, Form()] = "",
+    role: Annotated[str, Form()] = "",
+    reason: Annotated[str, Form()] = "",
+    fingerprint: Annotated[str, Form()] = "",
+) -> RedirectResponse:
+    if role not in viewer.user.governance_roles:
+        raise NotAuthorised(
+            f"{viewer.user.name} may act as {', '.join(viewer.user.governance_roles) or 'no role'}"
+            f", not as {role or 'no role'}"
+        )
+    act.acknowledge_risk(
+        viewer.console.governance,
+        version,
+        risk=risk,
+        actor=viewer.user.name,
+        reason=reason,
+        role=role,
+        fingerprint=fingerprint,
+    )
+    return RedirectResponse(
+        viewer.url(f"/releases/{version}?recorded=acknowledgement"), status_code=303
+    )
