@@ -26,8 +26,8 @@ from clinical_mlops import ledger
 from clinical_mlops.application.tasks import require_trainable
 from clinical_mlops.data.sources import SourceKind, open_source
 from clinical_mlops.data.synthetic import SyntheticConfig
-from clinical_mlops.errors import EngineUnavailable, SourceInvalid, WorkspaceError
-from clinical_mlops.evaluation.inputs import evaluation_input
+from clinical_mlops.errors import EngineUnavailable, SourceInvalid
+from clinical_mlops.evaluation.inputs import evaluation_input, stored_evaluation_input
 from clinical_mlops.evaluation.model_card import write_model_card
 from clinical_mlops.evaluation.report import evaluate, write_report
 from clinical_mlops.evaluation.validation_report import ValidationReport
@@ -36,7 +36,6 @@ from clinical_mlops.features.snapshot import (
     Snapshot,
     build_snapshot,
     build_table_snapshot,
-    locked_test_stays,
     open_snapshot,
 )
 from clinical_mlops.features.task_choice import snapshot_task
@@ -359,27 +358,8 @@ def replay_evaluation(workspace: Workspace, version: str) -> dict[str, Any]:
     byte — the evidence that a past result can be reproduced from what was kept.
     """
     folder = model_folder(workspace, version)
-    lineage = json.loads((folder / "lineage.json").read_text(encoding="utf-8"))
-    model = TrainedModel.load(folder)
-    hashes = model.artifact_hashes()
-    bad = sorted(k for k, v in lineage["artifacts"].items() if hashes.get(k) != v)
-    if bad:
-        raise WorkspaceError(
-            f"model {folder.name}: artifact(s) {', '.join(bad)} do not match their lineage hashes"
-        )
-    snapshot = open_snapshot(workspace, lineage["snapshot"]["id"])
-    selection = lineage["selection"]
-    inp = evaluation_input(
-        model=model,
-        snapshot=snapshot,
-        test=locked_test_stays(snapshot),
-        selected_model=selection["selected_model"],
-        hyperparameters=selection["hyperparameters"],
-        cv=selection["cv"],
-        lineage=lineage,
-        seed=int(lineage["seed"]),
-    )
-    report = evaluate(inp, n_boot=int(lineage["training"]["config"]["n_boot"]))
+    stored_input = stored_evaluation_input(workspace, folder)
+    report = evaluate(stored_input.input, n_boot=stored_input.n_boot)
     stored = json.loads((folder / "report.json").read_text(encoding="utf-8"))
     return {
         "model_version": folder.name,
