@@ -140,3 +140,61 @@ def test_gate_1_fails_on_evidence_for_another_threshold(
     assert any("model_card.json" in f for f in result.failures)
     fresh = build_bundle(ws, model_version=trained[1], author="eli", threshold=0.3, clock=clock)
     assert gate_schema_contract(fresh).passed
+
+
+def test_gate_2_checks_reviews_per_100_against_the_acceptance_criterion(
+    fresh_workspace, trained, clock, monkeypatch
+):
+    from clinical_mlops.governance.policy import gate_metrics
+    from clinical_mlops.registry.bundle import Bundle
+    from clinical_mlops.tasks.spec import EscalationPolicy
+
+    ws = fresh_workspace("g2")
+    wider = EscalationPolicy.model_validate(
+        {"review_on": ["missing_inputs"], "beyond_budget": "queue"}
+    )
+    b = build_bundle(ws, model_version=trained[1], author="eli", escalation=wider, clock=clock)
+    w = b.report().workload
+    reviews = float(w.reviews_per_100)
+    assert reviews > 1
+    spec = b.spec()
+
+    def with_budget(limit: float):
+        acceptance = spec.acceptance.model_copy(update={"max_reviews_per_100": limit})
+        return spec.model_copy(update={"acceptance": acceptance})
+
+    monkeypatch.setattr(Bundle, "spec", lambda self: with_budget(reviews / 2))
+    strict = gate_metrics(b)
+    assert (
+        f"clinician reviews per 100 test stays {reviews:.2f} > maximum {reviews / 2:g} "
+        "(acceptance.max_reviews_per_100)" in strict.failures
+    )
+    assert strict.evidence["reviews_per_100"] == reviews
+    assert strict.evidence["reviews_per_100_ci"] == w.reviews_per_100_ci
+    assert strict.evidence["alerts_per_100"] == w.alerts_per_100
+    assert strict.evidence["alerts_per_100_ci"] == w.alerts_per_100_ci
+    monkeypatch.setattr(Bundle, "spec", lambda self: with_budget(reviews + 1))
+    assert not [f for f in gate_metrics(b).failures if "reviews" in f]
+
+
+def test_a_policy_file_with_a_bad_field_is_refused_naming_it(fresh_workspace, trained, tmp_path):
+    from typer.testing import CliRunner
+
+    from clinical_mlops.cli import app
+
+    ws = fresh_workspace("bad")
+    cases = {
+        "escalation:\n  review_on: [out_of_scope, coin_flip]\n": "escalation.review_on.1",
+        "near_threshold:\n  band: [0.2, 1.4]\n": "escalation.near_threshold.band",
+        "max_reviews_per_100: 0\n": "escalation.max_reviews_per_100",
+    }
+    for i, (text, field) in enumerate(cases.items()):
+        path = tmp_path / f"policy{i}.yaml"
+        path.write_text(text, encoding="utf-8")
+        res = CliRunner().invoke(
+            app,
+            ["registry", "bundle", trained[1], "--escalation", str(path), "-w", str(ws.root)],
+        )
+        assert res.exit_code == 2, res.output
+        assert field in res.output, res.output
+    assert not [p for p in ws.bundles_dir.iterdir() if not p.name.startswith(".")]

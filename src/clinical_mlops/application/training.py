@@ -60,6 +60,7 @@ __all__ = [
     "build_task_snapshot",
     "feature_engine",
     "replay_evaluation",
+    "tracked_metrics",
     "train_model",
     "train_task",
 ]
@@ -193,6 +194,26 @@ class TrainingResult:
         }
 
 
+def tracked_metrics(report: ValidationReport) -> dict[str, float]:
+    """Return the figures a training run logs to MLflow: the locked-test metrics and the workload.
+
+    Every number of the report's ``test`` section, then alerts, clinician reviews and
+    deferred cases per 100 test stays at the operating threshold and escalation policy
+    (the review figures only when the report states them).
+    """
+    w = report.workload
+    numbers: dict[str, Any] = report.test.to_json() | {
+        "alerts_per_100": w.alerts_per_100,
+        "reviews_per_100": w.reviews_per_100,
+        "deferred_per_100": w.deferred_per_100,
+    }
+    return {
+        k: float(v)
+        for k, v in numbers.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
 def train_model(
     workspace: Workspace,
     snapshot: Snapshot,
@@ -264,11 +285,7 @@ def train_model(
                 "selected_model": fit.selected_model,
                 **fit.hyperparameters,
             },
-            metrics={
-                k: v
-                for k, v in report.test.to_json().items()
-                if isinstance(v, int | float) and not isinstance(v, bool)
-            },
+            metrics=tracked_metrics(report),
             files=[paths["report.json"], paths["model_card.md"]],
         )
     ledger.record(

@@ -353,6 +353,26 @@ class ValidationReport(Document):
     #: absent in reports written before escalation policies
     escalation: EscalationRecord | None = None
 
+    def workload_summary(self) -> dict[str, Any]:
+        """Return the workload the release puts on its team, at the report's own threshold.
+
+        Alerts and clinician reviews per 100 test stays with their 95 % bootstrap CIs,
+        the cases beyond the review budget, reviews by first condition met, and the
+        escalation policy in words; review figures are ``None`` in reports written
+        before escalation policies.
+        """
+        w = self.workload
+        return {
+            "threshold": w.threshold,
+            "alerts_per_100": w.alerts_per_100,
+            "alerts_per_100_ci": w.alerts_per_100_ci,
+            "reviews_per_100": w.reviews_per_100,
+            "reviews_per_100_ci": w.reviews_per_100_ci,
+            "deferred_per_100": w.deferred_per_100,
+            "reviews_by_reason": dict(w.reviews_by_reason or {}),
+            "policy": None if self.escalation is None else self.escalation.statement,
+        }
+
     def measured_subgroup_auroc(self) -> dict[str, float]:
         """Return ``"attribute=group"`` -> AUROC for every subgroup large enough to measure it."""
         return {
