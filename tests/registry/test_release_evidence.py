@@ -178,23 +178,21 @@ def test_gate_2_checks_reviews_per_100_against_the_acceptance_criterion(
 
 
 def test_a_policy_file_with_a_bad_field_is_refused_naming_it(fresh_workspace, trained, tmp_path):
-    from typer.testing import CliRunner
-
-    from clinical_mlops.cli import app
+    from clinical_mlops.application.releases import build_release_bundle
+    from clinical_mlops.errors import TaskSpecInvalid
 
     ws = fresh_workspace("bad")
     cases = {
         "escalation:\n  review_on: [out_of_scope, coin_flip]\n": "escalation.review_on.1",
         "near_threshold:\n  band: [0.2, 1.4]\n": "escalation.near_threshold.band",
         "max_reviews_per_100: 0\n": "escalation.max_reviews_per_100",
+        "- near_threshold\n": "escalation",
     }
     for i, (text, field) in enumerate(cases.items()):
         path = tmp_path / f"policy{i}.yaml"
         path.write_text(text, encoding="utf-8")
-        res = CliRunner().invoke(
-            app,
-            ["registry", "bundle", trained[1], "--escalation", str(path), "-w", str(ws.root)],
-        )
-        assert res.exit_code == 2, res.output
-        assert field in res.output, res.output
+        with pytest.raises(TaskSpecInvalid) as refused:
+            build_release_bundle(ws, model_version=trained[1], author="eli", escalation=path)
+        assert any(where == field for where, _ in refused.value.problems), refused.value
+        assert str(path) in str(refused.value)
     assert not [p for p in ws.bundles_dir.iterdir() if not p.name.startswith(".")]
