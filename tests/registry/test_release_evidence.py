@@ -119,7 +119,13 @@ def test_signing_refuses_evidence_for_another_threshold(
     message = str(refused.value)
     assert "report.json: test.threshold is 0.4, the release's operating threshold is 0.3" in message
     assert "model_card.json: states the operating threshold 0.4" in message
-    assert "report.json: computed under the escalation policy" in message
+    assert "report.json: escalation.threshold is 0.4, the release's is 0.3" in message
+    # Same threshold, another policy: the report's policy is named.
+    from clinical_mlops.tasks.spec import EscalationPolicy
+
+    other = EscalationPolicy.model_validate({"review_on": ["missing_inputs"]})
+    with pytest.raises(ValueInvalid, match=r"report\.json: escalation\.review_on is \["):
+        build_bundle(ws, model_version=trained[1], author="eli", escalation=other, clock=clock)
     assert not [p for p in ws.bundles_dir.iterdir() if not p.name.startswith(".")]
 
 

@@ -239,7 +239,7 @@ def _operating_thresholds(value: Any) -> list[float]:
 
 
 def evidence_problems(documents: dict[str, Any], deployment: dict[str, Any]) -> list[str]:
-    """Return how ``report.json`` and ``model_card.json`` disagree with ``deployment`` (none: [])).
+    """Return how ``report.json`` and ``model_card.json`` disagree with ``deployment`` ([]: agree).
 
     The report must be computed at the deployment's ``operating_threshold`` (its test
     and workload sections) and under its resolved ``escalation`` policy (the same
@@ -267,19 +267,23 @@ def evidence_problems(documents: dict[str, Any], deployment: dict[str, Any]) -> 
                     f"report.json: {section}.threshold is {stated}, the release's operating "
                     f"threshold is {threshold:g}"
                 )
-        if policy is not None and canonical_json(report.get("escalation")) != canonical_json(
-            policy
-        ):
-            stated_policy = report.get("escalation")
-            problems.append(
-                "report.json: computed under "
-                + (
-                    "no escalation policy"
-                    if not isinstance(stated_policy, dict)
-                    else f"the escalation policy {stated_policy.get('statement')!r}"
+        stated_policy = report.get("escalation")
+        if policy is not None and canonical_json(stated_policy) != canonical_json(policy):
+            if not isinstance(stated_policy, dict):
+                problems.append(
+                    "report.json: computed under no escalation policy, the release's is "
+                    f"{policy.get('statement')!r}"
                 )
-                + f", the release's is {policy.get('statement')!r}"
-            )
+            else:
+                keys = sorted(set(stated_policy) | set(policy))
+                differing = [
+                    k for k in keys if k != "statement" and stated_policy.get(k) != policy.get(k)
+                ] or ["statement"]
+                problems += [
+                    f"report.json: escalation.{k} is {stated_policy.get(k)!r}, the release's is "
+                    f"{policy.get(k)!r}"
+                    for k in differing
+                ]
     card = documents.get("model_card.json")
     if card is not None:
         words = _strings(card)
