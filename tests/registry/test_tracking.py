@@ -80,5 +80,9 @@ def test_training_run_is_logged_to_a_real_mlflow_server(mlflow_server, small_sou
 
     run = MlflowClient(tracking_uri=mlflow_server).get_run(run_id)
     assert run.data.metrics["auroc"] == pytest.approx(result.report.test.auroc)
+    workload = result.report.workload
+    assert run.data.metrics["alerts_per_100"] == pytest.approx(workload.alerts_per_100)
+    assert run.data.metrics["reviews_per_100"] == pytest.approx(workload.reviews_per_100)
+    assert run.data.metrics["deferred_per_100"] == pytest.approx(workload.deferred_per_100)
     assert run.data.params["selected_model"] == result.selected_model
     assert default_tracking_uri(ws).startswith("sqlite:///")

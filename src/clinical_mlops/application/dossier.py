@@ -134,13 +134,15 @@ def release_dossier(governance: Governance, version: str) -> dict[str, Any]:
     registry = governance.registry
     rel = registry.get(version)
     bundle = registry.bundle(rel.version)
+    report = bundle.report()
     active = registry.active(rel.task)
     return {
         "release": rel.to_json() | {"path": None},
         "active": active.version if active else None,
         "is_active": bool(active and active.version == rel.version),
         "pending_decision": rel.status in PENDING_DECISION,
-        "validation": validation_summary(bundle.report()),
+        "validation": validation_summary(report),
+        "workload": report.workload_summary(),
         "words": bundle.spec().words().model_dump(mode="json"),
         "model_card": bundle.read_json("model_card.json"),
         "changes": _changes(governance, rel),

@@ -26,8 +26,8 @@ from clinical_mlops import ledger
 from clinical_mlops.application.tasks import require_trainable
 from clinical_mlops.data.sources import SourceKind, open_source
 from clinical_mlops.data.synthetic import SyntheticConfig
-from clinical_mlops.errors import EngineUnavailable, SourceInvalid, WorkspaceError
-from clinical_mlops.evaluation.inputs import evaluation_input
+from clinical_mlops.errors import EngineUnavailable, SourceInvalid
+from clinical_mlops.evaluation.inputs import evaluation_input, stored_evaluation_input
 from clinical_mlops.evaluation.model_card import write_model_card
 from clinical_mlops.evaluation.report import evaluate, write_report
 from clinical_mlops.evaluation.validation_report import ValidationReport
@@ -36,7 +36,6 @@ from clinical_mlops.features.snapshot import (
     Snapshot,
     build_snapshot,
     build_table_snapshot,
-    locked_test_stays,
     open_snapshot,
 )
 from clinical_mlops.features.task_choice import snapshot_task
@@ -61,6 +60,7 @@ __all__ = [
     "build_task_snapshot",
     "feature_engine",
     "replay_evaluation",
+    "tracked_metrics",
     "train_model",
     "train_task",
 ]
@@ -194,6 +194,26 @@ class TrainingResult:
         }
 
 
+def tracked_metrics(report: ValidationReport) -> dict[str, float]:
+    """Return the figures a training run logs to MLflow: the locked-test metrics and the workload.
+
+    Every number of the report's ``test`` section, then alerts, clinician reviews and
+    deferred cases per 100 test stays at the operating threshold and escalation policy
+    (the review figures only when the report states them).
+    """
+    w = report.workload
+    numbers: dict[str, Any] = report.test.to_json() | {
+        "alerts_per_100": w.alerts_per_100,
+        "reviews_per_100": w.reviews_per_100,
+        "deferred_per_100": w.deferred_per_100,
+    }
+    return {
+        k: float(v)
+        for k, v in numbers.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
 def train_model(
     workspace: Workspace,
     snapshot: Snapshot,
@@ -265,11 +285,7 @@ def train_model(
                 "selected_model": fit.selected_model,
                 **fit.hyperparameters,
             },
-            metrics={
-                k: v
-                for k, v in report.test.to_json().items()
-                if isinstance(v, int | float) and not isinstance(v, bool)
-            },
+            metrics=tracked_metrics(report),
             files=[paths["report.json"], paths["model_card.md"]],
         )
     ledger.record(
@@ -359,27 +375,8 @@ def replay_evaluation(workspace: Workspace, version: str) -> dict[str, Any]:
     byte — the evidence that a past result can be reproduced from what was kept.
     """
     folder = model_folder(workspace, version)
-    lineage = json.loads((folder / "lineage.json").read_text(encoding="utf-8"))
-    model = TrainedModel.load(folder)
-    hashes = model.artifact_hashes()
-    bad = sorted(k for k, v in lineage["artifacts"].items() if hashes.get(k) != v)
-    if bad:
-        raise WorkspaceError(
-            f"model {folder.name}: artifact(s) {', '.join(bad)} do not match their lineage hashes"
-        )
-    snapshot = open_snapshot(workspace, lineage["snapshot"]["id"])
-    selection = lineage["selection"]
-    inp = evaluation_input(
-        model=model,
-        snapshot=snapshot,
-        test=locked_test_stays(snapshot),
-        selected_model=selection["selected_model"],
-        hyperparameters=selection["hyperparameters"],
-        cv=selection["cv"],
-        lineage=lineage,
-        seed=int(lineage["seed"]),
-    )
-    report = evaluate(inp, n_boot=int(lineage["training"]["config"]["n_boot"]))
+    stored_input = stored_evaluation_input(workspace, folder)
+    report = evaluate(stored_input.input, n_boot=stored_input.n_boot)
     stored = json.loads((folder / "report.json").read_text(encoding="utf-8"))
     return {
         "model_version": folder.name,

@@ -93,6 +93,17 @@ def bundle_cmd(
         float | None,
         typer.Option("--threshold", help="Operating threshold (default: the task spec's)."),
     ] = None,
+    escalation: Annotated[
+        Path | None,
+        typer.Option(
+            "--escalation",
+            help=(
+                "YAML file with the escalation policy (a task spec's escalation: block; "
+                "default: the task spec's)."
+            ),
+            show_default=False,
+        ),
+    ] = None,
     actor: ActorOption = None,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
@@ -104,16 +115,19 @@ def bundle_cmd(
         model_version=model_version,
         author=_actor(actor),
         threshold=threshold,
+        escalation=escalation,
     )
+    policy = b.deployment.get("escalation") or {}
     _emit(
         {
             "path": str(b.path),
             "sha256": b.sha256,
             "model_version": b.model_version,
             "threshold": b.threshold,
+            "escalation": policy,
         },
         json_,
-        f"bundle {b.sha256[:12]} at {b.path}",
+        f"bundle {b.sha256[:12]} at {b.path}\n{policy.get('statement', '')}".rstrip(),
     )
 
 
@@ -151,6 +165,16 @@ def list_cmd(json_: JsonOption = False, workspace: WorkspaceOption = None) -> No
     out_console.print(table)
 
 
+def _per_100(workload: dict[str, Any], what: str) -> str:
+    """Return "4.2 (95 % CI 3.1-5.4)" for ``what`` per 100, or "not stated"."""
+    value, ci = workload[f"{what}_per_100"], workload[f"{what}_per_100_ci"]
+    if not isinstance(value, int | float):
+        return "not stated"
+    if isinstance(ci, list) and all(isinstance(v, int | float) for v in ci):
+        return f"{value:.1f} (95 % CI {ci[0]:.1f}-{ci[1]:.1f})"
+    return f"{value:.1f}"
+
+
 @registry_app.command("show", help="Show a release: status, sha256, lineage, gates, approvals.")
 def show_cmd(
     version: VersionArg, json_: JsonOption = False, workspace: WorkspaceOption = None
@@ -161,6 +185,13 @@ def show_cmd(
         print_json(shown)
         return
     out_console.print(f"[bold]{shown['version']}[/] {shown['status']}  sha256 {shown['sha256']}")
+    w = shown["workload"]
+    out_console.print(
+        f"  at threshold {w['threshold']:.2f}: {_per_100(w, 'alerts')} alerts and "
+        f"{_per_100(w, 'reviews')} clinician reviews per 100 test stays"
+    )
+    if w["policy"]:
+        out_console.print(f"  escalation: {w['policy']}", highlight=False)
     for name, g in shown["gates"].items():
         out_console.print(
             f"  gate {name}: {'passed' if g['passed'] else 'FAILED ' + '; '.join(g['failures'])}"

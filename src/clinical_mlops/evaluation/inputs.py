@@ -8,18 +8,23 @@ arrays the model produced on the locked test set.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from clinical_mlops.features.snapshot import Snapshot
+from clinical_mlops.errors import WorkspaceError
+from clinical_mlops.features.snapshot import Snapshot, locked_test_stays, open_snapshot
+from clinical_mlops.modeling.escalation import EscalationReference
 from clinical_mlops.modeling.trained import TrainedModel
 from clinical_mlops.tasks.spec import BASELINE_COLUMN, TaskSpec
+from clinical_mlops.workspace import Workspace
 
-__all__ = ["EvaluationInput", "evaluation_input"]
+__all__ = ["EvaluationInput", "StoredEvaluation", "evaluation_input", "stored_evaluation_input"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,9 @@ class EvaluationInput:
     lineage: dict[str, Any]
     seed: int
     extra: dict[str, Any] = field(default_factory=dict)
+    # the model's held-out conformal-calibration stays, on which the task's escalation policy
+    # is resolved at the operating threshold (None: no review figures can be computed)
+    escalation_reference: EscalationReference | None = None
 
 
 def evaluation_input(
@@ -103,4 +111,48 @@ def evaluation_input(
         lineage=lineage,
         seed=seed,
         extra={"imputation_medians": dict(model.preprocessor.medians)},
+        escalation_reference=model.escalation_reference,
+    )
+
+
+@dataclass(frozen=True)
+class StoredEvaluation:
+    """A model folder's evaluation input rebuilt from stored artifacts, with its resample count."""
+
+    input: EvaluationInput
+    n_boot: int
+    lineage: dict[str, Any]
+
+
+def stored_evaluation_input(workspace: Workspace, folder: Path) -> StoredEvaluation:
+    """Return the evaluation input of the model in ``folder``, rebuilt from what was kept.
+
+    Loads the model folder (JSON artifacts only), checks every artifact against the hashes
+    in its lineage (:class:`WorkspaceError` naming those that differ), re-opens the
+    snapshot named in the lineage (verifying its files) and re-scores its locked test
+    stays: the same input training evaluated, so a report recomputed from it at the
+    training threshold and policy is byte-identical to the stored one.
+    """
+    lineage = json.loads((folder / "lineage.json").read_text(encoding="utf-8"))
+    model = TrainedModel.load(folder)
+    hashes = model.artifact_hashes()
+    bad = sorted(k for k, v in lineage["artifacts"].items() if hashes.get(k) != v)
+    if bad:
+        raise WorkspaceError(
+            f"model {folder.name}: artifact(s) {', '.join(bad)} do not match their lineage hashes"
+        )
+    snapshot = open_snapshot(workspace, lineage["snapshot"]["id"])
+    selection = lineage["selection"]
+    inp = evaluation_input(
+        model=model,
+        snapshot=snapshot,
+        test=locked_test_stays(snapshot),
+        selected_model=selection["selected_model"],
+        hyperparameters=selection["hyperparameters"],
+        cv=selection["cv"],
+        lineage=lineage,
+        seed=int(lineage["seed"]),
+    )
+    return StoredEvaluation(
+        input=inp, n_boot=int(lineage["training"]["config"]["n_boot"]), lineage=lineage
     )

@@ -491,6 +491,8 @@ def model_card(report: ValidationReport, inp: EvaluationInput) -> dict[str, Any]
     th = spec.thresholds
     card: dict[str, Any] = {
         "schema": CARD_SCHEMA,
+        # What the card describes, as data: the release's signing check reads these.
+        "operating_threshold": float(t.threshold),
         "basic_info": {
             "model_name": f"{spec.name} ({inp.selected_model})",
             "model_version": inp.model_version,

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from clinical_mlops import __version__
+from clinical_mlops.errors import ValueInvalid
 from clinical_mlops.evaluation.baseline import baseline_comparison, no_baseline, score_for
 from clinical_mlops.evaluation.fairness import (
     INSUFFICIENT_DATA,
@@ -53,6 +54,7 @@ from clinical_mlops.evaluation.metrics import (
 )
 from clinical_mlops.evaluation.phrases import format_value, top_phrases
 from clinical_mlops.evaluation.validation_report import SCHEMA, ValidationReport
+from clinical_mlops.modeling.escalation import ResolvedEscalation, input_flags, resolve
 
 __all__ = [
     "DECISION_THRESHOLDS",
@@ -60,8 +62,10 @@ __all__ = [
     "SCHEMA",
     "canonical_json",
     "evaluate",
+    "flags_of_test_stays",
     "json_ready",
     "masked_inputs",
+    "out_of_range",
     "write_report",
 ]
 
@@ -425,20 +429,134 @@ def _limitations(
     return out
 
 
+def out_of_range(frame: pd.DataFrame, spec: Any) -> np.ndarray:
+    """Return, per stay, whether a numeric input lies beyond the range of ``frame``'s own values.
+
+    The serving rule (``out_of_range``: a numeric value outside the reference profile's
+    lowest and highest decile edge, i.e. its minimum and maximum to 6 decimals) applied to
+    the stays the profile is built from, the locked test stays; so only a value lost to that
+    rounding can be flagged here, and the live rate is what monitoring watches.
+    """
+    out = np.zeros(len(frame), dtype=bool)
+    for f in spec.features:
+        if f.kind != "numeric" or f.name not in frame.columns:
+            continue
+        x = frame[f.name].to_numpy(dtype=float)
+        present = np.isfinite(x)
+        if not present.any():
+            continue
+        lo, hi = round(float(x[present].min()), 6), round(float(x[present].max()), 6)
+        out |= present & ((x < lo) | (x > hi))
+    return out
+
+
+def _per_100(indicator: np.ndarray) -> float:
+    return 100.0 * float(np.mean(indicator)) if len(indicator) else float("nan")
+
+
+def _per_100_ci(indicator: np.ndarray, counts: np.ndarray) -> list[float]:
+    """Return the 95 % percentile bootstrap interval of ``indicator`` per 100 stays."""
+    replicates = 100.0 * (counts @ indicator.astype(np.float64)) / counts.shape[1]
+    return list(percentile_ci(replicates))
+
+
+def flags_of_test_stays(inp: EvaluationInput, p: np.ndarray) -> dict[str, np.ndarray]:
+    """Return every flag the service would give each locked test stay (``input_flags``).
+
+    Missing inputs are the test frame's unmeasured features; sets are the conformal
+    sets; ``out_of_range`` follows :func:`out_of_range`; every test stay is scored at
+    the prediction time (never too early).
+    """
+    spec = inp.spec
+    features = list(spec.feature_names)
+    return input_flags(
+        p,
+        inp.prediction_sets,
+        missing_count=inp.test_frame[features].isna().sum(axis=1).to_numpy(),
+        n_features=len(features),
+        max_missing=spec.cohort.max_missing_feature_fraction,
+        out_of_range=out_of_range(inp.test_frame, spec),
+    )
+
+
+def _workload_section(
+    inp: EvaluationInput,
+    y: np.ndarray,
+    p: np.ndarray,
+    *,
+    threshold: float,
+    escalation: ResolvedEscalation | None,
+    counts: np.ndarray,
+) -> dict[str, Any]:
+    section: dict[str, Any] = {
+        **workload(y, p, threshold=threshold),
+        "alerts_per_100_ci": _per_100_ci(p >= threshold, counts),
+    }
+    if escalation is not None:
+        routing = escalation.route(p, flags_of_test_stays(inp, p))
+        first = (
+            routing.conditions.argmax(axis=1)
+            if routing.conditions.shape[1]
+            else np.zeros(len(p), dtype=np.int64)
+        )
+        section |= {
+            "reviews_per_100": _per_100(routing.queued),
+            "reviews_per_100_ci": _per_100_ci(routing.queued, counts),
+            "deferred_per_100": _per_100(routing.deferred),
+            "reviews_by_reason": {
+                c: _per_100(routing.queued & (first == i))
+                for i, c in enumerate(escalation.review_on)
+            },
+        }
+    section["by_threshold"] = [workload(y, p, threshold=t) for t in _WORKLOAD_THRESHOLDS]
+    return section
+
+
+def _release_policy(
+    inp: EvaluationInput, threshold: float, escalation: ResolvedEscalation | None
+) -> ResolvedEscalation | None:
+    """Return the policy the report is computed under: the one given, or the spec's resolved."""
+    if escalation is not None:
+        if escalation.threshold != threshold:
+            raise ValueInvalid(
+                f"escalation: resolved at threshold {escalation.threshold:g}, but the report is "
+                f"computed at {threshold:g}; resolve the policy at the report's threshold"
+            )
+        return escalation
+    if inp.escalation_reference is None:
+        return None
+    return resolve(inp.spec.escalation, threshold=threshold, reference=inp.escalation_reference)
+
+
 # -- public -----------------------------------------------------------------------------------
 
 
-def evaluate(inp: EvaluationInput, *, n_boot: int = 1000) -> ValidationReport:
+def evaluate(
+    inp: EvaluationInput,
+    *,
+    n_boot: int = 1000,
+    threshold: float | None = None,
+    escalation: ResolvedEscalation | None = None,
+) -> ValidationReport:
     """Return the validation report of ``inp`` (schema :data:`SCHEMA`).
 
     All confidence intervals are 95 % percentile intervals over ``n_boot``
     bootstrap resamples of the test stays, drawn once from ``inp.seed`` and
-    shared by every statistic (paired). The operating threshold, the
-    subgroup-AUROC tolerance and the conformal level come from ``inp.spec``.
-    Deterministic: the same input and seed give an identical report.
+    shared by every statistic (paired). Every figure at a threshold is computed at
+    ``threshold`` (default: the task spec's operating threshold) — a release at
+    another threshold gets its own report. The workload counts human reviews under
+    ``escalation``, a policy resolved at that threshold (default: the task spec's
+    policy resolved on the model's held-out calibration stays; none when the input
+    carries no such stays, and the review figures are then absent); it is recorded as
+    ``report["escalation"]``. The subgroup-AUROC tolerance and the conformal level
+    come from ``inp.spec``. Deterministic: the same input and seed give an identical
+    report.
     """
     spec = inp.spec
-    threshold = float(spec.thresholds.operating)
+    threshold = float(spec.thresholds.operating if threshold is None else threshold)
+    if not 0.0 < threshold < 1.0:
+        raise ValueInvalid(f"threshold: must lie strictly between 0 and 1, got {threshold}")
+    policy = _release_policy(inp, threshold, escalation)
     p = np.asarray(inp.p_cal, dtype=float)
     y = check_binary(
         inp.y_true, p, inp.p_raw, inp.test_frame, inp.prediction_sets, inp.contributions
@@ -504,10 +622,9 @@ def evaluate(inp: EvaluationInput, *, n_boot: int = 1000) -> ValidationReport:
             "points": decision_curve(y, p, thresholds=DECISION_THRESHOLDS),
             "definition": "net benefit = TP/n - FP/n * pt/(1-pt); treat-none = 0",
         },
-        "workload": {
-            **workload(y, p, threshold=threshold),
-            "by_threshold": [workload(y, p, threshold=t) for t in _WORKLOAD_THRESHOLDS],
-        },
+        "workload": _workload_section(
+            inp, y, p, threshold=threshold, escalation=policy, counts=counts
+        ),
         "robustness": _robustness_section(inp, y, threshold=threshold, counts=counts),
         "error_examples": _error_examples(inp, y, p, threshold=threshold),
         "calibration": _calibration_section(inp, y, p),
@@ -522,6 +639,8 @@ def evaluate(inp: EvaluationInput, *, n_boot: int = 1000) -> ValidationReport:
         "limitations": _limitations(inp, subgroups, baseline, conformal),
     }
     report["published_comparison"] = _published_comparison(inp, test, cohort)
+    if policy is not None:
+        report["escalation"] = policy.to_json()
     return ValidationReport.from_json(json_ready(report), source="report.json (as evaluated)")
 
 

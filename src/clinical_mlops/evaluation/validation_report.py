@@ -23,6 +23,7 @@ from clinical_mlops.documents import UNION_CASE, Document, Number, Section, Valu
 __all__ = [
     "SCHEMA",
     "BaselineComparison",
+    "EscalationRecord",
     "FairnessAlert",
     "FairnessMetric",
     "LockedTestMetrics",
@@ -186,7 +187,40 @@ class WorkloadPoint(Section):
 
 
 class Workload(WorkloadPoint):
+    """The workload at the report's threshold and escalation policy (per 100 test stays).
+
+    ``reviews_per_100`` counts the stays the policy queues for human review;
+    ``deferred_per_100`` those meeting a review condition beyond the budget (flagged,
+    not queued); ``reviews_by_reason`` splits the reviews by the first condition each
+    stay meets, in the policy's precedence order. Reports written before escalation
+    policies lack the review figures (``None``).
+    """
+
+    alerts_per_100_ci: Interval = None
+    reviews_per_100: Value = None
+    reviews_per_100_ci: Interval = None
+    deferred_per_100: Value = None
+    reviews_by_reason: dict[str, Value] | None = None
     by_threshold: list[WorkloadPoint]
+
+
+class EscalationRecord(Section):
+    """The escalation policy the report was computed under, resolved at its threshold.
+
+    The same document as ``deployment.json``'s ``escalation`` (``modeling.escalation``):
+    a release's evidence and its service route the same cases.
+    """
+
+    format: Literal["clinical-mlops/escalation/v1"]
+    review_on: list[str]
+    threshold: Number
+    band: list[Number] | None
+    band_sizing: str
+    max_reviews_per_100: Number
+    beyond_budget: Literal["defer", "queue"]
+    cutoff: dict[str, Any] | None
+    calibration: dict[str, Any]
+    statement: str
 
 
 class Robustness(Section):
@@ -316,6 +350,28 @@ class ValidationReport(Document):
     cohort: Cohort
     limitations: list[str]
     published_comparison: PublishedComparison
+    #: absent in reports written before escalation policies
+    escalation: EscalationRecord | None = None
+
+    def workload_summary(self) -> dict[str, Any]:
+        """Return the workload the release puts on its team, at the report's own threshold.
+
+        Alerts and clinician reviews per 100 test stays with their 95 % bootstrap CIs,
+        the cases beyond the review budget, reviews by first condition met, and the
+        escalation policy in words; review figures are ``None`` in reports written
+        before escalation policies.
+        """
+        w = self.workload
+        return {
+            "threshold": w.threshold,
+            "alerts_per_100": w.alerts_per_100,
+            "alerts_per_100_ci": w.alerts_per_100_ci,
+            "reviews_per_100": w.reviews_per_100,
+            "reviews_per_100_ci": w.reviews_per_100_ci,
+            "deferred_per_100": w.deferred_per_100,
+            "reviews_by_reason": dict(w.reviews_by_reason or {}),
+            "policy": None if self.escalation is None else self.escalation.statement,
+        }
 
     def measured_subgroup_auroc(self) -> dict[str, float]:
         """Return ``"attribute=group"`` -> AUROC for every subgroup large enough to measure it."""

@@ -619,6 +619,7 @@ class Governance:
                 for k in ("key_id", "signed_at", "expires_at", "workspace_id")
             },
             "files": bundle.manifest["files"],
+            "workload": bundle.report().workload_summary(),
             "lineage": lineage,
             "gates": {
                 name: {"passed": g["passed"], "evidence": g["evidence"], "failures": g["failures"]}

@@ -3,11 +3,15 @@
 - gate 1 ``schema_contract``: the bundle was built against the installed task spec (for a
   task defined in a YAML file: the spec sealed in the bundle),
   every feature is declared and approved, the model artifacts match their lineage,
-  the snapshot passed its hard data contracts, the report is for this model, and the
-  model scores a row with every input missing to a probability in [0, 1];
+  the snapshot passed its hard data contracts, the report is for this model, the report
+  and model card describe the release's own operating threshold and escalation policy
+  (``registry.bundle.evidence_problems``), and the model scores a row with every input
+  missing to a probability in [0, 1];
 - gate 2 ``metrics``: on the locked test set, AUROC ≥ ``min_auroc``, ECE ≤ ``max_ece``,
   AUROC ≥ ``min_subgroup_auroc`` for every subgroup with enough stays to measure it,
-  and AUROC above the clinical baseline's (point estimates; the CIs are in evidence);
+  AUROC above the clinical baseline's, and — when declared — clinician reviews per 100
+  stays under the release's escalation policy ≤ ``max_reviews_per_100`` (point
+  estimates; the CIs, and alerts per 100, are in evidence);
 - gate 3 ``evidence``: explanation config, fairness metrics, drift-sensitivity
   (robustness to masked inputs) and the monitoring reference profile present, and
   every risk the release carries out of validation (a fairness alert, a per-class
@@ -34,7 +38,7 @@ from clinical_mlops.evaluation.validation_report import NoBaselineDeclared
 from clinical_mlops.governance.approvals import Approval, approval_problems
 from clinical_mlops.governance.risks import Acknowledgement, risks_of
 from clinical_mlops.hashing import sha256_file
-from clinical_mlops.registry.bundle import Bundle
+from clinical_mlops.registry.bundle import Bundle, evidence_problems
 from clinical_mlops.vocabulary import Gate, Role
 
 if TYPE_CHECKING:
@@ -112,6 +116,11 @@ def gate_schema_contract(bundle: Bundle) -> GateResult:
         failures.append(f"data contracts: {contracts.get('hard_failed')} hard checks failed")
     # Loading checks the report against its schema (DocumentInvalid names the file and field).
     bundle.report()
+    evidence = evidence_problems(
+        {name: bundle.read_json(name) for name in ("report.json", "model_card.json")},
+        bundle.deployment,
+    )
+    failures += [f"evidence: {problem}" for problem in evidence]
     model = bundle.model()
     if model.version != release["model_version"]:
         failures.append(
@@ -129,6 +138,7 @@ def gate_schema_contract(bundle: Bundle) -> GateResult:
             "lineage_artifacts_match": not mismatched,
             "contract_checks": contracts.get("checks"),
             "contract_hard_failed": contracts.get("hard_failed"),
+            "evidence_matches_deployment": not evidence,
             "all_missing_row_probability": round(p, 6),
         },
         failures,
@@ -157,6 +167,19 @@ def gate_metrics(bundle: Bundle) -> GateResult:
                 )
         else:
             subgroups[key] = f"not measured: {value}"
+    workload = report.workload
+    reviews = workload.reviews_per_100
+    if criteria.max_reviews_per_100 is not None:
+        if not isinstance(reviews, int | float):
+            failures.append(
+                "clinician reviews per 100 test stays not measured in the report (computed "
+                f"before escalation policies); required <= {criteria.max_reviews_per_100:g}"
+            )
+        elif reviews > criteria.max_reviews_per_100:
+            failures.append(
+                f"clinician reviews per 100 test stays {reviews:.2f} > maximum "
+                f"{criteria.max_reviews_per_100:g} (acceptance.max_reviews_per_100)"
+            )
     compared: dict[str, Any]
     if isinstance(baseline, NoBaselineDeclared):
         # The spec refuses must_beat_baseline with kind: none; a bundle that says otherwise fails.
@@ -184,6 +207,11 @@ def gate_metrics(bundle: Bundle) -> GateResult:
             "test_ece": ece,
             "n_test": test.n,
             "subgroup_auroc": subgroups,
+            "threshold": workload.threshold,
+            "alerts_per_100": workload.alerts_per_100,
+            "alerts_per_100_ci": workload.alerts_per_100_ci,
+            "reviews_per_100": reviews,
+            "reviews_per_100_ci": workload.reviews_per_100_ci,
             **compared,
         },
         failures,

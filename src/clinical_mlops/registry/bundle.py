@@ -22,12 +22,23 @@ The typed documents (``report.json``, ``reference_profile.json``) are checked ag
 their models when a bundle is built or imported and whenever they are read
 (:meth:`Bundle.report`, :meth:`Bundle.profile`): a mismatch raises
 :class:`~clinical_mlops.errors.DocumentInvalid` naming the file and the field.
+
+The evidence is bound to its release: ``report.json``, ``report.html`` and the model
+card describe the release's own operating threshold and escalation policy. When both
+are those the training report was computed at, the training copies are used; otherwise
+the validation is recomputed from the model folder and its snapshot (the input
+training evaluated, ``evaluation.inputs.stored_evaluation_input``) at the release's
+threshold and policy. A bundle whose evidence states another threshold or policy than
+its ``deployment.json`` is refused before signing (:func:`evidence_problems`), and
+gate 1 fails on one built elsewhere.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
+import re
 import shutil
 import tarfile
 from dataclasses import dataclass
@@ -55,6 +66,7 @@ __all__ = [
     "Bundle",
     "build_bundle",
     "bundles_dir",
+    "evidence_problems",
     "export_bundle",
     "import_bundle",
     "load_bundle",
@@ -80,6 +92,12 @@ _COPIED = (
     "model_card.html",
     "model_card.json",
 )
+#: the files that describe the release's threshold and policy: recomputed when they differ
+_EVIDENCE = ("report.json", "report.html", "model_card.md", "model_card.html", "model_card.json")
+#: how the model card states an operating threshold in words ("at threshold 0.4", "risk >= 0.4")
+_STATED_THRESHOLD = re.compile(r"(?:\bthreshold|risk >=) (0?\.\d+)\b")
+#: how a resolved escalation policy's statement begins (``ResolvedEscalation.statement``)
+_POLICY_STATEMENT = "A case goes to clinician review when"
 
 
 def workspace_id(workspace: Workspace) -> str:
@@ -199,6 +217,131 @@ def _signing_message(signature: dict[str, Any]) -> bytes:
     )
 
 
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _strings(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _strings(v)]
+    return []
+
+
+def _operating_thresholds(value: Any) -> list[float]:
+    """Return every number a document records under an ``operating_threshold`` key."""
+    if isinstance(value, dict):
+        own = value.get("operating_threshold")
+        found = [float(own)] if isinstance(own, int | float) else []
+        return found + [t for v in value.values() for t in _operating_thresholds(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _operating_thresholds(v)]
+    return []
+
+
+def evidence_problems(documents: dict[str, Any], deployment: dict[str, Any]) -> list[str]:
+    """Return how ``report.json`` and ``model_card.json`` disagree with ``deployment`` ([]: agree).
+
+    The report must be computed at the deployment's ``operating_threshold`` (its test
+    and workload sections) and under its resolved ``escalation`` policy (the same
+    document). The model card must state no other operating threshold (recorded under
+    an ``operating_threshold`` key, or in its words: "threshold 0.4", "risk >= 0.4")
+    and no other policy statement. ``documents`` maps file name to parsed JSON; a file
+    absent from it is not checked. A deployment written before escalation policies
+    (no ``escalation``) is checked on its threshold only.
+    """
+    threshold = float(deployment["operating_threshold"])
+    policy = deployment.get("escalation")
+    problems: list[str] = []
+
+    def other(value: Any) -> bool:
+        return not isinstance(value, int | float) or not math.isclose(
+            float(value), threshold, rel_tol=0, abs_tol=1e-12
+        )
+
+    report = documents.get("report.json")
+    if report is not None:
+        for section in ("test", "workload"):
+            stated = (report.get(section) or {}).get("threshold")
+            if other(stated):
+                problems.append(
+                    f"report.json: {section}.threshold is {stated}, the release's operating "
+                    f"threshold is {threshold:g}"
+                )
+        stated_policy = report.get("escalation")
+        if policy is not None and canonical_json(stated_policy) != canonical_json(policy):
+            if not isinstance(stated_policy, dict):
+                problems.append(
+                    "report.json: computed under no escalation policy, the release's is "
+                    f"{policy.get('statement')!r}"
+                )
+            else:
+                keys = sorted(set(stated_policy) | set(policy))
+                differing = [
+                    k for k in keys if k != "statement" and stated_policy.get(k) != policy.get(k)
+                ] or ["statement"]
+                problems += [
+                    f"report.json: escalation.{k} is {stated_policy.get(k)!r}, the release's is "
+                    f"{policy.get(k)!r}"
+                    for k in differing
+                ]
+    card = documents.get("model_card.json")
+    if card is not None:
+        words = _strings(card)
+        stated_numbers = _operating_thresholds(card) + [
+            float(m) for text in words for m in _STATED_THRESHOLD.findall(text)
+        ]
+        differing = sorted({v for v in stated_numbers if other(v)})
+        if differing:
+            problems.append(
+                f"model_card.json: states the operating threshold "
+                f"{', '.join(f'{v:g}' for v in differing)}, the release's is {threshold:g}"
+            )
+        if policy is not None:
+            statements = sorted({t for t in words if t.startswith(_POLICY_STATEMENT)})
+            if any(t != policy.get("statement") for t in statements):
+                problems.append(
+                    f"model_card.json: states the escalation policy {statements[0]!r}, the "
+                    f"release's is {policy.get('statement')!r}"
+                )
+    return problems
+
+
+def _release_evidence(
+    workspace: Workspace,
+    source: Path,
+    out: Path,
+    *,
+    spec: TaskSpec,
+    threshold: float,
+    declared: EscalationPolicy,
+    resolved: Any,
+) -> None:
+    """Write the report and model card of the model in ``source`` at a release's threshold/policy.
+
+    The evaluation input is rebuilt from the model folder and its snapshot exactly as
+    a replay does, so at the training threshold and policy this gives the training
+    report byte for byte. The card reads the operating threshold and the policy from
+    the task spec it is given: here the spec as released (same task, the release's
+    threshold and declared policy); the report keeps the task spec's hash.
+    """
+    from dataclasses import replace
+
+    from clinical_mlops.evaluation.inputs import stored_evaluation_input
+    from clinical_mlops.evaluation.model_card import write_model_card
+    from clinical_mlops.evaluation.report import evaluate, write_report
+
+    stored = stored_evaluation_input(workspace, source)
+    report = evaluate(stored.input, n_boot=stored.n_boot, threshold=threshold, escalation=resolved)
+    write_report(report, stored.input, out)
+    as_released = spec.model_copy(
+        update={
+            "thresholds": spec.thresholds.model_copy(update={"operating": threshold}),
+            "escalation": declared,
+        }
+    )
+    write_model_card(report, replace(stored.input, spec=as_released), out)
+
+
 def build_bundle(
     workspace: Workspace,
     *,
@@ -215,8 +358,12 @@ def build_bundle(
     change when it differs from the approved release); ``escalation`` overrides the task
     spec's escalation policy the same way. The policy is resolved at the release's
     threshold on the model's held-out calibration stays and recorded in
-    ``deployment.json`` (``modeling.escalation``). The signing key is the
-    workspace key provider's active signing key; the bundle is bound to this
+    ``deployment.json`` (``modeling.escalation``). The report and model card are
+    those of training when its threshold and policy are the release's, and are
+    recomputed at the release's otherwise (a threshold or policy change gets new
+    evidence); evidence that still differs from ``deployment.json`` is refused before
+    signing (:class:`ValueInvalid` naming the file and the value). The signing key is
+    the workspace key provider's active signing key; the bundle is bound to this
     workspace's id and valid for ``validity`` from now.
     """
     from clinical_mlops.evaluation.validation_report import ValidationReport
@@ -227,8 +374,9 @@ def build_bundle(
 
     clock = clock or SystemClock()
     source = model_folder(workspace, model_version)
-    # The report is copied as written by training: a key renamed since fails here, not at a gate.
+    # The training report is checked as written: a key renamed since fails here, not at a gate.
     ValidationReport.load(source / "report.json")
+    trained_report = json.loads((source / "report.json").read_text(encoding="utf-8"))
     lineage = json.loads((source / "lineage.json").read_text(encoding="utf-8"))
     snapshot = open_snapshot(workspace, lineage["snapshot"]["id"])
     spec = snapshot.spec()
@@ -241,11 +389,8 @@ def build_bundle(
             f"model {model.version}: it keeps no escalation reference (trained before escalation "
             "policies); retrain it to build a release"
         )
-    policy = resolve(
-        spec.escalation if escalation is None else escalation,
-        threshold=operating,
-        reference=model.escalation_reference,
-    )
+    declared = spec.escalation if escalation is None else escalation
+    policy = resolve(declared, threshold=operating, reference=model.escalation_reference)
     ws_id = workspace_id(workspace)
     now = clock.now()
     documents: dict[str, Any] = {
@@ -280,12 +425,37 @@ def build_bundle(
             "mlflow_run_id": (lineage.get("tracking") or {}).get("mlflow_run_id"),
         },
     }
+    deployment = json.loads(canonical_json(documents["deployment.json"]))
+    recompute = _needs_evidence(trained_report, deployment)
     key_id, private = provider_for_workspace(workspace).signer()
     with workspace.staging_dir(bundles_dir(workspace)) as stage:
         for name in _COPIED:
-            shutil.copyfile(source / name, stage / name)
+            if not (recompute and name in _EVIDENCE):
+                shutil.copyfile(source / name, stage / name)
+        if recompute:
+            _release_evidence(
+                workspace,
+                source,
+                stage,
+                spec=spec,
+                threshold=operating,
+                declared=declared,
+                resolved=policy,
+            )
         for name, doc in documents.items():
             (stage / name).write_bytes(canonical_json(doc))
+        problems = evidence_problems(
+            {
+                name: json.loads((stage / name).read_text(encoding="utf-8"))
+                for name in ("report.json", "model_card.json")
+            },
+            deployment,
+        )
+        if problems:
+            raise ValueInvalid(
+                f"bundle of {model.version}: refusing to sign evidence that does not describe "
+                f"this release: {'; '.join(problems)}"
+            )
         files = {p.name: sha256_file(p) for p in sorted(stage.iterdir())}
         manifest = {"format": BUNDLE_FORMAT, "files": files}
         manifest_bytes = canonical_json(manifest)
@@ -305,6 +475,11 @@ def build_bundle(
         final = bundles_dir(workspace) / f"{spec.name}-{bundle_sha[:12]}"
         workspace.publish(stage, final)
     return load_bundle(workspace, final, clock=clock)
+
+
+def _needs_evidence(trained_report: dict[str, Any], deployment: dict[str, Any]) -> bool:
+    """Return whether the training report describes another threshold or policy than the release."""
+    return bool(evidence_problems({"report.json": trained_report}, deployment))
 
 
 def _parse(path: Path, name: str) -> dict[str, Any]:

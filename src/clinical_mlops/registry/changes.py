@@ -12,7 +12,10 @@ Each difference is put in one class:
 
 The release is classed by its most serious change. Release notes say what changes
 for clinicians in their words; a threshold change is stated as alerts per 100
-patients on the reference (locked test) population of the candidate.
+patients on the reference (locked test) population of the candidate, and a threshold
+or escalation-policy change as the workload each release's validation report
+computed at its own threshold and policy: alerts and clinician reviews per 100
+patients, before -> after.
 """
 
 from __future__ import annotations
@@ -85,6 +88,41 @@ def _per100(value: float | None) -> str:
     return "unknown" if value is None else f"{value:.1f}"
 
 
+def _workload(bundle: Bundle) -> tuple[float | None, float | None]:
+    """Return (alerts, reviews) per 100 test stays from a bundle's report (None: not stated)."""
+    w = bundle.read_json("report.json").get("workload") or {}
+
+    def number(key: str) -> float | None:
+        value = w.get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+    return number("alerts_per_100"), number("reviews_per_100")
+
+
+def _workload_words(old: Bundle, new: Bundle) -> str:
+    """Return "alerts per 100 patients a -> b, clinician reviews per 100 patients c -> d"."""
+    (a0, r0), (a1, r1) = _workload(old), _workload(new)
+    return (
+        f"alerts per 100 patients {_per100(a0)} -> {_per100(a1)}, clinician reviews per 100 "
+        f"patients {_per100(r0)} -> {_per100(r1)} (validation reports at each release's "
+        "threshold and escalation policy)"
+    )
+
+
+def _policy_terms(bundle: Bundle) -> dict[str, Any] | None:
+    """Return what a release's escalation policy declares (not what it resolves to), or None."""
+    policy = bundle.deployment.get("escalation")
+    if not isinstance(policy, dict):
+        return None
+    terms = {
+        k: policy.get(k)
+        for k in ("review_on", "max_reviews_per_100", "beyond_budget", "band_sizing")
+    }
+    if policy.get("band_sizing") == "declared":
+        terms["band"] = policy.get("band")
+    return terms
+
+
 def _threshold_note(old: Bundle, new: Bundle) -> str:
     profile = new.profile()
     a = profile.alert_rate(old.threshold)
@@ -107,7 +145,7 @@ def _threshold_note(old: Bundle, new: Bundle) -> str:
     )
     return (
         f"Operating threshold moved {old.threshold:.2f} -> {new.threshold:.2f}: {workload}; "
-        f"threshold {lower}."
+        f"threshold {lower}. Workload: {_workload_words(old, new)}."
     )
 
 
@@ -170,6 +208,19 @@ def classify_change(old: Bundle, new: Bundle) -> ChangeReport:
                 _threshold_note(old, new),
                 old.threshold,
                 new.threshold,
+            )
+        )
+    old_policy, new_policy = _policy_terms(old), _policy_terms(new)
+    if old_policy != new_policy:
+        statement = (new.deployment.get("escalation") or {}).get("statement", "none declared")
+        add(
+            Change(
+                "escalation policy",
+                "clinical-impacting",
+                f"Escalation policy changed: which cases go to clinician review differs. "
+                f"{statement} Workload: {_workload_words(old, new)}.",
+                old_policy,
+                new_policy,
             )
         )
     if of["cohort_criteria_sha256"] != nf["cohort_criteria_sha256"]:
