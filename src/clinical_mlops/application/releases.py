@@ -16,16 +16,32 @@ __all__ = ["build_release_bundle", "register_bundle"]
 
 
 def build_release_bundle(
-    workspace: Workspace, *, model_version: str, author: str, threshold: float | None = None
+    workspace: Workspace,
+    *,
+    model_version: str,
+    author: str,
+    threshold: float | None = None,
+    escalation: Path | None = None,
 ) -> Bundle:
     """Return the signed release bundle built from a trained model (or its unique prefix).
 
-    ``threshold`` defaults to the task spec's operating threshold. The bundle is
-    content-addressed: building the same model at the same threshold gives the same one.
+    ``threshold`` defaults to the task spec's operating threshold; ``escalation`` is a
+    YAML file holding an escalation section that replaces the task spec's policy for
+    this release (refused with ``TaskSpecInvalid`` naming ``escalation.<field>``). The
+    policy is resolved at the release's threshold and signed in its ``deployment.json``.
+    The bundle is content-addressed: the same model, threshold and policy give the same one.
     """
     from clinical_mlops.registry.bundle import build_bundle
+    from clinical_mlops.tasks.spec import load_escalation
 
-    return build_bundle(workspace, model_version=model_version, author=author, threshold=threshold)
+    policy = None if escalation is None else load_escalation(escalation)
+    return build_bundle(
+        workspace,
+        model_version=model_version,
+        author=author,
+        threshold=threshold,
+        escalation=policy,
+    )
 
 
 def register_bundle(

@@ -93,6 +93,16 @@ def bundle_cmd(
         float | None,
         typer.Option("--threshold", help="Operating threshold (default: the task spec's)."),
     ] = None,
+    escalation: Annotated[
+        Path | None,
+        typer.Option(
+            "--escalation",
+            help=(
+                "YAML file with an escalation section: who goes to human review "
+                "(default: the task spec's policy; docs/ESCALATION.md)."
+            ),
+        ),
+    ] = None,
     actor: ActorOption = None,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
@@ -104,16 +114,19 @@ def bundle_cmd(
         model_version=model_version,
         author=_actor(actor),
         threshold=threshold,
+        escalation=escalation,
     )
+    policy = b.deployment["escalation"]
     _emit(
         {
             "path": str(b.path),
             "sha256": b.sha256,
             "model_version": b.model_version,
             "threshold": b.threshold,
+            "escalation": policy,
         },
         json_,
-        f"bundle {b.sha256[:12]} at {b.path}",
+        f"bundle {b.sha256[:12]} at {b.path}\nescalation: {policy['statement']}",
     )
 
 
