@@ -15,6 +15,7 @@ from clinical_mlops.data.raw import read_source
 from clinical_mlops.features.snapshot import build_snapshot
 from clinical_mlops.modeling.train import TrainingConfig
 from clinical_mlops.tasks import load_task
+from clinical_mlops.tasks.spec import EscalationPolicy
 from clinical_mlops.workspace import Workspace
 from postgres_cluster import create_database
 
@@ -22,6 +23,13 @@ FAST = TrainingConfig(
     seed=5, search_iterations=2, n_boot=200, candidates=("logistic_regression", "xgboost")
 )
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+#: a release policy that queues every unsure prediction (the small test model is often
+#: unsure): worlds that exercise the review queue need many cases to review
+REVIEW_UNSURE = EscalationPolicy(
+    review_on=("out_of_scope", "empty_set", "ambiguous_set"),
+    max_reviews_per_100=100,
+    beyond_budget="queue",
+)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ from enum import StrEnum
 
 __all__ = [
     "APPROVER_ROLES",
-    "ESCALATE_ON",
     "FLAGS",
     "GATES",
     "GATE_LABELS",
@@ -149,7 +148,3 @@ REVIEW_REASONS: dict[str, str] = {
 }
 #: the conditions an escalation policy may name, in a stable order
 REVIEW_CONDITIONS: tuple[str, ...] = tuple(REVIEW_REASONS)
-#: the conditions routed to review before policies were declared per task (R-H2)
-ESCALATE_ON: dict[str, str] = {
-    k: REVIEW_REASONS[k] for k in (Flag.EMPTY_SET, Flag.AMBIGUOUS_SET, Flag.OUT_OF_SCOPE)
-}

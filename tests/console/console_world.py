@@ -5,7 +5,8 @@ The world (all on a fixed clock, so times and ages are the same on every run):
 
 * T0 ........ release ``icu_mortality_48h@1`` approved (demo people), pilot at demo-icu-north
 * T0+1..5 h . 60 consented patients scored at demo-icu-north in four batches; most are
-              escalated (the small test model is often unsure)
+              escalated (the small test model is often unsure, and the release queues
+              unsure predictions: ``REVIEW_UNSURE``)
 * T0+6 h .... release ``@2`` (same model, threshold 0.35) registered, gates 1-3 passed,
               validated and clinically reviewed: waiting for gate 4
 * T0+6 h .... one monitoring alert (PSI on ventilation) with its series
@@ -43,6 +44,7 @@ from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving.predictor import PredictionRequest, Predictor
 from clinical_mlops.tasks import load_task
 from clinical_mlops.workspace import Workspace
+from registry_helpers import REVIEW_UNSURE
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette warns that httpx is deprecated for TestClient
@@ -89,7 +91,9 @@ def build_world(root: Path, trained_root: Path, model_version: str) -> dict[str,
     ws = Workspace.open(root)
     shutil.copytree(trained_root / "artifacts", ws.root / "artifacts", dirs_exist_ok=True)
     clock = FixedClock(T0)
-    shown = govern_demo_release(ws, model_version=model_version, clock=clock)
+    shown = govern_demo_release(
+        ws, model_version=model_version, clock=clock, escalation=REVIEW_UNSURE
+    )
     v1 = shown["version"]
     rows = _rows(ws, shown["lineage"]["snapshot"]["id"], N_PATIENTS)
     with Ledger.open(ws, clock=clock) as led:
@@ -123,7 +127,12 @@ def build_world(root: Path, trained_root: Path, model_version: str) -> dict[str,
     clock.set(T0 + timedelta(hours=6))
     with Registry.open(ws, clock=clock) as reg, Governance(reg) as gov:
         bundle = build_bundle(
-            ws, model_version=model_version, author="demo.alex.kim", threshold=0.35, clock=clock
+            ws,
+            model_version=model_version,
+            author="demo.alex.kim",
+            threshold=0.35,
+            escalation=REVIEW_UNSURE,
+            clock=clock,
         )
         v2 = gov.register(bundle, actor="demo.alex.kim", why="lower threshold").version
         for risk in release_risks(gov, v2):

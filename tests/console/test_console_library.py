@@ -44,7 +44,8 @@ from clinical_mlops.monitoring.alerts import AlertSignal, AlertStore
 from clinical_mlops.monitoring.escalation import MONITOR_ACTOR, escalate_cases
 from clinical_mlops.monitoring.records import read_ledger_records
 from clinical_mlops.registry.registry import Registry
-from clinical_mlops.vocabulary import ESCALATE_ON
+from clinical_mlops.vocabulary import REVIEW_REASONS
+from registry_helpers import REVIEW_UNSURE
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_queue_lists_every_escalation_with_its_reasons_and_age(
         assert inference.entry.type == "inference"
         assert inference.payload["request_id"] == entries[c.escalation_seq].payload["request_id"]
         flags = inference.payload["flags"]
-        assert c.reasons == [ESCALATE_ON[f] for f in flags if f in ESCALATE_ON]
+        assert c.reasons == [REVIEW_REASONS[f] for f in REVIEW_UNSURE.review_on if f in flags]
         assert c.age_seconds == (NOW - _t(entries[c.escalation_seq].entry.time)).total_seconds()
         assert c.pseudonym == inference.entry.subject
         assert c.contributions == inference.payload["explanation_shown"]

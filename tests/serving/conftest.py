@@ -15,7 +15,7 @@ from clinical_mlops.features.snapshot import locked_test_stays, open_snapshot
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.privacy.consent import record_consent
 from clinical_mlops.workspace import Workspace
-from registry_helpers import trained  # noqa: F401
+from registry_helpers import REVIEW_UNSURE, trained  # noqa: F401
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette warns that httpx is deprecated for TestClient
@@ -43,11 +43,15 @@ def rows_of(ws: Workspace, snapshot_id: str) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="session")
 def served(trained: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:  # noqa: F811
-    """Workspace with an approved release (full at every site, pilot at demo-icu-north)."""
+    """Workspace with an approved release (full at every site, pilot at demo-icu-north).
+
+    The release queues every unsure prediction for review (``REVIEW_UNSURE``), so the
+    queue's tests have cases to work with.
+    """
     root = tmp_path_factory.mktemp("served")
     ws = Workspace.open(root)
     shutil.copytree(trained[0] / "artifacts", ws.root / "artifacts", dirs_exist_ok=True)
-    shown = govern_demo_release(ws, model_version=trained[1])
+    shown = govern_demo_release(ws, model_version=trained[1], escalation=REVIEW_UNSURE)
     with Ledger.open(ws) as led:
         for i in range(N_PATIENTS):
             psn = led.vault.pseudonym_for(f"MRN-{i}")

@@ -16,7 +16,7 @@ from clinical_mlops.serving import Predictor
 from clinical_mlops.serving.auth import AuthConfig
 from fhir_server import FhirServer
 from registry.test_task_words import PHRASES, build_task
-from registry_helpers import FAST
+from registry_helpers import FAST, REVIEW_UNSURE
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -102,7 +102,8 @@ def test_readmission_served_over_cds_hooks_and_fhir_in_its_own_words(
 ) -> None:
     ws, spec, snap = build_task("readmission_30d", tmp_path, small_source_dir)
     result = train_model(ws, snap, config=FAST)
-    govern_demo_release(ws, model_version=result.model_version)
+    # the release queues unsure predictions, so the EHR's calls make a case to review
+    govern_demo_release(ws, model_version=result.model_version, escalation=REVIEW_UNSURE)
     patient = "rp-1"
     with Services.open(ws) as s:
         grant_consent(

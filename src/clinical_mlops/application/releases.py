@@ -4,58 +4,16 @@ a release's model card with its status as of now."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from clinical_mlops.errors import TaskSpecInvalid
 from clinical_mlops.workspace import Workspace
 
 if TYPE_CHECKING:
     from clinical_mlops.governance.board import Governance
     from clinical_mlops.registry.bundle import Bundle
     from clinical_mlops.registry.registry import Release
-    from clinical_mlops.tasks.spec import EscalationPolicy
 
-__all__ = ["build_release_bundle", "load_escalation_policy", "model_card", "register_bundle"]
-
-
-def load_escalation_policy(path: Path) -> EscalationPolicy:
-    """Return the escalation policy declared in a YAML (or JSON) file.
-
-    The file holds the policy as a task spec's ``escalation:`` block does, either at its
-    top level or under an ``escalation`` key. Raises :class:`TaskSpecInvalid` naming the
-    file and every field that is wrong (``escalation.review_on.0``, ...).
-    """
-    import yaml
-    from pydantic import ValidationError
-
-    from clinical_mlops.tasks.spec import EscalationPolicy
-
-    source = str(path)
-    try:
-        data: Any = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TaskSpecInvalid(source, [("(file)", "no such file")]) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise TaskSpecInvalid(source, [("(file)", f"malformed YAML: {exc}")]) from None
-    if isinstance(data, dict) and set(data) == {"escalation"}:
-        data = data["escalation"]
-    if not isinstance(data, dict):
-        raise TaskSpecInvalid(
-            source, [("escalation", f"expected a mapping, got {type(data).__name__}")]
-        )
-    try:
-        return EscalationPolicy.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(["escalation", *(str(part) for part in err["loc"])])
-            message = err["msg"].removeprefix("Value error, ")
-            # The policy's own validators name their field first ("escalation.band: ...").
-            head, _, rest = message.partition(": ")
-            if head.startswith("escalation") and rest:
-                where, message = head, rest
-            problems.append((where, message))
-        raise TaskSpecInvalid(source, problems) from None
+__all__ = ["build_release_bundle", "model_card", "register_bundle"]
 
 
 def build_release_bundle(
@@ -69,19 +27,21 @@ def build_release_bundle(
     """Return the signed release bundle built from a trained model (or its unique prefix).
 
     ``threshold`` defaults to the task spec's operating threshold, ``escalation`` (a
-    policy file, see :func:`load_escalation_policy`) to the task spec's escalation
-    policy. The report and model card in the bundle are computed at the release's
+    YAML file holding an escalation section, see :func:`~clinical_mlops.tasks.spec.
+    load_escalation`; refused with ``TaskSpecInvalid`` naming ``escalation.<field>``) to
+    the task spec's escalation policy. The report and model card in the bundle are computed at the release's
     threshold and policy. The bundle is content-addressed: building the same model at
     the same threshold and policy gives the same one.
     """
     from clinical_mlops.registry.bundle import build_bundle
+    from clinical_mlops.tasks.spec import load_escalation
 
     return build_bundle(
         workspace,
         model_version=model_version,
         author=author,
         threshold=threshold,
-        escalation=None if escalation is None else load_escalation_policy(escalation),
+        escalation=None if escalation is None else load_escalation(escalation),
     )
 
 

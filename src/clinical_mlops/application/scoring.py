@@ -1,4 +1,4 @@
-"""Scoring use cases: a file of prediction requests, and one patient's FHIR Bundle.
+"""Scoring use cases: the service's Predictor, a file of prediction requests, one FHIR Bundle.
 
 The same guards everywhere (inputs checked against the task spec, intended use,
 consent, rollout), one ledger entry per request, and no web framework: a batch job
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clinical_mlops.clock import Clock
 from clinical_mlops.errors import InputInvalid
 from clinical_mlops.features.online import features_for_one
 from clinical_mlops.serving.batch import BatchSummary
@@ -23,7 +24,64 @@ from clinical_mlops.serving.predictor import PredictionRequest, PredictionResult
 from clinical_mlops.tasks.spec import TaskSpec
 from clinical_mlops.workspace import Workspace
 
-__all__ = ["BatchSummary", "FhirScoring", "score_fhir_bundle", "score_file"]
+__all__ = [
+    "DRIFT_KINDS",
+    "BatchSummary",
+    "FhirScoring",
+    "drift_alert_source",
+    "open_predictor",
+    "score_fhir_bundle",
+    "score_file",
+]
+
+#: the alert kinds an escalation policy's ``drift_alert`` condition reads: the inputs or
+#: scores moved (``data``), or the relation to outcomes did (``concept``)
+DRIFT_KINDS = ("data", "concept")
+
+
+def drift_alert_source(workspace: Workspace) -> Callable[[str], bool]:
+    """Return release -> whether a drift alert is open or acknowledged on it (monitoring's store).
+
+    A drift alert is one of :data:`DRIFT_KINDS`; workflow and fairness alerts route
+    cases through monitoring's own actions, not through this condition. The Predictor
+    caches the answer for ``status_ttl`` seconds, like the release status.
+    """
+    from clinical_mlops.monitoring.alerts import AlertStore
+
+    def open_drift(release: str) -> bool:
+        with AlertStore.open(workspace) as store:
+            return any(
+                a.kind in DRIFT_KINDS
+                for a in store.list(status=("open", "acknowledged"), release=release)
+            )
+
+    return open_drift
+
+
+def open_predictor(
+    workspace: Workspace,
+    *,
+    task: str | None = None,
+    site: str = "*",
+    release: str | None = None,
+    clock: Clock | None = None,
+    status_ttl: float = 2.0,
+) -> Predictor:
+    """Return the Predictor of ``task``'s live release, reading the release's drift alerts.
+
+    The one way a service, a batch run or the demo opens a Predictor: its escalation
+    policy's ``drift_alert`` condition sees monitoring's open drift alerts on the served
+    release (see :func:`drift_alert_source`). Raises as :meth:`Predictor.open` does.
+    """
+    return Predictor.open(
+        workspace,
+        task=task,
+        site=site,
+        release=release,
+        clock=clock,
+        status_ttl=status_ttl,
+        drift_alerts=drift_alert_source(workspace),
+    )
 
 
 @dataclass(frozen=True)
@@ -126,4 +184,5 @@ def score_file(
         task=task,
         site=site,
         progress=progress,
+        drift_alerts=drift_alert_source(workspace),
     )

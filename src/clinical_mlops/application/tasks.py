@@ -55,6 +55,7 @@ __all__ = [
     "TableDraft",
     "check_task",
     "draft_from_table",
+    "escalation_summary",
     "init_task_from_table",
     "require_trainable",
     "trainability_problems",
@@ -107,6 +108,31 @@ def _baseline_summary(spec: TaskSpec) -> str:
     return str(declared)
 
 
+def escalation_summary(spec: TaskSpec) -> str:
+    """Return the task's declared escalation policy in one line (resolved per release later)."""
+    policy = spec.escalation
+    near = policy.near_threshold
+    conditions = []
+    for c in policy.review_on:
+        if c == "near_threshold":
+            band = (
+                f"declared band {near.band[0]:g}-{near.band[1]:g}"
+                if near.band is not None
+                else f"band sized to hold {policy.band_share_per_100:g} in 100 held-out stays"
+            )
+            c = f"{c} ({band})"
+        conditions.append(c)
+    beyond = (
+        "cases beyond it are flagged review_deferred, not queued"
+        if policy.beyond_budget == "defer"
+        else "every case meeting a condition is queued"
+    )
+    return (
+        f"review on {', '.join(conditions) or 'nothing'}; budget "
+        f"{policy.max_reviews_per_100:g} per 100 stays; {beyond}"
+    )
+
+
 def check_task(name_or_path: str) -> dict[str, Any]:
     """Return the summary of a task spec that training would accept; raise what it would not.
 
@@ -126,6 +152,8 @@ def check_task(name_or_path: str) -> dict[str, Any]:
         "approved_features": len(spec.approved_features),
         "source": "table" if spec.table is not None else "raw events",
         "clinical_baseline": _baseline_summary(spec),
+        "escalation": spec.escalation.model_dump(mode="json"),
+        "escalation_summary": escalation_summary(spec),
     }
 
 

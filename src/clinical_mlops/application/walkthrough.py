@@ -9,7 +9,10 @@ clinically reviewed -> three approvals by three other people -> approved for lim
 rollout with a pilot site -> approved. Every step is a ledger event naming the person
 and role.
 
-:func:`score_test_set` scores the locked test stays through the Predictor, audited.
+:func:`score_test_set` scores the locked test stays through the Predictor, audited, and
+counts what the bedside would see: alerts per 100 stays (risk at or above the release's
+threshold) beside reviews per 100 (cases the release's escalation policy queued for a
+clinician), with the policy and the conformal sets' coverage guarantee in words.
 Each test stay becomes a demo patient (identifier ``demo-stay-<id>``) with consent for
 direct care, granted through :func:`~clinical_mlops.application.privacy.grant_consent`
 (so the ledger holds each grant's ``consent_recorded`` entry), and is scored in batches
@@ -25,6 +28,7 @@ from typing import Any
 
 from clinical_mlops.application.governance import acknowledge_risk, release_risks
 from clinical_mlops.application.privacy import consent_in_force, grant_consent
+from clinical_mlops.application.scoring import open_predictor
 from clinical_mlops.application.services import Services
 from clinical_mlops.clock import Clock
 from clinical_mlops.features.snapshot import locked_test_stays, open_snapshot
@@ -33,7 +37,8 @@ from clinical_mlops.governance.policy import run_gates
 from clinical_mlops.registry.bundle import build_bundle
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving.cds_hooks import card_for
-from clinical_mlops.serving.predictor import MAX_BATCH, PredictionRequest, Predictor
+from clinical_mlops.serving.predictor import MAX_BATCH, PredictionRequest
+from clinical_mlops.tasks.spec import EscalationPolicy
 from clinical_mlops.vocabulary import Role
 from clinical_mlops.workspace import Workspace
 
@@ -78,15 +83,31 @@ DEMO_JUSTIFICATION = {
 
 
 def govern_demo_release(
-    workspace: Workspace, *, model_version: str, clock: Clock | None = None
+    workspace: Workspace,
+    *,
+    model_version: str,
+    clock: Clock | None = None,
+    threshold: float | None = None,
+    escalation: EscalationPolicy | None = None,
 ) -> dict[str, Any]:
-    """Return the ``registry show`` view of a release taken from model to ``approved``."""
+    """Return the ``registry show`` view of a release taken from model to ``approved``.
+
+    ``threshold`` and ``escalation`` replace the task spec's operating threshold and
+    escalation policy for this release.
+    """
     comp, author, eng, clin = DEMO_PEOPLE
     with Registry.open(workspace, clock=clock) as reg, Governance(reg) as gov:
         for person, (role, _) in DEMO_PEOPLE.items():
             if role not in gov.roles_of(person):
                 gov.grant_roles(person, roles=[role], actor=comp, why="demo team")
-        bundle = build_bundle(workspace, model_version=model_version, author=author, clock=clock)
+        bundle = build_bundle(
+            workspace,
+            model_version=model_version,
+            author=author,
+            clock=clock,
+            threshold=threshold,
+            escalation=escalation,
+        )
         rel = gov.register(bundle, actor=author, why="demo release")
         v = rel.version
         for risk in release_risks(gov, v):
@@ -110,10 +131,16 @@ def govern_demo_release(
 
 
 def score_test_set(workspace: Workspace, *, site: str, requester: str) -> dict[str, Any]:
-    """Return counts, timing and a sample card after scoring every locked test stay."""
+    """Return counts, workload, timing and a sample card after scoring every locked test stay.
+
+    ``workload``: alerts and reviews per 100 scored stays as served (a review is a case
+    the release's policy queued: an ``escalation`` entry; ``deferred`` met a condition
+    beyond the review budget), the policy's and the conformal sets' statements, and the
+    validation report's reviews per 100 when the report gives it.
+    """
     import time
 
-    with Predictor.open(workspace, site=site) as p:
+    with open_predictor(workspace, site=site) as p:
         services = Services.using(workspace, ledger=p.ledger, clock=p.clock)
         sc = p.scorer(p.default)
         test = locked_test_stays(open_snapshot(workspace, sc.dataset_sha256))
@@ -160,6 +187,21 @@ def score_test_set(workspace: Workspace, *, site: str, requester: str) -> dict[s
             if sample
             else None
         )
+        shown = [r for r in results if r.status == "scored"]
+        per_100 = 100.0 / max(len(shown), 1)
+        report = sc.bundle.read_json("report.json")
+        workload = {
+            "scored": len(shown),
+            "alerts_per_100": round(per_100 * sum(bool(r.above_threshold) for r in shown), 2),
+            "reviews_per_100": round(per_100 * sum(r.escalated for r in shown), 2),
+            "deferred_per_100": round(
+                per_100 * sum("review_deferred" in r.flags for r in shown), 2
+            ),
+            "threshold": sc.threshold,
+            "policy": sc.policy.statement(),
+            "coverage": sc.model.conformal.to_dict()["guarantee"],
+            "report_reviews_per_100": (report.get("workload") or {}).get("reviews_per_100"),
+        }
         return {
             "release": p.default,
             "n": len(results),
@@ -168,6 +210,7 @@ def score_test_set(workspace: Workspace, *, site: str, requester: str) -> dict[s
                 for s in ("scored", "shadow", "fallback", "refused")
             },
             "escalated": sum(r.escalated for r in results),
+            "workload": workload,
             "seconds": round(elapsed, 2),
             "rows_per_second": round(len(results) / elapsed, 1) if elapsed else None,
             "first_seq": min(

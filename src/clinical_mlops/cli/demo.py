@@ -94,6 +94,28 @@ def render_serving(summary: dict) -> None:
         f"{summary['rows_per_second']} rows/s with one signed audit record per row",
         highlight=False,
     )
+    work = summary.get("workload")
+    if work:
+        out_console.print(
+            f"[bold]workload[/] of the {work['scored']} stays shown: "
+            f"{work['alerts_per_100']:.1f} alerts per 100 (risk at or above "
+            f"{work['threshold']:.0%}) and {work['reviews_per_100']:.1f} reviews per 100 "
+            f"queued for a clinician ({work['deferred_per_100']:.1f} per 100 deferred beyond "
+            "the review budget)",
+            highlight=False,
+        )
+        if work.get("report_reviews_per_100") is not None:
+            out_console.print(
+                f"  validation report: {work['report_reviews_per_100']:.1f} reviews per 100 "
+                "test stays",
+                highlight=False,
+            )
+        out_console.print(f"  escalation policy: {work['policy']}", highlight=False, markup=False)
+        out_console.print(
+            f"  conformal sets, shown with every risk: {work['coverage']}",
+            highlight=False,
+            markup=False,
+        )
     card = summary.get("card")
     if card:
         out_console.print("[bold]sample card[/] (highest risk):", highlight=False)

@@ -117,7 +117,7 @@ def bundle_cmd(
         threshold=threshold,
         escalation=escalation,
     )
-    policy = b.deployment.get("escalation") or {}
+    policy = b.deployment["escalation"]
     _emit(
         {
             "path": str(b.path),
@@ -127,7 +127,7 @@ def bundle_cmd(
             "escalation": policy,
         },
         json_,
-        f"bundle {b.sha256[:12]} at {b.path}\n{policy.get('statement', '')}".rstrip(),
+        f"bundle {b.sha256[:12]} at {b.path}\nescalation: {policy['statement']}",
     )
 
 

@@ -82,9 +82,9 @@ def serve_command(
     """
     import uvicorn
 
+    from clinical_mlops.application.scoring import open_predictor
     from clinical_mlops.http.app import create_app
     from clinical_mlops.serving.auth import AuthConfig
-    from clinical_mlops.serving.predictor import Predictor
 
     if (tls_cert is None) != (tls_key is None):
         raise typer.BadParameter("give both --tls-cert and --tls-key, or neither")
@@ -95,7 +95,7 @@ def serve_command(
         audience=audience,
         issuer=jwt_issuer,
     )
-    predictor = Predictor.open(workspace_from(workspace), task=task, site=site)
+    predictor = open_predictor(workspace_from(workspace), task=task, site=site)
     scheme = "https" if tls_cert else "http"
     # CDS Hooks reads a call's missing data only from the FHIR servers named here
     fhir_servers = [u.strip() for u in os.environ.get(FHIR_SERVERS_ENV, "").split(",") if u.strip()]

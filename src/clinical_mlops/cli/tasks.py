@@ -117,3 +117,4 @@ def check_command(
         f"{result['source']}, clinical baseline {result['clinical_baseline']} "
         f"(spec sha256 {result['spec_sha256'][:12]})"
     )
+    out_console.print(f"escalation: {result['escalation_summary']}", highlight=False)

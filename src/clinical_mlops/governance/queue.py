@@ -3,10 +3,11 @@
 A *case* is what a clinician reviews: the predictions of one patient routed to human
 review by ``escalation`` ledger entries of scope ``case``. Two writers route
 predictions: the Predictor, right after the ``inference`` entry in the same batch (same
-time, same subject, same request id), when the prediction itself is doubtful
-(``vocabulary.ESCALATE_ON``); and monitoring, later, naming the prediction's audit seq,
-when an alert on the release routes its recent cases (``monitoring.escalation``). A
-prediction routed both ways is in its case once, with both reasons.
+time, same subject, same request id), when the prediction meets a review condition of
+the release's escalation policy within its budget (``vocabulary.REVIEW_REASONS``); and
+monitoring, later, naming the prediction's audit seq, when an alert on the release routes
+its recent cases (``monitoring.escalation``). A prediction routed both ways is in its
+case once, with both reasons.
 
 One case per patient and encounter while it is open: a prediction escalated for the
 same patient and the same EHR encounter (the encounter pseudonym its inference record
@@ -59,7 +60,7 @@ import sqlalchemy as sa
 from clinical_mlops.errors import EntryNotFound, PredictionNotFound, SubjectErased, ValueInvalid
 from clinical_mlops.ledger import EntryView, Ledger
 from clinical_mlops.ledger.store import entries
-from clinical_mlops.vocabulary import ESCALATE_ON, FLAGS
+from clinical_mlops.vocabulary import FLAGS, REVIEW_REASONS
 
 __all__ = [
     "DECISIVE_ACTIONS",
@@ -83,12 +84,13 @@ __all__ = [
 CaseState = Literal["open", "decided", "all"]
 #: actions that decide a case; ``escalate`` keeps it open (sent to senior review)
 DECISIVE_ACTIONS = ("accept", "override")
-#: why a case was escalated -> words: the Predictor's flags (``vocabulary.ESCALATE_ON``)
-#: and a monitoring alert on the release (``monitoring.escalation.escalate_cases``)
-ESCALATION_REASONS: dict[str, str] = dict(ESCALATE_ON) | {
+#: why a case was escalated -> words: the review conditions of the release's escalation
+#: policy (``vocabulary.REVIEW_REASONS``) and a monitoring alert on the release
+#: (``monitoring.escalation.escalate_cases``)
+ESCALATION_REASONS: dict[str, str] = {str(k): v for k, v in REVIEW_REASONS.items()} | {
     "monitoring_alert": "monitoring alert on the release"
 }
-_WORDS_TO_FLAG = {words: flag for flag, words in ESCALATE_ON.items()}
+_WORDS_TO_FLAG = {words: str(flag) for flag, words in REVIEW_REASONS.items()}
 #: how a queue can be ordered -> what comes first (ties: longest waiting, then oldest case)
 QUEUE_SORTS: dict[str, str] = {
     "risk": "highest estimated risk (the calibrated probability of the newest prediction) first",

@@ -6,7 +6,7 @@ the FHIR adapters (``serving.fhir``) and ``clinical-mlops serve`` are thin shell
 parse input, call it, and render its result. Every prediction it returns has one
 ``inference`` record in the audit ledger that :func:`~clinical_mlops.serving.replay.replay_inference`
 can recompute bit for bit from stored artifacts alone. Nothing here needs a web framework.
-Its flags and escalation conditions are words of :mod:`clinical_mlops.vocabulary` (``FLAGS``, ``ESCALATE_ON``).
+Its flags and escalation conditions are words of :mod:`clinical_mlops.vocabulary` (``FLAGS``, ``REVIEW_REASONS``).
 """
 
 from clinical_mlops.serving.predictor import (

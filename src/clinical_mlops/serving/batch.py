@@ -216,6 +216,7 @@ def score_file(
     task: str | None = None,
     site: str = "*",
     progress: Callable[[int, int], None] | None = None,
+    drift_alerts: Callable[[str], bool] | None = None,
 ) -> BatchSummary:
     """Score every request of ``source`` and write the results to ``output`` (JSON Lines).
 
@@ -224,14 +225,16 @@ def score_file(
     ``progress`` is called with (rows done, rows in all) after each chunk. A run that
     stopped part way (killed, or failed) is resumed by calling again with the same
     ``source`` and ``output``: requests it recorded are written from the ledger, not
-    scored twice (see the module docstring).
+    scored twice (see the module docstring). ``drift_alerts``: see :meth:`Predictor.open`.
     """
     started = time.perf_counter()
     run = _Run(output)
     run.acquire()
     try:
         digest = _file_sha256(source)
-        with Predictor.open(workspace, task=task, site=site) as predictor:
+        with Predictor.open(
+            workspace, task=task, site=site, drift_alerts=drift_alerts
+        ) as predictor:
             ledger = predictor.ledger
             state = run.load(origin=ledger.origin)
             same_file = state is not None and state.get("source_sha256") == digest

@@ -19,8 +19,14 @@ For every request, in this order:
    never an error; a site without a release is refused;
 6. scoring on the arrays path (``TrainedModel.apply_matrix``): calibrated
    probability, conformal set, flags, exact contributions in clinical words;
-7. escalation on the declared conditions (:data:`~clinical_mlops.vocabulary.ESCALATE_ON`): the case is routed
-   to human review with an ``escalation`` ledger event;
+7. escalation under the release's declared policy (the task spec's ``escalation``
+   section, resolved for the release and signed in its ``deployment.json``; see
+   :mod:`clinical_mlops.modeling.escalation`): a case meeting a review condition within
+   the review budget is routed to human review with an ``escalation`` ledger event
+   naming the reasons; one beyond the budget is flagged ``review_deferred`` and not
+   queued. The ``drift_alert`` condition reads whether a drift alert is open on the
+   served release through the ``drift_alerts`` callable the application layer gives
+   (re-read at most every ``status_ttl`` seconds);
 8. exactly one ``inference`` ledger entry per scored request carrying every R-A1
    field, written durably before the answer is returned; refusals and fallbacks
    have their own entry types. A batch is written in one transaction, so a
@@ -41,7 +47,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -66,6 +72,7 @@ from clinical_mlops.governance.rollout import ServingDecision, serving_decision
 from clinical_mlops.hashing import FinitePayload, is_text
 from clinical_mlops.ledger import EntryView, Ledger, NewEntry
 from clinical_mlops.ledger.claims import new_request_ids
+from clinical_mlops.modeling.escalation import ResolvedEscalation, input_flags
 from clinical_mlops.modeling.explain import EXPLANATION_FORMAT
 from clinical_mlops.modeling.model import Explainer
 from clinical_mlops.modeling.trained import TrainedModel
@@ -75,7 +82,7 @@ from clinical_mlops.registry.registry import Registry, Release
 from clinical_mlops.registry.task_choice import registered_task
 from clinical_mlops.serving.inputs import CheckedInputs, InputSchema
 from clinical_mlops.tasks.spec import TaskSpec
-from clinical_mlops.vocabulary import ESCALATE_ON, RefusalCode
+from clinical_mlops.vocabulary import REVIEW_REASONS, Flag, RefusalCode
 from clinical_mlops.workspace import Workspace
 
 _log = logging.getLogger(__name__)
@@ -255,6 +262,7 @@ class ReleaseScorer:
         self.threshold = bundle.threshold
         if not math.isfinite(self.threshold):
             raise ReleaseNotServable(f"release {release}: its threshold is not a finite number")
+        self.policy: ResolvedEscalation = _policy_of(bundle, release)
         rel = bundle.release
         self.model_version = str(rel["model_version"])
         self.dataset_sha256 = str(rel["snapshot_id"])
@@ -269,6 +277,11 @@ class ReleaseScorer:
         # Compile the TreeSHAP tables now (a fraction of a second), not on the first request.
         self.explainer = self.model.scorer.explainer
 
+    @property
+    def watches_drift(self) -> bool:
+        """True when the release's policy routes cases while a drift alert is open."""
+        return Flag.DRIFT_ALERT in self.policy.review_on
+
     def score(
         self,
         checked: Sequence[CheckedInputs],
@@ -276,11 +289,15 @@ class ReleaseScorer:
         *,
         explain: bool,
         method: Explainer | None = None,
+        drift_alert: bool = False,
     ) -> list[dict[str, Any]]:
-        """Return the core of each prediction: scores, set, flags, contributions, words.
+        """Return the core of each prediction: scores, set, flags, routing, contributions, words.
 
         The same function serves and replays, so a replay recomputes exactly what was served
-        (``method``: how the record's contributions were computed, see ``TreeModel``).
+        (``method``: how the record's contributions were computed, see ``TreeModel``;
+        ``drift_alert``: whether a drift alert was open on the release, as recorded).
+        ``escalation`` holds the reason words of the review conditions a case meets, in
+        the policy's order, when it is queued; empty otherwise.
         """
         X = self.schema.encode([c.values for c in checked])
         pred = self.model.apply_matrix(X, explain=explain, method=method)
@@ -294,8 +311,22 @@ class ReleaseScorer:
             )
         names = list(self.model.preprocessor.features)
         keys = [*names, "bias"]
+        early = self.spec.prediction_time_hours
+        flag_arrays = input_flags(
+            pred.p_cal,
+            pred.sets,
+            missing_count=np.array([len(c.missing) for c in checked], dtype=np.int64),
+            n_features=len(names),
+            max_missing=self.max_missing,
+            out_of_range=np.array([bool(c.out_of_profile) for c in checked], dtype=bool),
+            too_early=np.array([h is not None and h < early for h in hours], dtype=bool),
+        )
+        routing = self.policy.route(pred.p_cal, flag_arrays, drift_alert=drift_alert)
+        flag_rows = np.column_stack(list(flag_arrays.values())).tolist()
+        flag_names = [str(f) for f in flag_arrays]
         margins, p_raws, p_cals = pred.margin.tolist(), pred.p_raw.tolist(), pred.p_cal.tolist()
         sets = pred.sets.tolist()
+        queued, deferred = routing.queued.tolist(), routing.deferred.tolist()
         rows, tops = None, None
         if pred.contributions is not None:
             rows = pred.contributions.tolist()
@@ -303,17 +334,13 @@ class ReleaseScorer:
         out = []
         for i, c in enumerate(checked):
             conformal_set = _SET_WORDS.get((bool(sets[i][0]), bool(sets[i][1])), [])
-            flags: list[str] = []
-            if len(conformal_set) != 1:
-                flags += ["low_confidence", "ambiguous_set" if conformal_set else "empty_set"]
-            if c.out_of_profile:
-                flags.append("out_of_range")
-            if c.missing:
-                flags.append("missing_inputs")
-            h = hours[i]
-            too_early = h is not None and h < self.spec.prediction_time_hours
-            if len(c.missing) / len(names) > self.max_missing or too_early:
-                flags.append("out_of_scope")
+            flags = [f for f, on in zip(flag_names, flag_rows[i], strict=True) if on]
+            reasons = routing.reasons(i)
+            for live in (Flag.NEAR_THRESHOLD, Flag.DRIFT_ALERT):
+                if live in reasons:
+                    flags.append(str(live))
+            if deferred[i]:
+                flags.append(str(Flag.REVIEW_DEFERRED))
             p = p_cals[i]
             core: dict[str, Any] = {
                 "raw_score": margins[i],
@@ -324,7 +351,7 @@ class ReleaseScorer:
                 "above_threshold": p >= self.threshold,
                 "risk": risk_category(p, self.threshold),
                 "completeness": round(c.completeness, 6),
-                "escalation": [ESCALATE_ON[f] for f in flags if f in ESCALATE_ON],
+                "escalation": [REVIEW_REASONS[r] for r in reasons] if queued[i] else [],
             }
             if rows is not None and tops is not None:
                 contrib = dict(zip(keys, rows[i], strict=True))
@@ -381,6 +408,29 @@ class ReleaseScorer:
         }
 
 
+def _policy_of(bundle: Bundle, release: str) -> ResolvedEscalation:
+    """Return the escalation policy signed in the release's ``deployment.json``.
+
+    A bundle built before escalation policies were declared per release names none: it
+    is refused (rebuild the release from its model, which resolves the task's policy),
+    never served under a policy nobody approved.
+    """
+    found = bundle.deployment.get("escalation")
+    if not isinstance(found, dict):
+        raise ReleaseNotServable(
+            f"release {release}: its bundle declares no escalation policy (deployment.json has "
+            "no 'escalation'); build a new release of the model with `clinical-mlops registry "
+            "bundle`, which records the task's policy, and take it through the gates"
+        )
+    try:
+        return ResolvedEscalation.from_json(found)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ReleaseNotServable(
+            f"release {release}: its bundle's escalation policy cannot be read ({exc}); "
+            "build a new release"
+        ) from None
+
+
 def _spec_of(bundle: Bundle) -> TaskSpec:
     """Return the installed task spec, if its input contract is the one signed in the bundle.
 
@@ -426,6 +476,7 @@ class Predictor:
         release: str | None = None,
         clock: Clock | None = None,
         status_ttl: float = 2.0,
+        drift_alerts: Callable[[str], bool] | None = None,
     ):
         self.workspace = workspace
         self.task = task or ""  # or the workspace's one task, found once the registry is open
@@ -439,6 +490,8 @@ class Predictor:
         self._manifest: dict[str, Any] = {}
         self._manifest_at = -math.inf
         self._statuses: dict[str, str] = {}
+        self._drift_alerts = drift_alerts
+        self._drift: dict[str, tuple[float, bool]] = {}
         try:
             self.task = registered_task(self.registry, task, release=release)
             self.default = self._initial_release()
@@ -472,18 +525,28 @@ class Predictor:
         release: str | None = None,
         clock: Clock | None = None,
         status_ttl: float = 2.0,
+        drift_alerts: Callable[[str], bool] | None = None,
     ) -> Predictor:
         """Return a predictor for ``task``'s active release (or ``release``), verified on load.
 
         Without ``task``, the task of ``release``, or the one task the workspace has
-        releases of (several tasks: ``ReleaseNotServable``, name one).
+        releases of (several tasks: ``ReleaseNotServable``, name one). ``drift_alerts``
+        answers whether a drift alert is open (or acknowledged) on a release, for policies
+        that review on ``drift_alert`` (monitoring's, supplied by the application layer:
+        ``application.scoring.open_predictor``); without it no drift alert is ever seen.
 
         Raises ``ReleaseNotServable`` when there is no release in a servable status, and
         ``BundleSignatureInvalid`` when its bundle fails verification — a service must
         refuse to start on either.
         """
         return cls(
-            workspace, task=task, site=site, release=release, clock=clock, status_ttl=status_ttl
+            workspace,
+            task=task,
+            site=site,
+            release=release,
+            clock=clock,
+            status_ttl=status_ttl,
+            drift_alerts=drift_alerts,
         )
 
     def close(self) -> None:
@@ -557,6 +620,23 @@ class Predictor:
     def status_of(self, release: str) -> str:
         """Return the registry status of ``release`` as last read."""
         return self._statuses.get(release, "unknown")
+
+    def drift_alert_open(self, release: str) -> bool:
+        """Return whether a drift alert is open on ``release``, read at most every ``status_ttl`` s.
+
+        Read only for a release whose policy reviews on ``drift_alert``; a predictor given
+        no ``drift_alerts`` source sees none.
+        """
+        if self._drift_alerts is None or not self.scorer(release).watches_drift:
+            return False
+        with self._lock:
+            seen = self._drift.get(release)
+        if seen is not None and time.monotonic() - seen[0] <= self.status_ttl:
+            return seen[1]
+        found = bool(self._drift_alerts(release))
+        with self._lock:
+            self._drift[release] = (time.monotonic(), found)
+        return found
 
     def models(self) -> list[dict[str, Any]]:
         """Return the task's releases with status and where they run (for ``GET /v1/models``)."""
@@ -897,12 +977,15 @@ class Predictor:
             to_score.setdefault(release, []).append(i)
 
         cores: dict[int, dict[str, Any]] = {}
+        drift_of: dict[str, bool] = {}
         for release, idx in to_score.items():
             sc = self.scorer(release)
+            drift_of[release] = self.drift_alert_open(release)
             scored = sc.score(
                 [checked[i] for i in idx],
                 [requests[i].hours_since_admission for i in idx],
                 explain=explain,
+                drift_alert=drift_of[release],
             )
             cores.update(zip(idx, scored, strict=True))
 
@@ -949,6 +1032,8 @@ class Predictor:
                 continue
             core = cores[i]
             shown = decision.show_to_clinician
+            # recorded when the policy reads it, so a replay routes the case as it was routed
+            watched = {"drift_alert": drift_of[release]} if sc.watches_drift else {}
             # Every number here is finite: inputs are checked, model outputs by ``score``.
             payload = FinitePayload(
                 format=PREDICTION_FORMAT,
@@ -974,6 +1059,7 @@ class Predictor:
                 requester=requester,
                 purpose=r.purpose,
                 request_id=ids[i],
+                **watched,
                 **context_of.get(i, {}),
             )
             entries.append(

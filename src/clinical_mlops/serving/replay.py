@@ -5,7 +5,9 @@ SHA-256) and carries the checked inputs in declared units. Replay opens the
 entry (decrypting its payload with the subject's data key), loads *that* bundle
 from the workspace's bundle folder — verified as it was at the time of the
 inference: hashes, Ed25519 signature, validity then — and recomputes the
-prediction through the very function that served it. The result lists every
+prediction through the very function that served it — scores, set, flags and the
+routing under the release's signed escalation policy (with the drift-alert state the
+record carries). The result lists every
 compared field and, when something differs, exactly what and why; a payload
 that can no longer be read (the patient was erased, or retention purged it) is
 reported as such, not as a mismatch.
@@ -122,7 +124,14 @@ def replay_entry(ledger: Ledger, seq: int, *, scorers: _Scorers) -> ReplayResult
     # Contributions are recomputed the way the record's were: records from before the method
     # was recorded were explained by XGBoost's pred_contribs (tree models) or linearly.
     method = stored_explanation.get("method") or _legacy_explainer(scorer)
-    core = scorer.score([checked], [hours], explain=explain, method=method if explain else None)[0]
+    core = scorer.score(
+        [checked],
+        [hours],
+        explain=explain,
+        method=method if explain else None,
+        # the routing depends on whether a drift alert was open then, as the record says
+        drift_alert=bool(p.get("drift_alert", False)),
+    )[0]
     if explain and "method" not in stored_explanation:
         core["explanation"] = {k: v for k, v in core["explanation"].items() if k != "method"}
     differences = []

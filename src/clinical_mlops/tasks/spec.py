@@ -64,6 +64,8 @@ __all__ = [
     "Thresholds",
     "Window",
     "builtin_tasks",
+    "escalation_from_mapping",
+    "load_escalation",
     "load_sealed_task",
     "load_task",
 ]
@@ -1282,6 +1284,56 @@ def load_task(name_or_path: str | Path) -> TaskSpec:
         problem = getattr(exc, "problem", None) or str(exc)
         raise TaskSpecInvalid(source, [(where, f"malformed YAML: {problem}")]) from None
     return task_from_mapping(data, source=source)
+
+
+def escalation_from_mapping(data: Any, *, source: str) -> EscalationPolicy:
+    """Validate a parsed mapping as an escalation policy, raising ``TaskSpecInvalid``.
+
+    ``data`` is the ``escalation`` section itself or a mapping holding it under
+    ``escalation`` (a task spec, or a file with that one section). Each problem names
+    its field as a task spec would (``escalation.near_threshold.band``).
+    """
+    if isinstance(data, dict) and set(data) == {"escalation"}:
+        data = data["escalation"]
+    if not isinstance(data, dict):
+        raise TaskSpecInvalid(
+            source,
+            [
+                (
+                    "escalation",
+                    f"expected a mapping (the escalation section), got {type(data).__name__}",
+                )
+            ],
+        )
+    try:
+        return EscalationPolicy.model_validate(data)
+    except ValidationError as exc:
+        problems: list[tuple[str, str]] = []
+        for err in exc.errors():
+            loc = ".".join(["escalation", *(str(p) for p in err["loc"])])
+            msg = err["msg"].removeprefix("Value error, ")
+            head, _, rest = msg.partition(": ")
+            if head.startswith("escalation") and rest:  # the validator names its own field
+                loc, msg = head, rest
+            problems.append((loc, msg))
+        raise TaskSpecInvalid(source, problems) from None
+
+
+def load_escalation(path: str | Path) -> EscalationPolicy:
+    """Return the escalation policy in a YAML file (the ``escalation`` section of a task spec)."""
+    candidate = Path(path)
+    try:
+        text = candidate.read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError):
+        raise TaskSpecInvalid(str(candidate), [("(file)", "no such file")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(unknown position)"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise TaskSpecInvalid(str(candidate), [(where, f"malformed YAML: {problem}")]) from None
+    return escalation_from_mapping(data, source=str(candidate))
 
 
 def load_sealed_task(name: str, sealed: Path) -> TaskSpec:
