@@ -11,7 +11,7 @@ from monitoring_world import score_now
 
 from clinical_mlops.monitoring.scenarios import ScoredStays, scored_test_stays
 from clinical_mlops.workspace import Workspace
-from registry_helpers import meta_backend, trained  # noqa: F401
+from registry_helpers import REVIEW_UNSURE, meta_backend, trained  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +33,8 @@ def governed(trained: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
 
     ws = Workspace.open(tmp_path_factory.mktemp("governed"))
     shutil.copytree(trained[0] / "artifacts", ws.root / "artifacts", dirs_exist_ok=True)
-    shown = govern_demo_release(ws, model_version=trained[1])
+    # Queue every unsure case, so the small test model gives the monitor a review workload.
+    shown = govern_demo_release(ws, model_version=trained[1], escalation=REVIEW_UNSURE)
     with Ledger.open(ws) as led:
         for i in range(120):
             record_consent(

@@ -16,6 +16,7 @@ from clinical_mlops.modeling.trained import TrainedModel, model_folder
 from clinical_mlops.registry import bundle as bundle_module
 from clinical_mlops.registry.bundle import build_bundle
 from clinical_mlops.registry.changes import classify_change
+from clinical_mlops.tasks.spec import load_task
 
 EVIDENCE = ("report.json", "report.html", "model_card.md", "model_card.html", "model_card.json")
 
@@ -202,3 +203,26 @@ def test_a_policy_file_with_a_bad_field_is_refused_naming_it(fresh_workspace, tr
         assert any(where == field for where, _ in refused.value.problems), refused.value
         assert str(path) in str(refused.value)
     assert not [p for p in ws.bundles_dir.iterdir() if not p.name.startswith(".")]
+
+
+def test_gate_2_holds_a_release_to_its_own_budget_when_acceptance_declares_none(
+    fresh_workspace, trained, clock
+):
+    from clinical_mlops.governance.policy import gate_metrics
+    from clinical_mlops.tasks.spec import EscalationPolicy
+
+    ws = fresh_workspace("g2-own")
+    assert load_task("icu_mortality_48h").acceptance.max_reviews_per_100 is None
+    tight = EscalationPolicy.model_validate(
+        {"review_on": ["missing_inputs"], "max_reviews_per_100": 1, "beyond_budget": "queue"}
+    )
+    b = build_bundle(ws, model_version=trained[1], author="eli", escalation=tight, clock=clock)
+    reviews = float(b.report().workload.reviews_per_100)
+    assert reviews > 1  # queue keeps every case, so the measured load exceeds the budget
+    assert (
+        f"clinician reviews per 100 test stays {reviews:.2f} > maximum 1 "
+        "(the release's escalation.max_reviews_per_100)" in gate_metrics(b).failures
+    )
+    roomy = tight.model_copy(update={"max_reviews_per_100": 100.0})
+    b2 = build_bundle(ws, model_version=trained[1], author="eli", escalation=roomy, clock=clock)
+    assert not [f for f in gate_metrics(b2).failures if "reviews" in f]
