@@ -635,9 +635,9 @@ def case_queue(
     case's first reason in :data:`ESCALATION_REASONS` order, then highest risk) or
     ``newest`` (newest escalation first); ties go to the longest waiting case. Any
     other value is refused with ``ValueInvalid`` naming ``sort`` and the allowed values.
-    ``reason`` is a key of :data:`ESCALATION_REASONS` (``empty_set``,
-    ``ambiguous_set``, ``out_of_scope``, ``monitoring_alert``) that any prediction of
-    the case was escalated for; ``site`` and ``release`` match the case's newest
+    ``reason`` is a key of :data:`ESCALATION_REASONS` (a review condition such as
+    ``near_threshold`` or ``out_of_scope``, or ``monitoring_alert``) that any prediction
+    of the case was escalated for; ``site`` and ``release`` match the case's newest
     prediction; ``min_age_hours`` keeps cases waiting at least that long (since their
     first escalation). Only per-case escalations are listed (a release-wide escalation
     is an alert, not a case); cases whose payloads were erased or purged are left out.
