@@ -38,8 +38,9 @@ def test_the_demo_queues_at_most_the_budget_and_routes_by_the_release_policy(
     summary = score_test_set(ws, site=PILOT_SITE, requester="system:demo-ehr")
     work = summary["workload"]
     assert work["scored"] == summary["by_status"]["scored"] == summary["n"]
-    budget = ICU.acceptance.max_reviews_per_100
-    assert budget == ICU.escalation.max_reviews_per_100 == 5
+    # gate 2 holds the release to its policy's budget: the spec declares no other ceiling
+    budget = ICU.escalation.max_reviews_per_100
+    assert budget == 5 and ICU.acceptance.max_reviews_per_100 is None
     assert work["reviews_per_100"] == round(100 * summary["escalated"] / work["scored"], 2)
     assert work["reviews_per_100"] <= budget
 

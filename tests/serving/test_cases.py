@@ -190,7 +190,12 @@ def test_http_scoring_with_an_encounter_gives_one_case_decided_once(world: dict[
         assert r.status_code == 200, r.text
         assert r.json()["escalated"]
         seqs.append(r.json()["audit_seq"])
-    listed = c.get("/v1/cases", headers=_bearer(world, "clinician"), params={"limit": 1000})
+    # newest first: the module's other cases may outrank this one by risk
+    listed = c.get(
+        "/v1/cases",
+        headers=_bearer(world, "clinician"),
+        params={"limit": 1000, "sort": "newest"},
+    )
     assert listed.status_code == 200, listed.text
     page = listed.json()
     # the module's other tests escalate too: the page holds the newest 1000, the total all
@@ -219,7 +224,9 @@ def test_http_scoring_with_an_encounter_gives_one_case_decided_once(world: dict[
     after = c.get("/v1/cases", headers=_bearer(world, "clinician"), params={"limit": 1000})
     assert after.json()["total"] == page["total"] - 1
     decided = c.get(
-        "/v1/cases", headers=_bearer(world, "clinician"), params={"state": "decided"}
+        "/v1/cases",
+        headers=_bearer(world, "clinician"),
+        params={"state": "decided", "sort": "newest"},
     ).json()
     assert [x["predictions"] for x in decided["cases"] if x["prediction_seq"] == seqs[0]] == [seqs]
     bad = c.get("/v1/cases", headers=_bearer(world, "clinician"), params={"reason": "bored"})
