@@ -50,7 +50,7 @@ def _as_of() -> dict[str, Any]:
         ],
         "acknowledged_risks": [
             {
-                "risk_id": "fairness:age_group:auroc_gap",
+                "risk": "fairness:age_group:auroc_gap",
                 "words": "AUROC gap 0.118 between age groups",
                 "actor": "dr.kim",
                 "role": "clinical",

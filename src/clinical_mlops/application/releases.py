@@ -78,16 +78,11 @@ def model_card(governance: Governance, version: str, *, fmt: str = "md") -> str:
     registry = governance.registry
     rel = registry.get(version)
     card = registry.bundle(rel.version).read_json("model_card.json")
-    # Acknowledged risks exist from the release of gate-3 acknowledgements on; a
-    # governance without them has none to show.
-    acknowledgements = getattr(governance, "risk_acknowledgements", None)
     as_of = {
         "rendered_at": utc_iso(governance.clock.now()),
         "release": rel.version,
         "status": rel.status,
         "approvals": [a.to_json() for a in governance.approvals(rel.version)],
-        "acknowledged_risks": (
-            [a.to_json() for a in acknowledgements(rel.version)] if acknowledgements else []
-        ),
+        "acknowledged_risks": [a.to_json() for a in governance.risk_acknowledgements(rel.version)],
     }
     return render_card(card, as_of=as_of, fmt=fmt)

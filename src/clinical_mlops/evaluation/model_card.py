@@ -211,7 +211,7 @@ def _with_ci(value: Any, ci: Any, digits: int = 1) -> str:
 
 def _escalation(report: ValidationReport) -> dict[str, Any]:
     """The report's resolved escalation policy as a dict (empty when the report has none)."""
-    esc = getattr(report, "escalation", None)
+    esc = report.escalation
     if esc is None:
         return {}
     return dict(esc.to_json() if hasattr(esc, "to_json") else esc)
@@ -247,16 +247,16 @@ def _key_results(report: ValidationReport, inp: EvaluationInput) -> list[dict[st
         ),
         _row(
             "Alerts per 100 patients",
-            _with_ci(wl.alerts_per_100, getattr(wl, "alerts_per_100_ci", None)),
+            _with_ci(wl.alerts_per_100, wl.alerts_per_100_ci),
             f"flags at threshold {t.threshold} the care team must act on",
         ),
     ]
-    reviews = getattr(wl, "reviews_per_100", None)
+    reviews = wl.reviews_per_100
     if reviews is not None:
         rows.append(
             _row(
                 "Reviews per 100 patients",
-                _with_ci(reviews, getattr(wl, "reviews_per_100_ci", None)),
+                _with_ci(reviews, wl.reviews_per_100_ci),
                 "cases routed to clinician review under the release's escalation policy",
             )
         )
@@ -286,7 +286,7 @@ def _workload(report: ValidationReport, inp: EvaluationInput) -> dict[str, Any]:
     rows = [
         _row(
             "Alerts per 100 patients",
-            _with_ci(wl.alerts_per_100, getattr(wl, "alerts_per_100_ci", None)),
+            _with_ci(wl.alerts_per_100, wl.alerts_per_100_ci),
             f"{fmt_num(wl.true_alerts_per_100, 1)} true and "
             f"{fmt_num(wl.false_alerts_per_100, 1)} false alerts per 100 at threshold {th}",
         ),
@@ -296,16 +296,16 @@ def _workload(report: ValidationReport, inp: EvaluationInput) -> dict[str, Any]:
             "number needed to evaluate at the operating threshold",
         ),
     ]
-    reviews = getattr(wl, "reviews_per_100", None)
+    reviews = wl.reviews_per_100
     if reviews is not None:
         rows.append(
             _row(
                 "Reviews per 100 patients",
-                _with_ci(reviews, getattr(wl, "reviews_per_100_ci", None)),
+                _with_ci(reviews, wl.reviews_per_100_ci),
                 "cases queued for clinician review",
             )
         )
-    deferred = getattr(wl, "deferred_per_100", None)
+    deferred = wl.deferred_per_100
     if deferred is not None:
         rows.append(
             _row(
@@ -314,7 +314,7 @@ def _workload(report: ValidationReport, inp: EvaluationInput) -> dict[str, Any]:
                 "met a review condition beyond the budget: flagged, not queued",
             )
         )
-    by_reason = getattr(wl, "reviews_by_reason", None) or {}
+    by_reason = wl.reviews_by_reason or {}
     for reason, per_100 in dict(by_reason).items():
         rows.append(
             _row(
@@ -637,12 +637,12 @@ def _as_of_view(as_of: dict[str, Any]) -> dict[str, Any]:
     for r in as_of.get("acknowledged_risks") or []:
         risks.append(
             {
-                "risk": r.get("risk_id") or r.get("risk") or r.get("id") or "—",
-                "words": r.get("words") or r.get("risk_words") or r.get("description") or "",
-                "person": r.get("actor") or r.get("person") or "—",
+                "risk": r.get("risk") or "—",
+                "words": r.get("words") or "",
+                "person": r.get("actor") or "—",
                 "role": r.get("role") or "—",
-                "reason": r.get("reason") or r.get("why") or "",
-                "time": r.get("at") or r.get("time"),
+                "reason": r.get("reason") or "",
+                "time": r.get("at"),
             }
         )
     return {
@@ -651,11 +651,11 @@ def _as_of_view(as_of: dict[str, Any]) -> dict[str, Any]:
         "status": str(as_of.get("status") or "unknown").replace("_", " "),
         "approvals": [
             {
-                "person": a.get("person") or a.get("actor") or "—",
+                "person": a.get("person") or "—",
                 "role": a.get("role") or "—",
                 "decision": a.get("decision") or "approve",
-                "why": a.get("why") or a.get("reason") or "",
-                "time": a.get("time") or a.get("at"),
+                "why": a.get("why") or "",
+                "time": a.get("time"),
             }
             for a in as_of.get("approvals") or []
         ],
