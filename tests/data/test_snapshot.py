@@ -50,7 +50,15 @@ def test_snapshot_holds_only_declared_features(reference):
     feats = reference.features()
     assert list(feats.columns) == ["stay_id", *SPEC.feature_names]
     cohort = reference.cohort()
-    assert list(cohort.columns) == ["stay_id", "real_year", "split", "death_48h", "ethnicity"]
+    assert list(cohort.columns) == [
+        "stay_id",
+        "real_year",
+        "split",
+        "death_48h",
+        "ethnicity",
+        "site",
+    ]
+    assert set(cohort["site"]) == {"north", "south", "east"}
     assert "subject_id" not in cohort.columns  # minimisation: source identifiers stay behind
 
 

@@ -79,7 +79,7 @@ def table(icu: Snapshot) -> pd.DataFrame:
     t = t.rename(
         columns={"heart_rate": "Heart Rate", "death_48h": "died_48h", "real_year": "admission_year"}
     )
-    return t.drop(columns=["stay_id", "split"])
+    return t.drop(columns=["stay_id", "split", "site"])
 
 
 @pytest.fixture(scope="module")

@@ -87,6 +87,7 @@ def _load_stays(source: RawSource) -> pd.DataFrame:
         adm.drop(columns=["subject_id"]), on="hadm_id", how="left", validate="many_to_one"
     )
     stays = stays.merge(pat, on="subject_id", how="left", validate="many_to_one")
+    stays["site"] = stays["site"].fillna(source.default_site).astype(str)
     # Index and first-stay judgements use every stay in the source.
     first_in_adm = stays.groupby("hadm_id")["intime"].transform("min")
     first_of_subject = stays.groupby("subject_id")["intime"].transform("min")
@@ -100,6 +101,7 @@ def _load_admissions(source: RawSource) -> pd.DataFrame:
     adm = source.read("admissions").to_pandas()
     pat = source.read("patients").to_pandas()
     units = adm.merge(pat, on="subject_id", how="left", validate="many_to_one")
+    units["site"] = units["site"].fillna(source.default_site).astype(str)
     units.insert(0, "stay_id", units["hadm_id"])
     first_of_subject = units.groupby("subject_id")["admittime"].transform("min")
     units["_first_of_patient"] = units["admittime"].eq(first_of_subject).to_numpy()

@@ -21,6 +21,13 @@ and ``service`` (``MED``, ``SURG``...) in ``admissions`` — read as null when a
 lacks them — and a fifth table ``diagnoses`` (subject_id, hadm_id, seq_num,
 icd10: every coded diagnosis of an admission).
 
+Every source says where its data come from: the optional ``site`` column of
+``admissions`` names the hospital (or unit) of each admission; where it is absent or
+null, ``source.json``'s ``site`` names the one site of the whole source, else the
+site is :data:`UNSPECIFIED_SITE`. The site is an evaluation stratum (validation per
+site, external validation, trials), never a model input unless a task declares it
+as a feature.
+
 Times are timezone-naive timestamps in the source's own (possibly shifted) time
 line; only differences between them and ``real_year`` carry meaning.
 ``source.json`` records where the data came from: ``source``, ``source_version``,
@@ -46,12 +53,15 @@ __all__ = [
     "OPTIONAL_SCHEMAS",
     "RAW_SCHEMAS",
     "RAW_TABLES",
+    "UNSPECIFIED_SITE",
     "RawSource",
     "read_source",
     "write_table",
 ]
 
 _TS = pa.timestamp("us")
+#: The site of data whose source names none (no ``site`` column, none in source.json).
+UNSPECIFIED_SITE = "unspecified"
 
 RAW_SCHEMAS: dict[str, pa.Schema] = {
     "patients": pa.schema(
@@ -111,6 +121,7 @@ OPTIONAL_COLUMNS: dict[str, pa.Schema] = {
             ("admission_type", pa.string()),
             ("discharge_location", pa.string()),
             ("service", pa.string()),
+            ("site", pa.string()),
         ]
     ),
 }
@@ -125,6 +136,7 @@ NULLABLE = {
         "admission_type",
         "discharge_location",
         "service",
+        "site",
     },
     "icustays": {"careunit"},
     "events": {"value", "stay_id"},
@@ -151,6 +163,12 @@ class RawSource:
         out = {"admissions": [self.table_path("admissions")]}
         out |= {n: [self.table_path(n)] for n in OPTIONAL_SCHEMAS if self.has(n)}
         return out
+
+    @property
+    def default_site(self) -> str:
+        """Return the site of admissions whose ``site`` is null (the source's one declared site)."""
+        declared = self.info.get("site")
+        return str(declared) if declared else UNSPECIFIED_SITE
 
     def read(self, name: str, columns: list[str] | None = None) -> pa.Table:
         """Return table ``name`` cast to the contract schema (optional columns null if absent)."""

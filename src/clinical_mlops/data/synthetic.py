@@ -44,7 +44,14 @@ import pyarrow as pa
 from clinical_mlops.data.raw import RAW_SCHEMAS, write_table
 from clinical_mlops.errors import ValueInvalid
 
-__all__ = ["GENERATOR_VERSION", "SyntheticConfig", "generate_source"]
+__all__ = [
+    "DEFAULT_SITES",
+    "GENERATOR_VERSION",
+    "SITES",
+    "SyntheticConfig",
+    "assign_sites",
+    "generate_source",
+]
 
 GENERATOR_VERSION = "clinical-mlops-synthetic-icu/1"
 
@@ -77,6 +84,12 @@ _MISSINGNESS = {
 # practice trend (negative = measured more often in later years).
 _MISSING_SEVERITY_SLOPE = {"lactate": -0.9, "albumin": -0.45, "bilirubin": -0.45, "gcs": -0.3}
 _MISSING_YEAR_SLOPE = {"lactate": -0.03, "albumin": -0.01}
+
+#: The simulated hospitals and their relative size. The default source holds the first
+#: three, whose pooled cohort reproduces the published figures; ``west`` is another
+#: hospital, generated on request (e.g. for external validation).
+SITES: dict[str, float] = {"north": 0.45, "south": 0.35, "east": 0.20, "west": 0.30}
+DEFAULT_SITES: tuple[str, ...] = ("north", "south", "east")
 
 # Extra stays, as a fraction of the eligible index stays, that each exclusion removes.
 _EXCLUDED_FRACTIONS = {
@@ -132,13 +145,33 @@ class SyntheticConfig:
     seed: int = 7
     scale: float = 1.0
     chunk_stays: int = 4_000
+    #: the hospitals to generate (names from :data:`SITES`); each contributes stays in
+    #: proportion to its size, the default three together the published totals at scale 1
+    sites: tuple[str, ...] = DEFAULT_SITES
 
     def __post_init__(self) -> None:
         if not 0.001 <= self.scale <= 1000:
             raise ValueInvalid(f"scale: expected a value between 0.001 and 1000, got {self.scale}")
+        unknown = [s for s in self.sites if s not in SITES]
+        if not self.sites or unknown or len(set(self.sites)) != len(self.sites):
+            raise ValueInvalid(
+                f"sites: expected one or more distinct names among {', '.join(SITES)}, got "
+                f"{', '.join(self.sites) or 'none'}"
+            )
+
+    @property
+    def size(self) -> float:
+        """Return the population size relative to the published cohort (scale × site share)."""
+        default = sum(SITES[s] for s in DEFAULT_SITES)
+        return self.scale * sum(SITES[s] for s in self.sites) / default
 
     def as_dict(self) -> dict[str, Any]:
-        return {"generator": GENERATOR_VERSION, "seed": self.seed, "scale": self.scale}
+        return {
+            "generator": GENERATOR_VERSION,
+            "seed": self.seed,
+            "scale": self.scale,
+            "sites": list(self.sites),
+        }
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -172,8 +205,8 @@ def _allocate(total: int, weights: np.ndarray) -> np.ndarray:
 
 
 def _population(cfg: SyntheticConfig, rng: np.random.Generator) -> pd.DataFrame:
-    n_train = round(_TRAIN_STAYS * cfg.scale)
-    n_test = round(_TEST_STAYS * cfg.scale)
+    n_train = round(_TRAIN_STAYS * cfg.size)
+    n_test = round(_TEST_STAYS * cfg.size)
     n_elig = n_train + n_test
     extra = {k: round(v * n_elig) for k, v in _EXCLUDED_FRACTIONS.items()}
 
@@ -691,6 +724,22 @@ def _support_values(
 # Entry point
 # ---------------------------------------------------------------------------------------
 
+_ADMISSIONS_WITH_SITE = RAW_SCHEMAS["admissions"].append(pa.field("site", pa.string()))
+
+
+def assign_sites(subject_ids: np.ndarray, sites: tuple[str, ...], *, seed: int) -> np.ndarray:
+    """Return the hospital of each row: one per patient, drawn in proportion to site size.
+
+    Every stay and admission of a patient is at the patient's hospital. The draw has its
+    own random stream, so the rest of the data do not depend on it.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 20_240_602]))
+    subjects = np.unique(subject_ids)
+    shares = np.array([SITES[s] for s in sites])
+    names = np.array(sites, dtype=object)
+    drawn = names[rng.choice(len(sites), size=len(subjects), p=shares / shares.sum())]
+    return np.asarray(drawn[np.searchsorted(subjects, subject_ids)], dtype=str)
+
 
 def generate_source(
     out_dir: str | Path,
@@ -707,6 +756,7 @@ def generate_source(
     seeds = np.random.SeedSequence([config.seed, 20_240_601]).spawn(3)
     pop = _population(config, np.random.default_rng(seeds[0]))
     measured = _measured(pop, np.random.default_rng(seeds[1]))
+    pop["site"] = assign_sites(pop["subject_id"].to_numpy(), config.sites, seed=config.seed)
 
     write_table(
         pa.Table.from_pandas(
@@ -729,10 +779,11 @@ def generate_source(
             "real_year": adm["real_year"].astype(np.int32),
             "age": adm["age"].astype(float),
             "diagnosis_icd10": adm["diagnosis_icd10"].astype(str),
+            "site": adm["site"].astype(str),
         }
     ).reset_index(drop=True)
     write_table(
-        pa.Table.from_pandas(adm_tab, schema=RAW_SCHEMAS["admissions"], preserve_index=False),
+        pa.Table.from_pandas(adm_tab, schema=_ADMISSIONS_WITH_SITE, preserve_index=False),
         out / "admissions.parquet",
     )
     icu = pop.sort_values("stay_id")

@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 
 from clinical_mlops.data.raw import OPTIONAL_COLUMNS, OPTIONAL_SCHEMAS, RAW_SCHEMAS, write_table
-from clinical_mlops.data.synthetic import _sigmoid
+from clinical_mlops.data.synthetic import DEFAULT_SITES, _sigmoid, assign_sites
 from clinical_mlops.data.synthetic import _solve_intercept as _intercept
 from clinical_mlops.errors import ValueInvalid
 
@@ -253,7 +253,16 @@ def generate_ward_source(out_dir: str | Path, *, config: WardConfig = WardConfig
         )
 
     adm = pd.concat(rows, ignore_index=True).sort_values("hadm_id").reset_index(drop=True)
-    _write(out, adm, pd.concat(diag_rows, ignore_index=True), subject, sex, ethnicity, rng)
+    _write(
+        out,
+        adm,
+        pd.concat(diag_rows, ignore_index=True),
+        subject,
+        sex,
+        ethnicity,
+        rng,
+        seed=config.seed,
+    )
     info = {
         "source": "synthetic-ward",
         "source_version": GENERATOR_VERSION,
@@ -275,6 +284,8 @@ def _write(
     sex: np.ndarray,
     ethnicity: np.ndarray,
     rng: np.random.Generator,
+    *,
+    seed: int,
 ) -> None:
     write_table(
         pa.Table.from_pandas(
@@ -304,6 +315,7 @@ def _write(
             "service": adm["service"],
         }
     )
+    admissions["site"] = assign_sites(admissions["subject_id"].to_numpy(), DEFAULT_SITES, seed=seed)
     schema = pa.schema(list(RAW_SCHEMAS["admissions"]) + list(OPTIONAL_COLUMNS["admissions"]))
     write_table(
         pa.Table.from_pandas(admissions, schema=schema, preserve_index=False),

@@ -41,7 +41,8 @@ class EvaluationInput:
     # candidate -> {"mean_auroc": float, "ci": [lo, hi], "folds": [float, ...]}
     cv: dict[str, dict[str, Any]]
     # stay_id, every spec feature as extracted (unimputed, NaN = not measured),
-    # the label column (spec.label.name), real_year, ethnicity, and the charted clinical
+    # the label column (spec.label.name), real_year, ethnicity, site (snapshots written before
+    # sites were recorded have none), and the charted clinical
     # score (tasks.spec.BASELINE_COLUMN) when the baseline is a table column.
     test_frame: pd.DataFrame
     y_true: np.ndarray  # int 0/1
@@ -95,6 +96,7 @@ def evaluation_input(
                 label,
                 "real_year",
                 "ethnicity",
+                *(["site"] if "site" in test.columns else []),
                 *([BASELINE_COLUMN] if BASELINE_COLUMN in test.columns else []),
             ]
         ].copy(),

@@ -6,7 +6,8 @@ from a prepared table (``data.table``).
 
 A snapshot is a folder ``artifacts/snapshots/<id>/`` holding
 
-* ``cohort.parquet``   — stay_id, real_year, split, label, ethnicity (for subgroup audits)
+* ``cohort.parquet``   — stay_id, real_year, split, label, ethnicity (for subgroup audits),
+  site (the hospital the stay belongs to: an evaluation stratum, never a model input)
   and, for a table whose clinical baseline is a column, that score (audit only)
 * ``features.parquet`` — stay_id and exactly the spec's approved features
 * ``contracts.json``   — every data-contract check that ran, with counts and examples
@@ -44,7 +45,7 @@ from clinical_mlops.data.cohort import (
     require_both_classes,
 )
 from clinical_mlops.data.contracts import ContractReport, check_features, check_leakage, check_raw
-from clinical_mlops.data.raw import RawSource, write_table
+from clinical_mlops.data.raw import UNSPECIFIED_SITE, RawSource, write_table
 from clinical_mlops.data.table import prepare_table
 from clinical_mlops.errors import ContractViolation, SnapshotNotFound, WorkspaceError
 from clinical_mlops.features.engine import (
@@ -344,7 +345,8 @@ def write_snapshot(
 ) -> Snapshot:
     """Write the snapshot of a finished cohort and feature table; return it (any source).
 
-    ``stays`` holds stay_id, real_year, split, the label and ethnicity; ``source``
+    ``stays`` holds stay_id, real_year, split, the label, ethnicity and site (absent:
+    :data:`~clinical_mlops.data.raw.UNSPECIFIED_SITE`); ``source``
     and ``sql`` are the manifest's source and feature-code sections; ``extra`` adds
     manifest sections (absent from snapshots that do not need them, so their ids
     do not change). The spec goes beside the manifest as ``task_spec.json``.
@@ -361,6 +363,11 @@ def write_snapshot(
             "split": stays["split"].astype(str),
             label: stays[label].astype("int8"),
             "ethnicity": stays["ethnicity"].astype("string"),
+            "site": (
+                stays["site"].astype(str)
+                if "site" in stays.columns
+                else pd.Series(UNSPECIFIED_SITE, index=stays.index)
+            ),
         }
     )
     if BASELINE_COLUMN in stays.columns:
@@ -525,6 +532,6 @@ def open_snapshot(workspace: Workspace, snapshot_id: str) -> Snapshot:
 
 
 def locked_test_stays(snapshot: Snapshot) -> pd.DataFrame:
-    """Return the locked test stays of ``snapshot`` (features, label, year, ethnicity)."""
+    """Return the locked test stays of ``snapshot`` (features, label, year, ethnicity, site)."""
     frame = snapshot.frame()
     return frame.loc[frame["split"] == "test"].reset_index(drop=True)
