@@ -37,7 +37,8 @@ outcomes are linked: never a misleading number.
 
 The go/no-go summary applies explicit rules (:class:`TrialRules`), per site:
 
-1. *enough outcomes*: else ``insufficient``;
+1. *enough outcomes*: else ``insufficient``, whatever the other rules say (they are
+   listed for information and decide nothing yet);
 2. *discrimination not worse*: the lower bound of the AUROC difference's CI must be at
    least ``-auroc_margin`` (``go``); its upper bound below ``-auroc_margin`` is
    ``no-go``; between, ``insufficient`` (inconclusive: more outcomes needed). With no
@@ -351,6 +352,8 @@ def _verdict(
         )
     found = {d for d, _ in reasons}
     decision = "no-go" if "no-go" in found else "insufficient" if "insufficient" in found else "go"
+    if isinstance(cand["auroc"], str):
+        decision = "insufficient"  # too few outcomes: no rule decides yet
     return {"decision": decision, "rules": [{"verdict": d, "rule": r} for d, r in reasons]}
 
 
