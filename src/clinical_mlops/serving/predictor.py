@@ -13,8 +13,12 @@ For every request, in this order:
    inputs missing than the spec's ``max_missing_feature_fraction`` (the training
    cohort's rule) is refused as ``insufficient_data``, never imputed;
 5. the live rollout decision for the site (``governance.rollout``), the site being the
-   requester's credential's (:meth:`Predictor.site_for`): ``shadow`` and
-   ``silent`` releases are scored and logged but return nothing clinical; a
+   requester's credential's (:meth:`Predictor.site_for`): ``pilot`` and ``full``
+   releases answer; each trial at the site (a candidate in ``silent`` or ``shadow``
+   mode, beside the live release) is scored on the same requests and recorded as a
+   ``trial_inference`` entry paired with the live request, never shown, and never
+   changing or failing the live answer; where no release is live, the request gets
+   nothing clinical and the candidate's ``inference`` record; a
    suspended release returns the clinical baseline score, marked as a fallback,
    never an error; a site without a release is refused;
 6. scoring on the arrays path (``TrainedModel.apply_matrix``): calibrated
