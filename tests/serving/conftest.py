@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from trial_world import world  # noqa: F401
 
 from clinical_mlops.application.walkthrough import govern_demo_release
 from clinical_mlops.features.snapshot import locked_test_stays, open_snapshot

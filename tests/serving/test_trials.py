@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from trial_world import (
+from trial_world import (  # noqa: F401
     CLIN,
     COMP,
     ENG,
@@ -21,6 +21,7 @@ from trial_world import (
     copy_of,
     limited_release,
     requests,
+    world,
 )
 
 from clinical_mlops.application import trials
@@ -60,7 +61,8 @@ def trial_entries(led: Ledger) -> list[Any]:
 
 
 def test_silent_trial_dossier_and_live_answers_unchanged(
-    world: dict[str, Any], tmp_path: Path
+    world: dict[str, Any],  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     from sklearn.metrics import roc_auc_score
 
@@ -153,7 +155,7 @@ def test_silent_trial_dossier_and_live_answers_unchanged(
     )
 
 
-def test_dossier_without_outcomes_is_insufficient(world: dict[str, Any], tmp_path: Path) -> None:
+def test_dossier_without_outcomes_is_insufficient(world: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
     tw = copy_of(world, "trial", tmp_path)
     start(tw, world["candidate"])
     with Predictor.open(tw, site=SITE) as p:
@@ -180,7 +182,8 @@ def test_dossier_without_outcomes_is_insufficient(world: dict[str, Any], tmp_pat
 
 
 def test_shadow_and_silent_no_longer_replace_the_live_release(
-    world: dict[str, Any], tmp_path: Path
+    world: dict[str, Any],  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     tw = copy_of(world, "trial", tmp_path)
     with Registry.open(tw) as reg, Governance(reg) as gov:
@@ -207,7 +210,8 @@ def test_shadow_and_silent_no_longer_replace_the_live_release(
 
 
 def test_a_failing_candidate_does_not_change_the_live_answer(
-    world: dict[str, Any], tmp_path: Path
+    world: dict[str, Any],  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     plain = copy_of(world, "plain", tmp_path)
     tw = copy_of(world, "trial", tmp_path)
@@ -227,7 +231,9 @@ def test_a_failing_candidate_does_not_change_the_live_answer(
 
 
 def test_first_release_runs_silent_before_any_approval(
-    trained: tuple[Path, str], tmp_path: Path, world: dict[str, Any]
+    trained: tuple[Path, str],
+    tmp_path: Path,
+    world: dict[str, Any],  # noqa: F811
 ) -> None:
     ws = Workspace.open(tmp_path / "first")
     shutil.copytree(trained[0] / "artifacts", ws.root / "artifacts", dirs_exist_ok=True)
@@ -256,7 +262,8 @@ def test_first_release_runs_silent_before_any_approval(
 
 
 def test_trial_roles_and_the_store_refuses_a_duplicate(
-    world: dict[str, Any], tmp_path: Path
+    world: dict[str, Any],  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     tw = copy_of(world, "trial", tmp_path)
     with Registry.open(tw) as reg, Governance(reg) as gov:

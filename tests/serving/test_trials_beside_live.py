@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from trial_world import CLIN, SITE, consent, copy_of, limited_release, requests
+from trial_world import CLIN, SITE, consent, copy_of, limited_release, requests, world  # noqa: F401
 
 from clinical_mlops.governance.board import Governance
 from clinical_mlops.registry.registry import Registry
@@ -15,7 +15,8 @@ from clinical_mlops.workspace import Workspace
 
 
 def test_silent_rollout_of_a_candidate_keeps_the_live_release_answering(
-    world: dict[str, Any], tmp_path: Path
+    world: dict[str, Any],  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     tw = copy_of(world, "trial", tmp_path)
     with Registry.open(tw) as reg, Governance(reg) as gov:
@@ -31,7 +32,9 @@ def test_silent_rollout_of_a_candidate_keeps_the_live_release_answering(
 
 
 def test_a_first_release_runs_silent_before_any_approval(
-    trained: tuple[Path, str], tmp_path: Path, world: dict[str, Any]
+    trained: tuple[Path, str],
+    tmp_path: Path,
+    world: dict[str, Any],  # noqa: F811
 ) -> None:
     ws = Workspace.open(tmp_path / "first")
     shutil.copytree(trained[0] / "artifacts", ws.root / "artifacts", dirs_exist_ok=True)
