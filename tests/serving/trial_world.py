@@ -141,7 +141,7 @@ def requests(
             features=world["rows"][i % len(world["rows"])],
             request_id=f"{prefix}-{i}",
             site=site,
-            hours_since_admission=6.0,
+            hours_since_admission=30.0,
         )
         for i in range(n)
     ]
