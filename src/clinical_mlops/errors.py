@@ -52,6 +52,7 @@
     │   └── TrackingUnavailable        MLflow tracking asked for but not installed or unreachable
     └── GovernanceError                a refused governance action (always also a ledger event)
         ├── TransitionNotAllowed       a status change the lifecycle does not allow
+        ├── TrialAlreadyRunning        a second running trial of one release at one site
         ├── RoleRequired               the acting person does not hold a role the action needs
         ├── ApprovalRefused            self-approval, one person in two roles, a duplicate approval
         ├── AcknowledgementRefused     a risk the release does not carry, or one already acknowledged
@@ -165,6 +166,7 @@ __all__ = [
     "TaskSpecInvalid",
     "TrackingUnavailable",
     "TransitionNotAllowed",
+    "TrialAlreadyRunning",
     "UndeclaredFeature",
     "UnknownEntryType",
     "ValueInvalid",
@@ -406,6 +408,10 @@ class GovernanceError(ClinicalMlopsError):
 
 class TransitionNotAllowed(GovernanceError):
     """A status change that the release lifecycle (R-L2) does not allow."""
+
+
+class TrialAlreadyRunning(GovernanceError):
+    """A trial of the release already runs at that site (one per release and site, by the store)."""
 
 
 class RoleRequired(GovernanceError):

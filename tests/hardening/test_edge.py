@@ -20,7 +20,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clinical_mlops.governance.board import Governance
 from clinical_mlops.http.app import MAX_BODY_BYTES, create_app
 from clinical_mlops.http.deps import ROUTE_ROLES
 from clinical_mlops.registry.registry import Registry
@@ -44,8 +43,9 @@ def edge(
     served: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
     """The app over the served workspace with auth from files: a secret and API keys with sites."""
-    with Registry.open(served["ws"]) as reg, Governance(reg) as gov:
-        gov.set_rollout(
+    # a manifest entry in shadow mode (as written before trials ran beside the live release)
+    with Registry.open(served["ws"]) as reg:
+        reg.place(
             served["release"], site=SHADOW, mode="shadow", actor="demo.dr.lena.ortiz", why="test"
         )
     folder = tmp_path_factory.mktemp("edge")

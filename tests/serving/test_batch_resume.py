@@ -172,8 +172,9 @@ def test_a_recorded_result_is_the_result_the_request_was_given(
     ws = Workspace.open(tmp_path / "ws")
     release, rows = served["release"], served["rows"]
     _, _, eng, clin = list(DEMO_PEOPLE)
-    with Registry.open(ws) as reg, Governance(reg) as gov:
-        gov.set_rollout(release, site="ward-shadow", mode="shadow", actor=clin, why="test")
+    # a manifest entry in shadow mode (as written before trials ran beside the live release)
+    with Registry.open(ws) as reg:
+        reg.place(release, site="ward-shadow", mode="shadow", actor=clin, why="test")
 
     def request(i: int, **kw: Any) -> PredictionRequest:
         fields = {"subject_id": f"MRN-{i}", "purpose": "direct_care", "setting": "icu"}

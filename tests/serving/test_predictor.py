@@ -222,24 +222,24 @@ def test_duplicate_request_ids(predictor: Predictor, served: dict[str, Any]) -> 
         predictor.predict(req(row, 4, request_id="dup-1"), requester="t")
 
 
-def test_shadow_mode_scores_and_logs_but_returns_nothing_clinical(
+def test_shadow_of_the_live_release_is_refused_it_is_no_candidate(
     predictor: Predictor, served: dict[str, Any]
 ) -> None:
+    from clinical_mlops.errors import TransitionNotAllowed
+
     with Registry.open(served["ws"]) as reg, Governance(reg) as gov:
-        gov.set_rollout(
-            served["release"],
-            site="shadow-icu",
-            mode="shadow",
-            actor="demo.dr.lena.ortiz",
-            why="test",
-        )
+        with pytest.raises(TransitionNotAllowed, match="compares a candidate"):
+            gov.set_rollout(
+                served["release"],
+                site="shadow-icu",
+                mode="shadow",
+                actor="demo.dr.lena.ortiz",
+                why="test",
+            )
+        assert "shadow-icu" not in reg.deployment_manifest("icu_mortality_48h")["sites"]
     predictor.refresh()
     res = predictor.predict(req(served["rows"][5], 5, site="shadow-icu"), requester="t")
-    body = res.to_json()
-    assert res.status == "shadow" and "probability" not in body and "contributions" not in body
-    payload = predictor.ledger.read(res.audit_seq).payload
-    assert payload["mode"] == "shadow" and payload["shown_to_clinician"] is False
-    assert 0 <= payload["probability"] <= 1
+    assert res.status == "scored" and res.mode == "full"
 
 
 def test_suspended_model_gives_the_baseline_fallback(

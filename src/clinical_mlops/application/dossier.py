@@ -4,8 +4,9 @@ that refuses a decision when the release changed since it was shown.
 :func:`release_dossier` gathers, for one release, the validation summary (from the
 signed ``report.json``), the model card, the changes and clinical release notes
 against the task's current release (``registry.changes``), the gate results, the
-approvals so far, the risks the release carries with their acknowledgements and the
-status history. Its :func:`release_fingerprint` is a SHA-256 over everything a
+approvals so far, the risks the release carries with their acknowledgements, the
+status history and, for a release in a silent trial, the trial's go/no-go summary per
+site (:mod:`clinical_mlops.application.trials`). Its :func:`release_fingerprint` is a SHA-256 over everything a
 decision depends on — status, bundle, threshold, gate outcomes, approvals, risk
 acknowledgements, the task's active release and rollout — so a form can carry it
 and the act can check it: :func:`check_fingerprint` raises
@@ -131,6 +132,8 @@ def release_dossier(governance: Governance, version: str) -> dict[str, Any]:
     The bundle is verified (hashes and signature) on the way: a tampered bundle
     raises ``BundleSignatureInvalid`` instead of being shown.
     """
+    from clinical_mlops.application.trials import release_trial_summary
+
     registry = governance.registry
     rel = registry.get(version)
     bundle = registry.bundle(rel.version)
@@ -150,6 +153,7 @@ def release_dossier(governance: Governance, version: str) -> dict[str, Any]:
         "approvals": [a.to_json() for a in governance.approvals(rel.version)],
         "risks": governance.risk_register(rel.version),
         "history": registry.history(rel.version),
+        "trial": release_trial_summary(governance, rel.version),
         "fingerprint": release_fingerprint(governance, rel.version),
     }
 

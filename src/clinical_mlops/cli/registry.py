@@ -452,7 +452,11 @@ def retire_cmd(
 
 
 @registry_app.command(
-    "rollout", help="Serve a release at a site in shadow, silent, pilot or full mode."
+    "rollout",
+    help=(
+        "Serve a release at a site in pilot or full mode; shadow or silent starts a trial "
+        "beside the live release there (see `registry trial`)."
+    ),
 )
 def rollout_cmd(
     version: VersionArg,
@@ -470,6 +474,103 @@ def rollout_cmd(
     with _governance(workspace) as gov:
         manifest = act.set_rollout(gov, version, site=site, mode=mode, actor=_actor(actor), why=why)
     _emit(manifest, json_, f"{version} runs in {mode} mode at {site}")
+
+
+@registry_app.command(
+    "trial-end", help="End a release's silent or shadow trial at a site (a reason is recorded)."
+)
+def trial_end_cmd(
+    version: VersionArg,
+    site: Annotated[str, typer.Option("--site", help="The site the trial runs at.")],
+    why: RequiredWhy = None,
+    actor: ActorOption = None,
+    role: RoleOption = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.application import trials
+
+    with _governance(workspace) as gov:
+        ended = trials.end_trial(gov, version, site=site, actor=_actor(actor), why=why, role=role)
+    _emit(ended, json_, f"the {ended['mode']} trial of {version} at {site} ended")
+
+
+def _figure(value: Any, digits: int = 3) -> str:
+    """Return "0.812 (0.770-0.850)" for a value with a CI, a number, or the text as it is."""
+    if isinstance(value, dict):
+        lo, hi = value.get("ci") or (None, None)
+        ci = f" ({lo:.{digits}f}-{hi:.{digits}f})" if lo is not None and hi is not None else ""
+        return f"{value['value']:.{digits}f}{ci}"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return "-" if value is None else str(value)
+
+
+@registry_app.command(
+    "trial",
+    help=(
+        "Write a release's trial dossier: candidate vs live vs outcomes per site, "
+        "ending in a go/no-go summary (JSON and HTML with --out)."
+    ),
+)
+def trial_cmd(
+    version: VersionArg,
+    site: Annotated[str | None, typer.Option("--site", help="Only this site.")] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of", help="Read the ledger up to this UTC time (ISO 8601; default now)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder to write the JSON and HTML dossier to.")
+    ] = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.application import trials
+
+    with _governance(workspace) as gov:
+        d = trials.write_dossier(gov, version, as_of=as_of, site=site, out=out)
+    if json_:
+        print_json(d)
+        return
+    out_console.print(
+        f"[bold]{d['release']}[/] trial dossier as of {d['as_of']}: {d['summary']['decision']}",
+        highlight=False,
+    )
+    table = CliTable(
+        "site",
+        "modes",
+        "n",
+        "outcomes",
+        "candidate AUROC",
+        "live AUROC",
+        "reviews/100 cand.",
+        "reviews/100 live",
+        "verdict",
+    )
+    for s in d["sites"]:
+        c, lv = s["candidate"], s["live"] or {}
+        table.add_row(
+            s["site"],
+            ",".join(s["modes"]),
+            str(s["n_candidate"]),
+            str(c["n_outcomes"]),
+            _figure(c["auroc"]),
+            _figure(lv.get("auroc")),
+            _figure(c["reviews_per_100"], 1),
+            _figure(lv.get("reviews_per_100"), 1),
+            s["verdict"]["decision"],
+        )
+    out_console.print(table)
+    for s in d["sites"]:
+        for r in s["verdict"]["rules"]:
+            out_console.print(
+                f"  {s['site']}: {r['verdict']}: {r['rule']}", highlight=False, markup=False
+            )
+    for kind, path in d.get("written", {}).items():
+        out_console.print(f"wrote {kind}: {path}", highlight=False)
 
 
 @registry_app.command("grant", help="Grant governance roles to a person (compliance only).")

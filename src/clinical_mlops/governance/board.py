@@ -49,7 +49,7 @@ from clinical_mlops.registry.bundle import Bundle
 from clinical_mlops.registry.registry import LIVE, MODES, STATUSES, Mode, Registry, Release, Status
 from clinical_mlops.vocabulary import APPROVER_ROLES, Gate, Role
 
-__all__ = ["MODES_BY_STATUS", "PROMOTION", "TRANSITIONS", "Governance"]
+__all__ = ["MODES_BY_STATUS", "PROMOTION", "TRANSITIONS", "TRIAL_MODES", "Governance"]
 
 #: (from, to) -> roles that may make the move
 TRANSITIONS: dict[tuple[str, str], tuple[Role, ...]] = {
@@ -72,6 +72,8 @@ MODES_BY_STATUS: dict[str, tuple[Mode, ...]] = {
     "approved_limited": ("shadow", "silent", "pilot"),
     "approved": MODES,
 }
+#: the modes a candidate runs in beside the live release (a trial), never in its place
+TRIAL_MODES: tuple[Mode, ...] = ("silent", "shadow")
 #: the gates ``draft -> validated`` needs; a move to a live status needs every gate
 _BEFORE_VALIDATED = (Gate.SCHEMA_CONTRACT, Gate.METRICS, Gate.EVIDENCE)
 
@@ -561,9 +563,14 @@ class Governance:
     ) -> dict[str, Any]:
         """Return the task's deployment manifest after serving ``version`` at ``site`` in ``mode``.
 
-        ``approved_limited`` releases may run in shadow, silent or pilot mode at named
-        sites; only ``approved`` releases may run in full mode.
+        ``approved_limited`` releases may run in pilot mode at named sites; only
+        ``approved`` releases may run in full mode. ``shadow`` and ``silent`` never
+        replace the release live at a site: they start a trial beside it
+        (:meth:`start_trial`), and the manifest lists it under ``trials``.
         """
+        if mode in TRIAL_MODES:
+            self.start_trial(version, site=site, mode=mode, actor=actor, why=why, role=role)
+            return self.registry.deployment_manifest(self.registry.get(version).task)
         with self.governed(action="rollout", actor=actor, version=version):
             rel = self.registry.get(version)
             self.require(
@@ -592,6 +599,76 @@ class Governance:
                 mode=mode,  # checked against MODES above
                 actor=actor,
                 why=why,
+            )
+
+    # -- trials ------------------------------------------------------------------------------
+    def start_trial(
+        self, version: str, *, site: str, mode: str, actor: str, why: str, role: str | None = None
+    ) -> dict[str, Any]:
+        """Return the trial of ``version`` started at ``site``: scored beside the live release.
+
+        A trial runs in ``silent`` mode (its records are shown to the governance team in
+        review: the console's release page) or ``shadow`` mode (an engineering comparison
+        only, ``registry trial``); either way nothing of it reaches a clinician and the
+        release live at the site is served exactly as before. The candidate must be
+        ``approved_limited`` or ``approved`` and not the release served at that site; a
+        task's first release may run silent before any release of the task is approved.
+        Engineering or clinical role. One running trial per release and site, held by
+        the store (``TrialAlreadyRunning``).
+        """
+        with self.governed(action="trial_start", actor=actor, version=version):
+            rel = self.registry.get(version)
+            acting = self.require(
+                actor,
+                allowed=(Role.ENGINEERING, Role.CLINICAL),
+                action=f"trial of {version}",
+                role=role,
+            )
+            if mode not in TRIAL_MODES:
+                raise TransitionNotAllowed(
+                    f"trial of {version}: mode {mode!r} is not a trial mode (trial modes: "
+                    f"{', '.join(TRIAL_MODES)}; pilot and full are rollouts)"
+                )
+            if rel.status not in LIVE:
+                raise TransitionNotAllowed(
+                    f"trial of {version} in {mode} mode: its status is {rel.status}; a trial "
+                    "needs approved_limited or approved (rule: limited approval before a trial)"
+                )
+            if not site or site == "*":
+                raise TransitionNotAllowed(
+                    f"trial of {version}: name the site it runs at, not {site or 'none'!r} "
+                    "(rule: trials name sites)"
+                )
+            entry = self.registry.deployment_manifest(rel.task)["sites"]
+            live = entry.get(site) or entry.get("*")
+            if live is not None and live["release"] == rel.version:
+                raise TransitionNotAllowed(
+                    f"trial of {version} at {site}: it is the release served there in "
+                    f"{live['mode']} mode; a trial compares a candidate with the live release"
+                )
+            return self.registry.start_trial(
+                rel.version,
+                site=site,
+                mode=mode,  # checked against TRIAL_MODES above
+                actor=actor,
+                role=acting,
+                why=why,
+            )
+
+    def end_trial(
+        self, version: str, *, site: str, actor: str, why: str, role: str | None = None
+    ) -> dict[str, Any]:
+        """Return the trial of ``version`` at ``site`` ended (engineering or clinical role)."""
+        with self.governed(action="trial_end", actor=actor, version=version):
+            rel = self.registry.get(version)
+            acting = self.require(
+                actor,
+                allowed=(Role.ENGINEERING, Role.CLINICAL),
+                action=f"end the trial of {version}",
+                role=role,
+            )
+            return self.registry.end_trial(
+                rel.version, site=site, actor=actor, role=acting, why=why
             )
 
     # -- views -------------------------------------------------------------------------------

@@ -261,6 +261,31 @@ _ALL = [
         subject="forbidden",
     ),
     _schema(
+        "trial_started",
+        "a candidate release started a silent or shadow trial beside the live one at a site",
+        {"release": _STR, "site": _STR, "mode": _STR, "role": _STR, "why": _STR},
+        subject="forbidden",
+    ),
+    _schema(
+        "trial_ended",
+        "a candidate release's silent or shadow trial at a site ended",
+        {"release": _STR, "site": _STR, "mode": _STR, "role": _STR, "why": _STR},
+        subject="forbidden",
+    ),
+    _schema(
+        "trial_inference",
+        "a trial candidate scored beside a served request, never shown (or why it could not be)",
+        {
+            "release": _STR,
+            "mode": _STR,
+            "shown_to_clinician": (bool,),
+            "paired_request_id": _STR,
+            "requester": _STR,
+            "purpose": _STR,
+        },
+        subject="required",
+    ),
+    _schema(
         "governance_refused",
         "a governance action refused by a rule, with no state change",
         {"action": _STR, "rule": _STR, "message": _STR},

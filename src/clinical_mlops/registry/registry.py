@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 
 from clinical_mlops.clock import Clock, SystemClock, utc_iso
 from clinical_mlops.database import ensure_tables, open_metadata_engine
-from clinical_mlops.errors import GovernanceError, ReleaseNotFound
+from clinical_mlops.errors import GovernanceError, ReleaseNotFound, TrialAlreadyRunning
 from clinical_mlops.hashing import canonical_json
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.registry import schema as t
@@ -109,6 +109,21 @@ def _release(row: Any, workspace: Workspace) -> Release:
     if local.is_dir():
         m["path"] = str(local)
     return Release(**m)
+
+
+def _trial(row: Any) -> dict[str, Any]:
+    return {
+        "release": row.version,
+        "task": row.task,
+        "site": row.site,
+        "mode": row.mode,
+        "started": row.started,
+        "started_by": row.started_by,
+        "why": row.why,
+        "ended": row.ended,
+        "ended_by": row.ended_by,
+        "end_why": row.end_why,
+    }
 
 
 def _j(obj: Any) -> str:
@@ -353,6 +368,28 @@ class Registry:
                 self._activate(conn, rel, actor=actor, action="promote", why=why, now=now)
             if to == "retired":
                 conn.execute(sa.delete(t.rollouts).where(t.rollouts.c.version == rel.version))
+                running = conn.execute(
+                    sa.select(t.trials).where(
+                        t.trials.c.version == rel.version, t.trials.c.ended.is_(None)
+                    )
+                ).all()
+                for tr in running:
+                    conn.execute(
+                        sa.update(t.trials)
+                        .where(t.trials.c.id == tr.id)
+                        .values(ended=now, ended_by=actor, end_why=f"release retired: {why}")
+                    )
+                    self.record(
+                        type="trial_ended",
+                        actor=actor,
+                        payload={
+                            "release": rel.version,
+                            "site": tr.site,
+                            "mode": tr.mode,
+                            "role": role,
+                            "why": f"release retired: {why}",
+                        },
+                    )
                 conn.execute(sa.delete(t.active).where(t.active.c.version == rel.version))
         return self.get(version)
 
@@ -460,7 +497,115 @@ class Registry:
             "task": task,
             "active": active.version if active else None,
             "sites": sites,
+            "trials": [
+                tr | {"status": self.get(tr["release"]).status} for tr in self.trials(task=task)
+            ],
         }
+
+    # -- trials (written by governance after its checks) -----------------------------------
+    def start_trial(
+        self, version: str, *, site: str, mode: Mode, actor: str, role: str, why: str
+    ) -> dict[str, Any]:
+        """Return the trial of ``version`` started at ``site`` in ``mode`` beside the live release.
+
+        Records a ``trial_started`` event. The store holds one running trial per (task,
+        site, release): a second one raises ``TrialAlreadyRunning`` and writes nothing.
+        Checks no rule (see ``Governance.start_trial``).
+        """
+        rel = self.get(version)
+        now = self.now()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    sa.insert(t.trials).values(
+                        task=rel.task,
+                        site=site,
+                        version=rel.version,
+                        mode=mode,
+                        started=now,
+                        started_by=actor,
+                        why=why,
+                    )
+                )
+                self.record(
+                    type="trial_started",
+                    actor=actor,
+                    payload={
+                        "release": rel.version,
+                        "site": site,
+                        "mode": mode,
+                        "role": role,
+                        "why": why,
+                    },
+                )
+        except sa.exc.IntegrityError:
+            raise TrialAlreadyRunning(
+                f"trial of {rel.version} at {site}: one is already running there (rule: one "
+                "trial per release and site); end it first to start another"
+            ) from None
+        return next(
+            tr
+            for tr in self.trials(task=rel.task)
+            if tr["site"] == site and tr["release"] == rel.version
+        )
+
+    def end_trial(
+        self, version: str, *, site: str, actor: str, role: str, why: str
+    ) -> dict[str, Any]:
+        """Return the trial of ``version`` at ``site`` ended now, with a ``trial_ended`` event.
+
+        Raises ``GovernanceError`` when no trial of it runs there (nothing written).
+        """
+        rel = self.get(version)
+        now = self.now()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(t.trials).where(
+                    t.trials.c.version == rel.version,
+                    t.trials.c.site == site,
+                    t.trials.c.ended.is_(None),
+                )
+            ).first()
+            if row is None:
+                raise GovernanceError(
+                    f"end trial of {rel.version} at {site}: no trial of it is running there "
+                    f"(running: {', '.join(tr['site'] for tr in self.trials(version=rel.version)) or 'none'})"
+                )
+            conn.execute(
+                sa.update(t.trials)
+                .where(t.trials.c.id == row.id)
+                .values(ended=now, ended_by=actor, end_why=why)
+            )
+            self.record(
+                type="trial_ended",
+                actor=actor,
+                payload={
+                    "release": rel.version,
+                    "site": site,
+                    "mode": row.mode,
+                    "role": role,
+                    "why": why,
+                },
+            )
+        return _trial(row) | {"ended": now, "ended_by": actor, "end_why": why}
+
+    def trials(
+        self, *, task: str | None = None, version: str | None = None, running: bool = True
+    ) -> builtins.list[dict[str, Any]]:
+        """Return the trials of ``task`` or of release ``version`` (running only, by default).
+
+        Oldest first; each names the release, site, mode, who started it and why, and
+        when it ended (``None`` while running).
+        """
+        q = sa.select(t.trials).order_by(t.trials.c.id)
+        if task is not None:
+            q = q.where(t.trials.c.task == task)
+        if version is not None:
+            q = q.where(t.trials.c.version == version)
+        if running:
+            q = q.where(t.trials.c.ended.is_(None))
+        with self.engine.connect() as conn:
+            return [_trial(r) for r in conn.execute(q)]
 
     # -- views -------------------------------------------------------------------------------
     def history(self, version: str) -> builtins.list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["active", "metadata", "releases", "rollouts", "transitions"]
+__all__ = ["active", "metadata", "releases", "rollouts", "transitions", "trials"]
 
 metadata = sa.MetaData()
 
@@ -64,4 +64,32 @@ rollouts = sa.Table(
     sa.Column("version", sa.String(200), nullable=False),
     sa.Column("mode", sa.String(20), nullable=False),
     sa.Column("since", sa.String(40), nullable=False),
+)
+
+#: candidate releases scored beside the live one at a site (silent or shadow trials); a
+#: trial that ended keeps its row (``ended`` set), and the store holds at most one running
+#: trial per (task, site, release): the partial unique index covers rows not yet ended
+trials = sa.Table(
+    "reg_trials",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("task", sa.String(100), nullable=False),
+    sa.Column("site", sa.String(200), nullable=False),
+    sa.Column("version", sa.String(200), nullable=False, index=True),
+    sa.Column("mode", sa.String(20), nullable=False),
+    sa.Column("started", sa.String(40), nullable=False),
+    sa.Column("started_by", sa.String(200), nullable=False),
+    sa.Column("why", sa.Text, nullable=False),
+    sa.Column("ended", sa.String(40), nullable=True),
+    sa.Column("ended_by", sa.String(200), nullable=True),
+    sa.Column("end_why", sa.Text, nullable=True),
+)
+sa.Index(
+    "uq_reg_trials_running",
+    trials.c.task,
+    trials.c.site,
+    trials.c.version,
+    unique=True,
+    sqlite_where=trials.c.ended.is_(None),
+    postgresql_where=trials.c.ended.is_(None),
 )

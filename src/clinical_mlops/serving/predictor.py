@@ -13,8 +13,12 @@ For every request, in this order:
    inputs missing than the spec's ``max_missing_feature_fraction`` (the training
    cohort's rule) is refused as ``insufficient_data``, never imputed;
 5. the live rollout decision for the site (``governance.rollout``), the site being the
-   requester's credential's (:meth:`Predictor.site_for`): ``shadow`` and
-   ``silent`` releases are scored and logged but return nothing clinical; a
+   requester's credential's (:meth:`Predictor.site_for`): ``pilot`` and ``full``
+   releases answer; each trial at the site (a candidate in ``silent`` or ``shadow``
+   mode, beside the live release) is scored on the same requests and recorded as a
+   ``trial_inference`` entry paired with the live request, never shown, and never
+   changing or failing the live answer; where no release is live, the request gets
+   nothing clinical and the candidate's ``inference`` record; a
    suspended release returns the clinical baseline score, marked as a fallback,
    never an error; a site without a release is refused;
 6. scoring on the arrays path (``TrainedModel.apply_matrix``): calibrated
@@ -78,7 +82,7 @@ from clinical_mlops.modeling.model import Explainer
 from clinical_mlops.modeling.trained import TrainedModel
 from clinical_mlops.privacy.consent import subjects_with_consents
 from clinical_mlops.registry.bundle import Bundle, load_bundle
-from clinical_mlops.registry.registry import Registry, Release
+from clinical_mlops.registry.registry import LIVE, Registry, Release
 from clinical_mlops.registry.task_choice import registered_task
 from clinical_mlops.serving.inputs import CheckedInputs, InputSchema
 from clinical_mlops.tasks.spec import TaskSpec
@@ -99,6 +103,8 @@ __all__ = [
 
 PREDICTION_FORMAT = "clinical-mlops/prediction/v1"
 MAX_BATCH = 1000
+#: the statuses in which a trial candidate is scored
+TRIAL_STATUSES = LIVE
 #: the ledger entry types that record a request's result, one per request
 RESULT_ENTRY_TYPES = ("inference", "fallback_served", "inference_refused", "consent_refused")
 _SET_WORDS = {(True, False): ["no"], (False, True): ["yes"], (True, True): ["no", "yes"]}
@@ -490,6 +496,7 @@ class Predictor:
         self._manifest: dict[str, Any] = {}
         self._manifest_at = -math.inf
         self._statuses: dict[str, str] = {}
+        self._trials: dict[str, list[tuple[str, str]]] = {}
         self._drift_alerts = drift_alerts
         self._drift: dict[str, tuple[float, bool]] = {}
         try:
@@ -566,6 +573,19 @@ class Predictor:
         else:
             found = self.registry.active(self.task)
             if found is None:
+                # A task's first release may run silent before any release is approved: its
+                # trial's release checks the inputs, and a site without a live release
+                # answers with nothing clinical.
+                trial = next(
+                    (
+                        tr
+                        for tr in self.registry.trials(task=self.task)
+                        if self.registry.get(tr["release"]).status in TRIAL_STATUSES
+                    ),
+                    None,
+                )
+                found = self.registry.get(trial["release"]) if trial else None
+            if found is None:
                 raise ReleaseNotServable(
                     f"task {self.task} has no active approved release in workspace "
                     f"{self.workspace.root}; approve one with `clinical-mlops registry promote`"
@@ -600,9 +620,24 @@ class Predictor:
         """Re-read the live deployment manifest and release statuses now."""
         manifest = self.registry.deployment_manifest(self.task)
         statuses = {r.version: r.status for r in self.registry.list(task=self.task)}
+        trials: dict[str, list[tuple[str, str]]] = {}
+        for tr in manifest.get("trials", []):
+            if statuses.get(tr["release"]) in TRIAL_STATUSES:
+                trials.setdefault(tr["site"], []).append((tr["release"], tr["mode"]))
         with self._lock:
-            self._manifest, self._statuses = manifest, statuses
+            self._manifest, self._statuses, self._trials = manifest, statuses, trials
             self._manifest_at = time.monotonic()
+
+    def trials_at(self, site: str) -> list[tuple[str, str]]:
+        """Return the (release, mode) of each trial running at ``site``, as last read.
+
+        A pinned predictor serves its one release and runs no trial.
+        """
+        if self._pinned:
+            return []
+        if time.monotonic() - self._manifest_at > self.status_ttl:
+            self.refresh()
+        return list(self._trials.get(site, ()))
 
     def decision(self, site: str) -> tuple[ServingDecision, str | None]:
         """Return the rollout decision at ``site`` and the release it names (or the pinned one)."""
@@ -649,6 +684,11 @@ class Predictor:
                 | {
                     "sites": {
                         s: e["mode"] for s, e in sites.items() if e["release"] == rel.version
+                    },
+                    "trials": {
+                        tr["site"]: tr["mode"]
+                        for tr in self._manifest.get("trials", [])
+                        if tr["release"] == rel.version
                     },
                     "loaded": rel.version in self._scorers,
                 }
@@ -965,6 +1005,18 @@ class Predictor:
                     continue
                 decisions[i] = (decision, release)
                 continue
+            if release is None and decision.release is None and (alone := self.trials_at(site)):
+                # No live release here, a trial: the request is answered with nothing
+                # clinical and its record is the (first) candidate's, as in silent mode.
+                release, mode = alone[0]
+                decision = ServingDecision(
+                    release,
+                    mode,
+                    True,
+                    True,
+                    False,
+                    f"{mode} trial of {release} at {site}, no live release: scored and logged only",
+                )
             if not decision.score or release is None:
                 refuse(
                     i,
@@ -988,6 +1040,8 @@ class Predictor:
                 drift_alert=drift_of[release],
             )
             cores.update(zip(idx, scored, strict=True))
+
+        trial_cores = self._score_trials(decisions, site_of, requests, checked)
 
         scorers = {rel: self.scorer(rel) for rel in {rel for _, rel in decisions.values()}}
         for i, (decision, release) in decisions.items():
@@ -1029,6 +1083,17 @@ class Predictor:
                     "completeness": round(checked[i].completeness, 6),
                 }
                 pending.append((i, fields, len(entries) - 1))
+                entries += self._trial_entries(
+                    trial_cores.get(i, ()),
+                    i,
+                    ids,
+                    requests,
+                    subjects,
+                    context,
+                    release,
+                    requester,
+                    context_of,
+                )
                 continue
             core = cores[i]
             shown = decision.show_to_clinician
@@ -1082,6 +1147,18 @@ class Predictor:
                         ),
                     )
                 )
+            # after the live record and its escalation, which readers expect side by side
+            entries += self._trial_entries(
+                trial_cores.get(i, ()),
+                i,
+                ids,
+                requests,
+                subjects,
+                context,
+                release,
+                requester,
+                context_of,
+            )
             fields = {
                 "status": "shadow",
                 "release": release,
@@ -1126,6 +1203,120 @@ class Predictor:
                 request_id=ids[i], audit_seq=seq, entry_hash=receipts[slot].leaf_hash, **fields
             )
         return final
+
+    def _score_trials(
+        self,
+        decisions: Mapping[int, tuple[ServingDecision, str]],
+        site_of: Mapping[int, str],
+        requests: Sequence[PredictionRequest],
+        checked: Sequence[CheckedInputs],
+    ) -> dict[int, list[tuple[str, str, dict[str, Any]]]]:
+        """Return, per served request, each trial candidate's core at its site (or its failure).
+
+        A candidate is scored on the request's inputs checked against its own contract,
+        under its own signed escalation policy (what it would have queued), without
+        explanations. Whatever goes wrong with a candidate — its bundle, its inputs, its
+        scores — is its failure, recorded in its own record: the live answer never
+        depends on it.
+        """
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, (_, served) in decisions.items():
+            for cand, mode in self.trials_at(site_of[i]):
+                if cand != served:
+                    groups.setdefault((cand, mode), []).append(i)
+        out: dict[int, list[tuple[str, str, dict[str, Any]]]] = {}
+        for (cand, mode), idx in groups.items():
+            try:
+                sc = self.scorer(cand)
+                own: list[CheckedInputs | None] = []
+                failed: dict[int, str] = {}
+                for i in idx:
+                    try:
+                        own.append(sc.schema.check(requests[i].features))
+                    except InputInvalid as exc:
+                        own.append(None)
+                        failed[i] = f"inputs outside the candidate's contract: {exc}"
+                ok = [i for i, c in zip(idx, own, strict=True) if c is not None]
+                drift = self.drift_alert_open(cand)
+                scored = sc.score(
+                    [c for c in own if c is not None],
+                    [requests[i].hours_since_admission for i in ok],
+                    explain=False,
+                    drift_alert=drift,
+                )
+                values = [c.values for c in own if c is not None]
+                for i, core, vals in zip(ok, scored, values, strict=True):
+                    core["drift_alert"] = drift
+                    core["inputs"] = vals
+                    out.setdefault(i, []).append((cand, mode, core))
+                for i, why in failed.items():
+                    out.setdefault(i, []).append((cand, mode, {"failed": why}))
+            except Exception as exc:  # a candidate never fails the live answer
+                _log.warning("trial candidate %s could not be scored: %s", cand, type(exc).__name__)
+                why = f"{type(exc).__name__}: {exc}"
+                for i in idx:
+                    out.setdefault(i, []).append((cand, mode, {"failed": why}))
+        return out
+
+    def _trial_entries(
+        self,
+        trials: Sequence[tuple[str, str, dict[str, Any]]],
+        i: int,
+        ids: Sequence[str],
+        requests: Sequence[PredictionRequest],
+        subjects: Mapping[int, str],
+        context: dict[str, Any],
+        served: str,
+        requester: str,
+        context_of: Mapping[int, dict[str, Any]],
+    ) -> list[NewEntry]:
+        """Return one ``trial_inference`` entry per candidate scored beside request ``i``.
+
+        Each names the request it was paired with (``paired_request_id``, whose own
+        record carries the outcome) and is never shown to a clinician.
+        """
+        out = []
+        for cand, mode, core in trials:
+            common: dict[str, Any] = {
+                "release": cand,
+                "mode": mode,
+                "shown_to_clinician": False,
+                "paired_request_id": ids[i],
+                "paired_release": served,
+                "context": context,
+                "requester": requester,
+                "purpose": requests[i].purpose,
+                **context_of.get(i, {}),
+            }
+            if "failed" in core:
+                payload = FinitePayload(**common, failed=core["failed"])
+            else:
+                sc = self.scorer(cand)
+                watched = {"drift_alert": core["drift_alert"]} if sc.watches_drift else {}
+                payload = FinitePayload(
+                    **common,
+                    format=PREDICTION_FORMAT,
+                    model_version=sc.model_version,
+                    bundle_sha256=sc.bundle.sha256,
+                    dataset_sha256=sc.dataset_sha256,
+                    inputs=core["inputs"],
+                    raw_score=core["raw_score"],
+                    p_raw=core["p_raw"],
+                    probability=core["probability"],
+                    threshold=sc.threshold,
+                    conformal_set=core["conformal_set"],
+                    coverage=sc.coverage,
+                    flags=core["flags"],
+                    completeness=core["completeness"],
+                    escalation=core["escalation"],
+                    **watched,
+                )
+            out.append(
+                NewEntry(
+                    type="trial_inference", actor=requester, subject=subjects[i], payload=payload
+                )
+            )
+        return out
 
     @staticmethod
     def _field_problems(
