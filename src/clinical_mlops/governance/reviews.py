@@ -189,8 +189,9 @@ def record_review(
             ]
         now = governance.now()
         with governance.engine.begin() as conn:
-            inserted = conn.execute(
-                sa.insert(t.reviews).values(
+            review_id = conn.execute(
+                sa.insert(t.reviews)
+                .values(
                     version=version,
                     reviewer=reviewer,
                     role=role,
@@ -198,9 +199,8 @@ def record_review(
                     outcome=outcome,
                     time=now,
                 )
-            ).inserted_primary_key
-            assert inserted is not None  # an autoincrement insert always returns its key
-            review_id = inserted[0]
+                .returning(t.reviews.c.id)
+            ).scalar_one()
             live: dict[str, Any] = {}
             if pack is not None and digest is not None:
                 conn.execute(
