@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -115,7 +114,12 @@ def world(governed: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) ->
             gov,
             release,
             reviewer=CLIN,
-            checklist={"calibration": "ok", "fairness": "ok", "incidents": "OK.", "documentation": "ok"},
+            checklist={
+                "calibration": "ok",
+                "fairness": "ok",
+                "incidents": "OK.",
+                "documentation": "ok",
+            },
             outcome="continue",
         )
     except GovernanceError as exc:
@@ -147,7 +151,12 @@ def world(governed: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) ->
     for s in north[OVERRIDDEN_NORTH : OVERRIDDEN_NORTH + ACCEPTED_NORTH]:
         decide_case(gov.ledger, s["seq"], action="accept", actor="user:dr.a")
     incident_b = open_incident(
-        gov, release, actor=CLIN, summary="a wrong unit on lactate", severity="moderate", roles=ROLES
+        gov,
+        release,
+        actor=CLIN,
+        summary="a wrong unit on lactate",
+        severity="moderate",
+        roles=ROLES,
     )
     clock.advance(timedelta(days=1))
     as_of = clock.now()
@@ -288,3 +297,36 @@ def test_the_review_stores_its_pack_and_the_ledger_names_its_hash(world):
     assert last.entry.type == "review"
     assert last.payload["review_pack_sha256"] == stored["sha256"]
     assert last.payload["review_period"] == {"since": first["time"], "as_of": stored["as_of"]}
+
+
+def test_review_pack_on_the_command_line_shows_each_site_beside_validation(
+    world, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import sys
+
+    from clinical_mlops.cli import app
+    from clinical_mlops.cli._common import run_guarded
+
+    root, release = str(world["ws"].root), world["release"]
+    as_of = world["as_of"].strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def run(*args: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["clinical-mlops", "review", "pack", release, *args])
+        try:
+            code = run_guarded(app)
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        return code, capsys.readouterr().out
+
+    code, out = run("--as-of", as_of, "--json", "-w", root)
+    assert code == 0
+    pack = json.loads(out)
+    assert [r["site"] for r in pack["sites"]] == ["north", "south", "all sites"]
+    assert _site(pack, "north")["auroc"] == _site(world["pack"], "north")["auroc"]
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out = run("--as-of", as_of, "-w", root)
+    assert code == 0
+    north = _site(world["pack"], "north")
+    assert f"{north['auroc']:.3f}" in out and "insufficient" in out
+    assert "incidents: BREACHED" in out and "ethnicity" in out
