@@ -18,6 +18,7 @@ from console_world import (
     NOW,
     PASSWORD,
     REVIEWER,
+    SITE,
     USER_OF_ROLE,
     console_client,
     fingerprint_of,
@@ -501,6 +502,21 @@ def test_review_and_incident_forms_call_the_library(fresh_world: dict[str, Any])
     assert r.status_code == 409
     assert "checklist items unanswered: ['documentation']" in html.unescape(r.text)
     page = comp.get(f"/console/reviews/{v1}")
+    # the live figures of the site it served at, beside the validation figures; too few
+    # outcomes are insufficient data, and the monitoring alerts opened since approval
+    # put the incidents item outside the limits
+    text = html.unescape(page.text)
+    assert "Live figures per site" in text and f'<th scope="row">{SITE}</th>' in text
+    assert "insufficient data" in text and "outside the task's limits: write a finding" in text
+    r = comp.post(
+        f"/console/reviews/{v1}",
+        data={"csrf_token": form_token(page.text), "outcome": "continue", "documentation": "ok"}
+        | answers,
+    )
+    assert r.status_code == 409
+    assert "the live figures breach incidents" in html.unescape(r.text)
+    page = comp.get(f"/console/reviews/{v1}")
+    answers["incidents"] = "PSI alert on ventilation under review; no incident opened"
     r = comp.post(
         f"/console/reviews/{v1}",
         data={"csrf_token": form_token(page.text), "outcome": "continue", "documentation": "ok"}
@@ -508,10 +524,14 @@ def test_review_and_incident_forms_call_the_library(fresh_world: dict[str, Any])
         follow_redirects=False,
     )
     assert r.status_code == 303
-    from clinical_mlops.governance.reviews import review_status
+    from clinical_mlops.governance.reviews import review_pack_of, review_status
 
     with Registry.open(ws, clock=FixedClock(NOW)) as reg, Governance(reg) as gov:
-        assert review_status(gov, v1)["last_review"]["checklist"]["fairness"] == "sex gap noted"
+        last = review_status(gov, v1)["last_review"]
+        assert last["checklist"]["fairness"] == "sex gap noted"
+        stored = review_pack_of(gov, v1)
+        assert stored is not None and last["review_pack_sha256"] == stored["sha256"]
+        assert [r["site"] for r in stored["pack"]["sites"]] == [SITE]
 
     page = comp.get("/console/incidents")
     r = comp.post(

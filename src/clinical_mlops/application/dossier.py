@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from clinical_mlops.errors import ReleaseChanged
+from clinical_mlops.errors import GovernanceError, ReleaseChanged
 from clinical_mlops.evaluation.validation_report import BaselineComparison, ValidationReport
 from clinical_mlops.governance.board import Governance
 from clinical_mlops.governance.reviews import review_status
@@ -210,13 +210,17 @@ def service_status(governance: Governance) -> list[dict[str, Any]]:
 def review_evidence(governance: Governance, version: str) -> dict[str, Any]:
     """Return what a periodic review (R-H3) of ``version`` looks at, per checklist item.
 
-    Calibration and fairness from the signed validation report, incidents on the
-    release from the incident register, documentation completeness from the bundle
-    and the gates; with the review schedule (due date, overdue), the last review and
-    the reviews monitoring alerts requested that are still pending.
+    The live review pack of the period since the last review (per-site outcome-linked
+    figures beside the validation figures, incidents and alerts of the period, the
+    pre-assessed checklist: :mod:`clinical_mlops.monitoring.live_review`); calibration
+    and fairness from the signed validation report, incidents on the release from the
+    incident register, documentation completeness from the bundle and the gates; with
+    the review schedule (due date, overdue), the last review and the reviews
+    monitoring alerts requested that are still pending.
     """
     from clinical_mlops.governance.incidents import list_incidents
     from clinical_mlops.monitoring.escalation import review_items
+    from clinical_mlops.monitoring.live_review import documentation_status, review_pack
 
     registry = governance.registry
     rel = registry.get(version)
@@ -224,15 +228,16 @@ def review_evidence(governance: Governance, version: str) -> dict[str, Any]:
     report = bundle.report()
     calibration = report.calibration
     incidents = [i for i in list_incidents(governance) if i["version"] == rel.version]
-    gates = governance.gates(rel.version)
-    documents = {
-        name: (bundle.path / name).exists()
-        for name in ("model_card.json", "report.json", "explanation.json", "lineage.json")
-    }
+    try:
+        pack, no_pack = review_pack(governance, rel.version), None
+    except GovernanceError as exc:  # never approved: no period in service to show
+        pack, no_pack = None, str(exc)
     return {
         "release": rel.to_json() | {"path": None},
         "schedule": review_status(governance, rel.version),
         "requested": review_items(registry.workspace, release=rel.version, pending_only=True),
+        "pack": pack,
+        "no_pack": no_pack,
         "calibration": {
             "ece": calibration.ece,
             "slope": report.test.calibration_slope,
@@ -246,13 +251,7 @@ def review_evidence(governance: Governance, version: str) -> dict[str, Any]:
             "total": len(incidents),
             "open": [i["id"] for i in incidents if i["status"] != "resolved"],
         },
-        "documentation": {
-            "files": documents,
-            "gates_passed": {name: bool(g["passed"]) for name, g in sorted(gates.items())},
-            "complete": all(documents.values())
-            and bool(gates)
-            and all(g["passed"] for g in gates.values()),
-        },
+        "documentation": documentation_status(governance, rel.version),
     }
 
 

@@ -64,6 +64,7 @@ __all__ = [
     "resolve_incident",
     "resume",
     "retire",
+    "review_pack",
     "rollback",
     "set_review_schedule",
     "set_rollout",
@@ -516,6 +517,21 @@ def resolve_incident(
 
 
 # -- periodic reviews --------------------------------------------------------------------------
+def review_pack(
+    governance: Governance, version: str, *, as_of: datetime | None = None
+) -> dict[str, Any]:
+    """Return the live review pack of ``version``: per-site figures since its last review.
+
+    Outcome-linked discrimination and calibration, subgroup gaps, alert, review and
+    override rates per site, each beside its validation figure; incidents and
+    monitoring alerts of the period; the pre-assessed checklist
+    (:mod:`clinical_mlops.monitoring.live_review`). ``as_of`` defaults to now.
+    """
+    from clinical_mlops.monitoring.live_review import review_pack as pack
+
+    return pack(governance, version, as_of=as_of)
+
+
 def record_review(
     governance: Governance,
     version: str,
@@ -524,9 +540,21 @@ def record_review(
     checklist: dict[str, str],
     outcome: str,
 ) -> dict[str, Any]:
-    """Return the periodic review recorded against ``version`` (a ``suspend`` outcome suspends)."""
+    """Return the periodic review recorded against ``version`` (a ``suspend`` outcome suspends).
+
+    Recorded against the live review pack as of now: stored with the review, its
+    hash in the ledger; an item the pack marks breached needs a finding, not "ok".
+    The returned review holds the pack (``pack``) and its hash (``review_pack_sha256``).
+    """
+    from clinical_mlops.monitoring.live_review import review_pack as pack
+
     return reviews.record_review(
-        governance, version, reviewer=reviewer, checklist=checklist, outcome=outcome
+        governance,
+        version,
+        reviewer=reviewer,
+        checklist=checklist,
+        outcome=outcome,
+        pack=lambda: pack(governance, version),
     )
 
 

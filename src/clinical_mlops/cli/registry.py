@@ -614,7 +614,120 @@ def ops_cmd(json_: JsonOption = False, workspace: WorkspaceOption = None) -> Non
 # -- reviews -----------------------------------------------------------------------------------
 
 
-@review_app.command("record", help="Record a periodic review against a release.")
+def _fig(value: Any, fmt: str = ".3f") -> str:
+    """Return a pack figure as a table cell: the number, "insufficient" or "-"."""
+    if isinstance(value, bool) or value is None:
+        return "-"
+    if isinstance(value, int | float):
+        return format(value, fmt)
+    return "insufficient" if str(value).startswith("insufficient data") else str(value)
+
+
+def _max_gap(gaps: dict[str, Any]) -> str:
+    numbers = {a: g for a, g in gaps.items() if isinstance(g, int | float)}
+    if not numbers:
+        return "insufficient" if gaps else "-"
+    attr = max(numbers, key=lambda a: numbers[a])
+    return f"{numbers[attr]:.3f} {attr}"
+
+
+def _print_pack(pack: dict[str, Any]) -> None:
+    """Print the live review pack: one row per site, live beside validation, then the checklist."""
+    table = CliTable(
+        title=f"live review of {pack['release']}: {pack['since']} ({pack['since_what']}) "
+        f"to {pack['as_of']}"
+    )
+    for col in (
+        "Site",
+        "Scored",
+        "Outcomes (events)",
+        "AUROC live [95% CI]",
+        "AUROC valid.",
+        "ECE live / valid.",
+        "CITL / slope live",
+        "Alerts/100 live / valid.",
+        "Reviews/100 live / valid.",
+        "Override rate",
+        "Max subgroup gap live / valid.",
+    ):
+        table.add_column(col)
+    notes: list[str] = []
+    for r in pack["sites"]:
+        v = r["validation"]
+        ci = r["auroc_ci"]
+        live_auroc = _fig(r["auroc"])
+        if isinstance(ci, list) and all(isinstance(x, float) for x in ci):
+            live_auroc += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+        gaps = {a: s["gap"] for a, s in r["subgroups"].items()}
+        table.add_row(
+            r["site"],
+            str(r["n_scored"]),
+            f"{r['n_outcomes']} ({r['n_positive']})",
+            live_auroc,
+            _fig(v["auroc"]),
+            f"{_fig(r['ece'])} / {_fig(v['ece'])}",
+            f"{_fig(r['calibration_in_the_large'], '+.2f')} / {_fig(r['calibration_slope'], '.2f')}",
+            f"{_fig(r['alerts_per_100'], '.1f')} / {_fig(v['alerts_per_100'], '.1f')}",
+            f"{_fig(r['reviews_per_100'], '.1f')} / {_fig(v['reviews_per_100'], '.1f')}",
+            _fig(r["override_rate"], ".1%"),
+            f"{_max_gap(gaps)} / {_max_gap(v['subgroup_gaps'])}",
+        )
+        for key in ("auroc", "override_rate"):
+            if isinstance(r[key], str):
+                notes.append(f"{r['site']}: {key.replace('_', ' ')} {r[key]}")
+    out_console.print(table)
+    for line in [*notes, *pack["limitations"]]:
+        out_console.print(f"  note: {line}", highlight=False)
+    for item, c in pack["checklist"].items():
+        state = "BREACHED" if c["breached"] else "within limits"
+        out_console.print(f"{item}: {state} ({c['evidence']})", highlight=False)
+        for finding in c["findings"]:
+            out_console.print(f"  - {finding}", highlight=False)
+
+
+def _as_of(value: str | None) -> Any:
+    from datetime import UTC, datetime
+
+    from clinical_mlops.errors import InputInvalid
+
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputInvalid(
+            [("--as-of", f"expected an ISO-8601 time such as 2026-03-02T09:00:00Z, got {value!r}")]
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@review_app.command(
+    "pack",
+    help="Show the live figures per site since the last review, beside the validation figures.",
+)
+def review_pack_cmd(
+    version: VersionArg,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="End of the review period (ISO-8601; default: now)."),
+    ] = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.application import governance as act
+
+    with _governance(workspace) as gov:
+        pack = act.review_pack(gov, version, as_of=_as_of(as_of))
+    if json_:
+        print_json(pack)
+    else:
+        _print_pack(pack)
+
+
+@review_app.command(
+    "record",
+    help="Record a periodic review against a release and the live figures of its period.",
+)
 def review_record(
     version: VersionArg,
     calibration: Annotated[str, typer.Option(help="Calibration finding ('ok' or what was found).")],
@@ -640,7 +753,14 @@ def review_record(
         r = act.record_review(
             gov, version, reviewer=_actor(actor), checklist=checklist, outcome=outcome
         )
-    _emit(r, json_, f"review of {version} recorded: {outcome}")
+    if json_:
+        print_json(r)
+        return
+    _print_pack(r["pack"])
+    out_console.print(
+        f"review of {version} recorded: {outcome} (review pack sha256 {r['review_pack_sha256']})",
+        highlight=False,
+    )
 
 
 @review_app.command("status", help="Show the review schedule and due date of a release.")

@@ -16,6 +16,7 @@ __all__ = [
     "gates",
     "incidents",
     "people",
+    "review_packs",
     "reviews",
     "risk_acknowledgements",
     "schedules",
@@ -88,6 +89,18 @@ reviews = sa.Table(
     sa.Column("checklist", sa.Text, nullable=False),
     sa.Column("outcome", sa.String(40), nullable=False),
     sa.Column("time", sa.String(40), nullable=False),
+)
+
+# The live review pack a periodic review was recorded against (one per review), by hash; a
+# table of its own so a workspace made before review packs gains it without a migration.
+review_packs = sa.Table(
+    "gov_review_packs",
+    metadata,
+    sa.Column("review_id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.String(200), nullable=False, index=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("as_of", sa.String(40), nullable=False),
+    sa.Column("pack", sa.Text, nullable=False),
 )
 
 incidents = sa.Table(

@@ -54,8 +54,10 @@ class InferenceRecords:
     ``seq`` identifies each prediction (its ledger seq), ``shown`` says whether a
     clinician saw it (shadow and silent modes: no), ``inputs`` holds one column per
     model input with missing values as NaN/None, ``subjects`` the pseudonyms
-    (for case escalation; empty in simulations) and ``escalated`` whether the
-    Predictor routed the prediction to human review as it scored it.
+    (for case escalation; empty in simulations), ``escalated`` whether the
+    Predictor routed the prediction to human review as it scored it and ``sites``
+    the site each was scored at (its context's ``site``; None when the record names
+    none; empty in simulations).
     """
 
     release: str
@@ -67,6 +69,7 @@ class InferenceRecords:
     inputs: pd.DataFrame
     subjects: tuple[str | None, ...] = ()
     escalated: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    sites: tuple[str | None, ...] = ()
 
     @classmethod
     def build(
@@ -81,6 +84,7 @@ class InferenceRecords:
         shown: Sequence[bool] | np.ndarray | None = None,
         subjects: Sequence[str | None] = (),
         escalated: Sequence[bool] | np.ndarray | None = None,
+        sites: Sequence[str | None] = (),
     ) -> InferenceRecords:
         """Return records sorted by time (stable: equal times keep their order)."""
         t = np.asarray(time, dtype=float)
@@ -89,6 +93,7 @@ class InferenceRecords:
         shown_arr = np.ones(n, dtype=bool) if shown is None else np.asarray(shown, dtype=bool)
         routed = np.zeros(n, dtype=bool) if escalated is None else np.asarray(escalated, dtype=bool)
         subj = tuple(subjects)
+        at = tuple(sites)
         return cls(
             release=release,
             model_version=model_version,
@@ -99,6 +104,7 @@ class InferenceRecords:
             inputs=inputs.iloc[order].reset_index(drop=True),
             subjects=tuple(subj[i] for i in order) if subj else (),
             escalated=routed[order],
+            sites=tuple(at[i] for i in order) if at else (),
         )
 
     def __len__(self) -> int:
@@ -346,6 +352,7 @@ def read_ledger_records(
                     "subject": [],
                     "mv": [],
                     "escalated": [],
+                    "site": [],
                 },
             )
             acc["seq"].append(int(seq))
@@ -356,6 +363,8 @@ def read_ledger_records(
             acc["subject"].append(view.entry.subject)
             acc["mv"].append(str(p["model_version"]))
             acc["escalated"].append(int(seq) in routed_at_scoring)
+            site = (p.get("context") or {}).get("site")
+            acc["site"].append(None if site is None else str(site))
         elif kind == "outcome":
             raw = p.get("outcome")
             try:
@@ -391,6 +400,7 @@ def read_ledger_records(
             inputs=pd.DataFrame.from_records(acc["inputs"]),
             subjects=acc["subject"],
             escalated=acc["escalated"],
+            sites=acc["site"],
         )
         for rel, acc in per_release.items()
     }

@@ -21,9 +21,15 @@ OUTCOMES = {
     "suspend": "Suspend the release (it falls back to the clinical baseline)",
 }
 QUESTIONS = {
-    "calibration": "Is the model still calibrated (predicted risks match observed outcomes)?",
-    "fairness": "Are subgroup differences within the task's tolerance?",
-    "incidents": "Have incidents on this release been contained, communicated and resolved?",
+    "calibration": (
+        "At each site, does the model still discriminate and is it still calibrated "
+        "(predicted risks match observed outcomes)?"
+    ),
+    "fairness": "Are subgroup differences within the task's tolerance at each site?",
+    "incidents": (
+        "Have incidents and monitoring alerts on this release been contained, communicated "
+        "and resolved, and do clinicians still accept its recommendations (override rate)?"
+    ),
     "documentation": "Are the model card, validation report and gate evidence complete and current?",
 }
 
