@@ -5,15 +5,15 @@ period, and a selection without events are refused with nothing recorded."""
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from clinical_mlops.application.validation import external_validations, validate_externally
 from clinical_mlops.cli import app
-from clinical_mlops.clock import SystemClock
+from clinical_mlops.cli._common import run_guarded
 from clinical_mlops.data.contracts import ContractReport
 from clinical_mlops.data.sources import synthetic_source, ward_source
 from clinical_mlops.data.synthetic import SyntheticConfig
@@ -43,20 +43,23 @@ def _world(fresh_workspace, trained, clock, name: str) -> tuple[Workspace, Gover
     return ws, gov, version
 
 
-def _west(ws: Workspace) -> str:
+def _west(ws: Workspace, clock) -> str:
     """Another hospital's snapshot (site west), built from its own synthetic source."""
     source = synthetic_source(ws, SyntheticConfig(seed=23, scale=0.06, sites=("west",)))
-    return build_snapshot(ws, load_task(TASK), source).id
+    return build_snapshot(ws, load_task(TASK), source, clock=clock).id
 
 
-def _subset(ws: Workspace, snapshot_id: str, *, events: int, non_events: int) -> str:
+def _subset(ws: Workspace, snapshot_id: str, *, events: int, non_events: int, clock) -> str:
     """A snapshot holding only some stays of ``snapshot_id`` (a small hospital's extract)."""
     snap = open_snapshot(ws, snapshot_id)
     spec = snap.spec()
     label = spec.label.name
     cohort = snap.cohort()
     keep = pd.concat(
-        [cohort.loc[cohort[label] == 1].head(events), cohort.loc[cohort[label] == 0].head(non_events)]
+        [
+            cohort.loc[cohort[label] == 1].head(events),
+            cohort.loc[cohort[label] == 0].head(non_events),
+        ]
     )
     features = snap.features()
     return write_snapshot(
@@ -69,30 +72,40 @@ def _subset(ws: Workspace, snapshot_id: str, *, events: int, non_events: int) ->
         source=snap.manifest["source"] | {"params": {"subset": [events, non_events]}},
         sql=snap.manifest["feature_sql"],
         engine="duckdb",
-        clock=SystemClock(),
+        clock=clock,
         actor="pipeline",
     ).id
 
 
+def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run the command line as a user does (errors: one line, exit code 2)."""
+    monkeypatch.setattr(sys, "argv", ["clinical-mlops", *args])
+    try:
+        code = run_guarded(app)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def _recorded(ws: Workspace, gov: Governance, version: str) -> tuple[int, list[Any]]:
     with Ledger.open(ws) as led:
-        n = sum(
-            led.entry(s).type == "external_validation_recorded" for s in range(led.size())
-        )
+        n = sum(led.entry(s).type == "external_validation_recorded" for s in range(led.size()))
     return n, external_validations(gov, version)
 
 
 def test_validate_on_another_site_stores_a_report_linked_to_the_release(
-    fresh_workspace, trained, clock, monkeypatch
+    fresh_workspace, trained, clock, monkeypatch, capsys
 ):
     ws, gov, version = _world(fresh_workspace, trained, clock, "external")
-    west = _west(ws)
+    west = _west(ws, clock)
     monkeypatch.setenv("CLINICAL_MLOPS_ACTOR", "eli")
-    runner = CliRunner()
-    run = runner.invoke(app, ["validate", version, "--on", west[:12], "--workspace", str(ws.root)])
-    assert run.exit_code == 0, run.output
-    assert "auroc" in run.output and "development" in run.output
-    assert "report: " in run.output
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, err = _cli(
+        monkeypatch, capsys, "validate", version, "--on", west[:12], "-w", str(ws.root)
+    )
+    assert code == 0, err
+    assert "auroc" in out and "development" in out and "report: " in out
 
     listed = external_validations(gov, version)
     assert len(listed) == 1
@@ -103,9 +116,7 @@ def test_validate_on_another_site_stores_a_report_linked_to_the_release(
     report_path = v.path / "report.json"
     assert sha256_file(report_path) == v.report_sha256
     assert sha256_file(v.path / "report.html") == v.html_sha256
-    assert str(report_path) in run.output.replace("\n", "") or str(v.path) in run.output.replace(
-        "\n", ""
-    )
+    assert f"report: {v.path / 'report.html'}" in out
     report = ValidationReport.load(report_path)
     development = gov.registry.bundle(version).report()
     assert report.schema_id == development.schema_id
@@ -140,18 +151,18 @@ def test_validate_on_another_site_stores_a_report_linked_to_the_release(
     assert entry.payload["auroc"] == v.auroc
 
     # `registry show` lists it
-    shown = runner.invoke(app, ["registry", "show", version, "--workspace", str(ws.root)])
-    assert shown.exit_code == 0, shown.output
-    assert f"external validation {v.id}" in shown.output
-    shown_json = runner.invoke(
-        app, ["registry", "show", version, "--json", "--workspace", str(ws.root)]
+    code, out, err = _cli(monkeypatch, capsys, "registry", "show", version, "-w", str(ws.root))
+    assert code == 0, err
+    assert f"external validation {v.id}" in out and "site(s) west" in out
+    code, out, _ = _cli(
+        monkeypatch, capsys, "registry", "show", version, "--json", "-w", str(ws.root)
     )
-    assert [x["id"] for x in json.loads(shown_json.output)["external_validations"]] == [v.id]
+    assert [x["id"] for x in json.loads(out)["external_validations"]] == [v.id]
 
     # the same release, snapshot and sites once only: refused, nothing more recorded
-    again = runner.invoke(app, ["validate", version, "--on", west, "--workspace", str(ws.root)])
-    assert again.exit_code == 2
-    assert "--on" in again.output and "already validated" in again.output
+    code, _, err = _cli(monkeypatch, capsys, "validate", version, "--on", west, "-w", str(ws.root))
+    assert code == 2
+    assert "--on:" in err and "already validated" in err
     assert _recorded(ws, gov, version)[0] == 1
 
 
@@ -161,7 +172,10 @@ def test_refusals_name_the_option_and_record_nothing(fresh_workspace, trained, c
 
     # another task: a readmission snapshot
     ward = build_snapshot(
-        ws, load_task("readmission_30d"), ward_source(ws, WardConfig(seed=5, scale=0.05))
+        ws,
+        load_task("readmission_30d"),
+        ward_source(ws, WardConfig(seed=5, scale=0.05)),
+        clock=clock,
     ).id
     with pytest.raises(ExternalValidationRefused, match=r"--on: snapshot \w+ is of task"):
         validate_externally(gov, version, on=ward, actor="eli")
@@ -181,11 +195,13 @@ def test_refusals_name_the_option_and_record_nothing(fresh_workspace, trained, c
 
     # a site the snapshot does not hold
     with pytest.raises(ExternalValidationRefused, match=r"--site: .* holds no stay at mars"):
-        validate_externally(gov, version, on=_west(ws), sites=["mars"], actor="eli")
+        validate_externally(gov, version, on=_west(ws, clock), sites=["mars"], actor="eli")
 
     # a hospital extract without a single event
-    no_events = _subset(ws, _west(ws), events=0, non_events=40)
-    with pytest.raises(ExternalValidationRefused, match=r"--on: the 40 selected stays have no events"):
+    no_events = _subset(ws, _west(ws, clock), events=0, non_events=40, clock=clock)
+    with pytest.raises(
+        ExternalValidationRefused, match=r"--on: the 40 selected stays have no events"
+    ):
         validate_externally(gov, version, on=no_events, actor="eli")
 
     assert _recorded(ws, gov, version) == (0, [])
@@ -198,7 +214,7 @@ def test_too_few_stays_are_reported_as_insufficient_never_as_a_figure(
     fresh_workspace, trained, clock
 ):
     ws, gov, version = _world(fresh_workspace, trained, clock, "small")
-    small = _subset(ws, _west(ws), events=3, non_events=12)
+    small = _subset(ws, _west(ws, clock), events=3, non_events=12, clock=clock)
     v = validate_externally(gov, version, on=small, actor="eli")
     assert (v.n, v.n_events, v.auroc) == (15, 3, None)
     report = ValidationReport.load(v.path / "report.json")
@@ -227,7 +243,7 @@ def test_approval_gate_counts_externally_validated_sites(fresh_workspace, traine
             update={"acceptance": spec.acceptance.model_copy(update={"min_external_sites": n})}
         )
 
-    validate_externally(gov, version, on=_west(ws), actor="eli")
+    validate_externally(gov, version, on=_west(ws, clock), actor="eli")
     listed = external_validations(gov, version)
     assert external_validation_problems(requiring(1), listed) == []
     (problem,) = external_validation_problems(requiring(2), listed)
@@ -242,7 +258,5 @@ def test_validate_needs_a_validating_role(fresh_workspace, trained, clock):
 
     ws, gov, version = _world(fresh_workspace, trained, clock, "role")
     with pytest.raises(RoleRequired):
-        validate_externally(gov, version, on=_west(ws), actor="cora")
+        validate_externally(gov, version, on=_west(ws, clock), actor="cora")
     assert _recorded(ws, gov, version) == (0, [])
-
-

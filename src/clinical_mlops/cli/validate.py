@@ -30,9 +30,7 @@ def _figure(value: Any, ci: Any = None, digits: int = 3) -> str:
 
 
 def validate_command(
-    release: Annotated[
-        str, typer.Argument(help="Release version (task@n) or bundle hash prefix.")
-    ],
+    release: Annotated[str, typer.Argument(help="Release version (task@n) or bundle hash prefix.")],
     on: Annotated[
         str,
         typer.Option(

@@ -53,7 +53,9 @@ def _row(metric: str, dev: Any, ext: Any, dev_ci: Any = None, ext_ci: Any = None
     }
 
 
-def comparison_rows(development: ValidationReport, external: ValidationReport) -> list[dict[str, Any]]:
+def comparison_rows(
+    development: ValidationReport, external: ValidationReport
+) -> list[dict[str, Any]]:
     """Return the development-against-external rows (AUROC, calibration, ECE, workload).
 
     When the external selection is too small to measure AUROC, the calibration figures

@@ -334,7 +334,9 @@ def external_validations(registry: Registry, version: str) -> builtins.list[Exte
     table = t.external_validations
     with registry.engine.connect() as conn:
         rows = conn.execute(
-            sa.select(table).where(table.c.version == rel.version).order_by(table.c.time, table.c.id)
+            sa.select(table)
+            .where(table.c.version == rel.version)
+            .order_by(table.c.time, table.c.id)
         ).all()
     return [_row(r, registry.workspace) for r in rows]
 
@@ -435,13 +437,13 @@ def validate_on(
             ],
         )
     stays = select_stays(snapshot, chosen)
-    problems, statements, development = _checks(
-        workspace, bundle, snapshot, stays, sites=chosen
-    )
+    problems, statements, development = _checks(workspace, bundle, snapshot, stays, sites=chosen)
+    if problems:
+        raise ExternalValidationRefused(rel.version, problems)
     label = bundle.spec().label.name
     n, n_events = len(stays), int(stays[label].sum()) if len(stays) else 0
     where = "--site" if chosen else "--on"
-    if not problems and (n_events == 0 or n_events == n):
+    if n_events == 0 or n_events == n:
         missing = "no events" if n_events == 0 else "no stay without the event"
         problems.append(
             (
@@ -454,9 +456,7 @@ def validate_on(
         raise ExternalValidationRefused(rel.version, problems)
     site_list = chosen or sorted(str(s) for s in stays["site"].unique())
     years = [int(stays["real_year"].min()), int(stays["real_year"].max())]
-    selection = (
-        f"the stays at {', '.join(chosen)}" if chosen else "every stay of the snapshot"
-    )
+    selection = f"the stays at {', '.join(chosen)}" if chosen else "every stay of the snapshot"
     statement = (
         f"External validation of {rel.version} on {selection} (snapshot {snapshot.id[:12]}, "
         f"site(s) {', '.join(site_list)}, {_span(years)}): {' '.join(statements)} Performance "
@@ -480,9 +480,9 @@ def validate_on(
             "independence": statements,
         },
     )
-    validation_id = sha256_json(
-        {"release": rel.version, "snapshot_id": snapshot.id, "sites": key}
-    )[:16]
+    validation_id = sha256_json({"release": rel.version, "snapshot_id": snapshot.id, "sites": key})[
+        :16
+    ]
     parent = workspace.artifacts_dir / "validations" / bundle.path.name
     final = parent / validation_id
     external = report.external
