@@ -20,7 +20,12 @@ from clinical_mlops.vocabulary import Role
 if TYPE_CHECKING:
     from clinical_mlops.registry.external import ExternalValidation
 
-__all__ = ["VALIDATING_ROLES", "external_validations", "validate_externally"]
+__all__ = [
+    "VALIDATING_ROLES",
+    "external_validation_report",
+    "external_validations",
+    "validate_externally",
+]
 
 #: the roles whose holders may record an external validation of a release
 VALIDATING_ROLES: tuple[Role, ...] = (Role.ENGINEERING, Role.CLINICAL)
@@ -58,3 +63,26 @@ def external_validations(governance: Governance, version: str) -> list[ExternalV
     from clinical_mlops.registry.external import external_validations as listed
 
     return listed(governance.registry, version)
+
+
+def external_validation_report(governance: Governance, version: str, validation_id: str) -> str:
+    """Return the HTML report of external validation ``validation_id`` of ``version``.
+
+    The file is checked against the SHA-256 recorded with the validation (and in the
+    ledger): a report changed since is refused (``WorkspaceError``), never shown.
+    """
+    from clinical_mlops.errors import ReleaseNotFound, WorkspaceError
+    from clinical_mlops.hashing import sha256_file
+
+    found = next(
+        (v for v in external_validations(governance, version) if v.id == validation_id), None
+    )
+    if found is None:
+        raise ReleaseNotFound(f"{version} has no external validation {validation_id!r}")
+    html = found.path / "report.html"
+    if not html.is_file() or sha256_file(html) != found.html_sha256:
+        raise WorkspaceError(
+            f"external validation {validation_id} of {version}: report.html is missing or does "
+            "not match the SHA-256 recorded with it; refusing to show it"
+        )
+    return html.read_text(encoding="utf-8")
