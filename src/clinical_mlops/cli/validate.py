@@ -63,7 +63,7 @@ def validate_command(
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Validate a release on data outside its development and store the report with it.
+    """Validate a release on another snapshot (another site, later years) and store the report as its evidence.
 
     The release's model is applied to the snapshot's stays (or those of ``--site``) and
     evaluated like development, at the release's threshold and escalation policy; the
