@@ -211,6 +211,7 @@ def show_cmd(
             f"{measured} (development {x['development_auroc']:.3f}); {x['path']}/report.html",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
 
 

@@ -108,4 +108,5 @@ def validate_command(
         f"report: {Path(done.path) / 'report.html'} (sha256 of report.json "
         f"{done.report_sha256[:12]}; audit record {done.seq})",
         highlight=False,
+        soft_wrap=True,  # a path is copied whole, never broken across lines
     )
