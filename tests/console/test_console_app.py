@@ -27,14 +27,19 @@ from console_world import (
     sign_in,
 )
 
+from clinical_mlops.application.validation import validate_externally
 from clinical_mlops.clock import FixedClock
 from clinical_mlops.console.deps import PAGE_ROLES, PUBLIC_ROUTES
 from clinical_mlops.console.session import COOKIE
+from clinical_mlops.data.sources import synthetic_source
+from clinical_mlops.data.synthetic import SyntheticConfig
+from clinical_mlops.features.snapshot import build_snapshot
 from clinical_mlops.governance.board import Governance
 from clinical_mlops.governance.incidents import open_incident
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.monitoring.alerts import list_alerts
 from clinical_mlops.registry.registry import Registry
+from clinical_mlops.tasks import load_task
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette warns that httpx is deprecated for TestClient
@@ -59,11 +64,18 @@ def ids(world: dict[str, Any]) -> dict[str, str]:
                 "communications_lead": ENGINEER,
             },
         )
+        # another hospital's data, so the release has an external validation report to open
+        west = synthetic_source(world["ws"], SyntheticConfig(seed=23, scale=0.06, sites=("west",)))
+        snapshot = build_snapshot(
+            world["ws"], load_task("icu_mortality_48h"), west, clock=FixedClock(NOW)
+        )
+        validation = validate_externally(gov, world["v1"], on=snapshot.id, actor="demo.priya.nair")
     return {
         "seq": str(world["escalated"][-1]),
         "version": world["v1"],
         "alert_id": list_alerts(world["ws"])[0].id,
         "incident_id": inc["id"],
+        "validation_id": validation.id,
     }
 
 

@@ -28,6 +28,7 @@ from clinical_mlops.evaluation.validation_report import BaselineComparison, Vali
 from clinical_mlops.governance.board import Governance
 from clinical_mlops.governance.reviews import review_status
 from clinical_mlops.hashing import canonical_json
+from clinical_mlops.registry.external import external_validations
 from clinical_mlops.registry.registry import LIVE, Release
 
 __all__ = [
@@ -152,6 +153,7 @@ def release_dossier(governance: Governance, version: str) -> dict[str, Any]:
         "gates": governance.gates(rel.version),
         "approvals": [a.to_json() for a in governance.approvals(rel.version)],
         "risks": governance.risk_register(rel.version),
+        "external_validations": [v.to_json() for v in external_validations(registry, rel.version)],
         "history": registry.history(rel.version),
         "trial": release_trial_summary(governance, rel.version),
         "fingerprint": release_fingerprint(governance, rel.version),

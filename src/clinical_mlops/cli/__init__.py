@@ -122,6 +122,12 @@ COMMANDS: tuple[LazyCommand, ...] = (
         "Show where a model's validation report and model card are, with the headline table.",
     ),
     LazyCommand(
+        "validate",
+        "clinical_mlops.cli.validate:validate_command",
+        "Validate a release on another snapshot (another site, later years) and store the "
+        "report as its evidence.",
+    ),
+    LazyCommand(
         "serve",
         "clinical_mlops.cli.serve:serve_command",
         "Serve the task's approved release over HTTP (TLS 1.3 minimum when a cert and key "

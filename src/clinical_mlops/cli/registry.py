@@ -202,6 +202,17 @@ def show_cmd(
         out_console.print(f"  risk {r['id']}: {state}", highlight=False, markup=False)
     for a in shown["approvals"]:
         out_console.print(f"  {a['decision']} by {a['person']} ({a['role']}): {a['why']}")
+    for x in shown["external_validations"]:
+        auroc = x["auroc"]
+        measured = f"AUROC {auroc:.3f}" if isinstance(auroc, int | float) else "AUROC not measured"
+        out_console.print(
+            f"  external validation {x['id']}: snapshot {x['snapshot_id'][:12]}, site(s) "
+            f"{', '.join(x['sites'])}, {x['years'][0]}-{x['years'][1]}, n={x['n']}, "
+            f"{measured} (development {x['development_auroc']:.3f}); {x['path']}/report.html",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 @registry_app.command(

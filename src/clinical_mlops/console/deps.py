@@ -61,6 +61,7 @@ PAGE_ROLES: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/releases/{version}"): GOVERN,
     ("POST", "/releases/{version}/decision"): GOVERN,
     ("POST", "/releases/{version}/risks"): ("reviewer", "compliance"),
+    ("GET", "/releases/{version}/validations/{validation_id}"): GOVERN,
     ("GET", "/models"): PEOPLE,
     ("GET", "/models/{version}/card"): PEOPLE,
     ("GET", "/models/{version}/suspend"): GOVERN,

@@ -376,12 +376,17 @@ def _limitations(
             "The data are synthetic: they reproduce published cohort statistics, so these "
             "figures show that the pipeline works, not that the model is clinically valid."
         )
-    test_years = spec.split.test_years
-    out.append(
-        f"Validation is temporal but internal (one source, test years {test_years[0]}-"
-        f"{test_years[1]}); performance after {test_years[1]}, at other hospitals or after "
-        "changes in practice, coding or case mix is unknown and must be monitored."
-    )
+    external = inp.extra.get("external")
+    if isinstance(external, str):
+        # an external validation states what it covers instead of the internal split
+        out.append(external)
+    else:
+        test_years = spec.split.test_years
+        out.append(
+            f"Validation is temporal but internal (one source, test years {test_years[0]}-"
+            f"{test_years[1]}); performance after {test_years[1]}, at other hospitals or after "
+            "changes in practice, coding or case mix is unknown and must be monitored."
+        )
     if baseline.get("declared") is False:
         out.append(baseline["statement"])
     else:

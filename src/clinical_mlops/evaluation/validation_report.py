@@ -24,6 +24,7 @@ __all__ = [
     "SCHEMA",
     "BaselineComparison",
     "EscalationRecord",
+    "ExternalComparison",
     "FairnessAlert",
     "FairnessMetric",
     "LockedTestMetrics",
@@ -326,6 +327,42 @@ class PublishedComparison(Section):
     note: str
 
 
+class ExternalRow(Section):
+    """One figure of an external validation beside the development figure it is compared with."""
+
+    metric: str
+    development: Value
+    development_ci: Interval = None
+    external: Value
+    external_ci: Interval = None
+    difference: Value
+
+
+class ExternalComparison(Section):
+    """How a release did on data outside its development (``clinical-mlops validate``).
+
+    ``rows`` compare the external figures with the development report's (external minus
+    development); a figure the selection is too small for carries the insufficient-data
+    wording on both sides, never a number.
+    """
+
+    release: str
+    bundle_sha256: str
+    snapshot_id: str
+    source: str | None
+    sites: list[str]
+    selection: str
+    years: list[int]
+    n: int
+    n_events: int
+    development: dict[str, Any]
+    independence: list[str]
+    rows: list[ExternalRow]
+    auroc_ci_below_development: StrictBool | None
+    auroc_ci_rule: str
+    summary: str
+
+
 class ValidationReport(Document):
     """``report.json``: every figure of the locked-test validation of one model version."""
 
@@ -352,6 +389,8 @@ class ValidationReport(Document):
     published_comparison: PublishedComparison
     #: absent in reports written before escalation policies
     escalation: EscalationRecord | None = None
+    #: present only in the report of an external validation (``clinical-mlops validate``)
+    external: ExternalComparison | None = None
 
     def workload_summary(self) -> dict[str, Any]:
         """Return the workload the release puts on its team, at the report's own threshold.

@@ -455,6 +455,17 @@ class Governance:
                     results=stored,
                 )
 
+    def _require_external_validation(self, version: str) -> None:
+        """Refuse approval while the spec's ``acceptance.min_external_sites`` is not met."""
+        from clinical_mlops.governance.policy import external_validation_problems
+        from clinical_mlops.registry.external import external_validations
+
+        problems = external_validation_problems(
+            self.registry.bundle(version).spec(), external_validations(self.registry, version)
+        )
+        if problems:
+            raise GateFailed(f"{version}: {'; '.join(problems)} (rule: gated approval, R-V1)")
+
     # -- status changes --------------------------------------------------------------------
     def transition(
         self, version: str, *, to: str, actor: str, why: str, role: str | None = None
@@ -490,6 +501,8 @@ class Governance:
                 self._require_gates(version, _BEFORE_VALIDATED, actor=actor)
             if to in LIVE and not resuming:
                 self._require_gates(version, tuple(Gate), actor=actor)
+            if to == "approved" and not resuming:
+                self._require_external_validation(rel.version)
             return self.registry.set_status(
                 version,
                 to=to,  # checked against STATUSES above
@@ -683,6 +696,8 @@ class Governance:
 
     def show(self, version: str) -> dict[str, Any]:
         """Return everything about ``version``: status, sha256, lineage, gates, approvals, history."""
+        from clinical_mlops.registry.external import external_validations
+
         reg = self.registry
         rel = reg.get(version)
         bundle = reg.bundle(rel.version)
@@ -704,6 +719,7 @@ class Governance:
             },
             "approvals": [a.to_json() for a in self.approvals(rel.version)],
             "risks": self.risk_register(rel.version),
+            "external_validations": [v.to_json() for v in external_validations(reg, rel.version)],
             "history": reg.history(rel.version),
             "change": rel.change,
         }

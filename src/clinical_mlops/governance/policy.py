@@ -40,6 +40,7 @@ from clinical_mlops.governance.approvals import Approval, approval_problems
 from clinical_mlops.governance.risks import Acknowledgement, risks_of
 from clinical_mlops.hashing import sha256_file
 from clinical_mlops.registry.bundle import Bundle, evidence_problems
+from clinical_mlops.tasks.spec import TaskSpec
 from clinical_mlops.vocabulary import Gate, Role
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GateResult",
+    "external_validation_problems",
     "gate_approvals",
     "gate_evidence",
     "gate_metrics",
@@ -283,6 +285,30 @@ def gate_approvals(*, author: str, approvals: Iterable[Approval]) -> GateResult:
         },
         problems,
     )
+
+
+def external_validation_problems(spec: TaskSpec, validations: Iterable[Any]) -> list[str]:
+    """Return why a release of ``spec`` lacks the external validation it requires ([]: it has it).
+
+    ``acceptance.min_external_sites`` (default 0) is the number of distinct sites at which
+    the release must have an external validation whose AUROC could be measured
+    (``registry.external.validated_sites``) before it is ``approved``; the problem names
+    the sites validated so far and how many are missing.
+    """
+    from clinical_mlops.registry.external import validated_sites
+
+    required = spec.acceptance.min_external_sites
+    if required <= 0:
+        return []
+    sites = validated_sites(list(validations))
+    if len(sites) >= required:
+        return []
+    return [
+        f"external validation at {required} site(s) required (acceptance.min_external_sites); "
+        f"validated at {', '.join(sites) if sites else 'none'}: {required - len(sites)} more "
+        "site(s) missing; run `clinical-mlops validate RELEASE --on SNAPSHOT` on another "
+        "site's data"
+    ]
 
 
 def run_gates(governance: Governance, version: str, *, actor: str) -> dict[str, GateResult]:

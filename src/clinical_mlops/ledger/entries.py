@@ -152,6 +152,21 @@ _ALL = [
         subject="forbidden",
     ),
     _schema(
+        "external_validation_recorded",
+        "a release validated on data outside its development, the report stored with it (R-V1)",
+        {
+            "release": _STR,
+            "snapshot_id": _STR,
+            "sites": (list,),
+            "years": (list,),
+            "n": (int,),
+            "n_events": (int,),
+            "report_sha256": _STR,
+            "auroc": (int, float, str),
+        },
+        subject="forbidden",
+    ),
+    _schema(
         "status_change",
         "a registry status change (R-A3)",
         {"release": _STR, "from_status": _OPT_STR, "to_status": _STR, "why": _STR},

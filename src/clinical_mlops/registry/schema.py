@@ -12,7 +12,15 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["active", "metadata", "releases", "rollouts", "transitions", "trials"]
+__all__ = [
+    "active",
+    "external_validations",
+    "metadata",
+    "releases",
+    "rollouts",
+    "transitions",
+    "trials",
+]
 
 metadata = sa.MetaData()
 
@@ -92,4 +100,28 @@ sa.Index(
     unique=True,
     sqlite_where=trials.c.ended.is_(None),
     postgresql_where=trials.c.ended.is_(None),
+)
+
+#: external validations of a release (``clinical-mlops validate``): one per release,
+#: snapshot and site selection (``sites`` is ``*`` for every stay of the snapshot)
+external_validations = sa.Table(
+    "reg_external_validations",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("version", sa.String(200), nullable=False, index=True),
+    sa.Column("snapshot_id", sa.String(64), nullable=False),
+    sa.Column("sites", sa.String(1000), nullable=False),
+    sa.Column("year_from", sa.Integer, nullable=False),
+    sa.Column("year_to", sa.Integer, nullable=False),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("n_events", sa.Integer, nullable=False),
+    sa.Column("auroc", sa.Float, nullable=True),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("report_sha256", sa.String(64), nullable=False),
+    sa.Column("html_sha256", sa.String(64), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("time", sa.String(40), nullable=False),
+    sa.Column("ledger_seq", sa.Integer, nullable=True),
+    sa.UniqueConstraint("version", "snapshot_id", "sites"),
 )

@@ -450,6 +450,14 @@ class AcceptanceCriteria(_Strict):
             "the target minus this slack must be acknowledged before the release is validated"
         ),
     )
+    min_external_sites: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Sites at which the release must have an external validation (clinical-mlops "
+            "validate) with a measured AUROC before it is approved"
+        ),
+    )
     required_evidence: tuple[Literal["explanation", "fairness", "robustness", "profile"], ...] = (
         "explanation",
         "fairness",
@@ -1141,7 +1149,11 @@ _LATER_FIELDS: dict[str, dict[str, Any]] = {
     "cohort": {"services": None, "discharged_alive": False},
     "label": {"admission_types": None},
     "feature": {"window": None, "fhir": [], "molar_mass": None},
-    "acceptance": {"max_reviews_per_100": None, "max_coverage_shortfall": 0.05},
+    "acceptance": {
+        "max_reviews_per_100": None,
+        "max_coverage_shortfall": 0.05,
+        "min_external_sites": 0,
+    },
     "monitoring": {"max_open_cases": 50, "max_review_latency_hours": 4.0},
 }
 

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from clinical_mlops.application import governance as act
 from clinical_mlops.application.dossier import PENDING_DECISION, release_dossier
+from clinical_mlops.application.validation import external_validation_report
 from clinical_mlops.console.deps import Viewer, page, posted, render
 from clinical_mlops.errors import InputInvalid, NotAuthorised
 from clinical_mlops.governance.risks import ACKNOWLEDGING_ROLES
@@ -59,6 +60,19 @@ def release(
         gate_approvals=Gate.APPROVALS,
         already_decided=viewer.user.name in decided,
         acknowledging_roles=[r for r in viewer.user.governance_roles if r in ACKNOWLEDGING_ROLES],
+    )
+
+
+@router.get("/releases/{version}/validations/{validation_id}", response_class=HTMLResponse)
+def external_report(
+    version: str,
+    validation_id: str,
+    viewer: Annotated[Viewer, Depends(page("/releases/{version}/validations/{validation_id}"))],
+) -> HTMLResponse:
+    # The stored report, checked against the hash recorded with the validation.
+    return HTMLResponse(
+        external_validation_report(viewer.console.governance, version, validation_id),
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
     )
 
 
