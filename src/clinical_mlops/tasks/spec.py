@@ -450,6 +450,14 @@ class AcceptanceCriteria(_Strict):
             "the target minus this slack must be acknowledged before the release is validated"
         ),
     )
+    min_recalibration_events: int = Field(
+        default=50,
+        ge=1,
+        description=(
+            "Local recalibration: fewest events, and fewest non-events, each part of a site's "
+            "stays must hold (calibrator fit, conformal fit, held-out evaluation)"
+        ),
+    )
     required_evidence: tuple[Literal["explanation", "fairness", "robustness", "profile"], ...] = (
         "explanation",
         "fairness",
@@ -1141,7 +1149,11 @@ _LATER_FIELDS: dict[str, dict[str, Any]] = {
     "cohort": {"services": None, "discharged_alive": False},
     "label": {"admission_types": None},
     "feature": {"window": None, "fhir": [], "molar_mass": None},
-    "acceptance": {"max_reviews_per_100": None, "max_coverage_shortfall": 0.05},
+    "acceptance": {
+        "max_reviews_per_100": None,
+        "max_coverage_shortfall": 0.05,
+        "min_recalibration_events": 50,
+    },
     "monitoring": {"max_open_cases": 50, "max_review_latency_hours": 4.0},
 }
 
