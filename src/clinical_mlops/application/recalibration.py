@@ -28,12 +28,13 @@ returned (calibration-in-the-large, slope, ECE, Brier), so the improvement is vi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clinical_mlops.errors import ValueInvalid
+from clinical_mlops.errors import ValueInvalid, WorkspaceError
 from clinical_mlops.governance.board import Governance
 from clinical_mlops.hashing import canonical_json, sha256_file
 from clinical_mlops.vocabulary import Role
@@ -115,7 +116,9 @@ def calibration_figures(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
 
 def _refuse_other_task(bundle: Bundle, snapshot: Any) -> None:
     """Refuse a snapshot of another task or another feature contract than the release's."""
+    from clinical_mlops.features.snapshot import SPEC_FILE
     from clinical_mlops.registry.bundle import feature_contract
+    from clinical_mlops.tasks.spec import task_from_mapping
 
     if snapshot.task_name != bundle.task:
         raise ValueInvalid(
@@ -124,7 +127,11 @@ def _refuse_other_task(bundle: Bundle, snapshot: Any) -> None:
         )
     schema = bundle.read_json("feature_schema.json")
     ours = {"features": schema["features"], "label": schema["label"]}
-    theirs = feature_contract(snapshot.spec())
+    # The spec as the snapshot was built (its sealed copy), even when the task is built in.
+    sealed = snapshot.path / SPEC_FILE
+    theirs = feature_contract(
+        task_from_mapping(json.loads(sealed.read_text(encoding="utf-8")), source=str(sealed))
+    )
     if canonical_json(ours) != canonical_json(theirs):
         mine = {f["name"]: f for f in ours["features"]}
         other = {f["name"]: f for f in theirs["features"]}
@@ -134,6 +141,10 @@ def _refuse_other_task(bundle: Bundle, snapshot: Any) -> None:
             f"--on: snapshot {snapshot.id[:12]} was built under another feature contract than "
             f"the release (differs in {what}); rebuild it with the release's task spec"
         )
+    try:
+        snapshot.spec()
+    except WorkspaceError as exc:
+        raise ValueInvalid(f"--on: {exc}") from None
 
 
 def recalibrate_release(
@@ -158,8 +169,8 @@ def recalibrate_release(
     an unknown method (``method``), a snapshot of another task or feature contract
     (``--on``), a site the snapshot does not hold (``--site``, listing those it holds),
     too few outcomes (``acceptance.min_recalibration_events``), an actor without the
-    engineering role — write nothing. The same inputs and seed give the same model
-    version.
+    engineering role, a recalibration already registered (same model version) — write
+    nothing. The same inputs and seed give the same model version.
     """
     from clinical_mlops.evaluation.inputs import evaluation_input, fitted_on_words
     from clinical_mlops.evaluation.model_card import write_model_card
@@ -212,6 +223,12 @@ def recalibrate_release(
     step(f"refitting {chosen} calibration and conformal sets on {split.n_fit} stays of {site}")
     parent_model = parent_bundle.model()
     model = recalibrate(parent_model, split, method=chosen, spec=spec)
+    same = [r.version for r in registry.list(task=parent.task) if r.model_version == model.version]
+    if same:
+        raise ValueInvalid(
+            f"--site/--on/--method: this recalibration of {parent.version} (model "
+            f"{model.version}) is already registered as {same[0]}; nothing was written"
+        )
     hashes = model.artifact_hashes()
     lineage = lineage_record(
         snapshot_manifest=snap.manifest,
