@@ -64,7 +64,7 @@ def check_method(method: str) -> Method:
     """Return ``method`` when it is a recalibration method; ``ValueInvalid`` naming ``method``."""
     if method not in METHODS:
         raise ValueInvalid(f"method: expected {' or '.join(METHODS)}, got {method!r}")
-    return method  # type: ignore[return-value]
+    return method
 
 
 @dataclass(frozen=True)
