@@ -370,8 +370,10 @@ def build_bundle(
     those of training when its threshold and policy are the release's, and are
     recomputed at the release's otherwise (a threshold or policy change gets new
     evidence); evidence that still differs from ``deployment.json`` is refused before
-    signing (:class:`ValueInvalid` naming the file and the value). The signing key is
-    the workspace key provider's active signing key; the bundle is bound to this
+    signing (:class:`ValueInvalid` naming the file and the value). A model recalibrated
+    at a site (lineage ``recalibration``) gets a ``deployment.json`` naming its ``site``
+    and ``scope``, and a reference profile on that site's held-out stays. The signing key
+    is the workspace key provider's active signing key; the bundle is bound to this
     workspace's id and valid for ``validity`` from now.
     """
     from clinical_mlops.evaluation.inputs import evaluated_stays
