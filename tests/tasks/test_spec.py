@@ -253,3 +253,24 @@ def test_a_spec_without_fhir_declarations_keeps_its_hash():
     assert task_from_mapping(spelled, source="x").spec_hash() == bare.spec_hash()
     data["features"][4]["window"] = {"start_hours": 0, "end_hours": 12}
     assert task_from_mapping(data, source="x").spec_hash() != bare.spec_hash()
+
+
+def test_the_recalibration_minimum_keeps_existing_hashes_at_its_default():
+    # A spec written before the field hashes as before (the field is left out at its
+    # default); declaring another minimum is a new spec.
+    from clinical_mlops.tasks import task_from_mapping
+
+    data = load_task("icu_mortality_48h").model_dump(mode="json")
+    default = data["acceptance"].pop("min_recalibration_events")
+    before = task_from_mapping(data, source="x")
+    assert before.acceptance.min_recalibration_events == default
+    assert before.spec_hash() == load_task("icu_mortality_48h").spec_hash()
+    spelled = {**data, "acceptance": {**data["acceptance"], "min_recalibration_events": default}}
+    assert task_from_mapping(spelled, source="x").spec_hash() == before.spec_hash()
+    stricter = {**data, "acceptance": {**data["acceptance"], "min_recalibration_events": 80}}
+    assert task_from_mapping(stricter, source="x").spec_hash() != before.spec_hash()
+    with pytest.raises(Exception, match="acceptance.min_recalibration_events"):
+        task_from_mapping(
+            {**data, "acceptance": {**data["acceptance"], "min_recalibration_events": 0}},
+            source="x",
+        )

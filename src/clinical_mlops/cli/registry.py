@@ -131,6 +131,111 @@ def bundle_cmd(
     )
 
 
+@registry_app.command(
+    "recalibrate",
+    help="Refit a release's calibration at one site, as a new release of the task.",
+)
+def recalibrate_cmd(
+    version: VersionArg,
+    site: Annotated[
+        str,
+        typer.Option("--site", help="The site to recalibrate for (as the snapshot records it)."),
+    ],
+    on: Annotated[
+        str,
+        typer.Option(
+            "--on", help="Snapshot id (or prefix) holding the site's stays.", show_default=False
+        ),
+    ],
+    method: Annotated[
+        str, typer.Option("--method", help="isotonic, or logistic (Platt scaling).")
+    ] = "isotonic",
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Seed of the split and bootstrap (default: the release's)."),
+    ] = None,
+    n_boot: Annotated[
+        int | None,
+        typer.Option(
+            "--n-boot", help="Bootstrap resamples of the report (default: the release's)."
+        ),
+    ] = None,
+    why: Annotated[
+        str | None,
+        typer.Option("--why", help="Reason, recorded with the registration.", show_default=False),
+    ] = None,
+    actor: ActorOption = None,
+    role: RoleOption = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Refit the calibrator and conformal sets of a release on one site's stays.
+
+    The scoring model is unchanged. The site's stays of the snapshot's training period
+    fit the calibration; its test-period stays are held out and the new release's
+    validation report is computed on them. The new release is a draft, scoped to the
+    site, classed against its parent (clinical-impacting), and goes through its own
+    gates and approvals. Refused, with nothing written, on fewer outcomes than the task
+    spec's acceptance.min_recalibration_events, an unknown site or method, or a
+    snapshot of another task or feature contract.
+    """
+    from clinical_mlops.application.recalibration import recalibrate_release
+
+    with _governance(workspace) as gov:
+        result = recalibrate_release(
+            gov,
+            version,
+            site=site,
+            snapshot=on,
+            method=method,
+            actor=_actor(actor),
+            why=why,
+            role=role,
+            seed=seed,
+            n_boot=n_boot,
+        )
+    body = result.to_json()
+    if json_:
+        print_json(body)
+        return
+    held = body["split"]["counts"]["held_out"]
+    years = body["split"]["held_out_years"]
+    out_console.print(
+        f"[bold]{body['release']}[/] ({body['status']}): {body['method']} recalibration of "
+        f"{body['parent']} at site {body['site']}; change {body['change_class']}",
+        highlight=False,
+    )
+    for note in body["change"]["notes"]:
+        out_console.print(f"- {note}", highlight=False, markup=False)
+    before, after = (
+        body["calibration_on_held_out"]["parent"],
+        body["calibration_on_held_out"]["recalibrated"],
+    )
+    out_console.print(
+        f"calibration on {held['stays']} held-out stays of site {body['site']} "
+        f"({years[0]}-{years[1]}, {held['events']} events):",
+        highlight=False,
+    )
+    table = CliTable("figure", f"before ({body['parent']})", f"after ({body['release']})")
+    rows = (
+        ("observed rate", "observed_rate"),
+        ("mean predicted risk", "mean_predicted"),
+        ("calibration intercept (0 ideal)", "intercept"),
+        ("calibration slope (1 ideal)", "slope"),
+        ("ECE", "ece"),
+        ("Brier", "brier"),
+    )
+    for label, key in rows:
+        table.add_row(label, f"{before[key]:.3f}", f"{after[key]:.3f}")
+    out_console.print(table)
+    out_console.print(
+        f"next: `clinical-mlops registry validate {body['release']}`, approvals, then roll it "
+        f"out at site {body['site']} only",
+        highlight=False,
+        markup=False,
+    )
+
+
 @registry_app.command("register", help="Register a signed bundle folder as a draft release.")
 def register_cmd(
     path: Annotated[Path, typer.Argument(help="Bundle folder or .tar.gz export.")],

@@ -24,7 +24,14 @@ from clinical_mlops.modeling.trained import TrainedModel
 from clinical_mlops.tasks.spec import BASELINE_COLUMN, TaskSpec
 from clinical_mlops.workspace import Workspace
 
-__all__ = ["EvaluationInput", "StoredEvaluation", "evaluation_input", "stored_evaluation_input"]
+__all__ = [
+    "EvaluationInput",
+    "StoredEvaluation",
+    "evaluated_stays",
+    "evaluation_input",
+    "fitted_on_words",
+    "stored_evaluation_input",
+]
 
 
 @dataclass(frozen=True)
@@ -78,8 +85,12 @@ def evaluation_input(
     cv: dict[str, dict[str, Any]],
     lineage: dict[str, Any],
     seed: int,
+    fitted_on: str = "held-out training-period stays (isotonic half)",
 ) -> EvaluationInput:
-    """Score the test stays with ``model`` and return the evidence evaluation reads."""
+    """Score the test stays with ``model`` and return the evidence evaluation reads.
+
+    ``fitted_on`` says which stays the calibrator was fitted on (the report states it).
+    """
     spec = snapshot.spec()
     label = spec.label.name
     pred = model.apply(test)
@@ -105,8 +116,7 @@ def evaluation_input(
         p_cal=pred.p_cal,
         prediction_sets=pred.sets,
         conformal=model.conformal.to_dict(),
-        calibration=model.calibrator.to_dict()
-        | {"fitted_on": "held-out training-period stays (isotonic half)"},
+        calibration=model.calibrator.to_dict() | {"fitted_on": fitted_on},
         contributions=pred.contributions,
         predict_frame=model.probability,
         snapshot={k: v for k, v in snapshot.summary().items() if k != "path"},
@@ -126,13 +136,44 @@ class StoredEvaluation:
     lineage: dict[str, Any]
 
 
+def evaluated_stays(snapshot: Snapshot, lineage: dict[str, Any]) -> pd.DataFrame:
+    """Return the stays a model's validation is computed on, by its lineage.
+
+    A trained model: the snapshot's locked test stays. A model recalibrated at a site
+    (lineage ``recalibration``): that site's held-out stays, split as the recalibration
+    split them (:func:`~clinical_mlops.modeling.recalibration.site_split`, same seed).
+    """
+    recal = lineage.get("recalibration")
+    if not recal:
+        return locked_test_stays(snapshot)
+    from clinical_mlops.modeling.recalibration import site_split
+
+    split = site_split(
+        snapshot.frame(), snapshot.spec(), site=str(recal["site"]), seed=int(recal["split"]["seed"])
+    )
+    return split.held_out
+
+
+def fitted_on_words(lineage: dict[str, Any]) -> str:
+    """Return which stays a model's calibrator was fitted on, in the report's words."""
+    recal = lineage.get("recalibration")
+    if not recal:
+        return "held-out training-period stays (isotonic half)"
+    years = recal["split"]["fit_years"]
+    return (
+        f"site {recal['site']} stays of {years[0]}-{years[1]} (calibrator half), local "
+        f"{recal['method']} recalibration of {recal['parent']['model_version']}"
+    )
+
+
 def stored_evaluation_input(workspace: Workspace, folder: Path) -> StoredEvaluation:
     """Return the evaluation input of the model in ``folder``, rebuilt from what was kept.
 
     Loads the model folder (JSON artifacts only), checks every artifact against the hashes
     in its lineage (:class:`WorkspaceError` naming those that differ), re-opens the
-    snapshot named in the lineage (verifying its files) and re-scores its locked test
-    stays: the same input training evaluated, so a report recomputed from it at the
+    snapshot named in the lineage (verifying its files) and re-scores the stays its
+    validation was computed on (:func:`evaluated_stays`): the same input training (or
+    local recalibration) evaluated, so a report recomputed from it at the
     training threshold and policy is byte-identical to the stored one.
     """
     lineage = json.loads((folder / "lineage.json").read_text(encoding="utf-8"))
@@ -148,12 +189,13 @@ def stored_evaluation_input(workspace: Workspace, folder: Path) -> StoredEvaluat
     inp = evaluation_input(
         model=model,
         snapshot=snapshot,
-        test=locked_test_stays(snapshot),
+        test=evaluated_stays(snapshot, lineage),
         selected_model=selection["selected_model"],
         hyperparameters=selection["hyperparameters"],
         cv=selection["cv"],
         lineage=lineage,
         seed=int(lineage["seed"]),
+        fitted_on=fitted_on_words(lineage),
     )
     return StoredEvaluation(
         input=inp, n_boot=int(lineage["training"]["config"]["n_boot"]), lineage=lineage

@@ -212,14 +212,25 @@ class Governance:
         return merged
 
     # -- registration ----------------------------------------------------------------------
-    def register(self, bundle: Bundle, *, actor: str, why: str, role: str | None = None) -> Release:
-        """Return the draft release made from the verified ``bundle`` (engineering role)."""
+    def register(
+        self,
+        bundle: Bundle,
+        *,
+        actor: str,
+        why: str,
+        role: str | None = None,
+        against: str | None = None,
+    ) -> Release:
+        """Return the draft release made from the verified ``bundle`` (engineering role).
+
+        Its change is classified against the task's active release, or ``against``.
+        """
         with self.governed(action="register", actor=actor):
             verified = self.registry.verify(bundle)
             acting = self.require(
                 actor, allowed=(Role.ENGINEERING,), action="register a release", role=role
             )
-            return self.registry.add(verified, actor=actor, role=acting, why=why)
+            return self.registry.add(verified, actor=actor, role=acting, why=why, against=against)
 
     # -- gates and approvals ---------------------------------------------------------------
     def record_gate(self, version: str, result: Any, *, actor: str) -> None:

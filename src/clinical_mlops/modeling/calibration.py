@@ -1,9 +1,17 @@
-"""Isotonic calibration held as breakpoints (SPEC R-T6).
+"""Calibrators held as data: isotonic breakpoints, or a logistic (Platt) map (SPEC R-T6).
 
-Fitted with scikit-learn's ``IsotonicRegression`` on model scores of stays the
-model did not train on, then stored as two arrays: applying it is a linear
-interpolation between breakpoints, clipped at the ends — exactly what
-scikit-learn does, with no pickled estimator.
+Both map the model's score (its log-odds margin) to a calibrated probability and are
+fitted on stays the model did not train on.
+
+- **Isotonic** (what training fits): scikit-learn's ``IsotonicRegression``, stored as
+  two arrays; applying it is a linear interpolation between breakpoints, clipped at
+  the ends — exactly what scikit-learn does, with no pickled estimator.
+- **Logistic** (Platt scaling, offered by local recalibration): ``p = sigmoid(a + b·margin)``
+  with ``a`` and ``b`` the unpenalised maximum-likelihood fit of scikit-learn's
+  ``LogisticRegression`` on the margin; two numbers, smooth and monotone, steadier than
+  isotonic on a few hundred stays.
+
+:func:`load_calibrator` reads either from ``calibrator.json`` by its schema.
 """
 
 from __future__ import annotations
@@ -16,9 +24,10 @@ from sklearn.isotonic import IsotonicRegression
 
 from clinical_mlops.errors import ContractViolation
 
-__all__ = ["IsotonicCalibrator"]
+__all__ = ["Calibrator", "IsotonicCalibrator", "LogisticCalibrator", "load_calibrator"]
 
 SCHEMA = "clinical-mlops/calibrator/isotonic/v1"
+LOGISTIC_SCHEMA = "clinical-mlops/calibrator/logistic/v1"
 
 
 @dataclass(frozen=True)
@@ -67,3 +76,61 @@ class IsotonicCalibrator:
             y=np.asarray(data["y"], dtype=np.float64),
             n=int(data["n"]),
         )
+
+
+@dataclass(frozen=True)
+class LogisticCalibrator:
+    """Platt scaling: ``p = sigmoid(intercept + slope · score)`` on the model's margin."""
+
+    intercept: float
+    slope: float
+    n: int
+
+    @classmethod
+    def fit(cls, scores: np.ndarray, labels: np.ndarray) -> LogisticCalibrator:
+        """Return the unpenalised maximum-likelihood logistic fit of 0/1 labels on scores."""
+        from sklearn.linear_model import LogisticRegression
+
+        y = np.asarray(labels, dtype=int)
+        if len(np.unique(y)) < 2:
+            raise ContractViolation(
+                "calibration set has a single class; logistic calibration needs both"
+            )
+        x = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
+        # C=inf: no penalty, the plain maximum-likelihood fit (Platt 1999 without smoothing).
+        fit = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-10, max_iter=1000)
+        fit.fit(x, y)
+        return cls(intercept=float(fit.intercept_[0]), slope=float(fit.coef_[0, 0]), n=len(y))
+
+    def transform(self, scores: np.ndarray) -> np.ndarray:
+        """Return calibrated probabilities for model scores."""
+        z = self.intercept + self.slope * np.asarray(scores, dtype=np.float64)
+        return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float64)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": LOGISTIC_SCHEMA,
+            "method": "logistic",
+            "n": self.n,
+            "intercept": self.intercept,
+            "slope": self.slope,
+            "input": "model margin (log-odds score)",
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LogisticCalibrator:
+        if data.get("schema") != LOGISTIC_SCHEMA:
+            raise ValueError(
+                f"calibrator: expected schema {LOGISTIC_SCHEMA}, got {data.get('schema')!r}"
+            )
+        return cls(intercept=float(data["intercept"]), slope=float(data["slope"]), n=int(data["n"]))
+
+
+Calibrator = IsotonicCalibrator | LogisticCalibrator
+
+
+def load_calibrator(data: dict[str, Any]) -> Calibrator:
+    """Return the calibrator ``calibrator.json`` holds, by its schema (isotonic or logistic)."""
+    if data.get("schema") == LOGISTIC_SCHEMA:
+        return LogisticCalibrator.from_dict(data)
+    return IsotonicCalibrator.from_dict(data)

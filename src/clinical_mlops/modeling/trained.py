@@ -1,7 +1,8 @@
 """A trained model as a folder of JSON artifacts, and how to apply it.
 
 ``TrainedModel`` joins the frozen preprocessor, the scoring model, the
-isotonic calibrator and the conformal thresholds. ``apply`` turns a frame of raw
+calibrator (isotonic from training, or a site's isotonic or logistic one from local
+recalibration) and the conformal thresholds. ``apply`` turns a frame of raw
 feature values into margins, calibrated probabilities, prediction sets and
 per-feature contributions — the one code path used for validation, for replay
 and (later) for serving.
@@ -20,7 +21,7 @@ import pandas as pd
 
 from clinical_mlops.errors import ModelNotFound
 from clinical_mlops.hashing import canonical_json, sha256_bytes, sha256_json
-from clinical_mlops.modeling.calibration import IsotonicCalibrator
+from clinical_mlops.modeling.calibration import Calibrator, load_calibrator
 from clinical_mlops.modeling.conformal import MondrianConformal
 from clinical_mlops.modeling.escalation import REFERENCE_FILE, EscalationReference
 from clinical_mlops.modeling.explain import EXPLANATION_FORMAT, feature_contributions
@@ -80,7 +81,7 @@ class TrainedModel:
     task: str
     preprocessor: Preprocessor
     scorer: TreeModel | LinearModel
-    calibrator: IsotonicCalibrator
+    calibrator: Calibrator
     conformal: MondrianConformal
     explanation: dict[str, Any]
     #: held-out calibration stays as escalation policies see them (absent in older models)
@@ -195,9 +196,7 @@ class TrainedModel:
                 json.loads((folder / "preprocess.json").read_bytes())
             ),
             scorer=load_scoring_model((folder / "model.json").read_bytes()),
-            calibrator=IsotonicCalibrator.from_dict(
-                json.loads((folder / "calibrator.json").read_bytes())
-            ),
+            calibrator=load_calibrator(json.loads((folder / "calibrator.json").read_bytes())),
             conformal=MondrianConformal.from_dict(
                 json.loads((folder / "conformal.json").read_bytes())
             ),

@@ -362,10 +362,13 @@ def build_bundle(
     those of training when its threshold and policy are the release's, and are
     recomputed at the release's otherwise (a threshold or policy change gets new
     evidence); evidence that still differs from ``deployment.json`` is refused before
-    signing (:class:`ValueInvalid` naming the file and the value). The signing key is
-    the workspace key provider's active signing key; the bundle is bound to this
+    signing (:class:`ValueInvalid` naming the file and the value). A model recalibrated
+    at a site (lineage ``recalibration``) gets a ``deployment.json`` naming its ``site``
+    and ``scope``, and a reference profile on that site's held-out stays. The signing key
+    is the workspace key provider's active signing key; the bundle is bound to this
     workspace's id and valid for ``validity`` from now.
     """
+    from clinical_mlops.evaluation.inputs import evaluated_stays
     from clinical_mlops.evaluation.validation_report import ValidationReport
     from clinical_mlops.features.snapshot import open_snapshot  # the numerical stack, on use
     from clinical_mlops.modeling.escalation import resolve
@@ -393,10 +396,21 @@ def build_bundle(
     policy = resolve(declared, threshold=operating, reference=model.escalation_reference)
     ws_id = workspace_id(workspace)
     now = clock.now()
+    recalibration = lineage.get("recalibration")
+    profile = (
+        reference_profile(model, snapshot)
+        if not recalibration
+        else reference_profile(
+            model,
+            snapshot,
+            stays=evaluated_stays(snapshot, lineage),
+            population=_site_population(recalibration),
+        )
+    )
     documents: dict[str, Any] = {
         "feature_schema.json": _feature_schema(spec),
         "snapshot_manifest.json": snapshot.manifest | {"id": snapshot.id},
-        "reference_profile.json": reference_profile(model, snapshot).to_json(),
+        "reference_profile.json": profile.to_json(),
         "task_spec.json": spec.model_dump(mode="json"),
         "deployment.json": {
             "format": "clinical-mlops/deployment/v1",
@@ -409,7 +423,8 @@ def build_bundle(
             "initial_mode": "shadow",
             "intended_use": spec.intended_use.model_dump(mode="json"),
             "non_intended_uses": list(spec.non_intended_uses),
-        },
+        }
+        | _site_scope(recalibration),
         "release.json": {
             "format": BUNDLE_FORMAT,
             "task": spec.name,
@@ -475,6 +490,26 @@ def build_bundle(
         final = bundles_dir(workspace) / f"{spec.name}-{bundle_sha[:12]}"
         workspace.publish(stage, final)
     return load_bundle(workspace, final, clock=clock)
+
+
+def _site_population(recalibration: dict[str, Any]) -> str:
+    """Return the reference population of a locally recalibrated model, in words."""
+    years = recalibration["split"]["held_out_years"]
+    return f"held-out stays of site {recalibration['site']} {years[0]}-{years[1]}"
+
+
+def _site_scope(recalibration: dict[str, Any] | None) -> dict[str, Any]:
+    """Return the deployment fields scoping a locally recalibrated release to its site ({}: none)."""
+    if not recalibration:
+        return {}
+    site = str(recalibration["site"])
+    return {
+        "site": site,
+        "scope": (
+            f"Recalibrated for site {site}: its probabilities, uncertainty sets and review band "
+            f"were fitted on that site's stays; roll it out at site {site} only."
+        ),
+    }
 
 
 def _needs_evidence(trained_report: dict[str, Any], deployment: dict[str, Any]) -> bool:

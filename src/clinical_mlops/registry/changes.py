@@ -5,7 +5,8 @@ Each difference is put in one class:
 - **clinical-impacting** — what a patient's risk, flag or explanation would be:
   features added/removed/redefined, the operating threshold, cohort criteria, the
   model (weights, hyperparameters), calibration, conformal thresholds, the
-  explanation method;
+  explanation method; a local recalibration at a site (named with the site, the
+  stays it was fitted on and the method);
 - **operational** — how it was built, not what it outputs: the data snapshot, the
   code commit, the software environment, with identical model artifacts;
 - **administrative** — documentation only: report, model card, explanation wording.
@@ -149,6 +150,30 @@ def _threshold_note(old: Bundle, new: Bundle) -> str:
     )
 
 
+def _recalibration_change(old: dict[str, Any], new: dict[str, Any]) -> Change | None:
+    """Return the local recalibration the candidate's lineage records and the old one's does not."""
+    recal = new.get("recalibration")
+    if not recal or recal == old.get("recalibration"):
+        return None
+    counts = recal["split"]["counts"]
+    n_fit = counts["calibrator"]["stays"] + counts["conformal"]["stays"]
+    events = counts["calibrator"]["events"] + counts["conformal"]["events"]
+    held = counts["held_out"]
+    fit, out = recal["split"]["fit_years"], recal["split"]["held_out_years"]
+    return Change(
+        "local recalibration",
+        "clinical-impacting",
+        f"Calibration refit at site {recal['site']} on {n_fit} stays ({events} events, "
+        f"{fit[0]}-{fit[1]}) of snapshot {str(recal['snapshot_id'])[:12]} by {recal['method']} "
+        f"recalibration of {recal['parent']['model_version']}: the scoring model is unchanged, "
+        "the probability, uncertainty set and review routing of each patient change. "
+        f"Validated on {held['stays']} held-out stays of the site ({out[0]}-{out[1]}); roll it "
+        f"out at site {recal['site']} only.",
+        old.get("recalibration", {}).get("site") if old.get("recalibration") else None,
+        {"site": recal["site"], "method": recal["method"], "n_fit": n_fit},
+    )
+
+
 def classify_change(old: Bundle, new: Bundle) -> ChangeReport:
     """Return the classified changes from the approved bundle ``old`` to the candidate ``new``."""
     changes: list[Change] = []
@@ -235,6 +260,9 @@ def classify_change(old: Bundle, new: Bundle) -> ChangeReport:
             )
         )
     ol, nl = old.read_json("lineage.json"), new.read_json("lineage.json")
+    recal = _recalibration_change(ol, nl)
+    if recal is not None:
+        add(recal)
     model_files = {
         "model.json": "Model retrained or re-tuned: individual risk estimates change.",
         "calibrator.json": "Calibration changed: the same score maps to a different probability.",

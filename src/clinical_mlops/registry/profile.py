@@ -98,12 +98,22 @@ class ReferenceProfile(Document):
         return None if value is None else float(value)
 
 
-def reference_profile(model: TrainedModel, snapshot: Snapshot) -> ReferenceProfile:
-    """Return the reference profile of ``model`` on the locked test stays of ``snapshot``."""
+def reference_profile(
+    model: TrainedModel,
+    snapshot: Snapshot,
+    *,
+    stays: pd.DataFrame | None = None,
+    population: str | None = None,
+) -> ReferenceProfile:
+    """Return the reference profile of ``model`` on the locked test stays of ``snapshot``.
+
+    ``stays`` (described by ``population``) replaces them for a model validated on other
+    stays of the snapshot: a site's held-out stays after local recalibration.
+    """
     from clinical_mlops.features.snapshot import locked_test_stays
 
     spec = snapshot.spec()
-    test = locked_test_stays(snapshot)
+    test = locked_test_stays(snapshot) if stays is None else stays
     features: dict[str, Any] = {}
     for f in spec.features:
         col = test[f.name]
@@ -125,7 +135,8 @@ def reference_profile(model: TrainedModel, snapshot: Snapshot) -> ReferenceProfi
         "task": spec.name,
         "model_version": model.version,
         "snapshot_id": snapshot.id,
-        "population": f"locked test stays {spec.split.test_years[0]}-{spec.split.test_years[1]}",
+        "population": population
+        or f"locked test stays {spec.split.test_years[0]}-{spec.split.test_years[1]}",
         "n": len(test),
         "features": features,
         "score": {

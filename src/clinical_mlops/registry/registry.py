@@ -206,12 +206,16 @@ class Registry:
         path = bundle.path if isinstance(bundle, Bundle) else bundle
         return load_bundle(self.workspace, path, clock=self.clock)
 
-    def add(self, bundle: Bundle, *, actor: str, role: str, why: str) -> Release:
+    def add(
+        self, bundle: Bundle, *, actor: str, role: str, why: str, against: str | None = None
+    ) -> Release:
         """Return the draft release made from ``bundle`` (verified by :meth:`verify`).
 
-        The change against the task's active release is classified and stored with
-        release notes (R-L6). Refuses a bundle already registered (one release per bundle).
-        Checks no role: governance registers (``Governance.register``) after its checks.
+        The change against the task's active release — or against release ``against``
+        when named (a local recalibration names its parent) — is classified and stored
+        with release notes (R-L6). Refuses a bundle already registered (one release per
+        bundle). Checks no role: governance registers (``Governance.register``) after its
+        checks.
         """
         from clinical_mlops.registry.changes import classify_change
 
@@ -224,7 +228,7 @@ class Registry:
                 f"bundle {bundle.sha256[:12]} is already registered as {dup} "
                 "(rule: one release per bundle)"
             )
-        current = self.active(bundle.task)
+        current = self.get(against) if against else self.active(bundle.task)
         change = (
             classify_change(self.bundle(current.version), bundle).to_json()
             if current

@@ -458,6 +458,14 @@ class AcceptanceCriteria(_Strict):
             "validate) with a measured AUROC before it is approved"
         ),
     )
+    min_recalibration_events: int = Field(
+        default=50,
+        ge=1,
+        description=(
+            "Local recalibration: fewest events, and fewest non-events, each part of a site's "
+            "stays must hold (calibrator fit, conformal fit, held-out evaluation)"
+        ),
+    )
     required_evidence: tuple[Literal["explanation", "fairness", "robustness", "profile"], ...] = (
         "explanation",
         "fairness",
@@ -1153,6 +1161,7 @@ _LATER_FIELDS: dict[str, dict[str, Any]] = {
         "max_reviews_per_100": None,
         "max_coverage_shortfall": 0.05,
         "min_external_sites": 0,
+        "min_recalibration_events": 50,
     },
     "monitoring": {"max_open_cases": 50, "max_review_latency_hours": 4.0},
 }
