@@ -58,8 +58,8 @@ from clinical_mlops.workspace import Workspace
 
 __all__ = [
     "DETECTORS",
-    "DriftResult",
     "DriftPlan",
+    "DriftResult",
     "DriftScenario",
     "ScoredStays",
     "Stream",
