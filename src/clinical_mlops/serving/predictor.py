@@ -597,12 +597,13 @@ class Predictor:
         return made
 
     def refresh(self) -> None:
-        """Re-read the live deployment manifest and release statuses now."""
+        """Re-read the live deployment manifest and release statuses now (drift alerts on next use)."""
         manifest = self.registry.deployment_manifest(self.task)
         statuses = {r.version: r.status for r in self.registry.list(task=self.task)}
         with self._lock:
             self._manifest, self._statuses = manifest, statuses
             self._manifest_at = time.monotonic()
+            self._drift.clear()
 
     def decision(self, site: str) -> tuple[ServingDecision, str | None]:
         """Return the rollout decision at ``site`` and the release it names (or the pinned one)."""
