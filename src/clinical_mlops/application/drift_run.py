@@ -601,6 +601,17 @@ def _figures(
     ]
     monitor_role = history.get("monitor_role")
     delay_h = first["hours_since_shift"] if first else None
+    order = (
+        "shift_start",
+        "first_detection",
+        "owner_escalation",
+        "suspension",
+        "first_fallback",
+        "review",
+        "resume",
+        "first_model_prediction_after_resume",
+    )
+    timeline = {k: timeline[k] for k in order}
     return {
         "release": release,
         "model_version": reference.model_version,

@@ -217,6 +217,23 @@ def simulate_drift(
         from clinical_mlops.monitoring.report import monitoring_report, write_report
 
         f = result.figures
+        extra: dict[str, Any] = {
+            "shift starts after (h)": f["shift_starts_after_hours"],
+            "detection delay (h)": f["detection_delay_hours"],
+            "detection delay (shifted stays)": f["detection_delay_stays"],
+            "AUROC before / after": f"{f['auroc_before']} / {f['auroc_after']} "
+            f"(drop {f['auroc_drop_percent']} %)",
+            "outcomes of the shifted stays": f["outcome_mechanism"],
+            "false alarms per 30 unshifted days": f["false_alarms_30d"],
+        }
+        if "governed" in figures:
+            g = figures["governed"]
+            extra["governed run, release"] = g["release"]
+            for step, at in g["timeline"].items():
+                extra[f"governed run: {step.replace('_', ' ')} (h after shift)"] = (
+                    "did not happen" if at is None else at["hours_since_shift"]
+                )
+            extra["governed run: fallbacks served"] = g["fallbacks_served"]
         path = write_report(
             monitoring_report(
                 result.run.windows,
@@ -225,13 +242,7 @@ def simulate_drift(
                 release=stays.reference.release,
                 validated_auroc=stays.reference.validated_auroc,
                 title="Simulated drift scenario (R-T8)",
-                extra={
-                    "shift starts after (h)": f["shift_starts_after_hours"],
-                    "detection delay (h)": f["detection_delay_hours"],
-                    "detection delay (shifted stays)": f["detection_delay_stays"],
-                    "AUROC before / after": f"{f['auroc_before']} / {f['auroc_after']}",
-                    "false alarms per 30 unshifted days": f["false_alarms_30d"],
-                },
+                extra=extra,
             ),
             report,
         )
