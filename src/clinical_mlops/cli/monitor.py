@@ -368,9 +368,14 @@ def _render_governed(g: dict[str, Any]) -> None:
         )
     out_console.print(table)
     a = g["auroc"]
+    auroc = (
+        "AUROC of the scored stream: no outcomes recorded on both sides of the shift yet"
+        if a["drop_percent"] is None
+        else f"AUROC of the scored stream before {a['before']} after {a['after']} "
+        f"(drop {a['drop_percent']} %)"
+    )
     out_console.print(
-        f"AUROC of the scored stream before {a['before']} after {a['after']} "
-        f"(drop {a['drop_percent']} %); fallbacks served {g['fallbacks_served']} "
+        f"{auroc}; fallbacks served {g['fallbacks_served']} "
         f"({g['fallbacks_while_suspended']} while suspended); {g['mechanism']}",
         highlight=False,
         markup=False,
