@@ -52,6 +52,7 @@ def test_simulate_drift_json_has_the_published_keys(
             str(root),
             "--model",
             trained[1],
+            "--no-governed",
             "--json",
             "--report",
             str(report),

@@ -51,7 +51,9 @@ def test_simulate_drift_runs_on_the_served_release_not_a_newer_trained_model(
     shutil.copytree(governed["ws"].root, root)
     served = trained[1]  # the model of the governed, approved release
     later = _later_model(Workspace.open(root), served)
-    code, out, err = cli(["simulate", "drift", "-w", str(root), "--shifted-stays", "300", "--json"])
+    code, out, err = cli(
+        ["simulate", "drift", "-w", str(root), "--shifted-stays", "300", "--no-governed", "--json"]
+    )
     assert code == 0, err
     assert json.loads(out)["model_version"] == served != later
 

@@ -164,12 +164,21 @@ def simulate_drift(
     model: str | None = None,
     task: str | None = None,
     report: Path | None = None,
+    governed: Any | None = None,
+    sandbox: Path | None = None,
 ) -> dict[str, Any]:
     """Return the figures of the R-T8 drift scenario run on a model's locked test stays.
 
     ``model`` defaults to the model of ``task``'s served release. ``scenario`` is a
     :class:`~clinical_mlops.monitoring.scenarios.DriftScenario`. With ``report`` the
     scenario's HTML report is written there too and its path is in the figures.
+
+    With ``governed`` (a :class:`~clinical_mlops.application.drift_run.GovernedDrift`
+    schedule) the scenario also runs end to end through a governed release in a
+    sandbox workspace (``sandbox``, else a temporary folder; ``workspace`` is only
+    read): its figures are under ``"governed"`` and its timeline at the top level
+    (``timeline``: shift, detection, escalation to the owner, suspension, first
+    fallback, review, resumption, first model prediction after it).
     """
     from clinical_mlops.monitoring.scenarios import (
         count_alerts,
@@ -177,14 +186,54 @@ def simulate_drift(
         scored_test_stays,
     )
 
-    version = model or served_release(workspace, task)[1]
+    threshold = None
+    if model is None:
+        release, version = served_release(workspace, task)
+        from clinical_mlops.registry.registry import Registry
+
+        with Registry.open(workspace) as reg:
+            threshold = reg.get(release).threshold
+    else:
+        version = model
     stays = scored_test_stays(workspace, model_version=version)
     result = drift_scenario(stays, scenario)
     figures = dict(result.figures)
+    if governed is not None:
+        from clinical_mlops.application.drift_run import run_governed_drift
+
+        run = run_governed_drift(
+            workspace,
+            scenario,
+            model_version=version,
+            threshold=threshold,
+            schedule=governed,
+            sandbox=sandbox,
+        )
+        figures["governed"] = run
+        figures["timeline"] = run["timeline"]
+        figures["auroc"] = run["auroc"]
+        figures["fallbacks_served"] = run["fallbacks_served"]
     if report is not None:
         from clinical_mlops.monitoring.report import monitoring_report, write_report
 
         f = result.figures
+        extra: dict[str, Any] = {
+            "shift starts after (h)": f["shift_starts_after_hours"],
+            "detection delay (h)": f["detection_delay_hours"],
+            "detection delay (shifted stays)": f["detection_delay_stays"],
+            "AUROC before / after": f"{f['auroc_before']} / {f['auroc_after']} "
+            f"(drop {f['auroc_drop_percent']} %)",
+            "outcomes of the shifted stays": f["outcome_mechanism"],
+            "false alarms per 30 unshifted days": f["false_alarms_30d"],
+        }
+        if "governed" in figures:
+            g = figures["governed"]
+            extra["governed run, release"] = g["release"]
+            for step, at in g["timeline"].items():
+                extra[f"governed run: {step.replace('_', ' ')} (h after shift)"] = (
+                    "did not happen" if at is None else at["hours_since_shift"]
+                )
+            extra["governed run: fallbacks served"] = g["fallbacks_served"]
         path = write_report(
             monitoring_report(
                 result.run.windows,
@@ -193,13 +242,7 @@ def simulate_drift(
                 release=stays.reference.release,
                 validated_auroc=stays.reference.validated_auroc,
                 title="Simulated drift scenario (R-T8)",
-                extra={
-                    "shift starts after (h)": f["shift_starts_after_hours"],
-                    "detection delay (h)": f["detection_delay_hours"],
-                    "detection delay (shifted stays)": f["detection_delay_stays"],
-                    "AUROC before / after": f"{f['auroc_before']} / {f['auroc_after']}",
-                    "false alarms per 30 unshifted days": f["false_alarms_30d"],
-                },
+                extra=extra,
             ),
             report,
         )

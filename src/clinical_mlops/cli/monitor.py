@@ -235,12 +235,60 @@ def drift_cmd(
         float, typer.Option("--clean-days", help="Days of unshifted stream for false alarms.")
     ] = 30.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the simulated stream.")] = 7,
+    outcome_slope: Annotated[
+        float,
+        typer.Option(
+            "--outcome-slope",
+            help="How much the newly flagged stays' outcomes still follow the model's reading "
+            "of their physiology (0: not at all, 1: as before).",
+        ),
+    ] = 0.1,
+    covariate_only: Annotated[
+        bool,
+        typer.Option(
+            "--covariate-only",
+            help="Shift the flag only, every outcome unchanged (no concept shift).",
+        ),
+    ] = False,
+    governed: Annotated[
+        bool,
+        typer.Option(
+            "--governed/--no-governed",
+            help="Also run the scenario end to end through a governed release in a sandbox "
+            "workspace: monitor, owner escalation, suspension, fallback, review, resumption.",
+        ),
+    ] = True,
+    monitor_every: Annotated[
+        int,
+        typer.Option(
+            "--monitor-every",
+            help="Minutes between monitor runs (each evaluates 15-minute windows).",
+        ),
+    ] = 60,
+    review_after_hours: Annotated[
+        float, typer.Option("--review-after-hours", help="Hours from suspension to the review.")
+    ] = 4.0,
+    resume_after_hours: Annotated[
+        float, typer.Option("--resume-after-hours", help="Hours from the review to resumption.")
+    ] = 1.0,
+    max_hours_after_shift: Annotated[
+        float,
+        typer.Option("--max-hours-after-shift", help="End of the governed run at the latest."),
+    ] = 240.0,
+    sandbox: Annotated[
+        Path | None,
+        typer.Option(
+            "--sandbox",
+            help="Keep the governed run's workspace in this new folder (default: discarded).",
+        ),
+    ] = None,
     report: Annotated[
         Path | None, typer.Option("--report", help="Also write the scenario's HTML report here.")
     ] = None,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
+    from clinical_mlops.application.drift_run import GovernedDrift
     from clinical_mlops.application.monitoring import simulate_drift
     from clinical_mlops.monitoring.scenarios import DriftScenario
 
@@ -253,15 +301,91 @@ def drift_cmd(
         outcome_delay_hours=outcome_delay_hours,
         clean_days=clean_days,
         seed=seed,
+        outcome_slope=None if covariate_only else outcome_slope,
+    )
+    schedule = (
+        GovernedDrift(
+            monitor_every_minutes=monitor_every,
+            review_after_hours=review_after_hours,
+            resume_after_hours=resume_after_hours,
+            max_hours_after_shift=max_hours_after_shift,
+        )
+        if governed
+        else None
     )
     with err_console.status(
-        f"scoring the locked test stays and simulating a clean stream of {clean_days:g} days"
+        f"scoring the locked test stays, simulating a clean stream of {clean_days:g} days"
+        + (" and running the governed release on simulated time" if governed else "")
     ):
-        f = simulate_drift(workspace_from(workspace), sc, model=model, task=task, report=report)
+        f = simulate_drift(
+            workspace_from(workspace),
+            sc,
+            model=model,
+            task=task,
+            report=report,
+            governed=schedule,
+            sandbox=sandbox,
+        )
     if json_:
         print_json(f)
         return
     _render_drift(f)
+    if "governed" in f:
+        _render_governed(f["governed"])
+
+
+_STEPS = {
+    "shift_start": "shift starts",
+    "first_detection": "first detection",
+    "owner_escalation": "escalated to the owner",
+    "suspension": "automated use suspended",
+    "first_fallback": "first fallback served",
+    "review": "review recorded",
+    "resume": "resumed",
+    "first_model_prediction_after_resume": "first model prediction after",
+}
+
+
+def _render_governed(g: dict[str, Any]) -> None:
+    table = CliTable(title=f"governed run of release {g['release']} (simulated time)")
+    for col in ("step", "at", "hours after shift", "by", "ledger entry"):
+        table.add_column(col)
+    for key, words in _STEPS.items():
+        e = g["timeline"].get(key)
+        if e is None:
+            table.add_row(words, "did not happen", "-", "-", "-")
+            continue
+        who = e.get("actor") or ""
+        if key == "first_detection":
+            who = f"system:monitor ({e.get('alert_id')})"
+        seq = e.get("ledger_seq")
+        table.add_row(
+            words,
+            e["at"][:19],
+            f"{e['hours_since_shift']:.2f}",
+            who,
+            "-" if seq is None else str(seq),
+        )
+    out_console.print(table)
+    a = g["auroc"]
+    auroc = (
+        "AUROC of the scored stream: no outcomes recorded on both sides of the shift yet"
+        if a["drop_percent"] is None
+        else f"AUROC of the scored stream before {a['before']} after {a['after']} "
+        f"(drop {a['drop_percent']} %)"
+    )
+    out_console.print(
+        f"{auroc}; fallbacks served {g['fallbacks_served']} "
+        f"({g['fallbacks_while_suspended']} while suspended); {g['mechanism']}",
+        highlight=False,
+        markup=False,
+    )
+    out_console.print(
+        "The people are simulated (demo identities): "
+        + "; ".join(f"{k} — {v}" for k, v in g["people"].items() if k != "note"),
+        highlight=False,
+        markup=False,
+    )
 
 
 def _render_drift(f: dict[str, Any]) -> None:

@@ -13,8 +13,11 @@ counts an occurrence), by the monitor's system actor (:data:`MONITOR_ACTOR`):
   to clinicians since the look-back before the alert; while the alert is open or
   acknowledged, every later monitor run routes the newer cases the same way (at
   most :data:`CASE_CAP` per run, the most recent first).
-* ``suspend`` — ``Governance.suspend`` with the monitor as actor and the alert as
-  reason: automated recommendations stop and the Predictor serves its
+* ``suspend`` — first escalated to the release's owner (:func:`notify_owner`: an
+  ``escalation`` ledger event, scope ``release``, route ``owner``, naming the owner
+  — the release's author — and the rule's owner role, noted on the alert as
+  ``owner_notified``), then ``Governance.suspend`` with the monitor as actor and the
+  alert as reason: automated recommendations stop and the Predictor serves its
   clinical-baseline fallback. The registry checks roles like for anyone: a
   governance board that wants automatic suspension grants the monitor account
   a role that may suspend (``registry grant system:monitor --role engineering``);
@@ -27,7 +30,7 @@ No action retrains a model.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -47,6 +50,7 @@ __all__ = [
     "ActionResult",
     "escalate_cases",
     "escalated_through",
+    "notify_owner",
     "open_review_item",
     "review_items",
     "suspend_release",
@@ -211,6 +215,51 @@ def escalate_cases(
     return ActionResult(alert.id, "escalate", True, {"cases": len(rows), "through_seq": through})
 
 
+def notify_owner(store: AlertStore, alert: Alert, *, actor: str) -> ActionResult:
+    """Return the escalation of ``alert`` to its release's owner (one ``escalation`` ledger event).
+
+    The owner is the release's author (who registered its bundle); the event also names
+    the rule's owner role, so whoever holds that role is told too. Recorded before any
+    suspension is attempted, so the owner hears of the alert even if it is refused.
+    """
+    from clinical_mlops.registry.registry import Registry
+
+    owner = ""
+    if alert.release:
+        with Registry.open(store.workspace, clock=store.clock) as reg:
+            try:
+                owner = reg.get(alert.release).author
+            except ReleaseNotFound:
+                owner = ""
+    payload = {
+        "reason": f"monitoring alert {alert.id} ({alert.rule}): {alert.summary}",
+        "model_version": alert.model_version or "",
+        "release": alert.release,
+        "scope": "release",
+        "route": "owner",
+        "owner": owner,
+        "owner_role": alert.owner_role,
+        "severity": alert.severity,
+        "alert_id": alert.id,
+    }
+    with Ledger.open(store.workspace, clock=store.clock) as led:
+        (receipt,) = led.append_batch([NewEntry(type="escalation", actor=actor, payload=payload)])
+    store.note(
+        alert.id,
+        event="owner_notified",
+        actor=actor,
+        owner=owner,
+        owner_role=alert.owner_role,
+        ledger_seq=receipt.seq,
+    )
+    return ActionResult(
+        alert.id,
+        "notify_owner",
+        True,
+        {"owner": owner, "owner_role": alert.owner_role, "ledger_seq": receipt.seq},
+    )
+
+
 def suspend_release(store: AlertStore, alert: Alert, *, actor: str) -> ActionResult:
     """Return the result of suspending ``alert``'s release through the registry (role-checked)."""
     from clinical_mlops.governance.board import Governance
@@ -252,7 +301,9 @@ def take_action(
         since = epoch(alert.opened_at) - 3600.0 * lookback_hours
         return escalate_cases(store, alert, records, actor=actor, since=since, after_seq=after_seq)
     if alert.action == "suspend":
-        return suspend_release(store, alert, actor=actor)
+        told = notify_owner(store, alert, actor=actor)
+        result = suspend_release(store, alert, actor=actor)
+        return replace(result, detail=result.detail | {"owner_notified": told.detail})
     raise ValueError(f"unknown action {alert.action!r}")
 
 

@@ -283,7 +283,11 @@ def link_outcomes(inferences: InferenceRecords, outcomes: OutcomeRecords) -> Lin
 
 
 def read_ledger_records(
-    ledger: Any, *, since: datetime | None = None, until: datetime | None = None
+    ledger: Any,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    opened: dict[int, Any] | None = None,
 ) -> dict[str, Any]:
     """Return the inference, outcome and override records of every release in a ledger period.
 
@@ -295,6 +299,11 @@ def read_ledger_records(
     A correction (an entry with ``corrects``) replaces the value of the record it
     corrects, which keeps its arrival time: monitoring uses the newest value known by
     ``until``, in the place of the original.
+
+    ``opened`` is a memo of the entries opened by earlier calls (seq -> entry, filled
+    here), so a caller reading the same ledger every window (the drift simulation)
+    opens each entry once. Only for a ledger in which nobody erases or purges while
+    the memo lives: an entry opened before an erasure would still be read.
     """
     from clinical_mlops.ledger.store import entries
 
@@ -333,7 +342,11 @@ def read_ledger_records(
     for seq, kind, when, _, _ in rows:
         if kind == "inference" and str(when) < lo:
             continue
-        view = ledger.read(int(seq))
+        view = opened.get(int(seq)) if opened is not None else None
+        if view is None:
+            view = ledger.read(int(seq))
+            if opened is not None:
+                opened[int(seq)] = view
         if view.status != "ok" or view.payload is None:
             unreadable += 1
             continue

@@ -46,6 +46,9 @@ from clinical_mlops.monitoring.escalation import (
 )
 from clinical_mlops.monitoring.records import (
     CaseRecords,
+    InferenceRecords,
+    OutcomeRecords,
+    OverrideRecords,
     epoch,
     read_case_records,
     read_ledger_records,
@@ -57,6 +60,7 @@ from clinical_mlops.workspace import Workspace
 __all__ = [
     "DEFAULT_LOOKBACK",
     "latest_windows",
+    "monitor_release",
     "run_monitor",
     "store_windows",
     "stored_windows",
@@ -192,56 +196,90 @@ def run_monitor(
                 summary["notes"].append(f"release {release} not monitored: {exc}")
                 continue
             reference = MonitorReference.from_bundle(bundle, release=release)
-            w = 60.0 * reference.spec.monitoring.window_minutes
-            run = Monitor(reference).run(
+            entry = monitor_release(
+                store,
+                reference,
                 inf,
                 records["outcomes"],
                 records["overrides"],
-                start=math.floor(since.timestamp() / w) * w,
-                end=math.floor(until.timestamp() / w) * w,
-                # with no registry event for the release, its first record here is the
-                # earliest its service is known to have started
-                in_service=served.get(release) or [(float(inf.time.min()), None)],
+                since=since,
+                until=until,
+                in_service=served.get(release),
                 cases=cases.get(release) or CaseRecords.empty(),
+                actor=actor,
+                act=act,
             )
-            stored = store_windows(store.engine, release, run.windows)
-            opened, repeated, actions = [], 0, []
-            for signal in run.signals:
-                alert, created = store.raise_alert(signal, actor=actor)
-                if alert is None:
-                    continue
-                if not created:
-                    repeated += 1
-                    continue
-                opened.append(alert.id)
-                if act:
-                    result = take_action(
-                        store,
-                        alert,
-                        actor=actor,
-                        records=inf,
-                        lookback_hours=reference.spec.monitoring.input_lookback_hours,
-                        after_seq=_routed_through(store, release, alert.id),
-                    )
-                    actions.append(result.to_json())
-            if act:
-                actions += _keep_escalating(store, release, inf, actor=actor, opened=opened)
-            summary["releases"].append(
-                {
-                    "release": release,
-                    "task": rel.task,
-                    "records": run.n_records,
-                    "windows": run.n_windows,
-                    "windows_stored": stored,
-                    "alerts_opened": opened,
-                    "occurrences_counted": repeated,
-                    "actions": actions,
-                    "outcomes_set_aside": run.rejected,
-                    "notes": list(run.notes),
-                    "seconds": round(run.seconds, 3),
-                }
-            )
+            summary["releases"].append({"release": release, "task": rel.task} | entry)
     return summary
+
+
+def monitor_release(
+    store: AlertStore,
+    reference: MonitorReference,
+    inf: InferenceRecords,
+    outcomes: OutcomeRecords,
+    overrides: OverrideRecords,
+    *,
+    since: datetime,
+    until: datetime,
+    in_service: list[tuple[float, float | None]] | None = None,
+    cases: CaseRecords | None = None,
+    actor: str = MONITOR_ACTOR,
+    act: bool = True,
+) -> dict[str, Any]:
+    """Return what one run did for one release: windows evaluated and stored, alerts, actions.
+
+    Evaluates every complete window from ``since`` to ``until`` over the release's
+    records, stores the windows, raises each signal through the de-duplicating store
+    and, unless ``act`` is false, takes each new alert's action and keeps routing the
+    newer cases of an active escalate-alert. ``in_service`` None: the release's first
+    record here is the earliest its service is known to have started. ``cases`` None:
+    the review-queue rules are not measured.
+    """
+    release = reference.release
+    w = 60.0 * reference.spec.monitoring.window_minutes
+    run = Monitor(reference).run(
+        inf,
+        outcomes,
+        overrides,
+        start=math.floor(since.timestamp() / w) * w,
+        end=math.floor(until.timestamp() / w) * w,
+        in_service=in_service or [(float(inf.time.min()), None)],
+        cases=cases,
+    )
+    stored = store_windows(store.engine, release, run.windows)
+    opened, repeated, actions = [], 0, []
+    for signal in run.signals:
+        alert, created = store.raise_alert(signal, actor=actor)
+        if alert is None:
+            continue
+        if not created:
+            repeated += 1
+            continue
+        opened.append(alert.id)
+        if act:
+            result = take_action(
+                store,
+                alert,
+                actor=actor,
+                records=inf,
+                lookback_hours=reference.spec.monitoring.input_lookback_hours,
+                after_seq=_routed_through(store, release, alert.id),
+            )
+            actions.append(result.to_json())
+    if act:
+        actions += _keep_escalating(store, release, inf, actor=actor, opened=opened)
+    return {
+        "records": run.n_records,
+        "windows": run.n_windows,
+        "windows_stored": stored,
+        "alerts_opened": opened,
+        "occurrences_counted": repeated,
+        "actions": actions,
+        "outcomes_set_aside": run.rejected,
+        "notes": list(run.notes),
+        "seconds": round(run.seconds, 3),
+    }
 
 
 def _routed_through(store: AlertStore, release: str, alert_id: str) -> int | None:

@@ -8,9 +8,14 @@ same figures.
 
 * :func:`drift_scenario` — R-T8: an unshifted period, then ``shifted_stays`` test
   stays (2,000) whose ventilation flag is raised from its baseline (about 38 %) to
-  72 % with nothing else changed (the same stays, the same outcomes, every other
-  input untouched; only the flag of randomly chosen unventilated stays is set),
-  scored again by the model. Arrivals are a Poisson process at ``rate_per_hour``
+  72 % with every other input untouched (only the flag of randomly chosen
+  unventilated stays is set), scored again by the model. The shift is a concept
+  shift (:func:`protocol_outcomes`): a new protocol ventilates post-operative
+  patients, so the model raises their risk because ventilation used to mean
+  severity, while their outcomes no longer follow the physiology the model reads;
+  the other stays keep their recorded outcomes. With ``outcome_slope=None`` it is
+  the covariate shift alone (the same outcomes for every stay), which moves AUROC
+  by about 1 %. Arrivals are a Poisson process at ``rate_per_hour``
   (40 by default, so the shifted stays span about 50 hours); a longer unshifted
   period resamples unshifted test stays with replacement. Outcomes arrive
   ``outcome_delay_hours`` after their prediction. It reports per detector the
@@ -53,13 +58,17 @@ from clinical_mlops.workspace import Workspace
 
 __all__ = [
     "DETECTORS",
+    "DriftPlan",
     "DriftResult",
     "DriftScenario",
     "ScoredStays",
     "Stream",
     "count_alerts",
     "drift_scenario",
+    "drop_percent",
     "fairness_scenario",
+    "plan_drift",
+    "protocol_outcomes",
     "scored_test_stays",
     "workflow_scenario",
 ]
@@ -175,12 +184,13 @@ def _stream(
     outcome_delay_hours: float,
     override_rate: float,
     release: str | None = None,
+    y: np.ndarray | None = None,
 ) -> Stream:
     n = len(rows)
     frame = stays.inputs.iloc[rows].reset_index(drop=True) if inputs is None else inputs
     prob = stays.p[rows] if p is None else p
     seq = np.arange(n, dtype=np.int64)
-    y = stays.y[rows]
+    y = stays.y[rows] if y is None else y
     overridden = rng.random(n) < override_rate
     return Stream(
         inferences=InferenceRecords.build(
@@ -256,9 +266,14 @@ class DriftScenario:
     override_rate: float = 0.05
     clean_days: float = 30.0
     seed: int = 7
+    #: how much the newly flagged stays' outcomes still follow the model's reading of their
+    #: physiology (0: not at all, 1: as before); None: the covariate shift alone
+    outcome_slope: float | None = 0.0
 
     def check(self, stays: ScoredStays) -> None:
         problems = []
+        if self.outcome_slope is not None and not 0 <= self.outcome_slope <= 1:
+            problems.append("outcome_slope: expected a number between 0 and 1 (or none)")
         if self.feature not in stays.inputs.columns:
             problems.append(f"feature: {self.feature!r} is not an input of this task")
         elif stays.reference.spec.feature(self.feature).kind != "flag":
@@ -294,6 +309,128 @@ def _shift_flag(
     return frame, before, float(np.nanmean(v))
 
 
+def protocol_outcomes(
+    p_before: np.ndarray, y: np.ndarray, newly: np.ndarray, *, slope: float, seed: int
+) -> np.ndarray:
+    """Return the outcomes of a stream whose newly flagged stays follow the new protocol.
+
+    The mechanism of the published drift: a new protocol ventilates post-operative
+    patients (planned ventilation after elective surgery). The model raises their
+    risk, because ventilation used to mean severity, but their 48-hour mortality now
+    comes from surgical complications (bleeding, a leaking anastomosis) that its
+    inputs do not measure. For a newly flagged stay ``i`` the outcome is drawn from
+    ``logit(q_i) = a + slope * logit(p_before_i)``, where ``p_before_i`` is the
+    model's risk of the stay as it was (unflagged) and ``a`` keeps the group's
+    mean risk at the mean of ``p_before``: as many of them die as before, but with
+    ``slope`` 0 which of them die no longer follows the physiology the model reads.
+    Other stays keep their recorded outcomes ``y``. Seeded: same seed, same outcomes.
+    """
+    from scipy.optimize import brentq
+    from scipy.special import expit, logit
+
+    out = np.asarray(y, dtype=np.int64).copy()
+    idx = np.flatnonzero(newly)
+    if not len(idx):
+        return out
+    z = logit(np.clip(p_before[idx], 1e-6, 1 - 1e-6))
+    target = float(np.mean(p_before[idx]))
+    a = brentq(lambda a: float(np.mean(expit(a + slope * z))) - target, -40.0, 40.0)
+    rng = np.random.default_rng([seed, 2])
+    out[idx] = (rng.random(len(idx)) < expit(a + slope * z)).astype(np.int64)
+    return out
+
+
+@dataclass(frozen=True)
+class DriftPlan:
+    """The arrivals of a drift scenario: when, which test stay, its inputs, the model's risk, the outcome.
+
+    The first ``n_before`` arrivals are unshifted; every later one is shifted (the
+    new protocol goes on). ``newly`` marks the stays whose flag the shift raised.
+    """
+
+    times: np.ndarray
+    rows: np.ndarray
+    inputs: pd.DataFrame
+    p: np.ndarray
+    y: np.ndarray
+    newly: np.ndarray
+    n_before: int
+    prevalence_before: float
+    prevalence_after: float
+
+    @property
+    def shift_at(self) -> float:
+        return float(self.times[self.n_before])
+
+
+def _shifted_block(
+    stays: ScoredStays,
+    sc: DriftScenario,
+    rng: np.random.Generator,
+    n: int,
+    *,
+    seed: int,
+) -> tuple[np.ndarray, pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, float, float]:
+    n_test = len(stays.p)
+    rows = rng.choice(n_test, size=n, replace=n > n_test)
+    frame, before, after = _shift_flag(
+        stays, rows, feature=sc.feature, target=sc.target_prevalence, rng=rng
+    )
+    was = pd.to_numeric(stays.inputs[sc.feature], errors="coerce").to_numpy(dtype=float)[rows]
+    now = frame[sc.feature].to_numpy(dtype=float)
+    newly = (now == 1) & (was != 1)
+    p = stays.rescore(frame)
+    y = stays.y[rows]
+    if sc.outcome_slope is not None:
+        y = protocol_outcomes(stays.p[rows], y, newly, slope=sc.outcome_slope, seed=seed)
+    return rows, frame, p, y, newly, before, after
+
+
+def plan_drift(
+    stays: ScoredStays, scenario: DriftScenario | None = None, *, extra_blocks: int = 0
+) -> DriftPlan:
+    """Return the arrivals of the drift scenario (see the module docstring).
+
+    The unshifted period and the first ``shifted_stays`` shifted stays are those of
+    :func:`drift_scenario`; ``extra_blocks`` appends that many more blocks of
+    ``shifted_stays`` shifted arrivals (the protocol goes on), each raised to the
+    target prevalence, for a simulation that runs past the first block.
+    """
+    sc = scenario or DriftScenario()
+    sc.check(stays)
+    rng = np.random.default_rng(sc.seed)
+    start = SIM_START.timestamp()
+    n_before = max(1, round(sc.rate_per_hour * sc.unshifted_hours))
+    times = _arrivals(rng, n_before + sc.shifted_stays, rate_per_hour=sc.rate_per_hour, start=start)
+    before_rows = rng.integers(0, len(stays.p), size=n_before)
+    rows, frame, p, y, newly, prev_before, prev_after = _shifted_block(
+        stays, sc, rng, sc.shifted_stays, seed=sc.seed
+    )
+    parts = [(rows, frame, p, y, newly)]
+    more = np.random.default_rng([sc.seed, 3])
+    last = float(times[-1])
+    extra_times = []
+    for b in range(extra_blocks):
+        t = _arrivals(more, sc.shifted_stays, rate_per_hour=sc.rate_per_hour, start=last)
+        last = float(t[-1])
+        extra_times.append(t)
+        parts.append(_shifted_block(stays, sc, more, sc.shifted_stays, seed=sc.seed + 100 + b)[:5])
+    return DriftPlan(
+        times=np.concatenate([times, *extra_times]),
+        rows=np.concatenate([before_rows, *(x[0] for x in parts)]),
+        inputs=pd.concat(
+            [stays.inputs.iloc[before_rows].reset_index(drop=True), *(x[1] for x in parts)],
+            ignore_index=True,
+        ),
+        p=np.concatenate([stays.p[before_rows], *(x[2] for x in parts)]),
+        y=np.concatenate([stays.y[before_rows], *(x[3] for x in parts)]),
+        newly=np.concatenate([np.zeros(n_before, dtype=bool), *(x[4] for x in parts)]),
+        n_before=n_before,
+        prevalence_before=prev_before,
+        prevalence_after=prev_after,
+    )
+
+
 @dataclass
 class DriftResult:
     """The R-T8 scenario: its figures (``--json`` prints them) and the monitor run behind them."""
@@ -306,23 +443,19 @@ class DriftResult:
 def drift_scenario(stays: ScoredStays, scenario: DriftScenario | None = None) -> DriftResult:
     """Return the R-T8 scenario's figures and run (see the module docstring)."""
     sc = scenario or DriftScenario()
-    sc.check(stays)
-    rng = np.random.default_rng(sc.seed)
+    plan = plan_drift(stays, sc)
     start = SIM_START.timestamp()
-    n_before = max(1, round(sc.rate_per_hour * sc.unshifted_hours))
-    times = _arrivals(rng, n_before + sc.shifted_stays, rate_per_hour=sc.rate_per_hour, start=start)
+    n_before = plan.n_before
+    times = plan.times
     n_test = len(stays.p)
-    before_rows = rng.integers(0, n_test, size=n_before)
-    shifted_rows = rng.choice(n_test, size=sc.shifted_stays, replace=sc.shifted_stays > n_test)
-    frame, prev_before, prev_after = _shift_flag(
-        stays, shifted_rows, feature=sc.feature, target=sc.target_prevalence, rng=rng
-    )
-    shifted_p = stays.rescore(frame)
+    prev_before, prev_after = plan.prevalence_before, plan.prevalence_after
+    # Overrides are drawn after the arrivals, from their own stream, in arrival order.
+    rng = np.random.default_rng([sc.seed, 1])
     delay, override_rate = sc.outcome_delay_hours, sc.override_rate
     stream = _concat(
         _stream(
             stays,
-            before_rows,
+            plan.rows[:n_before],
             times[:n_before],
             rng=rng,
             outcome_delay_hours=delay,
@@ -330,13 +463,14 @@ def drift_scenario(stays: ScoredStays, scenario: DriftScenario | None = None) ->
         ),
         _stream(
             stays,
-            shifted_rows,
+            plan.rows[n_before:],
             times[n_before:],
             rng=rng,
-            p=shifted_p,
-            inputs=frame,
+            p=plan.p[n_before:],
+            inputs=plan.inputs.iloc[n_before:].reset_index(drop=True),
             outcome_delay_hours=delay,
             override_rate=override_rate,
+            y=plan.y[n_before:],
         ),
     )
     run = stream.run(stays.reference)
@@ -399,6 +533,9 @@ def drift_scenario(stays: ScoredStays, scenario: DriftScenario | None = None) ->
         "detection_delay_stays": delays_n,
         "auroc_before": _round(auroc(y[:n_b], p[:n_b])),
         "auroc_after": _round(auroc(y[n_b:], p[n_b:])),
+        "auroc_drop_percent": drop_percent(auroc(y[:n_b], p[:n_b]), auroc(y[n_b:], p[n_b:])),
+        "newly_flagged_stays": int(plan.newly.sum()),
+        "outcome_mechanism": outcome_mechanism(sc),
         "auroc_validated": _round(stays.reference.validated_auroc),
         "escalation": escalation,
         "alerts_after_shift": [_alert_row(a, shift_at) for a in count_alerts(after_shift)],
@@ -418,6 +555,28 @@ def drift_scenario(stays: ScoredStays, scenario: DriftScenario | None = None) ->
         },
     }
     return DriftResult(figures=figures, run=run, stream=stream)
+
+
+def drop_percent(before: float | None, after: float | None) -> float | None:
+    """Return the relative fall from ``before`` to ``after`` in percent (None if either is unknown)."""
+    if before is None or after is None or not (math.isfinite(before) and math.isfinite(after)):
+        return None
+    return round(100.0 * (before - after) / before, 2)
+
+
+def outcome_mechanism(sc: DriftScenario) -> str:
+    """Return, in words, what happens to the outcomes of the shifted stays."""
+    if sc.outcome_slope is None:
+        return (
+            f"covariate shift only: {sc.feature} raised in randomly chosen stays, "
+            "every outcome unchanged"
+        )
+    return (
+        f"concept shift: a new protocol sets {sc.feature} in post-operative patients; "
+        "the model raises their risk (the flag used to mean severity) while their outcomes "
+        "come from surgical complications its inputs do not measure: drawn at their usual "
+        f"mean risk with slope {sc.outcome_slope:g} on the logit of their unflagged risk"
+    )
 
 
 def clean_run_start(stream: Stream) -> float:

@@ -617,7 +617,7 @@ class Predictor:
         return made
 
     def refresh(self) -> None:
-        """Re-read the live deployment manifest and release statuses now."""
+        """Re-read the live deployment manifest and release statuses now (drift alerts on next use)."""
         manifest = self.registry.deployment_manifest(self.task)
         statuses = {r.version: r.status for r in self.registry.list(task=self.task)}
         trials: dict[str, list[tuple[str, str]]] = {}
@@ -627,6 +627,7 @@ class Predictor:
         with self._lock:
             self._manifest, self._statuses, self._trials = manifest, statuses, trials
             self._manifest_at = time.monotonic()
+            self._drift.clear()
 
     def trials_at(self, site: str) -> list[tuple[str, str]]:
         """Return the (release, mode) of each trial running at ``site``, as last read.
