@@ -24,7 +24,7 @@ from clinical_mlops.cli import app
 from clinical_mlops.data.raw import read_source
 from clinical_mlops.data.sources import synthetic_source
 from clinical_mlops.data.synthetic import SyntheticConfig
-from clinical_mlops.errors import RoleRequired, ValueInvalid
+from clinical_mlops.errors import RoleRequired, TransitionNotAllowed, ValueInvalid
 from clinical_mlops.features.snapshot import build_snapshot, list_snapshots
 from clinical_mlops.governance.board import Governance
 from clinical_mlops.governance.policy import gate_schema_contract
@@ -317,3 +317,26 @@ def test_cli_prints_the_release_its_change_class_and_calibration_before_and_afte
     assert refused.exit_code != 0
     assert "method: expected isotonic or logistic" in str(refused.exception)
     assert np.isfinite(after["ece"])
+
+
+def test_a_recalibrated_release_serves_its_site_only(
+    fresh_workspace, trained, clock, west_snapshot
+):
+    ws, reg, gov, parent, snap_id = _world(fresh_workspace, trained, clock, west_snapshot, "scope")
+    made = recalibrate_release(gov, parent, site="west", snapshot=snap_id, actor="eli")
+    version = made.release.version
+    assert reg.site_scope(version) == "west" and reg.site_scope(parent) is None
+    size = Ledger.open(ws).size()
+    with pytest.raises(TransitionNotAllowed, match=r"site: expected 'west'"):
+        gov.set_rollout(version, site="north", mode="pilot", actor="eli", why="pilot")
+    assert reg.deployment_manifest(TASK)["sites"] == {}
+
+    # made live, it serves west in full and nothing else: '*' is not its to serve
+    reg.activate(version, actor="eli", action="promote", why="approved for west")
+    manifest = reg.deployment_manifest(TASK)
+    assert set(manifest["sites"]) == {"west"}
+    assert manifest["sites"]["west"]["release"] == version
+    assert manifest["sites"]["west"]["mode"] == "full"
+    assert manifest["active"] is None
+    with Ledger.open(ws) as led:
+        assert led.size() > size

@@ -607,6 +607,7 @@ class Governance:
                 raise TransitionNotAllowed(
                     f"rollout of {version}: unknown mode {mode!r} (modes: {', '.join(MODES)})"
                 )
+            self._refuse_out_of_scope(version, site, act="rollout")
             allowed = MODES_BY_STATUS.get(rel.status, ())
             if mode not in allowed:
                 raise TransitionNotAllowed(
@@ -623,6 +624,17 @@ class Governance:
                 mode=mode,  # checked against MODES above
                 actor=actor,
                 why=why,
+            )
+
+    def _refuse_out_of_scope(self, version: str, site: str, *, act: str) -> None:
+        """Refuse serving a release recalibrated for one site anywhere else (rule: site scope)."""
+        scope = self.registry.site_scope(version)
+        if scope is not None and site != scope:
+            raise TransitionNotAllowed(
+                f"{act} of {version} at site {site!r}: the release was recalibrated for site "
+                f"{scope!r} (its probabilities and sets were fitted on that site's stays); "
+                f"site: expected {scope!r} (rule: a locally recalibrated release serves its "
+                "site only)"
             )
 
     # -- trials ------------------------------------------------------------------------------
@@ -663,6 +675,7 @@ class Governance:
                     f"trial of {version}: name the site it runs at, not {site or 'none'!r} "
                     "(rule: trials name sites)"
                 )
+            self._refuse_out_of_scope(version, site, act="trial")
             entry = self.registry.deployment_manifest(rel.task)["sites"]
             live = entry.get(site) or entry.get("*")
             if live is not None and live["release"] == rel.version:

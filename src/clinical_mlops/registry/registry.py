@@ -318,6 +318,15 @@ class Registry:
         """Return the verified bundle of release ``version`` (refuses a tampered bundle)."""
         return load_bundle(self.workspace, self.get(version).path, clock=self.clock)
 
+    def site_scope(self, version: str) -> str | None:
+        """Return the one site release ``version`` may serve (a local recalibration), or None.
+
+        Read from the signed ``deployment.json``: a release recalibrated at a site carries
+        that site, and is rolled out, trialled and served there only.
+        """
+        scope = self.bundle(version).read_json("deployment.json").get("site")
+        return str(scope) if scope else None
+
     def active(self, task: str) -> Release | None:
         """Return the task's active approved release (the one served by default), if any."""
         with self.engine.connect() as conn:
@@ -400,6 +409,9 @@ class Registry:
     def activate(self, version: str, *, actor: str, action: str, why: str) -> Release:
         """Return ``version`` made the task's active release, served in full mode at ``*``.
 
+        A release recalibrated for one site (:meth:`site_scope`) is instead served in full
+        mode at that site only; the task's active release is left as it was.
+
         The release it replaces stops being served (its rollouts end); its status is
         unchanged. Records a ``deployment`` event (and a ``threshold_change`` when the
         operating threshold differs). Checks no rule (see ``Governance.rollback``).
@@ -412,6 +424,32 @@ class Registry:
     def _activate(
         self, conn: sa.Connection, rel: Release, *, actor: str, action: str, why: str, now: str
     ) -> None:
+        scope = self.site_scope(rel.version)
+        if scope is not None:
+            # A release recalibrated for one site serves that site, in full, and nothing
+            # else: the task's active release (serving every other site) stays as it is.
+            conn.execute(
+                sa.delete(t.rollouts).where(
+                    t.rollouts.c.task == rel.task, t.rollouts.c.site == scope
+                )
+            )
+            conn.execute(
+                sa.insert(t.rollouts).values(
+                    task=rel.task, site=scope, version=rel.version, mode="full", since=now
+                )
+            )
+            self.record(
+                type="deployment",
+                actor=actor,
+                payload={
+                    "release": rel.version,
+                    "action": action,
+                    "site": scope,
+                    "threshold": rel.threshold,
+                    "why": why,
+                },
+            )
+            return
         previous = conn.execute(
             sa.select(t.active.c.version).where(t.active.c.task == rel.task)
         ).scalar()
