@@ -144,3 +144,27 @@ def test_west_keeps_its_own_prevalence(tmp_path):
     )
     assert west.summary()["prevalence"] - SPEC.published["prevalence"] >= 0.02
     assert set(west.cohort()["site"]) == {"west"}
+
+
+def test_data_generate_takes_the_hospitals_and_caches_each_set_apart(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from clinical_mlops.cli import app
+
+    def run(*extra):
+        args = ["data", "generate", "--scale", "0.01", "-w", str(tmp_path), "--json", *extra]
+        return CliRunner().invoke(app, args)
+
+    west, default = run("--sites", "west"), run()
+    assert west.exit_code == 0 and default.exit_code == 0, west.output + default.output
+    west_info, default_info = json.loads(west.stdout), json.loads(default.stdout)
+    assert west_info["params"]["sites"] == ["west"]
+    assert default_info["params"]["sites"] == ["north", "south", "east"]
+    assert west_info["path"] != default_info["path"]
+    sites = read_source(west_info["path"]).read("admissions").column("site").to_pylist()
+    assert set(sites) == {"west"}
+    bad = run("--sites", "north,nowhere")
+    assert bad.exit_code != 0
+    assert "sites: expected one or more distinct names" in str(bad.exception)

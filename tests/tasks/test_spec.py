@@ -253,3 +253,22 @@ def test_a_spec_without_fhir_declarations_keeps_its_hash():
     assert task_from_mapping(spelled, source="x").spec_hash() == bare.spec_hash()
     data["features"][4]["window"] = {"start_hours": 0, "end_hours": 12}
     assert task_from_mapping(data, source="x").spec_hash() != bare.spec_hash()
+
+
+def test_evaluation_strata_are_declared_and_leave_existing_hashes_alone():
+    from clinical_mlops.tasks import task_from_mapping
+
+    spec = load_task("icu_mortality_48h")
+    assert spec.evaluation.strata == ("site", "period")
+    data = spec.model_dump(mode="json")
+    assert task_from_mapping(data, source="x").spec_hash() == spec.spec_hash()
+    data.pop("evaluation")
+    assert task_from_mapping(data, source="x").spec_hash() == spec.spec_hash()
+    data["evaluation"] = {"strata": ["site"]}
+    only_site = task_from_mapping(data, source="x")
+    assert only_site.evaluation.strata == ("site",)
+    assert only_site.spec_hash() != spec.spec_hash()
+    assert only_site.criteria_hash() == spec.criteria_hash()  # a stratum never changes a cohort
+    data["evaluation"] = {"strata": ["site", "site"]}
+    with pytest.raises(TaskSpecInvalid, match="distinct strata"):
+        task_from_mapping(data, source="x")

@@ -393,6 +393,9 @@ def _population(cfg: SyntheticConfig, rng: np.random.Generator) -> pd.DataFrame:
             "site": _draw_sites(n, cfg.sites, site_rng),
         }
     )
+    # Whether the stay is on the hospital's serial-lactate protocol (same stream: the
+    # hospital's practice, not the patient's physiology).
+    pop["serial_lactate"] = site_rng.random(n) < _site_values(pop, lambda s: s.serial_lactate)
     _demographics(pop, rng)
     _severity(pop, rng)
     if cfg.solves_on_generated:
@@ -829,8 +832,7 @@ def _schedule(
     else:  # lactate: more draws when sicker, three on a serial-lactate protocol
         sev = df["severity"].to_numpy()
         k = 1 + (sev > 0.5) + (sev > 1.5)
-        serial = rng.random(n) < _site_values(df, lambda s: s.serial_lactate)
-        k = np.where(serial, 3, k)
+        k = np.where(df["serial_lactate"].to_numpy(), 3, k)
         hours = np.stack(
             [
                 rng.uniform(0.3, 6, n),
