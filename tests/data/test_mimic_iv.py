@@ -361,3 +361,22 @@ def test_spark_asked_but_unavailable_says_how_to_install_and_writes_nothing(tmp_
 def test_every_table_the_reader_needs_is_in_the_fixture():
     for rel in TABLES:
         assert _file(FIXTURE, rel).exists(), rel
+
+
+# -- the site ----------------------------------------------------------------------------------
+
+
+def test_every_mimic_stay_is_at_the_one_declared_hospital(extracted, tmp_path):
+    """MIMIC-IV is one hospital: source.json names it, and every cohort stay carries it."""
+    from clinical_mlops.features.snapshot import build_snapshot
+    from clinical_mlops.tasks import load_task
+
+    source = read_source(extracted)
+    assert source.info["site"] == "mimic-iv" == source.default_site
+    snap = build_snapshot(Workspace.open(tmp_path / "ws"), load_task("icu_mortality_48h"), source)
+    assert set(snap.cohort()["site"]) == {"mimic-iv"}
+    ws = Workspace.open(tmp_path / "named")
+    named = mimic_iv_source(ws, FIXTURE, clock=CLOCK, site="bidmc")
+    assert named.info["site"] == "bidmc"
+    assert mimic_iv_source(ws, FIXTURE, clock=CLOCK).info["site"] == "mimic-iv"
+    assert len(list(ws.sources_dir.glob("mimic-iv-*"))) == 2  # cached per site

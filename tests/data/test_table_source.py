@@ -299,3 +299,57 @@ def test_a_raw_event_task_cannot_read_a_column_label() -> None:
     with pytest.raises(TaskSpecInvalid, match="needs a table section"):
         task_from_mapping(data, source="t.yaml")
     assert ICU.table is None and ICU.feature_sql == "icu_mortality_48h.sql"
+
+
+# -- the hospital of each row ----------------------------------------------------------------
+
+
+def test_a_declared_site_column_reaches_the_cohort_never_the_features(
+    icu: Snapshot, table: pd.DataFrame, tmp_path: Path
+) -> None:
+    with_site = table.assign(hospital=icu.cohort()["site"].to_numpy())
+    ws = Workspace.open(tmp_path / "ws")
+    csv = _csv(tmp_path, with_site)
+    # Not declared: an undeclared column is refused, never read silently (R-P1).
+    with pytest.raises(TableInvalid, match=r"\['hospital'\] are not declared"):
+        build_table_snapshot(ws, load_task(write_spec(tmp_path, table_spec())), csv)
+    spec = load_task(write_spec(tmp_path, table_spec(table=TABLE | {"site_column": "hospital"})))
+    snap = build_table_snapshot(ws, spec, csv)
+    assert snap.cohort()["site"].tolist() == icu.cohort()["site"].tolist()
+    assert len(set(snap.cohort()["site"])) == 3
+    assert "hospital" not in snap.features().columns and "site" not in snap.features().columns
+    assert snap.manifest["table"]["columns"]["__site__"] == "hospital"
+    # An empty cell is refused with its row, and nothing is half-built.
+    blank = with_site.astype({"hospital": object})
+    blank.loc[3, "hospital"] = None
+    with pytest.raises(TableInvalid, match=r"site column 'hospital' is empty in rows 4"):
+        build_table_snapshot(ws, spec, _csv(tmp_path, blank, "blank.csv"))
+    assert list_snapshots(ws) == [snap.id]
+
+
+def test_a_table_may_declare_its_one_site(table: pd.DataFrame, tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path / "ws")
+    spec = load_task(write_spec(tmp_path, table_spec(table=TABLE | {"site": "st-marys"})))
+    snap = build_table_snapshot(ws, spec, _csv(tmp_path, table))
+    assert set(snap.cohort()["site"]) == {"st-marys"}
+    assert snap.manifest["table"]["site"] == "st-marys"
+    undeclared = build_table_snapshot(
+        ws, load_task(write_spec(tmp_path, table_spec())), _csv(tmp_path, table)
+    )
+    assert set(undeclared.cohort()["site"]) == {"unspecified"}
+    both = table_spec(table=TABLE | {"site": "a", "site_column": "hospital"})
+    with pytest.raises(TaskSpecInvalid, match="either site_column"):
+        task_from_mapping(both, source="t.yaml")
+
+
+def test_declaring_no_site_keeps_a_table_specs_hashes() -> None:
+    bare = task_from_mapping(table_spec(), source="t.yaml")
+    spelled = task_from_mapping(
+        table_spec(table=TABLE | {"site": None, "site_column": None}), source="t.yaml"
+    )
+    assert (spelled.spec_hash(), spelled.criteria_hash()) == (
+        bare.spec_hash(),
+        bare.criteria_hash(),
+    )
+    declared = task_from_mapping(table_spec(table=TABLE | {"site": "x"}), source="t.yaml")
+    assert declared.criteria_hash() != bare.criteria_hash()

@@ -129,7 +129,7 @@ def test_write_report_json_and_html(tmp_path, report, validation_report, evaluat
     assert json.loads(text) == report
     assert text == json.dumps(report, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
     html = paths["html"].read_text(encoding="utf-8")
-    assert html.count('src="data:image/png;base64,') == 5
+    assert html.count('src="data:image/png;base64,') == 6
     assert not re.search(r"\bnan\b", html, flags=re.IGNORECASE)
     for heading in ("Headline", "Cohort", "Subgroups (Table 2)", "Fairness", "Limitations"):
         assert heading in html

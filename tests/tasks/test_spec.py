@@ -274,3 +274,22 @@ def test_the_recalibration_minimum_keeps_existing_hashes_at_its_default():
             {**data, "acceptance": {**data["acceptance"], "min_recalibration_events": 0}},
             source="x",
         )
+
+
+def test_evaluation_strata_are_declared_and_leave_existing_hashes_alone():
+    from clinical_mlops.tasks import task_from_mapping
+
+    spec = load_task("icu_mortality_48h")
+    assert spec.evaluation.strata == ("site", "period")
+    data = spec.model_dump(mode="json")
+    assert task_from_mapping(data, source="x").spec_hash() == spec.spec_hash()
+    data.pop("evaluation")
+    assert task_from_mapping(data, source="x").spec_hash() == spec.spec_hash()
+    data["evaluation"] = {"strata": ["site"]}
+    only_site = task_from_mapping(data, source="x")
+    assert only_site.evaluation.strata == ("site",)
+    assert only_site.spec_hash() != spec.spec_hash()
+    assert only_site.criteria_hash() == spec.criteria_hash()  # a stratum never changes a cohort
+    data["evaluation"] = {"strata": ["site", "site"]}
+    with pytest.raises(TaskSpecInvalid, match="distinct strata"):
+        task_from_mapping(data, source="x")

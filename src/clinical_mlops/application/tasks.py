@@ -14,7 +14,8 @@ becomes a feature of the kind its values suggest (numbers -> ``numeric``, 0/1 ->
 valid ranges, categories the observed values; identifier-like and free-text
 columns are listed under ``drop_columns``; ``sex``, ``age`` and ``race`` or
 ``ethnicity`` columns become protected attributes (race/ethnicity audit-only,
-never a model input). What only a person can decide — every feature's
+never a model input); a ``site`` or ``hospital`` column becomes ``table.site_column``
+(an evaluation stratum, never a model input). What only a person can decide — every feature's
 justification and approval, units, the population and setting, the prediction
 time, the operating threshold, the acceptance criteria, the intended use and the
 consent purposes — is written as a value starting with ``TODO``, which
@@ -161,6 +162,7 @@ _ID_NAMES = {"id", "mrn", "patient_id", "subject_id", "person_id", "stay_id", "h
 _LABEL_HINTS = ("label", "outcome", "target", "death", "died", "mortality", "readmi", "event")
 _TIME_HINTS = ("year", "date", "time")
 _ETHNICITY_NAMES = {"ethnicity", "race", "ethnic_group"}
+_SITE_NAMES = {"site", "hospital", "site_name", "hospital_name", "facility"}
 _MAX_CATEGORIES = 30
 _AGE_BANDS = '[{label: "18-44", low: 18, high: 44}, {label: "45-64", low: 45, high: 64}, {label: "65-79", low: 65, high: 79}, {label: "80+", low: 80}]'
 
@@ -272,6 +274,11 @@ def draft_from_table(
     eth_col = next((str(c) for c in frame.columns if _snake(c) in _ETHNICITY_NAMES), None)
     if eth_col is not None and eth_col not in roles:
         roles[eth_col] = "ethnicity (audit only)"
+    site_col = next(
+        (str(c) for c in frame.columns if _snake(c) in _SITE_NAMES and str(c) not in roles), None
+    )
+    if site_col is not None:
+        roles[site_col] = "site (evaluation stratum)"
 
     features: list[str] = []
     feature_names: list[str] = []
@@ -317,7 +324,9 @@ def draft_from_table(
     lines = _header(file, task, frame, label_col, years)
     lines += _label_yaml(label_name, label_col)
     lines += _split_yaml(years)
-    lines += _table_yaml(time_col, label_col, label_name, id_col, eth_col, renames, dropped)
+    lines += _table_yaml(
+        time_col, label_col, label_name, id_col, eth_col, renames, dropped, site_col
+    )
     lines += ["features:", *features, ""]
     lines += _protected_yaml(frame, roles, eth_col)
     baseline = next((k for k, s in SCORES.items() if set(s.features) <= set(feature_names)), None)
@@ -503,6 +512,7 @@ def _table_yaml(
     eth_col: str | None,
     renames: dict[str, str],
     dropped: list[str],
+    site_col: str | None = None,
 ) -> list[str]:
     columns = {k: v for k, v in renames.items() if k != label_name}
     if eth_col is not None and eth_col != "ethnicity":
@@ -514,6 +524,10 @@ def _table_yaml(
     ]
     if id_col is not None:
         out.append(f"  id_column: {_q(id_col)}  # checked unique, never copied into a snapshot")
+    if site_col is not None:
+        out.append(
+            f"  site_column: {_q(site_col)}  # the hospital: evaluation stratum, not an input"
+        )
     if columns:
         out.append("  columns:  # spec name -> column in the file")
         out += [f"    {k}: {_q(v)}" for k, v in columns.items()]

@@ -62,17 +62,34 @@ SparkMasterOption = Annotated[
 ]
 
 
+SitesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--sites",
+        help="Comma-separated hospitals to generate among north, south, east and west "
+        "(default: north,south,east, whose pooled cohort reproduces the published figures; "
+        "west alone is another hospital, e.g. for external validation).",
+        show_default=False,
+    ),
+]
+
+
 @data_app.command("generate")
 def generate(
     seed: SeedOption = 7,
     scale: ScaleOption = 1.0,
+    sites: SitesOption = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Generate the synthetic raw EHR source (cached in the workspace by seed and scale)."""
+    """Generate the synthetic raw EHR source (cached in the workspace by seed, scale and sites)."""
     from clinical_mlops.data.sources import synthetic_source
-    from clinical_mlops.data.synthetic import SyntheticConfig
+    from clinical_mlops.data.synthetic import DEFAULT_SITES, SyntheticConfig
 
+    chosen = (
+        DEFAULT_SITES if sites is None else tuple(s.strip() for s in sites.split(",") if s.strip())
+    )
+    config = SyntheticConfig(seed=seed, scale=scale, sites=chosen)
     ws = workspace_from(workspace)
     with progress_bar() as bar:
         task = bar.add_task("generating synthetic ICU events", total=None)
@@ -80,7 +97,7 @@ def generate(
         def tick(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        source = synthetic_source(ws, SyntheticConfig(seed=seed, scale=scale), progress=tick)
+        source = synthetic_source(ws, config, progress=tick)
     result = {"path": str(source.path), "files": source.file_hashes, **source.info}
     if as_json:
         print_json(result)

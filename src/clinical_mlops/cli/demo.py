@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any
 
-from clinical_mlops.cli._common import WorkspaceOption, err_console, out_console
+from clinical_mlops.cli._common import CliTable, WorkspaceOption, err_console, out_console
 from clinical_mlops.cli.data import SeedOption, ThreadsOption, render_snapshot
 from clinical_mlops.cli.model import SearchOption, render_training, run_train
 from clinical_mlops.modeling.defaults import DEFAULT_SEARCH_ITERATIONS
 from clinical_mlops.workspace import Workspace
+
+if TYPE_CHECKING:
+    from clinical_mlops.evaluation.validation_report import Matrix
 
 
 def demo_command(
@@ -44,6 +48,8 @@ def demo_command(
     )
     render_snapshot(open_snapshot(ws, result.lineage["snapshot"]["id"]))
     render_training(result.summary(), published=load_task("icu_mortality_48h").published)
+    if result.report.matrix is not None:
+        render_matrix(result.report.matrix)
     from clinical_mlops.application.walkthrough import DEMO_PEOPLE, govern_demo_release
 
     err_console.print("[bold]governance[/] — bundle, gates 1-4, approvals by demo users, pilot")
@@ -66,6 +72,52 @@ def demo_command(
     out_console.print(
         f"\n[bold]done[/] in {time.monotonic() - started:.0f} s — open {result.paths['report.html']}"
     )
+
+
+def _cell(value: Any, digits: int = 3) -> str:
+    if isinstance(value, str):
+        return "insufficient data"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:.{digits}f}"
+    return "—"
+
+
+def render_matrix(matrix: Matrix) -> None:
+    """Print the validation matrix: per site and test year, then per site and per year."""
+    table = CliTable(
+        "site",
+        "year",
+        "n",
+        "events",
+        "AUROC (95% CI)",
+        "cal. slope",
+        "cal. intercept",
+        "ECE",
+        "alerts/100",
+        "reviews/100",
+        title="Validation matrix (locked test set by site and year)",
+        title_justify="left",
+    )
+    for r in [*matrix.rows, *matrix.by_site, *matrix.by_period]:
+        if isinstance(r.auroc, str):
+            auroc = "insufficient data"
+        else:
+            ci = r.auroc.ci if isinstance(r.auroc.ci, list) else []
+            bounds = " – ".join(_cell(v) for v in ci)
+            auroc = f"{_cell(r.auroc.value)} ({bounds})" if bounds else _cell(r.auroc.value)
+        table.add_row(
+            r.site,
+            r.period,
+            f"{r.n:,}",
+            f"{r.n_events:,}",
+            auroc,
+            _cell(r.calibration_slope, 2),
+            _cell(r.calibration_intercept, 2),
+            _cell(r.ece),
+            _cell(r.alerts_per_100, 1),
+            _cell(r.reviews_per_100, 1),
+        )
+    out_console.print(table)
 
 
 def render_risks(risks: list[dict]) -> None:

@@ -86,6 +86,7 @@ from clinical_mlops.workspace import Workspace
 __all__ = [
     "ICD9_CHAPTERS",
     "ITEMS",
+    "MIMIC_SITE",
     "MIMIC_VERSION",
     "READER_VERSION",
     "TABLES",
@@ -664,14 +665,22 @@ def _write_events(r: _Reader, out: Path) -> dict[str, int]:
     return dict(sorted(per_variable.items()))
 
 
+#: The site of a MIMIC-IV extract: one hospital (Beth Israel Deaconess Medical Center).
+MIMIC_SITE = "mimic-iv"
+
+
 def extract_mimic_iv(
     mimic_dir: str | Path,
     out_dir: str | Path,
     *,
     clock: Clock | None = None,
     progress: Progress | None = None,
+    site: str = MIMIC_SITE,
 ) -> Path:
     """Write the raw-event contract tables and ``source.json`` for a MIMIC-IV v2.2 folder.
+
+    MIMIC-IV is one hospital's data: every stay is at ``site`` (``source.json["site"]``),
+    the evaluation stratum of the validation matrix and of external validation.
 
     ``progress(text)`` receives a line per step and per million rows scanned. Raises
     :class:`SourceInvalid` naming the file (and column or itemid) when a table is missing,
@@ -720,6 +729,7 @@ def extract_mimic_iv(
 
     info = {
         "source": "mimic-iv",
+        "site": site,
         "source_version": MIMIC_VERSION,
         "extracted_at": utc_iso((clock or SystemClock()).now()),
         "deidentification": (
@@ -783,17 +793,23 @@ def mimic_iv_source(
     *,
     clock: Clock | None = None,
     progress: Progress | None = None,
+    site: str = MIMIC_SITE,
 ) -> RawSource:
     """Return the raw source extracted from the MIMIC-IV folder ``path``, extracting if needed.
 
     Extraction is cached under ``sources/`` in the workspace, keyed by the input files'
-    sizes and modification times, the reader version and the mapping; it is written to a
-    staging folder and renamed into place only when complete.
+    sizes and modification times, the reader version, the mapping and ``site``; it is
+    written to a staging folder and renamed into place only when complete.
     """
+    if not site.strip():
+        raise SourceInvalid("site: expected the name of the MIMIC-IV hospital, got ''")
     files = _locate(Path(path))
-    final = workspace.sources_dir / f"mimic-iv-{_fingerprint(sorted(files.items()))}"
+    key = _fingerprint(sorted(files.items()))
+    if site != MIMIC_SITE:  # the default keeps the cache folders already extracted
+        key += "-" + sha256_json({"site": site})[:8]
+    final = workspace.sources_dir / f"mimic-iv-{key}"
     if not (final / "source.json").exists():
         with workspace.staging_dir(workspace.sources_dir) as stage:
-            extract_mimic_iv(path, stage, clock=clock, progress=progress)
+            extract_mimic_iv(path, stage, clock=clock, progress=progress, site=site)
             workspace.publish(stage, final)
     return read_source(final)

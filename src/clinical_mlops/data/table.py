@@ -59,6 +59,7 @@ from clinical_mlops.data.contracts import (
     check_features,
     conform_features,
 )
+from clinical_mlops.data.raw import UNSPECIFIED_SITE
 from clinical_mlops.errors import ContractViolation, TableInvalid, TaskSpecInvalid
 from clinical_mlops.hashing import sha256_file, sha256_json
 from clinical_mlops.tasks.spec import (
@@ -144,7 +145,8 @@ def declared_columns(spec: TaskSpec) -> dict[str, str]:
     """Return spec name -> file column for every column the task reads (features first).
 
     The keys are the feature names, the label name, ``__time__``, ``__id__`` (when an
-    id is declared), ``ethnicity`` (when a protected attribute reads it) and
+    id is declared), ``__site__`` (when a site column is declared), ``ethnicity`` (when a
+    protected attribute reads it) and
     :data:`~clinical_mlops.tasks.spec.BASELINE_COLUMN` (when the clinical baseline is a
     column of the table).
     """
@@ -154,6 +156,8 @@ def declared_columns(spec: TaskSpec) -> dict[str, str]:
     out["__time__"] = table.time_column
     if table.id_column:
         out["__id__"] = table.id_column
+    if table.site_column:
+        out["__site__"] = table.site_column
     if any(a.column == "ethnicity" for a in spec.protected_attributes):
         out["ethnicity"] = table.columns.get("ethnicity", "ethnicity")
     if isinstance(spec.clinical_baseline, ColumnBaseline):
@@ -282,6 +286,18 @@ def _years(values: pd.Series, column: str, where: str) -> pd.Series:
     return parsed.dt.year.astype("int32")
 
 
+def _sites(values: pd.Series, column: str, where: str) -> np.ndarray:
+    """Return each row's hospital (text); refuse empty cells, naming the rows."""
+    text = values.astype("string").str.strip()
+    empty = text.isna() | text.eq("")
+    if empty.any():
+        raise TableInvalid(
+            f"{where}: site column {column!r} is empty in rows {_rows(empty)}; every row needs "
+            "its hospital (or declare one table.site for the whole table)"
+        )
+    return text.to_numpy(dtype=str)
+
+
 def _unique_ids(values: pd.Series, column: str, where: str) -> Check:
     if values.isna().any():
         raise TableInvalid(f"{where}: id column {column!r} is empty in rows {_rows(values.isna())}")
@@ -392,6 +408,11 @@ def prepare_table(
             "age": features["age"].to_numpy(),
         }
     )
+    # The hospital: an evaluation stratum, like ethnicity never a feature (R-P1).
+    if "__site__" in cols:
+        stays["site"] = _sites(frame[cols["__site__"]], cols["__site__"], where)
+    else:
+        stays["site"] = table.site or UNSPECIFIED_SITE
     if isinstance(spec.clinical_baseline, ColumnBaseline):
         # Audit-only, like ethnicity: read into the cohort, never into the features (R-P1).
         column = cols[BASELINE_COLUMN]
@@ -433,6 +454,7 @@ def prepare_table(
 
     projection = {
         "columns": {k: v for k, v in cols.items() if k != "__id__"},
+        **({"site": table.site} if table.site else {}),
         "id_column_checked_not_copied": cols.get("__id__"),
         "dropped_columns": sorted(c for c in table.drop_columns if c in set(frame.columns)),
     }

@@ -21,6 +21,8 @@ from clinical_mlops.evaluation.inputs import EvaluationInput
 from clinical_mlops.evaluation.metrics import roc_curve_points
 from clinical_mlops.evaluation.validation_report import (
     BaselineComparison,
+    Matrix,
+    MatrixAuroc,
     SubgroupMetrics,
     ValidationReport,
 )
@@ -29,6 +31,7 @@ __all__ = [
     "contribution_summary_plot",
     "decision_curve_plot",
     "forest_plot",
+    "matrix_plot",
     "reliability_plot",
     "report_plots",
     "roc_plot",
@@ -157,6 +160,43 @@ def contribution_summary_plot(inp: EvaluationInput, *, top: int = 10) -> str:
     return _data_uri(fig)
 
 
+def matrix_plot(matrix: Matrix, overall: Any) -> str:
+    """Return AUROC with its 95 % CI per site (one series each) across periods, as a PNG.
+
+    Cells the insufficient-data rule withholds are left out, never drawn as a number.
+    """
+    periods = sorted({r.period for r in matrix.rows})
+    sites = sorted({r.site for r in matrix.rows})
+    fig, ax = _new(6.2, 3.8)
+    width = 0.6 / max(1, len(sites))
+    palette = ("#1f5fa8", "#c0504d", "#4a9a4a", "#8064a2", "#f79646", "#4bacc6")
+    for k, site in enumerate(sites):
+        xs, ys, lows, highs = [], [], [], []
+        for r in matrix.rows:
+            if r.site != site or not isinstance(r.auroc, MatrixAuroc):
+                continue
+            if not isinstance(r.auroc.value, float):
+                continue
+            ci = r.auroc.ci if isinstance(r.auroc.ci, list) else [None, None]
+            lo, hi = ci[0], ci[1]
+            xs.append(periods.index(r.period) + (k - (len(sites) - 1) / 2) * width)
+            ys.append(r.auroc.value)
+            lows.append(r.auroc.value - lo if isinstance(lo, float) else 0.0)
+            highs.append(hi - r.auroc.value if isinstance(hi, float) else 0.0)
+        if xs:
+            ax.errorbar(
+                xs, ys, yerr=[lows, highs], fmt="s", capsize=3, label=site,
+                color=palette[k % len(palette)],
+            )  # fmt: skip
+    if isinstance(overall, float):
+        ax.axhline(overall, color=_GREY, linestyle="--", linewidth=1, label="overall")
+    ax.set_xticks(range(len(periods)), periods)
+    ax.set(xlabel="Test year", ylabel="AUROC (95 % CI)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower left", fontsize=8, ncol=min(4, len(sites) + 1))
+    return _data_uri(fig)
+
+
 def report_plots(report: ValidationReport, inp: EvaluationInput) -> dict[str, str]:
     """Return every report figure as ``{name: PNG data URI}``."""
     y = np.asarray(inp.y_true, dtype=int)
@@ -194,4 +234,4 @@ def report_plots(report: ValidationReport, inp: EvaluationInput) -> dict[str, st
         ),
         "forest": forest_plot(report.subgroups, test),
         "contributions": contribution_summary_plot(inp),
-    }
+    } | ({} if report.matrix is None else {"matrix": matrix_plot(report.matrix, test.auroc)})

@@ -53,6 +53,7 @@ from clinical_mlops.evaluation.metrics import (
     workload,
 )
 from clinical_mlops.evaluation.phrases import format_value, top_phrases
+from clinical_mlops.evaluation.strata import validation_matrix
 from clinical_mlops.evaluation.validation_report import SCHEMA, ValidationReport
 from clinical_mlops.modeling.escalation import ResolvedEscalation, input_flags, resolve
 
@@ -553,7 +554,8 @@ def evaluate(
     ``escalation``, a policy resolved at that threshold (default: the task spec's
     policy resolved on the model's held-out calibration stays; none when the input
     carries no such stays, and the review figures are then absent); it is recorded as
-    ``report["escalation"]``. The subgroup-AUROC tolerance and the conformal level
+    ``report["escalation"]``. ``report["matrix"]`` splits the same figures by the task's
+    evaluation strata (site × calendar year, see :mod:`.strata`). The subgroup-AUROC tolerance and the conformal level
     come from ``inp.spec``. Deterministic: the same input and seed give an identical
     report.
     """
@@ -644,6 +646,16 @@ def evaluate(
         "limitations": _limitations(inp, subgroups, baseline, conformal),
     }
     report["published_comparison"] = _published_comparison(inp, test, cohort)
+    report["matrix"] = validation_matrix(
+        y,
+        p,
+        inp.test_frame,
+        strata=spec.evaluation.strata,
+        threshold=threshold,
+        counts=counts,
+        masks=masks,
+        reviewed=None if policy is None else policy.route(p, flags_of_test_stays(inp, p)).queued,
+    )
     if policy is not None:
         report["escalation"] = policy.to_json()
     return ValidationReport.from_json(json_ready(report), source="report.json (as evaluated)")

@@ -28,6 +28,8 @@ __all__ = [
     "FairnessAlert",
     "FairnessMetric",
     "LockedTestMetrics",
+    "Matrix",
+    "MatrixCell",
     "NoBaselineDeclared",
     "SubgroupMetrics",
     "ValidationReport",
@@ -363,6 +365,49 @@ class ExternalComparison(Section):
     summary: str
 
 
+class MatrixAuroc(Section):
+    value: Value
+    ci: Interval
+
+
+class SubgroupGap(Section):
+    value: Number
+    attribute: str
+    best_group: str
+    worst_group: str
+
+
+class MatrixCell(Section):
+    """The figures of one site × period cell, or of a margin (``"all"`` in its place).
+
+    A figure the insufficient-data rule withholds reads ``"insufficient data (n=…)"``;
+    ``reviews_per_100`` is ``None`` when the report has no escalation policy.
+    """
+
+    site: str
+    period: str
+    n: int
+    n_events: int
+    prevalence: Value
+    auroc: MatrixAuroc | str
+    calibration_slope: Value
+    calibration_intercept: Value
+    ece: Value
+    alerts_per_100: Value
+    reviews_per_100: Value
+    max_subgroup_gap: SubgroupGap | str | None
+
+
+class Matrix(Section):
+    """The validation matrix (``evaluation.strata``): per cell, per site and per period."""
+
+    strata: list[str]
+    method: str
+    rows: list[MatrixCell]
+    by_site: list[MatrixCell]
+    by_period: list[MatrixCell]
+
+
 class ValidationReport(Document):
     """``report.json``: every figure of the locked-test validation of one model version."""
 
@@ -391,6 +436,9 @@ class ValidationReport(Document):
     escalation: EscalationRecord | None = None
     #: present only in the report of an external validation (``clinical-mlops validate``)
     external: ExternalComparison | None = None
+
+    #: absent in reports written before the validation matrix
+    matrix: Matrix | None = None
 
     def workload_summary(self) -> dict[str, Any]:
         """Return the workload the release puts on its team, at the report's own threshold.

@@ -45,6 +45,7 @@ __all__ = [
     "CohortCriteria",
     "ColumnBaseline",
     "EscalationPolicy",
+    "EvaluationSpec",
     "Feature",
     "FhirSource",
     "LabelSpec",
@@ -840,6 +841,27 @@ class Presentation(_Strict):
         )
 
 
+class EvaluationSpec(_Strict):
+    """How the validation report splits the locked test set (its matrix section).
+
+    ``strata`` are evaluation strata, never model inputs: ``site`` (the hospital of each
+    stay) and ``period`` (its calendar year). The report gives AUROC, calibration, ECE,
+    workload and subgroup gaps per cell of the declared strata and per margin. A stratum
+    reaches a model only if the task also declares it as a feature.
+    """
+
+    strata: tuple[Literal["site", "period"], ...] = ("site", "period")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> EvaluationSpec:
+        if len(set(self.strata)) != len(self.strata):
+            raise ValueError(
+                f"evaluation.strata: expected distinct strata among site, period; got "
+                f"{list(self.strata)}"
+            )
+        return self
+
+
 class TableColumns(_Strict):
     """The columns of one prepared table, for a task that reads no raw events (``data.table``).
 
@@ -848,7 +870,10 @@ class TableColumns(_Strict):
     ``label_column`` holds the 0/1 outcome (default: ``label.name``);
     ``time_column`` the event time (date or timestamp) or the calendar year the
     temporal split reads; ``id_column`` an optional patient identifier, checked for
-    duplicates and never copied into a snapshot. Columns of the file that are
+    duplicates and never copied into a snapshot. The hospital of each row comes from
+    ``site_column`` when declared, else every row is at the one declared ``site`` (else
+    ``unspecified``); like ethnicity it goes to the cohort (an evaluation stratum), never
+    to the features (R-P1). Columns of the file that are
     knowingly not used are listed in ``drop_columns``; any other column the spec
     does not declare is refused (R-P1), never ignored silently.
     """
@@ -858,6 +883,17 @@ class TableColumns(_Strict):
     id_column: str | None = None
     columns: dict[str, str] = Field(default_factory=dict)
     drop_columns: tuple[str, ...] = ()
+    site_column: str | None = Field(default=None, min_length=1)
+    site: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_site_source(self) -> TableColumns:
+        if self.site_column is not None and self.site is not None:
+            raise ValueError(
+                "table.site: declare either site_column (each row's hospital) or site (one "
+                "hospital for the whole table), not both"
+            )
+        return self
 
 
 class TaskSpec(_Strict):
@@ -888,6 +924,8 @@ class TaskSpec(_Strict):
     clinical_baseline: Literal["sofa_like", "lace_like"] | ClinicalBaseline | None = None
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
+    # The strata of the validation matrix (site, period): never model inputs.
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     # A task over one prepared table instead of raw events (bring-your-own table).
     table: TableColumns | None = None
     # Bedside words (CDS service, card, FHIR outcome, model card); derived when absent.
@@ -1120,7 +1158,7 @@ class TaskSpec(_Strict):
             "split": self.split.model_dump(mode="json"),
         }
         if self.table is not None:
-            parts["table"] = self.table.model_dump(mode="json")
+            parts["table"] = _stable(self.table.model_dump(mode="json"), "table")
         return sha256_json(parts)
 
     def spec_hash(self) -> str:
@@ -1135,8 +1173,12 @@ class TaskSpec(_Strict):
             data.pop("monitoring")
         if self.escalation == EscalationPolicy():
             data.pop("escalation")
+        if self.evaluation == EvaluationSpec():
+            data.pop("evaluation")
         if self.table is None:
             data.pop("table")
+        else:
+            data["table"] = _stable(data["table"], "table")
         if self.presentation is None:
             data.pop("presentation")
         return sha256_json(data)
@@ -1164,6 +1206,7 @@ _LATER_FIELDS: dict[str, dict[str, Any]] = {
         "min_recalibration_events": 50,
     },
     "monitoring": {"max_open_cases": 50, "max_review_latency_hours": 4.0},
+    "table": {"site_column": None, "site": None},
 }
 
 
