@@ -25,36 +25,8 @@ How it is built
   under 24 h, admissions with no recorded outcome, and stays with sparse data.
 * A few charted values are device artefacts outside physiological ranges.
 
-Hospitals
----------
-Every patient belongs to one hospital (:data:`SITES`), drawn first, from its own
-random stream, in proportion to the hospital's size; repeat stays and later
-admissions stay at the patient's hospital. The hospitals differ (:data:`SITE_PROFILES`):
-
-* **case mix**: each has its own age-band shares and diagnosis-chapter weights
-  (``north`` a tertiary centre with more cancer and sepsis, ``south`` a community
-  hospital with younger trauma and toxicology patients, ``east`` a cardiac centre,
-  ``west`` an older population with more respiratory failure);
-* **acuity**: a shift of the latent severity, which the charted physiology shows;
-* **measurement practice**: lactate, albumin, bilirubin and GCS are charted more or
-  less often (a logit offset on being measured), and a serial-lactate protocol
-  draws lactate up to three times in the window whatever the severity;
-* **calibration**: a logit offset on the outcome that no feature shows (local
-  practice, palliative policy, unrecorded transfers). A model pooled over the
-  hospitals, with no site input, therefore predicts too low at ``north`` and
-  ``west`` and too high at ``south``: calibration-in-the-large differs by site,
-  which is what per-site validation and local recalibration are for.
-
-Prevalence differs by site through case mix, acuity and the hidden offset together.
-The outcome and missingness intercepts are solved over the pooled population of the
-default hospitals, so those offsets do not move the pooled rates: the default
-three-hospital source still reproduces R-T2 and R-T4. When the generated hospitals
-are not a superset of the default ones (e.g. ``west`` alone), the intercepts are solved
-on a reference population of the default hospitals drawn from its own random stream,
-so ``west`` keeps its own prevalence and missingness instead of the pooled ones.
-
-The same ``seed``, ``scale`` and ``sites`` give byte-identical tables. ``scale=1``
-yields a cohort of about 23,841 stays (16,751 train / 7,090 test).
+The same ``seed`` and ``scale`` give byte-identical tables. ``scale=1`` yields a
+cohort of about 23,841 stays (16,751 train / 7,090 test).
 """
 
 from __future__ import annotations
@@ -76,14 +48,12 @@ __all__ = [
     "DEFAULT_SITES",
     "GENERATOR_VERSION",
     "SITES",
-    "SITE_PROFILES",
-    "SiteProfile",
     "SyntheticConfig",
     "assign_sites",
     "generate_source",
 ]
 
-GENERATOR_VERSION = "clinical-mlops-synthetic-icu/2"
+GENERATOR_VERSION = "clinical-mlops-synthetic-icu/1"
 
 # Published reference cohort at scale 1 (SPEC R-T2).
 _TRAIN_STAYS = 16_751
@@ -120,65 +90,6 @@ _MISSING_YEAR_SLOPE = {"lactate": -0.03, "albumin": -0.01}
 #: hospital, generated on request (e.g. for external validation).
 SITES: dict[str, float] = {"north": 0.45, "south": 0.35, "east": 0.20, "west": 0.30}
 DEFAULT_SITES: tuple[str, ...] = ("north", "south", "east")
-
-
-@dataclass(frozen=True)
-class SiteProfile:
-    """How one simulated hospital differs from the others (see the module docstring).
-
-    ``age_bands`` are the shares of ages 18-44, 45-64, 65-79 and 80+; ``chapters``
-    multiplies the shares of the named diagnosis chapters; ``acuity`` shifts the latent
-    severity (visible in physiology); ``hidden`` is the outcome's logit offset that no
-    feature shows (the per-site miscalibration of a pooled model); ``missing`` the logit
-    offsets of being unmeasured in the window (positive: charted less often);
-    ``serial_lactate`` the share of stays on a protocol of three lactate draws.
-    """
-
-    age_bands: tuple[float, float, float, float]
-    chapters: dict[str, float]
-    acuity: float
-    hidden: float
-    missing: dict[str, float]
-    serial_lactate: float
-
-
-SITE_PROFILES: dict[str, SiteProfile] = {
-    "north": SiteProfile(
-        age_bands=(0.13, 0.31, 0.34, 0.22),
-        chapters={"neoplasm": 1.6, "infectious": 1.35, "injury": 0.6, "mental": 0.6},
-        acuity=0.05,
-        hidden=0.35,
-        missing={"lactate": -0.55, "albumin": -0.45, "bilirubin": -0.3, "gcs": -0.2},
-        serial_lactate=0.45,
-    ),
-    "south": SiteProfile(
-        age_bands=(0.22, 0.36, 0.27, 0.15),
-        chapters={"injury": 1.7, "mental": 1.8, "neoplasm": 0.55, "infectious": 0.8},
-        acuity=-0.05,
-        hidden=-0.40,
-        missing={"lactate": 0.65, "albumin": 0.55, "bilirubin": 0.35, "gcs": 0.3},
-        serial_lactate=0.05,
-    ),
-    "east": SiteProfile(
-        age_bands=(0.14, 0.33, 0.32, 0.21),
-        chapters={"circulatory": 1.7, "injury": 0.7, "infectious": 0.8},
-        acuity=0.0,
-        hidden=0.05,
-        missing={"lactate": 0.1, "albumin": 0.5, "bilirubin": 0.2, "gcs": -0.1},
-        serial_lactate=0.2,
-    ),
-    "west": SiteProfile(
-        age_bands=(0.11, 0.27, 0.34, 0.28),
-        chapters={"respiratory": 1.6, "infectious": 1.2, "injury": 0.8},
-        acuity=0.08,
-        hidden=0.35,
-        missing={"lactate": 0.35, "albumin": -0.25, "bilirubin": 0.0, "gcs": 0.2},
-        serial_lactate=0.15,
-    ),
-}
-# The reference population the intercepts are solved on when the default hospitals are
-# not all generated (its own random stream; large enough that the intercepts are stable).
-_REFERENCE_STAYS = 60_000
 
 # Extra stays, as a fraction of the eligible index stays, that each exclusion removes.
 _EXCLUDED_FRACTIONS = {
@@ -254,11 +165,6 @@ class SyntheticConfig:
         default = sum(SITES[s] for s in DEFAULT_SITES)
         return self.scale * sum(SITES[s] for s in self.sites) / default
 
-    @property
-    def solves_on_generated(self) -> bool:
-        """Return whether the intercepts are solved on the generated stays (all default sites)."""
-        return set(DEFAULT_SITES) <= set(self.sites)
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "generator": GENERATOR_VERSION,
@@ -298,65 +204,6 @@ def _allocate(total: int, weights: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 
 
-def _draw_sites(n: int, sites: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
-    """Return the hospital of each of ``n`` patients, in proportion to the hospitals' sizes."""
-    shares = np.array([SITES[s] for s in sites])
-    names = np.array(sites, dtype=object)
-    return np.asarray(names[rng.choice(len(sites), size=n, p=shares / shares.sum())], dtype=str)
-
-
-def _site_values(pop: pd.DataFrame, pick: Callable[[SiteProfile], float]) -> np.ndarray:
-    """Return ``pick(profile)`` of each row's hospital."""
-    site = pop["site"].to_numpy()
-    out = np.zeros(len(pop))
-    for name, profile in SITE_PROFILES.items():
-        out[site == name] = pick(profile)
-    return out
-
-
-def _categorical(
-    pop: pd.DataFrame, u: np.ndarray, shares: Callable[[SiteProfile], np.ndarray]
-) -> np.ndarray:
-    """Return a category index per row from uniforms ``u`` and each hospital's shares."""
-    site = pop["site"].to_numpy()
-    out = np.zeros(len(pop), dtype=np.int64)
-    for name, profile in SITE_PROFILES.items():
-        rows = site == name
-        if rows.any():
-            p = shares(profile)
-            cum = np.cumsum(p / p.sum())
-            out[rows] = np.minimum(np.searchsorted(cum, u[rows], side="right"), len(p) - 1)
-    return out
-
-
-def _reference_population(cfg: SyntheticConfig) -> pd.DataFrame:
-    """Return eligible stays of the default hospitals, on which intercepts are solved.
-
-    Used only when the generated hospitals do not include all default ones; its own
-    random stream, so the generated data do not depend on it.
-    """
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 20_240_603]))
-    n = _REFERENCE_STAYS
-    years = np.concatenate(
-        [
-            rng.choice(_TRAIN_YEARS, size=round(n * _TRAIN_STAYS / (_TRAIN_STAYS + _TEST_STAYS))),
-            rng.choice(
-                _TEST_YEARS, size=n - round(n * _TRAIN_STAYS / (_TRAIN_STAYS + _TEST_STAYS))
-            ),
-        ]
-    )
-    ref = pd.DataFrame(
-        {
-            "kind": "eligible",
-            "real_year": years.astype(np.int32),
-            "site": _draw_sites(n, DEFAULT_SITES, rng),
-        }
-    )
-    _demographics(ref, rng)
-    _severity(ref, rng)
-    return ref
-
-
 def _population(cfg: SyntheticConfig, rng: np.random.Generator) -> pd.DataFrame:
     n_train = round(_TRAIN_STAYS * cfg.size)
     n_test = round(_TEST_STAYS * cfg.size)
@@ -384,25 +231,10 @@ def _population(cfg: SyntheticConfig, rng: np.random.Generator) -> pd.DataFrame:
     oy = kind == "out_of_years"
     all_years[oy] = rng.choice([2005, 2006, 2007, 2020, 2021], size=int(oy.sum()))
 
-    # The hospital comes first (own stream): case mix, acuity and outcome depend on it.
-    site_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 20_240_602]))
-    pop = pd.DataFrame(
-        {
-            "kind": kind,
-            "real_year": all_years.astype(np.int32),
-            "site": _draw_sites(n, cfg.sites, site_rng),
-        }
-    )
-    # Whether the stay is on the hospital's serial-lactate protocol (same stream: the
-    # hospital's practice, not the patient's physiology).
-    pop["serial_lactate"] = site_rng.random(n) < _site_values(pop, lambda s: s.serial_lactate)
+    pop = pd.DataFrame({"kind": kind, "real_year": all_years.astype(np.int32)})
     _demographics(pop, rng)
     _severity(pop, rng)
-    if cfg.solves_on_generated:
-        reference = pop.loc[(pop["kind"] == "eligible") & pop["site"].isin(DEFAULT_SITES)]
-    else:
-        reference = _reference_population(cfg)
-    _outcome(pop, rng, intercept=_solve_intercept(_outcome_linear(reference), _PREVALENCE))
+    _outcome(pop, rng, eligible=pop["kind"].to_numpy() == "eligible")
     _timeline(pop, rng)
 
     # Repeat ICU stays in the index admission, and later admissions of the same patient.
@@ -433,7 +265,7 @@ def _population(cfg: SyntheticConfig, rng: np.random.Generator) -> pd.DataFrame:
 
 def _demographics(pop: pd.DataFrame, rng: np.random.Generator) -> None:
     n = len(pop)
-    band = _categorical(pop, rng.random(n), lambda s: np.array(s.age_bands))
+    band = rng.choice(4, size=n, p=[0.16, 0.33, 0.31, 0.20])
     lows = np.array([18, 45, 65, 80])
     highs = np.array([44, 64, 79, 80])
     age = lows[band] + np.floor(rng.random(n) * (highs[band] - lows[band] + 1))
@@ -446,11 +278,8 @@ def _demographics(pop: pd.DataFrame, rng: np.random.Generator) -> None:
     eth = np.array(["WHITE", "BLACK", "HISPANIC", "ASIAN", "OTHER", "UNKNOWN"])
     pop["ethnicity"] = eth[rng.choice(6, size=n, p=[0.66, 0.10, 0.04, 0.03, 0.05, 0.12])]
     chapters = np.array([d[0] for d in _DIAGNOSES])
-    ch = _categorical(
-        pop,
-        rng.random(n),
-        lambda s: np.array([d[1] * s.chapters.get(d[0], 1.0) for d in _DIAGNOSES]),
-    )
+    shares = np.array([d[1] for d in _DIAGNOSES])
+    ch = rng.choice(len(_DIAGNOSES), size=n, p=shares / shares.sum())
     pop["chapter"] = chapters[ch]
     pop["dx_offset"] = np.array([d[2] for d in _DIAGNOSES])[ch]
     codes = np.empty(n, dtype=object)
@@ -464,12 +293,7 @@ def _demographics(pop: pd.DataFrame, rng: np.random.Generator) -> None:
 def _severity(pop: pd.DataFrame, rng: np.random.Generator) -> None:
     n = len(pop)
     age = pop["age"].to_numpy()
-    sev = (
-        rng.normal(0, 1, n)
-        + pop["dx_offset"].to_numpy()
-        + 0.012 * (age - 60)
-        + _site_values(pop, lambda s: s.acuity)
-    )
+    sev = rng.normal(0, 1, n) + pop["dx_offset"].to_numpy() + 0.012 * (age - 60)
     pop["severity"] = sev
     for organ, rho in (
         ("cardio", 0.65),
@@ -493,8 +317,7 @@ def _severity(pop: pd.DataFrame, rng: np.random.Generator) -> None:
     pop["hidden"] = rng.normal(0, 1, n) * np.where(age < 45, 1.3, 0.9)
 
 
-def _outcome_linear(pop: pd.DataFrame) -> np.ndarray:
-    """Return the outcome's linear predictor without intercept (hospital offset included)."""
+def _outcome(pop: pd.DataFrame, rng: np.random.Generator, *, eligible: np.ndarray) -> None:
     age = pop["age"].to_numpy()
     sev = pop["severity"].to_numpy()
     cardio = pop["cardio"].to_numpy()
@@ -515,14 +338,9 @@ def _outcome_linear(pop: pd.DataFrame) -> np.ndarray:
         + 0.07 * np.maximum(age - 65, 0) * np.maximum(sev, 0)
         + 1.0 * pop["cardiac_arrest"].to_numpy()
         + pop["hidden"].to_numpy()
-        # The hospital's own offset: no feature shows it (per-site miscalibration).
-        + _site_values(pop, lambda s: s.hidden)
     )
-    return np.asarray(lin, dtype=float)
-
-
-def _outcome(pop: pd.DataFrame, rng: np.random.Generator, *, intercept: float) -> None:
-    pop["p_death"] = _sigmoid(intercept + _outcome_linear(pop))
+    a = _solve_intercept(lin[eligible], _PREVALENCE)
+    pop["p_death"] = _sigmoid(a + lin)
     pop["death48"] = rng.random(len(pop)) < pop["p_death"].to_numpy()
     # Some survivors of the label window die later in the same admission.
     pop["late_death"] = ~pop["death48"].to_numpy() & (
@@ -630,38 +448,18 @@ def _later_admissions(pop: pd.DataFrame, src: np.ndarray, rng: np.random.Generat
 # ---------------------------------------------------------------------------------------
 
 
-def _missing_linear(pop: pd.DataFrame, var: str) -> np.ndarray:
-    """Return the logit of ``var`` being unmeasured, without intercept (hospital practice in)."""
+def _measured(pop: pd.DataFrame, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Return, per event variable, whether the stay has any value in hours 0–24."""
+    n = len(pop)
     sev = pop["severity"].to_numpy()
     year = pop["real_year"].to_numpy() - 2012
-    return np.asarray(
-        _MISSING_SEVERITY_SLOPE.get(var, 0.0) * sev
-        + _MISSING_YEAR_SLOPE.get(var, 0.0) * year
-        + _site_values(pop, lambda s: s.missing.get(var, 0.0)),
-        dtype=float,
-    )
-
-
-def _measured(
-    pop: pd.DataFrame, rng: np.random.Generator, cfg: SyntheticConfig
-) -> dict[str, np.ndarray]:
-    """Return, per event variable, whether the stay has any value in hours 0–24.
-
-    The intercepts are solved so that the training years of the default hospitals,
-    pooled, have the published R-T4 missingness.
-    """
-    n = len(pop)
     kind = pop["kind"].to_numpy()
-    if cfg.solves_on_generated:
-        train = (kind == "eligible") & (pop["real_year"].to_numpy() <= 2016)
-        reference = pop.loc[train & pop["site"].isin(DEFAULT_SITES).to_numpy()]
-    else:
-        ref = _reference_population(cfg)
-        reference = ref.loc[ref["real_year"] <= 2016]
+    train_elig = (kind == "eligible") & (pop["real_year"].to_numpy() <= 2016)
     measured = {}
     for var, target in _MISSINGNESS.items():
-        a = _solve_intercept(_missing_linear(reference, var), target)
-        measured[var] = rng.random(n) >= _sigmoid(a + _missing_linear(pop, var))
+        lin = _MISSING_SEVERITY_SLOPE.get(var, 0.0) * sev + _MISSING_YEAR_SLOPE.get(var, 0.0) * year
+        a = _solve_intercept(lin[train_elig], target)
+        measured[var] = rng.random(n) >= _sigmoid(a + lin)
     # Sparse stays: 9 to 13 of the 14 charted variables absent in the window.
     sparse = np.flatnonzero(kind == "sparse")
     names = list(_MISSINGNESS)
@@ -829,10 +627,9 @@ def _schedule(
         hours[~pre, 0] = np.nan
     elif var in _LABS_ONCE:
         hours = np.stack([rng.uniform(0.5, 10, n), rng.uniform(24.5, 34, n)], axis=1)
-    else:  # lactate: more draws when sicker, three on a serial-lactate protocol
+    else:  # lactate: more draws when sicker
         sev = df["severity"].to_numpy()
         k = 1 + (sev > 0.5) + (sev > 1.5)
-        k = np.where(df["serial_lactate"].to_numpy(), 3, k)
         hours = np.stack(
             [
                 rng.uniform(0.3, 6, n),
@@ -958,7 +755,8 @@ def generate_source(
     out.mkdir(parents=True, exist_ok=True)
     seeds = np.random.SeedSequence([config.seed, 20_240_601]).spawn(3)
     pop = _population(config, np.random.default_rng(seeds[0]))
-    measured = _measured(pop, np.random.default_rng(seeds[1]), config)
+    measured = _measured(pop, np.random.default_rng(seeds[1]))
+    pop["site"] = assign_sites(pop["subject_id"].to_numpy(), config.sites, seed=config.seed)
 
     write_table(
         pa.Table.from_pandas(
