@@ -59,7 +59,7 @@ def table_spec_data() -> dict[str, Any]:
         title="Adverse outcome flag from a prepared table, predicted at hour 24",
         description="Estimates the probability that the table's outcome flag is set, "
         "from the columns its producer aggregated over the first 24 hours.",
-        table={"time_column": "year", "drop_columns": ["stay_id", "split"]},
+        table={"time_column": "year", "site_column": "site", "drop_columns": ["stay_id", "split"]},
         intended_use={
             "statement": "Decision support for the clinical team reviewing the table's "
             "patients at hour 24, as a prompt for senior review.",
