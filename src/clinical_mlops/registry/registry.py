@@ -424,46 +424,26 @@ class Registry:
     def _activate(
         self, conn: sa.Connection, rel: Release, *, actor: str, action: str, why: str, now: str
     ) -> None:
+        # A release recalibrated for one site serves that site only, in full; the task's
+        # active release (serving every other site) then stays as it is.
         scope = self.site_scope(rel.version)
-        if scope is not None:
-            # A release recalibrated for one site serves that site, in full, and nothing
-            # else: the task's active release (serving every other site) stays as it is.
-            conn.execute(
-                sa.delete(t.rollouts).where(
-                    t.rollouts.c.task == rel.task, t.rollouts.c.site == scope
-                )
-            )
-            conn.execute(
-                sa.insert(t.rollouts).values(
-                    task=rel.task, site=scope, version=rel.version, mode="full", since=now
-                )
-            )
-            self.record(
-                type="deployment",
-                actor=actor,
-                payload={
-                    "release": rel.version,
-                    "action": action,
-                    "site": scope,
-                    "threshold": rel.threshold,
-                    "why": why,
-                },
-            )
-            return
-        previous = conn.execute(
-            sa.select(t.active.c.version).where(t.active.c.task == rel.task)
-        ).scalar()
-        conn.execute(sa.delete(t.active).where(t.active.c.task == rel.task))
-        conn.execute(sa.insert(t.active).values(task=rel.task, version=rel.version, since=now))
-        if previous and previous != rel.version:
-            conn.execute(sa.delete(t.rollouts).where(t.rollouts.c.version == previous))
-        # The release now serves every site not piloting something else.
+        previous = None
+        if scope is None:
+            previous = conn.execute(
+                sa.select(t.active.c.version).where(t.active.c.task == rel.task)
+            ).scalar()
+            conn.execute(sa.delete(t.active).where(t.active.c.task == rel.task))
+            conn.execute(sa.insert(t.active).values(task=rel.task, version=rel.version, since=now))
+            if previous and previous != rel.version:
+                conn.execute(sa.delete(t.rollouts).where(t.rollouts.c.version == previous))
+        # The release now serves its site, or every site not piloting something else.
+        site = scope or "*"
         conn.execute(
-            sa.delete(t.rollouts).where(t.rollouts.c.task == rel.task, t.rollouts.c.site == "*")
+            sa.delete(t.rollouts).where(t.rollouts.c.task == rel.task, t.rollouts.c.site == site)
         )
         conn.execute(
             sa.insert(t.rollouts).values(
-                task=rel.task, site="*", version=rel.version, mode="full", since=now
+                task=rel.task, site=site, version=rel.version, mode="full", since=now
             )
         )
         self.record(
@@ -472,7 +452,7 @@ class Registry:
             payload={
                 "release": rel.version,
                 "action": action,
-                "previous": previous,
+                **({"site": scope} if scope else {"previous": previous}),
                 "threshold": rel.threshold,
                 "why": why,
             },
