@@ -23,7 +23,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette warns that httpx is deprecated for TestClient
     from fastapi.testclient import TestClient
 
-SITE = "demo-icu-north"
+#: the world's own ward: the served workspace it copies is shared by other test modules, whose
+#: cases (at their sites) must not enter the listings compared here
+SITE = "icu-queue-order"
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,7 @@ def _bearer(w: dict[str, Any], *roles: str) -> dict[str, str]:
 
 def _listed(w: dict[str, Any], **params: Any) -> dict[str, Any]:
     r = w["client"].get(
-        "/v1/cases", headers=_bearer(w, "clinician"), params={"limit": 1000, **params}
+        "/v1/cases", headers=_bearer(w, "clinician"), params={"limit": 1000, "site": SITE, **params}
     )
     assert r.status_code == 200, r.text
     return r.json()
@@ -130,7 +132,7 @@ def test_next_case_is_the_first_open_case_nobody_took_on(world: dict[str, Any]) 
     c, clinician = world["client"], _bearer(world, "clinician")
     for sort in ("risk", "waiting"):
         listed = [x for x in _listed(world, sort=sort)["cases"] if not x["sent_to_senior_review"]]
-        r = c.get("/v1/cases/next", headers=clinician, params={"sort": sort})
+        r = c.get("/v1/cases/next", headers=clinician, params={"sort": sort, "site": SITE})
         assert r.status_code == 200, r.text
         assert r.json()["prediction_seq"] == listed[0]["prediction_seq"]
     listed = [x for x in _listed(world)["cases"] if not x["sent_to_senior_review"]]
@@ -142,15 +144,21 @@ def test_next_case_is_the_first_open_case_nobody_took_on(world: dict[str, Any]) 
         json={"prediction_id": top, "action": "escalate"},
     )
     assert sent.status_code == 201, sent.text
-    assert c.get("/v1/cases/next", headers=clinician).json()["prediction_seq"] == second
+    assert (
+        c.get("/v1/cases/next", headers=clinician, params={"site": SITE}).json()["prediction_seq"]
+        == second
+    )
     # a case passed over is skipped too; a decided case leaves the queue
-    skipped = c.get("/v1/cases/next", headers=clinician, params={"skip": [second]})
+    skipped = c.get("/v1/cases/next", headers=clinician, params={"skip": [second], "site": SITE})
     assert skipped.json()["prediction_seq"] == third
     done = c.post(
         "/v1/overrides", headers=clinician, json={"prediction_id": second, "action": "accept"}
     )
     assert done.status_code == 201, done.text
-    assert c.get("/v1/cases/next", headers=clinician).json()["prediction_seq"] == third
+    assert (
+        c.get("/v1/cases/next", headers=clinician, params={"site": SITE}).json()["prediction_seq"]
+        == third
+    )
     # nothing waits: 404 saying so
     none = c.get("/v1/cases/next", headers=clinician, params={"site": "no-such-ward"})
     assert none.status_code == 404, none.text
