@@ -25,6 +25,7 @@ from clinical_mlops.console.throttle import LoginThrottle
 from clinical_mlops.console.users import ConsoleUser, UserDirectory
 from clinical_mlops.errors import NotAuthenticated, NotAuthorised, SessionExpired
 from clinical_mlops.governance.board import Governance
+from clinical_mlops.governance.identity import VerifiedIdentity
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.workspace import Workspace
@@ -158,6 +159,13 @@ class Viewer:
 
     def url(self, path: str) -> str:
         return self.base + path
+
+    @property
+    def identity(self) -> VerifiedIdentity:
+        """Return who this session proved to be (the console user, by local password)."""
+        return VerifiedIdentity(
+            person=self.user.name, method="console-password", subject=self.user.name
+        )
 
 
 def signed_in(request: Request, state: Console) -> tuple[ConsoleUser, Session]:
