@@ -32,6 +32,7 @@ from clinical_mlops.errors import GovernanceError, InputInvalid
 from clinical_mlops.governance import incidents, oversight, queue, reviews
 from clinical_mlops.governance.approvals import Approval, Decision
 from clinical_mlops.governance.board import Governance
+from clinical_mlops.governance.identity import VerifiedIdentity
 from clinical_mlops.governance.oversight import OverrideRequest, record_overrides
 from clinical_mlops.governance.queue import Case, CaseQueue, CaseState
 from clinical_mlops.governance.queue import Decision as CaseDecision
@@ -168,6 +169,7 @@ def _decide(
     role: str,
     why: str,
     fingerprint: str | None,
+    identity: VerifiedIdentity | None = None,
 ) -> Approval:
     action = "approve" if decision == "approve" else "reject"
     if not why.strip():
@@ -177,7 +179,9 @@ def _decide(
                 "records its reason); nothing was recorded"
             )
     _guard(governance, version, fingerprint=fingerprint, action=action, actor=person)
-    return governance.decide(version, person=person, role=role, decision=decision, why=why)
+    return governance.decide(
+        version, person=person, role=role, decision=decision, why=why, identity=identity
+    )
 
 
 def approve(
@@ -188,6 +192,7 @@ def approve(
     role: str,
     why: str,
     fingerprint: str | None = None,
+    identity: VerifiedIdentity | None = None,
 ) -> Approval:
     """Return the approval ``person`` recorded on ``version`` in ``role`` (gate 4).
 
@@ -203,6 +208,7 @@ def approve(
         role=role,
         why=why,
         fingerprint=fingerprint,
+        identity=identity,
     )
 
 
@@ -214,6 +220,7 @@ def reject(
     role: str,
     why: str,
     fingerprint: str | None = None,
+    identity: VerifiedIdentity | None = None,
 ) -> Approval:
     """Return the rejection ``person`` recorded on ``version`` in ``role`` (blocks gate 4)."""
     return _decide(
@@ -224,6 +231,7 @@ def reject(
         role=role,
         why=why,
         fingerprint=fingerprint,
+        identity=identity,
     )
 
 

@@ -42,6 +42,7 @@ from clinical_mlops.errors import (
 )
 from clinical_mlops.governance import schema as t
 from clinical_mlops.governance.approvals import Approval, Decision, check_approval, require_role
+from clinical_mlops.governance.identity import VerifiedIdentity
 from clinical_mlops.governance.risks import ACKNOWLEDGING_ROLES, Acknowledgement, Risk, risks_of
 from clinical_mlops.hashing import canonical_json
 from clinical_mlops.ledger import Ledger
@@ -293,11 +294,27 @@ class Governance:
         ]
 
     def decide(
-        self, version: str, *, person: str, role: str, decision: Decision, why: str
+        self,
+        version: str,
+        *,
+        person: str,
+        role: str,
+        decision: Decision,
+        why: str,
+        identity: VerifiedIdentity | None = None,
     ) -> Approval:
-        """Return the approval (or rejection) ``person`` recorded on ``version`` in ``role``."""
+        """Return the approval (or rejection) ``person`` recorded on ``version`` in ``role``.
+
+        With ``identity``, the proof of who acted is stored with the act in the ledger;
+        it must name ``person``.
+        """
         action = "approve" if decision == "approve" else "reject"
         with self.governed(action=action, actor=person, version=version):
+            if identity is not None and identity.person != person:
+                raise GovernanceError(
+                    f"{action} {version}: the verified identity is {identity.person!r}, not "
+                    f"{person!r} (rule: an act is recorded for the person who proved it)"
+                )
             rel = self.registry.get(version)
             if rel.status not in ("validated", "clinically_reviewed"):
                 raise TransitionNotAllowed(
@@ -331,7 +348,13 @@ class Governance:
                 self.record(
                     type="approval",
                     actor=person,
-                    payload={"release": version, "role": role, "decision": decision, "why": why},
+                    payload={
+                        "release": version,
+                        "role": role,
+                        "decision": decision,
+                        "why": why,
+                        **({"identity": identity.to_json()} if identity is not None else {}),
+                    },
                 )
         return Approval(person=person, role=role, decision=decision, why=why, time=now)
 

@@ -100,6 +100,7 @@ def decide(
         person=viewer.user.name,
         role=role,
         why=comment,
+        identity=viewer.identity,
     )
     return RedirectResponse(viewer.url(f"/releases/{version}?recorded={chosen}"), status_code=303)
 
