@@ -171,8 +171,8 @@ __all__ = [
     "UndeclaredFeature",
     "UnknownEntryType",
     "ValueInvalid",
-    "WorkspaceError",
     "WitnessRefused",
+    "WorkspaceError",
     "WrongKey",
 ]
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from clinical_mlops.errors import ValueInvalid
-
 from clinical_mlops.ledger.entries import Checkpoint
 
 __all__ = ["CheckpointLog", "append_line", "configured_witnesses"]

@@ -55,10 +55,10 @@ __all__ = [
     "StoredEntry",
     "body_bytes",
     "checkpoint_message",
-    "legacy_checkpoint_message",
     "entry_signing_message",
     "latest_schema",
     "leaf_bytes",
+    "legacy_checkpoint_message",
     "schema_by_id",
     "validate_new_entry",
 ]

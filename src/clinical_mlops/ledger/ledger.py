@@ -790,8 +790,11 @@ class Ledger:
             return []
         if background:
             threading.Thread(
-                target=self._send_to_witnesses, args=(cp,), kwargs={"background": False},
-                name="ledger-witness", daemon=True,
+                target=self._send_to_witnesses,
+                args=(cp,),
+                kwargs={"background": False},
+                name="ledger-witness",
+                daemon=True,
             ).start()
             return []
         note = self.checkpoint_note(cp)
@@ -802,12 +805,17 @@ class Ledger:
         """Return the outcome of offering ``cp`` to one witness, recorded in the witness log."""
         client = WitnessClient(target)
         old = self._witnessed.get(target, 0)
-        outcome: dict[str, Any] = {"witness": target, "size": cp.size, "time": utc_iso(self.clock.now())}
+        outcome: dict[str, Any] = {
+            "witness": target,
+            "size": cp.size,
+            "time": utc_iso(self.clock.now()),
+        }
         for _ in range(2):  # a stale size is answered with the witness's size: retry once
             try:
                 if old > cp.size:
                     raise WitnessRefused(
-                        409, f"the witness holds a checkpoint of {old} entries, the ledger "
+                        409,
+                        f"the witness holds a checkpoint of {old} entries, the ledger "
                         f"{cp.size}: the ledger was cut or rolled back, or the witness "
                         "serves another ledger with this origin",
                         latest_size=old,
@@ -832,8 +840,12 @@ class Ledger:
                 outcome.update(status="unreachable", reason=str(exc) or type(exc).__name__)
                 break
         if outcome["status"] != "cosigned":
-            _log.warning("witness %s did not cosign checkpoint %s: %s", target, cp.size,
-                         outcome.get("reason"))
+            _log.warning(
+                "witness %s did not cosign checkpoint %s: %s",
+                target,
+                cp.size,
+                outcome.get("reason"),
+            )
         if self.witness_log is not None:
             try:
                 append_line(self.witness_log, outcome)

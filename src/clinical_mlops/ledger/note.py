@@ -108,7 +108,7 @@ class Verifier:
 
 def parse_vkey(text: str) -> Verifier:
     """Return the verifier a vkey string names; ValueInvalid saying what is wrong."""
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 2)
     if len(parts) != 3:
         raise ValueInvalid(f"vkey {text!r}: expected NAME+HEXID+BASE64KEY")
     name, hexid, encoded = parts
@@ -215,7 +215,9 @@ class NoteBody:
 
     def text(self) -> str:
         root = base64.b64encode(self.root).decode("ascii")
-        return "".join(f"{line}\n" for line in (self.origin, str(self.size), root, *self.extensions))
+        return "".join(
+            f"{line}\n" for line in (self.origin, str(self.size), root, *self.extensions)
+        )
 
     @classmethod
     def parse(cls, text: str) -> NoteBody:
@@ -245,7 +247,9 @@ def cosignature_message(text: str, timestamp: int) -> bytes:
     return f"cosignature/v1\ntime {timestamp}\n{text}".encode()
 
 
-def cosign(note: Note, *, name: str, key: Signer, public: bytes, timestamp: int) -> tuple[str, bytes]:
+def cosign(
+    note: Note, *, name: str, key: Signer, public: bytes, timestamp: int
+) -> tuple[str, bytes]:
     """Return the cosignature line (name, key id || time || signature) over ``note``'s text."""
     sig = key.sign(cosignature_message(note.text, timestamp))
     return name, key_hash(name, COSIGNATURE_TYPE, public) + struct.pack(">Q", timestamp) + sig

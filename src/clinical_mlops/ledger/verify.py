@@ -751,8 +751,9 @@ def verify_ledger(
             if witness is not None and all(id(c) in witness_of for c in by_size[cp_size]):
                 newest = max(local_sizes, default=0)
                 what = (
-                    "the database was rolled back together with its checkpoint log (the newest "
-                    f"local checkpoint covers {newest})"
+                    f"entries {size}..{cp_size - 1} are gone and no local checkpoint covers "
+                    f"them (the newest covers {newest}): the database was cut after its newest "
+                    "checkpoint, or rolled back together with its checkpoint log"
                     if cp_size > newest
                     else f"entries {size}..{cp_size - 1} were cut from the database"
                 )
