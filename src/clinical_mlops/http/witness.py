@@ -5,8 +5,6 @@ the reason as text (409 carries the size held, ``text/x.tlog.size``).
 ``GET /<sha256(origin)>/checkpoint`` returns the latest cosigned checkpoint (404: none).
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Any
 
