@@ -30,7 +30,8 @@
     │   ├── UnknownEntryType           an entry type (or schema version) that is not declared
     │   ├── EntryPayloadInvalid        a payload that does not match its entry schema
     │   ├── SubjectNotPseudonymised    something that is not a pseudonym passed as subject
-    │   └── BundleInvalid              a malformed auditor export bundle (names the field)
+    │   ├── BundleInvalid              a malformed auditor export bundle (names the field)
+    │   └── WitnessRefused             a witness refused a checkpoint (status and why)
     └── PrivacyError
         ├── KeyNotFound                a key id the provider (or identity store) does not hold
         ├── WrongKey                   a key that exists but does not open the data
@@ -170,6 +171,7 @@ __all__ = [
     "UndeclaredFeature",
     "UnknownEntryType",
     "ValueInvalid",
+    "WitnessRefused",
     "WorkspaceError",
     "WrongKey",
 ]
@@ -332,6 +334,16 @@ class SubjectNotPseudonymised(LedgerError):
 
 class BundleInvalid(LedgerError):
     """An auditor export bundle that is malformed; the message names the field."""
+
+
+class WitnessRefused(LedgerError):
+    """A witness refused a checkpoint (tlog-witness status and why); nothing was cosigned."""
+
+    def __init__(self, status: int, reason: str, *, latest_size: int | None = None):
+        super().__init__(f"witness refused the checkpoint ({status}): {reason}")
+        self.status = status
+        self.reason = reason
+        self.latest_size = latest_size
 
 
 class PrivacyError(ClinicalMlopsError):

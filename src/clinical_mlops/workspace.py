@@ -5,6 +5,8 @@ whose layout is declared once, in :data:`LAYOUT` (every module asks the workspac
 a path; backup and restore copy exactly what is declared)::
 
     ledger-checkpoints.jsonl   signed ledger checkpoints, kept outside the ledger database
+    ledger-witnesses.json      the witnesses new checkpoints are sent to (optional)
+    ledger-witness-log.jsonl   what each witness answered (cosigned, refused and why)
     ledger.db                  the audit ledger (SQLite by default)
     identity.db                the pseudonym vault and consent, kept apart so it can be erased
     meta.db                    registry, governance, alerts and monitoring windows
@@ -68,6 +70,20 @@ LAYOUT: tuple[LayoutItem, ...] = (
         "ledger-checkpoints.jsonl",
         "file",
         "signed ledger checkpoints, kept outside the ledger database",
+        secret=False,
+    ),
+    LayoutItem(
+        "witnesses",
+        "ledger-witnesses.json",
+        "file",
+        "the witnesses each new checkpoint is sent to (URLs or directories)",
+        secret=False,
+    ),
+    LayoutItem(
+        "witness_log",
+        "ledger-witness-log.jsonl",
+        "file",
+        "what each witness answered: cosigned, refused and why, unreachable",
         secret=False,
     ),
     LayoutItem("ledger", "ledger.db", "database", "the audit ledger", False, store="ledger"),

@@ -3,6 +3,7 @@ existing ledger, so it must be a deliberate new version, never an accident."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 
 from clinical_mlops.ledger.entries import (
@@ -52,7 +53,12 @@ def test_entry_body_leaf_and_signing_message_bytes_are_pinned():
 
 def test_checkpoint_message_is_pinned():
     cp = Checkpoint(origin="ledger-x", size=3, root="11" * 32, time="t", key_id="k", signature="")
+    # Signed as a C2SP tlog-checkpoint note: origin line, size, base64 root, extension line.
     assert cp.message() == (
+        b"clinical-mlops/ledger-x\n3\n" + base64.b64encode(b"\x11" * 32) + b"\ntime t\n"
+    )
+    # Checkpoints signed before the note format still verify against this message.
+    assert cp.legacy_message() == (
         b'{"key_id":"k","kind":"clinical-mlops/checkpoint/v1","origin":"ledger-x","root":"'
         + b"11" * 32
         + b'","size":3,"time":"t"}'

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from clinical_mlops.ledger import NewEntry
+from clinical_mlops.application.witness import init_witness, ledger_vkey
+from clinical_mlops.ledger import Ledger, NewEntry
 from clinical_mlops.ledger.checkpoint_log import CheckpointLog
 from clinical_mlops.ledger.entries import (
     Checkpoint,
@@ -33,6 +34,7 @@ from clinical_mlops.ledger.entries import (
 from clinical_mlops.ledger.merkle import leaf_hash
 from clinical_mlops.ledger.store import ENTRY_COLUMNS, LedgerStore
 from clinical_mlops.ledger.verify import VerifyReport, verify_ledger
+from clinical_mlops.ledger.witness import Witness, WitnessClient, cosigned_by
 from clinical_mlops.privacy.keys import LocalKeyring
 from evidence_helpers import BACKENDS, Stores, make_stores
 
@@ -51,6 +53,8 @@ class Pristine:
     logged: list[Checkpoint]
     old_copies: dict[int, str]  # size -> database URL of an older copy
     sig_key_id: str
+    # checkpoints a witness cosigned, one per logged checkpoint, each verified on the way in
+    witnessed: list[Checkpoint]
 
 
 def _build(stores: Stores, backend: str, server: str | None) -> Pristine:
@@ -140,9 +144,10 @@ def _build(stores: Stores, backend: str, server: str | None) -> Pristine:
         ledger.append_batch(batch)
     ledger.checkpoint()
     sig_key_id = ledger.provider.active_key_id("sign")
-    ledger.close()
     logged, problems = CheckpointLog(stores.log_path).read()
     assert not problems
+    witnessed = _witness_every_checkpoint(ledger, logged, stores.root / "witness")
+    ledger.close()
     return Pristine(
         backend=backend,
         stores=stores,
@@ -151,7 +156,32 @@ def _build(stores: Stores, backend: str, server: str | None) -> Pristine:
         logged=logged,
         old_copies=old,
         sig_key_id=sig_key_id,
+        witnessed=witnessed,
     )
+
+
+def _witness_every_checkpoint(
+    ledger: Ledger, logged: list[Checkpoint], state: Path
+) -> list[Checkpoint]:
+    """Return each logged checkpoint as cosigned by a file witness that saw them in order."""
+    keys = ledger.provider.public_keys()
+    init_witness(state, name="audit.example/w1", logs=[ledger_vkey(ledger)])
+    witness = Witness(state)
+    client = WitnessClient(str(state))
+    out: list[Checkpoint] = []
+    held = 0
+    for cp in sorted(logged, key=lambda c: c.size):
+        if cp.size == held:
+            continue
+        proof = ledger.consistency_proof(held, cp.size)["proof"] if held else []
+        client.add_checkpoint(held, [bytes.fromhex(h) for h in proof], ledger.checkpoint_note(cp))
+        held = cp.size
+        latest = witness.latest(cp.note_origin)
+        assert latest is not None
+        note, _ = cosigned_by(latest, witness.verifier)
+        out.append(Checkpoint.from_note(note, keys))
+    assert [c.size for c in out] == sorted({c.size for c in logged if c.size})
+    return out
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -162,6 +192,20 @@ def pristine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     p = _build(stores, backend, server)
     yield p
     p.store.close()
+
+
+def _verify_witnessed(
+    p: Pristine, store: LedgerStore, conn: sa.Connection, *, local_upto: int, witnessed: Checkpoint
+) -> VerifyReport:
+    """Verify with the checkpoint log as an attacker left it (nothing past ``local_upto``)."""
+    return verify_ledger(
+        store,
+        conn,
+        public_keys=p.keys,
+        trusted_checkpoints=[c for c in p.logged if c.size <= local_upto],
+        witnessed=[("audit.example/w1", witnessed)],
+        fail_fast=True,
+    )
 
 
 def _verify(p: Pristine, store: LedgerStore, conn: sa.Connection) -> VerifyReport:
@@ -327,7 +371,7 @@ def _forge(p: Pristine, conn: sa.Connection, rng: random.Random, *, replace: int
 
 
 KINDS = (
-    ["flip_entry"] * 40
+    ["flip_entry"] * 36
     + ["flip_other"] * 10
     + ["delete"] * 10
     + ["swap"] * 10
@@ -336,6 +380,9 @@ KINDS = (
     + ["forge_replace"] * 4
     + ["checkpoint_sig"] * 7
     + ["rollback"] * 6
+    # the checkpoint log rewritten too: only the witness's cosigned checkpoint tells
+    + ["witness_cut"] * 2
+    + ["witness_rollback"] * 2
 )
 
 
@@ -403,8 +450,13 @@ def _trial(p: Pristine, conn: sa.Connection, rng: random.Random) -> tuple[str, i
             rng,
         )
         return f"checkpoint signature at size {row[0]}", None
-    assert kind == "rollback"
-    return "rollback", -1  # handled by the caller
+    if kind == "witness_cut":
+        k = rng.randrange(1, N_ENTRIES)
+        start = _run_start(conn, k)
+        _cut(conn, k)
+        return f"witness_cut at {k}", start
+    assert kind in ("rollback", "witness_rollback")
+    return kind, -1  # handled by the caller
 
 
 @pytest.mark.slow
@@ -421,7 +473,34 @@ def test_tamper_battery_detects_every_trial(pristine: Pristine, shard: int):
             tx = conn.begin()
             try:
                 what, expected = _trial(pristine, conn, rng)
-                if what == "rollback":
+                if what.startswith("witness_cut"):
+                    # The attacker rewrote the checkpoint log as well: it ends before the cut.
+                    k = int(what.rsplit(" ", 1)[1])
+                    report = _verify_witnessed(
+                        pristine,
+                        pristine.store,
+                        conn,
+                        local_upto=k,
+                        witnessed=rng.choice([c for c in pristine.witnessed if c.size > k]),
+                    )
+                elif what == "witness_rollback":
+                    size = rng.choice(sorted(pristine.old_copies))
+                    what, expected = f"witness_rollback to copy at {size}", size
+                    old = LedgerStore.open(pristine.old_copies[size], create=False)
+                    try:
+                        with old.engine.connect() as old_conn, old_conn.begin():
+                            report = _verify_witnessed(
+                                pristine,
+                                old,
+                                old_conn,
+                                local_upto=size,
+                                witnessed=rng.choice(
+                                    [c for c in pristine.witnessed if c.size > size]
+                                ),
+                            )
+                    finally:
+                        old.close()
+                elif what == "rollback":
                     size = rng.choice(sorted(pristine.old_copies))
                     what, expected = f"rollback to copy at {size}", size
                     old = LedgerStore.open(pristine.old_copies[size], create=False)
@@ -447,6 +526,8 @@ def test_tamper_battery_detects_every_trial(pristine: Pristine, shard: int):
     assert after.ok, "rolling back a trial must restore the pristine ledger"
     assert sum(counts.values()) == TRIALS // SHARDS
     assert len(counts) >= 7, counts
+    # the two witness cases are part of the battery's trials, not extra ones
+    assert counts.get("witness_cut", 0) and counts.get("witness_rollback", 0), counts
 
 
 def test_untouched_copy_of_old_database_verifies_without_the_newer_checkpoints(pristine):

@@ -121,11 +121,21 @@ def export_audit_bundle(
 def make_checkpoint(services: Services, out: Path | None = None) -> dict[str, Any]:
     """Return the signed checkpoint of the ledger as it stands now (made, or the latest).
 
-    With ``out`` the checkpoint JSON is also written there, to hand to an auditor.
+    With ``out`` the checkpoint JSON is also written there, to hand to an auditor. The
+    result also carries the checkpoint as a C2SP signed note (``note``), the vkey a witness
+    pins for this ledger (``vkey``) and what each configured witness answered
+    (``witnesses``); a witness refusing or unreachable never fails the checkpoint.
     """
-    checkpoint = services.ledger.checkpoint().to_json()
+    from clinical_mlops.application.witness import ledger_vkey
+
+    ledger = services.ledger
+    made = ledger.checkpoint(witness="no")
+    checkpoint = made.to_json()
     if out is not None:
         out.write_text(json.dumps(checkpoint, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    checkpoint["note"] = ledger.checkpoint_note(made)
+    checkpoint["vkey"] = ledger_vkey(ledger)
+    checkpoint["witnesses"] = ledger.offer_to_witnesses()
     return checkpoint
 
 

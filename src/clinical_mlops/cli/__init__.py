@@ -57,6 +57,11 @@ COMMANDS: tuple[LazyCommand, ...] = (
         "migrate; check a FHIR Provenance.",
     ),
     LazyCommand(
+        "witness",
+        "clinical_mlops.cli.witness:witness_app",
+        "A checkpoint witness (C2SP tlog-witness): set one up, serve it, list what it refused.",
+    ),
+    LazyCommand(
         "keys",
         "clinical_mlops.cli.keys:keys_app",
         "Keys of the key provider (local keyring or Vault).",

@@ -100,10 +100,30 @@ def verify(
             "--thorough", help="Check every entry signature, not only where no checkpoint vouches."
         ),
     ] = False,
+    witness: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--witness",
+            help="A witness (URL, its state directory, or a file holding a cosigned "
+            "checkpoint) whose latest checkpoint the ledger must agree with (repeatable).",
+        ),
+    ] = None,
+    witness_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--witness-key",
+            help="A witness's cosigning vkey (NAME+ID+KEY), obtained from it out of band "
+            "(repeatable).",
+        ),
+    ] = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Verify leaves, tree, signatures and checkpoints; exit 1 when anything is wrong."""
+    """Verify leaves, tree, signatures and checkpoints; exit 1 when anything is wrong.
+
+    With --witness, also detects a tail cut after the newest local checkpoint and a
+    rollback of the database together with its checkpoint log.
+    """
     from clinical_mlops.ledger.entries import Checkpoint
 
     if bundle is not None:
@@ -130,8 +150,16 @@ def verify(
                 trusted.append(Checkpoint.from_json(json.loads(path.read_text(encoding="utf-8"))))
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise BundleInvalid(f"{path}: not a checkpoint JSON file ({exc})") from None
+        from clinical_mlops.application.witness import verify_with_witnesses
+
         with _open(workspace) as ledger:
-            report = ledger.verify(trusted=trusted, thorough=thorough)
+            report = verify_with_witnesses(
+                ledger,
+                witnesses=witness or [],
+                witness_keys=witness_key or [],
+                trusted=trusted,
+                thorough=thorough,
+            )
         title = "ledger"
     out = report.to_json()
     if as_json:
@@ -283,6 +311,15 @@ def checkpoint(
         print_json(cp)
     else:
         err_console.print(f"checkpoint: size {cp['size']}, root {cp['root']}, time {cp['time']}")
+        out_console.print(cp["note"], end="", highlight=False, markup=False)
+        err_console.print(f"ledger key (vkey, for witnesses): {cp['vkey']}", highlight=False)
+        for outcome in cp["witnesses"]:
+            err_console.print(
+                f"witness {outcome['witness']}: {outcome['status']}"
+                + (f" ({outcome['reason']})" if outcome.get("reason") else ""),
+                highlight=False,
+                markup=False,
+            )
 
 
 @audit_app.command("migrate")

@@ -12,11 +12,46 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+from clinical_mlops.errors import ValueInvalid
 from clinical_mlops.ledger.entries import Checkpoint
 
-__all__ = ["CheckpointLog"]
+__all__ = ["CheckpointLog", "append_line", "configured_witnesses"]
+
+
+def append_line(path: Path, record: Mapping[str, Any]) -> None:
+    """Append one JSON line to ``path`` and fsync it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(dict(record), sort_keys=True) + "\n").encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def configured_witnesses(path: Path) -> list[str]:
+    """Return the witnesses checkpoints are sent to: ``$CLINICAL_MLOPS_WITNESSES`` or ``path``.
+
+    The variable holds witness URLs or directories separated by spaces; the file is JSON,
+    ``{"witnesses": ["https://witness.example/w1", "/mnt/audit/witness"]}``. Neither: none.
+    """
+    env = os.environ.get("CLINICAL_MLOPS_WITNESSES")
+    if env is not None:
+        return env.split()
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        raise ValueInvalid(f"{path}: not a witness list ({exc})") from None
+    targets = config.get("witnesses") if isinstance(config, dict) else None
+    if not isinstance(targets, list) or not all(isinstance(t, str) and t for t in targets):
+        raise ValueInvalid(f'{path}: expected {{"witnesses": ["URL or directory", ...]}}')
+    return list(targets)
 
 
 class CheckpointLog:

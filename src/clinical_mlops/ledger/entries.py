@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from clinical_mlops.errors import (
     EntryPayloadInvalid,
     SubjectNotPseudonymised,
@@ -34,6 +36,15 @@ from clinical_mlops.hashing import (
     canonical_json,
     canonical_json_scalars,
     payload_json,
+)
+from clinical_mlops.ledger.note import (
+    ED25519_TYPE,
+    NOTE_PREFIX,
+    Note,
+    NoteBody,
+    Verifier,
+    key_hash,
+    raw_public,
 )
 
 __all__ = [
@@ -47,6 +58,7 @@ __all__ = [
     "entry_signing_message",
     "latest_schema",
     "leaf_bytes",
+    "legacy_checkpoint_message",
     "schema_by_id",
     "validate_new_entry",
 ]
@@ -461,7 +473,12 @@ def entry_signing_message(*, origin: str, body_hash_hex: str) -> bytes:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A signed tree head: the ledger's signature over (origin, size, root, time)."""
+    """A signed tree head: the ledger's signature over (origin, size, root, time).
+
+    Signed as a C2SP tlog-checkpoint note (:mod:`clinical_mlops.ledger.note`): the
+    signature is over :meth:`message`, the note text. Checkpoints signed before notes
+    were adopted signed :meth:`legacy_message` (canonical JSON) and still verify.
+    """
 
     origin: str
     size: int
@@ -470,10 +487,55 @@ class Checkpoint:
     key_id: str
     signature: str
 
+    @property
+    def note_origin(self) -> str:
+        """Return the note's origin line (and the ledger key's signed-note name)."""
+        return NOTE_PREFIX + self.origin
+
     def message(self) -> bytes:
         return checkpoint_message(
             origin=self.origin, size=self.size, root=self.root, time=self.time, key_id=self.key_id
         )
+
+    def legacy_message(self) -> bytes:
+        """Return the canonical JSON older checkpoints were signed over."""
+        return legacy_checkpoint_message(
+            origin=self.origin, size=self.size, root=self.root, time=self.time, key_id=self.key_id
+        )
+
+    def to_note(self, public: Ed25519PublicKey) -> str:
+        """Return the checkpoint as a signed note, its signature line made with ``public``'s id."""
+        name = self.note_origin
+        sig = key_hash(name, ED25519_TYPE, raw_public(public)) + bytes.fromhex(self.signature)
+        return Note(self.message().decode("utf-8"), ((name, sig),)).format()
+
+    @classmethod
+    def from_note(cls, note: Note, keys: Mapping[str, Ed25519PublicKey]) -> Checkpoint:
+        """Return the checkpoint in a signed note verified by one of ``keys`` (key id -> key).
+
+        Raises ValueInvalid when it is not a ledger checkpoint or no key signed it.
+        """
+        body = NoteBody.parse(note.text)
+        if not body.origin.startswith(NOTE_PREFIX):
+            raise ValueInvalid(f"checkpoint origin {body.origin!r} is not a clinical-mlops ledger")
+        times = [e[5:] for e in body.extensions if e.startswith("time ")]
+        if len(times) != 1:
+            raise ValueInvalid("checkpoint: expected one 'time' extension line")
+        for key_id, key in keys.items():
+            sig = note.verified_by(Verifier.of(body.origin, key))
+            if sig is not None:
+                cp = cls(
+                    origin=body.origin[len(NOTE_PREFIX) :],
+                    size=body.size,
+                    root=body.root.hex(),
+                    time=times[0],
+                    key_id=key_id,
+                    signature=sig.hex(),
+                )
+                if cp.message().decode("utf-8") != note.text:
+                    raise ValueInvalid("checkpoint: note text is not in the ledger's form")
+                return cp
+        raise ValueInvalid(f"checkpoint of {body.origin}: signed by none of the ledger's keys")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -502,7 +564,19 @@ class Checkpoint:
 
 
 def checkpoint_message(*, origin: str, size: int, root: str, time: str, key_id: str) -> bytes:
-    """Return the bytes the ledger key signs for a checkpoint."""
+    """Return the bytes the ledger key signs for a checkpoint: its C2SP checkpoint note text.
+
+    ``key_id`` is not part of the note (the signature line's key hash names the key).
+    """
+    del key_id
+    body = NoteBody(NOTE_PREFIX + origin, size, bytes.fromhex(root), (f"time {time}",))
+    return body.text().encode("utf-8")
+
+
+def legacy_checkpoint_message(
+    *, origin: str, size: int, root: str, time: str, key_id: str
+) -> bytes:
+    """Return the canonical JSON checkpoints were signed over before the note format."""
     return canonical_json(
         {
             "kind": "clinical-mlops/checkpoint/v1",

@@ -38,6 +38,7 @@ import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import sqlalchemy as sa
@@ -53,10 +54,11 @@ from clinical_mlops.errors import (
     LedgerCorrupted,
     LedgerNotFound,
     StoreUnavailable,
+    WitnessRefused,
     WrongKey,
 )
 from clinical_mlops.hashing import canonical_json, canonical_json_scalars
-from clinical_mlops.ledger.checkpoint_log import CheckpointLog
+from clinical_mlops.ledger.checkpoint_log import CheckpointLog, append_line, configured_witnesses
 from clinical_mlops.ledger.claims import (
     CLAIMING_TYPES,
     SCOPES,
@@ -87,6 +89,7 @@ from clinical_mlops.ledger.merkle import (
 )
 from clinical_mlops.ledger.store import CHUNK, LedgerStore, StoredTree, entries
 from clinical_mlops.ledger.verify import VerifyReport, parse_row, verify_ledger
+from clinical_mlops.ledger.witness import WitnessClient
 from clinical_mlops.privacy.crypto import open_sealed, payload_aad, seal
 from clinical_mlops.privacy.identity import SYSTEM_OWNER, IdentityVault
 from clinical_mlops.privacy.keys import KeyProvider, provider_for_workspace
@@ -161,6 +164,8 @@ class Ledger:
         checkpoint_every: int = 1000,
         checkpoint_interval: timedelta = timedelta(hours=1),
         create_vault: bool = True,
+        witnesses: Sequence[str] = (),
+        witness_log: Path | None = None,
     ):
         self.store = store
         self.provider = provider
@@ -200,6 +205,11 @@ class Ledger:
         # them: the next write completes that chunk without reading them back
         self._tail: tuple[int, list[str]] = (-1, [])
         self._claims: ClaimsIndex | None = None
+        self.witnesses = list(witnesses)
+        self.witness_log = witness_log
+        # witness -> size of the latest checkpoint it cosigned, as last heard from it
+        self._witnessed: dict[str, int] = {}
+        self._witness_lock = threading.Lock()
 
     @property
     def origin(self) -> str:
@@ -251,6 +261,8 @@ class Ledger:
                 checkpoint_log=log,
                 clock=clock,
                 create_vault=create,
+                witnesses=configured_witnesses(workspace.path("witnesses")),
+                witness_log=workspace.path("witness_log"),
                 **options,
             )
         except BaseException:
@@ -707,18 +719,22 @@ class Ledger:
             elapsed = self.checkpoint_interval
         if due_by_count or elapsed >= self.checkpoint_interval:
             try:
-                self.checkpoint()
+                self.checkpoint(witness="background")
             except (StoreUnavailable, OSError) as exc:
                 # The entries are committed and their callers get receipts; a checkpoint that
                 # cannot be stored now (disk full) is retried on the next append.
                 _log.warning("ledger checkpoint deferred, retried on the next append: %s", exc)
 
-    def checkpoint(self) -> Checkpoint:
+    def checkpoint(self, *, witness: Literal["wait", "background", "no"] = "wait") -> Checkpoint:
         """Return a signed checkpoint of the ledger as it stands now (made if needed).
 
         The checkpoint is stored in the database and appended to the checkpoint
-        log outside it. When the newest checkpoint already covers every entry it
-        is returned unchanged.
+        log outside it, then sent to the configured witnesses (``wait``: before
+        returning; ``background``: on a thread, so a slow or absent witness never
+        holds up the clinical write that triggered it). A witness that refuses or
+        cannot be reached is recorded in the witness log and never fails the
+        checkpoint. When the newest checkpoint already covers every entry it is
+        returned unchanged (and still sent: a witness may have missed it).
         """
         sig_key_id, signer = self._current_signer()
         origin = self.origin
@@ -729,6 +745,19 @@ class Ledger:
             latest = self.store.latest_checkpoint(conn)
             if latest is not None and latest.size == size:
                 self._last_cp = (latest.size, latest.time)
+                existing: Checkpoint | None = latest
+            else:
+                existing = None
+        if existing is not None:
+            if witness != "no":
+                self._send_to_witnesses(existing, background=witness == "background")
+            return existing
+        with self.store.writer() as conn:
+            size, leaf = self.store.head(conn)
+            self._check_continuity(conn, size, leaf)
+            self._seen = (size, leaf)
+            latest = self.store.latest_checkpoint(conn)
+            if latest is not None and latest.size == size:
                 return latest
             root = StoredTree(self.store, conn, size).root().hex()
             when = utc_iso(self.clock.now())
@@ -747,7 +776,86 @@ class Ledger:
         if self.checkpoint_log is not None:
             self.checkpoint_log.append(cp)
         self._last_cp = (cp.size, cp.time)
+        if witness != "no":
+            self._send_to_witnesses(cp, background=witness == "background")
         return cp
+
+    def checkpoint_note(self, cp: Checkpoint) -> str:
+        """Return ``cp`` as a C2SP signed note (tlog-checkpoint)."""
+        return cp.to_note(self.provider.public_keys()[cp.key_id])
+
+    def _send_to_witnesses(self, cp: Checkpoint, *, background: bool) -> list[dict[str, Any]]:
+        """Return one outcome per configured witness after offering it ``cp``."""
+        if not self.witnesses:
+            return []
+        if background:
+            threading.Thread(
+                target=self._send_to_witnesses,
+                args=(cp,),
+                kwargs={"background": False},
+                name="ledger-witness",
+                daemon=True,
+            ).start()
+            return []
+        note = self.checkpoint_note(cp)
+        with self._witness_lock:
+            return [self._offer(target, cp, note) for target in self.witnesses]
+
+    def _offer(self, target: str, cp: Checkpoint, note: str) -> dict[str, Any]:
+        """Return the outcome of offering ``cp`` to one witness, recorded in the witness log."""
+        client = WitnessClient(target)
+        old = self._witnessed.get(target, 0)
+        outcome: dict[str, Any] = {
+            "witness": target,
+            "size": cp.size,
+            "time": utc_iso(self.clock.now()),
+        }
+        for _ in range(2):  # a stale size is answered with the witness's size: retry once
+            try:
+                if old > cp.size:
+                    raise WitnessRefused(
+                        409,
+                        f"the witness holds a checkpoint of {old} entries, the ledger "
+                        f"{cp.size}: the ledger was cut or rolled back, or the witness "
+                        "serves another ledger with this origin",
+                        latest_size=old,
+                    )
+                proof = (
+                    [bytes.fromhex(h) for h in self.consistency_proof(old, cp.size)["proof"]]
+                    if old
+                    else []
+                )
+                client.add_checkpoint(old, proof, note)
+                self._witnessed[target] = cp.size
+                outcome.update(status="cosigned")
+                break
+            except WitnessRefused as exc:
+                outcome.update(status="refused", code=exc.status, reason=exc.reason)
+                if exc.status != 409 or exc.latest_size is None or exc.latest_size == old:
+                    break
+                old = exc.latest_size
+                if old > cp.size:
+                    continue
+            except (OSError, ValueError, EntryNotFound, LedgerCorrupted) as exc:
+                outcome.update(status="unreachable", reason=str(exc) or type(exc).__name__)
+                break
+        if outcome["status"] != "cosigned":
+            _log.warning(
+                "witness %s did not cosign checkpoint %s: %s",
+                target,
+                cp.size,
+                outcome.get("reason"),
+            )
+        if self.witness_log is not None:
+            try:
+                append_line(self.witness_log, outcome)
+            except OSError as exc:
+                _log.warning("witness log %s not written: %s", self.witness_log, exc)
+        return outcome
+
+    def offer_to_witnesses(self) -> list[dict[str, Any]]:
+        """Return each configured witness's outcome for the newest checkpoint (made if needed)."""
+        return self._send_to_witnesses(self.checkpoint(witness="no"), background=False)
 
     def rotate_key(self, *, purpose: Literal["wrap", "sign"], actor: str) -> Receipt:
         """Return the receipt of the ``key_rotation`` entry after rotating a provider key.
@@ -780,7 +888,12 @@ class Ledger:
             ]
 
     def verify(
-        self, *, trusted: Sequence[Checkpoint] = (), fail_fast: bool = False, thorough: bool = False
+        self,
+        *,
+        trusted: Sequence[Checkpoint] = (),
+        witnessed: Sequence[tuple[str, Checkpoint]] = (),
+        fail_fast: bool = False,
+        thorough: bool = False,
     ) -> VerifyReport:
         """Return the verification report of the whole ledger (see ``ledger.verify``).
 
@@ -794,6 +907,7 @@ class Ledger:
                 conn,
                 public_keys=self.provider.public_keys(),
                 trusted_checkpoints=[*logged, *trusted],
+                witnessed=witnessed,
                 extra_problems=problems,
                 fail_fast=fail_fast,
                 thorough=thorough,

@@ -19,7 +19,9 @@ sigstore/rekor's ``pkg/verify``):
                   trusts) is validly signed, for this ledger, no larger than the
                   ledger, and its root equals the root recomputed at its size.
                   All roots come from one set of leaves, so the checkpoints are
-                  consistent with each other by construction.
+                  consistent with each other by construction. Checkpoints a
+                  witness cosigned are checked the same way and reported as
+                  ``witness`` problems (a tail cut, a rollback, a rewrite).
 10. ``signature`` each seal's Ed25519 signature over its body. The last entry of
                   every write transaction is signed; the entries before it in
                   the same transaction have an empty signature and are sealed by
@@ -387,10 +389,14 @@ def check_checkpoint_signature(
         return f"checkpoint at size {cp.size} signed with unknown key {cp.key_id!r}"
     if not _HEX64.fullmatch(cp.signature):
         return f"checkpoint at size {cp.size}: signature is not lower-case hex"
+    signature = bytes.fromhex(cp.signature)
     try:
-        key.verify(bytes.fromhex(cp.signature), cp.message())
-    except InvalidSignature:
-        return f"checkpoint at size {cp.size} ({cp.time}): signature does not verify"
+        key.verify(signature, cp.message())
+    except (InvalidSignature, ValueError):
+        try:  # a checkpoint signed before the note format
+            key.verify(signature, cp.legacy_message())
+        except InvalidSignature:
+            return f"checkpoint at size {cp.size} ({cp.time}): signature does not verify"
     if cp.origin != origin:
         return f"checkpoint at size {cp.size} belongs to another ledger ({cp.origin})"
     return None
@@ -414,6 +420,7 @@ def verify_ledger(
     *,
     public_keys: Mapping[str, Ed25519PublicKey],
     trusted_checkpoints: Sequence[Checkpoint] = (),
+    witnessed: Sequence[tuple[str, Checkpoint]] = (),
     extra_problems: Sequence[str] = (),
     fail_fast: bool = False,
     thorough: bool = False,
@@ -422,7 +429,10 @@ def verify_ledger(
 
     ``trusted_checkpoints`` are checkpoints held outside the database (the
     checkpoint log, files from auditors); ``extra_problems`` are problems the
-    caller found reading them. ``fail_fast`` stops at the first bad entry (the
+    caller found reading them. ``witnessed`` are (witness, checkpoint) pairs a witness
+    cosigned: one larger than the ledger is a tail cut (when a local checkpoint covers
+    it too) or a rollback of the database together with its checkpoint log (when it is
+    newer than every local one); one whose root differs is a rewritten ledger. ``fail_fast`` stops at the first bad entry (the
     seq named is still the first bad one); ``thorough`` checks every entry
     signature even where a checkpoint already authenticates the entry.
     """
@@ -466,13 +476,17 @@ def verify_ledger(
             problems.append(Problem("checkpoint", None, f"{where}: {exc}"))
     by_size: dict[int, list[Checkpoint]] = {}
     seen: set[tuple[str, int, str, str, str, str]] = set()
-    for cp in [*db_checkpoints, *trusted_checkpoints]:
+    local_sizes = [cp.size for cp in [*db_checkpoints, *trusted_checkpoints]]
+    witness_of = {id(cp): name for name, cp in witnessed}
+    for cp in [*db_checkpoints, *trusted_checkpoints, *(cp for _, cp in witnessed)]:
         ident = (cp.origin, cp.size, cp.root, cp.time, cp.key_id, cp.signature)
         if ident in seen:
             continue
         seen.add(ident)
         bad = check_checkpoint_signature(cp, origin=origin, keys=public_keys)
-        if bad:
+        if bad and id(cp) in witness_of:
+            problems.append(Problem("witness", None, f"witness {witness_of[id(cp)]}: {bad}"))
+        elif bad:
             problems.append(Problem("checkpoint", None, bad))
         else:
             by_size.setdefault(cp.size, []).append(cp)
@@ -642,10 +656,12 @@ def verify_ledger(
                 )
             else:
                 why = ""
+            witness = witness_of.get(id(cp))
             fail(
-                "checkpoint",
+                "checkpoint" if witness is None else "witness",
                 first,
-                f"checkpoint at size {size} ({cp.time}): signed root differs from the "
+                (f"witness {witness} cosigned " if witness else "")
+                + f"checkpoint at size {size} ({cp.time}): signed root differs from the "
                 f"recomputed tree{why}",
             )
         report.checkpoints += len(matching)
@@ -731,6 +747,23 @@ def verify_ledger(
                 fail("payload", seq, f"entry {seq}: payload removed without a purge entry")
         for cp_size in sorted(s for s in by_size if s > size):
             cp = by_size[cp_size][0]
+            witness = witness_of.get(id(cp))
+            if witness is not None and all(id(c) in witness_of for c in by_size[cp_size]):
+                newest = max(local_sizes, default=0)
+                what = (
+                    f"entries {size}..{cp_size - 1} are gone and no local checkpoint covers "
+                    f"them (the newest covers {newest}): the database was cut after its newest "
+                    "checkpoint, or rolled back together with its checkpoint log"
+                    if cp_size > newest
+                    else f"entries {size}..{cp_size - 1} were cut from the database"
+                )
+                fail(
+                    "witness",
+                    size,
+                    f"witness {witness} cosigned a checkpoint of {cp_size} entries ({cp.time}) "
+                    f"but the ledger has {size}: {what}",
+                )
+                continue
             fail(
                 "checkpoint",
                 size,
