@@ -27,7 +27,7 @@ class Mailbox:
     refuse: set[str] = field(default_factory=set)
     messages: list[tuple[list[str], Message]] = field(default_factory=list)
 
-    async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook name)
+    async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
     ) -> str:
         if address in self.refuse:
@@ -35,9 +35,7 @@ class Mailbox:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(  # noqa: N802
-        self, server: Any, session: Any, envelope: Any
-    ) -> str:
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append((list(envelope.rcpt_tos), message_from_bytes(envelope.content)))
         return "250 Message accepted for delivery"
 
@@ -73,13 +71,14 @@ def webhook_receiver(secret: bytes) -> Iterator[tuple[Hooks, str]]:
     hooks = Hooks(secret=secret)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             stamp = self.headers.get("X-Clinical-MLOps-Timestamp", "")
             given = self.headers.get("X-Clinical-MLOps-Signature", "")
-            want = "sha256=" + hmac.new(
-                hooks.secret, stamp.encode() + b"." + body, hashlib.sha256
-            ).hexdigest()
+            want = (
+                "sha256="
+                + hmac.new(hooks.secret, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+            )
             step = hooks.script.pop(0) if hooks.script else 200
             hooks.received.append(
                 {

@@ -140,9 +140,14 @@ def test_a_webhook_is_signed_retried_after_a_500_then_delivered(
     # A receiver holding another secret would refuse it: the signature binds the secret.
     last = hooks.received[-1]
     other = hmac.new(b"other", last["stamp"].encode() + b"." + last["body"], hashlib.sha256)
-    assert last["signature"] == "sha256=" + hmac.new(
-        SECRET.encode(), last["stamp"].encode() + b"." + last["body"], hashlib.sha256
-    ).hexdigest() != "sha256=" + other.hexdigest()
+    assert (
+        last["signature"]
+        == "sha256="
+        + hmac.new(
+            SECRET.encode(), last["stamp"].encode() + b"." + last["body"], hashlib.sha256
+        ).hexdigest()
+        != "sha256=" + other.hexdigest()
+    )
     (d,) = uc.alert_deliveries(ws, alert_id=alert_id)["deliveries"]
     assert d["status"] == "delivered" and d["attempts"] == 2
     assert [(a["outcome"], a["reason"]) for a in d["attempt_log"]] == [

@@ -129,8 +129,6 @@ def _response(alerts: dict[str, dict[str, Any]], point: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, keep in (("all", None), ("critical", "critical")):
         chosen = [a for a in alerts.values() if "opened" in a and keep in (None, a["severity"])]
-        minutes = [
-            (a[point] - a["opened"]).total_seconds() / 60 for a in chosen if point in a
-        ]
+        minutes = [(a[point] - a["opened"]).total_seconds() / 60 for a in chosen if point in a]
         out[name] = _summary(minutes, sum(1 for a in chosen if point not in a))
     return out

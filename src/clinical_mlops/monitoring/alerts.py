@@ -60,8 +60,8 @@ __all__ = [
     "AlertStore",
     "acknowledge_alert",
     "alert_counts",
-    "enqueue",
     "alert_series",
+    "enqueue",
     "get_alert",
     "list_alerts",
     "merge_signal",
@@ -405,7 +405,9 @@ class AlertStore:
             # delivery happens after (monitoring.notify), so a receiver that is down can
             # neither lose the notification nor hold the alert back.
             if self.routing is not None:
-                enqueue(conn, merged.id, self.routing.recipients(merged.rule, self.clock.now()), now)
+                enqueue(
+                    conn, merged.id, self.routing.recipients(merged.rule, self.clock.now()), now
+                )
             return merged, True
 
     def _add_points(

@@ -51,11 +51,11 @@ from clinical_mlops.workspace import Workspace
 __all__ = [
     "CASE_CAP",
     "MONITOR_ACTOR",
+    "MONITOR_IDENTITY",
+    "MONITOR_ROLE",
     "ActionResult",
     "escalate_cases",
     "escalated_through",
-    "MONITOR_IDENTITY",
-    "MONITOR_ROLE",
     "notify_owner",
     "open_review_item",
     "provision_monitor",

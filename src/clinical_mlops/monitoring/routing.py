@@ -228,8 +228,7 @@ def load_alerting(workspace: Workspace) -> AlertingConfig | None:
         return AlertingConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'alerting'}: {e['msg']}"
-            for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or 'alerting'}: {e['msg']}" for e in exc.errors()
         )
         raise ValueInvalid(f"{path}: {problems}") from None
 
@@ -245,4 +244,6 @@ def webhook_secret(hook: Webhook) -> bytes:
     try:
         return hook.secret_file.read_bytes().strip()
     except OSError as exc:
-        raise ValueInvalid(f"webhook secret: cannot read {hook.secret_file} ({exc.strerror})") from None
+        raise ValueInvalid(
+            f"webhook secret: cannot read {hook.secret_file} ({exc.strerror})"
+        ) from None
