@@ -16,6 +16,7 @@ a path; backup and restore copy exactly what is declared)::
     console/session-key.json   the console's session-signing key (wrapped)
     artifacts/                 content-addressed outputs: snapshots/, models/, bundles/ ...
     sources/                   raw EHR sources made by generators (synthetic), one folder each
+    alerting.yaml              who is told of monitoring alerts (owners, rotas, channels)
 
 Each store can be switched to a production part with one setting, read from the
 environment (``CLINICAL_MLOPS_META_URL``, ``CLINICAL_MLOPS_LEDGER_URL``,
@@ -127,6 +128,13 @@ LAYOUT: tuple[LayoutItem, ...] = (
         secret=False,
     ),
     LayoutItem("sources", "sources", "folder", "raw EHR sources made in the workspace", False),
+    LayoutItem(
+        "alerting",
+        "alerting.yaml",
+        "file",
+        "who is told of monitoring alerts: people, rotas, channels (secrets are not in it)",
+        secret=False,
+    ),
 )
 _BY_NAME = {item.name: item for item in LAYOUT}
 

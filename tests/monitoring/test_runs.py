@@ -157,9 +157,37 @@ def _signal(release: str, rule: str, action: str, at: datetime) -> AlertSignal:
     )
 
 
+def test_a_critical_alert_suspends_by_default_under_the_monitors_provisioned_identity(
+    monitored: dict[str, Any],
+) -> None:
+    ws, release = monitored["ws"], monitored["release"]
+    clock = FixedClock(T0)
+    with AlertStore(ws, clock=clock) as store:
+        alert, created = store.raise_alert(
+            _signal(release, "auroc_degradation", "suspend", T0), actor=MONITOR_ACTOR
+        )
+        assert created and alert is not None
+        done = take_action(store, alert)
+    assert done.done and done.detail["status"] == "suspended"
+    with Registry.open(ws) as reg, Governance(reg) as gov:
+        assert reg.get(release).status == "suspended"
+        assert gov.roles_of(MONITOR_ACTOR) == {"engineering"}
+    (grant,) = [(e, p) for e, p in _entries(ws, "role_granted") if p["person"] == MONITOR_ACTOR]
+    assert grant[0].actor == MONITOR_ACTOR and alert.id in grant[1]["why"]
+    assert grant[1]["identity"] == {
+        "person": MONITOR_ACTOR,
+        "method": "service",
+        "subject": "clinical-mlops-monitor",
+    }
+    events = [h["event"] for h in get_alert(ws, alert.id).history]
+    assert events.index("monitor_provisioned") < events.index("suspended")
+
+
 def test_suspension_needs_a_role_then_the_service_falls_back(monitored: dict[str, Any]) -> None:
     ws, release = monitored["ws"], monitored["release"]
     clock = FixedClock(T0)
+    # A board that turned automatic suspension off grants the monitor its role itself.
+    ws.path("alerting").write_text("auto_suspend: false\n", encoding="utf-8")
     with AlertStore(ws, clock=clock) as store:
         alert, created = store.raise_alert(
             _signal(release, "auroc_degradation", "suspend", T0), actor=MONITOR_ACTOR

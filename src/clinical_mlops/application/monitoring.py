@@ -15,13 +15,16 @@ from typing import Any
 
 from clinical_mlops.clock import Clock
 from clinical_mlops.errors import MonitoringError, ReleaseNotServable
+from clinical_mlops.governance.identity import VerifiedIdentity
 from clinical_mlops.monitoring import alerts as _alerts
 from clinical_mlops.monitoring.alerts import Alert
 from clinical_mlops.workspace import Workspace
 
 __all__ = [
     "acknowledge_alert",
+    "alert_deliveries",
     "list_alerts",
+    "notify_alerts",
     "resolve_alert",
     "run_monitor",
     "served_release",
@@ -145,9 +148,31 @@ def acknowledge_alert(
     actor: str,
     comment: str | None = None,
     clock: Clock | None = None,
+    identity: VerifiedIdentity | None = None,
 ) -> Alert:
-    """Return the alert acknowledged by ``actor`` (recorded in the ledger)."""
-    return _alerts.acknowledge_alert(workspace, alert_id, actor=actor, comment=comment, clock=clock)
+    """Return the alert acknowledged by ``actor`` (recorded in the ledger, with ``identity``)."""
+    return _alerts.acknowledge_alert(
+        workspace, alert_id, actor=actor, comment=comment, clock=clock, identity=identity
+    )
+
+
+def notify_alerts(workspace: Workspace, *, clock: Clock | None = None) -> dict[str, Any]:
+    """Return what one notification pass did: overdue critical alerts escalated along their
+    rota, then every notification due delivered, retried or dead-lettered (with the reason)."""
+    from clinical_mlops.monitoring.notify import notify
+
+    with _alerts.AlertStore.open(workspace, clock=clock) as store:
+        return notify(store)
+
+
+def alert_deliveries(workspace: Workspace, *, alert_id: str | None = None) -> dict[str, Any]:
+    """Return the notifications (each with its attempts) and the dead letters of the workspace."""
+    from clinical_mlops.monitoring.notify import dead_letters, deliveries
+
+    with _alerts.AlertStore.open(workspace) as store:
+        if alert_id is not None:
+            store.get(alert_id)
+        return {"deliveries": deliveries(store, alert_id), "dead_letters": dead_letters(store)}
 
 
 def resolve_alert(

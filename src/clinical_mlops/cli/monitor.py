@@ -1,4 +1,4 @@
-"""``clinical-mlops monitor run|report|alerts`` and ``clinical-mlops simulate drift``."""
+"""``clinical-mlops monitor run|report|alerts|notify`` and ``clinical-mlops simulate drift``."""
 
 from __future__ import annotations
 
@@ -191,6 +191,63 @@ def alerts_cmd(
             a.last_seen_at[:16],
         )
     out_console.print(table)
+
+
+@monitor_app.command(
+    "notify",
+    help="Escalate overdue critical alerts along their rota and deliver the notifications due "
+    "(e-mail, signed webhooks); --list shows every notification and the dead letters.",
+)
+def notify_cmd(
+    list_: Annotated[
+        bool, typer.Option("--list", help="Show notifications and dead letters; send nothing.")
+    ] = False,
+    alert: Annotated[
+        str | None, typer.Option("--alert", help="With --list: only this alert's notifications.")
+    ] = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.application import monitoring as uc
+
+    ws = workspace_from(workspace)
+    if list_:
+        found = uc.alert_deliveries(ws, alert_id=alert)
+        if json_:
+            print_json(found)
+            return
+        table = CliTable(title=f"{len(found['deliveries'])} notifications")
+        for col in ("alert", "recipient", "channel", "step", "status", "attempts", "last reason"):
+            table.add_column(col)
+        for d in found["deliveries"]:
+            table.add_row(
+                d["alert_id"],
+                d["recipient"],
+                d["channel"],
+                str(d["step"]),
+                d["status"],
+                str(d["attempts"]),
+                d["last_reason"] or "-",
+            )
+        out_console.print(table)
+        for dead in found["dead_letters"]:
+            err_console.print(
+                f"[red]dead letter:[/] {dead['alert_id']} to {dead['recipient']} by "
+                f"{dead['channel']} after {dead['attempts']} attempts: {dead['reason']}",
+                highlight=False,
+            )
+        return
+    done = uc.notify_alerts(ws)
+    if json_:
+        print_json(done)
+        return
+    out_console.print(
+        f"delivered {done['delivered']}, failed {done['failed']} (to retry), "
+        f"dead-lettered {done['dead']}, escalated {len(done['escalated'])}",
+        highlight=False,
+    )
+    if done.get("note"):
+        err_console.print(f"[yellow]note:[/] {done['note']}", highlight=False)
 
 
 def _one(data: dict[str, Any], as_json: bool, line: str) -> None:

@@ -44,8 +44,10 @@ from clinical_mlops import ledger
 from clinical_mlops.clock import Clock, SystemClock, utc_iso
 from clinical_mlops.database import ensure_tables, open_metadata_engine
 from clinical_mlops.errors import AlertNotFound, AlertTransitionInvalid, ValueInvalid
+from clinical_mlops.governance.identity import VerifiedIdentity
 from clinical_mlops.hashing import canonical_json, sha256_text
 from clinical_mlops.monitoring import schema as t
+from clinical_mlops.monitoring.routing import AlertingConfig, Recipient, load_alerting
 from clinical_mlops.workspace import Workspace
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "acknowledge_alert",
     "alert_counts",
     "alert_series",
+    "enqueue",
     "get_alert",
     "list_alerts",
     "merge_signal",
@@ -273,6 +276,8 @@ class AlertStore:
             ensure_tables(engine, t.metadata)
         self.engine = engine
         self.record_ledger = record_ledger
+        self._routing: AlertingConfig | None = None
+        self._routing_read = False
 
     @classmethod
     def open(cls, workspace: Workspace, *, clock: Clock | None = None) -> AlertStore:
@@ -291,6 +296,14 @@ class AlertStore:
 
     def now(self) -> str:
         return utc_iso(self.clock.now())
+
+    @property
+    def routing(self) -> AlertingConfig | None:
+        """Return the workspace's alert routing (``alerting.yaml``), read once per store."""
+        if not self._routing_read:
+            self._routing = load_alerting(self.workspace)
+            self._routing_read = True
+        return self._routing
 
     def record(self, *, actor: str, payload: dict[str, Any]) -> int | None:
         """Return the seq of one ``alert`` ledger entry (None when ledger recording is off)."""
@@ -388,6 +401,13 @@ class AlertStore:
                     updated_at=now,
                 )
             )
+            # The outbox: who must be told is written with the alert, in its transaction;
+            # delivery happens after (monitoring.notify), so a receiver that is down can
+            # neither lose the notification nor hold the alert back.
+            if self.routing is not None:
+                enqueue(
+                    conn, merged.id, self.routing.recipients(merged.rule, self.clock.now()), now
+                )
             return merged, True
 
     def _add_points(
@@ -528,15 +548,42 @@ class AlertStore:
             )
         return replace(alert, status=status or alert.status, history=tuple(history))
 
-    def acknowledge(self, alert_id: str, *, actor: str, comment: str | None = None) -> Alert:
-        """Return the alert acknowledged by ``actor`` (it must be open)."""
+    def acknowledge(
+        self,
+        alert_id: str,
+        *,
+        actor: str,
+        comment: str | None = None,
+        identity: VerifiedIdentity | None = None,
+    ) -> Alert:
+        """Return the alert acknowledged by ``actor`` (it must be open).
+
+        Acknowledging is a person's act: a service identity (the monitor) cannot
+        acknowledge, and ``identity`` (how the person was authenticated) is stored with
+        the act in the ledger. It stops the alert's escalation along the rota and starts
+        its time to triage.
+        """
         alert = self.get(alert_id)
         if alert.status != "open":
             raise AlertTransitionInvalid(
                 f"alert {alert_id} is {alert.status}; only an open alert can be acknowledged"
             )
+        if actor.startswith("system:") or (identity is not None and identity.method == "service"):
+            raise AlertTransitionInvalid(
+                f"alert {alert_id}: acknowledging is a person's act; {actor!r} is a service"
+            )
+        if identity is not None and actor not in (identity.person, f"user:{identity.person}"):
+            raise AlertTransitionInvalid(
+                f"alert {alert_id}: the identity proves {identity.person!r}, not {actor!r}"
+            )
+        extra = {"identity": identity.to_json()} if identity is not None else None
         return self._change(
-            alert, event="acknowledged", actor=actor, comment=comment, status="acknowledged"
+            alert,
+            event="acknowledged",
+            actor=actor,
+            comment=comment,
+            status="acknowledged",
+            extra=extra,
         )
 
     def resolve(self, alert_id: str, *, actor: str, comment: str) -> Alert:
@@ -551,6 +598,35 @@ class AlertStore:
         return self._change(
             alert, event="resolved", actor=actor, comment=comment, status="resolved"
         )
+
+
+def enqueue(conn: sa.Connection, alert_id: str, recipients: Iterable[Recipient], now: str) -> int:
+    """Return how many notifications of ``alert_id`` were added to the outbox.
+
+    One row per alert x recipient x channel (a UNIQUE constraint): a recipient who was
+    already told on a channel is not queued again.
+    """
+    added = 0
+    for r in recipients:
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    sa.insert(t.deliveries).values(
+                        alert_id=alert_id,
+                        recipient=r.person,
+                        channel=r.channel,
+                        target=r.target,
+                        step=r.step,
+                        status="pending",
+                        attempts=0,
+                        next_attempt_at=now,
+                        created_at=now,
+                    )
+                )
+            added += 1
+        except sa.exc.IntegrityError:
+            continue
+    return added
 
 
 @contextmanager
@@ -592,6 +668,7 @@ def acknowledge_alert(
     actor: str,
     comment: str | None = None,
     clock: Clock | None = None,
+    identity: VerifiedIdentity | None = None,
 ) -> Alert:
     """Return the alert after ``actor`` acknowledged it (an ``alert`` ledger event).
 
@@ -599,7 +676,7 @@ def acknowledge_alert(
     An acknowledged alert keeps counting occurrences until it is resolved.
     """
     with _store(workspace, clock) as store:
-        return store.acknowledge(alert_id, actor=actor, comment=comment)
+        return store.acknowledge(alert_id, actor=actor, comment=comment, identity=identity)
 
 
 def resolve_alert(

@@ -18,11 +18,14 @@ counts an occurrence), by the monitor's system actor (:data:`MONITOR_ACTOR`):
   — the release's author — and the rule's owner role, noted on the alert as
   ``owner_notified``), then ``Governance.suspend`` with the monitor as actor and the
   alert as reason: automated recommendations stop and the Predictor serves its
-  clinical-baseline fallback. The registry checks roles like for anyone: a
-  governance board that wants automatic suspension grants the monitor account
-  a role that may suspend (``registry grant system:monitor --role engineering``);
-  otherwise the refusal is recorded (``governance_refused``) and the alert
-  says the release still needs suspending by a person.
+  clinical-baseline fallback. The registry checks roles like for anyone. Automatic
+  suspension is on by default for critical rules: the first time the monitor must
+  suspend, it is provisioned as a service person (:func:`provision_monitor`: the
+  engineering role, a ``role_granted`` ledger event naming its service identity and
+  why). A workspace whose ``alerting.yaml`` says ``auto_suspend: false`` does not
+  provision it; then, unless a board granted the monitor a role that may suspend,
+  the refusal is recorded (``governance_refused``) and the alert says the release
+  still needs suspending by a person.
 
 No action retrains a model.
 """
@@ -38,6 +41,7 @@ import sqlalchemy as sa
 
 from clinical_mlops.database import open_metadata_engine
 from clinical_mlops.errors import GovernanceError, ReleaseNotFound
+from clinical_mlops.governance.identity import VerifiedIdentity
 from clinical_mlops.ledger import Ledger, NewEntry
 from clinical_mlops.monitoring import schema as t
 from clinical_mlops.monitoring.alerts import Alert, AlertStore
@@ -47,18 +51,28 @@ from clinical_mlops.workspace import Workspace
 __all__ = [
     "CASE_CAP",
     "MONITOR_ACTOR",
+    "MONITOR_IDENTITY",
+    "MONITOR_ROLE",
     "ActionResult",
     "escalate_cases",
     "escalated_through",
     "notify_owner",
     "open_review_item",
+    "provision_monitor",
     "review_items",
     "suspend_release",
     "take_action",
 ]
 
 MONITOR_ACTOR = "system:monitor"
+#: how the monitor proves who it is: a service identity of this installation
+MONITOR_IDENTITY = VerifiedIdentity(
+    person=MONITOR_ACTOR, method="service", subject="clinical-mlops-monitor"
+)
 CASE_CAP = 500
+#: the role the monitor is provisioned with: one that may suspend a live release and
+#: neither approves clinically nor grants roles
+MONITOR_ROLE = "engineering"
 
 
 @dataclass(frozen=True)
@@ -260,8 +274,51 @@ def notify_owner(store: AlertStore, alert: Alert, *, actor: str) -> ActionResult
     )
 
 
-def suspend_release(store: AlertStore, alert: Alert, *, actor: str) -> ActionResult:
-    """Return the result of suspending ``alert``'s release through the registry (role-checked)."""
+def provision_monitor(gov: Any, *, why: str) -> int | None:
+    """Return the ledger seq of the monitor's provisioning, None if it already may suspend.
+
+    The monitor becomes a person of the registry holding :data:`MONITOR_ROLE`, recorded
+    as a ``role_granted`` event by the monitor itself with its service identity and
+    ``why``, so an auditor sees when and why it first acted as a governed person.
+    """
+    from clinical_mlops.governance import schema as gs
+    from clinical_mlops.hashing import canonical_json
+
+    held = gov.roles_of(MONITOR_ACTOR)
+    if held & {"clinical", "compliance", "engineering"}:
+        return None
+    roles = sorted(held | {MONITOR_ROLE})
+    encoded = canonical_json(roles).decode("utf-8")
+    with gov.engine.begin() as conn:
+        conn.execute(sa.delete(gs.people).where(gs.people.c.name == MONITOR_ACTOR))
+        conn.execute(
+            sa.insert(gs.people).values(
+                name=MONITOR_ACTOR, roles=encoded, added=gov.now(), added_by=MONITOR_ACTOR
+            )
+        )
+        return int(
+            gov.record(
+                type="role_granted",
+                actor=MONITOR_ACTOR,
+                payload={
+                    "person": MONITOR_ACTOR,
+                    "roles": roles,
+                    "why": why,
+                    "provisioned": "service",
+                    "identity": MONITOR_IDENTITY.to_json(),
+                },
+            )
+        )
+
+
+def suspend_release(
+    store: AlertStore, alert: Alert, *, actor: str, auto_suspend: bool = True
+) -> ActionResult:
+    """Return the result of suspending ``alert``'s release through the registry (role-checked).
+
+    For a critical alert acted on by the monitor with ``auto_suspend`` on, the monitor
+    is provisioned first (:func:`provision_monitor`) when it may not suspend yet.
+    """
     from clinical_mlops.governance.board import Governance
     from clinical_mlops.registry.registry import Registry
 
@@ -273,6 +330,20 @@ def suspend_release(store: AlertStore, alert: Alert, *, actor: str) -> ActionRes
             rel = reg.get(alert.release)
             if rel.status == "suspended":
                 return ActionResult(alert.id, "suspend", True, {"status": "already suspended"})
+            if auto_suspend and actor == MONITOR_ACTOR and alert.severity == "critical":
+                seq = provision_monitor(
+                    gov,
+                    why="automatic suspension of releases on critical monitoring alerts "
+                    f"(first needed for alert {alert.id}, rule {alert.rule})",
+                )
+                if seq is not None:
+                    store.note(
+                        alert.id,
+                        event="monitor_provisioned",
+                        actor=actor,
+                        role=MONITOR_ROLE,
+                        role_granted_seq=seq,
+                    )
             gov.suspend(alert.release, actor=actor, why=why)
         except (GovernanceError, ReleaseNotFound) as exc:
             store.note(alert.id, event="suspension_refused", actor=actor, comment=str(exc))
@@ -302,7 +373,9 @@ def take_action(
         return escalate_cases(store, alert, records, actor=actor, since=since, after_seq=after_seq)
     if alert.action == "suspend":
         told = notify_owner(store, alert, actor=actor)
-        result = suspend_release(store, alert, actor=actor)
+        routing = store.routing
+        auto = routing is None or routing.auto_suspend
+        result = suspend_release(store, alert, actor=actor, auto_suspend=auto)
         return replace(result, detail=result.detail | {"owner_notified": told.detail})
     raise ValueError(f"unknown action {alert.action!r}")
 

@@ -7,7 +7,8 @@ evaluates every complete window from ``since`` to ``until`` with the same
 :class:`~clinical_mlops.monitoring.windows.Monitor` the simulations use, stores
 each window's quantities (``mon_windows``: the Prometheus gauges, the report and
 the drill-down plots read them), raises alerts through the de-duplicating store
-and takes each new alert's action. Re-running over the same period changes
+and takes each new alert's action; then it escalates overdue critical alerts and
+delivers the notifications due (:mod:`clinical_mlops.monitoring.notify`). Re-running over the same period changes
 nothing: windows are replaced by identical ones and counted alerts are not
 counted again.
 
@@ -210,6 +211,14 @@ def run_monitor(
                 act=act,
             )
             summary["releases"].append({"release": release, "task": rel.task} | entry)
+        if act:
+            from clinical_mlops.monitoring.notify import notify
+
+            # After the alerts are stored: a receiver that is down delays only its own
+            # notification, never the run's alerts or actions.
+            summary["notifications"] = notify(store)
+            if note := summary["notifications"].get("note"):
+                summary["notes"].append(note)
     return summary
 
 

@@ -8,6 +8,10 @@ text so both backends store the same bytes.
   (rule, release, subgroup) while it is open or acknowledged;
 * ``mon_alert_points``: the time series behind each alert (drill-down plots);
 * ``mon_review_items``: reviews requested by alerts (``open_review`` action);
+* ``mon_deliveries``: the notification outbox, one row per alert x recipient x channel
+  (UNIQUE), written in the alert's own transaction and delivered after it;
+* ``mon_delivery_attempts``: every attempt to deliver one, with its outcome and reason;
+* ``mon_dead_letters``: notifications given up after the last attempt, with the reason;
 * ``mon_windows``: every evaluated monitoring window with all its quantities,
   the source of the Prometheus gauges and of the monitoring report.
 """
@@ -16,7 +20,16 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["alert_points", "alerts", "metadata", "review_items", "windows"]
+__all__ = [
+    "alert_points",
+    "alerts",
+    "dead_letters",
+    "deliveries",
+    "delivery_attempts",
+    "metadata",
+    "review_items",
+    "windows",
+]
 
 metadata = sa.MetaData()
 
@@ -71,4 +84,44 @@ windows = sa.Table(
     sa.Column("window_end", sa.String(40), primary_key=True),
     sa.Column("n_inferences", sa.Integer, nullable=False),
     sa.Column("quantities", sa.Text, nullable=False),
+)
+
+deliveries = sa.Table(
+    "mon_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("alert_id", sa.String(40), nullable=False, index=True),
+    sa.Column("recipient", sa.String(200), nullable=False),
+    sa.Column("channel", sa.String(20), nullable=False),
+    sa.Column("target", sa.String(400), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, index=True),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", sa.String(40), nullable=False),
+    sa.Column("last_reason", sa.Text, nullable=True),
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("delivered_at", sa.String(40), nullable=True),
+    sa.UniqueConstraint("alert_id", "recipient", "channel", name="uq_mon_delivery"),
+)
+
+delivery_attempts = sa.Table(
+    "mon_delivery_attempts",
+    metadata,
+    sa.Column("delivery_id", sa.Integer, primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True),
+    sa.Column("at", sa.String(40), nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)
+
+dead_letters = sa.Table(
+    "mon_dead_letters",
+    metadata,
+    sa.Column("delivery_id", sa.Integer, primary_key=True),
+    sa.Column("alert_id", sa.String(40), nullable=False, index=True),
+    sa.Column("recipient", sa.String(200), nullable=False),
+    sa.Column("channel", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("at", sa.String(40), nullable=False),
 )

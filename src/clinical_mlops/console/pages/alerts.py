@@ -100,6 +100,7 @@ def acknowledge(
         actor=viewer.user.actor,
         comment=comment.strip() or None,
         clock=viewer.console.clock,
+        identity=viewer.identity,
     )
     return RedirectResponse(viewer.url(f"/alerts/{alert_id}?done=acknowledged"), status_code=303)
 
