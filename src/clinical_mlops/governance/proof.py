@@ -238,8 +238,12 @@ def describe_act(action: str, *, person: str, **fields: Any) -> dict[str, Any]:
     Fields left as None are not part of the act; the same call builds the statement a
     person signs and the one the library expects, so any difference refuses the act.
     """
+    def clean(value: Any) -> Any:
+        # Front ends strip reasons before recording them; the statement names what is recorded.
+        return value.strip() if isinstance(value, str) else value
+
     return {"action": action, "person": person} | {
-        k: v for k, v in sorted(fields.items()) if v is not None
+        k: clean(v) for k, v in sorted(fields.items()) if v is not None
     }
 
 

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from clinical_mlops.registry.schema import metadata
 
 __all__ = [
+    "approval_identities",
     "approvals",
     "gates",
     "incidents",
@@ -79,6 +80,15 @@ approvals = sa.Table(
     sa.Column("decision", sa.String(20), nullable=False),
     sa.Column("why", sa.Text, nullable=False),
     sa.Column("time", sa.String(40), nullable=False),
+)
+
+# The verified identity each approval or rejection was recorded with (one per decision); a
+# table of its own so a workspace made before identities gains it without a migration.
+approval_identities = sa.Table(
+    "gov_approval_identities",
+    metadata,
+    sa.Column("approval_id", sa.Integer, primary_key=True),
+    sa.Column("identity", sa.Text, nullable=False),
 )
 
 # One acknowledgement per release and risk: the unique constraint, not a prior read, refuses a

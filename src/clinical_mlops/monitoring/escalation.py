@@ -263,6 +263,7 @@ def notify_owner(store: AlertStore, alert: Alert, *, actor: str) -> ActionResult
 def suspend_release(store: AlertStore, alert: Alert, *, actor: str) -> ActionResult:
     """Return the result of suspending ``alert``'s release through the registry (role-checked)."""
     from clinical_mlops.governance.board import Governance
+    from clinical_mlops.governance.identity import service_identity
     from clinical_mlops.registry.registry import Registry
 
     if not alert.release:
@@ -273,7 +274,8 @@ def suspend_release(store: AlertStore, alert: Alert, *, actor: str) -> ActionRes
             rel = reg.get(alert.release)
             if rel.status == "suspended":
                 return ActionResult(alert.id, "suspend", True, {"status": "already suspended"})
-            gov.suspend(alert.release, actor=actor, why=why)
+            # The monitor suspends on its own account, as the service it is.
+            gov.suspend(alert.release, actor=actor, why=why, identity=service_identity(actor))
         except (GovernanceError, ReleaseNotFound) as exc:
             store.note(alert.id, event="suspension_refused", actor=actor, comment=str(exc))
             return ActionResult(alert.id, "suspend", False, {"reason": str(exc)})
