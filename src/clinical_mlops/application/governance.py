@@ -42,8 +42,13 @@ from clinical_mlops.governance import incidents, oversight, queue, reviews
 from clinical_mlops.governance.approvals import Approval, Decision
 from clinical_mlops.governance.board import Governance
 from clinical_mlops.governance.identity import VerifiedIdentity
-from clinical_mlops.governance.proof import SignedStatement, act_statement, describe_act
 from clinical_mlops.governance.oversight import OverrideRequest, record_overrides
+from clinical_mlops.governance.proof import (
+    SignedStatement,
+    SigningKey,
+    act_statement,
+    describe_act,
+)
 from clinical_mlops.governance.queue import Case, CaseQueue, CaseState
 from clinical_mlops.governance.queue import Decision as CaseDecision
 from clinical_mlops.ledger import Ledger
@@ -57,14 +62,15 @@ if TYPE_CHECKING:
 __all__ = [
     "Proof",
     "acknowledge_risk",
-    "add_key",
     "add_incident_step",
+    "add_key",
     "approve",
     "case_queue",
     "contain_incident",
     "decide_case",
     "decide_cases",
     "grant_roles",
+    "keys",
     "next_case",
     "open_case",
     "open_incident",
@@ -87,8 +93,9 @@ __all__ = [
     "validate",
 ]
 
-#: what proves who makes a governed act: a checked session's identity, or a signed statement
-Proof = VerifiedIdentity | SignedStatement
+#: what proves who makes a governed act: a checked session's identity, a signed statement, or
+#: the person's key to sign the statement of the act with (then verified like any signature)
+Proof = VerifiedIdentity | SignedStatement | SigningKey
 
 #: what a refused act without a reason says (the field is ``why`` in every front end)
 REASON_REQUIRED = "say why; the reason is recorded in the audit ledger (nothing was changed)"
@@ -120,6 +127,8 @@ def _verified(
     **fields: Any,
 ) -> VerifiedIdentity:
     """Return the verified identity behind an act; a signed statement is checked against it."""
+    if isinstance(identity, SigningKey):
+        identity = sign_act(governance, identity.path, action, person=person, **fields)
     if isinstance(identity, SignedStatement):
         return governance.verify_signed(
             identity, act=describe_act(action, person=person, **fields), first_key=first_key

@@ -45,7 +45,7 @@ class Approval:
     identity: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "person": self.person,
             "role": self.role,
             "decision": self.decision,
@@ -163,9 +163,7 @@ def approval_problems(
         elif a.decision == "approve":
             proof = proven_by(a.identity)
             if proof is None:
-                problems.append(
-                    f"the {a.role} approval by {a.person} carries no verified identity"
-                )
+                problems.append(f"the {a.role} approval by {a.person} carries no verified identity")
             elif a.role not in by_role:
                 by_role[a.role] = a.person
                 proofs[a.role] = proof

@@ -226,7 +226,11 @@ class Governance:
                 with self.engine.begin() as conn:
                     conn.execute(
                         sa.insert(t.person_keys).values(
-                            fingerprint=fp, person=person, public_key=line, added=now, added_by=actor
+                            fingerprint=fp,
+                            person=person,
+                            public_key=line,
+                            added=now,
+                            added_by=actor,
                         )
                     )
                     self.record(
@@ -499,8 +503,9 @@ class Governance:
             )
             now = self.now()
             with self.engine.begin() as conn:
-                inserted = conn.execute(
-                    sa.insert(t.approvals).values(
+                approval_id = conn.execute(
+                    sa.insert(t.approvals)
+                    .values(
                         version=version,
                         person=person,
                         role=role,
@@ -508,10 +513,11 @@ class Governance:
                         why=why,
                         time=now,
                     )
-                )
+                    .returning(t.approvals.c.id)
+                ).scalar_one()
                 conn.execute(
                     sa.insert(t.approval_identities).values(
-                        approval_id=inserted.inserted_primary_key[0], identity=_j(proof)
+                        approval_id=approval_id, identity=_j(proof)
                     )
                 )
                 self.record(
@@ -775,9 +781,7 @@ class Governance:
             version, to="suspended", actor=actor, why=why, identity=identity, role=role
         )
 
-    def resume(
-        self, version: str, *, actor: str, why: str, identity: VerifiedIdentity
-    ) -> Release:
+    def resume(self, version: str, *, actor: str, why: str, identity: VerifiedIdentity) -> Release:
         """Return a suspended ``version`` back in the status it was suspended from."""
         rel = self.registry.get(version)
         return self.transition(

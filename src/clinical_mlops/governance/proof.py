@@ -43,6 +43,7 @@ __all__ = [
     "STATEMENT_KIND",
     "WINDOW",
     "SignedStatement",
+    "SigningKey",
     "act_statement",
     "describe_act",
     "fingerprint",
@@ -73,6 +74,13 @@ class SignedStatement:
 
     statement: bytes
     signature: str
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """A person's OpenSSH Ed25519 private key file, to sign the statement of the act made."""
+
+    path: Path
 
 
 # -- SSH wire encoding ---------------------------------------------------------------------------
@@ -238,6 +246,7 @@ def describe_act(action: str, *, person: str, **fields: Any) -> dict[str, Any]:
     Fields left as None are not part of the act; the same call builds the statement a
     person signs and the one the library expects, so any difference refuses the act.
     """
+
     def clean(value: Any) -> Any:
         # Front ends strip reasons before recording them; the statement names what is recorded.
         return value.strip() if isinstance(value, str) else value
