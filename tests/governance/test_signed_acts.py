@@ -259,17 +259,21 @@ def test_a_key_belongs_to_one_person_held_by_the_store(
     # The store itself refuses a second owner, whoever writes to it.
     from clinical_mlops.governance import schema as t
 
-    with Registry.open(ws) as reg, Governance(reg) as gov, pytest.raises(sa.exc.IntegrityError):
-        with gov.engine.begin() as conn:
-            conn.execute(
-                sa.insert(t.person_keys).values(
-                    fingerprint=_fingerprint(Path(eng_public)),
-                    person=CLIN,
-                    public_key="ssh-ed25519 x",
-                    added="2026-01-01T00:00:00Z",
-                    added_by=COMP,
-                )
+    with (
+        Registry.open(ws) as reg,
+        Governance(reg) as gov,
+        pytest.raises(sa.exc.IntegrityError),
+        gov.engine.begin() as conn,
+    ):
+        conn.execute(
+            sa.insert(t.person_keys).values(
+                fingerprint=_fingerprint(Path(eng_public)),
+                person=CLIN,
+                public_key="ssh-ed25519 x",
+                added="2026-01-01T00:00:00Z",
+                added_by=COMP,
             )
+        )
 
 
 def test_a_new_persons_own_key_made_by_ssh_keygen_proves_their_act(
