@@ -35,8 +35,9 @@ demo: $(STAMP)
 # System packages the tests start for real: PostgreSQL (tests/postgres_cluster.py),
 # Prometheus (the scrape test), Chromium (console tests, driven by Playwright with
 # /usr/bin/chromium; no browser is ever downloaded) and Node.js with npm (the FHIR server
-# CDS Hooks fetches from, tests/fhir_server.py).
-SYSPKGS := postgresql prometheus chromium nodejs npm
+# CDS Hooks fetches from, tests/fhir_server.py), and OpenSSH's ssh-keygen (signed governed
+# acts are checked against `ssh-keygen -Y sign`/`verify`, tests/governance/test_signed_acts.py).
+SYSPKGS := postgresql prometheus chromium nodejs npm openssh-client
 sysdeps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
@@ -44,6 +45,7 @@ sysdeps:
 	test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
+	command -v ssh-keygen >/dev/null 2>&1 || missing="$$missing openssh-client"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \

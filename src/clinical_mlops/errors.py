@@ -59,7 +59,8 @@
         ├── AcknowledgementRefused     a risk the release does not carry, or one already acknowledged
         ├── GateFailed                 a release gate failed; names the criterion and the values
         ├── IncidentStepRefused        an incident step out of order or missing its prerequisites
-        └── ReleaseChanged             a decision on a release whose state changed since it was shown
+        ├── ReleaseChanged             a decision on a release whose state changed since it was shown
+        └── IdentityRefused            an act without proof of who made it, or whose proof does not hold
 
     -- serving --
     └── ServingError
@@ -454,6 +455,12 @@ class IncidentStepRefused(GovernanceError):
 class ReleaseChanged(GovernanceError):
     """A decision on a release whose state (status, approvals, gates, rollout) changed since
     the page showing it was loaded; reload, review the change and decide again."""
+
+
+class IdentityRefused(GovernanceError):
+    """A governed act without proof of who made it, or whose proof does not hold: a signature
+    that does not verify, is over another act, was used before, or is by a key not registered
+    to the acting person; or a public key already registered to someone."""
 
 
 # -- serving: predictor, HTTP service, CDS Hooks ----------------------------------------------

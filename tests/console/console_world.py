@@ -44,6 +44,7 @@ from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving.predictor import PredictionRequest, Predictor
 from clinical_mlops.tasks import load_task
 from clinical_mlops.workspace import Workspace
+from identities import console
 from registry_helpers import REVIEW_UNSURE
 
 with warnings.catch_warnings():
@@ -137,11 +138,20 @@ def build_world(root: Path, trained_root: Path, model_version: str) -> dict[str,
         v2 = gov.register(bundle, actor="demo.alex.kim", why="lower threshold").version
         for risk in release_risks(gov, v2):
             acknowledge_risk(
-                gov, v2, risk=risk["id"], actor=REVIEWER, reason="accepted for the pilot"
+                gov,
+                v2,
+                risk=risk["id"],
+                actor=REVIEWER,
+                reason="accepted for the pilot",
+                identity=console(REVIEWER),
             )
         run_gates(gov, v2, actor="demo.alex.kim")
-        gov.promote(v2, actor="demo.alex.kim", why="gates 1-3 passed")
-        gov.promote(v2, actor=REVIEWER, why="report and model card read")
+        gov.promote(
+            v2, actor="demo.alex.kim", why="gates 1-3 passed", identity=console("demo.alex.kim")
+        )
+        gov.promote(
+            v2, actor=REVIEWER, why="report and model card read", identity=console(REVIEWER)
+        )
     with AlertStore.open(ws, clock=clock) as store:
         values = [0.04, 0.06, 0.05, 0.09, 0.14, 0.23, 0.31, 0.34]
         points = tuple(

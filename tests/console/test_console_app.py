@@ -40,6 +40,7 @@ from clinical_mlops.ledger import Ledger
 from clinical_mlops.monitoring.alerts import list_alerts
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.tasks import load_task
+from identities import console
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette warns that httpx is deprecated for TestClient
@@ -63,6 +64,7 @@ def ids(world: dict[str, Any]) -> dict[str, str]:
                 "clinical_lead": REVIEWER,
                 "communications_lead": ENGINEER,
             },
+            identity=console(COMPLIANCE),
         )
         # another hospital's data, so the release has an external validation report to open
         west = synthetic_source(world["ws"], SyntheticConfig(seed=23, scale=0.06, sites=("west",)))
@@ -336,7 +338,14 @@ def test_approval_of_a_release_changed_since_the_page_loaded_is_refused(
         Registry.open(ws, clock=FixedClock(NOW)) as reg,
         Governance(reg) as gov,
     ):  # meanwhile, compliance decides
-        gov.decide(v2, person=COMPLIANCE, role="compliance", decision="approve", why="ok")
+        gov.decide(
+            v2,
+            person=COMPLIANCE,
+            role="compliance",
+            decision="approve",
+            why="ok",
+            identity=console(COMPLIANCE),
+        )
     r = client.post(
         f"/console/releases/{v2}/decision",
         data={

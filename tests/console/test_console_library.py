@@ -45,6 +45,7 @@ from clinical_mlops.monitoring.escalation import MONITOR_ACTOR, escalate_cases
 from clinical_mlops.monitoring.records import read_ledger_records
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.vocabulary import REVIEW_REASONS
+from identities import console
 from registry_helpers import REVIEW_UNSURE
 
 
@@ -287,6 +288,7 @@ def test_fingerprint_guards_decisions_and_refusals_are_audited(fresh_world: dict
             person=COMPLIANCE,
             role="compliance",
             why="evidence read",
+            identity=console(COMPLIANCE),
         )
         after = release_fingerprint(gov, v2)
         assert after != before
@@ -298,6 +300,7 @@ def test_fingerprint_guards_decisions_and_refusals_are_audited(fresh_world: dict
                 person=REVIEWER,
                 role="clinical",
                 why="ok",
+                identity=console(REVIEWER),
             )
         with pytest.raises(GovernanceError, match="a comment saying why is required"):
             reject(
@@ -307,6 +310,7 @@ def test_fingerprint_guards_decisions_and_refusals_are_audited(fresh_world: dict
                 person=REVIEWER,
                 role="clinical",
                 why="",
+                identity=console(REVIEWER),
             )
         assert [a.person for a in gov.approvals(v2)] == [COMPLIANCE]
         # A change elsewhere in the task (the rollout) also changes the fingerprint.

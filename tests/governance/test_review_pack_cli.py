@@ -17,6 +17,7 @@ from clinical_mlops.governance.incidents import open_incident
 from clinical_mlops.hashing import sha256_json
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.registry.registry import Registry
+from identities import console
 
 CLIN, COMP, ENG = "demo.dr.lena.ortiz", "demo.sam.okafor", "demo.priya.nair"
 
@@ -47,6 +48,7 @@ def served(fresh_workspace, trained, clock) -> dict[str, Any]:
             summary="one analyser reported lactate in mg/dL",
             severity="high",
             roles={"incident_lead": COMP, "clinical_lead": CLIN, "communications_lead": ENG},
+            identity=console(CLIN),
         )
     return {"ws": ws, "version": version, "incident": incident}
 

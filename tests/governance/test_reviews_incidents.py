@@ -14,6 +14,7 @@ from clinical_mlops.governance.operations import operations_metrics
 from clinical_mlops.governance.reviews import overdue_reviews, record_review, review_status
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.registry.registry import Registry
+from identities import console
 
 CLIN, COMP, ENG = "demo.dr.lena.ortiz", "demo.sam.okafor", "demo.priya.nair"
 OK = {"calibration": "ok", "fairness": "ok", "incidents": "none", "documentation": "complete"}
@@ -42,11 +43,16 @@ def test_review_is_due_quarterly_and_overdue_raises_an_alert(live, clock):
     assert _alerts(ws)[-1]["kind"] == "review_overdue"
     with pytest.raises(GovernanceError, match=r"unanswered: \['documentation'\]"):
         record_review(
-            gov, v, reviewer=CLIN, checklist={**OK, "documentation": ""}, outcome="continue"
+            gov,
+            v,
+            reviewer=CLIN,
+            checklist={**OK, "documentation": ""},
+            outcome="continue",
+            identity=console(CLIN),
         )
     with pytest.raises(RoleRequired):
-        record_review(gov, v, reviewer=ENG, checklist=OK, outcome="continue")
-    record_review(gov, v, reviewer=CLIN, checklist=OK, outcome="continue")
+        record_review(gov, v, reviewer=ENG, checklist=OK, outcome="continue", identity=console(ENG))
+    record_review(gov, v, reviewer=CLIN, checklist=OK, outcome="continue", identity=console(CLIN))
     assert review_status(gov, v)["overdue"] is False
     assert overdue_reviews(gov) == []
 
@@ -57,28 +63,52 @@ def test_incident_contained_by_suspension_and_resolved_only_after_steps(live):
     roles = {"incident_lead": COMP, "clinical_lead": CLIN, "communications_lead": ENG}
     with pytest.raises(IncidentStepRefused, match="communications_lead"):
         open_incident(
-            gov, v, actor=CLIN, summary="x", severity="high", roles={"incident_lead": COMP}
+            gov,
+            v,
+            actor=CLIN,
+            summary="x",
+            severity="high",
+            roles={"incident_lead": COMP},
+            identity=console(CLIN),
         )
     inc = open_incident(
-        gov, v, actor=CLIN, summary="alerts doubled overnight", severity="high", roles=roles
+        gov,
+        v,
+        actor=CLIN,
+        summary="alerts doubled overnight",
+        severity="high",
+        roles=roles,
+        identity=console(CLIN),
     )
     assert operations_metrics(ws)["open_incidents"] == 1
     with pytest.raises(IncidentStepRefused, match="status open"):
-        resolve(gov, inc["id"], actor=COMP, root_cause="?")
-    inc = contain(gov, inc["id"], actor=CLIN, action="suspend", why="stop alerts")
+        resolve(gov, inc["id"], actor=COMP, root_cause="?", identity=console(COMP))
+    inc = contain(
+        gov, inc["id"], actor=CLIN, action="suspend", why="stop alerts", identity=console(CLIN)
+    )
     assert inc["status"] == "contained"
     assert reg.get(v).status == "suspended"
-    add_step(gov, inc["id"], actor=ENG, kind="communication", detail="ICU leads emailed")
+    add_step(
+        gov,
+        inc["id"],
+        actor=ENG,
+        kind="communication",
+        detail="ICU leads emailed",
+        identity=console(ENG),
+    )
     with pytest.raises(IncidentStepRefused, match="patient_notification"):
-        resolve(gov, inc["id"], actor=COMP, root_cause="lab unit change")
+        resolve(gov, inc["id"], actor=COMP, root_cause="lab unit change", identity=console(COMP))
     add_step(
         gov,
         inc["id"],
         actor=CLIN,
         kind="patient_notification",
         detail="not required: no alert acted on",
+        identity=console(CLIN),
     )
-    done = resolve(gov, inc["id"], actor=COMP, root_cause="lab unit change upstream")
+    done = resolve(
+        gov, inc["id"], actor=COMP, root_cause="lab unit change upstream", identity=console(COMP)
+    )
     assert done["status"] == "resolved"
     assert [s["kind"] for s in done["steps"]] == [
         "opened",
@@ -88,4 +118,4 @@ def test_incident_contained_by_suspension_and_resolved_only_after_steps(live):
         "resolved",
     ]
     assert operations_metrics(ws)["open_incidents"] == 0
-    assert gov.resume(v, actor=COMP, why="fixed").status == "approved"
+    assert gov.resume(v, actor=COMP, why="fixed", identity=console(COMP)).status == "approved"

@@ -30,6 +30,7 @@ from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving import PredictionRequest, Predictor
 from clinical_mlops.tasks import load_task
 from clinical_mlops.workspace import Workspace
+from identities import console
 
 CLIN, COMP, ENG = "demo.dr.lena.ortiz", "demo.sam.okafor", "demo.priya.nair"
 ROLES = {"incident_lead": COMP, "clinical_lead": CLIN, "communications_lead": ENG}
@@ -105,7 +106,13 @@ def world(governed: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) ->
     first = _score(ws, clock, rows, labels, [("north", 0, 40)])
     _outcomes(gov, first)
     incident_a = open_incident(
-        gov, release, actor=CLIN, summary="alerts doubled on one ward", severity="high", roles=ROLES
+        gov,
+        release,
+        actor=CLIN,
+        summary="alerts doubled on one ward",
+        severity="high",
+        roles=ROLES,
+        identity=console(CLIN),
     )
     clock.advance(timedelta(days=1))
     refused_bare = None
@@ -121,6 +128,7 @@ def world(governed: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) ->
                 "documentation": "ok",
             },
             outcome="continue",
+            identity=console(CLIN),
         )
     except GovernanceError as exc:
         refused_bare = str(exc)
@@ -136,6 +144,7 @@ def world(governed: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) ->
             "documentation": "ok",
         },
         outcome="continue_with_actions",
+        identity=console(CLIN),
     )
 
     # second period: both sites, outcomes (few at south), decisions, another incident
@@ -157,6 +166,7 @@ def world(governed: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) ->
         summary="a wrong unit on lactate",
         severity="moderate",
         roles=ROLES,
+        identity=console(CLIN),
     )
     clock.advance(timedelta(days=1))
     as_of = clock.now()
@@ -289,7 +299,12 @@ def test_the_review_stores_its_pack_and_the_ledger_names_its_hash(world):
         for item in ("calibration", "fairness", "incidents", "documentation")
     }
     second = record_review(
-        gov, release, reviewer=COMP, checklist=answers, outcome="continue_with_actions"
+        gov,
+        release,
+        reviewer=COMP,
+        checklist=answers,
+        outcome="continue_with_actions",
+        identity=console(COMP),
     )
     stored = review_pack_of(gov, release)
     assert stored is not None and stored["sha256"] == second["review_pack_sha256"]

@@ -27,6 +27,7 @@ from clinical_mlops.monitoring.runs import run_monitor, stored_windows
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving import PredictionRequest, Predictor
 from clinical_mlops.workspace import Workspace
+from identities import console
 
 # After every entry the session's served workspace holds: the ledger refuses a clock behind it.
 T0 = (datetime.now(UTC) + timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
@@ -254,6 +255,7 @@ def test_open_review_creates_a_pending_item_until_a_review_is_recorded(
             reviewer="demo.dr.lena.ortiz",
             checklist={k: "ok" for k in ("calibration", "fairness", "incidents", "documentation")},
             outcome="continue",
+            identity=console("demo.dr.lena.ortiz"),
         )
     assert review_items(ws, release=release, pending_only=True) == []
     assert review_items(ws, release=release)[0]["pending"] is False

@@ -24,6 +24,7 @@ from clinical_mlops.governance.rollout import serving_decision
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.registry.bundle import build_bundle
 from clinical_mlops.registry.registry import Registry
+from identities import console
 
 
 def _events(ws):
@@ -32,15 +33,43 @@ def _events(ws):
 
 
 def _approve_all(gov, v):
-    gov.decide(v, person="erin", role="engineering", decision="approve", why="code and tests ok")
-    gov.decide(v, person="dr.kim", role="clinical", decision="approve", why="clinically sound")
-    gov.decide(v, person="cora", role="compliance", decision="approve", why="documentation ok")
+    gov.decide(
+        v,
+        person="erin",
+        role="engineering",
+        decision="approve",
+        why="code and tests ok",
+        identity=console("erin"),
+    )
+    gov.decide(
+        v,
+        person="dr.kim",
+        role="clinical",
+        decision="approve",
+        why="clinically sound",
+        identity=console("dr.kim"),
+    )
+    gov.decide(
+        v,
+        person="cora",
+        role="compliance",
+        decision="approve",
+        why="documentation ok",
+        identity=console("cora"),
+    )
 
 
 def _acknowledge_risks(gov, v):
     """The clinician accepts each risk the release carries out of validation (gate 3)."""
     for risk in release_risks(gov, v):
-        acknowledge_risk(gov, v, risk=risk["id"], actor="dr.kim", reason="accepted for the pilot")
+        acknowledge_risk(
+            gov,
+            v,
+            risk=risk["id"],
+            actor="dr.kim",
+            reason="accepted for the pilot",
+            identity=console("dr.kim"),
+        )
 
 
 def test_release_lifecycle_end_to_end(meta_backend, fresh_workspace, trained, clock):
@@ -60,7 +89,7 @@ def test_release_lifecycle_end_to_end(meta_backend, fresh_workspace, trained, cl
 
     # gates 1-3, then validated
     with pytest.raises(GateFailed, match="gate schema_contract has not been evaluated"):
-        gov.promote(v1, actor="eli", why="too early")
+        gov.promote(v1, actor="eli", why="too early", identity=console("eli"))
     _acknowledge_risks(gov, v1)
     results = run_gates(gov, v1, actor="eli")
     assert {n: r.passed for n, r in results.items()} == {
@@ -68,27 +97,61 @@ def test_release_lifecycle_end_to_end(meta_backend, fresh_workspace, trained, cl
         "metrics": True,
         "evidence": True,
     }
-    assert gov.promote(v1, actor="eli", why="gates 1-3 passed").status == "validated"
+    assert (
+        gov.promote(v1, actor="eli", why="gates 1-3 passed", identity=console("eli")).status
+        == "validated"
+    )
 
     # illegal transition and missing role: refused, audited, no state change
     with pytest.raises(TransitionNotAllowed, match="validated -> approved is not an allowed"):
-        gov.transition(v1, to="approved", actor="cora", why="skip ahead")
+        gov.transition(v1, to="approved", actor="cora", why="skip ahead", identity=console("cora"))
     with pytest.raises(RoleRequired, match="needs a person in role clinical"):
-        gov.promote(v1, actor="erin", why="not a clinician")
+        gov.promote(v1, actor="erin", why="not a clinician", identity=console("erin"))
     assert reg.get(v1).status == "validated"
-    assert gov.promote(v1, actor="dr.kim", why="report reviewed").status == "clinically_reviewed"
+    assert (
+        gov.promote(v1, actor="dr.kim", why="report reviewed", identity=console("dr.kim")).status
+        == "clinically_reviewed"
+    )
 
     # gate 4: self-approval, one person in two roles, premature promotion
     with pytest.raises(ApprovalRefused, match="author of the bundle"):
-        gov.decide(v1, person="eli", role="engineering", decision="approve", why="mine")
-    gov.decide(v1, person="max", role="engineering", decision="approve", why="ok")
+        gov.decide(
+            v1,
+            person="eli",
+            role="engineering",
+            decision="approve",
+            why="mine",
+            identity=console("eli"),
+        )
+    gov.decide(
+        v1, person="max", role="engineering", decision="approve", why="ok", identity=console("max")
+    )
     with pytest.raises(ApprovalRefused, match="one person cannot fill two roles"):
-        gov.decide(v1, person="max", role="clinical", decision="approve", why="ok")
+        gov.decide(
+            v1, person="max", role="clinical", decision="approve", why="ok", identity=console("max")
+        )
     with pytest.raises(GateFailed, match="missing approval in role clinical"):
-        gov.promote(v1, actor="cora", why="not yet")
-    gov.decide(v1, person="dr.kim", role="clinical", decision="approve", why="clinically sound")
-    gov.decide(v1, person="cora", role="compliance", decision="approve", why="documentation ok")
-    assert gov.promote(v1, actor="cora", why="pilot").status == "approved_limited"
+        gov.promote(v1, actor="cora", why="not yet", identity=console("cora"))
+    gov.decide(
+        v1,
+        person="dr.kim",
+        role="clinical",
+        decision="approve",
+        why="clinically sound",
+        identity=console("dr.kim"),
+    )
+    gov.decide(
+        v1,
+        person="cora",
+        role="compliance",
+        decision="approve",
+        why="documentation ok",
+        identity=console("cora"),
+    )
+    assert (
+        gov.promote(v1, actor="cora", why="pilot", identity=console("cora")).status
+        == "approved_limited"
+    )
     assert gov.gates(v1)["approvals"]["evidence"]["approved_by"] == {
         "engineering": "max",
         "clinical": "dr.kim",
@@ -109,7 +172,10 @@ def test_release_lifecycle_end_to_end(meta_backend, fresh_workspace, trained, cl
     ]
 
     clock.advance(timedelta(days=3))
-    assert gov.promote(v1, actor="cora", why="pilot reviewed").status == "approved"
+    assert (
+        gov.promote(v1, actor="cora", why="pilot reviewed", identity=console("cora")).status
+        == "approved"
+    )
     assert reg.active("icu_mortality_48h").version == v1
 
     # a candidate with a lower threshold is clinical-impacting, with workload in the notes
@@ -124,27 +190,29 @@ def test_release_lifecycle_end_to_end(meta_backend, fresh_workspace, trained, cl
     assert note.startswith("Operating threshold moved 0.40 -> 0.15: about ")
     assert "more alerts per 100 patients" in note
     with pytest.raises(GateFailed):
-        gov.promote(v2, actor="eli", why="gates must run again")
+        gov.promote(v2, actor="eli", why="gates must run again", identity=console("eli"))
     _acknowledge_risks(gov, v2)
     run_gates(gov, v2, actor="eli")
-    gov.promote(v2, actor="eli", why="gates passed")
-    gov.promote(v2, actor="dr.kim", why="reviewed")
+    gov.promote(v2, actor="eli", why="gates passed", identity=console("eli"))
+    gov.promote(v2, actor="dr.kim", why="reviewed", identity=console("dr.kim"))
     _approve_all(gov, v2)
-    gov.promote(v2, actor="cora", why="pilot")
-    gov.promote(v2, actor="cora", why="approved")
+    gov.promote(v2, actor="cora", why="pilot", identity=console("cora"))
+    gov.promote(v2, actor="cora", why="approved", identity=console("cora"))
     assert reg.active("icu_mortality_48h").version == v2
     assert reg.deployment_manifest("icu_mortality_48h")["sites"]["*"]["threshold"] == 0.15
 
     # rollback to the first release in one step
     with pytest.raises(RoleRequired):
-        gov.rollback(v1, actor="cora", why="compliance cannot roll back")
-    assert gov.rollback(v1, actor="eli", why="too many alerts").version == v1
+        gov.rollback(v1, actor="cora", why="compliance cannot roll back", identity=console("cora"))
+    assert (
+        gov.rollback(v1, actor="eli", why="too many alerts", identity=console("eli")).version == v1
+    )
     assert reg.active("icu_mortality_48h").version == v1
     assert serving_decision(reg.deployment_manifest("icu_mortality_48h"), site="x").release == v1
 
     # unknown version
     with pytest.raises(ReleaseNotFound, match="'icu_mortality_48h@9' is not registered"):
-        gov.promote("icu_mortality_48h@9", actor="eli", why="?")
+        gov.promote("icu_mortality_48h@9", actor="eli", why="?", identity=console("eli"))
 
     # a tampered registered bundle refuses to move, and nothing changes
     status_before = reg.get(v2).status
@@ -153,7 +221,7 @@ def test_release_lifecycle_end_to_end(meta_backend, fresh_workspace, trained, cl
     data[-3] ^= 0x01
     model_file.write_bytes(bytes(data))
     with pytest.raises(BundleSignatureInvalid, match="model.json does not match its SHA-256"):
-        gov.suspend(v2, actor="dr.kim", why="tampered")
+        gov.suspend(v2, actor="dr.kim", why="tampered", identity=console("dr.kim"))
     assert reg.get(v2).status == status_before
 
     # the ledger holds every step with actor and role, and every refusal

@@ -53,6 +53,11 @@ def _state(ws: Workspace) -> tuple[Any, ...]:
     return statuses, active.version if active else None, size
 
 
+def _key(ws: Workspace, person: str) -> tuple[str, str]:
+    """The --key option proving ``person``'s act: their key, made in the workspace by the demo."""
+    return "--key", str(ws.root / "demo-people" / f"{person}_ed25519")
+
+
 def _refused(cli: Callable[..., tuple[int, str]], ws: Workspace, *args: str) -> None:
     before = _state(ws)
     code, err = cli(*args, "-w", str(ws.root))
@@ -67,10 +72,21 @@ def test_suspend_and_resume_need_a_reason(
 ) -> None:
     ws = fresh_workspace("reasons")
     v = govern_demo_release(ws, model_version=trained[1])["version"]
-    _refused(cli, ws, "registry", "suspend", v, "--as", CLIN, *given)
-    code, err = cli("registry", "suspend", v, "--as", CLIN, "--why", "drift", "-w", str(ws.root))
+    _refused(cli, ws, "registry", "suspend", v, "--as", CLIN, *_key(ws, CLIN), *given)
+    code, err = cli(
+        "registry",
+        "suspend",
+        v,
+        "--as",
+        CLIN,
+        *_key(ws, CLIN),
+        "--why",
+        "drift",
+        "-w",
+        str(ws.root),
+    )
     assert code == 0, err
-    _refused(cli, ws, "registry", "resume", v, "--as", COMP, *given)
+    _refused(cli, ws, "registry", "resume", v, "--as", COMP, *_key(ws, COMP), *given)
 
 
 def test_rollback_needs_a_reason(
@@ -93,7 +109,7 @@ def test_rollback_needs_a_reason(
     for risk in json.loads(out)["risks"]:
         code, err = cli(
             "registry", "acknowledge", v2, "--risk", risk["id"], "--reason", "accepted",
-            "--as", CLIN, "-w", root,
+            "--as", CLIN, *_key(ws, CLIN), "-w", root,
         )  # fmt: skip
         assert code == 0, err
     for step in (
@@ -106,13 +122,17 @@ def test_rollback_needs_a_reason(
         ("promote", v2, "--as", COMP, "--why", "limited"),
         ("promote", v2, "--as", COMP, "--why", "approved"),
     ):
-        code, err = cli("registry", *step, "-w", root)
+        proof = _key(ws, step[step.index("--as") + 1]) if step[0] != "validate" else ()
+        code, err = cli("registry", *step, *proof, "-w", root)
         assert code == 0, err
     with Registry.open(ws) as reg:
         assert reg.active("icu_mortality_48h").version == v2
     for given in ((), ("--why", ""), ("--why", " ")):
-        _refused(cli, ws, "registry", "rollback", v1, "--as", CLIN, *given)
-    code, err = cli("registry", "rollback", v1, "--as", CLIN, "--why", "v2 misfires", "-w", root)
+        _refused(cli, ws, "registry", "rollback", v1, "--as", CLIN, *_key(ws, CLIN), *given)
+    code, err = cli(
+        "registry", "rollback", v1, "--as", CLIN, *_key(ws, CLIN), "--why", "v2 misfires",
+        "-w", root,
+    )  # fmt: skip
     assert code == 0, err
     with Registry.open(ws) as reg:
         assert reg.active("icu_mortality_48h").version == v1

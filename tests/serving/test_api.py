@@ -16,6 +16,7 @@ from clinical_mlops.serving import PredictionResult, Predictor
 from clinical_mlops.serving.auth import ROLES, AuthConfig
 from clinical_mlops.serving.cds_hooks import card_for
 from clinical_mlops.tasks import load_task
+from identities import console
 from serving.fhir_bundles import ehr_bundle, ehr_prefetch
 
 # The CDS service the served (ICU) task declares in its spec's presentation section.
@@ -160,7 +161,9 @@ def test_under_18_refused(api: dict[str, Any]) -> None:
 def test_suspended_model_answers_with_the_fallback(api: dict[str, Any]) -> None:
     v = api["release"]
     with Registry.open(api["ws"]) as reg, Governance(reg) as gov:
-        gov.suspend(v, actor="demo.dr.lena.ortiz", why="api test")
+        gov.suspend(
+            v, actor="demo.dr.lena.ortiz", why="api test", identity=console("demo.dr.lena.ortiz")
+        )
     try:
         r = api["client"].post("/v1/predict", headers=bearer(api, "clinician"), json=one(api, 4))
         assert r.status_code == 200
@@ -169,7 +172,9 @@ def test_suspended_model_answers_with_the_fallback(api: dict[str, Any]) -> None:
         assert "probability" not in body and body["fallback"]["name"] == "SOFA-like score"
     finally:
         with Registry.open(api["ws"]) as reg, Governance(reg) as gov:
-            gov.resume(v, actor="demo.sam.okafor", why="api test over")
+            gov.resume(
+                v, actor="demo.sam.okafor", why="api test over", identity=console("demo.sam.okafor")
+            )
 
 
 def test_override_round_trip_keeps_the_explanation_shown(api: dict[str, Any]) -> None:

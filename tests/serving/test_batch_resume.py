@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.ledger.store import entries
 from clinical_mlops.serving.batch import score_file
+from identities import console
 
 WRITER = Path(__file__).with_name("score_writer.py")
 ROWS = 1200
@@ -192,7 +193,7 @@ def test_a_recorded_result_is_the_result_the_request_was_given(
     with Predictor.open(ws, status_ttl=0) as p:
         given = p.predict_many(mixed, requester="t")
         with Registry.open(ws) as reg, Governance(reg) as gov:
-            gov.suspend(release, actor=eng, why="test")
+            gov.suspend(release, actor=eng, why="test", identity=console(eng))
         given += p.predict_many([request(7)], requester="t")
         kinds = {r.status for r in given} | {r.refusal["code"] for r in given if r.refusal}
         assert kinds >= {

@@ -16,6 +16,7 @@ from clinical_mlops.ledger import Ledger
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving import PredictionRequest, Predictor
 from clinical_mlops.serving.replay import replay_inference, replay_many
+from identities import console
 
 R_A1 = (
     "model_version",
@@ -247,7 +248,12 @@ def test_suspended_model_gives_the_baseline_fallback(
 ) -> None:
     v = served["release"]
     with Registry.open(served["ws"]) as reg, Governance(reg) as gov:
-        gov.suspend(v, actor="demo.dr.lena.ortiz", why="test suspension")
+        gov.suspend(
+            v,
+            actor="demo.dr.lena.ortiz",
+            why="test suspension",
+            identity=console("demo.dr.lena.ortiz"),
+        )
     try:
         predictor.refresh()
         res = predictor.predict(req(served["rows"][6], 6), requester="t")
@@ -257,7 +263,9 @@ def test_suspended_model_gives_the_baseline_fallback(
         assert predictor.ledger.read(res.audit_seq).entry.type == "fallback_served"
     finally:
         with Registry.open(served["ws"]) as reg, Governance(reg) as gov:
-            gov.resume(v, actor="demo.sam.okafor", why="test over")
+            gov.resume(
+                v, actor="demo.sam.okafor", why="test over", identity=console("demo.sam.okafor")
+            )
         predictor.refresh()
     assert predictor.predict(req(served["rows"][6], 6), requester="t").status == "scored"
 

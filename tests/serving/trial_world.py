@@ -23,6 +23,7 @@ from clinical_mlops.tasks import load_task
 from clinical_mlops.tasks.spec import EscalationPolicy
 from clinical_mlops.vocabulary import Role
 from clinical_mlops.workspace import Workspace
+from identities import console
 from registry_helpers import REVIEW_UNSURE
 
 ENG, CLIN, COMP, AUTHOR = (
@@ -60,17 +61,31 @@ def limited_release(ws: Workspace, model_version: str, *, threshold: float) -> s
         v = gov.register(bundle, actor=AUTHOR, why="candidate").version
         for risk in release_risks(gov, v):
             if risk["acknowledgement"] is None:
-                acknowledge_risk(gov, v, risk=risk["id"], actor=CLIN, reason="trial evidence")
+                acknowledge_risk(
+                    gov,
+                    v,
+                    risk=risk["id"],
+                    actor=CLIN,
+                    reason="trial evidence",
+                    identity=console(CLIN),
+                )
         run_gates(gov, v, actor=AUTHOR)
-        gov.promote(v, actor=AUTHOR, why="gates passed")
-        gov.promote(v, actor=CLIN, why="clinical review")
+        gov.promote(v, actor=AUTHOR, why="gates passed", identity=console(AUTHOR))
+        gov.promote(v, actor=CLIN, why="clinical review", identity=console(CLIN))
         for person, role in (
             (ENG, Role.ENGINEERING),
             (CLIN, Role.CLINICAL),
             (COMP, Role.COMPLIANCE),
         ):
-            gov.decide(v, person=person, role=role, decision="approve", why="for a trial")
-        gov.promote(v, actor=COMP, why="approved for a limited trial")
+            gov.decide(
+                v,
+                person=person,
+                role=role,
+                decision="approve",
+                why="for a trial",
+                identity=console(person),
+            )
+        gov.promote(v, actor=COMP, why="approved for a limited trial", identity=console(COMP))
         return v
 
 

@@ -171,7 +171,7 @@ def _run(
     from clinical_mlops.application.privacy import grant_consent
     from clinical_mlops.application.scoring import open_predictor
     from clinical_mlops.application.services import Services
-    from clinical_mlops.application.walkthrough import DEMO_PEOPLE, govern_demo_release
+    from clinical_mlops.application.walkthrough import DEMO_PEOPLE, demo_key, govern_demo_release
     from clinical_mlops.governance.board import Governance
     from clinical_mlops.monitoring.alerts import AlertStore, acknowledge_alert
     from clinical_mlops.monitoring.escalation import MONITOR_ACTOR
@@ -349,6 +349,7 @@ def _run(
                         gov,
                         release,
                         actor=RESUMER,
+                        identity=demo_key(ws, RESUMER),
                         why=f"review by {REVIEWER} recorded at "
                         f"{utc_iso(_at(events['review']['at']))}: the loss of discrimination comes "
                         "from post-operative patients ventilated under the new protocol; "
@@ -429,6 +430,7 @@ def _review(
 ) -> dict[str, Any]:
     """The clinical reviewer acknowledges the alert and records a review of the release."""
     from clinical_mlops.application import governance as gov_uc
+    from clinical_mlops.application.walkthrough import demo_key
     from clinical_mlops.governance.board import Governance
     from clinical_mlops.registry.registry import Registry
 
@@ -453,6 +455,7 @@ def _review(
                 "until recalibrated",
             },
             outcome="continue_with_actions",
+            identity=demo_key(ws, REVIEWER),
         )
     return {"at": clock.now().timestamp(), "ledger_seq": None, "actor": REVIEWER, "reason": reason}
 

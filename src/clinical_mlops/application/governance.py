@@ -16,6 +16,14 @@ these functions and nothing below them, so a rule holds whichever door a person 
   enforced by the ledger's store whichever front end records it
   (``CaseAlreadyDecided``); a prediction takes one outcome (``OutcomeAlreadyRecorded``).
 
+Every governed act takes ``identity``: the :class:`~clinical_mlops.governance.identity.
+VerifiedIdentity` a front end checked (a console or API session), or a
+:class:`~clinical_mlops.governance.proof.SignedStatement` — a statement of exactly this act
+signed with the person's registered SSH key, as the command line presents it — which is
+verified here, against the act about to be made, before anything is recorded
+(``IdentityRefused`` otherwise). The identity must name the acting person and is stored
+with the act in the ledger.
+
 Each function takes the open collaborators it needs — the :class:`~clinical_mlops.
 governance.board.Governance` of the workspace (its registry and ledger), or the
 :class:`~clinical_mlops.ledger.Ledger` — and opens nothing itself.
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clinical_mlops.application.dossier import check_fingerprint
@@ -34,6 +43,12 @@ from clinical_mlops.governance.approvals import Approval, Decision
 from clinical_mlops.governance.board import Governance
 from clinical_mlops.governance.identity import VerifiedIdentity
 from clinical_mlops.governance.oversight import OverrideRequest, record_overrides
+from clinical_mlops.governance.proof import (
+    SignedStatement,
+    SigningKey,
+    act_statement,
+    describe_act,
+)
 from clinical_mlops.governance.queue import Case, CaseQueue, CaseState
 from clinical_mlops.governance.queue import Decision as CaseDecision
 from clinical_mlops.ledger import Ledger
@@ -45,14 +60,17 @@ if TYPE_CHECKING:
     from clinical_mlops.registry.bundle import Bundle
 
 __all__ = [
+    "Proof",
     "acknowledge_risk",
     "add_incident_step",
+    "add_key",
     "approve",
     "case_queue",
     "contain_incident",
     "decide_case",
     "decide_cases",
     "grant_roles",
+    "keys",
     "next_case",
     "open_case",
     "open_incident",
@@ -69,9 +87,15 @@ __all__ = [
     "rollback",
     "set_review_schedule",
     "set_rollout",
+    "sign_act",
+    "statement_of",
     "suspend",
     "validate",
 ]
+
+#: what proves who makes a governed act: a checked session's identity, a signed statement, or
+#: the person's key to sign the statement of the act with (then verified like any signature)
+Proof = VerifiedIdentity | SignedStatement | SigningKey
 
 #: what a refused act without a reason says (the field is ``why`` in every front end)
 REASON_REQUIRED = "say why; the reason is recorded in the audit ledger (nothing was changed)"
@@ -91,6 +115,90 @@ def _guard(
     """Refuse the act when the form's ``fingerprint`` no longer matches the release."""
     if fingerprint is not None:
         check_fingerprint(governance, version, fingerprint=fingerprint, action=action, actor=actor)
+
+
+def _verified(
+    governance: Governance,
+    identity: Proof,
+    action: str,
+    *,
+    person: str,
+    first_key: str | None = None,
+    **fields: Any,
+) -> VerifiedIdentity:
+    """Return the verified identity behind an act; a signed statement is checked against it."""
+    if isinstance(identity, SigningKey):
+        identity = sign_act(governance, identity.path, action, person=person, **fields)
+    if isinstance(identity, SignedStatement):
+        return governance.verify_signed(
+            identity, act=describe_act(action, person=person, **fields), first_key=first_key
+        )
+    return identity
+
+
+# -- proof of who acts -------------------------------------------------------------------------
+def statement_of(governance: Governance, action: str, *, person: str, **fields: Any) -> bytes:
+    """Return a fresh statement of one act for ``person`` to sign (valid for 15 minutes).
+
+    ``action`` is the act's function name here (``approve``, ``suspend``, ...) and
+    ``fields`` its arguments as the act takes them; sign the statement with
+    ``ssh-keygen -Y sign -n clinical-mlops -f KEY FILE`` and present it with its ``.sig``.
+    """
+    return act_statement(
+        describe_act(action, person=person, **fields),
+        workspace=governance.ledger.origin,
+        now=governance.clock.now(),
+    )
+
+
+def sign_act(
+    governance: Governance, key: Path, action: str, *, person: str, **fields: Any
+) -> SignedStatement:
+    """Return a statement of one act signed with the OpenSSH Ed25519 private key at ``key``.
+
+    The statement is verified, with the act, when the act is made; a passphrase-protected
+    or hardware key is signed with ``ssh-keygen`` instead (:func:`statement_of`).
+    """
+    from clinical_mlops.governance.proof import load_private_key, sign
+
+    text = statement_of(governance, action, person=person, **fields)
+    return SignedStatement(statement=text, signature=sign(text, load_private_key(key)))
+
+
+def add_key(
+    governance: Governance,
+    person: str,
+    *,
+    public_key: str,
+    actor: str,
+    why: str | None,
+    identity: Proof,
+) -> dict[str, str]:
+    """Return the SSH Ed25519 key registered to ``person`` by ``actor`` (compliance role).
+
+    One key belongs to one person (``IdentityRefused`` otherwise, held by the store). In a
+    workspace with no key yet, a compliance person registers their own first key and
+    proves it by signing with it.
+    """
+    reason = _reason(why)
+    verified = _verified(
+        governance,
+        identity,
+        "add_key",
+        person=actor,
+        first_key=public_key if person == actor else None,
+        key_for=person,
+        public_key=" ".join(public_key.split()[:2]),
+        why=reason,
+    )
+    return governance.add_key(
+        person, public_key=public_key, actor=actor, identity=verified, why=reason
+    )
+
+
+def keys(governance: Governance, person: str | None = None) -> list[dict[str, str]]:
+    """Return the registered public keys (of ``person``, or everyone's)."""
+    return governance.keys(person)
 
 
 # -- people, registration, gates ---------------------------------------------------------------
@@ -140,6 +248,7 @@ def acknowledge_risk(
     risk: str,
     actor: str,
     reason: str | None,
+    identity: Proof,
     role: str | None = None,
     fingerprint: str | None = None,
 ) -> Acknowledgement:
@@ -155,8 +264,20 @@ def acknowledge_risk(
     text = reason.strip() if isinstance(reason, str) else ""
     if not text:
         raise InputInvalid([("reason", JUSTIFICATION_REQUIRED)])
+    verified = _verified(
+        governance,
+        identity,
+        "acknowledge_risk",
+        person=actor,
+        release=version,
+        risk=risk,
+        role=role,
+        why=text,
+    )
     _guard(governance, version, fingerprint=fingerprint, action="acknowledge risk", actor=actor)
-    return governance.acknowledge_risk(version, risk=risk, actor=actor, reason=text, role=role)
+    return governance.acknowledge_risk(
+        version, risk=risk, actor=actor, reason=text, role=role, identity=verified
+    )
 
 
 # -- approvals (gate 4) ------------------------------------------------------------------------
@@ -169,7 +290,7 @@ def _decide(
     role: str,
     why: str,
     fingerprint: str | None,
-    identity: VerifiedIdentity | None = None,
+    identity: Proof,
 ) -> Approval:
     action = "approve" if decision == "approve" else "reject"
     if not why.strip():
@@ -178,9 +299,12 @@ def _decide(
                 f"{action} {version}: a comment saying why is required (rule: every decision "
                 "records its reason); nothing was recorded"
             )
+    verified = _verified(
+        governance, identity, action, person=person, release=version, role=role, why=why
+    )
     _guard(governance, version, fingerprint=fingerprint, action=action, actor=person)
     return governance.decide(
-        version, person=person, role=role, decision=decision, why=why, identity=identity
+        version, person=person, role=role, decision=decision, why=why, identity=verified
     )
 
 
@@ -191,14 +315,16 @@ def approve(
     person: str,
     role: str,
     why: str,
+    identity: Proof,
     fingerprint: str | None = None,
-    identity: VerifiedIdentity | None = None,
 ) -> Approval:
     """Return the approval ``person`` recorded on ``version`` in ``role`` (gate 4).
 
     Refused without a comment saying why, by the bundle's author, by a person without
     the role or already decided in another, for a role already approved, and (with
-    ``fingerprint``) when the release changed since it was shown.
+    ``fingerprint``) when the release changed since it was shown, and without proof of
+    who approves (``identity``): an identity already used by another approver is one
+    person, whatever the name.
     """
     return _decide(
         governance,
@@ -219,8 +345,8 @@ def reject(
     person: str,
     role: str,
     why: str,
+    identity: Proof,
     fingerprint: str | None = None,
-    identity: VerifiedIdentity | None = None,
 ) -> Approval:
     """Return the rejection ``person`` recorded on ``version`` in ``role`` (blocks gate 4)."""
     return _decide(
@@ -237,10 +363,19 @@ def reject(
 
 # -- lifecycle and rollout ---------------------------------------------------------------------
 def promote(
-    governance: Governance, version: str, *, actor: str, why: str, role: str | None = None
+    governance: Governance,
+    version: str,
+    *,
+    actor: str,
+    why: str,
+    identity: Proof,
+    role: str | None = None,
 ) -> Release:
     """Return ``version`` moved one step along the lifecycle (gated, role-checked)."""
-    return governance.promote(version, actor=actor, why=why, role=role)
+    verified = _verified(
+        governance, identity, "promote", person=actor, release=version, role=role, why=why
+    )
+    return governance.promote(version, actor=actor, why=why, role=role, identity=verified)
 
 
 def suspend(
@@ -249,6 +384,7 @@ def suspend(
     *,
     actor: str,
     why: str | None,
+    identity: Proof,
     role: str | None = None,
     fingerprint: str | None = None,
 ) -> Release:
@@ -257,8 +393,11 @@ def suspend(
     Needs a reason (``InputInvalid`` naming ``why`` otherwise; nothing changes).
     """
     reason = _reason(why)
+    verified = _verified(
+        governance, identity, "suspend", person=actor, release=version, role=role, why=reason
+    )
     _guard(governance, version, fingerprint=fingerprint, action="suspend", actor=actor)
-    return governance.suspend(version, actor=actor, why=reason, role=role)
+    return governance.suspend(version, actor=actor, why=reason, role=role, identity=verified)
 
 
 def resume(
@@ -267,6 +406,7 @@ def resume(
     *,
     actor: str,
     why: str | None,
+    identity: Proof,
     fingerprint: str | None = None,
 ) -> Release:
     """Return a suspended ``version`` back in the status it left (compliance role).
@@ -274,8 +414,9 @@ def resume(
     Needs a reason (``InputInvalid`` naming ``why`` otherwise; nothing changes).
     """
     reason = _reason(why)
+    verified = _verified(governance, identity, "resume", person=actor, release=version, why=reason)
     _guard(governance, version, fingerprint=fingerprint, action="resume", actor=actor)
-    return governance.resume(version, actor=actor, why=reason)
+    return governance.resume(version, actor=actor, why=reason, identity=verified)
 
 
 def rollback(
@@ -284,6 +425,7 @@ def rollback(
     *,
     actor: str,
     why: str | None,
+    identity: Proof,
     role: str | None = None,
     fingerprint: str | None = None,
 ) -> Release:
@@ -292,15 +434,28 @@ def rollback(
     Needs a reason (``InputInvalid`` naming ``why`` otherwise; nothing changes).
     """
     reason = _reason(why)
+    verified = _verified(
+        governance, identity, "rollback", person=actor, release=version, role=role, why=reason
+    )
     _guard(governance, version, fingerprint=fingerprint, action="rollback", actor=actor)
-    return governance.rollback(version, actor=actor, why=reason, role=role)
+    return governance.rollback(version, actor=actor, why=reason, role=role, identity=verified)
 
 
 def retire(
-    governance: Governance, version: str, *, actor: str, why: str | None, role: str | None = None
+    governance: Governance,
+    version: str,
+    *,
+    actor: str,
+    why: str | None,
+    identity: Proof,
+    role: str | None = None,
 ) -> Release:
     """Return ``version`` retired (never served again; kept for audit). Needs a reason."""
-    return governance.retire(version, actor=actor, why=_reason(why), role=role)
+    reason = _reason(why)
+    verified = _verified(
+        governance, identity, "retire", person=actor, release=version, role=role, why=reason
+    )
+    return governance.retire(version, actor=actor, why=reason, role=role, identity=verified)
 
 
 def set_rollout(
@@ -483,10 +638,27 @@ def open_incident(
     summary: str,
     severity: str,
     roles: dict[str, str],
+    identity: Proof,
 ) -> dict[str, Any]:
     """Return a new open incident on ``version`` with its named roles."""
+    verified = _verified(
+        governance,
+        identity,
+        "open_incident",
+        person=actor,
+        release=version,
+        summary=summary,
+        severity=severity,
+        roles=roles,
+    )
     return incidents.open_incident(
-        governance, version, actor=actor, summary=summary, severity=severity, roles=roles
+        governance,
+        version,
+        actor=actor,
+        summary=summary,
+        severity=severity,
+        roles=roles,
+        identity=verified,
     )
 
 
@@ -497,31 +669,71 @@ def contain_incident(
     actor: str,
     action: str,
     why: str | None,
+    identity: Proof,
     rollback_to: str | None = None,
 ) -> dict[str, Any]:
     """Return the incident contained by suspending its release or rolling back. Needs a reason."""
+    reason = _reason(why)
+    verified = _verified(
+        governance,
+        identity,
+        "contain_incident",
+        person=actor,
+        incident=incident_id,
+        containment=action,
+        rollback_to=rollback_to,
+        why=reason,
+    )
     return incidents.contain(
         governance,
         incident_id,
         actor=actor,
         action=action,
-        why=_reason(why),
+        why=reason,
         rollback_to=rollback_to,
+        identity=verified,
     )
 
 
 def add_incident_step(
-    governance: Governance, incident_id: str, *, actor: str, kind: str, detail: str
+    governance: Governance,
+    incident_id: str,
+    *,
+    actor: str,
+    kind: str,
+    detail: str,
+    identity: Proof,
 ) -> dict[str, Any]:
     """Return the incident after a communication, patient-notification or note step."""
-    return incidents.add_step(governance, incident_id, actor=actor, kind=kind, detail=detail)
+    verified = _verified(
+        governance,
+        identity,
+        "add_incident_step",
+        person=actor,
+        incident=incident_id,
+        kind=kind,
+        detail=detail,
+    )
+    return incidents.add_step(
+        governance, incident_id, actor=actor, kind=kind, detail=detail, identity=verified
+    )
 
 
 def resolve_incident(
-    governance: Governance, incident_id: str, *, actor: str, root_cause: str
+    governance: Governance, incident_id: str, *, actor: str, root_cause: str, identity: Proof
 ) -> dict[str, Any]:
     """Return the resolved incident (needs containment, communication, notification)."""
-    return incidents.resolve(governance, incident_id, actor=actor, root_cause=root_cause)
+    verified = _verified(
+        governance,
+        identity,
+        "resolve_incident",
+        person=actor,
+        incident=incident_id,
+        root_cause=root_cause,
+    )
+    return incidents.resolve(
+        governance, incident_id, actor=actor, root_cause=root_cause, identity=verified
+    )
 
 
 # -- periodic reviews --------------------------------------------------------------------------
@@ -547,6 +759,7 @@ def record_review(
     reviewer: str,
     checklist: dict[str, str],
     outcome: str,
+    identity: Proof,
 ) -> dict[str, Any]:
     """Return the periodic review recorded against ``version`` (a ``suspend`` outcome suspends).
 
@@ -556,12 +769,22 @@ def record_review(
     """
     from clinical_mlops.monitoring.live_review import review_pack as pack
 
+    verified = _verified(
+        governance,
+        identity,
+        "record_review",
+        person=reviewer,
+        release=version,
+        outcome=outcome,
+        checklist=checklist,
+    )
     return reviews.record_review(
         governance,
         version,
         reviewer=reviewer,
         checklist=checklist,
         outcome=outcome,
+        identity=verified,
         pack=lambda: pack(governance, version),
     )
 

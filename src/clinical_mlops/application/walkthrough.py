@@ -7,7 +7,10 @@ a reason, each risk the release carries out of validation (fairness alerts, cove
 shortfalls, failed masked-input checks) -> gates 1-3 -> validated ->
 clinically reviewed -> three approvals by three other people -> approved for limited
 rollout with a pilot site -> approved. Every step is a ledger event naming the person
-and role.
+and role. Each demo person has an SSH Ed25519 key, made in the workspace's
+``demo-people`` folder (never in the source tree) and registered to them, and every
+governed act is signed with its maker's key and verified, as on the command line: the
+ledger names the key fingerprint that proved each act.
 
 :func:`score_test_set` scores the locked test stays through the Predictor, audited, and
 counts what the bedside would see: alerts per 100 stays (risk at or above the release's
@@ -24,9 +27,17 @@ card.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from clinical_mlops.application.governance import acknowledge_risk, release_risks
+from clinical_mlops.application.governance import (
+    acknowledge_risk,
+    add_key,
+    approve,
+    keys,
+    promote,
+    release_risks,
+)
 from clinical_mlops.application.privacy import consent_in_force, grant_consent
 from clinical_mlops.application.scoring import open_predictor
 from clinical_mlops.application.services import Services
@@ -34,6 +45,7 @@ from clinical_mlops.clock import Clock
 from clinical_mlops.features.snapshot import locked_test_stays, open_snapshot
 from clinical_mlops.governance.board import Governance
 from clinical_mlops.governance.policy import run_gates
+from clinical_mlops.governance.proof import SigningKey, fingerprint, load_private_key
 from clinical_mlops.registry.bundle import build_bundle
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving.cds_hooks import card_for
@@ -46,6 +58,8 @@ __all__ = [
     "DEMO_JUSTIFICATION",
     "DEMO_PEOPLE",
     "PILOT_SITE",
+    "demo_key",
+    "demo_keys",
     "govern_demo_release",
     "score_test_set",
 ]
@@ -82,6 +96,56 @@ DEMO_JUSTIFICATION = {
 }
 
 
+def demo_key(workspace: Workspace, person: str) -> SigningKey:
+    """Return the signing key of demo person ``person`` (made by :func:`demo_keys`)."""
+    return SigningKey(workspace.root / "demo-people" / f"{person}_ed25519")
+
+
+def demo_keys(workspace: Workspace, gov: Governance) -> dict[str, Path]:
+    """Return each demo person's private key file, made and registered when missing.
+
+    The keys live in the workspace (``demo-people/``, owner-only files); the compliance
+    officer registers their own first, signed with it, then everyone else's.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    folder = workspace.root / "demo-people"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for person in DEMO_PEOPLE:
+        path = folder / f"{person}_ed25519"
+        if not path.exists():
+            private = Ed25519PrivateKey.generate()
+            path.touch(mode=0o600)
+            path.write_bytes(
+                private.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.OpenSSH,
+                    serialization.NoEncryption(),
+                )
+            )
+            public = private.public_key().public_bytes(
+                serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+            )
+            path.with_suffix(".pub").write_text(f"{public.decode()} {person}\n")
+        paths[person] = path
+    comp = next(iter(DEMO_PEOPLE))
+    registered = {k["fingerprint"] for k in keys(gov)}
+    for person, path in paths.items():
+        if fingerprint(load_private_key(path).public_key()) in registered:
+            continue
+        add_key(
+            gov,
+            person,
+            public_key=path.with_suffix(".pub").read_text(),
+            actor=comp,
+            why="demo team key",
+            identity=SigningKey(paths[comp]),
+        )
+    return paths
+
+
 def govern_demo_release(
     workspace: Workspace,
     *,
@@ -100,6 +164,7 @@ def govern_demo_release(
         for person, (role, _) in DEMO_PEOPLE.items():
             if role not in gov.roles_of(person):
                 gov.grant_roles(person, roles=[role], actor=comp, why="demo team")
+        key = {person: SigningKey(path) for person, path in demo_keys(workspace, gov).items()}
         bundle = build_bundle(
             workspace,
             model_version=model_version,
@@ -113,20 +178,27 @@ def govern_demo_release(
         for risk in release_risks(gov, v):
             if risk["acknowledgement"] is None:
                 acknowledge_risk(
-                    gov, v, risk=risk["id"], actor=clin, reason=DEMO_JUSTIFICATION[risk["kind"]]
+                    gov,
+                    v,
+                    risk=risk["id"],
+                    actor=clin,
+                    reason=DEMO_JUSTIFICATION[risk["kind"]],
+                    identity=key[clin],
                 )
         run_gates(gov, v, actor=author)
-        gov.promote(v, actor=author, why="gates 1-3 passed")
-        gov.promote(v, actor=clin, why="clinical review of report and model card")
+        promote(gov, v, actor=author, why="gates 1-3 passed", identity=key[author])
+        promote(
+            gov, v, actor=clin, why="clinical review of report and model card", identity=key[clin]
+        )
         for person, role in (
             (eng, Role.ENGINEERING),
             (clin, Role.CLINICAL),
             (comp, Role.COMPLIANCE),
         ):
-            gov.decide(v, person=person, role=role, decision="approve", why="demo approval")
-        gov.promote(v, actor=comp, why="approved for a limited pilot")
+            approve(gov, v, person=person, role=role, why="demo approval", identity=key[person])
+        promote(gov, v, actor=comp, why="approved for a limited pilot", identity=key[comp])
         gov.set_rollout(v, site=PILOT_SITE, mode="pilot", actor=clin, why="demo pilot")
-        gov.promote(v, actor=comp, why="pilot reviewed; approved")
+        promote(gov, v, actor=comp, why="pilot reviewed; approved", identity=key[comp])
         return gov.show(v)
 
 

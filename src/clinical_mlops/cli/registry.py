@@ -1,4 +1,11 @@
-"""``clinical-mlops registry``, ``review`` and ``incident``: one library call per command."""
+"""``clinical-mlops registry``, ``review`` and ``incident``: one library call per command.
+
+A governed act (approve, reject, promote, suspend, resume, rollback, retire, acknowledge a
+risk, a review, an incident step, registering a key) is made ``--as`` a person and proven
+by their registered SSH Ed25519 key: ``--key`` signs a statement of exactly that act, or
+``--signature`` presents one signed elsewhere (``--print-statement`` prints it). ``--as``
+without proof is refused; the library verifies the proof before anything is recorded.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from clinical_mlops.cli._common import (
 )
 
 if TYPE_CHECKING:
+    from clinical_mlops.application.governance import Proof
     from clinical_mlops.governance.board import Governance
     from clinical_mlops.registry.registry import Registry
 
@@ -47,6 +55,40 @@ ActorOption = Annotated[
 ]
 RoleOption = Annotated[
     str | None, typer.Option("--role", help="Role to act in (clinical, compliance, engineering).")
+]
+KeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--key",
+        help="Your SSH Ed25519 private key (registered with `registry person key add`): "
+        "signs a statement of exactly this act, verified before it is recorded.",
+        show_default=False,
+    ),
+]
+SignatureOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--signature",
+        help="A signature of this act's statement made elsewhere, e.g. with a hardware key: "
+        "`ssh-keygen -Y sign -n clinical-mlops -f KEY STATEMENT` (see --print-statement).",
+        show_default=False,
+    ),
+]
+StatementOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--statement",
+        help="The statement file --signature signs (default: the signature path without .sig).",
+        show_default=False,
+    ),
+]
+PrintStatementOption = Annotated[
+    bool,
+    typer.Option(
+        "--print-statement",
+        help="Print the statement of this act to sign elsewhere (valid 15 minutes); "
+        "records nothing.",
+    ),
 ]
 WhyOption = Annotated[str, typer.Option("--why", help="Reason, recorded in the audit ledger.")]
 RequiredWhy = Annotated[
@@ -77,6 +119,55 @@ def _governance(workspace: Path | None) -> Iterator[Governance]:
 
 def _actor(actor: str | None) -> str:
     return actor or current_actor()
+
+
+def _proof(person: str, key: Path | None, signature: Path | None, statement: Path | None) -> Proof:
+    """Return the proof the command line offers that ``person`` makes the act."""
+    from clinical_mlops.errors import IdentityRefused
+    from clinical_mlops.governance.proof import SignedStatement, SigningKey
+
+    if key is not None and signature is not None:
+        raise IdentityRefused("key, signature: give one proof, --key or --signature, not both")
+    if key is not None:
+        return SigningKey(key)
+    if signature is not None:
+        text = statement or (signature.with_suffix("") if signature.suffix == ".sig" else signature)
+        if text == signature:
+            raise IdentityRefused(
+                "statement: name the signed statement file with --statement (the signature "
+                "file does not end in .sig)"
+            )
+        return SignedStatement(statement=text.read_bytes(), signature=signature.read_text())
+    raise IdentityRefused(
+        f"--as {person}: a governed act on the command line needs proof that {person!r} makes "
+        "it: --key PATH (their SSH Ed25519 private key, registered with `clinical-mlops "
+        "registry person key add`) or --signature FILE (a signature of the statement "
+        "--print-statement prints); nothing was recorded"
+    )
+
+
+@contextmanager
+def _act(
+    workspace: Path | None,
+    action: str,
+    *,
+    person: str,
+    key: Path | None,
+    signature: Path | None,
+    statement: Path | None,
+    print_statement: bool,
+    **fields: Any,
+) -> Iterator[tuple[Governance, Proof] | None]:
+    """Yield the governance and the proof of one act, or None once its statement is printed."""
+    from clinical_mlops.application import governance as act
+
+    with _governance(workspace) as gov:
+        if print_statement:
+            text = act.statement_of(gov, action, person=person, **fields).decode("utf-8")
+            print(text, end="")
+            yield None
+            return
+        yield gov, _proof(person, key, signature, statement)
 
 
 def _emit(obj: Any, as_json: bool, line: str) -> None:
@@ -429,14 +520,34 @@ def acknowledge_cmd(
     ] = None,
     actor: ActorOption = None,
     role: RoleOption = None,
+    key: KeyOption = None,
+    signature: SignatureOption = None,
+    statement: StatementOption = None,
+    print_statement: PrintStatementOption = False,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     from clinical_mlops.application import governance as act
 
-    with _governance(workspace) as gov:
+    person = _actor(actor)
+    with _act(
+        workspace,
+        "acknowledge_risk",
+        person=person,
+        key=key,
+        signature=signature,
+        statement=statement,
+        print_statement=print_statement,
+        release=version,
+        risk=risk,
+        role=role,
+        why=reason,
+    ) as ready:
+        if ready is None:
+            return
+        gov, proof = ready
         ack = act.acknowledge_risk(
-            gov, version, risk=risk, actor=_actor(actor), reason=reason, role=role
+            gov, version, risk=risk, actor=person, reason=reason, role=role, identity=proof
         )
     _emit(
         ack.to_json(),
@@ -452,13 +563,32 @@ def promote_cmd(
     why: WhyOption = "promotion",
     actor: ActorOption = None,
     role: RoleOption = None,
+    key: KeyOption = None,
+    signature: SignatureOption = None,
+    statement: StatementOption = None,
+    print_statement: PrintStatementOption = False,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     from clinical_mlops.application import governance as act
 
-    with _governance(workspace) as gov:
-        rel = act.promote(gov, version, actor=_actor(actor), why=why, role=role)
+    person = _actor(actor)
+    with _act(
+        workspace,
+        "promote",
+        person=person,
+        key=key,
+        signature=signature,
+        statement=statement,
+        print_statement=print_statement,
+        release=version,
+        role=role,
+        why=why,
+    ) as ready:
+        if ready is None:
+            return
+        gov, proof = ready
+        rel = act.promote(gov, version, actor=person, why=why, role=role, identity=proof)
     _emit(rel.to_json(), json_, f"{rel.version} is now {rel.status}")
 
 
@@ -468,14 +598,31 @@ def _decide(
     role: str,
     why: str,
     actor: str | None,
+    proof_files: tuple[Path | None, Path | None, Path | None, bool],
     as_json: bool,
     workspace: Path | None,
 ) -> None:
     from clinical_mlops.application import governance as act
 
-    with _governance(workspace) as gov:
+    person = _actor(actor)
+    key, signature, statement, print_statement = proof_files
+    with _act(
+        workspace,
+        decision,
+        person=person,
+        key=key,
+        signature=signature,
+        statement=statement,
+        print_statement=print_statement,
+        release=version,
+        role=role,
+        why=why,
+    ) as ready:
+        if ready is None:
+            return
+        gov, proof = ready
         a = (act.approve if decision == "approve" else act.reject)(
-            gov, version, person=_actor(actor), role=role, why=why
+            gov, version, person=person, role=role, why=why, identity=proof
         )
     _emit(a.to_json() | {"release": version}, as_json, f"{a.decision} by {a.person} as {a.role}")
 
@@ -486,10 +633,15 @@ def approve_cmd(
     role: Annotated[str, typer.Option("--role", help="clinical, compliance or engineering.")],
     why: WhyOption = "approved",
     actor: ActorOption = None,
+    key: KeyOption = None,
+    signature: SignatureOption = None,
+    statement: StatementOption = None,
+    print_statement: PrintStatementOption = False,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    _decide(version, "approve", role, why, actor, json_, workspace)
+    proof_files = (key, signature, statement, print_statement)
+    _decide(version, "approve", role, why, actor, proof_files, json_, workspace)
 
 
 @registry_app.command("reject", help="Reject a release in your role (blocks gate 4).")
@@ -498,10 +650,15 @@ def reject_cmd(
     role: Annotated[str, typer.Option("--role", help="clinical, compliance or engineering.")],
     why: WhyOption = "rejected",
     actor: ActorOption = None,
+    key: KeyOption = None,
+    signature: SignatureOption = None,
+    statement: StatementOption = None,
+    print_statement: PrintStatementOption = False,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    _decide(version, "reject", role, why, actor, json_, workspace)
+    proof_files = (key, signature, statement, print_statement)
+    _decide(version, "reject", role, why, actor, proof_files, json_, workspace)
 
 
 @registry_app.command("rollback", help="Make an earlier approved release active again.")
@@ -510,13 +667,32 @@ def rollback_cmd(
     why: RequiredWhy = None,
     actor: ActorOption = None,
     role: RoleOption = None,
+    key: KeyOption = None,
+    signature: SignatureOption = None,
+    statement: StatementOption = None,
+    print_statement: PrintStatementOption = False,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     from clinical_mlops.application import governance as act
 
-    with _governance(workspace) as gov:
-        rel = act.rollback(gov, version, actor=_actor(actor), why=why, role=role)
+    person = _actor(actor)
+    with _act(
+        workspace,
+        "rollback",
+        person=person,
+        key=key,
+        signature=signature,
+        statement=statement,
+        print_statement=print_statement,
+        release=version,
+        role=role,
+        why=why,
+    ) as ready:
+        if ready is None:
+            return
+        gov, proof = ready
+        rel = act.rollback(gov, version, actor=person, why=why, role=role, identity=proof)
     _emit(rel.to_json(), json_, f"{rel.version} is active again")
 
 
@@ -526,13 +702,32 @@ def suspend_cmd(
     why: RequiredWhy = None,
     actor: ActorOption = None,
     role: RoleOption = None,
+    key: KeyOption = None,
+    signature: SignatureOption = None,
+    statement: StatementOption = None,
+    print_statement: PrintStatementOption = False,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     from clinical_mlops.application import governance as act
 
-    with _governance(workspace) as gov:
-        rel = act.suspend(gov, version, actor=_actor(actor), why=why, role=role)
+    person = _actor(actor)
+    with _act(
+        workspace,
+        "suspend",
+        person=person,
+        key=key,
+        signature=signature,
+        statement=statement,
+        print_statement=print_statement,
+        release=version,
+        role=role,
+        why=why,
+    ) as ready:
+        if ready is None:
+            return
+        gov, proof = ready
+        rel = act.suspend(gov, version, actor=person, why=why, role=role, identity=proof)
     _emit(rel.to_json(), json_, f"{rel.version} is suspended")
 
 
@@ -541,13 +736,31 @@ def resume_cmd(
     version: VersionArg,
     why: RequiredWhy = None,
     actor: ActorOption = None,
+    key: KeyOption = None,
+    signature: SignatureOption = None,
+    statement: StatementOption = None,
+    print_statement: PrintStatementOption = False,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     from clinical_mlops.application import governance as act
 
-    with _governance(workspace) as gov:
-        rel = act.resume(gov, version, actor=_actor(actor), why=why)
+    person = _actor(actor)
+    with _act(
+        workspace,
+        "resume",
+        person=person,
+        key=key,
+        signature=signature,
+        statement=statement,
+        print_statement=print_statement,
+        release=version,
+        why=why,
+    ) as ready:
+        if ready is None:
+            return
+        gov, proof = ready
+        rel = act.resume(gov, version, actor=person, why=why, identity=proof)
     _emit(rel.to_json(), json_, f"{rel.version} is {rel.status}")
 
 
@@ -557,13 +770,32 @@ def retire_cmd(
     why: WhyOption = "retired",
     actor: ActorOption = None,
     role: RoleOption = None,
+    key: KeyOption = None,
+    signature: SignatureOption = None,
+    statement: StatementOption = None,
+    print_statement: PrintStatementOption = False,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     from clinical_mlops.application import governance as act
 
-    with _governance(workspace) as gov:
-        rel = act.retire(gov, version, actor=_actor(actor), why=why, role=role)
+    person = _actor(actor)
+    with _act(
+        workspace,
+        "retire",
+        person=person,
+        key=key,
+        signature=signature,
+        statement=statement,
+        print_statement=print_statement,
+        release=version,
+        role=role,
+        why=why,
+    ) as ready:
+        if ready is None:
+            return
+        gov, proof = ready
+        rel = act.retire(gov, version, actor=person, why=why, role=role, identity=proof)
     _emit(rel.to_json(), json_, f"{rel.version} is retired")
 
 
@@ -703,6 +935,81 @@ def grant_cmd(
     with _governance(workspace) as gov:
         roles = act.grant_roles(gov, person, roles=role, actor=_actor(actor), why=why)
     _emit({"person": person, "roles": roles}, json_, f"{person}: {', '.join(roles)}")
+
+
+person_app = typer.Typer(help="People and the keys that prove their acts.", no_args_is_help=True)
+key_app = typer.Typer(
+    help="SSH Ed25519 public keys that prove a person's command-line acts (one key, one person).",
+    no_args_is_help=True,
+)
+person_app.add_typer(key_app, name="key")
+registry_app.add_typer(person_app, name="person")
+
+
+@key_app.command(
+    "add",
+    help="Register a person's SSH Ed25519 public key (compliance; the first key in a "
+    "workspace is a compliance person's own, signed with it).",
+)
+def key_add_cmd(
+    person: Annotated[str, typer.Argument(help="Whose key it is (a person holding a role).")],
+    public_key: Annotated[
+        Path,
+        typer.Option(
+            "--public-key",
+            help="Their public key file, e.g. ~/.ssh/id_ed25519.pub.",
+            show_default=False,
+        ),
+    ],
+    why: WhyOption = "key registered",
+    actor: ActorOption = None,
+    key: KeyOption = None,
+    signature: SignatureOption = None,
+    statement: StatementOption = None,
+    print_statement: PrintStatementOption = False,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.application import governance as act
+
+    by = _actor(actor)
+    line = public_key.read_text()
+    with _act(
+        workspace,
+        "add_key",
+        person=by,
+        key=key,
+        signature=signature,
+        statement=statement,
+        print_statement=print_statement,
+        key_for=person,
+        public_key=" ".join(line.split()[:2]),
+        why=why,
+    ) as ready:
+        if ready is None:
+            return
+        gov, proof = ready
+        added = act.add_key(gov, person, public_key=line, actor=by, why=why, identity=proof)
+    _emit(added, json_, f"{person}: key {added['fingerprint']} registered")
+
+
+@key_app.command("list", help="List the registered keys (of one person, or everyone's).")
+def key_list_cmd(
+    person: Annotated[str | None, typer.Argument(help="Whose keys (default: everyone's).")] = None,
+    json_: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    from clinical_mlops.application import governance as act
+
+    with _governance(workspace) as gov:
+        rows = act.keys(gov, person)
+    if json_:
+        print_json({"keys": rows})
+        return
+    table = CliTable("person", "fingerprint", "added", "added by")
+    for r in rows:
+        table.add_row(r["person"], r["fingerprint"], r["added"], r["added_by"])
+    out_console.print(table)
 
 
 @registry_app.command("export", help="Export a release's bundle as a .tar.gz.")
@@ -854,6 +1161,10 @@ def review_record(
         str, typer.Option(help="continue, continue_with_actions or suspend.")
     ] = "continue",
     actor: ActorOption = None,
+    key: KeyOption = None,
+    signature: SignatureOption = None,
+    statement: StatementOption = None,
+    print_statement: PrintStatementOption = False,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
@@ -865,9 +1176,24 @@ def review_record(
         "incidents": incidents,
         "documentation": documentation,
     }
-    with _governance(workspace) as gov:
+    person = _actor(actor)
+    with _act(
+        workspace,
+        "record_review",
+        person=person,
+        key=key,
+        signature=signature,
+        statement=statement,
+        print_statement=print_statement,
+        release=version,
+        outcome=outcome,
+        checklist=checklist,
+    ) as ready:
+        if ready is None:
+            return
+        gov, proof = ready
         r = act.record_review(
-            gov, version, reviewer=_actor(actor), checklist=checklist, outcome=outcome
+            gov, version, reviewer=person, checklist=checklist, outcome=outcome, identity=proof
         )
     if json_:
         print_json(r)
@@ -928,6 +1254,10 @@ def incident_open(
     communications_lead: Annotated[str, typer.Option(help="Communications lead.")],
     severity: Annotated[str, typer.Option(help="low, moderate, high or critical.")] = "high",
     actor: ActorOption = None,
+    key: KeyOption = None,
+    signature: SignatureOption = None,
+    statement: StatementOption = None,
+    print_statement: PrintStatementOption = False,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
@@ -938,9 +1268,31 @@ def incident_open(
         "clinical_lead": clinical_lead,
         "communications_lead": communications_lead,
     }
-    with _governance(workspace) as gov:
+    person = _actor(actor)
+    with _act(
+        workspace,
+        "open_incident",
+        person=person,
+        key=key,
+        signature=signature,
+        statement=statement,
+        print_statement=print_statement,
+        release=version,
+        summary=summary,
+        severity=severity,
+        roles=roles,
+    ) as ready:
+        if ready is None:
+            return
+        gov, proof = ready
         inc = act.open_incident(
-            gov, version, actor=_actor(actor), summary=summary, severity=severity, roles=roles
+            gov,
+            version,
+            actor=person,
+            summary=summary,
+            severity=severity,
+            roles=roles,
+            identity=proof,
         )
     _emit(inc, json_, f"opened {inc['id']} on {version}")
 
@@ -952,14 +1304,40 @@ def incident_contain(
     to: Annotated[str | None, typer.Option("--to", help="Release to roll back to.")] = None,
     why: WhyOption = "containment",
     actor: ActorOption = None,
+    key: KeyOption = None,
+    signature: SignatureOption = None,
+    statement: StatementOption = None,
+    print_statement: PrintStatementOption = False,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     from clinical_mlops.application import governance as act
 
-    with _governance(workspace) as gov:
+    person = _actor(actor)
+    with _act(
+        workspace,
+        "contain_incident",
+        person=person,
+        key=key,
+        signature=signature,
+        statement=statement,
+        print_statement=print_statement,
+        incident=incident_id,
+        containment=action,
+        rollback_to=to,
+        why=why,
+    ) as ready:
+        if ready is None:
+            return
+        gov, proof = ready
         inc = act.contain_incident(
-            gov, incident_id, actor=_actor(actor), action=action, why=why, rollback_to=to
+            gov,
+            incident_id,
+            actor=person,
+            action=action,
+            why=why,
+            rollback_to=to,
+            identity=proof,
         )
     _emit(inc, json_, f"{incident_id} contained")
 
@@ -970,13 +1348,34 @@ def incident_step(
     kind: Annotated[str, typer.Option(help="communication, patient_notification or note.")],
     detail: Annotated[str, typer.Option(help="What was done (or 'not required: why').")],
     actor: ActorOption = None,
+    key: KeyOption = None,
+    signature: SignatureOption = None,
+    statement: StatementOption = None,
+    print_statement: PrintStatementOption = False,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     from clinical_mlops.application import governance as act
 
-    with _governance(workspace) as gov:
-        inc = act.add_incident_step(gov, incident_id, actor=_actor(actor), kind=kind, detail=detail)
+    person = _actor(actor)
+    with _act(
+        workspace,
+        "add_incident_step",
+        person=person,
+        key=key,
+        signature=signature,
+        statement=statement,
+        print_statement=print_statement,
+        incident=incident_id,
+        kind=kind,
+        detail=detail,
+    ) as ready:
+        if ready is None:
+            return
+        gov, proof = ready
+        inc = act.add_incident_step(
+            gov, incident_id, actor=person, kind=kind, detail=detail, identity=proof
+        )
     _emit(inc, json_, f"{incident_id}: {kind} recorded")
 
 
@@ -985,13 +1384,33 @@ def incident_resolve(
     incident_id: Annotated[str, typer.Argument(help="Incident id.")],
     root_cause: Annotated[str, typer.Option(help="Root cause and corrective action.")],
     actor: ActorOption = None,
+    key: KeyOption = None,
+    signature: SignatureOption = None,
+    statement: StatementOption = None,
+    print_statement: PrintStatementOption = False,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     from clinical_mlops.application import governance as act
 
-    with _governance(workspace) as gov:
-        inc = act.resolve_incident(gov, incident_id, actor=_actor(actor), root_cause=root_cause)
+    person = _actor(actor)
+    with _act(
+        workspace,
+        "resolve_incident",
+        person=person,
+        key=key,
+        signature=signature,
+        statement=statement,
+        print_statement=print_statement,
+        incident=incident_id,
+        root_cause=root_cause,
+    ) as ready:
+        if ready is None:
+            return
+        gov, proof = ready
+        inc = act.resolve_incident(
+            gov, incident_id, actor=person, root_cause=root_cause, identity=proof
+        )
     _emit(inc, json_, f"{incident_id} resolved")
 
 

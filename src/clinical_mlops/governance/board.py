@@ -18,6 +18,13 @@ recorded here (``approval``, ``gate_evaluated``, ``role_granted``), and so are t
 acknowledgements of the risks a release carries out of validation
 (``risk_acknowledged``; gate 3 needs one for each, :mod:`.risks`). Every refusal is
 a ``governance_refused`` event, with no state change.
+
+Every act on a release takes the :class:`~clinical_mlops.governance.identity.
+VerifiedIdentity` of the person making it, checked to name the acting person and
+stored with the act in its ledger entry (``identity``). Front ends build it only from
+a proof they checked (a console or API session), or pass a statement signed with the
+person's registered SSH key, which :meth:`Governance.verify_signed` turns into one
+(:mod:`.proof`).
 """
 
 from __future__ import annotations
@@ -37,9 +44,11 @@ from clinical_mlops.errors import (
     BundleSignatureInvalid,
     GateFailed,
     GovernanceError,
+    IdentityRefused,
     ReleaseNotFound,
     TransitionNotAllowed,
 )
+from clinical_mlops.governance import proof as sshproof
 from clinical_mlops.governance import schema as t
 from clinical_mlops.governance.approvals import Approval, Decision, check_approval, require_role
 from clinical_mlops.governance.identity import VerifiedIdentity
@@ -153,6 +162,158 @@ class Governance:
                 },
             )
             raise
+
+    def bind(self, identity: VerifiedIdentity, actor: str, *, action: str) -> dict[str, Any]:
+        """Return ``identity`` as the ledger records it, once it names ``actor``.
+
+        ``IdentityRefused`` when the identity is missing or names someone else: an act
+        is recorded for the person who proved it, never for a name typed beside it.
+        """
+        if not isinstance(identity, VerifiedIdentity):
+            raise IdentityRefused(
+                f"{action}: no verified identity for {actor!r} (rule: a governed act is "
+                "recorded only with proof of who made it)"
+            )
+        if identity.person != actor:
+            raise IdentityRefused(
+                f"{action}: the verified identity is {identity.person!r}, not {actor!r} "
+                "(rule: an act is recorded for the person who proved it)"
+            )
+        return identity.to_json()
+
+    # -- keys that prove acts made on the command line -------------------------------------
+    def keys(self, person: str | None = None) -> builtins.list[dict[str, str]]:
+        """Return the registered public keys (of ``person``, or everyone's), oldest first."""
+        k = t.person_keys
+        query = sa.select(k).order_by(k.c.added, k.c.fingerprint)
+        if person is not None:
+            query = query.where(k.c.person == person)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            {
+                "person": r.person,
+                "fingerprint": r.fingerprint,
+                "public_key": r.public_key,
+                "added": r.added,
+                "added_by": r.added_by,
+            }
+            for r in rows
+        ]
+
+    def add_key(
+        self, person: str, *, public_key: str, actor: str, identity: VerifiedIdentity, why: str
+    ) -> dict[str, str]:
+        """Return the key registered to ``person`` from an OpenSSH Ed25519 public key line.
+
+        A governed act of compliance. One key belongs to one person: the store's
+        primary key on the fingerprint refuses registering it again, to anyone
+        (``IdentityRefused``, nothing recorded but the refusal). ``person`` must hold a
+        role.
+        """
+        with self.governed(action="add key", actor=actor):
+            proof = self.bind(identity, actor, action=f"register a key for {person!r}")
+            self.require(actor, allowed=(Role.COMPLIANCE,), action=f"register a key for {person!r}")
+            if not self.roles_of(person):
+                raise GovernanceError(
+                    f"register a key for {person!r}: {person!r} holds no role; grant a role "
+                    "first (rule: keys prove the acts of people the registry knows)"
+                )
+            key, line = sshproof.parse_public_key(public_key)
+            fp = sshproof.fingerprint(key)
+            now = self.now()
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        sa.insert(t.person_keys).values(
+                            fingerprint=fp,
+                            person=person,
+                            public_key=line,
+                            added=now,
+                            added_by=actor,
+                        )
+                    )
+                    self.record(
+                        type="key_registered",
+                        actor=actor,
+                        payload={
+                            "person": person,
+                            "fingerprint": fp,
+                            "public_key": line,
+                            "why": why,
+                            "identity": proof,
+                        },
+                    )
+            except sa.exc.IntegrityError:
+                owner = next((k["person"] for k in self.keys() if k["fingerprint"] == fp), None)
+                raise IdentityRefused(
+                    f"public_key: key {fp} is already registered to {owner!r} (rule: one key "
+                    "belongs to one person); nothing was recorded"
+                ) from None
+        return {"person": person, "fingerprint": fp, "public_key": line, "added": now}
+
+    def verify_signed(
+        self,
+        signed: sshproof.SignedStatement,
+        *,
+        act: dict[str, Any],
+        first_key: str | None = None,
+    ) -> VerifiedIdentity:
+        """Return the verified identity of whoever signed a statement of exactly ``act``.
+
+        Checks, before anything is recorded, that the statement names ``act`` in this
+        workspace and is recent, that the SSHSIG signature verifies and that its key is
+        registered to the acting person (``act["person"]``); then spends the statement's
+        nonce, so the signature is never accepted again (the store's primary key, not a
+        prior read). Any failure is ``IdentityRefused``, recorded as a refusal.
+
+        ``first_key`` (a public key line) is the one way in while no key is registered
+        in the workspace: the person registering their own first key proves it by
+        signing with it.
+        """
+        person = str(act["person"])
+        with self.governed(action=str(act["action"]), actor=person, version=act.get("release")):
+            now = self.clock.now()
+            body = sshproof.read_statement(
+                signed.statement, act=act, workspace=self.ledger.origin, now=now
+            )
+            key = sshproof.verify(signed.statement, signed.signature)
+            fp = sshproof.fingerprint(key)
+            with self.engine.connect() as conn:
+                owner = conn.execute(
+                    sa.select(t.person_keys.c.person).where(t.person_keys.c.fingerprint == fp)
+                ).scalar()
+            if owner is None and first_key is not None and not self.keys():
+                first, _ = sshproof.parse_public_key(first_key)
+                if sshproof.fingerprint(first) == fp:
+                    owner = person
+            if owner is None:
+                raise IdentityRefused(
+                    f"signature: key {fp} is not registered to anyone; register it with "
+                    "`clinical-mlops registry person key add` (nothing was recorded)"
+                )
+            if owner != person:
+                raise IdentityRefused(
+                    f"signature: key {fp} is registered to {owner!r}, not {person!r}; one key "
+                    "proves one person's acts (nothing was recorded)"
+                )
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        sa.insert(t.signed_acts).values(
+                            nonce=body["nonce"],
+                            fingerprint=fp,
+                            person=person,
+                            action=str(act["action"]),
+                            time=self.now(),
+                        )
+                    )
+            except sa.exc.IntegrityError:
+                raise IdentityRefused(
+                    "statement: this signed statement was already presented once; sign a new "
+                    "statement for each act (rule: a signature proves one act)"
+                ) from None
+        return VerifiedIdentity(person=person, method="ssh-signature", subject=fp)
 
     def require(
         self, actor: str, *, allowed: tuple[str, ...], action: str, role: str | None = None
@@ -282,14 +443,23 @@ class Governance:
 
     def approvals(self, version: str) -> builtins.list[Approval]:
         """Return every approval decision recorded on ``version``, oldest first."""
+        a, ids = t.approvals, t.approval_identities
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(t.approvals)
-                .where(t.approvals.c.version == version)
-                .order_by(t.approvals.c.id)
+                sa.select(a, ids.c.identity)
+                .select_from(a.outerjoin(ids, ids.c.approval_id == a.c.id))
+                .where(a.c.version == version)
+                .order_by(a.c.id)
             ).all()
         return [
-            Approval(person=r.person, role=r.role, decision=r.decision, why=r.why, time=r.time)
+            Approval(
+                person=r.person,
+                role=r.role,
+                decision=r.decision,
+                why=r.why,
+                time=r.time,
+                identity=json.loads(r.identity) if r.identity else None,
+            )
             for r in rows
         ]
 
@@ -301,20 +471,17 @@ class Governance:
         role: str,
         decision: Decision,
         why: str,
-        identity: VerifiedIdentity | None = None,
+        identity: VerifiedIdentity,
     ) -> Approval:
         """Return the approval (or rejection) ``person`` recorded on ``version`` in ``role``.
 
-        With ``identity``, the proof of who acted is stored with the act in the ledger;
-        it must name ``person``.
+        ``identity`` is the proof of who acted; it must name ``person`` and is stored
+        with the act (table and ledger). An identity that already decided on the
+        release under another name is refused: gate 4 counts verified people.
         """
         action = "approve" if decision == "approve" else "reject"
         with self.governed(action=action, actor=person, version=version):
-            if identity is not None and identity.person != person:
-                raise GovernanceError(
-                    f"{action} {version}: the verified identity is {identity.person!r}, not "
-                    f"{person!r} (rule: an act is recorded for the person who proved it)"
-                )
+            proof = self.bind(identity, person, action=f"{action} {version}")
             rel = self.registry.get(version)
             if rel.status not in ("validated", "clinically_reviewed"):
                 raise TransitionNotAllowed(
@@ -332,17 +499,25 @@ class Governance:
                 author=rel.author,
                 existing=self.approvals(version),
                 version=version,
+                identity=proof,
             )
             now = self.now()
             with self.engine.begin() as conn:
-                conn.execute(
-                    sa.insert(t.approvals).values(
+                approval_id = conn.execute(
+                    sa.insert(t.approvals)
+                    .values(
                         version=version,
                         person=person,
                         role=role,
                         decision=decision,
                         why=why,
                         time=now,
+                    )
+                    .returning(t.approvals.c.id)
+                ).scalar_one()
+                conn.execute(
+                    sa.insert(t.approval_identities).values(
+                        approval_id=approval_id, identity=_j(proof)
                     )
                 )
                 self.record(
@@ -353,10 +528,12 @@ class Governance:
                         "role": role,
                         "decision": decision,
                         "why": why,
-                        **({"identity": identity.to_json()} if identity is not None else {}),
+                        "identity": proof,
                     },
                 )
-        return Approval(person=person, role=role, decision=decision, why=why, time=now)
+        return Approval(
+            person=person, role=role, decision=decision, why=why, time=now, identity=proof
+        )
 
     # -- risks and their acknowledgements (gate 3) ----------------------------------------
     def risks(self, version: str) -> builtins.list[Risk]:
@@ -386,7 +563,14 @@ class Governance:
         ]
 
     def acknowledge_risk(
-        self, version: str, *, risk: str, actor: str, reason: str, role: str | None = None
+        self,
+        version: str,
+        *,
+        risk: str,
+        actor: str,
+        reason: str,
+        identity: VerifiedIdentity,
+        role: str | None = None,
     ) -> Acknowledgement:
         """Return the acknowledgement ``actor`` recorded of ``risk`` on ``version``.
 
@@ -397,6 +581,7 @@ class Governance:
         ``risk_acknowledged`` ledger event are written in one metadata transaction.
         """
         with self.governed(action="acknowledge risk", actor=actor, version=version):
+            proof = self.bind(identity, actor, action=f"acknowledge risk {risk!r} of {version}")
             rel = self.registry.get(version)
             acting = self.require(
                 actor,
@@ -437,6 +622,7 @@ class Governance:
                             "words": found.words,
                             "observed": found.observed,
                             "limit": found.limit,
+                            "identity": proof,
                         },
                     )
                     conn.execute(
@@ -502,10 +688,18 @@ class Governance:
 
     # -- status changes --------------------------------------------------------------------
     def transition(
-        self, version: str, *, to: str, actor: str, why: str, role: str | None = None
+        self,
+        version: str,
+        *,
+        to: str,
+        actor: str,
+        why: str,
+        identity: VerifiedIdentity,
+        role: str | None = None,
     ) -> Release:
         """Return ``version`` after moving it to status ``to`` (checked, audited, metadata only)."""
         with self.governed(action=f"transition to {to}", actor=actor, version=version):
+            proof = self.bind(identity, actor, action=f"{version}: move to {to}")
             rel = self.registry.get(version)
             # Bundle integrity is re-checked before every status change.
             self.registry.bundle(version)
@@ -543,9 +737,18 @@ class Governance:
                 actor=actor,
                 role=acting,
                 why=why,
+                identity=proof,
             )
 
-    def promote(self, version: str, *, actor: str, why: str, role: str | None = None) -> Release:
+    def promote(
+        self,
+        version: str,
+        *,
+        actor: str,
+        why: str,
+        identity: VerifiedIdentity,
+        role: str | None = None,
+    ) -> Release:
         """Return ``version`` moved one step along the lifecycle (draft -> ... -> approved)."""
         with self.governed(action="promote", actor=actor, version=version):
             rel = self.registry.get(version)
@@ -555,22 +758,59 @@ class Governance:
                     "promotion goes draft -> validated -> clinically_reviewed -> "
                     "approved_limited -> approved)"
                 )
-        return self.transition(version, to=PROMOTION[rel.status], actor=actor, why=why, role=role)
+        return self.transition(
+            version,
+            to=PROMOTION[rel.status],
+            actor=actor,
+            why=why,
+            identity=identity,
+            role=role,
+        )
 
-    def suspend(self, version: str, *, actor: str, why: str, role: str | None = None) -> Release:
+    def suspend(
+        self,
+        version: str,
+        *,
+        actor: str,
+        why: str,
+        identity: VerifiedIdentity,
+        role: str | None = None,
+    ) -> Release:
         """Return ``version`` suspended (from approved_limited or approved)."""
-        return self.transition(version, to="suspended", actor=actor, why=why, role=role)
+        return self.transition(
+            version, to="suspended", actor=actor, why=why, identity=identity, role=role
+        )
 
-    def resume(self, version: str, *, actor: str, why: str) -> Release:
+    def resume(self, version: str, *, actor: str, why: str, identity: VerifiedIdentity) -> Release:
         """Return a suspended ``version`` back in the status it was suspended from."""
         rel = self.registry.get(version)
-        return self.transition(version, to=rel.suspended_from or "approved", actor=actor, why=why)
+        return self.transition(
+            version, to=rel.suspended_from or "approved", actor=actor, why=why, identity=identity
+        )
 
-    def retire(self, version: str, *, actor: str, why: str, role: str | None = None) -> Release:
+    def retire(
+        self,
+        version: str,
+        *,
+        actor: str,
+        why: str,
+        identity: VerifiedIdentity,
+        role: str | None = None,
+    ) -> Release:
         """Return ``version`` retired (no longer served; kept for audit)."""
-        return self.transition(version, to="retired", actor=actor, why=why, role=role)
+        return self.transition(
+            version, to="retired", actor=actor, why=why, identity=identity, role=role
+        )
 
-    def rollback(self, version: str, *, actor: str, why: str, role: str | None = None) -> Release:
+    def rollback(
+        self,
+        version: str,
+        *,
+        actor: str,
+        why: str,
+        identity: VerifiedIdentity,
+        role: str | None = None,
+    ) -> Release:
         """Return ``version`` made the task's active release again, in one step.
 
         ``version`` must be an approved release (an earlier one); the release it
@@ -578,6 +818,7 @@ class Governance:
         engineering role.
         """
         with self.governed(action="rollback", actor=actor, version=version):
+            proof = self.bind(identity, actor, action=f"rollback to {version}")
             rel = self.registry.get(version)
             self.registry.bundle(version)
             acting = self.require(
@@ -602,6 +843,7 @@ class Governance:
                 actor=actor,
                 action="rollback",
                 why=f"{why} (role {acting}; from {current.version if current else 'none'})",
+                identity=proof,
             )
 
     # -- rollout -----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["METHODS", "Method", "VerifiedIdentity"]
+__all__ = ["METHODS", "Method", "VerifiedIdentity", "service_identity"]
 
 #: how an identity was proven
 Method = Literal["console-password", "oidc", "api-bearer", "ssh-signature", "service"]
@@ -50,3 +50,13 @@ class VerifiedIdentity:
         if self.issuer is not None:
             out["issuer"] = self.issuer
         return out
+
+
+def service_identity(process: str) -> VerifiedIdentity:
+    """Return the identity of this process acting on its own account (method ``service``).
+
+    Only for acts the software itself makes — the monitor suspending a release on a
+    critical alert — never for a person: a person's act needs their own proof. The
+    process must hold its role in the registry like anyone else.
+    """
+    return VerifiedIdentity(person=process, method="service", subject=process)

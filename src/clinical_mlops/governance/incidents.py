@@ -5,7 +5,9 @@ Containment is carried out through the registry (``suspend`` the release, or
 ``rollback`` to an earlier approved one), so it is the same audited status change
 as any other. Resolution needs containment, a communication step and a
 patient-notification decision (notified, or not required with the reason).
-Every step is an ``incident`` ledger event.
+Every step is an ``incident`` ledger event, made by a verified person: each function
+takes the :class:`~clinical_mlops.governance.identity.VerifiedIdentity` of the actor and
+stores it with the step.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from clinical_mlops.vocabulary import Role
 
 if TYPE_CHECKING:
     from clinical_mlops.governance.board import Governance
+    from clinical_mlops.governance.identity import VerifiedIdentity
 from clinical_mlops.governance import schema as t
 
 __all__ = [
@@ -70,6 +73,7 @@ def _step(
     kind: str,
     actor: str,
     detail: str,
+    proof: dict[str, Any],
     status: str | None = None,
 ) -> dict[str, Any]:
     now = governance.now()
@@ -89,6 +93,7 @@ def _step(
                 "detail": detail,
                 "release": inc["version"],
                 "status": status or inc["status"],
+                "identity": proof,
             },
         )
     return get_incident(governance, inc["id"])
@@ -102,9 +107,11 @@ def open_incident(
     summary: str,
     severity: str,
     roles: dict[str, str],
+    identity: VerifiedIdentity,
 ) -> dict[str, Any]:
     """Return a new open incident on release ``version`` with its named roles."""
     with governance.governed(action="open incident", actor=actor, version=version):
+        proof = governance.bind(identity, actor, action=f"open an incident on {version}")
         governance.registry.get(version)
         governance.require(actor, allowed=_ANY, action="open incident")
         missing = [r for r in INCIDENT_ROLES if not roles.get(r)]
@@ -132,7 +139,12 @@ def open_incident(
                 )
             )
         return _step(
-            governance, get_incident(governance, inc_id), kind="opened", actor=actor, detail=summary
+            governance,
+            get_incident(governance, inc_id),
+            kind="opened",
+            actor=actor,
+            detail=summary,
+            proof=proof,
         )
 
 
@@ -143,20 +155,26 @@ def contain(
     actor: str,
     action: str,
     why: str,
+    identity: VerifiedIdentity,
     rollback_to: str | None = None,
 ) -> dict[str, Any]:
     """Return the incident after containment: ``suspend`` its release or ``rollback``."""
     with governance.governed(action="contain incident", actor=actor):
+        proof = governance.bind(identity, actor, action=f"contain incident {incident_id}")
         inc = get_incident(governance, incident_id)
         if inc["status"] != "open":
             raise IncidentStepRefused(f"incident {incident_id} is {inc['status']}, not open")
         if action == "suspend":
-            governance.suspend(inc["version"], actor=actor, why=f"incident {incident_id}: {why}")
+            governance.suspend(
+                inc["version"], actor=actor, why=f"incident {incident_id}: {why}", identity=identity
+            )
             detail = f"suspended {inc['version']}: {why}"
         elif action == "rollback":
             if not rollback_to:
                 raise IncidentStepRefused("rollback containment needs the release to roll back to")
-            governance.rollback(rollback_to, actor=actor, why=f"incident {incident_id}: {why}")
+            governance.rollback(
+                rollback_to, actor=actor, why=f"incident {incident_id}: {why}", identity=identity
+            )
             detail = f"rolled back to {rollback_to}: {why}"
         else:
             raise IncidentStepRefused(
@@ -168,32 +186,46 @@ def contain(
             kind=f"contained:{action}",
             actor=actor,
             detail=detail,
+            proof=proof,
             status="contained",
         )
 
 
 def add_step(
-    governance: Governance, incident_id: str, *, actor: str, kind: str, detail: str
+    governance: Governance,
+    incident_id: str,
+    *,
+    actor: str,
+    kind: str,
+    detail: str,
+    identity: VerifiedIdentity,
 ) -> dict[str, Any]:
     """Return the incident after a ``communication`` or ``patient_notification`` step.
 
     ``patient_notification`` details say who was notified, or ``not required: <why>``.
     """
     with governance.governed(action=f"incident {kind}", actor=actor):
+        proof = governance.bind(identity, actor, action=f"incident {incident_id} {kind}")
         governance.require(actor, allowed=_ANY, action=f"incident {kind}")
         if kind not in ("communication", "patient_notification", "note"):
             raise IncidentStepRefused(f"unknown incident step {kind!r}")
         inc = get_incident(governance, incident_id)
         if inc["status"] == "resolved":
             raise IncidentStepRefused(f"incident {incident_id} is resolved")
-        return _step(governance, inc, kind=kind, actor=actor, detail=detail)
+        return _step(governance, inc, kind=kind, actor=actor, detail=detail, proof=proof)
 
 
 def resolve(
-    governance: Governance, incident_id: str, *, actor: str, root_cause: str
+    governance: Governance,
+    incident_id: str,
+    *,
+    actor: str,
+    root_cause: str,
+    identity: VerifiedIdentity,
 ) -> dict[str, Any]:
     """Return the resolved incident; needs containment, communication and a notification decision."""
     with governance.governed(action="resolve incident", actor=actor):
+        proof = governance.bind(identity, actor, action=f"resolve incident {incident_id}")
         governance.require(
             actor, allowed=(Role.COMPLIANCE, Role.CLINICAL), action="resolve incident"
         )
@@ -209,5 +241,11 @@ def resolve(
                 "patient-notification decision)"
             )
         return _step(
-            governance, inc, kind="resolved", actor=actor, detail=root_cause, status="resolved"
+            governance,
+            inc,
+            kind="resolved",
+            actor=actor,
+            detail=root_cause,
+            proof=proof,
+            status="resolved",
         )

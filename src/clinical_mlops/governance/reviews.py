@@ -29,6 +29,7 @@ from clinical_mlops.vocabulary import Role
 
 if TYPE_CHECKING:
     from clinical_mlops.governance.board import Governance
+    from clinical_mlops.governance.identity import VerifiedIdentity
 from clinical_mlops.governance import schema as t
 
 __all__ = [
@@ -148,6 +149,7 @@ def record_review(
     reviewer: str,
     checklist: dict[str, str],
     outcome: str,
+    identity: VerifiedIdentity,
     pack: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Return the review recorded against ``version`` (clinical or compliance role).
@@ -159,8 +161,10 @@ def record_review(
     it once the reviewer and the release are checked: stored with the review, its hash
     in the ledger entry; an item it breached answered with a bare "ok" is refused
     (``GovernanceError``; nothing recorded). The returned review holds the pack.
+    ``identity`` proves the reviewer and is stored with the review's ledger entry.
     """
     with governance.governed(action="review", actor=reviewer, version=version):
+        proof = governance.bind(identity, reviewer, action=f"review of {version}")
         rel = governance.registry.get(version)
         role = governance.require(
             reviewer, allowed=(Role.CLINICAL, Role.COMPLIANCE), action=f"review of {version}"
@@ -226,10 +230,13 @@ def record_review(
                     "role": role,
                     "checklist": checklist,
                     **live,
+                    "identity": proof,
                 },
             )
     if outcome == "suspend" and rel.status in ("approved_limited", "approved"):
-        governance.suspend(version, actor=reviewer, why="periodic review outcome: suspend")
+        governance.suspend(
+            version, actor=reviewer, why="periodic review outcome: suspend", identity=identity
+        )
     return {
         "version": version,
         "reviewer": reviewer,

@@ -12,14 +12,17 @@ import sqlalchemy as sa
 from clinical_mlops.registry.schema import metadata
 
 __all__ = [
+    "approval_identities",
     "approvals",
     "gates",
     "incidents",
     "people",
+    "person_keys",
     "review_packs",
     "reviews",
     "risk_acknowledgements",
     "schedules",
+    "signed_acts",
 ]
 
 
@@ -30,6 +33,30 @@ people = sa.Table(
     sa.Column("roles", sa.Text, nullable=False),
     sa.Column("added", sa.String(40), nullable=False),
     sa.Column("added_by", sa.String(200), nullable=False),
+)
+
+# The public keys that prove a person's acts on the command line. One key belongs to one
+# person: the primary key on the fingerprint, not a prior read, refuses registering it twice.
+person_keys = sa.Table(
+    "gov_person_keys",
+    metadata,
+    sa.Column("fingerprint", sa.String(100), primary_key=True),
+    sa.Column("person", sa.String(200), nullable=False, index=True),
+    sa.Column("public_key", sa.Text, nullable=False),
+    sa.Column("added", sa.String(40), nullable=False),
+    sa.Column("added_by", sa.String(200), nullable=False),
+)
+
+# Each signed statement is used once: its nonce is the primary key, so a signature replayed
+# (even within its time window, even by two processes at once) is refused by the store.
+signed_acts = sa.Table(
+    "gov_signed_acts",
+    metadata,
+    sa.Column("nonce", sa.String(100), primary_key=True),
+    sa.Column("fingerprint", sa.String(100), nullable=False),
+    sa.Column("person", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(60), nullable=False),
+    sa.Column("time", sa.String(40), nullable=False),
 )
 
 gates = sa.Table(
@@ -53,6 +80,15 @@ approvals = sa.Table(
     sa.Column("decision", sa.String(20), nullable=False),
     sa.Column("why", sa.Text, nullable=False),
     sa.Column("time", sa.String(40), nullable=False),
+)
+
+# The verified identity each approval or rejection was recorded with (one per decision); a
+# table of its own so a workspace made before identities gains it without a migration.
+approval_identities = sa.Table(
+    "gov_approval_identities",
+    metadata,
+    sa.Column("approval_id", sa.Integer, primary_key=True),
+    sa.Column("identity", sa.Text, nullable=False),
 )
 
 # One acknowledgement per release and risk: the unique constraint, not a prior read, refuses a

@@ -282,6 +282,12 @@ _ALL = [
         subject="forbidden",
     ),
     _schema(
+        "key_registered",
+        "a person's SSH Ed25519 public key registered to prove their command-line acts",
+        {"person": _STR, "fingerprint": _STR, "public_key": _STR, "why": _STR},
+        subject="forbidden",
+    ),
+    _schema(
         "rollout_change",
         "a release's rollout mode at a site changed",
         {"release": _STR, "site": _STR, "mode": _STR, "why": _STR},

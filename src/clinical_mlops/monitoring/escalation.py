@@ -320,6 +320,7 @@ def suspend_release(
     is provisioned first (:func:`provision_monitor`) when it may not suspend yet.
     """
     from clinical_mlops.governance.board import Governance
+    from clinical_mlops.governance.identity import service_identity
     from clinical_mlops.registry.registry import Registry
 
     if not alert.release:
@@ -344,7 +345,9 @@ def suspend_release(
                         role=MONITOR_ROLE,
                         role_granted_seq=seq,
                     )
-            gov.suspend(alert.release, actor=actor, why=why)
+            # The monitor suspends on its own account, as the service it is.
+            identity = MONITOR_IDENTITY if actor == MONITOR_ACTOR else service_identity(actor)
+            gov.suspend(alert.release, actor=actor, why=why, identity=identity)
         except (GovernanceError, ReleaseNotFound) as exc:
             store.note(alert.id, event="suspension_refused", actor=actor, comment=str(exc))
             return ActionResult(alert.id, "suspend", False, {"reason": str(exc)})

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -334,13 +334,23 @@ class Registry:
         return self.get(v) if v else None
 
     # -- status and deployment (written by governance after its checks) ---------------------
-    def set_status(self, version: str, *, to: Status, actor: str, role: str, why: str) -> Release:
+    def set_status(
+        self,
+        version: str,
+        *,
+        to: Status,
+        actor: str,
+        role: str,
+        why: str,
+        identity: Mapping[str, Any] | None = None,
+    ) -> Release:
         """Return ``version`` with status ``to``, recorded with its history and ledger event.
 
         Moving to ``suspended`` remembers the status left; moving a suspended release
         back to that status clears it. Reaching ``approved`` (not by resuming) makes the
         release the task's active one; retiring removes it from every rollout. Checks
-        no rule: governance decides which moves are allowed and who may make them.
+        no rule: governance decides which moves are allowed and who may make them, and
+        passes the verified ``identity`` of who did, recorded in the ledger entries.
         """
         rel = self.get(version)
         resuming = rel.status == "suspended" and to == rel.suspended_from
@@ -363,6 +373,7 @@ class Registry:
                     "to_status": to,
                     "role": role,
                     "why": why,
+                    **({"identity": dict(identity)} if identity is not None else {}),
                 },
             )
             conn.execute(
@@ -378,7 +389,9 @@ class Registry:
                 )
             )
             if to == "approved" and not resuming:
-                self._activate(conn, rel, actor=actor, action="promote", why=why, now=now)
+                self._activate(
+                    conn, rel, actor=actor, action="promote", why=why, now=now, identity=identity
+                )
             if to == "retired":
                 conn.execute(sa.delete(t.rollouts).where(t.rollouts.c.version == rel.version))
                 running = conn.execute(
@@ -406,7 +419,15 @@ class Registry:
                 conn.execute(sa.delete(t.active).where(t.active.c.version == rel.version))
         return self.get(version)
 
-    def activate(self, version: str, *, actor: str, action: str, why: str) -> Release:
+    def activate(
+        self,
+        version: str,
+        *,
+        actor: str,
+        action: str,
+        why: str,
+        identity: Mapping[str, Any] | None = None,
+    ) -> Release:
         """Return ``version`` made the task's active release, served in full mode at ``*``.
 
         A release recalibrated for one site (:meth:`site_scope`) is instead served in full
@@ -418,11 +439,21 @@ class Registry:
         """
         rel = self.get(version)
         with self.engine.begin() as conn:
-            self._activate(conn, rel, actor=actor, action=action, why=why, now=self.now())
+            self._activate(
+                conn, rel, actor=actor, action=action, why=why, now=self.now(), identity=identity
+            )
         return self.get(version)
 
     def _activate(
-        self, conn: sa.Connection, rel: Release, *, actor: str, action: str, why: str, now: str
+        self,
+        conn: sa.Connection,
+        rel: Release,
+        *,
+        actor: str,
+        action: str,
+        why: str,
+        now: str,
+        identity: Mapping[str, Any] | None = None,
     ) -> None:
         # A release recalibrated for one site serves that site only, in full; the task's
         # active release (serving every other site) then stays as it is.
@@ -455,6 +486,7 @@ class Registry:
                 **({"site": scope} if scope else {"previous": previous}),
                 "threshold": rel.threshold,
                 "why": why,
+                **({"identity": dict(identity)} if identity is not None else {}),
             },
         )
         if previous and previous != rel.version:

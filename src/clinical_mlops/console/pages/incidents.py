@@ -69,6 +69,7 @@ def open_(
         viewer.console.governance,
         release,
         actor=viewer.user.name,
+        identity=viewer.identity,
         summary=summary.strip(),
         severity=severity,
         roles={
@@ -117,6 +118,7 @@ def contain_(
         viewer.console.governance,
         incident_id,
         actor=viewer.user.name,
+        identity=viewer.identity,
         action=action,
         why=why.strip(),
         rollback_to=rollback_to or None,
@@ -135,6 +137,7 @@ def step(
         viewer.console.governance,
         incident_id,
         actor=viewer.user.name,
+        identity=viewer.identity,
         kind=kind,
         detail=detail.strip(),
     )
@@ -151,6 +154,7 @@ def resolve_(
         viewer.console.governance,
         incident_id,
         actor=viewer.user.name,
+        identity=viewer.identity,
         root_cause=root_cause.strip(),
     )
     return RedirectResponse(viewer.url(f"/incidents/{incident_id}"), status_code=303)

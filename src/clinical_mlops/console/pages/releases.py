@@ -124,6 +124,7 @@ def acknowledge(
         version,
         risk=risk,
         actor=viewer.user.name,
+        identity=viewer.identity,
         reason=reason,
         role=role,
         fingerprint=fingerprint,

@@ -77,6 +77,7 @@ def review(
         viewer.console.governance,
         version,
         reviewer=viewer.user.name,
+        identity=viewer.identity,
         checklist={
             "calibration": calibration.strip(),
             "fairness": fairness.strip(),
