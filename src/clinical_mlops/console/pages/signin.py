@@ -231,13 +231,7 @@ def oidc_callback(
     target = flow.get("next") or base + home_of(ConsoleUser(name=who.person, roles=who.roles))
     # a page of the console's own, not a redirect: the session cookie is SameSite=Strict and
     # would not be sent on a redirect chain that began at the provider
-    response = HTMLResponse(
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="refresh" content="0;url={html.escape(target)}">'
-        "<title>Signed in</title></head><body><p>Signed in. "
-        f'<a href="{html.escape(target)}">Continue</a></p></body></html>',
-        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
-    )
+    response = _continue_page(target, "Signed in.")
     response.set_cookie(
         COOKIE,
         state.sessions.issue(
@@ -272,9 +266,26 @@ def logout(
                 target = state.oidc.logout_url() or target
     except SessionExpired:
         pass
-    response = RedirectResponse(target, status_code=303)
+    response: Response
+    if target.startswith(base + "/login"):
+        response = RedirectResponse(target, status_code=303)
+    else:
+        # the provider's end-session page: reached from a page, as the console's forms may
+        # post only to the console itself (Content-Security-Policy form-action 'self')
+        response = _continue_page(target, "Signed out of the console; signing out at the provider.")
     response.delete_cookie(COOKIE, path=base or "/")
     return response
+
+
+def _continue_page(target: str, words: str) -> HTMLResponse:
+    """Return a page that goes on to ``target`` at once (a link for browsers that do not)."""
+    return HTMLResponse(
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="0;url={html.escape(target)}">'
+        f"<title>{html.escape(words)}</title></head><body><p>{html.escape(words)} "
+        f'<a href="{html.escape(target)}">Continue</a></p></body></html>',
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+    )
 
 
 @router.get("/")
