@@ -64,14 +64,16 @@ def sso(world: dict[str, Any], oidc_provider: OidcProvider) -> Iterator[dict[str
             "group_roles": GROUP_ROLES,
         },
     }
-    world["ws"].path("console_sign_in").write_text(json.dumps(settings), encoding="utf-8")
+    path = world["ws"].root / "console" / "sign-in.json"
+    path.write_text(json.dumps(settings), encoding="utf-8")
     os.environ[SECRET_ENV] = secret
     try:
         with LiveConsole(world["ws"], clock=FixedClock(NOW), sock=sock) as server:
             yield {"url": url, "provider": oidc_provider, "server": server}
     finally:
         os.environ.pop(SECRET_ENV, None)
-    assert secret not in world["ws"].path("console_sign_in").read_text(encoding="utf-8")
+        sock.close()
+    assert secret not in path.read_text(encoding="utf-8")
 
 
 def _approval_identities(ws: Any, version: str) -> list[dict[str, Any]]:
