@@ -8,7 +8,7 @@ UV     := $(VENV)/bin/uv
 EXTRAS ?= dev,postgres,console,vault,mlflow,spark,serve,fhir
 STAMP  := $(VENV)/.installed-$(shell echo "$(EXTRAS)" | tr ',' '-')
 
-.PHONY: demo test bench lint install clean help sysdeps fhir-server
+.PHONY: demo test bench lint install clean help sysdeps fhir-server oidc-provider
 
 help:
 	@echo "make demo   - create the environment, install, run the end-to-end pipeline"
@@ -57,7 +57,13 @@ $(FHIR_SERVER): tests/fhir_server/package.json tests/fhir_server/package-lock.js
 	cd tests/fhir_server && npm ci --no-audit --no-fund
 fhir-server: $(FHIR_SERVER)
 
-test: sysdeps $(STAMP) $(FHIR_SERVER)
+# The loopback OpenID Connect provider (panva's oidc-provider), pinned the same way.
+OIDC_PROVIDER := tests/oidc_provider/node_modules/.package-lock.json
+$(OIDC_PROVIDER): tests/oidc_provider/package.json tests/oidc_provider/package-lock.json
+	cd tests/oidc_provider && npm ci --no-audit --no-fund
+oidc-provider: $(OIDC_PROVIDER)
+
+test: sysdeps $(STAMP) $(FHIR_SERVER) $(OIDC_PROVIDER)
 	$(PY) -m pytest -n 2 -q
 
 bench: $(STAMP)

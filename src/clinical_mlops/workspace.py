@@ -14,6 +14,7 @@ a path; backup and restore copy exactly what is declared)::
     keys/                      the local keyring (wrapping and signing keys)
     console/users.json         review-console users and password hashes
     console/session-key.json   the console's session-signing key (wrapped)
+    console/sign-in.json       how the console signs people in (local users or OpenID Connect)
     artifacts/                 content-addressed outputs: snapshots/, models/, bundles/ ...
     sources/                   raw EHR sources made by generators (synthetic), one folder each
     alerting.yaml              who is told of monitoring alerts (owners, rotas, channels)
@@ -119,6 +120,13 @@ LAYOUT: tuple[LayoutItem, ...] = (
         "file",
         "the review console's session-signing key, wrapped by the keyring",
         secret=True,
+    ),
+    LayoutItem(
+        "console_sign_in",
+        "console/sign-in.json",
+        "file",
+        "how the console signs people in: local users, or the OpenID provider (no secret)",
+        secret=False,
     ),
     LayoutItem(
         "artifacts",

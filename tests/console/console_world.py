@@ -295,12 +295,14 @@ def ledger_size(ws: Workspace) -> int:
 class LiveConsole:
     """The console served by uvicorn in a thread on a free 127.0.0.1 port."""
 
-    def __init__(self, ws: Workspace, *, clock: FixedClock):
+    def __init__(self, ws: Workspace, *, clock: FixedClock, sock: socket.socket | None = None):
         import uvicorn
 
         self.app = standalone_app(ws, clock=clock)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+        self.sock = sock
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         config = uvicorn.Config(
             self.app, log_level="warning", access_log=False, ws="none", lifespan="off"

@@ -57,6 +57,20 @@ def serve_command(
             "--jwt-issuer", help="Expected JWT issuer ('iss'); tokens without it are refused."
         ),
     ] = None,
+    oidc_issuer: Annotated[
+        str | None,
+        typer.Option(
+            "--oidc-issuer",
+            help="OpenID provider whose published keys (JWKS, via discovery) verify tokens.",
+        ),
+    ] = None,
+    oidc_claims: Annotated[
+        Path | None,
+        typer.Option(
+            "--oidc-claims",
+            help="JSON {person_claim, roles_claim, groups_claim, group_roles} for --oidc-issuer.",
+        ),
+    ] = None,
     tls_cert: Annotated[
         Path | None, typer.Option("--tls-cert", help="TLS certificate (PEM).")
     ] = None,
@@ -94,6 +108,8 @@ def serve_command(
         api_keys_file=api_keys,
         audience=audience,
         issuer=jwt_issuer,
+        oidc_issuer=oidc_issuer,
+        claim_mapping_file=oidc_claims,
     )
     predictor = open_predictor(workspace_from(workspace), task=task, site=site)
     scheme = "https" if tls_cert else "http"

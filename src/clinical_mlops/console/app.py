@@ -26,6 +26,7 @@ from clinical_mlops.application.services import Services
 from clinical_mlops.clock import Clock, SystemClock
 from clinical_mlops.console.deps import Console, Viewer, console, render, signed_in
 from clinical_mlops.console.formatting import FILTERS
+from clinical_mlops.console.oidc import load_sign_in
 from clinical_mlops.console.session import DEFAULT_MAX_AGE, SessionManager, session_secret
 from clinical_mlops.console.throttle import LoginThrottle
 from clinical_mlops.console.users import UserDirectory
@@ -122,6 +123,7 @@ def create_console_app(
         secure_cookies=secure_cookies,
         throttle=LoginThrottle(clock),
         owned=owned,
+        oidc=load_sign_in(workspace),
     )
     for router in ROUTERS:
         app.include_router(router)

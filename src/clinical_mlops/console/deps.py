@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from clinical_mlops.clock import Clock
+from clinical_mlops.console.oidc import ConsoleOidc
 from clinical_mlops.console.session import COOKIE, Session, SessionManager
 from clinical_mlops.console.throttle import LoginThrottle
 from clinical_mlops.console.users import ConsoleUser, UserDirectory
@@ -88,7 +89,13 @@ PAGE_ROLES: dict[tuple[str, str], tuple[str, ...]] = {
 }
 #: routes anyone may use (signing in and out)
 PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset(
-    {("GET", "/login"), ("POST", "/login"), ("POST", "/logout")}
+    {
+        ("GET", "/login"),
+        ("POST", "/login"),
+        ("POST", "/logout"),
+        ("GET", "/oidc/start"),
+        ("GET", "/oidc/callback"),
+    }
 )
 #: (label, route) of the navigation, shown to the roles that may open the route
 NAV: tuple[tuple[str, str], ...] = (
@@ -125,6 +132,8 @@ class Console:
     secure_cookies: bool | None = None
     throttle: LoginThrottle | None = None
     owned: list[Any] = field(default_factory=list)
+    #: the hospital's OpenID provider, when the console signs people in through it
+    oidc: ConsoleOidc | None = None
 
     def cookie_secure(self, request: Request) -> bool:
         """Return whether cookies get the Secure flag (always over TLS, or when forced)."""
@@ -162,7 +171,18 @@ class Viewer:
 
     @property
     def identity(self) -> VerifiedIdentity:
-        """Return who this session proved to be (the console user, by local password)."""
+        """Return who this session proved to be: the provider's account, or the local user.
+
+        A single sign-on session names the OpenID provider's issuer and subject (``sub``)
+        and the person its declared claim names; a local session names the console user.
+        """
+        if self.session.issuer is not None and self.session.subject is not None:
+            return VerifiedIdentity(
+                person=self.user.name,
+                method="oidc",
+                subject=self.session.subject,
+                issuer=self.session.issuer,
+            )
         return VerifiedIdentity(
             person=self.user.name, method="console-password", subject=self.user.name
         )
@@ -176,6 +196,16 @@ def signed_in(request: Request, state: Console) -> tuple[ConsoleUser, Session]:
     session here at once.
     """
     session = state.sessions.load(request.cookies.get(COOKIE))
+    if session.issuer is not None:
+        # a single sign-on session: the provider vouched for the person and roles at sign-in
+        if state.oidc is None or state.oidc.issuer != session.issuer:
+            raise SessionExpired(
+                "the console no longer signs people in through the provider that began this "
+                "session; sign in again"
+            )
+        return ConsoleUser(name=session.user, roles=session.roles), session
+    if state.oidc is not None:
+        raise SessionExpired("this console signs people in through the hospital's provider")
     try:
         user = state.users.get(session.user)
     except NotAuthenticated:

@@ -39,6 +39,8 @@ __all__ = ["COOKIE", "DEFAULT_MAX_AGE", "Session", "SessionManager", "session_se
 
 COOKIE = "cm_console"
 DEFAULT_MAX_AGE = 8 * 3600
+#: seconds a single sign-on flow (a trip to the provider and back) may take
+FLOW_MAX_AGE = 600
 _AAD = b"clinical-mlops/console-session-key/v1"
 
 
@@ -69,12 +71,19 @@ def session_secret(workspace: Any) -> bytes:
 
 @dataclass(frozen=True)
 class Session:
-    """A signed-in session: who, its id, when it was issued (UNIX seconds), under which tag."""
+    """A signed-in session: who, its id, when it was issued (UNIX seconds), under which tag.
+
+    A session signed in through the OpenID provider also carries the provider's ``issuer``
+    and ``subject`` and the console ``roles`` its claims mapped to when it began.
+    """
 
     user: str
     sid: str
     issued: float
     tag: str = ""
+    issuer: str | None = None
+    subject: str | None = None
+    roles: tuple[str, ...] = ()
 
 
 def _duration(seconds: int) -> str:
@@ -135,13 +144,29 @@ class SessionManager:
         signer = _signer_on(self.clock)
         self._sessions = URLSafeTimedSerializer(secret, salt="console-session", signer=signer)
         self._forms = URLSafeTimedSerializer(secret, salt="console-form", signer=signer)
+        self._flows = URLSafeTimedSerializer(secret, salt="console-oidc-flow", signer=signer)
         self._ended = _Expiring(self.clock)
         self._used = _Expiring(self.clock)
 
     # -- sessions ------------------------------------------------------------------------
-    def issue(self, user: str, *, tag: str) -> str:
-        """Return a new signed session cookie value for ``user`` under their session ``tag``."""
-        return self._sessions.dumps({"u": user, "sid": secrets.token_urlsafe(16), "g": tag})
+    def issue(
+        self,
+        user: str,
+        *,
+        tag: str,
+        issuer: str | None = None,
+        subject: str | None = None,
+        roles: tuple[str, ...] = (),
+    ) -> str:
+        """Return a new signed session cookie value for ``user`` under their session ``tag``.
+
+        ``issuer``, ``subject`` and ``roles`` bind a single sign-on session to the provider's
+        account (the cookie is signed, so none of them can be changed by the browser).
+        """
+        data: dict[str, Any] = {"u": user, "sid": secrets.token_urlsafe(16), "g": tag}
+        if issuer is not None:
+            data |= {"i": issuer, "s": subject, "r": list(roles)}
+        return self._sessions.dumps(data)
 
     def load(self, cookie: str | None) -> Session:
         """Return the session in ``cookie``; ``SessionExpired`` when absent, invalid or old."""
@@ -161,6 +186,9 @@ class SessionManager:
             sid=str(data["sid"]),
             issued=issued.timestamp(),
             tag=str(data.get("g", "")),
+            issuer=str(data["i"]) if data.get("i") else None,
+            subject=str(data["s"]) if data.get("s") else None,
+            roles=tuple(str(r) for r in data.get("r", ())),
         )
         if session.sid in self._ended:
             raise SessionExpired("you signed out of this session; sign in again")
@@ -169,6 +197,40 @@ class SessionManager:
     def end(self, session: Session) -> None:
         """Remember that ``session`` was signed out, until it would have expired."""
         self._ended.add_if_absent(session.sid, until=session.issued + self.max_age)
+
+    # -- single sign-on flows -------------------------------------------------------------
+    def sign_flow(self, data: dict[str, str]) -> str:
+        """Return ``data`` (state, nonce, PKCE verifier, next page) signed for the browser."""
+        return self._flows.dumps(data)
+
+    def open_flow(self, token: str | None, *, state: str | None) -> dict[str, str]:
+        """Return the sign-in flow ``token`` holds when ``state`` is its own, used once only.
+
+        ``FormTokenInvalid`` when there is no flow, it is older than ``FLOW_MAX_AGE``, it
+        does not verify, ``state`` differs, or that state was already used.
+        """
+        if not token:
+            raise FormTokenInvalid(
+                "no sign-in was started from this browser (or it was finished already); "
+                "start again from the sign-in page"
+            )
+        try:
+            data = self._flows.loads(token, max_age=FLOW_MAX_AGE)
+        except SignatureExpired:
+            raise FormTokenInvalid("the sign-in took too long; start again") from None
+        except BadSignature:
+            raise FormTokenInvalid("the sign-in cookie does not verify; start again") from None
+        if not state or not secrets.compare_digest(str(data.get("state", "")), state):
+            raise FormTokenInvalid(
+                "the provider's answer does not carry this sign-in's state (a forged or "
+                "crossed-over answer); nothing was recorded"
+            )
+        until = self.clock.now().timestamp() + FLOW_MAX_AGE
+        if not self._used.add_if_absent("flow:" + state, until=until):
+            raise FormTokenInvalid(
+                "this sign-in answer was already used once; start again — nothing was recorded"
+            )
+        return {str(k): str(v) for k, v in data.items()}
 
     # -- form tokens ---------------------------------------------------------------------
     def form_token(self, session: Session) -> str:

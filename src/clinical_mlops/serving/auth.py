@@ -2,7 +2,11 @@
 
 A JWT must verify with the service's key (HS256 shared secret, or an EdDSA/RS256
 public key), name this service in ``aud``, carry ``sub`` and ``exp`` and a
-``roles`` claim listing roles from :data:`ROLES`. A system (an EHR interface,
+``roles`` claim listing roles from :data:`ROLES`. With single sign-on
+(``serve --oidc-issuer``) the keys are instead the hospital OpenID provider's, found
+through its discovery document and fetched again when it rotates them
+(:mod:`clinical_mlops.serving.oidc`); ``iss`` and ``aud`` are then required and the
+person and roles come from the declared claims or group mapping. A system (an EHR interface,
 Prometheus) may instead send ``X-API-Key``; keys are stored as SHA-256 hashes
 with a name, roles and the sites the system serves, never in clear. Missing or
 unverifiable credentials are 401; verified credentials without a role the route
@@ -45,7 +49,9 @@ from clinical_mlops.errors import (
     ServiceConfigInvalid,
     ValueInvalid,
 )
+from clinical_mlops.governance.identity import VerifiedIdentity
 from clinical_mlops.hashing import is_text
+from clinical_mlops.serving.oidc import ALGORITHMS, ClaimMapping, OidcIssuer
 
 __all__ = ["ROLES", "AuthConfig", "Principal", "hash_api_key", "new_api_key"]
 
@@ -57,17 +63,35 @@ VERIFIED_TOKENS = 4096
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller: who, with which roles, and at which rollout sites."""
+    """An authenticated caller: who, with which roles, and at which rollout sites.
+
+    A bearer-token caller also carries the verified ``subject`` (the token's ``sub``) and
+    ``issuer`` (its ``iss``, None for a token without one); an API-key system has neither.
+    """
 
     actor: str
     roles: frozenset[str]
     #: the sites the credential names, its home site first; () = the service's own site
     sites: tuple[str, ...] = ()
+    subject: str | None = None
+    issuer: str | None = None
 
     @property
     def site(self) -> str | None:
         """Return the credential's home site, or None when it names none."""
         return self.sites[0] if self.sites else None
+
+    @property
+    def identity(self) -> VerifiedIdentity | None:
+        """Return the verified person behind a bearer token (None for an API-key system)."""
+        if self.subject is None or not self.actor.startswith("user:"):
+            return None
+        return VerifiedIdentity(
+            person=self.actor.removeprefix("user:"),
+            method="api-bearer",
+            subject=self.subject,
+            issuer=self.issuer,
+        )
 
 
 def _site_problem(site: object) -> str | None:
@@ -103,6 +127,10 @@ class AuthConfig:
     issuer: str | None = None
     #: SHA-256 of a key -> (system name, roles, sites)
     api_keys: dict[str, tuple[str, frozenset[str], tuple[str, ...]]] = field(default_factory=dict)
+    #: the OpenID provider whose published keys verify tokens (instead of ``key``)
+    oidc: OidcIssuer | None = None
+    #: how an OpenID provider's claims name the person and their roles
+    claim_mapping: ClaimMapping = field(default_factory=ClaimMapping)
     #: seconds since the epoch, as PyJWT reads them; replaced in tests
     now: Callable[[], float] = field(default=time.time, repr=False, compare=False)
     # token SHA-256 -> (what it was verified under, caller, verified at, exp)
@@ -123,6 +151,24 @@ class AuthConfig:
         return cls(key=secret, algorithms=["HS256"], audience=audience, issuer=issuer)
 
     @classmethod
+    def from_oidc(
+        cls,
+        issuer: str,
+        *,
+        audience: str = DEFAULT_AUDIENCE,
+        claim_mapping: ClaimMapping | None = None,
+    ) -> AuthConfig:
+        """Return a config verifying tokens of the OpenID provider ``issuer`` (keys from JWKS)."""
+        return cls(
+            key=None,
+            algorithms=list(ALGORITHMS),
+            audience=audience,
+            issuer=issuer,
+            oidc=OidcIssuer(issuer),
+            claim_mapping=claim_mapping or ClaimMapping(),
+        )
+
+    @classmethod
     def from_files(
         cls,
         *,
@@ -131,9 +177,34 @@ class AuthConfig:
         api_keys_file: Path | None = None,
         audience: str = DEFAULT_AUDIENCE,
         issuer: str | None = None,
+        oidc_issuer: str | None = None,
+        claim_mapping_file: Path | None = None,
     ) -> AuthConfig:
-        """Return a config from a secret or public-key file and an API-key file (hashes only)."""
-        if public_key_file is not None:
+        """Return a config from a secret or public-key file and an API-key file (hashes only).
+
+        ``oidc_issuer`` verifies tokens with that OpenID provider's published keys instead;
+        ``claim_mapping_file`` (JSON: person_claim, roles_claim, groups_claim, group_roles)
+        says how its claims name the person and roles.
+        """
+        if oidc_issuer is not None:
+            if public_key_file is not None or secret_file is not None:
+                raise ServiceConfigInvalid(
+                    "give either --oidc-issuer (the provider's published keys) or a JWT key "
+                    "file, not both"
+                )
+            mapping = ClaimMapping()
+            if claim_mapping_file is not None:
+                try:
+                    data = json.loads(claim_mapping_file.read_text(encoding="utf-8"))
+                except (OSError, ValueError) as exc:
+                    raise ServiceConfigInvalid(
+                        f"{claim_mapping_file}: expected a JSON object ({exc})"
+                    ) from None
+                if not isinstance(data, dict):
+                    raise ServiceConfigInvalid(f"{claim_mapping_file}: expected a JSON object")
+                mapping = ClaimMapping.from_json(data, where=str(claim_mapping_file))
+            cfg = cls.from_oidc(oidc_issuer, audience=audience, claim_mapping=mapping)
+        elif public_key_file is not None:
             cfg = cls(
                 key=public_key_file.read_text(encoding="utf-8"),
                 algorithms=["EdDSA", "RS256", "ES256"],
@@ -224,7 +295,7 @@ class AuthConfig:
             raise NotAuthenticated("the Authorization header must be 'Bearer <JWT>'")
         token = token.strip()
         token_sha = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-        verifier = (self.key, tuple(self.algorithms), self.audience, self.issuer)
+        verifier = (self.key, tuple(self.algorithms), self.audience, self.issuer, id(self.oidc))
         remembered = self._verified.get(token_sha)
         if remembered is not None and remembered[0] == verifier:
             _, caller, verified_at, expires = remembered
@@ -242,6 +313,8 @@ class AuthConfig:
 
     def _verify(self, token: str) -> tuple[Principal, int]:
         """Return the caller a bearer token names and its ``exp``; raise ``NotAuthenticated``."""
+        if self.oidc is not None:
+            return self._verify_oidc(token, self.oidc)
         required = ["exp", "sub", "aud"] + (["iss"] if self.issuer is not None else [])
         try:
             claims = jwt.decode(
@@ -280,6 +353,25 @@ class AuthConfig:
             actor=f"user:{claims['sub']}",
             roles=frozenset(r for r in claimed if r in ROLES),
             sites=(site,) if site is not None else (),
+            subject=str(claims["sub"]),
+            issuer=claims.get("iss") if isinstance(claims.get("iss"), str) else None,
+        )
+        return principal, int(claims["exp"])
+
+    def _verify_oidc(self, token: str, provider: OidcIssuer) -> tuple[Principal, int]:
+        """Return the caller a provider's token names (person and roles mapped) and its ``exp``."""
+        claims = provider.verify(token, audience=self.audience)
+        person = self.claim_mapping.person(claims)
+        site = claims.get("site")
+        problem = None if site is None else _site_problem(site)
+        if problem:
+            raise NotAuthenticated(f"the token's 'site' claim {site!r} is refused: {problem}")
+        principal = Principal(
+            actor=f"user:{person}",
+            roles=self.claim_mapping.roles(claims, known=ROLES),
+            sites=(site,) if site is not None else (),
+            subject=str(claims["sub"]),
+            issuer=provider.issuer,
         )
         return principal, int(claims["exp"])
 
