@@ -13,6 +13,9 @@ from clinical_mlops.workspace import Workspace
 # CDS Hooks without prefetch: a real FHIR server on loopback (session).
 from fhir_server import fhir_server  # noqa: F401
 
+# Key server: a live OpenBao with the Transit engine (one per test).
+from openbao_server import openbao, openbao_persistent  # noqa: F401
+
 # Evidence plane: a throw-away PostgreSQL cluster (session) and one database per test.
 from postgres_cluster import postgres_database, postgres_server  # noqa: F401
 
