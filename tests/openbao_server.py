@@ -4,8 +4,9 @@
 test`` installs). The ``openbao`` fixture runs ``bao server -dev`` on a free loopback port
 with a known root token, enables Transit, creates the product's two keys (not exportable)
 and a token limited to the product's policy (:data:`POLICY`, as docs/DEPLOYMENT.md gives it). The
-``openbao_persistent`` fixture runs a file-backed server instead (initialised and unsealed
-here), which a test can kill and start again with its keys intact. A missing binary makes
+``openbao_persistent`` fixture runs a server on disk instead (initialised and unsealed
+here, raft storage in a folder), which a test can kill and start again with its keys
+intact. A missing binary makes
 the tests FAIL, never skip.
 """
 
@@ -63,12 +64,13 @@ def bao_binary() -> str:
 
 
 class OpenBao:
-    """One OpenBao server process on 127.0.0.1: dev (in memory) or file-backed."""
+    """One OpenBao server process on 127.0.0.1: dev (in memory) or with raft storage on disk."""
 
     def __init__(self, *, persistent: bool = False):
         self.binary = bao_binary()
         self.base = Path(tempfile.mkdtemp(prefix="cm-bao-"))
         self.port = _free_port()
+        self.cluster_port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.persistent = persistent
         self.root_token = "root-" + secrets.token_hex(8)
@@ -84,10 +86,12 @@ class OpenBao:
         env.pop("BAO_TOKEN", None)
         if self.persistent:
             config = self.base / "server.hcl"
+            (self.base / "data").mkdir(exist_ok=True)
             config.write_text(
-                f'storage "file" {{ path = "{self.base / "data"}" }}\n'
-                f'listener "tcp" {{ address = "127.0.0.1:{self.port}"\n  tls_disable = true }}\n'
-                f'api_addr = "{self.url}"\ndisable_mlock = true\n',
+                f'storage "raft" {{\n  path = "{self.base / "data"}"\n  node_id = "test"\n}}\n'
+                f'listener "tcp" {{\n  address = "127.0.0.1:{self.port}"\n'
+                f'  cluster_address = "127.0.0.1:{self.cluster_port}"\n  tls_disable = true\n}}\n'
+                f'api_addr = "{self.url}"\ncluster_addr = "http://127.0.0.1:{self.cluster_port}"\n',
                 encoding="utf-8",
             )
             args = [self.binary, "server", f"-config={config}"]
@@ -126,6 +130,7 @@ class OpenBao:
 
     def _init_and_unseal(self) -> None:
         import hvac
+        import requests
 
         client = hvac.Client(url=self.url)
         if not client.sys.is_initialized():
@@ -133,7 +138,8 @@ class OpenBao:
             self.root_token, self.unseal_key = answer["root_token"], answer["keys"][0]
         client.sys.submit_unseal_key(self.unseal_key)
         deadline = time.monotonic() + 60
-        while not self.root().sys.read_health_status(method="GET").ok:
+        # 200 once unsealed and the raft leader is elected (429 standby, 503 sealed)
+        while requests.get(f"{self.url}/v1/sys/health", timeout=2).status_code != 200:
             if time.monotonic() > deadline:
                 pytest.fail(f"bao server did not become active:\n{self.log_tail()}")
             time.sleep(0.1)
@@ -190,7 +196,7 @@ def openbao() -> Iterator[OpenBao]:
 
 @pytest.fixture
 def openbao_persistent() -> Iterator[OpenBao]:
-    """Yield a file-backed OpenBao server with Transit, which survives a kill and restart."""
+    """Yield an OpenBao server on disk with Transit, which survives a kill and restart."""
     server = OpenBao(persistent=True)
     try:
         server.start()
