@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import hvac.exceptions
@@ -141,13 +142,15 @@ def test_rotation_keeps_old_data_open_and_new_data_on_the_new_version(
     assert listed[new].active and not listed[kid].active and listed[kid].purpose == "wrap"
     assert listed[new_sign].public_key == publics[new_sign].public_bytes_raw().hex()
     assert listed[kid].public_key is None
+    for info in listed.values():
+        assert datetime.fromisoformat(info.created).tzinfo is not None
 
 
-def test_a_revoked_token_is_refused(
+def test_a_revoked_token_is_refused_until_the_token_file_holds_a_new_one(
     openbao: OpenBao, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ):
     token = openbao.product_token()
-    use_transit(monkeypatch, openbao, token, tmp_path)
+    token_file = use_transit(monkeypatch, openbao, token, tmp_path)
     provider = provider_for_workspace(Workspace.open(tmp_path / "ws"))
     kid, wrapped = provider.wrap(b"k" * 32, aad=b"a")
     _, signer = provider.signer()
@@ -160,6 +163,15 @@ def test_a_revoked_token_is_refused(
         with pytest.raises(KeyProviderUnavailable, match="permission denied") as caught:
             act()
         assert token not in str(caught.value)
+    # An agent writes a renewed token into the file: the running provider takes it up.
+    renewed = tmp_path / "renewed"
+    fd = os.open(renewed, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, openbao.product_token().encode())
+    os.close(fd)
+    os.replace(renewed, token_file)
+    assert provider.unwrap(kid, wrapped, aad=b"a") == b"k" * 32
+    signature = signer.sign(b"entry")
+    provider.public_keys()[provider.active_key_id("sign")].verify(signature, b"entry")
 
 
 def test_a_token_file_others_can_read_is_refused(

@@ -502,7 +502,8 @@ class TransitKeyProvider:
         self,
         *,
         url: str,
-        token: str,
+        token: str | None = None,
+        token_file: str | Path | None = None,
         mount: str = "transit",
         wrap_key: str = "clinical-mlops-wrap",
         sign_key: str = "clinical-mlops-sign",
@@ -521,6 +522,9 @@ class TransitKeyProvider:
                     f"Transit {field}: expected 1-48 letters, digits, '_', '.' or '-', "
                     f"got {value!r}"
                 )
+        self._token_file = Path(token_file) if token_file else None
+        if self._token_file is not None:
+            token = _read_token_file(self._token_file)
         if not token:
             raise KeyProviderUnavailable(f"Transit at {url}: no token was given")
         self._client = hvac.Client(url=url, token=token, timeout=timeout)
@@ -545,9 +549,17 @@ class TransitKeyProvider:
 
         url = f"/v1/{self._mount}/{path}"
         try:
-            if method == "GET":
-                return self._client.adapter.get(url)
-            return self._client.adapter.post(url, json=body or {})
+            try:
+                return self._send(method, url, body)
+            except hvac.exceptions.Forbidden:
+                # An agent renews the token by rewriting the file: use the new one, once.
+                if self._token_file is None:
+                    raise
+                token = _read_token_file(self._token_file)
+                if not token or token == self._client.token:
+                    raise
+                self._client.token = token
+                return self._send(method, url, body)
         except hvac.exceptions.Forbidden:
             raise KeyProviderUnavailable(
                 f"{self.name}: {what} was refused (permission denied): the token is revoked, "
@@ -562,6 +574,11 @@ class TransitKeyProvider:
                 f"{self.name}: {what} failed ({type(exc).__name__}: {_first_line(exc)}); "
                 "nothing was written"
             ) from None
+
+    def _send(self, method: str, url: str, body: dict[str, Any] | None) -> Any:
+        if method == "GET":
+            return self._client.adapter.get(url)
+        return self._client.adapter.post(url, json=body or {})
 
     def _key(self, purpose: Purpose, *, fresh: bool = False) -> dict[str, Any]:
         """Return the Transit key record (versions, latest) of ``purpose``, cached briefly."""
@@ -729,10 +746,11 @@ class TransitKeyProvider:
             name, latest = self._names[purpose], int(data["latest_version"])
             for version, info in sorted(data["keys"].items(), key=lambda kv: int(kv[0])):
                 if isinstance(info, dict):  # asymmetric keys: creation time and public key
-                    created = str(info.get("creation_time", ""))
+                    created = _iso_seconds(str(info.get("creation_time", "")))
                     public = base64.b64decode(info["public_key"]).hex()
                 else:  # symmetric keys: the creation time in Unix seconds
-                    created, public = datetime.fromtimestamp(int(info), UTC).isoformat(), None
+                    created = datetime.fromtimestamp(int(info), UTC).isoformat()
+                    public = None
                 out.append(
                     KeyInfo(
                         key_id=f"{name}:v{int(version)}",
@@ -745,29 +763,33 @@ class TransitKeyProvider:
         return out
 
 
+def _iso_seconds(value: str) -> str:
+    """Return a server's RFC 3339 time (nanoseconds, ``Z``) as this module writes times."""
+    try:
+        return datetime.fromisoformat(re.sub(r"(\.\d+)?Z$", "+00:00", value)).isoformat()
+    except ValueError:
+        return value
+
+
 def _first_line(exc: BaseException) -> str:
     """Return the server's message on one line (hvac's errors span several)."""
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _transit_token() -> str:
-    """Return the Transit token from ``CLINICAL_MLOPS_VAULT_TOKEN_FILE`` or the environment."""
-    path = os.environ.get("CLINICAL_MLOPS_VAULT_TOKEN_FILE")
-    if path:
-        file = Path(path)
-        try:
-            mode = stat.S_IMODE(file.stat().st_mode)
-            if mode & 0o077:
-                raise KeyFileInsecure(
-                    f"{file} has mode {mode:04o}; a token file must be readable by the owner "
-                    f"only (run: chmod 600 {file})"
-                )
-            return file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise KeyProviderUnavailable(
-                f"CLINICAL_MLOPS_VAULT_TOKEN_FILE: cannot read {file} ({exc.strerror})"
-            ) from None
-    return os.environ.get("BAO_TOKEN") or os.environ.get("VAULT_TOKEN") or ""
+def _read_token_file(file: Path) -> str:
+    """Return the token in ``file``; KeyFileInsecure if group or others may read it."""
+    try:
+        mode = stat.S_IMODE(file.stat().st_mode)
+        if mode & 0o077:
+            raise KeyFileInsecure(
+                f"{file} has mode {mode:04o}; a token file must be readable by the owner "
+                f"only (run: chmod 600 {file})"
+            )
+        return file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise KeyProviderUnavailable(
+            f"cannot read the token file {file} ({exc.strerror})"
+        ) from None
 
 
 def provider_for_workspace(workspace: Any) -> KeyProvider:
@@ -781,15 +803,17 @@ def provider_for_workspace(workspace: Any) -> KeyProvider:
     choice = os.environ.get("CLINICAL_MLOPS_KEY_PROVIDER", "local")
     if choice == "transit":
         addr = os.environ.get("BAO_ADDR") or os.environ.get("VAULT_ADDR")
-        token = _transit_token()
-        if not addr or not token:
+        token_file = os.environ.get("CLINICAL_MLOPS_VAULT_TOKEN_FILE") or None
+        token = os.environ.get("BAO_TOKEN") or os.environ.get("VAULT_TOKEN")
+        if not addr or not (token_file or token):
             raise KeyProviderUnavailable(
                 "CLINICAL_MLOPS_KEY_PROVIDER=transit needs BAO_ADDR (or VAULT_ADDR) and a token "
                 "in CLINICAL_MLOPS_VAULT_TOKEN_FILE or BAO_TOKEN (or VAULT_TOKEN)"
             )
         return TransitKeyProvider(
             url=addr,
-            token=token,
+            token=None if token_file else token,
+            token_file=token_file,
             mount=os.environ.get("CLINICAL_MLOPS_TRANSIT_MOUNT", "transit"),
             wrap_key=os.environ.get("CLINICAL_MLOPS_TRANSIT_WRAP_KEY", "clinical-mlops-wrap"),
             sign_key=os.environ.get("CLINICAL_MLOPS_TRANSIT_SIGN_KEY", "clinical-mlops-sign"),
