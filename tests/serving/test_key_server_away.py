@@ -1,6 +1,7 @@
 """A service whose keys live in OpenBao Transit fails closed when the key server goes away:
 503, no risk returned, nothing written to the ledger; once the server is back the ledger
-verifies, with no partial entry, and scoring resumes (R-P2, R-H4)."""
+verifies, with no partial entry, and scoring resumes; readiness names the keys meanwhile
+(R-P2, R-H4)."""
 
 from __future__ import annotations
 
@@ -110,6 +111,8 @@ def test_the_key_server_going_away_answers_503_and_writes_nothing(
     assert served.status_code == 200, served.text
     ledger = transit_service["predictor"].ledger
     size = ledger.size()
+    client = transit_service["client"]
+    assert client.get("/readyz").json()["checks"]["keys"] == "ok"
     openbao_persistent.kill()
     # MRN-0's data key is in memory (the ledger entry still needs a signature); MRN-1's is
     # not (it must be unwrapped first). Neither gets an answer or an entry.
@@ -121,7 +124,13 @@ def test_the_key_server_going_away_answers_503_and_writes_nothing(
         assert set(refused.json()) == {"detail"}  # no risk, band or explanation
         assert f"MRN-{i}" not in refused.text
         assert ledger.size() == size
+    assert client.get("/healthz").status_code == 200  # the process itself is alive
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert {k for k, v in ready.json()["checks"].items() if v != "ok"} == {"keys"}
+    assert openbao_persistent.url.split("//")[1] not in ready.text  # no address for anyone
     openbao_persistent.start()  # the same storage: the keys are back
+    assert client.get("/readyz").status_code == 200  # by itself, no restart
     report = audit_verify(transit_service["ws"], monkeypatch, capsys)
     assert report["entries"] == size and report["first_bad_seq"] is None
     again = predict(transit_service, 1)
@@ -146,3 +155,5 @@ def test_a_revoked_token_answers_503_and_writes_nothing(
     assert "permission denied" in refused.json()["detail"]["message"]
     assert token not in refused.text
     assert ledger.size() == size
+    ready = transit_service["client"].get("/readyz").json()["checks"]
+    assert ready["keys"] == "the key server cannot be reached or refused the service's token"
