@@ -16,6 +16,9 @@ from fhir_server import fhir_server  # noqa: F401
 # Single sign-on: a real OpenID Connect provider on loopback (per test module).
 from oidc_provider import oidc_provider  # noqa: F401
 
+# Key server: a live OpenBao with the Transit engine (one per test).
+from openbao_server import openbao, openbao_persistent  # noqa: F401
+
 # Evidence plane: a throw-away PostgreSQL cluster (session) and one database per test.
 from postgres_cluster import postgres_database, postgres_server  # noqa: F401
 

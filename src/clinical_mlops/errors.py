@@ -36,7 +36,7 @@
         ├── KeyNotFound                a key id the provider (or identity store) does not hold
         ├── WrongKey                   a key that exists but does not open the data
         ├── KeyFileInsecure            a key file readable by group or others
-        ├── KeyProviderUnavailable     the key provider (e.g. Vault) cannot be reached or used
+        ├── KeyProviderUnavailable     the key provider (e.g. Transit) cannot be reached or used
         ├── SubjectNotFound            no pseudonym for that subject in the identity vault
         │   └── SubjectErased          the subject was erased: nothing is opened or sealed for it (also a KeyNotFound)
         └── ConsentNotGranted          recorded consent does not cover the stated purpose
@@ -364,7 +364,10 @@ class KeyFileInsecure(PrivacyError):
 
 
 class KeyProviderUnavailable(PrivacyError):
-    """The key provider cannot be reached, is not installed, or refused the request."""
+    """The key provider cannot be reached, is not installed, or refused the request.
+
+    Raised before anything is committed: the service answers 503 and writes nothing.
+    """
 
 
 class SubjectNotFound(PrivacyError):

@@ -76,6 +76,7 @@ def test_the_ledger_removed_while_serving_fails_closed_and_is_not_recreated(
     assert code == 503 and state["ledger"] != "ok"
     assert {k: v for k, v in state.items() if k != "ledger"} == {
         "identity": "ok",
+        "keys": "ok",
         "metadata": "ok",
         "release": "ok",
     }
@@ -85,7 +86,7 @@ def test_the_ledger_removed_while_serving_fails_closed_and_is_not_recreated(
     kept.unlink()
     assert checks(client) == (
         200,
-        dict.fromkeys(("ledger", "identity", "metadata", "release"), "ok"),
+        dict.fromkeys(("ledger", "identity", "keys", "metadata", "release"), "ok"),
     )
     assert ledger.size() == size  # nothing was written while it was gone
     again = client.post("/v1/predict", headers=headers, json=one(live, 61, request_id="gone-0"))
@@ -205,7 +206,7 @@ def test_a_store_read_only_then_writable_again_recovers_without_a_restart(
         read_only_while["files"] = set()
         assert checks(client) == (
             200,
-            dict.fromkeys(("ledger", "identity", "metadata", "release"), "ok"),
+            dict.fromkeys(("ledger", "identity", "keys", "metadata", "release"), "ok"),
         )
         if store == "identity":
             assert client.post("/v1/predict", headers=headers, json=body).status_code == 200

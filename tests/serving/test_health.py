@@ -28,7 +28,7 @@ with warnings.catch_warnings():
 
 READY = {
     "status": "ready",
-    "checks": {"ledger": "ok", "identity": "ok", "metadata": "ok", "release": "ok"},
+    "checks": {"ledger": "ok", "identity": "ok", "keys": "ok", "metadata": "ok", "release": "ok"},
 }
 
 

@@ -29,6 +29,7 @@ from clinical_mlops.errors import (
     DuplicateRequest,
     FhirDataUnavailable,
     InputInvalid,
+    KeyProviderUnavailable,
     LedgerCorrupted,
     NotAuthenticated,
     NotAuthorised,
@@ -84,6 +85,8 @@ _STATUS: dict[type[Exception], int] = {
     ReleaseNotServable: 503,
     # fail closed: no recommendation without its audit record
     StoreUnavailable: 503,
+    # the key server (Transit) cannot wrap or sign: nothing is written, nothing returned
+    KeyProviderUnavailable: 503,
     ClockBehindLedger: 503,
     # a damaged record (e.g. the prediction an override names): nothing is built on it
     LedgerCorrupted: 503,

@@ -91,7 +91,10 @@ _ERRORS: dict[int, tuple[str, str]] = {
     409: ("Problem", "The request id was already served"),
     413: ("Message", "The body is larger than the service accepts"),
     422: ("InvalidRequest", "The body, a field or an input is invalid, named by location"),
-    503: ("Problem", "A store cannot be read or written, or no release is served here"),
+    503: (
+        "Problem",
+        "A store or the key server cannot be used now, or no release is served here",
+    ),
 }
 #: routes that score, where a request id can repeat
 _SCORING = {

@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import sqlalchemy as sa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clinical_mlops.clock import Clock, SystemClock, utc_iso
 from clinical_mlops.errors import (
@@ -51,6 +50,7 @@ from clinical_mlops.errors import (
     EntryNotFound,
     EntryPayloadInvalid,
     KeyNotFound,
+    KeyProviderUnavailable,
     LedgerCorrupted,
     LedgerNotFound,
     StoreUnavailable,
@@ -92,7 +92,7 @@ from clinical_mlops.ledger.verify import VerifyReport, parse_row, verify_ledger
 from clinical_mlops.ledger.witness import WitnessClient
 from clinical_mlops.privacy.crypto import open_sealed, payload_aad, seal
 from clinical_mlops.privacy.identity import SYSTEM_OWNER, IdentityVault
-from clinical_mlops.privacy.keys import KeyProvider, provider_for_workspace
+from clinical_mlops.privacy.keys import KeyProvider, Signer, provider_for_workspace
 
 __all__ = ["EntryView", "Ledger", "NewEntry", "Receipt", "record"]
 
@@ -175,7 +175,7 @@ class Ledger:
         self.clock: Clock = clock or SystemClock()
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval = checkpoint_interval
-        self._signer: tuple[str, Ed25519PrivateKey] | None = None
+        self._signer: tuple[str, Signer] | None = None
         self._lock = threading.Lock()
         # group commit: appends waiting for the transaction being written
         self._commit = threading.Condition()
@@ -281,7 +281,7 @@ class Ledger:
         self.close()
 
     # -- appending -------------------------------------------------------------------------
-    def _current_signer(self) -> tuple[str, Ed25519PrivateKey]:
+    def _current_signer(self) -> tuple[str, Signer]:
         active = self.provider.active_key_id("sign")
         with self._lock:
             if self._signer is None or self._signer[0] != active:
@@ -720,9 +720,10 @@ class Ledger:
         if due_by_count or elapsed >= self.checkpoint_interval:
             try:
                 self.checkpoint(witness="background")
-            except (StoreUnavailable, OSError) as exc:
+            except (StoreUnavailable, KeyProviderUnavailable, OSError) as exc:
                 # The entries are committed and their callers get receipts; a checkpoint that
-                # cannot be stored now (disk full) is retried on the next append.
+                # cannot be stored or signed now (disk full, key server away) is retried on
+                # the next append.
                 _log.warning("ledger checkpoint deferred, retried on the next append: %s", exc)
 
     def checkpoint(self, *, witness: Literal["wait", "background", "no"] = "wait") -> Checkpoint:

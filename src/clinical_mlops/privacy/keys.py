@@ -7,11 +7,20 @@ A provider holds two kinds of keys, each with a key id:
 
 Rotation adds a new key and makes it active; old keys stay available so that
 what they wrapped or signed still opens and verifies, and new writes use the
-new key. Two providers share one interface: :class:`LocalKeyring` (key files of
-mode 0600 in the workspace's ``keys/`` folder, the default) and
-:class:`VaultKeyProvider` (a HashiCorp Vault KV v2 secret, through ``hvac``,
-installed with the ``vault`` extra). The Vault provider is tested against a
-small fake Vault HTTP server only; no real Vault server runs in the test suite.
+new key. Three providers share one interface:
+
+- :class:`LocalKeyring`: key files of mode 0600 in the workspace's ``keys/``
+  folder (the default);
+- :class:`TransitKeyProvider`: the Transit engine of OpenBao or HashiCorp Vault
+  (through ``hvac``, the ``vault`` extra). Data keys are wrapped and unwrapped
+  on the server and signatures are made there; key material never leaves it.
+  Tested against a live ``bao server -dev`` that the tests start;
+- :class:`VaultKeyProvider`: a KV v2 secret holding the key material, which this
+  process reads (the keys leave the server). Kept for workspaces that already use
+  it; tested against a small fake Vault HTTP server only.
+
+A signer is anything with ``sign(data) -> bytes`` (:class:`Signer`): an
+``Ed25519PrivateKey`` in memory, or a handle that asks Transit to sign.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import base64
 import fcntl
 import json
 import os
+import re
 import secrets
 import stat
 import threading
@@ -31,7 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -48,6 +58,8 @@ __all__ = [
     "KeyProvider",
     "LocalKeyring",
     "Purpose",
+    "Signer",
+    "TransitKeyProvider",
     "VaultKeyProvider",
     "provider_for_workspace",
     "public_key_hex",
@@ -78,6 +90,12 @@ class KeyInfo:
         }
 
 
+class Signer(Protocol):
+    """Makes Ed25519 signatures with one key: in memory, or on a key server."""
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
 class KeyProvider(Protocol):
     """The interface every key provider implements."""
 
@@ -89,7 +107,7 @@ class KeyProvider(Protocol):
 
     def unwrap(self, key_id: str, wrapped: bytes, *, aad: bytes) -> bytes: ...
 
-    def signer(self) -> tuple[str, Ed25519PrivateKey]: ...
+    def signer(self) -> tuple[str, Signer]: ...
 
     def public_keys(self) -> dict[str, Ed25519PublicKey]: ...
 
@@ -442,25 +460,380 @@ class VaultKeyProvider(_MaterialProvider):
         state["material"][key_id] = base64.b64encode(material).decode("ascii")
 
 
+_TRANSIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,47}")
+_TRANSIT_TYPES: dict[Purpose, str] = {"wrap": "aes256-gcm96", "sign": "ed25519"}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+class _TransitSigner:
+    """Signs with one version of a Transit Ed25519 key, on the server."""
+
+    def __init__(self, provider: TransitKeyProvider, key_id: str):
+        self._provider = provider
+        self.key_id = key_id
+
+    def sign(self, data: bytes) -> bytes:
+        return self._provider.sign(self.key_id, data)
+
+    def __repr__(self) -> str:
+        return f"<Transit signer {self.key_id}>"
+
+
+class TransitKeyProvider:
+    """Keys that stay in the Transit engine of OpenBao or Vault: wrapped, unwrapped and
+    signed on the server, through ``hvac``.
+
+    Two Transit keys, created by the operator: an ``aes256-gcm96`` key that wraps data
+    keys (the associated data is bound as Transit ``associated_data``) and an
+    ``ed25519`` key that signs ledger entries, checkpoints and release bundles. A key id
+    is ``<key name>:v<version>``; a Transit rotation adds a version, new writes use it,
+    and older versions still unwrap and verify. Keys marked exportable (or allowing a
+    plaintext backup) are refused: their material could leave the server.
+
+    Anything the server does not answer, or refuses (a revoked or expired token, a
+    policy that does not allow the call), raises :class:`KeyProviderUnavailable`: the
+    caller writes and returns nothing. The token is held in memory only, never logged.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        token: str | None = None,
+        token_file: str | Path | None = None,
+        mount: str = "transit",
+        wrap_key: str = "clinical-mlops-wrap",
+        sign_key: str = "clinical-mlops-sign",
+        timeout: float = 5.0,
+        key_ttl: float = 5.0,
+    ):
+        try:
+            import hvac
+        except ImportError:
+            raise KeyProviderUnavailable(
+                "the Transit key provider needs hvac: pip install 'clinical-mlops[vault]'"
+            ) from None
+        for field, value in (("mount", mount), ("wrap key", wrap_key), ("sign key", sign_key)):
+            if not _TRANSIT_NAME.fullmatch(value):
+                raise ValueInvalid(
+                    f"Transit {field}: expected 1-48 letters, digits, '_', '.' or '-', "
+                    f"got {value!r}"
+                )
+        self._token_file = Path(token_file) if token_file else None
+        if self._token_file is not None:
+            token = _read_token_file(self._token_file)
+        if not token:
+            raise KeyProviderUnavailable(f"Transit at {url}: no token was given")
+        self._client = hvac.Client(url=url, token=token, timeout=timeout)
+        self._mount = mount
+        self._names: dict[Purpose, str] = {"wrap": wrap_key, "sign": sign_key}
+        self._key_ttl = key_ttl
+        self._lock = threading.Lock()
+        self._keys: dict[Purpose, tuple[float, dict[str, Any]]] = {}
+        # A key version's public half never changes, so it is kept once read.
+        self._publics: dict[str, Ed25519PublicKey] = {}
+        self.name = f"transit {url.rstrip('/')}/{mount}"
+
+    def __repr__(self) -> str:
+        return f"<TransitKeyProvider {self.name}>"
+
+    # -- talking to the server ----------------------------------------------------------------
+    def _request(
+        self, method: str, path: str, what: str, body: dict[str, Any] | None = None
+    ) -> Any:
+        import hvac.exceptions
+        import requests
+
+        url = f"/v1/{self._mount}/{path}"
+        try:
+            try:
+                return self._send(method, url, body)
+            except hvac.exceptions.Forbidden:
+                # An agent renews the token by rewriting the file: use the new one, once.
+                if self._token_file is None:
+                    raise
+                token = _read_token_file(self._token_file)
+                if not token or token == self._client.token:
+                    raise
+                self._client.token = token
+                return self._send(method, url, body)
+        except hvac.exceptions.Forbidden:
+            raise KeyProviderUnavailable(
+                f"{self.name}: {what} was refused (permission denied): the token is revoked, "
+                "expired or not allowed this call by its policy"
+            ) from None
+        except hvac.exceptions.InvalidPath:
+            raise KeyNotFound(f"{self.name}: {what}: no such path {self._mount}/{path}") from None
+        except hvac.exceptions.InvalidRequest:
+            raise  # the caller knows what a refused input means
+        except (hvac.exceptions.VaultError, requests.RequestException) as exc:
+            raise KeyProviderUnavailable(
+                f"{self.name}: {what} failed ({type(exc).__name__}: {_first_line(exc)}); "
+                "nothing was written"
+            ) from None
+
+    def _send(self, method: str, url: str, body: dict[str, Any] | None) -> Any:
+        if method == "GET":
+            return self._client.adapter.get(url)
+        return self._client.adapter.post(url, json=body or {})
+
+    def _key(self, purpose: Purpose, *, fresh: bool = False) -> dict[str, Any]:
+        """Return the Transit key record (versions, latest) of ``purpose``, cached briefly."""
+        # A short cache keeps a round trip off every append; a rotation made elsewhere is
+        # picked up within the TTL (the older version keeps working meanwhile).
+        now = time.monotonic()
+        with self._lock:
+            hit = self._keys.get(purpose)
+        if not fresh and hit is not None and now - hit[0] < self._key_ttl:
+            return hit[1]
+        name = self._names[purpose]
+        try:
+            data = self._request("GET", f"keys/{name}", f"reading key {name!r}")["data"]
+        except KeyNotFound:
+            raise KeyNotFound(
+                f"{self.name}: no Transit key {name!r}; create it with: bao write -f "
+                f"{self._mount}/keys/{name} type={_TRANSIT_TYPES[purpose]}"
+            ) from None
+        if data.get("type") != _TRANSIT_TYPES[purpose]:
+            raise KeyProviderUnavailable(
+                f"{self.name}: key {name!r} is of type {data.get('type')!r}; the {purpose} key "
+                f"must be {_TRANSIT_TYPES[purpose]}"
+            )
+        if data.get("exportable") or data.get("allow_plaintext_backup"):
+            raise KeyProviderUnavailable(
+                f"{self.name}: key {name!r} is exportable or allows a plaintext backup, so its "
+                "material can leave the server; refusing to use it (create a key without them)"
+            )
+        with self._lock:
+            self._keys[purpose] = (now, data)
+        return dict(data)
+
+    def _version(self, purpose: Purpose, key_id: str) -> int:
+        name = self._names[purpose]
+        head, sep, version = key_id.rpartition(":v")
+        if head != name or not sep or not version.isdigit():
+            known = [f"{name}:v{v}" for v in sorted(self._key(purpose)["keys"], key=int)]
+            raise KeyNotFound(
+                f"{self.name}: no key with id {key_id!r}; known {purpose} keys: {known}"
+            )
+        return int(version)
+
+    # -- the KeyProvider interface ------------------------------------------------------------
+    def active_key_id(self, purpose: Purpose) -> str:
+        """Return the id (``<key name>:v<latest version>``) new writes use for ``purpose``."""
+        if purpose not in _PURPOSES:
+            raise ValueInvalid(f"purpose: expected one of {_PURPOSES}, got {purpose!r}")
+        return f"{self._names[purpose]}:v{int(self._key(purpose)['latest_version'])}"
+
+    def wrap(self, plaintext: bytes, *, aad: bytes) -> tuple[str, bytes]:
+        """Return (key id, Transit ciphertext) of ``plaintext``, encrypted on the server."""
+        import hvac.exceptions
+
+        key_id = self.active_key_id("wrap")
+        name = self._names["wrap"]
+        body = {
+            "plaintext": _b64(plaintext),
+            "associated_data": _b64(aad),
+            "key_version": self._version("wrap", key_id),
+        }
+        try:
+            data = self._request("POST", f"encrypt/{name}", f"wrapping under {key_id}", body)
+        except hvac.exceptions.InvalidRequest as exc:
+            raise KeyProviderUnavailable(
+                f"{self.name}: wrapping under {key_id} was refused: {_first_line(exc)}"
+            ) from None
+        used = f"{name}:v{int(data['data']['key_version'])}"
+        return used, str(data["data"]["ciphertext"]).encode("ascii")
+
+    def unwrap(self, key_id: str, wrapped: bytes, *, aad: bytes) -> bytes:
+        """Return the plaintext wrapped under ``key_id``, decrypted on the server; WrongKey if
+        the server cannot authenticate it with that key and ``aad``."""
+        import hvac.exceptions
+
+        version = self._version("wrap", key_id)
+        try:
+            ciphertext = wrapped.decode("ascii")
+        except UnicodeDecodeError:
+            ciphertext = ""
+        if not ciphertext.startswith(f"vault:v{version}:"):
+            raise WrongKey(
+                f"{self.name}: this wrapped data key is not a Transit ciphertext of {key_id}"
+            )
+        body = {"ciphertext": ciphertext, "associated_data": _b64(aad)}
+        try:
+            data = self._request(
+                "POST", f"decrypt/{self._names['wrap']}", f"unwrapping under {key_id}", body
+            )
+        except hvac.exceptions.InvalidRequest as exc:
+            raise WrongKey(
+                f"{self.name}: key {key_id!r} does not open this wrapped data key "
+                f"({_first_line(exc)}); it was wrapped for other data or altered"
+            ) from None
+        return base64.b64decode(data["data"]["plaintext"])
+
+    def sign(self, key_id: str, data: bytes) -> bytes:
+        """Return the Ed25519 signature of ``data`` made on the server by ``key_id``."""
+        import hvac.exceptions
+
+        version = self._version("sign", key_id)
+        body = {"input": _b64(data), "key_version": version}
+        try:
+            answer = self._request(
+                "POST", f"sign/{self._names['sign']}", f"signing with {key_id}", body
+            )
+        except hvac.exceptions.InvalidRequest as exc:
+            raise KeyProviderUnavailable(
+                f"{self.name}: signing with {key_id} was refused: {_first_line(exc)}"
+            ) from None
+        prefix, _, encoded = str(answer["data"]["signature"]).rpartition(":")
+        signature = base64.b64decode(encoded)
+        # Checked here so that a signature the ledger could never verify is never written.
+        try:
+            self._public(key_id).verify(signature, data)
+        except InvalidSignature:
+            raise KeyProviderUnavailable(
+                f"{self.name}: the server's signature ({prefix}) does not verify with the "
+                f"public key of {key_id}; nothing was signed"
+            ) from None
+        return signature
+
+    def _public(self, key_id: str) -> Ed25519PublicKey:
+        with self._lock:
+            hit = self._publics.get(key_id)
+        if hit is not None:
+            return hit
+        publics = self.public_keys()
+        if key_id not in publics:
+            raise KeyNotFound(f"{self.name}: no signing key {key_id!r}; known: {sorted(publics)}")
+        return publics[key_id]
+
+    def signer(self) -> tuple[str, Signer]:
+        """Return (key id, signer) of the active signing key; the signer signs on the server."""
+        key_id = self.active_key_id("sign")
+        return key_id, _TransitSigner(self, key_id)
+
+    def public_keys(self) -> dict[str, Ed25519PublicKey]:
+        """Return every signing key version's public half by key id (old ones included)."""
+        name = self._names["sign"]
+        out = {}
+        for version, info in self._key("sign", fresh=True)["keys"].items():
+            out[f"{name}:v{int(version)}"] = Ed25519PublicKey.from_public_bytes(
+                base64.b64decode(info["public_key"])
+            )
+        with self._lock:
+            self._publics.update(out)
+        return out
+
+    def rotate(self, *, purpose: Purpose = "wrap") -> tuple[str, str]:
+        """Return (old id, new id) after the server adds a new version of ``purpose``'s key."""
+        if purpose not in _PURPOSES:
+            raise ValueInvalid(f"purpose: expected one of {_PURPOSES}, got {purpose!r}")
+        self._key(purpose, fresh=True)
+        old = self.active_key_id(purpose)
+        name = self._names[purpose]
+        self._request("POST", f"keys/{name}/rotate", f"rotating {name!r}")
+        self._key(purpose, fresh=True)
+        return old, self.active_key_id(purpose)
+
+    def list_keys(self) -> list[KeyInfo]:
+        """Return every key version's id, purpose, creation time and whether it is active."""
+        out = []
+        for purpose in _PURPOSES:
+            data = self._key(purpose, fresh=True)
+            name, latest = self._names[purpose], int(data["latest_version"])
+            for version, info in sorted(data["keys"].items(), key=lambda kv: int(kv[0])):
+                if isinstance(info, dict):  # asymmetric keys: creation time and public key
+                    created = _iso_seconds(str(info.get("creation_time", "")))
+                    public = base64.b64decode(info["public_key"]).hex()
+                else:  # symmetric keys: the creation time in Unix seconds
+                    created = datetime.fromtimestamp(int(info), UTC).isoformat()
+                    public = None
+                out.append(
+                    KeyInfo(
+                        key_id=f"{name}:v{int(version)}",
+                        purpose=purpose,
+                        created=created,
+                        active=int(version) == latest,
+                        public_key=public,
+                    )
+                )
+        return out
+
+
+def _iso_seconds(value: str) -> str:
+    """Return a server's RFC 3339 time (nanoseconds, ``Z``) as this module writes times."""
+    try:
+        return datetime.fromisoformat(re.sub(r"(\.\d+)?Z$", "+00:00", value)).isoformat()
+    except ValueError:
+        return value
+
+
+def _first_line(exc: BaseException) -> str:
+    """Return the server's message on one line (hvac's errors span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _read_token_file(file: Path) -> str:
+    """Return the token in ``file``; KeyFileInsecure if group or others may read it."""
+    try:
+        mode = stat.S_IMODE(file.stat().st_mode)
+        if mode & 0o077:
+            raise KeyFileInsecure(
+                f"{file} has mode {mode:04o}; a token file must be readable by the owner "
+                f"only (run: chmod 600 {file})"
+            )
+        return file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise KeyProviderUnavailable(
+            f"cannot read the token file {file} ({exc.strerror})"
+        ) from None
+
+
 def provider_for_workspace(workspace: Any) -> KeyProvider:
-    """Return the workspace's key provider: Vault when ``CLINICAL_MLOPS_KEY_PROVIDER=vault``
-    (with ``VAULT_ADDR`` and ``VAULT_TOKEN``), else the local keyring in ``keys/``."""
+    """Return the workspace's key provider, chosen by ``CLINICAL_MLOPS_KEY_PROVIDER``.
+
+    ``transit``: OpenBao/Vault Transit at ``BAO_ADDR`` (or ``VAULT_ADDR``), token from the
+    file ``CLINICAL_MLOPS_VAULT_TOKEN_FILE`` or ``BAO_TOKEN``/``VAULT_TOKEN``, mount and
+    key names from ``CLINICAL_MLOPS_TRANSIT_MOUNT``, ``..._WRAP_KEY``, ``..._SIGN_KEY``.
+    ``vault``: the KV v2 keyring (keys leave the server). ``local`` (default): ``keys/``.
+    """
     choice = os.environ.get("CLINICAL_MLOPS_KEY_PROVIDER", "local")
+    if choice == "transit":
+        addr = os.environ.get("BAO_ADDR") or os.environ.get("VAULT_ADDR")
+        token_file = os.environ.get("CLINICAL_MLOPS_VAULT_TOKEN_FILE") or None
+        token = os.environ.get("BAO_TOKEN") or os.environ.get("VAULT_TOKEN")
+        if not addr or not (token_file or token):
+            raise KeyProviderUnavailable(
+                "CLINICAL_MLOPS_KEY_PROVIDER=transit needs BAO_ADDR (or VAULT_ADDR) and a token "
+                "in CLINICAL_MLOPS_VAULT_TOKEN_FILE or BAO_TOKEN (or VAULT_TOKEN)"
+            )
+        return TransitKeyProvider(
+            url=addr,
+            token=None if token_file else token,
+            token_file=token_file,
+            mount=os.environ.get("CLINICAL_MLOPS_TRANSIT_MOUNT", "transit"),
+            wrap_key=os.environ.get("CLINICAL_MLOPS_TRANSIT_WRAP_KEY", "clinical-mlops-wrap"),
+            sign_key=os.environ.get("CLINICAL_MLOPS_TRANSIT_SIGN_KEY", "clinical-mlops-sign"),
+        )
     if choice == "vault":
-        addr, token = os.environ.get("VAULT_ADDR"), os.environ.get("VAULT_TOKEN")
-        if not addr or not token:
+        kv_addr, kv_token = os.environ.get("VAULT_ADDR"), os.environ.get("VAULT_TOKEN")
+        if not kv_addr or not kv_token:
             raise KeyProviderUnavailable(
                 "CLINICAL_MLOPS_KEY_PROVIDER=vault needs VAULT_ADDR and VAULT_TOKEN"
             )
         return VaultKeyProvider(
-            url=addr,
-            token=token,
+            url=kv_addr,
+            token=kv_token,
             mount=os.environ.get("CLINICAL_MLOPS_VAULT_MOUNT", "secret"),
             path=os.environ.get("CLINICAL_MLOPS_VAULT_PATH", "clinical-mlops/keyring"),
         )
     if choice != "local":
         raise KeyProviderUnavailable(
-            f"unknown key provider {choice!r} in CLINICAL_MLOPS_KEY_PROVIDER; use local or vault"
+            f"unknown key provider {choice!r} in CLINICAL_MLOPS_KEY_PROVIDER; "
+            "use local, transit or vault"
         )
     # Not ``workspace.keys_dir``: that creates the folder, and reading must write nothing.
     return LocalKeyring(workspace.path("keys"))

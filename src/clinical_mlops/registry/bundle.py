@@ -442,7 +442,9 @@ def build_bundle(
     }
     deployment = json.loads(canonical_json(documents["deployment.json"]))
     recompute = _needs_evidence(trained_report, deployment)
-    key_id, private = provider_for_workspace(workspace).signer()
+    keys = provider_for_workspace(workspace)
+    key_id, signer = keys.signer()
+    public = keys.public_keys()[key_id]
     with workspace.staging_dir(bundles_dir(workspace)) as stage:
         for name in _COPIED:
             if not (recompute and name in _EVIDENCE):
@@ -481,11 +483,11 @@ def build_bundle(
             "manifest_sha256": bundle_sha,
             "workspace_id": ws_id,
             "key_id": key_id,
-            "public_key": public_key_hex(private.public_key()),
+            "public_key": public_key_hex(public),
             "signed_at": utc_iso(now),
             "expires_at": utc_iso(now + validity),
         }
-        signature["signature"] = private.sign(_signing_message(signature)).hex()
+        signature["signature"] = signer.sign(_signing_message(signature)).hex()
         (stage / SIGNATURE).write_bytes(canonical_json(signature))
         final = bundles_dir(workspace) / f"{spec.name}-{bundle_sha[:12]}"
         workspace.publish(stage, final)

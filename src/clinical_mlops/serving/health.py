@@ -1,8 +1,9 @@
 """Service health: whether a prediction could be answered, and recorded, right now.
 
-A prediction needs four things: the audit ledger to take its record (fail closed: no
-answer without it), the identity vault (pseudonyms, data keys, consent), the metadata
-database (which release is live, its status) and a verified release to score with.
+A prediction needs five things: the audit ledger to take its record (fail closed: no
+answer without it), the identity vault (pseudonyms, data keys, consent), the key provider
+that signs the record (a Transit server must answer and accept the service's token), the
+metadata database (which release is live, its status) and a verified release to score with.
 :func:`check_health` probes each: the two evidence stores each take a write transaction
 and roll it back (nothing is written), so a read-only, full-lock, removed or replaced
 store shows here before a request fails on it; the metadata is read; the release is the
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from clinical_mlops.errors import ClinicalMlopsError
+from clinical_mlops.errors import ClinicalMlopsError, KeyProviderUnavailable, PrivacyError
 
 if TYPE_CHECKING:
     from clinical_mlops.serving.predictor import Predictor
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["COMPONENTS", "Health", "check_health"]
 
 #: what a prediction needs, in the order they are checked
-COMPONENTS = ("ledger", "identity", "metadata", "release")
+COMPONENTS = ("ledger", "identity", "keys", "metadata", "release")
 OK = "ok"
 
 
@@ -49,7 +50,7 @@ class Health:
 
 
 def check_health(predictor: Predictor) -> Health:
-    """Return the state of the ledger, the identity vault, the metadata and the release.
+    """Return the state of the ledger, the identity vault, the keys, the metadata and the release.
 
     Takes at most a few seconds (a store busy with other writers for longer counts as
     working: its writers queue). Never writes anything.
@@ -57,6 +58,7 @@ def check_health(predictor: Predictor) -> Health:
     checks: dict[str, str] = {}
     checks["ledger"] = predictor.ledger.probe() or OK
     checks["identity"] = predictor.vault.probe() or OK
+    checks["keys"] = _probe_keys(predictor)
     try:
         predictor.refresh()
         checks["metadata"] = OK
@@ -75,3 +77,16 @@ def check_health(predictor: Predictor) -> Health:
     except (sa.exc.DBAPIError, OSError, ClinicalMlopsError):
         checks["release"] = "the release named by the rollout cannot be loaded"
     return Health(checks)
+
+
+def _probe_keys(predictor: Predictor) -> str:
+    """Return OK when the signing keys can be read now (a Transit server asked), else why not."""
+    # Reading the public keys writes nothing (a local keyring is not created by it) and,
+    # with Transit, goes to the server with the service's token.
+    try:
+        predictor.ledger.provider.public_keys()
+    except KeyProviderUnavailable:
+        return "the key server cannot be reached or refused the service's token"
+    except (PrivacyError, OSError):
+        return "the keys cannot be read"
+    return OK
