@@ -75,6 +75,7 @@ __all__ = [
     "open_case",
     "open_incident",
     "promote",
+    "prove",
     "record_outcome",
     "record_review",
     "register",
@@ -137,6 +138,19 @@ def _verified(
 
 
 # -- proof of who acts -------------------------------------------------------------------------
+def prove(
+    governance: Governance, identity: Proof, action: str, *, person: str, **fields: Any
+) -> VerifiedIdentity:
+    """Return the verified identity of ``person`` making one act (``action`` with ``fields``).
+
+    A session's identity is returned as it is; a signed statement, or a key to sign one
+    with, is verified against exactly this act and the person's registered keys, and its
+    nonce spent, before anything is recorded (``IdentityRefused`` otherwise). For acts
+    recorded outside the release board, such as acknowledging a monitoring alert.
+    """
+    return _verified(governance, identity, action, person=person, **fields)
+
+
 def statement_of(governance: Governance, action: str, *, person: str, **fields: Any) -> bytes:
     """Return a fresh statement of one act for ``person`` to sign (valid for 15 minutes).
 

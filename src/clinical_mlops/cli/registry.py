@@ -31,7 +31,16 @@ if TYPE_CHECKING:
     from clinical_mlops.governance.board import Governance
     from clinical_mlops.registry.registry import Registry
 
-__all__ = ["incident_app", "registry_app", "review_app"]
+__all__ = [
+    "KeyOption",
+    "PrintStatementOption",
+    "SignatureOption",
+    "StatementOption",
+    "act_proof",
+    "incident_app",
+    "registry_app",
+    "review_app",
+]
 
 registry_app = typer.Typer(
     help="Release bundles, statuses, gates, approvals, rollout and rollback.",
@@ -121,7 +130,9 @@ def _actor(actor: str | None) -> str:
     return actor or current_actor()
 
 
-def _proof(person: str, key: Path | None, signature: Path | None, statement: Path | None) -> Proof:
+def act_proof(
+    person: str, key: Path | None, signature: Path | None, statement: Path | None
+) -> Proof:
     """Return the proof the command line offers that ``person`` makes the act."""
     from clinical_mlops.errors import IdentityRefused
     from clinical_mlops.governance.proof import SignedStatement, SigningKey
@@ -167,7 +178,7 @@ def _act(
             print(text, end="")
             yield None
             return
-        yield gov, _proof(person, key, signature, statement)
+        yield gov, act_proof(person, key, signature, statement)
 
 
 def _emit(obj: Any, as_json: bool, line: str) -> None:
