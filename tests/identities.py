@@ -14,7 +14,6 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from clinical_mlops.application.walkthrough import demo_key
 from clinical_mlops.cli import app
 from clinical_mlops.governance.identity import VerifiedIdentity
 from clinical_mlops.workspace import Workspace
@@ -28,7 +27,7 @@ def console(person: str) -> VerifiedIdentity:
 def demo_proof(workspace: Workspace, person: str) -> list[str]:
     """Return the command-line options that make an act as demo ``person``, signed with
     the key the demo made and registered for them in the workspace."""
-    return ["--as", person, "--key", str(demo_key(workspace, person).path)]
+    return ["--as", person, "--key", str(workspace.root / "demo-people" / f"{person}_ed25519")]
 
 
 class Keyring:
