@@ -129,7 +129,17 @@ def run_pipeline(task: str, root: Path) -> dict[str, Any]:
     for person, role in (("erin", "engineering"), ("dr.kim", "clinical"), ("cora", "compliance")):
         cli("registry", "approve", v, "--role", role, *keys.proof(person), "--why", "ok", *ws_arg)
     cli("registry", "promote", v, *keys.proof("cora"), "--why", "pilot", *ws_arg)
-    cli("registry", "rollout", v, "--site", "pilot-1", "--mode", "pilot", "--as", "dr.kim", *ws_arg)
+    cli(
+        "registry",
+        "rollout",
+        v,
+        "--site",
+        "pilot-1",
+        "--mode",
+        "pilot",
+        *keys.proof("dr.kim"),
+        *ws_arg,
+    )
     cli("registry", "promote", v, *keys.proof("cora"), "--why", "pilot reviewed", *ws_arg)
     out["shown"] = cli("registry", "show", v, *ws_arg)
     out["version"] = v

@@ -480,10 +480,28 @@ def set_rollout(
     mode: str,
     actor: str,
     why: str,
+    identity: Proof,
     role: str | None = None,
 ) -> dict[str, Any]:
-    """Return the task's deployment manifest after serving ``version`` at ``site`` in ``mode``."""
-    return governance.set_rollout(version, site=site, mode=mode, actor=actor, why=why, role=role)
+    """Return the task's deployment manifest after serving ``version`` at ``site`` in ``mode``.
+
+    It changes what runs at the bedside: ``identity`` proves who makes it (a session's
+    identity, or the person's signature of exactly this rollout), verified first.
+    """
+    verified = _verified(
+        governance,
+        identity,
+        "set_rollout",
+        person=actor,
+        release=version,
+        site=site,
+        mode=mode,
+        role=role,
+        why=why,
+    )
+    return governance.set_rollout(
+        version, site=site, mode=mode, actor=actor, why=why, role=role, identity=verified
+    )
 
 
 # -- cases: the queue, decisions and outcomes --------------------------------------------------

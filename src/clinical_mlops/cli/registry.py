@@ -825,13 +825,35 @@ def rollout_cmd(
     mode: Annotated[str, typer.Option("--mode", help="shadow, silent, pilot or full.")],
     why: WhyOption = "rollout",
     actor: ActorOption = None,
+    key: KeyOption = None,
+    signature: SignatureOption = None,
+    statement: StatementOption = None,
+    print_statement: PrintStatementOption = False,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     from clinical_mlops.application import governance as act
 
-    with _governance(workspace) as gov:
-        manifest = act.set_rollout(gov, version, site=site, mode=mode, actor=_actor(actor), why=why)
+    person = _actor(actor)
+    with _act(
+        workspace,
+        "set_rollout",
+        person=person,
+        key=key,
+        signature=signature,
+        statement=statement,
+        print_statement=print_statement,
+        release=version,
+        site=site,
+        mode=mode,
+        why=why,
+    ) as ready:
+        if ready is None:
+            return
+        gov, proof = ready
+        manifest = act.set_rollout(
+            gov, version, site=site, mode=mode, actor=person, why=why, identity=proof
+        )
     _emit(manifest, json_, f"{version} runs in {mode} mode at {site}")
 
 
@@ -844,13 +866,35 @@ def trial_end_cmd(
     why: RequiredWhy = None,
     actor: ActorOption = None,
     role: RoleOption = None,
+    key: KeyOption = None,
+    signature: SignatureOption = None,
+    statement: StatementOption = None,
+    print_statement: PrintStatementOption = False,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     from clinical_mlops.application import trials
 
-    with _governance(workspace) as gov:
-        ended = trials.end_trial(gov, version, site=site, actor=_actor(actor), why=why, role=role)
+    person = _actor(actor)
+    with _act(
+        workspace,
+        "end_trial",
+        person=person,
+        key=key,
+        signature=signature,
+        statement=statement,
+        print_statement=print_statement,
+        release=version,
+        site=site,
+        role=role,
+        why=why,
+    ) as ready:
+        if ready is None:
+            return
+        gov, proof = ready
+        ended = trials.end_trial(
+            gov, version, site=site, actor=person, why=why, role=role, identity=proof
+        )
     _emit(ended, json_, f"the {ended['mode']} trial of {version} at {site} ended")
 
 
