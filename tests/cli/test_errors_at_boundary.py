@@ -145,6 +145,7 @@ def test_a_workspace_that_cannot_exist_is_named(cli, name: str, tmp_path: Path) 
     valid = {
         "audit purge": ["--retention", "inference=30"],
         "serve": ["--jwt-secret-file", str(blocker)],
+        "registry person key add": ["someone", "--public-key", str(blocker)],
     }
     cmd = TREE[name]
     args = valid.get(name) or _fill(cmd, tmp_path)

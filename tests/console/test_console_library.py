@@ -315,7 +315,12 @@ def test_fingerprint_guards_decisions_and_refusals_are_audited(fresh_world: dict
         assert [a.person for a in gov.approvals(v2)] == [COMPLIANCE]
         # A change elsewhere in the task (the rollout) also changes the fingerprint.
         gov.set_rollout(
-            world_v1 := fresh_world["v1"], site="ward-7", mode="full", actor=REVIEWER, why="x"
+            world_v1 := fresh_world["v1"],
+            site="ward-7",
+            mode="full",
+            actor=REVIEWER,
+            identity=console(REVIEWER),
+            why="x",
         )
         assert release_fingerprint(gov, v2) != after
         assert world_v1 in {r["version"] for t in service_status(gov) for r in t["releases"]}

@@ -17,7 +17,7 @@ from clinical_mlops.governance.incidents import open_incident
 from clinical_mlops.hashing import sha256_json
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.registry.registry import Registry
-from identities import console
+from identities import console, demo_proof
 
 CLIN, COMP, ENG = "demo.dr.lena.ortiz", "demo.sam.okafor", "demo.priya.nair"
 
@@ -67,8 +67,7 @@ def _record(cli, served, incidents: str) -> tuple[int, str, str]:
             incidents,
             "--documentation",
             "ok",
-            "--as",
-            CLIN,
+            *demo_proof(served["ws"], CLIN),
             "--json",
             "-w",
             str(served["ws"].root),

@@ -21,6 +21,7 @@ from clinical_mlops.evaluation.validation_report import ValidationReport
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.tasks import load_task
 from clinical_mlops.workspace import Workspace
+from identities import Keyring
 
 AUTHOR, ENG, CLIN, COMP, BOTH = "eli", "erin", "dr.kim", "cora", "max"
 
@@ -170,7 +171,13 @@ def test_coverage_slack_at_its_default_keeps_the_spec_hash(tmp_path: Path) -> No
 # -- gate 3 through the command line ----------------------------------------------------------
 
 
-def _team(cli: Callable[..., tuple[int, str]], root: str) -> None:
+def _keys(ws: Workspace) -> Keyring:
+    """The team's SSH keys, kept beside the workspace."""
+    return Keyring(ws.root.parent / f"{ws.root.name}-keys")
+
+
+def _team(cli: Callable[..., tuple[int, str]], ws: Workspace) -> None:
+    root = str(ws.root)
     assert cli("registry", "grant", COMP, "--role", "compliance", "--as", COMP, "-w", root)[0] == 0
     for person, role in ((AUTHOR, "engineering"), (ENG, "engineering"), (CLIN, "clinical")):
         code, out = cli("registry", "grant", person, "--role", role, "--as", COMP, "-w", root)
@@ -180,11 +187,12 @@ def _team(cli: Callable[..., tuple[int, str]], root: str) -> None:
         "--as", COMP, "-w", root,
     )  # fmt: skip
     assert code == 0, out
+    _keys(ws).register(root, (AUTHOR, ENG, CLIN, BOTH), compliance=COMP)
 
 
 def _registered(cli: Callable[..., tuple[int, str]], ws: Workspace, model_version: str) -> str:
     root = str(ws.root)
-    _team(cli, root)
+    _team(cli, ws)
     code, out = cli("registry", "bundle", model_version, "--as", AUTHOR, "--json", "-w", root)
     assert code == 0, out
     code, out = cli(
@@ -216,7 +224,9 @@ def test_gate_3_blocks_on_an_unacknowledged_fairness_alert_and_passes_after_a_re
     ), evidence["failures"]
     listed = {r["id"]: r for r in evidence["evidence"]["risks"]}
     assert listed[fairness_id]["acknowledgement"] is None
-    code, out = cli("registry", "promote", v, "--as", AUTHOR, "--why", "gates", "-w", root)
+    code, out = cli(
+        "registry", "promote", v, *_keys(ws).proof(AUTHOR), "--why", "gates", "-w", root
+    )
     assert code == 2 and "gate evidence failed" in out and fairness_id in out, out
 
     # `registry risks` lists each risk, open
@@ -232,7 +242,7 @@ def test_gate_3_blocks_on_an_unacknowledged_fairness_alert_and_passes_after_a_re
     for r in risks:
         code, out = cli(
             "registry", "acknowledge", v, "--risk", r["id"], "--reason", reason,
-            "--as", CLIN, "--json", "-w", root,
+            *_keys(ws).proof(CLIN), "--json", "-w", root,
         )  # fmt: skip
         assert code == 0, out
         ack = json.loads(out)
@@ -255,7 +265,9 @@ def test_gate_3_blocks_on_an_unacknowledged_fairness_alert_and_passes_after_a_re
     assert evidence["passed"] is True, evidence["failures"]
     acks = {r["id"]: r["acknowledgement"] for r in evidence["evidence"]["risks"]}
     assert acks[fairness_id]["actor"] == CLIN and acks[fairness_id]["seq"] == seqs[fairness_id]
-    code, out = cli("registry", "promote", v, "--as", AUTHOR, "--why", "gates", "-w", root)
+    code, out = cli(
+        "registry", "promote", v, *_keys(ws).proof(AUTHOR), "--why", "gates", "-w", root
+    )
     assert code == 0 and "validated" in out, out
     code, out = cli("registry", "risks", v, "-w", root)
     assert code == 0 and f"{CLIN} (clinical)" in out and "OPEN" not in out, out
@@ -308,19 +320,19 @@ def test_bad_acknowledgements_are_refused_naming_the_field_and_record_nothing(
 
     # a justification without a reason (none, empty, blank)
     for given in ((), ("--reason", ""), ("--reason", "   ")):
-        refused("--risk", risk, "--as", CLIN, *given, field="reason", fragment="say why")
+        refused("--risk", risk, *_keys(ws).proof(CLIN), *given, field="reason", fragment="say why")
     # from a role that may not give it: engineering, whether held alone or asked for
     refused(
-        "--risk", risk, "--as", ENG, "--reason", "fine by me",
+        "--risk", risk, *_keys(ws).proof(ENG), "--reason", "fine by me",
         field="role", fragment="needs a person in role clinical or compliance",
     )  # fmt: skip
     refused(
-        "--risk", risk, "--as", BOTH, "--role", "engineering", "--reason", "fine by me",
+        "--risk", risk, *_keys(ws).proof(BOTH), "--role", "engineering", "--reason", "fine by me",
         field="role", fragment="may not do this",
     )  # fmt: skip
     # a risk the release does not carry
     refused(
-        "--risk", "fairness:shoe_size:auroc_gap", "--as", CLIN, "--reason", "fine",
+        "--risk", "fairness:shoe_size:auroc_gap", *_keys(ws).proof(CLIN), "--reason", "fine",
         field="risk", fragment="is not a risk of",
     )  # fmt: skip
     assert _acks(ws) == []
@@ -328,11 +340,11 @@ def test_bad_acknowledgements_are_refused_naming_the_field_and_record_nothing(
     # a first acknowledgement is recorded; a second of the same risk (by anyone) is refused
     code, out = cli(
         "registry", "acknowledge", v, "--risk", risk, "--reason", "accepted for the pilot",
-        "--as", CLIN, "-w", root,
+        *_keys(ws).proof(CLIN), "-w", root,
     )  # fmt: skip
     assert code == 0, out
     refused(
-        "--risk", risk, "--as", COMP, "--reason", "also accepted",
+        "--risk", risk, *_keys(ws).proof(COMP), "--reason", "also accepted",
         field="risk", fragment=f"already acknowledged by {CLIN} (clinical)",
     )  # fmt: skip
     assert _acks(ws) == [(v, risk, CLIN)]

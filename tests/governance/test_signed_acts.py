@@ -320,3 +320,44 @@ def test_a_new_persons_own_key_made_by_ssh_keygen_proves_their_act(
     )  # fmt: skip
     assert verified.returncode == 0, verified.stderr
     assert b'Good "clinical-mlops" signature' in verified.stdout + verified.stderr
+
+
+def test_a_rollout_changes_what_runs_at_a_site_only_with_proof_of_who_made_it(
+    cli: Cli, fresh_workspace: Any, trained: Any
+) -> None:
+    """``registry rollout --as`` alone, or with another person's key, changes nothing at the
+    bedside; with the person's own key the rollout is recorded with the identity it proved."""
+    ws = fresh_workspace("signed-rollout")
+    v1 = str(govern_demo_release(ws, model_version=trained[1])["version"])
+    root = str(ws.root)
+    rollout = ("registry", "rollout", v1, "--site", "ward-9", "--mode", "pilot", "--why", "pilot")
+
+    def ward_9() -> Any:
+        with Registry.open(ws) as reg:
+            return reg.deployment_manifest(reg.get(v1).task)["sites"].get("ward-9")
+
+    with Ledger.open(ws) as led:
+        before = led.size()
+    code, err = cli(*rollout, "--as", CLIN, "-w", root)
+    assert code == 2, err
+    assert f"needs proof that {CLIN!r} makes it" in err
+    with Ledger.open(ws) as led:
+        assert led.size() == before
+    code, err = cli(*rollout, "--as", CLIN, "--key", _key(ws, ENG), "-w", root)
+    assert code == 2 and f"registered to {ENG!r}, not {CLIN!r}" in err, err
+    assert ward_9() is None
+    code, err = cli(*rollout, "--as", CLIN, "--key", _key(ws, CLIN), "-w", root)
+    assert code == 0, err
+    assert ward_9()["release"] == v1 and ward_9()["mode"] == "pilot"
+    with Ledger.open(ws) as led:
+        (change,) = [
+            v.payload
+            for v in led.read_from(before, types=("rollout_change",))
+            if (v.payload or {}).get("site") == "ward-9"
+        ]
+    public = Path(_key(ws, CLIN)).with_suffix(".pub")
+    assert change["identity"] == {
+        "person": CLIN,
+        "method": "ssh-signature",
+        "subject": _fingerprint(public),
+    }

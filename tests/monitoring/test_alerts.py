@@ -20,6 +20,7 @@ from clinical_mlops.monitoring.alerts import (
     resolve_alert,
 )
 from clinical_mlops.workspace import Workspace
+from identities import console
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -95,13 +96,17 @@ def test_acknowledge_then_resolve_then_a_new_firing_opens_a_new_alert(
     with AlertStore.open(workspace) as store:
         first, _ = store.raise_alert(signal(0), actor="m")
     assert first is not None
-    acked = acknowledge_alert(workspace, first.id, actor="user:lena", comment="looking into it")
+    acked = acknowledge_alert(
+        workspace, first.id, actor="user:lena", identity=console("lena"), comment="looking into it"
+    )
     assert acked.status == "acknowledged"
     with AlertStore.open(workspace) as store:
         store.raise_alert(signal(15), actor="m")  # still counts while acknowledged
     assert get_alert(workspace, first.id).occurrences == 2
     with pytest.raises(AlertTransitionInvalid, match="only an open alert"):
-        acknowledge_alert(workspace, first.id, actor="user:lena", comment="again")
+        acknowledge_alert(
+            workspace, first.id, actor="user:lena", identity=console("lena"), comment="again"
+        )
     with pytest.raises(AlertTransitionInvalid, match="needs a comment"):
         resolve_alert(workspace, first.id, actor="user:lena", comment=" ")
     done = resolve_alert(workspace, first.id, actor="user:lena", comment="ventilation audit done")
@@ -156,6 +161,6 @@ def test_alert_store_on_sqlite_and_postgresql(meta_backend: str, tmp_path) -> No
     assert [p["value"] for p in alert_series(ws, alert.id)["points"]] == pytest.approx(
         [0.1, 0.3, 0.4, 0.5]
     )
-    acknowledge_alert(ws, alert.id, actor="user:lena", comment="seen")
+    acknowledge_alert(ws, alert.id, actor="user:lena", identity=console("lena"), comment="seen")
     assert resolve_alert(ws, alert.id, actor="user:lena", comment="fixed").status == "resolved"
     assert [e["event"] for e in alert_entries(ws)] == ["opened", "acknowledged", "resolved"]

@@ -13,6 +13,10 @@ import pytest
 
 from clinical_mlops.cli import app
 from clinical_mlops.cli._common import run_guarded
+from clinical_mlops.ledger import Ledger
+from identities import demo_proof
+
+CLIN, ENG = "demo.dr.lena.ortiz", "demo.priya.nair"
 
 
 @pytest.fixture
@@ -100,8 +104,11 @@ def test_monitor_run_alerts_and_report(cli, live: dict[str, Any], tmp_path: Path
     assert shown["series"] and shown["series"][-1]["value"] == psi["detail"]["value"]
     acked = _json(
         cli,
-        ["monitor", "alerts", "-w", ws, "--acknowledge", psi["id"], "--as", "user:lena", "--json"],
-    )
+        [
+            "monitor", "alerts", "-w", ws, "--acknowledge", psi["id"],
+            *demo_proof(live["ws"], CLIN), "--json",
+        ],
+    )  # fmt: skip
     assert acked["status"] == "acknowledged"
     code, _, err = cli(["monitor", "alerts", "-w", ws, "--resolve", psi["id"]])
     assert code == 2 and "needs a comment" in err
@@ -128,3 +135,43 @@ def test_monitor_run_alerts_and_report(cli, live: dict[str, Any], tmp_path: Path
     assert out.read_text(encoding="utf-8").count("data:image/png;base64,") == 4
     code, _, err = cli(["monitor", "run", "-w", ws, "--since", "yesterday"])
     assert code == 2 and "--since: expected an ISO-8601 time" in err
+
+
+def test_acknowledging_an_alert_needs_the_persons_signature_and_records_its_identity(
+    cli, live: dict[str, Any]
+) -> None:
+    """``--as`` alone, or a key of someone else, acknowledges nothing; the person's own
+    registered key does, and the ledger names the key that proved it."""
+    ws = str(live["ws"].root)
+    until = (datetime.now(UTC) + timedelta(minutes=20)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    (rel,) = _json(cli, ["monitor", "run", "-w", ws, "--until", until, "--json"])["releases"]
+    alert = rel["alerts_opened"][0]
+    with Ledger.open(live["ws"]) as led:
+        before = led.size()
+    code, _, err = cli(["monitor", "alerts", "-w", ws, "--acknowledge", alert, "--as", CLIN])
+    assert code == 2 and f"needs proof that {CLIN!r} makes it" in err, err
+    with Ledger.open(live["ws"]) as led:
+        assert led.size() == before
+    someone_else = demo_proof(live["ws"], ENG)[-1]
+    code, _, err = cli(
+        ["monitor", "alerts", "-w", ws, "--acknowledge", alert, "--as", CLIN, "--key", someone_else]
+    )
+    assert code == 2 and f"registered to {ENG!r}, not {CLIN!r}" in err, err
+    shown = _json(cli, ["monitor", "alerts", "-w", ws, "--show", alert, "--json"])
+    assert shown["status"] == "open"
+    acked = _json(
+        cli,
+        ["monitor", "alerts", "-w", ws, "--acknowledge", alert, *demo_proof(live["ws"], CLIN),
+         "--comment", "looking at the coding", "--json"],
+    )  # fmt: skip
+    assert acked["status"] == "acknowledged"
+    with Ledger.open(live["ws"]) as led:
+        (entry,) = [
+            v
+            for v in led.read_from(before, types=("alert",))
+            if (v.payload or {}).get("event") == "acknowledged"
+        ]
+    assert entry.entry.actor == CLIN
+    identity = entry.payload["identity"]
+    assert identity["person"] == CLIN and identity["method"] == "ssh-signature"
+    assert identity["subject"].startswith("SHA256:")

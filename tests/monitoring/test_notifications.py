@@ -20,7 +20,9 @@ from clinical_mlops.errors import AlertTransitionInvalid, ValueInvalid
 from clinical_mlops.governance.operations import operations_metrics
 from clinical_mlops.ledger import Ledger
 from clinical_mlops.monitoring.alerts import AlertSignal, AlertStore
+from clinical_mlops.monitoring.escalation import MONITOR_IDENTITY
 from clinical_mlops.workspace import Workspace
+from identities import console
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SECRET = "s3cret-pager-key-0123456789"
@@ -208,7 +210,9 @@ def test_an_unacknowledged_critical_alert_escalates_to_the_next_person(ws: Works
         clock.advance(timedelta(minutes=1))
         up = uc.notify_alerts(ws, clock=clock)
         # A warning never escalates, and an acknowledged alert stops escalating.
-        uc.acknowledge_alert(ws, alert_id, actor="dr.ngata", clock=clock)
+        uc.acknowledge_alert(
+            ws, alert_id, actor="dr.ngata", identity=console("dr.ngata"), clock=clock
+        )
         clock.advance(timedelta(hours=2))
         later = uc.notify_alerts(ws, clock=clock)
     assert up["escalated"] == [{"alert_id": alert_id, "to": "dr.ngata", "step": 1}]
@@ -225,7 +229,9 @@ def test_acknowledging_is_a_persons_act_recorded_with_its_proof(ws: Workspace) -
     clock = FixedClock(T0)
     alert_id = _raise(ws, clock)
     with pytest.raises(AlertTransitionInvalid, match="person's act"):
-        uc.acknowledge_alert(ws, alert_id, actor="system:monitor", clock=clock)
+        uc.acknowledge_alert(
+            ws, alert_id, actor="system:monitor", identity=MONITOR_IDENTITY, clock=clock
+        )
     who = VerifiedIdentity(person="dr.lee", method="console-password", subject="dr.lee")
     uc.acknowledge_alert(ws, alert_id, actor="user:dr.lee", identity=who, clock=clock)
     with Ledger.open(ws) as led:
@@ -253,9 +259,9 @@ def test_time_to_acknowledge_and_to_triage_join_the_operations_metrics(ws: Works
     # Opened at 0, 1 and 2 minutes; acknowledged at 10, 31 and never; triaged at 40 (a
     # resolution) and 61 (a resolution without acknowledgement).
     clock.set(T0 + timedelta(minutes=10))
-    uc.acknowledge_alert(ws, ids[0], actor="dr.lee", clock=clock)
+    uc.acknowledge_alert(ws, ids[0], actor="dr.lee", identity=console("dr.lee"), clock=clock)
     clock.set(T0 + timedelta(minutes=31))
-    uc.acknowledge_alert(ws, ids[1], actor="dr.ortiz", clock=clock)
+    uc.acknowledge_alert(ws, ids[1], actor="dr.ortiz", identity=console("dr.ortiz"), clock=clock)
     clock.set(T0 + timedelta(minutes=40))
     uc.resolve_alert(ws, ids[0], actor="dr.lee", comment="assay recalibrated", clock=clock)
     clock.set(T0 + timedelta(minutes=62))

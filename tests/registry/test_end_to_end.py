@@ -160,12 +160,18 @@ def test_release_lifecycle_end_to_end(meta_backend, fresh_workspace, trained, cl
 
     # pilot at a named site; full mode is refused before approval
     with pytest.raises(TransitionNotAllowed, match="allows shadow, silent, pilot"):
-        gov.set_rollout(v1, site="*", mode="full", actor="dr.kim", why="too early")
-    manifest = gov.set_rollout(v1, site="icu-north", mode="pilot", actor="dr.kim", why="pilot")
+        gov.set_rollout(
+            v1, site="*", mode="full", actor="dr.kim", identity=console("dr.kim"), why="too early"
+        )
+    manifest = gov.set_rollout(
+        v1, site="icu-north", mode="pilot", actor="dr.kim", identity=console("dr.kim"), why="pilot"
+    )
     assert serving_decision(manifest, site="icu-north").show_to_clinician is True
     assert serving_decision(manifest, site="icu-south").score is False
     # shadow never replaces what runs at a site: it starts a trial beside it
-    shadow = gov.set_rollout(v1, site="icu-east", mode="shadow", actor="dr.kim", why="shadow")
+    shadow = gov.set_rollout(
+        v1, site="icu-east", mode="shadow", actor="dr.kim", identity=console("dr.kim"), why="shadow"
+    )
     assert "icu-east" not in shadow["sites"]
     assert [(t["release"], t["site"], t["mode"]) for t in shadow["trials"]] == [
         (v1, "icu-east", "shadow")

@@ -38,6 +38,7 @@ from clinical_mlops.serving import PredictionRequest, Predictor
 from clinical_mlops.serving.auth import AuthConfig
 from clinical_mlops.tasks import builtin_tasks
 from clinical_mlops.workspace import Workspace
+from identities import Keyring
 from registry_helpers import FAST
 
 with warnings.catch_warnings():
@@ -112,22 +113,34 @@ def run_pipeline(task: str, root: Path) -> dict[str, Any]:
     cli("registry", "grant", "cora", "--role", "compliance", "--as", "cora", *ws_arg)
     for person, role in TEAM:
         cli("registry", "grant", person, "--role", role, "--as", "cora", *ws_arg)
+    keys = Keyring(root.parent / f"{root.name}-keys")
+    keys.register(root, [person for person, _ in TEAM], compliance="cora")
     bundle = cli("registry", "bundle", result.model_version, "--as", "eli", *ws_arg)
     v = cli("registry", "register", bundle["path"], "--as", "eli", *ws_arg)["version"]
     out["risks"] = cli("registry", "risks", v, *ws_arg)["risks"]
     for risk in out["risks"]:
         cli(
             "registry", "acknowledge", v, "--risk", risk["id"], "--reason", "accepted for the pilot",
-            "--as", "dr.kim", *ws_arg,
+            *keys.proof("dr.kim"), *ws_arg,
         )  # fmt: skip
     out["gates"] = cli("registry", "validate", v, "--as", "eli", *ws_arg)
-    cli("registry", "promote", v, "--as", "eli", "--why", "gates 1-3 passed", *ws_arg)
-    cli("registry", "promote", v, "--as", "dr.kim", "--why", "report reviewed", *ws_arg)
+    cli("registry", "promote", v, *keys.proof("eli"), "--why", "gates 1-3 passed", *ws_arg)
+    cli("registry", "promote", v, *keys.proof("dr.kim"), "--why", "report reviewed", *ws_arg)
     for person, role in (("erin", "engineering"), ("dr.kim", "clinical"), ("cora", "compliance")):
-        cli("registry", "approve", v, "--role", role, "--as", person, "--why", "ok", *ws_arg)
-    cli("registry", "promote", v, "--as", "cora", "--why", "pilot", *ws_arg)
-    cli("registry", "rollout", v, "--site", "pilot-1", "--mode", "pilot", "--as", "dr.kim", *ws_arg)
-    cli("registry", "promote", v, "--as", "cora", "--why", "pilot reviewed", *ws_arg)
+        cli("registry", "approve", v, "--role", role, *keys.proof(person), "--why", "ok", *ws_arg)
+    cli("registry", "promote", v, *keys.proof("cora"), "--why", "pilot", *ws_arg)
+    cli(
+        "registry",
+        "rollout",
+        v,
+        "--site",
+        "pilot-1",
+        "--mode",
+        "pilot",
+        *keys.proof("dr.kim"),
+        *ws_arg,
+    )
+    cli("registry", "promote", v, *keys.proof("cora"), "--why", "pilot reviewed", *ws_arg)
     out["shown"] = cli("registry", "show", v, *ws_arg)
     out["version"] = v
 
@@ -192,7 +205,7 @@ def run_pipeline(task: str, root: Path) -> dict[str, Any]:
         )
 
         # suspension: the service falls back to the task's own clinical baseline score
-        cli("registry", "suspend", v, "--as", "dr.kim", "--why", "drill", *ws_arg)
+        cli("registry", "suspend", v, *keys.proof("dr.kim"), "--why", "drill", *ws_arg)
         out["fallback"] = predictor.predict(requests[0], requester="ehr")
     out["model_card"] = (result.folder / "model_card.md").read_text(encoding="utf-8")
     out["test"] = test

@@ -34,6 +34,7 @@ from clinical_mlops.registry.bundle import build_bundle
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.tasks import load_task
 from clinical_mlops.workspace import Workspace
+from identities import console
 
 TASK = "icu_mortality_48h"
 
@@ -328,7 +329,9 @@ def test_a_recalibrated_release_serves_its_site_only(
     assert reg.site_scope(version) == "west" and reg.site_scope(parent) is None
     size = Ledger.open(ws).size()
     with pytest.raises(TransitionNotAllowed, match=r"site: expected 'west'"):
-        gov.set_rollout(version, site="north", mode="pilot", actor="eli", why="pilot")
+        gov.set_rollout(
+            version, site="north", mode="pilot", actor="eli", identity=console("eli"), why="pilot"
+        )
     assert reg.deployment_manifest(TASK)["sites"] == {}
 
     # made live, it serves west in full and nothing else: '*' is not its to serve

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from clinical_mlops.application.walkthrough import DEMO_PEOPLE, govern_demo_release
 from clinical_mlops.cli import app
+from identities import demo_proof
 
 
 def test_show_json_has_status_sha_lineage_gates_approvals(fresh_workspace, trained):
@@ -44,8 +45,9 @@ def test_show_json_has_status_sha_lineage_gates_approvals(fresh_workspace, train
             shown["version"],
             "--role",
             "clinical",
-            "--as",
-            "nobody",
+            *demo_proof(ws, "demo.dr.lena.ortiz"),
+            "--why",
+            "sound",
             "--json",
             "-w",
             str(ws.root),

@@ -235,6 +235,7 @@ def test_shadow_of_the_live_release_is_refused_it_is_no_candidate(
                 site="shadow-icu",
                 mode="shadow",
                 actor="demo.dr.lena.ortiz",
+                identity=console("demo.dr.lena.ortiz"),
                 why="test",
             )
         assert "shadow-icu" not in reg.deployment_manifest("icu_mortality_48h")["sites"]

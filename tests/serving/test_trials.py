@@ -40,13 +40,16 @@ from clinical_mlops.ledger import Ledger
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving import Predictor
 from clinical_mlops.workspace import Workspace
+from identities import console
 
 
 def start(
     ws: Workspace, version: str, *, mode: str = "silent", site: str = SITE, actor: str = CLIN
 ) -> dict[str, Any]:
     with Registry.open(ws) as reg, Governance(reg) as gov:
-        return trials.start_trial(gov, version, site=site, mode=mode, actor=actor, why="trial")
+        return trials.start_trial(
+            gov, version, site=site, mode=mode, actor=actor, identity=console(actor), why="trial"
+        )
 
 
 def without_ids(result: dict[str, Any]) -> dict[str, Any]:
@@ -188,7 +191,12 @@ def test_shadow_and_silent_no_longer_replace_the_live_release(
     tw = copy_of(world, "trial", tmp_path)
     with Registry.open(tw) as reg, Governance(reg) as gov:
         manifest = gov.set_rollout(
-            world["candidate"], site=SITE, mode="shadow", actor=CLIN, why="t"
+            world["candidate"],
+            site=SITE,
+            mode="shadow",
+            actor=CLIN,
+            identity=console(CLIN),
+            why="t",
         )
         assert SITE not in manifest["sites"] and manifest["sites"]["*"]["release"] == world["live"]
         assert [(t["release"], t["site"], t["mode"]) for t in manifest["trials"]] == [
@@ -196,7 +204,9 @@ def test_shadow_and_silent_no_longer_replace_the_live_release(
         ]
         # the live release itself is no candidate where it serves
         with pytest.raises(TransitionNotAllowed, match="compares a candidate"):
-            gov.set_rollout(world["live"], site=SITE, mode="silent", actor=CLIN, why="t")
+            gov.set_rollout(
+                world["live"], site=SITE, mode="silent", actor=CLIN, identity=console(CLIN), why="t"
+            )
     with Predictor.open(tw, site=SITE) as p:
         res = p.predict(requests(world, 1, prefix="one")[0], requester="ehr")
         [rec] = trial_entries(p.ledger)
@@ -205,7 +215,9 @@ def test_shadow_and_silent_no_longer_replace_the_live_release(
     # a shadow trial is an engineering view: not on the governance team's release page
     with Registry.open(tw) as reg, Governance(reg) as gov:
         assert release_dossier(gov, world["candidate"])["trial"] is None
-        ended = trials.end_trial(gov, world["candidate"], site=SITE, actor=ENG, why="done")
+        ended = trials.end_trial(
+            gov, world["candidate"], site=SITE, actor=ENG, identity=console(ENG), why="done"
+        )
         assert ended["ended"] is not None and reg.trials(task="icu_mortality_48h") == []
 
 
@@ -270,27 +282,72 @@ def test_trial_roles_and_the_store_refuses_a_duplicate(
         gov.grant_roles("auditor.ann", roles=["compliance"], actor=COMP, why="audit")
         with pytest.raises(RoleRequired):
             trials.start_trial(
-                gov, world["candidate"], site=SITE, mode="silent", actor="auditor.ann", why="t"
+                gov,
+                world["candidate"],
+                site=SITE,
+                mode="silent",
+                actor="auditor.ann",
+                identity=console("auditor.ann"),
+                why="t",
             )
         with pytest.raises(InputInvalid, match="why"):
             trials.start_trial(
-                gov, world["candidate"], site=SITE, mode="silent", actor=CLIN, why=" "
+                gov,
+                world["candidate"],
+                site=SITE,
+                mode="silent",
+                actor=CLIN,
+                identity=console(CLIN),
+                why=" ",
             )
         with pytest.raises(TransitionNotAllowed, match="not a trial mode"):
             trials.start_trial(
-                gov, world["candidate"], site=SITE, mode="pilot", actor=CLIN, why="t"
+                gov,
+                world["candidate"],
+                site=SITE,
+                mode="pilot",
+                actor=CLIN,
+                identity=console(CLIN),
+                why="t",
             )
         with pytest.raises(TransitionNotAllowed, match="name the site"):
             trials.start_trial(
-                gov, world["candidate"], site="*", mode="silent", actor=CLIN, why="t"
+                gov,
+                world["candidate"],
+                site="*",
+                mode="silent",
+                actor=CLIN,
+                identity=console(CLIN),
+                why="t",
             )
-        trials.start_trial(gov, world["candidate"], site=SITE, mode="silent", actor=CLIN, why="t")
+        trials.start_trial(
+            gov,
+            world["candidate"],
+            site=SITE,
+            mode="silent",
+            actor=CLIN,
+            identity=console(CLIN),
+            why="t",
+        )
         with pytest.raises(TrialAlreadyRunning):
             trials.start_trial(
-                gov, world["candidate"], site=SITE, mode="shadow", actor=ENG, why="t"
+                gov,
+                world["candidate"],
+                site=SITE,
+                mode="shadow",
+                actor=ENG,
+                identity=console(ENG),
+                why="t",
             )
         with pytest.raises(RoleRequired):
-            trials.end_trial(gov, world["candidate"], site=SITE, actor="auditor.ann", why="t")
+            trials.end_trial(
+                gov,
+                world["candidate"],
+                site=SITE,
+                actor="auditor.ann",
+                identity=console("auditor.ann"),
+                why="t",
+            )
     # the store itself holds the rule: a second running row cannot be inserted
     from clinical_mlops.registry import schema as t
 

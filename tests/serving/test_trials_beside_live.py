@@ -12,6 +12,7 @@ from clinical_mlops.governance.board import Governance
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.serving import Predictor
 from clinical_mlops.workspace import Workspace
+from identities import console
 
 
 def test_silent_rollout_of_a_candidate_keeps_the_live_release_answering(
@@ -20,7 +21,14 @@ def test_silent_rollout_of_a_candidate_keeps_the_live_release_answering(
 ) -> None:
     tw = copy_of(world, "trial", tmp_path)
     with Registry.open(tw) as reg, Governance(reg) as gov:
-        gov.set_rollout(world["candidate"], site=SITE, mode="silent", actor=CLIN, why="trial")
+        gov.set_rollout(
+            world["candidate"],
+            site=SITE,
+            mode="silent",
+            actor=CLIN,
+            identity=console(CLIN),
+            why="trial",
+        )
         assert (
             reg.deployment_manifest("icu_mortality_48h")["sites"]["*"]["release"] == world["live"]
         )
@@ -41,7 +49,9 @@ def test_a_first_release_runs_silent_before_any_approval(
     consent(ws, 10)
     first = limited_release(ws, trained[1], threshold=0.30)
     with Registry.open(ws) as reg, Governance(reg) as gov:
-        gov.set_rollout(first, site=SITE, mode="silent", actor=CLIN, why="first silent")
+        gov.set_rollout(
+            first, site=SITE, mode="silent", actor=CLIN, identity=console(CLIN), why="first silent"
+        )
     with Predictor.open(ws, site=SITE) as p:
         res = p.predict(requests(world, 1, prefix="first")[0], requester="ehr")
         payload = p.ledger.read(res.audit_seq).payload

@@ -168,12 +168,13 @@ def _run(
     import numpy as np
 
     from clinical_mlops.application import governance as gov_uc
+    from clinical_mlops.application.monitoring import acknowledge_alert
     from clinical_mlops.application.privacy import grant_consent
     from clinical_mlops.application.scoring import open_predictor
     from clinical_mlops.application.services import Services
     from clinical_mlops.application.walkthrough import DEMO_PEOPLE, demo_key, govern_demo_release
     from clinical_mlops.governance.board import Governance
-    from clinical_mlops.monitoring.alerts import AlertStore, acknowledge_alert
+    from clinical_mlops.monitoring.alerts import AlertStore
     from clinical_mlops.monitoring.escalation import MONITOR_ACTOR
     from clinical_mlops.monitoring.records import read_ledger_records, service_periods
     from clinical_mlops.monitoring.runs import monitor_release
@@ -441,7 +442,14 @@ def _review(
         "figures hold"
     )
     if alert_id is not None:
-        ack(ws, alert_id, actor=REVIEWER, comment=reason, clock=clock)
+        ack(
+            ws,
+            alert_id,
+            actor=REVIEWER,
+            comment=reason,
+            clock=clock,
+            identity=demo_key(ws, REVIEWER),
+        )
     with Registry.open(ws, clock=clock) as reg, Governance(reg) as gov:
         gov_uc.record_review(
             gov,

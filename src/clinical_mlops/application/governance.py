@@ -75,6 +75,7 @@ __all__ = [
     "open_case",
     "open_incident",
     "promote",
+    "prove",
     "record_outcome",
     "record_review",
     "register",
@@ -137,6 +138,19 @@ def _verified(
 
 
 # -- proof of who acts -------------------------------------------------------------------------
+def prove(
+    governance: Governance, identity: Proof, action: str, *, person: str, **fields: Any
+) -> VerifiedIdentity:
+    """Return the verified identity of ``person`` making one act (``action`` with ``fields``).
+
+    A session's identity is returned as it is; a signed statement, or a key to sign one
+    with, is verified against exactly this act and the person's registered keys, and its
+    nonce spent, before anything is recorded (``IdentityRefused`` otherwise). For acts
+    recorded outside the release board, such as acknowledging a monitoring alert.
+    """
+    return _verified(governance, identity, action, person=person, **fields)
+
+
 def statement_of(governance: Governance, action: str, *, person: str, **fields: Any) -> bytes:
     """Return a fresh statement of one act for ``person`` to sign (valid for 15 minutes).
 
@@ -466,10 +480,28 @@ def set_rollout(
     mode: str,
     actor: str,
     why: str,
+    identity: Proof,
     role: str | None = None,
 ) -> dict[str, Any]:
-    """Return the task's deployment manifest after serving ``version`` at ``site`` in ``mode``."""
-    return governance.set_rollout(version, site=site, mode=mode, actor=actor, why=why, role=role)
+    """Return the task's deployment manifest after serving ``version`` at ``site`` in ``mode``.
+
+    It changes what runs at the bedside: ``identity`` proves who makes it (a session's
+    identity, or the person's signature of exactly this rollout), verified first.
+    """
+    verified = _verified(
+        governance,
+        identity,
+        "set_rollout",
+        person=actor,
+        release=version,
+        site=site,
+        mode=mode,
+        role=role,
+        why=why,
+    )
+    return governance.set_rollout(
+        version, site=site, mode=mode, actor=actor, why=why, role=role, identity=verified
+    )
 
 
 # -- cases: the queue, decisions and outcomes --------------------------------------------------

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from clinical_mlops.application.governance import Proof
 from clinical_mlops.clock import Clock
 from clinical_mlops.errors import MonitoringError, ReleaseNotServable
 from clinical_mlops.governance.identity import VerifiedIdentity
@@ -23,6 +24,7 @@ from clinical_mlops.workspace import Workspace
 __all__ = [
     "acknowledge_alert",
     "alert_deliveries",
+    "alert_statement",
     "list_alerts",
     "notify_alerts",
     "resolve_alert",
@@ -141,18 +143,59 @@ def show_alert(workspace: Workspace, alert_id: str) -> dict[str, Any]:
     return found.to_json() | {"series": _alerts.alert_series(workspace, alert_id)["points"]}
 
 
+def alert_statement(
+    workspace: Workspace, alert_id: str, *, person: str, comment: str | None = None
+) -> bytes:
+    """Return the statement of ``person`` acknowledging ``alert_id``, to sign with their SSH key
+    (``ssh-keygen -Y sign -n clinical-mlops``; valid for 15 minutes)."""
+    from clinical_mlops.application import governance as gov_uc
+    from clinical_mlops.application.services import Services
+
+    with Services.open(workspace) as services:
+        return gov_uc.statement_of(
+            services.governance,
+            "acknowledge_alert",
+            person=person,
+            **_ack_fields(alert_id, comment),
+        )
+
+
+def _ack_fields(alert_id: str, comment: str | None) -> dict[str, Any]:
+    return {"alert": alert_id, "comment": comment.strip() if comment else None}
+
+
 def acknowledge_alert(
     workspace: Workspace,
     alert_id: str,
     *,
     actor: str,
+    identity: Proof,
     comment: str | None = None,
     clock: Clock | None = None,
-    identity: VerifiedIdentity | None = None,
 ) -> Alert:
-    """Return the alert acknowledged by ``actor`` (recorded in the ledger, with ``identity``)."""
+    """Return the alert acknowledged by ``actor`` (recorded in the ledger, with ``identity``).
+
+    Acknowledging is a governed act of a person: ``identity`` is the identity a console or
+    API session proved, or the person's signature of exactly this acknowledgement (a
+    signed statement, or their registered SSH key to sign one with), verified before
+    anything is recorded (``IdentityRefused`` otherwise; the alert stays open).
+    """
+    if isinstance(identity, VerifiedIdentity):
+        verified = identity
+    else:
+        from clinical_mlops.application import governance as gov_uc
+        from clinical_mlops.application.services import Services
+
+        with Services.open(workspace, clock) as services:
+            verified = gov_uc.prove(
+                services.governance,
+                identity,
+                "acknowledge_alert",
+                person=actor,
+                **_ack_fields(alert_id, comment),
+            )
     return _alerts.acknowledge_alert(
-        workspace, alert_id, actor=actor, comment=comment, clock=clock, identity=identity
+        workspace, alert_id, actor=actor, comment=comment, clock=clock, identity=verified
     )
 
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from clinical_mlops.application.governance import Proof, prove
 from clinical_mlops.errors import InputInvalid
 from clinical_mlops.governance.board import Governance
 from clinical_mlops.monitoring.trial import TrialRules, trial_dossier, write_trial_dossier
@@ -53,11 +54,28 @@ def start_trial(
     mode: str,
     actor: str,
     why: str | None,
+    identity: Proof,
     role: str | None = None,
 ) -> dict[str, Any]:
-    """Return the trial of ``version`` started at ``site`` in ``mode`` (silent or shadow)."""
+    """Return the trial of ``version`` started at ``site`` in ``mode`` (silent or shadow).
+
+    ``identity`` proves who starts it (a session's identity, or the person's signature of
+    exactly this act), verified before anything is recorded.
+    """
+    reason = _reason(why)
+    verified = prove(
+        governance,
+        identity,
+        "start_trial",
+        person=actor,
+        release=version,
+        site=site,
+        mode=mode,
+        role=role,
+        why=reason,
+    )
     return governance.start_trial(
-        version, site=site, mode=mode, actor=actor, why=_reason(why), role=role
+        version, site=site, mode=mode, actor=actor, why=reason, role=role, identity=verified
     )
 
 
@@ -68,10 +86,18 @@ def end_trial(
     site: str,
     actor: str,
     why: str | None,
+    identity: Proof,
     role: str | None = None,
 ) -> dict[str, Any]:
-    """Return the trial of ``version`` at ``site`` ended now."""
-    return governance.end_trial(version, site=site, actor=actor, why=_reason(why), role=role)
+    """Return the trial of ``version`` at ``site`` ended now, by the person ``identity`` proves."""
+    reason = _reason(why)
+    verified = prove(
+        governance, identity, "end_trial", person=actor, release=version, site=site, role=role,
+        why=reason,
+    )  # fmt: skip
+    return governance.end_trial(
+        version, site=site, actor=actor, why=reason, role=role, identity=verified
+    )
 
 
 def write_dossier(

@@ -37,6 +37,7 @@ from clinical_mlops.application.governance import (
     keys,
     promote,
     release_risks,
+    set_rollout,
 )
 from clinical_mlops.application.privacy import consent_in_force, grant_consent
 from clinical_mlops.application.scoring import open_predictor
@@ -197,7 +198,9 @@ def govern_demo_release(
         ):
             approve(gov, v, person=person, role=role, why="demo approval", identity=key[person])
         promote(gov, v, actor=comp, why="approved for a limited pilot", identity=key[comp])
-        gov.set_rollout(v, site=PILOT_SITE, mode="pilot", actor=clin, why="demo pilot")
+        set_rollout(
+            gov, v, site=PILOT_SITE, mode="pilot", actor=clin, why="demo pilot", identity=key[clin]
+        )
         promote(gov, v, actor=comp, why="pilot reviewed; approved", identity=key[comp])
         return gov.show(v)
 

@@ -18,6 +18,13 @@ from clinical_mlops.cli._common import (
     print_json,
     workspace_from,
 )
+from clinical_mlops.cli.registry import (
+    KeyOption,
+    PrintStatementOption,
+    SignatureOption,
+    StatementOption,
+    act_proof,
+)
 from clinical_mlops.errors import MonitoringError
 
 __all__ = ["monitor_app", "simulate_app"]
@@ -151,6 +158,10 @@ def alerts_cmd(
         str | None,
         typer.Option("--as", help="Who acts (default: $CLINICAL_MLOPS_ACTOR or the login name)."),
     ] = None,
+    key: KeyOption = None,
+    signature: SignatureOption = None,
+    statement: StatementOption = None,
+    print_statement: PrintStatementOption = False,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
@@ -159,7 +170,12 @@ def alerts_cmd(
     ws = workspace_from(workspace)
     who = actor or current_actor()
     if acknowledge:
-        a = uc.acknowledge_alert(ws, acknowledge, actor=who, comment=comment)
+        if print_statement:
+            text = uc.alert_statement(ws, acknowledge, person=who, comment=comment)
+            print(text.decode("utf-8"), end="")
+            return
+        proof = act_proof(who, key, signature, statement)
+        a = uc.acknowledge_alert(ws, acknowledge, actor=who, comment=comment, identity=proof)
         _one(a.to_json(), json_, f"acknowledged {a.id}: {a.summary}")
         return
     if resolve:

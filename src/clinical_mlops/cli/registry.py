@@ -31,7 +31,16 @@ if TYPE_CHECKING:
     from clinical_mlops.governance.board import Governance
     from clinical_mlops.registry.registry import Registry
 
-__all__ = ["incident_app", "registry_app", "review_app"]
+__all__ = [
+    "KeyOption",
+    "PrintStatementOption",
+    "SignatureOption",
+    "StatementOption",
+    "act_proof",
+    "incident_app",
+    "registry_app",
+    "review_app",
+]
 
 registry_app = typer.Typer(
     help="Release bundles, statuses, gates, approvals, rollout and rollback.",
@@ -121,7 +130,9 @@ def _actor(actor: str | None) -> str:
     return actor or current_actor()
 
 
-def _proof(person: str, key: Path | None, signature: Path | None, statement: Path | None) -> Proof:
+def act_proof(
+    person: str, key: Path | None, signature: Path | None, statement: Path | None
+) -> Proof:
     """Return the proof the command line offers that ``person`` makes the act."""
     from clinical_mlops.errors import IdentityRefused
     from clinical_mlops.governance.proof import SignedStatement, SigningKey
@@ -167,7 +178,7 @@ def _act(
             print(text, end="")
             yield None
             return
-        yield gov, _proof(person, key, signature, statement)
+        yield gov, act_proof(person, key, signature, statement)
 
 
 def _emit(obj: Any, as_json: bool, line: str) -> None:
@@ -814,13 +825,35 @@ def rollout_cmd(
     mode: Annotated[str, typer.Option("--mode", help="shadow, silent, pilot or full.")],
     why: WhyOption = "rollout",
     actor: ActorOption = None,
+    key: KeyOption = None,
+    signature: SignatureOption = None,
+    statement: StatementOption = None,
+    print_statement: PrintStatementOption = False,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     from clinical_mlops.application import governance as act
 
-    with _governance(workspace) as gov:
-        manifest = act.set_rollout(gov, version, site=site, mode=mode, actor=_actor(actor), why=why)
+    person = _actor(actor)
+    with _act(
+        workspace,
+        "set_rollout",
+        person=person,
+        key=key,
+        signature=signature,
+        statement=statement,
+        print_statement=print_statement,
+        release=version,
+        site=site,
+        mode=mode,
+        why=why,
+    ) as ready:
+        if ready is None:
+            return
+        gov, proof = ready
+        manifest = act.set_rollout(
+            gov, version, site=site, mode=mode, actor=person, why=why, identity=proof
+        )
     _emit(manifest, json_, f"{version} runs in {mode} mode at {site}")
 
 
@@ -833,13 +866,35 @@ def trial_end_cmd(
     why: RequiredWhy = None,
     actor: ActorOption = None,
     role: RoleOption = None,
+    key: KeyOption = None,
+    signature: SignatureOption = None,
+    statement: StatementOption = None,
+    print_statement: PrintStatementOption = False,
     json_: JsonOption = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     from clinical_mlops.application import trials
 
-    with _governance(workspace) as gov:
-        ended = trials.end_trial(gov, version, site=site, actor=_actor(actor), why=why, role=role)
+    person = _actor(actor)
+    with _act(
+        workspace,
+        "end_trial",
+        person=person,
+        key=key,
+        signature=signature,
+        statement=statement,
+        print_statement=print_statement,
+        release=version,
+        site=site,
+        role=role,
+        why=why,
+    ) as ready:
+        if ready is None:
+            return
+        gov, proof = ready
+        ended = trials.end_trial(
+            gov, version, site=site, actor=person, why=why, role=role, identity=proof
+        )
     _emit(ended, json_, f"the {ended['mode']} trial of {version} at {site} ended")
 
 

@@ -848,9 +848,20 @@ class Governance:
 
     # -- rollout -----------------------------------------------------------------------------
     def set_rollout(
-        self, version: str, *, site: str, mode: str, actor: str, why: str, role: str | None = None
+        self,
+        version: str,
+        *,
+        site: str,
+        mode: str,
+        actor: str,
+        why: str,
+        identity: VerifiedIdentity,
+        role: str | None = None,
     ) -> dict[str, Any]:
         """Return the task's deployment manifest after serving ``version`` at ``site`` in ``mode``.
+
+        It changes what runs at the bedside, so it is made by a verified ``identity``
+        naming ``actor``, stored with the ``rollout_change`` in the ledger.
 
         ``approved_limited`` releases may run in pilot mode at named sites; only
         ``approved`` releases may run in full mode. ``shadow`` and ``silent`` never
@@ -858,9 +869,12 @@ class Governance:
         (:meth:`start_trial`), and the manifest lists it under ``trials``.
         """
         if mode in TRIAL_MODES:
-            self.start_trial(version, site=site, mode=mode, actor=actor, why=why, role=role)
+            self.start_trial(
+                version, site=site, mode=mode, actor=actor, why=why, role=role, identity=identity
+            )
             return self.registry.deployment_manifest(self.registry.get(version).task)
         with self.governed(action="rollout", actor=actor, version=version):
+            proof = self.bind(identity, actor, action=f"rollout of {version}")
             rel = self.registry.get(version)
             self.require(
                 actor,
@@ -889,6 +903,7 @@ class Governance:
                 mode=mode,  # checked against MODES above
                 actor=actor,
                 why=why,
+                identity=proof,
             )
 
     def _refuse_out_of_scope(self, version: str, site: str, *, act: str) -> None:
@@ -904,7 +919,15 @@ class Governance:
 
     # -- trials ------------------------------------------------------------------------------
     def start_trial(
-        self, version: str, *, site: str, mode: str, actor: str, why: str, role: str | None = None
+        self,
+        version: str,
+        *,
+        site: str,
+        mode: str,
+        actor: str,
+        why: str,
+        identity: VerifiedIdentity,
+        role: str | None = None,
     ) -> dict[str, Any]:
         """Return the trial of ``version`` started at ``site``: scored beside the live release.
 
@@ -918,6 +941,7 @@ class Governance:
         the store (``TrialAlreadyRunning``).
         """
         with self.governed(action="trial_start", actor=actor, version=version):
+            proof = self.bind(identity, actor, action=f"trial of {version}")
             rel = self.registry.get(version)
             acting = self.require(
                 actor,
@@ -955,13 +979,23 @@ class Governance:
                 actor=actor,
                 role=acting,
                 why=why,
+                identity=proof,
             )
 
     def end_trial(
-        self, version: str, *, site: str, actor: str, why: str, role: str | None = None
+        self,
+        version: str,
+        *,
+        site: str,
+        actor: str,
+        why: str,
+        identity: VerifiedIdentity,
+        role: str | None = None,
     ) -> dict[str, Any]:
-        """Return the trial of ``version`` at ``site`` ended (engineering or clinical role)."""
+        """Return the trial of ``version`` at ``site`` ended (engineering or clinical role),
+        by a verified ``identity`` naming ``actor``."""
         with self.governed(action="trial_end", actor=actor, version=version):
+            proof = self.bind(identity, actor, action=f"end the trial of {version}")
             rel = self.registry.get(version)
             acting = self.require(
                 actor,
@@ -970,7 +1004,7 @@ class Governance:
                 role=role,
             )
             return self.registry.end_trial(
-                rel.version, site=site, actor=actor, role=acting, why=why
+                rel.version, site=site, actor=actor, role=acting, why=why, identity=proof
             )
 
     # -- views -------------------------------------------------------------------------------

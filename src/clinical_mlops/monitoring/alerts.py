@@ -22,7 +22,7 @@ console's alerts inbox reads::
 
     list_alerts(workspace, status="open", kind="data")
     get_alert(workspace, alert_id)
-    acknowledge_alert(workspace, alert_id, actor="user:dr.ortiz", comment="looking")
+    acknowledge_alert(workspace, alert_id, actor="user:dr.ortiz", identity=who, comment="looking")
     resolve_alert(workspace, alert_id, actor="user:dr.ortiz", comment="assay recalibrated")
     alert_series(workspace, alert_id)   # the quantity over time, for a drill-down plot
 """
@@ -553,8 +553,8 @@ class AlertStore:
         alert_id: str,
         *,
         actor: str,
+        identity: VerifiedIdentity,
         comment: str | None = None,
-        identity: VerifiedIdentity | None = None,
     ) -> Alert:
         """Return the alert acknowledged by ``actor`` (it must be open).
 
@@ -568,22 +568,21 @@ class AlertStore:
             raise AlertTransitionInvalid(
                 f"alert {alert_id} is {alert.status}; only an open alert can be acknowledged"
             )
-        if actor.startswith("system:") or (identity is not None and identity.method == "service"):
+        if actor.startswith("system:") or identity.method == "service":
             raise AlertTransitionInvalid(
                 f"alert {alert_id}: acknowledging is a person's act; {actor!r} is a service"
             )
-        if identity is not None and actor not in (identity.person, f"user:{identity.person}"):
+        if actor not in (identity.person, f"user:{identity.person}"):
             raise AlertTransitionInvalid(
                 f"alert {alert_id}: the identity proves {identity.person!r}, not {actor!r}"
             )
-        extra = {"identity": identity.to_json()} if identity is not None else None
         return self._change(
             alert,
             event="acknowledged",
             actor=actor,
             comment=comment,
             status="acknowledged",
-            extra=extra,
+            extra={"identity": identity.to_json()},
         )
 
     def resolve(self, alert_id: str, *, actor: str, comment: str) -> Alert:
@@ -666,12 +665,13 @@ def acknowledge_alert(
     alert_id: str,
     *,
     actor: str,
+    identity: VerifiedIdentity,
     comment: str | None = None,
     clock: Clock | None = None,
-    identity: VerifiedIdentity | None = None,
 ) -> Alert:
     """Return the alert after ``actor`` acknowledged it (an ``alert`` ledger event).
 
+    ``identity`` is the verified identity of the person acknowledging, stored with the act.
     Only an open alert can be acknowledged; otherwise ``AlertTransitionInvalid``.
     An acknowledged alert keeps counting occurrences until it is resolved.
     """

@@ -111,6 +111,11 @@ def _release(row: Any, workspace: Workspace) -> Release:
     return Release(**m)
 
 
+def _proven(identity: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Return the ledger payload's ``identity`` field, when the act was proven."""
+    return {"identity": dict(identity)} if identity is not None else {}
+
+
 def _trial(row: Any) -> dict[str, Any]:
     return {
         "release": row.version,
@@ -503,11 +508,20 @@ class Registry:
                     },
                 )
 
-    def place(self, version: str, *, site: str, mode: Mode, actor: str, why: str) -> dict[str, Any]:
+    def place(
+        self,
+        version: str,
+        *,
+        site: str,
+        mode: Mode,
+        actor: str,
+        why: str,
+        identity: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Return the task's deployment manifest after serving ``version`` at ``site`` in ``mode``.
 
-        Replaces whatever ran at ``site``; records a ``rollout_change`` event. Checks no
-        rule (see ``Governance.set_rollout``).
+        Replaces whatever ran at ``site``; records a ``rollout_change`` event (with the
+        ``identity`` that proved it). Checks no rule (see ``Governance.set_rollout``).
         """
         rel = self.get(version)
         with self.engine.begin() as conn:
@@ -524,7 +538,8 @@ class Registry:
             self.record(
                 type="rollout_change",
                 actor=actor,
-                payload={"release": version, "site": site, "mode": mode, "why": why},
+                payload={"release": version, "site": site, "mode": mode, "why": why}
+                | _proven(identity),
             )
         return self.deployment_manifest(rel.task)
 
@@ -558,7 +573,15 @@ class Registry:
 
     # -- trials (written by governance after its checks) -----------------------------------
     def start_trial(
-        self, version: str, *, site: str, mode: Mode, actor: str, role: str, why: str
+        self,
+        version: str,
+        *,
+        site: str,
+        mode: Mode,
+        actor: str,
+        role: str,
+        why: str,
+        identity: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Return the trial of ``version`` started at ``site`` in ``mode`` beside the live release.
 
@@ -590,7 +613,8 @@ class Registry:
                         "mode": mode,
                         "role": role,
                         "why": why,
-                    },
+                    }
+                    | _proven(identity),
                 )
         except sa.exc.IntegrityError:
             raise TrialAlreadyRunning(
@@ -604,7 +628,14 @@ class Registry:
         )
 
     def end_trial(
-        self, version: str, *, site: str, actor: str, role: str, why: str
+        self,
+        version: str,
+        *,
+        site: str,
+        actor: str,
+        role: str,
+        why: str,
+        identity: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Return the trial of ``version`` at ``site`` ended now, with a ``trial_ended`` event.
 
@@ -639,7 +670,8 @@ class Registry:
                     "mode": row.mode,
                     "role": role,
                     "why": why,
-                },
+                }
+                | _proven(identity),
             )
         return _trial(row) | {"ended": now, "ended_by": actor, "end_why": why}
 

@@ -109,6 +109,7 @@ def _add_routes(action: str) -> None:
             fingerprint=fingerprint,
             actor=viewer.user.name,
             why=why,
+            identity=viewer.identity,
         )
         done = f"{past.replace(' ', '+')}+{version}"
         return RedirectResponse(viewer.url(f"/models?done={done}"), status_code=303)
