@@ -18,6 +18,7 @@ a path; backup and restore copy exactly what is declared)::
     artifacts/                 content-addressed outputs: snapshots/, models/, bundles/ ...
     sources/                   raw EHR sources made by generators (synthetic), one folder each
     alerting.yaml              who is told of monitoring alerts (owners, rotas, channels)
+    demo-people/               the demo people's SSH signing keys (made by ``demo`` only)
 
 Each store can be switched to a production part with one setting, read from the
 environment (``CLINICAL_MLOPS_META_URL``, ``CLINICAL_MLOPS_LEDGER_URL``,
@@ -142,6 +143,15 @@ LAYOUT: tuple[LayoutItem, ...] = (
         "file",
         "who is told of monitoring alerts: people, rotas, channels (secrets are not in it)",
         secret=False,
+    ),
+    # Only the demo's made-up people keep keys here, so a restored demo workspace can still
+    # act; real people hold their own keys and the workspace keeps only the public halves.
+    LayoutItem(
+        "demo_people",
+        "demo-people",
+        "folder",
+        "the demo people's SSH signing keys (made by the demo; real people keep their own)",
+        secret=True,
     ),
 )
 _BY_NAME = {item.name: item for item in LAYOUT}

@@ -99,7 +99,7 @@ DEMO_JUSTIFICATION = {
 
 def demo_key(workspace: Workspace, person: str) -> SigningKey:
     """Return the signing key of demo person ``person`` (made by :func:`demo_keys`)."""
-    return SigningKey(workspace.root / "demo-people" / f"{person}_ed25519")
+    return SigningKey(workspace.path("demo_people") / f"{person}_ed25519")
 
 
 def demo_keys(workspace: Workspace, gov: Governance) -> dict[str, Path]:
@@ -111,7 +111,7 @@ def demo_keys(workspace: Workspace, gov: Governance) -> dict[str, Path]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    folder = workspace.root / "demo-people"
+    folder = workspace.path("demo_people")
     folder.mkdir(mode=0o700, exist_ok=True)
     paths: dict[str, Path] = {}
     for person in DEMO_PEOPLE:
