@@ -28,6 +28,7 @@ environment (``CLINICAL_MLOPS_META_URL``, ``CLINICAL_MLOPS_LEDGER_URL``,
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -38,7 +39,7 @@ from typing import Literal
 
 from clinical_mlops.errors import WorkspaceError
 
-__all__ = ["DEFAULT_HOME", "LAYOUT", "LayoutItem", "Workspace"]
+__all__ = ["DEFAULT_HOME", "LAYOUT", "LayoutItem", "Workspace", "write_durably"]
 
 DEFAULT_HOME = ".clinical-mlops"
 _ENV_HOME = "CLINICAL_MLOPS_HOME"
@@ -265,3 +266,24 @@ class Workspace:
         if not final.exists():
             os.replace(scratch, final)
         return final
+
+
+def write_durably(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` atomically, ``mode`` from the first byte, fsync'd.
+
+    A crash leaves the old file or the new one, never a torn one; the directory is
+    fsync'd too, so the rename itself survives a power cut.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

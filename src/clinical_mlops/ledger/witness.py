@@ -49,6 +49,7 @@ from clinical_mlops.ledger.note import (
     raw_public,
     verify_cosignature,
 )
+from clinical_mlops.workspace import write_durably
 
 __all__ = ["Witness", "WitnessClient", "init_witness", "origin_hash"]
 
@@ -60,22 +61,6 @@ _LOCKS: dict[str, threading.Lock] = {}
 def origin_hash(origin: str) -> str:
     """Return the lower-case hex SHA-256 of an origin line (the monitoring path's name)."""
     return hashlib.sha256(origin.encode("utf-8")).hexdigest()
-
-
-def _write_durably(path: Path, data: bytes, mode: int = 0o644) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def init_witness(state: Path, *, name: str, logs: Sequence[str], key: Path | None = None) -> str:
@@ -95,9 +80,9 @@ def init_witness(state: Path, *, name: str, logs: Sequence[str], key: Path | Non
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _write_durably(key_path, pem, 0o600)
+        write_durably(key_path, pem, mode=0o600)
     config = {"name": name, "logs": list(logs), "key": str(key_path)}
-    _write_durably(state / CONFIG, (json.dumps(config, indent=1) + "\n").encode())
+    write_durably(state / CONFIG, (json.dumps(config, indent=1) + "\n").encode())
     return Witness(state).vkey
 
 
@@ -262,7 +247,7 @@ class Witness:
             )
             kept = Note(note.text, tuple(s for s in note.signatures if s[0] == origin))
             self._path(origin).parent.mkdir(parents=True, exist_ok=True)
-            _write_durably(self._path(origin), kept.with_signatures([line]).format().encode())
+            write_durably(self._path(origin), kept.with_signatures([line]).format().encode())
         cosig = Note(note.text, (line,)).format()[len(note.text) + 1 :]
         return Accepted(cosig, checkpoint.size)
 

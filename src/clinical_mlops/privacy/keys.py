@@ -52,6 +52,7 @@ from clinical_mlops.errors import (
     ValueInvalid,
     WrongKey,
 )
+from clinical_mlops.workspace import write_durably
 
 __all__ = [
     "KeyInfo",
@@ -350,19 +351,7 @@ def _copy_index(index: dict[str, Any]) -> dict[str, Any]:
 
 def _write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically, mode 0600 from the first byte, fsync'd."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_durably(path, data, mode=0o600)
 
 
 class VaultKeyProvider(_MaterialProvider):
