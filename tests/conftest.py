@@ -31,6 +31,6 @@ def workspace(tmp_path: Path) -> Workspace:
 
 @pytest.fixture(scope="session")
 def small_source_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic raw source (about 600 cohort stays), generated once per session."""
+    """A small synthetic raw source (about 2,400 cohort stays), generated once per session."""
     ws = Workspace.open(tmp_path_factory.mktemp("small-source"))
-    return synthetic_source(ws, SyntheticConfig(seed=11, scale=0.025)).path
+    return synthetic_source(ws, SyntheticConfig(seed=11, scale=0.1)).path

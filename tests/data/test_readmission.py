@@ -180,3 +180,16 @@ def test_readmission_trains_and_validates(snapshot, ward):
     assert summary["baseline"]["name"] == "LACE-like index"
     assert 0.6 < summary["test"]["auroc"] < 0.95
     assert 0.6 < summary["baseline"]["auroc"] < summary["test"]["auroc"] + 0.1
+
+
+def test_the_ward_hospitals_differ_in_readmission_and_discharge_bloods(tmp_path):
+    """Each hospital keeps its own readmission rate and its own haemoglobin habit."""
+    ws = Workspace.open(tmp_path)
+    snap = build_snapshot(ws, SPEC, ward_source(ws, WardConfig(seed=3, scale=0.5)))
+    frame = snap.features().merge(snap.cohort(), on="stay_id")
+    by_site = frame.groupby("site")
+    assert sorted(by_site.groups) == ["east", "north", "south"]
+    rate = by_site[SPEC.label.name].mean()
+    assert rate["north"] - rate["south"] >= 0.04, rate
+    undrawn = by_site["hemoglobin"].apply(lambda v: v.isna().mean())
+    assert undrawn["south"] - undrawn["north"] >= 0.08, undrawn

@@ -73,6 +73,67 @@ def test_source_json_records_provenance(small_source_dir):
 # -- hospitals ---------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def sites_frame(tmp_path_factory):
+    """Features, cohort and a pooled model's risk for the default hospitals at scale 0.3."""
+    from sklearn.linear_model import LogisticRegression
+
+    ws = Workspace.open(tmp_path_factory.mktemp("sites"))
+    snap = build_snapshot(ws, SPEC, synthetic_source(ws, SyntheticConfig(seed=5, scale=0.3)))
+    frame = snap.features().merge(snap.cohort(), on="stay_id")
+    numeric = [f.name for f in SPEC.features if f.kind != "categorical"]
+    x = frame[numeric].astype(float)
+    x = x.fillna(x.loc[frame["split"] == "train"].median())
+    train = frame["split"].eq("train").to_numpy()
+    # A pooled model with no site input, as a release trained on all hospitals would be.
+    model = LogisticRegression(max_iter=2000).fit(x[train], frame.loc[train, "death_48h"])
+    frame["p"] = model.predict_proba(x)[:, 1]
+    return frame
+
+
+def test_the_hospitals_differ_in_prevalence_and_case_mix(sites_frame):
+    by_site = sites_frame.groupby("site")
+    assert sorted(by_site.groups) == ["east", "north", "south"]
+    prevalence = by_site["death_48h"].mean()
+    assert prevalence["north"] - prevalence["south"] >= 0.03, prevalence
+    share = by_site["diagnosis_category"].value_counts(normalize=True).unstack(fill_value=0.0)
+    assert share.loc["south", "injury"] >= 1.3 * share.loc["north", "injury"], share
+    assert share.loc["north", "neoplasm"] >= 1.3 * share.loc["south", "neoplasm"], share
+    assert share.loc["east", "circulatory"] >= 1.3 * share.loc["north", "circulatory"], share
+
+
+def test_the_hospitals_differ_in_measurement_practice(sites_frame):
+    train = sites_frame.loc[sites_frame["split"] == "train"]
+    missing = train.groupby("site")[["lactate", "albumin", "gcs"]].apply(lambda d: d.isna().mean())
+    assert missing.loc["north", "lactate"] - missing.loc["south", "lactate"] >= 0.10, missing
+    assert missing.loc["north", "albumin"] - missing.loc["south", "albumin"] >= 0.06, missing
+    assert missing.loc["east", "gcs"] > missing.loc["south", "gcs"], missing
+
+
+def test_a_pooled_model_is_miscalibrated_per_hospital(sites_frame):
+    """The hospital's hidden outcome offset: calibration-in-the-large differs by site."""
+    from clinical_mlops.evaluation.metrics import calibration_slope_intercept
+
+    intercept = {
+        site: calibration_slope_intercept(d["death_48h"].to_numpy(), d["p"].to_numpy())["intercept"]
+        for site, d in sites_frame.groupby("site")
+    }
+    # Under-predicted at north, over-predicted at south (logit scale): the pooled model
+    # cannot see the hospital, so no pooled refit removes the gap.
+    assert intercept["north"] > 0 > intercept["south"], intercept
+    assert intercept["north"] - intercept["south"] >= 0.3, intercept
+
+
+def test_west_keeps_its_own_outcome_rate(tmp_path):
+    """Generated alone, west keeps its hidden offset: its rate is above the pooled 11.3 %."""
+    ws = Workspace.open(tmp_path)
+    west = build_snapshot(
+        ws, SPEC, synthetic_source(ws, SyntheticConfig(seed=7, scale=0.2, sites=("west",)))
+    )
+    assert west.summary()["prevalence"] - SPEC.published["prevalence"] >= 0.015
+    assert set(west.cohort()["site"]) == {"west"}
+
+
 def test_each_hospital_is_deterministic_and_west_is_its_own(tmp_path):
     one = SyntheticConfig(seed=3, scale=0.02, sites=("west",))
     a = generate_source(tmp_path / "a", config=one)

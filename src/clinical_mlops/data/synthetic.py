@@ -48,12 +48,14 @@ __all__ = [
     "DEFAULT_SITES",
     "GENERATOR_VERSION",
     "SITES",
+    "SITE_PROFILES",
+    "SiteProfile",
     "SyntheticConfig",
     "assign_sites",
     "generate_source",
 ]
 
-GENERATOR_VERSION = "clinical-mlops-synthetic-icu/1"
+GENERATOR_VERSION = "clinical-mlops-synthetic-icu/2"
 
 # Published reference cohort at scale 1 (SPEC R-T2).
 _TRAIN_STAYS = 16_751
@@ -90,6 +92,43 @@ _MISSING_YEAR_SLOPE = {"lactate": -0.03, "albumin": -0.01}
 #: hospital, generated on request (e.g. for external validation).
 SITES: dict[str, float] = {"north": 0.45, "south": 0.35, "east": 0.20, "west": 0.30}
 DEFAULT_SITES: tuple[str, ...] = ("north", "south", "east")
+
+
+@dataclass(frozen=True)
+class SiteProfile:
+    """How one simulated hospital differs from the others (see the module docstring).
+
+    ``chapters`` multiplies the shares of the named diagnosis chapters (case mix);
+    ``hidden`` is a logit offset on the outcome that no feature shows (the per-site
+    miscalibration of a pooled model); ``missing`` the logit offsets of a variable being
+    unmeasured in the window (positive: charted less often).
+    """
+
+    chapters: dict[str, float]
+    hidden: float
+    missing: dict[str, float]
+
+
+SITE_PROFILES: dict[str, SiteProfile] = {
+    # a tertiary centre: more cancer and sepsis, deaths its charting does not explain
+    "north": SiteProfile(
+        chapters={"neoplasm": 1.5, "infectious": 1.3},
+        hidden=0.30,
+        missing={"lactate": 0.3, "albumin": 0.3},
+    ),
+    # a community hospital: trauma and toxicology, routine lab panels
+    "south": SiteProfile(
+        chapters={"injury": 1.6, "mental": 1.6},
+        hidden=-0.35,
+        missing={"lactate": -0.4, "albumin": -0.2, "bilirubin": -0.2},
+    ),
+    # a cardiac centre: GCS and lactate charted less often
+    "east": SiteProfile(
+        chapters={"circulatory": 1.6}, hidden=0.05, missing={"lactate": 0.2, "gcs": 0.3}
+    ),
+    # an older population with more respiratory failure
+    "west": SiteProfile(chapters={"respiratory": 1.5}, hidden=0.35, missing={"albumin": 0.3}),
+}
 
 # Extra stays, as a fraction of the eligible index stays, that each exclusion removes.
 _EXCLUDED_FRACTIONS = {
@@ -232,6 +271,12 @@ def _population(cfg: SyntheticConfig, rng: np.random.Generator) -> pd.DataFrame:
     all_years[oy] = rng.choice([2005, 2006, 2007, 2020, 2021], size=int(oy.sum()))
 
     pop = pd.DataFrame({"kind": kind, "real_year": all_years.astype(np.int32)})
+    # The hospital comes first, from its own stream: every later draw is the same whatever
+    # the hospitals, and repeat stays and later admissions copy their patient's row.
+    site_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 20_240_602]))
+    shares = np.array([SITES[s] for s in cfg.sites])
+    names = np.array(cfg.sites, dtype=object)
+    pop["site"] = names[site_rng.choice(len(names), size=n, p=shares / shares.sum())].astype(str)
     _demographics(pop, rng)
     _severity(pop, rng)
     _outcome(pop, rng, eligible=pop["kind"].to_numpy() == "eligible")
@@ -278,8 +323,17 @@ def _demographics(pop: pd.DataFrame, rng: np.random.Generator) -> None:
     eth = np.array(["WHITE", "BLACK", "HISPANIC", "ASIAN", "OTHER", "UNKNOWN"])
     pop["ethnicity"] = eth[rng.choice(6, size=n, p=[0.66, 0.10, 0.04, 0.03, 0.05, 0.12])]
     chapters = np.array([d[0] for d in _DIAGNOSES])
-    shares = np.array([d[1] for d in _DIAGNOSES])
-    ch = rng.choice(len(_DIAGNOSES), size=n, p=shares / shares.sum())
+    # One uniform per stay, inverted through the hospital's own chapter shares (the draw
+    # numpy's choice makes, so the rest of the stream is the same for every case mix).
+    u = rng.random(n)
+    ch = np.zeros(n, dtype=int)
+    site = pop["site"].to_numpy()
+    for name in np.unique(site):
+        weights = SITE_PROFILES[name].chapters
+        shares = np.array([d[1] * weights.get(d[0], 1.0) for d in _DIAGNOSES])
+        cdf = np.cumsum(shares)
+        at = site == name
+        ch[at] = np.searchsorted(cdf / cdf[-1], u[at], side="right")
     pop["chapter"] = chapters[ch]
     pop["dx_offset"] = np.array([d[2] for d in _DIAGNOSES])[ch]
     codes = np.empty(n, dtype=object)
@@ -340,7 +394,11 @@ def _outcome(pop: pd.DataFrame, rng: np.random.Generator, *, eligible: np.ndarra
         + pop["hidden"].to_numpy()
     )
     a = _solve_intercept(lin[eligible], _PREVALENCE)
-    pop["p_death"] = _sigmoid(a + lin)
+    # The hospital's hidden offset is added after the intercept is solved, so a hospital
+    # generated on its own keeps its own rate; the offsets about balance over the default
+    # hospitals, so the pooled prevalence stays near the published one.
+    hidden = pop["site"].map({k: v.hidden for k, v in SITE_PROFILES.items()}).to_numpy(float)
+    pop["p_death"] = _sigmoid(a + lin + hidden)
     pop["death48"] = rng.random(len(pop)) < pop["p_death"].to_numpy()
     # Some survivors of the label window die later in the same admission.
     pop["late_death"] = ~pop["death48"].to_numpy() & (
@@ -459,7 +517,8 @@ def _measured(pop: pd.DataFrame, rng: np.random.Generator) -> dict[str, np.ndarr
     for var, target in _MISSINGNESS.items():
         lin = _MISSING_SEVERITY_SLOPE.get(var, 0.0) * sev + _MISSING_YEAR_SLOPE.get(var, 0.0) * year
         a = _solve_intercept(lin[train_elig], target)
-        measured[var] = rng.random(n) >= _sigmoid(a + lin)
+        practice = pop["site"].map({k: v.missing.get(var, 0.0) for k, v in SITE_PROFILES.items()})
+        measured[var] = rng.random(n) >= _sigmoid(a + lin + practice.to_numpy(float))
     # Sparse stays: 9 to 13 of the 14 charted variables absent in the window.
     sparse = np.flatnonzero(kind == "sparse")
     names = list(_MISSINGNESS)
@@ -756,7 +815,6 @@ def generate_source(
     seeds = np.random.SeedSequence([config.seed, 20_240_601]).spawn(3)
     pop = _population(config, np.random.default_rng(seeds[0]))
     measured = _measured(pop, np.random.default_rng(seeds[1]))
-    pop["site"] = assign_sites(pop["subject_id"].to_numpy(), config.sites, seed=config.seed)
 
     write_table(
         pa.Table.from_pandas(

@@ -36,7 +36,7 @@ from clinical_mlops.errors import ValueInvalid
 
 __all__ = ["GENERATOR_VERSION", "WardConfig", "generate_ward_source"]
 
-GENERATOR_VERSION = "clinical-mlops-synthetic-ward/2"
+GENERATOR_VERSION = "clinical-mlops-synthetic-ward/3"
 _PREVALENCE = 0.147
 _PATIENTS_PER_SCALE = 16_050
 _START = np.datetime64("2007-07-01T00:00:00", "s")
@@ -99,6 +99,17 @@ class WardConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return {"generator": GENERATOR_VERSION, "seed": self.seed, "scale": self.scale}
+
+
+#: How each simulated hospital's wards differ: a logit offset on unplanned readmission that
+#: no input shows (discharge support the record does not hold), and the chance that the
+#: last haemoglobin before discharge is not drawn (a hospital's routine discharge panel).
+_WARD_SITES: dict[str, tuple[float, float]] = {
+    "north": (0.30, 0.08),
+    "south": (-0.30, 0.20),
+    "east": (0.05, 0.12),
+    "west": (0.20, 0.15),
+}
 
 
 def _admission_wave(n: int, age: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -176,6 +187,9 @@ def generate_ward_source(out_dir: str | Path, *, config: WardConfig = WardConfig
     age0 = np.where(rng.random(n) < 0.01, rng.uniform(15, 17.9, n), age0)  # a few minors
     span = (_END - _START).astype(np.int64)
     t = _START + (rng.random(n) * span * 0.93).astype("timedelta64[s]")
+    # Each patient's hospital, from its own stream (as the admissions table writes it).
+    site = assign_sites(subject, DEFAULT_SITES, seed=config.seed)
+    site_offset = np.array([_WARD_SITES[s][0] for s in site])
     active = np.ones(n, dtype=bool)
     history: list[list[np.datetime64]] = [[] for _ in range(n)]
     # A first pass with a neutral intercept fixes the calibration on eligible discharges.
@@ -204,7 +218,7 @@ def generate_ward_source(out_dir: str | Path, *, config: WardConfig = WardConfig
         disch = admit + (w["los_days"] * 86_400).astype("timedelta64[s]")
         hadm = np.arange(hadm_next, hadm_next + m, dtype=np.int64)
         hadm_next += m
-        p_readmit = _sigmoid(_risk(w, age, prior) + intercept)
+        p_readmit = _sigmoid(_risk(w, age, prior) + intercept + site_offset[idx])
         readmit = (rng.random(m) < p_readmit) & ~w["death"]
         unplanned = rng.random(m) < 0.75
         gap_days = np.where(readmit, rng.uniform(1, 30, m), 30 + rng.exponential(320, m))
@@ -357,7 +371,9 @@ def _write(
         ),
         out / "icustays.parquet",
     )
-    write_table(_events(adm, rng), out / "events.parquet")
+    write_table(
+        _events(adm.assign(site=admissions["site"].to_numpy()), rng), out / "events.parquet"
+    )
 
 
 _VITALS = (
@@ -377,7 +393,12 @@ def _events(adm: pd.DataFrame, rng: np.random.Generator) -> pa.Table:
     disch = adm["dischtime"].to_numpy()
     for var, unit, hours in _VITALS:
         base = adm[var].to_numpy(dtype=float)
-        missing = rng.random(n) < (0.12 if var == "hemoglobin" else 0.01)
+        undrawn = (
+            adm["site"].map({k: v[1] for k, v in _WARD_SITES.items()}).to_numpy(float)
+            if var == "hemoglobin"
+            else np.full(n, 0.01)
+        )
+        missing = rng.random(n) < undrawn
         for k, h in enumerate(hours):
             last = k == len(hours) - 1
             value = base if last else base + rng.normal(0, 0.03 * np.abs(base).mean(), n)
