@@ -89,9 +89,13 @@ def test_risks_of_a_real_report_follow_its_figures(trained: tuple[Path, str]) ->
         if isinstance(v, float) and v < target - spec.acceptance.max_coverage_shortfall
     }
     assert {i: r.observed for i, r in by_id.items() if r.kind == "coverage"} == expected
-    # a tighter slack turns every class short of its target into a risk
+    # a tighter slack turns every class short of its target into a risk; the target is raised
+    # just above the lowest class's coverage so that one class misses it, whatever the model
     lowest = min(v for v in conformal.coverage_by_class.values() if isinstance(v, float))
-    assert lowest < target, "the small model is expected to miss the target for one class"
+    target = max(float(target), lowest + 0.02)
+    report = report.model_copy(
+        update={"conformal": conformal.model_copy(update={"target_coverage": target})}
+    )
     slack = (target - lowest) / 2
     tight = spec.model_copy(
         update={"acceptance": spec.acceptance.model_copy(update={"max_coverage_shortfall": slack})}

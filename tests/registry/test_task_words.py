@@ -45,7 +45,7 @@ with warnings.catch_warnings():
 
 TABLE_TASK = "byo_outcome_table"
 # Synthetic sources large enough for each task's acceptance criteria (data, not code).
-SCALE = {"icu_mortality_48h": 0.025, "readmission_30d": 0.2}
+SCALE = {"icu_mortality_48h": 0.1, "readmission_30d": 0.2}
 PASSWORD = "a long test password"
 
 

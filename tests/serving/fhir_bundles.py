@@ -498,8 +498,8 @@ def ehr_prefetch(
 ) -> dict[str, Any]:
     """Return a CDS Hooks prefetch of :func:`ehr_bundle`: the patient, and searchsets by type.
 
-    The Encounters' Locations come with the encounters, as ``_include=Encounter:location``
-    answers.
+    The Encounters' Locations come with the encounters, and the Devices with the device use
+    statements, as ``_include`` answers.
     """
     bundle = ehr_bundle(spec, row, subject, now=now)
     out: dict[str, Any] = {}
@@ -512,6 +512,7 @@ def ehr_prefetch(
         "Condition": "conditions",
         "Encounter": "encounters",
         "Location": "encounters",
+        "Device": "deviceUseStatements",
     }
     for entry in bundle["entry"]:
         res = entry["resource"]
@@ -520,7 +521,7 @@ def ehr_prefetch(
         elif res["resourceType"] in keys:
             key = keys[res["resourceType"]]
             out.setdefault(key, {"resourceType": "Bundle", "type": "searchset", "entry": []})
-            mode = "include" if res["resourceType"] == "Location" else "match"
+            mode = "include" if res["resourceType"] in ("Location", "Device") else "match"
             out[key]["entry"].append(entry | {"search": {"mode": mode}})
     return out
 

@@ -158,6 +158,30 @@ def test_without_prefetch_the_service_reads_the_fhir_server_page_by_page(
     assert fetched.json()["cards"][0]["summary"] == sent.json()["cards"][0]["summary"]
 
 
+def test_a_ventilated_patient_is_read_with_the_device_the_statement_names(
+    ehr: dict[str, Any],
+) -> None:
+    """A DeviceUseStatement says what was used only through its Device: the search includes it."""
+    prefetch = ehr["client"].get("/cds-services").json()["services"][0]["prefetch"]
+    assert prefetch["deviceUseStatements"].endswith("&_include=DeviceUseStatement:device")
+    c = ehr["client"]
+    row = dict(ehr["rows"][23]) | {"ventilation": 1.0}
+    load(ehr, "MRN-23", row)
+    # the bundle records ventilation only as a DeviceUseStatement of a ventilator Device
+    kinds = {e["resource"]["resourceType"] for e in ehr_bundle(ICU_SPEC, row, "MRN-23")["entry"]}
+    assert {"DeviceUseStatement", "Device"} <= kinds
+    fetched = c.post(
+        SERVICE, headers=ehr["headers"], json=hook(ehr, "MRN-23", "h-vent", **server_of(ehr))
+    )
+    assert fetched.status_code == 200, fetched.text
+    ledger = ehr["predictor"].ledger
+    seq = seq_from_card_uuid(ledger.origin, fetched.json()["cards"][0]["uuid"])
+    record = ledger.read(seq if seq is not None else -1).payload
+    assert record["inputs"]["ventilation"] == 1
+    assert "missing_inputs" not in record["flags"]
+    assert any(b.startswith("DeviceUseStatement/") for b in record["basis"])
+
+
 def _refused_without_record(ehr: dict[str, Any], body: dict[str, Any], status: int) -> str:
     ledger = ehr["predictor"].ledger
     before = ledger.size()

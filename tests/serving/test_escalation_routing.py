@@ -1,7 +1,7 @@
 """Escalation at the bedside follows the release's declared policy, one rule for every front end.
 
 A release built with a declared review band around its threshold and a review budget
-of 5 per 100: band cases above the budget's risk cutoff are queued (flag
+of 7 per 100: band cases above the budget's risk cutoff are queued (flag
 ``near_threshold``), band cases below it are flagged ``review_deferred`` and never
 reach the queue, a case outside the validated scope is queued first whatever its risk;
 while a drift alert is open on the release, cases above the threshold are queued too.
@@ -47,7 +47,7 @@ THRESHOLD = 0.30
 POLICY = EscalationPolicy(
     review_on=("out_of_scope", "empty_set", "near_threshold", "drift_alert"),
     near_threshold=NearThreshold(band=(0.20, 0.32)),
-    max_reviews_per_100=5,
+    max_reviews_per_100=7,
     beyond_budget="defer",
 )
 CONSENTED = 120  # the served fixture's patients MRN-0 .. MRN-119

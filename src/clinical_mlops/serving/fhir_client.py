@@ -81,8 +81,17 @@ _KEYS = {
     "Procedure": "procedures",
     "DeviceUseStatement": "deviceUseStatements",
 }
+#: what says what a resource of each type is when it only references it: (the searched
+#: type's reference element, the referenced type). A search answers only the searched type
+#: unless asked to ``_include`` these, and a DeviceUseStatement's code is its Device's type.
+_REFERENCED = {
+    "Encounter": ("location", "Location"),
+    "MedicationAdministration": ("medication", "Medication"),
+    "MedicationRequest": ("medication", "Medication"),
+    "DeviceUseStatement": ("device", "Device"),
+}
+_REF = re.compile(r"(Location|Medication|Device)/[A-Za-z0-9\-.]{1,64}")
 # the relations of the feature SQL that the patient's Conditions and Encounters fill
-_LOCATION_REF = re.compile(r"Location/[A-Za-z0-9\-.]{1,64}")
 _READS = re.compile(r"\b(?:FROM|JOIN)\s+(diagnoses|admissions)\b", re.IGNORECASE)
 # the cohort's principal diagnosis, which the reader takes from the encounter's Conditions
 _PRINCIPAL = re.compile(r"\bdiagnosis_icd10\b", re.IGNORECASE)
@@ -145,6 +154,8 @@ def prefetch_templates(spec: TaskSpec) -> dict[str, str]:
         search = f"{resource}?patient={{{{context.patientId}}}}"
         param = _CODE_PARAM[resource]
         out[key] = search + (f"&{param}=" + ",".join(codes) if param else "")
+        if resource in _REFERENCED:
+            out[key] += f"&_include={resource}:{_REFERENCED[resource][0]}"
     # ``code`` matches Observation.code only: a panel (e.g. blood pressure 85354-9) whose
     # components a feature derives from is found by its component codes
     components = [
@@ -327,19 +338,20 @@ def fetch_missing(
         for key, path in wanted.items():
             url = f"{base}/{path}"
             out[key] = reader.search(url, key) if "?" in path else reader.get(url, key)
-        for key in ("encounter", "encounters"):
-            if key in wanted and isinstance(out.get(key), dict):
-                out[key] = _with_locations(reader, base, out[key], key)
+        for key in wanted:
+            if isinstance(out.get(key), dict):
+                out[key] = _with_referenced(reader, base, out[key], key)
     finally:
         reader.client.close()
     return out
 
 
-def _with_locations(reader: _Reader, base: str, found: dict[str, Any], key: str) -> dict[str, Any]:
-    """Return ``found`` with the Locations its Encounters name that it lacks, read one by one.
+def _with_referenced(reader: _Reader, base: str, found: dict[str, Any], key: str) -> dict[str, Any]:
+    """Return ``found`` with the resources its entries reference that it lacks, read one by one.
 
-    A server may ignore ``_include`` (FHIR lets it); the Location is what says an
-    encounter is an ICU stay, so it is read rather than the stay taken for a ward one.
+    A server may ignore ``_include`` (FHIR lets it). The Location is what says an encounter
+    is an ICU stay, the Device what a DeviceUseStatement records, the Medication what was
+    given: each is read rather than the stay taken for a ward one or the input for absent.
     """
     if found.get("resourceType") == "Bundle":
         resources = [e.get("resource") for e in found.get("entry") or [] if isinstance(e, dict)]
@@ -348,23 +360,28 @@ def _with_locations(reader: _Reader, base: str, found: dict[str, Any], key: str)
     have = {f"{r.get('resourceType')}/{r.get('id')}" for r in resources if isinstance(r, Mapping)}
     wanted: list[str] = []
     for res in resources:
-        if not isinstance(res, Mapping) or res.get("resourceType") != "Encounter":
+        if not isinstance(res, Mapping) or res.get("resourceType") not in _REFERENCED:
             continue
-        for loc in res.get("location") or []:
-            ref = loc.get("location") if isinstance(loc, Mapping) else None
-            ref = ref.get("reference") if isinstance(ref, Mapping) else None
+        element, target = _REFERENCED[res["resourceType"]]
+        if element == "location":
+            held = [x.get("location") for x in res.get("location") or [] if isinstance(x, Mapping)]
+        else:
+            held = [res.get("medicationReference" if element == "medication" else element)]
+        for item in held:
+            ref = item.get("reference") if isinstance(item, Mapping) else None
             if (
                 isinstance(ref, str)
-                and _LOCATION_REF.fullmatch(ref)
+                and _REF.fullmatch(ref)
+                and ref.startswith(f"{target}/")
                 and ref not in have
                 and ref not in wanted
             ):
                 wanted.append(ref)
     extra = []
     for ref in wanted[: reader.limits.max_pages]:
-        loc = reader.get(f"{base}/{ref}", key)
-        if isinstance(loc, dict) and loc.get("resourceType") == "Location":
-            extra.append({"resource": loc, "search": {"mode": "include"}})
+        got = reader.get(f"{base}/{ref}", key)
+        if isinstance(got, dict) and got.get("resourceType") == ref.split("/")[0]:
+            extra.append({"resource": got, "search": {"mode": "include"}})
     if not extra:
         return found
     if found.get("resourceType") == "Bundle":
