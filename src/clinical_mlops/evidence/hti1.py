@@ -488,10 +488,7 @@ def _external(facts: ReleaseFacts) -> list[Field]:
 def _performance(facts: ReleaseFacts) -> list[Field]:
     test = facts.report["test"]
     fair = facts.report["fairness"]
-    subgroups = {
-        key: row["auroc"]
-        for key, row in sorted(facts.report["subgroups"].items())
-    }
+    subgroups = {key: row["auroc"] for key, row in sorted(facts.report["subgroups"].items())}
     return [
         _known(
             21,
