@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from clinical_mlops.clock import SystemClock, utc_iso
+from clinical_mlops.clock import SystemClock
 from clinical_mlops.errors import ValueInvalid
 from clinical_mlops.workspace import Workspace
 
@@ -45,8 +45,8 @@ def write_evidence(
 
     say = progress or (lambda _line: None)
     names = resolve_formats(formats)
-    say(f"reading the facts of {release}" + (f" as of {utc_iso(as_of)}" if as_of else ""))
     facts = gather_facts(workspace, release, as_of=as_of)
+    say(f"read the facts of {facts.version} as of {facts.as_of_iso}")
     documents = []
     for name in names:
         doc = FORMATS[name](facts)
