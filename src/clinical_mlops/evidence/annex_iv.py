@@ -22,6 +22,7 @@ from typing import Any
 from clinical_mlops.evidence.facts import ReleaseFacts
 from clinical_mlops.evidence.fields import Document, Field, Pointer
 from clinical_mlops.evidence.layout import Page, Section, render_page
+from clinical_mlops.evidence.pccp import change_of
 from clinical_mlops.vocabulary import GATE_LABELS, GATES
 
 __all__ = ["SECTIONS", "build_annex_iv"]
@@ -48,7 +49,7 @@ def _f3(value: Any) -> str:
 
 def _general(f: ReleaseFacts) -> list[Field]:
     use = f.spec.intended_use
-    change = f.release.get("change") or {}
+    change = change_of(f)
     code = f.lineage.get("code") or {}
     env = f.lineage.get("environment") or {}
     card = f.model_card
@@ -79,8 +80,8 @@ def _general(f: ReleaseFacts) -> list[Field]:
                 "release": f.version,
                 "model": f.release.get("model_version"),
                 "bundle": f"{f.bundle_name} (manifest sha256 {f.bundle_sha256})",
-                "change": f"{change.get('change_class')} against "
-                f"{change.get('against') or 'no earlier release'}",
+                "change": f"{change['class']}"
+                + (f" against {change['against']}" if change.get("against") else ""),
             },
             f.registry("release record"),
             f.bundle("release.json"),
@@ -388,11 +389,7 @@ def _changes(f: ReleaseFacts) -> list[Field]:
         Field.known(
             "6/change",
             "Change against the previous release",
-            {
-                "class": (f.release.get("change") or {}).get("change_class"),
-                "notes": (f.release.get("change") or {}).get("notes")
-                or "first release of the task",
-            },
+            change_of(f),
             f.registry("change classification at registration"),
         ),
     ]

@@ -28,7 +28,7 @@ from clinical_mlops.evidence.fields import Document, Field, Pointer
 from clinical_mlops.evidence.layout import Page, Section, render_page
 from clinical_mlops.vocabulary import GATE_LABELS, GATES
 
-__all__ = ["MODIFICATIONS", "build_pccp"]
+__all__ = ["MODIFICATIONS", "build_pccp", "change_of"]
 
 _REFERENCE = (
     "FDA, Marketing Submission Recommendations for a Predetermined Change Control Plan for "
@@ -75,6 +75,26 @@ MODIFICATIONS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
+def change_of(facts: ReleaseFacts) -> dict[str, Any]:
+    """Return the release's change against the one it follows: class, against, notes (as known).
+
+    The registry stores the full classification; when the facts carry only its class,
+    ``against`` and ``notes`` are left out rather than guessed.
+    """
+    change = facts.release.get("change")
+    if isinstance(change, dict) and change.get("change_class"):
+        return {
+            "class": change["change_class"],
+            "against": change.get("against") or "no earlier release of the task",
+            "notes": change.get("notes") or "no change notes",
+        }
+    cls = facts.release.get("change_class")
+    out: dict[str, Any] = {"class": cls}
+    if cls == "initial":
+        out["against"] = "no earlier release of the task"
+    return out
+
+
 def _description(facts: ReleaseFacts) -> list[Field]:
     out = [
         Field.known(
@@ -116,17 +136,11 @@ def _description(facts: ReleaseFacts) -> list[Field]:
             Pointer("spec", "clinical_mlops.monitoring.rules (no rule retrains)"),
         )
     )
-    change = facts.release.get("change") or {}
-    notes = change.get("notes") or []
     out.append(
         Field.known(
             "modifications/this-release",
             "This release's change",
-            {
-                "class": change.get("change_class"),
-                "against": change.get("against") or "first release of the task",
-                "notes": notes or "no change notes",
-            },
+            change_of(facts),
             facts.registry("change classification at registration"),
             *(
                 [facts.ledger(int(e["seq"]), "release registered")]

@@ -328,9 +328,22 @@ def _routing_fields(facts: ReleaseFacts) -> list[Field]:
                 note="the workspace declares no alerting.yaml: alerts reach nobody until it does",
             )
         ]
-    where = facts.workspace_pointer("alerting.yaml", facts.alerting_sha256)
-    rotas = alerting.get("rotas") or {}
     default = alerting.get("default")
+    owners = [r["owner"] for r in [default, *(alerting.get("rules") or {}).values()] if r]
+    rotas = alerting.get("rotas")
+    if rotas:
+        on_call: Any = [
+            f"{name}: {len(r['people'])} people ({', '.join(r['people'])}), hand-over every "
+            f"{r['period_hours']:g} h from {r['start']}"
+            for name, r in sorted(rotas.items())
+        ]
+    else:
+        named = sorted({o.partition(":")[2] for o in owners if o.startswith("rota:")})
+        on_call = (
+            [f"rota {n}: whoever is on call when the alert opens" for n in named]
+            if named
+            else "No rota: every owner is a named person"
+        )
     out = [
         Field.known(
             "routing/default",
@@ -343,25 +356,16 @@ def _routing_fields(facts: ReleaseFacts) -> list[Field]:
         Field.known(
             "routing/rotas",
             "On-call rotas",
-            [
-                f"{name}: {len(r['people'])} people ({', '.join(r['people'])}), hand-over every "
-                f"{r['period_hours']:g} h from {r['start']}"
-                for name, r in sorted(rotas.items())
-            ]
-            or "No rota: owners are named people",
+            on_call,
             facts.workspace_pointer("alerting.yaml#/rotas", facts.alerting_sha256),
         ),
         Field.known(
-            "routing/delivery",
-            "Delivery and automatic suspension",
-            {
-                "retries": f"{alerting['delivery']['max_attempts']} attempts, backoff from "
-                f"{alerting['delivery']['backoff_seconds']:g} s",
-                "automatic suspension": "on: a critical suspend rule suspends the release"
-                if alerting.get("auto_suspend", True)
-                else "off: a person must suspend",
-            },
-            where,
+            "routing/suspension",
+            "Automatic suspension",
+            "On: a critical rule whose action is suspend suspends the release"
+            if alerting.get("auto_suspend", True)
+            else "Off: a person must suspend the release",
+            facts.workspace_pointer("alerting.yaml#/auto_suspend", facts.alerting_sha256),
         ),
     ]
     return out
