@@ -133,6 +133,11 @@ COMMANDS: tuple[LazyCommand, ...] = (
         "report as its evidence.",
     ),
     LazyCommand(
+        "evidence",
+        "clinical_mlops.cli.evidence:evidence_command",
+        "Write a release's standard evidence documents (CHAI, HTI-1, ...), signed beside it.",
+    ),
+    LazyCommand(
         "serve",
         "clinical_mlops.cli.serve:serve_command",
         "Serve the task's approved release over HTTP (TLS 1.3 minimum when a cert and key "

@@ -107,7 +107,8 @@ class ReleaseFacts:
         history: status changes up to ``as_of`` (from, to, actor, role, why, time, ledger_seq)
         gates: gate -> {passed, evidence, failures, actor, time, seq}
         approvals: [{person, role, decision, why, time, seq}] up to ``as_of``
-        risks: the risk register, each with its acknowledgement (and ``seq``) or None
+        risks: the risk register ({id, kind, words, observed, limit, criterion}), each
+            with its acknowledgement ({actor, role, reason, at, seq}) or None
         review: the periodic review status (interval_days, last_review, due, overdue)
         incidents: incidents naming this release or its model, opened up to ``as_of``
         external_validations: recorded external validations (sites, years, n, auroc, seq ...)
@@ -346,10 +347,8 @@ def gather_facts(
         risks = []
         for r in gov.risk_register(rel.version):
             ack = r.get("acknowledgement")
-            if ack is not None and not _time_ok(ack.get("time"), limit):
+            if ack is not None and not _time_ok(ack.get("at"), limit):
                 ack = None
-            if ack is not None:
-                ack = ack | {"seq": seq_of("risk_acknowledged", risk=r["id"])}
             risks.append(r | {"acknowledgement": ack})
         review = review_status(gov, rel.version)
         incidents = [

@@ -262,6 +262,12 @@ _ALL = [
     _schema(
         "report_written", "a validation report written (payload: path, sha256)", subject="forbidden"
     ),
+    _schema(
+        "evidence_written",
+        "a signed set of standard evidence documents written for a release (R-I7)",
+        {"release": _STR, "manifest_sha256": _STR, "formats": (list,), "as_of": _STR},
+        subject="forbidden",
+    ),
     # -- registry and governance (R-L1..R-L3, R-A3) --
     _schema(
         "release_registered",

@@ -1,0 +1,95 @@
+"""Evidence use cases (R-I7): write a release's standard documents, show what they owe.
+
+``clinical-mlops evidence`` and the console's Evidence page call these functions.
+:func:`write_evidence` checks the formats asked for, reads the release's facts once as
+of the given time (refusing an unknown release, a time in the future or before the
+release was registered), builds each document, refuses any document with a field
+that is blank without an owner or known without a pointer, and only then writes the
+signed set and its ledger entry — a refusal writes nothing.
+:func:`evidence_overview` verifies the newest set and lists each document's freshness,
+missing fields and their owners.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from clinical_mlops.clock import SystemClock, utc_iso
+from clinical_mlops.errors import ValueInvalid
+from clinical_mlops.workspace import Workspace
+
+__all__ = ["evidence_overview", "write_evidence"]
+
+
+def write_evidence(
+    workspace: Workspace,
+    release: str,
+    *,
+    formats: Sequence[str] = ("all",),
+    as_of: datetime | None = None,
+    actor: str,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Return the signed manifest of the evidence set written for ``release`` as of ``as_of``.
+
+    ``formats`` are names from :data:`clinical_mlops.evidence.ALL_FORMATS` or ``all``
+    (every format this version builds); ``progress`` receives one line per step.
+    """
+    from clinical_mlops.evidence import FORMATS, resolve_formats
+    from clinical_mlops.evidence.facts import gather_facts
+    from clinical_mlops.evidence.fields import field_problems
+    from clinical_mlops.evidence.store import write_documents
+    from clinical_mlops.ledger import Ledger
+
+    say = progress or (lambda _line: None)
+    names = resolve_formats(formats)
+    say(f"reading the facts of {release}" + (f" as of {utc_iso(as_of)}" if as_of else ""))
+    facts = gather_facts(workspace, release, as_of=as_of)
+    documents = []
+    for name in names:
+        doc = FORMATS[name](facts)
+        problems = field_problems(doc)
+        if problems:
+            raise ValueInvalid(
+                f"evidence {name} of {facts.version}: refusing to write a document with "
+                f"unsupported fields: {'; '.join(problems[:5])}"
+            )
+        say(f"built {name}: {len(doc.fields)} fields, {len(doc.missing())} to be completed")
+        documents.append(doc)
+    clock = SystemClock()
+    with Ledger.open(workspace) as led:
+        written = write_documents(
+            workspace, facts, documents, actor=actor, ledger=led, now=clock.now()
+        )
+    say(f"signed {len(written['files'])} files; audit record {written['seq']}")
+    return written
+
+
+def evidence_overview(workspace: Workspace, release: str) -> dict[str, Any]:
+    """Return the evidence of ``release``: the newest set verified, its freshness, what it owes.
+
+    ``documents`` lists every format this version builds with the newest set's files,
+    missing fields and owners (``written`` False when the set lacks that format).
+    """
+    from clinical_mlops.evidence import FORMATS
+    from clinical_mlops.evidence.store import read_evidence
+    from clinical_mlops.registry.registry import Registry
+
+    with Registry.open(workspace) as reg:
+        version = reg.get(release).version
+    status = read_evidence(workspace, version, now=SystemClock().now())
+    manifest = (status or {}).get("manifest") or {}
+    by_format = {d["format"]: d for d in manifest.get("documents", [])}
+    documents = [
+        {
+            "format": name,
+            "written": name in by_format,
+            "title": by_format.get(name, {}).get("title"),
+            "files": by_format.get(name, {}).get("files", {}),
+            "missing": by_format.get(name, {}).get("missing", []),
+        }
+        for name in FORMATS
+    ]
+    return {"release": version, "evidence": status, "documents": documents}
