@@ -50,6 +50,8 @@
     │   ├── BundleExpired              a release bundle whose signature validity has ended
     │   ├── BundleForeign              a release bundle signed for another workspace
     │   ├── ReleaseNotFound            no registered release with that version
+    │   ├── EvidenceNotFound           no evidence set of a release, or no such file in its newest set
+    │   ├── EvidenceInvalid            an evidence set whose files, manifest or signature do not verify
     │   └── TrackingUnavailable        MLflow tracking asked for but not installed or unreachable
     └── GovernanceError                a refused governance action (always also a ledger event)
         ├── TransitionNotAllowed       a status change the lifecycle does not allow
@@ -124,6 +126,8 @@ __all__ = [
     "EntryPayloadInvalid",
     # evaluation
     "EvaluationError",
+    "EvidenceInvalid",
+    "EvidenceNotFound",
     "FhirDataUnavailable",
     "FormTokenInvalid",
     "GateFailed",
@@ -412,6 +416,14 @@ class BundleForeign(BundleSignatureInvalid):
 
 class ReleaseNotFound(RegistryError):
     """No registered release with the given version."""
+
+
+class EvidenceNotFound(RegistryError):
+    """No evidence set written for the release, or no such file in its newest set."""
+
+
+class EvidenceInvalid(RegistryError):
+    """An evidence set whose files, manifest or signature do not verify; nothing of it is used."""
 
 
 class TrackingUnavailable(RegistryError):

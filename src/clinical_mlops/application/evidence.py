@@ -20,7 +20,15 @@ from clinical_mlops.clock import SystemClock
 from clinical_mlops.errors import ValueInvalid
 from clinical_mlops.workspace import Workspace
 
-__all__ = ["evidence_overview", "write_evidence"]
+__all__ = ["evidence_file", "evidence_overview", "write_evidence"]
+
+#: how a document file is served, by its extension
+_MEDIA_TYPES = {
+    ".xml": "application/xml",
+    ".json": "application/json",
+    ".md": "text/markdown; charset=utf-8",
+    ".html": "text/html",
+}
 
 
 def write_evidence(
@@ -31,11 +39,13 @@ def write_evidence(
     as_of: datetime | None = None,
     actor: str,
     progress: Callable[[str], None] | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """Return the signed manifest of the evidence set written for ``release`` as of ``as_of``.
 
     ``formats`` are names from :data:`clinical_mlops.evidence.ALL_FORMATS` or ``all``
-    (every format this version builds); ``progress`` receives one line per step.
+    (every format this version builds); ``progress`` receives one line per step; ``now``
+    is the signing time (the system clock by default; the console passes its own).
     """
     from clinical_mlops.evidence import FORMATS, resolve_formats
     from clinical_mlops.evidence.facts import gather_facts
@@ -58,16 +68,18 @@ def write_evidence(
             )
         say(f"built {name}: {len(doc.fields)} fields, {len(doc.missing())} to be completed")
         documents.append(doc)
-    clock = SystemClock()
+    signed_at = now or SystemClock().now()
     with Ledger.open(workspace) as led:
         written = write_documents(
-            workspace, facts, documents, actor=actor, ledger=led, now=clock.now()
+            workspace, facts, documents, actor=actor, ledger=led, now=signed_at
         )
     say(f"signed {len(written['files'])} files; audit record {written['seq']}")
     return written
 
 
-def evidence_overview(workspace: Workspace, release: str) -> dict[str, Any]:
+def evidence_overview(
+    workspace: Workspace, release: str, *, now: datetime | None = None
+) -> dict[str, Any]:
     """Return the evidence of ``release``: the newest set verified, its freshness, what it owes.
 
     ``documents`` lists every format this version builds with the newest set's files,
@@ -79,7 +91,7 @@ def evidence_overview(workspace: Workspace, release: str) -> dict[str, Any]:
 
     with Registry.open(workspace) as reg:
         version = reg.get(release).version
-    status = read_evidence(workspace, version, now=SystemClock().now())
+    status = read_evidence(workspace, version, now=now or SystemClock().now())
     manifest = (status or {}).get("manifest") or {}
     by_format = {d["format"]: d for d in manifest.get("documents", [])}
     documents = [
@@ -93,3 +105,36 @@ def evidence_overview(workspace: Workspace, release: str) -> dict[str, Any]:
         for name in FORMATS
     ]
     return {"release": version, "evidence": status, "documents": documents}
+
+
+def evidence_file(workspace: Workspace, release: str, name: str) -> tuple[bytes, str]:
+    """Return (bytes, media type) of file ``name`` of the newest evidence set of ``release``.
+
+    The set is verified first: a set whose signature, manifest or file hashes do not
+    hold raises :class:`~clinical_mlops.errors.EvidenceInvalid` naming each problem,
+    and only a file the signed manifest lists is read
+    (:class:`~clinical_mlops.errors.EvidenceNotFound` otherwise).
+    """
+    from pathlib import Path
+
+    from clinical_mlops.errors import EvidenceInvalid, EvidenceNotFound
+    from clinical_mlops.evidence.store import read_evidence
+    from clinical_mlops.hashing import sha256_bytes
+    from clinical_mlops.registry.registry import Registry
+
+    with Registry.open(workspace) as reg:
+        version = reg.get(release).version
+    status = read_evidence(workspace, version, now=SystemClock().now())
+    if status is None:
+        raise EvidenceNotFound(f"{version} has no evidence set; write one with: evidence {version}")
+    if not status["verified"]:
+        raise EvidenceInvalid(
+            f"the newest evidence set of {version} does not verify: {'; '.join(status['problems'])}"
+        )
+    if name not in status["manifest"]["files"]:
+        raise EvidenceNotFound(f"the newest evidence set of {version} has no file {name!r}")
+    data = (Path(status["path"]) / name).read_bytes()
+    # the bytes served are the bytes signed, even if the file changed after the check
+    if sha256_bytes(data) != status["manifest"]["files"][name]:
+        raise EvidenceInvalid(f"{name} of {version} changed after its set was verified")
+    return data, _MEDIA_TYPES.get(Path(name).suffix, "application/octet-stream")
