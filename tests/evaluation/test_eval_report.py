@@ -171,6 +171,13 @@ def test_model_card_has_every_section(tmp_path, validation_report, evaluation_in
         assert feature.justification in md
     tripod = {i["topic"] for i in card["tripod_ai"]}
     assert {"Data sources", "Missing data", "Class imbalance", "Calibration", "Fairness"} <= tripod
+    # TRIPOD+AI's numbering, in its order: the outcome is 8a, class imbalance 13, fairness 14
+    numbered = {i["topic"]: i["item"] for i in card["tripod_ai"]}
+    assert numbered["Outcome definition"] == "8a" and numbered["Predictors"] == "9b"
+    assert numbered["Class imbalance"] == "13" and numbered["Fairness"] == "14"
+    assert numbered["Poor or missing inputs in deployment"] == "27a"
+    order = [int(re.match(r"\d+", i["item"]).group()) for i in card["tripod_ai"]]  # type: ignore[union-attr]
+    assert order == sorted(order)
     assert evaluation_input.model_version in md
     assert not re.search(r"\bnan\b", md + html, flags=re.IGNORECASE)
 

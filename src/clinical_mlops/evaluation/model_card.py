@@ -403,41 +403,41 @@ def _tripod(report: ValidationReport, inp: EvaluationInput) -> list[dict[str, st
             f"{spec.intended_use.population}; admissions "
             f"{spec.cohort.years[0]}–{spec.cohort.years[1]}",
         ),
-        ("7a", "Outcome definition", " ".join(spec.label.description.split())),
+        ("8a", "Outcome definition", " ".join(spec.label.description.split())),
         (
-            "8a",
+            "9b",
             "Predictors",
             f"{len(spec.features)} features from {_inputs(spec)}, each with unit, valid range, "
             "aggregation and clinical justification (see Features)",
         ),
         (
-            "9",
+            "10",
             "Sample size",
             f"{cohort.n_stays} {spec.words().units} (train {cohort.n_train}, test "
             f"{cohort.n_test}); "
             f"test set {t.n} {spec.words().units} with {t.n_positive} {spec.words().events}",
         ),
         (
-            "10",
+            "11",
             "Missing data",
             "median imputation fitted on the training years only and frozen in the release; "
             "robustness to missing inputs is reported",
         ),
         (
-            "12",
+            "12c",
             "Analysis: model and selection",
             f"{inp.selected_model} chosen by mean {spec.split.cv_folds}-fold stratified CV AUROC "
             "inside the "
             "training years; temporal test set touched once",
         ),
         (
-            "12e",
+            "13",
             "Class imbalance",
             "scale_pos_weight = negatives/positives in training; probabilities re-calibrated "
             "afterwards",
         ),
         (
-            "12f",
+            "12e",
             "Calibration",
             f"{report.calibration.method} calibration; ECE "
             f"{fmt_num(report.calibration.ece)} "
@@ -451,18 +451,20 @@ def _tripod(report: ValidationReport, inp: EvaluationInput) -> list[dict[str, st
             "demographic-parity and predictive-parity differences with bootstrap CIs",
         ),
         (
-            "23",
+            "23a",
             "Performance with CIs, including subgroups",
             f"AUROC {fmt_num(t.auroc)} ({fmt_ci(t.auroc_ci)}); "
             f"{len(report.subgroups)} subgroups reported with CIs in the validation report",
         ),
         (
-            "13/27",
+            "27a",
             "Poor or missing inputs in deployment",
             "inputs outside valid ranges or the intended population are refused or flagged; "
             "missing inputs use the frozen training median and are flagged to the clinician",
         ),
     ]
+    # in TRIPOD+AI's own numbering and order (Collins et al., BMJ 2024): 8a is the outcome
+    items.sort(key=lambda it: (int(re.match(r"\d+", it[0]).group()), it[0]))  # type: ignore[union-attr]
     return [{"item": i, "topic": topic, "content": content} for i, topic, content in items]
 
 
