@@ -28,7 +28,11 @@ from clinical_mlops.application.tasks import require_trainable
 from clinical_mlops.data.sources import SourceKind, open_source
 from clinical_mlops.data.synthetic import SyntheticConfig
 from clinical_mlops.errors import EngineUnavailable, SourceInvalid
-from clinical_mlops.evaluation.inputs import evaluation_input, stored_evaluation_input
+from clinical_mlops.evaluation.inputs import (
+    EvaluationInput,
+    evaluation_input,
+    stored_evaluation_input,
+)
 from clinical_mlops.evaluation.model_card import write_model_card
 from clinical_mlops.evaluation.report import evaluate, write_report
 from clinical_mlops.evaluation.validation_report import ValidationReport
@@ -240,6 +244,7 @@ def _run_record(
     snapshot: Snapshot,
     config: TrainingConfig,
     report: ValidationReport,
+    inp: EvaluationInput,
     folder: Path,
 ) -> tracking.TrainingRunRecord:
     """Return what a training run logs to MLflow, from the fit's aggregates and written files."""
@@ -257,7 +262,12 @@ def _run_record(
         "selected_model": fit.selected_model,
         **fit.hyperparameters,
     }
+    from sklearn.metrics import average_precision_score
+
     metrics = tracked_metrics(report)
+    # AUPRC (average precision) of the calibrated risk: not a report figure, but what
+    # teams compare runs on when the outcome is rare.
+    metrics["auprc"] = float(average_precision_score(inp.y_true, inp.p_cal))
     selected_cv = fit.cv.get(fit.selected_model, {})
     if "mean_auroc" in selected_cv:
         metrics["cv_mean_auroc"] = float(selected_cv["mean_auroc"])
@@ -379,7 +389,7 @@ def train_model(
                 tracking_uri,
                 experiment,
                 run_id,
-                _run_record(fit, snapshot, config, report, stage),
+                _run_record(fit, snapshot, config, report, inp, stage),
             )
         workspace.publish(stage, final)
     paths = {Path(p).name: final / Path(p).name for p in written}

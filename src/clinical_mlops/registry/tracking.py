@@ -23,6 +23,7 @@ password in it masked); the training use case asks before it writes anything.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 from collections.abc import Mapping
@@ -186,8 +187,14 @@ def log_training_run(uri: str, experiment_id: str, run_id: str, record: Training
     """Log ``record`` to the open run ``run_id`` and end it FINISHED (FAILED, then raise, if not).
 
     Child runs (one per cross-validated candidate) carry the tag ``mlflow.parentRunId``
-    so the MLflow UI nests them under the training run.
+    so the MLflow UI nests them under the training run. MLflow's own "View run" lines
+    never reach standard output (``--json`` output stays one document).
     """
+    with contextlib.redirect_stdout(io.StringIO()):
+        _log_training_run(uri, experiment_id, run_id, record)
+
+
+def _log_training_run(uri: str, experiment_id: str, run_id: str, record: TrainingRunRecord) -> None:
     mlflow = _mlflow()
     from mlflow.entities import Metric, Param, RunTag
 
@@ -308,9 +315,10 @@ def tag_release(uri: str, run_id: str, *, tags: dict[str, str], manifest: Path) 
     mlflow = _mlflow()
     try:
         client = mlflow.MlflowClient(tracking_uri=uri)
-        for k, v in sorted(tags.items()):
-            client.set_tag(run_id, k, v)
-        client.log_artifact(run_id, str(manifest), artifact_path="release")
+        with contextlib.redirect_stdout(io.StringIO()):
+            for k, v in sorted(tags.items()):
+                client.set_tag(run_id, k, v)
+            client.log_artifact(run_id, str(manifest), artifact_path="release")
     except Exception as exc:
         raise _unusable(uri, exc) from None
 
