@@ -25,7 +25,7 @@ import pytest
 import clinical_mlops
 from clinical_mlops.data.raw import read_source
 from clinical_mlops.features.snapshot import build_snapshot
-from clinical_mlops.registry.tracking import default_tracking_uri, resolve_tracking_uri
+from clinical_mlops.registry.tracking import default_tracking_uri
 from clinical_mlops.tasks import load_task
 from clinical_mlops.workspace import Workspace
 
@@ -272,6 +272,8 @@ def test_unreachable_tracking_uri_is_one_line_and_writes_nothing(
 
 
 def test_tracking_uri_rule(tmp_path: Path) -> None:
+    from clinical_mlops.registry.tracking import resolve_tracking_uri
+
     ws = Workspace.open(tmp_path / "ws")
     env = {"MLFLOW_TRACKING_URI": "http://team:5000"}
     assert resolve_tracking_uri(ws, uri="http://given:1", environ=env) == "http://given:1"
