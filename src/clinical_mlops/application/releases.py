@@ -3,6 +3,8 @@ a release's model card with its status as of now."""
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +15,9 @@ if TYPE_CHECKING:
     from clinical_mlops.registry.bundle import Bundle
     from clinical_mlops.registry.registry import Release
 
-__all__ = ["build_release_bundle", "model_card", "register_bundle"]
+__all__ = ["build_release_bundle", "model_card", "register_bundle", "tag_tracked_run"]
+
+log = logging.getLogger(__name__)
 
 
 def build_release_bundle(
@@ -36,13 +40,55 @@ def build_release_bundle(
     from clinical_mlops.registry.bundle import build_bundle
     from clinical_mlops.tasks.spec import load_escalation
 
-    return build_bundle(
+    bundle = build_bundle(
         workspace,
         model_version=model_version,
         author=author,
         threshold=threshold,
         escalation=None if escalation is None else load_escalation(escalation),
     )
+    tag_tracked_run(workspace, bundle)
+    return bundle
+
+
+def tag_tracked_run(workspace: Workspace, bundle: Bundle, *, release: str | None = None) -> bool:
+    """Return whether the MLflow run the bundle's model was trained in now names the bundle.
+
+    When the model was tracked (``release.json`` names an ``mlflow_run_id``), that run is
+    tagged with the bundle's SHA-256 (and ``release``, the registered version, when given)
+    and gets the bundle's ``MANIFEST.json`` under ``release/``. The store is the one the
+    training run used, as lineage names it (``MLFLOW_TRACKING_URI`` when lineage masked a
+    password out of it). Best effort: the signed bundle is the record, so a store that
+    cannot be reached is a warning on stderr, never a refused release.
+    """
+    from clinical_mlops.errors import TrackingUnavailable
+    from clinical_mlops.modeling.trained import model_folder
+    from clinical_mlops.registry import tracking
+
+    info = bundle.release
+    run_id = info.get("mlflow_run_id")
+    if not run_id:
+        return False
+    lineage = json.loads(
+        (model_folder(workspace, info["model_version"]) / "lineage.json").read_text("utf-8")
+    )
+    uri = lineage.get("tracking", {}).get("tracking_uri")
+    if uri and "***" in uri:  # a password was masked out of lineage: the environment has it
+        uri = tracking.resolve_tracking_uri(workspace)
+    if not uri:
+        return False
+    tags = {
+        "clinical_mlops.bundle_sha256": bundle.sha256,
+        "clinical_mlops.model_version": str(info["model_version"]),
+    }
+    if release:
+        tags["clinical_mlops.release"] = release
+    try:
+        tracking.tag_release(uri, run_id, tags=tags, manifest=bundle.path / "MANIFEST.json")
+    except TrackingUnavailable as exc:
+        log.warning("bundle %s not linked to MLflow run %s: %s", bundle.sha256[:16], run_id, exc)
+        return False
+    return True
 
 
 def register_bundle(

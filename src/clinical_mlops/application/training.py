@@ -17,6 +17,7 @@ Every front end calls these; none repeats their rules:
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,11 @@ from clinical_mlops.application.tasks import require_trainable
 from clinical_mlops.data.sources import SourceKind, open_source
 from clinical_mlops.data.synthetic import SyntheticConfig
 from clinical_mlops.errors import EngineUnavailable, SourceInvalid
-from clinical_mlops.evaluation.inputs import evaluation_input, stored_evaluation_input
+from clinical_mlops.evaluation.inputs import (
+    EvaluationInput,
+    evaluation_input,
+    stored_evaluation_input,
+)
 from clinical_mlops.evaluation.model_card import write_model_card
 from clinical_mlops.evaluation.report import evaluate, write_report
 from clinical_mlops.evaluation.validation_report import ValidationReport
@@ -42,6 +47,7 @@ from clinical_mlops.features.task_choice import snapshot_task
 from clinical_mlops.hashing import canonical_json, sha256_file
 from clinical_mlops.modeling.train import (
     DEFAULT_SEARCH_ITERATIONS,
+    FittedModel,
     TrainingConfig,
     all_cores,
     fit_model,
@@ -197,9 +203,11 @@ class TrainingResult:
 def tracked_metrics(report: ValidationReport) -> dict[str, float]:
     """Return the figures a training run logs to MLflow: the locked-test metrics and the workload.
 
-    Every number of the report's ``test`` section, then alerts, clinician reviews and
-    deferred cases per 100 test stays at the operating threshold and escalation policy
-    (the review figures only when the report states them).
+    Every number of the report's ``test`` section (AUROC, AUPRC, Brier, ECE, calibration,
+    conformal coverage, confusion counts), each confidence interval as ``<name>_low`` and
+    ``<name>_high`` (``auroc_ci_low``), then alerts, clinician reviews and deferred cases
+    per 100 test stays at the operating threshold and escalation policy (the review
+    figures only when the report states them).
     """
     w = report.workload
     numbers: dict[str, Any] = report.test.to_json() | {
@@ -207,11 +215,102 @@ def tracked_metrics(report: ValidationReport) -> dict[str, float]:
         "reviews_per_100": w.reviews_per_100,
         "deferred_per_100": w.deferred_per_100,
     }
-    return {
-        k: float(v)
-        for k, v in numbers.items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
+    out: dict[str, float] = {}
+    for k, v in numbers.items():
+        if _is_number(v):
+            out[k] = float(v)
+        elif isinstance(v, list) and len(v) == 2 and all(_is_number(b) for b in v):
+            out[f"{k}_low"], out[f"{k}_high"] = float(v[0]), float(v[1])
+    return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+#: the model-folder files a tracked run carries as MLflow artifacts (aggregates only)
+TRACKED_FILES = (
+    "report.json",
+    "report.html",
+    "model_card.md",
+    "model_card.html",
+    "model_card.json",
+    "lineage.json",
+)
+
+
+def _run_record(
+    fit: FittedModel,
+    snapshot: Snapshot,
+    config: TrainingConfig,
+    report: ValidationReport,
+    inp: EvaluationInput,
+    folder: Path,
+) -> tracking.TrainingRunRecord:
+    """Return what a training run logs to MLflow, from the fit's aggregates and written files."""
+    model = fit.model
+    task = snapshot.manifest["task"]
+    counts = snapshot.manifest.get("counts", {})
+    params: dict[str, Any] = {
+        **config.as_dict(),
+        "task": task["name"],
+        "task_spec_sha256": task.get("spec_sha256"),
+        "snapshot_id": snapshot.id,
+        "split_membership_sha256": snapshot.manifest.get("split_membership_sha256"),
+        **{f"snapshot_{k}": v for k, v in counts.items()},
+        **{k: v for k, v in fit.training.items() if k.startswith("n_") or k == "scale_pos_weight"},
+        "selected_model": fit.selected_model,
+        **fit.hyperparameters,
     }
+    from sklearn.metrics import average_precision_score
+
+    metrics = tracked_metrics(report)
+    # AUPRC (average precision) of the calibrated risk: not a report figure, but what
+    # teams compare runs on when the outcome is rare.
+    metrics["auprc"] = float(average_precision_score(inp.y_true, inp.p_cal))
+    selected_cv = fit.cv.get(fit.selected_model, {})
+    if "mean_auroc" in selected_cv:
+        metrics["cv_mean_auroc"] = float(selected_cv["mean_auroc"])
+    tags = {
+        "clinical_mlops.model_version": model.version,
+        "clinical_mlops.model_sha256": model.model_sha256,
+        "clinical_mlops.snapshot_id": snapshot.id,
+        "clinical_mlops.task": str(task["name"]),
+        "clinical_mlops.selected_model": fit.selected_model,
+    }
+    return tracking.TrainingRunRecord(
+        run_name=model.version,
+        params={k: v for k, v in params.items() if v is not None},
+        metrics=metrics,
+        tags=tags,
+        candidates=_cv_candidates(fit),
+        files=[folder / name for name in TRACKED_FILES if (folder / name).is_file()],
+        scorer=model.scorer,
+        columns=list(model.preprocessor.columns),
+    )
+
+
+def _cv_candidates(fit: FittedModel) -> list[dict[str, Any]]:
+    """Return every cross-validated configuration (fixed candidates, then each search draw)."""
+    found: list[dict[str, Any]] = []
+    search = fit.selection.get("search", [])
+    for family, result in fit.cv.items():
+        if family == "xgboost" and search:
+            for i, draw in enumerate(search, start=1):
+                found.append({**draw, "family": family, "name": f"{family} search {i}"})
+        else:
+            found.append({**result, "family": family, "name": family})
+    winner = next(
+        (
+            c
+            for c in found
+            if c["family"] == fit.selected_model and c["params"] == fit.hyperparameters
+        ),
+        None,
+    )
+    for c in found:
+        c["selected"] = c is winner
+    return found
 
 
 def train_model(
@@ -237,6 +336,8 @@ def train_model(
     """
     require_trainable(snapshot.spec())
     config = config or TrainingConfig()
+    # Ask the tracking store before any work: an unusable one stops the run here.
+    experiment = tracking.probe(tracking_uri) if tracking_uri else None
     step = on_step or (lambda _msg: None)
     fit = fit_model(snapshot, config=config, on_step=step)
     model = fit.model
@@ -250,11 +351,17 @@ def train_model(
         selection=fit.selection,
         training=fit.training,
         artifacts=hashes,
-        command_line=command_line,
+        command_line=[
+            tracking.mask_secrets(a) for a in (sys.argv if command_line is None else command_line)
+        ],
     )
-    if tracking_uri:
-        run_id = tracking.start_run(tracking_uri=tracking_uri, run_name=model.version)
-        lineage["tracking"] = {"mlflow_run_id": run_id, "tracking_uri": tracking_uri}
+    run_id = None
+    if tracking_uri and experiment is not None:
+        run_id = tracking.start_training_run(tracking_uri, experiment, run_name=model.version)
+        lineage["tracking"] = {
+            "mlflow_run_id": run_id,
+            "tracking_uri": tracking.public_uri(tracking_uri),
+        }
     inp = evaluation_input(
         model=model,
         snapshot=snapshot,
@@ -276,18 +383,16 @@ def train_model(
             *write_report(report, inp, stage).values(),
             *write_model_card(report, inp, stage).values(),
         ]
+        if tracking_uri and experiment is not None and run_id is not None:
+            # Logged from the staging folder: a store failing now leaves no model behind.
+            tracking.log_training_run(
+                tracking_uri,
+                experiment,
+                run_id,
+                _run_record(fit, snapshot, config, report, inp, stage),
+            )
         workspace.publish(stage, final)
     paths = {Path(p).name: final / Path(p).name for p in written}
-    if tracking_uri:
-        tracking.finish_run(
-            params={
-                **config.as_dict(),
-                "selected_model": fit.selected_model,
-                **fit.hyperparameters,
-            },
-            metrics=tracked_metrics(report),
-            files=[paths["report.json"], paths["model_card.md"]],
-        )
     ledger.record(
         workspace,
         type="training_run",
@@ -338,6 +443,8 @@ def train_task(
     actor: str = "pipeline",
     build: BuildProgress = BuildProgress(),
     on_step: Step | None = None,
+    tracking_uri: str | None = None,
+    track: bool | None = None,
 ) -> TrainingResult:
     """Train on the named snapshot, or on the task's synthetic snapshot; return the result.
 
@@ -345,7 +452,14 @@ def train_task(
     synthetic source of ``seed`` and ``scale`` is built, or found when the workspace
     already holds it (no second build, no second ``snapshot_built`` event). ``threads``
     bounds DuckDB and XGBoost (default: every core); it never changes the model.
+    MLflow tracking follows :func:`~clinical_mlops.registry.tracking.resolve_tracking_uri`:
+    ``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else the workspace's ``mlflow.db`` when
+    ``track`` is true; ``track`` false turns it off. The store is checked before any
+    work (:class:`TrackingUnavailable` naming the URI).
     """
+    uri = tracking.resolve_tracking_uri(workspace, uri=tracking_uri, track=track)
+    if uri:
+        tracking.probe(uri)  # before the snapshot build, not after it
     if snapshot:
         snap = open_snapshot(workspace, snapshot)
     else:
@@ -362,7 +476,9 @@ def train_task(
         n_boot=n_boot,
         n_jobs=threads or all_cores(),
     )
-    return train_model(workspace, snap, config=config, on_step=on_step, actor=actor)
+    return train_model(
+        workspace, snap, config=config, on_step=on_step, actor=actor, tracking_uri=uri
+    )
 
 
 def replay_evaluation(workspace: Workspace, version: str) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from clinical_mlops.application.governance import (
     set_rollout,
 )
 from clinical_mlops.application.privacy import consent_in_force, grant_consent
+from clinical_mlops.application.releases import tag_tracked_run
 from clinical_mlops.application.scoring import open_predictor
 from clinical_mlops.application.services import Services
 from clinical_mlops.clock import Clock
@@ -176,6 +177,7 @@ def govern_demo_release(
         )
         rel = gov.register(bundle, actor=author, why="demo release")
         v = rel.version
+        tag_tracked_run(workspace, bundle, release=v)
         for risk in release_risks(gov, v):
             if risk["acknowledgement"] is None:
                 acknowledge_risk(

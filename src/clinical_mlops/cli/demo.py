@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
 
 from clinical_mlops.cli._common import CliTable, WorkspaceOption, err_console, out_console
 from clinical_mlops.cli.data import SeedOption, ThreadsOption, render_snapshot
-from clinical_mlops.cli.model import SearchOption, render_training, run_train
+from clinical_mlops.cli.model import SearchOption, TrackingUriOption, render_training, run_train
 from clinical_mlops.modeling.defaults import DEFAULT_SEARCH_ITERATIONS
 from clinical_mlops.workspace import Workspace
 
@@ -19,6 +21,15 @@ def demo_command(
     seed: SeedOption = 7,
     search_iterations: SearchOption = DEFAULT_SEARCH_ITERATIONS,
     threads: ThreadsOption = None,
+    tracking_uri: TrackingUriOption = None,
+    track: Annotated[
+        bool,
+        typer.Option(
+            "--track/--no-track",
+            help="Log the training run to MLflow (default: $MLFLOW_TRACKING_URI, else the "
+            "workspace's mlflow.db).",
+        ),
+    ] = True,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Run the end-to-end pipeline on the embedded synthetic source.
@@ -45,6 +56,8 @@ def demo_command(
         n_boot=1000,
         workspace=workspace,
         threads=threads,
+        tracking_uri=tracking_uri,
+        track=track,
     )
     render_snapshot(open_snapshot(ws, result.lineage["snapshot"]["id"]))
     render_training(result.summary(), published=load_task("icu_mortality_48h").published)
@@ -69,6 +82,13 @@ def demo_command(
 
     err_console.print("[bold]serving[/] — locked test stays scored through the Predictor, audited")
     render_serving(score_test_set(ws, site=PILOT_SITE, requester="system:demo-ehr"))
+    run = result.lineage.get("tracking")
+    if run:
+        uri = run["tracking_uri"]
+        see = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else uri
+        out_console.print(
+            f"MLflow run {run['mlflow_run_id']} (see it with: {see})", highlight=False
+        )
     out_console.print(
         f"\n[bold]done[/] in {time.monotonic() - started:.0f} s — open {result.paths['report.html']}"
     )

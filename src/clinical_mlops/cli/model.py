@@ -42,6 +42,14 @@ SearchOption = Annotated[
     ),
 ]
 BootOption = Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples for CIs.", min=100)]
+TrackingUriOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow tracking server or store to log the run to (default: $MLFLOW_TRACKING_URI).",
+        show_default=False,
+    ),
+]
 
 
 def run_train(
@@ -54,6 +62,8 @@ def run_train(
     n_boot: int,
     workspace: Any,
     threads: int | None = None,
+    tracking_uri: str | None = None,
+    track: bool | None = None,
 ) -> TrainingResult:
     """Train (building or reusing the snapshot unless one is named), showing progress."""
     from clinical_mlops.application.training import train_task
@@ -78,6 +88,8 @@ def run_train(
             actor=current_actor(),
             build=build_progress(bar),
             on_step=on_step,
+            tracking_uri=tracking_uri,
+            track=track,
         )
     say_if_reused(result.snapshot)
     return result
@@ -93,13 +105,25 @@ def train(
     search_iterations: SearchOption = DEFAULT_SEARCH_ITERATIONS,
     n_boot: BootOption = 1000,
     threads: ThreadsOption = None,
+    tracking_uri: TrackingUriOption = None,
+    track: Annotated[
+        bool | None,
+        typer.Option(
+            "--track/--no-track",
+            help="Log to MLflow: --track uses the workspace's mlflow.db when no URI is given; "
+            "--no-track ignores $MLFLOW_TRACKING_URI.",
+            show_default=False,
+        ),
+    ] = None,
     workspace: WorkspaceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Select, fit, calibrate and validate a model; write artifacts, report and model card.
 
     Without --snapshot, the snapshot of the task over the synthetic source is built, or
-    reused when the workspace already holds it.
+    reused when the workspace already holds it. The run is logged to MLflow at
+    --tracking-uri, else at $MLFLOW_TRACKING_URI, else (with --track) in the workspace's
+    mlflow.db; otherwise it is not tracked.
     """
     result = run_train(
         task=task,
@@ -110,6 +134,8 @@ def train(
         n_boot=n_boot,
         workspace=workspace,
         threads=threads,
+        tracking_uri=tracking_uri,
+        track=track,
     )
     if as_json:
         print_json(result.summary())
