@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
-from typing import Any
-
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
