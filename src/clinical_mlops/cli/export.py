@@ -31,10 +31,7 @@ export_app = typer.Typer(
 def odcs_cmd(
     target: Annotated[
         str,
-        typer.Argument(
-            metavar="RELEASE|TASK",
-            help="A registered release, a built-in task or a task spec YAML file.",
-        ),
+        typer.Argument(help="A registered release, a built-in task or a task spec YAML file."),
     ],
     out: Annotated[
         Path | None,
