@@ -8,7 +8,7 @@ UV     := $(VENV)/bin/uv
 EXTRAS ?= dev,postgres,console,vault,mlflow,spark,serve,fhir
 STAMP  := $(VENV)/.installed-$(shell echo "$(EXTRAS)" | tr ',' '-')
 
-.PHONY: demo test bench lint install clean help sysdeps fhir-server oidc-provider
+.PHONY: demo test bench lint install clean help sysdeps fhir-server oidc-provider seismometer-env
 
 help:
 	@echo "make demo   - create the environment, install, run the end-to-end pipeline"
@@ -63,7 +63,19 @@ $(OIDC_PROVIDER): tests/oidc_provider/package.json tests/oidc_provider/package-l
 	cd tests/oidc_provider && npm ci --no-audit --no-fund
 oidc-provider: $(OIDC_PROVIDER)
 
-test: sysdeps $(STAMP) $(FHIR_SERVER) $(OIDC_PROVIDER)
+# seismometer (Epic's open-source model-validation notebooks) in an environment of its own: its
+# pins (pyarrow<20, jupyterlab, ydata-profiling) are not the project's. The export test
+# (tests/monitoring/test_seismometer_export.py) loads `export seismometer` files with its loader.
+SEISMOMETER_VERSION := 0.5.0
+SEISMOMETER_VENV    := .venv-seismometer
+SEISMOMETER         := $(SEISMOMETER_VENV)/.installed-$(SEISMOMETER_VERSION)
+$(SEISMOMETER):
+	$(PYTHON) -m venv $(SEISMOMETER_VENV)
+	$(SEISMOMETER_VENV)/bin/pip install --quiet "seismometer==$(SEISMOMETER_VERSION)"
+	touch $@
+seismometer-env: $(SEISMOMETER)
+
+test: sysdeps $(STAMP) $(FHIR_SERVER) $(OIDC_PROVIDER) $(SEISMOMETER)
 	$(PY) -m pytest -n 2 -q
 
 bench: $(STAMP)
@@ -77,7 +89,7 @@ lint: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/architecture
 
 clean:
-	rm -rf $(VENV) .clinical-mlops .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SEISMOMETER_VENV) .clinical-mlops .pytest_cache .mypy_cache .ruff_cache
 
 # -- supply chain (docs/RELIABILITY.md, "Supply chain") ----------------------------------------
 .PHONY: audit sbom lock

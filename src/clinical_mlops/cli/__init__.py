@@ -97,6 +97,11 @@ COMMANDS: tuple[LazyCommand, ...] = (
         "Simulated operation on simulated time (no sleeping).",
     ),
     LazyCommand(
+        "export",
+        "clinical_mlops.cli.export:export_app",
+        "Exports for other tools: ODCS data contracts, seismometer predictions and events.",
+    ),
+    LazyCommand(
         "console",
         "clinical_mlops.cli.console:console_app",
         "The clinician and governance web console (run it, manage its users).",
