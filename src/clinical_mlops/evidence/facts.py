@@ -404,7 +404,7 @@ def gather_facts(
         task=rel.task,
         as_of=at,
         as_of_iso=limit,
-        release=rel.to_json() | {"path": None, "status": status},
+        release=rel.to_json() | {"path": None, "status": status, "change": rel.change},
         bundle_name=bundle.path.name,
         bundle_sha256=bundle.sha256,
         signature={
