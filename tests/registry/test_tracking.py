@@ -141,7 +141,15 @@ def _train(
     return dict(json.loads(done.stdout))
 
 
-def _run_of(url: str, model_version: str) -> dict[str, Any]:
+def _run_of(url: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """Return the top-level run the training run's lineage names, found by its model's tag.
+
+    Training is reproducible, so runs of the same snapshot and configuration in one
+    server share the model version: the lineage's run id tells them apart.
+    """
+    model_version = summary["model_version"]
+    lineage = json.loads((Path(summary["folder"]) / "lineage.json").read_text())
+    run_id = lineage["tracking"]["mlflow_run_id"]
     found = _api(
         url,
         "runs/search",
@@ -150,7 +158,11 @@ def _run_of(url: str, model_version: str) -> dict[str, Any]:
             "filter": f"tags.`clinical_mlops.model_version` = '{model_version}'",
         },
     )
-    runs = [r for r in found.get("runs", []) if "mlflow.parentRunId" not in _kv(r["data"]["tags"])]
+    runs = [
+        r
+        for r in found.get("runs", [])
+        if "mlflow.parentRunId" not in _kv(r["data"]["tags"]) and r["info"]["run_id"] == run_id
+    ]
     assert len(runs) == 1, found
     return dict(runs[0])
 
@@ -164,7 +176,7 @@ def test_cli_train_run_is_visible_through_the_mlflow_rest_api(
     folder = Path(summary["folder"])
     lineage = json.loads((folder / "lineage.json").read_text())
     report = json.loads((folder / "report.json").read_text())
-    run = _run_of(mlflow_server, summary["model_version"])
+    run = _run_of(mlflow_server, summary)
     run_id = run["info"]["run_id"]
     assert lineage["tracking"] == {"mlflow_run_id": run_id, "tracking_uri": mlflow_server}
     got = _api(mlflow_server, f"runs/get?run_id={run_id}")["run"]
@@ -243,7 +255,7 @@ def test_env_var_tracks_and_tracking_never_changes_the_model(
         [],
         env={"MLFLOW_TRACKING_URI": mlflow_server},
     )
-    run = _run_of(mlflow_server, tracked["model_version"])
+    run = _run_of(mlflow_server, tracked)
     assert _kv(run["data"]["tags"])["clinical_mlops.model_sha256"] == tracked["model_sha256"]
 
     plain_ws = _workspace(prepared, tmp_path, "plain")
