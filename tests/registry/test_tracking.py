@@ -65,6 +65,9 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        # the server's job runner (a dozen queue consumers) serves nothing tracking uses and
+        # would take the 2-core machine from the tests
+        env=os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 240  # a loaded 2-core machine migrates the store slowly
