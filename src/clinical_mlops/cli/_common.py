@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +15,7 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from clinical_mlops.errors import ClinicalMlopsError
+from clinical_mlops.errors import ClinicalMlopsError, ValueInvalid
 from clinical_mlops.workspace import Workspace
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "out_console",
     "print_json",
     "run_guarded",
+    "time_option",
     "workspace_from",
 ]
 
@@ -117,6 +119,27 @@ def current_actor() -> str:
     import os
 
     return os.environ.get("CLINICAL_MLOPS_ACTOR") or f"{getpass.getuser()}@cli"
+
+
+def time_option(value: str | None, option: str, *, zone_required: bool = False) -> datetime | None:
+    """Return the time an option gives (None when absent); ``ValueInvalid`` naming the option.
+
+    ISO-8601 with ``Z`` or an offset; a time without a zone is read as UTC, or refused
+    when ``zone_required`` (a time that decides what a signed document states).
+    """
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueInvalid(
+            f"{option}: expected an ISO-8601 time such as 2026-03-02T09:00:00Z, got {value!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        if zone_required:
+            raise ValueInvalid(f"{option}: {value!r} has no time zone (e.g. 2026-03-02T09:00:00Z)")
+        return parsed.replace(tzinfo=UTC)
+    return parsed
 
 
 def workspace_from(path: Path | None) -> Workspace:

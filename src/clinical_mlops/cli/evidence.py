@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -15,6 +14,7 @@ from clinical_mlops.cli._common import (
     err_console,
     out_console,
     print_json,
+    time_option,
     workspace_from,
 )
 from clinical_mlops.errors import ValueInvalid
@@ -22,18 +22,6 @@ from clinical_mlops.errors import ValueInvalid
 __all__ = ["evidence_command"]
 
 FORMAT_CHOICES = ("chai", "hti1", "tripod-ai", "annex-iv", "pmm-plan", "pccp", "all")
-
-
-def _time(text: str) -> datetime:
-    try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueInvalid(
-            f"--as-of: not an ISO-8601 time: {text!r} (e.g. 2026-03-02T09:00:00Z)"
-        ) from None
-    if at.tzinfo is None:
-        raise ValueInvalid(f"--as-of: {text!r} has no time zone (e.g. 2026-03-02T09:00:00Z)")
-    return at
 
 
 def evidence_command(
@@ -82,7 +70,7 @@ def evidence_command(
         workspace_from(workspace),
         release,
         formats=format_ or ["all"],
-        as_of=_time(as_of) if as_of else None,
+        as_of=time_option(as_of, "--as-of", zone_required=True),
         actor=actor or current_actor(),
         progress=lambda line: err_console.print(line, highlight=False),
     )

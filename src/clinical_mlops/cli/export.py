@@ -13,9 +13,10 @@ from clinical_mlops.cli._common import (
     err_console,
     out_console,
     print_json,
+    time_option,
     workspace_from,
 )
-from clinical_mlops.cli.monitor import TaskOption, _when
+from clinical_mlops.cli.monitor import TaskOption
 
 __all__ = ["export_app"]
 
@@ -87,8 +88,8 @@ def seismometer_cmd(
         out,
         release=release,
         task=task,
-        since=_when(since, "--since"),
-        until=_when(until, "--until"),
+        since=time_option(since, "--since"),
+        until=time_option(until, "--until"),
     )
     if json_:
         print_json(summary)

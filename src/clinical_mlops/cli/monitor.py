@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +15,7 @@ from clinical_mlops.cli._common import (
     err_console,
     out_console,
     print_json,
+    time_option,
     workspace_from,
 )
 from clinical_mlops.cli.registry import (
@@ -25,7 +25,6 @@ from clinical_mlops.cli.registry import (
     StatementOption,
     act_proof,
 )
-from clinical_mlops.errors import MonitoringError
 
 __all__ = ["monitor_app", "simulate_app"]
 
@@ -40,18 +39,6 @@ simulate_app = typer.Typer(
 TaskOption = Annotated[
     str | None, typer.Option("--task", "-t", help="Only releases of this task (default: all).")
 ]
-
-
-def _when(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise MonitoringError(
-            f"{option}: expected an ISO-8601 time such as 2026-03-02T09:00:00Z, got {value!r}"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @monitor_app.command(
@@ -77,8 +64,8 @@ def run_cmd(
         summary = run_monitor(
             workspace_from(workspace),
             task=task,
-            since=_when(since, "--since"),
-            until=_when(until, "--until"),
+            since=time_option(since, "--since"),
+            until=time_option(until, "--until"),
             act=not dry_run,
         )
     if json_:
@@ -123,8 +110,8 @@ def report_cmd(
         out,
         release=release,
         task=task,
-        since=_when(since, "--since"),
-        until=_when(until, "--until"),
+        since=time_option(since, "--since"),
+        until=time_option(until, "--until"),
     )
     if json_:
         print_json(report)
@@ -187,7 +174,7 @@ def alerts_cmd(
         line = f"{d['id']} [{d['status']}] {d['kind']}/{d['rule']} {d['severity']}: {d['summary']}"
         _one(d, json_, line)
         return
-    found = uc.list_alerts(ws, status=status, kind=kind, since=_when(since, "--since"))
+    found = uc.list_alerts(ws, status=status, kind=kind, since=time_option(since, "--since"))
     if json_:
         print_json({"alerts": [a.to_json() for a in found]})
         return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -12,21 +11,12 @@ from clinical_mlops.cli._common import (
     WorkspaceOption,
     err_console,
     print_json,
+    time_option,
     workspace_from,
 )
 from clinical_mlops.cli.audit import ActorOption, default_actor
 
 privacy_app = typer.Typer(help="Consent and erasure of patients (subjects).", no_args_is_help=True)
-
-
-def _when(value: str | None, name: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise typer.BadParameter(f"{name} {value!r} is not an ISO date or time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @privacy_app.command("consent")
@@ -49,8 +39,8 @@ def consent(
     from clinical_mlops.application.privacy import grant_consent
     from clinical_mlops.application.services import Services
 
-    start = _when(valid_from, "--valid-from")
-    end = _when(valid_until, "--valid-until")
+    start = time_option(valid_from, "--valid-from")
+    end = time_option(valid_until, "--valid-until")
     with Services.open(workspace_from(workspace)) as services:
         try:
             granted = grant_consent(
@@ -96,7 +86,7 @@ def withdraw(
                 services,
                 subject=subject,
                 purposes=purpose or None,
-                at=_when(at, "--at"),
+                at=time_option(at, "--at"),
                 actor=actor or default_actor(),
             )
         except ValueError as exc:

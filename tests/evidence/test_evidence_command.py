@@ -73,7 +73,7 @@ def test_the_table_names_missing_fields_and_their_owners(world: dict[str, Any], 
         (["nope@9"], "release 'nope@9' is not registered"),
         (["{release}", "--as-of", "2999-01-01T00:00:00Z"], "is in the future"),
         (["{release}", "--as-of", "2001-01-01T00:00:00Z"], "before release"),
-        (["{release}", "--as-of", "yesterday"], "--as-of: not an ISO-8601 time"),
+        (["{release}", "--as-of", "yesterday"], "--as-of: expected an ISO-8601 time"),
         (["{release}", "--format", "fhir"], "--format: 'fhir' is not one of"),
     ],
 )
