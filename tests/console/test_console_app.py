@@ -27,6 +27,7 @@ from console_world import (
     sign_in,
 )
 
+from clinical_mlops.application.evidence import write_evidence
 from clinical_mlops.application.validation import validate_externally
 from clinical_mlops.clock import FixedClock
 from clinical_mlops.console.deps import PAGE_ROLES, PUBLIC_ROUTES
@@ -72,12 +73,22 @@ def ids(world: dict[str, Any]) -> dict[str, str]:
             world["ws"], load_task("icu_mortality_48h"), west, clock=FixedClock(NOW)
         )
         validation = validate_externally(gov, world["v1"], on=snapshot.id, actor="demo.priya.nair")
+    # a signed evidence set, so the release has a document to open
+    written = write_evidence(
+        world["ws"],
+        world["v1"],
+        formats=("chai",),
+        as_of=NOW,
+        actor=COMPLIANCE,
+        clock=FixedClock(NOW),
+    )
     return {
         "seq": str(world["escalated"][-1]),
         "version": world["v1"],
         "alert_id": list_alerts(world["ws"])[0].id,
         "incident_id": inc["id"],
         "validation_id": validation.id,
+        "name": next(n for n in written["files"] if n.endswith(".xml")),
     }
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from clinical_mlops.clock import SystemClock
+from clinical_mlops.clock import Clock, SystemClock
 from clinical_mlops.errors import ValueInvalid
 from clinical_mlops.workspace import Workspace
 
@@ -39,13 +39,14 @@ def write_evidence(
     as_of: datetime | None = None,
     actor: str,
     progress: Callable[[str], None] | None = None,
-    now: datetime | None = None,
+    clock: Clock | None = None,
 ) -> dict[str, Any]:
     """Return the signed manifest of the evidence set written for ``release`` as of ``as_of``.
 
     ``formats`` are names from :data:`clinical_mlops.evidence.ALL_FORMATS` or ``all``
-    (every format this version builds); ``progress`` receives one line per step; ``now``
-    is the signing time (the system clock by default; the console passes its own).
+    (every format this version builds); ``progress`` receives one line per step; ``clock``
+    gives the signing time and the ledger entry's time (the system clock by default; the
+    console passes its own).
     """
     from clinical_mlops.evidence import FORMATS, resolve_formats
     from clinical_mlops.evidence.facts import gather_facts
@@ -68,10 +69,10 @@ def write_evidence(
             )
         say(f"built {name}: {len(doc.fields)} fields, {len(doc.missing())} to be completed")
         documents.append(doc)
-    signed_at = now or SystemClock().now()
-    with Ledger.open(workspace) as led:
+    clock = clock or SystemClock()
+    with Ledger.open(workspace, clock=clock) as led:
         written = write_documents(
-            workspace, facts, documents, actor=actor, ledger=led, now=signed_at
+            workspace, facts, documents, actor=actor, ledger=led, now=clock.now()
         )
     say(f"signed {len(written['files'])} files; audit record {written['seq']}")
     return written

@@ -48,14 +48,13 @@ def write(
     version: str,
     viewer: Annotated[Viewer, Depends(posted("/releases/{version}/evidence"))],
 ) -> RedirectResponse:
-    now = viewer.console.clock.now()
     made = write_evidence(
         viewer.console.workspace,
         version,
         formats=("all",),
-        as_of=now,
+        as_of=viewer.console.clock.now(),
         actor=viewer.user.name,
-        now=now,
+        clock=viewer.console.clock,
     )
     return RedirectResponse(
         viewer.url(f"/releases/{made['release']}/evidence?written={made['seq']}"),
