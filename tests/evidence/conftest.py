@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +39,6 @@ def world(governed_release: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """Run the command line as a user would (errors become exit code 2 and one line)."""
-    from clinical_mlops.cli import app
-    from clinical_mlops.cli._common import run_guarded
-
-    def run(args: list[str]) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["clinical-mlops", *args])
-        try:
-            code = run_guarded(app)
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
+def cli(cli: Callable[..., tuple[int, str, str]]) -> Callable[[list[str]], tuple[int, str, str]]:
+    """The suite's ``cli`` (errors become exit code 2 and one line), taking a list of args."""
+    return lambda args: cli(*args)

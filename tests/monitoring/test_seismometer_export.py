@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,8 +17,6 @@ import pytest
 import yaml
 
 from clinical_mlops.application.governance import decide_case
-from clinical_mlops.cli import app
-from clinical_mlops.cli._common import run_guarded
 from clinical_mlops.clock import FixedClock
 from clinical_mlops.governance.oversight import record_outcome
 from clinical_mlops.ledger import Ledger
@@ -32,22 +29,6 @@ SEISMOMETER_PYTHON = Path(
 )
 T0 = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
 Cli = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """Run ``clinical-mlops ARGS`` as the console script does; return (code, out, err)."""
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["clinical-mlops", *args])
-        try:
-            code = run_guarded(app)
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
 
 
 def _requests(rows: list[dict[str, Any]], indices: range) -> list[Any]:

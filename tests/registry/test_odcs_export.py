@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,30 +14,12 @@ import yaml
 from open_data_contract_standard.model import OpenDataContractStandard
 
 from clinical_mlops.application.walkthrough import DEMO_PEOPLE, govern_demo_release
-from clinical_mlops.cli import app
-from clinical_mlops.cli._common import run_guarded
 from clinical_mlops.registry.registry import Registry
 from clinical_mlops.tasks import load_task
 from clinical_mlops.workspace import Workspace
 
 SCHEMA = Path(__file__).parents[1] / "standards" / "odcs-json-schema-v3.1.0.json"
 Cli = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """Run ``clinical-mlops ARGS`` as the console script does; return (code, out, err)."""
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["clinical-mlops", *args])
-        try:
-            code = run_guarded(app)
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
 
 
 @pytest.fixture(scope="module")
